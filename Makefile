@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: Apache-2.0
+# ambit: build, test, lab demo and benchmarks. Out-of-tree in $(BUILD); `V=1` for commands;
+# `SAN=address,undefined` for sanitizers (what `make test` uses, in $(BUILD)/san).
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.DEFAULT_GOAL := all
+
+BUILD   ?= build
+SAN     ?=
+V       ?= 0
+CC      ?= gcc
+CLANG   ?= clang
+BPFTOOL ?= bpftool
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-8s %s\n' $(1) $(2)
+endif
+
+PKGS := libbpf libnl-3.0 libnl-route-3.0 openssl libnghttp2 libprotobuf-c libcurl jansson
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lelf -lz -lpthread
+
+CFLAGS ?= -O2 -g
+WARN   := -Wall -Wextra -Wundef -Wstrict-prototypes -Wno-unused-parameter -Werror
+ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) -D_GNU_SOURCE -MMD -MP -I. -I$(BUILD) $(PKG_CFLAGS) \
+	-DAMBIT_VERSION='"$(VERSION)"' -DAMBIT_GIT_REV='"$(GIT_REV)"'
+ALL_LDFLAGS = $(LDFLAGS)
+ifneq ($(SAN),)
+ALL_CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ALL_LDFLAGS += -fsanitize=$(SAN)
+endif
+
+# ---- dependencies: installed once per machine, re-checked when the list changes ----
+DEPS_STAMP := $(BUILD)/.deps-ok
+$(DEPS_STAMP): mk/deps.sh mk/packages.txt
+	$(Q)mkdir -p $(@D)
+	$(Q)./mk/deps.sh
+	$(Q)touch $@
+.PHONY: deps
+deps:
+	./mk/deps.sh
+
+# ---- sources, one folder per module ----
+COMMON_SRC := $(wildcard common/*.c)
+TLS_SRC    := $(wildcard tls/*.c)
+OTLP_SRC   := $(wildcard otlp/*.c)
+AGENT_SRC  := $(filter-out agent/main.c,$(wildcard agent/*.c))
+CTL_SRC    := $(wildcard agent/ctl/*.c)
+WP_SRC     := $(wildcard agent/waypoint/*.c)
+BPF_SRC    := $(wildcard bpf/*.bpf.c)
+PROTO_SRC  := $(shell find otlp/proto -name '*.proto' 2>/dev/null)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+BPF_OBJ   := $(patsubst %.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRC))
+BPF_SKEL  := $(patsubst %.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRC))
+PROTO_C   := $(patsubst otlp/proto/%.proto,$(BUILD)/otlp/pb/%.pb-c.c,$(PROTO_SRC))
+PROTO_H   := $(PROTO_C:.c=.h)
+GENERATED := $(BPF_SKEL) $(PROTO_H)
+
+LIB_COMMON := $(BUILD)/libcommon.a
+LIB_TLS    := $(BUILD)/libtls.a
+LIB_OTLP   := $(BUILD)/libotlp.a
+LIB_AGENT  := $(BUILD)/libagent.a
+AGENT_LIBS := $(LIB_AGENT) $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON)
+
+BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint
+
+.PHONY: all
+all: $(BINS)
+
+# ---- generated code ----
+$(BUILD)/bpf/vmlinux.h: | $(DEPS_STAMP)
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/bpf/vmlinux.h $(wildcard bpf/shared/*.h)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -Wall -Werror \
+		-I$(BUILD)/bpf -I. -c $< -o $@
+
+$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
+
+$(BUILD)/otlp/pb/%.pb-c.c $(BUILD)/otlp/pb/%.pb-c.h: otlp/proto/%.proto | $(DEPS_STAMP)
+	$(call msg,PROTOC,$<)
+	$(Q)mkdir -p $(BUILD)/otlp/pb
+	$(Q)protoc-c --proto_path=otlp/proto --c_out=$(BUILD)/otlp/pb $<
+
+# ---- objects ----
+$(BUILD)/%.o: %.c | $(DEPS_STAMP) $(GENERATED)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# protobuf-c output is not ours: compile it without -Werror's extra warnings.
+$(BUILD)/otlp/pb/%.pb-c.o: $(BUILD)/otlp/pb/%.pb-c.c
+	$(call msg,CC,$@)
+	$(Q)$(CC) -std=gnu11 $(CFLAGS) -I$(BUILD)/otlp/pb $(PKG_CFLAGS) $(if $(SAN),-fsanitize=$(SAN)) -c $< -o $@
+
+$(LIB_COMMON): $(call obj,$(COMMON_SRC))
+$(LIB_TLS):    $(call obj,$(TLS_SRC))
+$(LIB_OTLP):   $(call obj,$(OTLP_SRC)) $(PROTO_C:.c=.o)
+$(LIB_AGENT):  $(call obj,$(AGENT_SRC))
+$(BUILD)/%.a:
+	$(call msg,AR,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/ambitd: $(BUILD)/agent/main.o $(AGENT_LIBS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/ambitctl: $(call obj,$(CTL_SRC)) $(LIB_COMMON)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/ambit-waypoint: $(call obj,$(WP_SRC)) $(AGENT_LIBS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# ---- tests ----
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst %.c,$(BUILD)/%,$(UNIT_SRC))
+BPFT_SRC := $(wildcard tests/bpf/test_*.c)
+BPFT_BIN := $(patsubst %.c,$(BUILD)/%,$(BPFT_SRC))
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(patsubst %.c,$(BUILD)/%,$(TOOL_SRC))
+
+$(BUILD)/tests/%: tests/%.c $(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(AGENT_LIBS) $(PKG_LIBS)
+
+.PHONY: test-deps test-build test unit-test bpf-test lab-test
+# npm packages for the independent decoders/validators used by tests (not for the product).
+test-deps: $(DEPS_STAMP)
+	$(Q)./tests/node/install.sh
+
+test-build: all $(UNIT_BIN) $(BPFT_BIN) $(TOOL_BIN)
+
+# `make test` builds everything with ASan/UBSan in $(BUILD)/san and runs every layer.
+TEST_SAN ?= address,undefined
+test: $(DEPS_STAMP)
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=$(TEST_SAN) test-build
+	$(Q)$(MAKE) --no-print-directory test-deps
+	$(Q)AMBIT_BUILD=$(BUILD)/san ./tests/run.sh all
+
+unit-test bpf-test lab-test: $(DEPS_STAMP)
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=$(TEST_SAN) test-build
+	$(Q)AMBIT_BUILD=$(BUILD)/san ./tests/run.sh $(@:-test=)
+
+# ---- lab demo and benchmarks ----
+.PHONY: demo bench clean
+demo: all
+	$(Q)./deploy/lab/demo.sh
+
+bench: all
+	$(Q)$(MAKE) --no-print-directory $(TOOL_BIN)
+	$(Q)./bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small helpers every binary shares: clocks, address formatting, hex, fd flags. */
+#ifndef AMBIT_COMMON_UTIL_H
+#define AMBIT_COMMON_UTIL_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+uint64_t now_mono_ms(void);
+uint64_t now_mono_ns(void);
+/* Wall clock in ns since the Unix epoch (span timestamps). */
+uint64_t now_real_ns(void);
+
+/* Length of "[ffff:...]:65535" plus NUL. */
+#define ADDR_STR_LEN 64
+/* "1.2.3.4:80" or "[::1]:80" into buf (ADDR_STR_LEN); returns buf. */
+char *sockaddr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
+/* Only the address, no port. */
+char *sockaddr_ip_str(const struct sockaddr_storage *ss, char *buf, size_t len);
+uint16_t sockaddr_port(const struct sockaddr_storage *ss);
+/* Parses "IP" (port set to `port`) or "IP:PORT" / "[IPv6]:PORT". 0 or -EINVAL. */
+int sockaddr_parse(const char *s, uint16_t default_port, struct sockaddr_storage *out);
+bool sockaddr_ip_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+socklen_t sockaddr_len(const struct sockaddr_storage *ss);
+
+/* Lower-case hex of len bytes into out (2*len+1). */
+void hex_encode(const uint8_t *in, size_t len, char *out);
+/* Exactly 2*len hex digits into out; 0 or -EINVAL. */
+int hex_decode(const char *in, uint8_t *out, size_t len);
+
+int fd_set_nonblock(int fd);
+int fd_set_cloexec(int fd);
+
+/* Reads a whole file, at most max bytes (NUL-terminated, *len without it). NULL + errno. */
+char *read_file_bounded(const char *path, size_t max, size_t *len);
+
+#endif

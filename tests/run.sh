@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs the test layers (unit, bpf, lab, or all) and ends with one line "N passed, N failed".
+# Every test program prints "ok - NAME" / "not ok - NAME" lines; a program that exits non-zero
+# without a "not ok" line counts as one failure under its own name. Output per program goes to
+# $AMBIT_BUILD/test-logs/ and is shown only on failure (all of it with VERBOSE=1).
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+export AMBIT_BUILD=${AMBIT_BUILD:-build}
+export AMBIT_TOP=$top
+# LeakSanitizer reports are failures; libbpf/libnl keep a few intentional globals.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/tests/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+layer=${1:-all}
+logs=$AMBIT_BUILD/test-logs
+mkdir -p "$logs"
+passed=0
+failed=0
+failures=()
+
+run_one() { # name, command...
+	local name=$1; shift
+	local log="$logs/$(echo "$name" | tr '/ ' '__').log"
+	local start=$SECONDS
+	"$@" >"$log" 2>&1 </dev/null
+	local rc=$?
+	local p f
+	p=$(grep -c '^ok ' "$log")
+	f=$(grep -c '^not ok ' "$log")
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+		echo "not ok - $name (exit $rc)" >>"$log"
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	printf '%-44s %4d ok %3d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
+	if [ "$f" -gt 0 ] || [ -n "${VERBOSE:-}" ]; then
+		failures+=("$name")
+		sed -e 's/^/    | /' "$log" | tail -n 60
+	fi
+}
+
+if [ "$layer" = unit ] || [ "$layer" = all ]; then
+	for t in "$AMBIT_BUILD"/tests/unit/test_*; do
+		[ -x "$t" ] && run_one "unit/$(basename "$t")" "$t"
+	done
+fi
+if [ "$layer" = bpf ] || [ "$layer" = all ]; then
+	for t in "$AMBIT_BUILD"/tests/bpf/test_*; do
+		[ -x "$t" ] && run_one "bpf/$(basename "$t")" "$t"
+	done
+fi
+if [ "$layer" = lab ] || [ "$layer" = all ]; then
+	for t in tests/lab/test_*.sh tests/lab/test_*.py; do
+		[ -f "$t" ] || continue
+		case "$t" in *.py) run_one "lab/$(basename "$t")" python3 "$t" ;;
+		*) run_one "lab/$(basename "$t")" bash "$t" ;; esac
+	done
+fi
+[ ${#failures[@]} -gt 0 ] && echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
