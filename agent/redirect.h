@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* eBPF traffic capture: loads bpf/redirect.bpf.c through its skeleton, keeps its maps pinned
+ * (so capture survives an agent restart and fails closed while the agent is down), attaches
+ * it to the host-side interface of every local enrolled pod, installs the policy-routing rule
+ * that delivers captured packets locally, and undoes all of it on `ambitd --cleanup`.
+ * The only user of libbpf. Interface lookups and rules go through agent/netlink.h. */
+#ifndef AMBIT_AGENT_REDIRECT_H
+#define AMBIT_AGENT_REDIRECT_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct redirect_opts {
+	const char *pin_dir;		/* bpffs folder, default /sys/fs/bpf/ambit */
+	uint32_t mark;			/* fwmark for local delivery, default 0x0a3b0000 */
+	uint32_t mark_mask;		/* default 0xffff0000 */
+	uint32_t table;			/* routing table, default 133 */
+	uint32_t rule_priority;		/* ip rule priority, default 32000 */
+	int outbound_listener_fd;	/* transparent listener on 15001 */
+	int inbound_listener_fd;	/* transparent listener on 15006 */
+};
+
+struct redirect;
+
+/* A local enrolled pod to capture. */
+struct redirect_pod {
+	const char *uid;
+	struct sockaddr_storage addr;	/* pod IP, port 0 */
+};
+
+/* Loads (or re-uses pinned) BPF state, installs rule and route, registers the listeners.
+ * NULL + errno on failure, after logging what failed. */
+struct redirect *redirect_new(const struct redirect_opts *opts);
+/* Stops following links; leaves capture in place (restart keeps pods captured). NULL ok. */
+void redirect_free(struct redirect *r);
+/* Makes the captured set exactly `pods`: attaches to newly enrolled pods' interfaces,
+ * detaches from pods no longer enrolled. Pods whose interface is not there yet are retried
+ * on link events. 0 or -errno. */
+int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_t n);
+/* Netlink link-event socket for the event loop; call redirect_process_events when readable. */
+int redirect_event_fd(struct redirect *r);
+int redirect_process_events(struct redirect *r);
+/* Attached interfaces, program ids, map entries (admin API `bpf`). New reference. */
+json_t *redirect_state_json(struct redirect *r);
+/* Removes every tc filter, rule, route and pinned object that ambit installed. 0 or -errno. */
+int redirect_cleanup(const struct redirect_opts *opts);
+void redirect_opts_default(struct redirect_opts *opts);
+
+#endif
