@@ -123,6 +123,20 @@ int sockaddr_parse(const char *s, uint16_t default_port, struct sockaddr_storage
 	return -EINVAL;
 }
 
+int ip_parse(const char *s, struct sockaddr_storage *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (s && inet_pton(AF_INET, s, &((struct sockaddr_in *)out)->sin_addr) == 1) {
+		out->ss_family = AF_INET;
+		return 0;
+	}
+	if (s && inet_pton(AF_INET6, s, &((struct sockaddr_in6 *)out)->sin6_addr) == 1) {
+		out->ss_family = AF_INET6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 bool sockaddr_ip_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
 	if (a->ss_family != b->ss_family)

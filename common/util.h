@@ -28,6 +28,8 @@ char *sockaddr_ip_str(const struct sockaddr_storage *ss, char *buf, size_t len);
 uint16_t sockaddr_port(const struct sockaddr_storage *ss);
 /* Parses "IP" (port set to `port`) or "IP:PORT" / "[IPv6]:PORT". 0 or -EINVAL. */
 int sockaddr_parse(const char *s, uint16_t default_port, struct sockaddr_storage *out);
+/* A bare IPv4 or IPv6 literal (no port, no brackets); port set to 0. 0 or -EINVAL. */
+int ip_parse(const char *s, struct sockaddr_storage *out);
 bool sockaddr_ip_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 socklen_t sockaddr_len(const struct sockaddr_storage *ss);
 

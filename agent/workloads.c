@@ -1,0 +1,805 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The mesh model: built from the workloads-file JSON (file and Kubernetes discovery both go
+ * through model_from_json), indexed by address, published by reference for the data path. */
+#include "agent/workloads.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MODEL_MAX_STR 253	/* DNS-1123 subdomain bound; also used for uids and labels */
+#define MODEL_MAX_LABEL_VALUE 1024
+
+/* Open-addressing hash: IP (16 bytes, v4-mapped) -> workload or service index. */
+struct index_slot {
+	uint8_t ip[16];
+	int kind;	/* 0 empty, 1 workload, 2 service */
+	int idx;
+};
+
+struct model_index {
+	struct index_slot *slots;
+	size_t mask;
+};
+
+static void ip_key(const struct sockaddr_storage *ss, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+	}
+}
+
+static size_t ip_hash(const uint8_t ip[16])
+{
+	uint64_t h = 1469598103934665603ull;	/* FNV-1a */
+	for (int i = 0; i < 16; i++)
+		h = (h ^ ip[i]) * 1099511628211ull;
+	return (size_t)h;
+}
+
+/* 0, -EEXIST when the address is already taken, -ENOMEM never (pre-sized). */
+static int index_put(struct model_index *ix, const struct sockaddr_storage *ss, int kind, int idx)
+{
+	uint8_t key[16];
+	ip_key(ss, key);
+	for (size_t i = ip_hash(key) & ix->mask;; i = (i + 1) & ix->mask) {
+		struct index_slot *s = &ix->slots[i];
+		if (!s->kind) {
+			memcpy(s->ip, key, 16);
+			s->kind = kind;
+			s->idx = idx;
+			return 0;
+		}
+		if (memcmp(s->ip, key, 16) == 0)
+			return -EEXIST;
+	}
+}
+
+static const struct index_slot *index_get(const struct model_index *ix,
+					  const struct sockaddr_storage *ss)
+{
+	uint8_t key[16];
+	if (!ix || !ix->slots)
+		return NULL;
+	ip_key(ss, key);
+	for (size_t i = ip_hash(key) & ix->mask;; i = (i + 1) & ix->mask) {
+		const struct index_slot *s = &ix->slots[i];
+		if (!s->kind)
+			return NULL;
+		if (memcmp(s->ip, key, 16) == 0)
+			return s;
+	}
+}
+
+/* ---- freeing ---- */
+
+static void labels_free(struct model_label *l, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(l[i].key);
+		free(l[i].value);
+	}
+	free(l);
+}
+
+static void wp_free(struct model_waypoint_ref *w)
+{
+	free(w->name);
+	free(w->namespace);
+}
+
+static void model_free(struct model *m)
+{
+	for (int i = 0; i < m->nnodes; i++)
+		free(m->nodes[i].name);
+	free(m->nodes);
+	for (int i = 0; i < m->nworkloads; i++) {
+		struct model_workload *w = &m->workloads[i];
+		free(w->uid);
+		free(w->name);
+		free(w->namespace);
+		free(w->service_account);
+		free(w->node);
+		free(w->canonical_service);
+		labels_free(w->labels, w->nlabels);
+		wp_free(&w->waypoint);
+	}
+	free(m->workloads);
+	for (int i = 0; i < m->nservices; i++) {
+		struct model_service *s = &m->services[i];
+		free(s->name);
+		free(s->namespace);
+		labels_free(s->selector, s->nselector);
+		free(s->ports);
+		free(s->endpoints);
+		wp_free(&s->waypoint);
+	}
+	free(m->services);
+	if (m->index)
+		free(m->index->slots);
+	free(m->index);
+	free(m);
+}
+
+struct model *model_ref(struct model *m)
+{
+	if (m)
+		__atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+	return m;
+}
+
+void model_unref(struct model *m)
+{
+	if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		model_free(m);
+}
+
+struct model *model_new_empty(void)
+{
+	struct model *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->refs = 1;
+	return m;
+}
+
+/* ---- parsing ---- */
+
+struct parse {
+	char *err;
+	size_t errlen;
+	char path[160];
+};
+
+__attribute__((format(printf, 2, 3))) static int perr(struct parse *p, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(p->err, p->errlen, "%s: ", p->path[0] ? p->path : "(top level)");
+	va_start(ap, fmt);
+	if (n >= 0 && (size_t)n < p->errlen)
+		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* Checks that obj has only keys from `allowed` (NULL-terminated). */
+static int check_keys(struct parse *p, const json_t *obj, const char *const *allowed)
+{
+	const char *key;
+	json_t *val;
+	json_object_foreach((json_t *)obj, key, val) {
+		const char *const *a;
+		for (a = allowed; *a; a++)
+			if (strcmp(*a, key) == 0)
+				break;
+		if (!*a)
+			return perr(p, "unknown key '%s'", key);
+	}
+	return 0;
+}
+
+/* Optional string member: *out stays NULL when absent or null. */
+static int get_str(struct parse *p, const json_t *obj, const char *key, bool required,
+		   size_t maxlen, char **out)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = NULL;
+	if (!v || json_is_null(v)) {
+		if (required)
+			return perr(p, "missing '%s'", key);
+		return 0;
+	}
+	if (!json_is_string(v))
+		return perr(p, "'%s' must be a string", key);
+	if (json_string_length(v) > maxlen)
+		return perr(p, "'%s' is longer than %zu characters", key, maxlen);
+	if (required && json_string_length(v) == 0)
+		return perr(p, "'%s' must not be empty", key);
+	*out = strdup(json_string_value(v));
+	return *out ? 0 : -ENOMEM;
+}
+
+static int parse_ip(struct parse *p, const json_t *v, const char *what, struct sockaddr_storage *out)
+{
+	if (!json_is_string(v))
+		return perr(p, "%s must be a string", what);
+	if (ip_parse(json_string_value(v), out))
+		return perr(p, "%s '%s' is not an IP address", what, json_string_value(v));
+	return 0;
+}
+
+static int parse_addrs(struct parse *p, const json_t *obj, const char *key,
+		       struct sockaddr_storage *addrs, int *n)
+{
+	json_t *arr = json_object_get(obj, key);
+	size_t i;
+	json_t *v;
+	*n = 0;
+	if (!arr || json_is_null(arr))
+		return 0;
+	if (!json_is_array(arr))
+		return perr(p, "'%s' must be an array", key);
+	if (json_array_size(arr) > MODEL_MAX_ADDRS)
+		return perr(p, "'%s' has more than %d entries", key, MODEL_MAX_ADDRS);
+	json_array_foreach(arr, i, v) {
+		char what[64];
+		snprintf(what, sizeof(what), "%s[%zu]", key, i);
+		int err = parse_ip(p, v, what, &addrs[i]);
+		if (err)
+			return err;
+		(*n)++;
+	}
+	return 0;
+}
+
+static int parse_labels(struct parse *p, const json_t *obj, const char *key,
+			struct model_label **out, int *n)
+{
+	json_t *o = json_object_get(obj, key), *v;
+	const char *k;
+	*out = NULL;
+	*n = 0;
+	if (!o || json_is_null(o))
+		return 0;
+	if (!json_is_object(o))
+		return perr(p, "'%s' must be an object of strings", key);
+	if (json_object_size(o) > MODEL_MAX_LABELS)
+		return perr(p, "'%s' has more than %d entries", key, MODEL_MAX_LABELS);
+	if (json_object_size(o) == 0)
+		return 0;
+	*out = calloc(json_object_size(o), sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	json_object_foreach(o, k, v) {
+		if (!json_is_string(v))
+			return perr(p, "%s.%s must be a string", key, k);
+		if (strlen(k) > MODEL_MAX_STR || json_string_length(v) > MODEL_MAX_LABEL_VALUE)
+			return perr(p, "%s.%s is too long", key, k);
+		(*out)[*n].key = strdup(k);
+		(*out)[*n].value = strdup(json_string_value(v));
+		(*n)++;
+		if (!(*out)[*n - 1].key || !(*out)[*n - 1].value)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int parse_waypoint(struct parse *p, const json_t *obj, const char *default_ns,
+			  struct model_waypoint_ref *w)
+{
+	static const char *const keys[] = { "name", "namespace", NULL };
+	json_t *v = json_object_get(obj, "waypoint");
+	int err;
+	memset(w, 0, sizeof(*w));
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_is_string(v)) {	/* shorthand: "waypoint": "name" */
+		v = json_pack("{s:O}", "name", v);
+		if (!v)
+			return -ENOMEM;
+	} else if (json_is_object(v)) {
+		json_incref(v);
+	} else {
+		return perr(p, "'waypoint' must be null, a name or {name, namespace}");
+	}
+	size_t plen = strlen(p->path);
+	snprintf(p->path + plen, sizeof(p->path) - plen, ".waypoint");
+	err = check_keys(p, v, keys);
+	if (!err)
+		err = get_str(p, v, "name", true, MODEL_MAX_STR, &w->name);
+	if (!err)
+		err = get_str(p, v, "namespace", false, MODEL_MAX_STR, &w->namespace);
+	if (!err && !w->namespace && default_ns) {
+		w->namespace = strdup(default_ns);
+		if (!w->namespace)
+			err = -ENOMEM;
+	}
+	p->path[plen] = '\0';
+	json_decref(v);
+	return err;
+}
+
+static int parse_node(struct parse *p, const json_t *o, struct model_node *n)
+{
+	static const char *const keys[] = { "name", "address", NULL };
+	int err;
+	if (!json_is_object(o))
+		return perr(p, "must be an object");
+	if ((err = check_keys(p, o, keys)) || (err = get_str(p, o, "name", true, MODEL_MAX_STR, &n->name)))
+		return err;
+	json_t *a = json_object_get(o, "address");
+	if (!a)
+		return perr(p, "missing 'address'");
+	return parse_ip(p, a, "address", &n->addr);
+}
+
+static int parse_workload(struct parse *p, const json_t *o, struct model_workload *w)
+{
+	static const char *const keys[] = { "uid", "name", "namespace", "service_account", "node",
+		"addresses", "canonical_service", "labels", "enrolled", "waypoint", NULL };
+	int err;
+	json_t *en;
+	if (!json_is_object(o))
+		return perr(p, "must be an object");
+	if ((err = check_keys(p, o, keys)) ||
+	    (err = get_str(p, o, "name", true, MODEL_MAX_STR, &w->name)) ||
+	    (err = get_str(p, o, "namespace", true, MODEL_MAX_STR, &w->namespace)) ||
+	    (err = get_str(p, o, "uid", false, 2 * MODEL_MAX_STR + 1, &w->uid)) ||
+	    (err = get_str(p, o, "service_account", false, MODEL_MAX_STR, &w->service_account)) ||
+	    (err = get_str(p, o, "node", false, MODEL_MAX_STR, &w->node)) ||
+	    (err = get_str(p, o, "canonical_service", false, MODEL_MAX_STR, &w->canonical_service)) ||
+	    (err = parse_addrs(p, o, "addresses", w->addrs, &w->naddrs)) ||
+	    (err = parse_labels(p, o, "labels", &w->labels, &w->nlabels)) ||
+	    (err = parse_waypoint(p, o, w->namespace, &w->waypoint)))
+		return err;
+	en = json_object_get(o, "enrolled");
+	if (en && !json_is_boolean(en))
+		return perr(p, "'enrolled' must be true or false");
+	w->enrolled = en && json_is_true(en);
+	/* Defaults as Kubernetes gives them. */
+	if (!w->uid && asprintf(&w->uid, "%s/%s", w->namespace, w->name) < 0) {
+		w->uid = NULL;
+		return -ENOMEM;
+	}
+	if (!w->service_account && !(w->service_account = strdup("default")))
+		return -ENOMEM;
+	if (!w->canonical_service && !(w->canonical_service = strdup(w->name)))
+		return -ENOMEM;
+	return 0;
+}
+
+static int parse_service(struct parse *p, const json_t *o, struct model_service *s)
+{
+	static const char *const keys[] = { "name", "namespace", "addresses", "selector", "ports",
+		"waypoint", NULL };
+	static const char *const port_keys[] = { "port", "target_port", "name", "protocol", NULL };
+	int err;
+	json_t *ports, *pv;
+	size_t i;
+	if (!json_is_object(o))
+		return perr(p, "must be an object");
+	if ((err = check_keys(p, o, keys)) ||
+	    (err = get_str(p, o, "name", true, MODEL_MAX_STR, &s->name)) ||
+	    (err = get_str(p, o, "namespace", true, MODEL_MAX_STR, &s->namespace)) ||
+	    (err = parse_addrs(p, o, "addresses", s->addrs, &s->naddrs)) ||
+	    (err = parse_labels(p, o, "selector", &s->selector, &s->nselector)) ||
+	    (err = parse_waypoint(p, o, s->namespace, &s->waypoint)))
+		return err;
+	ports = json_object_get(o, "ports");
+	if (!ports || json_is_null(ports))
+		return 0;
+	if (!json_is_array(ports))
+		return perr(p, "'ports' must be an array");
+	if (json_array_size(ports) > MODEL_MAX_PORTS)
+		return perr(p, "'ports' has more than %d entries", MODEL_MAX_PORTS);
+	s->ports = calloc(json_array_size(ports) + 1, sizeof(*s->ports));
+	if (!s->ports)
+		return -ENOMEM;
+	json_array_foreach(ports, i, pv) {
+		json_t *port, *tp;
+		if (!json_is_object(pv))
+			return perr(p, "ports[%zu] must be an object", i);
+		if ((err = check_keys(p, pv, port_keys)))
+			return err;
+		port = json_object_get(pv, "port");
+		tp = json_object_get(pv, "target_port");
+		if (!json_is_integer(port) || json_integer_value(port) < 1 ||
+		    json_integer_value(port) > 65535)
+			return perr(p, "ports[%zu].port must be an integer 1-65535", i);
+		if (tp && !json_is_null(tp) &&
+		    (!json_is_integer(tp) || json_integer_value(tp) < 1 || json_integer_value(tp) > 65535))
+			return perr(p, "ports[%zu].target_port must be an integer 1-65535", i);
+		s->ports[i].port = (uint16_t)json_integer_value(port);
+		s->ports[i].target_port = tp && !json_is_null(tp) ? (uint16_t)json_integer_value(tp)
+								  : s->ports[i].port;
+		s->nports++;
+	}
+	return 0;
+}
+
+/* Parses one array member of root into elements of size `sz` with fn. */
+static int parse_array(struct parse *p, const json_t *root, const char *key, size_t max,
+		       size_t sz, void **out, int *n, int (*fn)(struct parse *, const json_t *, void *))
+{
+	json_t *arr = json_object_get(root, key), *v;
+	size_t i;
+	*n = 0;
+	*out = NULL;
+	if (!arr || json_is_null(arr))
+		return 0;
+	if (!json_is_array(arr)) {
+		snprintf(p->path, sizeof(p->path), "%s", key);
+		return perr(p, "must be an array");
+	}
+	if (json_array_size(arr) > max) {
+		snprintf(p->path, sizeof(p->path), "%s", key);
+		return perr(p, "has %zu entries; the bound is %zu", json_array_size(arr), max);
+	}
+	*out = calloc(json_array_size(arr) + 1, sz);
+	if (!*out)
+		return -ENOMEM;
+	json_array_foreach(arr, i, v) {
+		snprintf(p->path, sizeof(p->path), "%s[%zu]", key, i);
+		(*n)++;	/* counted first so a half-parsed element is freed */
+		int err = fn(p, v, (char *)*out + i * sz);
+		if (err)
+			return err;
+	}
+	p->path[0] = '\0';
+	return 0;
+}
+
+static bool labels_match(const struct model_label *sel, int nsel, const struct model_label *lab,
+			 int nlab)
+{
+	if (nsel == 0)
+		return false;	/* a Service without selector has no automatic endpoints */
+	for (int i = 0; i < nsel; i++) {
+		int j;
+		for (j = 0; j < nlab; j++)
+			if (strcmp(sel[i].key, lab[j].key) == 0 && strcmp(sel[i].value, lab[j].value) == 0)
+				break;
+		if (j == nlab)
+			return false;
+	}
+	return true;
+}
+
+static int ns_cmp(const void *a, const void *b, void *arg)
+{
+	const struct model *m = arg;
+	const int *x = a, *y = b;
+	int c = strcmp(m->workloads[*x].namespace, m->workloads[*y].namespace);
+	return c ? c : *x - *y;
+}
+
+/* Endpoints: same-namespace workloads whose labels match the selector. Workloads are sorted
+ * by namespace once so each service scans only its own namespace. */
+static int resolve_endpoints(struct model *m)
+{
+	int *order = NULL, err = 0;
+	if (!m->nworkloads || !m->nservices)
+		return 0;
+	order = malloc((size_t)m->nworkloads * sizeof(*order));
+	if (!order)
+		return -ENOMEM;
+	for (int i = 0; i < m->nworkloads; i++)
+		order[i] = i;
+	qsort_r(order, (size_t)m->nworkloads, sizeof(*order), ns_cmp, m);
+	for (int si = 0; si < m->nservices; si++) {
+		struct model_service *s = &m->services[si];
+		int lo = 0, hi = m->nworkloads, cap = 0;
+		if (!s->nselector)
+			continue;
+		while (lo < hi) {	/* first workload of s->namespace */
+			int mid = (lo + hi) / 2;
+			if (strcmp(m->workloads[order[mid]].namespace, s->namespace) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (int i = lo; i < m->nworkloads; i++) {
+			const struct model_workload *w = &m->workloads[order[i]];
+			if (strcmp(w->namespace, s->namespace) != 0)
+				break;
+			if (!labels_match(s->selector, s->nselector, w->labels, w->nlabels))
+				continue;
+			if (s->nendpoints == cap) {
+				cap = cap ? cap * 2 : 4;
+				int *ne = realloc(s->endpoints, (size_t)cap * sizeof(*ne));
+				if (!ne) {
+					err = -ENOMEM;
+					goto out;
+				}
+				s->endpoints = ne;
+			}
+			s->endpoints[s->nendpoints++] = order[i];
+		}
+	}
+out:
+	free(order);
+	return err;
+}
+
+static int build_index(struct model *m, struct parse *p)
+{
+	size_t n = 0, cap = 16;
+	for (int i = 0; i < m->nworkloads; i++)
+		n += (size_t)m->workloads[i].naddrs;
+	for (int i = 0; i < m->nservices; i++)
+		n += (size_t)m->services[i].naddrs;
+	while (cap < 2 * n)
+		cap *= 2;
+	m->index = calloc(1, sizeof(*m->index));
+	if (!m->index)
+		return -ENOMEM;
+	m->index->slots = calloc(cap, sizeof(*m->index->slots));
+	if (!m->index->slots)
+		return -ENOMEM;
+	m->index->mask = cap - 1;
+	for (int i = 0; i < m->nservices; i++)
+		for (int a = 0; a < m->services[i].naddrs; a++)
+			if (index_put(m->index, &m->services[i].addrs[a], 2, i)) {
+				char ip[ADDR_STR_LEN];
+				snprintf(p->path, sizeof(p->path), "services[%d].addresses[%d]", i, a);
+				return perr(p, "address %s is used twice",
+					    sockaddr_ip_str(&m->services[i].addrs[a], ip, sizeof(ip)));
+			}
+	for (int i = 0; i < m->nworkloads; i++)
+		for (int a = 0; a < m->workloads[i].naddrs; a++)
+			if (index_put(m->index, &m->workloads[i].addrs[a], 1, i)) {
+				char ip[ADDR_STR_LEN];
+				snprintf(p->path, sizeof(p->path), "workloads[%d].addresses[%d]", i, a);
+				return perr(p, "address %s is used twice",
+					    sockaddr_ip_str(&m->workloads[i].addrs[a], ip, sizeof(ip)));
+			}
+	return 0;
+}
+
+struct model *model_from_json(const json_t *root, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "nodes", "workloads", "services", NULL };
+	struct parse p = { .err = err, .errlen = errlen };
+	struct model *m;
+	int rc;
+
+	if (errlen)
+		err[0] = '\0';
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "the top level must be an object with nodes, workloads, services");
+		errno = EINVAL;
+		return NULL;
+	}
+	m = model_new_empty();
+	if (!m) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	rc = check_keys(&p, root, keys);
+	if (!rc)
+		rc = parse_array(&p, root, "nodes", MODEL_MAX_NODES, sizeof(struct model_node),
+				 (void **)&m->nodes, &m->nnodes, (void *)parse_node);
+	if (!rc)
+		rc = parse_array(&p, root, "workloads", MODEL_MAX_WORKLOADS,
+				 sizeof(struct model_workload), (void **)&m->workloads,
+				 &m->nworkloads, (void *)parse_workload);
+	if (!rc)
+		rc = parse_array(&p, root, "services", MODEL_MAX_SERVICES,
+				 sizeof(struct model_service), (void **)&m->services, &m->nservices,
+				 (void *)parse_service);
+	for (int i = 0; !rc && i < m->nworkloads; i++) {
+		if (m->workloads[i].node && !model_node_by_name(m, m->workloads[i].node)) {
+			snprintf(p.path, sizeof(p.path), "workloads[%d].node", i);
+			rc = perr(&p, "node '%s' is not in nodes", m->workloads[i].node);
+		}
+	}
+	if (!rc)
+		rc = build_index(m, &p);
+	if (!rc)
+		rc = resolve_endpoints(m);
+	if (rc) {
+		if (rc == -ENOMEM)
+			snprintf(err, errlen, "out of memory");
+		model_free(m);
+		errno = -rc;
+		return NULL;
+	}
+	return m;
+}
+
+struct model *model_parse(const char *text, size_t len, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	struct model *m;
+	if (!root) {
+		snprintf(err, errlen, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+		errno = EINVAL;
+		return NULL;
+	}
+	m = model_from_json(root, err, errlen);
+	json_decref(root);
+	return m;
+}
+
+/* ---- lookups ---- */
+
+const struct model_workload *model_workload_by_ip(const struct model *m,
+						  const struct sockaddr_storage *ip)
+{
+	const struct index_slot *s = index_get(m->index, ip);
+	return s && s->kind == 1 ? &m->workloads[s->idx] : NULL;
+}
+
+const struct model_service *model_service_by_vip(const struct model *m,
+						 const struct sockaddr_storage *ip)
+{
+	const struct index_slot *s = index_get(m->index, ip);
+	return s && s->kind == 2 ? &m->services[s->idx] : NULL;
+}
+
+const struct model_service *model_service_by_name(const struct model *m, const char *ns,
+						  const char *name)
+{
+	for (int i = 0; i < m->nservices; i++)
+		if (strcmp(m->services[i].name, name) == 0 && strcmp(m->services[i].namespace, ns) == 0)
+			return &m->services[i];
+	return NULL;
+}
+
+const struct model_workload *model_workload_by_uid(const struct model *m, const char *uid)
+{
+	for (int i = 0; i < m->nworkloads; i++)
+		if (strcmp(m->workloads[i].uid, uid) == 0)
+			return &m->workloads[i];
+	return NULL;
+}
+
+const struct model_node *model_node_by_name(const struct model *m, const char *name)
+{
+	for (int i = 0; i < m->nnodes; i++)
+		if (strcmp(m->nodes[i].name, name) == 0)
+			return &m->nodes[i];
+	return NULL;
+}
+
+uint16_t model_service_target_port(const struct model_service *svc, uint16_t port)
+{
+	for (int i = 0; i < svc->nports; i++)
+		if (svc->ports[i].port == port)
+			return svc->ports[i].target_port;
+	return 0;
+}
+
+const struct model_service *model_waypoint_for(const struct model *m,
+					       const struct model_service *svc,
+					       const struct model_workload *wl)
+{
+	const struct model_waypoint_ref *ref = NULL;
+	if (svc && svc->waypoint.name)
+		ref = &svc->waypoint;
+	else if (!svc && wl && wl->waypoint.name)
+		ref = &wl->waypoint;
+	if (!ref)
+		return NULL;
+	return model_service_by_name(m, ref->namespace, ref->name);
+}
+
+/* ---- JSON dump ---- */
+
+static json_t *addrs_json(const struct sockaddr_storage *a, int n)
+{
+	json_t *arr = json_array();
+	char ip[ADDR_STR_LEN];
+	for (int i = 0; arr && i < n; i++)
+		json_array_append_new(arr, json_string(sockaddr_ip_str(&a[i], ip, sizeof(ip))));
+	return arr;
+}
+
+static json_t *labels_json(const struct model_label *l, int n)
+{
+	json_t *o = json_object();
+	for (int i = 0; o && i < n; i++)
+		json_object_set_new(o, l[i].key, json_string(l[i].value));
+	return o;
+}
+
+static json_t *wp_json(const struct model_waypoint_ref *w)
+{
+	if (!w->name)
+		return json_null();
+	return json_pack("{s:s,s:s?}", "name", w->name, "namespace", w->namespace);
+}
+
+json_t *model_to_json(const struct model *m)
+{
+	json_t *root = json_object(), *nodes = json_array(), *wls = json_array(), *svcs = json_array();
+	char ip[ADDR_STR_LEN];
+	if (!root || !nodes || !wls || !svcs) {
+		json_decref(root), json_decref(nodes), json_decref(wls), json_decref(svcs);
+		return NULL;
+	}
+	for (int i = 0; i < m->nnodes; i++)
+		json_array_append_new(nodes, json_pack("{s:s,s:s}", "name", m->nodes[i].name, "address",
+						       sockaddr_ip_str(&m->nodes[i].addr, ip, sizeof(ip))));
+	for (int i = 0; i < m->nworkloads; i++) {
+		const struct model_workload *w = &m->workloads[i];
+		json_array_append_new(wls, json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o,s:s,s:o,s:b,s:o}",
+			"uid", w->uid, "name", w->name, "namespace", w->namespace,
+			"service_account", w->service_account, "node", w->node,
+			"addresses", addrs_json(w->addrs, w->naddrs),
+			"canonical_service", w->canonical_service,
+			"labels", labels_json(w->labels, w->nlabels), "enrolled", w->enrolled,
+			"waypoint", wp_json(&w->waypoint)));
+	}
+	for (int i = 0; i < m->nservices; i++) {
+		const struct model_service *s = &m->services[i];
+		json_t *ports = json_array(), *eps = json_array();
+		for (int j = 0; ports && j < s->nports; j++)
+			json_array_append_new(ports, json_pack("{s:i,s:i}", "port", s->ports[j].port,
+							       "target_port", s->ports[j].target_port));
+		for (int j = 0; eps && j < s->nendpoints; j++)
+			json_array_append_new(eps, json_string(m->workloads[s->endpoints[j]].uid));
+		json_array_append_new(svcs, json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o}",
+			"name", s->name, "namespace", s->namespace,
+			"addresses", addrs_json(s->addrs, s->naddrs),
+			"selector", labels_json(s->selector, s->nselector), "ports", ports,
+			"waypoint", wp_json(&s->waypoint), "endpoints", eps));
+	}
+	json_object_set_new(root, "nodes", nodes);
+	json_object_set_new(root, "workloads", wls);
+	json_object_set_new(root, "services", svcs);
+	return root;
+}
+
+/* ---- publication ---- */
+
+#define MODEL_MAX_LISTENERS 8
+
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct model *pub_current;
+static uint64_t pub_generation;
+static struct {
+	model_listener_fn fn;
+	void *arg;
+} listeners[MODEL_MAX_LISTENERS];
+static int nlisteners;
+
+void model_publish(struct model *m)
+{
+	struct model *old;
+	model_listener_fn fns[MODEL_MAX_LISTENERS];
+	void *args[MODEL_MAX_LISTENERS];
+	int n;
+
+	pthread_mutex_lock(&pub_lock);
+	m->generation = ++pub_generation;
+	old = pub_current;
+	pub_current = m;
+	n = nlisteners;
+	for (int i = 0; i < n; i++) {
+		fns[i] = listeners[i].fn;
+		args[i] = listeners[i].arg;
+	}
+	model_ref(m);	/* held across the listener calls */
+	pthread_mutex_unlock(&pub_lock);
+	for (int i = 0; i < n; i++)
+		fns[i](m, args[i]);
+	model_unref(m);
+	model_unref(old);
+}
+
+struct model *model_current(void)
+{
+	struct model *m;
+	pthread_mutex_lock(&pub_lock);
+	if (!pub_current)
+		pub_current = model_new_empty();
+	m = model_ref(pub_current);
+	pthread_mutex_unlock(&pub_lock);
+	return m;
+}
+
+int model_subscribe(model_listener_fn fn, void *arg)
+{
+	int err = 0;
+	pthread_mutex_lock(&pub_lock);
+	if (nlisteners == MODEL_MAX_LISTENERS) {
+		err = -ENOSPC;
+	} else {
+		listeners[nlisteners].fn = fn;
+		listeners[nlisteners].arg = arg;
+		nlisteners++;
+	}
+	pthread_mutex_unlock(&pub_lock);
+	return err;
+}
