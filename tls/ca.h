@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The mesh CA: loads ca.crt/ca.key (config `ca`), issues workload leaf certificates
+ * (ECDSA P-256, URI SAN = SPIFFE ID, 24 h), and makes self-signed roots for tests/ca-init. */
+#ifndef AMBIT_TLS_CA_H
+#define AMBIT_TLS_CA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tls/cert.h"
+#include "tls/identity.h"
+
+struct tls_ca;
+
+#define TLS_LEAF_LIFETIME_DEFAULT_S (24 * 3600)
+#define TLS_LEAF_BACKDATE_S 60	/* not-before moved back for clock skew between nodes */
+
+/* Loads the CA: cert_path holds the signing certificate first, then optionally its chain up
+ * to the root (all of them become trust anchors for verification). key_path may be NULL for a
+ * verify-only CA (tls_ca_issue then fails with -ENOKEY). Checks the key matches the cert and
+ * the cert is a CA. NULL + errno, err (may be NULL) gets one line naming the file. */
+struct tls_ca *tls_ca_load(const char *cert_path, const char *key_path, char *err,
+			   size_t errlen);
+/* Makes a new self-signed root (ECDSA P-256, CA:TRUE, keyCertSign|cRLSign) with subject
+ * O=<trust_domain>, CN=ambit mesh root, valid lifetime_s from now - backdate. NULL + errno. */
+struct tls_ca *tls_ca_new_self_signed(const char *trust_domain, uint32_t lifetime_s);
+/* Writes the CA's cert (0644) and key (0600, created exclusively: an existing key file is
+ * -EEXIST) as PEM. For `ambitd ca-init`. 0 or -errno; err names the file. */
+int tls_ca_write(const struct tls_ca *ca, const char *cert_path, const char *key_path,
+		 char *err, size_t errlen);
+/* Accepts NULL. Wipes the key. */
+void tls_ca_free(struct tls_ca *ca);
+
+struct tls_issue_opts {
+	uint32_t lifetime_s;	/* 0 = TLS_LEAF_LIFETIME_DEFAULT_S */
+	int64_t now;		/* Unix seconds of issuance; 0 = time(NULL) (tests inject) */
+};
+
+/* Issues a leaf for id: fresh P-256 key, random 128-bit serial, validity
+ * [now - 60 s, now + lifetime], KU digitalSignature+keyEncipherment, EKU serverAuth+clientAuth,
+ * CA:FALSE, SKI/AKI, URI SAN = id. opts may be NULL. Thread-safe for one ca.
+ * Returns a cert with one reference owned by the caller; NULL + errno (ENOKEY: verify-only CA). */
+struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
+			      const struct tls_issue_opts *opts);
+
+#endif

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* TLS context factories: the mesh (HBONE, port 15008) server and client contexts - TLS 1.3
+ * only, ALPN h2, mutual certificates checked against the mesh root and SPIFFE identities -
+ * and a plain https client context (OTLP exporter to a TLS collector). */
+#ifndef AMBIT_TLS_CTX_H
+#define AMBIT_TLS_CTX_H
+
+#include <stdint.h>
+
+#include "tls/ca.h"
+#include "tls/cert.h"
+#include "tls/identity.h"
+
+struct tls_ctx;
+
+enum tls_role {
+	TLS_ROLE_CLIENT,
+	TLS_ROLE_SERVER,
+};
+
+/* Server certificate selection, on the handshaking thread, during the ClientHello.
+ * id is the identity named by the client's SNI (spiffe_sni_encode), or NULL when the client
+ * sent no SNI or one that is not an identity of our trust domain (use a default, or refuse).
+ * Returns a new reference (the connection keeps it), or NULL to refuse the handshake. */
+typedef struct tls_cert *(*tls_cert_select_fn)(void *arg, const struct spiffe_id *id);
+
+struct tls_ctx_opts {
+	struct tls_ca *roots;		/* mesh trust anchors; the ctx takes its own references */
+	const char *trust_domain;	/* peers must be in it (server); NULL = cluster.local.
+					 * Copied. Also used to decode SNI. */
+	tls_cert_select_fn select_cert;	/* server: picks our cert by SNI (may be NULL) */
+	void *select_arg;
+	struct tls_cert *default_cert;	/* server, when select_cert is NULL: always this one
+					 * (a reference is taken) */
+	int64_t verify_time;		/* Unix seconds to verify certs at; 0 = now (tests) */
+};
+
+/* A mesh context for role. TLS 1.3 only, ALPN "h2" (a server refuses clients that do not
+ * offer it; a client fails unless the server selects it), peer certificate required both
+ * ways and verified against opts->roots, no session tickets or resumption (every connection
+ * proves its identity), SSL_MODE_RELEASE_BUFFERS. NULL + errno.
+ * Lifetime: the ctx must outlive every tls_conn made from it. */
+struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *opts);
+
+/* A client context for an https:// endpoint: TLS 1.2 or 1.3, server verified against ca_file
+ * (PEM; NULL = the system store) and the host name given to tls_conn_new; alpn is a
+ * single protocol offered ("h2" for gRPC) or NULL. No client certificate. NULL + errno,
+ * err (may be NULL) names the file on failure. */
+struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *alpn, char *err,
+					 size_t errlen);
+
+/* Accepts NULL. */
+void tls_ctx_free(struct tls_ctx *ctx);
+
+enum tls_role tls_ctx_role(const struct tls_ctx *ctx);
+
+/* Once per process, before threads start (safe to call again). 0 or -EIO. OpenSSL 3
+ * initialises itself too; this also loads the error strings used in reasons. */
+int tls_global_init(void);
+
+#endif
