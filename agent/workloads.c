@@ -2,12 +2,12 @@
 /* The mesh model: built from the workloads-file JSON (file and Kubernetes discovery both go
  * through model_from_json), indexed by address, published by reference for the data path. */
 #include "agent/workloads.h"
+#include "agent/jsonx.h"
 #include "common/log.h"
 #include "common/util.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,116 +154,56 @@ struct model *model_new_empty(void)
 
 /* ---- parsing ---- */
 
-struct parse {
-	char *err;
-	size_t errlen;
-	char path[160];
-};
-
-__attribute__((format(printf, 2, 3))) static int perr(struct parse *p, const char *fmt, ...)
-{
-	va_list ap;
-	int n = snprintf(p->err, p->errlen, "%s: ", p->path[0] ? p->path : "(top level)");
-	va_start(ap, fmt);
-	if (n >= 0 && (size_t)n < p->errlen)
-		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
-/* Checks that obj has only keys from `allowed` (NULL-terminated). */
-static int check_keys(struct parse *p, const json_t *obj, const char *const *allowed)
-{
-	const char *key;
-	json_t *val;
-	json_object_foreach((json_t *)obj, key, val) {
-		const char *const *a;
-		for (a = allowed; *a; a++)
-			if (strcmp(*a, key) == 0)
-				break;
-		if (!*a)
-			return perr(p, "unknown key '%s'", key);
-	}
-	return 0;
-}
-
-/* Optional string member: *out stays NULL when absent or null. */
-static int get_str(struct parse *p, const json_t *obj, const char *key, bool required,
-		   size_t maxlen, char **out)
-{
-	json_t *v = json_object_get(obj, key);
-	*out = NULL;
-	if (!v || json_is_null(v)) {
-		if (required)
-			return perr(p, "missing '%s'", key);
-		return 0;
-	}
-	if (!json_is_string(v))
-		return perr(p, "'%s' must be a string", key);
-	if (json_string_length(v) > maxlen)
-		return perr(p, "'%s' is longer than %zu characters", key, maxlen);
-	if (required && json_string_length(v) == 0)
-		return perr(p, "'%s' must not be empty", key);
-	*out = strdup(json_string_value(v));
-	return *out ? 0 : -ENOMEM;
-}
-
-static int parse_ip(struct parse *p, const json_t *v, const char *what, struct sockaddr_storage *out)
+static int parse_ip(struct jx *j, const json_t *v, const char *key, struct sockaddr_storage *out)
 {
 	if (!json_is_string(v))
-		return perr(p, "%s must be a string", what);
+		return jx_fail(j, key, "must be a string");
 	if (ip_parse(json_string_value(v), out))
-		return perr(p, "%s '%s' is not an IP address", what, json_string_value(v));
+		return jx_fail(j, key, "'%s' is not an IP address", json_string_value(v));
 	return 0;
 }
 
-static int parse_addrs(struct parse *p, const json_t *obj, const char *key,
+static int parse_addrs(struct jx *j, const json_t *obj, const char *key,
 		       struct sockaddr_storage *addrs, int *n)
 {
-	json_t *arr = json_object_get(obj, key);
+	json_t *arr, *v;
 	size_t i;
-	json_t *v;
+	int err = jx_array(j, obj, key, MODEL_MAX_ADDRS, &arr);
+
 	*n = 0;
-	if (!arr || json_is_null(arr))
-		return 0;
-	if (!json_is_array(arr))
-		return perr(p, "'%s' must be an array", key);
-	if (json_array_size(arr) > MODEL_MAX_ADDRS)
-		return perr(p, "'%s' has more than %d entries", key, MODEL_MAX_ADDRS);
+	if (err || !arr)
+		return err;
 	json_array_foreach(arr, i, v) {
-		char what[64];
-		snprintf(what, sizeof(what), "%s[%zu]", key, i);
-		int err = parse_ip(p, v, what, &addrs[i]);
-		if (err)
+		char k[64];
+		snprintf(k, sizeof(k), "%s[%zu]", key, i);
+		if ((err = parse_ip(j, v, k, &addrs[i])))
 			return err;
 		(*n)++;
 	}
 	return 0;
 }
 
-static int parse_labels(struct parse *p, const json_t *obj, const char *key,
+static int parse_labels(struct jx *j, const json_t *obj, const char *key,
 			struct model_label **out, int *n)
 {
-	json_t *o = json_object_get(obj, key), *v;
+	json_t *o, *v;
 	const char *k;
+	int err = jx_object(j, obj, key, &o);
+
 	*out = NULL;
 	*n = 0;
-	if (!o || json_is_null(o))
-		return 0;
-	if (!json_is_object(o))
-		return perr(p, "'%s' must be an object of strings", key);
+	if (err || !o || json_object_size(o) == 0)
+		return err;
 	if (json_object_size(o) > MODEL_MAX_LABELS)
-		return perr(p, "'%s' has more than %d entries", key, MODEL_MAX_LABELS);
-	if (json_object_size(o) == 0)
-		return 0;
+		return jx_fail(j, key, "has more than %d entries", MODEL_MAX_LABELS);
 	*out = calloc(json_object_size(o), sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
 	json_object_foreach(o, k, v) {
 		if (!json_is_string(v))
-			return perr(p, "%s.%s must be a string", key, k);
+			return jx_fail(j, key, "value of '%s' must be a string", k);
 		if (strlen(k) > MODEL_MAX_STR || json_string_length(v) > MODEL_MAX_LABEL_VALUE)
-			return perr(p, "%s.%s is too long", key, k);
+			return jx_fail(j, key, "'%s' is too long", k);
 		(*out)[*n].key = strdup(k);
 		(*out)[*n].value = strdup(json_string_value(v));
 		(*n)++;
@@ -273,78 +213,68 @@ static int parse_labels(struct parse *p, const json_t *obj, const char *key,
 	return 0;
 }
 
-static int parse_waypoint(struct parse *p, const json_t *obj, const char *default_ns,
+static int parse_waypoint(struct jx *j, const json_t *obj, const char *default_ns,
 			  struct model_waypoint_ref *w)
 {
 	static const char *const keys[] = { "name", "namespace", NULL };
 	json_t *v = json_object_get(obj, "waypoint");
+	size_t saved;
 	int err;
+
 	memset(w, 0, sizeof(*w));
 	if (!v || json_is_null(v))
 		return 0;
-	if (json_is_string(v)) {	/* shorthand: "waypoint": "name" */
-		v = json_pack("{s:O}", "name", v);
-		if (!v)
-			return -ENOMEM;
-	} else if (json_is_object(v)) {
-		json_incref(v);
-	} else {
-		return perr(p, "'waypoint' must be null, a name or {name, namespace}");
-	}
-	size_t plen = strlen(p->path);
-	snprintf(p->path + plen, sizeof(p->path) - plen, ".waypoint");
-	err = check_keys(p, v, keys);
+	if (json_is_string(v))	/* shorthand: "waypoint": "name" */
+		return (w->name = strdup(json_string_value(v))) &&
+		       (w->namespace = strdup(default_ns)) ? 0 : -ENOMEM;
+	if (!json_is_object(v))
+		return jx_fail(j, "waypoint", "must be null, a name or {name, namespace}");
+	saved = jx_enter(j, "waypoint");
+	err = jx_keys(j, v, keys);
 	if (!err)
-		err = get_str(p, v, "name", true, MODEL_MAX_STR, &w->name);
+		err = jx_str(j, v, "name", true, MODEL_MAX_STR, &w->name);
 	if (!err)
-		err = get_str(p, v, "namespace", false, MODEL_MAX_STR, &w->namespace);
-	if (!err && !w->namespace && default_ns) {
-		w->namespace = strdup(default_ns);
-		if (!w->namespace)
-			err = -ENOMEM;
-	}
-	p->path[plen] = '\0';
-	json_decref(v);
+		err = jx_str(j, v, "namespace", false, MODEL_MAX_STR, &w->namespace);
+	if (!err && !w->namespace && !(w->namespace = strdup(default_ns)))
+		err = -ENOMEM;
+	jx_leave(j, saved);
 	return err;
 }
 
-static int parse_node(struct parse *p, const json_t *o, struct model_node *n)
+static int parse_node(struct jx *j, const json_t *o, void *out)
 {
 	static const char *const keys[] = { "name", "address", NULL };
+	struct model_node *n = out;
+	json_t *a;
 	int err;
-	if (!json_is_object(o))
-		return perr(p, "must be an object");
-	if ((err = check_keys(p, o, keys)) || (err = get_str(p, o, "name", true, MODEL_MAX_STR, &n->name)))
+
+	if ((err = jx_keys(j, o, keys)) || (err = jx_str(j, o, "name", true, MODEL_MAX_STR, &n->name)))
 		return err;
-	json_t *a = json_object_get(o, "address");
+	a = json_object_get(o, "address");
 	if (!a)
-		return perr(p, "missing 'address'");
-	return parse_ip(p, a, "address", &n->addr);
+		return jx_fail(j, "address", "missing");
+	return parse_ip(j, a, "address", &n->addr);
 }
 
-static int parse_workload(struct parse *p, const json_t *o, struct model_workload *w)
+static int parse_workload(struct jx *j, const json_t *o, void *out)
 {
 	static const char *const keys[] = { "uid", "name", "namespace", "service_account", "node",
 		"addresses", "canonical_service", "labels", "enrolled", "waypoint", NULL };
+	struct model_workload *w = out;
 	int err;
-	json_t *en;
-	if (!json_is_object(o))
-		return perr(p, "must be an object");
-	if ((err = check_keys(p, o, keys)) ||
-	    (err = get_str(p, o, "name", true, MODEL_MAX_STR, &w->name)) ||
-	    (err = get_str(p, o, "namespace", true, MODEL_MAX_STR, &w->namespace)) ||
-	    (err = get_str(p, o, "uid", false, 2 * MODEL_MAX_STR + 1, &w->uid)) ||
-	    (err = get_str(p, o, "service_account", false, MODEL_MAX_STR, &w->service_account)) ||
-	    (err = get_str(p, o, "node", false, MODEL_MAX_STR, &w->node)) ||
-	    (err = get_str(p, o, "canonical_service", false, MODEL_MAX_STR, &w->canonical_service)) ||
-	    (err = parse_addrs(p, o, "addresses", w->addrs, &w->naddrs)) ||
-	    (err = parse_labels(p, o, "labels", &w->labels, &w->nlabels)) ||
-	    (err = parse_waypoint(p, o, w->namespace, &w->waypoint)))
+
+	if ((err = jx_keys(j, o, keys)) ||
+	    (err = jx_str(j, o, "name", true, MODEL_MAX_STR, &w->name)) ||
+	    (err = jx_str(j, o, "namespace", true, MODEL_MAX_STR, &w->namespace)) ||
+	    (err = jx_str(j, o, "uid", false, 2 * MODEL_MAX_STR + 1, &w->uid)) ||
+	    (err = jx_str(j, o, "service_account", false, MODEL_MAX_STR, &w->service_account)) ||
+	    (err = jx_str(j, o, "node", false, MODEL_MAX_STR, &w->node)) ||
+	    (err = jx_str(j, o, "canonical_service", false, MODEL_MAX_STR, &w->canonical_service)) ||
+	    (err = parse_addrs(j, o, "addresses", w->addrs, &w->naddrs)) ||
+	    (err = parse_labels(j, o, "labels", &w->labels, &w->nlabels)) ||
+	    (err = jx_bool(j, o, "enrolled", &w->enrolled)) ||
+	    (err = parse_waypoint(j, o, w->namespace, &w->waypoint)))
 		return err;
-	en = json_object_get(o, "enrolled");
-	if (en && !json_is_boolean(en))
-		return perr(p, "'enrolled' must be true or false");
-	w->enrolled = en && json_is_true(en);
 	/* Defaults as Kubernetes gives them. */
 	if (!w->uid && asprintf(&w->uid, "%s/%s", w->namespace, w->name) < 0) {
 		w->uid = NULL;
@@ -357,84 +287,69 @@ static int parse_workload(struct parse *p, const json_t *o, struct model_workloa
 	return 0;
 }
 
-static int parse_service(struct parse *p, const json_t *o, struct model_service *s)
+static int parse_service(struct jx *j, const json_t *o, void *out)
 {
 	static const char *const keys[] = { "name", "namespace", "addresses", "selector", "ports",
 		"waypoint", NULL };
 	static const char *const port_keys[] = { "port", "target_port", "name", "protocol", NULL };
-	int err;
+	struct model_service *s = out;
 	json_t *ports, *pv;
 	size_t i;
-	if (!json_is_object(o))
-		return perr(p, "must be an object");
-	if ((err = check_keys(p, o, keys)) ||
-	    (err = get_str(p, o, "name", true, MODEL_MAX_STR, &s->name)) ||
-	    (err = get_str(p, o, "namespace", true, MODEL_MAX_STR, &s->namespace)) ||
-	    (err = parse_addrs(p, o, "addresses", s->addrs, &s->naddrs)) ||
-	    (err = parse_labels(p, o, "selector", &s->selector, &s->nselector)) ||
-	    (err = parse_waypoint(p, o, s->namespace, &s->waypoint)))
+	int err;
+
+	if ((err = jx_keys(j, o, keys)) ||
+	    (err = jx_str(j, o, "name", true, MODEL_MAX_STR, &s->name)) ||
+	    (err = jx_str(j, o, "namespace", true, MODEL_MAX_STR, &s->namespace)) ||
+	    (err = parse_addrs(j, o, "addresses", s->addrs, &s->naddrs)) ||
+	    (err = parse_labels(j, o, "selector", &s->selector, &s->nselector)) ||
+	    (err = parse_waypoint(j, o, s->namespace, &s->waypoint)) ||
+	    (err = jx_array(j, o, "ports", MODEL_MAX_PORTS, &ports)) || !ports)
 		return err;
-	ports = json_object_get(o, "ports");
-	if (!ports || json_is_null(ports))
-		return 0;
-	if (!json_is_array(ports))
-		return perr(p, "'ports' must be an array");
-	if (json_array_size(ports) > MODEL_MAX_PORTS)
-		return perr(p, "'ports' has more than %d entries", MODEL_MAX_PORTS);
 	s->ports = calloc(json_array_size(ports) + 1, sizeof(*s->ports));
 	if (!s->ports)
 		return -ENOMEM;
 	json_array_foreach(ports, i, pv) {
-		json_t *port, *tp;
+		size_t saved = jx_enter(j, "ports[%zu]", i);
+		uint32_t port = 0, tp = 0;
 		if (!json_is_object(pv))
-			return perr(p, "ports[%zu] must be an object", i);
-		if ((err = check_keys(p, pv, port_keys)))
+			return jx_fail(j, NULL, "must be an object");
+		if ((err = jx_keys(j, pv, port_keys)) || (err = jx_uint(j, pv, "port", 1, 65535, &port)) ||
+		    (err = jx_uint(j, pv, "target_port", 1, 65535, &tp)))
 			return err;
-		port = json_object_get(pv, "port");
-		tp = json_object_get(pv, "target_port");
-		if (!json_is_integer(port) || json_integer_value(port) < 1 ||
-		    json_integer_value(port) > 65535)
-			return perr(p, "ports[%zu].port must be an integer 1-65535", i);
-		if (tp && !json_is_null(tp) &&
-		    (!json_is_integer(tp) || json_integer_value(tp) < 1 || json_integer_value(tp) > 65535))
-			return perr(p, "ports[%zu].target_port must be an integer 1-65535", i);
-		s->ports[i].port = (uint16_t)json_integer_value(port);
-		s->ports[i].target_port = tp && !json_is_null(tp) ? (uint16_t)json_integer_value(tp)
-								  : s->ports[i].port;
+		if (!port)
+			return jx_fail(j, "port", "missing");
+		jx_leave(j, saved);
+		s->ports[i].port = (uint16_t)port;
+		s->ports[i].target_port = (uint16_t)(tp ? tp : port);
 		s->nports++;
 	}
 	return 0;
 }
 
-/* Parses one array member of root into elements of size `sz` with fn. */
-static int parse_array(struct parse *p, const json_t *root, const char *key, size_t max,
-		       size_t sz, void **out, int *n, int (*fn)(struct parse *, const json_t *, void *))
+/* Parses the array root[key] into elements of size `sz` with fn. */
+static int parse_array(struct jx *j, const json_t *root, const char *key, size_t max, size_t sz,
+		       void **out, int *n, int (*fn)(struct jx *, const json_t *, void *))
 {
-	json_t *arr = json_object_get(root, key), *v;
+	json_t *arr, *v;
 	size_t i;
+	int err = jx_array(j, root, key, max, &arr);
+
 	*n = 0;
 	*out = NULL;
-	if (!arr || json_is_null(arr))
-		return 0;
-	if (!json_is_array(arr)) {
-		snprintf(p->path, sizeof(p->path), "%s", key);
-		return perr(p, "must be an array");
-	}
-	if (json_array_size(arr) > max) {
-		snprintf(p->path, sizeof(p->path), "%s", key);
-		return perr(p, "has %zu entries; the bound is %zu", json_array_size(arr), max);
-	}
+	if (err || !arr)
+		return err;
 	*out = calloc(json_array_size(arr) + 1, sz);
 	if (!*out)
 		return -ENOMEM;
 	json_array_foreach(arr, i, v) {
-		snprintf(p->path, sizeof(p->path), "%s[%zu]", key, i);
+		size_t saved = jx_enter(j, "%s[%zu]", key, i);
 		(*n)++;	/* counted first so a half-parsed element is freed */
-		int err = fn(p, v, (char *)*out + i * sz);
-		if (err)
+		if (!json_is_object(v))
+			return jx_fail(j, NULL, "must be an object");
+		if ((err = fn(j, v, (char *)*out + i * sz)))
 			return err;
+		jx_leave(j, saved);
 	}
-	p->path[0] = '\0';
 	return 0;
 }
 
@@ -510,7 +425,7 @@ out:
 	return err;
 }
 
-static int build_index(struct model *m, struct parse *p)
+static int build_index(struct model *m, struct jx *j)
 {
 	size_t n = 0, cap = 16;
 	for (int i = 0; i < m->nworkloads; i++)
@@ -530,16 +445,16 @@ static int build_index(struct model *m, struct parse *p)
 		for (int a = 0; a < m->services[i].naddrs; a++)
 			if (index_put(m->index, &m->services[i].addrs[a], 2, i)) {
 				char ip[ADDR_STR_LEN];
-				snprintf(p->path, sizeof(p->path), "services[%d].addresses[%d]", i, a);
-				return perr(p, "address %s is used twice",
+				jx_enter(j, "services[%d]", i);
+				return jx_fail(j, "addresses", "%s is used twice",
 					    sockaddr_ip_str(&m->services[i].addrs[a], ip, sizeof(ip)));
 			}
 	for (int i = 0; i < m->nworkloads; i++)
 		for (int a = 0; a < m->workloads[i].naddrs; a++)
 			if (index_put(m->index, &m->workloads[i].addrs[a], 1, i)) {
 				char ip[ADDR_STR_LEN];
-				snprintf(p->path, sizeof(p->path), "workloads[%d].addresses[%d]", i, a);
-				return perr(p, "address %s is used twice",
+				jx_enter(j, "workloads[%d]", i);
+				return jx_fail(j, "addresses", "%s is used twice",
 					    sockaddr_ip_str(&m->workloads[i].addrs[a], ip, sizeof(ip)));
 			}
 	return 0;
@@ -548,12 +463,11 @@ static int build_index(struct model *m, struct parse *p)
 struct model *model_from_json(const json_t *root, char *err, size_t errlen)
 {
 	static const char *const keys[] = { "nodes", "workloads", "services", NULL };
-	struct parse p = { .err = err, .errlen = errlen };
+	struct jx j;
 	struct model *m;
 	int rc;
 
-	if (errlen)
-		err[0] = '\0';
+	jx_init(&j, NULL, err, errlen);
 	if (!json_is_object(root)) {
 		snprintf(err, errlen, "the top level must be an object with nodes, workloads, services");
 		errno = EINVAL;
@@ -564,26 +478,26 @@ struct model *model_from_json(const json_t *root, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	rc = check_keys(&p, root, keys);
+	rc = jx_keys(&j, root, keys);
 	if (!rc)
-		rc = parse_array(&p, root, "nodes", MODEL_MAX_NODES, sizeof(struct model_node),
-				 (void **)&m->nodes, &m->nnodes, (void *)parse_node);
+		rc = parse_array(&j, root, "nodes", MODEL_MAX_NODES, sizeof(struct model_node),
+				 (void **)&m->nodes, &m->nnodes, parse_node);
 	if (!rc)
-		rc = parse_array(&p, root, "workloads", MODEL_MAX_WORKLOADS,
+		rc = parse_array(&j, root, "workloads", MODEL_MAX_WORKLOADS,
 				 sizeof(struct model_workload), (void **)&m->workloads,
-				 &m->nworkloads, (void *)parse_workload);
+				 &m->nworkloads, parse_workload);
 	if (!rc)
-		rc = parse_array(&p, root, "services", MODEL_MAX_SERVICES,
+		rc = parse_array(&j, root, "services", MODEL_MAX_SERVICES,
 				 sizeof(struct model_service), (void **)&m->services, &m->nservices,
-				 (void *)parse_service);
+				 parse_service);
 	for (int i = 0; !rc && i < m->nworkloads; i++) {
 		if (m->workloads[i].node && !model_node_by_name(m, m->workloads[i].node)) {
-			snprintf(p.path, sizeof(p.path), "workloads[%d].node", i);
-			rc = perr(&p, "node '%s' is not in nodes", m->workloads[i].node);
+			jx_enter(&j, "workloads[%d]", i);
+			rc = jx_fail(&j, "node", "'%s' is not in nodes", m->workloads[i].node);
 		}
 	}
 	if (!rc)
-		rc = build_index(m, &p);
+		rc = build_index(m, &j);
 	if (!rc)
 		rc = resolve_endpoints(m);
 	if (rc) {

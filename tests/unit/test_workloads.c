@@ -102,18 +102,18 @@ static void expect_error(const char *json, const char *want)
 TEST(errors_are_precise)
 {
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"addresses\":[\"10.1.x\"]}]}",
-		     "workloads[0]: addresses[0] '10.1.x' is not an IP address");
-	expect_error("{\"nodez\":[]}", "unknown key 'nodez'");
-	expect_error("{\"workloads\":[{\"name\":\"a\"}]}", "workloads[0]: missing 'namespace'");
+		     "workloads[0].addresses[0]: '10.1.x' is not an IP address");
+	expect_error("{\"nodez\":[]}", "nodez: unknown key");
+	expect_error("{\"workloads\":[{\"name\":\"a\"}]}", "workloads[0].namespace: missing");
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"node\":\"n9\"}]}",
-		     "node 'n9' is not in nodes");
+		     "workloads[0].node: 'n9' is not in nodes");
 	expect_error("{\"services\":[{\"name\":\"s\",\"namespace\":\"d\",\"ports\":[{\"port\":70000}]}]}",
-		     "ports[0].port must be an integer 1-65535");
+		     "services[0].ports[0].port: must be an integer from 1 to 65535");
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"addresses\":[\"10.0.0.1\"]},"
 		     "{\"name\":\"b\",\"namespace\":\"d\",\"addresses\":[\"10.0.0.1\"]}]}",
 		     "10.0.0.1 is used twice");
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"enrolled\":\"yes\"}]}",
-		     "'enrolled' must be true or false");
+		     "workloads[0].enrolled: must be true or false");
 	expect_error("[1,2]", "top level must be an object");
 	expect_error("{\"workloads\": [", "line 1");
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"addresses\":[\"10.0.0.1:80\"]}]}",

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The JSON configuration of ambitd and ambit-waypoint (CONTRACT.md "Configuration"): every key
+ * has a default, an unknown key or a bad value is an error naming file, key and value. */
+#ifndef AMBIT_AGENT_CONFIG_H
+#define AMBIT_AGENT_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+
+enum config_role {
+	CONFIG_ROLE_AGENT,	/* ambitd */
+	CONFIG_ROLE_WAYPOINT,	/* ambit-waypoint: adds name/namespace, no node/redirect keys */
+};
+
+enum discovery_source {
+	DISCOVERY_FILE,
+	DISCOVERY_KUBERNETES,
+};
+
+struct config_kv {
+	char *key;
+	char *value;
+};
+
+struct config {
+	char *path;			/* the file it came from ("" for defaults) */
+	char *node_name;
+	char *node_ip;
+	char *trust_domain;
+	char *ca_cert;
+	char *ca_key;
+
+	enum discovery_source discovery_source;
+	char *discovery_file;
+	char *kube_api_server;		/* default: from KUBERNETES_SERVICE_HOST/_PORT */
+	char *kube_token_file;
+	char *kube_ca_file;
+
+	double sampling;		/* percent, 0..100 */
+	struct config_kv *custom_tags;
+	int ncustom_tags;
+	char *otlp_endpoint;		/* NULL: OTel default for the protocol */
+	char *otlp_protocol;		/* "grpc" or "http/protobuf" */
+	struct config_kv *otlp_headers;
+	int notlp_headers;
+	uint32_t otlp_timeout_ms;
+	uint32_t max_queue_size;
+	uint32_t max_export_batch_size;
+	uint32_t schedule_delay_ms;
+	bool tracing_enabled;
+
+	enum log_level log_level;
+	enum log_format log_format;
+
+	/* extensions (documented in docs/configuration.md) */
+	bool redirect_enabled;		/* false: no BPF capture (tests, waypoint-only nodes) */
+	char *redirect_pin_dir;
+	uint32_t redirect_mark;
+	uint32_t redirect_table;
+
+	uint32_t connect_timeout_ms;
+	uint32_t max_connections;
+	uint32_t buffer_size;		/* per direction per connection */
+	uint32_t drain_timeout_ms;	/* SIGTERM: how long streams may finish */
+
+	uint32_t hbone_max_streams;	/* per pooled connection (100) */
+	uint32_t hbone_idle_timeout_ms;
+	uint32_t hbone_ping_interval_ms;
+	uint32_t hbone_window;		/* HTTP/2 stream window, bytes */
+	uint32_t cert_lifetime_s;
+
+	char *admin_address;		/* 127.0.0.1:15000 */
+	char *waypoint_name;		/* waypoint role */
+	char *waypoint_namespace;
+	char *waypoint_lb;		/* "round_robin" or "least_request" */
+};
+
+/* Defaults for role. 0 or -ENOMEM. */
+int config_init(struct config *c, enum config_role role);
+/* Loads path over the defaults, then applies NODE_NAME / NODE_IP from the environment.
+ * On error returns -EINVAL (or -errno reading the file) and writes one line to err:
+ * "FILE: KEY: what is wrong". */
+int config_load(struct config *c, enum config_role role, const char *path, char *err, size_t errlen);
+/* Checks cross-key constraints after loading (node_ip set for the agent, ...). */
+int config_validate(const struct config *c, enum config_role role, char *err, size_t errlen);
+void config_fini(struct config *c);
+/* The effective configuration, as the admin API shows it (no secrets). New reference. */
+json_t *config_to_json(const struct config *c);
+
+#endif

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of the configuration loader: defaults, the CONTRACT.md example, precise errors. */
+#include "harness.h"
+#include "agent/config.h"
+
+#include <unistd.h>
+
+static char path[64];
+
+static void write_cfg(const char *text)
+{
+	strcpy(path, "/tmp/ambit-test-config-XXXXXX");
+	int fd = mkstemp(path);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		abort();
+	close(fd);
+}
+
+TEST(contract_example_loads)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"node-1\",\"node_ip\":\"172.18.0.2\",\"trust_domain\":\"cluster.local\","
+		  "\"ca\":{\"cert\":\"/etc/ambit/ca/ca.crt\",\"key\":\"/etc/ambit/ca/ca.key\"},"
+		  "\"discovery\":{\"source\":\"file\",\"file\":\"/etc/ambit/workloads.json\"},"
+		  "\"tracing\":{\"sampling\":100.0,\"custom_tags\":{\"cluster_name\":\"homelab\","
+		  "\"environment\":\"development\"},\"otlp\":{\"endpoint\":\"http://127.0.0.1:4317\","
+		  "\"protocol\":\"grpc\"}},\"log\":{\"level\":\"info\",\"format\":\"json\"}}");
+	REQUIRE(config_init(&c, CONFIG_ROLE_AGENT) == 0);
+	int rc = config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "  %s\n", err);
+	REQUIRE(rc == 0);
+	CHECK_EQ_INT(config_validate(&c, CONFIG_ROLE_AGENT, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.node_name, "node-1");
+	CHECK_EQ_INT(c.ncustom_tags, 2);
+	CHECK_EQ_STR(c.custom_tags[0].key, "cluster_name");
+	CHECK_EQ_STR(c.otlp_endpoint, "http://127.0.0.1:4317");
+	CHECK_EQ_INT(c.max_queue_size, 2048);
+	CHECK_EQ_INT(c.hbone_max_streams, 100);
+	json_t *j = config_to_json(&c);
+	CHECK(j != NULL);
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+}
+
+static void expect(enum config_role role, const char *text, const char *want)
+{
+	struct config c;
+	char err[256] = "";
+	write_cfg(text);
+	config_init(&c, role);
+	int rc = config_load(&c, role, path, err, sizeof(err));
+	if (!rc)
+		rc = config_validate(&c, role, err, sizeof(err));
+	CHECK(rc != 0);
+	if (!strstr(err, want) || !strstr(err, path)) {
+		fprintf(stderr, "  error '%s' lacks '%s' or the file name\n", err, want);
+		test_failed_now = 1;
+	}
+	config_fini(&c);
+	unlink(path);
+}
+
+TEST(errors_name_file_key_value)
+{
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"tracing\":{\"otlp\":"
+	       "{\"endpoint\":\"http://x:4317\",\"protocol\":\"thrift\"}}}",
+	       "tracing.otlp.protocol: 'thrift' is not one of grpc, http/protobuf");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"tracng\":{}}",
+	       "tracng: unknown key");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"tracing\":{\"sampling\":150}}",
+	       "tracing.sampling: must be a number from 0 to 100");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"not-an-ip\"}",
+	       "node_ip: 'not-an-ip' is not an IP address");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\"", "line 1");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"log\":{\"level\":\"loud\"}}",
+	       "log.level: 'loud' is not one of");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"name\":\"wp\"}",
+	       "name: unknown key");
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\"}", "name and namespace");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"pin_dir\":\"/tmp/x\"}}",
+	       "redirect.pin_dir: '/tmp/x' must be under /sys/fs/bpf/");
+}
+
+TEST(env_overrides_node)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"file-node\",\"node_ip\":\"1.2.3.4\"}");
+	setenv("NODE_NAME", "env-node", 1);
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.node_name, "env-node");
+	unsetenv("NODE_NAME");
+	config_fini(&c);
+	unlink(path);
+}
+
+TEST_MAIN("config")
