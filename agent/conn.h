@@ -139,6 +139,8 @@ void conn_abort(struct conn *c, enum conn_side side, int err, const char *flag, 
 struct conn_tcp_end;
 /* Wraps a connected (or connecting, when `connecting`) non-blocking socket; takes the fd. */
 struct conn_end *conn_tcp_end_new(struct loop *l, int fd, bool connecting);
+/* Starts polling the socket; call after conn_attach. */
+void conn_tcp_end_start(struct conn_end *e);
 
 /* ---- registry (admin API, metrics, drain) ---- */
 typedef void (*conn_visit_fn)(struct conn *c, void *arg);

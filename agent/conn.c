@@ -1,0 +1,511 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The splice engine: moves bytes between a conn's two ends through one bounded ring buffer
+ * per direction, passes half-closes and resets on, and frees the conn in the before-sleep
+ * step once both directions are done. Also the TCP end (a non-blocking socket on the loop). */
+#include "agent/conn.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Ring buffer; data is NULL while empty so an idle conn costs no buffer memory. */
+struct cbuf {
+	uint8_t *data;
+	uint32_t cap;
+	uint32_t head;
+	uint32_t len;
+};
+
+struct conn {
+	uint64_t id;
+	struct loop *loop;
+	enum conn_st st;
+	struct cbuf buf[2];	/* buf[s]: bytes read from side s, to be written to side !s */
+	bool eof_in[2];		/* side s sent EOF */
+	bool done_out[2];	/* we shut down the write direction towards side s */
+	bool established;
+	bool closing;
+	struct conn_end *end[2];
+	struct conn_info info;
+	uint64_t bytes[2];	/* read from side s */
+	uint64_t start_ms;
+	void *user;
+	struct conn *prev, *next;	/* registry */
+};
+
+static const char *const st_names[] = {
+	[CONN_ST_CONNECTING] = "connecting", [CONN_ST_OPEN] = "open",
+	[CONN_ST_HALF_CLOSED] = "half_closed", [CONN_ST_CLOSED] = "closed",
+};
+
+const char *conn_st_to_str(enum conn_st st)
+{
+	return (unsigned)st < ARRAY_SIZE(st_names) ? st_names[st] : "?";
+}
+
+static struct conn *registry;
+static size_t registry_count;
+static uint64_t next_id = 1;
+static struct conn_hooks hooks;
+
+void conn_set_hooks(const struct conn_hooks *h)
+{
+	hooks = *h;
+}
+
+struct conn *conn_new(struct loop *l, const struct conn_opts *opts)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->id = next_id++;
+	c->loop = l;
+	c->st = CONN_ST_CONNECTING;
+	c->buf[0].cap = c->buf[1].cap = opts->buffer_size ? opts->buffer_size : 65536;
+	c->start_ms = loop_now_ms(l);
+	c->next = registry;
+	if (registry)
+		registry->prev = c;
+	registry = c;
+	registry_count++;
+	return c;
+}
+
+void conn_attach(struct conn *c, enum conn_side side, struct conn_end *e)
+{
+	e->conn = c;
+	e->side = side;
+	c->end[side] = e;
+}
+
+struct conn_info *conn_info(struct conn *c) { return &c->info; }
+uint64_t conn_id(const struct conn *c) { return c->id; }
+enum conn_st conn_state(const struct conn *c) { return c->st; }
+struct loop *conn_loop(const struct conn *c) { return c->loop; }
+uint64_t conn_bytes(const struct conn *c, enum conn_side from) { return c->bytes[from]; }
+uint64_t conn_start_ms(const struct conn *c) { return c->start_ms; }
+void *conn_user(const struct conn *c) { return c->user; }
+void conn_set_user(struct conn *c, void *p) { c->user = p; }
+size_t conn_count(void) { return registry_count; }
+
+void conn_foreach(conn_visit_fn fn, void *arg)
+{
+	for (struct conn *c = registry; c; c = c->next)
+		fn(c, arg);
+}
+
+void conn_opened(struct conn *c)
+{
+	if (hooks.opened)
+		hooks.opened(c);
+}
+
+static void peer_free(struct conn_peer *p)
+{
+	free(p->workload);
+	free(p->namespace);
+	free(p->service_account);
+	free(p->canonical_service);
+	free(p->principal);
+	free(p->node);
+}
+
+static void conn_free(struct loop *l, void *arg)
+{
+	struct conn *c = arg;
+	(void)l;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		registry = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	registry_count--;
+	free(c->buf[0].data);
+	free(c->buf[1].data);
+	peer_free(&c->info.source);
+	peer_free(&c->info.destination);
+	free(c->info.service);
+	free(c);
+}
+
+/* Ends the conn once: releases both ends, runs the closed hook, frees it before sleep. */
+static void conn_finish(struct conn *c, int err, enum conn_side failed, const char *flag,
+			const char *reason)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->st = CONN_ST_CLOSED;
+	for (int s = 0; s < 2; s++) {
+		struct conn_end *e = c->end[s];
+		c->end[s] = NULL;
+		/* The failed end is already broken; the other learns of it by a reset. */
+		if (e)
+			e->ops->release(e, err ? (s == (int)failed ? err : -ECONNRESET) : 0);
+	}
+	if (hooks.closed)
+		hooks.closed(c, err, flag, reason);
+	if (loop_defer(c->loop, conn_free, c)) {
+		/* Cannot defer: the callers' stack may still hold c. Leak rather than crash. */
+		pr_warn_rl("conn %llu: cannot defer free: leaking it", (unsigned long long)c->id);
+	}
+}
+
+void conn_abort(struct conn *c, enum conn_side side, int err, const char *flag, const char *reason)
+{
+	conn_finish(c, err ? err : -ECONNRESET, side, flag, reason);
+}
+
+static void maybe_done(struct conn *c)
+{
+	if (c->done_out[CONN_DOWN] && c->done_out[CONN_UP])
+		conn_finish(c, 0, CONN_DOWN, NULL, NULL);
+}
+
+static void kick_write(struct conn *c, enum conn_side side)
+{
+	struct conn_end *e = c->end[side];
+	if (e && !c->closing && (side == CONN_DOWN || c->established))
+		e->ops->kick_write(e);
+}
+
+static void kick_read(struct conn *c, enum conn_side side)
+{
+	struct conn_end *e = c->end[side];
+	if (e && !c->closing)
+		e->ops->kick_read(e);
+}
+
+void conn_established(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->established = true;
+	c->st = c->eof_in[0] || c->eof_in[1] ? CONN_ST_HALF_CLOSED : CONN_ST_OPEN;
+	kick_write(c, CONN_UP);
+	kick_read(c, CONN_UP);
+	kick_write(c, CONN_DOWN);
+}
+
+/* ---- reading side ---- */
+
+size_t conn_in_room(const struct conn *c, enum conn_side side)
+{
+	const struct cbuf *b = &c->buf[side];
+	if (c->closing || c->eof_in[side])
+		return 0;
+	return b->cap - b->len;
+}
+
+ssize_t conn_in_region(struct conn *c, enum conn_side side, uint8_t **p)
+{
+	struct cbuf *b = &c->buf[side];
+	uint32_t tail, n;
+
+	if (conn_in_room(c, side) == 0)
+		return 0;
+	if (!b->data) {
+		b->data = malloc(b->cap);
+		if (!b->data) {
+			conn_abort(c, side, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+			return -ENOMEM;
+		}
+		b->head = 0;
+	}
+	tail = (b->head + b->len) % b->cap;
+	n = tail >= b->head ? b->cap - tail : b->head - tail;
+	if (b->len == b->cap)
+		n = 0;
+	*p = b->data + tail;
+	return n;
+}
+
+void conn_in_commit(struct conn *c, enum conn_side side, size_t n)
+{
+	if (!n || c->closing)
+		return;
+	c->buf[side].len += (uint32_t)n;
+	c->bytes[side] += n;
+	kick_write(c, (enum conn_side)!side);
+}
+
+size_t conn_in_write(struct conn *c, enum conn_side side, const void *data, size_t n)
+{
+	size_t done = 0;
+	while (done < n) {
+		uint8_t *p;
+		ssize_t room = conn_in_region(c, side, &p);
+		if (room <= 0)
+			break;
+		size_t k = MIN((size_t)room, n - done);
+		memcpy(p, (const uint8_t *)data + done, k);
+		done += k;
+		c->buf[side].len += (uint32_t)k;
+		c->bytes[side] += k;
+	}
+	if (done)
+		kick_write(c, (enum conn_side)!side);
+	return done;
+}
+
+void conn_in_eof(struct conn *c, enum conn_side side)
+{
+	if (c->closing || c->eof_in[side])
+		return;
+	c->eof_in[side] = true;
+	if (c->established)
+		c->st = CONN_ST_HALF_CLOSED;
+	kick_write(c, (enum conn_side)!side);
+}
+
+/* ---- writing side ---- */
+
+size_t conn_out_peek(struct conn *c, enum conn_side side, const uint8_t **p)
+{
+	struct cbuf *b = &c->buf[!side];
+	if (!b->len)
+		return 0;
+	*p = b->data + b->head;
+	return MIN(b->len, b->cap - b->head);
+}
+
+size_t conn_out_pending(const struct conn *c, enum conn_side side)
+{
+	return c->buf[!side].len;
+}
+
+void conn_out_consume(struct conn *c, enum conn_side side, size_t n)
+{
+	struct cbuf *b = &c->buf[!side];
+	bool was_full = b->len == b->cap;
+
+	if (!n)
+		return;
+	b->head = (b->head + (uint32_t)n) % b->cap;
+	b->len -= (uint32_t)n;
+	if (!b->len) {
+		/* Idle conns hold no buffer memory. */
+		free(b->data);
+		b->data = NULL;
+		b->head = 0;
+	}
+	if (was_full || !b->len)
+		kick_read(c, (enum conn_side)!side);
+}
+
+bool conn_out_eof(const struct conn *c, enum conn_side side)
+{
+	return c->eof_in[!side] && c->buf[!side].len == 0 && !c->done_out[side];
+}
+
+void conn_out_done(struct conn *c, enum conn_side side)
+{
+	c->done_out[side] = true;
+	maybe_done(c);
+}
+
+/* ---- the TCP end ---- */
+
+enum tcp_end_flags {
+	TCP_CONNECTING = 1 << 0,	/* connect() in progress */
+	TCP_RD_EOF = 1 << 1,		/* read returned 0 */
+	TCP_WR_SHUT = 1 << 2,		/* shutdown(SHUT_WR) done */
+	TCP_RELEASED = 1 << 3,		/* the conn let go; only the deferred free remains */
+};
+
+struct conn_tcp_end {
+	struct conn_end base;
+	struct loop_io io;
+	int fd;
+	unsigned flags;
+};
+
+static void tcp_update(struct conn_tcp_end *t)
+{
+	struct conn *c = t->base.conn;
+	uint32_t ev = 0;
+
+	if (t->flags & TCP_RELEASED)
+		return;
+	if (t->flags & TCP_CONNECTING)
+		ev = EPOLLOUT;
+	else {
+		if (!(t->flags & TCP_RD_EOF) && conn_in_room(c, t->base.side))
+			ev |= EPOLLIN | EPOLLRDHUP;
+		if (conn_out_pending(c, t->base.side))
+			ev |= EPOLLOUT;
+	}
+	if (loop_io_set(c->loop, &t->io, ev))
+		conn_abort(c, t->base.side, -ENOMEM, CONN_FLAG_OVERFLOW, "epoll registration failed");
+}
+
+static const char *side_flag(const struct conn_tcp_end *t)
+{
+	return t->base.side == CONN_DOWN ? CONN_FLAG_DOWNSTREAM_RESET : CONN_FLAG_UPSTREAM_RESET;
+}
+
+/* Writes what is pending; shuts down the write side after the last byte. */
+static void tcp_flush(struct conn_tcp_end *t)
+{
+	struct conn *c = t->base.conn;
+	enum conn_side side = t->base.side;
+	const uint8_t *p;
+	size_t n;
+
+	if (t->flags & (TCP_CONNECTING | TCP_RELEASED))
+		return;
+	while ((n = conn_out_peek(c, side, &p)) > 0) {
+		ssize_t w = send(t->fd, p, n, MSG_NOSIGNAL);
+		if (w == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			conn_abort(c, side, -errno, side_flag(t), strerror(errno));
+			return;
+		}
+		conn_out_consume(c, side, (size_t)w);
+		if (t->flags & TCP_RELEASED)
+			return;
+		if ((size_t)w < n)
+			return;
+	}
+	if (conn_out_eof(c, side) && !(t->flags & TCP_WR_SHUT)) {
+		t->flags |= TCP_WR_SHUT;
+		shutdown(t->fd, SHUT_WR);
+		conn_out_done(c, side);
+	}
+}
+
+static void tcp_read(struct conn_tcp_end *t)
+{
+	struct conn *c = t->base.conn;
+	enum conn_side side = t->base.side;
+
+	/* A few reads per wake-up so one busy conn does not starve the others. */
+	for (int i = 0; i < 4 && !(t->flags & (TCP_RD_EOF | TCP_RELEASED)); i++) {
+		uint8_t *p;
+		ssize_t room = conn_in_region(c, side, &p);
+		if (room <= 0)
+			return;
+		ssize_t r = recv(t->fd, p, (size_t)room, 0);
+		if (r > 0) {
+			conn_in_commit(c, side, (size_t)r);
+			if (r < room)
+				return;
+		} else if (r == 0) {
+			t->flags |= TCP_RD_EOF;
+			conn_in_eof(c, side);
+		} else {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			conn_abort(c, side, -errno, side_flag(t), strerror(errno));
+			return;
+		}
+	}
+}
+
+static void tcp_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct conn_tcp_end *t = io->arg;
+	struct conn *c = t->base.conn;
+	(void)l;
+
+	if (t->flags & TCP_CONNECTING) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err) {
+			conn_abort(c, t->base.side, -err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+				   strerror(err));
+			return;
+		}
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		t->flags &= ~TCP_CONNECTING;
+		conn_established(c);
+		if (!(t->flags & TCP_RELEASED))
+			tcp_update(t);
+		return;
+	}
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		tcp_read(t);
+	if (!(t->flags & TCP_RELEASED) && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		tcp_flush(t);
+	if (!(t->flags & TCP_RELEASED) && (events & EPOLLERR)) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err) {
+			conn_abort(c, t->base.side, -err, side_flag(t), strerror(err));
+			return;
+		}
+	}
+	tcp_update(t);
+}
+
+static void tcp_kick_write(struct conn_end *e)
+{
+	struct conn_tcp_end *t = container_of(e, struct conn_tcp_end, base);
+	tcp_flush(t);
+	tcp_update(t);
+}
+
+static void tcp_kick_read(struct conn_end *e)
+{
+	struct conn_tcp_end *t = container_of(e, struct conn_tcp_end, base);
+	tcp_update(t);
+}
+
+static void tcp_free(struct loop *l, void *arg)
+{
+	(void)l;
+	free(arg);
+}
+
+static void tcp_release(struct conn_end *e, int err)
+{
+	struct conn_tcp_end *t = container_of(e, struct conn_tcp_end, base);
+	struct loop *l = e->conn->loop;
+
+	loop_io_del(l, &t->io);
+	if (err) {
+		/* Pass the reset on: close with linger 0 sends RST instead of FIN. */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(t->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	close(t->fd);
+	t->fd = -1;
+	t->flags |= TCP_RELEASED;
+	if (loop_defer(l, tcp_free, t))
+		pr_warn_rl("tcp end: cannot defer free: leaking it");
+}
+
+static const struct conn_end_ops tcp_ops = {
+	.name = "tcp",
+	.kick_write = tcp_kick_write,
+	.kick_read = tcp_kick_read,
+	.release = tcp_release,
+};
+
+struct conn_end *conn_tcp_end_new(struct loop *l, int fd, bool connecting)
+{
+	struct conn_tcp_end *t = calloc(1, sizeof(*t));
+	(void)l;
+	if (!t)
+		return NULL;
+	t->base.ops = &tcp_ops;
+	t->fd = fd;
+	t->flags = connecting ? TCP_CONNECTING : 0;
+	loop_io_init(&t->io, fd, tcp_io, t);
+	return &t->base;
+}
+
+void conn_tcp_end_start(struct conn_end *e)
+{
+	tcp_update(container_of(e, struct conn_tcp_end, base));
+}
