@@ -37,6 +37,7 @@ struct rig {
 	int server;	/* test's end of the upstream pair */
 	int closed_err;
 	const char *closed_flag;
+	uint64_t bytes_down, bytes_up;
 	bool closed;
 	pthread_t th;
 };
@@ -45,8 +46,10 @@ static struct rig *cur;
 
 static void on_closed(struct conn *c, int err, const char *flag, const char *reason)
 {
-	(void)c, (void)reason;
-	cur->closed = true;
+	(void)reason;
+	cur->bytes_down = conn_bytes(c, CONN_DOWN);
+	cur->bytes_up = conn_bytes(c, CONN_UP);
+	__atomic_store_n(&cur->closed, true, __ATOMIC_RELEASE);
 	cur->closed_err = err;
 	cur->closed_flag = flag;
 }
@@ -133,8 +136,8 @@ TEST(bytes_both_ways_and_half_close)
 	CHECK_EQ_INT(read_all(r.client, buf, sizeof(buf)), 0);
 	CHECK(wait_closed(&r));
 	CHECK_EQ_INT(r.closed_err, 0);
-	CHECK_EQ_INT(conn_bytes(r.c, CONN_DOWN), 5);
-	CHECK_EQ_INT(conn_bytes(r.c, CONN_UP), 5);
+	CHECK_EQ_INT(r.bytes_down, 5);
+	CHECK_EQ_INT(r.bytes_up, 5);
 	rig_stop(&r);
 	CHECK_EQ_INT(conn_count(), 0);
 }
