@@ -33,6 +33,7 @@ struct conn {
 	struct conn_info info;
 	uint64_t bytes[2];	/* read from side s */
 	uint64_t start_ms;
+	struct loop_timer connect_timer;
 	void *user;
 	struct conn *prev, *next;	/* registry */
 };
@@ -67,6 +68,7 @@ struct conn *conn_new(struct loop *l, const struct conn_opts *opts)
 	c->st = CONN_ST_CONNECTING;
 	c->buf[0].cap = c->buf[1].cap = opts->buffer_size ? opts->buffer_size : 65536;
 	c->start_ms = loop_now_ms(l);
+	loop_timer_init(&c->connect_timer, NULL, c);
 	c->next = registry;
 	if (registry)
 		registry->prev = c;
@@ -141,6 +143,7 @@ static void conn_finish(struct conn *c, int err, enum conn_side failed, const ch
 		return;
 	c->closing = true;
 	c->st = CONN_ST_CLOSED;
+	loop_timer_cancel(c->loop, &c->connect_timer);
 	for (int s = 0; s < 2; s++) {
 		struct conn_end *e = c->end[s];
 		c->end[s] = NULL;
@@ -181,10 +184,27 @@ static void kick_read(struct conn *c, enum conn_side side)
 		e->ops->kick_read(e);
 }
 
+static void connect_timeout(struct loop *l, struct loop_timer *t)
+{
+	struct conn *c = t->arg;
+	(void)l;
+	if (!c->established)
+		conn_abort(c, CONN_UP, -ETIMEDOUT, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+			   "upstream connect timeout");
+}
+
+void conn_arm_connect_timeout(struct conn *c, uint32_t ms)
+{
+	c->connect_timer.fn = connect_timeout;
+	if (!c->closing && !c->established && loop_timer_arm(c->loop, &c->connect_timer, ms))
+		pr_warn_rl("conn %llu: no memory for the connect timer", (unsigned long long)c->id);
+}
+
 void conn_established(struct conn *c)
 {
 	if (c->closing)
 		return;
+	loop_timer_cancel(c->loop, &c->connect_timer);
 	c->established = true;
 	c->st = c->eof_in[0] || c->eof_in[1] ? CONN_ST_HALF_CLOSED : CONN_ST_OPEN;
 	kick_write(c, CONN_UP);

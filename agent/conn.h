@@ -103,6 +103,8 @@ uint64_t conn_id(const struct conn *c);
 enum conn_st conn_state(const struct conn *c);
 struct loop *conn_loop(const struct conn *c);
 
+/* Aborts the conn with UF if the upstream is not established within ms. */
+void conn_arm_connect_timeout(struct conn *c, uint32_t ms);
 /* The upstream end is connected: bytes start flowing towards it. */
 void conn_established(struct conn *c);
 

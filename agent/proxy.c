@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Accepts captured connections, resolves where they go against the current model, and
+ * starts the upstream leg; conn.c moves the bytes from then on. */
+#include "agent/proxy.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROXY_ACCEPT_BATCH 64
+#define PROXY_BACKLOG 4096
+
+struct listener {
+	struct proxy *p;
+	struct loop_io io;
+	int fd;
+	enum conn_kind kind;
+	struct sockaddr_storage addr;
+};
+
+struct proxy {
+	struct loop *loop;
+	struct proxy_opts opts;
+	char *node_name;
+	char *trust_domain;
+	struct listener out, in;
+	struct proxy_mesh mesh;
+	uint32_t rr;		/* round-robin cursor for service endpoints */
+};
+
+static int listen_transparent(const struct sockaddr_storage *addr)
+{
+	int one = 1, fd, err;
+	int lvl = addr->ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+	int opt = addr->ss_family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
+
+	fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, lvl, opt, &one, sizeof(one)) == -1 ||
+	    bind(fd, (const struct sockaddr *)addr, sockaddr_len(addr)) == -1 ||
+	    listen(fd, PROXY_BACKLOG) == -1) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+bool proxy_workload_is_local(const struct proxy *p, const struct model_workload *w)
+{
+	return w && w->node && strcmp(w->node, p->node_name) == 0;
+}
+
+char *proxy_service_fqdn(const struct model_service *s)
+{
+	char *out;
+	if (asprintf(&out, "%s.%s.svc.cluster.local", s->name, s->namespace) < 0)
+		return NULL;
+	return out;
+}
+
+int proxy_peer_fill(struct conn_peer *peer, const struct model_workload *w, const char *td)
+{
+	if (!w)
+		return 0;
+	peer->workload = strdup(w->name);
+	peer->namespace = strdup(w->namespace);
+	peer->service_account = strdup(w->service_account);
+	peer->canonical_service = strdup(w->canonical_service);
+	if (w->node)
+		peer->node = strdup(w->node);
+	if (asprintf(&peer->principal, "spiffe://%s/ns/%s/sa/%s", td, w->namespace,
+		     w->service_account) < 0)
+		peer->principal = NULL;
+	if (!peer->workload || !peer->namespace || !peer->service_account ||
+	    !peer->canonical_service || !peer->principal || (w->node && !peer->node))
+		return -ENOMEM;
+	return 0;
+}
+
+static const struct sockaddr_storage *workload_addr(const struct model_workload *w, int family)
+{
+	for (int i = 0; i < w->naddrs; i++)
+		if (w->addrs[i].ss_family == family)
+			return &w->addrs[i];
+	return NULL;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+const struct model_workload *proxy_pick_endpoint(struct proxy *p, const struct model *m,
+						 const struct model_service *svc, uint16_t port,
+						 int family, struct sockaddr_storage *target)
+{
+	uint16_t tport = model_service_target_port(svc, port);
+	if (!tport || !svc->nendpoints)
+		return NULL;
+	for (int tries = 0; tries < svc->nendpoints; tries++) {
+		const struct model_workload *w =
+			&m->workloads[svc->endpoints[p->rr++ % (uint32_t)svc->nendpoints]];
+		const struct sockaddr_storage *a = workload_addr(w, family);
+		if (!a)
+			continue;
+		*target = *a;
+		set_port(target, tport);
+		return w;
+	}
+	return NULL;
+}
+
+int proxy_connect_tcp(struct proxy *p, struct conn *c, const struct sockaddr_storage *target,
+		      const struct sockaddr_storage *src_ip)
+{
+	int fd, one = 1, err;
+	struct conn_end *e;
+
+	fd = socket(target->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (src_ip) {
+		/* Source preservation: the destination sees the client pod's IP. The reply is
+		 * steered back to this socket by the BPF program's socket lookup. */
+		struct sockaddr_storage src = *src_ip;
+		int lvl = src.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+		int opt = src.ss_family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
+		set_port(&src, 0);
+		if (setsockopt(fd, lvl, opt, &one, sizeof(one)) == -1 ||
+		    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) == -1 ||
+		    bind(fd, (struct sockaddr *)&src, sockaddr_len(&src)) == -1) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	if (connect(fd, (const struct sockaddr *)target, sockaddr_len(target)) == -1 &&
+	    errno != EINPROGRESS) {
+		err = -errno;
+		goto fail;
+	}
+	e = conn_tcp_end_new(p->loop, fd, true);
+	if (!e) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	conn_attach(c, CONN_UP, e);
+	conn_tcp_end_start(e);
+	conn_arm_connect_timeout(c, p->opts.connect_timeout_ms);
+	return 0;
+fail:
+	close(fd);
+	return err;
+}
+
+/* Fills the destination-side facts and starts the upstream leg. */
+static void route_outbound(struct proxy *p, struct conn *c, struct model *m)
+{
+	struct conn_info *ci = conn_info(c);
+	struct proxy_route r = { 0 };
+	char dst[ADDR_STR_LEN];
+	int err;
+
+	r.src = model_workload_by_ip(m, &ci->src);
+	r.svc = model_service_by_vip(m, &ci->orig_dst);
+	if (proxy_peer_fill(&ci->source, r.src, p->trust_domain))
+		goto nomem;
+	if (r.svc) {
+		ci->service = proxy_service_fqdn(r.svc);
+		r.dst = proxy_pick_endpoint(p, m, r.svc, sockaddr_port(&ci->orig_dst),
+					    ci->orig_dst.ss_family, &r.target);
+		if (!r.dst) {
+			char reason[160];
+			snprintf(reason, sizeof(reason), "service %s/%s has no endpoint for port %u",
+				 r.svc->namespace, r.svc->name, sockaddr_port(&ci->orig_dst));
+			conn_opened(c);
+			conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE, reason);
+			return;
+		}
+	} else {
+		r.dst = model_workload_by_ip(m, &ci->orig_dst);
+		r.target = ci->orig_dst;
+	}
+	ci->target = r.target;
+	if (proxy_peer_fill(&ci->destination, r.dst, p->trust_domain))
+		goto nomem;
+	if (r.dst && r.dst->node)
+		r.dst_node = model_node_by_name(m, r.dst->node);
+	conn_opened(c);
+
+	if (p->mesh.connect && r.dst && r.dst->enrolled) {
+		err = p->mesh.connect(p->mesh.arg, c, m, &r);
+	} else {
+		/* Plaintext: a destination outside the mesh, or no HBONE. A local enrolled
+		 * destination gets the client's IP as source, as its inbound side would. */
+		bool preserve = r.dst && r.dst->enrolled && proxy_workload_is_local(p, r.dst);
+		err = proxy_connect_tcp(p, c, &r.target, preserve ? &ci->src : NULL);
+	}
+	if (err)
+		conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+			   sockaddr_str(&r.target, dst, sizeof(dst)));
+	return;
+nomem:
+	conn_opened(c);
+	conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+}
+
+static void route_inbound_plain(struct proxy *p, struct conn *c, struct model *m)
+{
+	struct conn_info *ci = conn_info(c);
+	const struct model_workload *dst = model_workload_by_ip(m, &ci->orig_dst);
+	int err;
+
+	ci->target = ci->orig_dst;
+	if (proxy_peer_fill(&ci->source, model_workload_by_ip(m, &ci->src), p->trust_domain) ||
+	    proxy_peer_fill(&ci->destination, dst, p->trust_domain)) {
+		conn_opened(c);
+		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+		return;
+	}
+	conn_opened(c);
+	if (!dst || !dst->enrolled || !proxy_workload_is_local(p, dst)) {
+		conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE,
+			   "inbound capture for an address that is not a local enrolled workload");
+		return;
+	}
+	err = proxy_connect_tcp(p, c, &ci->orig_dst, &ci->src);
+	if (err)
+		conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, strerror(-err));
+}
+
+static void accept_one(struct listener *ls, int fd)
+{
+	struct proxy *p = ls->p;
+	struct conn_opts co = { .buffer_size = p->opts.buffer_size };
+	struct sockaddr_storage src, dst;
+	socklen_t sl = sizeof(src), dl = sizeof(dst);
+	struct conn *c;
+	struct conn_end *down;
+	struct model *m;
+	int one = 1;
+
+	if (getpeername(fd, (struct sockaddr *)&src, &sl) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&dst, &dl) == -1) {
+		close(fd);
+		return;
+	}
+	/* The original destination is our own listener: someone dialled 15001/15006 directly.
+	 * Forwarding it would loop. */
+	if (sockaddr_ip_equal(&dst, &ls->addr) && sockaddr_port(&dst) == sockaddr_port(&ls->addr)) {
+		pr_warn_rl("refusing a direct connection to the capture port from %s",
+			   sockaddr_str(&src, (char[ADDR_STR_LEN]){ 0 }, ADDR_STR_LEN));
+		close(fd);
+		return;
+	}
+	if (conn_count() >= p->opts.max_connections) {
+		pr_warn_rl("connection limit %u reached; refusing", p->opts.max_connections);
+		struct linger lg = { 1, 0 };
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = conn_new(p->loop, &co);
+	down = c ? conn_tcp_end_new(p->loop, fd, false) : NULL;
+	if (!down) {
+		pr_warn_rl("out of memory accepting a connection");
+		if (c) {
+			conn_opened(c);
+			conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+		}
+		close(fd);
+		return;
+	}
+	conn_attach(c, CONN_DOWN, down);
+	conn_tcp_end_start(down);
+	conn_info(c)->kind = ls->kind;
+	conn_info(c)->src = src;
+	conn_info(c)->orig_dst = dst;
+	m = model_current();
+	if (ls->kind == CONN_OUTBOUND)
+		route_outbound(p, c, m);
+	else
+		route_inbound_plain(p, c, m);
+	model_unref(m);
+}
+
+static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct listener *ls = io->arg;
+	(void)l, (void)events;
+
+	for (int i = 0; i < PROXY_ACCEPT_BATCH; i++) {
+		int fd = accept4(ls->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pr_warn_rl("accept: %s", strerror(errno));
+			return;
+		}
+		accept_one(ls, fd);
+	}
+}
+
+static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind kind,
+			  const struct sockaddr_storage *addr)
+{
+	char a[ADDR_STR_LEN];
+	ls->p = p;
+	ls->kind = kind;
+	ls->addr = *addr;
+	ls->fd = listen_transparent(addr);
+	if (ls->fd < 0) {
+		pr_err("cannot listen on %s (transparent): %s", sockaddr_str(addr, a, sizeof(a)),
+		       strerror(-ls->fd));
+		return ls->fd;
+	}
+	loop_io_init(&ls->io, ls->fd, on_accept, ls);
+	return loop_io_set(p->loop, &ls->io, EPOLLIN);
+}
+
+struct proxy *proxy_new(const struct proxy_opts *opts)
+{
+	struct proxy *p = calloc(1, sizeof(*p));
+	int err;
+
+	if (!p)
+		return NULL;
+	p->loop = opts->loop;
+	p->opts = *opts;
+	p->out.fd = p->in.fd = -1;
+	p->node_name = strdup(opts->node_name ? opts->node_name : "");
+	p->trust_domain = strdup(opts->trust_domain ? opts->trust_domain : "cluster.local");
+	if (!p->node_name || !p->trust_domain) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	if ((err = listener_start(p, &p->out, CONN_OUTBOUND, &opts->outbound_addr)) ||
+	    (err = listener_start(p, &p->in, CONN_INBOUND_PLAIN, &opts->inbound_addr)))
+		goto fail;
+	return p;
+fail:
+	proxy_free(p);
+	errno = -err;
+	return NULL;
+}
+
+void proxy_stop_accepting(struct proxy *p)
+{
+	struct listener *ls[] = { &p->out, &p->in };
+	for (size_t i = 0; i < ARRAY_SIZE(ls); i++) {
+		if (ls[i]->fd < 0)
+			continue;
+		loop_io_del(p->loop, &ls[i]->io);
+		close(ls[i]->fd);
+		ls[i]->fd = -1;
+	}
+}
+
+void proxy_free(struct proxy *p)
+{
+	if (!p)
+		return;
+	proxy_stop_accepting(p);
+	free(p->node_name);
+	free(p->trust_domain);
+	free(p);
+}
+
+int proxy_outbound_fd(const struct proxy *p) { return p->out.fd; }
+int proxy_inbound_fd(const struct proxy *p) { return p->in.fd; }
+
+void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh)
+{
+	p->mesh = *mesh;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The L4 proxy: the transparent listeners that eBPF hands captured connections to (15001
+ * outbound, 15006 inbound plaintext), destination resolution against the mesh model, and the
+ * upstream leg (plain TCP, or HBONE through the hooks in struct proxy_mesh). */
+#ifndef AMBIT_AGENT_PROXY_H
+#define AMBIT_AGENT_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "agent/conn.h"
+#include "agent/loop.h"
+#include "agent/workloads.h"
+
+struct proxy;
+
+/* How an upstream leg is carried when the destination is in the mesh (set by the agent when
+ * HBONE is available; NULL = plaintext everywhere). */
+struct proxy_route {
+	const struct model_workload *src;	/* client workload (may be NULL for inbound plain) */
+	const struct model_workload *dst;	/* destination workload (endpoint) */
+	const struct model_service *svc;	/* the service dialled, if any */
+	const struct model_service *waypoint;	/* waypoint to go through, if any */
+	const struct model_workload *waypoint_wl; /* the chosen waypoint pod */
+	struct sockaddr_storage target;		/* endpoint IP:target port */
+	const struct model_node *dst_node;
+};
+
+struct proxy_mesh {
+	/* Opens the upstream leg of c through HBONE: attaches an end at CONN_UP. 0 or -errno
+	 * (then the proxy aborts the conn). */
+	int (*connect)(void *arg, struct conn *c, const struct model *m, const struct proxy_route *r);
+	void *arg;
+};
+
+struct proxy_opts {
+	struct loop *loop;
+	const char *node_name;
+	const char *trust_domain;
+	struct sockaddr_storage outbound_addr;	/* 127.0.0.1:15001 */
+	struct sockaddr_storage inbound_addr;	/* 127.0.0.1:15006 */
+	uint32_t connect_timeout_ms;
+	uint32_t max_connections;
+	uint32_t buffer_size;
+};
+
+/* Creates and listens on both transparent sockets. NULL + errno (logged). */
+struct proxy *proxy_new(const struct proxy_opts *opts);
+void proxy_free(struct proxy *p);
+int proxy_outbound_fd(const struct proxy *p);
+int proxy_inbound_fd(const struct proxy *p);
+void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh);
+/* Stops accepting (drain). Existing connections continue. */
+void proxy_stop_accepting(struct proxy *p);
+
+/* Shared with the HBONE inbound path: opens a plain TCP leg from the agent to target,
+ * bound to src_ip (transparent, source preserved) when src_ip is non-NULL; attaches it at
+ * CONN_UP and arms the connect timeout. 0 or -errno. */
+int proxy_connect_tcp(struct proxy *p, struct conn *c, const struct sockaddr_storage *target,
+		      const struct sockaddr_storage *src_ip);
+/* Copies workload facts into a conn peer (strings duplicated). */
+int proxy_peer_fill(struct conn_peer *peer, const struct model_workload *w, const char *trust_domain);
+/* "name.namespace.svc.cluster.local" (owned). */
+char *proxy_service_fqdn(const struct model_service *s);
+/* Picks a service endpoint (round robin) and its target port; NULL when none. */
+const struct model_workload *proxy_pick_endpoint(struct proxy *p, const struct model *m,
+						 const struct model_service *svc, uint16_t port,
+						 int family, struct sockaddr_storage *target);
+bool proxy_workload_is_local(const struct proxy *p, const struct model_workload *w);
+
+#endif
