@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: Apache-2.0
+/* SSL_CTX factories: the mesh policy (TLS 1.3 only, ALPN h2, mutual certs against the mesh
+ * root, SPIFFE checks, no resumption) in one place, and a plain https client context. */
+#include "tls/ctx.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tls/tls_int.h"
+
+int tls_global_init(void)
+{
+	uint64_t flags = OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS;
+	return OPENSSL_init_ssl(flags, NULL) == 1 ? 0 : -EIO;
+}
+
+void tls_ctx_free(struct tls_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	SSL_CTX_free(ctx->ssl);
+	tls_cert_unref(ctx->default_cert);
+	free(ctx);
+}
+
+enum tls_role tls_ctx_role(const struct tls_ctx *ctx)
+{
+	return ctx->role;
+}
+
+/* Settings both kinds of context share. 0 or -EIO. */
+static int ctx_common(SSL_CTX *ssl, int min_version)
+{
+	if (!SSL_CTX_set_min_proto_version(ssl, min_version) ||
+	    !SSL_CTX_set_max_proto_version(ssl, TLS1_3_VERSION))
+		return -EIO;
+	/* Tickets and the session cache are off: a resumed session would skip the verify
+	 * callback, where identities are checked; TLS 1.3 has no renegotiation, and
+	 * NO_RENEGOTIATION also covers the https client's TLS 1.2. */
+	SSL_CTX_set_options(ssl, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
+				 SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ssl, 0);
+	/* RELEASE_BUFFERS: idle conns give their 16 KiB record buffers back. PARTIAL_WRITE and
+	 * MOVING_WRITE_BUFFER: the non-blocking write contract of tls_conn_write(). */
+	SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (!SSL_CTX_set1_groups_list(ssl, "X25519:P-256"))
+		return -EIO;
+	return 0;
+}
+
+static const unsigned char alpn_h2[] = { 2, 'h', '2' };
+
+struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *o)
+{
+	struct tls_ctx *ctx = NULL;
+	X509_STORE *store;
+	STACK_OF(X509) *anchors;
+	const char *td;
+	int e = EIO;
+
+	if (!o || !o->roots || (role == TLS_ROLE_SERVER && !o->select_cert && !o->default_cert)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	td = o->trust_domain ? o->trust_domain : SPIFFE_DEFAULT_TRUST_DOMAIN;
+	if (strlen(td) > SPIFFE_TD_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!(ctx = calloc(1, sizeof(*ctx))))
+		return NULL;
+	ctx->role = role;
+	ctx->mesh = true;
+	strcpy(ctx->td, td);
+	ctx->select_cert = o->select_cert;
+	ctx->select_arg = o->select_arg;
+	ctx->default_cert = tls_cert_ref(o->default_cert);
+	ctx->ssl = SSL_CTX_new(role == TLS_ROLE_SERVER ? TLS_server_method() : TLS_client_method());
+	if (!ctx->ssl || ctx_common(ctx->ssl, TLS1_3_VERSION))
+		goto fail;
+
+	store = SSL_CTX_get_cert_store(ctx->ssl);
+	anchors = tls_ca_anchors(o->roots);
+	for (int i = 0; i < sk_X509_num(anchors); i++)
+		if (!X509_STORE_add_cert(store, sk_X509_value(anchors, i)))
+			goto fail;
+	if (tls_ca_partial_chain(o->roots))
+		X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx->ssl), X509_V_FLAG_PARTIAL_CHAIN);
+	if (o->verify_time)
+		X509_VERIFY_PARAM_set_time(SSL_CTX_get0_param(ctx->ssl), (time_t)o->verify_time);
+	SSL_CTX_set_verify_depth(ctx->ssl, 4);
+	/* Purpose (EKU serverAuth/clientAuth) is checked by OpenSSL from the role. */
+	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+			   tls_verify_cb);
+
+	if (role == TLS_ROLE_SERVER) {
+		SSL_CTX_set_client_hello_cb(ctx->ssl, tls_client_hello_cb, ctx);
+		SSL_CTX_set_tlsext_servername_callback(ctx->ssl, tls_servername_cb);
+		SSL_CTX_set_tlsext_servername_arg(ctx->ssl, ctx);
+		SSL_CTX_set_alpn_select_cb(ctx->ssl, tls_alpn_select_cb, ctx);
+	} else if (SSL_CTX_set_alpn_protos(ctx->ssl, alpn_h2, sizeof(alpn_h2)) != 0) {
+		goto fail;	/* (this one returns 0 on success) */
+	}
+	ERR_clear_error();
+	return ctx;
+fail:
+	ERR_clear_error();
+	tls_ctx_free(ctx);
+	errno = e;
+	return NULL;
+}
+
+struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *alpn, char *err,
+					 size_t errlen)
+{
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	unsigned char protos[256];
+	size_t alen = alpn ? strlen(alpn) : 0;
+	int e = EIO;
+
+	if (!ctx)
+		return NULL;
+	ctx->role = TLS_ROLE_CLIENT;
+	if (alen > 255) {
+		e = -tls_errf(err, errlen, EINVAL, "ALPN protocol too long");
+		goto fail;
+	}
+	if (!(ctx->ssl = SSL_CTX_new(TLS_client_method())) || ctx_common(ctx->ssl, TLS1_2_VERSION)) {
+		tls_errf(err, errlen, e, "TLS context: %s", tls_ossl_err());
+		goto fail;
+	}
+	if (ca_file ? SSL_CTX_load_verify_locations(ctx->ssl, ca_file, NULL) != 1
+		    : SSL_CTX_set_default_verify_paths(ctx->ssl) != 1) {
+		e = -tls_errf(err, errlen, EINVAL, "%s: cannot load CA certificates (%s)",
+			      ca_file ? ca_file : "system CA store", tls_ossl_err());
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, tls_verify_cb);
+	if (alen) {
+		protos[0] = (unsigned char)alen;
+		memcpy(protos + 1, alpn, alen);
+		if (SSL_CTX_set_alpn_protos(ctx->ssl, protos, (unsigned)alen + 1) != 0)
+			goto fail;
+	}
+	ERR_clear_error();
+	return ctx;
+fail:
+	ERR_clear_error();
+	tls_ctx_free(ctx);
+	errno = e;
+	return NULL;
+}
