@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The admin API (JSON on 127.0.0.1:15000) that ambitctl reads, plus the readiness and
+ * metrics endpoints. Paths and keys are the contract with ambitctl (docs/admin-api.md). */
+#include "agent/agent.h"
+#include "agent/conn.h"
+#include "agent/discovery.h"
+#include "agent/httpd.h"
+#include "agent/metrics.h"
+#include "agent/redirect.h"
+#include "agent/telemetry.h"
+#include "agent/workloads.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void reply_json(struct httpd_response *resp, int status, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!s) {
+		httpd_reply(resp, 500, "application/json", "{\"error\":\"out of memory\"}", 25);
+		return;
+	}
+	resp->status = status;
+	resp->content_type = "application/json";
+	free(resp->body);
+	resp->body = s;
+	resp->body_len = strlen(s);
+}
+
+static void reply_error(struct httpd_response *resp, int status, const char *msg)
+{
+	reply_json(resp, status, json_pack("{s:s}", "error", msg));
+}
+
+static void get_workloads(struct agent *a, const struct httpd_request *req,
+			  struct httpd_response *resp)
+{
+	struct model *m = model_current();
+	json_t *dump = model_to_json(m), *out = json_array(), *w;
+	size_t i;
+	(void)req;
+	json_array_foreach(json_object_get(dump, "workloads"), i, w) {
+		const char *node = json_string_value(json_object_get(w, "node"));
+		json_object_set_new(w, "local", json_boolean(node && a->cfg.node_name &&
+							     strcmp(node, a->cfg.node_name) == 0));
+		json_object_set_new(w, "protocol", json_string(json_is_true(json_object_get(w, "enrolled"))
+								       ? "HBONE" : "TCP"));
+		json_array_append(out, w);
+	}
+	reply_json(resp, 200, json_pack("{s:I,s:o}", "generation", (json_int_t)m->generation,
+					"workloads", out));
+	json_decref(dump);
+	model_unref(m);
+}
+
+static void get_services(struct agent *a, const struct httpd_request *req,
+			 struct httpd_response *resp)
+{
+	struct model *m = model_current();
+	json_t *dump = model_to_json(m);
+	(void)a, (void)req;
+	reply_json(resp, 200, json_pack("{s:I,s:O}", "generation", (json_int_t)m->generation,
+					"services", json_object_get(dump, "services")));
+	json_decref(dump);
+	model_unref(m);
+}
+
+static json_t *peer_json(const struct conn_peer *p)
+{
+	return json_pack("{s:s?,s:s?,s:s?,s:s?}", "workload", p->workload, "namespace", p->namespace,
+			 "identity", p->principal, "service_account", p->service_account);
+}
+
+static void conn_to_json(struct conn *c, void *arg)
+{
+	json_t *arr = arg;
+	const struct conn_info *ci = conn_info(c);
+	char src[ADDR_STR_LEN], dst[ADDR_STR_LEN], tgt[ADDR_STR_LEN], via[ADDR_STR_LEN];
+	json_array_append_new(arr, json_pack(
+		"{s:I,s:s,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:o,s:o,s:s,s:I,s:I,s:I}",
+		"id", (json_int_t)conn_id(c), "direction", telemetry_direction(ci->kind),
+		"state", conn_st_to_str(conn_state(c)),
+		"src", sockaddr_str(&ci->src, src, sizeof(src)),
+		"dst", sockaddr_str(&ci->orig_dst, dst, sizeof(dst)),
+		"target", ci->target.ss_family ? sockaddr_str(&ci->target, tgt, sizeof(tgt)) : NULL,
+		"via", ci->via.ss_family ? sockaddr_str(&ci->via, via, sizeof(via)) : NULL,
+		"service", ci->service, "source", peer_json(&ci->source),
+		"destination", peer_json(&ci->destination),
+		"security", ci->mtls ? "mutual_tls" : "none",
+		"bytes_sent", (json_int_t)conn_bytes(c, CONN_DOWN),
+		"bytes_received", (json_int_t)conn_bytes(c, CONN_UP),
+		"age_ms", (json_int_t)(now_mono_ms() - conn_start_ms(c))));
+}
+
+static void get_connections(struct agent *a, const struct httpd_request *req,
+			    struct httpd_response *resp)
+{
+	json_t *arr = json_array();
+	(void)a, (void)req;
+	conn_foreach(conn_to_json, arr);
+	reply_json(resp, 200, json_pack("{s:I,s:o}", "count", (json_int_t)conn_count(), "connections", arr));
+}
+
+static void get_bpf(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
+{
+	(void)req;
+	if (!a->redirect) {
+		reply_json(resp, 200, json_pack("{s:b}", "enabled", 0));
+		return;
+	}
+	json_t *j = redirect_state_json(a->redirect);
+	if (j)
+		json_object_set_new(j, "enabled", json_true());
+	reply_json(resp, 200, j);
+}
+
+static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
+{
+	json_t *j = config_to_json(&a->cfg);
+	(void)req;
+	if (j && a->discovery)
+		json_object_set_new(j, "discovery_status", discovery_file_status(a->discovery));
+	reply_json(resp, 200, j);
+}
+
+static void logging(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
+{
+	char level[16];
+	enum log_level lvl;
+	(void)a;
+	if (httpd_query_get(req->query, "level", level, sizeof(level)) == 0) {
+		if (strcmp(req->method, "POST") != 0 && strcmp(req->method, "PUT") != 0) {
+			reply_error(resp, 405, "use POST to change the level");
+			return;
+		}
+		if (log_level_parse(level, &lvl)) {
+			reply_error(resp, 400, "level must be one of error, warn, info, debug, trace");
+			return;
+		}
+		log_set_level(lvl);
+		pr_info("log level set to %s through the admin API", log_level_str(lvl));
+	}
+	reply_json(resp, 200, json_pack("{s:s}", "level", log_level_str(log_get_level())));
+}
+
+static long proc_status_kb(const char *key)
+{
+	char *s = read_file_bounded("/proc/self/status", 1 << 16, NULL);
+	long v = -1;
+	if (s) {
+		char *p = strstr(s, key);
+		if (p)
+			v = strtol(p + strlen(key), NULL, 10);
+		free(s);
+	}
+	return v;
+}
+
+static void get_stats(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
+{
+	(void)req;
+	reply_json(resp, 200, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:i}", "version", AMBIT_VERSION,
+		"node", a->cfg.node_name ? a->cfg.node_name : "",
+		"uptime_ms", (json_int_t)(now_real_ns() / 1000000 - a->start_unix_ms),
+		"rss_kb", (json_int_t)proc_status_kb("VmRSS:"),
+		"hwm_kb", (json_int_t)proc_status_kb("VmHWM:"),
+		"connections", (json_int_t)conn_count(), "pods_captured", a->npods_captured));
+}
+
+static const struct {
+	const char *path;
+	void (*fn)(struct agent *a, const struct httpd_request *req, struct httpd_response *resp);
+	bool write;	/* accepts POST */
+} routes[] = {
+	{ "/workloads", get_workloads, false },
+	{ "/services", get_services, false },
+	{ "/connections", get_connections, false },
+	{ "/bpf", get_bpf, false },
+	{ "/config_dump", get_config, false },
+	{ "/logging", logging, true },
+	{ "/stats", get_stats, false },
+};
+
+void admin_handle(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct agent *a = arg;
+	for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
+		if (strcmp(req->path, routes[i].path) != 0)
+			continue;
+		if (strcmp(req->method, "GET") != 0 && !routes[i].write) {
+			reply_error(resp, 405, "method not allowed");
+			return;
+		}
+		routes[i].fn(a, req, resp);
+		return;
+	}
+	if (strcmp(req->path, "/") == 0) {
+		json_t *paths = json_array();
+		for (size_t i = 0; i < ARRAY_SIZE(routes); i++)
+			json_array_append_new(paths, json_string(routes[i].path));
+		reply_json(resp, 200, json_pack("{s:s,s:o}", "ambitd", AMBIT_VERSION, "paths", paths));
+		return;
+	}
+	reply_error(resp, 404, "no such admin path");
+}
+
+void admin_handle_ready(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct agent *a = arg;
+	if (strcmp(req->path, "/healthz/ready") != 0) {
+		httpd_reply(resp, 404, "text/plain", "not found\n", 10);
+		return;
+	}
+	if (a->draining)
+		httpd_reply(resp, 503, "text/plain", "draining\n", 9);
+	else if (!a->model_applied)
+		httpd_reply(resp, 503, "text/plain", "not ready: no workloads applied yet\n", 36);
+	else
+		httpd_reply(resp, 200, "text/plain", "ready\n", 6);
+}
+
+void admin_handle_metrics(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+	size_t len;
+	char *body;
+	(void)arg;
+	if (strcmp(req->path, "/metrics") != 0 && strcmp(req->path, "/stats/prometheus") != 0) {
+		httpd_reply(resp, 404, "text/plain", "not found\n", 10);
+		return;
+	}
+	body = metrics_render(&len);
+	if (!body) {
+		httpd_reply(resp, 500, "text/plain", "out of memory\n", 14);
+		return;
+	}
+	free(resp->body);
+	resp->status = 200;
+	resp->content_type = "text/plain; version=0.0.4";
+	resp->body = body;
+	resp->body_len = len;
+}

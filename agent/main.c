@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: Apache-2.0
+/* ambitd, the node agent: loads the configuration, starts discovery, the capture listeners,
+ * eBPF redirection and the agent's endpoints, runs the event loop, drains on SIGTERM.
+ * `ambitd --cleanup` removes everything the agent installed in the kernel. */
+#include "agent/agent.h"
+#include "agent/conn.h"
+#include "agent/discovery.h"
+#include "agent/httpd.h"
+#include "agent/kube.h"
+#include "agent/metrics.h"
+#include "agent/proxy.h"
+#include "agent/redirect.h"
+#include "agent/telemetry.h"
+#include "agent/workloads.h"
+#include "common/httpc.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+	"Usage: ambitd --config FILE [--check]\n"
+	"       ambitd --cleanup [--config FILE]\n"
+	"\n"
+	"The ambit node agent: captures the TCP traffic of enrolled pods with eBPF, carries it to\n"
+	"the destination node's agent inside HBONE (mTLS HTTP/2 CONNECT on port 15008) and emits\n"
+	"one OpenTelemetry span per connection per side.\n"
+	"\n"
+	"Options:\n"
+	"  -c, --config FILE   JSON configuration (see docs/configuration.md)\n"
+	"      --check         validate the configuration and exit (0 valid, 2 invalid)\n"
+	"      --cleanup       remove the tc filters, policy-routing rule and route, and pinned BPF\n"
+	"                      objects that ambitd installed, then exit (uninstall); uses the\n"
+	"                      configuration's redirect keys when --config is given\n"
+	"  -l, --log-level LVL override log.level (error, warn, info, debug, trace)\n"
+	"  -h, --help          this text\n"
+	"  -V, --version       print the version\n"
+	"\n"
+	"Ports: 15001 outbound capture, 15006 inbound capture, 15008 HBONE, 15000 admin\n"
+	"(127.0.0.1), 15020 metrics, 15021 readiness. Environment: NODE_NAME, NODE_IP and the\n"
+	"OTEL_* variables of the OpenTelemetry specification.\n"
+	"Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.\n";
+
+static struct agent agent;
+
+static int apply_model(struct agent *a)
+{
+	struct model *m = model_current();
+	struct redirect_pod *pods = NULL;
+	size_t n = 0;
+	int err = 0;
+
+	if (a->redirect && m->nworkloads) {
+		pods = calloc((size_t)m->nworkloads, sizeof(*pods));
+		if (!pods) {
+			err = -ENOMEM;
+			goto out;
+		}
+	}
+	for (int i = 0; pods && i < m->nworkloads; i++) {
+		const struct model_workload *w = &m->workloads[i];
+		if (!w->enrolled || !w->node || strcmp(w->node, a->cfg.node_name) != 0)
+			continue;
+		for (int j = 0; j < w->naddrs; j++) {
+			if (w->addrs[j].ss_family != AF_INET)
+				continue;	/* IPv6 capture is not implemented yet */
+			pods[n].uid = w->uid;
+			pods[n].addr = w->addrs[j];
+			n++;
+			break;
+		}
+	}
+	if (a->redirect) {
+		err = redirect_set_pods(a->redirect, pods, n);
+		if (err)
+			pr_err("capture: applying %zu local enrolled pods: %s", n, strerror(-err));
+		else
+			a->npods_captured = (int)n;
+	}
+	if (!err && !a->model_applied) {
+		a->model_applied = true;
+		pr_info("ready: %d workloads known, %zu local pods captured", m->nworkloads, n);
+	}
+out:
+	free(pods);
+	model_unref(m);
+	return err;
+}
+
+static void apply_model_task(struct loop *l, void *arg)
+{
+	(void)l;
+	apply_model(arg);
+}
+
+/* Called on the discovery thread: hand over to the loop. */
+static void on_model(struct model *m, void *arg)
+{
+	struct agent *a = arg;
+	(void)m;
+	if (loop_post(a->loop, apply_model_task, a))
+		pr_warn("cannot queue a model update (out of memory); it applies with the next one");
+}
+
+static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct agent *a = io->arg;
+	int err;
+	(void)l, (void)events;
+	err = redirect_process_events(a->redirect);
+	if (err)
+		pr_warn_rl("capture: processing link events: %s", strerror(-err));
+}
+
+static void drain_check(struct loop *l, struct loop_timer *t)
+{
+	struct agent *a = t->arg;
+	if (conn_count() == 0 || now_mono_ms() >= a->drain_deadline_ms) {
+		if (conn_count())
+			pr_warn("drain deadline reached with %zu connections open; closing them",
+				conn_count());
+		loop_stop(l);
+		return;
+	}
+	loop_timer_arm(l, t, 100);
+}
+
+static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct agent *a = io->arg;
+	struct signalfd_siginfo si;
+	(void)events;
+	while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (a->draining) {
+			pr_warn("second signal: exiting now");
+			loop_stop(l);
+			return;
+		}
+		pr_info("signal %u: draining (up to %u ms); capture stays in place and fails closed "
+			"until the agent is back", si.ssi_signo, a->cfg.drain_timeout_ms);
+		a->draining = true;
+		if (a->proxy)
+			proxy_stop_accepting(a->proxy);
+		a->drain_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
+		loop_timer_init(&a->drain_timer, drain_check, a);
+		drain_check(l, &a->drain_timer);
+	}
+}
+
+static struct httpd *start_httpd(struct agent *a, const char *what, const char *ip, uint16_t port,
+				 httpd_handler_fn fn)
+{
+	struct sockaddr_storage ss;
+	struct httpd *h;
+	char s[ADDR_STR_LEN];
+
+	if (sockaddr_parse(ip, port, &ss)) {
+		pr_err("%s: '%s' is not an address", what, ip);
+		return NULL;
+	}
+	h = httpd_new(a->loop, &ss, fn, a);
+	if (!h)
+		pr_err("%s: cannot listen on %s: %s", what, sockaddr_str(&ss, s, sizeof(s)),
+		       strerror(errno));
+	return h;
+}
+
+static int start_discovery(struct agent *a)
+{
+	char err[512];
+
+	if (model_subscribe(on_model, a))
+		return -ENOSPC;
+	if (a->cfg.discovery_source == DISCOVERY_FILE) {
+		a->discovery = discovery_file_start(a->cfg.discovery_file, 1000, err, sizeof(err));
+		if (!a->discovery) {
+			pr_err("workloads: %s", err);
+			return -errno;
+		}
+		return 0;
+	}
+	struct kube_opts ko = {
+		.api_url = a->cfg.kube_api_server,
+		.token_file = a->cfg.kube_token_file,
+		.ca_file = a->cfg.kube_ca_file,
+	};
+	a->kube = kube_discovery_new(&ko);
+	if (!a->kube) {
+		pr_err("kubernetes discovery: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static double metric_conns(void *arg)
+{
+	(void)arg;
+	return (double)conn_count();
+}
+
+static int run(struct agent *a)
+{
+	struct proxy_opts po = {
+		.node_name = a->cfg.node_name,
+		.trust_domain = a->cfg.trust_domain,
+		.connect_timeout_ms = a->cfg.connect_timeout_ms,
+		.max_connections = a->cfg.max_connections,
+		.buffer_size = a->cfg.buffer_size,
+	};
+	struct telemetry_opts to = { .cluster_id = "Kubernetes" };
+	sigset_t mask;
+	int sfd, err = -EINVAL;
+
+	a->start_unix_ms = now_real_ns() / 1000000;
+	a->loop = loop_new();
+	if (!a->loop) {
+		pr_err("cannot create the event loop: %s", strerror(errno));
+		return -errno;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd == -1) {
+		err = -errno;
+		pr_err("signalfd: %s", strerror(errno));
+		goto out;
+	}
+	loop_io_init(&a->signal_io, sfd, on_signal, a);
+	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
+
+	telemetry_init(&to);
+	metrics_register("ambit_connections_active", "Connections proxied right now", "gauge",
+			 metric_conns, NULL);
+
+	po.loop = a->loop;
+	sockaddr_parse("127.0.0.1", 15001, &po.outbound_addr);
+	sockaddr_parse("127.0.0.1", 15006, &po.inbound_addr);
+	a->proxy = proxy_new(&po);
+	if (!a->proxy) {
+		err = -errno;
+		goto out;
+	}
+	if (a->cfg.redirect_enabled) {
+		struct redirect_opts ro;
+		redirect_opts_default(&ro);
+		ro.pin_dir = a->cfg.redirect_pin_dir;
+		ro.mark = a->cfg.redirect_mark;
+		ro.table = a->cfg.redirect_table;
+		ro.outbound_listener_fd = proxy_outbound_fd(a->proxy);
+		ro.inbound_listener_fd = proxy_inbound_fd(a->proxy);
+		a->redirect = redirect_new(&ro);
+		if (!a->redirect) {
+			err = -errno;
+			pr_err("capture: cannot set up eBPF redirection: %s", strerror(errno));
+			goto out;
+		}
+		loop_io_init(&a->redirect_io, redirect_event_fd(a->redirect), on_redirect_events, a);
+		loop_io_set(a->loop, &a->redirect_io, EPOLLIN);
+	}
+	a->admin = start_httpd(a, "admin", a->cfg.admin_address, 15000, admin_handle);
+	a->metrics = start_httpd(a, "metrics", a->cfg.node_ip, 15020, admin_handle_metrics);
+	a->ready = start_httpd(a, "readiness", a->cfg.node_ip, 15021, admin_handle_ready);
+	if (!a->admin || !a->metrics || !a->ready) {
+		err = -EADDRINUSE;
+		goto out;
+	}
+	err = start_discovery(a);
+	if (err)
+		goto out;
+	/* The first model may have been published before we subscribed. */
+	apply_model(a);
+	pr_info("ambitd %s on node %s (%s): capture %s, listening", AMBIT_VERSION, a->cfg.node_name,
+		a->cfg.node_ip, a->redirect ? "on" : "off");
+	err = loop_run(a->loop);
+	pr_info("stopped");
+out:
+	discovery_file_stop(a->discovery);
+	kube_discovery_free(a->kube);
+	httpd_free(a->admin);
+	httpd_free(a->metrics);
+	httpd_free(a->ready);
+	if (a->redirect) {
+		loop_io_del(a->loop, &a->redirect_io);
+		redirect_free(a->redirect);
+	}
+	proxy_free(a->proxy);
+	telemetry_fini();
+	if (sfd >= 0) {
+		loop_io_del(a->loop, &a->signal_io);
+		close(sfd);
+	}
+	loop_free(a->loop);
+	metrics_reset();
+	return err;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "cleanup", no_argument, NULL, 'x' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL, *level = NULL;
+	bool check = false, cleanup = false;
+	char err[768];
+	int opt, rc;
+
+	log_set_component("ambitd");
+	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': config_path = optarg; break;
+		case 'k': check = true; break;
+		case 'x': cleanup = true; break;
+		case 'l': level = optarg; break;
+		case 'h': fputs(usage_text, stdout); return 0;
+		case 'V': printf("ambitd %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
+		default: fputs(usage_text, stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ambitd: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (!config_path && !cleanup) {
+		fprintf(stderr, "ambitd: --config FILE is required (see --help)\n");
+		return EXIT_USAGE;
+	}
+	if (config_init(&agent.cfg, CONFIG_ROLE_AGENT)) {
+		fprintf(stderr, "ambitd: out of memory\n");
+		return 1;
+	}
+	if (config_path &&
+	    (config_load(&agent.cfg, CONFIG_ROLE_AGENT, config_path, err, sizeof(err)) ||
+	     (!cleanup && config_validate(&agent.cfg, CONFIG_ROLE_AGENT, err, sizeof(err))))) {
+		fprintf(stderr, "ambitd: %s\n", err);
+		config_fini(&agent.cfg);
+		return EXIT_USAGE;
+	}
+	if (level && log_level_parse(level, &agent.cfg.log_level)) {
+		fprintf(stderr, "ambitd: --log-level: '%s' is not one of error, warn, info, debug, trace\n", level);
+		config_fini(&agent.cfg);
+		return EXIT_USAGE;
+	}
+	log_set_level(agent.cfg.log_level);
+	log_set_format(agent.cfg.log_format);
+	if (check) {
+		printf("%s: valid\n", config_path);
+		config_fini(&agent.cfg);
+		return 0;
+	}
+	if (cleanup) {
+		struct redirect_opts ro;
+		redirect_opts_default(&ro);
+		ro.pin_dir = agent.cfg.redirect_pin_dir;
+		ro.mark = agent.cfg.redirect_mark;
+		ro.table = agent.cfg.redirect_table;
+		rc = redirect_cleanup(&ro);
+		if (rc)
+			pr_err("cleanup: %s", strerror(-rc));
+		else
+			pr_info("cleanup: removed ambit's tc filters, rule, route and pinned objects");
+		config_fini(&agent.cfg);
+		return rc ? 1 : 0;
+	}
+	if (httpc_global_init()) {
+		pr_err("cannot initialise the HTTP client library");
+		return 1;
+	}
+	rc = run(&agent);
+	httpc_global_fini();
+	config_fini(&agent.cfg);
+	return rc ? 1 : 0;
+}
