@@ -141,6 +141,24 @@ $(BUILD)/tests/%: tests/%.c $(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(AGENT_LIBS) $(PKG_LIBS)
 
+# Traffic tools (tcpkit) are self-contained: libc only, so they build while the libraries do not.
+$(TOOL_BIN): $(BUILD)/tests/%: tests/%.c | $(DEPS_STAMP)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
+
+# tls/ builds and tests standalone: its objects need no generated headers, and its unit
+# tests link only libtls and libcommon (static pattern rules win over the generic ones).
+$(BUILD)/tls/%.o: tls/%.c | $(DEPS_STAMP)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+TLS_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_tls*.c))
+$(TLS_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_TLS) $(LIB_COMMON) | $(DEPS_STAMP)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
+
 .PHONY: test-deps test-build test unit-test bpf-test lab-test
 # npm packages for the independent decoders/validators used by tests (not for the product).
 test-deps: $(DEPS_STAMP)

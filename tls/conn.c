@@ -149,7 +149,9 @@ int tls_verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	}
 	if (depth == 0 && c->ctx->mesh &&
 	    !check_identity(c, X509_STORE_CTX_get_current_cert(store))) {
-		X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+		/* CERT_REJECTED sends bad_certificate, so the peer learns it was its cert
+		 * (APPLICATION_VERIFICATION would send a bare handshake_failure). */
+		X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
 		return 0;
 	}
 	return 1;
@@ -390,6 +392,7 @@ static int ssl_failure(struct tls_conn *c, bool handshake)
 		break;
 	case SSL_R_WRONG_VERSION_NUMBER:
 	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
 	case SSL_R_PACKET_LENGTH_TOO_LONG:
 	case SSL_R_RECORD_LENGTH_MISMATCH:
 		tls_conn_set_reason(c, false, "peer is not speaking TLS (plaintext?)");
@@ -539,7 +542,12 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 		return (ssize_t)n;
 	}
 	ret = map_error(c, ret, errno, false);
-	return ret == 0 ? -EPIPE : ret;
+	if (ret == 0) {	/* the peer's close_notify came and the transport is gone */
+		tls_conn_set_reason(c, false, "peer closed the connection");
+		c->st = TLS_ST_FAILED;
+		ret = -EPIPE;
+	}
+	return ret;
 }
 
 int tls_conn_shutdown(struct tls_conn *c)
@@ -585,16 +593,12 @@ const struct spiffe_id *tls_conn_sni_id(const struct tls_conn *c) { return c->sn
 
 const char *tls_conn_alpn(const struct tls_conn *c)
 {
-	static __thread char buf[32];
 	const unsigned char *p;
 	unsigned len;
 
+	/* The mesh and gRPC only ever negotiate h2; anything else is reported as "". */
 	SSL_get0_alpn_selected(c->ssl, &p, &len);
-	if (!p || !len || len >= sizeof(buf))
-		return "";
-	memcpy(buf, p, len);
-	buf[len] = '\0';
-	return buf;
+	return p && len == 2 && memcmp(p, "h2", 2) == 0 ? "h2" : "";
 }
 
 const char *tls_conn_version(const struct tls_conn *c) { return SSL_get_version(c->ssl); }

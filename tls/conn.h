@@ -51,6 +51,8 @@ struct tls_conn_opts {
  * decides the mode: on a blocking fd every step blocks and never returns -EAGAIN (how the
  * OTLP exporter thread uses it). opts may be NULL on a server. NULL + errno (EINVAL when a
  * mesh client lacks cert or expect).
+ * Writes to a socket the peer closed raise SIGPIPE: the process must ignore it (the agent
+ * does), since OpenSSL's socket BIO cannot pass MSG_NOSIGNAL.
  * Memory: an idle established conn costs about 2-3 KiB in OpenSSL (SSL object, keys) thanks to
  * SSL_MODE_RELEASE_BUFFERS; while data is in flight it holds up to ~34 KiB of record buffers
  * (one 16 KiB record each way plus overhead), released again when drained. */
@@ -91,7 +93,8 @@ const struct spiffe_id *tls_conn_peer_id(const struct tls_conn *c);
 struct tls_cert *tls_conn_local_cert(const struct tls_conn *c);
 /* The SNI identity the client asked for (server side), NULL if none. Owned by c. */
 const struct spiffe_id *tls_conn_sni_id(const struct tls_conn *c);
-/* Negotiated ALPN ("h2") or "" ; protocol ("TLSv1.3") and cipher for logs. Owned by c/OpenSSL. */
+/* Negotiated ALPN: "h2", or "" for none (or another protocol); protocol ("TLSv1.3") and
+ * cipher for logs. Static strings. */
 const char *tls_conn_alpn(const struct tls_conn *c);
 const char *tls_conn_version(const struct tls_conn *c);
 const char *tls_conn_cipher(const struct tls_conn *c);
