@@ -11,6 +11,7 @@
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "tls/certstore.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -120,6 +121,27 @@ static void get_bpf(struct agent *a, const struct httpd_request *req, struct htt
 	reply_json(resp, 200, j);
 }
 
+static int cert_to_json(const struct certstore_info *info, void *arg)
+{
+	char id[SPIFFE_ID_STR_MAX];
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:I,s:I,s:I,s:s,s:i,s:I}",
+		"identity", spiffe_id_str(info->id, id), "serial", info->serial_hex,
+		"not_before", (json_int_t)info->not_before, "not_after", (json_int_t)info->not_after,
+		"renew_at", (json_int_t)info->renew_at, "state", certstore_state_str(info->state),
+		"refs", (int)info->refs, "issued_total", (json_int_t)info->issued_total));
+	return 0;
+}
+
+static void get_certificates(struct agent *a, const struct httpd_request *req,
+			     struct httpd_response *resp)
+{
+	json_t *arr = json_array();
+	(void)req;
+	if (a->certs)
+		certstore_foreach(a->certs, cert_to_json, arr);
+	reply_json(resp, 200, json_pack("{s:o}", "certificates", arr));
+}
+
 static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
 	json_t *j = config_to_json(&a->cfg);
@@ -182,6 +204,7 @@ static const struct {
 	{ "/services", get_services, false },
 	{ "/connections", get_connections, false },
 	{ "/bpf", get_bpf, false },
+	{ "/certificates", get_certificates, false },
 	{ "/config_dump", get_config, false },
 	{ "/logging", logging, true },
 	{ "/stats", get_stats, false },

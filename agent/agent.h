@@ -20,6 +20,9 @@ struct agent {
 	struct loop_io redirect_io;
 	struct loop_io signal_io;
 	struct loop_timer drain_timer;
+	struct loop_timer renew_timer;	/* certificate renewal at half-life */
+	struct tls_ca *ca;
+	struct certstore *certs;
 	uint64_t start_unix_ms;
 	bool model_applied;	/* the first model has been turned into capture state */
 	bool draining;

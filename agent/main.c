@@ -15,6 +15,9 @@
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "tls/ca.h"
+#include "tls/certstore.h"
+#include "tls/ctx.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -151,7 +154,6 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		if (a->proxy)
 			proxy_stop_accepting(a->proxy);
 		a->drain_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
-		loop_timer_init(&a->drain_timer, drain_check, a);
 		drain_check(l, &a->drain_timer);
 	}
 }
@@ -172,6 +174,37 @@ static struct httpd *start_httpd(struct agent *a, const char *what, const char *
 		pr_err("%s: cannot listen on %s: %s", what, sockaddr_str(&ss, s, sizeof(s)),
 		       strerror(errno));
 	return h;
+}
+
+/* Every minute: re-issue the certificates past half-life, before their next use. */
+static void on_renew(struct loop *l, struct loop_timer *t)
+{
+	struct agent *a = t->arg;
+	int n = certstore_renew_due(a->certs);
+	if (n > 0)
+		pr_info("certificates: renewed %d at half-life", n);
+	else if (n < 0)
+		pr_warn("certificates: renewal failed: %s; retrying in a minute", strerror(-n));
+	loop_timer_arm(l, t, 60000);
+}
+
+static int start_identity(struct agent *a)
+{
+	char err[512];
+	struct certstore_opts co = { .lifetime_s = a->cfg.cert_lifetime_s };
+
+	a->ca = tls_ca_load(a->cfg.ca_cert, a->cfg.ca_key, err, sizeof(err));
+	if (!a->ca) {
+		fprintf(stderr, "ambitd: %s: ca: %s\n", a->cfg.path, err);
+		return -EINVAL;
+	}
+	a->certs = certstore_new(a->ca, &co);
+	if (!a->certs) {
+		pr_err("certificates: %s", strerror(errno));
+		return -errno;
+	}
+	loop_timer_arm(a->loop, &a->renew_timer, 60000);
+	return 0;
 }
 
 static int start_discovery(struct agent *a)
@@ -218,9 +251,11 @@ static int run(struct agent *a)
 	};
 	struct telemetry_opts to = { .cluster_id = "Kubernetes" };
 	sigset_t mask;
-	int sfd, err = -EINVAL;
+	int sfd, err = -EIO;
 
 	a->start_unix_ms = now_real_ns() / 1000000;
+	loop_timer_init(&a->renew_timer, on_renew, a);
+	loop_timer_init(&a->drain_timer, drain_check, a);
 	a->loop = loop_new();
 	if (!a->loop) {
 		pr_err("cannot create the event loop: %s", strerror(errno));
@@ -240,6 +275,9 @@ static int run(struct agent *a)
 	loop_io_init(&a->signal_io, sfd, on_signal, a);
 	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
+	err = start_identity(a);
+	if (err)
+		goto out;
 	telemetry_init(&to);
 	metrics_register("ambit_connections_active", "Connections proxied right now", "gauge",
 			 metric_conns, NULL);
@@ -296,7 +334,11 @@ out:
 		redirect_free(a->redirect);
 	}
 	proxy_free(a->proxy);
+	loop_timer_cancel(a->loop, &a->drain_timer);
 	telemetry_fini();
+	loop_timer_cancel(a->loop, &a->renew_timer);
+	certstore_free(a->certs);
+	tls_ca_free(a->ca);
 	if (sfd >= 0) {
 		loop_io_del(a->loop, &a->signal_io);
 		close(sfd);
@@ -383,8 +425,12 @@ int main(int argc, char **argv)
 		pr_err("cannot initialise the HTTP client library");
 		return 1;
 	}
+	if (tls_global_init()) {
+		pr_err("cannot initialise the TLS library");
+		return 1;
+	}
 	rc = run(&agent);
 	httpc_global_fini();
 	config_fini(&agent.cfg);
-	return rc ? 1 : 0;
+	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
 }
