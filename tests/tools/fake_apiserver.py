@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""A small Kubernetes list/watch API server for tests (stdlib only).
+
+Serves GET /api/v1/{pods,services,namespaces,nodes} as the real API server shapes them:
+lists (PodList, ... with metadata.resourceVersion, limit/continue paging) and, with
+?watch=1, chunked newline-delimited watch events (ADDED, MODIFIED, DELETED, BOOKMARK, and
+ERROR with a 410 Status for a resourceVersion older than the retained history). Requests
+need "Authorization: Bearer TOKEN" when --token is given.
+
+A test drives it through POST /_control/<verb> with a JSON body:
+  apply    {"resource": "pods", "object": {...}}        ADDED or MODIFIED
+  delete   {"resource": "pods", "namespace": "x", "name": "y"}
+  bookmark {}                        a BOOKMARK at the current resourceVersion to every watch
+  expire   {}                        compaction: history dropped, watches get ERROR 410
+  close    {}                        every watch stream ends normally (as on timeoutSeconds)
+  garbage  {"resource": "pods"}      a malformed line on the watches of that resource
+  token    {"token": "t2"}           only that token is accepted from now on
+  bump     {"n": 100}                advance the resourceVersion without an event
+GET /_control/stats gives request counters.
+
+--state FILE saves the objects and resourceVersion after every change and loads them at
+start, so a test can kill the server and start it again ("restart"); --rv-jump N then
+starts N versions later with no history, as after an etcd restore (watches get 410).
+--generate pods=10000,services=2000,nodes=100,namespaces=50 fills a large cluster.
+The chosen port is printed as "LISTENING <port>" on stdout.
+"""
+import argparse
+import base64
+import copy
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+KINDS = {
+    "pods": ("Pod", True),
+    "services": ("Service", True),
+    "namespaces": ("Namespace", False),
+    "nodes": ("Node", False),
+    "endpointslices": ("EndpointSlice", True),
+}
+HISTORY_MAX = 10000
+
+
+def status(code, reason, message):
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class Cluster:
+    def __init__(self, state_file=None, rv_jump=0):
+        self.lock = threading.Lock()
+        self.objects = {r: {} for r in KINDS}
+        self.rv = 1
+        self.min_rv = 1            # the oldest resourceVersion a watch may start from
+        self.history = []          # (rv, resource, type, object)
+        self.watchers = []         # (resource, queue)
+        self.token = None
+        self.state_file = state_file
+        self.counters = {"lists": 0, "watches": 0, "unauthorized": 0, "gone": 0}
+        self.uid = 0
+        if state_file and os.path.exists(state_file):
+            with open(state_file) as f:
+                st = json.load(f)
+            self.objects.update(st["objects"])
+            self.rv = st["rv"] + rv_jump
+            self.min_rv = self.rv
+            self.uid = st.get("uid", 0)
+
+    def save(self):
+        if not self.state_file:
+            return
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"objects": self.objects, "rv": self.rv, "uid": self.uid}, f)
+        os.replace(tmp, self.state_file)
+
+    @staticmethod
+    def key(resource, obj_or_ns, name=None):
+        if name is None:
+            md = obj_or_ns["metadata"]
+            ns, name = md.get("namespace", ""), md["name"]
+        else:
+            ns = obj_or_ns or ""
+        return f"{ns}/{name}" if KINDS[resource][1] else name
+
+    def _emit(self, resource, etype, obj):
+        self.history.append((self.rv, resource, etype, obj))
+        if len(self.history) > HISTORY_MAX:
+            drop = self.history[: len(self.history) - HISTORY_MAX]
+            self.history = self.history[len(drop):]
+            self.min_rv = drop[-1][0]
+        for res, q in self.watchers:
+            if res == resource:
+                q.put(("event", etype, obj))
+
+    def apply(self, resource, obj, emit=True):
+        kind, namespaced = KINDS[resource]
+        obj = copy.deepcopy(obj)
+        obj["kind"] = kind
+        obj["apiVersion"] = "discovery.k8s.io/v1" if resource == "endpointslices" else "v1"
+        md = obj.setdefault("metadata", {})
+        if namespaced:
+            md.setdefault("namespace", "default")
+        with self.lock:
+            k = self.key(resource, obj)
+            old = self.objects[resource].get(k)
+            self.rv += 1
+            md["resourceVersion"] = str(self.rv)
+            if old:
+                md["uid"] = old["metadata"]["uid"]
+                md["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+            else:
+                self.uid += 1
+                md.setdefault("uid", "00000000-0000-4000-8000-%012d" % self.uid)
+                md.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            self.objects[resource][k] = obj
+            if emit:
+                self._emit(resource, "MODIFIED" if old else "ADDED", obj)
+                self.save()
+        return obj
+
+    def delete(self, resource, ns, name):
+        with self.lock:
+            obj = self.objects[resource].pop(self.key(resource, ns, name), None)
+            if obj is None:
+                return None
+            self.rv += 1
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            self._emit(resource, "DELETED", obj)
+            self.save()
+        return obj
+
+    def broadcast(self, msg, resource=None):
+        with self.lock:
+            for res, q in self.watchers:
+                if resource is None or res == resource:
+                    q.put(msg)
+
+    def expire(self):
+        with self.lock:
+            self.history = []
+            self.min_rv = self.rv
+            for _, q in self.watchers:
+                q.put(("gone",))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-apiserver"
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("fake-apiserver: " + (fmt % args) + "\n")
+
+    @property
+    def cluster(self):
+        return self.server.cluster
+
+    def send_json(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def authorized(self):
+        tok = self.cluster.token
+        if tok is None:
+            return True
+        if self.headers.get("Authorization") == "Bearer " + tok:
+            return True
+        with self.cluster.lock:
+            self.cluster.counters["unauthorized"] += 1
+        self.send_json(401, status(401, "Unauthorized", "Unauthorized"))
+        return False
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == "/_control/stats":
+            with self.cluster.lock:
+                body = dict(self.cluster.counters, rv=self.cluster.rv,
+                            watchers=len(self.cluster.watchers))
+            return self.send_json(200, body)
+        if url.path in ("/healthz", "/readyz", "/livez"):
+            return self.send_json(200, {"status": "ok"})
+        parts = url.path.strip("/").split("/")
+        resource = None
+        if len(parts) == 3 and parts[:2] == ["api", "v1"]:
+            resource = parts[2]
+        elif len(parts) == 4 and parts[:3] == ["apis", "discovery.k8s.io", "v1"]:
+            resource = parts[3]
+        if resource not in KINDS:
+            return self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
+        if not self.authorized():
+            return
+        if q.get("watch") in ("1", "true"):
+            return self.watch(resource, q)
+        return self.list(resource, q)
+
+    def list(self, resource, q):
+        c = self.cluster
+        limit = int(q.get("limit", "0") or 0)
+        start = 0
+        with c.lock:
+            c.counters["lists"] += 1
+            rv = c.rv
+            if q.get("continue"):
+                try:
+                    tok = json.loads(base64.b64decode(q["continue"]))
+                    rv, start = tok["rv"], tok["start"]
+                except (ValueError, KeyError):
+                    return self.send_json(400, status(400, "BadRequest", "invalid continue token"))
+                if rv < c.min_rv:
+                    c.counters["gone"] += 1
+                    return self.send_json(410, status(410, "Expired",
+                        "The provided continue parameter is too old to display a consistent list result."))
+            keys = sorted(c.objects[resource])
+            end = len(keys) if not limit else min(len(keys), start + limit)
+            items = [copy.deepcopy(c.objects[resource][k]) for k in keys[start:end]]
+        for it in items:
+            it.pop("kind", None)
+            it.pop("apiVersion", None)
+        md = {"resourceVersion": str(rv)}
+        if end < len(keys):
+            md["continue"] = base64.b64encode(json.dumps({"rv": rv, "start": end}).encode()).decode()
+            md["remainingItemCount"] = len(keys) - end
+        kind = KINDS[resource][0] + "List"
+        api = "discovery.k8s.io/v1" if resource == "endpointslices" else "v1"
+        self.send_json(200, {"kind": kind, "apiVersion": api, "metadata": md, "items": items})
+
+    def chunk(self, obj=None, raw=None):
+        data = raw if raw is not None else (json.dumps(obj) + "\n").encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def watch(self, resource, q):
+        c = self.cluster
+        timeout = float(q.get("timeoutSeconds", "1800") or 1800)
+        bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
+        try:
+            from_rv = int(q.get("resourceVersion", "0") or 0)
+        except ValueError:
+            return self.send_json(400, status(400, "BadRequest", "invalid resourceVersion"))
+        mq = queue.Queue()
+        with c.lock:
+            c.counters["watches"] += 1
+            gone = from_rv != 0 and from_rv < c.min_rv
+            if gone:
+                c.counters["gone"] += 1
+                backlog = []
+            else:
+                backlog = [(t, o) for (rv, r, t, o) in c.history if r == resource and rv > from_rv]
+                c.watchers.append((resource, mq))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            if gone:
+                self.chunk({"type": "ERROR", "object": status(410, "Expired",
+                    "too old resource version: %d (%d)" % (from_rv, c.min_rv))})
+                self.chunk(raw=b"")
+                return
+            for t, o in backlog:
+                self.chunk({"type": t, "object": o})
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    msg = mq.get(timeout=min(left, 0.5))
+                except queue.Empty:
+                    continue
+                if msg[0] == "event":
+                    self.chunk({"type": msg[1], "object": msg[2]})
+                elif msg[0] == "bookmark":
+                    if bookmarks:
+                        kind = KINDS[resource][0]
+                        self.chunk({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": str(msg[1]),
+                                                 "annotations": {"k8s.io/initial-events-end": "true"}}}})
+                elif msg[0] == "gone":
+                    self.chunk({"type": "ERROR", "object": status(410, "Expired",
+                        "too old resource version: %d (%d)" % (from_rv, c.min_rv))})
+                    break
+                elif msg[0] == "garbage":
+                    self.chunk(raw=b'{"type":"ADDED","object":{"metadata":\n')
+                elif msg[0] == "close":
+                    break
+            self.chunk(raw=b"")
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        finally:
+            with c.lock:
+                if (resource, mq) in c.watchers:
+                    c.watchers.remove((resource, mq))
+            self.close_connection = True
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        n = int(self.headers.get("Content-Length", "0") or 0)
+        try:
+            body = json.loads(self.rfile.read(n) or b"{}")
+        except ValueError:
+            return self.send_json(400, {"error": "bad json"})
+        c = self.cluster
+        verb = url.path[len("/_control/"):] if url.path.startswith("/_control/") else None
+        if verb == "apply":
+            obj = c.apply(body["resource"], body["object"])
+            return self.send_json(200, {"resourceVersion": obj["metadata"]["resourceVersion"]})
+        if verb == "delete":
+            obj = c.delete(body["resource"], body.get("namespace"), body["name"])
+            return self.send_json(200 if obj else 404, {"deleted": bool(obj)})
+        if verb == "bookmark":
+            with c.lock:
+                c.rv += 1
+                rv = c.rv
+                c.save()
+            c.broadcast(("bookmark", rv))
+            return self.send_json(200, {"resourceVersion": str(rv)})
+        if verb == "bump":
+            with c.lock:
+                c.rv += int(body.get("n", 1))
+                rv = c.rv
+                c.save()
+            return self.send_json(200, {"resourceVersion": str(rv)})
+        if verb == "expire":
+            c.expire()
+            return self.send_json(200, {"minResourceVersion": str(c.min_rv)})
+        if verb == "close":
+            c.broadcast(("close",))
+            return self.send_json(200, {})
+        if verb == "garbage":
+            c.broadcast(("garbage",), body.get("resource"))
+            return self.send_json(200, {})
+        if verb == "token":
+            c.token = body.get("token")
+            return self.send_json(200, {})
+        return self.send_json(404, {"error": "unknown control verb"})
+
+
+def generate(c, spec):
+    n = {"pods": 0, "services": 0, "nodes": 1, "namespaces": 1}
+    for part in spec.split(","):
+        k, v = part.split("=")
+        n[k] = int(v)
+    for i in range(n["namespaces"]):
+        labels = {"kubernetes.io/metadata.name": f"ns-{i}"}
+        if i % 2 == 0:
+            labels["istio.io/dataplane-mode"] = "ambient"
+        c.apply("namespaces", {"metadata": {"name": f"ns-{i}", "labels": labels}}, emit=False)
+    for i in range(n["nodes"]):
+        c.apply("nodes", {"metadata": {"name": f"node-{i}", "labels": {"kubernetes.io/hostname": f"node-{i}"}},
+                          "status": {"addresses": [{"type": "InternalIP", "address": f"172.18.{i // 250}.{i % 250 + 2}"},
+                                                   {"type": "Hostname", "address": f"node-{i}"}]}}, emit=False)
+    apps = max(1, n["services"])
+    for i in range(n["services"]):
+        ns = f"ns-{i % n['namespaces']}"
+        c.apply("services", {"metadata": {"name": f"app-{i}", "namespace": ns, "labels": {"app": f"app-{i}"}},
+                             "spec": {"type": "ClusterIP", "clusterIP": f"10.96.{i // 250}.{i % 250 + 1}",
+                                      "clusterIPs": [f"10.96.{i // 250}.{i % 250 + 1}"], "selector": {"app": f"app-{i}"},
+                                      "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}},
+                emit=False)
+    for i in range(n["pods"]):
+        a = i % apps
+        ns = f"ns-{a % n['namespaces']}"
+        h = "%010x" % (a * 7919)
+        ip = f"10.{100 + i // 65000}.{(i // 250) % 256}.{i % 250 + 1}"
+        c.apply("pods", {
+            "metadata": {"name": f"app-{a}-{h}-{i:05d}", "namespace": ns,
+                         "labels": {"app": f"app-{a}", "pod-template-hash": h, "version": "v1"},
+                         "annotations": {"kubectl.kubernetes.io/restartedAt": "2024-01-01T00:00:00Z"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"app-{a}-{h}",
+                                              "uid": "u", "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {"serviceAccountName": f"app-{a}", "nodeName": f"node-{i % n['nodes']}",
+                     "containers": [{"name": "app", "image": "registry.example/app:1.0",
+                                     "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                                     "env": [{"name": "LOG_LEVEL", "value": "info"}],
+                                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                                     "volumeMounts": [{"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}]}],
+                     "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler"},
+            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
+                       "qosClass": "Burstable", "startTime": "2024-01-01T00:00:00Z",
+                       "conditions": [{"type": t, "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}
+                                      for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
+                       "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0, "started": True,
+                                              "image": "registry.example/app:1.0", "imageID": "sha256:" + "ab" * 32,
+                                              "containerID": "containerd://" + "cd" * 32,
+                                              "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]}},
+            emit=False)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--bind", default="127.0.0.1")
+    ap.add_argument("--token")
+    ap.add_argument("--state")
+    ap.add_argument("--rv-jump", type=int, default=0)
+    ap.add_argument("--generate")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    cluster = Cluster(args.state, args.rv_jump)
+    cluster.token = args.token
+    if args.generate:
+        generate(cluster, args.generate)
+        cluster.save()
+    ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer((args.bind, args.port), Handler)
+    srv.cluster = cluster
+    srv.verbose = args.verbose
+    print("LISTENING %d" % srv.server_address[1], flush=True)
+    try:
+        srv.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
