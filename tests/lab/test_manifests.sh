@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The Kubernetes manifests: `kubectl kustomize` builds the base and every overlay offline, every
+# document validates against the Kubernetes schemas (tests/node/validate_manifests.js, with
+# npm's kubernetes-models), each overlay's values landed in the agent's JSON config, and the
+# agent's own parser accepts that config (`ambitd --config FILE --check`) when it is built.
+set -u
+top=${AMBIT_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+build=${AMBIT_BUILD:-build}
+case "$build" in /*) ;; *) build=$top/$build ;; esac
+node_dir=$top/tests/node
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+ok() { echo "ok - $1"; }
+notok() { echo "not ok - $1${2:+: $2}"; fails=$((fails + 1)); }
+
+if ! command -v kubectl >/dev/null; then
+	notok manifests.kubectl "kubectl is not installed (it builds the kustomizations)"
+	exit 1
+fi
+if [ ! -d "$node_dir/node_modules/kubernetes-models" ]; then
+	"$node_dir/install.sh" || { notok manifests.npm "tests/node/install.sh failed"; exit 1; }
+fi
+
+# A value of the JSON document on stdin: jsonval EXPR (a Python expression over `c`).
+jsonval() { python3 -c "import json,sys; c=json.load(sys.stdin); print($1)"; }
+
+# check NAME ACTUAL EXPECTED
+check() {
+	if [ "$2" = "$3" ]; then ok "$1"; else notok "$1" "got '$2', want '$3'"; fi
+}
+
+dirs=(base)
+for d in "$top"/kustomize/overlays/*/; do
+	dirs+=("overlays/$(basename "$d")")
+done
+
+for d in "${dirs[@]}"; do
+	name=$(basename "$d")
+	out=$tmp/$name.yaml
+	if kubectl kustomize "$top/kustomize/$d" >"$out" 2>"$tmp/$name.err"; then
+		ok "manifests.build.$name"
+	else
+		notok "manifests.build.$name" "$(head -n 3 "$tmp/$name.err" | tr '\n' ' ')"
+		continue
+	fi
+	node "$node_dir/validate_manifests.js" --label "manifests.$name" "$out" || true
+	for cm in ambit-config/ambitd.json waypoint-config/waypoint.json; do
+		f=$tmp/$name.$(basename "$cm")
+		if node "$node_dir/validate_manifests.js" --extract "$cm" "$out" >"$f" &&
+			python3 -m json.tool "$f" >/dev/null 2>&1; then
+			ok "manifests.$name.config.$(basename "$cm")"
+		else
+			notok "manifests.$name.config.$(basename "$cm")" "missing or not JSON"
+			continue
+		fi
+		check "manifests.$name.$(basename "$cm").discovery" \
+			"$(jsonval 'c["discovery"]["source"]' <"$f")" kubernetes
+	done
+done
+
+# The overlays' values, in the config the agent reads.
+hl=$tmp/homelab.ambitd.json
+if [ -s "$hl" ]; then
+	check manifests.homelab.sampling "$(jsonval 'c["tracing"]["sampling"]' <"$hl")" 100.0
+	check manifests.homelab.cluster_name "$(jsonval 'c["tracing"]["custom_tags"]["cluster_name"]' <"$hl")" homelab
+	check manifests.homelab.environment "$(jsonval 'c["tracing"]["custom_tags"]["environment"]' <"$hl")" development
+	check manifests.homelab.otlp_endpoint "$(jsonval 'c["tracing"]["otlp"]["endpoint"]' <"$hl")" \
+		http://k8s-monitoring-alloy-receiver.monitoring.svc.cluster.local:4317
+	check manifests.homelab.otlp_protocol "$(jsonval 'c["tracing"]["otlp"]["protocol"]' <"$hl")" grpc
+	check manifests.homelab.waypoint_sampling \
+		"$(jsonval 'c["tracing"]["sampling"]' <"$tmp/homelab.waypoint.json")" 100.0
+fi
+pr=$tmp/production.ambitd.json
+if [ -s "$pr" ]; then
+	check manifests.production.sampling "$(jsonval 'c["tracing"]["sampling"]' <"$pr")" 1.0
+	check manifests.production.waypoint_sampling \
+		"$(jsonval 'c["tracing"]["sampling"]' <"$tmp/production.waypoint.json")" 1.0
+	limits=$(NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const docs = y.loadAll(fs.readFileSync(process.argv[1], "utf8"));
+		const out = [];
+		for (const d of docs)
+			if (d && (d.kind === "DaemonSet" || d.kind === "Deployment"))
+				for (const c of d.spec.template.spec.containers)
+					out.push(`${d.kind}:${c.resources && c.resources.limits && c.resources.limits.memory ? "limits" : "none"}`);
+		console.log(out.sort().join(","));' "$tmp/production.yaml")
+	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits"
+fi
+
+# The rules must catch a broken manifest, or the checks above prove nothing.
+if [ -s "$tmp/base.yaml" ]; then
+	sed -e 's/privileged: false/privileged: true/' -e 's/- watch/- create/' \
+		"$tmp/base.yaml" >"$tmp/broken.yaml"
+	if node "$node_dir/validate_manifests.js" --label broken "$tmp/broken.yaml" >"$tmp/broken.out"; then
+		notok manifests.validator_rejects_broken "a privileged DaemonSet and a create verb passed"
+	else
+		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 2
+	fi
+	sed -e 's/containerPort: 15008/containerPort: "hbone"/' "$tmp/base.yaml" >"$tmp/badschema.yaml"
+	if node "$node_dir/validate_manifests.js" --label badschema "$tmp/badschema.yaml" >/dev/null; then
+		notok manifests.validator_rejects_schema "a string containerPort passed"
+	else
+		ok manifests.validator_rejects_schema
+	fi
+fi
+
+# The agent's own parser, when the binaries are built.
+for pair in ambitd:ambitd.json ambit-waypoint:waypoint.json; do
+	bin=$build/${pair%%:*}
+	file=${pair#*:}
+	for d in "${dirs[@]}"; do
+		name=$(basename "$d")
+		cfg=$tmp/$name.$file
+		[ -s "$cfg" ] || continue
+		if [ ! -x "$bin" ] || ! "$bin" --help 2>&1 | grep -q -- --check; then
+			echo "# $(basename "$bin") --check skipped for $name: $bin is not built (or has no --check)"
+			continue
+		fi
+		if err=$(NODE_NAME=node-1 NODE_IP=172.18.0.2 "$bin" --config "$cfg" --check 2>&1); then
+			ok "manifests.$name.$(basename "$bin")_check"
+		else
+			notok "manifests.$name.$(basename "$bin")_check" "$(echo "$err" | tail -n 1)"
+		fi
+	done
+done
+
+[ "$fails" -eq 0 ]
