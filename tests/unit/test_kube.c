@@ -710,7 +710,7 @@ TEST(scale)
 	model_publish(model_new_empty());
 	long rss0 = status_kb("VmRSS:");
 	uint64_t t0 = now_mono_ms();
-	struct kube_opts o = { .api_url = F.url, .token_file = F.token, .list_page = 500 };
+	struct kube_opts o = { .api_url = F.url, .token_file = F.token };
 	KD = kube_discovery_new(&o);
 	REQUIRE(KD);
 	CHECK(WAIT_UNTIL(120000, m->nworkloads == npods && m->nservices == nsvcs));
