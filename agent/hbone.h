@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* HBONE: HTTP/2 CONNECT streams over mutual TLS 1.3 on port 15008 (CONTRACT.md "Identity and
+ * tunnel"). The client pool carries outbound conns to other nodes and waypoints; the server
+ * accepts inbound CONNECTs. Both plug a stream into a conn as a struct conn_end (agent/conn.h). */
+#ifndef AMBIT_AGENT_HBONE_H
+#define AMBIT_AGENT_HBONE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "agent/conn.h"
+#include "agent/loop.h"
+#include "tls/certstore.h"
+#include "tls/ctx.h"
+#include "tls/identity.h"
+
+#define HBONE_PORT 15008
+/* Response header carrying a short human reason on a non-200 answer (ours, not a standard). */
+#define HBONE_REASON_HEADER "ambit-reason"
+
+struct hbone_pool;
+struct hbone_server;
+
+/* Knobs shared by both sides; 0 picks the default shown. */
+struct hbone_opts {
+	uint32_t max_streams;		/* client: streams per pooled connection (100);
+					 * server: SETTINGS_MAX_CONCURRENT_STREAMS (1000) */
+	uint32_t idle_timeout_ms;	/* client: close a connection idle this long (60000) */
+	uint32_t ping_interval_ms;	/* PING period (10000) */
+	uint32_t ping_timeout_ms;	/* no ACK and no bytes this long after a PING: dead
+					 * (= ping_interval_ms) */
+	uint32_t window;		/* HTTP/2 stream receive window, bytes (4 MiB) */
+	uint32_t conn_window;		/* connection receive window (max(16 MiB, window)) */
+	uint32_t connect_timeout_ms;	/* client: TCP+TLS+200 per stream; server: TLS
+					 * handshake (10000) */
+};
+
+/* ---------------------------------------------------------------- client ---- */
+
+struct hbone_header {
+	const char *name;	/* lower case: "traceparent", "baggage", "forwarded" */
+	const char *value;
+};
+
+/* What one outbound CONNECT asks for. Everything is borrowed for the call only (copied). */
+struct hbone_request {
+	const struct spiffe_id *source;		/* the client pod's identity: its cert is used */
+	struct sockaddr_storage dst;		/* destination node IP:15008, or waypoint IP:15008 */
+	const struct spiffe_id *expect;		/* accepted server identities (1..TLS_EXPECT_MAX):
+						 * the destination workload's, or the waypoint's */
+	size_t nexpect;
+	const struct spiffe_id *sni;		/* identity encoded in SNI; NULL = expect[0] */
+	const char *authority;			/* "podIP:port" direct, "VIP:port" to a waypoint */
+	const struct hbone_header *headers;	/* extra request headers, may be NULL */
+	size_t nheaders;
+};
+
+/* A pool of client connections. client_ctx is a mesh TLS_ROLE_CLIENT ctx, certs the store
+ * the source certificates come from; both borrowed and must outlive the pool. opts may be
+ * NULL. NULL + errno. */
+struct hbone_pool *hbone_pool_new(struct loop *l, struct tls_ctx *client_ctx,
+				  struct certstore *certs, const struct hbone_opts *opts);
+/* Accepts NULL. Aborts every stream still open (their conns see a reset) and closes all
+ * connections; the sockets are closed now, the memory in the loop's before-sleep step. */
+void hbone_pool_free(struct hbone_pool *p);
+
+/* Opens an outbound CONNECT stream for c and attaches it at CONN_UP (arming c's connect
+ * timeout). The stream goes on a pooled connection keyed by (source identity, dst address,
+ * SNI identity) with the same expected identities, or on a new one; it waits there for the
+ * TLS handshake if needed. Later: response 200 -> conn_established(c); anything else (status,
+ * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why).
+ * 0, or -errno with nothing attached (EINVAL bad request, ESHUTDOWN draining, ENOMEM, or the
+ * certstore's error): the caller aborts c. */
+int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c);
+
+/* Graceful drain: GOAWAY on every connection, no new streams (hbone_connect -> -ESHUTDOWN);
+ * open streams finish, then the connections close. */
+void hbone_pool_drain(struct hbone_pool *p);
+
+/* ---------------------------------------------------------------- server ---- */
+
+/* One inbound CONNECT, valid during the on_connect callback only. */
+struct hbone_inbound {
+	struct conn_end *end;			/* attach at CONN_DOWN, or answer it */
+	const char *authority;			/* as received */
+	struct sockaddr_storage target;		/* :authority parsed (IP:port) */
+	const struct spiffe_id *peer_id;	/* verified client identity (tls_conn_peer_id) */
+	const struct spiffe_id *local_id;	/* the identity we presented (SNI-selected cert),
+						 * NULL if unknown */
+	struct sockaddr_storage peer_addr;	/* the TCP peer: the other node or waypoint */
+	struct sockaddr_storage local_addr;	/* our address the peer dialled */
+	const char *traceparent;		/* header values, NULL when absent */
+	const char *baggage;
+	const char *forwarded;
+};
+
+struct hbone_server_cbs {
+	/* A valid CONNECT arrived (method CONNECT, parseable :authority, verified peer).
+	 * The agent either attaches req->end to a new conn at CONN_DOWN and connects upstream
+	 * (returning 0; the 200 goes out by itself once conn_established(c) is called, and a
+	 * conn_abort before that answers 503 with the reason's errno text), or answers now with
+	 * hbone_stream_respond() (returning 0). A negative return answers 503 for it. */
+	int (*on_connect)(void *arg, const struct hbone_inbound *req);
+	void *arg;
+};
+
+/* Listens on bind_addr (IP:15008) with server_ctx (a mesh TLS_ROLE_SERVER ctx, borrowed,
+ * must outlive the server). cbs is copied, opts may be NULL. NULL + errno (logged). */
+struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_storage *bind_addr,
+				      struct tls_ctx *server_ctx, const struct hbone_server_cbs *cbs,
+				      const struct hbone_opts *opts);
+/* Accepts NULL. Closes the listener, resets every open stream, frees (see hbone_pool_free). */
+void hbone_server_free(struct hbone_server *s);
+/* The bound address (port filled when bind_addr had port 0). */
+int hbone_server_addr(const struct hbone_server *s, struct sockaddr_storage *out);
+/* Graceful drain: closes the listener, sends GOAWAY (last processed stream id) on every
+ * connection; open streams finish, then connections close. The agent frees the server at
+ * its deadline (hbone_server_stream_count() tells when nothing is left). */
+void hbone_server_drain(struct hbone_server *s);
+
+/* Answers an inbound stream that is not attached to a conn (or whose conn is still
+ * connecting): status 200 starts the tunnel, anything else ends the stream with status and
+ * reason (HBONE_REASON_HEADER; may be NULL). Returns 0, -EALREADY if already answered,
+ * -EINVAL for a client stream. The end stays valid until answered when never attached;
+ * once attached, until the conn releases it. */
+int hbone_stream_respond(struct conn_end *end, int status, const char *reason);
+
+/* ------------------------------------------------------- introspection ---- */
+
+enum hbone_sess_st {
+	HBONE_ST_CONNECTING,	/* client: TCP connect in progress */
+	HBONE_ST_HANDSHAKE,	/* TLS handshake; client streams queue here */
+	HBONE_ST_READY,		/* HTTP/2 session up, streams may open */
+	HBONE_ST_DRAINING,	/* GOAWAY sent or received: no new streams, open ones finish */
+	HBONE_ST_CLOSED,	/* torn down; freed in the before-sleep step */
+};
+const char *hbone_sess_st_to_str(enum hbone_sess_st st);
+
+/* One pooled (client) or accepted (server) connection, for the admin API. Pointers are valid
+ * during the callback only. */
+struct hbone_conn_info {
+	bool server;				/* accepted on 15008 */
+	enum hbone_sess_st state;
+	struct sockaddr_storage peer_addr;
+	const struct spiffe_id *local_id;	/* client: source identity; server: presented */
+	const struct spiffe_id *peer_id;	/* verified peer identity, NULL before handshake */
+	const struct spiffe_id *expect_id;	/* client: expected server identity (expect[0]) */
+	uint32_t streams;			/* open streams */
+	uint32_t queued;			/* client: streams waiting for the handshake */
+	uint64_t streams_total;			/* streams carried since it opened */
+	uint64_t age_ms;
+	uint64_t idle_ms;			/* since the last stream ended (0 while busy) */
+	uint64_t bytes_sent, bytes_received;	/* TLS payload (HTTP/2 frames) */
+	size_t buffered;			/* bytes held for slow readers (bounded by windows) */
+	const char *blocked;			/* why it waits, e.g. "tls_want_read", or "" */
+};
+typedef void (*hbone_visit_fn)(const struct hbone_conn_info *info, void *arg);
+void hbone_pool_foreach(struct hbone_pool *p, hbone_visit_fn fn, void *arg);
+void hbone_server_foreach(struct hbone_server *s, hbone_visit_fn fn, void *arg);
+
+struct hbone_stats {
+	uint32_t conns;			/* live connections */
+	uint32_t streams;		/* open streams (client: including queued) */
+	uint64_t conns_total;		/* opened since start */
+	uint64_t streams_total;
+	size_t buffered;		/* bytes held in stream overflow queues */
+};
+void hbone_pool_stats(struct hbone_pool *p, struct hbone_stats *out);
+void hbone_server_stats(struct hbone_server *s, struct hbone_stats *out);
+/* Open inbound streams (drain progress). */
+uint32_t hbone_server_stream_count(const struct hbone_server *s);
+
+#endif
