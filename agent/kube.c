@@ -1128,6 +1128,9 @@ static int res_watch(struct kres *r)
 	} else if (err) {
 		res_error(r, "watch: %s", resp.err);
 	} else if (resp.status == 410) {
+		pthread_mutex_lock(&kd->lock);
+		r->st.relists_gone++;
+		pthread_mutex_unlock(&kd->lock);
 		err = -ESTALE;
 	} else if (resp.status != 200) {
 		res_error(r, "watch: HTTP %ld", resp.status);
@@ -1157,7 +1160,7 @@ static void *res_thread(void *arg)
 	struct kres *r = arg;
 	struct kube_discovery *kd = r->kd;
 	bool need_list = true;
-	int failures = 0;
+	int failures = 0, gone_streak = 0;
 
 	while (!kd->stop) {
 		uint64_t start = now_mono_ms();
@@ -1173,14 +1176,21 @@ static void *res_thread(void *arg)
 			}
 		} else {
 			err = res_watch(r);
+			if (r->stream_events)
+				gone_streak = 0;
 			if (err == -ESTALE) {
-				need_list = true;	/* 410: relist at once */
-				continue;
+				/* 410: relist at once, unless the version a fresh list gave is
+				 * already refused (a server that cannot serve watches) */
+				need_list = true;
+				if (++gone_streak < 2)
+					continue;
+				err = -EAGAIN;
 			}
 			if (err == -EBADMSG)
 				need_list = true;
 			if (!err && (r->stream_events || now_mono_ms() - start > 1000)) {
 				failures = 0;	/* a normal end: re-watch from where it stopped */
+				gone_streak = 0;
 				continue;
 			}
 			if (!err)
