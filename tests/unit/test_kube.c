@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,6 +67,7 @@ static int fake_start(const char *arg, ...)
 		return -1;
 	F.pid = fork();
 	if (F.pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);	/* no orphan if this test crashes */
 		dup2(fds[1], 1);
 		if (!getenv("VERBOSE")) {
 			int dn = open("/dev/null", O_WRONLY);
