@@ -5,6 +5,7 @@
 #include "agent/conn.h"
 #include "agent/discovery.h"
 #include "agent/httpd.h"
+#include "agent/mesh.h"
 #include "agent/metrics.h"
 #include "agent/redirect.h"
 #include "agent/telemetry.h"
@@ -142,6 +143,16 @@ static void get_certificates(struct agent *a, const struct httpd_request *req,
 	reply_json(resp, 200, json_pack("{s:o}", "certificates", arr));
 }
 
+static void get_hbone(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
+{
+	(void)req;
+	if (!a->mesh) {
+		reply_error(resp, 404, "HBONE is not running");
+		return;
+	}
+	reply_json(resp, 200, mesh_hbone_json(a->mesh));
+}
+
 static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
 	json_t *j = config_to_json(&a->cfg);
@@ -205,6 +216,7 @@ static const struct {
 	{ "/connections", get_connections, false },
 	{ "/bpf", get_bpf, false },
 	{ "/certificates", get_certificates, false },
+	{ "/hbone", get_hbone, false },
 	{ "/config_dump", get_config, false },
 	{ "/logging", logging, true },
 	{ "/stats", get_stats, false },

@@ -13,6 +13,7 @@ struct agent {
 	struct config cfg;
 	struct loop *loop;
 	struct proxy *proxy;
+	struct mesh *mesh;
 	struct redirect *redirect;
 	struct discovery_file *discovery;
 	struct kube_discovery *kube;

@@ -7,6 +7,7 @@
 #include "agent/discovery.h"
 #include "agent/httpd.h"
 #include "agent/kube.h"
+#include "agent/mesh.h"
 #include "agent/metrics.h"
 #include "agent/proxy.h"
 #include "agent/redirect.h"
@@ -153,6 +154,8 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		a->draining = true;
 		if (a->proxy)
 			proxy_stop_accepting(a->proxy);
+		if (a->mesh)
+			mesh_drain(a->mesh);
 		a->drain_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
 		drain_check(l, &a->drain_timer);
 	}
@@ -290,6 +293,25 @@ static int run(struct agent *a)
 		err = -errno;
 		goto out;
 	}
+	struct mesh_opts mo = {
+		.loop = a->loop,
+		.proxy = a->proxy,
+		.certs = a->certs,
+		.ca = a->ca,
+		.node_name = a->cfg.node_name,
+		.trust_domain = a->cfg.trust_domain,
+		.max_streams = a->cfg.hbone_max_streams,
+		.idle_timeout_ms = a->cfg.hbone_idle_timeout_ms,
+		.ping_interval_ms = a->cfg.hbone_ping_interval_ms,
+		.window = a->cfg.hbone_window,
+		.connect_timeout_ms = a->cfg.connect_timeout_ms,
+	};
+	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
+	a->mesh = mesh_new(&mo);
+	if (!a->mesh) {
+		err = -errno;
+		goto out;
+	}
 	if (a->cfg.redirect_enabled) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
@@ -333,6 +355,7 @@ out:
 		loop_io_del(a->loop, &a->redirect_io);
 		redirect_free(a->redirect);
 	}
+	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	loop_timer_cancel(a->loop, &a->drain_timer);
 	telemetry_fini();

@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Turns proxy routes to enrolled destinations into HBONE CONNECTs, and inbound CONNECTs on
+ * 15008 into conns towards local pods. Identities come from the model, certificates from the
+ * certstore: a connection always presents its own workload's identity, never the node's. */
+#include "agent/mesh.h"
+#include "agent/hbone.h"
+#include "agent/workloads.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "tls/ca.h"
+#include "tls/certstore.h"
+#include "tls/ctx.h"
+#include "tls/identity.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mesh {
+	struct mesh_opts opts;
+	char *node_name;
+	char *trust_domain;
+	struct tls_ctx *client_ctx, *server_ctx;
+	struct hbone_pool *pool;
+	struct hbone_server *server;
+};
+
+static int wl_identity(const struct mesh *m, const struct model_workload *w, struct spiffe_id *id)
+{
+	const char *why;
+	return spiffe_id_set(id, m->trust_domain, w->namespace, w->service_account, &why);
+}
+
+/* RFC 7239: for=IP, IPv6 quoted and bracketed. */
+static void forwarded_for(const struct sockaddr_storage *src, char *out, size_t len)
+{
+	char ip[ADDR_STR_LEN];
+	sockaddr_ip_str(src, ip, sizeof(ip));
+	if (src->ss_family == AF_INET6)
+		snprintf(out, len, "for=\"[%s]\"", ip);
+	else
+		snprintf(out, len, "for=%s", ip);
+}
+
+/* W3C baggage with the source workload's facts (values are DNS-safe, no escaping needed). */
+static void baggage_of(const struct model_workload *w, char *out, size_t len)
+{
+	snprintf(out, len, "k8s.namespace.name=%s,k8s.pod.name=%s,service.name=%s%s%s",
+		 w->namespace, w->name, w->canonical_service, w->node ? ",k8s.node.name=" : "",
+		 w->node ? w->node : "");
+}
+
+static int mesh_connect(void *arg, struct conn *c, const struct model *model,
+			const struct proxy_route *r)
+{
+	struct mesh *m = arg;
+	struct conn_info *ci = conn_info(c);
+	struct spiffe_id src_id, dst_id;
+	struct hbone_header hdrs[3];
+	size_t nh = 0;
+	char authority[ADDR_STR_LEN], fwd[ADDR_STR_LEN + 16], bag[768];
+	struct hbone_request req = { 0 };
+	const struct sockaddr_storage *node_ip;
+	(void)model;
+
+	if (!r->src) {
+		pr_warn_rl("outbound to the mesh from %s: not a known workload; refusing",
+			   sockaddr_str(&ci->src, (char[ADDR_STR_LEN]){ 0 }, ADDR_STR_LEN));
+		return -EACCES;
+	}
+	if (!r->dst_node)
+		return -EHOSTUNREACH;	/* an enrolled workload without a known node */
+	if (wl_identity(m, r->src, &src_id) || wl_identity(m, r->dst, &dst_id))
+		return -EINVAL;
+	node_ip = &r->dst_node->addr;
+	req.dst = *node_ip;
+	((struct sockaddr_in *)&req.dst)->sin_port = htons(HBONE_PORT);
+	if (req.dst.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&req.dst)->sin6_port = htons(HBONE_PORT);
+	req.source = &src_id;
+	req.expect = &dst_id;
+	req.nexpect = 1;
+	sockaddr_str(&r->target, authority, sizeof(authority));
+	req.authority = authority;
+	forwarded_for(&ci->src, fwd, sizeof(fwd));
+	baggage_of(r->src, bag, sizeof(bag));
+	hdrs[nh++] = (struct hbone_header){ "forwarded", fwd };
+	hdrs[nh++] = (struct hbone_header){ "baggage", bag };
+	if (ci->traceparent[0])
+		hdrs[nh++] = (struct hbone_header){ "traceparent", ci->traceparent };
+	req.headers = hdrs;
+	req.nheaders = nh;
+	ci->via = req.dst;
+	ci->mtls = true;
+	return hbone_connect(m->pool, &req, c);
+}
+
+/* The client pod's IP from `forwarded: for=IP`, trusted only when the workload owning that IP
+ * has the peer's verified identity. Else NULL: the destination then sees the node's IP. */
+static const struct model_workload *vouched_source(struct mesh *m, const struct model *model,
+						   const struct hbone_inbound *req,
+						   struct sockaddr_storage *src)
+{
+	char ip[ADDR_STR_LEN + 4];
+	const char *p = req->forwarded ? strstr(req->forwarded, "for=") : NULL;
+	const struct model_workload *w;
+	struct spiffe_id id;
+	size_t n;
+
+	if (!p)
+		return NULL;
+	p += 4;
+	if (*p == '"')
+		p++;
+	if (*p == '[')
+		p++;
+	n = strcspn(p, "]\";, ");
+	if (n == 0 || n >= sizeof(ip))
+		return NULL;
+	memcpy(ip, p, n);
+	ip[n] = '\0';
+	if (ip_parse(ip, src))
+		return NULL;
+	w = model_workload_by_ip(model, src);
+	if (!w || wl_identity(m, w, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
+		return NULL;
+	return w;
+}
+
+static int on_inbound(void *arg, const struct hbone_inbound *req)
+{
+	struct mesh *m = arg;
+	struct model *model = model_current();
+	const struct model_workload *dst = model_workload_by_ip(model, &req->target);
+	const struct model_workload *srcw;
+	struct sockaddr_storage src;
+	struct spiffe_id dst_id;
+	struct conn_opts co = { .buffer_size = 0 };
+	struct conn *c = NULL;
+	char pid[SPIFFE_ID_STR_MAX];
+	int err = 0;
+
+	if (!dst || !dst->node || strcmp(dst->node, m->node_name) != 0 || !dst->enrolled) {
+		hbone_stream_respond(req->end, 400, "authority is not a local enrolled workload");
+		goto out;
+	}
+	if (wl_identity(m, dst, &dst_id) ||
+	    (req->local_id && !spiffe_id_equal(req->local_id, &dst_id))) {
+		hbone_stream_respond(req->end, 401,
+				     "the identity the client asked for is not the destination's");
+		goto out;
+	}
+	c = conn_new(m->opts.loop, &co);
+	if (!c) {
+		err = -ENOMEM;
+		goto out;
+	}
+	conn_attach(c, CONN_DOWN, req->end);
+	struct conn_info *ci = conn_info(c);
+	ci->kind = CONN_INBOUND_HBONE;
+	ci->orig_dst = req->target;
+	ci->target = req->target;
+	ci->via = req->peer_addr;
+	ci->mtls = true;
+	srcw = vouched_source(m, model, req, &src);
+	ci->src = srcw ? src : req->peer_addr;
+	if (proxy_peer_fill(&ci->source, srcw, m->trust_domain) ||
+	    proxy_peer_fill(&ci->destination, dst, m->trust_domain)) {
+		conn_opened(c);
+		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+		goto out;
+	}
+	if (!srcw && req->peer_id) {
+		/* Unknown source address, but a verified identity: report that. */
+		ci->source.principal = strdup(spiffe_id_str(req->peer_id, pid));
+		ci->source.namespace = strdup(req->peer_id->ns);
+		ci->source.service_account = strdup(req->peer_id->sa);
+	}
+	if (req->traceparent && strlen(req->traceparent) < sizeof(ci->parent_traceparent))
+		strcpy(ci->parent_traceparent, req->traceparent);
+	conn_opened(c);
+	err = proxy_connect_tcp(m->opts.proxy, c, &req->target, srcw ? &src : NULL);
+	if (err)
+		conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, strerror(-err));
+	err = 0;
+out:
+	model_unref(model);
+	return err;
+}
+
+/* Server certificate by SNI: only identities of local enrolled workloads are served. */
+static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
+{
+	struct mesh *m = arg;
+	struct model *model;
+	struct tls_cert *cert = NULL;
+
+	if (!id)
+		return NULL;
+	model = model_current();
+	for (int i = 0; i < model->nworkloads; i++) {
+		const struct model_workload *w = &model->workloads[i];
+		struct spiffe_id wid;
+		if (!w->enrolled || !w->node || strcmp(w->node, m->node_name) != 0 ||
+		    wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
+			continue;
+		cert = certstore_get(m->opts.certs, id);
+		break;
+	}
+	model_unref(model);
+	return cert;
+}
+
+struct mesh *mesh_new(const struct mesh_opts *opts)
+{
+	struct mesh *m = calloc(1, sizeof(*m));
+	struct hbone_opts ho = {
+		.max_streams = opts->max_streams,
+		.idle_timeout_ms = opts->idle_timeout_ms,
+		.ping_interval_ms = opts->ping_interval_ms,
+		.window = opts->window,
+		.connect_timeout_ms = opts->connect_timeout_ms,
+	};
+	struct hbone_opts so = ho;
+	char a[ADDR_STR_LEN];
+	int err = ENOMEM;
+
+	if (!m)
+		goto fail;
+	m->opts = *opts;
+	m->node_name = strdup(opts->node_name);
+	m->trust_domain = strdup(opts->trust_domain);
+	if (!m->node_name || !m->trust_domain)
+		goto fail;
+	struct tls_ctx_opts co = { .roots = opts->ca, .trust_domain = opts->trust_domain };
+	m->client_ctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
+	co.select_cert = select_cert;
+	co.select_arg = m;
+	m->server_ctx = m->client_ctx ? tls_ctx_new(TLS_ROLE_SERVER, &co) : NULL;
+	if (!m->server_ctx) {
+		err = errno;
+		pr_err("hbone: cannot create TLS contexts: %s", strerror(err));
+		goto fail;
+	}
+	m->pool = hbone_pool_new(opts->loop, m->client_ctx, opts->certs, &ho);
+	if (!m->pool) {
+		err = errno;
+		pr_err("hbone: cannot create the client pool: %s", strerror(err));
+		goto fail;
+	}
+	so.max_streams = 0;	/* server: its own default (SETTINGS_MAX_CONCURRENT_STREAMS) */
+	struct hbone_server_cbs cbs = { .on_connect = on_inbound, .arg = m };
+	m->server = hbone_server_new(opts->loop, &opts->hbone_addr, m->server_ctx, &cbs, &so);
+	if (!m->server) {
+		err = errno;
+		pr_err("hbone: cannot listen on %s: %s",
+		       sockaddr_str(&opts->hbone_addr, a, sizeof(a)), strerror(err));
+		goto fail;
+	}
+	struct proxy_mesh pm = { .connect = mesh_connect, .arg = m };
+	proxy_set_mesh(opts->proxy, &pm);
+	return m;
+fail:
+	mesh_free(m);
+	errno = err;
+	return NULL;
+}
+
+void mesh_free(struct mesh *m)
+{
+	if (!m)
+		return;
+	if (m->opts.proxy)
+		proxy_set_mesh(m->opts.proxy, &(struct proxy_mesh){ 0 });
+	hbone_server_free(m->server);
+	hbone_pool_free(m->pool);
+	tls_ctx_free(m->server_ctx);
+	tls_ctx_free(m->client_ctx);
+	free(m->node_name);
+	free(m->trust_domain);
+	free(m);
+}
+
+void mesh_drain(struct mesh *m)
+{
+	hbone_server_drain(m->server);
+	hbone_pool_drain(m->pool);
+}
+
+unsigned mesh_inbound_streams(const struct mesh *m)
+{
+	return hbone_server_stream_count(m->server);
+}
+
+static void hbone_conn_json(const struct hbone_conn_info *i, void *arg)
+{
+	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:s}",
+		"role", i->server ? "server" : "client", "state", hbone_sess_st_to_str(i->state),
+		"peer", sockaddr_str(&i->peer_addr, peer, sizeof(peer)),
+		"local_identity", i->local_id ? spiffe_id_str(i->local_id, lid) : NULL,
+		"peer_identity", i->peer_id ? spiffe_id_str(i->peer_id, pid) : NULL,
+		"streams", (int)i->streams, "queued", (int)i->queued,
+		"streams_total", (json_int_t)i->streams_total, "age_ms", (json_int_t)i->age_ms,
+		"idle_ms", (json_int_t)i->idle_ms, "bytes_sent", (json_int_t)i->bytes_sent,
+		"bytes_received", (json_int_t)i->bytes_received, "blocked", i->blocked ? i->blocked : ""));
+}
+
+json_t *mesh_hbone_json(struct mesh *m)
+{
+	json_t *arr = json_array();
+	hbone_pool_foreach(m->pool, hbone_conn_json, arr);
+	hbone_server_foreach(m->server, hbone_conn_json, arr);
+	return json_pack("{s:o}", "connections", arr);
+}
