@@ -103,9 +103,19 @@ $(BUILD)/%.o: %.c | $(DEPS_STAMP) $(GENERATED)
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # protobuf-c output is not ours: compile it without -Werror's extra warnings.
-$(BUILD)/otlp/pb/%.pb-c.o: $(BUILD)/otlp/pb/%.pb-c.c
+$(BUILD)/otlp/pb/%.pb-c.o: $(BUILD)/otlp/pb/%.pb-c.c | $(PROTO_H)
 	$(call msg,CC,$@)
 	$(Q)$(CC) -std=gnu11 $(CFLAGS) -I$(BUILD)/otlp/pb $(PKG_CFLAGS) $(if $(SAN),-fsanitize=$(SAN)) -c $< -o $@
+
+# Keep generated protobuf-c sources (they are intermediates of the .o files).
+.SECONDARY: $(PROTO_C) $(PROTO_H)
+
+# otlp/ needs only the generated protobuf-c headers (not the BPF skeletons), and sees them
+# the way the generated code includes them.
+$(call obj,$(OTLP_SRC)): $(BUILD)/otlp/%.o: otlp/%.c | $(DEPS_STAMP) $(PROTO_H)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -I$(BUILD)/otlp/pb -c $< -o $@
 
 $(LIB_COMMON): $(call obj,$(COMMON_SRC))
 $(LIB_TLS):    $(call obj,$(TLS_SRC))
@@ -158,6 +168,13 @@ $(TLS_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_TLS) $(LIB_COMMON) | $(DEPS_S
 	$(call msg,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
+
+# otlp/ tests link only libotlp and libcommon, so they build while agent/ does not.
+OTLP_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_otlp*.c))
+$(OTLP_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_OTLP) $(LIB_COMMON) | $(DEPS_STAMP) $(PROTO_H)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -I$(BUILD)/otlp/pb -o $@ $< $(LIB_OTLP) $(LIB_COMMON) $(PKG_LIBS)
 
 .PHONY: test-deps test-build test unit-test bpf-test lab-test
 # npm packages for the independent decoders/validators used by tests (not for the product).
