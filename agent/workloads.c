@@ -110,6 +110,7 @@ static void model_free(struct model *m)
 		free(w->service_account);
 		free(w->node);
 		free(w->canonical_service);
+		free(w->addrs);
 		labels_free(w->labels, w->nlabels);
 		wp_free(&w->waypoint);
 	}
@@ -118,6 +119,7 @@ static void model_free(struct model *m)
 		struct model_service *s = &m->services[i];
 		free(s->name);
 		free(s->namespace);
+		free(s->addrs);
 		labels_free(s->selector, s->nselector);
 		free(s->ports);
 		free(s->endpoints);
@@ -163,16 +165,22 @@ static int parse_ip(struct jx *j, const json_t *v, const char *key, struct socka
 	return 0;
 }
 
+/* Allocates exactly as many addresses as listed (most workloads have one or two). */
 static int parse_addrs(struct jx *j, const json_t *obj, const char *key,
-		       struct sockaddr_storage *addrs, int *n)
+		       struct sockaddr_storage **out, int *n)
 {
 	json_t *arr, *v;
 	size_t i;
 	int err = jx_array(j, obj, key, MODEL_MAX_ADDRS, &arr);
+	struct sockaddr_storage *addrs;
 
 	*n = 0;
-	if (err || !arr)
+	if (err || !arr || !json_array_size(arr))
 		return err;
+	addrs = calloc(json_array_size(arr), sizeof(*addrs));
+	if (!addrs)
+		return -ENOMEM;
+	*out = addrs;
 	json_array_foreach(arr, i, v) {
 		char k[64];
 		snprintf(k, sizeof(k), "%s[%zu]", key, i);
@@ -270,7 +278,7 @@ static int parse_workload(struct jx *j, const json_t *o, void *out)
 	    (err = jx_str(j, o, "service_account", false, MODEL_MAX_STR, &w->service_account)) ||
 	    (err = jx_str(j, o, "node", false, MODEL_MAX_STR, &w->node)) ||
 	    (err = jx_str(j, o, "canonical_service", false, MODEL_MAX_STR, &w->canonical_service)) ||
-	    (err = parse_addrs(j, o, "addresses", w->addrs, &w->naddrs)) ||
+	    (err = parse_addrs(j, o, "addresses", &w->addrs, &w->naddrs)) ||
 	    (err = parse_labels(j, o, "labels", &w->labels, &w->nlabels)) ||
 	    (err = jx_bool(j, o, "enrolled", &w->enrolled)) ||
 	    (err = parse_waypoint(j, o, w->namespace, &w->waypoint)))
@@ -300,7 +308,7 @@ static int parse_service(struct jx *j, const json_t *o, void *out)
 	if ((err = jx_keys(j, o, keys)) ||
 	    (err = jx_str(j, o, "name", true, MODEL_MAX_STR, &s->name)) ||
 	    (err = jx_str(j, o, "namespace", true, MODEL_MAX_STR, &s->namespace)) ||
-	    (err = parse_addrs(j, o, "addresses", s->addrs, &s->naddrs)) ||
+	    (err = parse_addrs(j, o, "addresses", &s->addrs, &s->naddrs)) ||
 	    (err = parse_labels(j, o, "selector", &s->selector, &s->nselector)) ||
 	    (err = parse_waypoint(j, o, s->namespace, &s->waypoint)) ||
 	    (err = jx_array(j, o, "ports", MODEL_MAX_PORTS, &ports)) || !ports)

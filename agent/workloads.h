@@ -43,7 +43,7 @@ struct model_workload {
 	char *service_account;
 	char *node;
 	char *canonical_service;
-	struct sockaddr_storage addrs[MODEL_MAX_ADDRS];	/* port 0 */
+	struct sockaddr_storage *addrs;	/* naddrs entries, port 0 */
 	int naddrs;
 	struct model_label *labels;
 	int nlabels;
@@ -59,7 +59,7 @@ struct model_port {
 struct model_service {
 	char *name;
 	char *namespace;
-	struct sockaddr_storage addrs[MODEL_MAX_ADDRS];	/* VIPs, port 0 */
+	struct sockaddr_storage *addrs;	/* naddrs VIPs, port 0 */
 	int naddrs;
 	struct model_label *selector;
 	int nselector;
