@@ -5,6 +5,7 @@
 #include "agent/conn.h"
 #include "agent/discovery.h"
 #include "agent/httpd.h"
+#include "agent/kube.h"
 #include "agent/mesh.h"
 #include "agent/metrics.h"
 #include "agent/redirect.h"
@@ -159,6 +160,11 @@ static void get_config(struct agent *a, const struct httpd_request *req, struct 
 	(void)req;
 	if (j && a->discovery)
 		json_object_set_new(j, "discovery_status", discovery_file_status(a->discovery));
+	if (j && a->kube) {
+		struct kube_stats st;
+		kube_discovery_stats(a->kube, &st);
+		json_object_set_new(j, "discovery_status", kube_stats_to_json(&st));
+	}
 	reply_json(resp, 200, j);
 }
 
