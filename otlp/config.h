@@ -50,6 +50,9 @@ struct otlp_config {
 void otlp_config_init(struct otlp_config *c);
 void otlp_config_fini(struct otlp_config *c);
 
+/* Deep copy into dst (initialised by this call). 0 or -ENOMEM (dst then empty). */
+int otlp_config_copy(struct otlp_config *dst, const struct otlp_config *src);
+
 /* Setters for the agent's JSON values; err gets one line naming the problem. 0 or -EINVAL
  * (-ENOMEM). Strings are copied. */
 int otlp_config_set_protocol(struct otlp_config *c, const char *name, char *err, size_t errlen);

@@ -15,6 +15,7 @@ struct otlp_header;
 
 /* What one export attempt came to. */
 struct otlp_export_status {
+	const volatile bool *cancel;	/* in: becomes true when the attempt must end now */
 	bool retryable;			/* on failure: worth retrying (OTLP spec "Failures") */
 	uint32_t retry_after_ms;	/* server-asked delay (Retry-After, RetryInfo), 0 = none */
 	int64_t rejected;		/* partial_success.rejected_spans on success */

@@ -83,6 +83,7 @@ struct span {
 	struct span_context ctx;
 	uint8_t parent_span_id[SPAN_ID_LEN];
 	bool has_parent;
+	bool parent_remote;		/* the parent came from another process (traceparent) */
 	bool recording;			/* sampled: attributes kept, exported */
 	enum span_kind kind;
 	char name[SPAN_MAX_NAME_LEN];

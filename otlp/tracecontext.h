@@ -38,6 +38,10 @@ struct baggage {
  * ';' are validated and ignored; duplicate keys: the last wins. 0; -EINVAL for a
  * malformed header (b left empty); -E2BIG over the limits; -ENOMEM. */
 int baggage_parse(const char *s, size_t len, struct baggage *b);
+/* The variant the OTel environment variables use (OTEL_RESOURCE_ATTRIBUTES,
+ * OTEL_EXPORTER_OTLP_HEADERS): no properties, values may hold any printable character but
+ * ',' (still percent-decoded), whitespace around keys and values trimmed. Same returns. */
+int baggage_parse_env(const char *s, size_t len, struct baggage *b);
 /* Adds or replaces a member (copied). 0; -EINVAL for a key that is not a token;
  * -E2BIG past BAGGAGE_MAX_MEMBERS; -ENOMEM. */
 int baggage_set(struct baggage *b, const char *key, const char *value);

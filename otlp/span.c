@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Spans and bounded attribute sets: the data the tracer fills and the encoder reads.
+ * A span is refcounted because the batcher queue and the recent-spans ring share it. */
+#include "otlp/span.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "common/util.h"
+#include "otlp/resource.h"
+
+/* ---- attribute sets ---- */
+
+/* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
+static size_t utf8_trunc_len(const char *s, size_t max)
+{
+	size_t len = strnlen(s, max + 1);
+	if (len <= max)
+		return len;
+	len = max;
+	/* back off continuation bytes (10xxxxxx) so the cut lands on a character start */
+	while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+		len--;
+	return len;
+}
+
+static int attr_key_ok(const char *key)
+{
+	if (!key || !*key || strnlen(key, SPAN_MAX_KEY_LEN + 1) > SPAN_MAX_KEY_LEN)
+		return -EINVAL;
+	return 0;
+}
+
+static void attr_clear_value(struct otlp_attr *a)
+{
+	if (a->type == OTLP_ATTR_STRING)
+		free(a->v.s);
+	a->v.s = NULL;
+}
+
+/* The slot for key: the existing one (value cleared) or a new one. NULL + *err. */
+static struct otlp_attr *attrs_slot(struct otlp_attrs *a, const char *key, int *err)
+{
+	*err = attr_key_ok(key);
+	if (*err)
+		return NULL;
+	for (uint16_t i = 0; i < a->n; i++) {
+		if (strcmp(a->v[i].key, key) == 0) {
+			attr_clear_value(&a->v[i]);
+			a->v[i].type = OTLP_ATTR_INT;
+			return &a->v[i];
+		}
+	}
+	if (a->n >= SPAN_MAX_ATTRS) {
+		a->dropped++;
+		*err = -E2BIG;
+		return NULL;
+	}
+	if (a->n == a->cap) {
+		uint16_t cap = a->cap ? (uint16_t)MIN(a->cap * 2, SPAN_MAX_ATTRS) : 8;
+		struct otlp_attr *v = realloc(a->v, cap * sizeof(*v));
+		if (!v) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		a->v = v;
+		a->cap = cap;
+	}
+	char *k = strdup(key);
+	if (!k) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	struct otlp_attr *slot = &a->v[a->n++];
+	memset(slot, 0, sizeof(*slot));
+	slot->key = k;
+	slot->type = OTLP_ATTR_INT;
+	return slot;
+}
+
+int otlp_attrs_set_str(struct otlp_attrs *a, const char *key, const char *value)
+{
+	int err;
+	if (!value)
+		return -EINVAL;
+	char *v = strndup(value, utf8_trunc_len(value, SPAN_MAX_VALUE_LEN));
+	if (!v)
+		return -ENOMEM;
+	struct otlp_attr *slot = attrs_slot(a, key, &err);
+	if (!slot) {
+		free(v);
+		return err;
+	}
+	slot->type = OTLP_ATTR_STRING;
+	slot->v.s = v;
+	return 0;
+}
+
+int otlp_attrs_set_int(struct otlp_attrs *a, const char *key, int64_t value)
+{
+	int err;
+	struct otlp_attr *slot = attrs_slot(a, key, &err);
+	if (!slot)
+		return err;
+	slot->type = OTLP_ATTR_INT;
+	slot->v.i = value;
+	return 0;
+}
+
+int otlp_attrs_set_bool(struct otlp_attrs *a, const char *key, bool value)
+{
+	int err;
+	struct otlp_attr *slot = attrs_slot(a, key, &err);
+	if (!slot)
+		return err;
+	slot->type = OTLP_ATTR_BOOL;
+	slot->v.b = value;
+	return 0;
+}
+
+int otlp_attrs_set_double(struct otlp_attrs *a, const char *key, double value)
+{
+	int err;
+	struct otlp_attr *slot = attrs_slot(a, key, &err);
+	if (!slot)
+		return err;
+	slot->type = OTLP_ATTR_DOUBLE;
+	slot->v.d = value;
+	return 0;
+}
+
+const struct otlp_attr *otlp_attrs_get(const struct otlp_attrs *a, const char *key)
+{
+	for (uint16_t i = 0; key && i < a->n; i++)
+		if (strcmp(a->v[i].key, key) == 0)
+			return &a->v[i];
+	return NULL;
+}
+
+void otlp_attrs_fini(struct otlp_attrs *a)
+{
+	if (!a)
+		return;
+	for (uint16_t i = 0; i < a->n; i++) {
+		free(a->v[i].key);
+		attr_clear_value(&a->v[i]);
+	}
+	free(a->v);
+	memset(a, 0, sizeof(*a));
+}
+
+/* ---- IDs ---- */
+
+int span_random_id(uint8_t *buf, size_t len)
+{
+	for (int tries = 0; tries < 8; tries++) {
+		size_t got = 0;
+		while (got < len) {
+			ssize_t n = getrandom(buf + got, len - got, 0);
+			if (n == -1) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			got += (size_t)n;
+		}
+		for (size_t i = 0; i < len; i++)
+			if (buf[i])
+				return 0;
+	}
+	return -EIO;	/* eight all-zero draws: the generator is broken */
+}
+
+static bool all_zero(const uint8_t *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+bool span_context_valid(const struct span_context *c)
+{
+	return c && !all_zero(c->trace_id, SPAN_TRACE_ID_LEN) && !all_zero(c->span_id, SPAN_ID_LEN);
+}
+
+void span_trace_id_hex(const struct span_context *c, char out[2 * SPAN_TRACE_ID_LEN + 1])
+{
+	hex_encode(c->trace_id, SPAN_TRACE_ID_LEN, out);
+}
+
+void span_span_id_hex(const struct span_context *c, char out[2 * SPAN_ID_LEN + 1])
+{
+	hex_encode(c->span_id, SPAN_ID_LEN, out);
+}
+
+/* ---- spans ---- */
+
+struct span *span_new(struct otlp_resource *resource, const char *name, enum span_kind kind)
+{
+	struct span *s;
+
+	if (!name) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	if (span_random_id(s->ctx.trace_id, SPAN_TRACE_ID_LEN) || span_random_id(s->ctx.span_id, SPAN_ID_LEN)) {
+		free(s);
+		errno = EIO;
+		return NULL;
+	}
+	s->ctx.flags = SPAN_FLAG_SAMPLED;
+	s->recording = true;
+	s->kind = kind;
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->refs = 1;
+	s->resource = resource ? otlp_resource_ref(resource) : NULL;
+	return s;
+}
+
+struct span *span_ref(struct span *s)
+{
+	if (s)
+		__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+void span_unref(struct span *s)
+{
+	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	otlp_attrs_fini(&s->attrs);
+	free(s->status_msg);
+	otlp_resource_unref(s->resource);
+	free(s);
+}
+
+int span_set_str(struct span *s, const char *key, const char *value)
+{
+	return s->recording ? otlp_attrs_set_str(&s->attrs, key, value) : 0;
+}
+
+int span_set_int(struct span *s, const char *key, int64_t value)
+{
+	return s->recording ? otlp_attrs_set_int(&s->attrs, key, value) : 0;
+}
+
+int span_set_bool(struct span *s, const char *key, bool value)
+{
+	return s->recording ? otlp_attrs_set_bool(&s->attrs, key, value) : 0;
+}
+
+int span_set_double(struct span *s, const char *key, double value)
+{
+	return s->recording ? otlp_attrs_set_double(&s->attrs, key, value) : 0;
+}
+
+const struct otlp_attr *span_get_attr(const struct span *s, const char *key)
+{
+	return otlp_attrs_get(&s->attrs, key);
+}
+
+void span_set_status(struct span *s, enum span_status status, const char *msg)
+{
+	/* OTel API "Set Status": OK is final; a description only goes with ERROR. */
+	if (s->status == SPAN_STATUS_OK || status > SPAN_STATUS_ERROR)
+		return;
+	if (status == SPAN_STATUS_UNSET)
+		return;
+	free(s->status_msg);
+	s->status_msg = NULL;
+	s->status = status;
+	if (status == SPAN_STATUS_ERROR && msg && *msg)
+		s->status_msg = strndup(msg, utf8_trunc_len(msg, SPAN_MAX_STATUS_LEN));
+}
+
+void span_set_link(struct span *s, const struct span_context *link)
+{
+	if (!span_context_valid(link)) {
+		s->has_link = false;
+		return;
+	}
+	s->link = *link;
+	s->has_link = true;
+}
+
+enum span_export_state span_export_state(const struct span *s)
+{
+	return (enum span_export_state)__atomic_load_n(&s->export_state, __ATOMIC_RELAXED);
+}
+
+void span_set_export_state(struct span *s, enum span_export_state st)
+{
+	__atomic_store_n(&s->export_state, (int)st, __ATOMIC_RELAXED);
+}
+
+const char *span_export_state_str(enum span_export_state st)
+{
+	switch (st) {
+	case SPAN_EXPORT_NONE: return "none";
+	case SPAN_EXPORT_QUEUED: return "queued";
+	case SPAN_EXPORT_EXPORTED: return "exported";
+	case SPAN_EXPORT_DROPPED: return "dropped";
+	case SPAN_EXPORT_FAILED: return "failed";
+	}
+	return "?";
+}
+
+const char *span_kind_str(enum span_kind kind)
+{
+	switch (kind) {
+	case SPAN_KIND_INTERNAL: return "internal";
+	case SPAN_KIND_SERVER: return "server";
+	case SPAN_KIND_CLIENT: return "client";
+	}
+	return "?";
+}
+
+const char *span_status_str(enum span_status st)
+{
+	switch (st) {
+	case SPAN_STATUS_UNSET: return "unset";
+	case SPAN_STATUS_OK: return "ok";
+	case SPAN_STATUS_ERROR: return "error";
+	}
+	return "?";
+}

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The tracer: span_start (sample, IDs, custom tags) on the data path, span_end handing
+ * sampled spans to the batcher and to a ring of recent spans for the admin API. */
+#include "otlp/tracer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+struct otlp_tracer {
+	struct otlp_config cfg;		/* own copy */
+	struct sampler sampler;
+	struct batcher *batcher;	/* NULL: nothing exported */
+	pthread_mutex_t ring_lock;
+	struct span **ring;		/* ring_size slots, each a reference */
+	uint32_t ring_head, ring_len;
+};
+
+static struct otlp_tracer *tracer_make(const struct otlp_config *cfg, struct otlp_exporter *ex,
+				       bool use_ex, char *err, size_t errlen)
+{
+	struct otlp_tracer *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if ((rc = otlp_config_validate(cfg, err, errlen)))
+		goto fail;
+	if ((rc = otlp_config_copy(&t->cfg, cfg))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if ((rc = otlp_config_sampler(&t->cfg, &t->sampler))) {
+		snprintf(err, errlen, "bad sampler settings");
+		goto fail_cfg;
+	}
+	if (t->cfg.ring_size) {
+		t->ring = calloc(t->cfg.ring_size, sizeof(*t->ring));
+		if (!t->ring) {
+			rc = -ENOMEM;
+			goto fail_cfg;
+		}
+	}
+	if (t->cfg.enabled && t->cfg.export) {
+		if (!use_ex) {
+			ex = otlp_exporter_new(&t->cfg, err, errlen);
+			if (!ex) {
+				rc = -errno;
+				goto fail_ring;
+			}
+		}
+		t->batcher = batcher_new(&t->cfg.batch, ex);
+		ex = NULL;	/* batcher_new owns it, success or not */
+		if (!t->batcher) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot start the span export thread: %s", strerror(-rc));
+			goto fail_ring;
+		}
+	}
+	otlp_exporter_free(ex);
+	pthread_mutex_init(&t->ring_lock, NULL);
+	return t;
+fail_ring:
+	free(t->ring);
+fail_cfg:
+	otlp_config_fini(&t->cfg);
+fail:
+	free(t);
+	if (use_ex)
+		otlp_exporter_free(ex);
+	errno = -rc;
+	return NULL;
+}
+
+struct otlp_tracer *otlp_tracer_new(const struct otlp_config *cfg, char *err, size_t errlen)
+{
+	return tracer_make(cfg, NULL, false, err, errlen);
+}
+
+struct otlp_tracer *otlp_tracer_new_with_exporter(const struct otlp_config *cfg,
+						  struct otlp_exporter *ex, char *err, size_t errlen)
+{
+	return tracer_make(cfg, ex, true, err, errlen);
+}
+
+void otlp_tracer_free(struct otlp_tracer *t)
+{
+	if (!t)
+		return;
+	batcher_free(t->batcher, t->cfg.shutdown_timeout_ms);
+	for (uint32_t i = 0; i < t->ring_len; i++)
+		span_unref(t->ring[(t->ring_head + i) % t->cfg.ring_size]);
+	free(t->ring);
+	pthread_mutex_destroy(&t->ring_lock);
+	otlp_config_fini(&t->cfg);
+	free(t);
+}
+
+struct span *span_start(struct otlp_tracer *t, struct otlp_resource *resource, const char *name,
+			enum span_kind kind, const struct span_context *parent)
+{
+	struct span *s;
+	uint8_t ids[SPAN_TRACE_ID_LEN + SPAN_ID_LEN];
+	int rc;
+
+	if (!t || !name) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	if (parent && !span_context_valid(parent))
+		parent = NULL;	/* an invalid parent makes a root span (W3C: restart the trace) */
+	/* getrandom never blocks once the pool is initialised; each ID is never all-zero */
+	rc = span_random_id(ids, SPAN_TRACE_ID_LEN);
+	if (!rc)
+		rc = span_random_id(ids + SPAN_TRACE_ID_LEN, SPAN_ID_LEN);
+	if (rc) {
+		free(s);
+		errno = -rc;
+		return NULL;
+	}
+	if (parent) {
+		memcpy(s->ctx.trace_id, parent->trace_id, SPAN_TRACE_ID_LEN);
+		memcpy(s->parent_span_id, parent->span_id, SPAN_ID_LEN);
+		s->has_parent = true;
+		s->parent_remote = parent->remote;
+	} else {
+		memcpy(s->ctx.trace_id, ids, SPAN_TRACE_ID_LEN);
+	}
+	memcpy(s->ctx.span_id, ids + SPAN_TRACE_ID_LEN, SPAN_ID_LEN);
+	s->recording = t->cfg.enabled && sampler_should_sample(&t->sampler, parent, s->ctx.trace_id);
+	s->ctx.flags = s->recording ? SPAN_FLAG_SAMPLED : 0;
+	s->kind = kind;
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->start_ns = now_real_ns();
+	s->refs = 1;
+	s->tracer = t;
+	if (s->recording) {
+		s->resource = otlp_resource_ref(resource);
+		for (size_t i = 0; i < t->cfg.ntags; i++)
+			span_set_str(s, t->cfg.tags[i].name, t->cfg.tags[i].value);
+	}
+	return s;
+}
+
+static void ring_push(struct otlp_tracer *t, struct span *s)
+{
+	struct span *old = NULL;
+	uint32_t size = t->cfg.ring_size;
+
+	if (!size)
+		return;
+	pthread_mutex_lock(&t->ring_lock);
+	if (t->ring_len == size) {
+		old = t->ring[t->ring_head];
+		t->ring[t->ring_head] = span_ref(s);
+		t->ring_head = (t->ring_head + 1) % size;
+	} else {
+		t->ring[(t->ring_head + t->ring_len) % size] = span_ref(s);
+		t->ring_len++;
+	}
+	pthread_mutex_unlock(&t->ring_lock);
+	span_unref(old);
+}
+
+void span_end(struct span *s)
+{
+	if (!s)
+		return;
+	if (!s->end_ns)
+		s->end_ns = now_real_ns();
+	if (s->recording && s->tracer) {
+		if (s->tracer->batcher)
+			batcher_submit(s->tracer->batcher, s);	/* full queue: counted there */
+		ring_push(s->tracer, s);
+	}
+	span_unref(s);
+}
+
+int otlp_tracer_flush(struct otlp_tracer *t, uint32_t timeout_ms)
+{
+	return t && t->batcher ? batcher_flush(t->batcher, timeout_ms) : 0;
+}
+
+void otlp_tracer_stats(struct otlp_tracer *t, struct batcher_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (t && t->batcher)
+		batcher_stats(t->batcher, out);
+}
+
+size_t otlp_tracer_recent(struct otlp_tracer *t, void (*fn)(const struct span *s, void *arg), void *arg)
+{
+	size_t n;
+
+	if (!t || !t->cfg.ring_size)
+		return 0;
+	pthread_mutex_lock(&t->ring_lock);
+	n = t->ring_len;
+	for (uint32_t i = 0; fn && i < t->ring_len; i++)
+		fn(t->ring[(t->ring_head + i) % t->cfg.ring_size], arg);
+	pthread_mutex_unlock(&t->ring_lock);
+	return n;
+}
+
+const struct otlp_config *otlp_tracer_config(const struct otlp_tracer *t)
+{
+	return &t->cfg;
+}
