@@ -1,0 +1,1823 @@
+// SPDX-License-Identifier: Apache-2.0
+/* HBONE transport: nghttp2 sessions over non-blocking tls_conns on the agent's loop. Outbound
+ * CONNECT streams share pooled client connections; port 15008 accepts inbound ones. Each
+ * stream is a struct conn_end spliced into a conn (agent/conn.h). */
+#include "agent/hbone.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "tls/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WBUF_SOFT (64 * 1024)	/* stop pulling frames from nghttp2 past this much output */
+#define RBUF_SIZE (16 * 1024 + 512)	/* one TLS record */
+#define READ_BUDGET 64		/* TLS records per wake-up before yielding to other fds */
+#define DRAIN_NOTICE_MS 1000	/* shutdown notice -> final GOAWAY (RFC 9113 §6.8) */
+#define REASON_MAX 256
+
+/* ------------------------------------------------------------ objects ---- */
+
+/* Why a session is not moving (admin API "blocked"; HAProxy mux_h2 style). */
+enum sess_flags {
+	SF_RD_WANT_WRITE = 1u << 0,	/* a TLS read needs the socket writable */
+	SF_WR_WANT_READ = 1u << 1,	/* a TLS write needs the socket readable */
+	SF_WR_BLOCKED = 1u << 2,	/* TLS write returned EAGAIN: output waits for EPOLLOUT */
+	SF_FLUSH_QUEUED = 1u << 3,	/* a before-sleep flush is scheduled (holds a ref) */
+	SF_PEER_EOF = 1u << 4,		/* the peer closed the TLS connection */
+	SF_REMOTE_SETTINGS = 1u << 5,	/* the peer's SETTINGS arrived (its stream limit counts) */
+	SF_PING_OUT = 1u << 6,		/* a PING awaits its ACK */
+	SF_GOAWAY_RECV = 1u << 7,
+	SF_DRAIN_NOTICE = 1u << 8,	/* server: shutdown notice sent, final GOAWAY pending */
+};
+
+struct hbone_owner;
+
+struct hbone_sess {
+	int refs;		/* owner list 1 (until closed), each stream 1, queued flush 1 */
+	bool server;
+	enum hbone_sess_st st;
+	unsigned flags;
+	struct loop *loop;
+	struct hbone_owner *owner;	/* NULL once the owner is gone */
+	struct hbone_sess *prev, *next;	/* owner's list, while not closed */
+	int fd;
+	struct loop_io io;
+	struct tls_conn *tls;
+	nghttp2_session *ng;
+
+	/* client pool key: (source identity, peer address, SNI identity) + expected set */
+	struct spiffe_id src, sni;
+	struct spiffe_id expect[TLS_EXPECT_MAX];
+	size_t nexpect;
+	struct sockaddr_storage peer_addr, local_addr;
+	struct spiffe_id peer_id, local_id;
+	bool has_peer_id, has_local_id;
+
+	struct hbone_stream *streams;	/* every stream object not yet freed */
+	uint32_t nstreams;		/* streams not yet finished (client: incl. queued) */
+	uint64_t streams_total;
+	size_t buffered;
+
+	uint8_t *wbuf;		/* TLS output not yet taken by tls_conn_write */
+	size_t wlen, woff, wcap;
+
+	struct loop_timer hs_timer;	/* TCP+TLS handshake deadline */
+	struct loop_timer ping_timer;	/* PING period, then ACK deadline */
+	struct loop_timer idle_timer;	/* client: close when idle */
+	struct loop_timer again_timer;	/* 0 ms: decrypted bytes left after the read budget */
+	struct loop_timer drain_timer;	/* server: final GOAWAY after the notice */
+	uint64_t created_ms, idle_since_ms, ping_sent_ms;
+	uint64_t bytes_sent, bytes_recv, bytes_at_ping;
+	char reason[REASON_MAX];
+};
+
+/* A pool and a server share the session bookkeeping. */
+struct hbone_owner {
+	bool server;
+	bool draining;
+	struct loop *loop;
+	struct hbone_opts opts;
+	struct tls_ctx *ctx;
+	struct hbone_sess *sessions;
+	uint32_t nsessions;
+	uint64_t conns_total, streams_total;
+};
+
+struct hbone_pool {
+	struct hbone_owner o;
+	struct certstore *certs;
+};
+
+struct hbone_server {
+	struct hbone_owner o;
+	int lfd;
+	struct loop_io lio;
+	struct sockaddr_storage addr;
+	struct hbone_server_cbs cbs;
+};
+
+enum stream_flags {
+	STF_RELEASED = 1u << 0,		/* no conn will touch it again (released or never attached) */
+	STF_CLOSED = 1u << 1,		/* nghttp2 is done with it (closed, not sent, session gone) */
+	STF_DEFERRED = 1u << 2,		/* the data provider returned DEFERRED: resume on kick_write */
+	STF_EOF_IN = 1u << 3,		/* peer END_STREAM received */
+	STF_EOF_IN_DONE = 1u << 4,	/* ... and passed to the conn after the overflow */
+	STF_EOF_OUT = 1u << 5,		/* our END_STREAM handed to nghttp2 */
+	STF_ANSWERED = 1u << 6,		/* server: response submitted; client: final response seen */
+	STF_ESTABLISHED = 1u << 7,	/* 200 sent / received: data flows */
+	STF_DELIVERING = 1u << 8,	/* in stream_deliver (re-entrancy guard) */
+	STF_REDELIVER = 1u << 9,	/* kick_read came while delivering */
+	STF_FREEING = 1u << 10,		/* free scheduled */
+	STF_COUNTED = 1u << 11,		/* counted in sess->nstreams */
+	STF_RST_AFTER = 1u << 12,	/* server: RST_STREAM(NO_ERROR) once the answer is out */
+};
+
+struct ovf_chunk {
+	struct ovf_chunk *next;
+	size_t off, len;
+	uint8_t data[];
+};
+
+struct hbone_stream {
+	struct conn_end base;
+	struct hbone_sess *s;		/* holds a reference */
+	struct hbone_stream *prev, *next;
+	int32_t id;
+	unsigned flags;
+	struct ovf_chunk *ovf_head, *ovf_tail;	/* received, not yet taken by the conn */
+	size_t ovf_bytes;			/* bounded by the stream window */
+	int status;				/* client: response :status */
+	char *reason;				/* client: HBONE_REASON_HEADER value */
+	/* server: request pseudo-headers and forwarded headers */
+	char *method, *authority, *scheme, *path, *protocol;
+	char *traceparent, *baggage, *forwarded;
+};
+
+static const char *const sess_st_names[] = {
+	[HBONE_ST_CONNECTING] = "connecting", [HBONE_ST_HANDSHAKE] = "handshake",
+	[HBONE_ST_READY] = "ready", [HBONE_ST_DRAINING] = "draining", [HBONE_ST_CLOSED] = "closed",
+};
+
+const char *hbone_sess_st_to_str(enum hbone_sess_st st)
+{
+	return (unsigned)st < ARRAY_SIZE(sess_st_names) ? sess_st_names[st] : "?";
+}
+
+static void sess_pump(struct hbone_sess *s, uint32_t events);
+static void sess_close(struct hbone_sess *s, int err, const char *reason);
+static void sess_mark(struct hbone_sess *s);
+static void stream_maybe_free(struct hbone_stream *st);
+static void stream_deliver(struct hbone_stream *st);
+static const struct conn_end_ops hbone_end_ops;
+
+static void opts_defaults(struct hbone_opts *o, bool server)
+{
+	if (!o->max_streams)
+		o->max_streams = server ? 1000 : 100;
+	if (!o->idle_timeout_ms)
+		o->idle_timeout_ms = 60000;
+	if (!o->ping_interval_ms)
+		o->ping_interval_ms = 10000;
+	if (!o->ping_timeout_ms)
+		o->ping_timeout_ms = o->ping_interval_ms;
+	if (!o->window)
+		o->window = 4u << 20;
+	if (o->window > (1u << 31) - 1)
+		o->window = (1u << 31) - 1;
+	if (!o->conn_window)
+		o->conn_window = MAX(16u << 20, o->window);
+	if (o->conn_window > (1u << 31) - 1)
+		o->conn_window = (1u << 31) - 1;
+	if (!o->connect_timeout_ms)
+		o->connect_timeout_ms = 10000;
+}
+
+static char *xstrdup_n(const uint8_t *p, size_t n)
+{
+	char *s = malloc(n + 1);
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
+}
+
+/* ----------------------------------------------------- session refcount ---- */
+
+static void sess_ref(struct hbone_sess *s)
+{
+	s->refs++;
+}
+
+static void sess_free_task(struct loop *l, void *arg)
+{
+	struct hbone_sess *s = arg;
+	(void)l;
+	nghttp2_session_del(s->ng);
+	tls_conn_free(s->tls);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->wbuf);
+	free(s);
+}
+
+/* The last reference frees in the before-sleep step: callers' stacks may still hold s. */
+static void sess_unref(struct hbone_sess *s)
+{
+	if (--s->refs > 0)
+		return;
+	if (loop_defer(s->loop, sess_free_task, s))
+		pr_warn_rl("hbone: cannot defer a session free: leaking it");
+}
+
+static void owner_unlink(struct hbone_sess *s)
+{
+	struct hbone_owner *o = s->owner;
+	if (!o)
+		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		o->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	o->nsessions--;
+	s->owner = NULL;
+	sess_unref(s);
+}
+
+static void owner_link(struct hbone_owner *o, struct hbone_sess *s)
+{
+	s->owner = o;
+	s->next = o->sessions;
+	if (o->sessions)
+		o->sessions->prev = s;
+	o->sessions = s;
+	o->nsessions++;
+	o->conns_total++;
+	s->refs++;
+}
+
+/* --------------------------------------------------------------- streams ---- */
+
+static bool stream_has_conn(const struct hbone_stream *st)
+{
+	return st->base.conn && !(st->flags & STF_RELEASED);
+}
+
+static enum conn_side stream_side(const struct hbone_stream *st)
+{
+	return st->s->server ? CONN_DOWN : CONN_UP;
+}
+
+static void ovf_clear(struct hbone_stream *st)
+{
+	struct hbone_sess *s = st->s;
+	while (st->ovf_head) {
+		struct ovf_chunk *k = st->ovf_head;
+		st->ovf_head = k->next;
+		/* The peer may still be owed window for it (its RST may not have gone yet). */
+		if (s->ng && !(st->flags & STF_CLOSED) && st->id > 0)
+			nghttp2_session_consume_stream(s->ng, st->id, k->len - k->off);
+		free(k);
+	}
+	st->ovf_tail = NULL;
+	s->buffered -= st->ovf_bytes;
+	st->ovf_bytes = 0;
+}
+
+static struct hbone_stream *stream_new(struct hbone_sess *s)
+{
+	struct hbone_stream *st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->base.ops = &hbone_end_ops;
+	st->s = s;
+	sess_ref(s);
+	st->next = s->streams;
+	if (s->streams)
+		s->streams->prev = st;
+	s->streams = st;
+	st->flags |= STF_COUNTED;
+	s->nstreams++;
+	s->streams_total++;
+	if (s->owner)
+		s->owner->streams_total++;
+	loop_timer_cancel(s->loop, &s->idle_timer);
+	s->idle_since_ms = 0;
+	return st;
+}
+
+static void stream_free_task(struct loop *l, void *arg)
+{
+	struct hbone_stream *st = arg;
+	struct hbone_sess *s = st->s;
+	(void)l;
+	ovf_clear(st);
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		s->streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	free(st->reason);
+	free(st->method);
+	free(st->authority);
+	free(st->scheme);
+	free(st->path);
+	free(st->protocol);
+	free(st->traceparent);
+	free(st->baggage);
+	free(st->forwarded);
+	free(st);
+	sess_unref(s);
+}
+
+/* A stream is finished for the session once nghttp2 and the conn are both done with it. */
+static void stream_finish_count(struct hbone_stream *st)
+{
+	struct hbone_sess *s = st->s;
+	if (!(st->flags & STF_COUNTED))
+		return;
+	st->flags &= ~STF_COUNTED;
+	s->nstreams--;
+	if (!s->nstreams && !s->server && s->st < HBONE_ST_CLOSED) {
+		s->idle_since_ms = loop_now_ms(s->loop);
+		if (s->owner && loop_timer_arm(s->loop, &s->idle_timer,
+					       s->owner->opts.idle_timeout_ms))
+			pr_warn_rl("hbone: no memory for the idle timer");
+	}
+}
+
+static void stream_maybe_free(struct hbone_stream *st)
+{
+	if ((st->flags & (STF_RELEASED | STF_CLOSED)) != (STF_RELEASED | STF_CLOSED) ||
+	    (st->flags & STF_FREEING))
+		return;
+	st->flags |= STF_FREEING;
+	stream_finish_count(st);
+	if (loop_defer(st->s->loop, stream_free_task, st))
+		pr_warn_rl("hbone: cannot defer a stream free: leaking it");
+}
+
+static struct hbone_stream *sess_find_stream(struct hbone_sess *s, int32_t id)
+{
+	for (struct hbone_stream *st = s->streams; st; st = st->next)
+		if (st->id == id && !(st->flags & STF_CLOSED))
+			return st;
+	return NULL;
+}
+
+/* Reset flag for a stream failing on its own side. */
+static const char *stream_fail_flag(const struct hbone_stream *st)
+{
+	if (st->s->server)
+		return CONN_FLAG_DOWNSTREAM_RESET;
+	return (st->flags & STF_ESTABLISHED) ? CONN_FLAG_UPSTREAM_RESET
+					      : CONN_FLAG_UPSTREAM_CONNECT_FAILURE;
+}
+
+static void stream_abort(struct hbone_stream *st, int err, const char *flag, const char *reason)
+{
+	if (stream_has_conn(st))
+		conn_abort(st->base.conn, stream_side(st), err, flag ? flag : stream_fail_flag(st),
+			   reason);
+}
+
+/* Moves overflow into the conn (consuming stream window for what it takes), then passes a
+ * peer END_STREAM on once nothing is left. Re-entrant calls (the conn kicking our read side
+ * while we write into it) just ask the outer call to loop again. */
+static void stream_deliver(struct hbone_stream *st)
+{
+	struct hbone_sess *s = st->s;
+
+	if (st->flags & STF_DELIVERING) {
+		st->flags |= STF_REDELIVER;
+		return;
+	}
+	st->flags |= STF_DELIVERING;
+	do {
+		st->flags &= ~STF_REDELIVER;
+		while (st->ovf_head && stream_has_conn(st)) {
+			struct ovf_chunk *k = st->ovf_head;
+			size_t n = conn_in_write(st->base.conn, stream_side(st), k->data + k->off,
+						 k->len - k->off);
+			if (!n)
+				break;
+			k->off += n;
+			st->ovf_bytes -= n;
+			s->buffered -= n;
+			if (!(st->flags & STF_CLOSED))
+				nghttp2_session_consume_stream(s->ng, st->id, n);
+			if (k->off == k->len) {
+				st->ovf_head = k->next;
+				if (!st->ovf_head)
+					st->ovf_tail = NULL;
+				free(k);
+			}
+		}
+	} while ((st->flags & STF_REDELIVER) && st->ovf_head && stream_has_conn(st));
+	st->flags &= ~STF_DELIVERING;
+	if (!st->ovf_head && (st->flags & (STF_EOF_IN | STF_EOF_IN_DONE)) == STF_EOF_IN &&
+	    stream_has_conn(st)) {
+		st->flags |= STF_EOF_IN_DONE;
+		conn_in_eof(st->base.conn, stream_side(st));
+	}
+	sess_mark(s);	/* WINDOW_UPDATEs */
+}
+
+/* ---------------------------------------------------------- conn_end ops ---- */
+
+static int stream_submit_response(struct hbone_stream *st, int status, const char *reason);
+
+static void hbone_kick_write(struct conn_end *e)
+{
+	struct hbone_stream *st = container_of(e, struct hbone_stream, base);
+	struct hbone_sess *s = st->s;
+
+	if (!stream_has_conn(st) || (st->flags & STF_CLOSED))
+		return;
+	/* Server: the conn reached its upstream, so the tunnel is up (RFC 9113 §8.5). */
+	if (s->server && !(st->flags & STF_ANSWERED) &&
+	    conn_state(st->base.conn) != CONN_ST_CONNECTING)
+		stream_submit_response(st, 200, NULL);
+	if ((st->flags & STF_DEFERRED) && (st->flags & STF_ESTABLISHED)) {
+		st->flags &= ~STF_DEFERRED;
+		nghttp2_session_resume_data(s->ng, st->id);
+	}
+	sess_mark(s);
+}
+
+static void hbone_kick_read(struct conn_end *e)
+{
+	struct hbone_stream *st = container_of(e, struct hbone_stream, base);
+	stream_deliver(st);
+}
+
+static int errno_to_status(int err)
+{
+	switch (-err) {
+	case EACCES:
+	case EPERM:
+		return 403;
+	case EINVAL:
+		return 400;
+	default:
+		return 503;
+	}
+}
+
+static void hbone_release(struct conn_end *e, int err)
+{
+	struct hbone_stream *st = container_of(e, struct hbone_stream, base);
+	struct hbone_sess *s = st->s;
+
+	if (st->flags & STF_RELEASED)
+		return;
+	st->flags |= STF_RELEASED;
+	ovf_clear(st);
+	if (!(st->flags & STF_CLOSED) && s->ng && s->st < HBONE_ST_CLOSED) {
+		if (s->server && !(st->flags & STF_ANSWERED)) {
+			/* The upstream never came up: answer with why instead of a bare reset. */
+			char why[128];
+			/* conn.c hands the end that did not fail -ECONNRESET, whatever the cause. */
+			if (!err || err == -ECONNRESET)
+				snprintf(why, sizeof(why), "upstream connect failed");
+			else
+				snprintf(why, sizeof(why), "upstream: %s", strerror(-err));
+			stream_submit_response(st, errno_to_status(err), why);
+		} else if (err || !(st->flags & STF_EOF_OUT) || !(st->flags & STF_EOF_IN)) {
+			/* RFC 9113 §8.5: a TCP error is CONNECT_ERROR; other aborts cancel. */
+			uint32_t code = err == -ECONNRESET || err == -EPIPE ? NGHTTP2_CONNECT_ERROR
+									   : NGHTTP2_CANCEL;
+			if (st->id > 0)
+				nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, code);
+		}
+		sess_mark(s);
+	} else if (s->st == HBONE_ST_CLOSED) {
+		st->flags |= STF_CLOSED;
+	}
+	stream_maybe_free(st);
+}
+
+static const struct conn_end_ops hbone_end_ops = {
+	.name = "hbone",
+	.kick_write = hbone_kick_write,
+	.kick_read = hbone_kick_read,
+	.release = hbone_release,
+};
+
+/* Data provider: conn buffer -> DATA frames. DEFERRED while empty (resumed by kick_write);
+ * END_STREAM once the other side's EOF has been written through. */
+static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+			    uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+	struct hbone_stream *st = source->ptr;
+	size_t done = 0;
+	(void)ng;
+	(void)id;
+	(void)user_data;
+
+	if (!stream_has_conn(st) || !(st->flags & STF_ESTABLISHED)) {
+		st->flags |= STF_DEFERRED;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	while (done < length && stream_has_conn(st)) {
+		const uint8_t *p;
+		size_t n = conn_out_peek(st->base.conn, stream_side(st), &p);
+		if (!n)
+			break;
+		n = MIN(n, length - done);
+		memcpy(buf + done, p, n);
+		done += n;
+		conn_out_consume(st->base.conn, stream_side(st), n);
+	}
+	if (stream_has_conn(st) && conn_out_eof(st->base.conn, stream_side(st))) {
+		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
+		st->flags |= STF_EOF_OUT;
+		conn_out_done(st->base.conn, stream_side(st));	/* may release st */
+		return (ssize_t)done;
+	}
+	if (!done) {
+		st->flags |= STF_DEFERRED;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	return (ssize_t)done;
+}
+
+/* ------------------------------------------------------- server answers ---- */
+
+static int stream_submit_response(struct hbone_stream *st, int status, const char *reason)
+{
+	struct hbone_sess *s = st->s;
+	char code[8];
+	nghttp2_nv nv[2];
+	size_t n = 0;
+	nghttp2_data_provider dp = { .source.ptr = st, .read_callback = data_read_cb };
+	int rv;
+
+	if (st->flags & STF_ANSWERED)
+		return -EALREADY;
+	st->flags |= STF_ANSWERED;
+	if ((st->flags & STF_CLOSED) || !s->ng || s->st >= HBONE_ST_CLOSED)
+		return -ENOTCONN;
+	snprintf(code, sizeof(code), "%d", status);
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)code, 7, strlen(code),
+				NGHTTP2_NV_FLAG_NONE };
+	if (status != 200 && reason && *reason)
+		nv[n++] = (nghttp2_nv){ (uint8_t *)HBONE_REASON_HEADER, (uint8_t *)reason,
+					strlen(HBONE_REASON_HEADER), strlen(reason),
+					NGHTTP2_NV_FLAG_NONE };
+	if (status == 200) {
+		st->flags |= STF_ESTABLISHED;
+		rv = nghttp2_submit_response(s->ng, st->id, nv, n, &dp);
+	} else {
+		rv = nghttp2_submit_response(s->ng, st->id, nv, n, NULL);
+		/* RFC 9113 §8.1: after a complete response the server may stop the request
+		 * body with RST_STREAM(NO_ERROR); submitted once the response is out, since a
+		 * queued RST would cancel it (on_frame_send_cb). */
+		st->flags |= STF_RST_AFTER;
+	}
+	sess_mark(s);
+	if (rv) {
+		pr_warn_rl("hbone: stream %d: cannot answer %d: %s", st->id, status,
+			   nghttp2_strerror(rv));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int hbone_stream_respond(struct conn_end *end, int status, const char *reason)
+{
+	struct hbone_stream *st;
+	int rv;
+
+	if (!end || end->ops != &hbone_end_ops)
+		return -EINVAL;
+	st = container_of(end, struct hbone_stream, base);
+	if (!st->s->server || (status == 200 && !stream_has_conn(st)))
+		return -EINVAL;
+	if (st->flags & STF_ANSWERED)
+		return -EALREADY;
+	rv = stream_submit_response(st, status, reason);
+	if (status != 200 && stream_has_conn(st))
+		conn_abort(st->base.conn, CONN_DOWN, -ECONNREFUSED,
+			   status == 401 || status == 403 ? CONN_FLAG_DENIED
+							  : CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+			   reason ? reason : "refused");
+	return rv;
+}
+
+/* The request HEADERS of an inbound stream are complete: check it is a CONNECT we serve,
+ * then let the agent decide. */
+static void server_request(struct hbone_sess *s, struct hbone_stream *st)
+{
+	struct hbone_server *srv = s->owner ? container_of(s->owner, struct hbone_server, o) : NULL;
+	struct hbone_inbound req;
+	int rc;
+
+	memset(&req, 0, sizeof(req));
+	if (!st->method || strcmp(st->method, "CONNECT") != 0) {
+		stream_submit_response(st, 405, "only CONNECT is served on this port");
+		goto done;
+	}
+	/* RFC 9113 §8.5: CONNECT carries :authority only (no :scheme, :path, :protocol). */
+	if (st->scheme || st->path || st->protocol) {
+		stream_submit_response(st, 400, "CONNECT must not carry :scheme, :path or :protocol");
+		goto done;
+	}
+	if (!st->authority || sockaddr_parse(st->authority, 0, &req.target) ||
+	    sockaddr_port(&req.target) == 0) {
+		stream_submit_response(st, 400, "bad :authority (want IP:port)");
+		goto done;
+	}
+	/* While draining, requests before the final GOAWAY are still served (§6.8). */
+	if (!srv) {
+		stream_submit_response(st, 503, "shutting down");
+		goto done;
+	}
+	req.end = &st->base;
+	req.authority = st->authority;
+	req.peer_id = s->has_peer_id ? &s->peer_id : NULL;
+	req.local_id = s->has_local_id ? &s->local_id : NULL;
+	req.peer_addr = s->peer_addr;
+	req.local_addr = s->local_addr;
+	req.traceparent = st->traceparent;
+	req.baggage = st->baggage;
+	req.forwarded = st->forwarded;
+	rc = srv->cbs.on_connect ? srv->cbs.on_connect(srv->cbs.arg, &req) : -ENOSYS;
+	if (!(st->flags & STF_ANSWERED) && (rc < 0 || !st->base.conn)) {
+		char why[96];
+		snprintf(why, sizeof(why), "not served: %s", strerror(rc < 0 ? -rc : ENOSYS));
+		stream_submit_response(st, 503, why);
+	}
+done:
+	if (!st->base.conn)
+		st->flags |= STF_RELEASED;	/* no conn will ever own it */
+	else if (st->flags & STF_EOF_IN)
+		stream_deliver(st);	/* a request with END_STREAM: pass the EOF on */
+	stream_maybe_free(st);
+}
+
+/* ------------------------------------------------------ nghttp2 callbacks ---- */
+
+static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags,
+		       void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	(void)ng;
+	(void)flags;
+
+	if (s->wlen - s->woff >= WBUF_SOFT)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (s->woff && s->woff == s->wlen)
+		s->woff = s->wlen = 0;
+	if (s->wlen + len > s->wcap) {
+		size_t ncap = MAX(s->wcap ? s->wcap : 16384, s->wlen + len);
+		uint8_t *nb;
+		if (s->woff) {	/* compact first */
+			memmove(s->wbuf, s->wbuf + s->woff, s->wlen - s->woff);
+			s->wlen -= s->woff;
+			s->woff = 0;
+		}
+		if (s->wlen + len > s->wcap) {
+			ncap = MAX(ncap, s->wlen + len);
+			if (!(nb = realloc(s->wbuf, ncap)))
+				return NGHTTP2_ERR_CALLBACK_FAILURE;
+			s->wbuf = nb;
+			s->wcap = ncap;
+		}
+	}
+	memcpy(s->wbuf + s->wlen, data, len);
+	s->wlen += len;
+	return (ssize_t)len;
+}
+
+static int on_begin_headers_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st;
+
+	if (!s->server || frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	if (!(st = stream_new(s)))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* resets this stream */
+	st->id = frame->hd.stream_id;
+	nghttp2_session_set_stream_user_data(ng, st->id, st);
+	return 0;
+}
+
+static int set_hdr(char **dst, const uint8_t *v, size_t vlen)
+{
+	if (*dst)
+		return 0;	/* first one wins; nghttp2 already refuses duplicate pseudo-headers */
+	*dst = xstrdup_n(v, vlen);
+	return *dst ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+}
+
+static int on_header_cb(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+			size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+			void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st;
+	(void)flags;
+
+	if (frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	if (!st)
+		return 0;
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, namelen) == 0)
+	if (s->server) {
+		if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+			return 0;
+		if (IS(":method"))
+			return set_hdr(&st->method, value, valuelen);
+		if (IS(":authority"))
+			return set_hdr(&st->authority, value, valuelen);
+		if (IS(":scheme"))
+			return set_hdr(&st->scheme, value, valuelen);
+		if (IS(":path"))
+			return set_hdr(&st->path, value, valuelen);
+		if (IS(":protocol"))
+			return set_hdr(&st->protocol, value, valuelen);
+		if (IS("traceparent"))
+			return set_hdr(&st->traceparent, value, valuelen);
+		if (IS("baggage"))
+			return set_hdr(&st->baggage, value, valuelen);
+		if (IS("forwarded"))
+			return set_hdr(&st->forwarded, value, valuelen);
+		return 0;
+	}
+	if (IS(":status")) {
+		st->status = 0;
+		for (size_t i = 0; i < valuelen && i < 3; i++)
+			st->status = st->status * 10 + (value[i] - '0');
+	} else if (IS(HBONE_REASON_HEADER)) {
+		free(st->reason);
+		st->reason = xstrdup_n(value, MIN(valuelen, (size_t)200));
+	}
+#undef IS
+	return 0;
+}
+
+static void client_response(struct hbone_sess *s, struct hbone_stream *st)
+{
+	char peer[ADDR_STR_LEN], why[REASON_MAX + 64];
+	int err;
+
+	if (st->status >= 100 && st->status < 200)
+		return;	/* interim */
+	if (st->flags & STF_ANSWERED)
+		return;	/* trailers */
+	st->flags |= STF_ANSWERED;
+	if (!stream_has_conn(st))
+		return;
+	if (st->status == 200) {
+		st->flags |= STF_ESTABLISHED;
+		conn_established(st->base.conn);
+		return;
+	}
+	err = st->status == 401 || st->status == 403 ? -EACCES : -ECONNREFUSED;
+	snprintf(why, sizeof(why), "HBONE CONNECT via %s: status %d%s%s",
+		 sockaddr_str(&s->peer_addr, peer, sizeof(peer)), st->status,
+		 st->reason ? ": " : "", st->reason ? st->reason : "");
+	conn_abort(st->base.conn, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
+}
+
+static int on_frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st = NULL;
+
+	if (frame->hd.stream_id)
+		st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	switch (frame->hd.type) {
+	case NGHTTP2_HEADERS:
+		if (!st)
+			break;
+		if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+			st->flags |= STF_EOF_IN;
+		if (s->server && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+			server_request(s, st);
+		else if (!s->server)
+			client_response(s, st);
+		if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->base.conn)
+			stream_deliver(st);
+		break;
+	case NGHTTP2_DATA:
+		if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+			st->flags |= STF_EOF_IN;
+			stream_deliver(st);
+		}
+		break;
+	case NGHTTP2_PING:
+		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+			s->flags &= ~SF_PING_OUT;
+		break;
+	case NGHTTP2_SETTINGS:
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+			s->flags |= SF_REMOTE_SETTINGS;
+		break;
+	case NGHTTP2_GOAWAY:
+		s->flags |= SF_GOAWAY_RECV;
+		if (s->st == HBONE_ST_READY)
+			s->st = HBONE_ST_DRAINING;
+		pr_debug("hbone: GOAWAY from peer (last stream %d, %s)",
+			 frame->goaway.last_stream_id, nghttp2_http2_strerror(frame->goaway.error_code));
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* Received DATA. The connection window is consumed at once: what a stream holds is bounded
+ * by its own window, so a slow reader stalls only its stream. The stream window is consumed
+ * as the conn takes bytes; what it cannot take yet waits in the overflow queue. */
+static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
+				 const uint8_t *data, size_t len, void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+	size_t n = 0;
+	(void)flags;
+
+	nghttp2_session_consume_connection(ng, len);
+	if (!st || !stream_has_conn(st)) {
+		nghttp2_session_consume_stream(ng, id, len);
+		return 0;
+	}
+	if (!st->ovf_head && !(st->flags & STF_DELIVERING)) {
+		n = conn_in_write(st->base.conn, stream_side(st), data, len);
+		if (n)
+			nghttp2_session_consume_stream(ng, id, n);
+	}
+	if (n < len) {
+		struct ovf_chunk *k;
+		if (!stream_has_conn(st)) {	/* released while writing */
+			nghttp2_session_consume_stream(ng, id, len - n);
+			return 0;
+		}
+		k = malloc(sizeof(*k) + len - n);
+		if (!k) {
+			nghttp2_session_consume_stream(ng, id, len - n);
+			conn_abort(st->base.conn, stream_side(st), -ENOMEM, CONN_FLAG_OVERFLOW,
+				   "out of memory");
+			return 0;
+		}
+		k->next = NULL;
+		k->off = 0;
+		k->len = len - n;
+		memcpy(k->data, data + n, len - n);
+		if (st->ovf_tail)
+			st->ovf_tail->next = k;
+		else
+			st->ovf_head = k;
+		st->ovf_tail = k;
+		st->ovf_bytes += k->len;
+		s->buffered += k->len;
+	}
+	return 0;
+}
+
+static int on_stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error_code,
+			      void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+	char why[160];
+
+	if (!st)
+		return 0;
+	nghttp2_session_set_stream_user_data(ng, id, NULL);
+	st->flags |= STF_CLOSED;
+	if (stream_has_conn(st)) {
+		bool clean = error_code == NGHTTP2_NO_ERROR && (st->flags & STF_EOF_IN) &&
+			     (st->flags & STF_EOF_OUT);
+		if (!clean) {
+			if (error_code == NGHTTP2_NO_ERROR)
+				snprintf(why, sizeof(why), "HBONE stream closed by peer before the end");
+			else
+				snprintf(why, sizeof(why), "HBONE stream reset by peer (%s)",
+					 nghttp2_http2_strerror(error_code));
+			if (!s->server && error_code == NGHTTP2_REFUSED_STREAM)
+				snprintf(why, sizeof(why), "HBONE stream refused by peer (draining)");
+			stream_abort(st, error_code == NGHTTP2_NO_ERROR ? -EPIPE : -ECONNRESET,
+				     NULL, why);
+		}
+	}
+	stream_maybe_free(st);
+	return 0;
+}
+
+static int on_frame_send_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st;
+
+	if (!s->server || frame->hd.type != NGHTTP2_HEADERS ||
+	    !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		return 0;
+	st = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	if (st && (st->flags & STF_RST_AFTER) &&
+	    !nghttp2_session_get_stream_remote_close(ng, st->id))
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+	return 0;
+}
+
+static int on_frame_not_send_cb(nghttp2_session *ng, const nghttp2_frame *frame, int lib_error,
+				void *user_data)
+{
+	struct hbone_sess *s = user_data;
+	struct hbone_stream *st;
+	char why[160];
+	(void)ng;
+
+	if (s->server || frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	/* A request that never left: refused by GOAWAY, or cancelled before it went. */
+	if (!(st = sess_find_stream(s, frame->hd.stream_id)))
+		return 0;
+	st->flags |= STF_CLOSED;
+	snprintf(why, sizeof(why), "HBONE request not sent: %s", nghttp2_strerror(lib_error));
+	stream_abort(st, -ECONNREFUSED, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
+	stream_maybe_free(st);
+	return 0;
+}
+
+static nghttp2_session_callbacks *make_callbacks(void)
+{
+	nghttp2_session_callbacks *cb;
+	if (nghttp2_session_callbacks_new(&cb))
+		return NULL;
+	nghttp2_session_callbacks_set_send_callback(cb, send_cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers_cb);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header_cb);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv_cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv_cb);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close_cb);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send_cb);
+	nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send_cb);
+	return cb;
+}
+
+/* -------------------------------------------------------------- sessions ---- */
+
+static struct hbone_sess *sess_new(struct hbone_owner *o, int fd, bool server);
+static void sess_io(struct loop *l, struct loop_io *io, uint32_t events);
+
+static int sess_ng_init(struct hbone_sess *s, const struct hbone_opts *o)
+{
+	nghttp2_session_callbacks *cb = make_callbacks();
+	nghttp2_option *opt = NULL;
+	nghttp2_settings_entry iv[3];
+	size_t n = 0;
+	int rv = NGHTTP2_ERR_NOMEM;
+
+	if (!cb || nghttp2_option_new(&opt))
+		goto out;
+	/* Flow control is ours: window is given back only for bytes the conn has taken. */
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	rv = s->server ? nghttp2_session_server_new2(&s->ng, cb, s, opt)
+		       : nghttp2_session_client_new2(&s->ng, cb, s, opt);
+	if (rv)
+		goto out;
+	iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->window };
+	if (s->server)
+		iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+						    o->max_streams };
+	else
+		iv[n++] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 };
+	rv = nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, n);
+	if (!rv)
+		rv = nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
+							   (int32_t)o->conn_window);
+out:
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
+	return rv ? -ENOMEM : 0;
+}
+
+static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->reason, sizeof(s->reason), fmt, ap);
+	va_end(ap);
+}
+
+/* Tears the session down once: every stream still open is aborted (its conn sees a reset, or
+ * UF before the response), the socket closes now, memory goes when the last ref drops. */
+static void sess_close(struct hbone_sess *s, int err, const char *reason)
+{
+	char peer[ADDR_STR_LEN], why[REASON_MAX + 96];
+
+	if (s->st == HBONE_ST_CLOSED)
+		return;
+	sess_ref(s);
+	bool was_up = s->st >= HBONE_ST_READY;
+	s->st = HBONE_ST_CLOSED;
+	if (reason && reason != s->reason)
+		snprintf(s->reason, sizeof(s->reason), "%s", reason);
+	sockaddr_str(&s->peer_addr, peer, sizeof(peer));
+	if (err && err != -ECONNABORTED)	/* ECONNABORTED: our own shutdown */
+		pr_warn_rl("hbone: %s connection %s %s closed: %s (%s)",
+			   s->server ? "inbound" : "outbound", s->server ? "from" : "to", peer,
+			   s->reason, strerror(-err));
+	else
+		pr_debug("hbone: %s connection with %s closed: %s",
+			 s->server ? "inbound" : "outbound", peer, s->reason);
+	loop_timer_cancel(s->loop, &s->hs_timer);
+	loop_timer_cancel(s->loop, &s->ping_timer);
+	loop_timer_cancel(s->loop, &s->idle_timer);
+	loop_timer_cancel(s->loop, &s->again_timer);
+	loop_timer_cancel(s->loop, &s->drain_timer);
+	loop_io_del(s->loop, &s->io);
+	if (was_up && !err && s->tls)
+		tls_conn_shutdown(s->tls);	/* best effort close_notify, never waits */
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	snprintf(why, sizeof(why), "HBONE connection %s %s: %s", s->server ? "from" : "to", peer,
+		 s->reason);
+	/* Frees are deferred, so the list stays intact while conns release their ends. */
+	for (struct hbone_stream *st = s->streams; st; st = st->next) {
+		if (st->flags & STF_CLOSED)
+			continue;
+		st->flags |= STF_CLOSED;
+		stream_abort(st, err ? err : -ECONNRESET, NULL, why);
+		stream_maybe_free(st);
+	}
+	owner_unlink(s);
+	sess_unref(s);
+}
+
+static void sess_established(struct hbone_sess *s)
+{
+	const struct spiffe_id *pid = tls_conn_peer_id(s->tls);
+	struct tls_cert *lc = tls_conn_local_cert(s->tls);
+	char peer[ADDR_STR_LEN], idb[SPIFFE_ID_STR_MAX];
+
+	loop_timer_cancel(s->loop, &s->hs_timer);
+	s->st = HBONE_ST_READY;
+	if (pid) {
+		s->peer_id = *pid;
+		s->has_peer_id = true;
+	}
+	if (lc) {
+		s->local_id = *tls_cert_id(lc);
+		s->has_local_id = true;
+	}
+	pr_debug("hbone: %s connection %s %s up, peer %s", s->server ? "inbound" : "outbound",
+		 s->server ? "from" : "to", sockaddr_str(&s->peer_addr, peer, sizeof(peer)),
+		 pid ? spiffe_id_str(pid, idb) : "?");
+	if (s->owner && loop_timer_arm(s->loop, &s->ping_timer, s->owner->opts.ping_interval_ms))
+		pr_warn_rl("hbone: no memory for the ping timer");
+	if (s->owner && s->owner->draining) {
+		s->st = HBONE_ST_DRAINING;
+		nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+				      nghttp2_session_get_last_proc_stream_id(s->ng),
+				      NGHTTP2_NO_ERROR, NULL, 0);
+	}
+}
+
+static void sess_read(struct hbone_sess *s)
+{
+	uint8_t buf[RBUF_SIZE];
+
+	for (int i = 0; i < READ_BUDGET; i++) {
+		ssize_t r = tls_conn_read(s->tls, buf, sizeof(buf));
+		if (r > 0) {
+			s->flags &= ~SF_RD_WANT_WRITE;
+			s->bytes_recv += (uint64_t)r;
+			ssize_t rv = nghttp2_session_mem_recv(s->ng, buf, (size_t)r);
+			if (rv < 0) {
+				sess_set_reason(s, "HTTP/2: %s", nghttp2_strerror((int)rv));
+				sess_close(s, -EPROTO, s->reason);
+				return;
+			}
+			if (s->st == HBONE_ST_CLOSED)
+				return;
+			continue;
+		}
+		if (r == -EAGAIN) {
+			if (tls_conn_want(s->tls) & TLS_WANT_WRITE)
+				s->flags |= SF_RD_WANT_WRITE;
+			else
+				s->flags &= ~SF_RD_WANT_WRITE;
+			return;
+		}
+		if (r == 0) {
+			s->flags |= SF_PEER_EOF;
+			return;
+		}
+		sess_set_reason(s, "read: %s", *tls_conn_reason(s->tls) ? tls_conn_reason(s->tls)
+								   : strerror((int)-r));
+		sess_close(s, (int)r, s->reason);
+		return;
+	}
+	/* Budget spent: decrypted bytes epoll will not announce get their own turn. */
+	if (tls_conn_pending(s->tls) && loop_timer_arm(s->loop, &s->again_timer, 0))
+		pr_warn_rl("hbone: no memory for a timer");
+}
+
+/* nghttp2 -> wbuf -> TLS, until TLS would block or nothing is left. */
+static void sess_flush(struct hbone_sess *s)
+{
+	for (;;) {
+		while (s->woff < s->wlen) {
+			ssize_t w = tls_conn_write(s->tls, s->wbuf + s->woff, s->wlen - s->woff);
+			if (w > 0) {
+				s->woff += (size_t)w;
+				s->bytes_sent += (uint64_t)w;
+				continue;
+			}
+			if (w == -EAGAIN) {
+				s->flags |= SF_WR_BLOCKED;
+				if (tls_conn_want(s->tls) & TLS_WANT_READ)
+					s->flags |= SF_WR_WANT_READ;
+				else
+					s->flags &= ~SF_WR_WANT_READ;
+				return;
+			}
+			sess_set_reason(s, "write: %s", *tls_conn_reason(s->tls)
+							? tls_conn_reason(s->tls)
+							: strerror((int)-w));
+			sess_close(s, (int)w, s->reason);
+			return;
+		}
+		s->woff = s->wlen = 0;
+		s->flags &= ~(SF_WR_BLOCKED | SF_WR_WANT_READ);
+		if (!nghttp2_session_want_write(s->ng))
+			return;
+		int rv = nghttp2_session_send(s->ng);
+		if (rv) {
+			sess_set_reason(s, "HTTP/2 send: %s", nghttp2_strerror(rv));
+			sess_close(s, -EPROTO, s->reason);
+			return;
+		}
+		if (s->st == HBONE_ST_CLOSED || s->wlen == 0)
+			return;
+	}
+}
+
+/* Interest from what TLS and nghttp2 want; nothing wanted and nothing left to send: close. */
+static void sess_update(struct hbone_sess *s)
+{
+	uint32_t ev = 0;
+
+	switch (s->st) {
+	case HBONE_ST_CONNECTING:
+		ev = EPOLLOUT;
+		break;
+	case HBONE_ST_HANDSHAKE: {
+		unsigned w = tls_conn_want(s->tls);
+		ev = (w & TLS_WANT_WRITE ? EPOLLOUT : 0) | (w & TLS_WANT_READ ? EPOLLIN : 0);
+		if (!ev)
+			ev = EPOLLIN;
+		break;
+	}
+	case HBONE_ST_READY:
+	case HBONE_ST_DRAINING: {
+		bool rd = !(s->flags & SF_PEER_EOF) && nghttp2_session_want_read(s->ng);
+		bool wr = s->woff < s->wlen;
+		if (!rd && !wr && !nghttp2_session_want_write(s->ng)) {
+			sess_close(s, 0, (s->flags & SF_PEER_EOF) ? "peer closed" : "finished");
+			return;
+		}
+		if (s->flags & SF_PEER_EOF && s->nstreams) {
+			sess_close(s, -ECONNRESET, "peer closed the connection");
+			return;
+		}
+		if (rd)
+			ev |= EPOLLIN | (s->flags & SF_RD_WANT_WRITE ? EPOLLOUT : 0);
+		if (wr)
+			ev |= s->flags & SF_WR_WANT_READ ? EPOLLIN : EPOLLOUT;
+		break;
+	}
+	case HBONE_ST_CLOSED:
+		return;
+	}
+	if (loop_io_set(s->loop, &s->io, ev))
+		sess_close(s, -ENOMEM, "epoll registration failed");
+}
+
+static void sess_pump(struct hbone_sess *s, uint32_t events)
+{
+	int rc;
+
+	sess_ref(s);
+	if (s->st == HBONE_ST_CONNECTING) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (!events)
+			goto update;
+		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err) {
+			sess_set_reason(s, "connect: %s", strerror(err));
+			sess_close(s, -err, s->reason);
+			goto out;
+		}
+		s->st = HBONE_ST_HANDSHAKE;
+	}
+	if (s->st == HBONE_ST_HANDSHAKE) {
+		rc = tls_conn_handshake(s->tls);
+		if (rc == -EAGAIN)
+			goto update;
+		if (rc) {
+			sess_set_reason(s, "TLS: %s", *tls_conn_reason(s->tls)
+						      ? tls_conn_reason(s->tls) : strerror(-rc));
+			sess_close(s, rc, s->reason);
+			goto out;
+		}
+		sess_established(s);
+		events |= EPOLLIN;	/* TLS 1.3: frames may sit right behind the Finished */
+	}
+	if (s->st == HBONE_ST_READY || s->st == HBONE_ST_DRAINING) {
+		if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ||
+		    ((events & EPOLLOUT) && (s->flags & SF_RD_WANT_WRITE)))
+			sess_read(s);
+		if (s->st != HBONE_ST_CLOSED)
+			sess_flush(s);
+	}
+update:
+	if (s->st != HBONE_ST_CLOSED)
+		sess_update(s);
+out:
+	sess_unref(s);
+}
+
+static void sess_io(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	(void)l;
+	sess_pump(io->arg, events);
+}
+
+static void sess_flush_task(struct loop *l, void *arg)
+{
+	struct hbone_sess *s = arg;
+	(void)l;
+	s->flags &= ~SF_FLUSH_QUEUED;
+	if (s->st != HBONE_ST_CLOSED)
+		sess_pump(s, 0);
+	sess_unref(s);
+}
+
+/* Something was queued on the session (frames, window, resumed data): flush it in the
+ * before-sleep step, once, however many streams asked. */
+static void sess_mark(struct hbone_sess *s)
+{
+	if ((s->flags & SF_FLUSH_QUEUED) || s->st == HBONE_ST_CLOSED)
+		return;
+	if (loop_defer(s->loop, sess_flush_task, s)) {
+		pr_warn_rl("hbone: cannot schedule a flush (out of memory)");
+		return;
+	}
+	s->flags |= SF_FLUSH_QUEUED;
+	sess_ref(s);
+}
+
+static void hs_timeout(struct loop *l, struct loop_timer *t)
+{
+	struct hbone_sess *s = t->arg;
+	(void)l;
+	sess_close(s, -ETIMEDOUT, s->st == HBONE_ST_CONNECTING ? "TCP connect timeout"
+							      : "TLS handshake timeout");
+}
+
+/* PING every interval; a PING with neither an ACK nor any other byte from the peer within
+ * the timeout means the peer (or the path) is gone. */
+static void ping_fire(struct loop *l, struct loop_timer *t)
+{
+	struct hbone_sess *s = t->arg;
+	const struct hbone_opts *o;
+	uint64_t now = loop_now_ms(l);
+
+	if (!s->owner || s->st == HBONE_ST_CLOSED)
+		return;
+	o = &s->owner->opts;
+	if (s->flags & SF_PING_OUT) {
+		if (s->bytes_recv == s->bytes_at_ping) {
+			sess_close(s, -ETIMEDOUT, "peer not answering pings");
+			return;
+		}
+		s->flags &= ~SF_PING_OUT;	/* it is talking, just slow to ACK */
+	} else if (s->ping_sent_ms && now - s->ping_sent_ms < o->ping_interval_ms) {
+		loop_timer_arm(l, t, o->ping_interval_ms - (now - s->ping_sent_ms));
+		return;
+	}
+	if (nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL) == 0) {
+		s->flags |= SF_PING_OUT;
+		s->bytes_at_ping = s->bytes_recv;
+		s->ping_sent_ms = now;
+		sess_mark(s);
+	}
+	loop_timer_arm(l, t, o->ping_timeout_ms);
+}
+
+static void idle_fire(struct loop *l, struct loop_timer *t)
+{
+	struct hbone_sess *s = t->arg;
+	(void)l;
+	if (s->nstreams || s->st == HBONE_ST_CLOSED)
+		return;
+	if (s->st != HBONE_ST_READY) {
+		sess_close(s, 0, "idle");
+		return;
+	}
+	/* GOAWAY; once it is out nghttp2 wants nothing more and sess_update closes. */
+	s->st = HBONE_ST_DRAINING;
+	snprintf(s->reason, sizeof(s->reason), "idle");
+	nghttp2_session_terminate_session(s->ng, NGHTTP2_NO_ERROR);
+	sess_mark(s);
+}
+
+static void again_fire(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	sess_pump(t->arg, EPOLLIN);
+}
+
+static void drain_fire(struct loop *l, struct loop_timer *t)
+{
+	struct hbone_sess *s = t->arg;
+	(void)l;
+	if (s->st != HBONE_ST_DRAINING)
+		return;
+	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+			      nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
+			      NULL, 0);
+	sess_mark(s);
+}
+
+static struct hbone_sess *sess_new(struct hbone_owner *o, int fd, bool server)
+{
+	struct hbone_sess *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->server = server;
+	s->loop = o->loop;
+	s->fd = fd;
+	s->created_ms = loop_now_ms(o->loop);
+	loop_io_init(&s->io, fd, sess_io, s);
+	loop_timer_init(&s->hs_timer, hs_timeout, s);
+	loop_timer_init(&s->ping_timer, ping_fire, s);
+	loop_timer_init(&s->idle_timer, idle_fire, s);
+	loop_timer_init(&s->again_timer, again_fire, s);
+	loop_timer_init(&s->drain_timer, drain_fire, s);
+	return s;
+}
+
+/* ---------------------------------------------------------------- client ---- */
+
+static bool addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	return a->ss_family == b->ss_family && sockaddr_ip_equal(a, b) &&
+	       sockaddr_port(a) == sockaddr_port(b);
+}
+
+struct hbone_pool *hbone_pool_new(struct loop *l, struct tls_ctx *client_ctx,
+				  struct certstore *certs, const struct hbone_opts *opts)
+{
+	struct hbone_pool *p;
+
+	if (!l || !client_ctx || !certs || tls_ctx_role(client_ctx) != TLS_ROLE_CLIENT) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!(p = calloc(1, sizeof(*p))))
+		return NULL;
+	p->o.loop = l;
+	p->o.ctx = client_ctx;
+	if (opts)
+		p->o.opts = *opts;
+	opts_defaults(&p->o.opts, false);
+	p->certs = certs;
+	return p;
+}
+
+static void owner_close_all(struct hbone_owner *o, const char *why)
+{
+	while (o->sessions)
+		sess_close(o->sessions, -ECONNABORTED, why);
+}
+
+void hbone_pool_free(struct hbone_pool *p)
+{
+	if (!p)
+		return;
+	owner_close_all(&p->o, "HBONE pool shut down");
+	free(p);
+}
+
+/* The pool key. CONTRACT.md names (source identity, destination node); the destination
+ * identity is part of it too, because a server presents one certificate per TLS connection
+ * (chosen by SNI): streams to two workloads on one node need two connections. */
+static bool sess_matches(const struct hbone_sess *s, const struct hbone_request *req,
+			 const struct spiffe_id *sni)
+{
+	if (!spiffe_id_equal(&s->src, req->source) || !addr_equal(&s->peer_addr, &req->dst) ||
+	    !spiffe_id_equal(&s->sni, sni) || s->nexpect != req->nexpect)
+		return false;
+	for (size_t i = 0; i < req->nexpect; i++)
+		if (!spiffe_id_equal(&s->expect[i], &req->expect[i]))
+			return false;
+	return true;
+}
+
+static uint32_t sess_stream_limit(const struct hbone_sess *s)
+{
+	uint32_t lim = s->owner->opts.max_streams;
+	/* Before the peer's SETTINGS its limit is unknown; nghttp2 queues any excess. */
+	if (s->flags & SF_REMOTE_SETTINGS)
+		lim = MIN(lim, nghttp2_session_get_remote_settings(
+				       s->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+	return lim;
+}
+
+static struct hbone_sess *pool_pick(struct hbone_pool *p, const struct hbone_request *req,
+				    const struct spiffe_id *sni)
+{
+	for (struct hbone_sess *s = p->o.sessions; s; s = s->next)
+		if (s->st <= HBONE_ST_READY && sess_matches(s, req, sni) &&
+		    s->nstreams < sess_stream_limit(s))
+			return s;
+	return NULL;
+}
+
+static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbone_request *req,
+					  const struct spiffe_id *sni, int *errp)
+{
+	struct tls_conn_opts to = { .sni = sni, .expect = req->expect, .nexpect = req->nexpect };
+	struct hbone_sess *s = NULL;
+	struct tls_cert *cert;
+	int fd = -1, one = 1, err;
+	bool connected = false;
+
+	if (!(cert = certstore_get(p->certs, req->source))) {
+		err = -(errno ? errno : ENOKEY);
+		goto fail;
+	}
+	fd = socket(req->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		err = -errno;
+		goto fail;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (const struct sockaddr *)&req->dst, sockaddr_len(&req->dst)) == 0)
+		connected = true;
+	else if (errno != EINPROGRESS) {
+		err = -errno;
+		goto fail;
+	}
+	if (!(s = sess_new(&p->o, fd, false))) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	fd = -1;	/* the session owns it */
+	s->src = *req->source;
+	s->sni = *sni;
+	memcpy(s->expect, req->expect, req->nexpect * sizeof(*req->expect));
+	s->nexpect = req->nexpect;
+	s->peer_addr = req->dst;
+	s->local_id = *req->source;
+	s->has_local_id = true;
+	to.cert = cert;
+	if (!(s->tls = tls_conn_new(p->o.ctx, s->fd, &to))) {
+		err = -(errno ? errno : ENOMEM);
+		goto fail;
+	}
+	if ((err = sess_ng_init(s, &p->o.opts)))
+		goto fail;
+	tls_cert_unref(cert);
+	cert = NULL;
+	s->st = connected ? HBONE_ST_HANDSHAKE : HBONE_ST_CONNECTING;
+	owner_link(&p->o, s);
+	if (loop_timer_arm(s->loop, &s->hs_timer, p->o.opts.connect_timeout_ms)) {
+		sess_close(s, -ENOMEM, "no memory for a timer");
+		*errp = -ENOMEM;
+		return NULL;
+	}
+	sess_pump(s, connected ? EPOLLOUT : 0);
+	if (s->st == HBONE_ST_CLOSED) {
+		*errp = -ECONNREFUSED;
+		return NULL;
+	}
+	return s;
+fail:
+	tls_cert_unref(cert);
+	if (fd >= 0)
+		close(fd);
+	if (s) {
+		nghttp2_session_del(s->ng);
+		tls_conn_free(s->tls);
+		close(s->fd);
+		free(s);
+	}
+	*errp = err;
+	return NULL;
+}
+
+int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c)
+{
+	nghttp2_nv nva[2 + 16];
+	size_t n = 0;
+	const struct spiffe_id *sni;
+	struct hbone_sess *s;
+	struct hbone_stream *st;
+	nghttp2_data_provider dp = { .read_callback = data_read_cb };
+	int32_t id;
+	int err = 0;
+
+	if (!p || !req || !c || !req->source || !req->expect || !req->nexpect ||
+	    req->nexpect > TLS_EXPECT_MAX || !req->authority || !*req->authority ||
+	    req->nheaders > 16 || (req->nheaders && !req->headers) ||
+	    (req->dst.ss_family != AF_INET && req->dst.ss_family != AF_INET6))
+		return -EINVAL;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const struct hbone_header *h = &req->headers[i];
+		if (!h->name || !h->value || h->name[0] == ':' ||
+		    !nghttp2_check_header_name((const uint8_t *)h->name, strlen(h->name)) ||
+		    !nghttp2_check_header_value((const uint8_t *)h->value, strlen(h->value)))
+			return -EINVAL;
+	}
+	if (p->o.draining)
+		return -ESHUTDOWN;
+	sni = req->sni ? req->sni : &req->expect[0];
+	s = pool_pick(p, req, sni);
+	if (!s && !(s = client_sess_new(p, req, sni, &err)))
+		return err;
+	if (!(st = stream_new(s)))
+		return -ENOMEM;	/* a new session then idles out */
+
+#define NV(n_, v_) ((nghttp2_nv){ (uint8_t *)(n_), (uint8_t *)(v_), strlen(n_), strlen(v_), \
+				  NGHTTP2_NV_FLAG_NONE })
+	/* RFC 9113 §8.5: CONNECT has :method and :authority only. */
+	nva[n++] = NV(":method", "CONNECT");
+	nva[n++] = NV(":authority", req->authority);
+	for (size_t i = 0; i < req->nheaders; i++)
+		nva[n++] = NV(req->headers[i].name, req->headers[i].value);
+#undef NV
+	dp.source.ptr = st;
+	id = nghttp2_submit_request(s->ng, NULL, nva, n, &dp, st);
+	if (id < 0) {
+		st->flags |= STF_RELEASED | STF_CLOSED;
+		stream_maybe_free(st);
+		return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -EAGAIN : -ENOMEM;
+	}
+	st->id = id;
+	conn_attach(c, CONN_UP, &st->base);
+	conn_arm_connect_timeout(c, p->o.opts.connect_timeout_ms);
+	sess_mark(s);
+	return 0;
+}
+
+void hbone_pool_drain(struct hbone_pool *p)
+{
+	if (!p || p->o.draining)
+		return;
+	p->o.draining = true;
+	for (struct hbone_sess *s = p->o.sessions; s; s = s->next) {
+		if (s->st == HBONE_ST_READY) {
+			s->st = HBONE_ST_DRAINING;
+			nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+					      nghttp2_session_get_last_proc_stream_id(s->ng),
+					      NGHTTP2_NO_ERROR, NULL, 0);
+			sess_mark(s);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- server ---- */
+
+static void server_accept_one(struct hbone_server *srv, int fd,
+			      const struct sockaddr_storage *peer)
+{
+	struct hbone_sess *s;
+	socklen_t len = sizeof(struct sockaddr_storage);
+	int one = 1;
+
+	if (!(s = sess_new(&srv->o, fd, true))) {
+		close(fd);
+		pr_warn_rl("hbone: out of memory accepting a connection");
+		return;
+	}
+	s->peer_addr = *peer;
+	getsockname(fd, (struct sockaddr *)&s->local_addr, &len);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!(s->tls = tls_conn_new(srv->o.ctx, fd, NULL)) || sess_ng_init(s, &srv->o.opts)) {
+		pr_warn_rl("hbone: cannot set up an inbound connection: %s", strerror(errno));
+		nghttp2_session_del(s->ng);
+		tls_conn_free(s->tls);
+		close(fd);
+		free(s);
+		return;
+	}
+	s->st = HBONE_ST_HANDSHAKE;
+	owner_link(&srv->o, s);
+	if (loop_timer_arm(s->loop, &s->hs_timer, srv->o.opts.connect_timeout_ms)) {
+		sess_close(s, -ENOMEM, "no memory for a timer");
+		return;
+	}
+	sess_update(s);
+}
+
+static void server_accept(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct hbone_server *srv = io->arg;
+	(void)l;
+	(void)events;
+
+	for (int i = 0; i < 64 && srv->lfd >= 0; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(srv->lfd, (struct sockaddr *)&peer, &len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				pr_warn_rl("hbone: accept on 15008: %s", strerror(errno));
+			return;
+		}
+		server_accept_one(srv, fd, &peer);
+	}
+}
+
+struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_storage *bind_addr,
+				      struct tls_ctx *server_ctx, const struct hbone_server_cbs *cbs,
+				      const struct hbone_opts *opts)
+{
+	struct hbone_server *srv;
+	socklen_t len = sizeof(struct sockaddr_storage);
+	char addr[ADDR_STR_LEN];
+	int one = 1, err;
+
+	if (!l || !bind_addr || !server_ctx || !cbs || !cbs->on_connect ||
+	    tls_ctx_role(server_ctx) != TLS_ROLE_SERVER) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!(srv = calloc(1, sizeof(*srv))))
+		return NULL;
+	srv->o.server = true;
+	srv->o.loop = l;
+	srv->o.ctx = server_ctx;
+	if (opts)
+		srv->o.opts = *opts;
+	opts_defaults(&srv->o.opts, true);
+	srv->cbs = *cbs;
+	srv->lfd = socket(bind_addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (srv->lfd == -1)
+		goto fail;
+	setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(srv->lfd, (const struct sockaddr *)bind_addr, sockaddr_len(bind_addr)) == -1 ||
+	    listen(srv->lfd, 1024) == -1 ||
+	    getsockname(srv->lfd, (struct sockaddr *)&srv->addr, &len) == -1)
+		goto fail;
+	loop_io_init(&srv->lio, srv->lfd, server_accept, srv);
+	if ((err = loop_io_set(l, &srv->lio, EPOLLIN))) {
+		errno = -err;
+		goto fail;
+	}
+	pr_info("hbone: listening on %s", sockaddr_str(&srv->addr, addr, sizeof(addr)));
+	return srv;
+fail:
+	err = errno;
+	pr_err("hbone: cannot listen on %s: %s", sockaddr_str(bind_addr, addr, sizeof(addr)),
+	       strerror(err));
+	if (srv->lfd >= 0)
+		close(srv->lfd);
+	free(srv);
+	errno = err;
+	return NULL;
+}
+
+static void server_stop_listening(struct hbone_server *srv)
+{
+	if (srv->lfd < 0)
+		return;
+	loop_io_del(srv->o.loop, &srv->lio);
+	close(srv->lfd);
+	srv->lfd = -1;
+}
+
+void hbone_server_free(struct hbone_server *srv)
+{
+	if (!srv)
+		return;
+	server_stop_listening(srv);
+	owner_close_all(&srv->o, "HBONE server shut down");
+	free(srv);
+}
+
+int hbone_server_addr(const struct hbone_server *srv, struct sockaddr_storage *out)
+{
+	if (!srv || !out)
+		return -EINVAL;
+	*out = srv->addr;
+	return 0;
+}
+
+void hbone_server_drain(struct hbone_server *srv)
+{
+	if (!srv || srv->o.draining)
+		return;
+	srv->o.draining = true;
+	server_stop_listening(srv);
+	for (struct hbone_sess *s = srv->o.sessions; s; s = s->next) {
+		if (s->st != HBONE_ST_READY)
+			continue;	/* a handshaking one gets GOAWAY when it is up */
+		/* RFC 9113 §6.8: announce, let requests in flight land, then the real GOAWAY. */
+		s->st = HBONE_ST_DRAINING;
+		s->flags |= SF_DRAIN_NOTICE;
+		nghttp2_submit_shutdown_notice(s->ng);
+		if (loop_timer_arm(s->loop, &s->drain_timer, DRAIN_NOTICE_MS))
+			drain_fire(s->loop, &s->drain_timer);
+		sess_mark(s);
+	}
+}
+
+/* --------------------------------------------------------- introspection ---- */
+
+static const char *sess_blocked(const struct hbone_sess *s)
+{
+	if (s->st == HBONE_ST_CONNECTING)
+		return "tcp_connect";
+	if (s->st == HBONE_ST_HANDSHAKE)
+		return tls_conn_want(s->tls) & TLS_WANT_WRITE ? "tls_want_write" : "tls_want_read";
+	if (s->flags & SF_WR_WANT_READ)
+		return "tls_write_wants_read";
+	if (s->flags & SF_WR_BLOCKED)
+		return "tls_write_blocked";
+	if (s->flags & SF_RD_WANT_WRITE)
+		return "tls_read_wants_write";
+	return "";
+}
+
+static void owner_foreach(struct hbone_owner *o, hbone_visit_fn fn, void *arg)
+{
+	uint64_t now = loop_now_ms(o->loop);
+
+	for (struct hbone_sess *s = o->sessions; s; s = s->next) {
+		struct hbone_conn_info ci = {
+			.server = s->server,
+			.state = s->st,
+			.peer_addr = s->peer_addr,
+			.local_id = s->has_local_id ? &s->local_id : NULL,
+			.peer_id = s->has_peer_id ? &s->peer_id : NULL,
+			.expect_id = s->server ? NULL : &s->expect[0],
+			.streams = s->nstreams,
+			.queued = s->st < HBONE_ST_READY ? s->nstreams : 0,
+			.streams_total = s->streams_total,
+			.age_ms = now - s->created_ms,
+			.idle_ms = s->idle_since_ms ? now - s->idle_since_ms : 0,
+			.bytes_sent = s->bytes_sent,
+			.bytes_received = s->bytes_recv,
+			.buffered = s->buffered,
+			.blocked = sess_blocked(s),
+		};
+		fn(&ci, arg);
+	}
+}
+
+static void owner_stats(struct hbone_owner *o, struct hbone_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->conns = o->nsessions;
+	out->conns_total = o->conns_total;
+	out->streams_total = o->streams_total;
+	for (struct hbone_sess *s = o->sessions; s; s = s->next) {
+		out->streams += s->nstreams;
+		out->buffered += s->buffered;
+	}
+}
+
+void hbone_pool_foreach(struct hbone_pool *p, hbone_visit_fn fn, void *arg)
+{
+	if (p && fn)
+		owner_foreach(&p->o, fn, arg);
+}
+
+void hbone_server_foreach(struct hbone_server *srv, hbone_visit_fn fn, void *arg)
+{
+	if (srv && fn)
+		owner_foreach(&srv->o, fn, arg);
+}
+
+void hbone_pool_stats(struct hbone_pool *p, struct hbone_stats *out)
+{
+	if (p && out)
+		owner_stats(&p->o, out);
+}
+
+void hbone_server_stats(struct hbone_server *srv, struct hbone_stats *out)
+{
+	if (srv && out)
+		owner_stats(&srv->o, out);
+}
+
+uint32_t hbone_server_stream_count(const struct hbone_server *srv)
+{
+	uint32_t n = 0;
+	if (!srv)
+		return 0;
+	for (const struct hbone_sess *s = srv->o.sessions; s; s = s->next)
+		n += s->nstreams;
+	return n;
+}

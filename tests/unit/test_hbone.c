@@ -1,0 +1,705 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of agent/hbone.c on one loop with real TLS and sockets: an outbound listener
+ * (standing in for 15001) -> pooled HBONE client -> 15008 server -> TCP upstream (an echo
+ * server or a socket the test drives), with certificates from a test CA. */
+#include "harness.h"
+#include "agent/conn.h"
+#include "agent/hbone.h"
+#include "agent/loop.h"
+#include "common/util.h"
+#include "tls/ca.h"
+#include "tls/certstore.h"
+#include "tls/ctx.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TD "cluster.local"
+
+__attribute__((constructor)) static void ignore_sigpipe(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static struct spiffe_id sid(const char *ns, const char *sa)
+{
+	struct spiffe_id id;
+	if (spiffe_id_set(&id, TD, ns, sa, NULL))
+		abort();
+	return id;
+}
+
+static struct sockaddr_storage loopback(uint16_t port)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin->sin_port = htons(port);
+	return ss;
+}
+
+static int listen_any(struct sockaddr_storage *out)
+{
+	struct sockaddr_storage ss = loopback(0);
+	socklen_t len = sizeof(ss);
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) || listen(fd, 512) ||
+	    getsockname(fd, (struct sockaddr *)out, &len))
+		abort();
+	return fd;
+}
+
+static int dial(const struct sockaddr_storage *ss)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (connect(fd, (const struct sockaddr *)ss, sizeof(struct sockaddr_in)))
+		abort();
+	return fd;
+}
+
+/* ------------------------------------------------------------ echo thread ---- */
+
+struct echo {
+	int lfd;
+	struct sockaddr_storage addr;
+	pthread_t th;
+	volatile int stop;
+};
+
+static void *echo_main(void *arg)
+{
+	struct echo *e = arg;
+	int ep = epoll_create1(0);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = e->lfd }, evs[64];
+	static __thread char buf[65536];
+
+	epoll_ctl(ep, EPOLL_CTL_ADD, e->lfd, &ev);
+	while (!e->stop) {
+		int n = epoll_wait(ep, evs, 64, 50);
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd == e->lfd) {
+				int c = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
+				struct epoll_event ce = { .events = EPOLLIN, .data.fd = c };
+				if (c >= 0)
+					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
+				continue;
+			}
+			ssize_t r = read(fd, buf, sizeof(buf));
+			if (r > 0) {
+				for (ssize_t off = 0; off < r;) {
+					ssize_t w = write(fd, buf + off, (size_t)(r - off));
+					if (w <= 0)
+						break;
+					off += w;
+				}
+				continue;
+			}
+			/* EOF: pass the half-close back; error: drop */
+			epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+			if (r == 0)
+				shutdown(fd, SHUT_WR);
+			close(fd);
+		}
+	}
+	close(ep);
+	return NULL;
+}
+
+/* -------------------------------------------------------------------- rig ---- */
+
+struct closed_rec {
+	int count;
+	int err;
+	char flag[8];
+	char reason[512];
+};
+
+struct rig {
+	struct loop *l;
+	pthread_t th;
+	struct tls_ca *ca, *ca2;
+	struct certstore *cs, *cs2;
+	struct tls_ctx *sctx, *cctx;
+	struct hbone_server *srv;
+	struct hbone_pool *pool, *pool2;	/* pool2: client certs from another CA */
+	bool use_pool2;
+	int out_lfd;
+	struct loop_io out_io;
+	struct sockaddr_storage out_addr, hbone_addr;
+	struct echo echo;
+	int up_lfd;
+	struct sockaddr_storage up_addr;
+	/* what outbound conns ask for */
+	struct spiffe_id src, sni, expect;
+	char authority[64];
+	/* results, written on the loop thread */
+	struct closed_rec out_closed, in_closed;
+	int inbound_seen;
+	char in_traceparent[128], in_peer[SPIFFE_ID_STR_MAX], in_local[SPIFFE_ID_STR_MAX];
+};
+
+static struct rig *R;
+
+static void on_closed(struct conn *c, int err, const char *flag, const char *reason)
+{
+	struct closed_rec *r = conn_info(c)->kind == CONN_OUTBOUND ? &R->out_closed : &R->in_closed;
+	r->err = err;
+	snprintf(r->flag, sizeof(r->flag), "%s", flag ? flag : "");
+	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+	__atomic_add_fetch(&r->count, 1, __ATOMIC_RELEASE);
+}
+
+static void out_accept(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct conn_opts co = { .buffer_size = 65536 };
+	(void)io;
+	(void)events;
+	for (;;) {
+		int fd = accept4(R->out_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		struct conn *c = conn_new(l, &co);
+		struct conn_end *down = conn_tcp_end_new(l, fd, false);
+		struct hbone_header hdr[] = { { "traceparent",
+						"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+					      { "baggage", "k8s.namespace.name=client" } };
+		struct hbone_request req = {
+			.source = &R->src, .dst = R->hbone_addr, .expect = &R->expect, .nexpect = 1,
+			.sni = &R->sni, .authority = R->authority, .headers = hdr, .nheaders = 2,
+		};
+		conn_info(c)->kind = CONN_OUTBOUND;
+		conn_attach(c, CONN_DOWN, down);
+		conn_tcp_end_start(down);
+		conn_opened(c);
+		int rc = hbone_connect(R->use_pool2 ? R->pool2 : R->pool, &req, c);
+		if (rc)
+			conn_abort(c, CONN_UP, rc, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "hbone_connect");
+	}
+}
+
+static int on_connect(void *arg, const struct hbone_inbound *req)
+{
+	struct rig *r = arg;
+	struct conn_opts co = { .buffer_size = 65536 };
+	struct sockaddr_in *t = (struct sockaddr_in *)&req->target;
+	struct conn *c;
+	struct conn_end *up;
+	int fd;
+
+	r->inbound_seen++;
+	snprintf(r->in_traceparent, sizeof(r->in_traceparent), "%s",
+		 req->traceparent ? req->traceparent : "");
+	if (req->peer_id)
+		spiffe_id_str(req->peer_id, r->in_peer);
+	if (req->local_id)
+		spiffe_id_str(req->local_id, r->in_local);
+	if (t->sin_family != AF_INET || t->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+		return hbone_stream_respond(req->end, 403, "authority is not a local workload");
+	c = conn_new(r->l, &co);
+	conn_info(c)->kind = CONN_INBOUND_HBONE;
+	conn_attach(c, CONN_DOWN, req->end);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (connect(fd, (const struct sockaddr *)&req->target, sizeof(struct sockaddr_in)) &&
+	    errno != EINPROGRESS) {
+		close(fd);
+		conn_abort(c, CONN_UP, -errno, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "connect");
+		return 0;
+	}
+	up = conn_tcp_end_new(r->l, fd, true);
+	conn_attach(c, CONN_UP, up);
+	conn_tcp_end_start(up);
+	conn_opened(c);
+	conn_arm_connect_timeout(c, 5000);
+	return 0;
+}
+
+static void *loop_main(void *arg)
+{
+	loop_run(arg);
+	return NULL;
+}
+
+/* Runs fn(arg) on the loop thread and waits for it. */
+struct call {
+	void (*fn)(void *);
+	void *arg;
+	int done;
+};
+
+static void call_task(struct loop *l, void *arg)
+{
+	struct call *c = arg;
+	(void)l;
+	c->fn(c->arg);
+	__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+static void on_loop(void (*fn)(void *), void *arg)
+{
+	struct call c = { fn, arg, 0 };
+	loop_post(R->l, call_task, &c);
+	while (!__atomic_load_n(&c.done, __ATOMIC_ACQUIRE))
+		usleep(1000);
+}
+
+static struct tls_ca *the_ca, *other_ca;
+
+__attribute__((destructor)) static void free_cas(void)
+{
+	tls_ca_free(the_ca);
+	tls_ca_free(other_ca);
+}
+
+static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
+{
+	struct spiffe_id server = sid("server", "echo");
+	/* Like the agent: only identities it hosts (here one) are served. */
+	if (id && !spiffe_id_equal(id, &server))
+		return NULL;
+	return certstore_get(arg, &server);
+}
+
+static void rig_start(struct rig *r, const struct hbone_opts *copts, const struct hbone_opts *sopts)
+{
+	struct conn_hooks h = { .closed = on_closed };
+	memset(r, 0, sizeof(*r));
+	R = r;
+	conn_set_hooks(&h);
+	if (!the_ca)
+		the_ca = tls_ca_new_self_signed(TD, 365 * 24 * 3600);
+	if (!other_ca)
+		other_ca = tls_ca_new_self_signed(TD, 365 * 24 * 3600);
+	r->ca = the_ca;
+	r->ca2 = other_ca;
+	r->cs = certstore_new(r->ca, NULL);
+	r->cs2 = certstore_new(r->ca2, NULL);
+	struct tls_ctx_opts so = { .roots = r->ca, .trust_domain = TD, .select_cert = select_cert,
+				   .select_arg = r->cs };
+	struct tls_ctx_opts co = { .roots = r->ca, .trust_domain = TD };
+	r->sctx = tls_ctx_new(TLS_ROLE_SERVER, &so);
+	r->cctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
+	r->l = loop_new();
+	struct sockaddr_storage any = loopback(0);
+	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = r };
+	r->srv = hbone_server_new(r->l, &any, r->sctx, &cbs, sopts);
+	hbone_server_addr(r->srv, &r->hbone_addr);
+	r->pool = hbone_pool_new(r->l, r->cctx, r->cs, copts);
+	r->pool2 = hbone_pool_new(r->l, r->cctx, r->cs2, copts);
+	r->out_lfd = listen_any(&r->out_addr);
+	fd_set_nonblock(r->out_lfd);
+	loop_io_init(&r->out_io, r->out_lfd, out_accept, r);
+	loop_io_set(r->l, &r->out_io, EPOLLIN);
+	r->echo.lfd = listen_any(&r->echo.addr);
+	pthread_create(&r->echo.th, NULL, echo_main, &r->echo);
+	r->up_lfd = listen_any(&r->up_addr);
+	r->src = sid("client", "sleep");
+	r->sni = r->expect = sid("server", "echo");
+	snprintf(r->authority, sizeof(r->authority), "127.0.0.1:%u", sockaddr_port(&r->echo.addr));
+	pthread_create(&r->th, NULL, loop_main, r->l);
+}
+
+static void teardown_on_loop(void *arg)
+{
+	struct rig *r = arg;
+	hbone_pool_free(r->pool);
+	hbone_pool_free(r->pool2);
+	hbone_server_free(r->srv);
+	loop_io_del(r->l, &r->out_io);
+}
+
+static void rig_stop(struct rig *r)
+{
+	on_loop(teardown_on_loop, r);
+	loop_stop(r->l);
+	pthread_join(r->th, NULL);
+	loop_free(r->l);
+	r->echo.stop = 1;
+	pthread_join(r->echo.th, NULL);
+	close(r->echo.lfd);
+	close(r->out_lfd);
+	close(r->up_lfd);
+	tls_ctx_free(r->sctx);
+	tls_ctx_free(r->cctx);
+	certstore_free(r->cs);
+	certstore_free(r->cs2);
+	CHECK_EQ_INT(conn_count(), 0);
+}
+
+static bool wait_count(int *cnt, int want)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (__atomic_load_n(cnt, __ATOMIC_ACQUIRE) >= want)
+			return true;
+		usleep(10000);
+	}
+	fprintf(stderr, "  timed out waiting for %d (have %d)\n", want, *cnt);
+	return false;
+}
+
+static ssize_t read_full(int fd, void *buf, size_t n, int timeout_ms)
+{
+	size_t got = 0;
+	while (got < n) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, timeout_ms) != 1)
+			return got ? (ssize_t)got : -ETIMEDOUT;
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+static int accept_up(struct rig *r)
+{
+	struct pollfd p = { .fd = r->up_lfd, .events = POLLIN };
+	if (poll(&p, 1, 5000) != 1)
+		return -1;
+	return accept4(r->up_lfd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+struct stats_req {
+	struct hbone_stats pool, srv;
+};
+
+static void stats_on_loop(void *arg)
+{
+	struct stats_req *s = arg;
+	hbone_pool_stats(R->pool, &s->pool);
+	hbone_server_stats(R->srv, &s->srv);
+}
+
+/* ------------------------------------------------------------------ tests ---- */
+
+TEST(bytes_both_ways_and_half_close)
+{
+	struct rig r;
+	char buf[64];
+	rig_start(&r, NULL, NULL);
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl, "hello", 5), 5);
+	int up = accept_up(&r);
+	REQUIRE(up >= 0);
+	CHECK_EQ_INT(read_full(up, buf, 5, 5000), 5);
+	CHECK(memcmp(buf, "hello", 5) == 0);
+	CHECK_EQ_STR(r.in_traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+	CHECK_EQ_STR(r.in_peer, "spiffe://cluster.local/ns/client/sa/sleep");
+	CHECK_EQ_STR(r.in_local, "spiffe://cluster.local/ns/server/sa/echo");
+	/* client half-closes; the upstream sees EOF and still talks back */
+	shutdown(cl, SHUT_WR);
+	CHECK_EQ_INT(read_full(up, buf, sizeof(buf), 5000), 0);
+	CHECK_EQ_INT(write(up, "world", 5), 5);
+	CHECK_EQ_INT(read_full(cl, buf, 5, 5000), 5);
+	CHECK(memcmp(buf, "world", 5) == 0);
+	CHECK_EQ_INT(r.out_closed.count, 0);
+	/* the other direction closes: everything ends cleanly */
+	shutdown(up, SHUT_WR);
+	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), 0);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK(wait_count(&r.in_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	CHECK_EQ_INT(r.in_closed.err, 0);
+	/* the pooled connection stays for the next stream */
+	struct stats_req s;
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns, 1);
+	CHECK_EQ_INT(s.pool.streams, 0);
+	close(cl);
+	close(up);
+	rig_stop(&r);
+}
+
+TEST(reset_propagates_both_ways)
+{
+	struct rig r;
+	char buf[8];
+	struct linger lg = { 1, 0 };
+	rig_start(&r, NULL, NULL);
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+
+	/* upstream RST -> RST_STREAM -> the client sees a reset */
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl, "x", 1), 1);
+	int up = accept_up(&r);
+	REQUIRE(up >= 0);
+	CHECK_EQ_INT(read_full(up, buf, 1, 5000), 1);
+	setsockopt(up, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(up);
+	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), -ECONNRESET);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_RESET);
+	CHECK(strstr(r.out_closed.reason, "reset by peer") != NULL);
+	close(cl);
+
+	/* client RST -> RST_STREAM -> the upstream sees a reset */
+	cl = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl, "y", 1), 1);
+	up = accept_up(&r);
+	REQUIRE(up >= 0);
+	CHECK_EQ_INT(read_full(up, buf, 1, 5000), 1);
+	setsockopt(cl, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(cl);
+	CHECK_EQ_INT(read_full(up, buf, sizeof(buf), 5000), -ECONNRESET);
+	CHECK(wait_count(&r.in_closed.count, 2));
+	CHECK_EQ_STR(r.in_closed.flag, CONN_FLAG_DOWNSTREAM_RESET);
+	close(up);
+	rig_stop(&r);
+}
+
+static void streams_round(struct rig *r, int nstreams)
+{
+	int *fds = calloc((size_t)nstreams, sizeof(int));
+	char msg[32], buf[32];
+	for (int i = 0; i < nstreams; i++) {
+		fds[i] = dial(&r->out_addr);
+		int n = snprintf(msg, sizeof(msg), "stream %d", i);
+		CHECK_EQ_INT(write(fds[i], msg, (size_t)n), n);
+	}
+	/* all are open at once: check each echo, then the pool */
+	for (int i = 0; i < nstreams; i++) {
+		int n = snprintf(msg, sizeof(msg), "stream %d", i);
+		CHECK_EQ_INT(read_full(fds[i], buf, (size_t)n, 5000), n);
+		CHECK(memcmp(buf, msg, (size_t)n) == 0);
+	}
+	struct stats_req s;
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.streams, nstreams);
+	CHECK_EQ_INT(s.srv.streams, nstreams);
+	for (int i = 0; i < nstreams; i++) {
+		shutdown(fds[i], SHUT_WR);
+		CHECK_EQ_INT(read_full(fds[i], buf, sizeof(buf), 5000), 0);
+		close(fds[i]);
+	}
+	free(fds);
+}
+
+TEST(concurrent_streams_share_one_connection)
+{
+	struct rig r;
+	struct hbone_opts o = { .max_streams = 256 };
+	struct stats_req s;
+	rig_start(&r, &o, NULL);
+	streams_round(&r, 200);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns, 1);
+	CHECK_EQ_INT(s.pool.conns_total, 1);
+	CHECK_EQ_INT(s.pool.streams_total, 200);
+	CHECK_EQ_INT(s.srv.conns, 1);
+	CHECK(wait_count(&r.out_closed.count, 200));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	rig_stop(&r);
+}
+
+TEST(full_connections_open_another)
+{
+	struct rig r;
+	struct hbone_opts o = { .max_streams = 100 };
+	struct stats_req s;
+	rig_start(&r, &o, NULL);
+	streams_round(&r, 200);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns, 2);
+	CHECK_EQ_INT(s.srv.conns, 2);
+	CHECK(wait_count(&r.out_closed.count, 200));
+	rig_stop(&r);
+}
+
+static void expect_refused(struct rig *r, const char *flag, const char *needle)
+{
+	char buf[8];
+	int cl = dial(&r->out_addr);
+	CHECK_EQ_INT(write(cl, "x", 1), 1);
+	ssize_t n = read_full(cl, buf, sizeof(buf), 5000);
+	CHECK(n == 0 || n == -ECONNRESET);
+	CHECK(wait_count(&r->out_closed.count, 1));
+	CHECK_EQ_STR(r->out_closed.flag, flag);
+	if (!strstr(r->out_closed.reason, needle))
+		fprintf(stderr, "  reason \"%s\" lacks \"%s\"\n", r->out_closed.reason, needle);
+	CHECK(strstr(r->out_closed.reason, needle) != NULL);
+	close(cl);
+}
+
+TEST(wrong_server_identity_refused)
+{
+	struct rig r;
+	rig_start(&r, NULL, NULL);
+	r.expect = sid("other", "db");	/* SNI still asks for the real server */
+	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "expected spiffe://cluster.local/ns/other/sa/db");
+	CHECK_EQ_INT(r.inbound_seen, 0);
+	rig_stop(&r);
+}
+
+TEST(client_cert_from_another_ca_refused)
+{
+	struct rig r;
+	rig_start(&r, NULL, NULL);
+	r.use_pool2 = true;
+	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "peer rejected our certificate");
+	CHECK_EQ_INT(r.inbound_seen, 0);
+	rig_stop(&r);
+}
+
+TEST(non_local_authority_refused_with_403)
+{
+	struct rig r;
+	rig_start(&r, NULL, NULL);
+	snprintf(r.authority, sizeof(r.authority), "10.9.8.7:80");
+	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "status 403: authority is not a local workload");
+	CHECK_EQ_INT(r.inbound_seen, 1);
+	rig_stop(&r);
+}
+
+TEST(upstream_refused_answers_503)
+{
+	struct rig r;
+	struct sockaddr_storage dead;
+	rig_start(&r, NULL, NULL);
+	int fd = listen_any(&dead);
+	close(fd);	/* nothing listens there now */
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&dead));
+	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "status 503: upstream connect failed");
+	rig_stop(&r);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Sends total bytes through fd and reads the echo back, checking every byte. */
+static size_t pump_echo(int fd, size_t total, double *mbps)
+{
+	uint8_t *out = malloc(total), *in = malloc(total);
+	size_t sent = 0, got = 0;
+	uint64_t t0 = mono_ms();
+	for (size_t i = 0; i < total; i++)
+		out[i] = (uint8_t)(i * 2654435761u >> 13);
+	fd_set_nonblock(fd);
+	while (got < total) {
+		struct pollfd p = { fd, POLLIN | (sent < total ? POLLOUT : 0), 0 };
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		if (p.revents & POLLOUT) {
+			ssize_t w = write(fd, out + sent, MIN((size_t)262144, total - sent));
+			if (w > 0)
+				sent += (size_t)w;
+			if (sent == total)
+				shutdown(fd, SHUT_WR);
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t n = read(fd, in + got, total - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+	}
+	uint64_t dt = mono_ms() - t0;
+	*mbps = dt ? (double)total * 2 * 8 / 1e6 / ((double)dt / 1000) : 0;
+	if (got == total && memcmp(in, out, total) != 0)
+		got = 0;
+	free(in);
+	free(out);
+	return got;
+}
+
+TEST(transfer_16mib_byte_for_byte)
+{
+	struct rig r;
+	double mbps;
+	char b;
+	rig_start(&r, NULL, NULL);
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(pump_echo(cl, 16u << 20, &mbps), 16u << 20);
+	CHECK_EQ_INT(read_full(cl, &b, 1, 5000), 0);
+	printf("# 16 MiB echoed through HBONE: %.0f Mbit/s (both directions counted)\n", mbps);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	rig_stop(&r);
+}
+
+TEST(slow_reader_is_bounded_by_the_window)
+{
+	struct rig r;
+	struct hbone_opts o = { .window = 256 * 1024 };
+	struct stats_req s;
+	enum { TOTAL = 64 << 20 };
+	rig_start(&r, &o, &o);
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	int cl = dial(&r.out_addr);
+	int up = accept_up(&r);
+	REQUIRE(up >= 0);
+	/* The upstream does not read: the client writes until everything stalls. */
+	uint8_t *out = malloc(TOTAL), *in = malloc(TOTAL);
+	for (size_t i = 0; i < TOTAL; i++)
+		out[i] = (uint8_t)(i * 2654435761u >> 11);
+	fd_set_nonblock(cl);
+	size_t sent = 0;
+	for (int idle = 0; idle < 50 && sent < TOTAL;) {
+		ssize_t w = write(cl, out + sent, TOTAL - sent);
+		if (w > 0) {
+			sent += (size_t)w;
+			idle = 0;
+		} else {
+			usleep(10000);
+			idle++;
+		}
+	}
+	CHECK(sent < TOTAL);	/* backpressure reached the client */
+	on_loop(stats_on_loop, &s);
+	printf("# stalled after %zu bytes; held in HBONE overflow: client %zu, server %zu\n", sent,
+	       s.pool.buffered, s.srv.buffered);
+	CHECK(s.srv.buffered <= 256 * 1024);
+	CHECK(s.pool.buffered <= 256 * 1024);
+	/* Another stream on the same connection still flows. */
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.echo.addr));
+	int cl2 = dial(&r.out_addr);
+	char buf[4];
+	CHECK_EQ_INT(write(cl2, "ping", 4), 4);
+	CHECK_EQ_INT(read_full(cl2, buf, 4, 5000), 4);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns, 1);
+	close(cl2);
+	/* Now read everything: nothing was lost. */
+	size_t got = 0;
+	while (got < TOTAL) {
+		if (sent < TOTAL) {
+			ssize_t w = write(cl, out + sent, TOTAL - sent);
+			if (w > 0)
+				sent += (size_t)w;
+		}
+		struct pollfd p = { up, POLLIN, 0 };
+		if (poll(&p, 1, 5000) != 1)
+			break;
+		ssize_t n = read(up, in + got, TOTAL - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	CHECK_EQ_INT(got, TOTAL);
+	CHECK(memcmp(in, out, TOTAL) == 0);
+	free(in);
+	free(out);
+	close(cl);
+	close(up);
+	rig_stop(&r);
+}
+
+TEST_MAIN("hbone")
