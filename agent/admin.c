@@ -154,6 +154,26 @@ static void get_hbone(struct agent *a, const struct httpd_request *req, struct h
 	reply_json(resp, 200, mesh_hbone_json(a->mesh));
 }
 
+static void get_spans(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
+{
+	char tid[64] = "", lim[16] = "";
+	long limit = 0;
+	(void)a;
+	httpd_query_get(req->query, "trace_id", tid, sizeof(tid));
+	if (httpd_query_get(req->query, "limit", lim, sizeof(lim)) == 0) {
+		char *end;
+		limit = strtol(lim, &end, 10);
+		if (*end || limit < 0) {
+			reply_error(resp, 400, "limit must be a non-negative integer");
+			return;
+		}
+	}
+	for (char *p = tid; *p; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p - 'A' + 'a');
+	reply_json(resp, 200, telemetry_spans_json(tid[0] ? tid : NULL, (size_t)limit));
+}
+
 static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
 	json_t *j = config_to_json(&a->cfg);
@@ -223,6 +243,7 @@ static const struct {
 	{ "/bpf", get_bpf, false },
 	{ "/certificates", get_certificates, false },
 	{ "/hbone", get_hbone, false },
+	{ "/spans", get_spans, false },
 	{ "/config_dump", get_config, false },
 	{ "/logging", logging, true },
 	{ "/stats", get_stats, false },

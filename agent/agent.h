@@ -24,6 +24,7 @@ struct agent {
 	struct loop_timer renew_timer;	/* certificate renewal at half-life */
 	struct tls_ca *ca;
 	struct certstore *certs;
+	struct otlp_tracer *tracer;
 	uint64_t start_unix_ms;
 	bool model_applied;	/* the first model has been turned into capture state */
 	bool draining;

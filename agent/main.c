@@ -16,6 +16,8 @@
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "otlp/config.h"
+#include "otlp/tracer.h"
 #include "tls/ca.h"
 #include "tls/certstore.h"
 #include "tls/ctx.h"
@@ -210,6 +212,49 @@ static int start_identity(struct agent *a)
 	return 0;
 }
 
+/* The tracer from tracing.* and the OTEL_* environment (which wins, per the OTel spec).
+ * A bad value is a configuration error. */
+static int start_tracer(struct agent *a)
+{
+	const struct config *c = &a->cfg;
+	struct otlp_config oc;
+	char err[512];
+	int rc = 0;
+
+	otlp_config_init(&oc);
+	oc.enabled = c->tracing_enabled;
+	oc.batch.max_queue = c->max_queue_size;
+	oc.batch.max_batch = c->max_export_batch_size;
+	oc.batch.schedule_delay_ms = c->schedule_delay_ms;
+	oc.batch.export_timeout_ms = c->otlp_timeout_ms;
+	if ((rc = otlp_config_set_protocol(&oc, c->otlp_protocol, err, sizeof(err))) ||
+	    (c->otlp_endpoint && (rc = otlp_config_set_endpoint(&oc, c->otlp_endpoint, err, sizeof(err)))) ||
+	    (rc = otlp_config_set_sampling(&oc, c->sampling, err, sizeof(err))))
+		goto bad;
+	for (int i = 0; i < c->ncustom_tags; i++)
+		if ((rc = otlp_config_add_tag(&oc, c->custom_tags[i].key, c->custom_tags[i].value, err,
+					      sizeof(err))))
+			goto bad;
+	for (int i = 0; i < c->notlp_headers; i++)
+		if ((rc = otlp_config_add_header(&oc, c->otlp_headers[i].key, c->otlp_headers[i].value,
+						 err, sizeof(err))))
+			goto bad;
+	if ((rc = otlp_config_apply_env(&oc, err, sizeof(err))) ||
+	    (rc = otlp_config_validate(&oc, err, sizeof(err))))
+		goto bad;
+	a->tracer = otlp_tracer_new(&oc, err, sizeof(err));
+	if (!a->tracer) {
+		rc = -errno;
+		goto bad;
+	}
+	otlp_config_fini(&oc);
+	return 0;
+bad:
+	fprintf(stderr, "ambitd: %s: tracing: %s\n", c->path, err);
+	otlp_config_fini(&oc);
+	return rc == -ENOMEM ? rc : -EINVAL;
+}
+
 static int start_discovery(struct agent *a)
 {
 	char err[512];
@@ -252,7 +297,7 @@ static int run(struct agent *a)
 		.max_connections = a->cfg.max_connections,
 		.buffer_size = a->cfg.buffer_size,
 	};
-	struct telemetry_opts to = { .cluster_id = "Kubernetes" };
+	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = a->cfg.node_name };
 	sigset_t mask;
 	int sfd, err = -EIO;
 
@@ -279,8 +324,11 @@ static int run(struct agent *a)
 	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
 	err = start_identity(a);
+	if (!err)
+		err = start_tracer(a);
 	if (err)
 		goto out;
+	to.tracer = a->tracer;
 	telemetry_init(&to);
 	metrics_register("ambit_connections_active", "Connections proxied right now", "gauge",
 			 metric_conns, NULL);
@@ -359,6 +407,7 @@ out:
 	proxy_free(a->proxy);
 	loop_timer_cancel(a->loop, &a->drain_timer);
 	telemetry_fini();
+	otlp_tracer_free(a->tracer);
 	loop_timer_cancel(a->loop, &a->renew_timer);
 	certstore_free(a->certs);
 	tls_ca_free(a->ca);

@@ -7,6 +7,7 @@
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "otlp/tracecontext.h"
 #include "tls/ca.h"
 #include "tls/certstore.h"
 #include "tls/ctx.h"
@@ -44,12 +45,17 @@ static void forwarded_for(const struct sockaddr_storage *src, char *out, size_t 
 		snprintf(out, len, "for=%s", ip);
 }
 
-/* W3C baggage with the source workload's facts (values are DNS-safe, no escaping needed). */
+/* W3C baggage with the source workload's facts; "" when it cannot be built. */
 static void baggage_of(const struct model_workload *w, char *out, size_t len)
 {
-	snprintf(out, len, "k8s.namespace.name=%s,k8s.pod.name=%s,service.name=%s%s%s",
-		 w->namespace, w->name, w->canonical_service, w->node ? ",k8s.node.name=" : "",
-		 w->node ? w->node : "");
+	struct baggage b = { 0 };
+	if (baggage_set(&b, "k8s.namespace.name", w->namespace) ||
+	    baggage_set(&b, "k8s.pod.name", w->name) ||
+	    baggage_set(&b, "service.name", w->canonical_service) ||
+	    (w->node && baggage_set(&b, "k8s.node.name", w->node)) ||
+	    baggage_format(&b, out, len) < 0)
+		out[0] = '\0';
+	baggage_fini(&b);
 }
 
 static int mesh_connect(void *arg, struct conn *c, const struct model *model,
@@ -87,7 +93,8 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 	forwarded_for(&ci->src, fwd, sizeof(fwd));
 	baggage_of(r->src, bag, sizeof(bag));
 	hdrs[nh++] = (struct hbone_header){ "forwarded", fwd };
-	hdrs[nh++] = (struct hbone_header){ "baggage", bag };
+	if (bag[0])
+		hdrs[nh++] = (struct hbone_header){ "baggage", bag };
 	if (ci->traceparent[0])
 		hdrs[nh++] = (struct hbone_header){ "traceparent", ci->traceparent };
 	req.headers = hdrs;

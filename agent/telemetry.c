@@ -1,17 +1,172 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Per-connection telemetry from the conn hooks: metrics at open and close, an access log line
- * at each (debug on open, info on close). */
+ * at each (debug on open, info on close), and the connection span: started at accept (a child
+ * of the CONNECT's traceparent on the inbound side), ended at close with the connection's
+ * facts as attributes and status ERROR when it failed. */
 #include "agent/telemetry.h"
 #include "agent/metrics.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "otlp/resource.h"
+#include "otlp/tracecontext.h"
+#include "otlp/tracer.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static struct telemetry_opts topts;
+
+/* Resources per workload (service, namespace, pod): built once, shared by its spans. The
+ * cache is flushed whole when it passes its bound (spans hold their own references). */
+#define RES_CACHE_MAX 4096
+struct res_entry {
+	char *key;
+	struct otlp_resource *res;
+	struct res_entry *next;
+};
+static struct res_entry *res_cache[256];
+static size_t res_count;
+
+static void res_cache_flush(void)
+{
+	for (size_t b = 0; b < ARRAY_SIZE(res_cache); b++) {
+		struct res_entry *e = res_cache[b];
+		while (e) {
+			struct res_entry *n = e->next;
+			otlp_resource_unref(e->res);
+			free(e->key);
+			free(e);
+			e = n;
+		}
+		res_cache[b] = NULL;
+	}
+	res_count = 0;
+}
+
+/* A borrowed resource for the workload the agent acts for (NULL: none). */
+static struct otlp_resource *resource_for(const struct conn_peer *p)
+{
+	char *key;
+	size_t h = 5381;
+	struct res_entry *e;
+
+	if (asprintf(&key, "%s|%s|%s", p->canonical_service ? p->canonical_service : "",
+		     p->namespace ? p->namespace : "", p->workload ? p->workload : "") < 0)
+		return NULL;
+	for (const char *c = key; *c; c++)
+		h = h * 33 + (unsigned char)*c;
+	h %= ARRAY_SIZE(res_cache);
+	for (e = res_cache[h]; e; e = e->next) {
+		if (strcmp(e->key, key) == 0) {
+			free(key);
+			return e->res;
+		}
+	}
+	if (res_count >= RES_CACHE_MAX)
+		res_cache_flush();
+	e = calloc(1, sizeof(*e));
+	if (e)
+		e->res = otlp_resource_for_workload(otlp_tracer_config(topts.tracer),
+						    p->canonical_service, p->namespace, p->workload,
+						    topts.node_name);
+	if (!e || !e->res) {
+		free(e);
+		free(key);
+		return NULL;
+	}
+	e->key = key;
+	e->next = res_cache[h];
+	res_cache[h] = e;
+	res_count++;
+	return e->res;
+}
+
+static void span_open(struct conn *c)
+{
+	struct conn_info *ci = conn_info(c);
+	struct span_context parent;
+	bool outbound = ci->kind == CONN_OUTBOUND;
+	struct span *s;
+
+	if (!topts.tracer)
+		return;
+	bool has_parent = ci->parent_traceparent[0] &&
+			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
+					     &parent) == 0;
+	s = span_start(topts.tracer, resource_for(outbound ? &ci->source : &ci->destination),
+		       outbound ? "outbound" : "inbound", outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
+		       has_parent ? &parent : NULL);
+	if (!s)
+		return;	/* out of memory: the conn goes on untraced */
+	conn_set_user(c, s);
+	if (tracecontext_format(&s->ctx, ci->traceparent, sizeof(ci->traceparent)) < 0)
+		ci->traceparent[0] = '\0';
+}
+
+static void set_peer(struct span *s, const char *side, const struct conn_peer *p)
+{
+	char k[64];
+	const struct { const char *name; const char *v; } f[] = {
+		{ "workload", p->workload }, { "namespace", p->namespace },
+		{ "principal", p->principal }, { "canonical_service", p->canonical_service },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(f); i++) {
+		if (!f[i].v)
+			continue;
+		snprintf(k, sizeof(k), "%s.%s", side, f[i].name);
+		span_set_str(s, k, f[i].v);
+	}
+}
+
+static void set_addr(struct span *s, const char *addr_key, const char *port_key,
+		     const struct sockaddr_storage *ss)
+{
+	char ip[ADDR_STR_LEN];
+	if (!ss->ss_family)
+		return;
+	span_set_str(s, addr_key, sockaddr_ip_str(ss, ip, sizeof(ip)));
+	if (port_key)
+		span_set_int(s, port_key, sockaddr_port(ss));
+}
+
+/* Attribute names: OTel's client./server./network. conventions for addresses, Istio's
+ * source/destination vocabulary for the mesh facts (what Tempo queries use). */
+static void span_close(struct conn *c, int err, const char *flag, const char *reason)
+{
+	struct span *s = conn_user(c);
+	const struct conn_info *ci = conn_info(c);
+
+	if (!s)
+		return;
+	conn_set_user(c, NULL);
+	if (s->recording) {
+		set_peer(s, "source", &ci->source);
+		set_peer(s, "destination", &ci->destination);
+		if (ci->service)
+			span_set_str(s, "destination.service", ci->service);
+		set_addr(s, "client.address", "client.port", &ci->src);
+		set_addr(s, "server.address", "server.port", &ci->orig_dst);
+		set_addr(s, "destination.address", "destination.port", &ci->target);
+		set_addr(s, "hbone.peer.address", NULL, &ci->via);
+		span_set_str(s, "network.transport", "tcp");
+		span_set_str(s, "direction", telemetry_direction(ci->kind));
+		span_set_int(s, "bytes_sent", (int64_t)conn_bytes(c, CONN_DOWN));
+		span_set_int(s, "bytes_received", (int64_t)conn_bytes(c, CONN_UP));
+		span_set_str(s, "connection_security_policy", ci->mtls ? "mutual_tls" : "unknown");
+		if (flag)
+			span_set_str(s, "response_flags", flag);
+		if (err) {
+			char msg[SPAN_MAX_STATUS_LEN];
+			snprintf(msg, sizeof(msg), "%s%s%s", flag ? flag : "", flag ? ": " : "",
+				 reason ? reason : strerror(-err));
+			span_set_status(s, SPAN_STATUS_ERROR, msg);
+		}
+	}
+	span_end(s);
+}
 
 const char *telemetry_reporter(enum conn_kind kind)
 {
@@ -49,10 +204,15 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 	const struct conn_info *ci = conn_info(c);
 	char src[ADDR_STR_LEN], dst[ADDR_STR_LEN], tgt[ADDR_STR_LEN], via[ADDR_STR_LEN];
 	char sent[24], recv[24], dur[24], id[24];
-	const char *trace_id = NULL, *span_id = NULL;
+	char trace_id[2 * SPAN_TRACE_ID_LEN + 1], span_id[2 * SPAN_ID_LEN + 1];
+	struct span *s = conn_user(c);
 
 	if (!log_enabled(lvl))
 		return;
+	if (s) {
+		span_trace_id_hex(&s->ctx, trace_id);
+		span_span_id_hex(&s->ctx, span_id);
+	}
 	snprintf(id, sizeof(id), "%" PRIu64, conn_id(c));
 	snprintf(sent, sizeof(sent), "%" PRIu64, conn_bytes(c, CONN_DOWN));
 	snprintf(recv, sizeof(recv), "%" PRIu64, conn_bytes(c, CONN_UP));
@@ -77,8 +237,8 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 		{ "duration_ms", lvl == LOG_LVL_INFO ? dur : NULL, true },
 		{ "response_flags", flag, false },
 		{ "error", err ? (reason ? reason : strerror(-err)) : NULL, false },
-		{ "trace_id", trace_id, false },
-		{ "span_id", span_id, false },
+		{ "trace_id", s ? trace_id : NULL, false },
+		{ "span_id", s ? span_id : NULL, false },
 	};
 	log_fields(lvl, f, (int)ARRAY_SIZE(f), "%s", msg);
 }
@@ -88,6 +248,7 @@ static void on_opened(struct conn *c)
 	struct metrics_tcp_labels l;
 	labels_of(conn_info(c), NULL, &l);
 	metrics_tcp_add(&l, METRICS_TCP_OPENED, 1);
+	span_open(c);
 	access_log(c, LOG_LVL_DEBUG, "connection opened", 0, NULL, NULL);
 }
 
@@ -106,6 +267,19 @@ static void on_closed(struct conn *c, int err, const char *flag, const char *rea
 	metrics_tcp_add(&l, METRICS_TCP_SENT_BYTES, conn_bytes(c, CONN_DOWN));
 	metrics_tcp_add(&l, METRICS_TCP_RECEIVED_BYTES, conn_bytes(c, CONN_UP));
 	access_log(c, LOG_LVL_INFO, "connection complete", err, flag, reason);
+	span_close(c, err, flag, reason);
+}
+
+static double stat_of(void *arg)
+{
+	struct batcher_stats st;
+	otlp_tracer_stats(topts.tracer, &st);
+	switch ((int)(intptr_t)arg) {
+	case 0: return (double)st.exported;
+	case 1: return (double)st.dropped;
+	case 2: return (double)st.failed;
+	default: return (double)st.queue_len;
+	}
 }
 
 int telemetry_init(const struct telemetry_opts *opts)
@@ -113,11 +287,84 @@ int telemetry_init(const struct telemetry_opts *opts)
 	struct conn_hooks h = { .opened = on_opened, .closed = on_closed };
 	topts = *opts;
 	conn_set_hooks(&h);
-	return 0;
+	if (!topts.tracer)
+		return 0;
+	metrics_register("ambit_spans_exported_total", "Spans accepted by the collector", "counter",
+			 stat_of, (void *)0);
+	metrics_register("ambit_spans_dropped_total",
+			 "Spans dropped because the export queue was full", "counter", stat_of,
+			 (void *)1);
+	metrics_register("ambit_spans_failed_total",
+			 "Spans given up after non-retryable errors or retries", "counter", stat_of,
+			 (void *)2);
+	return metrics_register("ambit_spans_queued", "Spans waiting for export", "gauge", stat_of,
+				(void *)3);
 }
 
 void telemetry_fini(void)
 {
 	struct conn_hooks h = { 0 };
 	conn_set_hooks(&h);
+	res_cache_flush();
+}
+
+static json_t *attrs_json(const struct otlp_attrs *a)
+{
+	json_t *o = json_object();
+	for (uint16_t i = 0; o && i < a->n; i++) {
+		const struct otlp_attr *x = &a->v[i];
+		json_t *v = x->type == OTLP_ATTR_STRING ? json_string(x->v.s)
+			  : x->type == OTLP_ATTR_INT	  ? json_integer(x->v.i)
+			  : x->type == OTLP_ATTR_BOOL	  ? json_boolean(x->v.b)
+							  : json_real(x->v.d);
+		json_object_set_new(o, x->key, v);
+	}
+	return o;
+}
+
+/* The admin API spells kinds and codes as OTLP's enums do, upper case. */
+static const char *upper_kind(enum span_kind k)
+{
+	return k == SPAN_KIND_CLIENT ? "CLIENT" : k == SPAN_KIND_SERVER ? "SERVER" : "INTERNAL";
+}
+
+static const char *upper_status(enum span_status st)
+{
+	return st == SPAN_STATUS_ERROR ? "ERROR" : st == SPAN_STATUS_OK ? "OK" : "UNSET";
+}
+
+struct spans_q {
+	const char *trace_id;
+	json_t *arr;
+};
+
+static void span_json(const struct span *s, void *arg)
+{
+	struct spans_q *q = arg;
+	char tid[2 * SPAN_TRACE_ID_LEN + 1], sid[2 * SPAN_ID_LEN + 1], pid[2 * SPAN_ID_LEN + 1] = "";
+	span_trace_id_hex(&s->ctx, tid);
+	if (q->trace_id && strcmp(q->trace_id, tid) != 0)
+		return;
+	span_span_id_hex(&s->ctx, sid);
+	if (s->has_parent)
+		hex_encode(s->parent_span_id, SPAN_ID_LEN, pid);
+	enum span_export_state es = span_export_state(s);
+	json_array_append_new(q->arr, json_pack(
+		"{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:{s:s,s:s},s:o,s:o,s:b,s:s}",
+		"trace_id", tid, "span_id", sid, "parent_span_id", pid, "name", s->name,
+		"kind", upper_kind(s->kind), "start_unix_nano", (json_int_t)s->start_ns,
+		"end_unix_nano", (json_int_t)s->end_ns, "status", "code", upper_status(s->status),
+		"message", s->status_msg ? s->status_msg : "", "attributes", attrs_json(&s->attrs),
+		"resource", s->resource ? attrs_json(&s->resource->attrs) : json_object(),
+		"exported", es == SPAN_EXPORT_EXPORTED, "export_state", span_export_state_str(es)));
+}
+
+json_t *telemetry_spans_json(const char *trace_id, size_t limit)
+{
+	struct spans_q q = { .trace_id = trace_id, .arr = json_array() };
+	if (topts.tracer)
+		otlp_tracer_recent(topts.tracer, span_json, &q);
+	while (limit && json_array_size(q.arr) > limit)
+		json_array_remove(q.arr, 0);
+	return json_pack("{s:o}", "spans", q.arr);
 }

@@ -1,22 +1,31 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the agent records about each connection: istio_tcp_* metrics, the JSON access log
- * (open at debug, close at info, with trace_id/span_id) and the connection span. Installed
- * as the conn hooks. */
+ * (open at debug, close at info, with trace_id/span_id) and one span per connection per side.
+ * Installed as the conn hooks. */
 #ifndef AMBIT_AGENT_TELEMETRY_H
 #define AMBIT_AGENT_TELEMETRY_H
 
+#include <jansson.h>
+
 #include "agent/conn.h"
+
+struct otlp_tracer;
 
 struct telemetry_opts {
 	const char *cluster_id;		/* source_cluster / destination_cluster label */
+	const char *node_name;		/* k8s.node.name of the resources */
 	struct otlp_tracer *tracer;	/* NULL: no spans */
 };
 
-/* Installs the conn hooks. 0 or -errno. */
+/* Installs the conn hooks and registers the span metrics. 0 or -errno. */
 int telemetry_init(const struct telemetry_opts *opts);
+/* Drops the cached resources; call before freeing the tracer. */
 void telemetry_fini(void);
 /* The "reporter" of a conn kind: "source" for outbound, "destination" for inbound. */
 const char *telemetry_reporter(enum conn_kind kind);
 const char *telemetry_direction(enum conn_kind kind);
+/* Recent finished spans (admin API /spans), newest last; trace_id hex filter or NULL, at
+ * most limit. New reference. */
+json_t *telemetry_spans_json(const char *trace_id, size_t limit);
 
 #endif
