@@ -1,0 +1,970 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of otlp/: trace context and baggage codecs, sampler ratios, attribute bounds,
+ * OTEL_* parsing, the batcher's drop counting and retry/backoff against a fake exporter,
+ * the tracer, and the protobuf encoding read back with protobuf-c. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "harness.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
+#include "otlp/batcher.h"
+#include "otlp/config.h"
+#include "otlp/encode.h"
+#include "otlp/exporter.h"
+#include "otlp/resource.h"
+#include "otlp/sampler.h"
+#include "otlp/tracecontext.h"
+#include "otlp/tracer.h"
+
+#define TP_OK "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+static int tp(const char *s, struct span_context *c)
+{
+	return tracecontext_parse(s, strlen(s), c);
+}
+
+TEST(traceparent_parse_valid)
+{
+	struct span_context c;
+	char hex[33];
+	REQUIRE(tp(TP_OK, &c) == 0);
+	span_trace_id_hex(&c, hex);
+	CHECK_EQ_STR(hex, "4bf92f3577b34da6a3ce929d0e0e4736");
+	span_span_id_hex(&c, hex);
+	CHECK_EQ_STR(hex, "00f067aa0ba902b7");
+	CHECK_EQ_INT(c.flags, 1);
+	CHECK(c.remote);
+	CHECK(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &c) == 0);
+	CHECK_EQ_INT(c.flags & SPAN_FLAG_SAMPLED, 0);
+	/* a future version with more fields: read by its version-00 prefix (§3.2.4) */
+	CHECK(tp("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future", &c) == 0);
+	CHECK(tp("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &c) == 0);
+}
+
+TEST(traceparent_parse_invalid)
+{
+	static const char *const bad[] = {
+		"",
+		"00",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",	/* upper case */
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",	/* zero trace-id */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",	/* zero parent-id */
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",	/* version ff */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",	/* 00 with extra */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+		"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",	/* future w/o '-' */
+		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+		"0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+	};
+	struct span_context c = { .flags = 0x55 };
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (tp(bad[i], &c) != -EINVAL)
+			fprintf(stderr, "  accepted: '%s'\n", bad[i]);
+		CHECK(tp(bad[i], &c) == -EINVAL);
+	}
+	CHECK_EQ_INT(c.flags, 0x55);	/* untouched on failure */
+	CHECK(tracecontext_parse(NULL, 55, &c) == -EINVAL);
+}
+
+TEST(traceparent_format)
+{
+	struct span_context c, d;
+	char buf[64];
+	REQUIRE(tp(TP_OK, &c) == 0);
+	CHECK_EQ_INT(tracecontext_format(&c, buf, sizeof(buf)), TRACEPARENT_LEN);
+	CHECK_EQ_STR(buf, TP_OK);
+	CHECK(tracecontext_format(&c, buf, TRACEPARENT_LEN) == -ENOSPC);
+	memset(&d, 0, sizeof(d));
+	CHECK(tracecontext_format(&d, buf, sizeof(buf)) == -EINVAL);
+	/* round trip of random IDs */
+	for (int i = 0; i < 100; i++) {
+		REQUIRE(span_random_id(c.trace_id, 16) == 0 && span_random_id(c.span_id, 8) == 0);
+		c.flags = (uint8_t)(i & 1);
+		REQUIRE(tracecontext_format(&c, buf, sizeof(buf)) == TRACEPARENT_LEN);
+		REQUIRE(tp(buf, &d) == 0);
+		CHECK(memcmp(c.trace_id, d.trace_id, 16) == 0 && memcmp(c.span_id, d.span_id, 8) == 0);
+		CHECK_EQ_INT(d.flags, c.flags);
+	}
+}
+
+TEST(baggage_parse_ok)
+{
+	struct baggage b = { 0 };
+	const char *h = "userId=alice, serverNode = DF%2028 ;prop1;prop2=x,isProduction=false,,k=a%25b";
+	REQUIRE(baggage_parse(h, strlen(h), &b) == 0);
+	CHECK_EQ_INT(b.n, 4);
+	CHECK_EQ_STR(baggage_get(&b, "userId"), "alice");
+	CHECK_EQ_STR(baggage_get(&b, "serverNode"), "DF 28");
+	CHECK_EQ_STR(baggage_get(&b, "isProduction"), "false");
+	CHECK_EQ_STR(baggage_get(&b, "k"), "a%b");
+	CHECK(baggage_get(&b, "nope") == NULL);
+	baggage_fini(&b);
+	/* duplicate key: the last wins */
+	REQUIRE(baggage_parse("a=1,a=2", 7, &b) == 0);
+	CHECK_EQ_INT(b.n, 1);
+	CHECK_EQ_STR(baggage_get(&b, "a"), "2");
+	baggage_fini(&b);
+	REQUIRE(baggage_parse("", 0, &b) == 0);
+	CHECK_EQ_INT(b.n, 0);
+	baggage_fini(&b);
+}
+
+TEST(baggage_parse_invalid)
+{
+	static const char *const bad[] = {
+		"novalue", "=v", "k y=v", "k=v v", "k=a\"b", "k=a\\b", "k=%zz", "k=%4", "k=%00",
+		"k=v;=x", "k=v;p=a b", "k(=v", "k=\x01",
+	};
+	struct baggage b = { 0 };
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		int rc = baggage_parse(bad[i], strlen(bad[i]), &b);
+		if (rc != -EINVAL)
+			fprintf(stderr, "  '%s' -> %d\n", bad[i], rc);
+		CHECK(rc == -EINVAL);
+		CHECK_EQ_INT(b.n, 0);
+	}
+	baggage_fini(&b);
+}
+
+TEST(baggage_limits)
+{
+	struct baggage b = { 0 };
+	char *big = malloc(BAGGAGE_MAX_BYTES + 64);
+	REQUIRE(big);
+	/* 65 members */
+	size_t n = 0;
+	for (int i = 0; i < 65; i++)
+		n += (size_t)sprintf(big + n, "%sk%d=v", i ? "," : "", i);
+	CHECK(baggage_parse(big, n, &b) == -E2BIG);
+	CHECK_EQ_INT(b.n, 0);
+	/* over 8192 bytes */
+	memset(big, 'a', BAGGAGE_MAX_BYTES + 10);
+	big[0] = 'k';
+	big[1] = '=';
+	CHECK(baggage_parse(big, BAGGAGE_MAX_BYTES + 10, &b) == -E2BIG);
+	/* formatting a value that encodes past 8192 */
+	memset(big, ' ', 4000);
+	big[4000] = '\0';
+	REQUIRE(baggage_set(&b, "k", big) == 0);
+	char *out = malloc(20000);
+	REQUIRE(out);
+	CHECK(baggage_format(&b, out, 20000) == -E2BIG);
+	baggage_fini(&b);
+	free(out);
+	free(big);
+	for (int i = 0; i < 64; i++) {
+		char k[8];
+		snprintf(k, sizeof(k), "k%d", i);
+		REQUIRE(baggage_set(&b, k, "v") == 0);
+	}
+	CHECK(baggage_set(&b, "k64", "v") == -E2BIG);
+	CHECK(baggage_set(&b, "k0", "w") == 0);	/* replacing is fine */
+	CHECK(baggage_set(&b, "bad key", "w") == -EINVAL);
+	baggage_fini(&b);
+}
+
+TEST(baggage_format_roundtrip)
+{
+	struct baggage b = { 0 }, c = { 0 };
+	char buf[256];
+	REQUIRE(baggage_set(&b, "source.workload", "api gateway,v1;x=%\"\\") == 0);
+	REQUIRE(baggage_set(&b, "ns", "default") == 0);
+	int n = baggage_format(&b, buf, sizeof(buf));
+	REQUIRE(n > 0);
+	CHECK_EQ_STR(buf, "source.workload=api%20gateway%2Cv1%3Bx=%25%22%5C,ns=default");
+	REQUIRE(baggage_parse(buf, (size_t)n, &c) == 0);
+	CHECK_EQ_STR(baggage_get(&c, "source.workload"), "api gateway,v1;x=%\"\\");
+	CHECK_EQ_STR(baggage_get(&c, "ns"), "default");
+	CHECK(baggage_format(&b, buf, 10) == -ENOSPC);
+	CHECK_EQ_INT(strlen(buf), 9);
+	baggage_fini(&b);
+	baggage_fini(&c);
+}
+
+TEST(baggage_env_variant)
+{
+	struct baggage b = { 0 };
+	const char *s = " service.name = my svc , k8s.pod.name=p%2C1,Authorization=Bearer abc";
+	REQUIRE(baggage_parse_env(s, strlen(s), &b) == 0);
+	CHECK_EQ_STR(baggage_get(&b, "service.name"), "my svc");
+	CHECK_EQ_STR(baggage_get(&b, "k8s.pod.name"), "p,1");
+	CHECK_EQ_STR(baggage_get(&b, "Authorization"), "Bearer abc");
+	baggage_fini(&b);
+	CHECK(baggage_parse_env("k=%x1", 5, &b) == -EINVAL);
+	CHECK(baggage_parse_env("justakey", 8, &b) == -EINVAL);
+}
+
+/* ---- sampler ---- */
+
+static int count_sampled(const struct sampler *s, int n, const struct span_context *parent)
+{
+	uint8_t tid[16];
+	int k = 0;
+	for (int i = 0; i < n; i++) {
+		span_random_id(tid, sizeof(tid));
+		k += sampler_should_sample(s, parent, tid);
+	}
+	return k;
+}
+
+TEST(sampler_ratios)
+{
+	struct sampler s;
+	REQUIRE(sampler_init(&s, SAMPLER_TRACEIDRATIO, 0.0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 10000, NULL), 0);
+	REQUIRE(sampler_init(&s, SAMPLER_TRACEIDRATIO, 1.0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 10000, NULL), 10000);
+	REQUIRE(sampler_init(&s, SAMPLER_TRACEIDRATIO, 0.5) == 0);
+	int k = count_sampled(&s, 10000, NULL);
+	fprintf(stderr, "  50%%: %d of 10000\n", k);
+	CHECK(k > 4700 && k < 5300);	/* 6 sigma */
+	REQUIRE(sampler_init(&s, SAMPLER_PARENT_TRACEIDRATIO, 0.1) == 0);
+	k = count_sampled(&s, 10000, NULL);
+	CHECK(k > 850 && k < 1150);
+	/* deterministic on the low 8 bytes: same ID, same answer; high bytes do not matter */
+	uint8_t tid[16] = { 0 };
+	tid[15] = 1;
+	REQUIRE(sampler_init(&s, SAMPLER_TRACEIDRATIO, 0.5) == 0);
+	CHECK(sampler_should_sample(&s, NULL, tid));
+	memset(tid + 8, 0xff, 8);
+	CHECK(!sampler_should_sample(&s, NULL, tid));
+	memset(tid, 0, 8);
+	CHECK(!sampler_should_sample(&s, NULL, tid));
+	CHECK(sampler_init(&s, SAMPLER_TRACEIDRATIO, 1.5) == -EINVAL);
+	CHECK(sampler_init(&s, SAMPLER_TRACEIDRATIO, -0.1) == -EINVAL);
+	CHECK(sampler_init(&s, SAMPLER_TRACEIDRATIO, NAN) == -EINVAL);
+}
+
+TEST(sampler_parent_based)
+{
+	struct sampler s;
+	struct span_context sampled, unsampled;
+	REQUIRE(tp(TP_OK, &sampled) == 0);
+	REQUIRE(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &unsampled) == 0);
+	/* ratio 0 root sampler: a sampled parent still wins */
+	REQUIRE(sampler_init(&s, SAMPLER_PARENT_TRACEIDRATIO, 0.0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 1000, &sampled), 1000);
+	CHECK_EQ_INT(count_sampled(&s, 1000, NULL), 0);
+	REQUIRE(sampler_init(&s, SAMPLER_PARENT_TRACEIDRATIO, 1.0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 1000, &unsampled), 0);
+	CHECK_EQ_INT(count_sampled(&s, 1000, NULL), 1000);
+	REQUIRE(sampler_init(&s, SAMPLER_PARENT_ALWAYS_OFF, 0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 10, &sampled), 10);
+	CHECK_EQ_INT(count_sampled(&s, 10, NULL), 0);
+	REQUIRE(sampler_init(&s, SAMPLER_PARENT_ALWAYS_ON, 0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 10, &unsampled), 0);
+	CHECK_EQ_INT(count_sampled(&s, 10, NULL), 10);
+	/* non-parent-based samplers ignore the parent */
+	REQUIRE(sampler_init(&s, SAMPLER_ALWAYS_ON, 0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 10, &unsampled), 10);
+	REQUIRE(sampler_init(&s, SAMPLER_ALWAYS_OFF, 0) == 0);
+	CHECK_EQ_INT(count_sampled(&s, 10, &sampled), 0);
+	enum sampler_kind k;
+	CHECK(sampler_kind_parse("parentbased_traceidratio", &k) == 0 && k == SAMPLER_PARENT_TRACEIDRATIO);
+	CHECK(sampler_kind_parse("jaeger_remote", &k) == -EINVAL);
+	CHECK(sampler_kind_parse(NULL, &k) == -EINVAL);
+}
+
+/* ---- spans and attributes ---- */
+
+TEST(span_attribute_bounds)
+{
+	struct span *s = span_new(NULL, "x", SPAN_KIND_INTERNAL);
+	char key[32];
+	REQUIRE(s);
+	for (int i = 0; i < SPAN_MAX_ATTRS; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		REQUIRE(span_set_int(s, key, i) == 0);
+	}
+	CHECK(span_set_str(s, "one.too.many", "v") == -E2BIG);
+	CHECK(span_set_bool(s, "another", true) == -E2BIG);
+	CHECK_EQ_INT(s->attrs.n, SPAN_MAX_ATTRS);
+	CHECK_EQ_INT(s->attrs.dropped, 2);
+	/* replacing an existing key is always allowed, and may change its type */
+	CHECK(span_set_str(s, "k3", "three") == 0);
+	CHECK(span_get_attr(s, "k3")->type == OTLP_ATTR_STRING);
+	CHECK_EQ_STR(span_get_attr(s, "k3")->v.s, "three");
+	CHECK(span_set_double(s, "k3", 2.5) == 0);
+	CHECK(span_get_attr(s, "k3")->v.d == 2.5);
+	CHECK_EQ_INT(s->attrs.n, SPAN_MAX_ATTRS);
+	span_unref(s);
+
+	s = span_new(NULL, "y", SPAN_KIND_CLIENT);
+	REQUIRE(s);
+	char *big = malloc(5000);
+	REQUIRE(big);
+	memset(big, 'a', 4999);
+	big[4999] = '\0';
+	CHECK(span_set_str(s, "big", big) == 0);
+	CHECK_EQ_INT(strlen(span_get_attr(s, "big")->v.s), SPAN_MAX_VALUE_LEN);
+	/* truncation never splits a UTF-8 sequence: "é" is 2 bytes straddling the limit */
+	memset(big, 'a', SPAN_MAX_VALUE_LEN - 1);
+	memcpy(big + SPAN_MAX_VALUE_LEN - 1, "\xc3\xa9zz", 5);
+	CHECK(span_set_str(s, "utf8", big) == 0);
+	CHECK_EQ_INT(strlen(span_get_attr(s, "utf8")->v.s), SPAN_MAX_VALUE_LEN - 1);
+	memset(key, 'k', sizeof(key));
+	key[sizeof(key) - 1] = '\0';
+	char longkey[SPAN_MAX_KEY_LEN + 2];
+	memset(longkey, 'k', sizeof(longkey) - 1);
+	longkey[sizeof(longkey) - 1] = '\0';
+	CHECK(span_set_str(s, longkey, "v") == -EINVAL);
+	CHECK(span_set_str(s, "", "v") == -EINVAL);
+	CHECK(span_set_str(s, NULL, "v") == -EINVAL);
+	CHECK(span_set_str(s, "k", NULL) == -EINVAL);
+	CHECK_EQ_INT(s->attrs.dropped, 0);
+	free(big);
+	span_unref(s);
+	span_unref(NULL);
+}
+
+TEST(span_status_rules)
+{
+	struct span *s = span_new(NULL, "x", SPAN_KIND_CLIENT);
+	REQUIRE(s);
+	span_set_status(s, SPAN_STATUS_ERROR, "connection refused");
+	CHECK(s->status == SPAN_STATUS_ERROR);
+	CHECK_EQ_STR(s->status_msg, "connection refused");
+	span_set_status(s, SPAN_STATUS_UNSET, NULL);	/* ignored */
+	CHECK(s->status == SPAN_STATUS_ERROR);
+	span_set_status(s, SPAN_STATUS_OK, "ignored text");
+	CHECK(s->status == SPAN_STATUS_OK && s->status_msg == NULL);
+	span_set_status(s, SPAN_STATUS_ERROR, "late");	/* OK is final */
+	CHECK(s->status == SPAN_STATUS_OK);
+	span_unref(s);
+}
+
+TEST(random_ids)
+{
+	uint8_t a[16], b[16];
+	for (int i = 0; i < 1000; i++) {
+		REQUIRE(span_random_id(a, 16) == 0 && span_random_id(b, 16) == 0);
+		CHECK(memcmp(a, b, 16) != 0);
+	}
+	uint8_t one[1];
+	for (int i = 0; i < 2000; i++) {	/* a 1-byte ID hits 0 often without the retry */
+		REQUIRE(span_random_id(one, 1) == 0);
+		CHECK(one[0] != 0);
+	}
+}
+
+/* ---- configuration ---- */
+
+static void clear_env(void)
+{
+	static const char *const vars[] = {
+		"OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER",
+		"OTEL_TRACES_SAMPLER_ARG", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL",
+		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
+		"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT",
+		"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
+		unsetenv(vars[i]);
+}
+
+TEST(config_defaults_and_urls)
+{
+	struct otlp_config c;
+	char url[256], err[256];
+	clear_env();
+	otlp_config_init(&c);
+	CHECK(c.enabled && c.export && c.protocol == OTLP_PROTO_GRPC && c.sampling == 100.0);
+	CHECK_EQ_INT(c.batch.max_queue, 2048);
+	CHECK_EQ_INT(c.batch.max_batch, 512);
+	CHECK_EQ_INT(c.batch.schedule_delay_ms, 5000);
+	CHECK_EQ_INT(c.batch.export_timeout_ms, 30000);
+	REQUIRE(otlp_config_traces_url(&c, url, sizeof(url)) == 0);
+	CHECK_EQ_STR(url, "http://localhost:4317");
+	REQUIRE(otlp_config_set_protocol(&c, "http/protobuf", err, sizeof(err)) == 0);
+	REQUIRE(otlp_config_traces_url(&c, url, sizeof(url)) == 0);
+	CHECK_EQ_STR(url, "http://localhost:4318/v1/traces");
+	REQUIRE(otlp_config_set_endpoint(&c, "http://collector:4318/", err, sizeof(err)) == 0);
+	REQUIRE(otlp_config_traces_url(&c, url, sizeof(url)) == 0);
+	CHECK_EQ_STR(url, "http://collector:4318/v1/traces");
+	CHECK(otlp_config_set_protocol(&c, "http/json", err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "http/json") != NULL);
+	CHECK(otlp_config_set_sampling(&c, 100.5, err, sizeof(err)) == -EINVAL);
+	CHECK(otlp_config_set_sampling(&c, NAN, err, sizeof(err)) == -EINVAL);
+	CHECK(otlp_config_set_sampling(&c, 25, err, sizeof(err)) == 0);
+	struct sampler s;
+	REQUIRE(otlp_config_sampler(&c, &s) == 0);
+	CHECK(s.kind == SAMPLER_PARENT_TRACEIDRATIO && fabs(s.ratio - 0.25) < 1e-9);
+	otlp_config_fini(&c);
+
+	static const char *const bad[] = {
+		"", "collector:4317", "ftp://x", "http://", "http://:80", "http://h:0", "http://h:65536",
+		"http://h:12x", "http://h h", "http://[::1", "http://h\n", "http://ho$t/",
+	};
+	struct otlp_url u;
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		err[0] = '\0';
+		CHECK(otlp_url_parse(bad[i], &u, err, sizeof(err)) == -EINVAL);
+		CHECK(err[0] != '\0');
+	}
+	REQUIRE(otlp_url_parse("https://[::1]:4317/x", &u, err, sizeof(err)) == 0);
+	CHECK(u.https && u.port == 4317);
+	CHECK_EQ_STR(u.host, "::1");
+	CHECK_EQ_STR(u.path, "/x");
+	REQUIRE(otlp_url_parse("http://otel.example", &u, err, sizeof(err)) == 0);
+	CHECK_EQ_INT(u.port, 80);
+	/* OTLP/gRPC over TLS waits for tls/: a clear refusal, not a crash */
+	struct otlp_exporter *ex = export_grpc_new("https://collector:4317", NULL, 0, err, sizeof(err));
+	CHECK(ex == NULL && errno == ENOTSUP);
+	CHECK(strstr(err, "https not supported yet") != NULL);
+	ex = export_grpc_new("nonsense", NULL, 0, err, sizeof(err));
+	CHECK(ex == NULL && errno == EINVAL);
+	ex = export_http_new("http://x y", NULL, 0, err, sizeof(err));
+	CHECK(ex == NULL && errno == EINVAL);
+}
+
+TEST(config_env)
+{
+	struct otlp_config c;
+	char url[256], err[256];
+	clear_env();
+	otlp_config_init(&c);
+	REQUIRE(otlp_config_add_tag(&c, "cluster_name", "homelab", err, sizeof(err)) == 0);
+	setenv("OTEL_SERVICE_NAME", "ambit-node", 1);
+	setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=dev,team=mesh%20ops", 1);
+	setenv("OTEL_TRACES_SAMPLER", "traceidratio", 1);
+	setenv("OTEL_TRACES_SAMPLER_ARG", "0.5", 1);
+	setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", 1);
+	setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf", 1);
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318", 1);
+	setenv("OTEL_EXPORTER_OTLP_HEADERS", "Api-Key=secret,x-tenant=a%2Cb", 1);
+	setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=traces-secret", 1);
+	setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "7000", 1);
+	setenv("OTEL_BSP_SCHEDULE_DELAY", "250", 1);
+	setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100", 1);
+	setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10", 1);
+	setenv("OTEL_SDK_DISABLED", "", 1);	/* empty is unset */
+	err[0] = '\0';
+	int rc = otlp_config_apply_env(&c, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "  %s\n", err);
+	REQUIRE(rc == 0);
+	CHECK(c.enabled);
+	CHECK_EQ_STR(c.service_name, "ambit-node");
+	CHECK(c.sampler == SAMPLER_TRACEIDRATIO && c.sampling == 50.0);
+	CHECK(c.protocol == OTLP_PROTO_HTTP_PROTOBUF);
+	REQUIRE(otlp_config_traces_url(&c, url, sizeof(url)) == 0);
+	CHECK_EQ_STR(url, "http://generic:4318/v1/traces");
+	CHECK_EQ_INT(c.nheaders, 2);
+	CHECK_EQ_STR(c.headers[0].name, "api-key");
+	CHECK_EQ_STR(c.headers[0].value, "traces-secret");
+	CHECK_EQ_STR(c.headers[1].value, "a,b");
+	CHECK_EQ_INT(c.batch.export_timeout_ms, 7000);
+	CHECK_EQ_INT(c.batch.schedule_delay_ms, 250);
+	CHECK_EQ_INT(c.batch.max_queue, 100);
+	CHECK_EQ_INT(c.batch.max_batch, 10);
+	CHECK(otlp_config_validate(&c, err, sizeof(err)) == 0);
+	/* the signal-specific endpoint is used as is */
+	setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:9999/custom/path", 1);
+	REQUIRE(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+	REQUIRE(otlp_config_traces_url(&c, url, sizeof(url)) == 0);
+	CHECK_EQ_STR(url, "http://traces:9999/custom/path");
+
+	/* resource: env attributes, then OTEL_SERVICE_NAME, then the workload's facts */
+	struct otlp_resource *r = otlp_resource_for_workload(&c, "reviews", "default", "reviews-1", "node-1");
+	REQUIRE(r);
+	CHECK_EQ_STR(otlp_resource_get(r, "service.name"), "reviews");
+	CHECK_EQ_STR(otlp_resource_get(r, "team"), "mesh ops");
+	CHECK_EQ_STR(otlp_resource_get(r, "k8s.namespace.name"), "default");
+	CHECK_EQ_STR(otlp_resource_get(r, "k8s.pod.name"), "reviews-1");
+	CHECK_EQ_STR(otlp_resource_get(r, "k8s.node.name"), "node-1");
+	otlp_resource_unref(r);
+	r = otlp_resource_for_workload(&c, NULL, NULL, NULL, NULL);
+	REQUIRE(r);
+	CHECK_EQ_STR(otlp_resource_get(r, "service.name"), "ambit-node");
+	otlp_resource_unref(r);
+
+	/* copies are deep */
+	struct otlp_config d;
+	REQUIRE(otlp_config_copy(&d, &c) == 0);
+	otlp_config_fini(&c);
+	CHECK_EQ_STR(d.tags[0].value, "homelab");
+	CHECK_EQ_STR(d.headers[0].value, "traces-secret");
+	otlp_config_fini(&d);
+	clear_env();
+}
+
+TEST(config_env_refusals)
+{
+	static const char *const cases[][2] = {
+		{ "OTEL_TRACES_SAMPLER", "sometimes" },
+		{ "OTEL_TRACES_SAMPLER_ARG", "1.5" },
+		{ "OTEL_TRACES_SAMPLER_ARG", "half" },
+		{ "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json" },
+		{ "OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317" },
+		{ "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://bad host" },
+		{ "OTEL_EXPORTER_OTLP_HEADERS", "novalue" },
+		{ "OTEL_EXPORTER_OTLP_HEADERS", "k=%zz" },
+		{ "OTEL_EXPORTER_OTLP_TIMEOUT", "-5" },
+		{ "OTEL_BSP_MAX_QUEUE_SIZE", "0" },
+		{ "OTEL_BSP_SCHEDULE_DELAY", "5s" },
+		{ "OTEL_BSP_EXPORT_TIMEOUT", "99999999999999999999" },
+		{ "OTEL_SDK_DISABLED", "yes" },
+		{ "OTEL_TRACES_EXPORTER", "zipkin" },
+		{ "OTEL_RESOURCE_ATTRIBUTES", "a=b,=c" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct otlp_config c;
+		char err[256] = "";
+		clear_env();
+		otlp_config_init(&c);
+		setenv(cases[i][0], cases[i][1], 1);
+		if (strcmp(cases[i][0], "OTEL_TRACES_SAMPLER_ARG") == 0)
+			setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio", 1);
+		int rc = otlp_config_apply_env(&c, err, sizeof(err));
+		if (rc != -EINVAL)
+			fprintf(stderr, "  %s=%s -> %d\n", cases[i][0], cases[i][1], rc);
+		CHECK(rc == -EINVAL);
+		CHECK(strstr(err, cases[i][0]) != NULL);	/* the message names the variable */
+		otlp_config_fini(&c);
+	}
+	clear_env();
+	struct otlp_config c;
+	char err[256];
+	otlp_config_init(&c);
+	setenv("OTEL_SDK_DISABLED", "TRUE", 1);
+	setenv("OTEL_TRACES_EXPORTER", "none", 1);
+	CHECK(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+	CHECK(!c.enabled && !c.export);
+	c.batch.max_batch = c.batch.max_queue + 1;
+	CHECK(otlp_config_validate(&c, err, sizeof(err)) == -EINVAL);
+	otlp_config_fini(&c);
+	clear_env();
+}
+
+/* ---- batcher with a fake exporter ---- */
+
+struct fake_exporter {
+	struct otlp_exporter ex;
+	pthread_mutex_t lock;
+	int fail_next;		/* fail this many calls */
+	bool retryable;
+	uint32_t retry_after_ms;
+	int calls;
+	size_t spans;		/* accepted */
+	uint64_t call_ms[64];
+	uint32_t block_ms;	/* each call takes this long */
+};
+
+static int fake_export(struct otlp_exporter *ex, struct span *const *spans, size_t n, uint32_t timeout_ms,
+		       struct otlp_export_status *st)
+{
+	struct fake_exporter *f = container_of(ex, struct fake_exporter, ex);
+	if (f->block_ms)
+		usleep(f->block_ms * 1000);
+	pthread_mutex_lock(&f->lock);
+	if (f->calls < 64)
+		f->call_ms[f->calls] = now_mono_ms();
+	f->calls++;
+	int rc = 0;
+	if (f->fail_next > 0) {
+		f->fail_next--;
+		st->retryable = f->retryable;
+		st->retry_after_ms = f->retry_after_ms;
+		snprintf(st->msg, sizeof(st->msg), "fake failure");
+		rc = -EAGAIN;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			CHECK(span_export_state(spans[i]) == SPAN_EXPORT_QUEUED);
+		f->spans += n;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+static void fake_free(struct otlp_exporter *ex)
+{
+	(void)ex;	/* the test owns it */
+}
+
+static const struct otlp_exporter_ops fake_ops = { "fake", fake_export, fake_free };
+
+static void fake_init(struct fake_exporter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->ex.ops = &fake_ops;
+	pthread_mutex_init(&f->lock, NULL);
+}
+
+static void submit_n(struct batcher *b, int n, int *refused)
+{
+	for (int i = 0; i < n; i++) {
+		struct span *s = span_new(NULL, "s", SPAN_KIND_INTERNAL);
+		if (batcher_submit(b, s) == -ENOSPC) {
+			(*refused)++;
+			CHECK(span_export_state(s) == SPAN_EXPORT_DROPPED);
+		}
+		span_unref(s);
+	}
+}
+
+TEST(batcher_drops_over_bound)
+{
+	struct fake_exporter f;
+	struct batcher_stats st;
+	int refused = 0;
+	fake_init(&f);
+	f.fail_next = 1000000;	/* collector down */
+	f.retryable = true;
+	struct batcher_opts o = { .max_queue = 100, .max_batch = 10, .schedule_delay_ms = 20,
+				  .backoff_initial_ms = 20, .backoff_max_ms = 50 };
+	struct batcher *b = batcher_new(&o, &f.ex);
+	REQUIRE(b);
+	submit_n(b, 150, &refused);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(refused, 50);
+	CHECK_EQ_INT(st.dropped, 50);
+	CHECK_EQ_INT(st.queue_len, 100);
+	/* retrying keeps them queued: none lost under the bound */
+	usleep(300 * 1000);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(st.queue_len, 100);
+	CHECK_EQ_INT(st.failed, 0);
+	CHECK(st.export_errors >= 3);
+	/* the collector comes back */
+	pthread_mutex_lock(&f.lock);
+	f.fail_next = 0;
+	pthread_mutex_unlock(&f.lock);
+	CHECK(batcher_flush(b, 5000) == 0);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(st.exported, 100);
+	CHECK_EQ_INT(f.spans, 100);
+	CHECK_EQ_INT(st.queue_len, 0);
+	batcher_free(b, 1000);
+}
+
+TEST(batcher_backoff)
+{
+	struct fake_exporter f;
+	struct batcher_stats st;
+	int refused = 0;
+	fake_init(&f);
+	f.fail_next = 4;
+	f.retryable = true;
+	struct batcher_opts o = { .max_queue = 64, .max_batch = 64, .schedule_delay_ms = 10,
+				  .backoff_initial_ms = 40, .backoff_max_ms = 100 };
+	struct batcher *b = batcher_new(&o, &f.ex);
+	REQUIRE(b);
+	submit_n(b, 5, &refused);
+	CHECK(batcher_flush(b, 5000) == 0);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(st.exported, 5);
+	CHECK_EQ_INT(st.export_requests, 5);
+	CHECK_EQ_INT(st.export_errors, 4);
+	REQUIRE(f.calls == 5);
+	/* delays: jittered into [d/2, d] of 40, 80, 100 (capped), 100 */
+	static const uint32_t nominal[] = { 40, 80, 100, 100 };
+	for (int i = 0; i < 4; i++) {
+		uint64_t gap = f.call_ms[i + 1] - f.call_ms[i];
+		if (gap + 2 < nominal[i] / 2 || gap > nominal[i] + 40)
+			fprintf(stderr, "  gap %d: %llu ms for %u\n", i, (unsigned long long)gap, nominal[i]);
+		CHECK(gap + 2 >= nominal[i] / 2);
+		CHECK(gap <= nominal[i] + 40);
+	}
+	/* a server-asked delay (Retry-After / pushback) stretches the wait */
+	pthread_mutex_lock(&f.lock);
+	f.fail_next = 1;
+	f.retry_after_ms = 300;
+	f.calls = 0;
+	pthread_mutex_unlock(&f.lock);
+	submit_n(b, 1, &refused);
+	CHECK(batcher_flush(b, 5000) == 0);
+	REQUIRE(f.calls == 2);
+	CHECK(f.call_ms[1] - f.call_ms[0] >= 298);
+	batcher_free(b, 1000);
+}
+
+TEST(batcher_gives_up)
+{
+	struct fake_exporter f;
+	struct batcher_stats st;
+	int refused = 0;
+	fake_init(&f);
+	/* not retryable: failed at once */
+	f.fail_next = 1;
+	f.retryable = false;
+	struct batcher_opts o = { .max_queue = 64, .max_batch = 64, .schedule_delay_ms = 10,
+				  .backoff_initial_ms = 10, .backoff_max_ms = 20, .retry_max_elapsed_ms = 200 };
+	struct batcher *b = batcher_new(&o, &f.ex);
+	REQUIRE(b);
+	submit_n(b, 3, &refused);
+	CHECK(batcher_flush(b, 5000) == 0);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(st.failed, 3);
+	CHECK_EQ_INT(st.exported, 0);
+	CHECK_EQ_INT(f.calls, 1);
+	/* retryable but past retry_max_elapsed: given up */
+	pthread_mutex_lock(&f.lock);
+	f.fail_next = 1000000;
+	f.retryable = true;
+	pthread_mutex_unlock(&f.lock);
+	submit_n(b, 2, &refused);
+	uint64_t t0 = now_mono_ms();
+	CHECK(batcher_flush(b, 5000) == 0);
+	CHECK(now_mono_ms() - t0 >= 190);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(st.failed, 5);
+	batcher_free(b, 1000);
+}
+
+TEST(batcher_shutdown)
+{
+	struct fake_exporter f;
+	struct batcher_stats st;
+	int refused = 0;
+	fake_init(&f);
+	struct batcher_opts o = { .max_queue = 1000, .max_batch = 100, .schedule_delay_ms = 60000 };
+	struct batcher *b = batcher_new(&o, &f.ex);
+	REQUIRE(b);
+	submit_n(b, 250, &refused);	/* two full batches go at once, 50 wait for the delay */
+	usleep(100 * 1000);
+	batcher_stats(b, &st);
+	CHECK_EQ_INT(st.exported, 200);
+	CHECK_EQ_INT(st.queue_len, 50);
+	batcher_free(b, 2000);	/* shutdown flushes the rest */
+	CHECK_EQ_INT(f.spans, 250);
+
+	/* collector down at shutdown: the deadline is kept and the rest counted failed */
+	fake_init(&f);
+	f.fail_next = 1000000;
+	f.retryable = true;
+	o.schedule_delay_ms = 10;
+	o.backoff_initial_ms = 50;
+	b = batcher_new(&o, &f.ex);
+	REQUIRE(b);
+	submit_n(b, 20, &refused);
+	usleep(50 * 1000);
+	uint64_t t0 = now_mono_ms();
+	batcher_free(b, 300);
+	uint64_t took = now_mono_ms() - t0;
+	CHECK(took < 1500);
+	CHECK_EQ_INT(f.spans, 0);
+	/* an export stuck past the deadline is cancelled (the fake ignores cancel, so the
+	 * join waits for it: a slow fake is what shows the deadline) */
+	fake_init(&f);
+	f.block_ms = 200;
+	b = batcher_new(&o, &f.ex);
+	REQUIRE(b);
+	submit_n(b, 10, &refused);
+	batcher_free(b, 1000);
+	CHECK_EQ_INT(f.spans, 10);
+	CHECK_EQ_INT(refused, 0);
+}
+
+/* ---- tracer ---- */
+
+struct recent_seen {
+	int n, exported;
+	char names[8][16];
+};
+
+static void on_recent(const struct span *s, void *arg)
+{
+	struct recent_seen *r = arg;
+	if (r->n < 8)
+		snprintf(r->names[r->n], sizeof(r->names[0]), "%.15s", s->name);
+	r->n++;
+	r->exported += span_export_state(s) == SPAN_EXPORT_EXPORTED;
+}
+
+TEST(tracer_spans)
+{
+	struct fake_exporter f;
+	struct otlp_config c;
+	char err[256];
+	clear_env();
+	fake_init(&f);
+	otlp_config_init(&c);
+	c.ring_size = 4;
+	c.batch.schedule_delay_ms = 10;
+	REQUIRE(otlp_config_add_tag(&c, "cluster_name", "homelab", err, sizeof(err)) == 0);
+	REQUIRE(otlp_config_add_tag(&c, "environment", "development", err, sizeof(err)) == 0);
+	struct otlp_tracer *t = otlp_tracer_new_with_exporter(&c, &f.ex, err, sizeof(err));
+	otlp_config_fini(&c);
+	REQUIRE(t);
+	struct otlp_resource *res = otlp_resource_for_workload(NULL, "api", "default", "api-1", "node-1");
+	REQUIRE(res);
+
+	struct span *out = span_start(t, res, "outbound", SPAN_KIND_CLIENT, NULL);
+	REQUIRE(out);
+	CHECK(out->recording && (out->ctx.flags & SPAN_FLAG_SAMPLED) && !out->has_parent);
+	CHECK(span_context_valid(&out->ctx));
+	CHECK_EQ_STR(span_get_attr(out, "cluster_name")->v.s, "homelab");
+	CHECK_EQ_STR(span_get_attr(out, "environment")->v.s, "development");
+	char tpbuf[64];
+	REQUIRE(tracecontext_format(&out->ctx, tpbuf, sizeof(tpbuf)) == TRACEPARENT_LEN);
+	struct span_context remote;
+	REQUIRE(tracecontext_parse(tpbuf, strlen(tpbuf), &remote) == 0);
+	struct span *in = span_start(t, res, "inbound", SPAN_KIND_SERVER, &remote);
+	REQUIRE(in);
+	CHECK(memcmp(in->ctx.trace_id, out->ctx.trace_id, 16) == 0);
+	CHECK(memcmp(in->parent_span_id, out->ctx.span_id, 8) == 0);
+	CHECK(memcmp(in->ctx.span_id, out->ctx.span_id, 8) != 0);
+	CHECK(in->has_parent && in->parent_remote);
+	span_end(in);
+	span_end(out);
+
+	/* an unsampled parent: IDs for propagation, nothing recorded or queued */
+	remote.flags = 0;
+	struct span *un = span_start(t, res, "unsampled", SPAN_KIND_SERVER, &remote);
+	REQUIRE(un);
+	CHECK(!un->recording && span_context_valid(&un->ctx));
+	CHECK(span_set_str(un, "k", "v") == 0 && un->attrs.n == 0);
+	span_end(un);
+	/* an invalid parent makes a root */
+	struct span_context zero = { 0 };
+	struct span *root = span_start(t, res, "root", SPAN_KIND_INTERNAL, &zero);
+	REQUIRE(root);
+	CHECK(!root->has_parent);
+	span_end(root);
+
+	CHECK(otlp_tracer_flush(t, 5000) == 0);
+	struct batcher_stats st;
+	otlp_tracer_stats(t, &st);
+	CHECK_EQ_INT(st.exported, 3);
+	struct recent_seen r = { 0 };
+	CHECK_EQ_INT(otlp_tracer_recent(t, on_recent, &r), 3);
+	CHECK_EQ_STR(r.names[0], "inbound");
+	CHECK_EQ_STR(r.names[2], "root");
+	CHECK_EQ_INT(r.exported, 3);
+	/* the ring keeps the last ring_size */
+	for (int i = 0; i < 6; i++)
+		span_end(span_start(t, res, "more", SPAN_KIND_INTERNAL, NULL));
+	memset(&r, 0, sizeof(r));
+	CHECK_EQ_INT(otlp_tracer_recent(t, on_recent, &r), 4);
+	otlp_resource_unref(res);
+	otlp_tracer_free(t);
+}
+
+TEST(tracer_sampling_zero_and_disabled)
+{
+	struct otlp_config c;
+	char err[256];
+	clear_env();
+	otlp_config_init(&c);
+	c.export = false;	/* no exporter: ring only */
+	REQUIRE(otlp_config_set_sampling(&c, 0, err, sizeof(err)) == 0);
+	struct otlp_tracer *t = otlp_tracer_new(&c, err, sizeof(err));
+	REQUIRE(t);
+	int sampled = 0;
+	for (int i = 0; i < 1000; i++) {
+		struct span *s = span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL);
+		REQUIRE(s);
+		sampled += s->recording;
+		span_end(s);
+	}
+	CHECK_EQ_INT(sampled, 0);
+	CHECK_EQ_INT(otlp_tracer_recent(t, NULL, NULL), 0);
+	otlp_tracer_free(t);
+	c.enabled = false;
+	REQUIRE(otlp_config_set_sampling(&c, 100, err, sizeof(err)) == 0);
+	t = otlp_tracer_new(&c, err, sizeof(err));
+	REQUIRE(t);
+	struct span *s = span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL);
+	REQUIRE(s);
+	CHECK(!s->recording && span_context_valid(&s->ctx));
+	span_end(s);
+	otlp_tracer_free(t);
+	/* a bad configuration is refused with a message */
+	c.enabled = true;
+	c.export = true;
+	c.batch.max_batch = 5000;
+	t = otlp_tracer_new(&c, err, sizeof(err));
+	CHECK(t == NULL);
+	CHECK(strstr(err, "max_export_batch_size") != NULL);
+	otlp_config_fini(&c);
+}
+
+/* ---- encoding ---- */
+
+TEST(encode_roundtrip)
+{
+	struct otlp_resource *r1 = otlp_resource_for_workload(NULL, "a", "ns", "a-1", "n1");
+	struct otlp_resource *r2 = otlp_resource_for_workload(NULL, "b", "ns", "b-1", "n1");
+	REQUIRE(r1 && r2);
+	struct span *s[3] = {
+		span_new(r1, "outbound", SPAN_KIND_CLIENT),
+		span_new(r2, "inbound", SPAN_KIND_SERVER),
+		span_new(r1, "outbound", SPAN_KIND_CLIENT),
+	};
+	REQUIRE(s[0] && s[1] && s[2]);
+	s[0]->start_ns = 1000;
+	s[0]->end_ns = 2000;
+	span_set_str(s[0], "destination.workload", "b");
+	span_set_int(s[0], "bytes_sent", 1234567890123LL);
+	span_set_bool(s[0], "mtls", true);
+	span_set_double(s[0], "ratio", 0.25);
+	span_set_status(s[0], SPAN_STATUS_ERROR, "connection refused");
+	memcpy(s[1]->ctx.trace_id, s[0]->ctx.trace_id, 16);
+	memcpy(s[1]->parent_span_id, s[0]->ctx.span_id, 8);
+	s[1]->has_parent = true;
+	s[1]->parent_remote = true;
+	span_set_link(s[1], &s[0]->ctx);
+
+	uint8_t *buf;
+	size_t len;
+	REQUIRE(otlp_encode_request(s, 3, 5, &buf, &len) == 0);
+	Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *req =
+		opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(NULL, len - 5, buf + 5);
+	REQUIRE(req);
+	CHECK_EQ_INT(req->n_resource_spans, 2);	/* grouped by resource */
+	Opentelemetry__Proto__Trace__V1__ResourceSpans *rs = req->resource_spans[0];
+	CHECK_EQ_INT(rs->scope_spans[0]->n_spans, 2);
+	CHECK_EQ_STR(rs->scope_spans[0]->scope->name, "ambit");
+	Opentelemetry__Proto__Trace__V1__Span *p = rs->scope_spans[0]->spans[0];
+	CHECK(p->trace_id.len == 16 && memcmp(p->trace_id.data, s[0]->ctx.trace_id, 16) == 0);
+	CHECK(p->span_id.len == 8 && memcmp(p->span_id.data, s[0]->ctx.span_id, 8) == 0);
+	CHECK_EQ_INT(p->parent_span_id.len, 0);
+	CHECK_EQ_INT(p->kind, 3);
+	CHECK_EQ_INT(p->start_time_unix_nano, 1000);
+	CHECK_EQ_INT(p->end_time_unix_nano, 2000);
+	CHECK_EQ_INT(p->n_attributes, 4);
+	CHECK_EQ_INT(p->attributes[1]->value->int_value, 1234567890123LL);
+	CHECK_EQ_INT(p->status->code, 2);
+	CHECK_EQ_STR(p->status->message, "connection refused");
+	CHECK_EQ_INT(p->flags, 0x101);
+	Opentelemetry__Proto__Trace__V1__Span *q = req->resource_spans[1]->scope_spans[0]->spans[0];
+	CHECK_EQ_INT(q->kind, 2);
+	CHECK(q->parent_span_id.len == 8 && memcmp(q->parent_span_id.data, s[0]->ctx.span_id, 8) == 0);
+	CHECK_EQ_INT(q->flags, 0x301);
+	CHECK_EQ_INT(q->n_links, 1);
+	const char *svc = NULL;
+	for (size_t i = 0; i < req->resource_spans[1]->resource->n_attributes; i++)
+		if (strcmp(req->resource_spans[1]->resource->attributes[i]->key, "service.name") == 0)
+			svc = req->resource_spans[1]->resource->attributes[i]->value->string_value;
+	CHECK_EQ_STR(svc, "b");
+	opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(req, NULL);
+	free(buf);
+
+	int64_t rej;
+	char msg[64];
+	CHECK(otlp_decode_response(NULL, 0, &rej, msg, sizeof(msg)) == 0 && rej == 0);
+	static const uint8_t junk[] = { 0x0a, 0x05, 0x01 };
+	CHECK(otlp_decode_response(junk, sizeof(junk), &rej, msg, sizeof(msg)) == -EBADMSG);
+	for (int i = 0; i < 3; i++)
+		span_unref(s[i]);
+	otlp_resource_unref(r1);
+	otlp_resource_unref(r2);
+}
+
+int main(void)
+{
+	log_set_level(LOG_LVL_ERROR);
+	return test_main("otlp");
+}
