@@ -1109,7 +1109,8 @@ static void sess_read(struct hbone_sess *s)
 		}
 		sess_set_reason(s, "read: %s", *tls_conn_reason(s->tls) ? tls_conn_reason(s->tls)
 								   : strerror((int)-r));
-		sess_close(s, (int)r, s->reason);
+		/* A peer dropping a connection that carries no stream is not a failure. */
+		sess_close(s, s->nstreams || r != -ECONNRESET ? (int)r : 0, s->reason);
 		return;
 	}
 	/* Budget spent: decrypted bytes epoll will not announce get their own turn. */

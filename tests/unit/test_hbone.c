@@ -10,6 +10,11 @@
 #include "tls/ca.h"
 #include "tls/certstore.h"
 #include "tls/ctx.h"
+#include "tls/tls_int.h"	/* the interop peer needs its leaf key as a PEM file */
+
+#include <openssl/pem.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -699,6 +704,202 @@ TEST(slow_reader_is_bounded_by_the_window)
 	free(out);
 	close(cl);
 	close(up);
+	rig_stop(&r);
+}
+
+/* ------------------------------------------ interop with python3-h2 + ssl ---- */
+
+static const char *h2_python(void)
+{
+	static const char *const cands[] = { "python3", "/usr/bin/python3" };
+	static char found[64];
+	const char *env = getenv("AMBIT_PYTHON");
+	char cmd[160];
+
+	if (found[0])
+		return found;
+	if (env && *env) {
+		snprintf(found, sizeof(found), "%s", env);
+		return found;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(cands); i++) {
+		snprintf(cmd, sizeof(cmd), "%s -c 'import h2' >/dev/null 2>&1", cands[i]);
+		if (system(cmd) == 0) {
+			snprintf(found, sizeof(found), "%s", cands[i]);
+			return found;
+		}
+	}
+	return NULL;
+}
+
+struct peer_files {
+	char dir[64];
+	char ca[96], cert[96], key[96], ca_key[96];
+};
+
+static void write_leaf(struct tls_cert *c, const char *cert_path, const char *key_path)
+{
+	FILE *f = fopen(cert_path, "w");
+	PEM_write_X509(f, c->x509);
+	fclose(f);
+	int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	f = fdopen(fd, "w");
+	PEM_write_PrivateKey(f, c->key, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+}
+
+static void peer_files_make(struct peer_files *pf, struct spiffe_id id)
+{
+	snprintf(pf->dir, sizeof(pf->dir), "/tmp/ambit-h2peer-XXXXXX");
+	if (!mkdtemp(pf->dir))
+		abort();
+	snprintf(pf->ca, sizeof(pf->ca), "%s/ca.pem", pf->dir);
+	snprintf(pf->ca_key, sizeof(pf->ca_key), "%s/ca.key", pf->dir);
+	snprintf(pf->cert, sizeof(pf->cert), "%s/leaf.pem", pf->dir);
+	snprintf(pf->key, sizeof(pf->key), "%s/leaf.key", pf->dir);
+	tls_ca_write(the_ca, pf->ca, pf->ca_key, NULL, 0);
+	struct tls_cert *c = tls_ca_issue(the_ca, &id, NULL);
+	write_leaf(c, pf->cert, pf->key);
+	tls_cert_unref(c);
+}
+
+static void peer_files_remove(struct peer_files *pf)
+{
+	unlink(pf->ca);
+	unlink(pf->ca_key);
+	unlink(pf->cert);
+	unlink(pf->key);
+	rmdir(pf->dir);
+}
+
+struct peer_proc {
+	pid_t pid;
+	int out;	/* its stdout */
+	char buf[8192];
+	size_t len;
+};
+
+static void peer_spawn(struct peer_proc *pp, char *const argv[])
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC))
+		abort();
+	pp->len = 0;
+	pp->pid = fork();
+	if (pp->pid == 0) {
+		dup2(p[1], 1);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	pp->out = p[0];
+}
+
+/* Reads the peer's output until EOF or timeout; lines are echoed as comments. */
+static void peer_read(struct peer_proc *pp, int timeout_ms, const char *until)
+{
+	uint64_t end = mono_ms() + (uint64_t)timeout_ms;
+	while (mono_ms() < end && pp->len < sizeof(pp->buf) - 1) {
+		struct pollfd p = { pp->out, POLLIN, 0 };
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		ssize_t n = read(pp->out, pp->buf + pp->len, sizeof(pp->buf) - 1 - pp->len);
+		if (n <= 0)
+			break;
+		pp->len += (size_t)n;
+		pp->buf[pp->len] = '\0';
+		if (until && strstr(pp->buf, until) && strchr(strstr(pp->buf, until), '\n'))
+			return;
+	}
+	pp->buf[pp->len] = '\0';
+}
+
+/* Waits (bounded) for the peer to exit; kills it on timeout. Returns its exit status. */
+static int peer_wait(struct peer_proc *pp, int timeout_ms)
+{
+	int status = -1;
+	uint64_t end = mono_ms() + (uint64_t)timeout_ms;
+	peer_read(pp, timeout_ms, NULL);
+	while (waitpid(pp->pid, &status, WNOHANG) == 0) {
+		if (mono_ms() > end) {
+			kill(pp->pid, SIGKILL);
+			waitpid(pp->pid, &status, 0);
+			fprintf(stderr, "  h2peer timed out\n");
+			break;
+		}
+		usleep(10000);
+	}
+	close(pp->out);
+	for (char *line = strtok(pp->buf, "\n"); line; line = strtok(NULL, "\n"))
+		printf("#   %s\n", line);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void h2peer_path(char *buf, size_t len)
+{
+	const char *top = getenv("AMBIT_TOP");
+	snprintf(buf, len, "%s/tests/tools/h2peer.py", top && *top ? top : ".");
+}
+
+TEST(interop_h2_client_through_our_server)
+{
+	struct rig r;
+	struct peer_files pf;
+	struct peer_proc pp;
+	char script[256], target[64], authority[64], sni[SPIFFE_SNI_MAX];
+	struct spiffe_id server_id = sid("server", "echo");
+	const char *py = h2_python();
+	REQUIRE(py != NULL);
+	rig_start(&r, NULL, NULL);
+	peer_files_make(&pf, sid("py", "client"));
+	h2peer_path(script, sizeof(script));
+	snprintf(target, sizeof(target), "127.0.0.1:%u", sockaddr_port(&r.hbone_addr));
+	snprintf(authority, sizeof(authority), "127.0.0.1:%u", sockaddr_port(&r.echo.addr));
+	spiffe_sni_encode(&server_id, sni, sizeof(sni));
+	char *argv[] = { (char *)py, script, "client", target, authority, "--ca", pf.ca,
+			 "--cert", pf.cert, "--key", pf.key, "--sni", sni,
+			 "--expect", "spiffe://cluster.local/ns/server/sa/echo",
+			 "--bytes", "4194304", NULL };
+	peer_spawn(&pp, argv);
+	CHECK_EQ_INT(peer_wait(&pp, 60000), 0);
+	CHECK_EQ_STR(r.in_peer, "spiffe://cluster.local/ns/py/sa/client");
+	CHECK_EQ_STR(r.in_traceparent, "00-11111111111111111111111111111111-2222222222222222-01");
+	CHECK(wait_count(&r.in_closed.count, 1));
+	CHECK_EQ_INT(r.in_closed.err, 0);
+	peer_files_remove(&pf);
+	rig_stop(&r);
+}
+
+TEST(interop_our_client_to_h2_server)
+{
+	struct rig r;
+	struct peer_files pf;
+	struct peer_proc pp;
+	char script[256];
+	double mbps;
+	char b;
+	const char *py = h2_python();
+	REQUIRE(py != NULL);
+	rig_start(&r, NULL, NULL);
+	peer_files_make(&pf, sid("py", "server"));
+	h2peer_path(script, sizeof(script));
+	char *argv[] = { (char *)py, script, "server", "--ca", pf.ca, "--cert", pf.cert,
+			 "--key", pf.key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
+			 "--authority", r.authority, "--streams", "1", NULL };
+	peer_spawn(&pp, argv);
+	peer_read(&pp, 20000, "PORT ");
+	char *port = strstr(pp.buf, "PORT ");
+	REQUIRE(port != NULL);
+	r.hbone_addr = loopback((uint16_t)atoi(port + 5));
+	r.expect = r.sni = sid("py", "server");
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(pump_echo(cl, 4u << 20, &mbps), 4u << 20);
+	CHECK_EQ_INT(read_full(cl, &b, 1, 5000), 0);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	CHECK_EQ_INT(peer_wait(&pp, 60000), 0);
+	peer_files_remove(&pf);
 	rig_stop(&r);
 }
 

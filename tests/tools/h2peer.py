@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+# An independent HBONE peer for interop tests (python3-h2 + Python's ssl: TLS 1.3, ALPN h2,
+# certificates from the test CA). Driven by tests/unit/test_hbone.c; prints "ok -"/"not ok -".
+#   h2peer.py client HOST:PORT AUTHORITY --sni NAME --expect SPIFFE_ID --bytes N  (+ TLS files)
+#   h2peer.py server --expect-peer SPIFFE_ID --streams N                        (+ TLS files)
+import argparse
+import hashlib
+import os
+import select
+import socket
+import ssl
+import sys
+
+import h2.config
+import h2.connection
+import h2.events
+
+results = []
+
+
+def check(name, cond, detail=""):
+    results.append(bool(cond))
+    print(("ok - " if cond else "not ok - ") + "h2peer." + name + ("" if cond else " # " + detail))
+    sys.stdout.flush()
+
+
+def peer_uri(tls):
+    for kind, val in tls.getpeercert().get("subjectAltName", ()):
+        if kind == "URI" and val.startswith("spiffe://"):
+            return val
+    return None
+
+
+def h2config(client_side):
+    # h2 4.1 insists on :path for every request, even a plain CONNECT, which RFC 9113 §8.5
+    # forbids: header validation is off here and the tests check the headers themselves.
+    return h2.config.H2Configuration(client_side=client_side, validate_inbound_headers=False,
+                                     validate_outbound_headers=False)
+
+
+def context(a, server):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(a.cert, a.key)
+    ctx.load_verify_locations(a.ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if not server:
+        ctx.check_hostname = False  # SPIFFE identity is checked from the URI SAN below
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+class Pump:
+    """Blocking h2 connection driver with per-stream send queues honouring flow control."""
+
+    def __init__(self, tls, conn):
+        self.tls, self.conn = tls, conn
+        self.out = {}  # stream id -> [bytearray, end_stream]
+
+    def queue(self, sid, data, end=False):
+        q = self.out.setdefault(sid, [bytearray(), False])
+        q[0] += data
+        q[1] = q[1] or end
+
+    def flush(self):
+        for sid, q in list(self.out.items()):
+            while q[0]:
+                try:
+                    win = self.conn.local_flow_control_window(sid)
+                except Exception:
+                    q[0].clear()
+                    break
+                n = min(win, self.conn.max_outbound_frame_size, len(q[0]))
+                if n <= 0:
+                    break
+                self.conn.send_data(sid, bytes(q[0][:n]))
+                del q[0][:n]
+            if not q[0] and q[1]:
+                self.conn.end_stream(sid)
+                del self.out[sid]
+        data = self.conn.data_to_send()
+        if data:
+            self.tls.sendall(data)
+
+    def events(self, timeout=10):
+        r, _, _ = select.select([self.tls], [], [], 0 if self.tls.pending() else timeout)
+        if not r and not self.tls.pending():
+            raise TimeoutError("no data from peer")
+        data = self.tls.recv(65536)
+        if not data:
+            return None
+        return self.conn.receive_data(data)
+
+
+def run_client(a):
+    host, port = a.target.rsplit(":", 1)
+    ctx = context(a, False)
+    tls = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10),
+                          server_hostname=a.sni)
+    check("client_tls13_alpn_h2", tls.version() == "TLSv1.3" and
+          tls.selected_alpn_protocol() == "h2", f"{tls.version()} {tls.selected_alpn_protocol()}")
+    check("client_server_identity", peer_uri(tls) == a.expect, str(peer_uri(tls)))
+    conn = h2.connection.H2Connection(h2config(True))
+    conn.initiate_connection()
+    conn.increment_flow_control_window(16 << 20)
+    p = Pump(tls, conn)
+    payload = os.urandom(a.bytes)
+    # RFC 9113 §8.5: CONNECT has :method and :authority only
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "CONNECT"), (":authority", a.authority),
+                            ("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")])
+    # A GET on 15008 must be refused with 405
+    gid = conn.get_next_available_stream_id()
+    conn.send_headers(gid, [(":method", "GET"), (":scheme", "https"), (":path", "/"),
+                            (":authority", a.authority)], end_stream=True)
+    p.flush()
+    status, gstatus, got, ended, sent = None, None, bytearray(), False, False
+    while not ended or gstatus is None:
+        evs = p.events()
+        if evs is None:
+            break
+        for ev in evs:
+            if isinstance(ev, h2.events.ResponseReceived):
+                st = dict(ev.headers).get(b":status")
+                if ev.stream_id == sid:
+                    status = st
+                    if st == b"200" and not sent:
+                        p.queue(sid, payload, end=True)  # send, then half-close
+                        sent = True
+                else:
+                    gstatus = st
+            elif isinstance(ev, h2.events.DataReceived):
+                if ev.stream_id == sid:
+                    got += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                ended = True
+            elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                ended = True
+        p.flush()
+    check("client_connect_200", status == b"200", str(status))
+    check("client_echo_byte_for_byte", hashlib.sha256(got).digest() ==
+          hashlib.sha256(payload).digest(), f"{len(got)} of {len(payload)} bytes")
+    check("client_half_close_end_stream", ended)
+    check("client_get_refused_405", gstatus == b"405", str(gstatus))
+    conn.close_connection()
+    p.flush()
+    tls.close()
+
+
+def run_server(a):
+    ctx = context(a, True)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(20)
+    print("PORT %d" % ls.getsockname()[1])
+    sys.stdout.flush()
+    done = 0
+    while done < a.streams:
+        raw, _ = ls.accept()
+        raw.settimeout(20)
+        tls = ctx.wrap_socket(raw, server_side=True)
+        check("server_tls13_alpn_h2", tls.version() == "TLSv1.3" and
+              tls.selected_alpn_protocol() == "h2")
+        check("server_client_identity", peer_uri(tls) == a.expect_peer, str(peer_uri(tls)))
+        conn = h2.connection.H2Connection(h2config(False))
+        conn.initiate_connection()
+        conn.increment_flow_control_window(16 << 20)
+        p = Pump(tls, conn)
+        p.flush()
+        open_streams = set()
+        while done < a.streams or open_streams:
+            evs = p.events(timeout=20)
+            if evs is None:
+                break
+            for ev in evs:
+                if isinstance(ev, h2.events.RequestReceived):
+                    h = dict(ev.headers)
+                    ok = (h.get(b":method") == b"CONNECT" and b":path" not in h and
+                          b":scheme" not in h and h.get(b":authority") == a.authority.encode())
+                    check("server_connect_request", ok, repr(h))
+                    check("server_traceparent", b"traceparent" in h)
+                    conn.send_headers(ev.stream_id, [(":status", "200" if ok else "400")])
+                    open_streams.add(ev.stream_id)
+                elif isinstance(ev, h2.events.DataReceived):
+                    p.queue(ev.stream_id, ev.data)  # echo
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    p.queue(ev.stream_id, b"", end=True)  # half-close back after the echo
+                    open_streams.discard(ev.stream_id)
+                    done += 1
+                elif isinstance(ev, h2.events.StreamReset):
+                    open_streams.discard(ev.stream_id)
+                    done += 1
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    open_streams.clear()
+            p.flush()
+        if done >= a.streams:
+            # let our peer read the last frames before the socket goes
+            try:
+                p.flush()
+                select.select([tls], [], [], 1)
+            except OSError:
+                pass
+        tls.close()
+    check("server_streams_done", done >= a.streams)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["client", "server"])
+    ap.add_argument("target", nargs="?")
+    ap.add_argument("authority_pos", nargs="?")
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--sni")
+    ap.add_argument("--expect")
+    ap.add_argument("--expect-peer")
+    ap.add_argument("--authority")
+    ap.add_argument("--bytes", type=int, default=1 << 20)
+    ap.add_argument("--streams", type=int, default=1)
+    a = ap.parse_args()
+    if a.authority is None:
+        a.authority = a.authority_pos
+    try:
+        (run_client if a.mode == "client" else run_server)(a)
+    except Exception as e:  # a failure is a "not ok" line, never a hang
+        check(a.mode + "_exception", False, repr(e))
+    sys.exit(0 if results and all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
