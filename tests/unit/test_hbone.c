@@ -640,6 +640,26 @@ TEST(transfer_16mib_byte_for_byte)
 	rig_stop(&r);
 }
 
+/* HBONE_BENCH_MIB=256 [HBONE_BENCH_WINDOW=bytes]: a bigger echo for throughput figures. */
+TEST(bench_optional)
+{
+	const char *mib = getenv("HBONE_BENCH_MIB"), *win = getenv("HBONE_BENCH_WINDOW");
+	struct rig r;
+	struct hbone_opts o = { .window = win ? (uint32_t)atoi(win) : 0 };
+	double mbps;
+	if (!mib)
+		return;
+	rig_start(&r, &o, &o);
+	int cl = dial(&r.out_addr);
+	size_t total = (size_t)atoi(mib) << 20;
+	CHECK_EQ_INT(pump_echo(cl, total, &mbps), total);
+	printf("# %s MiB echoed, window %s: %.0f Mbit/s (both directions counted)\n", mib,
+	       win ? win : "default", mbps);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	rig_stop(&r);
+}
+
 TEST(slow_reader_is_bounded_by_the_window)
 {
 	struct rig r;
@@ -702,6 +722,122 @@ TEST(slow_reader_is_bounded_by_the_window)
 	CHECK(memcmp(in, out, TOTAL) == 0);
 	free(in);
 	free(out);
+	close(cl);
+	close(up);
+	rig_stop(&r);
+}
+
+/* A TCP relay between the pool and the server that can stop forwarding (a dead path). */
+struct relay {
+	int lfd;
+	struct sockaddr_storage addr, to;
+	pthread_t th;
+	volatile int freeze, stop;
+};
+
+static void *relay_main(void *arg)
+{
+	struct relay *rl = arg;
+	char buf[65536];
+	struct pollfd p = { rl->lfd, POLLIN, 0 };
+	if (poll(&p, 1, 5000) != 1)
+		return NULL;
+	int a = accept4(rl->lfd, NULL, NULL, SOCK_CLOEXEC), b = dial(&rl->to);
+	while (!rl->stop) {
+		struct pollfd ps[2] = { { a, POLLIN, 0 }, { b, POLLIN, 0 } };
+		if (rl->freeze) {
+			usleep(10000);
+			continue;
+		}
+		if (poll(ps, 2, 50) <= 0)
+			continue;
+		for (int i = 0; i < 2; i++) {
+			if (!ps[i].revents)
+				continue;
+			ssize_t n = read(ps[i].fd, buf, sizeof(buf));
+			if (n <= 0)
+				goto out;
+			if (write(i ? a : b, buf, (size_t)n) != n)
+				goto out;
+		}
+	}
+out:
+	close(a);
+	close(b);
+	return NULL;
+}
+
+TEST(dead_peer_detected_by_ping)
+{
+	struct rig r;
+	struct relay rl = { 0 };
+	struct hbone_opts o = { .ping_interval_ms = 100, .ping_timeout_ms = 300 };
+	char buf[8];
+	rig_start(&r, &o, NULL);
+	rl.lfd = listen_any(&rl.addr);
+	rl.to = r.hbone_addr;
+	r.hbone_addr = rl.addr;
+	pthread_create(&rl.th, NULL, relay_main, &rl);
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl, "abc", 3), 3);
+	CHECK_EQ_INT(read_full(cl, buf, 3, 5000), 3);
+	usleep(400 * 1000);	/* pings flow and are answered */
+	CHECK_EQ_INT(r.out_closed.count, 0);
+	rl.freeze = 1;
+	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), -ECONNRESET);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_RESET);
+	CHECK(strstr(r.out_closed.reason, "peer not answering pings") != NULL);
+	rl.stop = 1;
+	pthread_join(rl.th, NULL);
+	close(rl.lfd);
+	close(cl);
+	rig_stop(&r);
+}
+
+static void drain_srv_on_loop(void *arg)
+{
+	hbone_server_drain(arg);
+}
+
+TEST(server_drain_lets_streams_finish_and_idle_pool_closes)
+{
+	struct rig r;
+	struct hbone_opts o = { .idle_timeout_ms = 300 };
+	struct stats_req s;
+	char buf[16];
+	rig_start(&r, &o, NULL);
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl, "before", 6), 6);
+	int up = accept_up(&r);
+	REQUIRE(up >= 0);
+	CHECK_EQ_INT(read_full(up, buf, 6, 5000), 6);
+	on_loop(drain_srv_on_loop, r.srv);
+	usleep(1300 * 1000);	/* shutdown notice, then the final GOAWAY */
+	/* the open stream still carries bytes both ways and closes cleanly */
+	CHECK_EQ_INT(write(cl, "after", 5), 5);
+	CHECK_EQ_INT(read_full(up, buf, 5, 5000), 5);
+	CHECK_EQ_INT(write(up, "back", 4), 4);
+	CHECK_EQ_INT(read_full(cl, buf, 4, 5000), 4);
+	/* a new stream cannot land: the listener is closed, the old connection refuses more */
+	int cl2 = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl2, "x", 1), 1);
+	ssize_t n = read_full(cl2, buf, sizeof(buf), 5000);
+	CHECK(n == 0 || n == -ECONNRESET);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
+	close(cl2);
+	shutdown(cl, SHUT_WR);
+	CHECK_EQ_INT(read_full(up, buf, sizeof(buf), 5000), 0);
+	shutdown(up, SHUT_WR);
+	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), 0);
+	CHECK(wait_count(&r.out_closed.count, 2));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	usleep(800 * 1000);	/* drained server connection and idle pool connection close */
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.srv.conns, 0);
+	CHECK_EQ_INT(s.pool.conns, 0);
 	close(cl);
 	close(up);
 	rig_stop(&r);
