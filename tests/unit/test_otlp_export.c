@@ -400,6 +400,27 @@ TEST(grpc_non_retryable)
 	sink_stop();
 }
 
+/* partial_success.rejected_spans is read back and counted (and not retried). */
+TEST(grpc_partial_success)
+{
+	if (!have_node)
+		return;
+	reset_out();
+	REQUIRE(sink_start("--partial", "2", NULL, NULL));
+	struct otlp_tracer *t = make_tracer(OTLP_PROTO_GRPC, 2048, 100);
+	REQUIRE(t);
+	for (int i = 0; i < 5; i++)
+		span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 10000) == 0);
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	CHECK_EQ_INT(bs.exported, 5);
+	CHECK(bs.export_requests >= 1);	/* one batch, unless the timer split it */
+	CHECK_EQ_INT(bs.rejected, 2 * bs.export_requests);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
