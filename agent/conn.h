@@ -86,6 +86,7 @@ struct conn_info {
 	char *service;				/* destination service FQDN, if a service was dialled */
 	bool mtls;				/* connection_security_policy: mutual_tls vs unknown */
 	bool via_waypoint;
+	bool waypoint_bypass;	/* the destination wants a waypoint; this did not come through it */
 	/* W3C trace context: the one received (inbound HBONE; "" if none), and the conn's own
 	 * span context that telemetry sets at open and HBONE propagates ("" when not traced). */
 	char parent_traceparent[64];

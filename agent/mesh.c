@@ -76,11 +76,14 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 			   sockaddr_str(&ci->src, (char[ADDR_STR_LEN]){ 0 }, ADDR_STR_LEN));
 		return -EACCES;
 	}
-	if (!r->dst_node)
+	/* HBONE goes to the destination's node agent, or straight to a waypoint pod, which is
+	 * HBONE-native and listens on its own IP. */
+	const struct model_workload *peer = r->waypoint_wl ? r->waypoint_wl : r->dst;
+	if (!r->waypoint_wl && !r->dst_node)
 		return -EHOSTUNREACH;	/* an enrolled workload without a known node */
-	if (wl_identity(m, r->src, &src_id) || wl_identity(m, r->dst, &dst_id))
+	if (wl_identity(m, r->src, &src_id) || wl_identity(m, peer, &dst_id))
 		return -EINVAL;
-	node_ip = &r->dst_node->addr;
+	node_ip = r->waypoint_wl ? &r->waypoint_wl->addrs[0] : &r->dst_node->addr;
 	req.dst = *node_ip;
 	((struct sockaddr_in *)&req.dst)->sin_port = htons(HBONE_PORT);
 	if (req.dst.ss_family == AF_INET6)
@@ -171,6 +174,19 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	ci->target = req->target;
 	ci->via = req->peer_addr;
 	ci->mtls = true;
+	/* A destination behind a waypoint should only be reached through it. */
+	const struct model_service *wp = proxy_protecting_waypoint(model, dst);
+	if (wp) {
+		bool from_wp = false;
+		for (int i = 0; i < wp->nendpoints && !from_wp; i++) {
+			struct spiffe_id wid;
+			from_wp = req->peer_id &&
+				  !wl_identity(m, &model->workloads[wp->endpoints[i]], &wid) &&
+				  spiffe_id_equal(&wid, req->peer_id);
+		}
+		ci->waypoint_bypass = !from_wp;
+		ci->via_waypoint = from_wp;
+	}
 	srcw = vouched_source(m, model, req, &src);
 	ci->src = srcw ? src : req->peer_addr;
 	if (proxy_peer_fill(&ci->source, srcw, m->trust_domain) ||

@@ -165,6 +165,50 @@ fail:
 	return err;
 }
 
+bool proxy_is_waypoint_pod(const struct model *m, const struct model_service *svc,
+			   const struct model_workload *w)
+{
+	for (int i = 0; w && i < svc->nendpoints; i++)
+		if (&m->workloads[svc->endpoints[i]] == w)
+			return true;
+	return false;
+}
+
+const struct model_service *proxy_protecting_waypoint(const struct model *m,
+						      const struct model_workload *w)
+{
+	const struct model_service *wp = model_waypoint_for(m, NULL, w);
+	if (wp || !w)
+		return wp;
+	for (int i = 0; i < m->nservices; i++) {
+		const struct model_service *s = &m->services[i];
+		if (s->waypoint.name && proxy_is_waypoint_pod(m, s, w))
+			return model_waypoint_for(m, s, NULL);
+	}
+	return NULL;
+}
+
+/* Traffic for a service (or workload) that names a waypoint goes to one of the waypoint's
+ * pods, unless it comes from that waypoint. Returns false when it does not apply; sets
+ * r->waypoint_wl (NULL: the waypoint has no pod, the caller refuses). */
+static bool route_waypoint(struct proxy *p, const struct model *m, struct proxy_route *r,
+			   const struct model_workload *dst_wl)
+{
+	r->waypoint = model_waypoint_for(m, r->svc, r->svc ? NULL : dst_wl);
+	if (!r->waypoint || proxy_is_waypoint_pod(m, r->waypoint, r->src))
+		return false;
+	for (int tries = 0; tries < r->waypoint->nendpoints; tries++) {
+		const struct model_workload *w =
+			&m->workloads[r->waypoint->endpoints[p->rr++ % (uint32_t)r->waypoint->nendpoints]];
+		if (w->naddrs && w->node) {
+			r->waypoint_wl = w;
+			r->dst_node = model_node_by_name(m, w->node);
+			break;
+		}
+	}
+	return true;
+}
+
 /* Fills the destination-side facts and starts the upstream leg. */
 static void route_outbound(struct proxy *p, struct conn *c, struct model *m)
 {
@@ -177,8 +221,28 @@ static void route_outbound(struct proxy *p, struct conn *c, struct model *m)
 	r.svc = model_service_by_vip(m, &ci->orig_dst);
 	if (proxy_peer_fill(&ci->source, r.src, p->trust_domain))
 		goto nomem;
+	if (r.svc && !(ci->service = proxy_service_fqdn(r.svc)))
+		goto nomem;
+	if (p->mesh.connect &&
+	    route_waypoint(p, m, &r, r.svc ? NULL : model_workload_by_ip(m, &ci->orig_dst))) {
+		char reason[200];
+		conn_opened(c);
+		if (!r.waypoint_wl) {
+			snprintf(reason, sizeof(reason), "waypoint %s/%s has no ready pod",
+				 r.waypoint->namespace, r.waypoint->name);
+			conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE, reason);
+			return;
+		}
+		r.target = ci->orig_dst;	/* the waypoint resolves the endpoint itself */
+		ci->target = r.target;
+		ci->via_waypoint = true;
+		err = p->mesh.connect(p->mesh.arg, c, m, &r);
+		if (err)
+			conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+				   "cannot open HBONE to the waypoint");
+		return;
+	}
 	if (r.svc) {
-		ci->service = proxy_service_fqdn(r.svc);
 		r.dst = proxy_pick_endpoint(p, m, r.svc, sockaddr_port(&ci->orig_dst),
 					    ci->orig_dst.ss_family, &r.target);
 		if (!r.dst) {
@@ -230,6 +294,8 @@ static void route_inbound_plain(struct proxy *p, struct conn *c, struct model *m
 		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
 		return;
 	}
+	/* Plaintext from outside the mesh never came through a waypoint. */
+	ci->waypoint_bypass = dst && proxy_protecting_waypoint(m, dst) != NULL;
 	conn_opened(c);
 	if (!dst || !dst->enrolled || !proxy_workload_is_local(p, dst)) {
 		conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE,

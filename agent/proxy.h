@@ -67,6 +67,13 @@ char *proxy_service_fqdn(const struct model_service *s);
 const struct model_workload *proxy_pick_endpoint(struct proxy *p, const struct model *m,
 						 const struct model_service *svc, uint16_t port,
 						 int family, struct sockaddr_storage *target);
+/* The waypoint Service that should front traffic to workload w: its own, else the first
+ * one named by a service it is an endpoint of. NULL when none. */
+const struct model_service *proxy_protecting_waypoint(const struct model *m,
+						      const struct model_workload *w);
+/* True when w is a pod of the waypoint Service wp. */
+bool proxy_is_waypoint_pod(const struct model *m, const struct model_service *wp,
+			   const struct model_workload *w);
 bool proxy_workload_is_local(const struct proxy *p, const struct model_workload *w);
 
 #endif

@@ -156,6 +156,10 @@ static void span_close(struct conn *c, int err, const char *flag, const char *re
 		span_set_int(s, "bytes_sent", (int64_t)conn_bytes(c, CONN_DOWN));
 		span_set_int(s, "bytes_received", (int64_t)conn_bytes(c, CONN_UP));
 		span_set_str(s, "connection_security_policy", ci->mtls ? "mutual_tls" : "unknown");
+		if (ci->via_waypoint)
+			span_set_bool(s, "waypoint", true);
+		if (ci->waypoint_bypass)
+			span_set_bool(s, "waypoint.bypassed", true);
 		if (flag)
 			span_set_str(s, "response_flags", flag);
 		if (err) {
@@ -232,6 +236,8 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 		{ "dst.namespace", ci->destination.namespace, false },
 		{ "dst.identity", ci->destination.principal, false },
 		{ "connection_security_policy", ci->mtls ? "mutual_tls" : "unknown", false },
+		{ "waypoint", ci->via_waypoint ? "true" : NULL, true },
+		{ "waypoint_bypassed", ci->waypoint_bypass ? "true" : NULL, true },
 		{ "bytes_sent", lvl == LOG_LVL_INFO ? sent : NULL, true },
 		{ "bytes_recv", lvl == LOG_LVL_INFO ? recv : NULL, true },
 		{ "duration_ms", lvl == LOG_LVL_INFO ? dur : NULL, true },
@@ -243,12 +249,25 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 	log_fields(lvl, f, (int)ARRAY_SIZE(f), "%s", msg);
 }
 
+static uint64_t waypoint_bypasses;
+
+static double bypass_count(void *arg)
+{
+	(void)arg;
+	return (double)waypoint_bypasses;
+}
+
 static void on_opened(struct conn *c)
 {
 	struct metrics_tcp_labels l;
 	labels_of(conn_info(c), NULL, &l);
 	metrics_tcp_add(&l, METRICS_TCP_OPENED, 1);
 	span_open(c);
+	if (conn_info(c)->waypoint_bypass) {
+		waypoint_bypasses++;
+		pr_warn_rl("connection to a workload behind a waypoint did not come through it "
+			   "(conn %llu)", (unsigned long long)conn_id(c));
+	}
 	access_log(c, LOG_LVL_DEBUG, "connection opened", 0, NULL, NULL);
 }
 
@@ -287,6 +306,9 @@ int telemetry_init(const struct telemetry_opts *opts)
 	struct conn_hooks h = { .opened = on_opened, .closed = on_closed };
 	topts = *opts;
 	conn_set_hooks(&h);
+	metrics_register("ambit_waypoint_bypass_total",
+			 "Inbound connections to a workload behind a waypoint that skipped it",
+			 "counter", bypass_count, NULL);
 	if (!topts.tracer)
 		return 0;
 	metrics_register("ambit_spans_exported_total", "Spans accepted by the collector", "counter",
