@@ -475,7 +475,9 @@ static void hbone_release(struct conn_end *e, int err)
 			else
 				snprintf(why, sizeof(why), "upstream: %s", strerror(-err));
 			stream_submit_response(st, errno_to_status(err), why);
-		} else if (err || !(st->flags & STF_EOF_OUT) || !(st->flags & STF_EOF_IN)) {
+		} else if (!(st->flags & STF_RST_AFTER) &&
+			   (err || !(st->flags & STF_EOF_OUT) || !(st->flags & STF_EOF_IN))) {
+			/* (STF_RST_AFTER: a refusal is queued; its RST follows it out.) */
 			/* RFC 9113 §8.5: a TCP error is CONNECT_ERROR; other aborts cancel. */
 			uint32_t code = err == -ECONNRESET || err == -EPIPE ? NGHTTP2_CONNECT_ERROR
 									   : NGHTTP2_CANCEL;
@@ -1491,7 +1493,10 @@ static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbo
 	cert = NULL;
 	s->st = connected ? HBONE_ST_HANDSHAKE : HBONE_ST_CONNECTING;
 	owner_link(&p->o, s);
-	if (loop_timer_arm(s->loop, &s->hs_timer, p->o.opts.connect_timeout_ms)) {
+	/* Idle from birth: the first stream cancels it, so a session no stream ever used
+	 * still goes away. */
+	if (loop_timer_arm(s->loop, &s->hs_timer, p->o.opts.connect_timeout_ms) ||
+	    loop_timer_arm(s->loop, &s->idle_timer, p->o.opts.idle_timeout_ms)) {
 		sess_close(s, -ENOMEM, "no memory for a timer");
 		*errp = -ENOMEM;
 		return NULL;
