@@ -885,6 +885,8 @@ static int on_stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error_co
 		return 0;
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	st->flags |= STF_CLOSED;
+	if (!st->base.conn)
+		st->flags |= STF_RELEASED;	/* reset before its request completed */
 	if (stream_has_conn(st)) {
 		bool clean = error_code == NGHTTP2_NO_ERROR && (st->flags & STF_EOF_IN) &&
 			     (st->flags & STF_EOF_OUT);
@@ -1043,6 +1045,8 @@ static void sess_close(struct hbone_sess *s, int err, const char *reason)
 		if (st->flags & STF_CLOSED)
 			continue;
 		st->flags |= STF_CLOSED;
+		if (!st->base.conn)
+			st->flags |= STF_RELEASED;
 		stream_abort(st, err ? err : -ECONNRESET, NULL, why);
 		stream_maybe_free(st);
 	}
