@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What bpf/redirect.bpf.c and agent/redirect.c share: map keys and values, map names and
+ * constants of the eBPF capture. Fixed-size __u8..__u64 fields only (both sides compile it). */
+#ifndef AMBIT_BPF_SHARED_REDIRECT_H
+#define AMBIT_BPF_SHARED_REDIRECT_H
+
+#ifdef __BPF__
+/* vmlinux.h already defines the __uN types. */
+#else
+#include <linux/types.h>
+#endif
+
+/* Keys of the listener sockmap (pinned as REDIRECT_MAP_LISTENERS). */
+#define REDIRECT_LISTENER_OUTBOUND	0	/* 15001: TCP leaving an enrolled pod */
+#define REDIRECT_LISTENER_INBOUND	1	/* 15006: TCP towards an enrolled pod */
+#define REDIRECT_LISTENER_MAX		2
+
+/* Pinned map names (also the file names in the pin dir; at most 15 characters). */
+#define REDIRECT_MAP_LISTENERS	"ambit_listeners"
+#define REDIRECT_MAP_IFACES	"ambit_ifaces"
+
+/* tc filter identity: fixed so that a restarted agent replaces its programs and cleanup
+ * finds them. Program names start with REDIRECT_PROG_PREFIX (checked before detaching). */
+#define REDIRECT_TC_HANDLE	0xa3b
+#define REDIRECT_TC_PRIORITY	0xa3b
+#define REDIRECT_PROG_PREFIX	"ambit_"
+
+/* How the pod's host-side interface is wired. */
+enum redirect_iface_mode {
+	REDIRECT_MODE_ROUTED = 1,	/* a /32 route to the veth (kindnet, Calico) */
+	REDIRECT_MODE_BRIDGE = 2,	/* the veth is a bridge port (flannel cni0) */
+};
+
+/* redirect_iface.flags */
+#define REDIRECT_IFACE_F_QDISC_OURS	0x1	/* the agent created the clsact qdisc */
+
+/* Value of the ifaces map, key = the host-side ifindex (__u32). */
+struct redirect_iface {
+	__u32 pod_ip;		/* IPv4, network byte order */
+	__u8 mode;		/* enum redirect_iface_mode */
+	__u8 flags;		/* REDIRECT_IFACE_F_* */
+	/* The destination MAC that makes a captured frame go up the node's stack on this
+	 * interface: the bridge's MAC (bridge mode) or the host veth's own MAC (routed). */
+	__u8 local_mac[6];
+};
+
+/* Indexes of the per-CPU counter array (map "stats", not pinned). */
+enum redirect_stat {
+	REDIRECT_STAT_PASS,		/* not ours: non-TCP, IPv6, malformed, not enrolled */
+	REDIRECT_STAT_SOCKET,		/* assigned to an existing non-listening socket */
+	REDIRECT_STAT_OUTBOUND,		/* SYN from the pod assigned to 15001 */
+	REDIRECT_STAT_INBOUND,		/* SYN towards the pod assigned to 15006 */
+	REDIRECT_STAT_DROP_NO_LISTENER,	/* SYN while the agent is down: fail closed */
+	REDIRECT_STAT_DROP_NO_SOCKET,	/* non-SYN without a socket */
+	REDIRECT_STAT_DROP_ASSIGN,	/* bpf_sk_assign failed */
+	REDIRECT_STAT_EGRESS_REDIRECT,	/* forwarded TCP towards the pod turned into ingress */
+	REDIRECT_STAT_FRAGMENT,		/* IPv4 fragment delivered locally for reassembly */
+	REDIRECT_STAT_MAX,
+};
+
+#endif
