@@ -144,12 +144,14 @@ static void conn_finish(struct conn *c, int err, enum conn_side failed, const ch
 	c->closing = true;
 	c->st = CONN_ST_CLOSED;
 	loop_timer_cancel(c->loop, &c->connect_timer);
+	(void)failed;
 	for (int s = 0; s < 2; s++) {
 		struct conn_end *e = c->end[s];
 		c->end[s] = NULL;
-		/* The failed end is already broken; the other learns of it by a reset. */
+		/* Both ends get the real error: the failed one is already broken, the other
+		 * passes it on (a TCP reset, or an HBONE answer naming the cause). */
 		if (e)
-			e->ops->release(e, err ? (s == (int)failed ? err : -ECONNRESET) : 0);
+			e->ops->release(e, err);
 	}
 	if (hooks.closed)
 		hooks.closed(c, err, flag, reason);
