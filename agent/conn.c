@@ -136,15 +136,13 @@ static void conn_free(struct loop *l, void *arg)
 }
 
 /* Ends the conn once: releases both ends, runs the closed hook, frees it before sleep. */
-static void conn_finish(struct conn *c, int err, enum conn_side failed, const char *flag,
-			const char *reason)
+static void conn_finish(struct conn *c, int err, const char *flag, const char *reason)
 {
 	if (c->closing)
 		return;
 	c->closing = true;
 	c->st = CONN_ST_CLOSED;
 	loop_timer_cancel(c->loop, &c->connect_timer);
-	(void)failed;
 	for (int s = 0; s < 2; s++) {
 		struct conn_end *e = c->end[s];
 		c->end[s] = NULL;
@@ -163,13 +161,14 @@ static void conn_finish(struct conn *c, int err, enum conn_side failed, const ch
 
 void conn_abort(struct conn *c, enum conn_side side, int err, const char *flag, const char *reason)
 {
-	conn_finish(c, err ? err : -ECONNRESET, side, flag, reason);
+	(void)side;	/* the flag says which side failed */
+	conn_finish(c, err ? err : -ECONNRESET, flag, reason);
 }
 
 static void maybe_done(struct conn *c)
 {
 	if (c->done_out[CONN_DOWN] && c->done_out[CONN_UP])
-		conn_finish(c, 0, CONN_DOWN, NULL, NULL);
+		conn_finish(c, 0, NULL, NULL);
 }
 
 static void kick_write(struct conn *c, enum conn_side side)
