@@ -90,11 +90,14 @@ static __always_inline int parse_tcp4(struct __sk_buff *skb, struct pkt *p)
 /* Makes the frame go up the node's stack: the local MAC of this interface as destination
  * (needed for bridge ports, where the bridge would otherwise L2-forward it), and the fwmark
  * that the agent's policy rule routes to `local 0.0.0.0/0 dev lo`. */
-static __always_inline void deliver_locally(struct __sk_buff *skb, struct pkt *p,
-					    const struct redirect_iface *ifc)
+static __always_inline int deliver_locally(struct __sk_buff *skb, struct pkt *p,
+					   const struct redirect_iface *ifc)
 {
 	__builtin_memcpy(p->eth->h_dest, ifc->local_mac, ETH_ALEN);
 	skb->mark = (skb->mark & ~cfg_mark_mask) | (cfg_mark & cfg_mark_mask);
+	if (ifc->mode == REDIRECT_MODE_BRIDGE && ifc->bridge_ifindex)
+		return bpf_redirect(ifc->bridge_ifindex, BPF_F_INGRESS);
+	return TC_ACT_OK;
 }
 
 /* tc ingress of the host veth = packets leaving the pod (and those turned around by
@@ -118,8 +121,7 @@ int ambit_ingress(struct __sk_buff *skb)
 		/* Not the first fragment: no ports. Reassembly happens on local delivery,
 		 * after which the socket lookup is the kernel's own; never forwarded. */
 		count(REDIRECT_STAT_FRAGMENT);
-		deliver_locally(skb, &p, ifc);
-		return TC_ACT_OK;
+		return deliver_locally(skb, &p, ifc);
 	}
 	tuple.ipv4.saddr = p.ip->saddr;
 	tuple.ipv4.daddr = p.ip->daddr;
@@ -139,8 +141,7 @@ int ambit_ingress(struct __sk_buff *skb)
 				return TC_ACT_SHOT;
 			}
 			count(REDIRECT_STAT_SOCKET);
-			deliver_locally(skb, &p, ifc);
-			return TC_ACT_OK;
+			return deliver_locally(skb, &p, ifc);
 		}
 		/* A node listener that happens to match (say *:22): not the pod's peer. */
 		bpf_sk_release(sk);
@@ -162,8 +163,7 @@ int ambit_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	count(key == REDIRECT_LISTENER_INBOUND ? REDIRECT_STAT_INBOUND : REDIRECT_STAT_OUTBOUND);
-	deliver_locally(skb, &p, ifc);
-	return TC_ACT_OK;
+	return deliver_locally(skb, &p, ifc);
 }
 
 /* tc egress of the host veth = packets going into the pod. The node's own sockets (the

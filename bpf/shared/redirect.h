@@ -42,6 +42,13 @@ struct redirect_iface {
 	/* The destination MAC that makes a captured frame go up the node's stack on this
 	 * interface: the bridge's MAC (bridge mode) or the host veth's own MAC (routed). */
 	__u8 local_mac[6];
+	/* Bridge mode: the bridge, whose ingress captured frames are redirected to (the
+	 * bridge's own receive path would lose the assigned socket). 0 when routed. */
+	__u32 bridge_ifindex;
+	/* Bridge mode: the pod's MAC, pinned as a static FDB entry on its port by the agent
+	 * (captured frames skip the bridge, so it would never re-learn them). */
+	__u8 pod_mac[6];
+	__u8 pad[2];
 };
 
 /* Indexes of the per-CPU counter array (map "stats", not pinned). */

@@ -1,0 +1,764 @@
+// SPDX-License-Identifier: Apache-2.0
+/* eBPF capture: loads bpf/redirect.bpf.c (skeleton), keeps its maps pinned, attaches it to the
+ * host-side interface of each local enrolled pod and installs the local-delivery policy route. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_ether.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "agent/netlink.h"
+#include "agent/redirect.h"
+#include "bpf/redirect.skel.h"
+#include "bpf/shared/redirect.h"
+#include "common/log.h"
+#include "common/util.h"
+
+/* Re-try a bridge pod's neighbour kick at most this often. */
+#define KICK_INTERVAL_MS 2000
+
+/* One local enrolled pod (wanted) and where it is attached, if anywhere. */
+struct rd_pod {
+	char *uid;			/* owned; NULL for one adopted from a previous run */
+	uint32_t ip;			/* IPv4, network order */
+	int ifindex;			/* 0 while pending */
+	char ifname[IF_NAMESIZE];
+	uint8_t mode;			/* REDIRECT_MODE_* */
+	bool qdisc_ours;
+	bool wanted;			/* scratch for redirect_set_pods */
+	uint64_t kicked_ms;
+};
+
+struct redirect {
+	struct redirect_opts opts;
+	char *pin_dir;			/* owned copy of opts.pin_dir */
+	struct redirect_bpf *skel;
+	struct netlink *nl;
+	struct rd_pod *pods;
+	size_t npods, cap;
+};
+
+static const char *const stat_names[REDIRECT_STAT_MAX] = {
+	[REDIRECT_STAT_PASS] = "pass",
+	[REDIRECT_STAT_SOCKET] = "assigned_socket",
+	[REDIRECT_STAT_OUTBOUND] = "captured_outbound",
+	[REDIRECT_STAT_INBOUND] = "captured_inbound",
+	[REDIRECT_STAT_DROP_NO_LISTENER] = "drop_no_listener",
+	[REDIRECT_STAT_DROP_NO_SOCKET] = "drop_no_socket",
+	[REDIRECT_STAT_DROP_ASSIGN] = "drop_assign_failed",
+	[REDIRECT_STAT_EGRESS_REDIRECT] = "egress_to_ingress",
+	[REDIRECT_STAT_FRAGMENT] = "fragment_local",
+};
+
+void redirect_opts_default(struct redirect_opts *opts)
+{
+	*opts = (struct redirect_opts){
+		.pin_dir = "/sys/fs/bpf/ambit",
+		.mark = 0x0a3b0000,
+		.mark_mask = 0xffff0000,
+		.table = 133,
+		.rule_priority = 32000,
+		.outbound_listener_fd = -1,
+		.inbound_listener_fd = -1,
+	};
+}
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	enum log_level lvl = level == LIBBPF_WARN ? LOG_LVL_WARN :
+			     level == LIBBPF_INFO ? LOG_LVL_DEBUG : LOG_LVL_TRACE;
+	char line[512];
+	size_t n;
+
+	if (!log_enabled(lvl))
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	/* Kernel extack notes ("Parent Qdisc doesn't exists" on a probe) come with an error
+	 * code that the caller decides about and logs. */
+	if (strstr(line, "Kernel error message")) {
+		if (!log_enabled(LOG_LVL_DEBUG))
+			return 0;
+		lvl = LOG_LVL_DEBUG;
+	}
+	log_msg(lvl, "%s%s", strncmp(line, "libbpf: ", 8) ? "libbpf: " : "", line);
+	return 0;
+}
+
+static void setup_libbpf_log(void)
+{
+	static bool done;
+	if (!done) {
+		libbpf_set_print(libbpf_log);
+		done = true;
+	}
+}
+
+static char *ip4_str(uint32_t ip, char *buf)
+{
+	return (char *)inet_ntop(AF_INET, &ip, buf, INET_ADDRSTRLEN);
+}
+
+static int mkdir_p(const char *path)
+{
+	char tmp[256];
+	size_t len = strlen(path);
+
+	if (len == 0 || len >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, path, len + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void pin_path(char *buf, size_t len, const char *dir, const char *name)
+{
+	snprintf(buf, len, "%s/%s", dir, name);
+}
+
+/* Removes our pinned maps and the pin dir (when nothing else is left in it). */
+static int unpin_all(const char *dir)
+{
+	static const char *const names[] = { REDIRECT_MAP_LISTENERS, REDIRECT_MAP_IFACES };
+	char path[300];
+	int err = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		pin_path(path, sizeof(path), dir, names[i]);
+		if (unlink(path) == -1 && errno != ENOENT)
+			err = -errno;
+	}
+	if (rmdir(dir) == -1 && errno != ENOENT)
+		err = err ? err : -errno;
+	return err;
+}
+
+/* TCP early demux must be off in the node netns: it gives a forwarded packet of an inbound
+ * captured connection (client -> pod IP:port) the agent's accepted socket, whose local address
+ * is the pod's, and ip_forward() drops packets that carry a socket, before they reach the
+ * pod's interface where ambit_egress would turn them into ingress. */
+#define EARLY_DEMUX_SYSCTL "/proc/sys/net/ipv4/tcp_early_demux"
+
+static int set_tcp_early_demux(bool on)
+{
+	int fd = open(EARLY_DEMUX_SYSCTL, O_WRONLY | O_CLOEXEC), err = 0;
+
+	if (fd == -1)
+		return -errno;
+	if (write(fd, on ? "1\n" : "0\n", 2) != 2)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* ---- tc attach / detach ---- */
+
+static void tc_hook_init(struct bpf_tc_hook *h, int ifindex, enum bpf_tc_attach_point ap)
+{
+	memset(h, 0, sizeof(*h));
+	h->sz = sizeof(*h);
+	h->ifindex = ifindex;
+	h->attach_point = ap;
+}
+
+static int tc_detach_one(int ifindex, enum bpf_tc_attach_point ap)
+{
+	struct bpf_tc_hook h;
+	LIBBPF_OPTS(bpf_tc_opts, o, .handle = REDIRECT_TC_HANDLE, .priority = REDIRECT_TC_PRIORITY);
+	int err;
+
+	tc_hook_init(&h, ifindex, ap);
+	err = bpf_tc_detach(&h, &o);
+	return err == -ENOENT || err == -EINVAL || err == -ENODEV ? 0 : err;
+}
+
+/* Is the filter at our handle/priority on (ifindex, ap) an ambit program? 1, 0 or -errno. */
+static int tc_is_ours(int ifindex, enum bpf_tc_attach_point ap)
+{
+	struct bpf_tc_hook h;
+	LIBBPF_OPTS(bpf_tc_opts, o, .handle = REDIRECT_TC_HANDLE, .priority = REDIRECT_TC_PRIORITY);
+	struct bpf_prog_info info = { 0 };
+	__u32 len = sizeof(info);
+	int err, fd;
+
+	tc_hook_init(&h, ifindex, ap);
+	err = bpf_tc_query(&h, &o);
+	if (err)
+		return err == -ENOENT || err == -EINVAL ? 0 : err;
+	fd = bpf_prog_get_fd_by_id(o.prog_id);
+	if (fd < 0)
+		return fd;
+	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	close(fd);
+	if (err)
+		return err;
+	return strncmp(info.name, REDIRECT_PROG_PREFIX, strlen(REDIRECT_PROG_PREFIX)) == 0;
+}
+
+/* Destroys the clsact qdisc of ifindex when it has no filter left. */
+static void tc_destroy_if_empty(struct netlink *nl, int ifindex)
+{
+	struct bpf_tc_hook h;
+
+	if (netlink_tc_filter_count(nl, ifindex, true) != 0 ||
+	    netlink_tc_filter_count(nl, ifindex, false) != 0)
+		return;
+	tc_hook_init(&h, ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS);
+	bpf_tc_hook_destroy(&h);
+}
+
+static int tc_attach_one(int ifindex, enum bpf_tc_attach_point ap, int prog_fd)
+{
+	struct bpf_tc_hook h;
+	LIBBPF_OPTS(bpf_tc_opts, o, .handle = REDIRECT_TC_HANDLE, .priority = REDIRECT_TC_PRIORITY,
+		    .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE);
+
+	tc_hook_init(&h, ifindex, ap);
+	return bpf_tc_attach(&h, &o);
+}
+
+/* ---- pods ---- */
+
+static int ifaces_fd(struct redirect *r)
+{
+	return bpf_map__fd(r->skel->maps.ambit_ifaces);
+}
+
+/* Removes the static FDB entry that pod_attach made for the bridge port ifindex (its MAC is
+ * in the ifaces map entry). */
+static void fdb_unpin(struct netlink *nl, int map_fd, int ifindex)
+{
+	struct redirect_iface cfg;
+	__u32 key = (__u32)ifindex;
+	int err;
+
+	if (bpf_map_lookup_elem(map_fd, &key, &cfg) || cfg.mode != REDIRECT_MODE_BRIDGE)
+		return;
+	err = netlink_fdb_static(nl, ifindex, cfg.pod_mac, false);
+	if (err)
+		pr_warn("capture: removing the static FDB entry on ifindex %d: %s", ifindex,
+			strerror(-err));
+}
+
+static void pod_detach(struct redirect *r, struct rd_pod *p)
+{
+	__u32 key = (__u32)p->ifindex;
+	char ip[INET_ADDRSTRLEN];
+
+	if (!p->ifindex)
+		return;
+	if (p->mode == REDIRECT_MODE_BRIDGE)
+		fdb_unpin(r->nl, ifaces_fd(r), p->ifindex);
+	/* Egress first: it turns packets into ingress, which must still capture them. */
+	tc_detach_one(p->ifindex, BPF_TC_EGRESS);
+	tc_detach_one(p->ifindex, BPF_TC_INGRESS);
+	bpf_map_delete_elem(ifaces_fd(r), &key);
+	if (p->qdisc_ours)
+		tc_destroy_if_empty(r->nl, p->ifindex);
+	pr_info("capture: detached from %s (ifindex %d, pod %s %s)", p->ifname, p->ifindex,
+		p->uid ? p->uid : "?", ip4_str(p->ip, ip));
+	p->ifindex = 0;
+	p->ifname[0] = '\0';
+	p->qdisc_ours = false;
+}
+
+/* Writes the ifaces entry, then ingress, then egress (so that nothing is turned around
+ * before ingress captures). The entry's flags remember whether we made the qdisc. */
+static int pod_attach(struct redirect *r, struct rd_pod *p, const struct netlink_pod_if *pif,
+		      bool qdisc_ours_before)
+{
+	struct redirect_iface cfg = { .pod_ip = p->ip, .mode = pif->mode,
+				      .bridge_ifindex = (__u32)pif->bridge_ifindex };
+	static const uint8_t zero_mac[6];
+	struct bpf_tc_hook h;
+	__u32 key = (__u32)pif->ifindex;
+	char ip[INET_ADDRSTRLEN];
+	bool ours = qdisc_ours_before;
+	int err;
+
+	tc_hook_init(&h, pif->ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS);
+	err = bpf_tc_hook_create(&h);
+	if (err == 0)
+		ours = true;
+	else if (err != -EEXIST)
+		goto fail;
+	memcpy(cfg.local_mac, pif->local_mac, sizeof(cfg.local_mac));
+	memcpy(cfg.pod_mac, pif->pod_mac, sizeof(cfg.pod_mac));
+	cfg.flags = ours ? REDIRECT_IFACE_F_QDISC_OURS : 0;
+	err = bpf_map_update_elem(ifaces_fd(r), &key, &cfg, BPF_ANY);
+	if (err)
+		goto fail_qdisc;
+	err = tc_attach_one(pif->ifindex, BPF_TC_INGRESS, bpf_program__fd(r->skel->progs.ambit_ingress));
+	if (err)
+		goto fail_map;
+	err = tc_attach_one(pif->ifindex, BPF_TC_EGRESS, bpf_program__fd(r->skel->progs.ambit_egress));
+	if (err)
+		goto fail_ingress;
+	if (pif->mode == REDIRECT_MODE_BRIDGE && memcmp(pif->pod_mac, zero_mac, 6) != 0 &&
+	    (err = netlink_fdb_static(r->nl, pif->ifindex, pif->pod_mac, true)))
+		pr_warn("capture: pinning the pod's MAC on bridge port %s: %s (the bridge may "
+			"flood its frames once it forgets it)", pif->ifname, strerror(-err));
+	p->ifindex = pif->ifindex;
+	p->mode = pif->mode;
+	p->qdisc_ours = ours;
+	snprintf(p->ifname, sizeof(p->ifname), "%s", pif->ifname);
+	pr_info("capture: attached to %s (ifindex %d, %s) for pod %s %s", p->ifname, p->ifindex,
+		p->mode == REDIRECT_MODE_BRIDGE ? "bridge port" : "routed", p->uid ? p->uid : "?",
+		ip4_str(p->ip, ip));
+	return 0;
+fail_ingress:
+	tc_detach_one(pif->ifindex, BPF_TC_INGRESS);
+fail_map:
+	bpf_map_delete_elem(ifaces_fd(r), &key);
+fail_qdisc:
+	if (ours)
+		tc_destroy_if_empty(r->nl, pif->ifindex);
+fail:
+	pr_warn("capture: attaching to %s (ifindex %d) for pod %s: %s", pif->ifname, pif->ifindex,
+		ip4_str(p->ip, ip), strerror(-err));
+	return err;
+}
+
+/* Attaches a pending pod if its interface can be found now. 0 (attached or still pending)
+ * or -errno from attaching. */
+static int pod_try_attach(struct redirect *r, struct rd_pod *p)
+{
+	struct netlink_pod_if pif;
+	int err;
+
+	err = netlink_find_pod_if(r->nl, p->ip, &pif);
+	if (err == -ENOENT) {
+		/* A bridge pod that has not talked yet: make the kernel ARP for it (the reply
+		 * teaches the bridge its port, and the neighbour event brings us back here). */
+		uint64_t now = now_mono_ms();
+		if (now - p->kicked_ms >= KICK_INTERVAL_MS) {
+			p->kicked_ms = now;
+			netlink_kick_neigh(p->ip);
+		}
+		return 0;
+	}
+	if (err)
+		return err;
+	return pod_attach(r, p, &pif, false);
+}
+
+static struct rd_pod *pod_find(struct redirect *r, uint32_t ip)
+{
+	for (size_t i = 0; i < r->npods; i++)
+		if (r->pods[i].ip == ip)
+			return &r->pods[i];
+	return NULL;
+}
+
+static struct rd_pod *pod_add(struct redirect *r, uint32_t ip)
+{
+	if (r->npods == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 16;
+		struct rd_pod *v = realloc(r->pods, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		r->pods = v;
+		r->cap = cap;
+	}
+	r->pods[r->npods] = (struct rd_pod){ .ip = ip };
+	return &r->pods[r->npods++];
+}
+
+static void pod_remove(struct redirect *r, size_t i)
+{
+	free(r->pods[i].uid);
+	r->pods[i] = r->pods[--r->npods];
+}
+
+/* Interfaces attached by a previous run (the pinned ifaces map): take them over with this
+ * run's programs, forget those whose interface is gone. redirect_set_pods then keeps or
+ * detaches them by pod IP. */
+static int adopt_previous(struct redirect *r)
+{
+	__u32 key, next, *prev = NULL;
+	int fd = ifaces_fd(r), err = 0;
+
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		struct redirect_iface cfg;
+		struct netlink_pod_if pif = { .ifindex = (int)next };
+		struct rd_pod *p;
+
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &cfg))
+			continue;
+		if (netlink_link_name(r->nl, (int)key, pif.ifname) || pod_find(r, cfg.pod_ip)) {
+			bpf_map_delete_elem(fd, &key);
+			prev = NULL;	/* restart the walk: the key is gone */
+			continue;
+		}
+		p = pod_add(r, cfg.pod_ip);
+		if (!p)
+			return -ENOMEM;
+		pif.mode = cfg.mode;
+		pif.bridge_ifindex = (int)cfg.bridge_ifindex;
+		memcpy(pif.pod_mac, cfg.pod_mac, sizeof(pif.pod_mac));
+		memcpy(pif.local_mac, cfg.local_mac, sizeof(pif.local_mac));
+		err = pod_attach(r, p, &pif, cfg.flags & REDIRECT_IFACE_F_QDISC_OURS);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* ---- lifecycle ---- */
+
+static int load_skel(struct redirect *r)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = r->pin_dir);
+	int err;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		r->skel = redirect_bpf__open_opts(&oo);
+		if (!r->skel)
+			return -errno;
+		r->skel->rodata->cfg_mark = r->opts.mark;
+		r->skel->rodata->cfg_mark_mask = r->opts.mark_mask;
+		err = redirect_bpf__load(r->skel);
+		if (!err)
+			return 0;
+		redirect_bpf__destroy(r->skel);
+		r->skel = NULL;
+		if (attempt == 0 && err == -EINVAL) {
+			/* Pinned maps of an incompatible (older) layout: start afresh. */
+			pr_warn("capture: cannot reuse the maps pinned in %s; re-creating them",
+				r->pin_dir);
+			unpin_all(r->pin_dir);
+			mkdir_p(r->pin_dir);
+			continue;
+		}
+		break;
+	}
+	return err;
+}
+
+static int set_listener(struct redirect *r, __u32 key, int fd)
+{
+	__u64 v = (__u64)fd;
+	int mfd = bpf_map__fd(r->skel->maps.ambit_listeners);
+
+	if (fd < 0) {
+		bpf_map_delete_elem(mfd, &key);
+		return 0;
+	}
+	return bpf_map_update_elem(mfd, &key, &v, BPF_ANY);
+}
+
+struct redirect *redirect_new(const struct redirect_opts *opts)
+{
+	struct redirect *r = calloc(1, sizeof(*r));
+	const char *what = "";
+	int err = -ENOMEM;
+
+	setup_libbpf_log();
+	if (!r)
+		goto fail;
+	r->opts = *opts;
+	r->pin_dir = strdup(opts->pin_dir ? opts->pin_dir : "/sys/fs/bpf/ambit");
+	if (!r->pin_dir)
+		goto fail;
+	r->opts.pin_dir = r->pin_dir;
+	what = "creating the pin dir";
+	if ((err = mkdir_p(r->pin_dir)))
+		goto fail;
+	what = "loading the BPF programs";
+	if ((err = load_skel(r)))
+		goto fail;
+	what = "inserting the listeners into the sockmap";
+	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, opts->outbound_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)))
+		goto fail;
+	what = "opening netlink";
+	r->nl = netlink_new(true);
+	if (!r->nl) {
+		err = -errno;
+		goto fail;
+	}
+	what = "adding the policy rule";
+	if ((err = netlink_rule_add(r->nl, opts->mark, opts->mark_mask, opts->table,
+				    opts->rule_priority)))
+		goto fail;
+	what = "adding the local route";
+	if ((err = netlink_local_route_add(r->nl, opts->table)))
+		goto fail;
+	what = "turning off TCP early demux (" EARLY_DEMUX_SYSCTL ")";
+	if ((err = set_tcp_early_demux(false)))
+		goto fail;
+	what = "taking over the interfaces of the previous run";
+	if ((err = netlink_refresh(r->nl)) || (err = adopt_previous(r)))
+		goto fail;
+	pr_info("capture: BPF loaded (maps pinned in %s), rule fwmark 0x%x/0x%x lookup %u prio %u",
+		r->pin_dir, opts->mark, opts->mark_mask, opts->table, opts->rule_priority);
+	return r;
+fail:
+	pr_warn("capture: %s: %s", what, strerror(-err));
+	redirect_free(r);
+	errno = -err;
+	return NULL;
+}
+
+void redirect_free(struct redirect *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->npods; i++)
+		free(r->pods[i].uid);
+	free(r->pods);
+	netlink_free(r->nl);
+	redirect_bpf__destroy(r->skel);
+	free(r->pin_dir);
+	free(r);
+}
+
+int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_t n)
+{
+	int err, first_err = 0;
+
+	if ((err = netlink_refresh(r->nl)))
+		return err;
+	for (size_t i = 0; i < r->npods; i++)
+		r->pods[i].wanted = false;
+	for (size_t i = 0; i < n; i++) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&pods[i].addr;
+		struct rd_pod *p;
+		char *uid;
+
+		if (pods[i].addr.ss_family != AF_INET)
+			continue;	/* TODO: IPv6 capture */
+		p = pod_find(r, sin->sin_addr.s_addr);
+		if (!p && !(p = pod_add(r, sin->sin_addr.s_addr)))
+			return -ENOMEM;
+		p->wanted = true;
+		if (pods[i].uid && (!p->uid || strcmp(p->uid, pods[i].uid) != 0)) {
+			if (!(uid = strdup(pods[i].uid)))
+				return -ENOMEM;
+			free(p->uid);
+			p->uid = uid;
+		}
+	}
+	for (size_t i = 0; i < r->npods;) {
+		struct rd_pod *p = &r->pods[i];
+		if (!p->wanted) {
+			pod_detach(r, p);
+			pod_remove(r, i);
+			continue;
+		}
+		if (!p->ifindex && (err = pod_try_attach(r, p)) && !first_err)
+			first_err = err;
+		i++;
+	}
+	return first_err;
+}
+
+int redirect_event_fd(struct redirect *r)
+{
+	return netlink_event_fd(r->nl);
+}
+
+int redirect_process_events(struct redirect *r)
+{
+	int err, first_err = 0;
+
+	err = netlink_drain_events(r->nl);
+	if (err <= 0)
+		return err;
+	if ((err = netlink_refresh(r->nl)))
+		return err;
+	for (size_t i = 0; i < r->npods; i++) {
+		struct rd_pod *p = &r->pods[i];
+		char name[IF_NAMESIZE];
+
+		/* Interface gone (pod deleted or re-created): its filters went with it. */
+		if (p->ifindex && (netlink_link_name(r->nl, p->ifindex, name) ||
+				   strcmp(name, p->ifname) != 0)) {
+			__u32 key = (__u32)p->ifindex;
+			pr_info("capture: %s (ifindex %d) is gone; pod %s pending", p->ifname,
+				p->ifindex, p->uid ? p->uid : "?");
+			bpf_map_delete_elem(ifaces_fd(r), &key);
+			p->ifindex = 0;
+			p->ifname[0] = '\0';
+			p->qdisc_ours = false;
+		}
+		if (!p->ifindex && (err = pod_try_attach(r, p)) && !first_err)
+			first_err = err;
+	}
+	return first_err;
+}
+
+/* ---- introspection ---- */
+
+static json_t *prog_json(const struct bpf_program *prog)
+{
+	struct bpf_prog_info info = { 0 };
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len))
+		return json_null();
+	return json_pack("{s:s, s:I}", "name", info.name, "id", (json_int_t)info.id);
+}
+
+json_t *redirect_state_json(struct redirect *r)
+{
+	json_t *o = json_object(), *ifs = json_array(), *pend = json_array();
+	json_t *lis = json_object(), *st = json_object();
+	int ncpu = libbpf_num_possible_cpus();
+	char ip[INET_ADDRSTRLEN], mac[18];
+
+	if (!o || !ifs || !pend || !lis || !st || ncpu <= 0)
+		goto fail;
+	for (size_t i = 0; i < r->npods; i++) {
+		struct rd_pod *p = &r->pods[i];
+		struct redirect_iface cfg = { 0 };
+		__u32 key = (__u32)p->ifindex;
+
+		ip4_str(p->ip, ip);
+		if (!p->ifindex) {
+			json_array_append_new(pend, json_pack("{s:s?, s:s}", "pod_uid", p->uid, "ip", ip));
+			continue;
+		}
+		bpf_map_lookup_elem(ifaces_fd(r), &key, &cfg);
+		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", cfg.local_mac[0],
+			 cfg.local_mac[1], cfg.local_mac[2], cfg.local_mac[3], cfg.local_mac[4],
+			 cfg.local_mac[5]);
+		json_array_append_new(ifs, json_pack("{s:s, s:i, s:s?, s:s, s:s, s:s, s:b}",
+			"ifname", p->ifname, "ifindex", p->ifindex, "pod_uid", p->uid, "ip", ip,
+			"mode", p->mode == REDIRECT_MODE_BRIDGE ? "bridge" : "routed",
+			"local_mac", mac, "qdisc_ours", p->qdisc_ours));
+	}
+	for (__u32 k = 0; k < REDIRECT_LISTENER_MAX; k++) {
+		__u64 cookie = 0;
+		int ok = bpf_map_lookup_elem(bpf_map__fd(r->skel->maps.ambit_listeners), &k, &cookie) == 0;
+		json_object_set_new(lis, k == REDIRECT_LISTENER_OUTBOUND ? "outbound" : "inbound",
+				    ok ? json_pack("{s:I}", "socket_cookie", (json_int_t)cookie) : json_null());
+	}
+	{
+		__u64 vals[ncpu];
+		for (__u32 k = 0; k < REDIRECT_STAT_MAX; k++) {
+			__u64 sum = 0;
+			if (bpf_map_lookup_elem(bpf_map__fd(r->skel->maps.stats), &k, vals) == 0)
+				for (int c = 0; c < ncpu; c++)
+					sum += vals[c];
+			json_object_set_new(st, stat_names[k], json_integer((json_int_t)sum));
+		}
+	}
+	json_object_set_new(o, "pin_dir", json_string(r->pin_dir));
+	json_object_set_new(o, "programs", json_pack("{s:o, s:o}",
+		"ingress", prog_json(r->skel->progs.ambit_ingress),
+		"egress", prog_json(r->skel->progs.ambit_egress)));
+	json_object_set_new(o, "tc", json_pack("{s:i, s:i}", "handle", REDIRECT_TC_HANDLE,
+					       "priority", REDIRECT_TC_PRIORITY));
+	json_object_set_new(o, "rule", json_pack("{s:I, s:I, s:I, s:I}",
+		"fwmark", (json_int_t)r->opts.mark, "mask", (json_int_t)r->opts.mark_mask,
+		"table", (json_int_t)r->opts.table, "priority", (json_int_t)r->opts.rule_priority));
+	json_object_set_new(o, "listeners", lis);
+	json_object_set_new(o, "interfaces", ifs);
+	json_object_set_new(o, "pending", pend);
+	json_object_set_new(o, "counters", st);
+	return o;
+fail:
+	json_decref(o);
+	json_decref(ifs);
+	json_decref(pend);
+	json_decref(lis);
+	json_decref(st);
+	errno = ENOMEM;
+	return NULL;
+}
+
+/* ---- uninstall ---- */
+
+int redirect_cleanup(const struct redirect_opts *opts)
+{
+	const char *dir = opts->pin_dir ? opts->pin_dir : "/sys/fs/bpf/ambit";
+	struct netlink *nl;
+	int *links = NULL, err, first_err = 0;
+	size_t n = 0;
+
+	setup_libbpf_log();
+	nl = netlink_new(false);
+	if (!nl)
+		return -errno;
+	err = netlink_links(nl, &links, &n);
+	if (err) {
+		netlink_free(nl);
+		return err;
+	}
+	/* Static FDB entries of bridge-mode pods are listed in the pinned ifaces map. */
+	{
+		char path[300];
+		int mfd;
+		__u32 key, *prev = NULL;
+
+		pin_path(path, sizeof(path), dir, REDIRECT_MAP_IFACES);
+		mfd = bpf_obj_get(path);
+		while (mfd >= 0 && bpf_map_get_next_key(mfd, prev, &key) == 0) {
+			fdb_unpin(nl, mfd, (int)key);
+			prev = &key;
+		}
+		if (mfd >= 0)
+			close(mfd);
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool removed = false;
+		for (int d = 0; d < 2; d++) {
+			enum bpf_tc_attach_point ap = d ? BPF_TC_EGRESS : BPF_TC_INGRESS;
+			err = tc_is_ours(links[i], ap);
+			if (err > 0) {
+				err = tc_detach_one(links[i], ap);
+				removed = removed || !err;
+			}
+			if (err < 0) {
+				pr_warn("cleanup: tc filter on ifindex %d: %s", links[i], strerror(-err));
+				first_err = first_err ? first_err : err;
+			}
+		}
+		/* A clsact left empty by us was ours (or is of no use to anyone). */
+		if (removed)
+			tc_destroy_if_empty(nl, links[i]);
+	}
+	free(links);
+	if ((err = netlink_rule_del(nl, opts->mark, opts->mark_mask, opts->table,
+				    opts->rule_priority))) {
+		pr_warn("cleanup: policy rule: %s", strerror(-err));
+		first_err = first_err ? first_err : err;
+	}
+	if ((err = netlink_local_route_del(nl, opts->table))) {
+		pr_warn("cleanup: local route in table %u: %s", opts->table, strerror(-err));
+		first_err = first_err ? first_err : err;
+	}
+	if ((err = set_tcp_early_demux(true))) {
+		pr_warn("cleanup: restoring %s: %s", EARLY_DEMUX_SYSCTL, strerror(-err));
+		first_err = first_err ? first_err : err;
+	}
+	if ((err = unpin_all(dir))) {
+		pr_warn("cleanup: pinned maps in %s: %s", dir, strerror(-err));
+		first_err = first_err ? first_err : err;
+	}
+	netlink_free(nl);
+	return first_err;
+}
