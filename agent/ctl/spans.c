@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: Apache-2.0
+/* ambitctl spans: the recent spans of one or more agents (GET /spans), merged; with --trace,
+ * the trace as a terminal waterfall (rows in parent/child order, bars on a shared time axis). */
+#include "agent/ctl/ctl.h"
+#include "common/util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WF_MAX_DEPTH 12
+#define WF_LABEL_MAX 32
+#define WF_NODE_MAX 20
+
+struct span_row {
+	json_t *j;		/* borrowed from the merged array */
+	const char *span_id;
+	const char *parent_id;
+	const char *name;
+	const char *node;	/* resource k8s.node.name, else the agent's address */
+	const char *status;	/* UNSET, OK, ERROR */
+	const char *message;
+	long long start, end;	/* unix ns; end >= start */
+	int parent;		/* index in rows, or -1 */
+	int depth;
+	bool placed;
+};
+
+struct merged {
+	json_t *spans;		/* owned: every agent's spans, deduplicated, ordered by start */
+	json_t *origin;		/* owned: "trace_id/span_id" -> the address of the agent that had it */
+};
+
+static long long span_start(const json_t *s)
+{
+	return jint(s, "start_unix_nano", 0);
+}
+
+static int cmp_start(const void *x, const void *y)
+{
+	const json_t *a = *(json_t *const *)x, *b = *(json_t *const *)y;
+	long long sa = span_start(a), sb = span_start(b);
+	const char *ia = jstr(a, "span_id"), *ib = jstr(b, "span_id");
+	if (sa != sb)
+		return sa < sb ? -1 : 1;
+	return strcmp(ia ? ia : "", ib ? ib : "");
+}
+
+static void span_key(const json_t *s, char *buf, size_t len)
+{
+	const char *tid = jstr(s, "trace_id"), *sid = jstr(s, "span_id");
+	snprintf(buf, len, "%s/%s", tid ? tid : "", sid ? sid : "");
+}
+
+/* Asks every agent (path: GET /spans with its query) and merges the answers; which agent had
+ * each span goes to a side table, so the JSON output stays the admin API's. Returns 0 or CTL_EXIT_AGENT (some agent
+ * failed: what the others said is still merged). */
+static int fetch_all(struct ctl *c, const char *path, struct merged *m, size_t limit)
+{
+	json_t *all = json_array(), *origin = json_object();
+	json_t **v = NULL;
+	size_t n;
+	int rc = 0;
+
+	m->spans = m->origin = NULL;
+	if (!all || !origin)
+		goto nomem;
+	for (int i = 0; i < c->nadmins; i++) {
+		const struct ctl_admin *a = &c->admins[i];
+		json_t *ans, *arr, *s;
+		size_t k;
+		if (ctl_fetch(c, a, "GET", path, false, &ans)) {
+			rc = CTL_EXIT_AGENT;
+			continue;
+		}
+		arr = json_object_get(ans, "spans");
+		if (!json_is_array(arr)) {
+			rc = ctl_bad_answer(a, path, "no \"spans\" array");
+			json_decref(ans);
+			continue;
+		}
+		json_array_foreach(arr, k, s) {
+			char key[160];
+			if (!json_is_object(s) || !jstr(s, "span_id"))
+				continue;
+			span_key(s, key, sizeof(key));
+			if (json_object_get(origin, key))
+				continue;	/* the same agent given twice */
+			if (json_object_set_new(origin, key, json_string(a->addr)) ||
+			    json_array_append(all, s)) {
+				json_decref(ans);
+				goto nomem;
+			}
+		}
+		json_decref(ans);
+	}
+	/* Order by start, keep the most recent `limit`. */
+	n = json_array_size(all);
+	if (n && !(v = calloc(n, sizeof(*v))))
+		goto nomem;
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_array_get(all, i);
+	qsort(v, n, sizeof(*v), cmp_start);
+	m->spans = json_array();
+	if (!m->spans)
+		goto nomem;
+	for (size_t i = (limit && n > limit) ? n - limit : 0; i < n; i++)
+		json_array_append(m->spans, v[i]);
+	free(v);
+	json_decref(all);
+	m->origin = origin;
+	return rc;
+nomem:
+	free(v);
+	json_decref(all);
+	json_decref(origin);
+	json_decref(m->spans);
+	m->spans = NULL;
+	ctl_err("out of memory");
+	return CTL_EXIT_AGENT;
+}
+
+/* The agent address a span came from (its node when the resource does not name one). */
+static const char *origin_of(const struct merged *m, const json_t *s)
+{
+	char key[160];
+	span_key(s, key, sizeof(key));
+	return jstr(m->origin, key);
+}
+
+static void fill_row(struct span_row *r, json_t *s, const struct merged *m)
+{
+	const json_t *res = json_object_get(s, "resource"), *st = json_object_get(s, "status");
+	memset(r, 0, sizeof(*r));
+	r->j = s;
+	r->span_id = jstr(s, "span_id");
+	r->parent_id = jstr(s, "parent_span_id");
+	r->name = jstr(s, "name") ? jstr(s, "name") : "?";
+	r->node = jstr(res, "k8s.node.name");
+	if (!r->node || !r->node[0])
+		r->node = origin_of(m, s);
+	r->status = jstr(st, "code") ? jstr(st, "code") : "UNSET";
+	r->message = jstr(st, "message");
+	r->start = span_start(s);
+	r->end = jint(s, "end_unix_nano", r->start);
+	if (r->end < r->start)
+		r->end = r->start;
+	r->parent = -1;
+}
+
+/* ---- the waterfall ---- */
+
+static void place(struct span_row *rows, int n, int at, int depth, int *order, int *norder)
+{
+	rows[at].placed = true;
+	rows[at].depth = depth;
+	order[(*norder)++] = at;
+	/* rows are ordered by start, so children come out in start order. */
+	for (int i = 0; i < n; i++)
+		if (!rows[i].placed && rows[i].parent == at)
+			place(rows, n, i, depth + 1, order, norder);
+}
+
+/* Lays the rows out in tree order: roots (no parent among the rows) by start, each followed by
+ * its children by start. A cycle's members that are never reached become roots. */
+static void tree_order(struct span_row *rows, int n, int *order)
+{
+	int norder = 0;
+	for (int i = 0; i < n; i++) {
+		const char *p = rows[i].parent_id;
+		for (int k = 0; p && p[0] && k < n; k++)
+			if (k != i && rows[k].span_id && strcmp(rows[k].span_id, p) == 0) {
+				rows[i].parent = k;
+				break;
+			}
+	}
+	for (int i = 0; i < n; i++)
+		if (!rows[i].placed && rows[i].parent < 0)
+			place(rows, n, i, 0, order, &norder);
+	for (int i = 0; i < n; i++)
+		if (!rows[i].placed)
+			place(rows, n, i, 0, order, &norder);
+}
+
+static void fmt_ms(long long ns, char *buf, size_t len)
+{
+	snprintf(buf, len, "%.3f ms", (double)ns / 1e6);
+}
+
+static void put_padded(const char *s, int w)
+{
+	char buf[512];
+	str_fit(s, w, TBL_KEEP_START, buf, sizeof(buf));
+	printf("%s%*s", buf, w - str_width(buf), "");
+}
+
+/* Draws rows (already in tree order through order[]) fitted to width columns. */
+static void draw_waterfall(const char *trace_id, struct span_row *rows, const int *order, int n,
+			   int width)
+{
+	long long t0 = rows[0].start, t1 = rows[0].end, total;
+	int lw = 4, nw = 4, dw = 8, sw = 6, bw, errors = 0, nnodes = 0, orphans = 0;
+	const char *nodes[64];
+	char label[WF_LABEL_MAX * 4 + 64], dur[32], axis[32];
+
+	for (int i = 0; i < n; i++) {
+		struct span_row *r = &rows[i];
+		bool known = false;
+		t0 = MIN(t0, r->start);
+		t1 = MAX(t1, r->end);
+		lw = MAX(lw, 2 * MIN(r->depth, WF_MAX_DEPTH) + str_width(r->name));
+		nw = MAX(nw, str_width(r->node ? r->node : "-"));
+		fmt_ms(r->end - r->start, dur, sizeof(dur));
+		dw = MAX(dw, (int)strlen(dur));
+		errors += strcmp(r->status, "ERROR") == 0;
+		orphans += r->parent < 0 && r->parent_id && r->parent_id[0];
+		for (int k = 0; k < nnodes; k++)
+			known |= strcmp(nodes[k], r->node ? r->node : "-") == 0;
+		if (!known && nnodes < (int)ARRAY_SIZE(nodes))
+			nodes[nnodes++] = r->node ? r->node : "-";
+	}
+	total = t1 - t0 > 0 ? t1 - t0 : 1;
+	lw = MIN(lw, WF_LABEL_MAX);
+	nw = MIN(nw, WF_NODE_MAX);
+	if (errors)
+		sw = 6;
+	if (width <= 0)
+		width = 120;
+	/* label  node  |bar|  duration  status */
+	bw = width - lw - 2 - nw - 2 - 2 - 2 - dw - (errors ? 2 + sw : 0);
+	if (bw < 10)
+		bw = 10;
+
+	fmt_ms(total, dur, sizeof(dur));
+	printf("trace %s: %d span%s on %d node%s, %s", trace_id, n, n == 1 ? "" : "s", nnodes,
+	       nnodes == 1 ? "" : "s", dur);
+	if (errors)
+		printf(", %d error%s", errors, errors == 1 ? "" : "s");
+	putchar('\n');
+
+	put_padded("SPAN", lw);
+	printf("  ");
+	put_padded("NODE", nw);
+	snprintf(axis, sizeof(axis), "%.3g ms", (double)total / 1e6);
+	printf("  |0%*s|  %*s", bw - 1, axis, dw, "DURATION");
+	if (errors)
+		printf("  STATUS");
+	putchar('\n');
+
+	for (int oi = 0; oi < n; oi++) {
+		const struct span_row *r = &rows[order[oi]];
+		int depth = MIN(r->depth, WF_MAX_DEPTH);
+		int from = (int)((double)(r->start - t0) * bw / (double)total);
+		int len = (int)((double)(r->end - r->start) * bw / (double)total + 0.5);
+
+		if (from >= bw)
+			from = bw - 1;
+		if (len < 1)
+			len = 1;
+		if (from + len > bw)
+			len = bw - from;
+		snprintf(label, sizeof(label), "%*s%s", 2 * depth, "", r->name);
+		put_padded(label, lw);
+		printf("  ");
+		put_padded(r->node ? r->node : "-", nw);
+		printf("  |%*s", from, "");
+		for (int k = 0; k < len; k++)
+			fputs(ctl_block, stdout);
+		printf("%*s|  ", bw - from - len, "");
+		fmt_ms(r->end - r->start, dur, sizeof(dur));
+		printf("%*s", dw, dur);
+		if (strcmp(r->status, "ERROR") == 0) {
+			char msg[256];
+			int room = width - (lw + 2 + nw + 2 + bw + 2 + 2 + dw + 2 + 5 + 1);
+			str_fit(r->message ? r->message : "", room > 8 ? room : 8, TBL_KEEP_START, msg,
+				sizeof(msg));
+			printf("  ERROR%s%s", msg[0] ? " " : "", msg);
+		}
+		putchar('\n');
+	}
+	if (orphans)
+		printf("(%d span%s whose parent is not here: its other side is on another node; "
+		       "give that agent too with --admin)\n", orphans, orphans == 1 ? "" : "s");
+}
+
+/* The merged spans as the admin API spells one answer: {"spans": [...]}. */
+static int print_spans_json(const struct merged *m)
+{
+	json_t *o = json_pack("{s:O}", "spans", m->spans);
+	int rc;
+	if (!o) {
+		ctl_err("out of memory");
+		return CTL_EXIT_AGENT;
+	}
+	rc = ctl_print_json(o);
+	json_decref(o);
+	return rc;
+}
+
+static int show_trace(struct ctl *c, const char *trace_id, struct merged *m)
+{
+	int n = (int)json_array_size(m->spans);
+	struct span_row *rows;
+	int *order;
+
+	if (c->format == CTL_FMT_JSON)
+		return print_spans_json(m);
+	rows = calloc((size_t)n, sizeof(*rows));
+	order = calloc((size_t)n, sizeof(*order));
+	if (!rows || !order) {
+		free(rows);
+		free(order);
+		ctl_err("out of memory");
+		return CTL_EXIT_AGENT;
+	}
+	for (int i = 0; i < n; i++)
+		fill_row(&rows[i], json_array_get(m->spans, (size_t)i), m);
+	tree_order(rows, n, order);
+	draw_waterfall(trace_id, rows, order, n, c->width);
+	free(rows);
+	free(order);
+	return 0;
+}
+
+static int show_list(struct ctl *c, struct merged *m)
+{
+	static const struct tbl_col cols[] = {
+		{ "TRACE-ID", 32, TBL_KEEP_START, false }, { "SPAN-ID", 6, TBL_KEEP_START, false },
+		{ "NAME", 8, TBL_KEEP_START, false }, { "NODE", 6, TBL_KEEP_START, false },
+		{ "START", 8, TBL_KEEP_START, false }, { "DURATION", 8, TBL_KEEP_START, true },
+		{ "STATUS", 5, TBL_KEEP_START, false },
+	};
+	struct tbl *t;
+	size_t i;
+	json_t *s;
+
+	if (c->format == CTL_FMT_JSON)
+		return print_spans_json(m);
+	t = tbl_new(cols, ARRAY_SIZE(cols));
+	json_array_foreach(m->spans, i, s) {
+		struct span_row r;
+		char start[32], dur[32];
+		time_t secs;
+		struct tm tm;
+		fill_row(&r, s, m);
+		secs = (time_t)(r.start / 1000000000LL);
+		if (!gmtime_r(&secs, &tm) || !strftime(start, sizeof(start), "%H:%M:%S", &tm))
+			snprintf(start, sizeof(start), "-");
+		fmt_ms(r.end - r.start, dur, sizeof(dur));
+		const char *row[] = { jstr(s, "trace_id"), r.span_id, r.name, r.node, start, dur, r.status };
+		if (t && tbl_add(t, row)) {
+			tbl_free(t);
+			t = NULL;
+		}
+	}
+	if (!t) {
+		ctl_err("out of memory");
+		return CTL_EXIT_AGENT;
+	}
+	tbl_print(t, c->width);
+	tbl_free(t);
+	return 0;
+}
+
+int cmd_spans(struct ctl *c, int argc, char **argv)
+{
+	const char *trace = NULL, *lim = NULL;
+	char tid[33], path[128];
+	unsigned long limit = 0;
+	struct merged m;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
+		if (r < 0)
+			return -r;
+		if (r > 0)
+			continue;
+		if ((r = ctl_opt_value(argv, argc, &i, "--trace", 't', &trace)) != 0) {
+			if (r < 0)
+				return CTL_EXIT_USAGE;
+			continue;
+		}
+		if ((r = ctl_opt_value(argv, argc, &i, "--limit", 'n', &lim)) != 0) {
+			if (r < 0)
+				return CTL_EXIT_USAGE;
+			continue;
+		}
+		return ctl_usage_err(argv[0], "spans: unexpected argument '%s'", argv[i]);
+	}
+	if (trace) {
+		size_t n = strlen(trace);
+		if (n != 32 || strspn(trace, "0123456789abcdefABCDEF") != n)
+			return ctl_usage_err(argv[0], "--trace '%s' is not a trace ID (32 hex digits)", trace);
+		for (size_t k = 0; k <= n; k++)
+			tid[k] = (char)tolower((unsigned char)trace[k]);
+	}
+	if (lim) {
+		char *end;
+		limit = strtoul(lim, &end, 10);
+		if (!*lim || *end || lim[0] == '-' || limit < 1 || limit > 1000000)
+			return ctl_usage_err(argv[0], "--limit '%s' is not a number from 1 to 1000000", lim);
+	}
+	if ((rc = ctl_ready(c)) != 0)
+		return rc;
+	if (trace && lim)
+		snprintf(path, sizeof(path), "/spans?trace_id=%s&limit=%lu", tid, limit);
+	else if (trace)
+		snprintf(path, sizeof(path), "/spans?trace_id=%s", tid);
+	else if (lim)
+		snprintf(path, sizeof(path), "/spans?limit=%lu", limit);
+	else
+		snprintf(path, sizeof(path), "/spans");
+	rc = fetch_all(c, path, &m, limit);
+	if (!m.spans)
+		return rc;
+	if (trace && !json_array_size(m.spans)) {
+		if (!rc) {
+			ctl_err("no span of trace %s on %s%s (the agents keep only their recent spans)", tid,
+				c->admins[0].addr, c->nadmins > 1 ? " or the other agents given" : "");
+			rc = CTL_EXIT_AGENT;
+		}
+	} else {
+		int r = trace ? show_trace(c, tid, &m) : show_list(c, &m);
+		if (r)
+			rc = r;
+	}
+	json_decref(m.spans);
+	json_decref(m.origin);
+	return rc;
+}
