@@ -1,0 +1,514 @@
+// SPDX-License-Identifier: Apache-2.0
+/* ambit-waypoint: the L7 waypoint proxy of one waypoint Service. Loads the configuration (the
+ * agent's keys plus name, namespace, load_balancing), starts discovery, the tracer and the
+ * certificate store like ambitd, serves HBONE on the pod IP:15008, metrics on 15020, readiness
+ * on 15021 and the admin API on 127.0.0.1:15000, and drains on SIGTERM. */
+#include "agent/config.h"
+#include "agent/conn.h"
+#include "agent/discovery.h"
+#include "agent/httpd.h"
+#include "agent/kube.h"
+#include "agent/metrics.h"
+#include "agent/telemetry.h"
+#include "agent/waypoint/waypoint.h"
+#include "agent/workloads.h"
+#include "common/httpc.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "otlp/config.h"
+#include "otlp/tracer.h"
+#include "tls/ca.h"
+#include "tls/certstore.h"
+#include "tls/ctx.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+#define PROG "ambit-waypoint"
+
+static const char usage_text[] =
+	"Usage: " PROG " --config FILE [--check]\n"
+	"\n"
+	"The ambit waypoint: an HBONE-native L7 proxy for the services (and workloads) that name\n"
+	"its waypoint Service (istio.io/use-waypoint). It terminates HBONE on its pod IP:15008,\n"
+	"reads HTTP/1.x (anything else passes as TCP), balances each request over the service's\n"
+	"endpoints and forwards it over HBONE to the endpoint's node agent under its own identity,\n"
+	"with one OpenTelemetry span per request.\n"
+	"\n"
+	"Options:\n"
+	"  -c, --config FILE   JSON configuration (see docs/waypoint.md): the agent's keys plus\n"
+	"                      name, namespace and load_balancing (round_robin, least_request)\n"
+	"      --check         validate the configuration and exit (0 valid, 2 invalid)\n"
+	"  -l, --log-level LVL override log.level (error, warn, info, debug, trace)\n"
+	"  -h, --help          this text\n"
+	"  -V, --version       print the version\n"
+	"\n"
+	"Ports: 15008 HBONE, 15020 metrics, 15021 readiness (on the pod IP), 15000 admin\n"
+	"(127.0.0.1). The pod IP, which names the waypoint's own workload and so its identity, is\n"
+	"POD_IP, else node_ip (or NODE_IP), else the local address that is an endpoint of the\n"
+	"waypoint Service. Environment: the OTEL_* variables of the OpenTelemetry specification.\n"
+	"Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.\n";
+
+struct wpd {
+	struct config cfg;
+	struct loop *loop;
+	struct waypoint *wp;
+	struct discovery_file *discovery;
+	struct kube_discovery *kube;
+	struct httpd *admin, *metrics, *ready;
+	struct loop_io signal_io;
+	struct loop_timer drain_timer, renew_timer;
+	struct tls_ca *ca;
+	struct certstore *certs;
+	struct otlp_tracer *tracer;
+	struct sockaddr_storage pod_ip;
+	bool draining;
+	uint64_t drain_deadline_ms;
+};
+
+static struct wpd wpd;
+
+static void drain_check(struct loop *l, struct loop_timer *t)
+{
+	struct wpd *d = t->arg;
+	if ((waypoint_sessions(d->wp) == 0 && conn_count() == 0) ||
+	    now_mono_ms() >= d->drain_deadline_ms) {
+		if (conn_count())
+			pr_warn("drain deadline reached with %zu connections open; closing them",
+				conn_count());
+		loop_stop(l);
+		return;
+	}
+	loop_timer_arm(l, t, 100);
+}
+
+static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct wpd *d = io->arg;
+	struct signalfd_siginfo si;
+	(void)events;
+	while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (d->draining) {
+			pr_warn("second signal: exiting now");
+			loop_stop(l);
+			return;
+		}
+		pr_info("signal %u: draining (up to %u ms)", si.ssi_signo, d->cfg.drain_timeout_ms);
+		d->draining = true;
+		waypoint_drain(d->wp);
+		d->drain_deadline_ms = now_mono_ms() + d->cfg.drain_timeout_ms;
+		drain_check(l, &d->drain_timer);
+	}
+}
+
+static void on_renew(struct loop *l, struct loop_timer *t)
+{
+	struct wpd *d = t->arg;
+	int n = certstore_renew_due(d->certs);
+	if (n > 0)
+		pr_info("certificates: renewed %d at half-life", n);
+	else if (n < 0)
+		pr_warn("certificates: renewal failed: %s; retrying in a minute", strerror(-n));
+	loop_timer_arm(l, t, 60000);
+}
+
+/* ---- endpoints ---- */
+
+static void reply_json(struct httpd_response *resp, int status, json_t *o)
+{
+	char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+	json_decref(o);
+	if (!s) {
+		httpd_reply(resp, 500, "text/plain", "out of memory\n", 14);
+		return;
+	}
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = s;
+	resp->body_len = strlen(s);
+}
+
+static void handle_admin(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct wpd *d = arg;
+	char tid[64] = "", lim[16] = "";
+
+	if (strcmp(req->path, "/waypoint") == 0 || strcmp(req->path, "/stats") == 0) {
+		json_t *o = waypoint_status_json(d->wp);
+		json_object_set_new(o, "connections", json_integer((json_int_t)conn_count()));
+		reply_json(resp, 200, o);
+	} else if (strcmp(req->path, "/config_dump") == 0) {
+		reply_json(resp, 200, config_to_json(&d->cfg));
+	} else if (strcmp(req->path, "/hbone") == 0) {
+		reply_json(resp, 200, waypoint_hbone_json(d->wp));
+	} else if (strcmp(req->path, "/spans") == 0) {
+		httpd_query_get(req->query, "trace_id", tid, sizeof(tid));
+		httpd_query_get(req->query, "limit", lim, sizeof(lim));
+		reply_json(resp, 200, telemetry_spans_json(tid[0] ? tid : NULL,
+							   lim[0] ? (size_t)strtoul(lim, NULL, 10) : 0));
+	} else if (strcmp(req->path, "/workloads") == 0) {
+		struct model *m = model_current();
+		reply_json(resp, 200, model_to_json(m));
+		model_unref(m);
+	} else if (strcmp(req->path, "/") == 0) {
+		httpd_replyf(resp, 200, "text/plain",
+			     "%s %s\n/waypoint /stats /config_dump /hbone /spans?trace_id=&limit= /workloads\n",
+			     PROG, AMBIT_VERSION);
+	} else {
+		httpd_replyf(resp, 404, "text/plain", "no such path: %s\n", req->path);
+	}
+}
+
+static void handle_ready(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct wpd *d = arg;
+	struct model *m = model_current();
+	struct spiffe_id id;
+	(void)req;
+	if (d->draining)
+		httpd_replyf(resp, 503, "text/plain", "draining\n");
+	else if (!model_service_by_name(m, d->cfg.waypoint_namespace, d->cfg.waypoint_name))
+		httpd_replyf(resp, 503, "text/plain", "waypoint Service %s/%s is not in the model\n",
+			     d->cfg.waypoint_namespace, d->cfg.waypoint_name);
+	else if (waypoint_self(d->wp, m, NULL, &id))
+		httpd_replyf(resp, 503, "text/plain", "the waypoint's own workload is not in the model\n");
+	else
+		httpd_replyf(resp, 200, "text/plain", "ready\n");
+	model_unref(m);
+}
+
+static void handle_metrics(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+	struct wpd *d = arg;
+	size_t len = 0, mlen = 0;
+	char *buf = NULL, *tcp = metrics_render(&mlen);
+	FILE *f = open_memstream(&buf, &len);
+	(void)req;
+	if (!f || !tcp) {
+		if (f)
+			fclose(f);
+		free(buf);
+		free(tcp);
+		httpd_reply(resp, 500, "text/plain", "out of memory\n", 14);
+		return;
+	}
+	fwrite(tcp, 1, mlen, f);
+	free(tcp);
+	waypoint_metrics_write(d->wp, f);
+	if (fclose(f)) {
+		free(buf);
+		httpd_reply(resp, 500, "text/plain", "out of memory\n", 14);
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = "text/plain; version=0.0.4";
+	resp->body = buf;
+	resp->body_len = len;
+}
+
+static struct httpd *start_httpd(struct wpd *d, const char *what, const struct sockaddr_storage *ss,
+				 httpd_handler_fn fn)
+{
+	char s[ADDR_STR_LEN];
+	struct httpd *h = httpd_new(d->loop, ss, fn, d);
+	if (!h)
+		pr_err("%s: cannot listen on %s: %s", what, sockaddr_str(ss, s, sizeof(s)),
+		       strerror(errno));
+	return h;
+}
+
+/* ---- start-up, as ambitd does it ---- */
+
+static int start_tracer(struct wpd *d)
+{
+	const struct config *c = &d->cfg;
+	struct otlp_config oc;
+	char err[512];
+	int rc = 0;
+
+	otlp_config_init(&oc);
+	oc.enabled = c->tracing_enabled;
+	oc.batch.max_queue = c->max_queue_size;
+	oc.batch.max_batch = c->max_export_batch_size;
+	oc.batch.schedule_delay_ms = c->schedule_delay_ms;
+	oc.batch.export_timeout_ms = c->otlp_timeout_ms;
+	if ((rc = otlp_config_set_protocol(&oc, c->otlp_protocol, err, sizeof(err))) ||
+	    (c->otlp_endpoint && (rc = otlp_config_set_endpoint(&oc, c->otlp_endpoint, err, sizeof(err)))) ||
+	    (rc = otlp_config_set_sampling(&oc, c->sampling, err, sizeof(err))))
+		goto bad;
+	for (int i = 0; i < c->ncustom_tags; i++)
+		if ((rc = otlp_config_add_tag(&oc, c->custom_tags[i].key, c->custom_tags[i].value, err,
+					      sizeof(err))))
+			goto bad;
+	for (int i = 0; i < c->notlp_headers; i++)
+		if ((rc = otlp_config_add_header(&oc, c->otlp_headers[i].key, c->otlp_headers[i].value,
+						 err, sizeof(err))))
+			goto bad;
+	if ((rc = otlp_config_apply_env(&oc, err, sizeof(err))) ||
+	    (rc = otlp_config_validate(&oc, err, sizeof(err))))
+		goto bad;
+	d->tracer = otlp_tracer_new(&oc, err, sizeof(err));
+	if (!d->tracer) {
+		rc = -errno;
+		goto bad;
+	}
+	otlp_config_fini(&oc);
+	return 0;
+bad:
+	fprintf(stderr, PROG ": %s: tracing: %s\n", c->path, err);
+	otlp_config_fini(&oc);
+	return rc == -ENOMEM ? rc : -EINVAL;
+}
+
+static int start_discovery(struct wpd *d)
+{
+	char err[512];
+	if (d->cfg.discovery_source == DISCOVERY_FILE) {
+		d->discovery = discovery_file_start(d->cfg.discovery_file, 1000, err, sizeof(err));
+		if (!d->discovery) {
+			pr_err("workloads: %s", err);
+			return -errno;
+		}
+		return 0;
+	}
+	struct kube_opts ko = {
+		.api_url = d->cfg.kube_api_server,
+		.token_file = d->cfg.kube_token_file,
+		.ca_file = d->cfg.kube_ca_file,
+	};
+	d->kube = kube_discovery_new(&ko);
+	if (!d->kube) {
+		pr_err("kubernetes discovery: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int run(struct wpd *d)
+{
+	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name };
+	struct certstore_opts cso = { .lifetime_s = d->cfg.cert_lifetime_s };
+	struct sockaddr_storage any, ss;
+	sigset_t mask;
+	char err[512];
+	int sfd = -1, rc = -EIO;
+
+	loop_timer_init(&d->renew_timer, on_renew, d);
+	loop_timer_init(&d->drain_timer, drain_check, d);
+	d->loop = loop_new();
+	if (!d->loop) {
+		pr_err("cannot create the event loop: %s", strerror(errno));
+		return -errno;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd == -1) {
+		rc = -errno;
+		pr_err("signalfd: %s", strerror(errno));
+		goto out;
+	}
+	loop_io_init(&d->signal_io, sfd, on_signal, d);
+	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
+
+	d->ca = tls_ca_load(d->cfg.ca_cert, d->cfg.ca_key, err, sizeof(err));
+	if (!d->ca) {
+		fprintf(stderr, PROG ": %s: ca: %s\n", d->cfg.path, err);
+		rc = -EINVAL;
+		goto out;
+	}
+	d->certs = certstore_new(d->ca, &cso);
+	if (!d->certs) {
+		rc = -errno;
+		pr_err("certificates: %s", strerror(errno));
+		goto out;
+	}
+	loop_timer_arm(d->loop, &d->renew_timer, 60000);
+	if ((rc = start_tracer(d)))
+		goto out;
+	to.tracer = d->tracer;
+	telemetry_init(&to);
+
+	/* Discovery first: the waypoint's identity comes from the model. */
+	if ((rc = start_discovery(d)))
+		goto out;
+
+	if (d->pod_ip.ss_family)
+		any = d->pod_ip;
+	else
+		sockaddr_parse("0.0.0.0", 0, &any);
+	struct waypoint_opts wo = {
+		.loop = d->loop,
+		.certs = d->certs,
+		.ca = d->ca,
+		.tracer = d->tracer,
+		.trust_domain = d->cfg.trust_domain,
+		.name = d->cfg.waypoint_name,
+		.namespace = d->cfg.waypoint_namespace,
+		.node_name = d->cfg.node_name,
+		.pod_ip = d->pod_ip,
+		.lb = strcmp(d->cfg.waypoint_lb, "least_request") == 0 ? WAYPOINT_LB_LEAST_REQUEST
+								       : WAYPOINT_LB_ROUND_ROBIN,
+		.connect_timeout_ms = d->cfg.connect_timeout_ms,
+		.buffer_size = d->cfg.buffer_size,
+		.max_streams = d->cfg.hbone_max_streams,
+		.idle_timeout_ms = d->cfg.hbone_idle_timeout_ms,
+		.ping_interval_ms = d->cfg.hbone_ping_interval_ms,
+		.window = d->cfg.hbone_window,
+	};
+	wo.hbone_addr = any;
+	((struct sockaddr_in *)&wo.hbone_addr)->sin_port = htons(15008);
+	if (any.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&wo.hbone_addr)->sin6_port = htons(15008);
+	d->wp = waypoint_new(&wo);
+	if (!d->wp) {
+		rc = -errno;
+		goto out;
+	}
+	if (sockaddr_parse(d->cfg.admin_address, 15000, &ss) == 0)
+		d->admin = start_httpd(d, "admin", &ss, handle_admin);
+	ss = any;
+	((struct sockaddr_in *)&ss)->sin_port = htons(15020);
+	if (ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(15020);
+	d->metrics = start_httpd(d, "metrics", &ss, handle_metrics);
+	((struct sockaddr_in *)&ss)->sin_port = htons(15021);
+	if (ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(15021);
+	d->ready = start_httpd(d, "readiness", &ss, handle_ready);
+	if (!d->admin || !d->metrics || !d->ready) {
+		rc = -EADDRINUSE;
+		goto out;
+	}
+	{
+		struct model *m = model_current();
+		struct spiffe_id id;
+		char ids[SPIFFE_ID_STR_MAX], a[ADDR_STR_LEN];
+		if (waypoint_self(d->wp, m, NULL, &id) == 0)
+			pr_info("%s %s: waypoint %s/%s as %s, listening on %s", PROG, AMBIT_VERSION,
+				d->cfg.waypoint_namespace, d->cfg.waypoint_name,
+				spiffe_id_str(&id, ids), sockaddr_str(&wo.hbone_addr, a, sizeof(a)));
+		else
+			pr_warn("%s %s: waypoint %s/%s: its own workload is not in the model yet "
+				"(not ready until it is)", PROG, AMBIT_VERSION,
+				d->cfg.waypoint_namespace, d->cfg.waypoint_name);
+		model_unref(m);
+	}
+	rc = loop_run(d->loop);
+	pr_info("stopped");
+out:
+	discovery_file_stop(d->discovery);
+	kube_discovery_free(d->kube);
+	httpd_free(d->admin);
+	httpd_free(d->metrics);
+	httpd_free(d->ready);
+	loop_timer_cancel(d->loop, &d->drain_timer);
+	loop_timer_cancel(d->loop, &d->renew_timer);
+	if (d->loop) {
+		loop_stop(d->loop);
+		waypoint_free(d->wp);
+	}
+	telemetry_fini();
+	otlp_tracer_free(d->tracer);
+	certstore_free(d->certs);
+	tls_ca_free(d->ca);
+	if (sfd >= 0) {
+		loop_io_del(d->loop, &d->signal_io);
+		close(sfd);
+	}
+	loop_free(d->loop);
+	metrics_reset();
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL, *level = NULL, *pod_ip;
+	bool check = false;
+	char err[768];
+	int opt, rc;
+
+	log_set_component(PROG);
+	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c': config_path = optarg; break;
+		case 'k': check = true; break;
+		case 'l': level = optarg; break;
+		case 'h': fputs(usage_text, stdout); return 0;
+		case 'V': printf(PROG " %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
+		default: fputs(usage_text, stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (!config_path) {
+		fprintf(stderr, PROG ": --config FILE is required (see --help)\n");
+		return EXIT_USAGE;
+	}
+	if (config_init(&wpd.cfg, CONFIG_ROLE_WAYPOINT)) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	if (config_load(&wpd.cfg, CONFIG_ROLE_WAYPOINT, config_path, err, sizeof(err)) ||
+	    config_validate(&wpd.cfg, CONFIG_ROLE_WAYPOINT, err, sizeof(err))) {
+		fprintf(stderr, PROG ": %s\n", err);
+		config_fini(&wpd.cfg);
+		return EXIT_USAGE;
+	}
+	/* The pod IP names the waypoint's own workload: POD_IP (downward API), else node_ip. */
+	pod_ip = getenv("POD_IP");
+	if (pod_ip && *pod_ip && ip_parse(pod_ip, &wpd.pod_ip)) {
+		fprintf(stderr, PROG ": POD_IP: '%s' is not an IP address\n", pod_ip);
+		config_fini(&wpd.cfg);
+		return EXIT_USAGE;
+	}
+	if (!wpd.pod_ip.ss_family && wpd.cfg.node_ip)
+		ip_parse(wpd.cfg.node_ip, &wpd.pod_ip);	/* validated by config_validate */
+	if (level && log_level_parse(level, &wpd.cfg.log_level)) {
+		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
+			level);
+		config_fini(&wpd.cfg);
+		return EXIT_USAGE;
+	}
+	log_set_level(wpd.cfg.log_level);
+	log_set_format(wpd.cfg.log_format);
+	if (check) {
+		printf("%s: valid\n", config_path);
+		config_fini(&wpd.cfg);
+		return 0;
+	}
+	if (httpc_global_init()) {
+		pr_err("cannot initialise the HTTP client library");
+		config_fini(&wpd.cfg);
+		return 1;
+	}
+	if (tls_global_init()) {
+		pr_err("cannot initialise the TLS library");
+		config_fini(&wpd.cfg);
+		return 1;
+	}
+	rc = run(&wpd);
+	httpc_global_fini();
+	config_fini(&wpd.cfg);
+	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+}

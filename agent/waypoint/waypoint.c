@@ -1,0 +1,1775 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The waypoint's data path. Each inbound CONNECT stream becomes a conn whose downstream end is
+ * the HBONE stream and whose upstream end is a session (struct wp_sess) that reads HTTP/1.x;
+ * each request goes to an upstream (struct wp_up): a conn whose downstream end is ours and
+ * whose upstream end is an HBONE stream to the endpoint's node agent (or plain TCP to a
+ * workload outside the mesh). Sessions and upstreams only copy between conn buffers and their
+ * own bounded staging, so backpressure is the conns' own. Every conn callback only schedules
+ * the session's pump, which runs in the loop's before-sleep step, never inside a callback. */
+#include "agent/waypoint/waypoint.h"
+#include "agent/conn.h"
+#include "agent/hbone.h"
+#include "agent/proxy.h"
+#include "agent/waypoint/http1.h"
+#include "agent/workloads.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "otlp/resource.h"
+#include "otlp/tracecontext.h"
+#include "otlp/tracer.h"
+#include "tls/ca.h"
+#include "tls/certstore.h"
+#include "tls/ctx.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <inttypes.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WP_FEED_MAX	(16 * 1024)	/* bytes parsed per step */
+#define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
+#define WP_IDLE_MAX	256		/* pooled keep-alive upstream connections */
+#define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
+#define WP_CLOSE_WAIT_MS 10000		/* after our EOF, how long the client may take to close */
+#define WP_STEPS_MAX	64		/* pump iterations before yielding to other work */
+#define WP_SERIES_MAX	10000		/* istio_requests_total series */
+
+/* ------------------------------------------------------------ objects ---- */
+
+enum sess_st {
+	SS_SNIFF,	/* waiting for the first bytes: HTTP/1.x or not */
+	SS_HEAD,	/* reading a request head (idle between requests) */
+	SS_BODY,	/* the head went upstream; the request body follows */
+	SS_RESPONSE,	/* the request is complete; waiting for the end of its response */
+	SS_TUNNEL,	/* raw bytes both ways: not HTTP, or after an upgrade or CONNECT */
+	SS_CLOSING,	/* our EOF is queued; discarding until the client closes */
+};
+
+static const char *const sess_st_names[] = {
+	[SS_SNIFF] = "sniff", [SS_HEAD] = "head", [SS_BODY] = "body",
+	[SS_RESPONSE] = "response", [SS_TUNNEL] = "tunnel", [SS_CLOSING] = "closing",
+};
+
+static const char *sess_st_to_str(enum sess_st st)
+{
+	return (unsigned)st < ARRAY_SIZE(sess_st_names) ? sess_st_names[st] : "?";
+}
+
+struct endpoint_stat {
+	char *uid;
+	uint32_t active;		/* requests in flight (least_request) */
+	uint64_t total;
+	struct endpoint_stat *next;
+};
+
+struct series {
+	char *labels;			/* rendered {a="b",...} */
+	uint64_t v;
+	struct series *next;
+};
+
+struct wp_up;
+
+/* One inbound CONNECT stream (one client connection). */
+struct wp_sess {
+	struct waypoint *w;
+	struct conn_end end;		/* at CONN_UP of down */
+	struct conn *down;		/* NULL once released */
+	int down_err;
+	int refs;
+	bool scheduled, pumping, again;
+	enum sess_st st;
+	struct h1 req;
+	struct h1_buf to_up, to_down;	/* staging */
+	struct wp_up *up;		/* the request's (or tunnel's) upstream */
+	bool client_eof;		/* the client finished sending (consumed) */
+	bool eof_to_client;		/* our EOF is queued/sent */
+	bool close_after;		/* close the client connection after this response */
+	struct loop_timer timer;	/* sniff timeout, then close wait */
+	/* what the CONNECT asked for */
+	struct sockaddr_storage authority;	/* VIP:port or workloadIP:port */
+	char *svc_ns, *svc_name;	/* NULL in workload mode */
+	char *service;			/* FQDN for spans and metrics */
+	struct conn_peer source;	/* the client workload, for metrics */
+	/* the request in flight */
+	struct span *span;
+	int status;
+	bool resp_started;		/* bytes of its response went to the client */
+	bool req_head, req_connect;
+	char *ep_uid;			/* chosen endpoint (least_request accounting) */
+	struct wp_sess *prev, *next;
+};
+
+/* One connection to an endpoint: an HBONE stream to its node agent (or a TCP socket). */
+struct wp_up {
+	struct waypoint *w;
+	struct conn_end end;		/* at CONN_DOWN of conn */
+	struct conn *conn;		/* NULL once released */
+	int err;
+	int refs;
+	struct wp_sess *sess;		/* the owner; NULL while idle or closing */
+	struct h1 resp;
+	char key[ADDR_STR_LEN + SPIFFE_ID_STR_MAX];	/* endpoint addr + identity */
+	bool idle, closing, scheduled;
+	uint64_t idle_since_ms;
+	struct wp_up *prev, *next;	/* idle list */
+};
+
+struct waypoint {
+	struct waypoint_opts o;
+	char *name, *namespace, *trust_domain, *node_name;
+	struct tls_ctx *client_ctx, *server_ctx;
+	struct hbone_pool *pool;
+	struct hbone_server *server;
+	struct sockaddr_storage local_ips[32];
+	int nlocal;
+	struct otlp_resource *resource;
+	char resource_key[256];
+	struct wp_sess *sessions;
+	unsigned nsessions;
+	struct wp_up *idle;
+	unsigned nidle;
+	struct loop_timer sweep;
+	uint32_t rr;
+	bool draining;
+	struct endpoint_stat *eps[64];
+	struct series *series[256];
+	unsigned nseries;
+	uint64_t requests, local_replies, tunnels, upstreams_opened, upstreams_reused;
+};
+
+static const struct conn_end_ops sess_ops, up_ops;
+static void sess_schedule(struct wp_sess *s);
+static void up_schedule(struct wp_up *u);
+
+/* ---------------------------------------------------------- identity ---- */
+
+static bool is_local_ip(const struct waypoint *w, const struct sockaddr_storage *ip)
+{
+	for (int i = 0; i < w->nlocal; i++)
+		if (sockaddr_ip_equal(&w->local_ips[i], ip))
+			return true;
+	return false;
+}
+
+int waypoint_self(struct waypoint *w, const struct model *m, const struct model_workload **wlp,
+		  struct spiffe_id *id)
+{
+	const struct model_workload *wl = NULL;
+	const char *why;
+
+	if (w->o.pod_ip.ss_family) {
+		wl = model_workload_by_ip(m, &w->o.pod_ip);
+	} else {
+		const struct model_service *svc = model_service_by_name(m, w->namespace, w->name);
+		for (int i = 0; svc && !wl && i < svc->nendpoints; i++) {
+			const struct model_workload *c = &m->workloads[svc->endpoints[i]];
+			for (int j = 0; j < c->naddrs && !wl; j++)
+				if (is_local_ip(w, &c->addrs[j]))
+					wl = c;
+		}
+	}
+	if (!wl || spiffe_id_set(id, w->trust_domain, wl->namespace, wl->service_account, &why))
+		return -ENOENT;
+	if (wlp)
+		*wlp = wl;
+	return 0;
+}
+
+static int wl_identity(const struct waypoint *w, const struct model_workload *wl,
+		       struct spiffe_id *id)
+{
+	const char *why;
+	return spiffe_id_set(id, w->trust_domain, wl->namespace, wl->service_account, &why);
+}
+
+/* The resource of the waypoint's spans (its own workload), rebuilt when that changes. */
+static struct otlp_resource *self_resource(struct waypoint *w, const struct model_workload *wl)
+{
+	char key[sizeof(w->resource_key)];
+	if (!w->o.tracer || !wl)
+		return w->resource;
+	snprintf(key, sizeof(key), "%s|%s|%s", wl->canonical_service, wl->namespace, wl->name);
+	if (w->resource && strcmp(key, w->resource_key) == 0)
+		return w->resource;
+	struct otlp_resource *r = otlp_resource_for_workload(otlp_tracer_config(w->o.tracer),
+							     wl->canonical_service, wl->namespace,
+							     wl->name, w->node_name);
+	if (!r)
+		return w->resource;
+	otlp_resource_unref(w->resource);
+	w->resource = r;
+	strcpy(w->resource_key, key);
+	return r;
+}
+
+/* ---------------------------------------------------------- metrics ---- */
+
+static void esc(FILE *f, const char *s)
+{
+	for (s = s && *s ? s : "unknown"; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			fputc('\\', f);
+		if (*s == '\n') {
+			fputs("\\n", f);
+			continue;
+		}
+		fputc(*s, f);
+	}
+}
+
+static void count_request(struct waypoint *w, const struct wp_sess *s, const char *dst_wl,
+			  const char *dst_ns, const char *dst_principal, int code, const char *flag)
+{
+	char *labels = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&labels, &len);
+	char codebuf[16];
+	const char *names[] = { "reporter", "source_workload", "source_workload_namespace",
+		"source_principal", "source_app", "destination_workload",
+		"destination_workload_namespace", "destination_principal", "destination_service",
+		"request_protocol", "response_code", "response_flags", "connection_security_policy" };
+	snprintf(codebuf, sizeof(codebuf), "%d", code);
+	const char *vals[] = { "waypoint", s->source.workload, s->source.namespace,
+		s->source.principal, s->source.canonical_service, dst_wl, dst_ns, dst_principal,
+		s->service, "http", codebuf, flag ? flag : "-", "mutual_tls" };
+
+	if (!f)
+		return;
+	fputc('{', f);
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		fprintf(f, "%s%s=\"", i ? "," : "", names[i]);
+		esc(f, vals[i]);
+		fputc('"', f);
+	}
+	fputc('}', f);
+	if (fclose(f)) {
+		free(labels);
+		return;
+	}
+	size_t h = 5381;
+	for (const char *c = labels; *c; c++)
+		h = h * 33 + (unsigned char)*c;
+	h %= ARRAY_SIZE(w->series);
+	for (struct series *x = w->series[h]; x; x = x->next) {
+		if (strcmp(x->labels, labels) == 0) {
+			x->v++;
+			free(labels);
+			return;
+		}
+	}
+	struct series *x = w->nseries < WP_SERIES_MAX ? calloc(1, sizeof(*x)) : NULL;
+	if (!x) {
+		free(labels);
+		return;
+	}
+	x->labels = labels;
+	x->v = 1;
+	x->next = w->series[h];
+	w->series[h] = x;
+	w->nseries++;
+}
+
+void waypoint_metrics_write(struct waypoint *w, FILE *f)
+{
+	fputs("# HELP istio_requests_total Requests the waypoint proxied, by response code.\n"
+	      "# TYPE istio_requests_total counter\n", f);
+	for (size_t b = 0; b < ARRAY_SIZE(w->series); b++)
+		for (struct series *x = w->series[b]; x; x = x->next)
+			fprintf(f, "istio_requests_total%s %" PRIu64 "\n", x->labels, x->v);
+	fprintf(f, "# HELP ambit_waypoint_sessions Client connections (CONNECT streams) open.\n"
+		   "# TYPE ambit_waypoint_sessions gauge\nambit_waypoint_sessions %u\n"
+		   "# HELP ambit_waypoint_upstreams_idle Pooled keep-alive upstream connections.\n"
+		   "# TYPE ambit_waypoint_upstreams_idle gauge\nambit_waypoint_upstreams_idle %u\n"
+		   "# HELP ambit_waypoint_upstreams_opened_total Upstream connections opened.\n"
+		   "# TYPE ambit_waypoint_upstreams_opened_total counter\n"
+		   "ambit_waypoint_upstreams_opened_total %" PRIu64 "\n"
+		   "# HELP ambit_waypoint_upstreams_reused_total Requests sent on a pooled upstream connection.\n"
+		   "# TYPE ambit_waypoint_upstreams_reused_total counter\n"
+		   "ambit_waypoint_upstreams_reused_total %" PRIu64 "\n",
+		w->nsessions, w->nidle, w->upstreams_opened, w->upstreams_reused);
+}
+
+/* ---------------------------------------------------------- balancing ---- */
+
+static struct endpoint_stat *ep_stat(struct waypoint *w, const char *uid, bool create)
+{
+	size_t h = 5381;
+	for (const char *c = uid; *c; c++)
+		h = h * 33 + (unsigned char)*c;
+	h %= ARRAY_SIZE(w->eps);
+	for (struct endpoint_stat *e = w->eps[h]; e; e = e->next)
+		if (strcmp(e->uid, uid) == 0)
+			return e;
+	if (!create)
+		return NULL;
+	struct endpoint_stat *e = calloc(1, sizeof(*e));
+	if (!e || !(e->uid = strdup(uid))) {
+		free(e);
+		return NULL;
+	}
+	e->next = w->eps[h];
+	w->eps[h] = e;
+	return e;
+}
+
+static const struct sockaddr_storage *wl_addr(const struct model_workload *wl, int family)
+{
+	for (int i = 0; i < wl->naddrs; i++)
+		if (wl->addrs[i].ss_family == family)
+			return &wl->addrs[i];
+	return NULL;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+}
+
+/* Picks where the session's next request (or tunnel) goes, from the current model: an
+ * endpoint of the service (round robin, or the fewest requests in flight with round robin
+ * among equals), or the workload the CONNECT named. NULL when there is none. */
+static const struct model_workload *pick(struct waypoint *w, struct wp_sess *s,
+					 const struct model *m, struct sockaddr_storage *target)
+{
+	int family = s->authority.ss_family;
+	uint16_t port = sockaddr_port(&s->authority);
+
+	if (!s->svc_name) {
+		const struct model_workload *wl = model_workload_by_ip(m, &s->authority);
+		if (wl)
+			*target = s->authority;
+		return wl;
+	}
+	const struct model_service *svc = model_service_by_name(m, s->svc_ns, s->svc_name);
+	uint16_t tport = svc ? model_service_target_port(svc, port) : 0;
+	if (!tport || !svc->nendpoints)
+		return NULL;
+	uint32_t start = w->rr++;
+	const struct model_workload *best = NULL;
+	uint32_t best_active = UINT32_MAX;
+	for (int i = 0; i < svc->nendpoints; i++) {
+		const struct model_workload *wl =
+			&m->workloads[svc->endpoints[(start + (uint32_t)i) % (uint32_t)svc->nendpoints]];
+		if (!wl_addr(wl, family))
+			continue;
+		if (w->o.lb == WAYPOINT_LB_ROUND_ROBIN) {
+			best = wl;
+			break;
+		}
+		struct endpoint_stat *e = ep_stat(w, wl->uid, false);
+		uint32_t a = e ? e->active : 0;
+		if (a < best_active) {
+			best = wl;
+			best_active = a;
+		}
+	}
+	if (best) {
+		*target = *wl_addr(best, family);
+		set_port(target, tport);
+	}
+	return best;
+}
+
+/* ---------------------------------------------------------- upstreams ---- */
+
+static void up_ref(struct wp_up *u)
+{
+	u->refs++;
+}
+
+static void up_unref(struct wp_up *u)
+{
+	if (--u->refs > 0)
+		return;
+	h1_fini(&u->resp);
+	free(u);
+}
+
+static void idle_unlink(struct wp_up *u)
+{
+	struct waypoint *w = u->w;
+	if (!u->idle)
+		return;
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		w->idle = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	u->prev = u->next = NULL;
+	u->idle = false;
+	w->nidle--;
+}
+
+/* The response parser's callbacks go to the owning session (below). */
+static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg);
+static const struct h1_cbs resp_cbs = { .on_head = sess_on_resp_head };
+
+static void up_kick_write(struct conn_end *e)
+{
+	struct wp_up *u = container_of(e, struct wp_up, end);
+	if (u->sess)
+		sess_schedule(u->sess);
+	else
+		up_schedule(u);
+}
+
+static void up_kick_read(struct conn_end *e)
+{
+	struct wp_up *u = container_of(e, struct wp_up, end);
+	if (u->sess)
+		sess_schedule(u->sess);
+}
+
+static void up_release(struct conn_end *e, int err)
+{
+	struct wp_up *u = container_of(e, struct wp_up, end);
+	u->conn = NULL;
+	u->err = err;
+	if (u->sess) {
+		sess_schedule(u->sess);
+	} else if (u->idle) {
+		idle_unlink(u);
+		up_unref(u);	/* the idle list's reference */
+	}
+	up_unref(u);		/* the conn's */
+}
+
+static const struct conn_end_ops up_ops = {
+	.name = "waypoint-up",
+	.kick_write = up_kick_write,
+	.kick_read = up_kick_read,
+	.release = up_release,
+};
+
+/* An upstream nobody owns: idle in the pool, or closing after its last response. Bytes or
+ * EOF from the server end it (an idle HTTP/1.1 server may close at any time, RFC 9112 §9.5). */
+static void up_task(struct loop *l, void *arg)
+{
+	struct wp_up *u = arg;
+	const uint8_t *p;
+	int drop = 0;	/* the idle list's reference, dropped with the task's at the end */
+	(void)l;
+	u->scheduled = false;
+	if (u->conn && !u->sess) {
+		size_t n = conn_out_peek(u->conn, CONN_DOWN, &p);
+		if (n && u->idle) {
+			idle_unlink(u);
+			drop = 1;
+			conn_abort(u->conn, CONN_DOWN, -EPROTO, CONN_FLAG_UPSTREAM_RESET,
+				   "unexpected bytes on an idle upstream connection");
+		} else {
+			while (u->conn && (n = conn_out_peek(u->conn, CONN_DOWN, &p)) > 0)
+				conn_out_consume(u->conn, CONN_DOWN, n);
+			if (u->conn && conn_out_eof(u->conn, CONN_DOWN)) {
+				if (u->idle) {
+					idle_unlink(u);
+					drop = 1;
+				}
+				if (!u->closing)
+					conn_in_eof(u->conn, CONN_DOWN);
+				u->closing = true;
+				if (u->conn)
+					conn_out_done(u->conn, CONN_DOWN);
+			}
+		}
+	}
+	u->refs -= drop;	/* never the last: the task holds one */
+	up_unref(u);		/* the task's */
+}
+
+static void up_schedule(struct wp_up *u)
+{
+	if (u->scheduled)
+		return;
+	up_ref(u);
+	if (loop_defer(u->w->o.loop, up_task, u)) {
+		up_unref(u);
+		return;
+	}
+	u->scheduled = true;
+}
+
+/* Hands an upstream back: to the idle pool when its HTTP/1.1 connection may carry another
+ * request, else closed (gracefully when ok, reset when not). Drops the caller's reference. */
+static void up_put(struct wp_up *u, bool reusable, bool ok)
+{
+	struct waypoint *w = u->w;
+
+	u->sess = NULL;
+	if (u->conn && reusable && !w->draining && w->nidle < WP_IDLE_MAX) {
+		h1_next(&u->resp);
+		u->idle = true;
+		u->idle_since_ms = loop_now_ms(w->o.loop);
+		u->next = w->idle;
+		u->prev = NULL;
+		if (w->idle)
+			w->idle->prev = u;
+		w->idle = u;
+		w->nidle++;
+		up_schedule(u);	/* it may have closed already */
+		return;		/* the reference is the idle list's now */
+	}
+	if (u->conn) {
+		if (ok) {
+			u->closing = true;
+			conn_in_eof(u->conn, CONN_DOWN);
+			if (u->conn)
+				up_schedule(u);	/* drains the rest and finishes on the server's EOF */
+		} else {
+			conn_abort(u->conn, CONN_DOWN, -ECONNRESET, CONN_FLAG_DOWNSTREAM_RESET,
+				   "request abandoned");
+		}
+	}
+	up_unref(u);
+}
+
+static void sweep_fire(struct loop *l, struct loop_timer *t)
+{
+	struct waypoint *w = t->arg;
+	uint64_t now = loop_now_ms(l);
+	struct wp_up *u = w->idle, *next;
+	for (; u; u = next) {
+		next = u->next;
+		if (now - u->idle_since_ms < WP_IDLE_MS && !w->draining)
+			continue;
+		idle_unlink(u);
+		up_put(u, false, true);
+	}
+	loop_timer_arm(l, t, 5000);
+}
+
+static void forwarded_for(const struct sockaddr_storage *src, char *out, size_t len)
+{
+	char ip[ADDR_STR_LEN];
+	sockaddr_ip_str(src, ip, sizeof(ip));
+	snprintf(out, len, src->ss_family == AF_INET6 ? "for=\"[%s]\"" : "for=%s", ip);
+}
+
+static void baggage_of(const struct model_workload *wl, char *out, size_t len)
+{
+	struct baggage b = { 0 };
+	if (!wl || baggage_set(&b, "k8s.namespace.name", wl->namespace) ||
+	    baggage_set(&b, "k8s.pod.name", wl->name) ||
+	    baggage_set(&b, "service.name", wl->canonical_service) ||
+	    (wl->node && baggage_set(&b, "k8s.node.name", wl->node)) ||
+	    baggage_format(&b, out, len) < 0)
+		out[0] = '\0';
+	baggage_fini(&b);
+}
+
+/* A TCP leg to a workload outside the mesh (no agent to carry HBONE to). */
+static int connect_plain(struct waypoint *w, struct conn *c, const struct sockaddr_storage *t)
+{
+	int one = 1, fd = socket(t->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct conn_end *e;
+	if (fd == -1)
+		return -errno;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (const struct sockaddr *)t, sockaddr_len(t)) == -1 && errno != EINPROGRESS) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	e = conn_tcp_end_new(w->o.loop, fd, true);
+	if (!e) {
+		close(fd);
+		return -ENOMEM;
+	}
+	conn_attach(c, CONN_UP, e);
+	conn_tcp_end_start(e);
+	conn_arm_connect_timeout(c, w->o.connect_timeout_ms);
+	return 0;
+}
+
+/* An upstream to dst at target for session s: a pooled idle one, or a new conn. On failure
+ * returns NULL with *why set; the caller answers the client. New reference. */
+static struct wp_up *up_get(struct wp_sess *s, const struct model *m,
+			    const struct model_workload *dst, const struct sockaddr_storage *target,
+			    const char *traceparent, bool pooled_ok, const char **why)
+{
+	struct waypoint *w = s->w;
+	struct spiffe_id self_id, dst_id;
+	const struct model_workload *self;
+	char key[sizeof(((struct wp_up *)0)->key)], addr[ADDR_STR_LEN], pid[SPIFFE_ID_STR_MAX];
+	int err;
+
+	if (waypoint_self(w, m, &self, &self_id)) {
+		*why = "the waypoint's own workload is not in the model";
+		return NULL;
+	}
+	if (wl_identity(w, dst, &dst_id)) {
+		*why = "the endpoint has no valid identity";
+		return NULL;
+	}
+	snprintf(key, sizeof(key), "%s|%s|%d", sockaddr_str(target, addr, sizeof(addr)),
+		 spiffe_id_str(&dst_id, pid), dst->enrolled);
+	if (pooled_ok) {
+		for (struct wp_up *u = w->idle; u; u = u->next) {
+			if (strcmp(u->key, key) != 0 || !u->conn)
+				continue;
+			idle_unlink(u);	/* its reference becomes the caller's */
+			u->sess = s;
+			w->upstreams_reused++;
+			return u;
+		}
+	}
+	struct wp_up *u = calloc(1, sizeof(*u));
+	struct conn_opts co = { .buffer_size = w->o.buffer_size };
+	struct conn *c = u ? conn_new(w->o.loop, &co) : NULL;
+	if (!c) {
+		free(u);
+		*why = "out of memory";
+		return NULL;
+	}
+	u->w = w;
+	u->refs = 2;	/* the caller's and the conn's */
+	u->sess = s;
+	u->end.ops = &up_ops;
+	u->conn = c;
+	strcpy(u->key, key);
+	h1_init(&u->resp, HTTP_RESPONSE, &resp_cbs, u);
+	conn_attach(c, CONN_DOWN, &u->end);
+	struct conn_info *ci = conn_info(c);
+	ci->kind = CONN_OUTBOUND;
+	if (w->o.pod_ip.ss_family)
+		ci->src = w->o.pod_ip;
+	else if (self->naddrs)
+		ci->src = self->addrs[0];
+	ci->orig_dst = *target;
+	ci->target = *target;
+	ci->mtls = dst->enrolled;
+	ci->via_waypoint = true;
+	if (s->service && !(ci->service = strdup(s->service)))
+		goto nomem;
+	if (proxy_peer_fill(&ci->source, self, w->trust_domain) ||
+	    proxy_peer_fill(&ci->destination, dst, w->trust_domain))
+		goto nomem;
+	if (traceparent && strlen(traceparent) < sizeof(ci->parent_traceparent))
+		strcpy(ci->parent_traceparent, traceparent);
+	conn_opened(c);
+	w->upstreams_opened++;
+	if (!dst->enrolled) {
+		err = connect_plain(w, c, target);
+	} else {
+		const struct model_node *node = dst->node ? model_node_by_name(m, dst->node) : NULL;
+		struct hbone_request req = { 0 };
+		struct hbone_header hdrs[3];
+		char fwd[ADDR_STR_LEN + 16], bag[768];
+		size_t nh = 0;
+		if (!node) {
+			conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE,
+				   "the endpoint's node is unknown");
+			*why = "the endpoint's node is unknown";
+			goto fail;
+		}
+		req.dst = node->addr;
+		set_port(&req.dst, HBONE_PORT);
+		req.source = &self_id;
+		req.expect = &dst_id;
+		req.nexpect = 1;
+		req.authority = addr;
+		forwarded_for(&conn_info(s->down)->src, fwd, sizeof(fwd));
+		baggage_of(self, bag, sizeof(bag));
+		hdrs[nh++] = (struct hbone_header){ "forwarded", fwd };
+		if (bag[0])
+			hdrs[nh++] = (struct hbone_header){ "baggage", bag };
+		if (ci->traceparent[0])
+			hdrs[nh++] = (struct hbone_header){ "traceparent", ci->traceparent };
+		req.headers = hdrs;
+		req.nheaders = nh;
+		ci->via = req.dst;
+		err = hbone_connect(w->pool, &req, c);
+	}
+	if (err) {
+		*why = "cannot open a connection to the endpoint";
+		conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, *why);
+		goto fail;
+	}
+	return u;
+nomem:
+	*why = "out of memory";
+	conn_opened(c);
+	conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+fail:
+	u->sess = NULL;
+	up_unref(u);
+	return NULL;
+}
+
+/* ---------------------------------------------------------- sessions ---- */
+
+static void sess_ref(struct wp_sess *s)
+{
+	s->refs++;
+}
+
+static void peer_free(struct conn_peer *p)
+{
+	free(p->workload);
+	free(p->namespace);
+	free(p->service_account);
+	free(p->canonical_service);
+	free(p->principal);
+	free(p->node);
+}
+
+static void sess_unref(struct wp_sess *s)
+{
+	struct waypoint *w = s->w;
+	if (--s->refs > 0)
+		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	loop_timer_cancel(w->o.loop, &s->timer);
+	h1_fini(&s->req);
+	h1_buf_fini(&s->to_up);
+	h1_buf_fini(&s->to_down);
+	free(s->svc_ns);
+	free(s->svc_name);
+	free(s->service);
+	free(s->ep_uid);
+	peer_free(&s->source);
+	free(s);
+}
+
+static void sess_task(struct loop *l, void *arg);
+
+static void sess_schedule(struct wp_sess *s)
+{
+	if (s->pumping) {
+		s->again = true;
+		return;
+	}
+	if (s->scheduled)
+		return;
+	sess_ref(s);
+	if (loop_defer(s->w->o.loop, sess_task, s)) {
+		pr_warn_rl("waypoint: cannot schedule a session (out of memory)");
+		s->refs--;	/* never the last: the conn holds one */
+		return;
+	}
+	s->scheduled = true;
+}
+
+static void sess_kick(struct conn_end *e)
+{
+	sess_schedule(container_of(e, struct wp_sess, end));
+}
+
+static void sess_release(struct conn_end *e, int err)
+{
+	struct wp_sess *s = container_of(e, struct wp_sess, end);
+	s->down = NULL;
+	s->down_err = err;
+	sess_schedule(s);
+	sess_unref(s);	/* the conn's reference; the scheduled task keeps it alive */
+}
+
+static const struct conn_end_ops sess_ops = {
+	.name = "waypoint",
+	.kick_write = sess_kick,
+	.kick_read = sess_kick,
+	.release = sess_release,
+};
+
+/* Ends the request in flight: span, metrics, least-request accounting. */
+static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
+{
+	struct waypoint *w = s->w;
+	struct span *sp = s->span;
+	const char *dst_wl = NULL, *dst_ns = NULL, *dst_pr = NULL;
+
+	if (s->up && s->up->conn) {
+		const struct conn_info *ci = conn_info(s->up->conn);
+		dst_wl = ci->destination.workload;
+		dst_ns = ci->destination.namespace;
+		dst_pr = ci->destination.principal;
+	}
+	if (s->ep_uid) {
+		struct endpoint_stat *e = ep_stat(w, s->ep_uid, false);
+		if (e && e->active)
+			e->active--;
+		free(s->ep_uid);
+		s->ep_uid = NULL;
+	}
+	count_request(w, s, dst_wl, dst_ns, dst_pr, code, flag);
+	s->span = NULL;
+	if (!sp)
+		return;
+	if (sp->recording) {
+		if (code) {
+			span_set_int(sp, "http.response.status_code", code);
+			span_set_int(sp, "http.status_code", code);
+		}
+		if (dst_wl)
+			span_set_str(sp, "destination.workload", dst_wl);
+		if (dst_ns)
+			span_set_str(sp, "destination.namespace", dst_ns);
+		if (dst_pr)
+			span_set_str(sp, "destination.principal", dst_pr);
+		if (flag)
+			span_set_str(sp, "response_flags", flag);
+		if (error || code >= 500) {
+			char msg[SPAN_MAX_STATUS_LEN];
+			if (code)
+				snprintf(msg, sizeof(msg), "HTTP %d%s%s", code, error ? ": " : "",
+					 error ? error : "");
+			else
+				snprintf(msg, sizeof(msg), "%s", error);
+			span_set_status(sp, SPAN_STATUS_ERROR, msg);
+		}
+	}
+	span_end(sp);
+}
+
+/* Answers the client ourselves (routing failure, bad request, upstream failure before any
+ * byte of the response) and closes after it. */
+static void local_reply(struct wp_sess *s, int code, const char *why, const char *flag)
+{
+	s->w->local_replies++;
+	if (!s->resp_started)
+		h1_local_response(&s->to_down, code, why, true);
+	request_end(s, code, flag, why);
+	s->close_after = true;
+	s->st = SS_CLOSING;
+}
+
+static void start_tunnel(struct wp_sess *s);
+
+/* A request head is complete: route it, open or reuse an upstream, write the head. */
+static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
+{
+	struct wp_sess *s = arg;
+	struct waypoint *w = s->w;
+	struct model *m = model_current();
+	struct sockaddr_storage target;
+	const struct model_workload *self = NULL, *dst;
+	struct span_context parent;
+	size_t ulen, tlen, hlen;
+	const char *url = h1_url(h, &ulen), *tp = h1_header(h, "traceparent", &tlen);
+	const char *host = h1_header(h, "host", &hlen);
+	char name[SPAN_MAX_NAME_LEN], tpbuf[64] = "", ip[ADDR_STR_LEN], addr[ADDR_STR_LEN];
+	const char *why = NULL;
+	bool has_parent;
+	struct spiffe_id self_id;
+	size_t plen = strcspn(url, "?#");
+	int rc = 0;
+
+	if (plen > ulen)
+		plen = ulen;
+	w->requests++;
+	s->status = 0;
+	s->resp_started = false;
+	s->req_head = strcmp(h1_method(h), "HEAD") == 0;
+	s->req_connect = strcmp(h1_method(h), "CONNECT") == 0;
+	/* The request's own context wins; else the inbound connection span is the parent. */
+	has_parent = (tp && tracecontext_parse(tp, tlen, &parent) == 0) ||
+		     (s->down && conn_info(s->down)->traceparent[0] &&
+		      tracecontext_parse(conn_info(s->down)->traceparent,
+					 strlen(conn_info(s->down)->traceparent), &parent) == 0);
+	waypoint_self(w, m, &self, &self_id);
+	if (w->o.tracer) {
+		if (s->req_connect)
+			snprintf(name, sizeof(name), "CONNECT");
+		else
+			snprintf(name, sizeof(name), "%s %.*s", h1_method(h), (int)MIN(plen, 100), url);
+		s->span = span_start(w->o.tracer, self_resource(w, self), name, SPAN_KIND_SERVER,
+				     has_parent ? &parent : NULL);
+	}
+	if (s->span) {
+		struct span *sp = s->span;
+		char *path = strndup(url, plen);
+		span_set_str(sp, "http.request.method", h1_method(h));
+		if (path)
+			span_set_str(sp, "url.path", path);
+		free(path);
+		if (host) {
+			char *hs = strndup(host, hlen);
+			if (hs)
+				span_set_str(sp, "server.address", hs);
+			free(hs);
+		} else {
+			span_set_str(sp, "server.address", sockaddr_str(&s->authority, addr, sizeof(addr)));
+		}
+		span_set_str(sp, "network.protocol.name", "http");
+		span_set_str(sp, "network.protocol.version", h->p.http_minor ? "1.1" : "1.0");
+		if (s->service)
+			span_set_str(sp, "destination.service", s->service);
+		if (s->source.workload)
+			span_set_str(sp, "source.workload", s->source.workload);
+		if (s->source.namespace)
+			span_set_str(sp, "source.namespace", s->source.namespace);
+		if (s->source.principal)
+			span_set_str(sp, "source.principal", s->source.principal);
+		if (s->down)
+			span_set_str(sp, "client.address",
+				     sockaddr_ip_str(&conn_info(s->down)->src, ip, sizeof(ip)));
+		span_set_str(sp, "waypoint", w->name);
+		tracecontext_format(&sp->ctx, tpbuf, sizeof(tpbuf));
+	}
+	dst = pick(w, s, m, &target);
+	if (!dst) {
+		why = "no healthy upstream";
+		rc = -1;
+		goto out;
+	}
+	if (s->span) {
+		span_set_str(s->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
+		span_set_int(s->span, "destination.port", sockaddr_port(&target));
+	}
+	s->up = up_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, true, &why);
+	if (!s->up) {
+		rc = -1;
+		goto out;
+	}
+	struct endpoint_stat *e = ep_stat(w, dst->uid, true);
+	if (e) {
+		e->active++;
+		e->total++;
+		s->ep_uid = strdup(dst->uid);
+	}
+	/* The request carries the request span's context to the application (W3C §3). */
+	char tph[80];
+	const char *extra[1] = { NULL };
+	static const char *const drop[] = { "traceparent", NULL };
+	if (tpbuf[0]) {
+		snprintf(tph, sizeof(tph), "traceparent: %s", tpbuf);
+		extra[0] = tph;
+	}
+	if (h1_format_head(h, out, tpbuf[0] ? drop : NULL, extra, 1)) {
+		why = "out of memory";
+		rc = -1;
+	}
+out:
+	if (rc)
+		local_reply(s, 503, why, CONN_FLAG_NO_ROUTE);
+	model_unref(m);
+	return rc;
+}
+
+static const struct h1_cbs req_cbs = { .on_head = sess_on_req_head };
+
+static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
+{
+	struct wp_up *u = arg;
+	struct wp_sess *s = u->sess;
+	int status = h1_status(h);
+	static const char *const drop[] = { "connection", NULL };
+	const char *extra[1] = { NULL };
+
+	if (!s)
+		return -1;
+	if (status >= 200 || status == 101)
+		s->status = status;
+	s->resp_started = true;
+	/* Closing the client connection after this answer: say so (RFC 9112 §9.6). */
+	bool closing = status >= 200 && (s->close_after || s->w->draining) && !s->req_connect;
+	if (closing)
+		extra[0] = "connection: close";
+	if (h1_format_head(h, out, closing ? drop : NULL, extra, 1))
+		return -1;
+	if (s->req_head)
+		return H1_HEAD_NO_BODY;
+	if (s->req_connect && status >= 200 && status < 300)
+		return H1_HEAD_TUNNEL;
+	return 0;
+}
+
+/* The response is complete: account it, hand the upstream back, and go on with the next
+ * request (pipelined bytes may already wait) or close. */
+static void response_done(struct wp_sess *s)
+{
+	struct wp_up *u = s->up;
+	bool req_done = s->st == SS_RESPONSE;
+	bool keep = s->req.keep_alive && u->resp.keep_alive && !s->close_after && !s->w->draining;
+
+	request_end(s, s->status, NULL, NULL);
+	s->up = NULL;
+	up_put(u, keep && req_done, req_done);
+	if (!req_done || !keep) {
+		s->close_after = true;
+		s->st = SS_CLOSING;
+		return;
+	}
+	if (s->req.st == H1_ST_UPGRADED) {
+		/* An upgrade the server declined: the connection goes on as HTTP/1.1. */
+		h1_fini(&s->req);
+		h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
+	} else {
+		h1_next(&s->req);
+	}
+	s->st = SS_HEAD;
+}
+
+/* Not HTTP (or an upgrade): pick an endpoint and splice raw bytes. */
+static void start_tunnel(struct wp_sess *s)
+{
+	struct model *m = model_current();
+	struct sockaddr_storage target;
+	const struct model_workload *dst = pick(s->w, s, m, &target);
+	const char *why = "no healthy upstream";
+	char tp[64] = "";
+
+	loop_timer_cancel(s->w->o.loop, &s->timer);
+	s->st = SS_TUNNEL;
+	s->w->tunnels++;
+	if (s->down)
+		strcpy(tp, conn_info(s->down)->traceparent);
+	if (dst)
+		s->up = up_get(s, m, dst, &target, tp[0] ? tp : NULL, false, &why);
+	model_unref(m);
+	if (!s->up && s->down) {
+		pr_warn_rl("waypoint: TCP stream for %s: %s", s->service ? s->service : "?", why);
+		conn_abort(s->down, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE, why);
+	}
+}
+
+static bool flush(struct h1_buf *b, struct conn *c, enum conn_side side)
+{
+	bool progress = false;
+	while (c && h1_buf_pending(b)) {
+		size_t k = conn_in_write(c, side, h1_buf_head(b), h1_buf_pending(b));
+		if (!k)
+			break;
+		h1_buf_consume(b, k);
+		progress = true;
+	}
+	return progress;
+}
+
+/* Raw copy from one conn's out side to another's in side, EOF included. */
+static bool splice_raw(struct conn **from, enum conn_side from_side, struct conn **to,
+		       enum conn_side to_side, bool *eof_passed)
+{
+	const uint8_t *p;
+	size_t n;
+	bool progress = false;
+
+	while (*from && *to && (n = conn_out_peek(*from, from_side, &p)) > 0) {
+		size_t k = conn_in_write(*to, to_side, p, n);
+		if (!k || !*from)
+			break;
+		conn_out_consume(*from, from_side, k);
+		progress = true;
+	}
+	if (*from && *to && !*eof_passed && conn_out_eof(*from, from_side)) {
+		*eof_passed = true;
+		conn_in_eof(*to, to_side);
+		if (*from)
+			conn_out_done(*from, from_side);
+		progress = true;
+	}
+	return progress;
+}
+
+static void close_wait_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_sess *s = t->arg;
+	(void)l;
+	if (s->down)
+		conn_abort(s->down, CONN_UP, -ETIMEDOUT, CONN_FLAG_DOWNSTREAM_RESET,
+			   "client did not close after the last response");
+}
+
+static void sniff_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_sess *s = t->arg;
+	(void)l;
+	if (s->st == SS_SNIFF && s->down) {
+		/* A protocol where the server speaks first: pass it as TCP. */
+		sess_ref(s);
+		start_tunnel(s);
+		sess_schedule(s);
+		sess_unref(s);
+	}
+}
+
+/* The upstream went away (reset, refused, closed). */
+static void up_gone(struct wp_sess *s)
+{
+	struct wp_up *u = s->up;
+	int err = u->err;
+	char why[160];
+
+	snprintf(why, sizeof(why), "upstream %s: %s",
+		 s->resp_started ? "reset" : "connect failed",
+		 err ? strerror(-err) : "closed");
+	if (s->st == SS_TUNNEL) {
+		s->up = NULL;
+		up_unref(u);
+		if (err && s->down)
+			conn_abort(s->down, CONN_UP, err, CONN_FLAG_UPSTREAM_RESET, why);
+		return;
+	}
+	s->up = NULL;
+	if (s->down && !s->resp_started) {
+		s->up = u;	/* request_end reads its facts */
+		local_reply(s, 503, why, s->resp_started ? CONN_FLAG_UPSTREAM_RESET
+							 : CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
+		s->up = NULL;
+	} else {
+		request_end(s, s->status ? s->status : 502, CONN_FLAG_UPSTREAM_RESET, why);
+		if (s->down)
+			conn_abort(s->down, CONN_UP, err ? err : -ECONNRESET, CONN_FLAG_UPSTREAM_RESET,
+				   why);
+	}
+	up_unref(u);
+}
+
+/* The upstream side of an HTTP exchange: request bytes out, response bytes in. */
+static bool up_step(struct wp_sess *s)
+{
+	struct wp_up *u = s->up;
+	bool progress = false;
+	const uint8_t *p;
+	size_t n;
+
+	if (!u->conn) {
+		up_gone(s);
+		return true;
+	}
+	progress |= flush(&s->to_up, u->conn, CONN_DOWN);
+	if (!u->conn)
+		return true;
+	while (s->up == u && u->conn && h1_buf_pending(&s->to_down) < WP_STAGE_MAX &&
+	       (n = conn_out_peek(u->conn, CONN_DOWN, &p)) > 0) {
+		size_t k = h1_feed(&u->resp, p, MIN(n, WP_FEED_MAX), &s->to_down);
+		if (u->conn)
+			conn_out_consume(u->conn, CONN_DOWN, k);
+		progress |= k > 0;
+		if (u->resp.st == H1_ST_DONE && u->resp.p.status_code < 200 &&
+		    u->resp.p.status_code != 101) {
+			h1_next(&u->resp);	/* 1xx interim answer: the final one follows */
+			continue;
+		}
+		if (u->resp.st != H1_ST_HEAD && u->resp.st != H1_ST_BODY)
+			break;
+		if (!k)
+			break;
+	}
+	if (s->up != u)
+		return true;
+	if (u->conn && (u->resp.st == H1_ST_HEAD || u->resp.st == H1_ST_BODY) &&
+	    conn_out_eof(u->conn, CONN_DOWN)) {
+		/* A body delimited by the close (RFC 9112 §6.3 item 8), or a cut-short answer. */
+		h1_feed_eof(&u->resp, &s->to_down);
+		conn_out_done(u->conn, CONN_DOWN);
+		s->close_after = true;
+		progress = true;
+	}
+	switch (u->resp.st) {
+	case H1_ST_DONE:
+		if (s->st == SS_RESPONSE || s->st == SS_BODY) {
+			response_done(s);
+			return true;
+		}
+		break;
+	case H1_ST_UPGRADED:
+		/* 101 Switching Protocols, or 2xx to CONNECT: raw from here (RFC 9110 §7.8). */
+		request_end(s, s->status, NULL, NULL);
+		s->st = SS_TUNNEL;
+		return true;
+	case H1_ST_ERROR: {
+		char why[128];
+		snprintf(why, sizeof(why), "bad response from the upstream: %s",
+			 u->resp.error ? u->resp.error : "?");
+		s->up = NULL;
+		if (!s->resp_started) {
+			s->up = u;
+			local_reply(s, 502, why, CONN_FLAG_UPSTREAM_RESET);
+			s->up = NULL;
+		} else {
+			request_end(s, 502, CONN_FLAG_UPSTREAM_RESET, why);
+			if (s->down)
+				conn_abort(s->down, CONN_UP, -EPROTO, CONN_FLAG_UPSTREAM_RESET, why);
+		}
+		up_put(u, false, false);
+		return true;
+	}
+	default:
+		if (u->conn == NULL) {
+			up_gone(s);
+			return true;
+		}
+		break;
+	}
+	return progress;
+}
+
+/* The client side: sniff, parse requests, or copy raw. */
+static bool down_step(struct wp_sess *s)
+{
+	const uint8_t *p;
+	size_t n;
+	bool progress = false;
+
+	switch (s->st) {
+	case SS_SNIFF:
+		n = conn_out_peek(s->down, CONN_UP, &p);
+		if (n) {
+			enum h1_sniff k = h1_sniff(p, n);
+			if (k == H1_SNIFF_MORE && conn_out_pending(s->down, CONN_UP) < 16 &&
+			    !conn_out_eof(s->down, CONN_UP))
+				return false;
+			loop_timer_cancel(s->w->o.loop, &s->timer);
+			if (k == H1_SNIFF_HTTP) {
+				s->st = SS_HEAD;
+				return true;
+			}
+			start_tunnel(s);
+			return true;
+		}
+		if (conn_out_eof(s->down, CONN_UP)) {
+			/* Closed without a byte: nothing to forward. */
+			loop_timer_cancel(s->w->o.loop, &s->timer);
+			s->client_eof = true;
+			conn_out_done(s->down, CONN_UP);
+			s->st = SS_CLOSING;
+			s->close_after = true;
+			return true;
+		}
+		return false;
+	case SS_HEAD:
+	case SS_BODY:
+		while (s->down && s->req.st != H1_ST_ERROR && h1_buf_pending(&s->to_up) < WP_STAGE_MAX &&
+		       (s->req.st == H1_ST_HEAD || s->req.st == H1_ST_BODY) &&
+		       (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
+			size_t k = h1_feed(&s->req, p, MIN(n, WP_FEED_MAX), &s->to_up);
+			if (s->down && k)
+				conn_out_consume(s->down, CONN_UP, k);
+			progress |= k > 0;
+			if (s->st == SS_CLOSING)
+				return true;	/* answered locally (routing failed) */
+			if (s->req.st == H1_ST_BODY)
+				s->st = SS_BODY;
+			if (!k)
+				break;
+		}
+		if (!s->down)
+			return true;
+		if (s->req.st == H1_ST_ERROR) {
+			if (s->st != SS_CLOSING) {
+				int code = s->req.error_status ? s->req.error_status : 400;
+				if (s->up) {
+					struct wp_up *u = s->up;
+					s->up = NULL;
+					up_put(u, false, false);
+				}
+				local_reply(s, code, s->req.error ? s->req.error : "bad request", NULL);
+			}
+			return true;
+		}
+		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
+			if (s->up)
+				s->st = SS_RESPONSE;
+			return true;
+		}
+		if (conn_out_eof(s->down, CONN_UP)) {
+			s->client_eof = true;
+			conn_out_done(s->down, CONN_UP);
+			if (s->st == SS_HEAD && h1_idle(&s->req)) {
+				s->st = SS_CLOSING;	/* a clean close between requests */
+				s->close_after = true;
+			} else if (s->up) {
+				/* Cut inside a request: the upstream gets a reset. */
+				struct wp_up *u = s->up;
+				s->up = NULL;
+				request_end(s, 0, CONN_FLAG_DOWNSTREAM_RESET,
+					    "client closed inside a request");
+				up_put(u, false, false);
+				if (s->down)
+					conn_abort(s->down, CONN_UP, -ECONNRESET,
+						   CONN_FLAG_DOWNSTREAM_RESET, "client closed inside a request");
+			} else {
+				s->st = SS_CLOSING;
+				s->close_after = true;
+			}
+			return true;
+		}
+		return progress;
+	case SS_RESPONSE:
+		/* Pipelined requests wait in the conn's buffer (its bound is the backpressure). */
+		if (!s->client_eof && conn_out_pending(s->down, CONN_UP) == 0 &&
+		    conn_out_eof(s->down, CONN_UP)) {
+			s->client_eof = true;
+			s->close_after = true;
+			conn_out_done(s->down, CONN_UP);
+			return true;
+		}
+		return false;
+	case SS_TUNNEL:
+		if (!s->up)
+			return false;
+		progress |= flush(&s->to_up, s->up->conn, CONN_DOWN);
+		if (!h1_buf_pending(&s->to_up))
+			progress |= splice_raw(&s->down, CONN_UP, &s->up->conn, CONN_DOWN, &s->client_eof);
+		if (s->up && s->up->conn && !h1_buf_pending(&s->to_down)) {
+			bool eof_passed = s->eof_to_client;
+			progress |= splice_raw(&s->up->conn, CONN_DOWN, &s->down, CONN_UP, &eof_passed);
+			s->eof_to_client = eof_passed;
+		}
+		return progress;
+	case SS_CLOSING:
+		while (s->down && (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
+			conn_out_consume(s->down, CONN_UP, n);
+			progress = true;
+		}
+		if (s->down && !s->client_eof && conn_out_eof(s->down, CONN_UP)) {
+			s->client_eof = true;
+			conn_out_done(s->down, CONN_UP);
+			progress = true;
+		}
+		return progress;
+	}
+	return false;
+}
+
+/* The client went away: reset whatever serves it. */
+static void sess_teardown(struct wp_sess *s)
+{
+	loop_timer_cancel(s->w->o.loop, &s->timer);
+	if (s->span)
+		request_end(s, s->status, CONN_FLAG_DOWNSTREAM_RESET,
+			    s->down_err ? "client connection reset" : "client closed");
+	if (s->up) {
+		struct wp_up *u = s->up;
+		s->up = NULL;
+		up_put(u, false, s->st == SS_TUNNEL && !s->down_err);
+	}
+}
+
+static void sess_step(struct wp_sess *s)
+{
+	for (int i = 0; i < WP_STEPS_MAX; i++) {
+		bool progress = false;
+		if (!s->down) {
+			sess_teardown(s);
+			return;
+		}
+		progress |= flush(&s->to_down, s->down, CONN_UP);
+		if (s->up && s->st != SS_TUNNEL)
+			progress |= up_step(s);
+		else if (s->up && !s->up->conn)
+			progress |= (up_gone(s), true);
+		if (!s->down)
+			continue;
+		progress |= flush(&s->to_down, s->down, CONN_UP);
+		if (!s->down)
+			continue;
+		progress |= down_step(s);
+		if (!s->down)
+			continue;
+		if (s->close_after && !s->up && !s->eof_to_client && s->st == SS_CLOSING &&
+		    !h1_buf_pending(&s->to_down)) {
+			s->eof_to_client = true;
+			conn_in_eof(s->down, CONN_UP);
+			if (s->down && !s->client_eof) {
+				s->timer.fn = close_wait_fire;
+				loop_timer_arm(s->w->o.loop, &s->timer, WP_CLOSE_WAIT_MS);
+			}
+			progress = true;
+		}
+		if (!progress)
+			return;
+	}
+	sess_schedule(s);	/* more to do: after other connections had their turn */
+}
+
+static void sess_task(struct loop *l, void *arg)
+{
+	struct wp_sess *s = arg;
+	(void)l;
+	s->scheduled = false;
+	s->pumping = true;
+	do {
+		s->again = false;
+		sess_step(s);
+	} while (s->again);
+	s->pumping = false;
+	sess_unref(s);	/* the task's */
+}
+
+/* ---------------------------------------------------------- inbound ---- */
+
+/* The client pod's IP from `forwarded: for=IP`, trusted only when the workload owning it has
+ * the peer's verified identity (as the node agent does). */
+static const struct model_workload *vouched_source(struct waypoint *w, const struct model *m,
+						   const struct hbone_inbound *req,
+						   struct sockaddr_storage *src)
+{
+	char ip[ADDR_STR_LEN + 4];
+	const char *p = req->forwarded ? strstr(req->forwarded, "for=") : NULL;
+	const struct model_workload *wl;
+	struct spiffe_id id;
+	size_t n;
+
+	if (!p)
+		return NULL;
+	p += 4;
+	p += *p == '"';
+	p += *p == '[';
+	n = strcspn(p, "]\";, ");
+	if (n == 0 || n >= sizeof(ip))
+		return NULL;
+	memcpy(ip, p, n);
+	ip[n] = '\0';
+	if (ip_parse(ip, src))
+		return NULL;
+	wl = model_workload_by_ip(m, src);
+	if (!wl || wl_identity(w, wl, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
+		return NULL;
+	return wl;
+}
+
+static int on_connect(void *arg, const struct hbone_inbound *req)
+{
+	struct waypoint *w = arg;
+	struct model *m = model_current();
+	const struct model_service *me = model_service_by_name(m, w->namespace, w->name);
+	const struct model_service *svc = model_service_by_vip(m, &req->target);
+	const struct model_workload *self, *srcw, *wl = NULL;
+	struct spiffe_id self_id;
+	struct sockaddr_storage src;
+	char reason[256], pid[SPIFFE_ID_STR_MAX];
+	struct wp_sess *s = NULL;
+	struct conn *c = NULL;
+	int err = 0;
+
+	if (w->draining) {
+		hbone_stream_respond(req->end, 503, "waypoint is draining");
+		goto out;
+	}
+	if (!me || waypoint_self(w, m, &self, &self_id)) {
+		hbone_stream_respond(req->end, 503, "waypoint not ready: its own workload is unknown");
+		goto out;
+	}
+	if (svc) {
+		if (model_waypoint_for(m, svc, NULL) != me) {
+			snprintf(reason, sizeof(reason), "service %s/%s does not use waypoint %s/%s",
+				 svc->namespace, svc->name, w->namespace, w->name);
+			hbone_stream_respond(req->end, 403, reason);
+			goto out;
+		}
+		if (!model_service_target_port(svc, sockaddr_port(&req->target))) {
+			snprintf(reason, sizeof(reason), "service %s/%s has no port %u", svc->namespace,
+				 svc->name, sockaddr_port(&req->target));
+			hbone_stream_respond(req->end, 400, reason);
+			goto out;
+		}
+	} else {
+		wl = model_workload_by_ip(m, &req->target);
+		if (!wl || model_waypoint_for(m, NULL, wl) != me) {
+			snprintf(reason, sizeof(reason),
+				 "%s is not a service or workload that uses waypoint %s/%s",
+				 req->authority, w->namespace, w->name);
+			hbone_stream_respond(req->end, wl ? 403 : 400, reason);
+			goto out;
+		}
+	}
+	s = calloc(1, sizeof(*s));
+	struct conn_opts co = { .buffer_size = w->o.buffer_size };
+	c = s ? conn_new(w->o.loop, &co) : NULL;
+	if (!c) {
+		free(s);
+		err = -ENOMEM;
+		goto out;
+	}
+	s->w = w;
+	s->refs = 1;	/* the conn's */
+	s->end.ops = &sess_ops;
+	s->down = c;
+	s->authority = req->target;
+	s->st = SS_SNIFF;
+	h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
+	loop_timer_init(&s->timer, sniff_fire, s);
+	s->next = w->sessions;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	conn_attach(c, CONN_DOWN, req->end);
+	conn_attach(c, CONN_UP, &s->end);
+
+	struct conn_info *ci = conn_info(c);
+	ci->kind = CONN_INBOUND_HBONE;
+	ci->orig_dst = req->target;
+	ci->target = req->target;
+	ci->via = req->peer_addr;
+	ci->mtls = true;
+	srcw = vouched_source(w, m, req, &src);
+	ci->src = srcw ? src : req->peer_addr;
+	bool nomem = false;
+	if (svc) {
+		nomem |= !(s->svc_ns = strdup(svc->namespace)) || !(s->svc_name = strdup(svc->name)) ||
+			 !(s->service = proxy_service_fqdn(svc)) || !(ci->service = strdup(s->service));
+	} else {
+		nomem |= asprintf(&s->service, "%s.%s", wl->name, wl->namespace) < 0;
+		if (nomem)
+			s->service = NULL;
+	}
+	nomem |= proxy_peer_fill(&ci->source, srcw, w->trust_domain) != 0 ||
+		 proxy_peer_fill(&ci->destination, self, w->trust_domain) != 0 ||
+		 proxy_peer_fill(&s->source, srcw, w->trust_domain) != 0;
+	if (!srcw && req->peer_id && !nomem) {
+		ci->source.principal = strdup(spiffe_id_str(req->peer_id, pid));
+		ci->source.namespace = strdup(req->peer_id->ns);
+		s->source.principal = strdup(ci->source.principal ? ci->source.principal : "");
+		s->source.namespace = strdup(req->peer_id->ns);
+	}
+	if (req->traceparent && strlen(req->traceparent) < sizeof(ci->parent_traceparent))
+		strcpy(ci->parent_traceparent, req->traceparent);
+	conn_opened(c);
+	if (nomem) {
+		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
+		goto out;
+	}
+	/* The tunnel is up as far as the client knows: 200 now (RFC 9113 §8.5); each request
+	 * finds its own upstream. */
+	conn_established(c);
+	if (w->o.sniff_timeout_ms)
+		loop_timer_arm(w->o.loop, &s->timer, w->o.sniff_timeout_ms);
+out:
+	model_unref(m);
+	return err;
+}
+
+/* The waypoint presents its own identity whatever the SNI asks for: the client checks it
+ * (a mismatch fails there, with the client's reason, as Envoy's waypoint behaves). */
+static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
+{
+	struct waypoint *w = arg;
+	struct model *m = model_current();
+	struct spiffe_id self;
+	struct tls_cert *cert = NULL;
+	char a[SPIFFE_ID_STR_MAX], b[SPIFFE_ID_STR_MAX];
+
+	if (waypoint_self(w, m, NULL, &self) == 0) {
+		if (id && !spiffe_id_equal(id, &self))
+			pr_debug("hbone: client asked for %s; presenting %s", spiffe_id_str(id, a),
+				 spiffe_id_str(&self, b));
+		cert = certstore_get(w->o.certs, &self);
+	} else {
+		pr_warn_rl("hbone: handshake refused: the waypoint's own workload is not in the model");
+	}
+	model_unref(m);
+	return cert;
+}
+
+/* ---------------------------------------------------------- lifecycle ---- */
+
+static void local_addrs(struct waypoint *w)
+{
+	struct ifaddrs *ifa, *i;
+	if (getifaddrs(&ifa) == -1)
+		return;
+	for (i = ifa; i && w->nlocal < (int)ARRAY_SIZE(w->local_ips); i = i->ifa_next) {
+		if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET &&
+				     i->ifa_addr->sa_family != AF_INET6))
+			continue;
+		memset(&w->local_ips[w->nlocal], 0, sizeof(w->local_ips[0]));
+		memcpy(&w->local_ips[w->nlocal], i->ifa_addr,
+		       i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+							 : sizeof(struct sockaddr_in6));
+		w->nlocal++;
+	}
+	freeifaddrs(ifa);
+}
+
+struct waypoint *waypoint_new(const struct waypoint_opts *opts)
+{
+	struct waypoint *w = calloc(1, sizeof(*w));
+	struct hbone_opts ho;
+	char a[ADDR_STR_LEN];
+	int err = ENOMEM;
+
+	if (!w)
+		goto fail;
+	w->o = *opts;
+	if (!w->o.sniff_timeout_ms)
+		w->o.sniff_timeout_ms = 1000;
+	w->name = strdup(opts->name);
+	w->namespace = strdup(opts->namespace);
+	w->trust_domain = strdup(opts->trust_domain ? opts->trust_domain : "cluster.local");
+	w->node_name = opts->node_name ? strdup(opts->node_name) : NULL;
+	if (!w->name || !w->namespace || !w->trust_domain || (opts->node_name && !w->node_name))
+		goto fail;
+	w->o.name = w->name;
+	w->o.namespace = w->namespace;
+	w->o.trust_domain = w->trust_domain;
+	w->o.node_name = w->node_name;
+	local_addrs(w);
+	loop_timer_init(&w->sweep, sweep_fire, w);
+
+	struct tls_ctx_opts co = { .roots = opts->ca, .trust_domain = w->trust_domain };
+	w->client_ctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
+	co.select_cert = select_cert;
+	co.select_arg = w;
+	w->server_ctx = w->client_ctx ? tls_ctx_new(TLS_ROLE_SERVER, &co) : NULL;
+	if (!w->server_ctx) {
+		err = errno;
+		pr_err("hbone: cannot create TLS contexts: %s", strerror(err));
+		goto fail;
+	}
+	ho = (struct hbone_opts){
+		.max_streams = opts->max_streams,
+		.idle_timeout_ms = opts->idle_timeout_ms,
+		.ping_interval_ms = opts->ping_interval_ms,
+		.window = opts->window,
+		.connect_timeout_ms = opts->connect_timeout_ms,
+	};
+	w->pool = hbone_pool_new(opts->loop, w->client_ctx, opts->certs, &ho);
+	if (!w->pool) {
+		err = errno;
+		pr_err("hbone: cannot create the client pool: %s", strerror(err));
+		goto fail;
+	}
+	ho.max_streams = 0;
+	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = w };
+	w->server = hbone_server_new(opts->loop, &opts->hbone_addr, w->server_ctx, &cbs, &ho);
+	if (!w->server) {
+		err = errno;
+		pr_err("hbone: cannot listen on %s: %s",
+		       sockaddr_str(&opts->hbone_addr, a, sizeof(a)), strerror(err));
+		goto fail;
+	}
+	loop_timer_arm(opts->loop, &w->sweep, 5000);
+	return w;
+fail:
+	waypoint_free(w);
+	errno = err;
+	return NULL;
+}
+
+void waypoint_free(struct waypoint *w)
+{
+	if (!w)
+		return;
+	loop_timer_cancel(w->o.loop, &w->sweep);
+	for (struct wp_sess *s = w->sessions; s; s = s->next)
+		if (s->down)
+			conn_abort(s->down, CONN_UP, -ESHUTDOWN, CONN_FLAG_DOWNSTREAM_RESET,
+				   "waypoint shutting down");
+	while (w->idle) {
+		struct wp_up *u = w->idle;
+		idle_unlink(u);
+		up_put(u, false, false);
+	}
+	/* Resets every stream; sessions and upstreams free as their conns release them. */
+	hbone_server_free(w->server);
+	hbone_pool_free(w->pool);
+	w->server = NULL;
+	w->pool = NULL;
+	/* The releases above deferred their frees (and the sessions' last steps): the loop is
+	 * stopped, so loop_run only runs the before-sleep step until nothing is left. */
+	loop_run(w->o.loop);
+	tls_ctx_free(w->server_ctx);
+	tls_ctx_free(w->client_ctx);
+	otlp_resource_unref(w->resource);
+	for (size_t b = 0; b < ARRAY_SIZE(w->eps); b++) {
+		for (struct endpoint_stat *e = w->eps[b], *n; e; e = n) {
+			n = e->next;
+			free(e->uid);
+			free(e);
+		}
+	}
+	for (size_t b = 0; b < ARRAY_SIZE(w->series); b++) {
+		for (struct series *x = w->series[b], *n; x; x = n) {
+			n = x->next;
+			free(x->labels);
+			free(x);
+		}
+	}
+	free(w->name);
+	free(w->namespace);
+	free(w->trust_domain);
+	free(w->node_name);
+	free(w);
+}
+
+void waypoint_drain(struct waypoint *w)
+{
+	w->draining = true;
+	hbone_server_drain(w->server);
+	/* Idle keep-alive clients are closed now; busy ones after their current answer. */
+	for (struct wp_sess *s = w->sessions; s; s = s->next) {
+		if ((s->st == SS_HEAD && h1_idle(&s->req)) || s->st == SS_SNIFF) {
+			if (s->st == SS_SNIFF && s->down && conn_out_pending(s->down, CONN_UP))
+				continue;
+			s->st = SS_CLOSING;
+			s->close_after = true;
+			loop_timer_cancel(w->o.loop, &s->timer);
+			sess_schedule(s);
+		}
+	}
+	sweep_fire(w->o.loop, &w->sweep);
+}
+
+unsigned waypoint_sessions(const struct waypoint *w)
+{
+	return w->nsessions;
+}
+
+json_t *waypoint_status_json(struct waypoint *w)
+{
+	struct model *m = model_current();
+	const struct model_workload *self = NULL;
+	struct spiffe_id id;
+	char ids[SPIFFE_ID_STR_MAX], a[ADDR_STR_LEN];
+	bool known = waypoint_self(w, m, &self, &id) == 0;
+	json_t *sessions = json_array(), *eps = json_array();
+
+	for (struct wp_sess *s = w->sessions; s; s = s->next)
+		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:b}",
+			"authority", sockaddr_str(&s->authority, a, sizeof(a)), "service", s->service,
+			"state", sess_st_to_str(s->st), "upstream", s->up != NULL));
+	for (size_t b = 0; b < ARRAY_SIZE(w->eps); b++)
+		for (struct endpoint_stat *e = w->eps[b]; e; e = e->next)
+			json_array_append_new(eps, json_pack("{s:s,s:i,s:I}", "workload", e->uid,
+				"active", (int)e->active, "requests", (json_int_t)e->total));
+	json_t *o = json_pack("{s:s,s:s,s:s?,s:s?,s:s,s:b,s:I,s:I,s:I,s:i,s:I,s:I,s:o,s:o}",
+		"name", w->name, "namespace", w->namespace,
+		"workload", known ? self->name : NULL, "identity", known ? spiffe_id_str(&id, ids) : NULL,
+		"load_balancing", w->o.lb == WAYPOINT_LB_LEAST_REQUEST ? "least_request" : "round_robin",
+		"draining", w->draining, "requests", (json_int_t)w->requests,
+		"local_replies", (json_int_t)w->local_replies, "tcp_tunnels", (json_int_t)w->tunnels,
+		"upstreams_idle", (int)w->nidle, "upstreams_opened", (json_int_t)w->upstreams_opened,
+		"upstreams_reused", (json_int_t)w->upstreams_reused,
+		"sessions", sessions, "endpoints", eps);
+	model_unref(m);
+	return o;
+}
+
+static void hbone_conn_json(const struct hbone_conn_info *i, void *arg)
+{
+	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:i,s:I,s:I,s:I}",
+		"role", i->server ? "server" : "client", "state", hbone_sess_st_to_str(i->state),
+		"peer", sockaddr_str(&i->peer_addr, peer, sizeof(peer)),
+		"local_identity", i->local_id ? spiffe_id_str(i->local_id, lid) : NULL,
+		"peer_identity", i->peer_id ? spiffe_id_str(i->peer_id, pid) : NULL,
+		"streams", (int)i->streams, "streams_total", (json_int_t)i->streams_total,
+		"bytes_sent", (json_int_t)i->bytes_sent, "bytes_received", (json_int_t)i->bytes_received));
+}
+
+json_t *waypoint_hbone_json(struct waypoint *w)
+{
+	json_t *arr = json_array();
+	hbone_pool_foreach(w->pool, hbone_conn_json, arr);
+	hbone_server_foreach(w->server, hbone_conn_json, arr);
+	return json_pack("{s:o}", "connections", arr);
+}
