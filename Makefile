@@ -107,8 +107,8 @@ $(BUILD)/otlp/pb/%.pb-c.o: $(BUILD)/otlp/pb/%.pb-c.c | $(PROTO_H)
 	$(call msg,CC,$@)
 	$(Q)$(CC) -std=gnu11 $(CFLAGS) -I$(BUILD)/otlp/pb $(PKG_CFLAGS) $(if $(SAN),-fsanitize=$(SAN)) -c $< -o $@
 
-# Keep generated protobuf-c sources (they are intermediates of the .o files).
-.SECONDARY: $(PROTO_C) $(PROTO_H)
+# Keep generated protobuf-c sources and BPF objects/skeletons (intermediates of the .o files).
+.SECONDARY: $(PROTO_C) $(PROTO_H) $(BPF_OBJ) $(BPF_SKEL)
 
 # otlp/ needs only the generated protobuf-c headers (not the BPF skeletons), and sees them
 # the way the generated code includes them.

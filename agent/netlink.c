@@ -271,10 +271,10 @@ int netlink_find_pod_if(struct netlink *nl, uint32_t ip, struct netlink_pod_if *
 	if (!mac || (rtnl_neigh_get_state(n) & (NUD_FAILED | NUD_INCOMPLETE))) {
 		pr_debug("netlink: no neighbour entry yet for a pod on bridge %s",
 			 rtnl_link_get_name(dev));
-		err = -ENOENT;
+		err = -EAGAIN;
 		goto out;
 	}
-	err = -ENOENT;
+	err = -EAGAIN;
 	for (struct nl_object *o = nl_cache_get_first(nl->neighs); o; o = nl_cache_get_next(o)) {
 		struct rtnl_neigh *f = (struct rtnl_neigh *)o;
 		struct nl_addr *fmac = rtnl_neigh_get_lladdr(f);
@@ -292,7 +292,7 @@ int netlink_find_pod_if(struct netlink *nl, uint32_t ip, struct netlink_pod_if *
 		rtnl_link_put(port);
 		port = NULL;
 	}
-	if (err == -ENOENT)
+	if (err == -EAGAIN)
 		pr_debug("netlink: pod's MAC not in the FDB of bridge %s yet", rtnl_link_get_name(dev));
 out:
 	rtnl_link_put(port);
@@ -313,6 +313,21 @@ int netlink_link_name(struct netlink *nl, int ifindex, char *name)
 	if (!l)
 		return -ENODEV;
 	snprintf(name, IF_NAMESIZE, "%s", rtnl_link_get_name(l) ? rtnl_link_get_name(l) : "?");
+	rtnl_link_put(l);
+	return 0;
+}
+
+int netlink_link_mac(struct netlink *nl, int ifindex, uint8_t mac[6])
+{
+	struct rtnl_link *l;
+	int err;
+
+	if ((err = ensure_snapshot(nl)))
+		return err;
+	l = rtnl_link_get(nl->links, ifindex);
+	if (!l)
+		return -ENODEV;
+	copy_mac(mac, rtnl_link_get_addr(l));
 	rtnl_link_put(l);
 	return 0;
 }

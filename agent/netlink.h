@@ -39,10 +39,13 @@ int netlink_drain_events(struct netlink *nl);
 int netlink_refresh(struct netlink *nl);
 /* The host-side interface of pod IPv4 `ip` (network order), from the snapshot: the /32 route's
  * device (routed), or the bridge port that the pod's MAC was learned on (the route to the
- * pod goes to a bridge). 0, -ENOENT when not (yet) there, -errno. */
+ * pod goes to a bridge). 0; -ENOENT when no route leads to it (yet); -EAGAIN when the route
+ * goes to a bridge that does not know the pod's MAC or port yet (see netlink_kick_neigh). */
 int netlink_find_pod_if(struct netlink *nl, uint32_t ip, struct netlink_pod_if *out);
 /* Name of ifindex in the snapshot into name (IF_NAMESIZE); -ENODEV when gone. */
 int netlink_link_name(struct netlink *nl, int ifindex, char *name);
+/* MAC of ifindex in the snapshot; -ENODEV when gone. */
+int netlink_link_mac(struct netlink *nl, int ifindex, uint8_t mac[6]);
 /* Every ifindex of the snapshot; *out is malloc'ed, the caller frees it. 0 or -errno. */
 int netlink_links(struct netlink *nl, int **out, size_t *n);
 /* Sends one empty UDP datagram to ip:9 so that the kernel resolves the pod's MAC and a

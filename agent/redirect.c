@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +25,10 @@
 #include "common/log.h"
 #include "common/util.h"
 
-/* Re-try a bridge pod's neighbour kick at most this often. */
-#define KICK_INTERVAL_MS 2000
+/* Re-try a bridge pod's neighbour kick at most this often; pending pods are retried on
+ * netlink events and on a timer of this period. */
+#define KICK_INTERVAL_MS 1000
+#define RETRY_INTERVAL_MS 1000
 
 /* One local enrolled pod (wanted) and where it is attached, if anywhere. */
 struct rd_pod {
@@ -43,6 +47,8 @@ struct redirect {
 	char *pin_dir;			/* owned copy of opts.pin_dir */
 	struct redirect_bpf *skel;
 	struct netlink *nl;
+	int epfd;			/* the event fd: netlink events + retry timer */
+	int timerfd;			/* armed while some pod is pending */
 	struct rd_pod *pods;
 	size_t npods, cap;
 };
@@ -339,6 +345,27 @@ fail:
 	return err;
 }
 
+/* Keeps the ifaces entry's local MAC equal to the interface's (routed) or the bridge's
+ * (bridge) current MAC: a bridge without a set address takes its ports' lowest MAC, so it
+ * changes as pods come and go, and frames sent with the old one would not go up the stack. */
+static void refresh_local_mac(struct redirect *r, struct rd_pod *p)
+{
+	struct redirect_iface cfg;
+	__u32 key = (__u32)p->ifindex;
+	uint8_t mac[6];
+	int dev;
+
+	if (!p->ifindex || bpf_map_lookup_elem(ifaces_fd(r), &key, &cfg))
+		return;
+	dev = cfg.mode == REDIRECT_MODE_BRIDGE ? (int)cfg.bridge_ifindex : p->ifindex;
+	if (netlink_link_mac(r->nl, dev, mac) || memcmp(mac, cfg.local_mac, 6) == 0)
+		return;
+	memcpy(cfg.local_mac, mac, 6);
+	if (bpf_map_update_elem(ifaces_fd(r), &key, &cfg, BPF_EXIST) == 0)
+		pr_info("capture: local MAC of %s is now %02x:%02x:%02x:%02x:%02x:%02x", p->ifname,
+			mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+}
+
 /* Attaches a pending pod if its interface can be found now. 0 (attached or still pending)
  * or -errno from attaching. */
 static int pod_try_attach(struct redirect *r, struct rd_pod *p)
@@ -347,9 +374,10 @@ static int pod_try_attach(struct redirect *r, struct rd_pod *p)
 	int err;
 
 	err = netlink_find_pod_if(r->nl, p->ip, &pif);
-	if (err == -ENOENT) {
+	if (err == -EAGAIN) {
 		/* A bridge pod that has not talked yet: make the kernel ARP for it (the reply
-		 * teaches the bridge its port, and the neighbour event brings us back here). */
+		 * teaches the bridge its port; the neighbour event or the retry timer brings
+		 * us back here). */
 		uint64_t now = now_mono_ms();
 		if (now - p->kicked_ms >= KICK_INTERVAL_MS) {
 			p->kicked_ms = now;
@@ -357,6 +385,8 @@ static int pod_try_attach(struct redirect *r, struct rd_pod *p)
 		}
 		return 0;
 	}
+	if (err == -ENOENT)
+		return 0;	/* no route to it yet: a route event will come */
 	if (err)
 		return err;
 	return pod_attach(r, p, &pif, false);
@@ -422,7 +452,41 @@ static int adopt_previous(struct redirect *r)
 		err = pod_attach(r, p, &pif, cfg.flags & REDIRECT_IFACE_F_QDISC_OURS);
 		if (err)
 			return err;
+		refresh_local_mac(r, p);
 	}
+	return 0;
+}
+
+/* Arms the retry timer while a pod is pending, disarms it otherwise. */
+static void retry_timer_update(struct redirect *r)
+{
+	struct itimerspec its = { 0 };
+	bool pending = false;
+
+	for (size_t i = 0; i < r->npods && !pending; i++)
+		pending = !r->pods[i].ifindex;
+	if (pending) {
+		its.it_value.tv_nsec = RETRY_INTERVAL_MS % 1000 * 1000000L;
+		its.it_value.tv_sec = RETRY_INTERVAL_MS / 1000;
+		its.it_interval = its.it_value;
+	}
+	timerfd_settime(r->timerfd, 0, &its, NULL);
+}
+
+static int events_open(struct redirect *r)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	r->epfd = epoll_create1(EPOLL_CLOEXEC);
+	r->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (r->epfd == -1 || r->timerfd == -1)
+		return -errno;
+	ev.data.fd = netlink_event_fd(r->nl);
+	if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, ev.data.fd, &ev) == -1)
+		return -errno;
+	ev.data.fd = r->timerfd;
+	if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->timerfd, &ev) == -1)
+		return -errno;
 	return 0;
 }
 
@@ -478,6 +542,7 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	setup_libbpf_log();
 	if (!r)
 		goto fail;
+	r->epfd = r->timerfd = -1;
 	r->opts = *opts;
 	r->pin_dir = strdup(opts->pin_dir ? opts->pin_dir : "/sys/fs/bpf/ambit");
 	if (!r->pin_dir)
@@ -499,6 +564,9 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 		err = -errno;
 		goto fail;
 	}
+	what = "creating the event fd";
+	if ((err = events_open(r)))
+		goto fail;
 	what = "adding the policy rule";
 	if ((err = netlink_rule_add(r->nl, opts->mark, opts->mark_mask, opts->table,
 				    opts->rule_priority)))
@@ -530,6 +598,10 @@ void redirect_free(struct redirect *r)
 		free(r->pods[i].uid);
 	free(r->pods);
 	netlink_free(r->nl);
+	if (r->epfd >= 0)
+		close(r->epfd);
+	if (r->timerfd >= 0)
+		close(r->timerfd);
 	redirect_bpf__destroy(r->skel);
 	free(r->pin_dir);
 	free(r);
@@ -570,22 +642,27 @@ int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_
 		}
 		if (!p->ifindex && (err = pod_try_attach(r, p)) && !first_err)
 			first_err = err;
+		refresh_local_mac(r, p);
 		i++;
 	}
+	retry_timer_update(r);
 	return first_err;
 }
 
 int redirect_event_fd(struct redirect *r)
 {
-	return netlink_event_fd(r->nl);
+	return r->epfd;
 }
 
 int redirect_process_events(struct redirect *r)
 {
+	uint64_t ticks = 0;
+	bool retry;
 	int err, first_err = 0;
 
+	retry = read(r->timerfd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks);
 	err = netlink_drain_events(r->nl);
-	if (err <= 0)
+	if (err < 0 || (err == 0 && !retry))
 		return err;
 	if ((err = netlink_refresh(r->nl)))
 		return err;
@@ -606,7 +683,9 @@ int redirect_process_events(struct redirect *r)
 		}
 		if (!p->ifindex && (err = pod_try_attach(r, p)) && !first_err)
 			first_err = err;
+		refresh_local_mac(r, p);
 	}
+	retry_timer_update(r);
 	return first_err;
 }
 

@@ -38,7 +38,8 @@ void redirect_free(struct redirect *r);
  * detaches from pods no longer enrolled. Pods whose interface is not there yet are retried
  * on link events. 0 or -errno. */
 int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_t n);
-/* Netlink link-event socket for the event loop; call redirect_process_events when readable. */
+/* The fd for the event loop (an epoll fd over the netlink event socket and a retry timer that
+ * runs while some pod is pending); call redirect_process_events when it is readable. */
 int redirect_event_fd(struct redirect *r);
 int redirect_process_events(struct redirect *r);
 /* Attached interfaces, program ids, map entries (admin API `bpf`). New reference. */
