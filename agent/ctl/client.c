@@ -142,7 +142,8 @@ int ctl_admins_add(struct ctl *c, const char *list)
 	}
 	if (!*dup) {
 		free(dup);
-		return ctl_usage_err(NULL, "--admin needs HOST:PORT");
+		ctl_err("bad agent address '': no host (expected HOST:PORT, e.g. %s)", CTL_DEFAULT_ADMIN);
+		return CTL_EXIT_AGENT;
 	}
 	for (tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		const char *why;

@@ -168,9 +168,9 @@ static const char *waypoint_str(const json_t *wp, const char *own_ns, char *buf,
 static int render_workloads(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
 {
 	static const struct tbl_col cols[] = {
-		{ "NAMESPACE", 9, TBL_KEEP_START, false }, { "POD-NAME", 12, TBL_KEEP_START, false },
-		{ "ADDRESS", 15, TBL_KEEP_START, false }, { "NODE", 8, TBL_KEEP_START, false },
-		{ "WAYPOINT", 8, TBL_KEEP_START, false }, { "PROTOCOL", 8, TBL_KEEP_START, false },
+		{ "NAMESPACE", 9, TBL_KEEP_START, false, 1 }, { "POD-NAME", 16, TBL_KEEP_START, false, 1 },
+		{ "ADDRESS", 15, TBL_KEEP_START, false, 2 }, { "NODE", 8, TBL_KEEP_START, false, 1 },
+		{ "WAYPOINT", 8, TBL_KEEP_START, false, 0 }, { "PROTOCOL", 8, TBL_KEEP_START, false, 0 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t n;
@@ -204,9 +204,9 @@ int cmd_workloads(struct ctl *c, int argc, char **argv)
 static int render_services(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
 {
 	static const struct tbl_col cols[] = {
-		{ "NAMESPACE", 9, TBL_KEEP_START, false }, { "SERVICE-NAME", 12, TBL_KEEP_START, false },
-		{ "SERVICE-VIP", 15, TBL_KEEP_START, false }, { "WAYPOINT", 8, TBL_KEEP_START, false },
-		{ "ENDPOINTS", 9, TBL_KEEP_START, true },
+		{ "NAMESPACE", 9, TBL_KEEP_START, false, 0 }, { "SERVICE-NAME", 12, TBL_KEEP_START, false, 0 },
+		{ "SERVICE-VIP", 15, TBL_KEEP_START, false, 0 }, { "WAYPOINT", 8, TBL_KEEP_START, false, 0 },
+		{ "ENDPOINTS", 9, TBL_KEEP_START, true, 0 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t n;
@@ -239,8 +239,8 @@ int cmd_services(struct ctl *c, int argc, char **argv)
 static int render_certificates(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
 {
 	static const struct tbl_col cols[] = {
-		{ "IDENTITY", 24, TBL_KEEP_END, false }, { "SERIAL", 10, TBL_KEEP_START, false },
-		{ "NOT-AFTER", 20, TBL_KEEP_START, false }, { "STATE", 8, TBL_KEEP_START, false },
+		{ "IDENTITY", 24, TBL_KEEP_END, false, 1 }, { "SERIAL", 10, TBL_KEEP_START, false, 2 },
+		{ "NOT-AFTER", 20, TBL_KEEP_START, false, 0 }, { "STATE", 8, TBL_KEEP_START, false, 0 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t n;
@@ -270,15 +270,15 @@ int cmd_certificates(struct ctl *c, int argc, char **argv)
 static int render_connections(struct ctl *c, const json_t *conns, const json_t *hbone)
 {
 	static const struct tbl_col cols[] = {
-		{ "DIRECTION", 3, TBL_KEEP_START, false }, { "SRC", 12, TBL_KEEP_END, false },
-		{ "DST", 12, TBL_KEEP_END, false }, { "TARGET", 8, TBL_KEEP_END, false },
-		{ "IDENTITY", 12, TBL_KEEP_END, false }, { "BYTES-SENT", 6, TBL_KEEP_START, true },
-		{ "BYTES-RECV", 6, TBL_KEEP_START, true }, { "AGE", 3, TBL_KEEP_START, true },
+		{ "DIRECTION", 8, TBL_KEEP_START, false, 0 }, { "SRC", 12, TBL_KEEP_START, false, 1 },
+		{ "DST", 12, TBL_KEEP_END, false, 1 }, { "TARGET", 10, TBL_KEEP_END, false, 2 },
+		{ "IDENTITY", 12, TBL_KEEP_END, false, 3 }, { "BYTES-SENT", 6, TBL_KEEP_START, true, 0 },
+		{ "BYTES-RECV", 6, TBL_KEEP_START, true, 0 }, { "AGE", 5, TBL_KEEP_START, true, 0 },
 	};
 	static const struct tbl_col hcols[] = {
-		{ "ROLE", 4, TBL_KEEP_START, false }, { "PEER", 12, TBL_KEEP_END, false },
-		{ "PEER-IDENTITY", 16, TBL_KEEP_END, false }, { "STREAMS", 7, TBL_KEEP_START, true },
-		{ "AGE", 3, TBL_KEEP_START, true }, { "STATE", 5, TBL_KEEP_START, false },
+		{ "ROLE", 6, TBL_KEEP_START, false, 0 }, { "PEER", 12, TBL_KEEP_END, false, 1 },
+		{ "PEER-IDENTITY", 16, TBL_KEEP_END, false, 2 }, { "STREAMS", 7, TBL_KEEP_START, true, 0 },
+		{ "AGE", 5, TBL_KEEP_START, true, 0 }, { "STATE", 5, TBL_KEEP_START, false, 0 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t i;
@@ -460,12 +460,12 @@ static void prog_str(const json_t *progs, char *buf, size_t len)
 static int render_bpf(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
 {
 	static const struct tbl_col cols[] = {
-		{ "IFACE", 6, TBL_KEEP_START, false }, { "IFINDEX", 7, TBL_KEEP_START, true },
-		{ "POD", 12, TBL_KEEP_START, false }, { "IP", 15, TBL_KEEP_START, false },
-		{ "PROGRAMS", 10, TBL_KEEP_START, false },
+		{ "IFACE", 6, TBL_KEEP_START, false, 0 }, { "IFINDEX", 7, TBL_KEEP_START, true, 0 },
+		{ "POD", 12, TBL_KEEP_START, false, 0 }, { "IP", 15, TBL_KEEP_START, false, 0 },
+		{ "PROGRAMS", 10, TBL_KEEP_START, false, 0 },
 	};
 	static const struct tbl_col ccols[] = {
-		{ "COUNTER", 10, TBL_KEEP_START, false }, { "PACKETS", 7, TBL_KEEP_START, true },
+		{ "COUNTER", 10, TBL_KEEP_START, false, 0 }, { "PACKETS", 7, TBL_KEEP_START, true, 0 },
 	};
 	struct tbl *t;
 	char progs[128];
@@ -565,7 +565,7 @@ static int flatten(struct tbl *t, const char *prefix, const json_t *j)
 static int render_config(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
 {
 	static const struct tbl_col cols[] = {
-		{ "KEY", 20, TBL_KEEP_START, false }, { "VALUE", 20, TBL_KEEP_START, false },
+		{ "KEY", 24, TBL_KEEP_START, false, 0 }, { "VALUE", 20, TBL_KEEP_START, false, 1 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	(void)a;

@@ -103,10 +103,11 @@ enum tbl_trunc {
 };
 
 struct tbl_col {
-	const char *title;
+	const char *title;	/* "BYTES-SENT" may print on two lines, split at '-', to fit */
 	int min;		/* never narrower than this when shrinking to fit */
 	enum tbl_trunc trunc;
 	bool right;		/* right-aligned (numbers) */
+	int give;		/* columns with a higher give shrink first (to min) */
 };
 
 struct tbl;
@@ -117,8 +118,9 @@ void tbl_free(struct tbl *t);
 /* Appends a row of ncols cells (copied; NULL prints as "-"). 0 or -ENOMEM. */
 int tbl_add(struct tbl *t, const char *const *cells);
 int tbl_rows(const struct tbl *t);
-/* Prints the table to stdout, header first, fitted into width columns (0 = no limit):
- * the widest shrinkable columns give way first, each cut cell ends with an ellipsis. */
+/* Prints the table to stdout, header first, fitted into width columns (0 = no limit): the gap
+ * narrows from two spaces to one, titles split at '-' onto two lines, then the columns with the
+ * highest give (the widest among equals) shrink to their min; a cut cell ends with an ellipsis. */
 void tbl_print(const struct tbl *t, int width);
 /* Display width of a UTF-8 string (code points; every character counts as one column). */
 int str_width(const char *s);
@@ -131,7 +133,7 @@ void ctl_charset_init(void);
 
 /* Pretty, stable JSON (2-space indent, sorted keys) on stdout. 0 or CTL_EXIT_AGENT. */
 int ctl_print_json(const json_t *j);
-/* "1.2 KiB", "3.4 MiB" (binary units, bytes below 1 KiB). */
+/* "900B", "1.2KiB", "34MiB" (binary units). */
 void fmt_bytes(long long n, char *buf, size_t len);
 /* "850ms", "12s", "5m3s", "2h10m", "3d4h". */
 void fmt_age_ms(long long ms, char *buf, size_t len);

@@ -13,6 +13,8 @@
 #define WF_MAX_DEPTH 12
 #define WF_LABEL_MAX 32
 #define WF_NODE_MAX 20
+#define WF_MSG_MAX 24
+#define WF_BAR_MIN 20
 
 struct span_row {
 	json_t *j;		/* borrowed from the merged array */
@@ -59,6 +61,7 @@ static void span_key(const json_t *s, char *buf, size_t len)
  * failed: what the others said is still merged). */
 static int fetch_all(struct ctl *c, const char *path, struct merged *m, size_t limit)
 {
+	int answered = 0;
 	json_t *all = json_array(), *origin = json_object();
 	json_t **v = NULL;
 	size_t n;
@@ -95,6 +98,12 @@ static int fetch_all(struct ctl *c, const char *path, struct merged *m, size_t l
 			}
 		}
 		json_decref(ans);
+		answered++;
+	}
+	if (!answered) {	/* every agent failed, and said so */
+		json_decref(all);
+		json_decref(origin);
+		return rc;
 	}
 	/* Order by start, keep the most recent `limit`. */
 	n = json_array_size(all);
@@ -201,7 +210,7 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 			   int width)
 {
 	long long t0 = rows[0].start, t1 = rows[0].end, total;
-	int lw = 4, nw = 4, dw = 8, sw = 6, bw, errors = 0, nnodes = 0, orphans = 0;
+	int lw = 4, nw = 4, dw = 8, mw = 0, bw, errors = 0, nnodes = 0, orphans = 0;
 	const char *nodes[64];
 	char label[WF_LABEL_MAX * 4 + 64], dur[32], axis[32];
 
@@ -214,7 +223,10 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 		nw = MAX(nw, str_width(r->node ? r->node : "-"));
 		fmt_ms(r->end - r->start, dur, sizeof(dur));
 		dw = MAX(dw, (int)strlen(dur));
-		errors += strcmp(r->status, "ERROR") == 0;
+		if (strcmp(r->status, "ERROR") == 0) {
+			errors++;
+			mw = MAX(mw, str_width(r->message ? r->message : ""));
+		}
 		orphans += r->parent < 0 && r->parent_id && r->parent_id[0];
 		for (int k = 0; k < nnodes; k++)
 			known |= strcmp(nodes[k], r->node ? r->node : "-") == 0;
@@ -224,14 +236,16 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 	total = t1 - t0 > 0 ? t1 - t0 : 1;
 	lw = MIN(lw, WF_LABEL_MAX);
 	nw = MIN(nw, WF_NODE_MAX);
-	if (errors)
-		sw = 6;
+	mw = MIN(mw, WF_MSG_MAX);
 	if (width <= 0)
 		width = 120;
-	/* label  node  |bar|  duration  status */
-	bw = width - lw - 2 - nw - 2 - 2 - 2 - dw - (errors ? 2 + sw : 0);
-	if (bw < 10)
-		bw = 10;
+	/* label  node  |bar|  duration  ERROR message; the message gives way to the bar. */
+	bw = width - 1 - (lw + 2 + nw + 2 + 1 + 1 + 2 + dw + (errors ? 2 + 5 : 0));
+	if (mw && bw - (mw + 1) < WF_BAR_MIN)
+		mw = MAX(bw - WF_BAR_MIN - 1, 0);
+	bw -= mw ? mw + 1 : 0;
+	if (bw < WF_BAR_MIN)
+		bw = WF_BAR_MIN;
 
 	fmt_ms(total, dur, sizeof(dur));
 	printf("trace %s: %d span%s on %d node%s, %s", trace_id, n, n == 1 ? "" : "s", nnodes,
@@ -273,16 +287,14 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 		printf("%*s", dw, dur);
 		if (strcmp(r->status, "ERROR") == 0) {
 			char msg[256];
-			int room = width - (lw + 2 + nw + 2 + bw + 2 + 2 + dw + 2 + 5 + 1);
-			str_fit(r->message ? r->message : "", room > 8 ? room : 8, TBL_KEEP_START, msg,
-				sizeof(msg));
+			str_fit(r->message ? r->message : "", mw, TBL_KEEP_START, msg, sizeof(msg));
 			printf("  ERROR%s%s", msg[0] ? " " : "", msg);
 		}
 		putchar('\n');
 	}
 	if (orphans)
-		printf("(%d span%s whose parent is not here: its other side is on another node; "
-		       "give that agent too with --admin)\n", orphans, orphans == 1 ? "" : "s");
+		printf("(%d span%s with a parent on another node: add that agent, --admin A,B)\n",
+		       orphans, orphans == 1 ? "" : "s");
 }
 
 /* The merged spans as the admin API spells one answer: {"spans": [...]}. */
@@ -327,10 +339,10 @@ static int show_trace(struct ctl *c, const char *trace_id, struct merged *m)
 static int show_list(struct ctl *c, struct merged *m)
 {
 	static const struct tbl_col cols[] = {
-		{ "TRACE-ID", 32, TBL_KEEP_START, false }, { "SPAN-ID", 6, TBL_KEEP_START, false },
-		{ "NAME", 8, TBL_KEEP_START, false }, { "NODE", 6, TBL_KEEP_START, false },
-		{ "START", 8, TBL_KEEP_START, false }, { "DURATION", 8, TBL_KEEP_START, true },
-		{ "STATUS", 5, TBL_KEEP_START, false },
+		{ "TRACE-ID", 32, TBL_KEEP_START, false, 0 }, { "SPAN-ID", 6, TBL_KEEP_START, false, 2 },
+		{ "NAME", 8, TBL_KEEP_START, false, 1 }, { "NODE", 6, TBL_KEEP_START, false, 1 },
+		{ "START", 8, TBL_KEEP_START, false, 0 }, { "DURATION", 8, TBL_KEEP_START, true, 0 },
+		{ "STATUS", 5, TBL_KEEP_START, false, 0 },
 	};
 	struct tbl *t;
 	size_t i;
@@ -348,7 +360,7 @@ static int show_list(struct ctl *c, struct merged *m)
 		secs = (time_t)(r.start / 1000000000LL);
 		if (!gmtime_r(&secs, &tm) || !strftime(start, sizeof(start), "%H:%M:%S", &tm))
 			snprintf(start, sizeof(start), "-");
-		fmt_ms(r.end - r.start, dur, sizeof(dur));
+		snprintf(dur, sizeof(dur), "%.1fms", (double)(r.end - r.start) / 1e6);
 		const char *row[] = { jstr(s, "trace_id"), r.span_id, r.name, r.node, start, dur, r.status };
 		if (t && tbl_add(t, row)) {
 			tbl_free(t);

@@ -141,46 +141,96 @@ static void put_cell(const char *s, int w, const struct tbl_col *col, bool last)
 		printf("%s%*s", buf, pad, "");
 }
 
+/* Width of the widest part of a title split at its first '-' ("BYTES-SENT": 5). */
+static int title_split_width(const char *title)
+{
+	const char *dash = strchr(title, '-');
+	if (!dash)
+		return str_width(title);
+	return MAX((int)(dash - title), str_width(dash + 1));
+}
+
+static void print_row(const struct tbl *t, char *const *cells, const int *w, int gap)
+{
+	int last = t->ncols - 1;
+	while (last > 0 && !cells[last][0])	/* no trailing blanks */
+		last--;
+	for (int c = 0; c <= last; c++) {
+		if (c)
+			printf("%*s", gap, "");
+		put_cell(cells[c], w[c], &t->cols[c], c == last);
+	}
+	putchar('\n');
+}
+
 void tbl_print(const struct tbl *t, int width)
 {
-	int w[t->ncols], total = 0;
+	int w[t->ncols], content = 0, gap = TBL_GAP;
+	bool split = false;
 
 	for (int c = 0; c < t->ncols; c++) {
 		w[c] = str_width(t->cols[c].title);
-		for (int r = 0; r < t->nrows; r++) {
-			int cw = str_width(t->cells[r * t->ncols + c]);
-			if (cw > w[c])
-				w[c] = cw;
-		}
-		total += w[c] + (c ? TBL_GAP : 0);
+		for (int r = 0; r < t->nrows; r++)
+			w[c] = MAX(w[c], str_width(t->cells[r * t->ncols + c]));
+		content += w[c];
 	}
-	/* Fit: the widest column that may still shrink gives one column at a time. */
-	while (width > 0 && total > width) {
+	if (width > 0 && content + gap * (t->ncols - 1) > width)
+		gap = 1;
+	/* Split the titles wider than their cells when that helps. */
+	for (int c = 0; width > 0 && c < t->ncols; c++) {
+		int cells = title_split_width(t->cols[c].title);
+		for (int r = 0; r < t->nrows; r++)
+			cells = MAX(cells, str_width(t->cells[r * t->ncols + c]));
+		if (content + gap * (t->ncols - 1) > width && cells < w[c]) {
+			content -= w[c] - cells;
+			w[c] = cells;
+			split = true;
+		}
+	}
+	/* Shrink: the highest give first, the widest among equals, one column at a time. */
+	while (width > 0 && content + gap * (t->ncols - 1) > width) {
 		int best = -1;
 		for (int c = 0; c < t->ncols; c++) {
 			int min = MAX(t->cols[c].min, 3);
-			if (w[c] > min && (best < 0 || w[c] > w[best]))
+			if (w[c] <= min)
+				continue;
+			if (best < 0 || t->cols[c].give > t->cols[best].give ||
+			    (t->cols[c].give == t->cols[best].give && w[c] > w[best]))
 				best = c;
 		}
 		if (best < 0)
 			break;
 		w[best]--;
-		total--;
+		content--;
 	}
-	for (int c = 0; c < t->ncols; c++) {
-		if (c)
-			printf("%*s", TBL_GAP, "");
-		put_cell(t->cols[c].title, w[c], &t->cols[c], c == t->ncols - 1);
-	}
-	putchar('\n');
-	for (int r = 0; r < t->nrows; r++) {
+	for (int c = 0; c < t->ncols; c++)
+		if (str_width(t->cols[c].title) > w[c] && strchr(t->cols[c].title, '-') &&
+		    title_split_width(t->cols[c].title) <= w[c])
+			split = true;
+	if (split) {
+		/* Line one: the first part of every split title, blanks elsewhere. */
+		char *top[t->ncols], *bottom[t->ncols];
+		char buf[t->ncols][64];
 		for (int c = 0; c < t->ncols; c++) {
-			if (c)
-				printf("%*s", TBL_GAP, "");
-			put_cell(t->cells[r * t->ncols + c], w[c], &t->cols[c], c == t->ncols - 1);
+			const char *title = t->cols[c].title, *dash = strchr(title, '-');
+			top[c] = (char *)"";
+			bottom[c] = (char *)title;
+			if (dash && str_width(title) > w[c] && title_split_width(title) <= w[c]) {
+				snprintf(buf[c], sizeof(buf[c]), "%.*s", (int)(dash - title), title);
+				top[c] = buf[c];
+				bottom[c] = (char *)dash + 1;
+			}
 		}
-		putchar('\n');
+		print_row(t, top, w, gap);
+		print_row(t, bottom, w, gap);
+	} else {
+		char *titles[t->ncols];
+		for (int c = 0; c < t->ncols; c++)
+			titles[c] = (char *)t->cols[c].title;
+		print_row(t, titles, w, gap);
 	}
+	for (int r = 0; r < t->nrows; r++)
+		print_row(t, t->cells + r * t->ncols, w, gap);
 }
 
 int ctl_print_json(const json_t *j)
@@ -201,12 +251,12 @@ void fmt_bytes(long long n, char *buf, size_t len)
 	double v = (double)n;
 	int u = -1;
 	if (n < 1024) {
-		snprintf(buf, len, "%lld B", n);
+		snprintf(buf, len, "%lldB", n);
 		return;
 	}
 	while (v >= 1024 && u < 3)
 		v /= 1024, u++;
-	snprintf(buf, len, v < 10 ? "%.1f %s" : "%.0f %s", v, units[u]);
+	snprintf(buf, len, v < 10 ? "%.1f%s" : "%.0f%s", v, units[u]);
 }
 
 void fmt_age_ms(long long ms, char *buf, size_t len)
