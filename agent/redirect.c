@@ -421,40 +421,60 @@ static void pod_remove(struct redirect *r, size_t i)
 }
 
 /* Interfaces attached by a previous run (the pinned ifaces map): take them over with this
- * run's programs, forget those whose interface is gone. redirect_set_pods then keeps or
- * detaches them by pod IP. */
+ * run's programs when the pod's IP still leads there; otherwise (the interface is gone, or
+ * its ifindex now belongs to another interface) drop the entry and our filters. Pods that
+ * are still enrolled are then found again by redirect_set_pods. */
 static int adopt_previous(struct redirect *r)
 {
-	__u32 key, next, *prev = NULL;
+	__u32 key, *prev = NULL, *keys = NULL;
+	size_t n = 0, cap = 0;
 	int fd = ifaces_fd(r), err = 0;
 
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+	while (bpf_map_get_next_key(fd, prev, &key) == 0) {
+		if (n == cap) {
+			__u32 *v = realloc(keys, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+			if (!v) {
+				err = -ENOMEM;
+				goto out;
+			}
+			keys = v;
+		}
+		keys[n++] = key;
+		prev = &keys[n - 1];
+	}
+	for (size_t i = 0; i < n; i++) {
 		struct redirect_iface cfg;
-		struct netlink_pod_if pif = { .ifindex = (int)next };
+		struct netlink_pod_if pif = { .ifindex = (int)keys[i] }, now;
 		struct rd_pod *p;
+		int found;
 
-		key = next;
-		prev = &key;
-		if (bpf_map_lookup_elem(fd, &key, &cfg))
+		if (bpf_map_lookup_elem(fd, &keys[i], &cfg))
 			continue;
-		if (netlink_link_name(r->nl, (int)key, pif.ifname) || pod_find(r, cfg.pod_ip)) {
-			bpf_map_delete_elem(fd, &key);
-			prev = NULL;	/* restart the walk: the key is gone */
+		found = netlink_find_pod_if(r->nl, cfg.pod_ip, &now);
+		if (netlink_link_name(r->nl, pif.ifindex, pif.ifname) || pod_find(r, cfg.pod_ip) ||
+		    (found == 0 && now.ifindex != pif.ifindex) || (found && found != -EAGAIN)) {
+			tc_detach_one(pif.ifindex, BPF_TC_EGRESS);
+			tc_detach_one(pif.ifindex, BPF_TC_INGRESS);
+			bpf_map_delete_elem(fd, &keys[i]);
 			continue;
 		}
 		p = pod_add(r, cfg.pod_ip);
-		if (!p)
-			return -ENOMEM;
+		if (!p) {
+			err = -ENOMEM;
+			goto out;
+		}
 		pif.mode = cfg.mode;
 		pif.bridge_ifindex = (int)cfg.bridge_ifindex;
 		memcpy(pif.pod_mac, cfg.pod_mac, sizeof(pif.pod_mac));
 		memcpy(pif.local_mac, cfg.local_mac, sizeof(pif.local_mac));
 		err = pod_attach(r, p, &pif, cfg.flags & REDIRECT_IFACE_F_QDISC_OURS);
 		if (err)
-			return err;
+			goto out;
 		refresh_local_mac(r, p);
 	}
-	return 0;
+out:
+	free(keys);
+	return err;
 }
 
 /* Arms the retry timer while a pod is pending, disarms it otherwise. */

@@ -3,7 +3,14 @@
  * (so capture survives an agent restart and fails closed while the agent is down), attaches
  * it to the host-side interface of every local enrolled pod, installs the policy-routing rule
  * that delivers captured packets locally, and undoes all of it on `ambitd --cleanup`.
- * The only user of libbpf. Interface lookups and rules go through agent/netlink.h. */
+ * The only user of libbpf. Interface lookups and rules go through agent/netlink.h.
+ *
+ * What the node netns gets: tc clsact filters (handle/priority REDIRECT_TC_*) on each enrolled
+ * pod's host veth; `ip rule fwmark MARK/MASK lookup TABLE prio PRIO`; `local 0.0.0.0/0 dev lo
+ * table TABLE`; net.ipv4.tcp_early_demux=0 (else forwarded packets of inbound-captured
+ * connections would meet the agent's socket in early demux and be dropped by ip_forward);
+ * in bridge mode a static FDB entry per pod (captured frames skip the bridge's learning).
+ * Must run in the node's network namespace (netlink sockets, sysctl and tc are per netns). */
 #ifndef AMBIT_AGENT_REDIRECT_H
 #define AMBIT_AGENT_REDIRECT_H
 
@@ -17,8 +24,8 @@ struct redirect_opts {
 	uint32_t mark_mask;		/* default 0xffff0000 */
 	uint32_t table;			/* routing table, default 133 */
 	uint32_t rule_priority;		/* ip rule priority, default 32000 */
-	int outbound_listener_fd;	/* transparent listener on 15001 */
-	int inbound_listener_fd;	/* transparent listener on 15006 */
+	int outbound_listener_fd;	/* transparent listener on 15001 (127.0.0.1 works), -1 none */
+	int inbound_listener_fd;	/* transparent listener on 15006, -1 none */
 };
 
 struct redirect;
@@ -29,7 +36,9 @@ struct redirect_pod {
 	struct sockaddr_storage addr;	/* pod IP, port 0 */
 };
 
-/* Loads (or re-uses pinned) BPF state, installs rule and route, registers the listeners.
+/* Loads (or re-uses pinned) BPF state, installs rule and route, registers the listeners
+ * (the fds stay the caller's; the sockmap holds the sockets, and the kernel drops them from it
+ * when they close) and takes over the interfaces a previous run attached. opts is copied.
  * NULL + errno on failure, after logging what failed. */
 struct redirect *redirect_new(const struct redirect_opts *opts);
 /* Stops following links; leaves capture in place (restart keeps pods captured). NULL ok. */
@@ -42,10 +51,15 @@ int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_
  * runs while some pod is pending); call redirect_process_events when it is readable. */
 int redirect_event_fd(struct redirect *r);
 int redirect_process_events(struct redirect *r);
-/* Attached interfaces, program ids, map entries (admin API `bpf`). New reference. */
+/* Attached interfaces and pending pods, program ids, listeners (socket cookies), rule and
+ * per-verdict counters (admin API `bpf`). New reference; NULL + errno. */
 json_t *redirect_state_json(struct redirect *r);
-/* Removes every tc filter, rule, route and pinned object that ambit installed. 0 or -errno. */
+/* Removes every tc filter (on every link; clsact too when that leaves it empty), rule, route,
+ * static FDB entry and pinned object that ambit installed and restores tcp_early_demux=1.
+ * Needs no running agent; idempotent. 0 or the first -errno (all steps are tried). */
 int redirect_cleanup(const struct redirect_opts *opts);
+/* Defaults: pin_dir /sys/fs/bpf/ambit, mark 0x0a3b0000/0xffff0000, table 133, priority
+ * 32000, no listeners. */
 void redirect_opts_default(struct redirect_opts *opts);
 
 #endif
