@@ -1,0 +1,598 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# bench/run.sh: `make bench`. Brings up a two-node lab and measures three paths from a client pod
+# on node 1 to a server pod on node 2, side by side in one run: direct (no agent), stunnel
+# (client-mode stunnel on node 1, server-mode on node 2, mutual TLS 1.3, P-256 certificates from
+# the lab CA) and ambit (both ambitd, HBONE). Prints a table and writes
+# bench/results/<date>.json and .md. Reports figures, never judges them: the exit status is
+# non-zero only when a path does not work at all. See bench/README.md.
+set -euo pipefail
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+cd "$TOP"
+# Always the plain build: sanitizer builds are not benchmarked (BENCH_BUILD to override).
+export AMBIT_BUILD=${BENCH_BUILD:-$TOP/build}
+export TCPKIT=${TCPKIT:-$AMBIT_BUILD/tests/tools/tcpkit}
+# shellcheck source-path=SCRIPTDIR/.. source=tests/lab/lib.sh
+. "$TOP/tests/lab/lib.sh"
+
+LAB=${BENCH_LAB:-bench}
+OUT=${BENCH_OUT:-$TOP/bench/results}
+PATHS=${BENCH_PATHS:-direct stunnel ambit}
+DUR=${BENCH_DURATION:-5}          # seconds per iperf3 run
+RR_COUNT=${BENCH_RR_COUNT:-10000} # round trips per latency run
+CRR_COUNT=${BENCH_CRR_COUNT:-3000} # connections per connection-rate run
+CRR_PAR=${BENCH_CRR_PARALLEL:-16} # concurrency of the second connection-rate run
+IDLE=${BENCH_IDLE:-1000 10000}    # idle connection counts for the memory figures
+IDLE_TIMEOUT=${BENCH_IDLE_TIMEOUT:-90}
+PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
+DATE=$(date +%F)
+
+IPERF_PORT=5201 ECHO_PORT=9000             # servers in the server pod
+ST_CLI_IPERF=35201 ST_CLI_ECHO=39000       # stunnel client-mode listeners on node 1
+ST_SRV_IPERF=45201 ST_SRV_ECHO=49000       # stunnel server-mode listeners on node 2
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+WORK=$(mktemp -d /tmp/ambit-bench.XXXXXX)
+FIG=$WORK/figures.tsv # "path<TAB>key.path<TAB>value" lines, turned into JSON at the end
+: >"$FIG"
+LAB_IS_UP=""
+T_START=$SECONDS
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	set +e
+	if [ -n "$LAB_IS_UP" ]; then
+		say "tearing down lab $LAB"
+		LAB_QUIET=1 "$LAB_SH" down "$LAB" >/dev/null 2>&1 || say "lab down $LAB failed: run $LAB_SH down $LAB"
+	fi
+	if [ "$rc" -ne 0 ] || [ -n "${BENCH_KEEP:-}" ]; then
+		say "logs kept in $WORK"
+	else
+		rm -rf -- "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+put() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$FIG"; }   # PATH KEY VALUE
+kv() { sed -n "s/^$1=//p" "$2" | tail -n1; }                # KEY FILE: tcpkit key=value output
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # PID: utime+stime
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+fdiv() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "null"; else printf "%.6g\n", a / b }'; }
+HZ=$(getconf CLK_TCK)
+
+# ---------------- preflight ----------------
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (the lab creates network namespaces)"
+for t in iperf3 stunnel openssl jq python3 nsenter ss curl awk; do
+	command -v "$t" >/dev/null || die "'$t' not found (see mk/packages.txt; make deps)"
+done
+[ -x "$TCPKIT" ] || die "$TCPKIT not built (make $TCPKIT)"
+PY=$(command -v python3)
+# Idle connections need a descriptor or two each in the proxies: use the whole hard limit
+# (raising the hard limit needs CAP_SYS_RESOURCE, which containers often lack).
+ulimit -Sn "$(ulimit -Hn)"
+
+AMBIT_SKIP="" # non-empty: why the ambit path cannot run
+AMBITD_SHA=""
+if [ ! -x "$AMBIT_BUILD/ambitd" ]; then
+	AMBIT_SKIP="$AMBIT_BUILD/ambitd is not built (make)"
+elif ldd "$AMBIT_BUILD/ambitd" 2>/dev/null | grep -q -e libasan -e libubsan; then
+	die "$AMBIT_BUILD/ambitd is a sanitizer build: benchmark the plain build (make, not make test)"
+else
+	# The agents run a copy taken now: a rebuild during the run cannot change what is measured,
+	# and perf still finds the symbols.
+	mkdir -p "$WORK/build"
+	cp "$AMBIT_BUILD/ambitd" "$WORK/build/ambitd"
+	AMBIT_BUILD=$WORK/build
+	AMBITD_SHA=$(sha256sum "$AMBIT_BUILD/ambitd" | cut -c1-16)
+fi
+
+# ---------------- lab ----------------
+
+say "lab $LAB: 2 nodes x 2 pods, routed CNI, client n1-p1 and server n2-p1 enrolled"
+LAB_IS_UP=1
+"$LAB_SH" up "$LAB" --nodes 2 --pods 2 --cni routed --enroll n1-p1,n2-p1 >"$WORK/lab-up.log" 2>&1 ||
+	{ cat "$WORK/lab-up.log" >&2; die "lab up failed"; }
+lab_env "$LAB"
+# The lab's nodes use 10000-65000 for ephemeral ports, which holds the agent's ports: a stunnel
+# connection from node 2 can leave 15008 in TIME_WAIT and keep ambitd from listening. Reserve them.
+for k in 1 2; do
+	pod_exec "$LAB" "n$k" sysctl -qw net.ipv4.ip_local_reserved_ports=15000-15021
+done
+CLI=n1-p1 SRV=n2-p1
+SRV_IP=$(lab_pod_ip 2 1)
+N1_IP=$(lab_node_ip 1) N2_IP=$(lab_node_ip 2)
+
+pod_spawn "$LAB" "$SRV" "$WORK/iperf3-server.log" iperf3 -s -p "$IPERF_PORT"
+IPERF_SRV_PID=$SPAWNED_PID
+pod_spawn "$LAB" "$SRV" "$WORK/echo-server.log" "$TCPKIT" serve --port "$ECHO_PORT" --mode echo
+wait_port "$LAB" "$SRV" "$IPERF_PORT" || die "iperf3 server did not start"
+wait_port "$LAB" "$SRV" "$ECHO_PORT" || die "tcpkit echo server did not start"
+
+# ---------------- stunnel: certificates and configs ----------------
+
+issue_cert() { # NAME EKU: P-256 key and certificate from the lab CA in $WORK/NAME.{key,crt}
+	local n=$1 eku=$2
+	printf 'subjectAltName=DNS:%s,URI:spiffe://%s/ns/default/sa/app-1\nextendedKeyUsage=%s\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n' \
+		"$n" "$LAB_TRUST_DOMAIN" "$eku" >"$WORK/$n.ext"
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/$n.key" \
+		-out "$WORK/$n.csr" -subj "/O=ambit-lab/CN=$n" 2>>"$WORK/openssl.log"
+	openssl x509 -req -in "$WORK/$n.csr" -CA "$LAB_CA_CERT" -CAkey "$LAB_CA_KEY" -set_serial "0x$(openssl rand -hex 8)" \
+		-days 1 -sha256 -extfile "$WORK/$n.ext" -out "$WORK/$n.crt" 2>>"$WORK/openssl.log"
+}
+
+stunnel_conf() { # FILE MODE(client|server) CN_OF_PEER then "accept connect" pairs
+	local f=$1 mode=$2 peer=$3 i=0
+	shift 3
+	{
+		echo "foreground = yes"
+		echo "pid ="
+		echo "debug = notice"
+		# stderr only: without a syslog daemon, glibc falls back to /dev/console, which costs
+		# milliseconds per log line and would make stunnel look far slower than it is.
+		echo "syslog = no"
+		while [ $# -ge 2 ]; do
+			i=$((i + 1))
+			printf '[svc%s]\n' "$i"
+			[ "$mode" = client ] && echo "client = yes"
+			echo "accept = $1"
+			echo "connect = $2"
+			echo "cert = $WORK/bench-$mode.crt"
+			echo "key = $WORK/bench-$mode.key"
+			echo "CAfile = $LAB_CA_CERT"
+			echo "verifyChain = yes"    # verify the peer's chain; on the server side it also requires a client certificate
+			echo "checkHost = $peer"
+			echo "sslVersionMin = TLSv1.3"
+			shift 2
+		done
+	} >"$f"
+}
+
+# What a handshake negotiates (protocol, suite, key exchange group, ALPN), seen by an
+# openssl s_client on node 1 with a client certificate from the lab CA.
+tls_facts() { # HOST:PORT [ALPN]
+	local out
+	out=$(pod_exec "$LAB" n1 openssl s_client -connect "$1" -cert "$WORK/bench-client.crt" \
+		-key "$WORK/bench-client.key" -CAfile "$LAB_CA_CERT" ${2:+-alpn "$2"} </dev/null 2>&1) || true
+	printf '%s\n' "$out" | awk '
+		/^New, / { sub(/^New, /, ""); sub(/, Cipher is /, " "); p = $0 }
+		/^Server Temp Key:/ { sub(/^Server Temp Key: /, ""); sub(/,.*/, ""); g = $0 }
+		/^ALPN protocol:/ { a = " ALPN " $3 }
+		END { if (p == "") print "unknown"; else print p " " g a }'
+}
+
+# ---------------- measurements ----------------
+
+issue_cert bench-client clientAuth
+issue_cert bench-server serverAuth
+
+# The path's proxy processes (agents or stunnels), one per node: PROXY_PIDS=(node1 node2).
+PROXY_PIDS=()
+
+# Starts the proxies of PATH and sets the targets the client uses. Fails when they do not start.
+start_path() {
+	local path=$1
+	case $path in
+	direct)
+		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT
+		PROXY_PIDS=()
+		;;
+	stunnel)
+		stunnel_conf "$WORK/stunnel-client.conf" client bench-server \
+			"$N1_IP:$ST_CLI_IPERF" "$N2_IP:$ST_SRV_IPERF" "$N1_IP:$ST_CLI_ECHO" "$N2_IP:$ST_SRV_ECHO"
+		stunnel_conf "$WORK/stunnel-server.conf" server bench-client \
+			"$N2_IP:$ST_SRV_IPERF" "$SRV_IP:$IPERF_PORT" "$N2_IP:$ST_SRV_ECHO" "$SRV_IP:$ECHO_PORT"
+		pod_spawn "$LAB" n2 "$WORK/stunnel-server.log" stunnel "$WORK/stunnel-server.conf"
+		local p2=$SPAWNED_PID
+		pod_spawn "$LAB" n1 "$WORK/stunnel-client.log" stunnel "$WORK/stunnel-client.conf"
+		local p1=$SPAWNED_PID
+		PROXY_PIDS=("$p1" "$p2")
+		if ! wait_port "$LAB" n2 "$ST_SRV_ECHO" || ! wait_port "$LAB" n1 "$ST_CLI_ECHO"; then
+			tail -n 5 "$WORK"/stunnel-*.log >&2
+			return 1
+		fi
+		T_IPERF=$N1_IP:$ST_CLI_IPERF T_ECHO=$N1_IP:$ST_CLI_ECHO
+		put stunnel tls "$(tls_facts "$N2_IP:$ST_SRV_ECHO")"
+		;;
+	ambit)
+		[ -z "$AMBIT_SKIP" ] || { say "$AMBIT_SKIP"; return 1; }
+		lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
+		PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")")
+		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT
+		put ambit tls "$(tls_facts "$N2_IP:15008" h2)"
+		;;
+	esac
+}
+
+opened_on_node1() { # ambit: outbound connections the node 1 agent has proxied
+	pod_exec "$LAB" n1 curl -fsS -m 5 "http://$N1_IP:15020/metrics" |
+		awk '/^istio_tcp_connections_opened_total/ && index($0, "reporter=\"source\"") { s += $NF } END { print s + 0 }'
+}
+
+# The path works end to end (echoed bytes checked); for ambit, through the agent.
+smoke() {
+	local path=$1 before=0
+	[ "$path" = ambit ] && before=$(opened_on_node1)
+	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode echo --bytes 64K --timeout 20 \
+		>"$WORK/$path-smoke.txt" 2>&1 || { cat "$WORK/$path-smoke.txt" >&2; return 1; }
+	if [ "$path" = ambit ] && [ "$(opened_on_node1)" -le "$before" ]; then
+		say "ambit: the client's connection was not captured by the node 1 agent"
+		return 1
+	fi
+}
+
+# Idle connections: VmRSS of the two proxies at 0, then at each count of $IDLE.
+measure_idle() {
+	local path=$1 n line wfd last=0
+	put "$path" rss_kib.idle_0.node1 "$(rss_kib "${PROXY_PIDS[0]}")"
+	put "$path" rss_kib.idle_0.node2 "$(rss_kib "${PROXY_PIDS[1]}")"
+	coproc HOLD { exec nsenter --net="/run/netns/$LAB-$CLI" -- "$PY" "$TOP/bench/hold.py" \
+		--to "$T_ECHO" --timeout "$IDLE_TIMEOUT" 2>"$WORK/$path-hold.err"; }
+	# shellcheck disable=SC2153 # HOLD_PID is set by coproc
+	local hold_pid=$HOLD_PID rfd=${HOLD[0]}
+	wfd=${HOLD[1]}
+	# Most connections one process can hold here: the client-side stunnel needs two descriptors
+	# per connection and refuses clients above 125/256 of its limit; an agent needs one.
+	local hard most
+	hard=$(ulimit -Hn)
+	if [ "$path" = stunnel ]; then most=$((hard * 125 / 256 - 16)); else most=$((hard - 256)); fi
+	for n in $IDLE; do
+		if [ "$n" -gt "$most" ]; then
+			put "$path" "idle_error" "$n idle connections not tried: one $path process can hold at most about $most here (hard RLIMIT_NOFILE $hard)"
+			say "$path: $n idle connections not tried (at most about $most with RLIMIT_NOFILE $hard)"
+			break
+		fi
+		say "$path: opening $n idle connections"
+		echo "$n" >&"$wfd"
+		if ! read -r -t "$((IDLE_TIMEOUT + 10))" line <&"$rfd" || [[ $line != held=$n\ * ]]; then
+			put "$path" "idle_error" "$n idle connections: $(tail -n1 "$WORK/$path-hold.err" 2>/dev/null)"
+			say "$path: could not hold $n idle connections: $(tail -n1 "$WORK/$path-hold.err" 2>/dev/null)"
+			kill "$hold_pid" 2>/dev/null || true
+			break
+		fi
+		put "$path" "idle_open_s.c$n" "${line##*seconds=}"
+		sleep 1
+		put "$path" "rss_kib.idle_$n.node1" "$(rss_kib "${PROXY_PIDS[0]}")"
+		put "$path" "rss_kib.idle_$n.node2" "$(rss_kib "${PROXY_PIDS[1]}")"
+		last=$n
+	done
+	exec {wfd}>&-
+	wait "$hold_pid" 2>/dev/null || true
+	put "$path" idle_max "$last"
+	sleep 1 # let the proxies close their sides before the next test
+}
+
+iperf() { # PATH STREAMS: one iperf3 run; the client's CPU comes from its parent's cutime/cstime
+	local path=$1 p=$2 j=$WORK/$1-iperf-$2.json
+	# shellcheck disable=SC2016 # $$ and $1.. are for the inner sh
+	pod_exec "$LAB" "$CLI" sh -c 'iperf3 -c "$1" -p "$2" -t "$3" -P "$4" -J >"$5"; rc=$?; cat /proc/$$/stat >"$6"; exit $rc' \
+		sh "${T_IPERF%:*}" "${T_IPERF#*:}" "$DUR" "$p" "$j" "$WORK/$path-iperf-$p.stat" ||
+		{ jq -r '.error // empty' "$j" >&2 2>/dev/null; return 1; }
+	put "$path" "throughput_gbit_s.streams_$p" "$(jq '.end.sum_received.bits_per_second / 1e9' "$j")"
+	put "$path" "retransmits.streams_$p" "$(jq '.end.sum_sent.retransmits // 0' "$j")"
+}
+
+measure_bulk() {
+	local path=$1 pid c0=() s0 s1 cli=0 bytes=0 proxy=0 i
+	s0=$(cpu_ticks "$IPERF_SRV_PID")
+	for pid in "${PROXY_PIDS[@]}"; do c0+=("$(cpu_ticks "$pid")"); done
+	for p in 1 8; do
+		say "$path: iperf3, $p stream(s), ${DUR}s"
+		iperf "$path" "$p"
+		bytes=$((bytes + $(jq '.end.sum_received.bytes' "$WORK/$path-iperf-$p.json")))
+		cli=$((cli + $(sed 's/.*) //' "$WORK/$path-iperf-$p.stat" | awk '{print $14 + $15}')))
+	done
+	s1=$(cpu_ticks "$IPERF_SRV_PID")
+	for i in "${!PROXY_PIDS[@]}"; do
+		proxy=$((proxy + $(cpu_ticks "${PROXY_PIDS[$i]}") - c0[i]))
+	done
+	local gib
+	gib=$(awk -v b="$bytes" 'BEGIN { printf "%.6f", b / 1073741824 }')
+	put "$path" cpu.gib_moved "$gib"
+	put "$path" cpu.client_server_s "$(fdiv "$((cli + s1 - s0))" "$HZ")"
+	put "$path" cpu_s_per_gib.client_server "$(fdiv "$(fdiv "$((cli + s1 - s0))" "$HZ")" "$gib")"
+	if [ ${#PROXY_PIDS[@]} -gt 0 ]; then
+		put "$path" cpu.proxies_s "$(fdiv "$proxy" "$HZ")"
+		put "$path" cpu_s_per_gib.proxies "$(fdiv "$(fdiv "$proxy" "$HZ")" "$gib")"
+	fi
+}
+
+rr() { # PATH SIZE [COUNT]: latency on one persistent connection
+	local path=$1 m=$2 f=$WORK/$1-rr-$2.txt
+	say "$path: request/response, $m-byte messages, ${3:-$RR_COUNT} round trips"
+	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode rr --msg-size "$m" \
+		--count "${3:-$RR_COUNT}" --timeout 120 >"$f" 2>&1 || { cat "$f" >&2; return 1; }
+	put "$path" "latency_us.msg_$m.p50" "$(kv p50_us "$f")"
+	put "$path" "latency_us.msg_$m.p99" "$(kv p99_us "$f")"
+	put "$path" "latency_us.msg_$m.avg" "$(kv avg_us "$f")"
+}
+
+crr() { # PATH PARALLEL [COUNT]: connect, one 1-byte request/response, close
+	local path=$1 par=$2 f=$WORK/$1-crr-$2.txt
+	say "$path: connection rate, ${3:-$CRR_COUNT} connections, $par at a time"
+	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode crr --msg-size 1 \
+		--count "${3:-$CRR_COUNT}" --parallel "$par" --timeout 120 >"$f" 2>&1 ||
+		{ cat "$f" >&2; return 1; }
+	put "$path" "conn_per_s.parallel_$par" "$(kv conn_per_s "$f")"
+}
+
+# ---------------- profile (ambit, when a target is missed) ----------------
+
+# Figures of a path measured so far: FIG lines as a JSON object.
+fig_json() {
+	jq -R -n '[inputs | split("\t")] | map(select(.[0] == $p)) |
+		reduce .[] as [$x, $k, $v] ({}; setpath($k | split("."); ($v | tonumber? // $v)))' \
+		--arg p "$1" <"$FIG"
+}
+
+targets_missed() { # prints the missed ambit targets that the profile should explain
+	local a s
+	a=$(fig_json ambit) s=$(fig_json stunnel)
+	jq -n -r --argjson a "$a" --argjson s "$s" '
+		def r(x; y): if x == null or y == null or y == 0 then null else x / y end;
+		[ (if (r($a.throughput_gbit_s.streams_1; $s.throughput_gbit_s.streams_1) // 9) < 1.5 then "bulk" else empty end),
+		  (if (r($a.latency_us.msg_1.p50; $s.latency_us.msg_1.p50) // 0) > 1 then "rr" else empty end),
+		  (if (r($a.conn_per_s.parallel_1; $s.conn_per_s.parallel_1) // 9) < 3 then "crr" else empty end) ] | join(" ")'
+}
+
+# perf record on both agents while WORKLOAD runs; the top of the report goes to profile-NAME.txt.
+profile_run() { # NAME WORKLOAD...
+	local name=$1 data=$WORK/perf-$1.data ppid
+	shift
+	perf record -q -e cpu-clock -F 1999 -g -p "${PROXY_PIDS[0]},${PROXY_PIDS[1]}" -o "$data" \
+		>"$WORK/perf-$name.log" 2>&1 &
+	ppid=$!
+	sleep 0.5
+	"$@" >/dev/null || true
+	kill -INT "$ppid" 2>/dev/null || true
+	wait "$ppid" 2>/dev/null || true
+	{
+		echo "## $name: both agents, by symbol (self time, >= 0.8%)"
+		perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.8 2>/dev/null |
+			grep -v -e '^#' -e '^$' | head -n 30
+		echo "## $name: both agents, user space only, by symbol (self time, % of all samples)"
+		perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.3 2>/dev/null |
+			grep -v -e '^#' -e '^$' -e kernel.kallsyms | head -n 25
+		echo "## $name: both agents, by shared object"
+		perf report -i "$data" --stdio --no-children --sort dso -g none --percent-limit 0.5 2>/dev/null |
+			grep -v -e '^#' -e '^$' | head -n 12
+		echo "## $name: where the agents enter the kernel (children time of their syscalls, >= 2%)"
+		perf report -i "$data" --stdio --children --sort sym -g none --percent-limit 2 2>/dev/null |
+			grep -v -e '^#' -e '^$' | grep -E '__x64_sys_|__sys_|ksys_|do_epoll|tcp_sendmsg$|tcp_recvmsg$|do_softirq|net_rx_action' | head -n 14
+	} >"$WORK/profile-$name.txt"
+	rm -f "$data"
+}
+
+profile_ambit() {
+	local want=$1 w
+	command -v perf >/dev/null || { say "perf not installed: no profile"; return 0; }
+	for w in $want; do
+		say "ambit: profiling the agents under '$w'"
+		case $w in
+		bulk) profile_run bulk pod_exec "$LAB" "$CLI" iperf3 -c "$SRV_IP" -p "$IPERF_PORT" -t 4 ;;
+		rr) profile_run rr pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode rr --msg-size 1 --count 20000 ;;
+		crr) profile_run crr pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode crr --msg-size 1 --count 3000 ;;
+		esac
+	done
+}
+
+# One path, start to finish, in a subshell of its own (errexit applies inside; figures go to FIG).
+measure_path() {
+	local path=$1
+	start_path "$path"
+	smoke "$path"
+	if [ ${#PROXY_PIDS[@]} -eq 2 ]; then measure_idle "$path"; fi
+	measure_bulk "$path"
+	rr "$path" 1
+	rr "$path" 1024
+	crr "$path" 1
+	crr "$path" "$CRR_PAR"
+	if [ "$path" = ambit ]; then
+		local want=""
+		case $PROFILE in
+		1) want="bulk rr crr" ;;
+		auto) want=$(targets_missed) ;;
+		esac
+		[ -z "$want" ] || profile_ambit "$want"
+	fi
+	# The proxies stop here, so that the next path runs alone.
+	if [ "$path" = ambit ]; then
+		local k t0
+		for k in 1 2; do
+			t0=$(date +%s.%N)
+			lab_stop_agent "$LAB" "$k"
+			put ambit "stop.node$k.seconds" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+			put ambit "stop.node$k.exit" "${AGENT_EXIT:-null}"
+		done
+	else
+		local pid
+		for pid in "${PROXY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	fi
+}
+
+FAILED=()
+for path in $PATHS; do
+	case $path in direct | stunnel | ambit) ;; *) die "BENCH_PATHS: unknown path '$path'" ;; esac
+	say "---- $path ----"
+	put "$path" loadavg_1m.start "$(cut -d' ' -f1 /proc/loadavg)"
+	set +e
+	(set -e; measure_path "$path")
+	rc=$?
+	set -e
+	put "$path" loadavg_1m.end "$(cut -d' ' -f1 /proc/loadavg)"
+	if [ "$rc" -eq 0 ]; then
+		put "$path" status ok
+	else
+		status=failed reason="did not work (exit $rc); logs in $WORK"
+		if [ "$path" = ambit ] && [ -n "$AMBIT_SKIP" ]; then
+			status=unmeasured reason=$AMBIT_SKIP
+		fi
+		put "$path" status "$status"
+		put "$path" reason "$reason"
+		FAILED+=("$path")
+		say "$path: $reason"
+	fi
+	# Whatever the path left behind in the nodes (a failed start) stops before the next one.
+	lab_stop_agent "$LAB" 1
+	lab_stop_agent "$LAB" 2
+done
+
+# ---------------- results ----------------
+
+mkdir -p "$OUT"
+json=$OUT/$DATE.json md=$OUT/$DATE.md
+rev=$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$TOP" diff --quiet HEAD -- agent tls common otlp bpf 2>/dev/null || rev="$rev (+ uncommitted changes)"
+ambit_ver=$("$AMBIT_BUILD/ambitd" --version 2>/dev/null | head -n1 || true)
+
+jq -R -n \
+	--arg date "$(date -u +%FT%TZ)" --arg kernel "$(uname -r)" --argjson cores "$(nproc)" \
+	--arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+	--argjson mem_mib "$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)" \
+	--arg rev "$rev" --arg ambit "${ambit_ver:-not built}${AMBITD_SHA:+ (sha256 $AMBITD_SHA...)}" --argjson nofile "$(ulimit -Hn)" \
+	--arg stunnel "$(stunnel -version 2>&1 | grep -m1 '^stunnel' || true)" \
+	--arg openssl "$(openssl version)" --arg iperf3 "$(iperf3 --version | head -n1)" \
+	--argjson seconds "$((SECONDS - T_START))" --argjson dur "$DUR" --argjson rr "$RR_COUNT" \
+	--argjson crr "$CRR_COUNT" --argjson crrpar "$CRR_PAR" --arg idle "$IDLE" --arg paths "$PATHS" '
+	def num: . as $v | ($v | tonumber? // $v);
+	def rss_total: if . == null then null else
+		with_entries(if (.value | type) == "object" then .value.total = (.value.node1 + .value.node2) else . end) end;
+	def r(x; y): if x == null or y == null or y == 0 then null else x / y end;
+	([inputs | split("\t")] | reduce .[] as [$p, $k, $v] ({}; setpath([$p] + ($k | split(".")); $v | num))) as $f
+	| ($paths | split(" ") | map(select(. != ""))) as $plist
+	| reduce $plist[] as $p ($f; .[$p] = ((.[$p] // {status: "skipped"}) | .rss_kib |= rss_total))
+	| reduce ("stunnel", "ambit") as $p (.;
+		if .[$p].rss_kib.idle_0 != null and (.[$p].idle_max // 0) > 0 then
+			.[$p].rss_per_idle_conn_kib = ((.[$p].rss_kib["idle_\(.[$p].idle_max)"].total - .[$p].rss_kib.idle_0.total) / .[$p].idle_max)
+		else . end)
+	| . as $all | .direct as $d | .stunnel as $s | .ambit as $a
+	| {
+		machine: { cores: $cores, kernel: $kernel, cpu: $cpu, mem_mib: $mem_mib, nofile_hard: $nofile, date: $date,
+			git_rev: $rev, ambitd: $ambit, stunnel: $stunnel, openssl: $openssl, iperf3: $iperf3 },
+		settings: { iperf3_seconds: $dur, rr_count: $rr, crr_count: $crr, crr_parallel: [1, $crrpar],
+			idle_connections: ($idle | split(" ") | map(select(. != "") | tonumber)),
+			lab: "2 nodes, routed CNI, client n1-p1 -> server n2-p1", run_seconds: $seconds },
+		direct: ($d // {status: "skipped"}), stunnel: ($s // {status: "skipped"}), ambit: ($a // {status: "skipped"}),
+		ratios: {
+			throughput_vs_stunnel: r($a.throughput_gbit_s.streams_1; $s.throughput_gbit_s.streams_1),
+			throughput_vs_direct: r($a.throughput_gbit_s.streams_1; $d.throughput_gbit_s.streams_1),
+			throughput_8_streams_vs_stunnel: r($a.throughput_gbit_s.streams_8; $s.throughput_gbit_s.streams_8),
+			throughput_8_streams_vs_direct: r($a.throughput_gbit_s.streams_8; $d.throughput_gbit_s.streams_8),
+			conn_rate_vs_stunnel: r($a.conn_per_s.parallel_1; $s.conn_per_s.parallel_1),
+			conn_rate_vs_direct: r($a.conn_per_s.parallel_1; $d.conn_per_s.parallel_1),
+			"conn_rate_\($crrpar)_parallel_vs_stunnel": r($a.conn_per_s["parallel_\($crrpar)"]; $s.conn_per_s["parallel_\($crrpar)"]),
+			"conn_rate_\($crrpar)_parallel_vs_direct": r($a.conn_per_s["parallel_\($crrpar)"]; $d.conn_per_s["parallel_\($crrpar)"]),
+			p50_latency_vs_stunnel: r($a.latency_us.msg_1.p50; $s.latency_us.msg_1.p50),
+			p99_latency_vs_stunnel: r($a.latency_us.msg_1.p99; $s.latency_us.msg_1.p99),
+			p50_latency_vs_direct: r($a.latency_us.msg_1.p50; $d.latency_us.msg_1.p50),
+			p99_latency_vs_direct: r($a.latency_us.msg_1.p99; $d.latency_us.msg_1.p99),
+			p50_latency_1k_vs_stunnel: r($a.latency_us.msg_1024.p50; $s.latency_us.msg_1024.p50),
+			p99_latency_1k_vs_stunnel: r($a.latency_us.msg_1024.p99; $s.latency_us.msg_1024.p99),
+			p50_latency_1k_vs_direct: r($a.latency_us.msg_1024.p50; $d.latency_us.msg_1024.p50),
+			p99_latency_1k_vs_direct: r($a.latency_us.msg_1024.p99; $d.latency_us.msg_1024.p99),
+			cpu_per_gib_proxies_vs_stunnel: r($a.cpu_s_per_gib.proxies; $s.cpu_s_per_gib.proxies),
+			rss_per_idle_conn_vs_stunnel: r($a.rss_per_idle_conn_kib; $s.rss_per_idle_conn_kib)
+		}
+	}' <"$FIG" >"$json.tmp"
+mv "$json.tmp" "$json"
+
+# The table (markdown: printed as is, and the body of the .md).
+table() {
+	jq -r --argjson par "$CRR_PAR" '
+		def f(n): if . == null then "-" elif (type == "number") then (. * pow(10; n) | round / pow(10; n) | tostring) else tostring end;
+		def r(x; y): if x == null or y == null or y == 0 then null else x / y end;
+		. as $j | def rows: [
+			["throughput, 1 stream (Gbit/s)", ["throughput_gbit_s", "streams_1"], 2],
+			["throughput, 8 streams (Gbit/s)", ["throughput_gbit_s", "streams_8"], 2],
+			["latency 1 B, p50 (us)", ["latency_us", "msg_1", "p50"], 1],
+			["latency 1 B, p99 (us)", ["latency_us", "msg_1", "p99"], 1],
+			["latency 1 KiB, p50 (us)", ["latency_us", "msg_1024", "p50"], 1],
+			["latency 1 KiB, p99 (us)", ["latency_us", "msg_1024", "p99"], 1],
+			["new connections/s, 1 at a time", ["conn_per_s", "parallel_1"], 0],
+			["new connections/s, \($par) at a time", ["conn_per_s", "parallel_\($par)"], 0],
+			["CPU s/GiB, proxies (both nodes)", ["cpu_s_per_gib", "proxies"], 2],
+			["CPU s/GiB, iperf3 client + server", ["cpu_s_per_gib", "client_server"], 2],
+			(([0] + $j.settings.idle_connections)[] | ["RSS KiB, proxies, \(.) idle conns", ["rss_kib", "idle_\(.)", "total"], 0]),
+			["RSS KiB per idle connection", ["rss_per_idle_conn_kib"], 2]
+		];
+		. as $j
+		| "| figure | direct | stunnel | ambit | ambit/stunnel | ambit/direct |",
+		  "| --- | ---: | ---: | ---: | ---: | ---: |",
+		  (rows[] | . as [$l, $p, $n]
+			| ($j.direct | getpath($p)) as $d | ($j.stunnel | getpath($p)) as $s | ($j.ambit | getpath($p)) as $a
+			| "| \($l) | \($d | f($n)) | \($s | f($n)) | \($a | f($n)) | \(r($a; $s) | f(2)) | \(r($a; $d) | f(2)) |")
+	' "$json"
+}
+
+targets() {
+	jq -r '
+		def f(n): if . == null then "-" else (. * pow(10; n) | round / pow(10; n) | tostring) end;
+		def v(x; ok): if x == null then "unmeasured" elif ok then "met" else "missed" end;
+		.ratios as $r | .ambit.rss_per_idle_conn_kib as $m
+		| "| target | figure | result |", "| --- | ---: | --- |",
+		  "| throughput >= 1.5x stunnel (1 stream) | \($r.throughput_vs_stunnel | f(3))x | \(v($r.throughput_vs_stunnel; $r.throughput_vs_stunnel >= 1.5)) |",
+		  "| throughput >= 1.5x stunnel (8 streams) | \($r.throughput_8_streams_vs_stunnel | f(3))x | \(v($r.throughput_8_streams_vs_stunnel; $r.throughput_8_streams_vs_stunnel >= 1.5)) |",
+		  "| p50 latency <= stunnel (1 B) | \($r.p50_latency_vs_stunnel | f(3))x | \(v($r.p50_latency_vs_stunnel; $r.p50_latency_vs_stunnel <= 1)) |",
+		  "| p50 latency <= stunnel (1 KiB) | \($r.p50_latency_1k_vs_stunnel | f(3))x | \(v($r.p50_latency_1k_vs_stunnel; $r.p50_latency_1k_vs_stunnel <= 1)) |",
+		  "| new connections/s >= 3x stunnel (1 at a time) | \($r.conn_rate_vs_stunnel | f(3))x | \(v($r.conn_rate_vs_stunnel; $r.conn_rate_vs_stunnel >= 3)) |",
+		  "| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | \(v($m; $m <= 8)) |"
+	' "$json"
+}
+
+{
+	echo "# ambit benchmark, $DATE"
+	echo
+	jq -r '.machine | "Machine: \(.cores) cores (\(.cpu)), \(.mem_mib) MiB, kernel \(.kernel). Run \(.date), git \(.git_rev).",
+		"", "Software: \(.ambitd); \(.stunnel); \(.openssl); \(.iperf3)."' "$json"
+	jq -r '.settings | "Settings: iperf3 \(.iperf3_seconds) s per run; \(.rr_count) round trips per latency run; \(.crr_count) connections per connection-rate run; idle connections \(.idle_connections | map(tostring) | join(", ")); whole run \(.run_seconds) s."' "$json"
+	echo
+	echo "Client pod n1-p1 on node 1 to server pod n2-p1 on node 2 (routed CNI). direct: no proxy."
+	echo "stunnel: client-mode stunnel on node 1 -> server-mode stunnel on node 2 -> server pod, mutual"
+	echo "TLS 1.3, P-256 certificates from the lab CA, chains and names verified both sides, one TLS"
+	echo "connection per TCP connection. ambit: both ambitd with the lab config, eBPF capture, HBONE"
+	echo "(mutual TLS 1.3 + HTTP/2 CONNECT, pooled). Ratios are ambit's figure divided by the other's."
+	echo
+	table
+	echo
+	echo "## Targets (issue 8)"
+	echo
+	targets
+	echo
+	echo "## Notes"
+	echo
+	jq -r '
+		(["direct", "stunnel", "ambit"][] as $n | .[$n] |
+			(if .status != "ok" then "- \($n): \(.reason // .status)." else empty end),
+			(if .idle_error then "- \($n): idle connections stopped at \(.idle_max // 0): \(.idle_error)." else empty end)),
+		(if .stunnel.tls then "- TLS as negotiated (openssl s_client against the node 2 side): stunnel \(.stunnel.tls); ambit HBONE \(.ambit.tls // "-")." else empty end),
+		(if (.ambit.stop.node1.seconds // 0) > 5 or (.ambit.stop.node2.seconds // 0) > 5 then
+			"- After the run, the agents took \(.ambit.stop.node1.seconds) s and \(.ambit.stop.node2.seconds) s to stop on SIGTERM (exit status \(.ambit.stop.node1.exit) and \(.ambit.stop.node2.exit); 137 means killed after 10 s)." else empty end),
+		"- 1-minute load average at the start and end of each path (other work on the machine shows here; the bench itself adds about 2-3): direct \(.direct.loadavg_1m.start // "-")-\(.direct.loadavg_1m.end // "-"), stunnel \(.stunnel.loadavg_1m.start // "-")-\(.stunnel.loadavg_1m.end // "-"), ambit \(.ambit.loadavg_1m.start // "-")-\(.ambit.loadavg_1m.end // "-").",
+		"- RSS is VmRSS of the two proxies (node 1 + node 2) with the idle connections open and proven by one echoed byte each; per connection = (RSS at the largest count - RSS at 0) / count.",
+		"- CPU s/GiB: utime+stime (/proc/PID/stat) over both iperf3 runs, divided by the GiB received. Softirq work is charged to whatever runs when it fires, so the split between proxies and client+server is approximate; their sum is not.",
+		"- 2 cores are shared by the client, the server, both proxies and the kernel work of four veth hops; figures are for comparing paths in one run, not absolute capacity."
+	' "$json"
+	if compgen -G "$WORK/profile-*.txt" >/dev/null; then
+		echo
+		echo "## Profile (perf record -g on both agents while the workload ran)"
+		echo
+		echo '```'
+		cat "$WORK"/profile-*.txt
+		echo '```'
+	fi
+} >"$md"
+
+echo
+table
+echo
+targets
+echo
+say "wrote $json and $md in $((SECONDS - T_START)) s"
+[ ${#FAILED[@]} -eq 0 ] || die "path(s) did not work: ${FAILED[*]}"
