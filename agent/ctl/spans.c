@@ -111,7 +111,8 @@ static int fetch_all(struct ctl *c, const char *path, struct merged *m, size_t l
 		goto nomem;
 	for (size_t i = 0; i < n; i++)
 		v[i] = json_array_get(all, i);
-	qsort(v, n, sizeof(*v), cmp_start);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_start);
 	m->spans = json_array();
 	if (!m->spans)
 		goto nomem;
