@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /* End-to-end test of the eBPF capture (agent/redirect.c) on real interfaces: a node netns with
- * agent-like transparent listeners and pod netns behind veths, routed and bridge CNI styles. */
+ * agent-like transparent listeners and pod netns behind veths, routed and bridge CNI styles.
+ * Debugging: AMBIT_TEST_DEBUG=1 logs at debug level; AMBIT_TEST_PAUSE=SECONDS sleeps after the
+ * first missed capture, so the namespaces can be inspected (ip netns list | grep ambtc). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -626,6 +628,7 @@ int main(void)
 	atexit(teardown_all);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
 	signal(SIGPIPE, SIG_IGN);
 	int rc = test_main("capture_netns");
 	teardown_all();
