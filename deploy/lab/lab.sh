@@ -22,7 +22,7 @@ log() { [ -n "${LAB_QUIET:-}" ] || echo "$prog: $*" >&2; }
 
 usage() {
 	cat <<USAGE
-usage: $prog up NAME --nodes N --pods M --cni routed|bridge [--enroll all|none|LIST]
+usage: $prog up NAME --nodes N --pods M --cni routed|bridge [--enroll all|none|LIST] [--waypoint]
        $prog down NAME
        $prog env NAME
        $prog exec NAME TARGET -- CMD [ARG...]
@@ -31,6 +31,9 @@ NAME: lowercase letters, digits and dashes (at most 20), e.g. "demo" or "t-route
 TARGET: ul (the underlay), nK (node K), nK-pM (pod M on node K), or a full namespace name.
 --enroll LIST: comma-separated entries nK-pM (one pod), nK (every pod of node K) or pM (pod M
 of every node); default all. Files go to $LAB_ROOT/NAME/ (lab.env lists every name and IP).
+--waypoint: one more pod on node 1 (nK-pM with M = pods + 1, not enrolled) as the pod of a
+waypoint Service "waypoint" (VIP $SVC_PREFIX.0.20, port 15008), named by service app-1
+(istio.io/use-waypoint); waypoint.json is its ambit-waypoint config (LAB_WAYPOINT_* in lab.env).
 USAGE
 }
 
@@ -241,8 +244,9 @@ make_pod() { # NAME K M CNI
 	fi
 }
 
-write_files() { # NAME NODES PODS CNI ENROLLED...
+write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint pod and Service)
 	local name=$1 nodes=$2 pods=$3 cni=$4; shift 4
+	local wpm=$((pods + 1)) wpip="$POD_PREFIX.1.$((10 + pods + 1))"
 	local enrolled=" $* " dir=$LAB_ROOT/$name k m pod app en wl="" sv="" nd="" env
 	for k in $(seq "$nodes"); do
 		nd+=$(printf '{"name":"%s","address":"%s"}\n' "$name-n$k" "$UL_PREFIX.$((10 + k))")
@@ -253,6 +257,12 @@ write_files() { # NAME NODES PODS CNI ENROLLED...
 				"$pod" "$pod" "$app" "$name-n$k" "$POD_PREFIX.$k.$((10 + m))" "$app" "$app" "$k" "$en")
 		done
 	done
+	if [ -n "${WAYPOINT:-}" ]; then
+		wl+=$(printf '{"uid":"default/waypoint-%s","name":"waypoint-%s","namespace":"default","service_account":"waypoint","node":"%s","addresses":["%s"],"canonical_service":"waypoint","labels":{"gateway.networking.k8s.io/gateway-name":"waypoint"},"enrolled":false,"waypoint":null}\n' \
+			"$name-n1-p$wpm" "$name-n1-p$wpm" "$name-n1" "$wpip")
+		sv+=$(printf '{"name":"waypoint","namespace":"default","addresses":["%s"],"selector":{"gateway.networking.k8s.io/gateway-name":"waypoint"},"ports":[{"port":15008,"target_port":15008,"name":"mesh"}],"waypoint":null}\n' \
+			"$SVC_PREFIX.0.20")
+	fi
 	local ports='[{"port":80,"target_port":8080,"name":"http"},{"port":9000,"target_port":9000,"name":"tcp"}]'
 	sv+=$(printf '{"name":"solo","namespace":"default","addresses":["%s"],"selector":{"app":"app-1","lab.ambit.io/node":"n%s"},"ports":%s,"waypoint":null}\n' \
 		"$SVC_PREFIX.0.10" "$nodes" "$ports")
@@ -261,7 +271,9 @@ write_files() { # NAME NODES PODS CNI ENROLLED...
 			"$m" "$SVC_PREFIX.1.$m" "$m" "$ports")
 	done
 	jq -n --slurpfile n <(echo "$nd") --slurpfile w <(echo "$wl") --slurpfile s <(echo "$sv") \
-		'{nodes: $n, workloads: $w, services: $s}' >"$dir/workloads.json.tmp"
+		--arg wp "${WAYPOINT:-}" '{nodes: $n, workloads: $w, services: ($s | map(
+			if $wp != "" and .name == "app-1" then .waypoint = {name: "waypoint", namespace: "default"}
+			else . end))}' >"$dir/workloads.json.tmp"
 	mv "$dir/workloads.json.tmp" "$dir/workloads.json"
 
 	for k in $(seq "$nodes"); do
@@ -278,6 +290,18 @@ write_files() { # NAME NODES PODS CNI ENROLLED...
 		}' >"$dir/node$k.json"
 	done
 
+	if [ -n "${WAYPOINT:-}" ]; then
+		jq -n --arg node "$name-n1" --arg ip "$wpip" --arg dir "$dir" --arg level "${AMBIT_LAB_LOG_LEVEL:-info}" '{
+			name: "waypoint", namespace: "default", node_name: $node, node_ip: $ip,
+			trust_domain: "cluster.local", load_balancing: "round_robin",
+			ca: { cert: ($dir + "/ca.crt"), key: ($dir + "/ca.key") },
+			discovery: { source: "file", file: ($dir + "/workloads.json") },
+			tracing: { sampling: 100.0,
+				custom_tags: { cluster_name: "lab", environment: "test" },
+				otlp: { endpoint: "http://127.0.0.1:4317", protocol: "grpc" } },
+			log: { level: $level, format: "json" }
+		}' >"$dir/waypoint.json"
+	fi
 	env="$dir/lab.env.tmp"
 	{
 		echo "# ambit lab $name: source this file (set -a; . lab.env; set +a)"
@@ -337,6 +361,17 @@ write_files() { # NAME NODES PODS CNI ENROLLED...
 			echo "LAB_SVC_APP_${m}_ENDPOINTS=\"$(for k in $(seq "$nodes"); do printf '%s ' "$POD_PREFIX.$k.$((10 + m))"; done | sed 's/ $//')\""
 		done
 		echo "LAB_SVC_PORTS=\"80:8080 9000:9000\""
+		if [ -n "${WAYPOINT:-}" ]; then
+			echo "LAB_WAYPOINT_POD=n1-p$wpm"
+			echo "LAB_WAYPOINT_NS=$name-n1-p$wpm"
+			echo "LAB_WAYPOINT_IP=$wpip"
+			echo "LAB_WAYPOINT_NAME=$name-n1-p$wpm"
+			echo "LAB_WAYPOINT_UID=default/waypoint-$name-n1-p$wpm"
+			echo "LAB_WAYPOINT_SA=waypoint"
+			echo "LAB_WAYPOINT_CONFIG=$dir/waypoint.json"
+			echo "LAB_WAYPOINT_SERVICE=app-1"
+			echo "LAB_SVC_WAYPOINT_VIP=$SVC_PREFIX.0.20"
+		fi
 	} >"$env"
 	mv "$env" "$dir/lab.env"
 }
@@ -356,7 +391,7 @@ on_up_exit() {
 }
 
 do_up() {
-	local name="" nodes="" pods="" cni="" enroll=all
+	local name="" nodes="" pods="" cni="" enroll=all waypoint=""
 	[ $# -ge 1 ] || usage_die "up needs a lab NAME"
 	name=$1; shift
 	check_name "$name"
@@ -366,6 +401,7 @@ do_up() {
 		--pods) [ $# -ge 2 ] || usage_die "--pods needs a value"; pods=$2; shift 2 ;;
 		--cni) [ $# -ge 2 ] || usage_die "--cni needs a value"; cni=$2; shift 2 ;;
 		--enroll) [ $# -ge 2 ] || usage_die "--enroll needs a value"; enroll=$2; shift 2 ;;
+		--waypoint) waypoint=1; shift ;;
 		*) usage_die "up: unknown argument '$1'" ;;
 		esac
 	done
@@ -403,9 +439,10 @@ do_up() {
 	for k in $(seq "$nodes"); do
 		for m in $(seq "$pods"); do make_pod "$name" "$k" "$m" "$cni"; done
 	done
+	[ -z "$waypoint" ] || make_pod "$name" 1 $((pods + 1)) "$cni"
 	make_ca "$dir" "$name"
 	# shellcheck disable=SC2086
-	write_files "$name" "$nodes" "$pods" "$cni" $enrolled
+	WAYPOINT=$waypoint write_files "$name" "$nodes" "$pods" "$cni" $enrolled
 	trap - EXIT
 	log "lab $name up: $nodes nodes x $pods pods, cni $cni, enrolled: $(echo $enrolled | wc -w) pods; env in $dir/lab.env"
 }

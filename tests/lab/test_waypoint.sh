@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The waypoint end to end: two nodes with agents (real capture), a waypoint pod running
+# ambit-waypoint for service app-1, HTTP/1.1 servers (tests/tools/http_echo.py) on app-1's two
+# endpoints. A client pod calls the service VIP: 200 and 500 answers arrive intact, request spans
+# carry the status codes in the same trace as the client's outbound connection span (checked in
+# what tests/node/otlp_sink.js decoded), keep-alive spreads many requests on one connection over
+# both endpoints, a chunked upload comes back byte for byte, raw TCP through the waypoint port
+# still works, and a waypoint presenting the wrong identity is refused by the agent.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint (needs root)"; exit 1; }
+WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
+[ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint ($WAYPOINT_BIN not built)"; exit 1; }
+logs=$(mktemp -d /tmp/ambit-waypoint.XXXXXX)
+lab=wp-lab
+NODE=$(command -v node || true)
+
+start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for readiness
+	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$WAYPOINT_BIN" --config "$1"
+	WP_PID=$SPAWNED_PID
+	local i
+	for i in $(seq 100); do
+		pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
+			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
+		kill -0 "$WP_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 20 "$logs/waypoint.log" | sed 's/^/#   /'
+	return 1
+}
+
+stop_waypoint() {
+	[ -n "${WP_PID:-}" ] || return 0
+	kill -TERM "$WP_PID" 2>/dev/null || true
+	local i rc=0
+	for i in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$WP_PID" 2>/dev/null || true
+	wait "$WP_PID" 2>/dev/null || rc=$?
+	WP_EXIT=$rc
+	WP_PID=""
+}
+
+cl() { pod_exec "$lab" n1-p2 "$@"; }   # the client pod (app-2, enrolled, node 1)
+
+if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1,p2 --waypoint >"$logs/up.log" 2>&1; then
+	fail "lab up --waypoint"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
+fi
+V=$LAB_SVC_APP_1_VIP
+check "lab: the waypoint pod, its Service and app-1's use-waypoint are in the workloads file" \
+	jq -e '(.services[] | select(.name == "app-1") | .waypoint == {"name": "waypoint", "namespace": "default"})
+		and (.workloads[] | select(.addresses == ["'"$LAB_WAYPOINT_IP"'"]) | .enrolled == false
+		     and .service_account == "waypoint")' "$LAB_WORKLOADS"
+
+# Collectors: one on the underlay for the agents, one in the waypoint pod (its config's
+# 127.0.0.1:4317); pods have no route to the underlay bridge.
+if [ -n "$NODE" ]; then
+	pod_spawn "$lab" ul "$logs/sink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" --host "$LAB_UL_IP" \
+		--grpc-port 4317 --out "$logs/spans-agents.jsonl" --ready "$logs/sink.ready"
+	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/wsink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" \
+		--host 127.0.0.1 --grpc-port 4317 --out "$logs/spans-waypoint.jsonl" --ready "$logs/wsink.ready"
+	for _ in $(seq 100); do [ -f "$logs/sink.ready" ] && [ -f "$logs/wsink.ready" ] && break; sleep 0.1; done
+fi
+export OTEL_BSP_SCHEDULE_DELAY=300
+for k in 1 2; do
+	pod_spawn "$lab" "n$k-p1" "$logs/http-$k.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
+		--port 8080 --name "$lab-n$k-p1"
+	pod_spawn "$lab" "n$k-p1" "$logs/echo-$k.log" "$TCPKIT" serve --port 9000 --mode echo
+	wait_port "$lab" "n$k-p1" 8080
+	wait_port "$lab" "n$k-p1" 9000
+done
+if ! OTEL_EXPORTER_OTLP_ENDPOINT=http://$LAB_UL_IP:4317 lab_start_agent "$lab" 1 ||
+	! OTEL_EXPORTER_OTLP_ENDPOINT=http://$LAB_UL_IP:4317 lab_start_agent "$lab" 2; then
+	fail "agents start"; lab_result; exit 1
+fi
+if start_waypoint "$LAB_WAYPOINT_CONFIG"; then ok "waypoint starts and becomes ready"
+else fail "waypoint starts and becomes ready"; lab_result; exit 1; fi
+check "waypoint: --check accepts the lab config" "$WAYPOINT_BIN" --config "$LAB_WAYPOINT_CONFIG" --check
+echo '{"name": "waypoint", "namespace": "default", "bogus": 1}' >"$logs/bad.json"
+bad_config() {
+	local rc=0 out
+	out=$("$WAYPOINT_BIN" --config "$logs/bad.json" 2>&1) || rc=$?
+	[ "$rc" -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ $out == *bogus* ]]
+}
+check "waypoint: a bad config key exits 2 with one line naming it" bad_config
+
+answer() { # CODE PATH: the answer to GET PATH is CODE with the server's body
+	local out
+	out=$(cl curl -sS -m 10 -w '\n%{http_code}' "http://$V$2") &&
+	[ "$(printf '%s\n' "$out" | tail -n1)" = "$1" ] &&
+	printf '%s\n' "$out" | head -n1 | grep -Eq "^(status $1 from |)$lab-n[12]-p1\$"
+}
+check "client -> service with a waypoint: 200 arrives intact" answer 200 /whoami
+check "client -> service with a waypoint: 500 arrives intact" answer 500 /status/500
+check "... the agent sent it to the waypoint" \
+	grep -q "\"dst.hbone_addr\":\"$LAB_WAYPOINT_IP:15008\"" "$LAB_DIR/agent1.log"
+
+keepalive() {
+	local urls="" i out
+	for i in $(seq 40); do urls+="http://$V/whoami "; done
+	# shellcheck disable=SC2086
+	out=$(cl curl -sS -m 30 -w '%{num_connects}\n' $urls) || return 1
+	echo "$out" | sort | uniq -c
+	[ "$(echo "$out" | grep -c "^$lab-n1-p1")" -ge 10 ] &&
+	[ "$(echo "$out" | grep -c "^$lab-n2-p1")" -ge 10 ] &&
+	[ "$(echo "$out" | grep -Ec "^$lab-n[12]-p1")" -eq 40 ] &&
+	[ "$(echo "$out" | grep -Ex '[0-9]+' | paste -sd+ | bc)" -eq 1 ]
+}
+check "keep-alive: 40 requests on one client connection, spread over both endpoints" keepalive
+
+pipelined() { # 5 requests written at once (pipelining), 5 answers back in order
+	local req="" i out
+	for i in 1 2 3 4 5; do req+="GET /status/20$i HTTP/1.1\r\nHost: app-1\r\n\r\n"; done
+	req+="GET /whoami HTTP/1.1\r\nHost: app-1\r\nConnection: close\r\n\r\n"
+	out=$(cl sh -c "printf '$req' | timeout 10 nc -q 5 $V 80" 2>&1) || true
+	[ "$(echo "$out" | grep -Ec '^HTTP/1.1 20[1-5] ')" -eq 5 ] &&
+	[ "$(echo "$out" | grep -E '^HTTP/1.1 20[1-5] ' | awk '{print $2}' | paste -sd,)" = "201,202,203,204,205" ]
+}
+if command -v nc >/dev/null; then check "pipelining: 5 requests in one write, answers in order" pipelined; fi
+
+chunked() {
+	head -c 3000000 /dev/urandom >"$logs/upload.bin"
+	cl curl -sS -m 60 -H 'Transfer-Encoding: chunked' --data-binary "@$logs/upload.bin" \
+		-o "$logs/download.bin" "http://$V/echo" &&
+	cmp "$logs/upload.bin" "$logs/download.bin"
+}
+check "chunked upload (3 MB) echoed back chunked, byte for byte" chunked
+
+check "raw TCP through the waypoint port (9000): echo checked byte for byte" \
+	cl "$TCPKIT" client --to "$V:9000" --mode echo --conns 8 --parallel 4 --msg-size 65536 --timeout 30
+check "raw TCP: a 16 MiB verified stream" \
+	cl "$TCPKIT" client --to "$V:9000" --mode echo --bytes 16M --timeout 60
+check "waypoint: nothing logged at error level" sh -c "! grep -q '\"level\":\"error\"' '$logs/waypoint.log'"
+
+metric() {
+	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" |
+		grep -q "^istio_requests_total{reporter=\"waypoint\".*response_code=\"500\""
+}
+check "metrics: istio_requests_total with response_code 500" metric
+
+# Spans: request spans with the status codes, in the trace of the client's outbound span.
+span_chain() { # ALL: the checks on the decoded spans (all three spans present)
+	local all=$1 t inb out
+	t=$(jq -r 'select(.name == "GET /status/500") | .trace_id' "$all" 2>/dev/null | head -n1)
+	[ -n "$t" ] || { echo "no request span GET /status/500"; return 1; }
+	# (jq -s with any(): jq 1.6's -e reports the last input, not the last output)
+	jq -se --arg t "$t" 'any(.[]; .trace_id == $t and .name == "GET /status/500"
+		and .kind == 2 and .attributes["http.status_code"] == 500
+		and .attributes["http.response.status_code"] == 500 and .status.code == 2
+		and .attributes["http.request.method"] == "GET" and .attributes["url.path"] == "/status/500"
+		and .attributes["destination.service"] == "app-1.default.svc.cluster.local"
+		and (.attributes["destination.workload"] | test("-n[12]-p1$"))
+		and .attributes.cluster_name == "lab" and .resource["service.name"] == "waypoint")' "$all" &&
+	jq -se 'any(.[]; .name == "GET /whoami" and .attributes["http.status_code"] == 200
+		and .status.code != 2)' "$all" || return 1
+	# request span -> the waypoint's inbound span -> the client's outbound span, one trace
+	inb=$(jq -r --arg t "$t" 'select(.trace_id == $t and .name == "GET /status/500") | .parent_span_id' "$all")
+	jq -se --arg t "$t" --arg s "$inb" 'any(.[]; .trace_id == $t and .span_id == $s
+		and .name == "inbound" and .kind == 2 and .resource["service.name"] == "waypoint")' "$all" || return 1
+	out=$(jq -r --arg t "$t" --arg s "$inb" 'select(.trace_id == $t and .span_id == $s) | .parent_span_id' "$all")
+	jq -se --arg t "$t" --arg s "$out" 'any(.[]; .trace_id == $t and .span_id == $s
+		and .name == "outbound" and .kind == 3 and .resource["service.name"] == "app-2")' "$all"
+}
+spans_ok() {
+	local all=$logs/spans.jsonl i
+	for i in $(seq 60); do
+		cat "$logs/spans-agents.jsonl" "$logs/spans-waypoint.jsonl" >"$all" 2>/dev/null || true
+		span_chain "$all" >/dev/null 2>&1 && return 0
+		sleep 0.5
+	done
+	span_chain "$all"
+}
+if [ -n "$NODE" ]; then
+	check "spans: GET /status/500 is SERVER, 500, ERROR, a child of the waypoint's inbound span, in the client's trace" spans_ok
+fi
+own_traceparent() { # a request's own traceparent is continued and a new one goes upstream
+	local tp=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 out
+	out=$(cl curl -sS -m 10 -H "traceparent: $tp" "http://$V/headers") &&
+	echo "$out" | jq -e '.traceparent | test("^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$")
+		and (. != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")'
+}
+check "traceparent: the request's own trace continues, the request span's context goes upstream" own_traceparent
+
+# Identity: a waypoint that presents another identity is refused by the client's agent.
+stop_waypoint
+check "waypoint exits 0 on SIGTERM" test "${WP_EXIT:-1}" = 0
+sleep 0.5
+check "the endpoints' agents saw the requests come through the waypoint" \
+	sh -c "grep -h '\"direction\":\"inbound\"' '$LAB_DIR/agent1.log' '$LAB_DIR/agent2.log' | grep -q '\"waypoint\":true'"
+jq '(.workloads[] | select(.addresses == ["'"$LAB_WAYPOINT_IP"'"]) | .service_account) = "impostor"' \
+	"$LAB_WORKLOADS" >"$logs/impostor-workloads.json"
+jq --arg f "$logs/impostor-workloads.json" '.discovery.file = $f' "$LAB_WAYPOINT_CONFIG" >"$logs/impostor.json"
+if start_waypoint "$logs/impostor.json"; then
+	refused() {
+		local code
+		code=$(cl curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$V/whoami" 2>/dev/null) || true
+		[ "$code" != 200 ] || return 1
+		grep -E '"dst.hbone_addr":"'"$LAB_WAYPOINT_IP"':15008"' "$LAB_DIR/agent1.log" | tail -n1 |
+			grep -Eiq 'identity|impostor|certificate|verify'
+	}
+	check "identity: a waypoint presenting sa/impostor is refused by the agent" refused
+	stop_waypoint
+else
+	fail "identity: impostor waypoint starts"
+fi
+if start_waypoint "$LAB_WAYPOINT_CONFIG"; then
+	check "identity: the real waypoint serves again" answer 200 /whoami
+fi
+stop_waypoint
+lab_stop_agent "$lab" 1
+lab_stop_agent "$lab" 2
+lab_down "$lab" >/dev/null 2>&1 || true
+lab_result

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+# http_echo.py: the HTTP/1.1 test server of the waypoint lab (keep-alive, chunked both ways).
+#   GET  /whoami         -> 200, body "<name>\n"
+#   GET  /status/<code>  -> <code>, body "status <code> from <name>\n"
+#   POST /echo           -> 200, the request body sent back chunked (Transfer-Encoding: chunked)
+#   GET  /headers        -> 200, the request headers as JSON (traceparent checks)
+# Every answer carries "x-served-by: <name>". usage: http_echo.py --port N --name NAME
+import argparse
+import json
+import socketserver
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "http_echo"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s %s\n" % (self.command, self.path))
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            out = bytearray()
+            while True:
+                line = self.rfile.readline(1024).strip()
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline(8)
+        n = int(self.headers.get("Content-Length", "0") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def send_plain(self, code, body):
+        self.send_response(code)
+        self.send_header("x-served-by", self.server.name)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self):
+        name = self.server.name
+        if self.path.startswith("/status/"):
+            code = int(self.path.split("/")[2].split("?")[0])
+            self.send_plain(code, ("status %d from %s\n" % (code, name)).encode())
+        elif self.path.startswith("/headers"):
+            self.send_plain(200, (json.dumps({k.lower(): v for k, v in self.headers.items()}) + "\n").encode())
+        else:
+            self.send_plain(200, (name + "\n").encode())
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        body = self.read_body()
+        self.send_response(200)
+        self.send_header("x-served-by", self.server.name)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(body), 40000):
+            part = body[i:i + 40000]
+            self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    do_PUT = do_POST
+
+
+class Server(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--name", default="http_echo")
+    ap.add_argument("--host", default="0.0.0.0")
+    a = ap.parse_args()
+    srv = Server((a.host, a.port), Handler)
+    srv.name = a.name
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

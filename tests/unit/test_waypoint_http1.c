@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The waypoint's HTTP/1 framing on crafted byte streams: sniffing, keep-alive, chunked bodies
+ * (fed whole and byte by byte), pipelining, upgrade and CONNECT hand-over, interim answers,
+ * close-delimited bodies, and malformed input (an error status, never a crash). */
+#include "harness.h"
+
+#include "agent/waypoint/http1.c"
+#include "common/util.h"
+
+#include <stdint.h>
+
+/* A test context: on_head writes the head (with one added header) and counts. */
+struct ctx {
+	int heads, dones;
+	int head_ret;
+	const char *extra;
+};
+
+static int t_on_head(struct h1 *h, struct h1_buf *out, void *arg)
+{
+	struct ctx *c = arg;
+	const char *extra[1] = { c->extra };
+	static const char *const drop[] = { "traceparent", NULL };
+	c->heads++;
+	if (h1_format_head(h, out, drop, extra, 1))
+		return -1;
+	return c->head_ret;
+}
+
+static void t_on_done(struct h1 *h, void *arg)
+{
+	(void)h;
+	((struct ctx *)arg)->dones++;
+}
+
+static const struct h1_cbs cbs = { .on_head = t_on_head, .on_done = t_on_done };
+
+/* Feeds s in pieces of `step` bytes (0 = all at once) until the parser stops consuming. */
+static size_t feed_all(struct h1 *h, const char *s, size_t n, size_t step, struct h1_buf *out)
+{
+	size_t off = 0;
+	while (off < n && (h->st == H1_ST_HEAD || h->st == H1_ST_BODY)) {
+		size_t k = step ? MIN(step, n - off) : n - off;
+		size_t c = h1_feed(h, (const uint8_t *)s + off, k, out);
+		off += c;
+		if (c < k)
+			break;
+	}
+	return off;
+}
+
+static bool out_is(const struct h1_buf *b, const char *want)
+{
+	size_t n = strlen(want);
+	if (h1_buf_pending(b) != n || memcmp(h1_buf_head(b), want, n) != 0) {
+		fprintf(stderr, "  got  [%.*s]\n  want [%s]\n", (int)h1_buf_pending(b),
+			(const char *)h1_buf_head(b), want);
+		return false;
+	}
+	return true;
+}
+
+TEST(sniff)
+{
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"GET / HTTP/1.1\r\n", 16), H1_SNIFF_HTTP);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"POST /x", 7), H1_SNIFF_HTTP);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"DELETE ", 7), H1_SNIFF_HTTP);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"GE", 2), H1_SNIFF_MORE);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"GET", 3), H1_SNIFF_MORE);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"", 0), H1_SNIFF_MORE);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"GETX / HTTP/1.1", 15), H1_SNIFF_OTHER);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"\x16\x03\x01\x02\x00", 5), H1_SNIFF_OTHER);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"PRI * HTTP/2.0\r\n", 16), H1_SNIFF_OTHER);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"get / HTTP/1.1", 14), H1_SNIFF_OTHER);
+	CHECK_EQ_INT(h1_sniff((const uint8_t *)"SSH-2.0-OpenSSH", 15), H1_SNIFF_OTHER);
+}
+
+TEST(request_with_length_keep_alive)
+{
+	struct ctx c = { .extra = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01" };
+	struct h1 h;
+	struct h1_buf out = { 0 };
+	const char *req = "POST /api/v1?x=1 HTTP/1.1\r\nHost: svc\r\ntraceparent: old\r\n"
+			  "Content-Length: 5\r\n\r\nhello";
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	CHECK_EQ_INT(feed_all(&h, req, strlen(req), 0, &out), strlen(req));
+	CHECK_EQ_INT(h.st, H1_ST_DONE);
+	CHECK_EQ_INT(c.heads, 1);
+	CHECK_EQ_INT(c.dones, 1);
+	CHECK(h.keep_alive);
+	CHECK(!h.upgrade);
+	CHECK_EQ_STR(h1_method(&h), "POST");
+	size_t ul, hl;
+	const char *url = h1_url(&h, &ul);
+	CHECK(ul == 11 && memcmp(url, "/api/v1?x=1", 11) == 0);
+	const char *host = h1_header(&h, "HOST", &hl);
+	CHECK(host && hl == 3 && memcmp(host, "svc", 3) == 0);
+	CHECK(out_is(&out, "POST /api/v1?x=1 HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n"
+		      "traceparent: 00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01\r\n\r\nhello"));
+	h1_buf_fini(&out);
+	h1_fini(&h);
+}
+
+TEST(connection_close_and_http10)
+{
+	struct ctx c = { 0 };
+	struct h1 h;
+	struct h1_buf out = { 0 };
+	const char *a = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+	const char *b = "GET / HTTP/1.0\r\n\r\n";
+	const char *k = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	feed_all(&h, a, strlen(a), 0, &out);
+	CHECK(h.st == H1_ST_DONE && !h.keep_alive);
+	h1_fini(&h);
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	feed_all(&h, b, strlen(b), 0, &out);
+	CHECK(h.st == H1_ST_DONE && !h.keep_alive);
+	h1_fini(&h);
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	feed_all(&h, k, strlen(k), 0, &out);
+	CHECK(h.st == H1_ST_DONE && h.keep_alive);
+	h1_fini(&h);
+	h1_buf_fini(&out);
+}
+
+/* Chunked in, chunked out: the same for every split of the input. */
+TEST(chunked_request_any_split)
+{
+	const char *req = "PUT /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+			  "5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n";
+	const char *want = "PUT /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+			   "5\r\nhello\r\n1\r\n \r\na\r\n0123456789\r\n0\r\n\r\n";
+	for (size_t step = 0; step <= 7; step++) {
+		struct ctx c = { 0 };
+		struct h1 h;
+		struct h1_buf out = { 0 };
+		h1_init(&h, HTTP_REQUEST, &cbs, &c);
+		CHECK_EQ_INT(feed_all(&h, req, strlen(req), step, &out), strlen(req));
+		CHECK_EQ_INT(h.st, H1_ST_DONE);
+		CHECK_EQ_INT(h.body_bytes, 16);
+		CHECK_EQ_INT(c.heads, 1);
+		/* pieces re-chunk differently when split: decode and compare the body instead */
+		if (step == 0)
+			CHECK(out_is(&out, want));
+		struct ctx c2 = { 0 };
+		struct h1 again;
+		struct h1_buf out2 = { 0 };
+		h1_init(&again, HTTP_REQUEST, &cbs, &c2);
+		CHECK_EQ_INT(h1_feed(&again, h1_buf_head(&out), h1_buf_pending(&out), &out2),
+			     h1_buf_pending(&out));
+		CHECK_EQ_INT(again.st, H1_ST_DONE);
+		CHECK_EQ_INT(again.body_bytes, 16);
+		h1_fini(&again);
+		h1_buf_fini(&out2);
+		h1_fini(&h);
+		h1_buf_fini(&out);
+	}
+}
+
+TEST(pipelined_requests_stop_at_each_end)
+{
+	struct ctx c = { 0 };
+	struct h1 h;
+	struct h1_buf out = { 0 };
+	const char *one = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n";
+	const char *two = "POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+	const char *three = "GET /3 HTTP/1.1\r\nHost: h\r\n\r\n";
+	char all[512];
+	snprintf(all, sizeof(all), "%s%s%s", one, two, three);
+	size_t n = strlen(all), off = 0, k;
+
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	k = h1_feed(&h, (const uint8_t *)all, n, &out);
+	CHECK_EQ_INT(k, strlen(one));
+	CHECK_EQ_INT(h.st, H1_ST_DONE);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)all + k, n - k, &out), 0);	/* paused */
+	off += k;
+	h1_next(&h);
+	CHECK(h1_idle(&h));
+	k = h1_feed(&h, (const uint8_t *)all + off, n - off, &out);
+	CHECK_EQ_INT(k, strlen(two));
+	CHECK_EQ_STR(h1_method(&h), "POST");
+	off += k;
+	h1_next(&h);
+	k = h1_feed(&h, (const uint8_t *)all + off, n - off, &out);
+	CHECK_EQ_INT(k, strlen(three));
+	CHECK_EQ_INT(h.st, H1_ST_DONE);
+	CHECK_EQ_INT(c.heads, 3);
+	CHECK_EQ_INT(h.messages, 3);
+	h1_buf_fini(&out);
+	h1_fini(&h);
+}
+
+TEST(upgrade_and_connect_hand_over)
+{
+	struct ctx c = { 0 };
+	struct h1 h;
+	struct h1_buf out = { 0 };
+	const char *head = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+	char req[256];
+	snprintf(req, sizeof(req), "%s\x81\x05hello", head);
+
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)req, strlen(req), &out), strlen(head));
+	CHECK_EQ_INT(h.st, H1_ST_UPGRADED);
+	CHECK(h.upgrade);
+	h1_fini(&h);
+
+	const char *conn = "CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\nrawbytes";
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)conn, strlen(conn), &out), strlen(conn) - 8);
+	CHECK_EQ_INT(h.st, H1_ST_UPGRADED);
+	CHECK_EQ_STR(h1_method(&h), "CONNECT");
+	h1_fini(&h);
+
+	/* the answers: 101 switches, 2xx to CONNECT tunnels (on_head says so) */
+	const char *sw = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x02hi";
+	h1_init(&h, HTTP_RESPONSE, &cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)sw, strlen(sw), &out), strlen(sw) - 4);
+	CHECK_EQ_INT(h.st, H1_ST_UPGRADED);
+	CHECK_EQ_INT(h1_status(&h), 101);
+	h1_fini(&h);
+
+	struct ctx ct = { .head_ret = H1_HEAD_TUNNEL };
+	const char *ok = "HTTP/1.1 200 Connection established\r\n\r\nserverbytes";
+	h1_init(&h, HTTP_RESPONSE, &cbs, &ct);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)ok, strlen(ok), &out), strlen(ok) - 11);
+	CHECK_EQ_INT(h.st, H1_ST_UPGRADED);
+	h1_fini(&h);
+	h1_buf_fini(&out);
+}
+
+TEST(responses)
+{
+	struct ctx c = { 0 };
+	struct h1 h;
+	struct h1_buf out = { 0 };
+
+	/* HEAD: the answer's content-length announces a body that never comes */
+	struct ctx ch = { .head_ret = H1_HEAD_NO_BODY };
+	const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+	h1_init(&h, HTTP_RESPONSE, &cbs, &ch);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)head, strlen(head), &out), 41);
+	CHECK_EQ_INT(h.st, H1_ST_DONE);
+	CHECK(h.keep_alive);
+	h1_fini(&h);
+
+	/* 100 Continue, then the final answer */
+	const char *cont = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Internal Server Error\r\n"
+			   "Content-Length: 4\r\n\r\noops";
+	h1_init(&h, HTTP_RESPONSE, &cbs, &c);
+	size_t k = h1_feed(&h, (const uint8_t *)cont, strlen(cont), &out);
+	CHECK_EQ_INT(h.st, H1_ST_DONE);
+	CHECK_EQ_INT(h1_status(&h), 100);
+	h1_next(&h);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)cont + k, strlen(cont) - k, &out), strlen(cont) - k);
+	CHECK_EQ_INT(h1_status(&h), 500);
+	CHECK_EQ_INT(h.body_bytes, 4);
+	h1_fini(&h);
+
+	/* a body delimited by the close (RFC 9112 §6.3) */
+	const char *eof = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end";
+	h1_buf_fini(&out);
+	h1_init(&h, HTTP_RESPONSE, &cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)eof, strlen(eof), &out), strlen(eof));
+	CHECK_EQ_INT(h.st, H1_ST_BODY);
+	CHECK_EQ_INT(h1_feed_eof(&h, &out), 0);
+	CHECK_EQ_INT(h.st, H1_ST_DONE);
+	CHECK(!h.keep_alive);
+	CHECK(out_is(&out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"));
+	h1_fini(&h);
+
+	/* cut short inside a content-length body: an error, not a complete answer */
+	const char *cut = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+	h1_init(&h, HTTP_RESPONSE, &cbs, &c);
+	h1_feed(&h, (const uint8_t *)cut, strlen(cut), &out);
+	CHECK_EQ_INT(h1_feed_eof(&h, &out), -EPROTO);
+	CHECK_EQ_INT(h.st, H1_ST_ERROR);
+	h1_fini(&h);
+
+	/* chunked answer, re-chunked */
+	const char *ch2 = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+	h1_buf_fini(&out);
+	h1_init(&h, HTTP_RESPONSE, &cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)ch2, strlen(ch2), &out), strlen(ch2));
+	CHECK(out_is(&out, ch2));
+	h1_fini(&h);
+	h1_buf_fini(&out);
+}
+
+static void expect_error(const char *what, const char *s, size_t n, int status)
+{
+	struct ctx c = { 0 };
+	struct h1 h;
+	struct h1_buf out = { 0 };
+	h1_init(&h, HTTP_REQUEST, &cbs, &c);
+	feed_all(&h, s, n, 0, &out);
+	if (h.st != H1_ST_ERROR || h.error_status != status || !h.error) {
+		fprintf(stderr, "  %s: state %s status %d\n", what, h1_st_to_str(h.st), h.error_status);
+		test_failed_now = 1;
+	}
+	/* once in error, nothing more is consumed */
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18, &out), 0);
+	h1_fini(&h);
+	h1_buf_fini(&out);
+}
+
+TEST(malformed_requests_are_400)
+{
+	const char *a = "GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n";
+	const char *b = "GET / HTTP/9.9.9\r\n\r\n";
+	const char *cl = "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello";
+	const char *chunk = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+	const char *sp = "GET /a b HTTP/1.1\r\n\r\n";
+	expect_error("header without colon", a, strlen(a), 400);
+	expect_error("bad version", b, strlen(b), 400);
+	expect_error("two content-lengths", cl, strlen(cl), 400);
+	expect_error("bad chunk size", chunk, strlen(chunk), 400);
+	expect_error("space in target", sp, strlen(sp), 400);
+	expect_error("binary", "\x00\x01\x02\x03 garbage\r\n\r\n", 16, 400);
+}
+
+TEST(oversized_head_is_431)
+{
+	size_t n = 70 * 1024;
+	char *big = malloc(n + 64);
+	REQUIRE(big);
+	int off = sprintf(big, "GET / HTTP/1.1\r\nX-Big: ");
+	memset(big + off, 'a', n);
+	memcpy(big + off + n, "\r\n\r\n", 5);
+	expect_error("70 KiB header", big, strlen(big), 431);
+	free(big);
+
+	/* too many fields */
+	char *many = malloc(200 * 16 + 64);
+	REQUIRE(many);
+	off = sprintf(many, "GET / HTTP/1.1\r\n");
+	for (int i = 0; i < 200; i++)
+		off += sprintf(many + off, "X-%03d: v\r\n", i);
+	strcpy(many + off, "\r\n");
+	expect_error("200 fields", many, strlen(many), 431);
+	free(many);
+}
+
+TEST(local_response)
+{
+	struct h1_buf out = { 0 };
+	CHECK_EQ_INT(h1_local_response(&out, 503, "no healthy upstream", true), 0);
+	CHECK(out_is(&out, "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+		      "content-length: 20\r\nserver: ambit-waypoint\r\nconnection: close\r\n\r\n"
+		      "no healthy upstream\n"));
+	/* and it parses as one complete answer */
+	struct ctx c = { 0 };
+	struct h1 h;
+	struct h1_buf o2 = { 0 };
+	h1_init(&h, HTTP_RESPONSE, &cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, h1_buf_head(&out), h1_buf_pending(&out), &o2), h1_buf_pending(&out));
+	CHECK(h.st == H1_ST_DONE && !h.keep_alive && h1_status(&h) == 503);
+	h1_fini(&h);
+	h1_buf_fini(&o2);
+	h1_buf_fini(&out);
+}
+
+/* Random and mutated streams in random splits: any state, never a crash (ASan/UBSan). */
+TEST(fuzz_never_crashes)
+{
+	static const char *const seeds[] = {
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /ws HTTP/1.1\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+	};
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	uint8_t buf[512];
+	for (int iter = 0; iter < 20000; iter++) {
+		const char *seed = seeds[iter % 4];
+		size_t n = strlen(seed);
+		memcpy(buf, seed, n);
+		for (int m = 0; m < 1 + iter % 5; m++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			buf[x % n] = (uint8_t)(x >> 32);
+		}
+		struct ctx c = { .head_ret = (int)(x >> 40) % 3 };
+		struct h1 h;
+		struct h1_buf out = { 0 };
+		h1_init(&h, iter % 4 == 2 ? HTTP_RESPONSE : HTTP_REQUEST, &cbs, &c);
+		size_t off = 0;
+		while (off < n) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			size_t k = 1 + x % 9;
+			if (k > n - off)
+				k = n - off;
+			size_t used = h1_feed(&h, buf + off, k, &out);
+			off += used;
+			if (h.st == H1_ST_DONE)
+				h1_next(&h);
+			else if (used < k)
+				break;
+		}
+		h1_feed_eof(&h, &out);
+		CHECK(h.st <= H1_ST_ERROR);
+		h1_fini(&h);
+		h1_buf_fini(&out);
+	}
+}
+
+TEST_MAIN("waypoint_http1")
