@@ -577,7 +577,7 @@ TEST(upstream_refused_answers_503)
 	int fd = listen_any(&dead);
 	close(fd);	/* nothing listens there now */
 	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&dead));
-	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "status 503: upstream connect failed");
+	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "status 503: upstream: Connection refused");
 	rig_stop(&r);
 }
 

@@ -28,18 +28,26 @@ static char out_path[128], ready_path[128], stats_path[128];
 static uint16_t grpc_port, http_port;
 static bool have_node;
 
+/* A free port below the ephemeral range (32768+): the sink is stopped and restarted on the
+ * same port, and an ephemeral port could meanwhile be taken by any outgoing connection. */
 static uint16_t free_port(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t l = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &l)) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
+	static unsigned seed;
+	if (!seed)
+		seed = (unsigned)getpid() * 2654435761u;
+	for (int tries = 0; tries < 200; tries++) {
+		uint16_t port = (uint16_t)(20000 + rand_r(&seed) % 12000);
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0)
+			return 0;
+		int ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		close(fd);
+		if (ok)
+			return port;
 	}
-	close(fd);
-	return ntohs(a.sin_port);
+	return 0;
 }
 
 static void sink_stop(void)
