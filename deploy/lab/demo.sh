@@ -48,7 +48,7 @@ echo "- $name-n1-p1 -> $p21:7777 (nothing listens: a refused connection, an ERRO
 pod_exec "$name" n1-p1 "$TCPKIT" client --to "$p21:7777" --mode verify --bytes 1K --timeout 5 2>&1 |
 	sed 's/^/    /' || true
 echo "- a long connection kept open for the connections table"
-pod_spawn "$name" n1-p1 "$dir/long.log" "$TCPKIT" client --to "$p21:9000" --mode rr --count 300 --msg-size 1
+pod_spawn "$name" n1-p1 "$dir/long.log" sh -c "(echo hello; sleep 60) | socat - TCP:$p21:9000"
 sleep 1
 
 step "ambitctl workloads (node 1)"
@@ -73,10 +73,13 @@ jq -r '[.name, (if .kind == 3 then "CLIENT" else "SERVER" end), .trace_id[0:16],
 
 trace=$(jq -r 'select(.kind == 2) | .trace_id' "$dir/spans.jsonl" | head -n 1)
 if [ -n "$trace" ]; then
-	step "one trace across both nodes: ambitctl spans --trace $trace"
-	pod_exec "$name" n1 "$AMBIT_BUILD/ambitctl" --admin 127.0.0.1:15000 spans --trace "$trace" || true
-	echo "(node 2's half:)"
-	pod_exec "$name" n2 "$AMBIT_BUILD/ambitctl" --admin 127.0.0.1:15000 spans --trace "$trace" || true
+	step "one trace across both nodes: ambitctl --admin node1,node2 spans --trace $trace"
+	# Each admin API listens on its own node's loopback; forward node 2's into node 1, as
+	# `kubectl port-forward` would, so one ambitctl call merges both halves of the trace.
+	pod_spawn "$name" n1 "$dir/forward.log" socat TCP-LISTEN:15100,bind=127.0.0.1,reuseaddr,fork \
+		"EXEC:nsenter --net=/run/netns/$name-n2 socat - TCP\:127.0.0.1\:15000"
+	wait_port "$name" n1 15100
+	pod_exec "$name" n1 "$AMBIT_BUILD/ambitctl" --admin 127.0.0.1:15000,127.0.0.1:15100 spans --trace "$trace" || true
 fi
 
 step "metrics (node 2, istio_tcp_connections_opened_total)"
