@@ -3,9 +3,7 @@
  * metrics endpoints. Paths and keys are the contract with ambitctl (docs/admin-api.md). */
 #include "agent/agent.h"
 #include "agent/conn.h"
-#include "agent/discovery.h"
 #include "agent/httpd.h"
-#include "agent/kube.h"
 #include "agent/mesh.h"
 #include "agent/metrics.h"
 #include "agent/redirect.h"
@@ -96,8 +94,8 @@ static void conn_to_json(struct conn *c, void *arg)
 		"service", ci->service, "source", peer_json(&ci->source),
 		"destination", peer_json(&ci->destination),
 		"security", ci->mtls ? "mutual_tls" : "none",
-		"bytes_sent", (json_int_t)conn_bytes(c, CONN_DOWN),
-		"bytes_received", (json_int_t)conn_bytes(c, CONN_UP),
+		"bytes_sent", (json_int_t)conn_bytes(c, CONN_UP),
+		"bytes_received", (json_int_t)conn_bytes(c, CONN_DOWN),
 		"age_ms", (json_int_t)(now_mono_ms() - conn_start_ms(c))));
 }
 
@@ -139,8 +137,8 @@ static void get_certificates(struct agent *a, const struct httpd_request *req,
 {
 	json_t *arr = json_array();
 	(void)req;
-	if (a->certs)
-		certstore_foreach(a->certs, cert_to_json, arr);
+	if (a->id.certs)
+		certstore_foreach(a->id.certs, cert_to_json, arr);
 	reply_json(resp, 200, json_pack("{s:o}", "certificates", arr));
 }
 
@@ -178,13 +176,11 @@ static void get_config(struct agent *a, const struct httpd_request *req, struct 
 {
 	json_t *j = config_to_json(&a->cfg);
 	(void)req;
-	if (j && a->discovery)
-		json_object_set_new(j, "discovery_status", discovery_file_status(a->discovery));
-	if (j && a->kube) {
-		struct kube_stats st;
-		kube_discovery_stats(a->kube, &st);
-		json_object_set_new(j, "discovery_status", kube_stats_to_json(&st));
-	}
+	json_t *st = runtime_discovery_status(&a->disc);
+	if (j && st)
+		json_object_set_new(j, "discovery_status", st);
+	else
+		json_decref(st);
 	reply_json(resp, 200, j);
 }
 

@@ -8,6 +8,7 @@
 
 #include "agent/config.h"
 #include "agent/loop.h"
+#include "agent/runtime.h"
 
 struct agent {
 	struct config cfg;
@@ -15,15 +16,12 @@ struct agent {
 	struct proxy *proxy;
 	struct mesh *mesh;
 	struct redirect *redirect;
-	struct discovery_file *discovery;
-	struct kube_discovery *kube;
+	struct runtime_discovery disc;
 	struct httpd *admin, *metrics, *ready;
 	struct loop_io redirect_io;
 	struct loop_io signal_io;
 	struct loop_timer drain_timer;
-	struct loop_timer renew_timer;	/* certificate renewal at half-life */
-	struct tls_ca *ca;
-	struct certstore *certs;
+	struct runtime_identity id;	/* mesh CA, certificate store, renewal */
 	struct otlp_tracer *tracer;
 	uint64_t start_unix_ms;
 	bool model_applied;	/* the first model has been turned into capture state */

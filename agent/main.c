@@ -4,9 +4,7 @@
  * `ambitd --cleanup` removes everything the agent installed in the kernel. */
 #include "agent/agent.h"
 #include "agent/conn.h"
-#include "agent/discovery.h"
 #include "agent/httpd.h"
-#include "agent/kube.h"
 #include "agent/mesh.h"
 #include "agent/metrics.h"
 #include "agent/proxy.h"
@@ -16,10 +14,7 @@
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "otlp/config.h"
 #include "otlp/tracer.h"
-#include "tls/ca.h"
-#include "tls/certstore.h"
 #include "tls/ctx.h"
 
 #include <errno.h>
@@ -181,107 +176,6 @@ static struct httpd *start_httpd(struct agent *a, const char *what, const char *
 	return h;
 }
 
-/* Every minute: re-issue the certificates past half-life, before their next use. */
-static void on_renew(struct loop *l, struct loop_timer *t)
-{
-	struct agent *a = t->arg;
-	int n = certstore_renew_due(a->certs);
-	if (n > 0)
-		pr_info("certificates: renewed %d at half-life", n);
-	else if (n < 0)
-		pr_warn("certificates: renewal failed: %s; retrying in a minute", strerror(-n));
-	loop_timer_arm(l, t, 60000);
-}
-
-static int start_identity(struct agent *a)
-{
-	char err[512];
-	struct certstore_opts co = { .lifetime_s = a->cfg.cert_lifetime_s };
-
-	a->ca = tls_ca_load(a->cfg.ca_cert, a->cfg.ca_key, err, sizeof(err));
-	if (!a->ca) {
-		fprintf(stderr, "ambitd: %s: ca: %s\n", a->cfg.path, err);
-		return -EINVAL;
-	}
-	a->certs = certstore_new(a->ca, &co);
-	if (!a->certs) {
-		pr_err("certificates: %s", strerror(errno));
-		return -errno;
-	}
-	loop_timer_arm(a->loop, &a->renew_timer, 60000);
-	return 0;
-}
-
-/* The tracer from tracing.* and the OTEL_* environment (which wins, per the OTel spec).
- * A bad value is a configuration error. */
-static int start_tracer(struct agent *a)
-{
-	const struct config *c = &a->cfg;
-	struct otlp_config oc;
-	char err[512];
-	int rc = 0;
-
-	otlp_config_init(&oc);
-	oc.enabled = c->tracing_enabled;
-	oc.batch.max_queue = c->max_queue_size;
-	oc.batch.max_batch = c->max_export_batch_size;
-	oc.batch.schedule_delay_ms = c->schedule_delay_ms;
-	oc.batch.export_timeout_ms = c->otlp_timeout_ms;
-	if ((rc = otlp_config_set_protocol(&oc, c->otlp_protocol, err, sizeof(err))) ||
-	    (c->otlp_endpoint && (rc = otlp_config_set_endpoint(&oc, c->otlp_endpoint, err, sizeof(err)))) ||
-	    (rc = otlp_config_set_sampling(&oc, c->sampling, err, sizeof(err))))
-		goto bad;
-	for (int i = 0; i < c->ncustom_tags; i++)
-		if ((rc = otlp_config_add_tag(&oc, c->custom_tags[i].key, c->custom_tags[i].value, err,
-					      sizeof(err))))
-			goto bad;
-	for (int i = 0; i < c->notlp_headers; i++)
-		if ((rc = otlp_config_add_header(&oc, c->otlp_headers[i].key, c->otlp_headers[i].value,
-						 err, sizeof(err))))
-			goto bad;
-	if ((rc = otlp_config_apply_env(&oc, err, sizeof(err))) ||
-	    (rc = otlp_config_validate(&oc, err, sizeof(err))))
-		goto bad;
-	a->tracer = otlp_tracer_new(&oc, err, sizeof(err));
-	if (!a->tracer) {
-		rc = -errno;
-		goto bad;
-	}
-	otlp_config_fini(&oc);
-	return 0;
-bad:
-	fprintf(stderr, "ambitd: %s: tracing: %s\n", c->path, err);
-	otlp_config_fini(&oc);
-	return rc == -ENOMEM ? rc : -EINVAL;
-}
-
-static int start_discovery(struct agent *a)
-{
-	char err[512];
-
-	if (model_subscribe(on_model, a))
-		return -ENOSPC;
-	if (a->cfg.discovery_source == DISCOVERY_FILE) {
-		a->discovery = discovery_file_start(a->cfg.discovery_file, 1000, err, sizeof(err));
-		if (!a->discovery) {
-			pr_err("workloads: %s", err);
-			return -errno;
-		}
-		return 0;
-	}
-	struct kube_opts ko = {
-		.api_url = a->cfg.kube_api_server,
-		.token_file = a->cfg.kube_token_file,
-		.ca_file = a->cfg.kube_ca_file,
-	};
-	a->kube = kube_discovery_new(&ko);
-	if (!a->kube) {
-		pr_err("kubernetes discovery: %s", strerror(errno));
-		return -errno;
-	}
-	return 0;
-}
-
 static double metric_conns(void *arg)
 {
 	(void)arg;
@@ -302,7 +196,6 @@ static int run(struct agent *a)
 	int sfd, err = -EIO;
 
 	a->start_unix_ms = now_real_ns() / 1000000;
-	loop_timer_init(&a->renew_timer, on_renew, a);
 	loop_timer_init(&a->drain_timer, drain_check, a);
 	a->loop = loop_new();
 	if (!a->loop) {
@@ -323,9 +216,9 @@ static int run(struct agent *a)
 	loop_io_init(&a->signal_io, sfd, on_signal, a);
 	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
-	err = start_identity(a);
+	err = runtime_identity_start(&a->id, a->loop, &a->cfg, "ambitd");
 	if (!err)
-		err = start_tracer(a);
+		err = runtime_tracer_new(&a->cfg, "ambitd", &a->tracer);
 	if (err)
 		goto out;
 	to.tracer = a->tracer;
@@ -344,8 +237,8 @@ static int run(struct agent *a)
 	struct mesh_opts mo = {
 		.loop = a->loop,
 		.proxy = a->proxy,
-		.certs = a->certs,
-		.ca = a->ca,
+		.certs = a->id.certs,
+		.ca = a->id.ca,
 		.node_name = a->cfg.node_name,
 		.trust_domain = a->cfg.trust_domain,
 		.max_streams = a->cfg.hbone_max_streams,
@@ -384,7 +277,7 @@ static int run(struct agent *a)
 		err = -EADDRINUSE;
 		goto out;
 	}
-	err = start_discovery(a);
+	err = runtime_discovery_start(&a->disc, &a->cfg, on_model, a);
 	if (err)
 		goto out;
 	/* The first model may have been published before we subscribed. */
@@ -394,8 +287,7 @@ static int run(struct agent *a)
 	err = loop_run(a->loop);
 	pr_info("stopped");
 out:
-	discovery_file_stop(a->discovery);
-	kube_discovery_free(a->kube);
+	runtime_discovery_stop(&a->disc);
 	httpd_free(a->admin);
 	httpd_free(a->metrics);
 	httpd_free(a->ready);
@@ -408,9 +300,7 @@ out:
 	loop_timer_cancel(a->loop, &a->drain_timer);
 	telemetry_fini();
 	otlp_tracer_free(a->tracer);
-	loop_timer_cancel(a->loop, &a->renew_timer);
-	certstore_free(a->certs);
-	tls_ca_free(a->ca);
+	runtime_identity_stop(&a->id);
 	if (sfd >= 0) {
 		loop_io_del(a->loop, &a->signal_io);
 		close(sfd);
