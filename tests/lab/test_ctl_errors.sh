@@ -137,7 +137,7 @@ expect "certificates: json" $([ $rc -eq 0 ] && json_ok && grep -q '"not_after": 
 run --admin "$A1" connections
 expect "connections: table and HBONE tunnels" $([ $rc -eq 0 ] && grep -Eq '^DIRECTION +SRC +DST +TARGET +IDENTITY +SENT +RECV +AGE$' "$tmp/out" &&
 	grep -Eq '^ +BYTES +BYTES$' "$tmp/out" && has '^outbound .*1.5MiB  *52B  *1h2m$' && has '^inbound .*900B  *2.0KiB  *850ms$' &&
-	has '^HBONE TUNNELS$' && has '^client  *172.18.0.3:15008 .*sa/reviews  *1  *1h2m  *open$' && fits 80; echo $?)
+	has '^HBONE TUNNELS$' && has '^client  *172.18.0.3:15008 .*sa/reviews  *1  *1h2m  *ready$' && fits 80; echo $?)
 run --admin "$A1" --width 200 connections
 expect "connections: wide terminal shows whole cells" $([ $rc -eq 0 ] && has '^DIRECTION  SRC  *DST  *TARGET  *IDENTITY  *BYTES-SENT  *BYTES-RECV  *AGE$' &&
 	has 'outbound   10.244.1.5:43512  10.96.0.20:9080  10.244.2.7:9080  spiffe://cluster.local/ns/default/sa/reviews' &&

@@ -110,7 +110,7 @@ SERVICES = {"generation": 3, "services": [
 def connections(node):
     peer_ip = NODES["node-2" if node == "node-1" else "node-1"]
     return {"count": 2, "connections": [
-        {"id": 41, "direction": "outbound", "state": "streaming", "src": "10.244.1.5:43512",
+        {"id": 41, "direction": "outbound", "state": "open", "src": "10.244.1.5:43512",
          "dst": "10.96.0.20:9080", "target": "10.244.2.7:9080", "via": peer_ip + ":15008",
          "service": "default/reviews",
          "source": {"workload": "api-gateway-7d9", "namespace": "default",
@@ -120,7 +120,7 @@ def connections(node):
                          "identity": "spiffe://cluster.local/ns/default/sa/reviews",
                          "service_account": "reviews"},
          "security": "mutual_tls", "bytes_sent": 1536000, "bytes_received": 52, "age_ms": 3723000},
-        {"id": 42, "direction": "inbound", "state": "streaming", "src": "10.244.2.7:51000",
+        {"id": 42, "direction": "inbound", "state": "open", "src": "10.244.2.7:51000",
          "dst": "10.244.1.5:8080", "target": "10.244.1.5:8080", "via": None, "service": None,
          "source": {"workload": "reviews-v1-abc", "namespace": "default",
                     "identity": "spiffe://cluster.local/ns/default/sa/reviews",
@@ -135,7 +135,7 @@ def connections(node):
 def hbone(node):
     peer_ip = NODES["node-2" if node == "node-1" else "node-1"]
     return {"connections": [
-        {"role": "client", "state": "open", "peer": peer_ip + ":15008",
+        {"role": "client", "state": "ready", "peer": peer_ip + ":15008",
          "local_identity": "spiffe://cluster.local/ns/default/sa/api-gateway",
          "peer_identity": "spiffe://cluster.local/ns/default/sa/reviews", "streams": 1,
          "queued": 0, "streams_total": 7, "age_ms": 3723000, "idle_ms": 10, "bytes_sent": 1536100,
@@ -144,10 +144,10 @@ def hbone(node):
 
 CERTS = {"certificates": [
     {"identity": "spiffe://cluster.local/ns/default/sa/reviews", "serial": "5a1f0c3e9b7d2a4c",
-     "not_before": 1732613400, "not_after": 1732699800, "renew_at": 1732656600, "state": "renewing",
+     "not_before": 1732613400, "not_after": 1732699800, "issued_at": 1732613400, "renew_at": 1732656600, "state": "renewing",
      "refs": 1, "issued_total": 2},
     {"identity": "spiffe://cluster.local/ns/default/sa/api-gateway", "serial": "3c9e2f11aa0b7d64e8",
-     "not_before": 1732613400, "not_after": 1732699800, "renew_at": 1732656600, "state": "fresh",
+     "not_before": 1732613400, "not_after": 1732699800, "issued_at": 1732613400, "renew_at": 1732656600, "state": "fresh",
      "refs": 2, "issued_total": 1},
 ]}
 
@@ -176,7 +176,8 @@ def config(node):
                         "otlp": {"endpoint": "http://127.0.0.1:4317", "protocol": "grpc",
                                  "headers": {"authorization": "<redacted>"}, "timeout_ms": 10000}},
             "log": {"level": "info", "format": "json"},
-            "discovery_status": {"file": "/etc/ambit/workloads.json", "loads": 3, "errors": 0}}
+            "discovery_status": {"source": "file", "path": "/etc/ambit/workloads.json", "loads": 3,
+                                 "errors": 0, "last_load_unix_ms": 1732613400000, "last_error": None}}
 
 
 class State:
