@@ -147,6 +147,8 @@ static void fail(struct h1 *h, int status, const char *why)
 /* Appends to the arena; the head as a whole is bounded by H1_MAX_HEAD. */
 static int arena_add(struct h1 *h, const char *at, size_t len)
 {
+	if (!len)
+		return 0;
 	if (h->arena_len + len > H1_MAX_HEAD) {
 		fail(h, 431, "request head too large");
 		return -1;

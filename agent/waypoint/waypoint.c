@@ -867,11 +867,11 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	const char *why = NULL;
 	bool has_parent;
 	struct spiffe_id self_id;
-	size_t plen = strcspn(url, "?#");
+	size_t plen = 0;
 	int rc = 0;
 
-	if (plen > ulen)
-		plen = ulen;
+	while (plen < ulen && url[plen] != '?' && url[plen] != '#')
+		plen++;	/* the URL is not NUL-terminated */
 	w->requests++;
 	s->status = 0;
 	s->resp_started = false;

@@ -14,7 +14,7 @@ set -euo pipefail
 WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 [ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint ($WAYPOINT_BIN not built)"; exit 1; }
 logs=$(mktemp -d /tmp/ambit-waypoint.XXXXXX)
-lab=wp-lab
+lab=wp-$$	# unique: other runs of this test (make lab-test) may be up at the same time
 NODE=$(command -v node || true)
 
 start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for readiness
