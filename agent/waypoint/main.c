@@ -5,20 +5,16 @@
  * on 15021 and the admin API on 127.0.0.1:15000, and drains on SIGTERM. */
 #include "agent/config.h"
 #include "agent/conn.h"
-#include "agent/discovery.h"
 #include "agent/httpd.h"
-#include "agent/kube.h"
 #include "agent/metrics.h"
+#include "agent/runtime.h"
 #include "agent/telemetry.h"
 #include "agent/waypoint/waypoint.h"
 #include "agent/workloads.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "otlp/config.h"
 #include "otlp/tracer.h"
-#include "tls/ca.h"
-#include "tls/certstore.h"
 #include "tls/ctx.h"
 
 #include <errno.h>
@@ -60,13 +56,11 @@ struct wpd {
 	struct config cfg;
 	struct loop *loop;
 	struct waypoint *wp;
-	struct discovery_file *discovery;
-	struct kube_discovery *kube;
+	struct runtime_discovery discovery;
+	struct runtime_identity id;
 	struct httpd *admin, *metrics, *ready;
 	struct loop_io signal_io;
-	struct loop_timer drain_timer, renew_timer;
-	struct tls_ca *ca;
-	struct certstore *certs;
+	struct loop_timer drain_timer;
 	struct otlp_tracer *tracer;
 	struct sockaddr_storage pod_ip;
 	bool draining;
@@ -108,17 +102,6 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
-static void on_renew(struct loop *l, struct loop_timer *t)
-{
-	struct wpd *d = t->arg;
-	int n = certstore_renew_due(d->certs);
-	if (n > 0)
-		pr_info("certificates: renewed %d at half-life", n);
-	else if (n < 0)
-		pr_warn("certificates: renewal failed: %s; retrying in a minute", strerror(-n));
-	loop_timer_arm(l, t, 60000);
-}
-
 /* ---- endpoints ---- */
 
 static void reply_json(struct httpd_response *resp, int status, json_t *o)
@@ -145,7 +128,12 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		json_object_set_new(o, "connections", json_integer((json_int_t)conn_count()));
 		reply_json(resp, 200, o);
 	} else if (strcmp(req->path, "/config_dump") == 0) {
-		reply_json(resp, 200, config_to_json(&d->cfg));
+		json_t *o = config_to_json(&d->cfg), *st = runtime_discovery_status(&d->discovery);
+		if (o && st)
+			json_object_set_new(o, "discovery_status", st);
+		else
+			json_decref(st);
+		reply_json(resp, 200, o);
 	} else if (strcmp(req->path, "/hbone") == 0) {
 		reply_json(resp, 200, waypoint_hbone_json(d->wp));
 	} else if (strcmp(req->path, "/spans") == 0) {
@@ -224,83 +212,15 @@ static struct httpd *start_httpd(struct wpd *d, const char *what, const struct s
 	return h;
 }
 
-/* ---- start-up, as ambitd does it ---- */
-
-static int start_tracer(struct wpd *d)
-{
-	const struct config *c = &d->cfg;
-	struct otlp_config oc;
-	char err[512];
-	int rc = 0;
-
-	otlp_config_init(&oc);
-	oc.enabled = c->tracing_enabled;
-	oc.batch.max_queue = c->max_queue_size;
-	oc.batch.max_batch = c->max_export_batch_size;
-	oc.batch.schedule_delay_ms = c->schedule_delay_ms;
-	oc.batch.export_timeout_ms = c->otlp_timeout_ms;
-	if ((rc = otlp_config_set_protocol(&oc, c->otlp_protocol, err, sizeof(err))) ||
-	    (c->otlp_endpoint && (rc = otlp_config_set_endpoint(&oc, c->otlp_endpoint, err, sizeof(err)))) ||
-	    (rc = otlp_config_set_sampling(&oc, c->sampling, err, sizeof(err))))
-		goto bad;
-	for (int i = 0; i < c->ncustom_tags; i++)
-		if ((rc = otlp_config_add_tag(&oc, c->custom_tags[i].key, c->custom_tags[i].value, err,
-					      sizeof(err))))
-			goto bad;
-	for (int i = 0; i < c->notlp_headers; i++)
-		if ((rc = otlp_config_add_header(&oc, c->otlp_headers[i].key, c->otlp_headers[i].value,
-						 err, sizeof(err))))
-			goto bad;
-	if ((rc = otlp_config_apply_env(&oc, err, sizeof(err))) ||
-	    (rc = otlp_config_validate(&oc, err, sizeof(err))))
-		goto bad;
-	d->tracer = otlp_tracer_new(&oc, err, sizeof(err));
-	if (!d->tracer) {
-		rc = -errno;
-		goto bad;
-	}
-	otlp_config_fini(&oc);
-	return 0;
-bad:
-	fprintf(stderr, PROG ": %s: tracing: %s\n", c->path, err);
-	otlp_config_fini(&oc);
-	return rc == -ENOMEM ? rc : -EINVAL;
-}
-
-static int start_discovery(struct wpd *d)
-{
-	char err[512];
-	if (d->cfg.discovery_source == DISCOVERY_FILE) {
-		d->discovery = discovery_file_start(d->cfg.discovery_file, 1000, err, sizeof(err));
-		if (!d->discovery) {
-			pr_err("workloads: %s", err);
-			return -errno;
-		}
-		return 0;
-	}
-	struct kube_opts ko = {
-		.api_url = d->cfg.kube_api_server,
-		.token_file = d->cfg.kube_token_file,
-		.ca_file = d->cfg.kube_ca_file,
-	};
-	d->kube = kube_discovery_new(&ko);
-	if (!d->kube) {
-		pr_err("kubernetes discovery: %s", strerror(errno));
-		return -errno;
-	}
-	return 0;
-}
+/* ---- start-up: agent/runtime.c, shared with ambitd ---- */
 
 static int run(struct wpd *d)
 {
 	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name };
-	struct certstore_opts cso = { .lifetime_s = d->cfg.cert_lifetime_s };
 	struct sockaddr_storage any, ss;
 	sigset_t mask;
-	char err[512];
 	int sfd = -1, rc = -EIO;
 
-	loop_timer_init(&d->renew_timer, on_renew, d);
 	loop_timer_init(&d->drain_timer, drain_check, d);
 	d->loop = loop_new();
 	if (!d->loop) {
@@ -321,26 +241,14 @@ static int run(struct wpd *d)
 	loop_io_init(&d->signal_io, sfd, on_signal, d);
 	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 
-	d->ca = tls_ca_load(d->cfg.ca_cert, d->cfg.ca_key, err, sizeof(err));
-	if (!d->ca) {
-		fprintf(stderr, PROG ": %s: ca: %s\n", d->cfg.path, err);
-		rc = -EINVAL;
-		goto out;
-	}
-	d->certs = certstore_new(d->ca, &cso);
-	if (!d->certs) {
-		rc = -errno;
-		pr_err("certificates: %s", strerror(errno));
-		goto out;
-	}
-	loop_timer_arm(d->loop, &d->renew_timer, 60000);
-	if ((rc = start_tracer(d)))
+	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, PROG)) ||
+	    (rc = runtime_tracer_new(&d->cfg, PROG, &d->tracer)))
 		goto out;
 	to.tracer = d->tracer;
 	telemetry_init(&to);
 
 	/* Discovery first: the waypoint's identity comes from the model. */
-	if ((rc = start_discovery(d)))
+	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg, NULL, NULL)))
 		goto out;
 
 	if (d->pod_ip.ss_family)
@@ -349,8 +257,8 @@ static int run(struct wpd *d)
 		sockaddr_parse("0.0.0.0", 0, &any);
 	struct waypoint_opts wo = {
 		.loop = d->loop,
-		.certs = d->certs,
-		.ca = d->ca,
+		.certs = d->id.certs,
+		.ca = d->id.ca,
 		.tracer = d->tracer,
 		.trust_domain = d->cfg.trust_domain,
 		.name = d->cfg.waypoint_name,
@@ -407,21 +315,18 @@ static int run(struct wpd *d)
 	rc = loop_run(d->loop);
 	pr_info("stopped");
 out:
-	discovery_file_stop(d->discovery);
-	kube_discovery_free(d->kube);
+	runtime_discovery_stop(&d->discovery);
 	httpd_free(d->admin);
 	httpd_free(d->metrics);
 	httpd_free(d->ready);
 	loop_timer_cancel(d->loop, &d->drain_timer);
-	loop_timer_cancel(d->loop, &d->renew_timer);
 	if (d->loop) {
 		loop_stop(d->loop);
 		waypoint_free(d->wp);
 	}
 	telemetry_fini();
 	otlp_tracer_free(d->tracer);
-	certstore_free(d->certs);
-	tls_ca_free(d->ca);
+	runtime_identity_stop(&d->id);
 	if (sfd >= 0) {
 		loop_io_del(d->loop, &d->signal_io);
 		close(sfd);
