@@ -256,7 +256,8 @@ int ctl_fetch(const struct ctl *c, const struct ctl_admin *a, const char *method
 		one_line(msg ? msg : resp.body ? resp.body : "", msg ? strlen(msg) : resp.body_len, line,
 			 sizeof(line));
 		ctl_err("the agent at %s answered HTTP %ld to %s %s%s%s", a->addr, resp.status, method,
-			path_query, line[0] ? ": " : "", line);
+			path_query, line[0] ? ": " : resp.status == 404 ? " " : "",
+			line[0] ? line : resp.status == 404 ? "(is that ambitd's admin API?)" : "");
 		goto out;
 	}
 	if (!j) {

@@ -386,6 +386,10 @@ int main(int argc, char **argv)
 			return 0;
 		}
 	}
+	/* The admin API is on the node itself: never through an HTTP proxy from the environment
+	 * (libcurl honours http_proxy and friends unless told otherwise). */
+	setenv("no_proxy", "*", 1);
+	setenv("NO_PROXY", "*", 1);
 	if (httpc_global_init()) {
 		ctl_err("cannot initialise libcurl");
 		return CTL_EXIT_AGENT;
