@@ -106,7 +106,7 @@ void conn_opened(struct conn *c)
 		hooks.opened(c);
 }
 
-static void peer_free(struct conn_peer *p)
+void conn_peer_fini(struct conn_peer *p)
 {
 	free(p->workload);
 	free(p->namespace);
@@ -129,8 +129,8 @@ static void conn_free(struct loop *l, void *arg)
 	registry_count--;
 	free(c->buf[0].data);
 	free(c->buf[1].data);
-	peer_free(&c->info.source);
-	peer_free(&c->info.destination);
+	conn_peer_fini(&c->info.source);
+	conn_peer_fini(&c->info.destination);
 	free(c->info.service);
 	free(c);
 }

@@ -75,6 +75,9 @@ struct conn_peer {
 	char *node;
 };
 
+/* Frees the strings of p (not p itself). */
+void conn_peer_fini(struct conn_peer *p);
+
 struct conn_info {
 	enum conn_kind kind;
 	struct sockaddr_storage src;		/* client address (pod IP:port) */

@@ -28,14 +28,19 @@ struct mesh {
 	struct hbone_server *server;
 };
 
-static int wl_identity(const struct mesh *m, const struct model_workload *w, struct spiffe_id *id)
+int mesh_workload_id(const char *td, const struct model_workload *w, struct spiffe_id *id)
 {
 	const char *why;
-	return spiffe_id_set(id, m->trust_domain, w->namespace, w->service_account, &why);
+	return spiffe_id_set(id, td, w->namespace, w->service_account, &why);
+}
+
+static int wl_identity(const struct mesh *m, const struct model_workload *w, struct spiffe_id *id)
+{
+	return mesh_workload_id(m->trust_domain, w, id);
 }
 
 /* RFC 7239: for=IP, IPv6 quoted and bracketed. */
-static void forwarded_for(const struct sockaddr_storage *src, char *out, size_t len)
+void mesh_forwarded_for(const struct sockaddr_storage *src, char *out, size_t len)
 {
 	char ip[ADDR_STR_LEN];
 	sockaddr_ip_str(src, ip, sizeof(ip));
@@ -46,10 +51,10 @@ static void forwarded_for(const struct sockaddr_storage *src, char *out, size_t 
 }
 
 /* W3C baggage with the source workload's facts; "" when it cannot be built. */
-static void baggage_of(const struct model_workload *w, char *out, size_t len)
+void mesh_baggage_of(const struct model_workload *w, char *out, size_t len)
 {
 	struct baggage b = { 0 };
-	if (baggage_set(&b, "k8s.namespace.name", w->namespace) ||
+	if (!w || baggage_set(&b, "k8s.namespace.name", w->namespace) ||
 	    baggage_set(&b, "k8s.pod.name", w->name) ||
 	    baggage_set(&b, "service.name", w->canonical_service) ||
 	    (w->node && baggage_set(&b, "k8s.node.name", w->node)) ||
@@ -85,16 +90,14 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 		return -EINVAL;
 	node_ip = r->waypoint_wl ? &r->waypoint_wl->addrs[0] : &r->dst_node->addr;
 	req.dst = *node_ip;
-	((struct sockaddr_in *)&req.dst)->sin_port = htons(HBONE_PORT);
-	if (req.dst.ss_family == AF_INET6)
-		((struct sockaddr_in6 *)&req.dst)->sin6_port = htons(HBONE_PORT);
+	sockaddr_set_port(&req.dst, HBONE_PORT);
 	req.source = &src_id;
 	req.expect = &dst_id;
 	req.nexpect = 1;
 	sockaddr_str(&r->target, authority, sizeof(authority));
 	req.authority = authority;
-	forwarded_for(&ci->src, fwd, sizeof(fwd));
-	baggage_of(r->src, bag, sizeof(bag));
+	mesh_forwarded_for(&ci->src, fwd, sizeof(fwd));
+	mesh_baggage_of(r->src, bag, sizeof(bag));
 	hdrs[nh++] = (struct hbone_header){ "forwarded", fwd };
 	if (bag[0])
 		hdrs[nh++] = (struct hbone_header){ "baggage", bag };
@@ -109,9 +112,9 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 
 /* The client pod's IP from `forwarded: for=IP`, trusted only when the workload owning that IP
  * has the peer's verified identity. Else NULL: the destination then sees the node's IP. */
-static const struct model_workload *vouched_source(struct mesh *m, const struct model *model,
-						   const struct hbone_inbound *req,
-						   struct sockaddr_storage *src)
+const struct model_workload *mesh_vouched_source(const struct model *model, const char *td,
+						 const struct hbone_inbound *req,
+						 struct sockaddr_storage *src)
 {
 	char ip[ADDR_STR_LEN + 4];
 	const char *p = req->forwarded ? strstr(req->forwarded, "for=") : NULL;
@@ -134,7 +137,7 @@ static const struct model_workload *vouched_source(struct mesh *m, const struct 
 	if (ip_parse(ip, src))
 		return NULL;
 	w = model_workload_by_ip(model, src);
-	if (!w || wl_identity(m, w, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
+	if (!w || mesh_workload_id(td, w, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
 		return NULL;
 	return w;
 }
@@ -187,7 +190,7 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 		ci->waypoint_bypass = !from_wp;
 		ci->via_waypoint = from_wp;
 	}
-	srcw = vouched_source(m, model, req, &src);
+	srcw = mesh_vouched_source(model, m->trust_domain, req, &src);
 	ci->src = srcw ? src : req->peer_addr;
 	if (proxy_peer_fill(&ci->source, srcw, m->trust_domain) ||
 	    proxy_peer_fill(&ci->destination, dst, m->trust_domain)) {
@@ -317,7 +320,7 @@ unsigned mesh_inbound_streams(const struct mesh *m)
 	return hbone_server_stream_count(m->server);
 }
 
-static void hbone_conn_json(const struct hbone_conn_info *i, void *arg)
+void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *arg)
 {
 	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
 	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:s}",
@@ -334,7 +337,7 @@ static void hbone_conn_json(const struct hbone_conn_info *i, void *arg)
 json_t *mesh_hbone_json(struct mesh *m)
 {
 	json_t *arr = json_array();
-	hbone_pool_foreach(m->pool, hbone_conn_json, arr);
-	hbone_server_foreach(m->server, hbone_conn_json, arr);
+	hbone_pool_foreach(m->pool, mesh_hbone_conn_json, arr);
+	hbone_server_foreach(m->server, mesh_hbone_conn_json, arr);
 	return json_pack("{s:o}", "connections", arr);
 }

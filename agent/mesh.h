@@ -15,6 +15,9 @@
 struct mesh;
 struct certstore;
 struct tls_ca;
+struct spiffe_id;
+struct hbone_inbound;
+struct hbone_conn_info;
 
 struct mesh_opts {
 	struct loop *loop;
@@ -26,6 +29,22 @@ struct mesh_opts {
 	struct sockaddr_storage hbone_addr;	/* node IP:15008 */
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window, connect_timeout_ms;
 };
+
+/* ---- policy helpers, shared with the waypoint ---- */
+/* spiffe://td/ns/NS/sa/SA of w. 0 or -EINVAL (a name that is not a valid SPIFFE part). */
+int mesh_workload_id(const char *td, const struct model_workload *w, struct spiffe_id *id);
+/* The `forwarded` value for a client address (RFC 7239 for=). */
+void mesh_forwarded_for(const struct sockaddr_storage *src, char *out, size_t len);
+/* The `baggage` value with w's facts (W3C Baggage); "" when w is NULL or it does not fit. */
+void mesh_baggage_of(const struct model_workload *w, char *out, size_t len);
+/* The client workload named by req's `forwarded: for=IP`, trusted only when that workload's
+ * identity is the verified peer identity (else NULL: the peer vouches for nobody else).
+ * *src gets the IP. */
+const struct model_workload *mesh_vouched_source(const struct model *m, const char *td,
+						 const struct hbone_inbound *req,
+						 struct sockaddr_storage *src);
+/* hbone_*_foreach visitor appending one JSON object per connection to the array arg. */
+void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
 
 /* Creates the TLS contexts, the client pool and the 15008 server, and installs itself as the
  * proxy's mesh route. NULL + errno (logged). */

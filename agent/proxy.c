@@ -86,22 +86,6 @@ int proxy_peer_fill(struct conn_peer *peer, const struct model_workload *w, cons
 	return 0;
 }
 
-static const struct sockaddr_storage *workload_addr(const struct model_workload *w, int family)
-{
-	for (int i = 0; i < w->naddrs; i++)
-		if (w->addrs[i].ss_family == family)
-			return &w->addrs[i];
-	return NULL;
-}
-
-static void set_port(struct sockaddr_storage *ss, uint16_t port)
-{
-	if (ss->ss_family == AF_INET)
-		((struct sockaddr_in *)ss)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-}
-
 const struct model_workload *proxy_pick_endpoint(struct proxy *p, const struct model *m,
 						 const struct model_service *svc, uint16_t port,
 						 int family, struct sockaddr_storage *target)
@@ -112,11 +96,11 @@ const struct model_workload *proxy_pick_endpoint(struct proxy *p, const struct m
 	for (int tries = 0; tries < svc->nendpoints; tries++) {
 		const struct model_workload *w =
 			&m->workloads[svc->endpoints[p->rr++ % (uint32_t)svc->nendpoints]];
-		const struct sockaddr_storage *a = workload_addr(w, family);
+		const struct sockaddr_storage *a = model_workload_addr(w, family);
 		if (!a)
 			continue;
 		*target = *a;
-		set_port(target, tport);
+		sockaddr_set_port(target, tport);
 		return w;
 	}
 	return NULL;
@@ -138,7 +122,7 @@ int proxy_connect_tcp(struct proxy *p, struct conn *c, const struct sockaddr_sto
 		struct sockaddr_storage src = *src_ip;
 		int lvl = src.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
 		int opt = src.ss_family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
-		set_port(&src, 0);
+		sockaddr_set_port(&src, 0);
 		if (setsockopt(fd, lvl, opt, &one, sizeof(one)) == -1 ||
 		    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) == -1 ||
 		    bind(fd, (struct sockaddr *)&src, sockaddr_len(&src)) == -1) {

@@ -574,6 +574,14 @@ const struct model_node *model_node_by_name(const struct model *m, const char *n
 	return NULL;
 }
 
+const struct sockaddr_storage *model_workload_addr(const struct model_workload *w, int family)
+{
+	for (int i = 0; i < w->naddrs; i++)
+		if (w->addrs[i].ss_family == family)
+			return &w->addrs[i];
+	return NULL;
+}
+
 uint16_t model_service_target_port(const struct model_service *svc, uint16_t port)
 {
 	for (int i = 0; i < svc->nports; i++)

@@ -106,6 +106,8 @@ const struct model_service *model_service_by_name(const struct model *m, const c
 						  const char *name);
 const struct model_workload *model_workload_by_uid(const struct model *m, const char *uid);
 const struct model_node *model_node_by_name(const struct model *m, const char *name);
+/* w's first address of that family (AF_INET, AF_INET6), or NULL. */
+const struct sockaddr_storage *model_workload_addr(const struct model_workload *w, int family);
 /* The target port for service port `port`, or 0 when the service does not expose it. */
 uint16_t model_service_target_port(const struct model_service *svc, uint16_t port);
 /* The waypoint Service that traffic to svc (or to workload wl, when svc is NULL) must go

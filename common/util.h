@@ -26,6 +26,7 @@ char *sockaddr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
 /* Only the address, no port. */
 char *sockaddr_ip_str(const struct sockaddr_storage *ss, char *buf, size_t len);
 uint16_t sockaddr_port(const struct sockaddr_storage *ss);
+void sockaddr_set_port(struct sockaddr_storage *ss, uint16_t port);
 /* Parses "IP" (port set to `port`) or "IP:PORT" / "[IPv6]:PORT". 0 or -EINVAL. */
 int sockaddr_parse(const char *s, uint16_t default_port, struct sockaddr_storage *out);
 /* A bare IPv4 or IPv6 literal (no port, no brackets); port set to 0. 0 or -EINVAL. */

@@ -9,6 +9,7 @@
 #include "agent/waypoint/waypoint.h"
 #include "agent/conn.h"
 #include "agent/hbone.h"
+#include "agent/mesh.h"
 #include "agent/proxy.h"
 #include "agent/waypoint/http1.h"
 #include "agent/workloads.h"
@@ -181,13 +182,6 @@ int waypoint_self(struct waypoint *w, const struct model *m, const struct model_
 	return 0;
 }
 
-static int wl_identity(const struct waypoint *w, const struct model_workload *wl,
-		       struct spiffe_id *id)
-{
-	const char *why;
-	return spiffe_id_set(id, w->trust_domain, wl->namespace, wl->service_account, &why);
-}
-
 /* The resource of the waypoint's spans (its own workload), rebuilt when that changes. */
 static struct otlp_resource *self_resource(struct waypoint *w, const struct model_workload *wl)
 {
@@ -318,22 +312,6 @@ static struct endpoint_stat *ep_stat(struct waypoint *w, const char *uid, bool c
 	return e;
 }
 
-static const struct sockaddr_storage *wl_addr(const struct model_workload *wl, int family)
-{
-	for (int i = 0; i < wl->naddrs; i++)
-		if (wl->addrs[i].ss_family == family)
-			return &wl->addrs[i];
-	return NULL;
-}
-
-static void set_port(struct sockaddr_storage *ss, uint16_t port)
-{
-	if (ss->ss_family == AF_INET6)
-		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-	else
-		((struct sockaddr_in *)ss)->sin_port = htons(port);
-}
-
 /* Picks where the session's next request (or tunnel) goes, from the current model: an
  * endpoint of the service (round robin, or the fewest requests in flight with round robin
  * among equals), or the workload the CONNECT named. NULL when there is none. */
@@ -359,7 +337,7 @@ static const struct model_workload *pick(struct waypoint *w, struct wp_sess *s,
 	for (int i = 0; i < svc->nendpoints; i++) {
 		const struct model_workload *wl =
 			&m->workloads[svc->endpoints[(start + (uint32_t)i) % (uint32_t)svc->nendpoints]];
-		if (!wl_addr(wl, family))
+		if (!model_workload_addr(wl, family))
 			continue;
 		if (w->o.lb == WAYPOINT_LB_ROUND_ROBIN) {
 			best = wl;
@@ -373,8 +351,8 @@ static const struct model_workload *pick(struct waypoint *w, struct wp_sess *s,
 		}
 	}
 	if (best) {
-		*target = *wl_addr(best, family);
-		set_port(target, tport);
+		*target = *model_workload_addr(best, family);
+		sockaddr_set_port(target, tport);
 	}
 	return best;
 }
@@ -548,25 +526,6 @@ static void sweep_fire(struct loop *l, struct loop_timer *t)
 	loop_timer_arm(l, t, 5000);
 }
 
-static void forwarded_for(const struct sockaddr_storage *src, char *out, size_t len)
-{
-	char ip[ADDR_STR_LEN];
-	sockaddr_ip_str(src, ip, sizeof(ip));
-	snprintf(out, len, src->ss_family == AF_INET6 ? "for=\"[%s]\"" : "for=%s", ip);
-}
-
-static void baggage_of(const struct model_workload *wl, char *out, size_t len)
-{
-	struct baggage b = { 0 };
-	if (!wl || baggage_set(&b, "k8s.namespace.name", wl->namespace) ||
-	    baggage_set(&b, "k8s.pod.name", wl->name) ||
-	    baggage_set(&b, "service.name", wl->canonical_service) ||
-	    (wl->node && baggage_set(&b, "k8s.node.name", wl->node)) ||
-	    baggage_format(&b, out, len) < 0)
-		out[0] = '\0';
-	baggage_fini(&b);
-}
-
 /* A TCP leg to a workload outside the mesh (no agent to carry HBONE to). */
 static int connect_plain(struct waypoint *w, struct conn *c, const struct sockaddr_storage *t)
 {
@@ -607,7 +566,7 @@ static struct wp_up *up_get(struct wp_sess *s, const struct model *m,
 		*why = "the waypoint's own workload is not in the model";
 		return NULL;
 	}
-	if (wl_identity(w, dst, &dst_id)) {
+	if (mesh_workload_id(w->trust_domain, dst, &dst_id)) {
 		*why = "the endpoint has no valid identity";
 		return NULL;
 	}
@@ -673,13 +632,13 @@ static struct wp_up *up_get(struct wp_sess *s, const struct model *m,
 			goto fail;
 		}
 		req.dst = node->addr;
-		set_port(&req.dst, HBONE_PORT);
+		sockaddr_set_port(&req.dst, HBONE_PORT);
 		req.source = &self_id;
 		req.expect = &dst_id;
 		req.nexpect = 1;
 		req.authority = addr;
-		forwarded_for(&conn_info(s->down)->src, fwd, sizeof(fwd));
-		baggage_of(self, bag, sizeof(bag));
+		mesh_forwarded_for(&conn_info(s->down)->src, fwd, sizeof(fwd));
+		mesh_baggage_of(self, bag, sizeof(bag));
 		hdrs[nh++] = (struct hbone_header){ "forwarded", fwd };
 		if (bag[0])
 			hdrs[nh++] = (struct hbone_header){ "baggage", bag };
@@ -713,16 +672,6 @@ static void sess_ref(struct wp_sess *s)
 	s->refs++;
 }
 
-static void peer_free(struct conn_peer *p)
-{
-	free(p->workload);
-	free(p->namespace);
-	free(p->service_account);
-	free(p->canonical_service);
-	free(p->principal);
-	free(p->node);
-}
-
 static void sess_unref(struct wp_sess *s)
 {
 	struct waypoint *w = s->w;
@@ -743,7 +692,7 @@ static void sess_unref(struct wp_sess *s)
 	free(s->svc_name);
 	free(s->service);
 	free(s->ep_uid);
-	peer_free(&s->source);
+	conn_peer_fini(&s->source);
 	free(s);
 }
 
@@ -1406,36 +1355,6 @@ static void sess_task(struct loop *l, void *arg)
 
 /* ---------------------------------------------------------- inbound ---- */
 
-/* The client pod's IP from `forwarded: for=IP`, trusted only when the workload owning it has
- * the peer's verified identity (as the node agent does). */
-static const struct model_workload *vouched_source(struct waypoint *w, const struct model *m,
-						   const struct hbone_inbound *req,
-						   struct sockaddr_storage *src)
-{
-	char ip[ADDR_STR_LEN + 4];
-	const char *p = req->forwarded ? strstr(req->forwarded, "for=") : NULL;
-	const struct model_workload *wl;
-	struct spiffe_id id;
-	size_t n;
-
-	if (!p)
-		return NULL;
-	p += 4;
-	p += *p == '"';
-	p += *p == '[';
-	n = strcspn(p, "]\";, ");
-	if (n == 0 || n >= sizeof(ip))
-		return NULL;
-	memcpy(ip, p, n);
-	ip[n] = '\0';
-	if (ip_parse(ip, src))
-		return NULL;
-	wl = model_workload_by_ip(m, src);
-	if (!wl || wl_identity(w, wl, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
-		return NULL;
-	return wl;
-}
-
 static int on_connect(void *arg, const struct hbone_inbound *req)
 {
 	struct waypoint *w = arg;
@@ -1511,7 +1430,7 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	ci->target = req->target;
 	ci->via = req->peer_addr;
 	ci->mtls = true;
-	srcw = vouched_source(w, m, req, &src);
+	srcw = mesh_vouched_source(m, w->trust_domain, req, &src);
 	ci->src = srcw ? src : req->peer_addr;
 	bool nomem = false;
 	if (svc) {
@@ -1754,22 +1673,10 @@ json_t *waypoint_status_json(struct waypoint *w)
 	return o;
 }
 
-static void hbone_conn_json(const struct hbone_conn_info *i, void *arg)
-{
-	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
-	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:i,s:I,s:I,s:I}",
-		"role", i->server ? "server" : "client", "state", hbone_sess_st_to_str(i->state),
-		"peer", sockaddr_str(&i->peer_addr, peer, sizeof(peer)),
-		"local_identity", i->local_id ? spiffe_id_str(i->local_id, lid) : NULL,
-		"peer_identity", i->peer_id ? spiffe_id_str(i->peer_id, pid) : NULL,
-		"streams", (int)i->streams, "streams_total", (json_int_t)i->streams_total,
-		"bytes_sent", (json_int_t)i->bytes_sent, "bytes_received", (json_int_t)i->bytes_received));
-}
-
 json_t *waypoint_hbone_json(struct waypoint *w)
 {
 	json_t *arr = json_array();
-	hbone_pool_foreach(w->pool, hbone_conn_json, arr);
-	hbone_server_foreach(w->server, hbone_conn_json, arr);
+	hbone_pool_foreach(w->pool, mesh_hbone_conn_json, arr);
+	hbone_server_foreach(w->server, mesh_hbone_conn_json, arr);
 	return json_pack("{s:o}", "connections", arr);
 }
