@@ -165,7 +165,7 @@ tls_facts() { # HOST:PORT [ALPN]
 		/^New, / { sub(/^New, /, ""); sub(/, Cipher is /, " "); p = $0 }
 		/^Server Temp Key:/ { sub(/^Server Temp Key: /, ""); sub(/,.*/, ""); g = $0 }
 		/^ALPN protocol:/ { a = " ALPN " $3 }
-		END { if (p == "") print "unknown"; else print p " " g a }'
+		END { if (p == "" || p ~ /NONE/) print "not observed (no handshake with a lab-CA client certificate)"; else print p " " g a }'
 }
 
 # ---------------- measurements ----------------
