@@ -193,7 +193,8 @@ make_node() { # NAME K CNI NODES
 	ip -n "$ns" link set lo up
 	sysctls "$ns" net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
 		net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.all.route_localnet=1 \
-		net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000"
+		net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000" \
+		net.ipv4.ip_local_reserved_ports="15000-15021"	# the agent's ports, as a node keeps them
 	in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
 		>/dev/null 2>&1 || true
 	ip -n "$ul" link add "n$k" type veth peer name eth0 netns "$ns"
