@@ -26,8 +26,8 @@ static const struct {
 } tcp_names[METRICS_TCP_NCOUNTERS] = {
 	[METRICS_TCP_OPENED] = { "istio_tcp_connections_opened_total", "Total TCP connections opened" },
 	[METRICS_TCP_CLOSED] = { "istio_tcp_connections_closed_total", "Total TCP connections closed" },
-	[METRICS_TCP_SENT_BYTES] = { "istio_tcp_sent_bytes_total", "Bytes sent during a TCP connection (source to destination)" },
-	[METRICS_TCP_RECEIVED_BYTES] = { "istio_tcp_received_bytes_total", "Bytes received during a TCP connection (destination to source)" },
+	[METRICS_TCP_SENT_BYTES] = { "istio_tcp_sent_bytes_total", "Bytes sent during the response of a TCP connection (destination to source)" },
+	[METRICS_TCP_RECEIVED_BYTES] = { "istio_tcp_received_bytes_total", "Bytes received during the request of a TCP connection (source to destination)" },
 };
 
 struct series {

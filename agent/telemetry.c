@@ -133,7 +133,9 @@ static void set_addr(struct span *s, const char *addr_key, const char *port_key,
 }
 
 /* Attribute names: OTel's client./server./network. conventions for addresses, Istio's
- * source/destination vocabulary for the mesh facts (what Tempo queries use). */
+ * source/destination vocabulary for the mesh facts (what Tempo queries use). Bytes as Istio
+ * and ztunnel count them: received = the request (read from the downstream side), sent = the
+ * response (read from the upstream side and sent back downstream). */
 static void span_close(struct conn *c, int err, const char *flag, const char *reason)
 {
 	struct span *s = conn_user(c);
@@ -153,8 +155,8 @@ static void span_close(struct conn *c, int err, const char *flag, const char *re
 		set_addr(s, "hbone.peer.address", NULL, &ci->via);
 		span_set_str(s, "network.transport", "tcp");
 		span_set_str(s, "direction", telemetry_direction(ci->kind));
-		span_set_int(s, "bytes_sent", (int64_t)conn_bytes(c, CONN_DOWN));
-		span_set_int(s, "bytes_received", (int64_t)conn_bytes(c, CONN_UP));
+		span_set_int(s, "bytes_sent", (int64_t)conn_bytes(c, CONN_UP));
+		span_set_int(s, "bytes_received", (int64_t)conn_bytes(c, CONN_DOWN));
 		span_set_str(s, "connection_security_policy", ci->mtls ? "mutual_tls" : "unknown");
 		if (ci->via_waypoint)
 			span_set_bool(s, "waypoint", true);
@@ -218,8 +220,8 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 		span_span_id_hex(&s->ctx, span_id);
 	}
 	snprintf(id, sizeof(id), "%" PRIu64, conn_id(c));
-	snprintf(sent, sizeof(sent), "%" PRIu64, conn_bytes(c, CONN_DOWN));
-	snprintf(recv, sizeof(recv), "%" PRIu64, conn_bytes(c, CONN_UP));
+	snprintf(sent, sizeof(sent), "%" PRIu64, conn_bytes(c, CONN_UP));
+	snprintf(recv, sizeof(recv), "%" PRIu64, conn_bytes(c, CONN_DOWN));
 	snprintf(dur, sizeof(dur), "%" PRIu64, now_mono_ms() - conn_start_ms(c));
 	struct log_field f[] = {
 		{ "conn_id", id, true },
@@ -283,8 +285,8 @@ static void on_closed(struct conn *c, int err, const char *flag, const char *rea
 	labels_of(ci, flag, &l);
 	metrics_tcp_add(&l, METRICS_TCP_CLOSED, 1);
 	labels_of(ci, NULL, &l);
-	metrics_tcp_add(&l, METRICS_TCP_SENT_BYTES, conn_bytes(c, CONN_DOWN));
-	metrics_tcp_add(&l, METRICS_TCP_RECEIVED_BYTES, conn_bytes(c, CONN_UP));
+	metrics_tcp_add(&l, METRICS_TCP_SENT_BYTES, conn_bytes(c, CONN_UP));
+	metrics_tcp_add(&l, METRICS_TCP_RECEIVED_BYTES, conn_bytes(c, CONN_DOWN));
 	access_log(c, LOG_LVL_INFO, "connection complete", err, flag, reason);
 	span_close(c, err, flag, reason);
 }
