@@ -128,7 +128,7 @@ static void set_addr(struct span *s, const char *addr_key, const char *port_key,
 	if (!ss->ss_family)
 		return;
 	span_set_str(s, addr_key, sockaddr_ip_str(ss, ip, sizeof(ip)));
-	if (port_key)
+	if (port_key && sockaddr_port(ss))	/* 0: not known (an inbound client behind HBONE) */
 		span_set_int(s, port_key, sockaddr_port(ss));
 }
 

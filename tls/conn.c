@@ -577,8 +577,12 @@ int tls_conn_shutdown(struct tls_conn *c)
 unsigned tls_conn_want(const struct tls_conn *c) { return c->want; }
 size_t tls_conn_pending(const struct tls_conn *c)
 {
+	/* With read-ahead, whole records may wait unprocessed in OpenSSL's buffer: SSL_pending()
+	 * counts only the decrypted part, SSL_has_pending() sees both. */
 	int n = SSL_pending(c->ssl);
-	return n > 0 ? (size_t)n : 0;
+	if (n > 0)
+		return (size_t)n;
+	return SSL_has_pending(c->ssl) ? 1 : 0;
 }
 enum tls_conn_st tls_conn_state(const struct tls_conn *c) { return c->st; }
 int tls_conn_fd(const struct tls_conn *c) { return c->fd; }

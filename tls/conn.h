@@ -82,7 +82,8 @@ int tls_conn_shutdown(struct tls_conn *c);
 
 /* TLS_WANT_* of the last -EAGAIN (0 otherwise). */
 unsigned tls_conn_want(const struct tls_conn *c);
-/* Decrypted bytes buffered inside OpenSSL (SSL_pending). */
+/* Non-zero when OpenSSL holds input epoll will not announce: decrypted bytes (their count),
+ * or records read ahead and not yet processed (1). */
 size_t tls_conn_pending(const struct tls_conn *c);
 enum tls_conn_st tls_conn_state(const struct tls_conn *c);
 int tls_conn_fd(const struct tls_conn *c);

@@ -48,6 +48,12 @@ static int ctx_common(SSL_CTX *ssl, int min_version)
 	 * MOVING_WRITE_BUFFER: the non-blocking write contract of tls_conn_write(). */
 	SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 			      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Read-ahead: one read(2) fetches a record's header, its body and whatever follows,
+	 * instead of two or three calls per record (measured in bench/: 3 reads per round trip).
+	 * Buffered records are then invisible to SSL_pending(); tls_conn_pending() uses
+	 * SSL_has_pending() so the loop still drains them. */
+	SSL_CTX_set_read_ahead(ssl, 1);
+	SSL_CTX_set_default_read_buffer_len(ssl, 64 * 1024);
 	if (!SSL_CTX_set1_groups_list(ssl, "X25519:P-256"))
 		return -EIO;
 	return 0;
