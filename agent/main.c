@@ -87,7 +87,10 @@ static int apply_model(struct agent *a)
 		else
 			a->npods_captured = (int)n;
 	}
-	if (!err && !a->model_applied) {
+	/* Ready only once a published model (not the empty one of start-up) is in place: with
+	 * Kubernetes discovery that is after the first full list, so a node never reports ready
+	 * while its enrolled pods are not captured yet. */
+	if (!err && !a->model_applied && m->generation > 0) {
 		a->model_applied = true;
 		pr_info("ready: %d workloads known, %zu local pods captured", m->nworkloads, n);
 	}
