@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# ambitd with discovery.source = kubernetes, end to end: node 1's agent watches the test API
+# server (tests/tools/fake_apiserver.py), is not ready before the first full list, then captures
+# the pod the API says is enrolled and carries its traffic over HBONE to node 2 (file discovery,
+# same cluster facts); un-labelling the namespace releases the pod's capture.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || { echo "not ok - kube agent (needs root)"; exit 1; }
+logs=$(mktemp -d /tmp/ambit-kube-agent.XXXXXX)
+lab=kube$$
+PY=/usr/bin/python3
+
+if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1 >"$logs/up.log" 2>&1; then
+	fail "lab up"; lab_result; exit 1
+fi
+p11=$(lab_pod_ip 1 1); p21=$(lab_pod_ip 2 1)
+n1=$(lab_node_ip 1); n2=$(lab_node_ip 2)
+echo "secret-token" >"$logs/token"
+api_start() {
+	pod_spawn "$lab" n1 "$logs/api.log" "$PY" "$LAB_TOP/tests/tools/fake_apiserver.py" \
+		--bind 127.0.0.1 --port 16443 --token secret-token --state "$logs/api-state.json"
+	API_PID=$SPAWNED_PID
+	wait_port "$lab" n1 16443
+}
+api_start
+api() { # VERB JSON: drives the fake API server
+	pod_exec "$lab" n1 curl -fsS -m 5 -X POST -H 'Content-Type: application/json' \
+		--data "$2" "http://127.0.0.1:16443/_control/$1" >/dev/null
+}
+cfg=$LAB_ROOT/$lab/node1.json
+jq --arg t "$logs/token" '.discovery = {"source": "kubernetes", "kubernetes":
+	{"api_server": "http://127.0.0.1:16443", "token_file": $t}}' "$cfg" >"$cfg.new" && mv "$cfg.new" "$cfg"
+
+pod_spawn "$lab" n2-p1 "$logs/echo.log" "$TCPKIT" serve --port 9000 --mode echo
+wait_port "$lab" n2-p1 9000
+lab_start_agent "$lab" 2 || { fail "node 2 agent (file discovery) starts"; lab_result; exit 1; }
+
+# The cluster as the API server knows it; then the API server goes away (its state is kept).
+api apply '{"resource": "namespaces", "object": {"metadata": {"name": "default", "labels": {"istio.io/dataplane-mode": "ambient"}}}}'
+for k in 1 2; do
+	ip=$(lab_node_ip "$k")
+	api apply '{"resource": "nodes", "object": {"metadata": {"name": "'"$lab-n$k"'"}, "status": {"addresses": [{"type": "InternalIP", "address": "'"$ip"'"}]}}}'
+	pip=$(lab_pod_ip "$k" 1)
+	api apply '{"resource": "pods", "object": {"metadata": {"name": "'"$lab-n$k-p1"'", "namespace": "default", "labels": {"app": "app-1"}},
+		"spec": {"nodeName": "'"$lab-n$k"'", "serviceAccountName": "app-1", "containers": [{"name": "c", "image": "i"}]},
+		"status": {"phase": "Running", "podIP": "'"$pip"'", "podIPs": [{"ip": "'"$pip"'"}]}}}'
+done
+kill "$API_PID"; wait "$API_PID" 2>/dev/null || true
+
+# Node 1's agent, started by hand while the API is unreachable: not ready until it has listed.
+pod_spawn "$lab" n1 "$LAB_ROOT/$lab/agent1.log" "$AMBIT_BUILD/ambitd" --config "$cfg"
+echo "$SPAWNED_PID" >"$LAB_ROOT/$lab/agent1.pid"
+ready() { pod_exec "$lab" n1 curl -fsS -m 1 -o /dev/null "http://$n1:15021/healthz/ready" 2>/dev/null; }
+sleep 1.5
+if ready; then fail "not ready while the API server is unreachable"; else ok "not ready while the API server is unreachable"; fi
+api_start
+
+for _ in $(seq 100); do ready && break; sleep 0.1; done
+check "ready once the API server has been listed" ready
+check "the model is the API's from the first ready moment: both pods, enrolled by the namespace label" \
+	sh -c "nsenter --net=/run/netns/$lab-n1 $AMBIT_BUILD/ambitctl workloads -o json |
+		jq -e '[.workloads[] | select(.enrolled)] | length == 2' >/dev/null"
+check "config shows the Kubernetes discovery status, synced" \
+	sh -c "nsenter --net=/run/netns/$lab-n1 curl -fsS http://127.0.0.1:15000/config_dump | jq -e '.discovery_status.synced == true' >/dev/null"
+captured() { nsenter --net="/run/netns/$lab-n1" curl -fsS http://127.0.0.1:15000/bpf | jq '.interfaces | length'; }
+for _ in $(seq 50); do [ "$(captured)" = 1 ] && break; sleep 0.1; done
+check "the enrolled local pod is captured" test "$(captured)" = 1
+check "its traffic reaches node 2 over HBONE" pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9000" \
+	--mode echo --conns 5 --timeout 20
+# The close line is written when the agent sees both sides finish, just after the client exits.
+for _ in $(seq 50); do
+	[ "$(grep -c '"connection complete"' "$LAB_ROOT/$lab/agent1.log")" -ge 5 ] && break
+	sleep 0.1
+done
+check "... as mutual TLS" sh -c "grep '\"connection complete\"' '$LAB_ROOT/$lab/agent1.log' | tail -n1 |
+	grep -q '\"dst.hbone_addr\":\"$n2:15008\".*mutual_tls'"
+
+api apply '{"resource": "namespaces", "object": {"metadata": {"name": "default", "labels": {}}}}'
+for _ in $(seq 100); do [ "$(captured)" = 0 ] && break; sleep 0.1; done
+check "un-labelling the namespace releases the pod's capture" test "$(captured)" = 0
+check "... and its traffic flows directly" pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9000" \
+	--mode echo --conns 1 --timeout 20
+lab_stop_agent "$lab" 1
+check "agent exits 0" test "$AGENT_EXIT" = 0
+lab_stop_agent "$lab" 2
+lab_result
