@@ -124,10 +124,10 @@ static void get_bpf(struct agent *a, const struct httpd_request *req, struct htt
 static int cert_to_json(const struct certstore_info *info, void *arg)
 {
 	char id[SPIFFE_ID_STR_MAX];
-	json_array_append_new(arg, json_pack("{s:s,s:s,s:I,s:I,s:I,s:s,s:i,s:I}",
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:i,s:I}",
 		"identity", spiffe_id_str(info->id, id), "serial", info->serial_hex,
 		"not_before", (json_int_t)info->not_before, "not_after", (json_int_t)info->not_after,
-		"renew_at", (json_int_t)info->renew_at, "state", certstore_state_str(info->state),
+		"issued_at", (json_int_t)info->issued_at, "renew_at", (json_int_t)info->renew_at, "state", certstore_state_str(info->state),
 		"refs", (int)info->refs, "issued_total", (json_int_t)info->issued_total));
 	return 0;
 }

@@ -54,6 +54,7 @@ struct certstore_info {
 	const char *serial_hex;
 	int64_t not_before;	/* Unix seconds */
 	int64_t not_after;
+	int64_t issued_at;	/* Unix seconds */
 	int64_t renew_at;	/* half-life */
 	enum certstore_state state;
 	uint32_t refs;		/* references besides the store's (≈ connections/holders) */
