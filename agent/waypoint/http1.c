@@ -329,6 +329,10 @@ void h1_next(struct h1 *h)
 	h->arena_len = 0;
 	h->url = h->url_len = 0;
 	h->nh = 0;
+	/* http_parser counts trailer bytes in nread and may not clear it at the message end,
+	 * depending on where the input was split; h1_idle reads it (a clean close after a
+	 * chunked message with trailers was taken for a cut message). */
+	h->p.nread = 0;
 	http_parser_pause(&h->p, 0);
 }
 

@@ -158,6 +158,27 @@ TEST(chunked_request_any_split)
 	}
 }
 
+/* Found by tests/fuzz/http1: after a chunked message with trailers fed in pieces, the next
+ * message looked started (http_parser's nread), so a clean close became -EPROTO. */
+TEST(idle_after_chunked_trailers_any_split)
+{
+	static const char req[] = "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+				  "5\r\nhello\r\n0\r\nTrailer: x\r\n\r\n";
+	for (size_t step = 0; step <= 7; step++) {
+		struct ctx c = { 0 };
+		struct h1_buf out = { 0 };
+		struct h1 h;
+		h1_init(&h, HTTP_REQUEST, &cbs, &c);
+		CHECK_EQ_INT(feed_all(&h, req, sizeof(req) - 1, step, &out), sizeof(req) - 1);
+		CHECK_EQ_INT(h.st, H1_ST_DONE);
+		h1_next(&h);
+		CHECK(h1_idle(&h));
+		CHECK_EQ_INT(h1_feed_eof(&h, &out), 0);
+		h1_buf_fini(&out);
+		h1_fini(&h);
+	}
+}
+
 TEST(pipelined_requests_stop_at_each_end)
 {
 	struct ctx c = { 0 };
