@@ -274,7 +274,7 @@ int spiffe_sni_decode(const char *sni, const char *td, struct spiffe_id *out)
 		return -EINVAL;
 	n = strnlen(sni, sizeof(name));
 	ltd = strlen(td);
-	if (n >= sizeof(name) || n < lsuf + ltd + 5)	/* "a.b." + td + suffix */
+	if (n >= sizeof(name) || n < lsuf + ltd + 4)	/* "a.b." + td + suffix */
 		return -EINVAL;
 	for (size_t i = 0; i <= n; i++)
 		name[i] = (char)tolower((unsigned char)sni[i]);

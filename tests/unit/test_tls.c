@@ -159,6 +159,13 @@ TEST(spiffe_sni_roundtrip)
 	CHECK_EQ_INT(spiffe_sni_decode("example.com", TD, &out), -EINVAL);
 	CHECK_EQ_INT(spiffe_sni_decode("shop.cluster.local.spiffe", TD, &out), -EINVAL);
 	CHECK_EQ_INT(spiffe_sni_decode("a.b.xcluster.local.spiffe", TD, &out), -EINVAL);
+	/* one-letter namespace and service account: the shortest name (found by tests/fuzz/spiffe) */
+	struct spiffe_id tiny = sid(TD, "d", "a");
+	CHECK_EQ_INT(spiffe_sni_encode(&tiny, sni, sizeof(sni)), 4 + strlen(TD) + 7);
+	CHECK_EQ_INT(spiffe_sni_decode(sni, TD, &out), 0);
+	CHECK(spiffe_id_equal(&tiny, &out));
+	CHECK_EQ_INT(spiffe_sni_decode("a..cluster.local.spiffe", TD, &out), -EINVAL);
+	CHECK_EQ_INT(spiffe_sni_decode(".cluster.local.spiffe", TD, &out), -EINVAL);
 	/* a service account of 250 characters cannot fit a DNS name with the rest */
 	char sa[251];
 	memset(sa, 'a', sizeof(sa) - 1);
