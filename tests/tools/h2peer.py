@@ -4,6 +4,10 @@
 # certificates from the test CA). Driven by tests/unit/test_hbone.c; prints "ok -"/"not ok -".
 #   h2peer.py client HOST:PORT AUTHORITY --sni NAME --expect SPIFFE_ID --bytes N  (+ TLS files)
 #   h2peer.py server --expect-peer SPIFFE_ID --streams N                        (+ TLS files)
+#   h2peer.py probe HOST:PORT --expect SPIFFE_ID --case AUTHORITY=STATUS[=REASON] ... (+ TLS files)
+#     one connection, one CONNECT per --case in turn: the answer's :status must be STATUS and
+#     its ambit-reason contain REASON; on a 200 an HTTP/1.1 "GET --path" goes through the
+#     tunnel and its answer must start with "HTTP/1.1 200" (a waypoint's refusals, lab test)
 import argparse
 import hashlib
 import os
@@ -149,6 +153,61 @@ def run_client(a):
     tls.close()
 
 
+def probe_one(p, conn, authority, want, reason, path):
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "CONNECT"), (":authority", authority)])
+    p.flush()
+    status, why, body, ended = None, "", bytearray(), False
+    while not ended:
+        evs = p.events()
+        if evs is None:
+            break
+        for ev in evs:
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                h = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes)
+                     else v for k, v in ev.headers}
+                status, why = h.get(":status"), h.get("ambit-reason", "")
+                if status == "200":
+                    p.queue(sid, ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                                  % (path, authority)).encode())
+                elif status is not None:
+                    ended = True  # a refusal ends the stream (checked: the connection lives on)
+            elif isinstance(ev, h2.events.DataReceived):
+                if ev.stream_id == sid:
+                    body += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and \
+                    ev.stream_id == sid:
+                ended = True
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                ended = True
+        p.flush()
+    detail = "status %s reason %r" % (status, why)
+    ok = status == str(want) and reason in why
+    if ok and status == "200":
+        ok = bytes(body).startswith(b"HTTP/1.1 200")
+        detail += " answer %r" % bytes(body[:80])
+    check("probe %s -> %s%s" % (authority, want, " (%s)" % reason if reason else ""), ok, detail)
+    print("# %s: %s" % (authority, detail))
+    sys.stdout.flush()
+
+
+def run_probe(a):
+    host, port = a.target.rsplit(":", 1)
+    tls = context(a, False).wrap_socket(socket.create_connection((host, int(port)), timeout=10))
+    check("probe_server_identity", peer_uri(tls) == a.expect, str(peer_uri(tls)))
+    conn = h2.connection.H2Connection(h2config(True))
+    conn.initiate_connection()
+    p = Pump(tls, conn)
+    p.flush()
+    for c in a.case:
+        parts = c.split("=", 2)
+        probe_one(p, conn, parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", a.path)
+    conn.close_connection()
+    p.flush()
+    tls.close()
+
+
 def run_server(a):
     ctx = context(a, True)
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -210,7 +269,7 @@ def run_server(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["client", "server"])
+    ap.add_argument("mode", choices=["client", "server", "probe"])
     ap.add_argument("target", nargs="?")
     ap.add_argument("authority_pos", nargs="?")
     ap.add_argument("--ca", required=True)
@@ -222,11 +281,13 @@ def main():
     ap.add_argument("--authority")
     ap.add_argument("--bytes", type=int, default=1 << 20)
     ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--case", action="append", default=[])
+    ap.add_argument("--path", default="/whoami")
     a = ap.parse_args()
     if a.authority is None:
         a.authority = a.authority_pos
     try:
-        (run_client if a.mode == "client" else run_server)(a)
+        {"client": run_client, "server": run_server, "probe": run_probe}[a.mode](a)
     except Exception as e:  # a failure is a "not ok" line, never a hang
         check(a.mode + "_exception", False, repr(e))
     sys.exit(0 if results and all(results) else 1)

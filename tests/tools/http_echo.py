@@ -5,11 +5,14 @@
 #   GET  /status/<code>  -> <code>, body "status <code> from <name>\n"
 #   POST /echo           -> 200, the request body sent back chunked (Transfer-Encoding: chunked)
 #   GET  /headers        -> 200, the request headers as JSON (traceparent checks)
-# Every answer carries "x-served-by: <name>". usage: http_echo.py --port N --name NAME
+#   GET  /delay/<ms>     -> 200 after <ms> milliseconds, body "<name> after <ms> ms\n"
+# Every answer carries "x-served-by: <name>"; --delay MS holds every answer MS milliseconds
+# more (a slow endpoint). usage: http_echo.py --port N --name NAME [--delay MS]
 import argparse
 import json
 import socketserver
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
@@ -46,7 +49,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         name = self.server.name
-        if self.path.startswith("/status/"):
+        if self.server.delay_ms:
+            time.sleep(self.server.delay_ms / 1000.0)
+        if self.path.startswith("/delay/"):
+            ms = int(self.path.split("/")[2].split("?")[0])
+            time.sleep(ms / 1000.0)
+            self.send_plain(200, ("%s after %d ms\n" % (name, ms)).encode())
+        elif self.path.startswith("/status/"):
             code = int(self.path.split("/")[2].split("?")[0])
             self.send_plain(code, ("status %d from %s\n" % (code, name)).encode())
         elif self.path.startswith("/headers"):
@@ -58,6 +67,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.read_body()
+        if self.server.delay_ms:
+            time.sleep(self.server.delay_ms / 1000.0)
         self.send_response(200)
         self.send_header("x-served-by", self.server.name)
         self.send_header("content-type", "application/octet-stream")
@@ -81,9 +92,11 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", default="http_echo")
     ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--delay", type=int, default=0, help="milliseconds before every answer")
     a = ap.parse_args()
     srv = Server((a.host, a.port), Handler)
     srv.name = a.name
+    srv.delay_ms = a.delay
     srv.serve_forever()
 
 
