@@ -199,11 +199,24 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* tchar (RFC 9110 §5.6.2). The system http_parser is built non-strict and lets a space into
+ * a field name ("Transfer-Encoding : chunked"), which would go upstream as it came. */
+static bool is_tchar(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct h1 *h = of(p);
 	if (h->st != H1_ST_HEAD)
 		return 0;	/* trailers: dropped */
+	for (size_t i = 0; i < len; i++) {
+		if (!is_tchar((unsigned char)at[i])) {
+			fail(h, 400, "invalid character in a header field name");
+			return -1;
+		}
+	}
 	if (h->in_value || h->nh == 0) {
 		if (h->nh == H1_MAX_HEADERS) {
 			fail(h, 431, "too many header fields");

@@ -340,6 +340,28 @@ TEST(malformed_requests_are_400)
 	expect_error("bad chunk size", chunk, strlen(chunk), 400);
 	expect_error("space in target", sp, strlen(sp), 400);
 	expect_error("binary", "\x00\x01\x02\x03 garbage\r\n\r\n", 16, 400);
+	/* Field names are tokens (RFC 9110 §5.1); whitespace before the colon must be refused
+	 * (RFC 9112 §5.1): the system http_parser is built non-strict and lets spaces into a
+	 * name, which the proxy would forward as "Transfer-Encoding : chunked" (smuggling). */
+	const char *ws = "GET / HTTP/1.1\r\nHost : x\r\n\r\n";
+	const char *te = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n";
+	const char *inner = "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n";
+	const char *sep = "GET / HTTP/1.1\r\nX(y): x\r\n\r\n";
+	expect_error("space before the colon", ws, strlen(ws), 400);
+	expect_error("Transfer-Encoding with a space before the colon", te, strlen(te), 400);
+	expect_error("space inside a field name", inner, strlen(inner), 400);
+	expect_error("separator in a field name", sep, strlen(sep), 400);
+	for (size_t step = 1; step < 8; step++) {	/* the name split over feeds */
+		struct ctx c = { 0 };
+		struct h1 h;
+		struct h1_buf out = { 0 };
+		h1_init(&h, HTTP_REQUEST, &cbs, &c);
+		feed_all(&h, ws, strlen(ws), step, &out);
+		CHECK_EQ_INT(h.st, H1_ST_ERROR);
+		CHECK_EQ_INT(h.error_status, 400);
+		h1_fini(&h);
+		h1_buf_fini(&out);
+	}
 }
 
 TEST(oversized_head_is_431)
