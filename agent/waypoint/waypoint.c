@@ -962,6 +962,9 @@ static void response_done(struct wp_sess *s)
 	} else {
 		h1_next(&s->req);
 	}
+	/* The next request has no answer yet: a local reply to it (a malformed head) is due. */
+	s->resp_started = false;
+	s->status = 0;
 	s->st = SS_HEAD;
 }
 
