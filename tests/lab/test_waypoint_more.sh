@@ -29,8 +29,7 @@ DRAIN_MS=8000	# proxy.drain_timeout_ms of the waypoint here
 start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for readiness
 	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$WAYPOINT_BIN" --config "$1"
 	WP_PID=$SPAWNED_PID
-	local i
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
 			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
 		kill -0 "$WP_PID" 2>/dev/null || break
@@ -41,9 +40,9 @@ start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for 
 }
 
 wait_waypoint_exit() { # SECONDS: waits for the waypoint to exit; WP_EXIT (or "timeout")
-	local i rc=0
+	local rc=0
 	WP_EXIT=timeout
-	for i in $(seq $(($1 * 10))); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+	for _ in $(seq $(($1 * 10))); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
 	kill -0 "$WP_PID" 2>/dev/null && return 1
 	wait "$WP_PID" 2>/dev/null || rc=$?
 	WP_EXIT=$rc
