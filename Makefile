@@ -188,11 +188,46 @@ TEST_SAN ?= address,undefined
 test: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=$(TEST_SAN) test-build
 	$(Q)$(MAKE) --no-print-directory test-deps
-	$(Q)AMBIT_BUILD=$(BUILD)/san ./tests/run.sh all
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)AMBIT_BUILD=$(BUILD)/san AMBIT_FUZZ_BUILD=$(BUILD)/fuzz ./tests/run.sh all
 
 unit-test bpf-test lab-test: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=$(TEST_SAN) test-build
 	$(Q)AMBIT_BUILD=$(BUILD)/san ./tests/run.sh $(@:-test=)
+
+# ---- fuzzing (tests/fuzz/README.md) ----
+# One libFuzzer target per parser, linked against the real modules compiled again with clang
+# and the fuzzer flags in $(BUILD)/fuzz. `make fuzz` runs each for FUZZ_SECONDS (FUZZ=name
+# for one); `make test` runs a short smoke pass of each (the tests/run.sh fuzz layer).
+FUZZ_NAMES   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/*.c))
+FUZZ         ?= $(FUZZ_NAMES)
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := fuzzer-no-link,address,undefined
+.PHONY: fuzz fuzz-build fuzz-test
+fuzz-build: $(DEPS_STAMP)
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/fuzz CC=$(CLANG) SAN=$(FUZZ_SAN) \
+		CFLAGS="-O1 -g" fuzz-bins
+fuzz: fuzz-build
+	$(Q)set -e; for t in $(FUZZ); do \
+		mkdir -p $(BUILD)/fuzz/corpus/$$t $(BUILD)/fuzz/crashes; \
+		echo "  FUZZ     $$t ($(FUZZ_SECONDS) s)"; \
+		$(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(BUILD)/fuzz/crashes/$$t- \
+			$(BUILD)/fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
+	done
+fuzz-test: fuzz-build
+	$(Q)AMBIT_FUZZ_BUILD=$(BUILD)/fuzz ./tests/run.sh fuzz
+ifneq ($(filter fuzzer%,$(SAN)),)	# only in the fuzz-build sub-make, where BUILD is .../fuzz
+$(addprefix $(BUILD)/,$(FUZZ_NAMES)): $(BUILD)/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(AGENT_LIBS) \
+		| $(DEPS_STAMP) $(GENERATED)
+	$(call msg,FUZZLD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -fsanitize=fuzzer -Itests -o $@ $< \
+		$(filter %.o,$^) $(AGENT_LIBS) $(PKG_LIBS)
+$(BUILD)/http1: $(BUILD)/agent/waypoint/http1.o
+.PHONY: fuzz-bins
+fuzz-bins: $(addprefix $(BUILD)/,$(FUZZ_NAMES))
+	@:
+endif
 
 # ---- lab demo and benchmarks ----
 .PHONY: demo bench clean

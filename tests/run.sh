@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Runs the test layers (unit, bpf, lab, or all) and ends with one line "N passed, N failed".
+# Runs the test layers (unit, bpf, lab, fuzz, or all) and ends with one line "N passed, N failed".
 # Every test program prints "ok - NAME" / "not ok - NAME" lines; a program that exits non-zero
 # without a "not ok" line counts as one failure under its own name. Output per program goes to
 # $AMBIT_BUILD/test-logs/ and is shown only on failure (all of it with VERBOSE=1).
@@ -57,6 +57,31 @@ if [ "$layer" = lab ] || [ "$layer" = all ]; then
 		[ -f "$t" ] || continue
 		case "$t" in *.py) run_one "lab/$(basename "$t")" python3 "$t" ;;
 		*) run_one "lab/$(basename "$t")" bash "$t" ;; esac
+	done
+fi
+# Fuzz smoke: each libFuzzer target (make fuzz-build) replays its committed seeds, then mutates
+# for FUZZ_SMOKE_SECONDS; a crash, leak, UB or failed property is "not ok" (make fuzz: longer).
+fuzz_smoke() { # name, binary
+	local work rc
+	work=$(mktemp -d) || return 1
+	"$2" -max_total_time="${FUZZ_SMOKE_SECONDS:-4}" -timeout=10 -artifact_prefix="$work/" \
+		"$work" "tests/fuzz/corpus/$1"
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		echo "ok - fuzz/$1"
+	else
+		mkdir -p "$AMBIT_FUZZ_BUILD/crashes"
+		cp "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$AMBIT_FUZZ_BUILD/crashes/" 2>/dev/null
+		echo "not ok - fuzz/$1 (exit $rc; inputs kept in $AMBIT_FUZZ_BUILD/crashes/)"
+	fi
+	rm -rf "$work"
+	return "$rc"
+}
+if [ "$layer" = fuzz ] || [ "$layer" = all ]; then
+	export AMBIT_FUZZ_BUILD=${AMBIT_FUZZ_BUILD:-build/fuzz}
+	for t in tests/fuzz/*.c; do
+		n=$(basename "$t" .c)
+		[ -x "$AMBIT_FUZZ_BUILD/$n" ] && run_one "fuzz/$n" fuzz_smoke "$n" "$AMBIT_FUZZ_BUILD/$n"
 	done
 fi
 [ ${#failures[@]} -gt 0 ] && echo "failed: ${failures[*]}"
