@@ -24,7 +24,11 @@ struct h1_buf {
 int h1_buf_append(struct h1_buf *b, const void *p, size_t n);
 int h1_buf_printf(struct h1_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline size_t h1_buf_pending(const struct h1_buf *b) { return b->len - b->off; }
-static inline const uint8_t *h1_buf_head(const struct h1_buf *b) { return b->data + b->off; }
+/* The unread bytes (NULL for a buffer never filled: no pointer arithmetic on NULL). */
+static inline const uint8_t *h1_buf_head(const struct h1_buf *b)
+{
+	return b->data ? b->data + b->off : NULL;
+}
 /* n bytes were taken from the front; the buffer resets when empty. */
 void h1_buf_consume(struct h1_buf *b, size_t n);
 void h1_buf_fini(struct h1_buf *b);
