@@ -194,7 +194,10 @@ static int run(struct agent *a)
 		.max_connections = a->cfg.max_connections,
 		.buffer_size = a->cfg.buffer_size,
 	};
-	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = a->cfg.node_name };
+	/* The cluster label of metrics: CLUSTER_ID as ztunnel reads it, "Kubernetes" by default. */
+	const char *cluster = getenv("CLUSTER_ID");
+	struct telemetry_opts to = { .cluster_id = cluster && *cluster ? cluster : "Kubernetes",
+				     .node_name = a->cfg.node_name };
 	sigset_t mask;
 	int sfd, err = -EIO;
 
