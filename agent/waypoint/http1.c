@@ -375,8 +375,10 @@ size_t h1_feed(struct h1 *h, const uint8_t *p, size_t n, struct h1_buf *out)
 		fail(h, e == HPE_HEADER_OVERFLOW ? 431 : 400, http_errno_description(e));
 		return done;
 	}
-	/* No pause but an upgrade: http_parser returned early at the protocol switch. */
-	if (h->p.upgrade && h->st != H1_ST_UPGRADED && h->st != H1_ST_DONE)
+	/* No pause but an upgrade, and input left: http_parser returned early at the protocol
+	 * switch. The upgrade flag alone is not enough: it is set at the end of the head, and an
+	 * upgrade request with a body (chunked or sized) is still reading that body here. */
+	if (h->p.upgrade && done < n && h->st != H1_ST_UPGRADED && h->st != H1_ST_DONE)
 		h->st = H1_ST_UPGRADED;
 	return done;
 }
