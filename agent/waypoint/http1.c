@@ -209,14 +209,12 @@ static bool is_tchar(unsigned char c)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct h1 *h = of(p);
+	size_t ok = 0;
 	if (h->st != H1_ST_HEAD)
 		return 0;	/* trailers: dropped */
-	for (size_t i = 0; i < len; i++) {
-		if (!is_tchar((unsigned char)at[i])) {
-			fail(h, 400, "invalid character in a header field name");
-			return -1;
-		}
-	}
+	/* Problems are reported in byte order, so the same stream gets the same answer however
+	 * it is split: a new field past the limit, then the bytes before a bad one (which may
+	 * not fit), then the bad byte. */
 	if (h->in_value || h->nh == 0) {
 		if (h->nh == H1_MAX_HEADERS) {
 			fail(h, 431, "too many header fields");
@@ -225,9 +223,15 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 		h->h[h->nh++] = (struct h1_header){ .name = (uint32_t)h->arena_len };
 		h->in_value = false;
 	}
-	if (arena_add(h, at, len))
+	while (ok < len && is_tchar((unsigned char)at[ok]))
+		ok++;
+	if (arena_add(h, at, ok))
 		return -1;
-	h->h[h->nh - 1].name_len += (uint32_t)len;
+	h->h[h->nh - 1].name_len += (uint32_t)ok;
+	if (ok < len) {
+		fail(h, 400, "invalid character in a header field name");
+		return -1;
+	}
 	return 0;
 }
 

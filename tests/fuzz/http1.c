@@ -125,7 +125,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	FUZZ_CHECK(a.st == b.st);
 	FUZZ_CHECK(a.messages == b.messages && a.dones == b.dones && a.messages == a.dones);
-	FUZZ_CHECK(a.error_status == b.error_status);
+	/* A head that is both malformed and too large may get either answer: http_parser hands a
+	 * field over only at a piece boundary or its end, and checks its own bytes first, so a
+	 * bad byte in the field past a limit is seen first in one piece and second when split. */
+	FUZZ_CHECK(a.error_status == b.error_status ||
+		   ((a.error_status == 400 || a.error_status == 431) &&
+		    (b.error_status == 400 || b.error_status == 431)));
 	FUZZ_CHECK(a.eof_rc == b.eof_rc);
 	FUZZ_CHECK(a.body == b.body);
 	FUZZ_CHECK(buf_eq(&a.heads, &b.heads));
