@@ -60,11 +60,12 @@ if [ "$layer" = lab ] || [ "$layer" = all ]; then
 	done
 fi
 # Fuzz smoke: each libFuzzer target (make fuzz-build) replays its committed seeds, then mutates
-# for FUZZ_SMOKE_SECONDS; a crash, leak, UB or failed property is "not ok" (make fuzz: longer).
+# for FUZZ_SMOKE_SECONDS from a fixed seed (FUZZ_SMOKE_SEED, 1), so the gate does the same work
+# on every run; a crash, leak, UB or failed property is "not ok" (make fuzz: longer, random).
 fuzz_smoke() { # name, binary
 	local work rc
 	work=$(mktemp -d) || return 1
-	"$2" -max_total_time="${FUZZ_SMOKE_SECONDS:-4}" -timeout=10 -artifact_prefix="$work/" \
+	"$2" -max_total_time="${FUZZ_SMOKE_SECONDS:-4}" -seed="${FUZZ_SMOKE_SEED:-1}" -timeout=10 -artifact_prefix="$work/" \
 		"$work" "tests/fuzz/corpus/$1"
 	rc=$?
 	if [ "$rc" -eq 0 ]; then
