@@ -26,6 +26,7 @@ CRR_PAR=${BENCH_CRR_PARALLEL:-16} # concurrency of the second connection-rate ru
 IDLE=${BENCH_IDLE:-1000 10000}    # idle connection counts for the memory figures
 IDLE_TIMEOUT=${BENCH_IDLE_TIMEOUT:-90}
 PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
+PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
 DATE=$(date +%F)
 
 IPERF_PORT=5201 ECHO_PORT=9000             # servers in the server pod
@@ -344,26 +345,31 @@ targets_missed() { # prints the missed ambit targets that the profile should exp
 
 # perf record on both agents while WORKLOAD runs; the top of the report goes to profile-NAME.txt.
 profile_run() { # NAME WORKLOAD...
-	local name=$1 data=$WORK/perf-$1.data ppid
+	local name=$1 data=$WORK/perf-$1.data ppid scope=(-p "${PROXY_PIDS[0]},${PROXY_PIDS[1]}") who="both agents"
 	shift
-	perf record -q -e cpu-clock -F 1999 -g -p "${PROXY_PIDS[0]},${PROXY_PIDS[1]}" -o "$data" \
-		>"$WORK/perf-$name.log" 2>&1 &
+	if [ "$PROFILE_ALL" = 1 ]; then scope=(-a) who="whole machine"; fi
+	perf record -q -e cpu-clock -F 1999 -g "${scope[@]}" -o "$data" >"$WORK/perf-$name.log" 2>&1 &
 	ppid=$!
 	sleep 0.5
 	"$@" >/dev/null || true
 	kill -INT "$ppid" 2>/dev/null || true
 	wait "$ppid" 2>/dev/null || true
 	{
-		echo "## $name: both agents, by symbol (self time, >= 0.8%)"
+		if [ "$PROFILE_ALL" = 1 ]; then
+			echo "## $name: whole machine, by process (swapper: idle)"
+			perf report -i "$data" --stdio --no-children --sort comm,pid -g none --percent-limit 0.5 2>/dev/null |
+				grep -v -e '^#' -e '^$' | head -n 12
+		fi
+		echo "## $name: $who, by symbol (self time, >= 0.8%)"
 		perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.8 2>/dev/null |
 			grep -v -e '^#' -e '^$' | head -n 30
-		echo "## $name: both agents, user space only, by symbol (self time, % of all samples)"
+		echo "## $name: $who, user space only, by symbol (self time, % of all samples)"
 		perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.3 2>/dev/null |
 			grep -v -e '^#' -e '^$' -e kernel.kallsyms | head -n 25
-		echo "## $name: both agents, by shared object"
+		echo "## $name: $who, by shared object"
 		perf report -i "$data" --stdio --no-children --sort dso -g none --percent-limit 0.5 2>/dev/null |
 			grep -v -e '^#' -e '^$' | head -n 12
-		echo "## $name: where the agents enter the kernel (children time of their syscalls, >= 2%)"
+		echo "## $name: where processes enter the kernel (children time of their syscalls, >= 2%)"
 		perf report -i "$data" --stdio --children --sort sym -g none --percent-limit 2 2>/dev/null |
 			grep -v -e '^#' -e '^$' | grep -E '__x64_sys_|__sys_|ksys_|do_epoll|tcp_sendmsg$|tcp_recvmsg$|do_softirq|net_rx_action' | head -n 14
 	} >"$WORK/profile-$name.txt"
@@ -581,7 +587,7 @@ targets() {
 	' "$json"
 	if compgen -G "$WORK/profile-*.txt" >/dev/null; then
 		echo
-		echo "## Profile (perf record -g on both agents while the workload ran)"
+		echo "## Profile (perf record -g on $([ "$PROFILE_ALL" = 1 ] && echo "the whole machine" || echo "both agents") while the workload ran)"
 		echo
 		echo '```'
 		cat "$WORK"/profile-*.txt
