@@ -1100,6 +1100,11 @@ static void sess_read(struct hbone_sess *s)
 			}
 			if (s->st == HBONE_ST_CLOSED)
 				return;
+			/* TLS reads ahead into a 64 KiB buffer: with nothing left in it, the socket
+			 * gave all it had, and another read would only say EAGAIN (one syscall per
+			 * small message). If more came meanwhile, epoll (level-triggered) says so. */
+			if (!tls_conn_pending(s->tls))
+				return;
 			continue;
 		}
 		if (r == -EAGAIN) {
