@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -134,6 +136,28 @@ static int mkdir_p(const char *path)
 	}
 	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
 		return -errno;
+	return 0;
+}
+
+#define BPFFS_ROOT "/sys/fs/bpf"
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+/* Pins need a bpffs at /sys/fs/bpf. Most distributions mount one at boot; where the host did
+ * not (some minimal or container images), mount it, as Cilium's agent does, rather than fail:
+ * the DaemonSet's hostPath then shares it with the next agent run. */
+static int bpffs_ensure(void)
+{
+	struct statfs st;
+
+	if (statfs(BPFFS_ROOT, &st) == 0 && (unsigned long)st.f_type == BPF_FS_MAGIC)
+		return 0;
+	if (mkdir(BPFFS_ROOT, 0700) == -1 && errno != EEXIST)
+		return -errno;
+	if (mount("bpffs", BPFFS_ROOT, "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") == -1)
+		return -errno;
+	pr_info("capture: mounted bpffs at %s (the host had none)", BPFFS_ROOT);
 	return 0;
 }
 
@@ -568,6 +592,9 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if (!r->pin_dir)
 		goto fail;
 	r->opts.pin_dir = r->pin_dir;
+	what = "mounting bpffs at " BPFFS_ROOT;
+	if ((err = bpffs_ensure()))
+		goto fail;
 	what = "creating the pin dir";
 	if ((err = mkdir_p(r->pin_dir)))
 		goto fail;
