@@ -193,7 +193,8 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	srcw = mesh_vouched_source(model, m->trust_domain, req, &src);
 	ci->src = srcw ? src : req->peer_addr;
 	if (proxy_peer_fill(&ci->source, srcw, m->trust_domain) ||
-	    proxy_peer_fill(&ci->destination, dst, m->trust_domain)) {
+	    proxy_peer_fill(&ci->destination, dst, m->trust_domain) ||
+	    proxy_inbound_service(ci, model, dst)) {
 		conn_opened(c);
 		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;

@@ -590,6 +590,28 @@ uint16_t model_service_target_port(const struct model_service *svc, uint16_t por
 	return 0;
 }
 
+const struct model_service *model_service_of_endpoint(const struct model *m,
+						      const struct model_workload *w,
+						      uint16_t target_port)
+{
+	int wi = w ? (int)(w - m->workloads) : -1;
+
+	if (wi < 0 || wi >= m->nworkloads)
+		return NULL;
+	for (int i = 0; i < m->nservices; i++) {
+		const struct model_service *s = &m->services[i];
+		bool member = false, port = false;
+		for (int e = 0; e < s->nendpoints && !member; e++)
+			member = s->endpoints[e] == wi;
+		for (int p = 0; p < s->nports && member && !port; p++)
+			port = (s->ports[p].target_port ? s->ports[p].target_port
+							: s->ports[p].port) == target_port;
+		if (port)
+			return s;
+	}
+	return NULL;
+}
+
 const struct model_service *model_waypoint_for(const struct model *m,
 					       const struct model_service *svc,
 					       const struct model_workload *wl)

@@ -87,6 +87,29 @@ TEST(endpoints_follow_selector_and_namespace)
 	model_unref(m);
 }
 
+/* The inbound side's guess of the dialled service: an endpoint and a matching target port. */
+TEST(service_of_endpoint)
+{
+	char err[256];
+	struct model *m = model_parse(good, sizeof(good) - 1, err, sizeof(err));
+	REQUIRE(m != NULL);
+	struct sockaddr_storage a = ip("10.244.1.5");
+	const struct model_workload *api1 = model_workload_by_ip(m, &a);
+	a = ip("10.244.2.9");
+	const struct model_workload *db1 = model_workload_by_ip(m, &a);
+	REQUIRE(api1 && db1);
+	const struct model_service *s = model_service_of_endpoint(m, api1, 8080);
+	REQUIRE(s != NULL);
+	CHECK_EQ_STR(s->name, "api");
+	s = model_service_of_endpoint(m, api1, 443);	/* a port without target_port */
+	REQUIRE(s != NULL);
+	CHECK_EQ_STR(s->name, "api");
+	CHECK(model_service_of_endpoint(m, api1, 80) == NULL);	/* 80 is the service port */
+	CHECK(model_service_of_endpoint(m, db1, 8080) == NULL);	/* not an endpoint */
+	CHECK(model_service_of_endpoint(m, NULL, 8080) == NULL);
+	model_unref(m);
+}
+
 static void expect_error(const char *json, const char *want)
 {
 	char err[256];
