@@ -14,9 +14,11 @@
 #include "tls/certstore.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void reply_json(struct httpd_response *resp, int status, json_t *j)
@@ -219,12 +221,22 @@ static long proc_status_kb(const char *key)
 
 static void get_stats(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
+	struct rusage ru;
+	/* glibc's allocator totals: a walk of its arenas, cheap at the admin API's rate. */
+	struct mallinfo2 mi = mallinfo2();
+
 	(void)req;
-	reply_json(resp, 200, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:i}", "version", AMBIT_VERSION,
-		"node", a->cfg.node_name ? a->cfg.node_name : "",
+	if (getrusage(RUSAGE_SELF, &ru) == -1)
+		memset(&ru, 0, sizeof(ru));
+	reply_json(resp, 200, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i}",
+		"version", AMBIT_VERSION, "node", a->cfg.node_name ? a->cfg.node_name : "",
 		"uptime_ms", (json_int_t)(now_real_ns() / 1000000 - a->start_unix_ms),
 		"rss_kb", (json_int_t)proc_status_kb("VmRSS:"),
 		"hwm_kb", (json_int_t)proc_status_kb("VmHWM:"),
+		"cpu_user_ms", (json_int_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000,
+		"cpu_system_ms", (json_int_t)ru.ru_stime.tv_sec * 1000 + ru.ru_stime.tv_usec / 1000,
+		"heap_in_use_kb", (json_int_t)((mi.uordblks + mi.hblkhd) / 1024),
+		"heap_free_kb", (json_int_t)(mi.fordblks / 1024),
 		"connections", (json_int_t)conn_count(), "pods_captured", a->npods_captured));
 }
 

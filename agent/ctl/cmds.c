@@ -695,13 +695,16 @@ int cmd_version(struct ctl *c, int argc, char **argv)
 				json_array_append_new(agents, st);
 				continue;
 			}
-			char up[32], rss[32];
+			char up[32], rss[32], heap[32];
 			fmt_age_ms(jint(st, "uptime_ms", -1), up, sizeof(up));
 			fmt_bytes(jint(st, "rss_kb", 0) * 1024, rss, sizeof(rss));
-			printf("ambitd %s on node %s at %s: up %s, %lld connections, RSS %s\n",
+			fmt_bytes(jint(st, "heap_in_use_kb", 0) * 1024, heap, sizeof(heap));
+			printf("ambitd %s on node %s at %s: up %s, %lld connections, RSS %s, heap %s, "
+			       "CPU %.2f s user %.2f s system\n",
 			       jstr(st, "version") ? jstr(st, "version") : "?",
 			       jstr(st, "node") && jstr(st, "node")[0] ? jstr(st, "node") : "?", a->addr, up,
-			       jint(st, "connections", 0), rss);
+			       jint(st, "connections", 0), rss, heap, jint(st, "cpu_user_ms", 0) / 1000.0,
+			       jint(st, "cpu_system_ms", 0) / 1000.0);
 			json_decref(st);
 		}
 	}

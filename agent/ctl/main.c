@@ -104,8 +104,8 @@ const struct ctl_cmd ctl_cmds[] = {
 	  "", "ambitctl log\nambitctl log debug" },
 	{ "version", cmd_version, "versions of ambitctl and the agent",
 	  "version [-o table|json] [--client]",
-	  "Prints ambitctl's version, then the agent's (version, node, uptime, memory) from "
-	  "GET /stats.",
+	  "Prints ambitctl's version, then the agent's (version, node, uptime, connections, "
+	  "memory, CPU time) from GET /stats.",
 	  "--client\n"
 	  "    Only ambitctl's version; do not ask the agent.\n",
 	  "ambitctl version\nambitctl version --client" },

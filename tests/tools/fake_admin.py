@@ -262,8 +262,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, {"level": State.level})
         if url.path == "/stats":
             return self.reply(200, {"version": "0.9.0", "node": node, "uptime_ms": 7260000,
-                                    "rss_kb": 12800, "hwm_kb": 14000, "connections": 2,
-                                    "pods_captured": 1})
+                                    "rss_kb": 12800, "hwm_kb": 14000, "cpu_user_ms": 5120,
+                                    "cpu_system_ms": 9870, "heap_in_use_kb": 4310,
+                                    "heap_free_kb": 900, "connections": 2, "pods_captured": 1})
         if url.path == "/":
             return self.reply(200, {"ambitd": "0.9.0", "paths": [
                 "/workloads", "/services", "/connections", "/bpf", "/certificates", "/hbone",
