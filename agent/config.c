@@ -377,6 +377,16 @@ int config_validate(const struct config *c, enum config_role role, char *err, si
 		snprintf(err, errlen, "%s: admin_address: '%s' is not IP:PORT", p, c->admin_address);
 		return -EINVAL;
 	}
+	/* The admin API changes log levels and shows the mesh model, unauthenticated: it stays
+	 * on the node's loopback (CONTRACT.md), whatever the config says. */
+	if (!(ss.ss_family == AF_INET &&
+	      (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127) &&
+	    !(ss.ss_family == AF_INET6 &&
+	      IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr))) {
+		snprintf(err, errlen, "%s: admin_address: '%s' is not a loopback address", p,
+			 c->admin_address);
+		return -EINVAL;
+	}
 	if (role == CONFIG_ROLE_WAYPOINT && (!c->waypoint_name || !c->waypoint_namespace)) {
 		snprintf(err, errlen, "%s: name and namespace: required for ambit-waypoint", p);
 		return -EINVAL;

@@ -82,6 +82,10 @@ TEST(errors_name_file_key_value)
 	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\"}", "name and namespace");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"pin_dir\":\"/tmp/x\"}}",
 	       "redirect.pin_dir: '/tmp/x' must be under /sys/fs/bpf/");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"0.0.0.0:15000\"}",
+	       "admin_address: '0.0.0.0:15000' is not a loopback address");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"[fd00::1]:15000\"}",
+	       "is not a loopback address");
 }
 
 TEST(env_overrides_node)
