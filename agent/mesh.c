@@ -110,8 +110,23 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 	return hbone_connect(m->pool, &req, c);
 }
 
+/* The workload at *src if its identity is the peer's verified one, else NULL. */
+static const struct model_workload *vouched_at(const struct model *model, const char *td,
+					       const struct hbone_inbound *req,
+					       const struct sockaddr_storage *src)
+{
+	const struct model_workload *w = model_workload_by_ip(model, src);
+	struct spiffe_id id;
+
+	if (!w || mesh_workload_id(td, w, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
+		return NULL;
+	return w;
+}
+
 /* The client pod's IP from `forwarded: for=IP`, trusted only when the workload owning that IP
- * has the peer's verified identity. Else NULL: the destination then sees the node's IP. */
+ * has the peer's verified identity; failing that, the peer's own address under the same check
+ * (an HBONE-native peer, such as a waypoint, tunnels from its pod IP and is the source). Else
+ * NULL: the destination then sees the node's IP. */
 const struct model_workload *mesh_vouched_source(const struct model *model, const char *td,
 						 const struct hbone_inbound *req,
 						 struct sockaddr_storage *src)
@@ -119,27 +134,25 @@ const struct model_workload *mesh_vouched_source(const struct model *model, cons
 	char ip[ADDR_STR_LEN + 4];
 	const char *p = req->forwarded ? strstr(req->forwarded, "for=") : NULL;
 	const struct model_workload *w;
-	struct spiffe_id id;
 	size_t n;
 
-	if (!p)
-		return NULL;
-	p += 4;
-	if (*p == '"')
-		p++;
-	if (*p == '[')
-		p++;
-	n = strcspn(p, "]\";, ");
-	if (n == 0 || n >= sizeof(ip))
-		return NULL;
-	memcpy(ip, p, n);
-	ip[n] = '\0';
-	if (ip_parse(ip, src))
-		return NULL;
-	w = model_workload_by_ip(model, src);
-	if (!w || mesh_workload_id(td, w, &id) || !req->peer_id || !spiffe_id_equal(&id, req->peer_id))
-		return NULL;
-	return w;
+	if (p) {
+		p += 4;
+		if (*p == '"')
+			p++;
+		if (*p == '[')
+			p++;
+		n = strcspn(p, "]\";, ");
+		if (n > 0 && n < sizeof(ip)) {
+			memcpy(ip, p, n);
+			ip[n] = '\0';
+			if (!ip_parse(ip, src) && (w = vouched_at(model, td, req, src)))
+				return w;
+		}
+	}
+	*src = req->peer_addr;
+	sockaddr_set_port(src, 0);
+	return vouched_at(model, td, req, src);
 }
 
 static int on_inbound(void *arg, const struct hbone_inbound *req)
@@ -194,7 +207,7 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	ci->src = srcw ? src : req->peer_addr;
 	if (proxy_peer_fill(&ci->source, srcw, m->trust_domain) ||
 	    proxy_peer_fill(&ci->destination, dst, m->trust_domain) ||
-	    proxy_inbound_service(ci, model, dst)) {
+	    proxy_inbound_service(ci, model, dst, ci->via_waypoint ? wp : NULL)) {
 		conn_opened(c);
 		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;

@@ -38,8 +38,9 @@ void mesh_forwarded_for(const struct sockaddr_storage *src, char *out, size_t le
 /* The `baggage` value with w's facts (W3C Baggage); "" when w is NULL or it does not fit. */
 void mesh_baggage_of(const struct model_workload *w, char *out, size_t len);
 /* The client workload named by req's `forwarded: for=IP`, trusted only when that workload's
- * identity is the verified peer identity (else NULL: the peer vouches for nobody else).
- * *src gets the IP. */
+ * identity is the verified peer identity; else the workload at the peer's own address under
+ * the same check (an HBONE-native peer such as a waypoint); else NULL (the peer vouches for
+ * nobody else). *src gets the IP (port 0). */
 const struct model_workload *mesh_vouched_source(const struct model *m, const char *td,
 						 const struct hbone_inbound *req,
 						 struct sockaddr_storage *src);

@@ -68,13 +68,13 @@ char *proxy_service_fqdn(const struct model_service *s)
 }
 
 int proxy_inbound_service(struct conn_info *ci, const struct model *m,
-			  const struct model_workload *dst)
+			  const struct model_workload *dst, const struct model_service *waypoint)
 {
 	const struct model_service *svc;
 
 	if (ci->service || !dst)
 		return 0;
-	svc = model_service_of_endpoint(m, dst, sockaddr_port(&ci->target));
+	svc = model_service_of_endpoint(m, dst, sockaddr_port(&ci->target), waypoint);
 	if (svc && !(ci->service = proxy_service_fqdn(svc)))
 		return -ENOMEM;
 	return 0;
@@ -287,7 +287,7 @@ static void route_inbound_plain(struct proxy *p, struct conn *c, struct model *m
 	ci->target = ci->orig_dst;
 	if (proxy_peer_fill(&ci->source, model_workload_by_ip(m, &ci->src), p->trust_domain) ||
 	    proxy_peer_fill(&ci->destination, dst, p->trust_domain) ||
-	    proxy_inbound_service(ci, m, dst)) {
+	    proxy_inbound_service(ci, m, dst, NULL)) {
 		conn_opened(c);
 		conn_abort(c, CONN_DOWN, -ENOMEM, CONN_FLAG_OVERFLOW, "out of memory");
 		return;

@@ -64,10 +64,11 @@ int proxy_peer_fill(struct conn_peer *peer, const struct model_workload *w, cons
 /* "name.namespace.svc.cluster.local" (owned). */
 char *proxy_service_fqdn(const struct model_service *s);
 /* Inbound side: sets ci->service (when unset) to the service the client most likely dialled,
- * the first that selects dst with ci->target's port as a target port (ztunnel's guess: the
- * tunnel carries the pod address only). 0, or -ENOMEM. */
+ * the first that selects dst with ci->target's port as a target port, preferring one served
+ * by `waypoint` when the connection came through it (ztunnel's guess: the tunnel carries the
+ * pod address only). 0, or -ENOMEM. */
 int proxy_inbound_service(struct conn_info *ci, const struct model *m,
-			  const struct model_workload *dst);
+			  const struct model_workload *dst, const struct model_service *waypoint);
 /* Picks a service endpoint (round robin) and its target port; NULL when none. */
 const struct model_workload *proxy_pick_endpoint(struct proxy *p, const struct model *m,
 						 const struct model_service *svc, uint16_t port,

@@ -592,8 +592,10 @@ uint16_t model_service_target_port(const struct model_service *svc, uint16_t por
 
 const struct model_service *model_service_of_endpoint(const struct model *m,
 						      const struct model_workload *w,
-						      uint16_t target_port)
+						      uint16_t target_port,
+						      const struct model_service *waypoint)
 {
+	const struct model_service *first = NULL;
 	int wi = w ? (int)(w - m->workloads) : -1;
 
 	if (wi < 0 || wi >= m->nworkloads)
@@ -606,10 +608,14 @@ const struct model_service *model_service_of_endpoint(const struct model *m,
 		for (int p = 0; p < s->nports && member && !port; p++)
 			port = (s->ports[p].target_port ? s->ports[p].target_port
 							: s->ports[p].port) == target_port;
-		if (port)
+		if (!port)
+			continue;
+		if (!waypoint || model_waypoint_for(m, s, NULL) == waypoint)
 			return s;
+		if (!first)
+			first = s;
 	}
-	return NULL;
+	return first;
 }
 
 const struct model_service *model_waypoint_for(const struct model *m,

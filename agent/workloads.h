@@ -112,10 +112,12 @@ const struct sockaddr_storage *model_workload_addr(const struct model_workload *
 uint16_t model_service_target_port(const struct model_service *svc, uint16_t port);
 /* The first service that has w among its endpoints and sends to `target_port` (a target
  * port, or a port without one): the inbound side's best guess of the service a client
- * dialled, as ztunnel guesses it. NULL when none does. */
+ * dialled, as ztunnel guesses it. With `waypoint` (the connection came through that waypoint
+ * Service), a service that names it comes first. NULL when none matches. */
 const struct model_service *model_service_of_endpoint(const struct model *m,
 						      const struct model_workload *w,
-						      uint16_t target_port);
+						      uint16_t target_port,
+						      const struct model_service *waypoint);
 /* The waypoint Service that traffic to svc (or to workload wl, when svc is NULL) must go
  * through, honouring the service's own label before its namespace's; NULL when none. */
 const struct model_service *model_waypoint_for(const struct model *m,

@@ -98,15 +98,42 @@ TEST(service_of_endpoint)
 	a = ip("10.244.2.9");
 	const struct model_workload *db1 = model_workload_by_ip(m, &a);
 	REQUIRE(api1 && db1);
-	const struct model_service *s = model_service_of_endpoint(m, api1, 8080);
+	const struct model_service *s = model_service_of_endpoint(m, api1, 8080, NULL);
 	REQUIRE(s != NULL);
 	CHECK_EQ_STR(s->name, "api");
-	s = model_service_of_endpoint(m, api1, 443);	/* a port without target_port */
+	s = model_service_of_endpoint(m, api1, 443, NULL);	/* a port without target_port */
 	REQUIRE(s != NULL);
 	CHECK_EQ_STR(s->name, "api");
-	CHECK(model_service_of_endpoint(m, api1, 80) == NULL);	/* 80 is the service port */
-	CHECK(model_service_of_endpoint(m, db1, 8080) == NULL);	/* not an endpoint */
-	CHECK(model_service_of_endpoint(m, NULL, 8080) == NULL);
+	CHECK(model_service_of_endpoint(m, api1, 80, NULL) == NULL);	/* 80 is the service port */
+	CHECK(model_service_of_endpoint(m, db1, 8080, NULL) == NULL);	/* not an endpoint */
+	CHECK(model_service_of_endpoint(m, NULL, 8080, NULL) == NULL);
+	model_unref(m);
+
+	/* Two services select the same pod and port; the one the waypoint serves wins when the
+	 * connection came through that waypoint, the first otherwise. */
+	static const char two[] =
+		"{\"workloads\":[{\"name\":\"p\",\"namespace\":\"d\",\"addresses\":[\"10.0.0.1\"],"
+		"\"labels\":{\"app\":\"a\"}},{\"name\":\"wp\",\"namespace\":\"d\","
+		"\"addresses\":[\"10.0.0.2\"],\"labels\":{\"gw\":\"wp\"}}],\"services\":["
+		"{\"name\":\"plain\",\"namespace\":\"d\",\"addresses\":[\"10.96.0.1\"],"
+		"\"selector\":{\"app\":\"a\"},\"ports\":[{\"port\":80,\"target_port\":8080}]},"
+		"{\"name\":\"viawp\",\"namespace\":\"d\",\"addresses\":[\"10.96.0.2\"],"
+		"\"selector\":{\"app\":\"a\"},\"ports\":[{\"port\":80,\"target_port\":8080}],"
+		"\"waypoint\":{\"name\":\"wp\",\"namespace\":\"d\"}},"
+		"{\"name\":\"wp\",\"namespace\":\"d\",\"addresses\":[\"10.96.0.3\"],"
+		"\"selector\":{\"gw\":\"wp\"},\"ports\":[{\"port\":15008}]}]}";
+	m = model_parse(two, sizeof(two) - 1, err, sizeof(err));
+	REQUIRE(m != NULL);
+	a = ip("10.0.0.1");
+	const struct model_workload *p = model_workload_by_ip(m, &a);
+	const struct model_service *wp = model_service_by_name(m, "d", "wp");
+	REQUIRE(p && wp);
+	s = model_service_of_endpoint(m, p, 8080, NULL);
+	REQUIRE(s != NULL);
+	CHECK_EQ_STR(s->name, "plain");
+	s = model_service_of_endpoint(m, p, 8080, wp);
+	REQUIRE(s != NULL);
+	CHECK_EQ_STR(s->name, "viawp");
 	model_unref(m);
 }
 
