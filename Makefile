@@ -169,12 +169,13 @@ $(TLS_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_TLS) $(LIB_COMMON) | $(DEPS_S
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
 
-# otlp/ tests link only libotlp and libcommon, so they build while agent/ does not.
+# otlp/ tests link only libotlp, libtls (the gRPC exporter's TLS) and libcommon, so they
+# build while agent/ does not.
 OTLP_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_otlp*.c))
-$(OTLP_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_OTLP) $(LIB_COMMON) | $(DEPS_STAMP) $(PROTO_H)
+$(OTLP_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON) | $(DEPS_STAMP) $(PROTO_H)
 	$(call msg,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -I$(BUILD)/otlp/pb -o $@ $< $(LIB_OTLP) $(LIB_COMMON) $(PKG_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -I$(BUILD)/otlp/pb -o $@ $< $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
 
 .PHONY: test-deps test-build test unit-test bpf-test lab-test
 # npm packages for the independent decoders/validators used by tests (not for the product).
@@ -231,8 +232,8 @@ endif
 
 # ---- lab demo and benchmarks ----
 .PHONY: demo bench clean
-demo: all
-	$(Q)./deploy/lab/demo.sh
+demo: all $(TOOL_BIN)
+	$(Q)AMBIT_BUILD=$(BUILD) ./deploy/lab/demo.sh
 
 bench: all
 	$(Q)$(MAKE) --no-print-directory $(TOOL_BIN)

@@ -12,7 +12,8 @@ export AMBIT_BUILD=${AMBIT_BUILD:-build}
 . tests/lab/lib.sh
 
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates network namespaces and loads BPF)" >&2; exit 1; }
-make --no-print-directory -s "$AMBIT_BUILD/tests/tools/tcpkit" >/dev/null
+[ -x "$TCPKIT" ] && [ -x "$AMBIT_BUILD/ambitd" ] ||
+	{ echo "demo: $AMBIT_BUILD is not built: run it as 'make demo'" >&2; exit 1; }
 ./tests/node/install.sh
 name=demo
 dir=$(mktemp -d /tmp/ambit-demo.XXXXXX)
