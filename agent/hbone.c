@@ -36,6 +36,8 @@ enum sess_flags {
 	SF_PING_OUT = 1u << 6,		/* a PING awaits its ACK */
 	SF_GOAWAY_RECV = 1u << 7,
 	SF_DRAIN_NOTICE = 1u << 8,	/* server: shutdown notice sent, final GOAWAY pending */
+	SF_RETIRE = 1u << 9,		/* client: its cert was renewed during the handshake:
+					 * GOAWAY once up */
 };
 
 struct hbone_owner;
@@ -64,7 +66,9 @@ struct hbone_sess {
 	struct hbone_stream *streams;	/* every stream object not yet freed */
 	uint32_t nstreams;		/* streams not yet finished (client: incl. queued) */
 	uint64_t streams_total;
-	size_t buffered;
+	size_t buffered;	/* overflow bytes of all streams */
+	size_t unconsumed;	/* received DATA not yet consumed (window not returned): at
+				 * most the connection window, enforced by nghttp2 */
 
 	uint8_t *wbuf;		/* TLS output not yet taken by tls_conn_write */
 	size_t wlen, woff, wcap;
@@ -88,7 +92,7 @@ struct hbone_owner {
 	struct tls_ctx *ctx;
 	struct hbone_sess *sessions;
 	uint32_t nsessions;
-	uint64_t conns_total, streams_total;
+	uint64_t conns_total, streams_total, refused_total;
 };
 
 struct hbone_pool {
@@ -134,6 +138,7 @@ struct hbone_stream {
 	unsigned flags;
 	struct ovf_chunk *ovf_head, *ovf_tail;	/* received, not yet taken by the conn */
 	size_t ovf_bytes;			/* bounded by the stream window */
+	size_t in_conn;		/* written into the conn's buffer, window not yet returned */
 	int status;				/* client: response :status */
 	char *reason;				/* client: HBONE_REASON_HEADER value */
 	/* server: request pseudo-headers and forwarded headers */
@@ -178,6 +183,8 @@ static void opts_defaults(struct hbone_opts *o, bool server)
 		o->conn_window = (1u << 31) - 1;
 	if (!o->connect_timeout_ms)
 		o->connect_timeout_ms = 10000;
+	if (!o->max_sessions)
+		o->max_sessions = 4096;
 }
 
 static char *xstrdup_n(const uint8_t *p, size_t n)
@@ -259,20 +266,61 @@ static enum conn_side stream_side(const struct hbone_stream *st)
 	return st->s->server ? CONN_DOWN : CONN_UP;
 }
 
+/* Flow control (RFC 9113 §5.2, §6.9) is manual (NGHTTP2_OPT_NO_AUTO_WINDOW_UPDATE): window
+ * goes back to the peer, stream and connection alike, only for bytes that left us, i.e. that
+ * the conn passed on to the local socket (or the next hop). So a slow reader holds back the
+ * connection window too, and all a session buffers (overflow plus conn buffers) stays within
+ * its connection window. nghttp2 sends the WINDOW_UPDATEs once half a window is consumed. */
+static void stream_consume(struct hbone_stream *st, size_t n)
+{
+	struct hbone_sess *s = st->s;
+
+	if (!n)
+		return;
+	s->unconsumed -= n;
+	/* After the stream closed this still returns the connection's share (nghttp2 counts
+	 * the connection first, then skips a stream it no longer knows). */
+	if (s->ng && st->id > 0)
+		nghttp2_session_consume(s->ng, st->id, n);
+}
+
+/* Returns window for what the conn has written out of the bytes we gave it (all of them
+ * once the conn let go of the stream). */
+static void stream_credit(struct hbone_stream *st)
+{
+	size_t left;
+
+	if (!st->in_conn)
+		return;
+	if (!stream_has_conn(st)) {
+		stream_consume(st, st->in_conn);
+		st->in_conn = 0;
+		return;
+	}
+	/* Only this end fills its side's buffer: what is still pending there is ours. */
+	left = conn_out_pending(st->base.conn, (enum conn_side)!stream_side(st));
+	if (left >= st->in_conn)
+		return;
+	stream_consume(st, st->in_conn - left);
+	st->in_conn = left;
+}
+
+/* The conn is gone (or never came): drops the overflow and gives back all the window the
+ * stream still holds (the peer may still be owed it: its RST may not have gone yet). */
 static void ovf_clear(struct hbone_stream *st)
 {
 	struct hbone_sess *s = st->s;
 	while (st->ovf_head) {
 		struct ovf_chunk *k = st->ovf_head;
 		st->ovf_head = k->next;
-		/* The peer may still be owed window for it (its RST may not have gone yet). */
-		if (s->ng && !(st->flags & STF_CLOSED) && st->id > 0)
-			nghttp2_session_consume_stream(s->ng, st->id, k->len - k->off);
+		stream_consume(st, k->len - k->off);
 		free(k);
 	}
 	st->ovf_tail = NULL;
 	s->buffered -= st->ovf_bytes;
 	st->ovf_bytes = 0;
+	stream_consume(st, st->in_conn);
+	st->in_conn = 0;
 }
 
 static struct hbone_stream *stream_new(struct hbone_sess *s)
@@ -373,7 +421,7 @@ static void stream_abort(struct hbone_stream *st, int err, const char *flag, con
 			   reason);
 }
 
-/* Moves overflow into the conn (consuming stream window for what it takes), then passes a
+/* Returns window for what the conn wrote out, moves overflow into the conn, then passes a
  * peer END_STREAM on once nothing is left. Re-entrant calls (the conn kicking our read side
  * while we write into it) just ask the outer call to loop again. */
 static void stream_deliver(struct hbone_stream *st)
@@ -385,6 +433,7 @@ static void stream_deliver(struct hbone_stream *st)
 		return;
 	}
 	st->flags |= STF_DELIVERING;
+	stream_credit(st);
 	do {
 		st->flags &= ~STF_REDELIVER;
 		while (st->ovf_head && stream_has_conn(st)) {
@@ -396,8 +445,7 @@ static void stream_deliver(struct hbone_stream *st)
 			k->off += n;
 			st->ovf_bytes -= n;
 			s->buffered -= n;
-			if (!(st->flags & STF_CLOSED))
-				nghttp2_session_consume_stream(s->ng, st->id, n);
+			st->in_conn += n;
 			if (k->off == k->len) {
 				st->ovf_head = k->next;
 				if (!st->ovf_head)
@@ -407,6 +455,7 @@ static void stream_deliver(struct hbone_stream *st)
 		}
 	} while ((st->flags & STF_REDELIVER) && st->ovf_head && stream_has_conn(st));
 	st->flags &= ~STF_DELIVERING;
+	stream_credit(st);	/* a TCP end writes through at once */
 	if (!st->ovf_head && (st->flags & (STF_EOF_IN | STF_EOF_IN_DONE)) == STF_EOF_IN &&
 	    stream_has_conn(st)) {
 		st->flags |= STF_EOF_IN_DONE;
@@ -825,9 +874,10 @@ static int on_frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, voi
 	return 0;
 }
 
-/* Received DATA. The connection window is consumed at once: what a stream holds is bounded
- * by its own window, so a slow reader stalls only its stream. The stream window is consumed
- * as the conn takes bytes; what it cannot take yet waits in the overflow queue. */
+/* Received DATA. Window comes back (stream_credit) only once the conn has written the bytes
+ * out; what the conn cannot take yet waits in the overflow queue. A slow reader thus stalls
+ * its stream at the stream window and, with others, the connection at its window: nothing
+ * here grows past that, however many streams there are. */
 static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 				 const uint8_t *data, size_t len, void *user_data)
 {
@@ -836,25 +886,21 @@ static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 	size_t n = 0;
 	(void)flags;
 
-	nghttp2_session_consume_connection(ng, len);
 	if (!st || !stream_has_conn(st)) {
-		nghttp2_session_consume_stream(ng, id, len);
+		nghttp2_session_consume(ng, id, len);	/* nobody will read it */
 		return 0;
 	}
+	s->unconsumed += len;
 	if (!st->ovf_head && !(st->flags & STF_DELIVERING)) {
 		n = conn_in_write(st->base.conn, stream_side(st), data, len);
-		if (n)
-			nghttp2_session_consume_stream(ng, id, n);
+		st->in_conn += n;
 	}
-	if (n < len) {
-		struct ovf_chunk *k;
-		if (!stream_has_conn(st)) {	/* released while writing */
-			nghttp2_session_consume_stream(ng, id, len - n);
-			return 0;
-		}
-		k = malloc(sizeof(*k) + len - n);
+	if (n < len && !stream_has_conn(st)) {	/* released while writing */
+		stream_consume(st, len - n);
+	} else if (n < len) {
+		struct ovf_chunk *k = malloc(sizeof(*k) + len - n);
 		if (!k) {
-			nghttp2_session_consume_stream(ng, id, len - n);
+			stream_consume(st, len - n);
 			conn_abort(st->base.conn, stream_side(st), -ENOMEM, CONN_FLAG_OVERFLOW,
 				   "out of memory");
 			return 0;
@@ -871,6 +917,7 @@ static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 		st->ovf_bytes += k->len;
 		s->buffered += k->len;
 	}
+	stream_credit(st);
 	return 0;
 }
 
@@ -1054,6 +1101,17 @@ static void sess_close(struct hbone_sess *s, int err, const char *reason)
 	sess_unref(s);
 }
 
+/* No new streams on s: GOAWAY (RFC 9113 §6.8) with the last stream we processed; open streams
+ * finish, and once none is left nghttp2 wants nothing more and sess_update closes it. */
+static void sess_goaway(struct hbone_sess *s)
+{
+	s->st = HBONE_ST_DRAINING;
+	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+			      nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR, NULL,
+			      0);
+	sess_mark(s);
+}
+
 static void sess_established(struct hbone_sess *s)
 {
 	const struct spiffe_id *pid = tls_conn_peer_id(s->tls);
@@ -1075,12 +1133,8 @@ static void sess_established(struct hbone_sess *s)
 		 pid ? spiffe_id_str(pid, idb) : "?");
 	if (s->owner && loop_timer_arm(s->loop, &s->ping_timer, s->owner->opts.ping_interval_ms))
 		pr_warn_rl("hbone: no memory for the ping timer");
-	if (s->owner && s->owner->draining) {
-		s->st = HBONE_ST_DRAINING;
-		nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-				      nghttp2_session_get_last_proc_stream_id(s->ng),
-				      NGHTTP2_NO_ERROR, NULL, 0);
-	}
+	if ((s->owner && s->owner->draining) || (s->flags & SF_RETIRE))
+		sess_goaway(s);
 }
 
 static void sess_read(struct hbone_sess *s)
@@ -1351,12 +1405,8 @@ static void drain_fire(struct loop *l, struct loop_timer *t)
 {
 	struct hbone_sess *s = t->arg;
 	(void)l;
-	if (s->st != HBONE_ST_DRAINING)
-		return;
-	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
-			      NULL, 0);
-	sess_mark(s);
+	if (s->st == HBONE_ST_DRAINING)
+		sess_goaway(s);
 }
 
 static struct hbone_sess *sess_new(struct hbone_owner *o, int fd, bool server)
@@ -1444,29 +1494,52 @@ static uint32_t sess_stream_limit(const struct hbone_sess *s)
 	return lim;
 }
 
-static struct hbone_sess *pool_pick(struct hbone_pool *p, const struct hbone_request *req,
-				    const struct spiffe_id *sni)
+/* A session opened with an older cert of the source (renewed since, or evicted and
+ * re-issued) takes no new stream: it drains, so that no connection outlives its cert (the
+ * leaf lives 24 h, renewed at half-life) and the peer sees the current one. Its open streams
+ * are never cut. */
+static void sess_retire(struct hbone_sess *s)
 {
-	for (struct hbone_sess *s = p->o.sessions; s; s = s->next)
-		if (s->st <= HBONE_ST_READY && sess_matches(s, req, sni) &&
-		    s->nstreams < sess_stream_limit(s))
+	char peer[ADDR_STR_LEN], idb[SPIFFE_ID_STR_MAX];
+
+	if (s->flags & SF_RETIRE)
+		return;
+	s->flags |= SF_RETIRE;
+	pr_debug("hbone: connection to %s for %s: certificate renewed, draining %u stream(s)",
+		 sockaddr_str(&s->peer_addr, peer, sizeof(peer)), spiffe_id_str(&s->src, idb),
+		 s->nstreams);
+	if (s->st == HBONE_ST_READY)
+		sess_goaway(s);	/* else sess_established does, once it is up */
+}
+
+/* cert: the source's current cert (borrowed). */
+static struct hbone_sess *pool_pick(struct hbone_pool *p, const struct hbone_request *req,
+				    const struct spiffe_id *sni, const struct tls_cert *cert)
+{
+	for (struct hbone_sess *s = p->o.sessions; s; s = s->next) {
+		if (s->st > HBONE_ST_READY || (s->flags & SF_RETIRE) || !sess_matches(s, req, sni))
+			continue;
+		/* The session's tls_conn holds its cert, so the pointer cannot be reused. */
+		if (tls_conn_local_cert(s->tls) != cert) {
+			sess_retire(s);
+			continue;
+		}
+		if (s->nstreams < sess_stream_limit(s))
 			return s;
+	}
 	return NULL;
 }
 
+/* cert: the source's cert (borrowed; the tls_conn takes its own reference). */
 static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbone_request *req,
-					  const struct spiffe_id *sni, int *errp)
+					  const struct spiffe_id *sni, struct tls_cert *cert,
+					  int *errp)
 {
 	struct tls_conn_opts to = { .sni = sni, .expect = req->expect, .nexpect = req->nexpect };
 	struct hbone_sess *s = NULL;
-	struct tls_cert *cert;
 	int fd = -1, one = 1, err;
 	bool connected = false;
 
-	if (!(cert = certstore_get(p->certs, req->source))) {
-		err = -(errno ? errno : ENOKEY);
-		goto fail;
-	}
 	fd = socket(req->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		err = -errno;
@@ -1498,8 +1571,6 @@ static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbo
 	}
 	if ((err = sess_ng_init(s, &p->o.opts)))
 		goto fail;
-	tls_cert_unref(cert);
-	cert = NULL;
 	s->st = connected ? HBONE_ST_HANDSHAKE : HBONE_ST_CONNECTING;
 	owner_link(&p->o, s);
 	/* Idle from birth: the first stream cancels it, so a session no stream ever used
@@ -1517,7 +1588,6 @@ static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbo
 	}
 	return s;
 fail:
-	tls_cert_unref(cert);
 	if (fd >= 0)
 		close(fd);
 	if (s) {
@@ -1537,6 +1607,7 @@ int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct 
 	const struct spiffe_id *sni;
 	struct hbone_sess *s;
 	struct hbone_stream *st;
+	struct tls_cert *cert;
 	nghttp2_data_provider dp = { .read_callback = data_read_cb };
 	int32_t id;
 	int err = 0;
@@ -1556,8 +1627,14 @@ int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct 
 	if (p->o.draining)
 		return -ESHUTDOWN;
 	sni = req->sni ? req->sni : &req->expect[0];
-	s = pool_pick(p, req, sni);
-	if (!s && !(s = client_sess_new(p, req, sni, &err)))
+	/* The current cert (renewed here when due) decides which sessions may take the stream. */
+	if (!(cert = certstore_get(p->certs, req->source)))
+		return -(errno ? errno : ENOKEY);
+	s = pool_pick(p, req, sni, cert);
+	if (!s)
+		s = client_sess_new(p, req, sni, cert, &err);
+	tls_cert_unref(cert);
+	if (!s)
 		return err;
 	if (!(st = stream_new(s)))
 		return -ENOMEM;	/* a new session then idles out */
@@ -1589,15 +1666,9 @@ void hbone_pool_drain(struct hbone_pool *p)
 	if (!p || p->o.draining)
 		return;
 	p->o.draining = true;
-	for (struct hbone_sess *s = p->o.sessions; s; s = s->next) {
-		if (s->st == HBONE_ST_READY) {
-			s->st = HBONE_ST_DRAINING;
-			nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-					      nghttp2_session_get_last_proc_stream_id(s->ng),
-					      NGHTTP2_NO_ERROR, NULL, 0);
-			sess_mark(s);
-		}
-	}
+	for (struct hbone_sess *s = p->o.sessions; s; s = s->next)
+		if (s->st == HBONE_ST_READY)
+			sess_goaway(s);
 }
 
 /* ---------------------------------------------------------------- server ---- */
@@ -1607,8 +1678,17 @@ static void server_accept_one(struct hbone_server *srv, int fd,
 {
 	struct hbone_sess *s;
 	socklen_t len = sizeof(struct sockaddr_storage);
+	char addr[ADDR_STR_LEN];
 	int one = 1;
 
+	/* Each session may hold up to conn_window for slow readers: bound how many there are. */
+	if (srv->o.nsessions >= srv->o.opts.max_sessions) {
+		srv->o.refused_total++;
+		pr_warn_rl("hbone: %u inbound connections open (max_sessions): refusing %s",
+			   srv->o.nsessions, sockaddr_str(peer, addr, sizeof(addr)));
+		close(fd);
+		return;
+	}
 	if (!(s = sess_new(&srv->o, fd, true))) {
 		close(fd);
 		pr_warn_rl("hbone: out of memory accepting a connection");
@@ -1770,6 +1850,7 @@ static void owner_foreach(struct hbone_owner *o, hbone_visit_fn fn, void *arg)
 	uint64_t now = loop_now_ms(o->loop);
 
 	for (struct hbone_sess *s = o->sessions; s; s = s->next) {
+		struct tls_cert *lc = s->st >= HBONE_ST_READY ? tls_conn_local_cert(s->tls) : NULL;
 		struct hbone_conn_info ci = {
 			.server = s->server,
 			.state = s->st,
@@ -1777,6 +1858,7 @@ static void owner_foreach(struct hbone_owner *o, hbone_visit_fn fn, void *arg)
 			.local_id = s->has_local_id ? &s->local_id : NULL,
 			.peer_id = s->has_peer_id ? &s->peer_id : NULL,
 			.expect_id = s->server ? NULL : &s->expect[0],
+			.cert_serial = lc ? tls_cert_serial_hex(lc) : NULL,
 			.streams = s->nstreams,
 			.queued = s->st < HBONE_ST_READY ? s->nstreams : 0,
 			.streams_total = s->streams_total,
@@ -1785,6 +1867,7 @@ static void owner_foreach(struct hbone_owner *o, hbone_visit_fn fn, void *arg)
 			.bytes_sent = s->bytes_sent,
 			.bytes_received = s->bytes_recv,
 			.buffered = s->buffered,
+			.unconsumed = s->unconsumed,
 			.blocked = sess_blocked(s),
 		};
 		fn(&ci, arg);
@@ -1797,9 +1880,11 @@ static void owner_stats(struct hbone_owner *o, struct hbone_stats *out)
 	out->conns = o->nsessions;
 	out->conns_total = o->conns_total;
 	out->streams_total = o->streams_total;
+	out->refused_total = o->refused_total;
 	for (struct hbone_sess *s = o->sessions; s; s = s->next) {
 		out->streams += s->nstreams;
 		out->buffered += s->buffered;
+		out->unconsumed += s->unconsumed;
 	}
 }
 

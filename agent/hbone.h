@@ -32,9 +32,12 @@ struct hbone_opts {
 	uint32_t ping_timeout_ms;	/* no ACK and no bytes this long after a PING: dead
 					 * (= ping_interval_ms) */
 	uint32_t window;		/* HTTP/2 stream receive window, bytes (4 MiB) */
-	uint32_t conn_window;		/* connection receive window (max(16 MiB, window)) */
+	uint32_t conn_window;		/* connection receive window (max(16 MiB, window)): all
+					 * a connection holds for slow readers, in total */
 	uint32_t connect_timeout_ms;	/* client: TCP+TLS+200 per stream; server: TLS
 					 * handshake (10000) */
+	uint32_t max_sessions;		/* server: concurrent inbound connections; more are
+					 * closed at accept (4096). Client: unused */
 };
 
 /* ---------------------------------------------------------------- client ---- */
@@ -69,7 +72,9 @@ void hbone_pool_free(struct hbone_pool *p);
 /* Opens an outbound CONNECT stream for c and attaches it at CONN_UP (arming c's connect
  * timeout). The stream goes on a pooled connection keyed by (source identity, dst address,
  * SNI identity) with the same expected identities, or on a new one; it waits there for the
- * TLS handshake if needed. Later: response 200 -> conn_established(c); anything else (status,
+ * TLS handshake if needed. Only a connection opened with the source's current certificate
+ * (certstore_get) takes new streams: once the cert is renewed, older connections drain
+ * (GOAWAY, their streams finish) and close. Later: response 200 -> conn_established(c); anything else (status,
  * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why).
  * 0, or -errno with nothing attached (EINVAL bad request, ESHUTDOWN draining, ENOMEM, or the
  * certstore's error): the caller aborts c. */
@@ -147,13 +152,17 @@ struct hbone_conn_info {
 	const struct spiffe_id *local_id;	/* client: source identity; server: presented */
 	const struct spiffe_id *peer_id;	/* verified peer identity, NULL before handshake */
 	const struct spiffe_id *expect_id;	/* client: expected server identity (expect[0]) */
+	const char *cert_serial;		/* serial of the cert we presented (hex), NULL
+						 * before the handshake */
 	uint32_t streams;			/* open streams */
 	uint32_t queued;			/* client: streams waiting for the handshake */
 	uint64_t streams_total;			/* streams carried since it opened */
 	uint64_t age_ms;
 	uint64_t idle_ms;			/* since the last stream ended (0 while busy) */
 	uint64_t bytes_sent, bytes_received;	/* TLS payload (HTTP/2 frames) */
-	size_t buffered;			/* bytes held for slow readers (bounded by windows) */
+	size_t buffered;			/* bytes held in stream overflow queues */
+	size_t unconsumed;			/* received, window not yet given back: overflow
+						 * plus what conns still hold (<= conn_window) */
 	const char *blocked;			/* why it waits, e.g. "tls_want_read", or "" */
 };
 typedef void (*hbone_visit_fn)(const struct hbone_conn_info *info, void *arg);
@@ -166,6 +175,8 @@ struct hbone_stats {
 	uint64_t conns_total;		/* opened since start */
 	uint64_t streams_total;
 	size_t buffered;		/* bytes held in stream overflow queues */
+	size_t unconsumed;		/* received, window not yet given back (see conn_info) */
+	uint64_t refused_total;		/* server: connections closed at accept (max_sessions) */
 };
 void hbone_pool_stats(struct hbone_pool *p, struct hbone_stats *out);
 void hbone_server_stats(struct hbone_server *s, struct hbone_stats *out);
