@@ -148,6 +148,7 @@ struct rig {
 	/* what outbound conns ask for */
 	struct spiffe_id src, sni, expect;
 	char authority[64];
+	int up_sndbuf;		/* SO_SNDBUF of the inbound side's upstream sockets, 0 = default */
 	/* results, written on the loop thread */
 	struct closed_rec out_closed, in_closed;
 	int inbound_seen;
@@ -215,6 +216,8 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	conn_info(c)->kind = CONN_INBOUND_HBONE;
 	conn_attach(c, CONN_DOWN, req->end);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (r->up_sndbuf)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &r->up_sndbuf, sizeof(r->up_sndbuf));
 	if (connect(fd, (const struct sockaddr *)&req->target, sizeof(struct sockaddr_in)) &&
 	    errno != EINPROGRESS) {
 		close(fd);
@@ -266,6 +269,16 @@ __attribute__((destructor)) static void free_cas(void)
 	tls_ca_free(other_ca);
 }
 
+/* The certstores' wall clock: real time plus a skew a test moves (certs are issued at the
+ * skewed time, so only a skew into the past keeps them valid for the real-time TLS checks). */
+static int64_t clock_skew_s;
+
+static int64_t skewed_clock(void *arg)
+{
+	(void)arg;
+	return (int64_t)time(NULL) + __atomic_load_n(&clock_skew_s, __ATOMIC_ACQUIRE);
+}
+
 static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 {
 	struct spiffe_id server = sid("server", "echo");
@@ -287,8 +300,9 @@ static void rig_start(struct rig *r, const struct hbone_opts *copts, const struc
 		other_ca = tls_ca_new_self_signed(TD, 365 * 24 * 3600);
 	r->ca = the_ca;
 	r->ca2 = other_ca;
-	r->cs = certstore_new(r->ca, NULL);
-	r->cs2 = certstore_new(r->ca2, NULL);
+	struct certstore_opts cso = { .clock = skewed_clock };
+	r->cs = certstore_new(r->ca, &cso);
+	r->cs2 = certstore_new(r->ca2, &cso);
 	struct tls_ctx_opts so = { .roots = r->ca, .trust_domain = TD, .select_cert = select_cert,
 				   .select_arg = r->cs };
 	struct tls_ctx_opts co = { .roots = r->ca, .trust_domain = TD };
@@ -840,6 +854,306 @@ TEST(server_drain_lets_streams_finish_and_idle_pool_closes)
 	CHECK_EQ_INT(s.pool.conns, 0);
 	close(cl);
 	close(up);
+	rig_stop(&r);
+}
+
+/* ------------------------------------------------- certificate renewal ---- */
+
+struct sess_seen {
+	int n;
+	struct {
+		bool server;
+		enum hbone_sess_st st;
+		uint32_t streams;
+		char serial[TLS_SERIAL_HEX_MAX];
+	} s[8];
+};
+
+static void sess_visit(const struct hbone_conn_info *ci, void *arg)
+{
+	struct sess_seen *v = arg;
+	if (v->n >= (int)ARRAY_SIZE(v->s))
+		return;
+	v->s[v->n].server = ci->server;
+	v->s[v->n].st = ci->state;
+	v->s[v->n].streams = ci->streams;
+	snprintf(v->s[v->n].serial, sizeof(v->s[v->n].serial), "%s",
+		 ci->cert_serial ? ci->cert_serial : "");
+	v->n++;
+}
+
+static void pool_sessions_on_loop(void *arg)
+{
+	memset(arg, 0, sizeof(struct sess_seen));
+	hbone_pool_foreach(R->pool, sess_visit, arg);
+}
+
+static int current_serial_cb(const struct certstore_info *info, void *arg)
+{
+	struct spiffe_id src = sid("client", "sleep");
+	if (spiffe_id_equal(info->id, &src))
+		snprintf(arg, TLS_SERIAL_HEX_MAX, "%s", info->serial_hex);
+	return 0;
+}
+
+/* Polls the pool (on the loop thread) until it has want sessions; generous, not a timing. */
+static bool wait_pool_sessions(struct sess_seen *v, int want)
+{
+	for (int i = 0; i < 1000; i++) {
+		on_loop(pool_sessions_on_loop, v);
+		if (v->n == want)
+			return true;
+		usleep(10000);
+	}
+	fprintf(stderr, "  timed out waiting for %d pooled sessions (have %d)\n", want, v->n);
+	return false;
+}
+
+TEST(renewed_cert_drains_the_old_connection_and_opens_a_new_one)
+{
+	struct rig r;
+	struct sess_seen v;
+	struct stats_req s;
+	char buf[16], old_serial[TLS_SERIAL_HEX_MAX], cur[TLS_SERIAL_HEX_MAX] = "";
+	/* Certs issued 13 h "ago": valid now, past half-life once the clock is put right. */
+	__atomic_store_n(&clock_skew_s, -13 * 3600, __ATOMIC_RELEASE);
+	rig_start(&r, NULL, NULL);
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	int cl1 = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl1, "one", 3), 3);
+	int up1 = accept_up(&r);
+	REQUIRE(up1 >= 0);
+	CHECK_EQ_INT(read_full(up1, buf, 3, 5000), 3);
+	on_loop(pool_sessions_on_loop, &v);
+	REQUIRE(v.n == 1);
+	CHECK(v.s[0].serial[0] != '\0');
+	snprintf(old_serial, sizeof(old_serial), "%s", v.s[0].serial);
+
+	/* Renewal is due: the next stream renews the cert and gets a new connection with it. */
+	__atomic_store_n(&clock_skew_s, 0, __ATOMIC_RELEASE);
+	int cl2 = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl2, "two", 3), 3);
+	int up2 = accept_up(&r);
+	REQUIRE(up2 >= 0);
+	CHECK_EQ_INT(read_full(up2, buf, 3, 5000), 3);
+	certstore_foreach(r.cs, current_serial_cb, cur);
+	CHECK(strcmp(cur, old_serial) != 0);
+	on_loop(pool_sessions_on_loop, &v);
+	REQUIRE(v.n == 2);
+	for (int i = 0; i < v.n; i++) {
+		CHECK_EQ_INT(v.s[i].streams, 1);
+		if (!strcmp(v.s[i].serial, old_serial)) {
+			CHECK_EQ_STR(hbone_sess_st_to_str(v.s[i].st), "draining");
+		} else {
+			CHECK_EQ_STR(v.s[i].serial, cur);
+			CHECK_EQ_STR(hbone_sess_st_to_str(v.s[i].st), "ready");
+		}
+	}
+	CHECK(strcmp(v.s[0].serial, v.s[1].serial) != 0);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.srv.conns, 2);
+
+	/* The old connection still carries its stream both ways. */
+	CHECK_EQ_INT(write(cl1, "more", 4), 4);
+	CHECK_EQ_INT(read_full(up1, buf, 4, 5000), 4);
+	CHECK(memcmp(buf, "more", 4) == 0);
+	CHECK_EQ_INT(write(up1, "back", 4), 4);
+	CHECK_EQ_INT(read_full(cl1, buf, 4, 5000), 4);
+	CHECK(memcmp(buf, "back", 4) == 0);
+	CHECK_EQ_INT(r.out_closed.count, 0);
+
+	/* Its last stream ends cleanly, then it closes; the new one stays. */
+	shutdown(cl1, SHUT_WR);
+	CHECK_EQ_INT(read_full(up1, buf, sizeof(buf), 5000), 0);
+	shutdown(up1, SHUT_WR);
+	CHECK_EQ_INT(read_full(cl1, buf, sizeof(buf), 5000), 0);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	CHECK(wait_pool_sessions(&v, 1));
+	CHECK_EQ_STR(v.s[0].serial, cur);
+
+	/* The next stream joins the new connection. */
+	int cl3 = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl3, "three", 5), 5);
+	int up3 = accept_up(&r);
+	REQUIRE(up3 >= 0);
+	CHECK_EQ_INT(read_full(up3, buf, 5, 5000), 5);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns, 1);
+	CHECK_EQ_INT(s.pool.conns_total, 2);
+	CHECK_EQ_INT(s.pool.streams, 2);
+	/* cl2 still flows after all that */
+	CHECK_EQ_INT(write(cl2, "two!", 4), 4);
+	CHECK_EQ_INT(read_full(up2, buf, 4, 5000), 4);
+	close(cl1);
+	close(up1);
+	close(cl2);
+	close(up2);
+	close(cl3);
+	close(up3);
+	rig_stop(&r);
+}
+
+/* --------------------------------------------------- bounded buffering ---- */
+
+struct held_req {
+	struct hbone_stats srv;
+	size_t in_conns;	/* bytes inbound conns hold for their upstream sockets */
+	int nconns;
+};
+
+static void held_visit(struct conn *c, void *arg)
+{
+	struct held_req *h = arg;
+	if (conn_info(c)->kind != CONN_INBOUND_HBONE)
+		return;
+	h->in_conns += conn_out_pending(c, CONN_UP);
+	h->nconns++;
+}
+
+static void held_on_loop(void *arg)
+{
+	struct held_req *h = arg;
+	memset(h, 0, sizeof(*h));
+	hbone_server_stats(R->srv, &h->srv);
+	conn_foreach(held_visit, h);
+}
+
+/* Many streams whose upstreams do not read: the server holds at most its connection window
+ * (plus a frame per stream), not streams x (stream window + conn buffer). */
+TEST(slow_readers_hold_at_most_the_connection_window)
+{
+	enum { N = 32, WIN = 256 * 1024, CONN_WIN = 1024 * 1024, PER = 2 << 20 };
+	struct rig r;
+	struct hbone_opts o = { .window = WIN, .conn_window = CONN_WIN, .max_streams = 64 };
+	struct held_req h;
+	struct stats_req s;
+	int cl[N], up[N], small = 4096;
+	size_t sent[N] = { 0 }, got[N] = { 0 };
+	uint8_t *data = malloc(PER), *in = malloc(PER);
+
+	for (size_t i = 0; i < PER; i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 9);
+	rig_start(&r, &o, &o);
+	r.up_sndbuf = small;	/* keep the kernel from soaking up what we want to count */
+	setsockopt(r.up_lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	snprintf(r.authority, sizeof(r.authority), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	for (int i = 0; i < N; i++) {
+		cl[i] = dial(&r.out_addr);
+		fd_set_nonblock(cl[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		up[i] = accept_up(&r);
+		REQUIRE(up[i] >= 0);
+		fd_set_nonblock(up[i]);
+	}
+	/* Write on every stream until nothing moves (the upstreams read nothing). */
+	for (int idle = 0; idle < 50;) {
+		bool moved = false;
+		for (int i = 0; i < N; i++) {
+			if (sent[i] == PER)
+				continue;
+			ssize_t w = write(cl[i], data + sent[i], MIN((size_t)65536, PER - sent[i]));
+			if (w > 0) {
+				sent[i] += (size_t)w;
+				moved = true;
+			}
+		}
+		if (moved) {
+			idle = 0;
+		} else {
+			usleep(10000);
+			idle++;
+		}
+	}
+	on_loop(held_on_loop, &h);
+	printf("# %d slow streams: server holds %zu B in overflow + %zu B in conns, %zu B "
+	       "unconsumed (connection window %d)\n", N, h.srv.buffered, h.in_conns,
+	       h.srv.unconsumed, CONN_WIN);
+	CHECK_EQ_INT(h.nconns, N);
+	CHECK_EQ_INT(h.srv.conns, 1);
+	/* Really filled (the counters are not trivially zero), and bounded. */
+	CHECK(h.srv.buffered + h.in_conns >= CONN_WIN / 2);
+	CHECK(h.srv.buffered + h.in_conns <= CONN_WIN + N * 16384);
+	CHECK(h.srv.unconsumed <= CONN_WIN);
+	CHECK(h.srv.unconsumed >= h.srv.buffered + h.in_conns);
+
+	/* The readers wake up: every byte arrives, in order, on every stream. */
+	for (int idle = 0; idle < 500;) {
+		bool moved = false, done = true;
+		for (int i = 0; i < N; i++) {
+			if (sent[i] < PER) {
+				ssize_t w = write(cl[i], data + sent[i], PER - sent[i]);
+				if (w > 0) {
+					sent[i] += (size_t)w;
+					moved = true;
+				}
+			}
+			ssize_t n = read(up[i], in, PER);
+			if (n > 0) {
+				if (memcmp(in, data + got[i], (size_t)n) != 0) {
+					fprintf(stderr, "  stream %d: bytes differ at %zu\n", i, got[i]);
+					idle = 500;
+				}
+				got[i] += (size_t)n;
+				moved = true;
+			}
+			done &= got[i] == PER;
+		}
+		if (done)
+			break;
+		if (moved) {
+			idle = 0;
+		} else {
+			usleep(10000);
+			idle++;
+		}
+	}
+	for (int i = 0; i < N; i++) {
+		CHECK_EQ_INT(got[i], PER);
+		close(cl[i]);
+		close(up[i]);
+	}
+	CHECK(wait_count(&r.out_closed.count, N));
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.srv.unconsumed, 0);
+	CHECK_EQ_INT(s.srv.buffered, 0);
+	free(data);
+	free(in);
+	rig_stop(&r);
+}
+
+TEST(inbound_connections_beyond_max_sessions_are_refused)
+{
+	struct rig r;
+	struct hbone_opts co = { .max_streams = 1 }, so = { .max_sessions = 2 };
+	struct stats_req s;
+	int cl[3];
+	char buf[8];
+	rig_start(&r, &co, &so);
+	/* one stream per pooled connection: three streams want three connections */
+	for (int i = 0; i < 2; i++) {
+		cl[i] = dial(&r.out_addr);
+		CHECK_EQ_INT(write(cl[i], "ab", 2), 2);
+		CHECK_EQ_INT(read_full(cl[i], buf, 2, 5000), 2);
+	}
+	cl[2] = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl[2], "x", 1), 1);
+	ssize_t n = read_full(cl[2], buf, sizeof(buf), 5000);
+	CHECK(n == 0 || n == -ECONNRESET);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.srv.conns, 2);
+	CHECK_EQ_INT(s.srv.refused_total, 1);
+	/* the admitted ones are untouched */
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ_INT(write(cl[i], "cd", 2), 2);
+		CHECK_EQ_INT(read_full(cl[i], buf, 2, 5000), 2);
+		CHECK(memcmp(buf, "cd", 2) == 0);
+	}
+	for (int i = 0; i < 3; i++)
+		close(cl[i]);
 	rig_stop(&r);
 }
 
