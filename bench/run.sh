@@ -157,11 +157,13 @@ stunnel_conf() { # FILE MODE(client|server) CN_OF_PEER then "accept connect" pai
 }
 
 # What a handshake negotiates (protocol, suite, key exchange group, ALPN), seen by an
-# openssl s_client on node 1 with a client certificate from the lab CA.
-tls_facts() { # HOST:PORT [ALPN]
+# openssl s_client on node 1 with a client certificate from the lab CA. HBONE serves the
+# certificate of the workload that SNI names (README), so ambit's probe names the server pod's.
+tls_facts() { # HOST:PORT [ALPN [SNI]]
 	local out
 	out=$(pod_exec "$LAB" n1 openssl s_client -connect "$1" -cert "$WORK/bench-client.crt" \
-		-key "$WORK/bench-client.key" -CAfile "$LAB_CA_CERT" ${2:+-alpn "$2"} </dev/null 2>&1) || true
+		-key "$WORK/bench-client.key" -CAfile "$LAB_CA_CERT" ${2:+-alpn "$2"} \
+		${3:+-servername "$3"} </dev/null 2>&1) || true
 	printf '%s\n' "$out" | awk '
 		/^New, / { sub(/^New, /, ""); sub(/, Cipher is /, " "); p = $0 }
 		/^Server Temp Key:/ { sub(/^Server Temp Key: /, ""); sub(/,.*/, ""); g = $0 }
@@ -207,7 +209,8 @@ start_path() {
 		lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
 		PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")")
 		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT
-		put ambit tls "$(tls_facts "$N2_IP:15008" h2)"
+		# The server pod n2-p1 runs as service account app-1 (deploy/lab/lab.sh).
+		put ambit tls "$(tls_facts "$N2_IP:15008" h2 "app-1.default.$LAB_TRUST_DOMAIN.spiffe")"
 		;;
 	esac
 }
