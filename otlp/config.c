@@ -46,6 +46,9 @@ void otlp_config_fini(struct otlp_config *c)
 		return;
 	free(c->endpoint);
 	free(c->service_name);
+	free(c->ca_file);
+	free(c->client_cert);
+	free(c->client_key);
 	pairs_fini(c->headers, &c->nheaders);
 	pairs_fini(c->tags, &c->ntags);
 	otlp_attrs_fini(&c->resource_attrs);
@@ -59,10 +62,14 @@ int otlp_config_copy(struct otlp_config *dst, const struct otlp_config *src)
 	*dst = *src;
 	dst->endpoint = NULL;
 	dst->service_name = NULL;
+	dst->ca_file = dst->client_cert = dst->client_key = NULL;
 	dst->nheaders = dst->ntags = 0;
 	memset(&dst->resource_attrs, 0, sizeof(dst->resource_attrs));
 	if ((src->endpoint && !(dst->endpoint = strdup(src->endpoint))) ||
-	    (src->service_name && !(dst->service_name = strdup(src->service_name))))
+	    (src->service_name && !(dst->service_name = strdup(src->service_name))) ||
+	    (src->ca_file && !(dst->ca_file = strdup(src->ca_file))) ||
+	    (src->client_cert && !(dst->client_cert = strdup(src->client_cert))) ||
+	    (src->client_key && !(dst->client_key = strdup(src->client_key))))
 		rc = -ENOMEM;
 	for (size_t i = 0; !rc && i < src->nheaders; i++)
 		rc = pair_set(dst->headers, &dst->nheaders, OTLP_MAX_HEADERS, src->headers[i].name, src->headers[i].value);
@@ -166,10 +173,30 @@ bad_host:
 	return -EINVAL;
 }
 
-static int set_endpoint(struct otlp_config *c, const char *url, bool signal, char *err, size_t errlen)
+/* "host:port" without a scheme, which only grpc takes (OTEL_EXPORTER_OTLP_INSECURE). */
+static bool url_has_scheme(const char *url)
+{
+	return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
+}
+
+/* Checks url, or "http://" + url when it has no scheme (the scheme is chosen later). */
+static int endpoint_check(const char *url, char *err, size_t errlen)
 {
 	struct otlp_url u;
-	int rc = otlp_url_parse(url, &u, err, errlen);
+	char full[1024];
+
+	if (!url || !*url || url_has_scheme(url) || strstr(url, "://"))
+		return otlp_url_parse(url, &u, err, errlen);
+	if (snprintf(full, sizeof(full), "http://%s", url) >= (int)sizeof(full)) {
+		snprintf(err, errlen, "endpoint '%.128s' too long", url);
+		return -EINVAL;
+	}
+	return otlp_url_parse(full, &u, err, errlen);
+}
+
+static int set_endpoint(struct otlp_config *c, const char *url, bool signal, char *err, size_t errlen)
+{
+	int rc = endpoint_check(url, err, errlen);
 	if (rc)
 		return rc;
 	char *dup = strdup(url);
@@ -319,6 +346,35 @@ static int env_bool(const char *name, bool *out, char *err, size_t errlen)
 	return 0;
 }
 
+/* The signal-specific variable OTEL_EXPORTER_OTLP_TRACES_<suffix> if set, else the generic
+ * OTEL_EXPORTER_OTLP_<suffix> (OTLP exporter spec); *name gets the one used. */
+static const char *env_otlp(const char *suffix, char *name, size_t namelen)
+{
+	const char *v;
+
+	snprintf(name, namelen, "OTEL_EXPORTER_OTLP_TRACES_%s", suffix);
+	if ((v = env(name)))
+		return v;
+	snprintf(name, namelen, "OTEL_EXPORTER_OTLP_%s", suffix);
+	return env(name);
+}
+
+/* The PEM file variables: kept as paths, checked when the exporter loads them. */
+static int env_file(const char *suffix, char **out)
+{
+	char name[64];
+	const char *v = env_otlp(suffix, name, sizeof(name));
+	char *d;
+
+	if (!v)
+		return 0;
+	if (!(d = strdup(v)))
+		return -ENOMEM;
+	free(*out);
+	*out = d;
+	return 0;
+}
+
 static int env_sampler(struct otlp_config *c, char *err, size_t errlen)
 {
 	const char *name = env("OTEL_TRACES_SAMPLER"), *arg = env("OTEL_TRACES_SAMPLER_ARG");
@@ -331,9 +387,9 @@ static int env_sampler(struct otlp_config *c, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	c->sampler = kind;
-	/* The argument only means something to the ratio samplers (OTel SDK env spec). Without
-	 * it, the configured percentage stays (tracing.sampling, default 100). */
-	if (arg && (kind == SAMPLER_TRACEIDRATIO || kind == SAMPLER_PARENT_TRACEIDRATIO)) {
+	/* The argument is used only when OTEL_TRACES_SAMPLER names a ratio sampler (OTel SDK
+	 * env spec). Otherwise the configured percentage stays (tracing.sampling, default 100). */
+	if (name && arg && (kind == SAMPLER_TRACEIDRATIO || kind == SAMPLER_PARENT_TRACEIDRATIO)) {
 		char *end;
 		double r = strtod(arg, &end);
 		if (end == arg || *end || isnan(r) || r < 0.0 || r > 1.0) {
@@ -385,24 +441,31 @@ int otlp_config_apply_env(struct otlp_config *c, char *err, size_t errlen)
 		}
 	}
 	/* The signal-specific variable wins over the generic one (OTLP exporter spec). */
-	const char *pname = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
-	if (!(v = env(pname)))
-		v = env(pname = "OTEL_EXPORTER_OTLP_PROTOCOL");
-	if (v && (rc = otlp_config_set_protocol(c, v, sub, sizeof(sub)))) {
-		snprintf(err, errlen, "%s: %s", pname, sub);
+	char vname[64];
+	if ((v = env_otlp("PROTOCOL", vname, sizeof(vname))) &&
+	    (rc = otlp_config_set_protocol(c, v, sub, sizeof(sub)))) {
+		snprintf(err, errlen, "%s: %s", vname, sub);
 		return rc;
 	}
-	if ((v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))) {
-		if ((rc = set_endpoint(c, v, true, sub, sizeof(sub)))) {
-			snprintf(err, errlen, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: %s", sub);
-			return rc;
-		}
-	} else if ((v = env("OTEL_EXPORTER_OTLP_ENDPOINT"))) {
-		if ((rc = set_endpoint(c, v, false, sub, sizeof(sub)))) {
-			snprintf(err, errlen, "OTEL_EXPORTER_OTLP_ENDPOINT: %s", sub);
+	if ((v = env_otlp("ENDPOINT", vname, sizeof(vname)))) {
+		bool signal = strcmp(vname, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == 0;
+		if (c->protocol != OTLP_PROTO_GRPC && !url_has_scheme(v))
+			rc = otlp_url_parse(v, &(struct otlp_url){ 0 }, sub, sizeof(sub));
+		else
+			rc = set_endpoint(c, v, signal, sub, sizeof(sub));
+		if (rc) {
+			snprintf(err, errlen, "%s: %s", vname, sub);
 			return rc;
 		}
 	}
+	(void)env_otlp("INSECURE", vname, sizeof(vname));	/* names the one to read */
+	if ((rc = env_bool(vname, &c->insecure, err, errlen)))
+		return rc;
+	if ((rc = env_file("CERTIFICATE", &c->ca_file)) || (rc = env_file("CLIENT_CERTIFICATE", &c->client_cert)) ||
+	    (rc = env_file("CLIENT_KEY", &c->client_key)))
+		return rc;
+	/* Both header lists apply, the generic one first: a name in both takes the
+	 * signal-specific value (pair_set replaces, so each name is sent once). */
 	static const char *const hvars[] = { "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS" };
 	for (size_t i = 0; i < ARRAY_SIZE(hvars); i++) {
 		if ((v = env(hvars[i])) && (rc = otlp_config_parse_headers(c, v, sub, sizeof(sub)))) {
@@ -426,8 +489,13 @@ int otlp_config_validate(const struct otlp_config *c, char *err, size_t errlen)
 	struct otlp_url u;
 	char sub[200];
 
-	if (c->endpoint && otlp_url_parse(c->endpoint, &u, sub, sizeof(sub))) {
+	if (c->endpoint && (c->protocol == OTLP_PROTO_GRPC ? endpoint_check(c->endpoint, sub, sizeof(sub))
+							   : otlp_url_parse(c->endpoint, &u, sub, sizeof(sub)))) {
 		snprintf(err, errlen, "tracing.otlp.endpoint: %s", sub);
+		return -EINVAL;
+	}
+	if (!c->client_cert != !c->client_key) {
+		snprintf(err, errlen, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY go together");
 		return -EINVAL;
 	}
 	if (isnan(c->sampling) || c->sampling < 0.0 || c->sampling > 100.0) {
@@ -453,7 +521,10 @@ int otlp_config_traces_url(const struct otlp_config *c, char *buf, size_t buflen
 
 	if (!ep)
 		ep = c->protocol == OTLP_PROTO_GRPC ? OTLP_GRPC_DEFAULT_ENDPOINT : OTLP_HTTP_DEFAULT_ENDPOINT;
-	if (c->protocol == OTLP_PROTO_GRPC || (c->endpoint && c->endpoint_is_signal)) {
+	if (c->protocol == OTLP_PROTO_GRPC) {
+		/* OTLP exporter spec, "insecure": only for an endpoint without a scheme */
+		n = snprintf(buf, buflen, "%s%s", url_has_scheme(ep) ? "" : c->insecure ? "http://" : "https://", ep);
+	} else if (c->endpoint && c->endpoint_is_signal) {
 		n = snprintf(buf, buflen, "%s", ep);
 	} else {
 		/* OTLP exporter spec: the generic endpoint is a base URL; append the signal path. */

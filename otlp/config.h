@@ -33,6 +33,11 @@ struct otlp_config {
 	enum otlp_protocol protocol;
 	char *endpoint;			/* owned; NULL: the protocol's default */
 	bool endpoint_is_signal;	/* endpoint is the full traces URL (..._TRACES_ENDPOINT) */
+	bool insecure;			/* grpc, endpoint without scheme: plaintext (..._INSECURE) */
+	char *ca_file;			/* owned; PEM trust anchors for https (..._CERTIFICATE),
+					 * NULL = the system store */
+	char *client_cert;		/* owned; PEM client certificate (..._CLIENT_CERTIFICATE) */
+	char *client_key;		/* owned; PEM client key (..._CLIENT_KEY) */
 	struct otlp_header headers[OTLP_MAX_HEADERS];
 	size_t nheaders;
 	struct otlp_header tags[OTLP_MAX_TAGS];	/* custom tags: literal attributes on every span */
@@ -56,7 +61,8 @@ int otlp_config_copy(struct otlp_config *dst, const struct otlp_config *src);
 /* Setters for the agent's JSON values; err gets one line naming the problem. 0 or -EINVAL
  * (-ENOMEM). Strings are copied. */
 int otlp_config_set_protocol(struct otlp_config *c, const char *name, char *err, size_t errlen);
-/* "http://host:port[/path]" or "https://..."; checked by otlp_url_parse. */
+/* "http://host:port[/path]" or "https://..."; checked by otlp_url_parse. For grpc also
+ * "host:port" without a scheme: https, or http when insecure (OTLP exporter spec). */
 int otlp_config_set_endpoint(struct otlp_config *c, const char *url, char *err, size_t errlen);
 int otlp_config_set_sampling(struct otlp_config *c, double percent, char *err, size_t errlen);
 /* Adds or replaces a custom tag / exporter header. -E2BIG past the bound. */
@@ -65,7 +71,8 @@ int otlp_config_add_header(struct otlp_config *c, const char *name, const char *
 
 /* Applies the OTEL_* environment: OTEL_SDK_DISABLED, OTEL_SERVICE_NAME,
  * OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_TRACES_EXPORTER (otlp|none),
- * OTEL_EXPORTER_OTLP_{,TRACES_}{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT},
+ * OTEL_EXPORTER_OTLP_{,TRACES_}{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT,INSECURE,CERTIFICATE,
+ * CLIENT_CERTIFICATE,CLIENT_KEY} (the TRACES_ one wins, key by key for HEADERS),
  * OTEL_BSP_{SCHEDULE_DELAY,EXPORT_TIMEOUT,MAX_QUEUE_SIZE,MAX_EXPORT_BATCH_SIZE}. Empty
  * variables are unset ones. A bad value is refused: -EINVAL with err naming the variable
  * and value (the caller decides to exit or warn); what came before it stays applied. */
@@ -74,7 +81,8 @@ int otlp_config_apply_env(struct otlp_config *c, char *err, size_t errlen);
 int otlp_config_validate(const struct otlp_config *c, char *err, size_t errlen);
 
 /* The URL the exporter uses: for http/protobuf, endpoint + "/v1/traces" unless the
- * endpoint is signal-specific; for grpc, the endpoint. Into buf; 0 or -ENOSPC. */
+ * endpoint is signal-specific; for grpc, the endpoint, given the scheme insecure says when
+ * it has none. Into buf; 0 or -ENOSPC. */
 int otlp_config_traces_url(const struct otlp_config *c, char *buf, size_t buflen);
 const char *otlp_protocol_str(enum otlp_protocol p);
 /* The sampler the config describes. */

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 #include "otlp/resource.h"
 
@@ -241,4 +243,34 @@ int otlp_decode_response(const uint8_t *buf, size_t len, int64_t *rejected, char
 	}
 	opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(r, NULL);
 	return 0;
+}
+
+int otlp_decode_retry_info(const uint8_t *buf, size_t len, uint32_t max_ms, uint32_t *delay_ms)
+{
+	static const char type[] = "type.googleapis.com/google.rpc.RetryInfo";
+	Google__Rpc__Status *st = google__rpc__status__unpack(NULL, len, buf);
+	int rc = -ENOENT;
+
+	if (!st)
+		return -EBADMSG;
+	for (size_t i = 0; i < st->n_details && rc == -ENOENT; i++) {
+		const Google__Protobuf__Any *a = st->details[i];
+		if (!a->type_url || strcmp(a->type_url, type) != 0)
+			continue;
+		Google__Rpc__RetryInfo *ri = google__rpc__retry_info__unpack(NULL, a->value.len, a->value.data);
+		if (!ri) {
+			rc = -EBADMSG;
+			break;
+		}
+		/* a RetryInfo without retry_delay, or a negative one, means "retry, no delay" */
+		uint64_t ms = 0;
+		const Google__Protobuf__Duration *d = ri->retry_delay;
+		if (d && d->seconds >= 0 && d->nanos >= 0)
+			ms = d->seconds > (int64_t)max_ms ? max_ms : (uint64_t)d->seconds * 1000 + (uint64_t)d->nanos / 1000000;
+		*delay_ms = (uint32_t)(ms < max_ms ? ms : max_ms);
+		google__rpc__retry_info__free_unpacked(ri, NULL);
+		rc = 0;
+	}
+	google__rpc__status__free_unpacked(st, NULL);
+	return rc;
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /* OTLP/gRPC client (OTLP spec "OTLP/gRPC", gRPC over HTTP2 PROTOCOL-HTTP2.md) with nghttp2
- * over cleartext HTTP/2: one unary TraceService/Export call per batch on a connection that
- * is kept and reused, with blocking poll()-driven I/O on the batcher thread. */
+ * over cleartext HTTP/2 (http://) or TLS with ALPN h2 through tls/ (https://): one unary
+ * TraceService/Export call per batch on a connection that is kept and reused, with
+ * poll()-driven I/O on a non-blocking socket, on the batcher thread. */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -19,6 +20,8 @@
 #include "otlp/config.h"
 #include "otlp/encode.h"
 #include "otlp/exporter.h"
+#include "tls/conn.h"
+#include "tls/ctx.h"
 
 #ifndef AMBIT_VERSION
 #define AMBIT_VERSION "0.0.0"
@@ -27,6 +30,8 @@
 #define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 #define GRPC_MAX_RESPONSE (64 * 1024)
 #define GRPC_POLL_SLICE_MS 100	/* how often a blocked call looks at the cancel flag */
+#define GRPC_MAX_DETAILS 4096	/* decoded grpc-status-details-bin we look into */
+#define GRPC_MAX_DELAY_MS 60000	/* bound on a server-asked retry delay */
 
 /* gRPC status codes (grpc/doc/statuscodes.md) the exporter needs by name. */
 enum {
@@ -47,6 +52,8 @@ struct grpc_call {
 	int grpc_status;		/* -1 until grpc-status */
 	char grpc_message[160];
 	uint32_t pushback_ms;		/* grpc-retry-pushback-ms */
+	bool retry_info;		/* grpc-status-details-bin carried a RetryInfo */
+	uint32_t retry_info_ms;		/* its retry_delay */
 	uint8_t *resp;			/* response DATA, at most GRPC_MAX_RESPONSE */
 	size_t resp_len;
 };
@@ -60,6 +67,8 @@ struct export_grpc {
 	char **strs;			/* owned strings behind nv */
 	size_t nstrs;
 	int fd;				/* -1: not connected */
+	struct tls_ctx *tls;		/* https: verifies the collector; NULL for h2c */
+	struct tls_conn *conn;		/* https: the TLS layer over fd while connected */
 	nghttp2_session *sess;
 	bool goaway;			/* the server is closing: reconnect for the next call */
 	struct grpc_call call;
@@ -72,6 +81,8 @@ static void grpc_disconnect(struct export_grpc *g)
 	if (g->sess)
 		nghttp2_session_del(g->sess);
 	g->sess = NULL;
+	tls_conn_free(g->conn);	/* no close_notify: the socket goes anyway */
+	g->conn = NULL;
 	if (g->fd >= 0)
 		close(g->fd);
 	g->fd = -1;
@@ -140,7 +151,101 @@ static int tcp_connect(struct export_grpc *g, uint64_t deadline, const volatile 
 	return 0;
 }
 
+/* The poll events a TLS step that said -EAGAIN waits for. */
+static short tls_events(const struct tls_conn *c)
+{
+	unsigned w = tls_conn_want(c);
+	return (short)((w & TLS_WANT_READ ? POLLIN : 0) | (w & TLS_WANT_WRITE ? POLLOUT : 0));
+}
+
+/* https: the TLS handshake on the connected socket. The collector's certificate is checked
+ * against the CA file or the system store and the URL's host (tls_conn_new), and it must
+ * select ALPN h2 (gRPC PROTOCOL-HTTP2.md: "h2" over TLS). */
+static int tls_connect(struct export_grpc *g, uint64_t deadline, const volatile bool *cancel, char *msg, size_t msglen)
+{
+	struct tls_conn_opts o = { .hostname = g->url.host };
+	int err;
+
+	if (!(g->conn = tls_conn_new(g->tls, g->fd, &o))) {
+		err = -errno;
+		snprintf(msg, msglen, "TLS to %.120s: %s", g->url.host, strerror(-err));
+		return err;
+	}
+	while ((err = tls_conn_handshake(g->conn)) == -EAGAIN)
+		if ((err = wait_fd(g->fd, tls_events(g->conn), deadline, cancel)))
+			break;
+	if (err) {
+		snprintf(msg, msglen, "TLS handshake with %.120s:%u: %.100s", g->url.host, g->url.port,
+			 err == -ETIMEDOUT ? "timed out" : *tls_conn_reason(g->conn) ? tls_conn_reason(g->conn)
+										 : strerror(-err));
+		return err;
+	}
+	if (strcmp(tls_conn_alpn(g->conn), "h2") != 0) {
+		snprintf(msg, msglen, "TLS to %.120s:%u: the collector did not select ALPN h2",
+			 g->url.host, g->url.port);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* One write of the connection's bytes: >0 taken, -EAGAIN (then *events says for what), or
+ * -errno. */
+static ssize_t conn_write(struct export_grpc *g, const uint8_t *data, size_t len, short *events)
+{
+	*events = POLLOUT;
+	if (g->conn) {
+		ssize_t w = tls_conn_write(g->conn, data, len);
+		if (w == -EAGAIN)
+			*events = tls_events(g->conn);
+		return w;
+	}
+	for (;;) {
+		ssize_t w = send(g->fd, data, len, MSG_NOSIGNAL);
+		if (w >= 0)
+			return w;
+		if (errno != EINTR)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
 /* ---- nghttp2 callbacks (RFC 9113 framing is nghttp2's; gRPC semantics are ours) ---- */
+
+/* Base64 (RFC 4648 §4), padded or not, as gRPC sends "-bin" values (PROTOCOL-HTTP2.md
+ * "Custom-Metadata"). Returns the decoded length, or -1 if malformed or over outlen. */
+static ssize_t base64_decode(const uint8_t *in, size_t len, uint8_t *out, size_t outlen)
+{
+	uint32_t acc = 0;
+	size_t bits = 0, o = 0;
+
+	while (len && in[len - 1] == '=')
+		len--;
+	for (size_t i = 0; i < len; i++) {
+		uint8_t ch = in[i];
+		int v = ch >= 'A' && ch <= 'Z' ? ch - 'A' : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+		      : ch >= '0' && ch <= '9' ? ch - '0' + 52 : ch == '+' ? 62 : ch == '/' ? 63 : -1;
+		if (v < 0)
+			return -1;
+		acc = acc << 6 | (uint32_t)v;
+		if ((bits += 6) >= 8) {
+			bits -= 8;
+			if (o == outlen)
+				return -1;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return bits >= 6 ? -1 : (ssize_t)o;	/* one stray character is not base64 */
+}
+
+/* OTLP/gRPC "Failures": the server says when to retry in a RetryInfo of the status details. */
+static void read_status_details(struct grpc_call *c, const uint8_t *value, size_t len)
+{
+	uint8_t *buf = malloc(GRPC_MAX_DETAILS);
+	ssize_t n = buf ? base64_decode(value, len, buf, GRPC_MAX_DETAILS) : -1;
+
+	if (n >= 0 && otlp_decode_retry_info(buf, (size_t)n, GRPC_MAX_DELAY_MS, &c->retry_info_ms) == 0)
+		c->retry_info = true;
+	free(buf);
+}
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
 		     const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
@@ -172,7 +277,9 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 		}
 		c->grpc_message[o] = '\0';
 	} else if (namelen == 22 && memcmp(name, "grpc-retry-pushback-ms", 22) == 0) {
-		c->pushback_ms = (uint32_t)MIN(strtoul(v, NULL, 10), 60000ul);
+		c->pushback_ms = (uint32_t)MIN(strtoul(v, NULL, 10), (unsigned long)GRPC_MAX_DELAY_MS);
+	} else if (namelen == 23 && memcmp(name, "grpc-status-details-bin", 23) == 0) {
+		read_status_details(c, value, valuelen);
 	}
 	return 0;
 }
@@ -265,41 +372,55 @@ static int flush_out(struct export_grpc *g, uint64_t deadline, const volatile bo
 		if (n == 0)
 			return 0;
 		for (ssize_t off = 0; off < n;) {
-			ssize_t w = send(g->fd, data + off, (size_t)(n - off), MSG_NOSIGNAL);
+			short events;
+			ssize_t w = conn_write(g, data + off, (size_t)(n - off), &events);
 			if (w >= 0) {
 				off += w;
 				continue;
 			}
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			int err = wait_fd(g->fd, POLLOUT, deadline, cancel);
+			if (w != -EAGAIN)
+				return (int)w;
+			int err = wait_fd(g->fd, events, deadline, cancel);
 			if (err)
 				return err;
 		}
 	}
 }
 
-/* Reads what is there (non-blocking) into nghttp2. 0, -EAGAIN when nothing was there,
- * -ECONNRESET on EOF, or another -errno. */
-static int read_in(struct export_grpc *g)
+/* Reads what is there (non-blocking) into nghttp2, with what TLS already decrypted.
+ * 0, -EAGAIN when nothing was there (*events then says what to wait for), -ECONNRESET on
+ * EOF, or another -errno. */
+static int read_in(struct export_grpc *g, short *events)
 {
 	uint8_t buf[16384];
-	ssize_t n = recv(g->fd, buf, sizeof(buf), 0);
+	ssize_t n;
 
-	if (n == 0)
-		return -ECONNRESET;
-	if (n < 0)
-		return errno == EINTR || errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	if (nghttp2_session_mem_recv(g->sess, buf, (size_t)n) < 0)
-		return -EPROTO;
+	*events = POLLIN;
+	do {
+		if (g->conn) {
+			n = tls_conn_read(g->conn, buf, sizeof(buf));
+			if (n == -EAGAIN)
+				*events = tls_events(g->conn);
+		} else {
+			n = recv(g->fd, buf, sizeof(buf), 0);
+			if (n < 0)
+				n = errno == EINTR || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0)
+			return (int)n;
+		if (nghttp2_session_mem_recv(g->sess, buf, (size_t)n) < 0)
+			return -EPROTO;
+	} while (g->conn && tls_conn_pending(g->conn));	/* epoll/poll will not announce these */
 	return 0;
 }
 
 /* Drives the session until the call's stream closed. */
 static int pump(struct export_grpc *g, uint64_t deadline, const volatile bool *cancel)
 {
+	short events = POLLIN;
+
 	for (;;) {
 		int err = flush_out(g, deadline, cancel);
 		if (err)
@@ -308,12 +429,14 @@ static int pump(struct export_grpc *g, uint64_t deadline, const volatile bool *c
 			return 0;
 		if (!nghttp2_session_want_read(g->sess) && !nghttp2_session_want_write(g->sess))
 			return -ECONNRESET;
-		err = wait_fd(g->fd, POLLIN, deadline, cancel);
+		err = wait_fd(g->fd, events, deadline, cancel);
 		if (err)
 			return err;
-		err = read_in(g);
+		err = read_in(g, &events);
 		if (err && err != -EAGAIN)
 			return err;
+		if (!err)
+			events = POLLIN;
 	}
 }
 
@@ -325,9 +448,13 @@ static bool conn_alive(struct export_grpc *g)
 		return false;
 	for (;;) {
 		struct pollfd p = { .fd = g->fd, .events = POLLIN };
+		short events;
 		if (poll(&p, 1, 0) <= 0)
 			break;
-		if (read_in(g))
+		int err = read_in(g, &events);
+		if (err == -EAGAIN)	/* TLS records with no data in them (session tickets) */
+			break;
+		if (err)
 			return false;
 	}
 	return !g->goaway && (nghttp2_session_want_read(g->sess) || nghttp2_session_want_write(g->sess));
@@ -335,13 +462,16 @@ static bool conn_alive(struct export_grpc *g)
 
 /* ---- the Export call ---- */
 
-static bool grpc_retryable(int code)
+static bool grpc_retryable(int code, bool retry_info)
 {
-	/* OTLP/gRPC "Failures": the retryable codes */
+	/* OTLP/gRPC "Failures": the retryable codes; RESOURCE_EXHAUSTED only when the server
+	 * can recover, which it says by sending RetryInfo ("OTLP/gRPC Throttling") */
 	switch (code) {
-	case GRPC_CANCELLED: case GRPC_DEADLINE_EXCEEDED: case GRPC_RESOURCE_EXHAUSTED:
-	case GRPC_ABORTED: case GRPC_OUT_OF_RANGE: case GRPC_UNAVAILABLE: case GRPC_DATA_LOSS:
+	case GRPC_CANCELLED: case GRPC_DEADLINE_EXCEEDED: case GRPC_ABORTED:
+	case GRPC_OUT_OF_RANGE: case GRPC_UNAVAILABLE: case GRPC_DATA_LOSS:
 		return true;
+	case GRPC_RESOURCE_EXHAUSTED:
+		return retry_info;
 	}
 	return false;
 }
@@ -370,6 +500,8 @@ static int call_once(struct export_grpc *g, const uint8_t *body, size_t len, uin
 	if (!conn_alive(g)) {
 		grpc_disconnect(g);
 		if ((err = tcp_connect(g, deadline, st->cancel, st->msg, sizeof(st->msg))))
+			return err;
+		if (g->tls && (err = tls_connect(g, deadline, st->cancel, st->msg, sizeof(st->msg))))
 			return err;
 		if ((err = session_open(g, st->msg, sizeof(st->msg))))
 			return err;
@@ -454,8 +586,8 @@ static int grpc_export(struct otlp_exporter *ex, struct span *const *spans, size
 			snprintf(st->msg, sizeof(st->msg), "grpc-status %d: %s", code, c->grpc_message);
 	}
 	if (code != GRPC_OK) {
-		st->retryable = grpc_retryable(code);
-		st->retry_after_ms = c->pushback_ms;
+		st->retryable = grpc_retryable(code, c->retry_info);
+		st->retry_after_ms = MAX(c->pushback_ms, c->retry_info ? c->retry_info_ms : 0);
 		err = st->retryable ? -EAGAIN : -EPROTO;
 		goto out;
 	}
@@ -478,6 +610,7 @@ static void grpc_free(struct otlp_exporter *ex)
 	struct export_grpc *g = container_of(ex, struct export_grpc, ex);
 
 	grpc_disconnect(g);
+	tls_ctx_free(g->tls);
 	free(g->call.resp);
 	for (size_t i = 0; i < g->nstrs; i++)
 		free(g->strs[i]);
@@ -510,18 +643,21 @@ static void nv_set(nghttp2_nv *nv, const char *name, const char *value)
 }
 
 struct otlp_exporter *export_grpc_new(const char *endpoint, const struct otlp_header *headers,
-				      size_t nheaders, char *err, size_t errlen)
+				      size_t nheaders, const struct otlp_exporter_tls *tls, char *err,
+				      size_t errlen)
 {
 	struct export_grpc *g;
 	struct otlp_url u;
+	char sub[200];
 
 	if (otlp_url_parse(endpoint, &u, err, errlen)) {
 		errno = EINVAL;
 		return NULL;
 	}
-	if (u.https) {
-		snprintf(err, errlen, "OTLP/gRPC endpoint %.128s: https not supported yet "
-			 "(use http://, or protocol http/protobuf for TLS)", endpoint);
+	if (u.https && tls && (tls->client_cert || tls->client_key)) {
+		/* tls_ctx_new_https_client offers no client certificate yet */
+		snprintf(err, errlen, "OTLP/gRPC endpoint %.128s: client certificates "
+			 "(OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_KEY) are not supported", endpoint);
 		errno = ENOTSUP;
 		return NULL;
 	}
@@ -531,6 +667,13 @@ struct otlp_exporter *export_grpc_new(const char *endpoint, const struct otlp_he
 	g->fd = -1;
 	g->ex.ops = &grpc_ops;
 	g->url = u;
+	if (u.https && !(g->tls = tls_ctx_new_https_client(tls ? tls->ca_file : NULL, "h2", sub, sizeof(sub)))) {
+		int e = errno;
+		snprintf(err, errlen, "OTLP/gRPC endpoint %.128s: %s", endpoint, sub);
+		grpc_free(&g->ex);
+		errno = e;
+		return NULL;
+	}
 	if (strchr(u.host, ':'))
 		snprintf(g->authority, sizeof(g->authority), "[%s]:%u", u.host, u.port);
 	else
@@ -540,7 +683,7 @@ struct otlp_exporter *export_grpc_new(const char *endpoint, const struct otlp_he
 	if (!g->nv || !g->strs)
 		goto nomem;
 	nv_set(&g->nv[g->nnv++], ":method", "POST");
-	nv_set(&g->nv[g->nnv++], ":scheme", "http");
+	nv_set(&g->nv[g->nnv++], ":scheme", u.https ? "https" : "http");
 	nv_set(&g->nv[g->nnv++], ":path", GRPC_PATH);
 	nv_set(&g->nv[g->nnv++], ":authority", g->authority);
 	nv_set(&g->nv[g->nnv++], "content-type", "application/grpc");

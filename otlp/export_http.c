@@ -2,9 +2,11 @@
 /* OTLP/HTTP with binary protobuf (OTLP spec "OTLP/HTTP"): one POST of an
  * ExportTraceServiceRequest per batch through common/httpc, on the batcher thread. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/httpc.h"
 #include "common/util.h"
@@ -15,6 +17,7 @@
 struct export_http {
 	struct otlp_exporter ex;
 	char *url;
+	char *ca_file;		/* owned; CA bundle for https, NULL = curl's default store */
 	char **headers;		/* NULL-terminated "Name: value" lines, owned */
 };
 
@@ -45,6 +48,7 @@ static int http_export(struct otlp_exporter *ex, struct span *const *spans, size
 		.headers = (const char *const *)h->headers,
 		.body = body,
 		.body_len = len,
+		.ca_file = h->ca_file,
 		.timeout_ms = timeout_ms,
 		.connect_timeout_ms = timeout_ms < 5000 ? timeout_ms : 5000,
 		.max_response = 1 << 20,
@@ -79,6 +83,7 @@ static void http_free(struct otlp_exporter *ex)
 	for (char **p = h->headers; p && *p; p++)
 		free(*p);
 	free(h->headers);
+	free(h->ca_file);
 	free(h->url);
 	free(h);
 }
@@ -90,7 +95,8 @@ static const struct otlp_exporter_ops http_ops = {
 };
 
 struct otlp_exporter *export_http_new(const char *url, const struct otlp_header *headers,
-				      size_t nheaders, char *err, size_t errlen)
+				      size_t nheaders, const struct otlp_exporter_tls *tls, char *err,
+				      size_t errlen)
 {
 	struct otlp_url u;
 	struct export_http *h;
@@ -100,13 +106,30 @@ struct otlp_exporter *export_http_new(const char *url, const struct otlp_header 
 		errno = EINVAL;
 		return NULL;
 	}
+	if (u.https && tls && (tls->client_cert || tls->client_key)) {
+		snprintf(err, errlen, "OTLP/HTTP endpoint %.128s: client certificates "
+			 "(OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_KEY) are not supported", url);
+		errno = ENOTSUP;
+		return NULL;
+	}
+	if (u.https && tls && tls->ca_file) {
+		/* curl reads it per request: a missing file is better refused at start */
+		int fd = open(tls->ca_file, O_RDONLY | O_CLOEXEC);
+		if (fd == -1) {
+			int e = errno;
+			snprintf(err, errlen, "%.200s: %s", tls->ca_file, strerror(e));
+			errno = e;
+			return NULL;
+		}
+		close(fd);
+	}
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		goto nomem;
 	h->ex.ops = &http_ops;
 	h->url = strdup(url);
 	h->headers = calloc(nheaders + 3, sizeof(*h->headers));
-	if (!h->url || !h->headers)
+	if (!h->url || !h->headers || (tls && tls->ca_file && !(h->ca_file = strdup(tls->ca_file))))
 		goto nomem;
 	if (asprintf(&h->headers[k++], "Content-Type: application/x-protobuf") < 0) {
 		h->headers[--k] = NULL;

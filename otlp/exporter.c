@@ -16,9 +16,12 @@ struct otlp_exporter *otlp_exporter_new(const struct otlp_config *cfg, char *err
 		errno = EINVAL;
 		return NULL;
 	}
+	struct otlp_exporter_tls tls = {
+		.ca_file = cfg->ca_file, .client_cert = cfg->client_cert, .client_key = cfg->client_key,
+	};
 	if (cfg->protocol == OTLP_PROTO_HTTP_PROTOBUF)
-		return export_http_new(url, cfg->headers, cfg->nheaders, err, errlen);
-	return export_grpc_new(url, cfg->headers, cfg->nheaders, err, errlen);
+		return export_http_new(url, cfg->headers, cfg->nheaders, &tls, err, errlen);
+	return export_grpc_new(url, cfg->headers, cfg->nheaders, &tls, err, errlen);
 }
 
 void otlp_exporter_free(struct otlp_exporter *ex)

@@ -37,15 +37,33 @@ struct otlp_exporter {
 	const struct otlp_exporter_ops *ops;
 };
 
-/* OTLP/gRPC over cleartext HTTP/2 (h2c) to endpoint "http://host:port" (a path is ignored).
- * https:// is refused with -ENOTSUP ("https not supported yet") until tls/ offers a client.
- * headers[0..nheaders) are copied. NULL + errno, with err set. Connects lazily. */
+/* TLS settings for an https:// endpoint (OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE,
+ * _CLIENT_CERTIFICATE, _CLIENT_KEY). Paths of PEM files, borrowed; NULL = not set. */
+struct otlp_exporter_tls {
+	const char *ca_file;		/* trust anchors for the collector; NULL = the system store */
+	const char *client_cert;	/* client certificate and key for mutual TLS */
+	const char *client_key;
+};
+
+/* OTLP/gRPC to endpoint "http://host:port" (cleartext HTTP/2, h2c) or "https://host:port"
+ * (TLS 1.2+ through tls/, ALPN h2, the collector's certificate verified against
+ * tls->ca_file or the system store and the host name); a path is ignored. Client
+ * certificates are refused with -ENOTSUP (tls/ has no client-cert https context yet).
+ * headers[0..nheaders) are copied; tls may be NULL. The CA file is loaded here, so a bad
+ * one fails now. NULL + errno, with err set. Connects lazily.
+ * Over TLS a write to a connection the collector closed raises SIGPIPE: the process must
+ * ignore it (tls/conn.h). */
 struct otlp_exporter *export_grpc_new(const char *endpoint, const struct otlp_header *headers,
-				      size_t nheaders, char *err, size_t errlen);
+				      size_t nheaders, const struct otlp_exporter_tls *tls, char *err,
+				      size_t errlen);
 /* OTLP/HTTP protobuf: POST to url as given (the full ".../v1/traces" URL) through
- * common/httpc. The process must have called httpc_global_init(). NULL + errno, err set. */
+ * common/httpc, with tls->ca_file as curl's CA bundle (CURLOPT_CAINFO) for https. Client
+ * certificates for https are refused with -ENOTSUP (common/httpc does not pass them to curl
+ * yet).
+ * The process must have called httpc_global_init(). NULL + errno, err set. */
 struct otlp_exporter *export_http_new(const char *url, const struct otlp_header *headers,
-				      size_t nheaders, char *err, size_t errlen);
+				      size_t nheaders, const struct otlp_exporter_tls *tls, char *err,
+				      size_t errlen);
 /* The exporter cfg asks for (protocol, resolved endpoint, headers). NULL + errno, err set. */
 struct otlp_exporter *otlp_exporter_new(const struct otlp_config *cfg, char *err, size_t errlen);
 void otlp_exporter_free(struct otlp_exporter *ex);

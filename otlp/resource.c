@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "otlp/config.h"
 #include "otlp/tracecontext.h"
 
@@ -81,10 +82,18 @@ struct otlp_resource *otlp_resource_for_workload(const struct otlp_config *cfg, 
 		err = set_if(r, "k8s.pod.name", pod);
 	if (!err)
 		err = set_if(r, "k8s.node.name", node);
-	if (!err)
-		err = otlp_resource_set(r, "telemetry.sdk.name", OTLP_SCOPE_NAME);
-	if (!err)
-		err = otlp_resource_set(r, "telemetry.sdk.version", AMBIT_VERSION);
+	/* Semantic conventions "telemetry.sdk.*": ambit is its own SDK, so the name is ours
+	 * ("opentelemetry" is reserved); the language enum has no "c", "cpp" is the closest
+	 * well-known value. Set when OTEL_RESOURCE_ATTRIBUTES did not, as an OTel SDK merges its
+	 * default resource under the environment's. */
+	static const char *const sdk[][2] = {
+		{ "telemetry.sdk.language", "cpp" },
+		{ "telemetry.sdk.name", OTLP_SCOPE_NAME },
+		{ "telemetry.sdk.version", AMBIT_VERSION },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(sdk) && !err; i++)
+		if (!otlp_resource_get(r, sdk[i][0]))
+			err = otlp_resource_set(r, sdk[i][0], sdk[i][1]);
 	if (err && err != -E2BIG) {
 		otlp_resource_unref(r);
 		errno = -err;

@@ -12,6 +12,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "harness.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 #include "otlp/batcher.h"
 #include "otlp/config.h"
@@ -368,7 +370,11 @@ static void clear_env(void)
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS",
 		"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
 		"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT",
-		"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+		"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_EXPORTER_OTLP_INSECURE",
+		"OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_CERTIFICATE",
+		"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+		"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+		"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
 		unsetenv(vars[i]);
@@ -419,13 +425,24 @@ TEST(config_defaults_and_urls)
 	CHECK_EQ_STR(u.path, "/x");
 	REQUIRE(otlp_url_parse("http://otel.example", &u, err, sizeof(err)) == 0);
 	CHECK_EQ_INT(u.port, 80);
-	/* OTLP/gRPC over TLS waits for tls/: a clear refusal, not a crash */
-	struct otlp_exporter *ex = export_grpc_new("https://collector:4317", NULL, 0, err, sizeof(err));
-	CHECK(ex == NULL && errno == ENOTSUP);
-	CHECK(strstr(err, "https not supported yet") != NULL);
-	ex = export_grpc_new("nonsense", NULL, 0, err, sizeof(err));
+	/* OTLP/gRPC over TLS: the CA file is loaded at once (a bad one is refused by name);
+	 * client certificates are refused clearly rather than ignored */
+	struct otlp_exporter_tls tls = { .ca_file = "/nonexistent/ca.pem" };
+	struct otlp_exporter *ex = export_grpc_new("https://collector:4317", NULL, 0, &tls, err, sizeof(err));
+	CHECK(ex == NULL && strstr(err, "/nonexistent/ca.pem") != NULL);
+	ex = export_http_new("https://collector:4318/v1/traces", NULL, 0, &tls, err, sizeof(err));
+	CHECK(ex == NULL && errno == ENOENT && strstr(err, "/nonexistent/ca.pem") != NULL);
+	ex = export_grpc_new("https://collector:4317", NULL, 0, NULL, err, sizeof(err));
+	CHECK(ex != NULL);	/* the system store; connects lazily */
+	otlp_exporter_free(ex);
+	tls = (struct otlp_exporter_tls){ .client_cert = "/c.pem", .client_key = "/k.pem" };
+	ex = export_grpc_new("https://collector:4317", NULL, 0, &tls, err, sizeof(err));
+	CHECK(ex == NULL && errno == ENOTSUP && strstr(err, "client certificates") != NULL);
+	ex = export_http_new("https://collector:4318/v1/traces", NULL, 0, &tls, err, sizeof(err));
+	CHECK(ex == NULL && errno == ENOTSUP && strstr(err, "client certificates") != NULL);
+	ex = export_grpc_new("nonsense", NULL, 0, NULL, err, sizeof(err));
 	CHECK(ex == NULL && errno == EINVAL);
-	ex = export_http_new("http://x y", NULL, 0, err, sizeof(err));
+	ex = export_http_new("http://x y", NULL, 0, NULL, err, sizeof(err));
 	CHECK(ex == NULL && errno == EINVAL);
 }
 
@@ -507,7 +524,9 @@ TEST(config_env_refusals)
 		{ "OTEL_TRACES_SAMPLER_ARG", "1.5" },
 		{ "OTEL_TRACES_SAMPLER_ARG", "half" },
 		{ "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json" },
-		{ "OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317" },
+		{ "OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318" },	/* http/protobuf: needs a scheme */
+		{ "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:99999" },
+		{ "OTEL_EXPORTER_OTLP_TRACES_INSECURE", "1" },
 		{ "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://bad host" },
 		{ "OTEL_EXPORTER_OTLP_HEADERS", "novalue" },
 		{ "OTEL_EXPORTER_OTLP_HEADERS", "k=%zz" },
@@ -527,6 +546,8 @@ TEST(config_env_refusals)
 		setenv(cases[i][0], cases[i][1], 1);
 		if (strcmp(cases[i][0], "OTEL_TRACES_SAMPLER_ARG") == 0)
 			setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio", 1);
+		if (strcmp(cases[i][1], "collector:4318") == 0)
+			setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", 1);
 		int rc = otlp_config_apply_env(&c, err, sizeof(err));
 		if (rc != -EINVAL)
 			fprintf(stderr, "  %s=%s -> %d\n", cases[i][0], cases[i][1], rc);
@@ -546,6 +567,217 @@ TEST(config_env_refusals)
 	CHECK(otlp_config_validate(&c, err, sizeof(err)) == -EINVAL);
 	otlp_config_fini(&c);
 	clear_env();
+}
+
+/* OTEL_TRACES_SAMPLER_ARG counts only when OTEL_TRACES_SAMPLER names a ratio sampler. */
+TEST(config_sampler_arg)
+{
+	struct otlp_config c;
+	char err[256];
+	static const struct { const char *sampler, *arg; enum sampler_kind kind; double sampling; } cases[] = {
+		{ NULL, "0.25", SAMPLER_PARENT_TRACEIDRATIO, 40.0 },	/* no sampler named: ignored */
+		{ "always_on", "0.25", SAMPLER_ALWAYS_ON, 40.0 },
+		{ "parentbased_always_off", "not-a-number", SAMPLER_PARENT_ALWAYS_OFF, 40.0 },
+		{ "traceidratio", "0.25", SAMPLER_TRACEIDRATIO, 25.0 },
+		{ "parentbased_traceidratio", "0.1", SAMPLER_PARENT_TRACEIDRATIO, 10.0 },
+		{ "parentbased_traceidratio", NULL, SAMPLER_PARENT_TRACEIDRATIO, 40.0 },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		clear_env();
+		otlp_config_init(&c);
+		REQUIRE(otlp_config_set_sampling(&c, 40.0, err, sizeof(err)) == 0);	/* tracing.sampling */
+		if (cases[i].sampler)
+			setenv("OTEL_TRACES_SAMPLER", cases[i].sampler, 1);
+		if (cases[i].arg)
+			setenv("OTEL_TRACES_SAMPLER_ARG", cases[i].arg, 1);
+		int rc = otlp_config_apply_env(&c, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "  case %zu: %s\n", i, err);
+		CHECK_EQ_INT(rc, 0);
+		CHECK_EQ_INT(c.sampler, cases[i].kind);
+		CHECK(fabs(c.sampling - cases[i].sampling) < 1e-9);
+		otlp_config_fini(&c);
+	}
+	clear_env();
+}
+
+/* The _TRACES_ header list wins name by name over the generic one, which wins over the
+ * file's; each name is sent once. */
+TEST(config_header_precedence)
+{
+	struct otlp_config c;
+	char err[256];
+	clear_env();
+	otlp_config_init(&c);
+	REQUIRE(otlp_config_add_header(&c, "Authorization", "Bearer file", err, sizeof(err)) == 0);
+	REQUIRE(otlp_config_add_header(&c, "x-file-only", "1", err, sizeof(err)) == 0);
+	setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20generic,x-generic-only=2,x-both=generic", 1);
+	setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "X-Both=traces,x-traces-only=3", 1);
+	REQUIRE(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+	static const char *const want[][2] = {
+		{ "authorization", "Bearer generic" }, { "x-file-only", "1" }, { "x-generic-only", "2" },
+		{ "x-both", "traces" }, { "x-traces-only", "3" },
+	};
+	CHECK_EQ_INT(c.nheaders, ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		size_t seen = 0;
+		for (size_t k = 0; k < c.nheaders; k++) {
+			if (strcmp(c.headers[k].name, want[i][0]) == 0) {
+				seen++;
+				CHECK_EQ_STR(c.headers[k].value, want[i][1]);
+			}
+		}
+		CHECK_EQ_INT(seen, 1);
+	}
+	otlp_config_fini(&c);
+	clear_env();
+}
+
+/* OTEL_EXPORTER_OTLP_[TRACES_]INSECURE picks the scheme of a grpc endpoint given without
+ * one; the certificate variables, the _TRACES_ one first, reach the config. */
+TEST(config_tls_env)
+{
+	struct otlp_config c;
+	char err[256], url[256];
+	static const struct { const char *endpoint, *insecure, *traces_insecure, *url; } cases[] = {
+		{ "collector:4317", NULL, NULL, "https://collector:4317" },
+		{ "collector:4317", "true", NULL, "http://collector:4317" },
+		{ "collector:4317", "true", "false", "https://collector:4317" },
+		{ "collector:4317", "false", "TRUE", "http://collector:4317" },
+		{ "https://collector:4317", "true", NULL, "https://collector:4317" },	/* scheme wins */
+		{ "http://collector:4317", "false", NULL, "http://collector:4317" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		clear_env();
+		otlp_config_init(&c);
+		setenv("OTEL_EXPORTER_OTLP_ENDPOINT", cases[i].endpoint, 1);
+		if (cases[i].insecure)
+			setenv("OTEL_EXPORTER_OTLP_INSECURE", cases[i].insecure, 1);
+		if (cases[i].traces_insecure)
+			setenv("OTEL_EXPORTER_OTLP_TRACES_INSECURE", cases[i].traces_insecure, 1);
+		REQUIRE(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+		CHECK(otlp_config_validate(&c, err, sizeof(err)) == 0);
+		REQUIRE(otlp_config_traces_url(&c, url, sizeof(url)) == 0);
+		CHECK_EQ_STR(url, cases[i].url);
+		otlp_config_fini(&c);
+	}
+	/* http/protobuf needs the scheme, from the file too */
+	clear_env();
+	otlp_config_init(&c);
+	REQUIRE(otlp_config_set_endpoint(&c, "collector:4318", err, sizeof(err)) == 0);
+	CHECK(otlp_config_validate(&c, err, sizeof(err)) == 0);
+	REQUIRE(otlp_config_set_protocol(&c, "http/protobuf", err, sizeof(err)) == 0);
+	CHECK(otlp_config_validate(&c, err, sizeof(err)) == -EINVAL);
+	CHECK(strstr(err, "http://") != NULL);
+	otlp_config_fini(&c);
+
+	otlp_config_init(&c);
+	setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/generic-ca.pem", 1);
+	setenv("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/etc/traces-ca.pem", 1);
+	setenv("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem", 1);
+	REQUIRE(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+	CHECK_EQ_STR(c.ca_file, "/etc/traces-ca.pem");
+	CHECK_EQ_STR(c.client_cert, "/etc/client.pem");
+	CHECK(c.client_key == NULL);
+	CHECK(otlp_config_validate(&c, err, sizeof(err)) == -EINVAL);	/* a cert needs its key */
+	setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/etc/client.key", 1);
+	REQUIRE(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+	CHECK_EQ_STR(c.client_key, "/etc/client.key");
+	CHECK(otlp_config_validate(&c, err, sizeof(err)) == 0);
+	struct otlp_config d;
+	REQUIRE(otlp_config_copy(&d, &c) == 0);
+	otlp_config_fini(&c);
+	CHECK_EQ_STR(d.ca_file, "/etc/traces-ca.pem");
+	CHECK_EQ_STR(d.client_key, "/etc/client.key");
+	/* both set: the exporters refuse client certificates for https clearly (not supported
+	 * yet) rather than connect without them; plaintext has no use for them */
+	struct otlp_exporter *ex = otlp_exporter_new(&d, err, sizeof(err));
+	CHECK(ex != NULL);
+	otlp_exporter_free(ex);
+	REQUIRE(otlp_config_set_endpoint(&d, "https://collector:4317", err, sizeof(err)) == 0);
+	ex = otlp_exporter_new(&d, err, sizeof(err));
+	CHECK(ex == NULL && errno == ENOTSUP);
+	otlp_exporter_free(ex);
+	otlp_config_fini(&d);
+	clear_env();
+}
+
+/* telemetry.sdk.* describe ambit as the SDK unless OTEL_RESOURCE_ATTRIBUTES says otherwise. */
+TEST(resource_sdk_attributes)
+{
+	struct otlp_config c;
+	char err[256];
+	clear_env();
+	otlp_config_init(&c);
+	struct otlp_resource *r = otlp_resource_for_workload(&c, "svc", "ns", "pod", "node");
+	REQUIRE(r);
+	CHECK_EQ_STR(otlp_resource_get(r, "telemetry.sdk.language"), "cpp");
+	CHECK_EQ_STR(otlp_resource_get(r, "telemetry.sdk.name"), "ambit");
+	CHECK_EQ_STR(otlp_resource_get(r, "telemetry.sdk.version"), AMBIT_VERSION);
+	otlp_resource_unref(r);
+	setenv("OTEL_RESOURCE_ATTRIBUTES", "telemetry.sdk.name=vendor-build,team=mesh", 1);
+	REQUIRE(otlp_config_apply_env(&c, err, sizeof(err)) == 0);
+	r = otlp_resource_for_workload(&c, NULL, NULL, NULL, NULL);
+	REQUIRE(r);
+	CHECK_EQ_STR(otlp_resource_get(r, "telemetry.sdk.name"), "vendor-build");
+	CHECK_EQ_STR(otlp_resource_get(r, "telemetry.sdk.language"), "cpp");
+	CHECK_EQ_STR(otlp_resource_get(r, "team"), "mesh");
+	otlp_resource_unref(r);
+	otlp_config_fini(&c);
+	clear_env();
+}
+
+/* A google.rpc.Status packed with protobuf-c, as grpc-status-details-bin carries it. */
+static size_t pack_status(uint8_t *buf, const char *type_url, const uint8_t *detail, size_t detail_len)
+{
+	Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT, *anys[] = { &any };
+	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+	st.code = 8;
+	st.message = (char *)"slow down";
+	if (type_url) {
+		any.type_url = (char *)type_url;
+		any.value.data = (uint8_t *)detail;
+		any.value.len = detail_len;
+		st.details = anys;
+		st.n_details = 1;
+	}
+	return google__rpc__status__pack(&st, buf);
+}
+
+TEST(decode_retry_info)
+{
+	static const char ri_type[] = "type.googleapis.com/google.rpc.RetryInfo";
+	uint8_t ri_buf[64], buf[256];
+	Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
+	Google__Rpc__RetryInfo ri = GOOGLE__RPC__RETRY_INFO__INIT;
+	uint32_t ms = 12345;
+
+	ri.retry_delay = &d;
+	d.seconds = 2;
+	d.nanos = 500 * 1000 * 1000;
+	size_t rlen = google__rpc__retry_info__pack(&ri, ri_buf);
+	size_t len = pack_status(buf, ri_type, ri_buf, rlen);
+	CHECK_EQ_INT(otlp_decode_retry_info(buf, len, 60000, &ms), 0);
+	CHECK_EQ_INT(ms, 2500);
+	CHECK_EQ_INT(otlp_decode_retry_info(buf, len, 1000, &ms), 0);
+	CHECK_EQ_INT(ms, 1000);	/* capped */
+	d.seconds = 1LL << 40;	/* no overflow on absurd delays */
+	rlen = google__rpc__retry_info__pack(&ri, ri_buf);
+	len = pack_status(buf, ri_type, ri_buf, rlen);
+	CHECK_EQ_INT(otlp_decode_retry_info(buf, len, 60000, &ms), 0);
+	CHECK_EQ_INT(ms, 60000);
+	ri.retry_delay = NULL;	/* RetryInfo without a delay: retry, no wait asked */
+	rlen = google__rpc__retry_info__pack(&ri, ri_buf);
+	len = pack_status(buf, ri_type, ri_buf, rlen);
+	CHECK_EQ_INT(otlp_decode_retry_info(buf, len, 60000, &ms), 0);
+	CHECK_EQ_INT(ms, 0);
+	/* another detail type, or none: no RetryInfo */
+	len = pack_status(buf, "type.googleapis.com/google.rpc.DebugInfo", ri_buf, rlen);
+	CHECK_EQ_INT(otlp_decode_retry_info(buf, len, 60000, &ms), -ENOENT);
+	len = pack_status(buf, NULL, NULL, 0);
+	CHECK_EQ_INT(otlp_decode_retry_info(buf, len, 60000, &ms), -ENOENT);
+	static const uint8_t junk[] = { 0x1a, 0x05, 0x0a, 0xff };	/* details, truncated */
+	CHECK_EQ_INT(otlp_decode_retry_info(junk, sizeof(junk), 60000, &ms), -EBADMSG);
 }
 
 /* ---- batcher with a fake exporter ---- */

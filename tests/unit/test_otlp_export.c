@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Exports spans through the real tracer, batcher and OTLP exporters (gRPC and HTTP) to
  * tests/node/otlp_sink.js, an independent receiver decoding with the official generated
- * protobuf code, and checks what it decoded; then collector outages and the drop bound. */
+ * protobuf code, and checks what it decoded; then collector outages and the drop bound.
+ * tests/node/otlp_tls_sink.js is the collector over TLS (a certificate made here with the
+ * openssl CLI) and the one answering RESOURCE_EXHAUSTED with or without RetryInfo. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -21,10 +23,13 @@
 #include "otlp/config.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
+#include "tls/ctx.h"
 
 static pid_t sink_pid = -1;
 static char dir[64];
 static char out_path[128], ready_path[128], stats_path[128];
+static char cert_path[128], key_path[128], other_cert_path[128];	/* TLS collector, a foreign CA */
+static bool have_certs;
 static uint16_t grpc_port, http_port;
 static bool have_node;
 
@@ -67,22 +72,25 @@ static void sink_stop(void)
 	}
 }
 
-/* Starts the sink on the fixed ports with up to four extra args (NULL-terminated);
- * waits (bounded) until it listens. */
-static bool sink_start(const char *a1, const char *a2, const char *a3, const char *a4)
+/* Starts script on the fixed ports with extra[] (NULL-terminated, at most 12); waits
+ * (bounded) until it listens. */
+static bool spawn_sink(const char *script, const char *const *extra)
 {
 	char gp[8], hp[8];
+	const char *argv[32] = { "node", script, "--grpc-port", gp, "--http-port", hp, "--out", out_path,
+				 "--ready", ready_path, "--stats", stats_path };
+	size_t n = 12;
 	sink_stop();
 	unlink(ready_path);
 	snprintf(gp, sizeof(gp), "%u", grpc_port);
 	snprintf(hp, sizeof(hp), "%u", http_port);
+	for (; extra && *extra && n < ARRAY_SIZE(argv) - 1; extra++)
+		argv[n++] = *extra;
 	pid_t pid = fork();
 	if (pid == 0) {
 		int devnull = open("/dev/null", O_RDONLY);
 		dup2(devnull, 0);
-		execlp("node", "node", "tests/node/otlp_sink.js", "--grpc-port", gp, "--http-port", hp,
-		       "--out", out_path, "--ready", ready_path, "--stats", stats_path,
-		       a1, a2, a3, a4, (char *)NULL);
+		execvp("node", (char *const *)argv);
 		_exit(127);
 	}
 	if (pid < 0)
@@ -98,6 +106,13 @@ static bool sink_start(const char *a1, const char *a2, const char *a3, const cha
 		usleep(50 * 1000);
 	}
 	return false;
+}
+
+/* tests/node/otlp_sink.js with up to four extra args (NULL-terminated). */
+static bool sink_start(const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	const char *extra[] = { a1, a2, a3, a4, NULL };
+	return spawn_sink("tests/node/otlp_sink.js", extra);
 }
 
 /* The spans the sink wrote (a JSON array of the lines), or NULL. */
@@ -165,14 +180,19 @@ static const char *jstr(json_t *o, const char *k1, const char *k2)
 	return json_string_value(v);
 }
 
-static struct otlp_tracer *make_tracer(enum otlp_protocol proto, uint32_t queue, uint32_t delay_ms)
+/* A tracer exporting to url (NULL: the sink over http://) with ca_file as the trust anchors
+ * (NULL: the system store), retrying for at most retry_ms (0: the default). */
+static struct otlp_tracer *make_tracer_to(enum otlp_protocol proto, const char *url, const char *ca_file,
+					  uint32_t queue, uint32_t delay_ms, uint32_t retry_ms)
 {
 	struct otlp_config c;
-	char err[256], url[128];
+	char err[256], dflt[128];
 	otlp_config_init(&c);
 	c.protocol = proto;
-	snprintf(url, sizeof(url), "http://127.0.0.1:%u", proto == OTLP_PROTO_GRPC ? grpc_port : http_port);
-	otlp_config_set_endpoint(&c, url, err, sizeof(err));
+	snprintf(dflt, sizeof(dflt), "http://127.0.0.1:%u", proto == OTLP_PROTO_GRPC ? grpc_port : http_port);
+	otlp_config_set_endpoint(&c, url ? url : dflt, err, sizeof(err));
+	c.ca_file = ca_file ? strdup(ca_file) : NULL;
+	c.batch.retry_max_elapsed_ms = retry_ms;
 	otlp_config_add_tag(&c, "cluster_name", "homelab", err, sizeof(err));
 	otlp_config_add_tag(&c, "environment", "development", err, sizeof(err));
 	otlp_config_add_header(&c, "x-ambit-test", "yes", err, sizeof(err));
@@ -187,6 +207,20 @@ static struct otlp_tracer *make_tracer(enum otlp_protocol proto, uint32_t queue,
 		fprintf(stderr, "  tracer: %s\n", err);
 	otlp_config_fini(&c);
 	return t;
+}
+
+static struct otlp_tracer *make_tracer(enum otlp_protocol proto, uint32_t queue, uint32_t delay_ms)
+{
+	return make_tracer_to(proto, NULL, NULL, queue, delay_ms, 0);
+}
+
+/* One more span exported on the connection the earlier exports left; the sink then holds
+ * total spans. */
+static void export_one_more(struct otlp_tracer *t, struct otlp_resource *res, size_t total)
+{
+	span_end(span_start(t, res, "again", SPAN_KIND_INTERNAL, NULL));
+	CHECK(otlp_tracer_flush(t, 15000) == 0);
+	CHECK_EQ_INT(wait_spans(total, 5000), total);
 }
 
 /* An outbound/inbound pair linked through traceparent, plus a refused connection. */
@@ -265,9 +299,7 @@ static void linked_spans(enum otlp_protocol proto, const char *proto_name)
 	CHECK_EQ_INT(bs.exported, 3);
 	CHECK_EQ_INT(bs.dropped, 0);
 	/* a second export reuses (or re-establishes) the connection */
-	span_end(span_start(t, src, "again", SPAN_KIND_INTERNAL, NULL));
-	CHECK(otlp_tracer_flush(t, 10000) == 0);
-	CHECK_EQ_INT(wait_spans(4, 5000), 4);
+	export_one_more(t, src, 4);
 	otlp_resource_unref(src);
 	otlp_resource_unref(dst);
 	otlp_tracer_free(t);
@@ -354,6 +386,20 @@ TEST(http_collector_down_then_back)
 	down_then_back(OTLP_PROTO_HTTP_PROTOBUF);
 }
 
+/* n spans reach the sink after `refusals` failed attempts, none given up. */
+static void export_through_refusals(struct otlp_tracer *t, size_t n, uint64_t refusals)
+{
+	for (size_t i = 0; i < n; i++)
+		span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 15000) == 0);
+	CHECK_EQ_INT(wait_spans(n, 5000), n);
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	CHECK_EQ_INT(bs.exported, n);
+	CHECK_EQ_INT(bs.failed, 0);
+	CHECK_EQ_INT(bs.export_errors, refusals);
+}
+
 /* The collector answers UNAVAILABLE / 503 a few times: retried, nothing lost. */
 static void refusing_collector(enum otlp_protocol proto)
 {
@@ -361,14 +407,7 @@ static void refusing_collector(enum otlp_protocol proto)
 	REQUIRE(sink_start("--fail-first", "3", NULL, NULL));
 	struct otlp_tracer *t = make_tracer(proto, 2048, 100);
 	REQUIRE(t);
-	for (int i = 0; i < 10; i++)
-		span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
-	CHECK(otlp_tracer_flush(t, 15000) == 0);
-	CHECK_EQ_INT(wait_spans(10, 5000), 10);
-	struct batcher_stats bs;
-	otlp_tracer_stats(t, &bs);
-	CHECK_EQ_INT(bs.exported, 10);
-	CHECK_EQ_INT(bs.export_errors, 3);
+	export_through_refusals(t, 10, 3);
 	CHECK_EQ_INT(sink_stat("refused"), 3);
 	otlp_tracer_free(t);
 	sink_stop();
@@ -429,6 +468,213 @@ TEST(grpc_partial_success)
 	sink_stop();
 }
 
+/* ---- TLS and server-steered retries (tests/node/otlp_tls_sink.js) ---- */
+
+static bool tls_sink_start(const char *const *extra)
+{
+	const char *args[16] = { "--cert", cert_path, "--key", key_path };
+	size_t n = 4;
+	for (; extra && *extra && n < ARRAY_SIZE(args) - 1; extra++)
+		args[n++] = *extra;
+	return spawn_sink("tests/node/otlp_tls_sink.js", args);
+}
+
+/* https://HOST:port of the TLS sink (for http/protobuf, the config appends /v1/traces). */
+static void tls_url(char *buf, size_t len, enum otlp_protocol proto, const char *host)
+{
+	snprintf(buf, len, "https://%s:%u", host, proto == OTLP_PROTO_GRPC ? grpc_port : http_port);
+}
+
+/* The collector's certificate (SAN DNS:localhost) as the CA: the spans arrive over TLS. */
+static void tls_right_ca(enum otlp_protocol proto, const char *proto_name)
+{
+	char url[128], sid[17];
+	if (!have_certs) {
+		CHECK(!"no test certificates (openssl CLI)");
+		return;
+	}
+	reset_out();
+	REQUIRE(tls_sink_start(NULL));
+	tls_url(url, sizeof(url), proto, "localhost");
+	struct otlp_tracer *t = make_tracer_to(proto, url, cert_path, 2048, 100, 0);
+	REQUIRE(t);
+	struct span *s = span_start(t, NULL, "over-tls", SPAN_KIND_CLIENT, NULL);
+	REQUIRE(s);
+	span_span_id_hex(&s->ctx, sid);
+	span_end(s);
+	span_end(span_start(t, NULL, "second", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 15000) == 0);
+	CHECK_EQ_INT(wait_spans(2, 5000), 2);
+	json_t *arr = sink_spans();
+	json_t *o = find_span(arr, sid);
+	CHECK(o != NULL);
+	CHECK_EQ_STR(jstr(o, "proto", NULL), proto_name);
+	CHECK_EQ_STR(jstr(o, "name", NULL), "over-tls");
+	json_decref(arr);
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	CHECK_EQ_INT(bs.exported, 2);
+	CHECK_EQ_INT(bs.export_errors, 0);
+	/* the kept connection carries the next export too */
+	export_one_more(t, NULL, 3);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
+TEST(grpc_tls_right_ca)
+{
+	tls_right_ca(OTLP_PROTO_GRPC, "grpc");
+}
+
+TEST(http_tls_right_ca)
+{
+	tls_right_ca(OTLP_PROTO_HTTP_PROTOBUF, "http");
+}
+
+/* A collector the exporter must not trust: a foreign CA, or the right CA but a host name
+ * the certificate does not carry. Each attempt fails (counted), is retried while
+ * retry_max_elapsed allows, then the batch is given up; nothing reaches the collector. */
+static void tls_refused(enum otlp_protocol proto, const char *host, const char *ca)
+{
+	char url[128];
+	if (!have_certs) {
+		CHECK(!"no test certificates (openssl CLI)");
+		return;
+	}
+	reset_out();
+	REQUIRE(tls_sink_start(NULL));
+	tls_url(url, sizeof(url), proto, host);
+	struct otlp_tracer *t = make_tracer_to(proto, url, ca, 2048, 100, 1200);
+	REQUIRE(t);
+	span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
+	span_end(span_start(t, NULL, "y", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 20000) == 0);	/* empty once given up */
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	CHECK_EQ_INT(bs.exported, 0);
+	CHECK_EQ_INT(bs.failed, 2);
+	CHECK(bs.export_errors >= 2);	/* retried: connection failures are retryable */
+	CHECK_EQ_INT(bs.export_errors, bs.export_requests);
+	CHECK_EQ_INT(sink_stat("requests"), -1);	/* no request got through: no stats */
+	CHECK_EQ_INT(wait_spans(1, 0), 0);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
+TEST(grpc_tls_wrong_ca)
+{
+	tls_refused(OTLP_PROTO_GRPC, "localhost", other_cert_path);
+}
+
+TEST(http_tls_wrong_ca)
+{
+	tls_refused(OTLP_PROTO_HTTP_PROTOBUF, "localhost", other_cert_path);
+}
+
+TEST(grpc_tls_wrong_host)
+{
+	tls_refused(OTLP_PROTO_GRPC, "127.0.0.1", cert_path);	/* the cert names localhost only */
+}
+
+/* RESOURCE_EXHAUSTED: retried only with RetryInfo (OTLP/gRPC "Failures"), after its delay. */
+TEST(grpc_resource_exhausted_retry_info)
+{
+	char url[128];
+	REQUIRE(have_certs);
+	reset_out();
+	const char *extra[] = { "--fail-first", "2", "--fail-code", "8", "--retry-info-ms", "700", NULL };
+	REQUIRE(tls_sink_start(extra));
+	tls_url(url, sizeof(url), OTLP_PROTO_GRPC, "localhost");
+	struct otlp_tracer *t = make_tracer_to(OTLP_PROTO_GRPC, url, cert_path, 2048, 100, 0);
+	REQUIRE(t);
+	export_through_refusals(t, 4, 2);
+	/* each retry waited at least the asked 700 ms (the backoff alone is 100..400 ms) */
+	json_t *j = json_load_file(stats_path, 0, NULL);
+	json_t *times = json_object_get(j, "times");
+	REQUIRE(json_array_size(times) == 3);
+	for (size_t i = 1; i < 3; i++) {
+		json_int_t gap = json_integer_value(json_array_get(times, i)) -
+				 json_integer_value(json_array_get(times, i - 1));
+		if (gap < 690)
+			fprintf(stderr, "  retry %zu after %lld ms\n", i, (long long)gap);
+		CHECK(gap >= 690);
+	}
+	json_decref(j);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
+TEST(grpc_resource_exhausted_no_retry_info)
+{
+	char url[128];
+	REQUIRE(have_certs);
+	reset_out();
+	const char *extra[] = { "--fail-first", "1", "--fail-code", "8", NULL };
+	REQUIRE(tls_sink_start(extra));
+	tls_url(url, sizeof(url), OTLP_PROTO_GRPC, "localhost");
+	struct otlp_tracer *t = make_tracer_to(OTLP_PROTO_GRPC, url, cert_path, 2048, 100, 0);
+	REQUIRE(t);
+	span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 10000) == 0);
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	CHECK_EQ_INT(bs.failed, 1);
+	CHECK_EQ_INT(bs.exported, 0);
+	CHECK_EQ_INT(bs.export_requests, 1);
+	CHECK_EQ_INT(sink_stat("requests"), 1);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
+/* OTLP/HTTP "Failures": 429, 502, 503, 504 are retried; any other 4xx is not. */
+static void http_status_case(const char *status, bool retryable)
+{
+	reset_out();
+	REQUIRE(sink_start("--fail-first", "2", "--http-fail-status", status));
+	struct otlp_tracer *t = make_tracer(OTLP_PROTO_HTTP_PROTOBUF, 2048, 100);
+	REQUIRE(t);
+	span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 15000) == 0);
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	if (bs.exported != (retryable ? 1u : 0u) || bs.export_requests != (retryable ? 3u : 1u))
+		fprintf(stderr, "  HTTP %s: exported %llu after %llu requests\n", status,
+			(unsigned long long)bs.exported, (unsigned long long)bs.export_requests);
+	CHECK_EQ_INT(bs.exported, retryable ? 1 : 0);
+	CHECK_EQ_INT(bs.failed, retryable ? 0 : 1);
+	CHECK_EQ_INT(bs.export_requests, retryable ? 3 : 1);
+	CHECK_EQ_INT(sink_stat("refused"), retryable ? 2 : 1);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
+TEST(http_retryable_statuses)
+{
+	http_status_case("429", true);
+	http_status_case("502", true);
+	http_status_case("504", true);
+	http_status_case("400", false);
+}
+
+/* Two self-signed certificates (SAN DNS:localhost): the collector's, and a foreign one. */
+static bool make_certs(void)
+{
+	char cmd[768], other_key[128];
+	snprintf(cert_path, sizeof(cert_path), "%s/collector.crt", dir);
+	snprintf(key_path, sizeof(key_path), "%s/collector.key", dir);
+	snprintf(other_cert_path, sizeof(other_cert_path), "%s/other.crt", dir);
+	snprintf(other_key, sizeof(other_key), "%s/other.key", dir);
+	const char *pairs[][2] = { { cert_path, key_path }, { other_cert_path, other_key } };
+	for (size_t i = 0; i < ARRAY_SIZE(pairs); i++) {
+		snprintf(cmd, sizeof(cmd), "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+			 "-nodes -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+			 "-keyout %s -out %s >/dev/null 2>&1", pairs[i][1], pairs[i][0]);
+		if (system(cmd) != 0)
+			return false;
+	}
+	return true;
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -454,7 +700,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (httpc_global_init())
+	if (httpc_global_init() || tls_global_init())
 		return 1;
 	snprintf(dir, sizeof(dir), "/tmp/ambit-otlp-XXXXXX");
 	if (!mkdtemp(dir)) {
@@ -465,6 +711,7 @@ int main(void)
 	snprintf(out_path, sizeof(out_path), "%s/spans.jsonl", dir);
 	snprintf(ready_path, sizeof(ready_path), "%s/ready", dir);
 	snprintf(stats_path, sizeof(stats_path), "%s/stats.json", dir);
+	have_certs = make_certs();
 	grpc_port = free_port();
 	http_port = free_port();
 	have_node = system("node --version >/dev/null 2>&1") == 0;
