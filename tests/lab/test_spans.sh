@@ -4,9 +4,12 @@
 # each enrolled) export over OTLP/gRPC and OTLP/HTTP protobuf to tests/node/otlp_sink.js, an
 # independent receiver (@grpc/grpc-js + the official protobuf code of @opentelemetry/
 # otlp-transformer) on the underlay. Checked: linked outbound/inbound spans across nodes with
-# resource, scope, custom tags and attributes; the access log's trace and span IDs; ERROR spans
-# for refused connections; sampling 0 and 50 (parent-based across nodes); the collector down
-# for 30 s with no span lost under the bound; the drop counter above the bound.
+# resource, scope, custom tags and attributes; destination.service on both sides through a
+# service VIP; the access log's trace and span IDs (the debug "connection opened" line and the
+# info "connection complete" line); ERROR spans for refused connections and for a connection the
+# server resets mid-transfer; sampling 0 (over both protocols) and 50 (parent-based across
+# nodes); the collector down for 30 s with no span lost under the bound; the drop counter above
+# the bound.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -129,6 +132,18 @@ wait_count() {
 	return 1
 }
 
+# outbound_to IP PORT: a jq select() of the outbound spans to IP:PORT.
+outbound_to() {
+	echo "select(.name == \"outbound\" and .attributes[\"server.address\"] == \"$1\" and .attributes[\"server.port\"] == $2)"
+}
+# settle FILE SELECT...: waits (20 s at most each) until FILE has a span for each jq select();
+# the checks that follow judge what arrived.
+settle() {
+	local f=$1 q
+	shift
+	for q; do wait_count "$f" "$q | true" 1 20 >/dev/null 2>&1 || true; done
+}
+
 # wait_metric K NAME VALUE [TIMEOUT_S]: until node K's NAME equals VALUE.
 wait_metric() {
 	local k=$1 m=$2 want=$3 t=${4:-20} end v
@@ -161,6 +176,11 @@ check_client() {
 		fail "$title"
 		printf '%s\n' "$out" | tail -n 20 | sed 's/^/#   /'
 	fi
+}
+# check_fails NAME FROM TO ARGS...: the client run must fail.
+check_fails() {
+	local title=$1; shift
+	if client "$@"; then fail "$title"; else ok "$title"; fi
 }
 kv() { printf '%s\n' "$out" | sed -n "s/^$1=//p" | head -n 1; }
 
@@ -216,6 +236,32 @@ REQ=12345 REPLY=54321	# case 1: what the client sends and the server answers
 serve n2-p1 7000 halfclose --reply "$REPLY"
 serve n2-p1 9000 echo
 serve n1-p1 9000 echo	# the marker connections of case 4 (node 2 to node 1)
+SOLO=$LAB_SVC_SOLO_VIP	# service "solo": node 2's app-1 pod only, first in the file to select it
+SOLO_FQDN=solo.default.svc.cluster.local
+# A server that resets mid-transfer: echoes the first 64 KiB, then closes with SO_LINGER 0 (RST).
+cat >"$logs/reset.py" <<'PY'
+import socket, struct, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    got = 0
+    while got < 65536:
+        d = c.recv(65536 - got)
+        if not d:
+            break
+        got += len(d)
+        c.sendall(d)
+    time.sleep(0.2)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    print("reset after", got, flush=True)
+PY
+pod_spawn "$lab" n2-p1 "$logs/reset-server.log" python3 "$logs/reset.py" 7100
+wait_port "$lab" n2-p1 7100
 
 # ---------------- cases 1-3, per protocol ----------------
 
@@ -227,10 +273,17 @@ linked() {
 	sink_start "$spans" || { fail "$proto: OTLP sink starts"; return; }
 	AGENT_ENV=(OTEL_EXPORTER_OTLP_PROTOCOL="$proto" OTEL_EXPORTER_OTLP_ENDPOINT="http://$LAB_UL_IP:$port"
 		OTEL_BSP_SCHEDULE_DELAY=200 OTEL_RESOURCE_ATTRIBUTES=deployment.environment=lab)
+	# debug level, for the "connection opened" lines: node 1 by its config, node 2 by the admin API
+	jq '.log.level = "debug"' "$logs/node1.orig.json" >"$LAB_ROOT/$lab/node1.json"
 	if ! agent_start 1 || ! agent_start 2; then
-		fail "$proto: agents start and become ready"; agents_stop || true; sink_stop || true; return
+		fail "$proto: agents start and become ready"; agents_stop || true; sink_stop || true
+		restore_configs; return
 	fi
+	restore_configs
 	ok "$proto: agents start and become ready"
+	check "$proto: node 2's log level set to debug through the admin API" sh -c \
+		"nsenter --net=/run/netns/$lab-n2 -- curl -fsS -m 5 -X POST 'http://127.0.0.1:15000/logging?level=debug' |
+			jq -e '.level == \"debug\"'"
 
 	# 1. one connection pod to pod across nodes
 	local bout bin
@@ -284,7 +337,8 @@ linked() {
 		jq_check "$both" --argjson req "${bout:-0}" --argjson rep "${bin:-0}" \
 		'$req > 0 and $rep > 0 and all(.[]; .attributes.bytes_received == $req and
 		 .attributes.bytes_sent == $rep and .attributes.connection_security_policy == "mutual_tls" and
-		 .status.code == 0 and (.attributes.response_flags == null))'
+		 .status.code == 0 and (.attributes.response_flags == null) and
+		 (.attributes["destination.service"] == null))'
 	check "$proto: ... start <= end, inbound within the outbound" jq_check "$both" \
 		'(.[0].start | tonumber) <= (.[0].end | tonumber) and (.[1].start | tonumber) <= (.[1].end | tonumber) and
 		 (.[0].start | tonumber) <= (.[1].start | tonumber)'
@@ -301,22 +355,19 @@ linked() {
 	check "$proto: access log: node 2's line has the inbound's IDs (same trace)" \
 		sh -c "grep -F '\"connection complete\"' '$LAB_ROOT/$lab/agent2.log' |
 			jq -R -c 'fromjson? | select(.trace_id == \"$tid\" and .span_id == \"$isid\")' | grep -q . && test -n '$isid'"
+	check "$proto: access log: node 1's debug 'connection opened' line has the outbound's IDs" \
+		log_line "$LAB_ROOT/$lab/agent1.log" "connection opened" debug outbound "$tid" "$sid"
+	check "$proto: access log: node 2's debug 'connection opened' line has the inbound's IDs" \
+		log_line "$LAB_ROOT/$lab/agent2.log" "connection opened" debug inbound "$tid" "$isid"
 
 	# 3. refused connections: an enrolled pod where nothing listens, and a non-mesh pod
-	if client n1-p1 "$P21:7777" --mode verify --bytes 1K --timeout 5; then
-		fail "$proto: connection to a closed port of an enrolled pod fails"
-	else
-		ok "$proto: connection to a closed port of an enrolled pod fails"
-	fi
-	if client n1-p1 "$P22:7777" --mode verify --bytes 1K --timeout 5; then
-		fail "$proto: connection to a closed port of a non-mesh pod fails"
-	else
-		ok "$proto: connection to a closed port of a non-mesh pod fails"
-	fi
-	local err_mesh="select(.name == \"outbound\" and .attributes[\"server.address\"] == \"$P21\" and .attributes[\"server.port\"] == 7777)"
-	local err_plain="select(.name == \"outbound\" and .attributes[\"server.address\"] == \"$P22\" and .attributes[\"server.port\"] == 7777)"
-	wait_count "$spans" "$err_mesh | true" 1 20 >/dev/null 2>&1 || true
-	wait_count "$spans" "$err_plain | true" 1 20 >/dev/null 2>&1 || true
+	check_fails "$proto: connection to a closed port of an enrolled pod fails" \
+		n1-p1 "$P21:7777" --mode verify --bytes 1K --timeout 5
+	check_fails "$proto: connection to a closed port of a non-mesh pod fails" \
+		n1-p1 "$P22:7777" --mode verify --bytes 1K --timeout 5
+	local err_mesh err_plain
+	err_mesh=$(outbound_to "$P21" 7777) err_plain=$(outbound_to "$P22" 7777)
+	settle "$spans" "$err_mesh" "$err_plain"
 	check "$proto: ... mesh destination: one outbound span, status ERROR with a message and response_flags" \
 		jq_check "$spans" "[.[] | $err_mesh] | length == 1 and .[0].status.code == 2 and
 		 (.[0].status.message | length) > 0 and (.[0].attributes.response_flags | length) > 0 and
@@ -325,9 +376,55 @@ linked() {
 		jq_check "$spans" "[.[] | $err_plain] | length == 1 and .[0].status.code == 2 and
 		 (.[0].status.message | length) > 0 and (.[0].attributes.response_flags | length) > 0 and
 		 .[0].attributes.connection_security_policy != \"mutual_tls\""
+
+	# 4. through a service VIP: both sides name the service (the inbound guesses it as ztunnel
+	# does: the first service selecting the destination with the target port)
+	check_client "$proto: pod to the service VIP $SOLO:9000 (solo, on node 2)" \
+		n1-p1 "$SOLO:9000" --mode echo --bytes 1000
+	local svc_o svc_i svc_sid
+	svc_o=$(outbound_to "$SOLO" 9000)
+	settle "$spans" "$svc_o"
+	svc_sid=$(jq -r "$svc_o | .span_id" "$spans" | head -n 1)
+	svc_i="select(.name == \"inbound\" and .parent_span_id == \"$svc_sid\")"
+	settle "$spans" "$svc_i"
+	check "$proto: ... outbound span: destination.service = $SOLO_FQDN, the endpoint on node 2" \
+		jq_check "$spans" --arg f "$SOLO_FQDN" --arg d "$W21" --arg ip "$P21" \
+		"[.[] | $svc_o] | length == 1 and .[0].attributes[\"destination.service\"] == \$f and
+		 .[0].attributes[\"destination.workload\"] == \$d and .[0].attributes[\"destination.address\"] == \$ip and
+		 .[0].status.code == 0"
+	check "$proto: ... inbound span (child of it): destination.service = $SOLO_FQDN too" \
+		jq_check "$spans" --arg f "$SOLO_FQDN" --arg d "$W21" --arg n "$N2" \
+		"[.[] | $svc_i] | length == 1 and .[0].attributes[\"destination.service\"] == \$f and
+		 .[0].attributes[\"destination.workload\"] == \$d and .[0].resource[\"k8s.node.name\"] == \$n and
+		 .[0].status.code == 0"
+
+	# 5. the server resets the connection mid-transfer (after echoing 64 KiB)
+	check_fails "$proto: a connection the server resets mid-transfer fails at the client" \
+		n1-p1 "$P21:7100" --mode echo --bytes 4M --timeout 20
+	local rst_o rst_i="select(.name == \"inbound\" and .attributes[\"destination.port\"] == 7100)"
+	rst_o=$(outbound_to "$P21" 7100)
+	settle "$spans" "$rst_o" "$rst_i"
+	check "$proto: ... inbound span: ERROR with a message, response_flags UR (upstream reset), 64 KiB+ received" \
+		jq_check "$spans" "[.[] | $rst_i] | length == 1 and .[0].status.code == 2 and
+		 (.[0].status.message | length) > 0 and .[0].attributes.response_flags == \"UR\" and
+		 .[0].attributes.bytes_received >= 65536"
+	check "$proto: ... outbound span: ERROR with a message, response_flags UR, the inbound's parent" \
+		jq_check "$spans" "[.[] | $rst_o] as \$o | [.[] | $rst_i] as \$i | (\$o | length) == 1 and
+		 \$o[0].status.code == 2 and (\$o[0].status.message | length) > 0 and
+		 \$o[0].attributes.response_flags == \"UR\" and \$o[0].attributes.bytes_received >= 65536 and
+		 (\$i | length) == 1 and \$i[0].parent_span_id == \$o[0].span_id"
 	check "$proto: no span was dropped or given up" nothing_lost
 	check_here "$proto: agents exit cleanly" agents_stop
 	sink_stop || true
+}
+
+# log_line LOG MSG LEVEL DIRECTION TRACE_ID SPAN_ID: LOG has a JSON line MSG at LEVEL for that
+# direction with those IDs.
+log_line() {
+	[ -n "$5" ] && [ -n "$6" ] || { echo "no span IDs to look for"; return 1; }
+	grep -F "\"$2\"" "$1" | jq -R -c --arg l "$3" --arg d "$4" --arg t "$5" --arg s "$6" \
+		'fromjson? | select(.level == $l and .direction == $d and .trace_id == $t and .span_id == $s)' |
+		grep -q .
 }
 
 # opened K REPORTER: istio_tcp_connections_opened_total{reporter=REPORTER} on node K.
@@ -354,34 +451,41 @@ restore_configs() {
 
 # ---------------- case 4: sampling ----------------
 
-sampling() {
-	local spans=$logs/spans-s0.jsonl out n=50 o2 i2
+# sampling_zero PROTO PORT: node 1 at 0 %, node 2 at 100 %, exporting over PROTO.
+sampling_zero() {
+	local proto=$1 port=$2 spans=$logs/spans-s0-${1/\//-}.jsonl out n=50 i2
 	local sel_o="select(.name == \"outbound\" and .resource[\"k8s.node.name\"] == \"$N1\" and .attributes[\"server.address\"] == \"$P21\" and .attributes[\"server.port\"] == 9000)"
 	local sel_i="select(.name == \"inbound\" and .resource[\"k8s.node.name\"] == \"$N2\" and .attributes[\"destination.port\"] == 9000)"
-	sink_start "$spans" || { fail "sampling: OTLP sink starts"; return; }
-	AGENT_ENV=(OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://$LAB_UL_IP:4317"
+	sink_start "$spans" || { fail "sampling 0 ($proto): OTLP sink starts"; return; }
+	AGENT_ENV=(OTEL_EXPORTER_OTLP_PROTOCOL="$proto" OTEL_EXPORTER_OTLP_ENDPOINT="http://$LAB_UL_IP:$port"
 		OTEL_BSP_SCHEDULE_DELAY=200)
 	# node 1 samples nothing (OTEL_TRACES_SAMPLER); node 2 keeps tracing.sampling 100, so its
 	# inbound spans exist only if it follows the unsampled flag of the CONNECT's traceparent
 	if ! agent_start 1 OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0 ||
 		! agent_start 2; then
-		fail "sampling 0: agents start"; agents_stop || true; sink_stop || true; return
+		fail "sampling 0 ($proto): agents start"; agents_stop || true; sink_stop || true; return
 	fi
 	i2=$(opened 2 destination)
-	check_client "sampling 0: $n connections across nodes" \
+	check_client "sampling 0 ($proto): $n connections across nodes" \
 		n1-p1 "$P21:9000" --mode crr --count "$n" --msg-size 16
-	check "sampling 0: ... all reached node 2's agent (inbound)" test "$(opened 2 destination)" -ge "$((i2 + n))"
-	check "sampling 0: ... a sampled marker connection from node 2 arrives (node 1's inbound follows its sampled flag)" \
+	check "sampling 0 ($proto): ... all reached node 2's agent (inbound)" test "$(opened 2 destination)" -ge "$((i2 + n))"
+	check "sampling 0 ($proto): ... a sampled marker connection from node 2 arrives (node 1's inbound follows its sampled flag)" \
 		marker "$spans"
 	sleep 0.5
-	check "sampling 0: ... no span exported for the $n connections, from either side" jq_check "$spans" \
-		"([.[] | $sel_o] | length) == 0 and ([.[] | $sel_i] | length) == 0 and length == 2"
-	check_here "sampling 0: agents exit cleanly" agents_stop
-
-	# 50 %: tracing.sampling in node 1's config; node 2 still at 100
-	n=200
-	spans=$logs/spans-s50.jsonl
+	check "sampling 0 ($proto): ... no span exported for the $n connections, from either side" jq_check "$spans" \
+		"([.[] | $sel_o] | length) == 0 and ([.[] | $sel_i] | length) == 0 and length == 2 and
+		 all(.[]; .proto == \"$([ "$proto" = grpc ] && echo grpc || echo http)\")"
+	check_here "sampling 0 ($proto): agents exit cleanly" agents_stop
 	sink_stop || true
+}
+
+# sampling_half: node 1 at 50 % (tracing.sampling in its config), node 2 at 100 %.
+sampling_half() {
+	local spans=$logs/spans-s50.jsonl out n=200 i2
+	local sel_o="select(.name == \"outbound\" and .resource[\"k8s.node.name\"] == \"$N1\" and .attributes[\"server.address\"] == \"$P21\" and .attributes[\"server.port\"] == 9000)"
+	local sel_i="select(.name == \"inbound\" and .resource[\"k8s.node.name\"] == \"$N2\" and .attributes[\"destination.port\"] == 9000)"
+	AGENT_ENV=(OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT="http://$LAB_UL_IP:4317"
+		OTEL_BSP_SCHEDULE_DELAY=200)
 	sink_start "$spans" || { fail "sampling 50: OTLP sink starts"; return; }
 	jq '.tracing.sampling = 50' "$logs/node1.orig.json" >"$LAB_ROOT/$lab/node1.json"
 	if ! agent_start 1 || ! agent_start 2; then
@@ -484,7 +588,9 @@ for v in $(env | sed -n 's/^\(OTEL_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
 linked grpc 4317
 linked http/protobuf 4318
-sampling
+sampling_zero grpc 4317
+sampling_zero http/protobuf 4318
+sampling_half
 collector_down
 overflow
 lab_result
