@@ -7,15 +7,25 @@
 # what tests/node/otlp_sink.js decoded), keep-alive spreads many requests on one connection over
 # both endpoints, a chunked upload comes back byte for byte, raw TCP through the waypoint port
 # still works, and a waypoint presenting the wrong identity is refused by the agent.
+# Also: a request's own traceparent is continued (the request span's parent is the caller's span);
+# an upstream failure (nothing listening) gives an ERROR request span; a client that reaches an
+# app-1 pod by its IP, skipping the waypoint, is flagged by the destination's agent (span attribute
+# waypoint.bypassed, ambit_waypoint_bypass_total) while traffic through the waypoint is not;
+# a workload naming a waypoint itself (app-2's pod on node 2) is reached through it by pod IP;
+# and the source exemption: a workload behind waypoint "wp2" is reached directly from wp2's own
+# pod (the client pod, labelled into wp2's selector), through wp2 from any other pod.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint (needs root)"; exit 1; }
 WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 [ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint ($WAYPOINT_BIN not built)"; exit 1; }
+command -v node >/dev/null || { echo "not ok - waypoint (node not found)"; exit 1; }
+command -v nc >/dev/null || { echo "not ok - waypoint (nc not found: netcat-openbsd)"; exit 1; }
+"$LAB_TOP/tests/node/install.sh"
 logs=$(mktemp -d /tmp/ambit-waypoint.XXXXXX)
 lab=wp-$$	# unique: other runs of this test (make lab-test) may be up at the same time
-NODE=$(command -v node || true)
+NODE=$(command -v node)
 
 start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for readiness
 	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$WAYPOINT_BIN" --config "$1"
@@ -44,7 +54,7 @@ stop_waypoint() {
 
 cl() { pod_exec "$lab" n1-p2 "$@"; }   # the client pod (app-2, enrolled, node 1)
 
-if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1,p2 --waypoint >"$logs/up.log" 2>&1; then
+if ! lab_up "$lab" --nodes 2 --pods 3 --cni routed --enroll p1,p2,p3 --waypoint >"$logs/up.log" 2>&1; then
 	fail "lab up --waypoint"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
 fi
 V=$LAB_SVC_APP_1_VIP
@@ -52,16 +62,31 @@ check "lab: the waypoint pod, its Service and app-1's use-waypoint are in the wo
 	jq -e '(.services[] | select(.name == "app-1") | .waypoint == {"name": "waypoint", "namespace": "default"})
 		and (.workloads[] | select(.addresses == ["'"$LAB_WAYPOINT_IP"'"]) | .enrolled == false
 		     and .service_account == "waypoint")' "$LAB_WORKLOADS"
+# The workloads file for the waypoint cases below, before anything reads it: app-2's pod on node
+# 2 names the waypoint itself; a second waypoint Service "wp2" selects the client pod (n1-p2),
+# and app-3's pod on node 2 names wp2.
+P21=$LAB_N2_P1_IP P22=$LAB_N2_P2_IP P23=$LAB_N2_P3_IP P11=$LAB_N1_P1_IP P12=$LAB_N1_P2_IP
+jq --arg p12 "$lab-n1-p2" --arg p22 "$lab-n2-p2" --arg p23 "$lab-n2-p3" '
+	.workloads |= map(
+		if .name == $p22 then .waypoint = {name: "waypoint", namespace: "default"}
+		elif .name == $p23 then .waypoint = {name: "wp2", namespace: "default"}
+		elif .name == $p12 then .labels["lab.ambit.io/wp2"] = "1"
+		else . end) |
+	.services += [{name: "wp2", namespace: "default", addresses: ["10.96.0.21"],
+		selector: {"lab.ambit.io/wp2": "1"},
+		ports: [{port: 15008, target_port: 15008, name: "mesh"}], waypoint: null}]' \
+	"$LAB_WORKLOADS" >"$logs/workloads.json" && cp "$logs/workloads.json" "$LAB_WORKLOADS"
 
 # Collectors: one on the underlay for the agents, one in the waypoint pod (its config's
 # 127.0.0.1:4317); pods have no route to the underlay bridge.
-if [ -n "$NODE" ]; then
-	pod_spawn "$lab" ul "$logs/sink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" --host "$LAB_UL_IP" \
-		--grpc-port 4317 --out "$logs/spans-agents.jsonl" --ready "$logs/sink.ready"
-	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/wsink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" \
-		--host 127.0.0.1 --grpc-port 4317 --out "$logs/spans-waypoint.jsonl" --ready "$logs/wsink.ready"
-	for _ in $(seq 100); do [ -f "$logs/sink.ready" ] && [ -f "$logs/wsink.ready" ] && break; sleep 0.1; done
-fi
+pod_spawn "$lab" ul "$logs/sink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" --host "$LAB_UL_IP" \
+	--grpc-port 4317 --out "$logs/spans-agents.jsonl" --ready "$logs/sink.ready"
+pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/wsink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" \
+	--host 127.0.0.1 --grpc-port 4317 --out "$logs/spans-waypoint.jsonl" --ready "$logs/wsink.ready"
+for _ in $(seq 100); do [ -f "$logs/sink.ready" ] && [ -f "$logs/wsink.ready" ] && break; sleep 0.1; done
+check "the OTLP sinks (agents', waypoint's) start" test -f "$logs/sink.ready" -a -f "$logs/wsink.ready"
+: >>"$logs/spans-agents.jsonl"
+: >>"$logs/spans-waypoint.jsonl"
 export OTEL_BSP_SCHEDULE_DELAY=300
 for k in 1 2; do
 	pod_spawn "$lab" "n$k-p1" "$logs/http-$k.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
@@ -70,6 +95,11 @@ for k in 1 2; do
 	wait_port "$lab" "n$k-p1" 8080
 	wait_port "$lab" "n$k-p1" 9000
 done
+pod_spawn "$lab" n2-p2 "$logs/http-22.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
+	--port 8080 --name "$lab-n2-p2"
+pod_spawn "$lab" n2-p3 "$logs/echo-23.log" "$TCPKIT" serve --port 9000 --mode echo
+wait_port "$lab" n2-p2 8080
+wait_port "$lab" n2-p3 9000
 if ! OTEL_EXPORTER_OTLP_ENDPOINT=http://$LAB_UL_IP:4317 lab_start_agent "$lab" 1 ||
 	! OTEL_EXPORTER_OTLP_ENDPOINT=http://$LAB_UL_IP:4317 lab_start_agent "$lab" 2; then
 	fail "agents start"; lab_result; exit 1
@@ -117,7 +147,7 @@ pipelined() { # 5 requests written at once (pipelining), 5 answers back in order
 	[ "$(echo "$out" | grep -Ec '^HTTP/1.1 20[1-5] ')" -eq 5 ] &&
 	[ "$(echo "$out" | grep -E '^HTTP/1.1 20[1-5] ' | awk '{print $2}' | paste -sd,)" = "201,202,203,204,205" ]
 }
-if command -v nc >/dev/null; then check "pipelining: 5 requests in one write, answers in order" pipelined; fi
+check "pipelining: 5 requests in one write, answers in order" pipelined
 
 chunked() {
 	head -c 3000000 /dev/urandom >"$logs/upload.bin"
@@ -171,16 +201,140 @@ spans_ok() {
 	done
 	span_chain "$all"
 }
-if [ -n "$NODE" ]; then
-	check "spans: GET /status/500 is SERVER, 500, ERROR, a child of the waypoint's inbound span, in the client's trace" spans_ok
-fi
+check "spans: GET /status/500 is SERVER, 500, ERROR, a child of the waypoint's inbound span, in the client's trace" spans_ok
+TP_TRACE=0af7651916cd43dd8448eb211c80319c TP_SPAN=b7ad6b7169203331
 own_traceparent() { # a request's own traceparent is continued and a new one goes upstream
-	local tp=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 out
+	local tp=00-$TP_TRACE-$TP_SPAN-01 out
 	out=$(cl curl -sS -m 10 -H "traceparent: $tp" "http://$V/headers") &&
-	echo "$out" | jq -e '.traceparent | test("^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$")
-		and (. != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")'
+	echo "$out" | jq -r .traceparent >"$logs/upstream-traceparent" &&
+	echo "$out" | jq -e --arg t "$TP_TRACE" --arg s "$TP_SPAN" '.traceparent |
+		test("^00-" + $t + "-[0-9a-f]{16}-01$") and (. != "00-" + $t + "-" + $s + "-01")'
 }
 check "traceparent: the request's own trace continues, the request span's context goes upstream" own_traceparent
+# wait_span FILE JQ_SELECT: until FILE has a span matching JQ_SELECT (30 s); prints the first.
+wait_span() {
+	local i
+	for i in $(seq 60); do
+		jq -c "select($2)" "$1" 2>/dev/null | head -n 1 | grep . && return 0
+		sleep 0.5
+	done
+	echo "no span matches $2 in $1"
+	return 1
+}
+own_parent() { # the exported request span: the caller's trace, the caller's span as parent
+	local up sp
+	up=$(cat "$logs/upstream-traceparent")
+	sp=$(wait_span "$logs/spans-waypoint.jsonl" ".name == \"GET /headers\" and .trace_id == \"$TP_TRACE\"") || return 1
+	echo "request span: $sp; upstream traceparent: $up"
+	echo "$sp" | jq -e --arg s "$TP_SPAN" --arg up "$up" '.parent_span_id == $s and .kind == 2 and
+		$up == "00-" + .trace_id + "-" + .span_id + "-01"'
+}
+check "traceparent: ... the request span has the caller's trace_id, parent_span_id = the caller's span, and is what went upstream" own_parent
+
+# An upstream failure: nothing listens on app-2's pod on node 2 at 8081 (that workload names the
+# waypoint, so the request goes through it): a local 503 and an ERROR request span.
+up_fail() {
+	local code
+	code=$(cl curl -sS -m 15 -o /dev/null -w '%{http_code}' "http://$P22:8081/upstream-down") || true
+	echo "http code $code"
+	[ "$code" = 503 ] || return 1
+	wait_span "$logs/spans-waypoint.jsonl" '.name == "GET /upstream-down"' | jq -e --arg ip "$P22" '
+		.status.code == 2 and (.status.message | test("upstream connect failed")) and
+		.attributes.response_flags == "UF" and .attributes["http.status_code"] == 503 and
+		.attributes["destination.address"] == $ip and .attributes["destination.port"] == 8081'
+}
+check "upstream failure (nothing listens): 503 from the waypoint, request span ERROR with the upstream's message and UF" up_fail
+
+# ---------------- waypoint hand-off for workloads; bypass detection ----------------
+agent_metric() { # K NAME: the sum of NAME's samples on node K's agent
+	pod_exec "$lab" "n$1" curl -fsS -m 5 "http://$(lab_node_ip "$1"):15020/metrics" |
+		awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { print s + 0 }'
+}
+# agent_line K DST [SRC_IP]: the last 'connection complete' line of node K's agent for
+# destination DST (and source SRC_IP), once there is one (the agent logs it at close: 10 s at most)
+agent_line() {
+	local i line
+	for i in $(seq 50); do
+		line=$(grep -F '"connection complete"' "$LAB_DIR/agent$1.log" | grep -F "\"dst.addr\":\"$2\"" |
+			grep -F "\"src.addr\":\"${3:-}" | tail -n 1)
+		[ -n "$line" ] && { echo "$line"; return 0; }
+		sleep 0.2
+	done
+	echo "no 'connection complete' line for $2 in node $1's log"
+	return 1
+}
+# pair DST_IP DST_PORT: the client's outbound span to DST and the inbound span that is its child
+# (the agents' spans), as a JSON array of two
+pair() {
+	local o sid i
+	o=$(wait_span "$logs/spans-agents.jsonl" ".name == \"outbound\" and .attributes[\"server.address\"] == \"$1\" and
+		.attributes[\"server.port\"] == $2") || return 1
+	sid=$(echo "$o" | jq -r .span_id)
+	i=$(wait_span "$logs/spans-agents.jsonl" ".name == \"inbound\" and .parent_span_id == \"$sid\"") || return 1
+	printf '[%s,%s]\n' "$o" "$i"
+}
+bypass0=$(agent_metric 2 ambit_waypoint_bypass_total)
+direct() { # the client reaches app-1's pod on node 2 by its IP, skipping the waypoint
+	local out
+	out=$(cl curl -sS -m 10 "http://$P21:8080/whoami") && [ "$out" = "$lab-n2-p1" ] &&
+	agent_line 1 "$P21:8080" | grep -F "\"dst.hbone_addr\":\"$LAB_N2_IP:15008\""
+}
+check "bypass: the client reaches an app-1 pod by pod IP directly (node 1's agent -> node 2's, no waypoint)" direct
+bypass_span() {
+	local p
+	p=$(pair "$P21" 8080) || return 1
+	echo "$p" | jq -e --arg n "$LAB_N2_NAME" '.[1].attributes["waypoint.bypassed"] == true and
+		.[1].resource["k8s.node.name"] == $n and .[1].attributes.waypoint == null and
+		.[0].attributes["waypoint.bypassed"] == null'
+}
+check "bypass: ... node 2's inbound span has waypoint.bypassed = true" bypass_span
+check "bypass: ... node 2's ambit_waypoint_bypass_total rose by exactly 1 (from $bypass0)" \
+	test "$(agent_metric 2 ambit_waypoint_bypass_total)" -eq $((bypass0 + 1))
+bypass_logged() { agent_line 2 "$P21:8080" | grep -q '"waypoint_bypassed":true'; }
+check "bypass: ... node 2's access log line says waypoint_bypassed" bypass_logged
+
+wl_waypoint() { # app-2's pod on node 2 names the waypoint: by pod IP, the request goes through it
+	local out
+	out=$(cl curl -sS -m 10 "http://$P22:8080/whoami") && [ "$out" = "$lab-n2-p2" ] &&
+	agent_line 1 "$P22:8080" | grep -F "\"dst.hbone_addr\":\"$LAB_WAYPOINT_IP:15008\""
+}
+check "workload waypoint: a request to the pod IP of a workload naming the waypoint goes through it" wl_waypoint
+wl_spans() {
+	wait_span "$logs/spans-waypoint.jsonl" ".name == \"GET /whoami\" and
+		.attributes[\"destination.workload\"] == \"$lab-n2-p2\" and .attributes[\"http.status_code\"] == 200" &&
+	wait_span "$logs/spans-agents.jsonl" ".name == \"inbound\" and .attributes[\"destination.address\"] == \"$P22\" and
+		.attributes.waypoint == true and .attributes[\"waypoint.bypassed\"] == null and
+		.attributes[\"source.principal\"] == \"spiffe://cluster.local/ns/default/sa/waypoint\""
+}
+check "workload waypoint: ... a request span at the waypoint, and node 2's inbound span from the waypoint is not flagged" wl_spans
+
+exempt() { # from wp2's own pod (the client), app-3's pod behind wp2 is reached directly
+	cl "$TCPKIT" client --to "$P23:9000" --mode echo --bytes 1000 --timeout 20 >/dev/null &&
+	agent_line 1 "$P23:9000" "$P12:" | grep -F "\"dst.hbone_addr\":\"$LAB_N2_IP:15008\""
+}
+check "exemption: wp2's own pod reaches a workload behind wp2 directly, not through wp2" exempt
+exempt_span() {
+	local p
+	p=$(pair "$P23" 9000) || return 1
+	echo "$p" | jq -e '.[1].attributes.waypoint == true and .[1].attributes["waypoint.bypassed"] == null and
+		.[1].attributes["destination.workload"] == "'"$lab-n2-p3"'"'
+}
+check "exemption: ... node 2 counts it as coming from the waypoint (attribute waypoint, not bypassed)" exempt_span
+via_wp2() { # any other pod goes through wp2 (whose pod runs no waypoint here: the call fails)
+	if pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$P23:9000" --mode echo --bytes 1000 --timeout 10; then
+		echo "the connection worked: it did not go to wp2's pod"
+		return 1
+	fi
+	agent_line 1 "$P23:9000" "$P11:" | grep -F "\"dst.hbone_addr\":\"$P12:15008\""
+}
+check "exemption: ... from another pod the same workload is sent to wp2's pod ($P12:15008)" via_wp2
+not_flagged() { # every inbound span of traffic through a waypoint: not flagged
+	jq -se 'map(select(.name == "inbound" and .attributes.waypoint == true)) |
+		length >= 3 and all(.[]; .attributes["waypoint.bypassed"] == null)' "$logs/spans-agents.jsonl" &&
+	[ "$(agent_metric 1 ambit_waypoint_bypass_total)" = 0 ] &&
+	[ "$(agent_metric 2 ambit_waypoint_bypass_total)" = 1 ]
+}
+check "bypass: traffic through the waypoints is never flagged (spans; node 1's counter 0, node 2's 1: the bypass)" not_flagged
 
 # Identity: a waypoint that presents another identity is refused by the client's agent.
 stop_waypoint
