@@ -145,6 +145,10 @@ int httpc_do(const struct httpc_request *req, struct httpc_response *resp)
 	}
 	if (req->ca_file)
 		curl_easy_setopt(c, CURLOPT_CAINFO, req->ca_file);
+	if (req->client_cert)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, req->client_cert);
+	if (req->client_key)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, req->client_key);
 	if (hdrs)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	if (req->method && strcmp(req->method, "GET") != 0)
@@ -163,6 +167,9 @@ int httpc_do(const struct httpc_request *req, struct httpc_response *resp)
 
 	rc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	curl_off_t retry_after = 0;
+	if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
+		resp->retry_after_s = retry_after > 86400 ? 86400 : (long)retry_after;
 	if (rc != CURLE_OK) {
 		if (x.too_big) {
 			err = -EFBIG;

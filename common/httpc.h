@@ -18,6 +18,8 @@ struct httpc_request {
 	const void *body;		/* POST body, or NULL */
 	size_t body_len;
 	const char *ca_file;		/* CA bundle for https, NULL = system default */
+	const char *client_cert;	/* PEM client certificate for https, or NULL */
+	const char *client_key;		/* its PEM private key (with client_cert) */
 	const char *bearer_token;	/* adds "Authorization: Bearer ..." when set */
 	long timeout_ms;		/* whole transfer; 0 = none (watches) */
 	long connect_timeout_ms;	/* default 5000 */
@@ -33,6 +35,7 @@ struct httpc_response {
 	char *body;		/* collected body, NUL-terminated (owned; httpc_response_fini) */
 	size_t body_len;
 	char *content_type;	/* owned, or NULL */
+	long retry_after_s;	/* Retry-After (seconds, an HTTP-date made seconds from now); 0 = none */
 	char err[256];		/* transport error in words when httpc_do fails */
 };
 

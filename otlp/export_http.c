@@ -14,10 +14,14 @@
 #include "otlp/encode.h"
 #include "otlp/exporter.h"
 
+#define HTTP_MAX_RETRY_AFTER_S 60	/* as gRPC's server-asked delays */
+
 struct export_http {
 	struct otlp_exporter ex;
 	char *url;
 	char *ca_file;		/* owned; CA bundle for https, NULL = curl's default store */
+	char *client_cert;	/* owned; mutual TLS, or NULL */
+	char *client_key;
 	char **headers;		/* NULL-terminated "Name: value" lines, owned */
 };
 
@@ -49,6 +53,8 @@ static int http_export(struct otlp_exporter *ex, struct span *const *spans, size
 		.body = body,
 		.body_len = len,
 		.ca_file = h->ca_file,
+		.client_cert = h->client_cert,
+		.client_key = h->client_key,
 		.timeout_ms = timeout_ms,
 		.connect_timeout_ms = timeout_ms < 5000 ? timeout_ms : 5000,
 		.max_response = 1 << 20,
@@ -70,6 +76,9 @@ static int http_export(struct otlp_exporter *ex, struct span *const *spans, size
 		goto out;
 	}
 	st->retryable = http_retryable(resp.status);
+	/* OTLP/HTTP "Throttling": 429 or 503 with Retry-After says how long to wait (bounded) */
+	if ((resp.status == 429 || resp.status == 503) && resp.retry_after_s > 0)
+		st->retry_after_ms = (uint32_t)MIN(resp.retry_after_s, HTTP_MAX_RETRY_AFTER_S) * 1000;
 	snprintf(st->msg, sizeof(st->msg), "POST %.200s: HTTP %ld", h->url, resp.status);
 	rc = st->retryable ? -EAGAIN : -EPROTO;
 out:
@@ -84,6 +93,8 @@ static void http_free(struct otlp_exporter *ex)
 		free(*p);
 	free(h->headers);
 	free(h->ca_file);
+	free(h->client_cert);
+	free(h->client_key);
 	free(h->url);
 	free(h);
 }
@@ -106,22 +117,19 @@ struct otlp_exporter *export_http_new(const char *url, const struct otlp_header 
 		errno = EINVAL;
 		return NULL;
 	}
-	if (u.https && tls && (tls->client_cert || tls->client_key)) {
-		snprintf(err, errlen, "OTLP/HTTP endpoint %.128s: client certificates "
-			 "(OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_KEY) are not supported", url);
-		errno = ENOTSUP;
-		return NULL;
-	}
-	if (u.https && tls && tls->ca_file) {
-		/* curl reads it per request: a missing file is better refused at start */
-		int fd = open(tls->ca_file, O_RDONLY | O_CLOEXEC);
+	/* curl reads the files per request: a missing one is better refused at start */
+	const char *files[] = { tls ? tls->ca_file : NULL, tls ? tls->client_cert : NULL,
+				tls ? tls->client_key : NULL };
+	for (size_t i = 0; u.https && i < ARRAY_SIZE(files); i++) {
+		int fd = files[i] ? open(files[i], O_RDONLY | O_CLOEXEC) : -2;
 		if (fd == -1) {
 			int e = errno;
-			snprintf(err, errlen, "%.200s: %s", tls->ca_file, strerror(e));
+			snprintf(err, errlen, "%.200s: %s", files[i], strerror(e));
 			errno = e;
 			return NULL;
 		}
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 	}
 	h = calloc(1, sizeof(*h));
 	if (!h)
@@ -129,7 +137,9 @@ struct otlp_exporter *export_http_new(const char *url, const struct otlp_header 
 	h->ex.ops = &http_ops;
 	h->url = strdup(url);
 	h->headers = calloc(nheaders + 3, sizeof(*h->headers));
-	if (!h->url || !h->headers || (tls && tls->ca_file && !(h->ca_file = strdup(tls->ca_file))))
+	if (!h->url || !h->headers || (tls && tls->ca_file && !(h->ca_file = strdup(tls->ca_file))) ||
+	    (tls && tls->client_cert && !(h->client_cert = strdup(tls->client_cert))) ||
+	    (tls && tls->client_key && !(h->client_key = strdup(tls->client_key))))
 		goto nomem;
 	if (asprintf(&h->headers[k++], "Content-Type: application/x-protobuf") < 0) {
 		h->headers[--k] = NULL;

@@ -57,9 +57,9 @@ struct otlp_exporter *export_grpc_new(const char *endpoint, const struct otlp_he
 				      size_t nheaders, const struct otlp_exporter_tls *tls, char *err,
 				      size_t errlen);
 /* OTLP/HTTP protobuf: POST to url as given (the full ".../v1/traces" URL) through
- * common/httpc, with tls->ca_file as curl's CA bundle (CURLOPT_CAINFO) for https. Client
- * certificates for https are refused with -ENOTSUP (common/httpc does not pass them to curl
- * yet).
+ * common/httpc, with tls's files as curl's CA bundle and client certificate and key
+ * (CURLOPT_CAINFO, CURLOPT_SSLCERT/SSLKEY) for https; unreadable ones fail now. A 429 or 503
+ * with Retry-After asks the batcher to wait that long (at most 60 s).
  * The process must have called httpc_global_init(). NULL + errno, err set. */
 struct otlp_exporter *export_http_new(const char *url, const struct otlp_header *headers,
 				      size_t nheaders, const struct otlp_exporter_tls *tls, char *err,

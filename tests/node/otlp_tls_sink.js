@@ -10,10 +10,11 @@
 // usage: node otlp_tls_sink.js [--grpc-port N] [--http-port N] [--cert PEM --key PEM]
 //          [--out FILE] [--ready FILE] [--stats FILE]
 //          [--fail-first N] [--fail-code 8] [--retry-info-ms MS]
-//          [--http-fail-status 429] [--retry-after VALUE]
+//          [--http-fail-status 429] [--retry-after VALUE] [--client-ca PEM]
 //   --fail-first N     answer the first N requests with --fail-code / --http-fail-status
 //   --retry-info-ms MS add a google.rpc.RetryInfo with this retry_delay to the gRPC failures
 //   --retry-after V    send "Retry-After: V" with the HTTP failures
+//   --client-ca PEM    https: require a client certificate issued by this CA
 //   --out FILE         one JSON line {proto, name, span_id} per received span
 //   --stats FILE       {requests, refused, spans, times: [ms since start of each request]}
 'use strict';
@@ -48,12 +49,12 @@ const RetryInfo = rpc.lookupType('google.rpc.RetryInfo');
 
 const opt = { grpcPort: 0, httpPort: 0, host: '127.0.0.1', cert: null, key: null, out: null,
 	ready: null, stats: null, failFirst: 0, failCode: grpc.status.RESOURCE_EXHAUSTED,
-	retryInfoMs: -1, httpFailStatus: 429, retryAfter: null };
+	retryInfoMs: -1, httpFailStatus: 429, retryAfter: null, clientCa: null };
 const names = { '--grpc-port': 'grpcPort', '--http-port': 'httpPort', '--host': 'host',
 	'--cert': 'cert', '--key': 'key', '--out': 'out', '--ready': 'ready', '--stats': 'stats',
 	'--fail-first': 'failFirst', '--fail-code': 'failCode', '--retry-info-ms': 'retryInfoMs',
-	'--http-fail-status': 'httpFailStatus', '--retry-after': 'retryAfter' };
-const strings = ['host', 'cert', 'key', 'out', 'ready', 'stats', 'retryAfter'];
+	'--http-fail-status': 'httpFailStatus', '--retry-after': 'retryAfter', '--client-ca': 'clientCa' };
+const strings = ['host', 'cert', 'key', 'out', 'ready', 'stats', 'retryAfter', 'clientCa'];
 for (let i = 2; i < process.argv.length; i += 2) {
 	const k = names[process.argv[i]];
 	if (!k || i + 1 >= process.argv.length) {
@@ -133,6 +134,8 @@ function fatal(what, err) {
 }
 
 const tls = opt.cert ? { cert: fs.readFileSync(opt.cert), key: fs.readFileSync(opt.key) } : null;
+if (tls && opt.clientCa)
+	Object.assign(tls, { ca: fs.readFileSync(opt.clientCa), requestCert: true, rejectUnauthorized: true });
 
 if (opt.grpcPort) {
 	const server = new grpc.Server();

@@ -29,6 +29,7 @@ static pid_t sink_pid = -1;
 static char dir[64];
 static char out_path[128], ready_path[128], stats_path[128];
 static char cert_path[128], key_path[128], other_cert_path[128];	/* TLS collector, a foreign CA */
+static char other_key_path[128];	/* the foreign one doubles as a client certificate */
 static bool have_certs;
 static uint16_t grpc_port, http_port;
 static bool have_node;
@@ -181,9 +182,11 @@ static const char *jstr(json_t *o, const char *k1, const char *k2)
 }
 
 /* A tracer exporting to url (NULL: the sink over http://) with ca_file as the trust anchors
- * (NULL: the system store), retrying for at most retry_ms (0: the default). */
-static struct otlp_tracer *make_tracer_to(enum otlp_protocol proto, const char *url, const char *ca_file,
-					  uint32_t queue, uint32_t delay_ms, uint32_t retry_ms)
+ * (NULL: the system store) and a client cert and key (NULL: none), retrying for at most
+ * retry_ms (0: the default). */
+static struct otlp_tracer *make_tracer_tls(enum otlp_protocol proto, const char *url, const char *ca_file,
+					   const char *cert, const char *key, uint32_t queue,
+					   uint32_t delay_ms, uint32_t retry_ms)
 {
 	struct otlp_config c;
 	char err[256], dflt[128];
@@ -192,6 +195,8 @@ static struct otlp_tracer *make_tracer_to(enum otlp_protocol proto, const char *
 	snprintf(dflt, sizeof(dflt), "http://127.0.0.1:%u", proto == OTLP_PROTO_GRPC ? grpc_port : http_port);
 	otlp_config_set_endpoint(&c, url ? url : dflt, err, sizeof(err));
 	c.ca_file = ca_file ? strdup(ca_file) : NULL;
+	c.client_cert = cert ? strdup(cert) : NULL;
+	c.client_key = key ? strdup(key) : NULL;
 	c.batch.retry_max_elapsed_ms = retry_ms;
 	otlp_config_add_tag(&c, "cluster_name", "homelab", err, sizeof(err));
 	otlp_config_add_tag(&c, "environment", "development", err, sizeof(err));
@@ -207,6 +212,17 @@ static struct otlp_tracer *make_tracer_to(enum otlp_protocol proto, const char *
 		fprintf(stderr, "  tracer: %s\n", err);
 	otlp_config_fini(&c);
 	return t;
+}
+
+static struct otlp_tracer *make_tracer_to(enum otlp_protocol proto, const char *url, const char *ca_file,
+					  uint32_t queue, uint32_t delay_ms, uint32_t retry_ms)
+{
+	return make_tracer_tls(proto, url, ca_file, NULL, NULL, queue, delay_ms, retry_ms);
+}
+
+static struct otlp_tracer *make_tracer_mtls(const char *url, const char *cert, const char *key, uint32_t retry_ms)
+{
+	return make_tracer_tls(OTLP_PROTO_HTTP_PROTOBUF, url, cert_path, cert, key, 2048, 100, retry_ms);
 }
 
 static struct otlp_tracer *make_tracer(enum otlp_protocol proto, uint32_t queue, uint32_t delay_ms)
@@ -656,14 +672,74 @@ TEST(http_retryable_statuses)
 	http_status_case("400", false);
 }
 
+/* OTLP/HTTP "Throttling": a 429 or 503 with Retry-After: 1 delays the retry by a second
+ * (the backoff alone is 100..400 ms). */
+static void http_retry_after(const char *status)
+{
+	char url[128];
+	REQUIRE(have_certs);
+	reset_out();
+	const char *extra[] = { "--fail-first", "2", "--http-fail-status", status, "--retry-after", "1", NULL };
+	REQUIRE(tls_sink_start(extra));
+	tls_url(url, sizeof(url), OTLP_PROTO_HTTP_PROTOBUF, "localhost");
+	struct otlp_tracer *t = make_tracer_to(OTLP_PROTO_HTTP_PROTOBUF, url, cert_path, 2048, 100, 0);
+	REQUIRE(t);
+	export_through_refusals(t, 1, 2);
+	json_t *j = json_load_file(stats_path, 0, NULL);
+	json_t *times = json_object_get(j, "times");
+	REQUIRE(json_array_size(times) == 3);
+	for (size_t i = 1; i < 3; i++) {
+		json_int_t gap = json_integer_value(json_array_get(times, i)) -
+				 json_integer_value(json_array_get(times, i - 1));
+		if (gap < 990)
+			fprintf(stderr, "  HTTP %s: retry %zu after %lld ms\n", status, i, (long long)gap);
+		CHECK(gap >= 990);
+	}
+	json_decref(j);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
+TEST(http_retry_after)
+{
+	http_retry_after("429");
+	http_retry_after("503");
+}
+
+/* A collector asking for a client certificate: curl presents the configured one. */
+TEST(http_mtls_client_cert)
+{
+	char url[128];
+	REQUIRE(have_certs);
+	reset_out();
+	const char *extra[] = { "--client-ca", other_cert_path, NULL };
+	REQUIRE(tls_sink_start(extra));
+	tls_url(url, sizeof(url), OTLP_PROTO_HTTP_PROTOBUF, "localhost");
+	struct otlp_tracer *t = make_tracer_mtls(url, other_cert_path, other_key_path, 0);
+	REQUIRE(t);
+	export_through_refusals(t, 2, 0);
+	otlp_tracer_free(t);
+	/* without one (or with one the collector does not know), the handshake fails */
+	t = make_tracer_mtls(url, cert_path, key_path, 800);
+	REQUIRE(t);
+	span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
+	CHECK(otlp_tracer_flush(t, 20000) == 0);
+	struct batcher_stats bs;
+	otlp_tracer_stats(t, &bs);
+	CHECK_EQ_INT(bs.exported, 0);
+	CHECK_EQ_INT(bs.failed, 1);
+	otlp_tracer_free(t);
+	sink_stop();
+}
+
 /* Two self-signed certificates (SAN DNS:localhost): the collector's, and a foreign one. */
 static bool make_certs(void)
 {
-	char cmd[768], other_key[128];
+	char cmd[768], *other_key = other_key_path;
 	snprintf(cert_path, sizeof(cert_path), "%s/collector.crt", dir);
 	snprintf(key_path, sizeof(key_path), "%s/collector.key", dir);
 	snprintf(other_cert_path, sizeof(other_cert_path), "%s/other.crt", dir);
-	snprintf(other_key, sizeof(other_key), "%s/other.key", dir);
+	snprintf(other_key_path, sizeof(other_key_path), "%s/other.key", dir);
 	const char *pairs[][2] = { { cert_path, key_path }, { other_cert_path, other_key } };
 	for (size_t i = 0; i < ARRAY_SIZE(pairs); i++) {
 		snprintf(cmd, sizeof(cmd), "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
