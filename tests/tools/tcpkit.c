@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* tcpkit: the TCP traffic tool of the lab tests and benchmarks. `serve` answers in one of several
- * modes, `client` drives verified transfers, echo storms, half-close, connect rate and latency.
+ * modes, `client` drives verified transfers, echo storms, half-close, resets, connect rate and
+ * latency.
  * Self-contained (libc, poll); results are key=value lines on stdout, failures one line on stderr.
  *
  * Every byte stream is the same deterministic pattern, keyed by its offset from the start of the
@@ -228,6 +229,14 @@ static void set_nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* Closes with SO_LINGER 0, so that the peer gets a RST instead of a FIN (RFC 9293 §3.6). */
+static void close_reset(int fd)
+{
+	struct linger lg = { 1, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 /* Raises the open-file limit to the hard limit so that thousands of connections fit. */
 static void raise_nofile(void)
 {
@@ -240,9 +249,9 @@ static void raise_nofile(void)
 
 /* ---------- options ---------- */
 
-enum mode { M_ECHO, M_SINK, M_SOURCE, M_VERIFY, M_HALFCLOSE, M_RR, M_CRR };
+enum mode { M_ECHO, M_SINK, M_SOURCE, M_VERIFY, M_HALFCLOSE, M_RR, M_CRR, M_RESET, M_ABORT };
 static const char *const mode_names[] = { "echo", "sink", "source", "verify", "halfclose", "rr",
-	"crr", NULL };
+	"crr", "reset", "abort", NULL };
 
 struct opts {
 	bool server;
@@ -282,6 +291,12 @@ static void usage(FILE *f)
 	      "             connection; reports latency percentiles in microseconds\n"
 	      "  crr        (server: same as echo) --count connections, each connect, one\n"
 	      "             --msg-size request/response, close; reports conn_per_s\n"
+	      "  reset      server echoes the first --bytes, resets the connection when more arrives,\n"
+	      "             and prints \"end peer=IP:PORT in=N how=reset|eof|server-reset\" for each\n"
+	      "             connection; client sends --bytes, requires their echo, sends one byte more\n"
+	      "             and requires a reset (ECONNRESET), not a clean EOF\n"
+	      "  abort      (server: use reset with a larger --bytes) client sends --bytes, requires\n"
+	      "             their echo, then resets the connection itself (close with SO_LINGER 0)\n"
 	      "Sizes accept K, M, G suffixes (powers of 1024). --peers prints \"peer IP:PORT local IP:PORT\"\n"
 	      "for each accepted connection. Exit 0 on success, 1 on a failed check, 2 on bad usage.\n",
 	      f);
@@ -411,6 +426,8 @@ static void parse_opts(int argc, char **argv, bool server, struct opts *o)
 	if (o->server) {
 		if (o->port < 0)
 			die(2, "serve needs --port");
+		if (o->mode == M_ABORT)
+			die(2, "abort is a client mode (serve with --mode reset)");
 		if (!conns_set)
 			o->conns = 0; /* serve forever */
 		if (!o->bytes_set && o->mode == M_SOURCE)
@@ -716,6 +733,25 @@ static void read_exact(int fd, uint8_t *b, size_t n)
 	}
 }
 
+/* One blocking connection to --to, TCP_NODELAY, each send and recv bounded by --timeout. */
+static int connect_blocking(const struct opts *o)
+{
+	int fd = socket(o->to.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd == -1)
+		die(1, "socket: %s", strerror(errno));
+	struct timeval tv = { .tv_sec = (time_t)o->timeout,
+			      .tv_usec = (suseconds_t)((o->timeout - (double)(time_t)o->timeout) * 1e6) };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	set_nodelay(fd);
+	if (o->have_bind && bind(fd, (const struct sockaddr *)&o->bind.ss, o->bind.len) == -1)
+		die(1, "bind to --bind address: %s", strerror(errno));
+	if (connect(fd, (const struct sockaddr *)&o->to.ss, o->to.len) == -1)
+		die(1, "connect to %s: %s", to_str(), strerror(errno));
+	return fd;
+}
+
 /* One persistent connection, o->count round trips of o->msg_size; latency percentiles. */
 static int client_rr(const struct opts *o)
 {
@@ -724,18 +760,7 @@ static int client_rr(const struct opts *o)
 	uint64_t *lat = xcalloc(o->count, sizeof(*lat));
 	uint8_t *req = xcalloc(1, m), *resp = xcalloc(1, m);
 	uint64_t bad = 0, sum = 0;
-	int fd = socket(o->to.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd == -1)
-		die(1, "socket: %s", strerror(errno));
-	struct timeval tv = { .tv_sec = (time_t)o->timeout, .tv_usec = 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	set_nodelay(fd);
-	if (o->have_bind && bind(fd, (const struct sockaddr *)&o->bind.ss, o->bind.len) == -1)
-		die(1, "bind to --bind address: %s", strerror(errno));
-	if (connect(fd, (const struct sockaddr *)&o->to.ss, o->to.len) == -1)
-		die(1, "connect to %s: %s", to_str(), strerror(errno));
+	int fd = connect_blocking(o);
 	double t0 = now_s();
 	for (uint64_t i = 0; i < warm + o->count; i++) {
 		uint64_t off = (i * m) % (1ull << 40);
@@ -772,6 +797,55 @@ static int client_rr(const struct opts *o)
 	return 0;
 }
 
+/* Reset and abort modes: one connection; --bytes sent and their echo checked, chunk by chunk
+ * (so that no buffer fills), then the reset, by the server (reset) or by this side (abort). */
+static int client_reset(const struct opts *o)
+{
+	uint8_t *req = xcalloc(1, ECHO_BUF / 4), *resp = xcalloc(1, ECHO_BUF / 4);
+	uint64_t off = 0, bad = 0;
+	int fd = connect_blocking(o);
+	const char *how;
+
+	while (off < o->bytes) {
+		size_t n = o->bytes - off > ECHO_BUF / 4 ? ECHO_BUF / 4 : (size_t)(o->bytes - off);
+		pat_fill(req, off, n);
+		write_all(fd, req, n);
+		read_exact(fd, resp, n);
+		if (!pat_check(resp, off, n, &bad))
+			die(1, "%s: echo from %s differs at offset %" PRIu64, mode_names[o->mode], to_str(),
+			    bad);
+		off += n;
+	}
+	if (o->mode == M_ABORT) {
+		close_reset(fd);
+		how = "client-reset";
+	} else {
+		pat_fill(req, off, 1);
+		write_all(fd, req, 1);
+		ssize_t r;
+		do
+			r = recv(fd, resp, 1, 0);
+		while (r == -1 && errno == EINTR);
+		if (r > 0)
+			die(1, "reset: %s answered the byte past --bytes instead of resetting", to_str());
+		if (r == 0)
+			die(1, "reset: connection to %s closed cleanly (FIN) where the server reset it",
+			    to_str());
+		if (errno == EAGAIN)
+			die(1, "reset: timeout after %.1fs waiting for the reset from %s", o->timeout,
+			    to_str());
+		if (errno != ECONNRESET)
+			die(1, "reset: recv from %s: %s (wanted ECONNRESET)", to_str(), strerror(errno));
+		close(fd);
+		how = "reset";
+	}
+	printf("mode=%s\nto=%s\nbytes_out=%" PRIu64 "\nbytes_in=%" PRIu64 "\nend=%s\nresult=ok\n",
+	       mode_names[o->mode], to_str(), off + (o->mode == M_RESET), off, how);
+	free(req);
+	free(resp);
+	return 0;
+}
+
 static int client(const struct opts *o)
 {
 	struct job_spec sp = { 0 };
@@ -783,6 +857,9 @@ static int client(const struct opts *o)
 	switch (o->mode) {
 	case M_RR:
 		return client_rr(o);
+	case M_RESET:
+	case M_ABORT:
+		return client_reset(o);
 	case M_CRR:
 		oo.conns = o->count;
 		if (oo.parallel > oo.conns)
@@ -851,6 +928,7 @@ struct sconn {
 	uint64_t in, out;   /* pattern offsets received and sent */
 	uint64_t out_total; /* source/halfclose: bytes to send once allowed */
 	bool eof, sending, shut, bad;
+	bool reset;         /* close with a RST */
 	uint64_t bad_off;
 	char msg[64];       /* verify: the answer */
 	size_t mlen, moff;
@@ -895,10 +973,23 @@ static int listen_on(const struct opts *o)
 	return fd;
 }
 
+/* Server modes that echo what they receive. */
+static bool mode_echoes(enum mode m)
+{
+	return m == M_ECHO || m == M_RR || m == M_CRR || m == M_RESET;
+}
+
+/* Reset mode: one line for the end of each connection, saying who ended it and how. */
+static void sconn_end(const struct opts *o, const struct sconn *c, const char *how)
+{
+	if (o->mode == M_RESET)
+		printf("end peer=%s in=%" PRIu64 " how=%s\n", c->peer, c->in, how);
+}
+
 /* Returns true when the connection is finished and must be closed. */
 static bool sconn_io(const struct opts *o, struct sconn *c, short rev, uint8_t *buf)
 {
-	bool echo = o->mode == M_ECHO || o->mode == M_RR || o->mode == M_CRR;
+	bool echo = mode_echoes(o->mode);
 
 	if ((rev & (POLLIN | POLLHUP | POLLERR)) && !c->eof && !(echo && c->blen > c->boff)) {
 		uint8_t *dst = echo ? c->buf : buf;
@@ -907,6 +998,7 @@ static bool sconn_io(const struct opts *o, struct sconn *c, short rev, uint8_t *
 		if (r == -1 && errno != EAGAIN && errno != EINTR) {
 			fprintf(stderr, "tcpkit: recv from %s: %s after %" PRIu64 " bytes\n", c->peer,
 				strerror(errno), c->in);
+			sconn_end(o, c, errno == ECONNRESET ? "reset" : "error");
 			return true;
 		}
 		if (r == 0) {
@@ -921,14 +1013,20 @@ static bool sconn_io(const struct opts *o, struct sconn *c, short rev, uint8_t *
 			}
 			if (o->mode == M_HALFCLOSE) {
 				if (c->bad) { /* reset instead of replying, so the client sees it */
-					struct linger lg = { 1, 0 };
-					setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+					c->reset = true;
 					return true;
 				}
 				c->out_total = o->reply;
 				c->sending = true;
 			}
 		} else if (r > 0) {
+			if (o->mode == M_RESET && c->in + (uint64_t)r > o->bytes) {
+				/* The byte past --bytes asks for the reset; it is not echoed. */
+				c->in += (uint64_t)r;
+				sconn_end(o, c, "server-reset");
+				c->reset = true;
+				return true;
+			}
 			if (echo) {
 				c->blen = (size_t)r;
 				c->boff = 0;
@@ -963,6 +1061,7 @@ static bool sconn_io(const struct opts *o, struct sconn *c, short rev, uint8_t *
 		}
 		if (w == -1 && errno != EAGAIN && errno != EINTR) {
 			fprintf(stderr, "tcpkit: send to %s: %s\n", c->peer, strerror(errno));
+			sconn_end(o, c, errno == ECONNRESET || errno == EPIPE ? "reset" : "error");
 			return true;
 		}
 	}
@@ -975,6 +1074,8 @@ static bool sconn_io(const struct opts *o, struct sconn *c, short rev, uint8_t *
 		shutdown(c->fd, SHUT_WR);
 		c->shut = true;
 	}
+	if (c->shut && c->eof)
+		sconn_end(o, c, "eof");
 	return c->shut && c->eof;
 }
 
@@ -999,7 +1100,7 @@ static int serve(const struct opts *o)
 		pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 		for (size_t i = 0; i < n; i++) {
 			struct sconn *c = &cs[i];
-			bool echo = o->mode == M_ECHO || o->mode == M_RR || o->mode == M_CRR;
+			bool echo = mode_echoes(o->mode);
 			short ev = 0;
 			if (!c->eof && !(echo && c->blen > c->boff))
 				ev |= POLLIN;
@@ -1029,7 +1130,10 @@ static int serve(const struct opts *o)
 				if (o->verbose)
 					printf("conn peer=%s in=%" PRIu64 " out=%" PRIu64 " result=%s\n", c->peer,
 					       c->in, c->out + c->moff, c->bad ? "bad" : "ok");
-				close(c->fd);
+				if (c->reset)
+					close_reset(c->fd);
+				else
+					close(c->fd);
 				free(c->buf);
 				continue;
 			}
@@ -1061,7 +1165,7 @@ static int serve(const struct opts *o)
 				memset(c, 0, sizeof(*c));
 				c->fd = fd;
 				addr_str((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
-				if (o->mode == M_ECHO || o->mode == M_RR || o->mode == M_CRR) {
+				if (mode_echoes(o->mode)) {
 					set_nodelay(fd);
 					c->buf = xcalloc(1, ECHO_BUF);
 				}
