@@ -71,6 +71,7 @@ struct config {
 	uint32_t hbone_idle_timeout_ms;
 	uint32_t hbone_ping_interval_ms;
 	uint32_t hbone_window;		/* HTTP/2 stream window, bytes */
+	uint32_t hbone_max_inbound;	/* concurrent inbound 15008 connections (4096) */
 	uint32_t cert_lifetime_s;
 
 	char *admin_address;		/* 127.0.0.1:15000 */

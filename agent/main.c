@@ -251,6 +251,7 @@ static int run(struct agent *a)
 		.idle_timeout_ms = a->cfg.hbone_idle_timeout_ms,
 		.ping_interval_ms = a->cfg.hbone_ping_interval_ms,
 		.window = a->cfg.hbone_window,
+		.max_inbound = a->cfg.hbone_max_inbound,
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);

@@ -291,6 +291,7 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 		goto fail;
 	}
 	so.max_streams = 0;	/* server: its own default (SETTINGS_MAX_CONCURRENT_STREAMS) */
+	so.max_sessions = opts->max_inbound;
 	struct hbone_server_cbs cbs = { .on_connect = on_inbound, .arg = m };
 	m->server = hbone_server_new(opts->loop, &opts->hbone_addr, m->server_ctx, &cbs, &so);
 	if (!m->server) {
@@ -337,21 +338,36 @@ unsigned mesh_inbound_streams(const struct mesh *m)
 void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *arg)
 {
 	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
-	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:s}",
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:s}",
 		"role", i->server ? "server" : "client", "state", hbone_sess_st_to_str(i->state),
 		"peer", sockaddr_str(&i->peer_addr, peer, sizeof(peer)),
 		"local_identity", i->local_id ? spiffe_id_str(i->local_id, lid) : NULL,
 		"peer_identity", i->peer_id ? spiffe_id_str(i->peer_id, pid) : NULL,
+		"cert_serial", i->cert_serial, "unconsumed", (json_int_t)i->unconsumed,
 		"streams", (int)i->streams, "queued", (int)i->queued,
 		"streams_total", (json_int_t)i->streams_total, "age_ms", (json_int_t)i->age_ms,
 		"idle_ms", (json_int_t)i->idle_ms, "bytes_sent", (json_int_t)i->bytes_sent,
 		"bytes_received", (json_int_t)i->bytes_received, "blocked", i->blocked ? i->blocked : ""));
 }
 
+static json_t *hbone_stats_json(const struct hbone_stats *st)
+{
+	return json_pack("{s:i,s:i,s:I,s:I,s:I,s:I,s:I}", "connections", (int)st->conns,
+			 "streams", (int)st->streams, "connections_total", (json_int_t)st->conns_total,
+			 "streams_total", (json_int_t)st->streams_total,
+			 "buffered", (json_int_t)st->buffered, "unconsumed", (json_int_t)st->unconsumed,
+			 "refused_total", (json_int_t)st->refused_total);
+}
+
 json_t *mesh_hbone_json(struct mesh *m)
 {
+	struct hbone_stats cs = { 0 }, ss = { 0 };
 	json_t *arr = json_array();
+
 	hbone_pool_foreach(m->pool, mesh_hbone_conn_json, arr);
 	hbone_server_foreach(m->server, mesh_hbone_conn_json, arr);
-	return json_pack("{s:o}", "connections", arr);
+	hbone_pool_stats(m->pool, &cs);
+	hbone_server_stats(m->server, &ss);
+	return json_pack("{s:o,s:o,s:o}", "connections", arr, "client", hbone_stats_json(&cs),
+			 "server", hbone_stats_json(&ss));
 }

@@ -28,6 +28,7 @@ struct mesh_opts {
 	const char *trust_domain;
 	struct sockaddr_storage hbone_addr;	/* node IP:15008 */
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window, connect_timeout_ms;
+	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
 };
 
 /* ---- policy helpers, shared with the waypoint ---- */

@@ -273,6 +273,7 @@ static int run(struct wpd *d)
 		.idle_timeout_ms = d->cfg.hbone_idle_timeout_ms,
 		.ping_interval_ms = d->cfg.hbone_ping_interval_ms,
 		.window = d->cfg.hbone_window,
+		.max_inbound = d->cfg.hbone_max_inbound,
 	};
 	wo.hbone_addr = any;
 	((struct sockaddr_in *)&wo.hbone_addr)->sin_port = htons(15008);

@@ -1561,6 +1561,7 @@ struct waypoint *waypoint_new(const struct waypoint_opts *opts)
 		goto fail;
 	}
 	ho.max_streams = 0;
+	ho.max_sessions = opts->max_inbound;
 	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = w };
 	w->server = hbone_server_new(opts->loop, &opts->hbone_addr, w->server_ctx, &cbs, &ho);
 	if (!w->server) {
