@@ -765,10 +765,8 @@ static void request_end(struct wp_sess *s, int code, const char *flag, const cha
 			span_set_int(sp, "http.response.status_code", code);
 			span_set_int(sp, "http.status_code", code);
 		}
-		if (dst_wl)
-			span_set_str(sp, "destination.workload", dst_wl);
-		if (dst_ns)
-			span_set_str(sp, "destination.namespace", dst_ns);
+		/* destination.workload/namespace were set when the endpoint was picked, so a
+		 * request whose upstream never connected still names it. */
 		if (dst_pr)
 			span_set_str(sp, "destination.principal", dst_pr);
 		if (flag)
@@ -878,6 +876,8 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		goto out;
 	}
 	if (s->span) {
+		span_set_str(s->span, "destination.workload", dst->name);
+		span_set_str(s->span, "destination.namespace", dst->namespace);
 		span_set_str(s->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
 		span_set_int(s->span, "destination.port", sockaddr_port(&target));
 	}

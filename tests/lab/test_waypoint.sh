@@ -238,12 +238,13 @@ up_fail() {
 	code=$(cl curl -sS -m 15 -o /dev/null -w '%{http_code}' "http://$P22:8081/upstream-down") || true
 	echo "http code $code"
 	[ "$code" = 503 ] || return 1
-	wait_span "$logs/spans-waypoint.jsonl" '.name == "GET /upstream-down"' | jq -e --arg ip "$P22" '
+	wait_span "$logs/spans-waypoint.jsonl" '.name == "GET /upstream-down"' | jq -e --arg ip "$P22" --arg wl "$lab-n2-p2" '
 		.status.code == 2 and (.status.message | test("upstream connect failed")) and
 		.attributes.response_flags == "UF" and .attributes["http.status_code"] == 503 and
-		.attributes["destination.address"] == $ip and .attributes["destination.port"] == 8081'
+		.attributes["destination.address"] == $ip and .attributes["destination.port"] == 8081 and
+		.attributes["destination.workload"] == $wl'
 }
-check "upstream failure (nothing listens): 503 from the waypoint, request span ERROR with the upstream's message and UF" up_fail
+check "upstream failure (nothing listens): 503 from the waypoint, request span ERROR with the upstream's message, UF and the endpoint it picked" up_fail
 
 # ---------------- waypoint hand-off for workloads; bypass detection ----------------
 agent_metric() { # K NAME: the sum of NAME's samples on node K's agent
