@@ -654,20 +654,16 @@ struct otlp_exporter *export_grpc_new(const char *endpoint, const struct otlp_he
 		errno = EINVAL;
 		return NULL;
 	}
-	if (u.https && tls && (tls->client_cert || tls->client_key)) {
-		/* tls_ctx_new_https_client offers no client certificate yet */
-		snprintf(err, errlen, "OTLP/gRPC endpoint %.128s: client certificates "
-			 "(OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/_KEY) are not supported", endpoint);
-		errno = ENOTSUP;
-		return NULL;
-	}
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		goto nomem;
 	g->fd = -1;
 	g->ex.ops = &grpc_ops;
 	g->url = u;
-	if (u.https && !(g->tls = tls_ctx_new_https_client(tls ? tls->ca_file : NULL, "h2", sub, sizeof(sub)))) {
+	if (u.https && !(g->tls = tls_ctx_new_https_client(tls ? tls->ca_file : NULL,
+							     tls ? tls->client_cert : NULL,
+							     tls ? tls->client_key : NULL, "h2",
+							     sub, sizeof(sub)))) {
 		int e = errno;
 		snprintf(err, errlen, "OTLP/gRPC endpoint %.128s: %s", endpoint, sub);
 		grpc_free(&g->ex);

@@ -121,7 +121,8 @@ fail:
 	return NULL;
 }
 
-struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *alpn, char *err,
+struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *client_cert,
+					 const char *client_key, const char *alpn, char *err,
 					 size_t errlen)
 {
 	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
@@ -147,6 +148,22 @@ struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *alpn, 
 		goto fail;
 	}
 	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER, tls_verify_cb);
+	if (!client_cert != !client_key) {
+		e = -tls_errf(err, errlen, EINVAL, "a client certificate needs its key, and a key its "
+			      "certificate");
+		goto fail;
+	}
+	if (client_cert && SSL_CTX_use_certificate_chain_file(ctx->ssl, client_cert) != 1) {
+		e = -tls_errf(err, errlen, EINVAL, "%s: cannot load the client certificate (%s)",
+			      client_cert, tls_ossl_err());
+		goto fail;
+	}
+	if (client_key && (SSL_CTX_use_PrivateKey_file(ctx->ssl, client_key, SSL_FILETYPE_PEM) != 1 ||
+			   SSL_CTX_check_private_key(ctx->ssl) != 1)) {
+		e = -tls_errf(err, errlen, EINVAL, "%s: cannot load the client key, or it does not "
+			      "match the certificate (%s)", client_key, tls_ossl_err());
+		goto fail;
+	}
 	if (alen) {
 		protos[0] = (unsigned char)alen;
 		memcpy(protos + 1, alpn, alen);

@@ -44,9 +44,11 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *opts)
 
 /* A client context for an https:// endpoint: TLS 1.2 or 1.3, server verified against ca_file
  * (PEM; NULL = the system store) and the host name given to tls_conn_new; alpn is a
- * single protocol offered ("h2" for gRPC) or NULL. No client certificate. NULL + errno,
- * err (may be NULL) names the file on failure. */
-struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *alpn, char *err,
+ * single protocol offered ("h2" for gRPC) or NULL. client_cert/client_key (PEM files, both
+ * or neither) are presented when the server asks (mutual TLS to a collector); no SPIFFE ID is
+ * required of them. NULL + errno, err (may be NULL) names the file on failure. */
+struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *client_cert,
+					 const char *client_key, const char *alpn, char *err,
 					 size_t errlen);
 
 /* Accepts NULL. */

@@ -146,7 +146,9 @@ if (opt.grpcPort) {
 			cb(null, Resp.fromObject({}));
 		},
 	});
-	const creds = tls ? grpc.ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }])
+	// With --client-ca, a client certificate from that CA is required (checkClientCertificate).
+	const creds = tls ? grpc.ServerCredentials.createSsl(tls.ca || null,
+		[{ private_key: tls.key, cert_chain: tls.cert }], !!tls.ca)
 		: grpc.ServerCredentials.createInsecure();
 	pending++;
 	server.bindAsync(`${opt.host}:${opt.grpcPort}`, creds, err => err ? fatal('grpc listen', err) : listening());

@@ -220,9 +220,10 @@ static struct otlp_tracer *make_tracer_to(enum otlp_protocol proto, const char *
 	return make_tracer_tls(proto, url, ca_file, NULL, NULL, queue, delay_ms, retry_ms);
 }
 
-static struct otlp_tracer *make_tracer_mtls(const char *url, const char *cert, const char *key, uint32_t retry_ms)
+static struct otlp_tracer *make_tracer_mtls(enum otlp_protocol proto, const char *url,
+					    const char *cert, const char *key, uint32_t retry_ms)
 {
-	return make_tracer_tls(OTLP_PROTO_HTTP_PROTOBUF, url, cert_path, cert, key, 2048, 100, retry_ms);
+	return make_tracer_tls(proto, url, cert_path, cert, key, 2048, 100, retry_ms);
 }
 
 static struct otlp_tracer *make_tracer(enum otlp_protocol proto, uint32_t queue, uint32_t delay_ms)
@@ -707,20 +708,22 @@ TEST(http_retry_after)
 }
 
 /* A collector asking for a client certificate: curl presents the configured one. */
-TEST(http_mtls_client_cert)
+/* Mutual TLS to the collector: it asks for a client certificate from one CA (the "other"
+ * self-signed one); the exporter presents it and spans arrive; with a certificate the collector
+ * does not know, the handshake fails and nothing arrives. */
+static void mtls_client_cert(enum otlp_protocol proto)
 {
 	char url[128];
 	REQUIRE(have_certs);
 	reset_out();
 	const char *extra[] = { "--client-ca", other_cert_path, NULL };
 	REQUIRE(tls_sink_start(extra));
-	tls_url(url, sizeof(url), OTLP_PROTO_HTTP_PROTOBUF, "localhost");
-	struct otlp_tracer *t = make_tracer_mtls(url, other_cert_path, other_key_path, 0);
+	tls_url(url, sizeof(url), proto, "localhost");
+	struct otlp_tracer *t = make_tracer_mtls(proto, url, other_cert_path, other_key_path, 0);
 	REQUIRE(t);
 	export_through_refusals(t, 2, 0);
 	otlp_tracer_free(t);
-	/* without one (or with one the collector does not know), the handshake fails */
-	t = make_tracer_mtls(url, cert_path, key_path, 800);
+	t = make_tracer_mtls(proto, url, cert_path, key_path, 800);
 	REQUIRE(t);
 	span_end(span_start(t, NULL, "x", SPAN_KIND_CLIENT, NULL));
 	CHECK(otlp_tracer_flush(t, 20000) == 0);
@@ -730,6 +733,16 @@ TEST(http_mtls_client_cert)
 	CHECK_EQ_INT(bs.failed, 1);
 	otlp_tracer_free(t);
 	sink_stop();
+}
+
+TEST(http_mtls_client_cert)
+{
+	mtls_client_cert(OTLP_PROTO_HTTP_PROTOBUF);
+}
+
+TEST(grpc_mtls_client_cert)
+{
+	mtls_client_cert(OTLP_PROTO_GRPC);
 }
 
 /* Two self-signed certificates (SAN DNS:localhost): the collector's, and a foreign one. */

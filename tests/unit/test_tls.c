@@ -971,9 +971,18 @@ TEST(blocking_fd_mesh_and_https_client)
 	snprintf(crt, sizeof(crt), "%s/ca.crt", dir);
 	snprintf(key, sizeof(key), "%s/ca.key", dir);
 	CHECK_EQ_INT(tls_ca_write(mesh_ca(), crt, key, err, sizeof(err)), 0);
-	CHECK(tls_ctx_new_https_client("/nonexistent.pem", "h2", err, sizeof(err)) == NULL);
+	CHECK(tls_ctx_new_https_client("/nonexistent.pem", NULL, NULL, "h2", err, sizeof(err)) == NULL);
 	CHECK(strstr(err, "/nonexistent.pem") != NULL);
-	struct tls_ctx *hctx = tls_ctx_new_https_client(crt, "h2", err, sizeof(err));
+	/* a client certificate needs its key; an unreadable one is named */
+	CHECK(tls_ctx_new_https_client(crt, crt, NULL, "h2", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "needs its key") != NULL);
+	CHECK(tls_ctx_new_https_client(crt, "/nonexistent.crt", key, "h2", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "/nonexistent.crt") != NULL);
+	/* the CA's own cert and key make a pair: loaded and checked against each other */
+	struct tls_ctx *hctx = tls_ctx_new_https_client(crt, crt, key, "h2", err, sizeof(err));
+	REQUIRE(hctx);
+	tls_ctx_free(hctx);
+	hctx = tls_ctx_new_https_client(crt, NULL, NULL, "h2", err, sizeof(err));
 	REQUIRE(hctx);
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
 	struct tls_conn_opts ho = { .hostname = "otel-collector.example" };
