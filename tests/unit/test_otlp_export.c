@@ -593,6 +593,23 @@ TEST(grpc_tls_wrong_host)
 	tls_refused(OTLP_PROTO_GRPC, "127.0.0.1", cert_path);	/* the cert names localhost only */
 }
 
+/* The sink logged n export attempts (--stats "times", ms): each retry came at least
+ * min_ms after the one before (the collector asked for that delay). */
+static void check_retry_gaps(size_t n, json_int_t min_ms, const char *what)
+{
+	json_t *j = json_load_file(stats_path, 0, NULL);
+	json_t *times = json_object_get(j, "times");
+	CHECK_EQ_INT(json_array_size(times), n);
+	for (size_t i = 1; i < json_array_size(times); i++) {
+		json_int_t gap = json_integer_value(json_array_get(times, i)) -
+				 json_integer_value(json_array_get(times, i - 1));
+		if (gap < min_ms)
+			fprintf(stderr, "  %s: retry %zu after %lld ms\n", what, i, (long long)gap);
+		CHECK(gap >= min_ms);
+	}
+	json_decref(j);
+}
+
 /* RESOURCE_EXHAUSTED: retried only with RetryInfo (OTLP/gRPC "Failures"), after its delay. */
 TEST(grpc_resource_exhausted_retry_info)
 {
@@ -606,17 +623,7 @@ TEST(grpc_resource_exhausted_retry_info)
 	REQUIRE(t);
 	export_through_refusals(t, 4, 2);
 	/* each retry waited at least the asked 700 ms (the backoff alone is 100..400 ms) */
-	json_t *j = json_load_file(stats_path, 0, NULL);
-	json_t *times = json_object_get(j, "times");
-	REQUIRE(json_array_size(times) == 3);
-	for (size_t i = 1; i < 3; i++) {
-		json_int_t gap = json_integer_value(json_array_get(times, i)) -
-				 json_integer_value(json_array_get(times, i - 1));
-		if (gap < 690)
-			fprintf(stderr, "  retry %zu after %lld ms\n", i, (long long)gap);
-		CHECK(gap >= 690);
-	}
-	json_decref(j);
+	check_retry_gaps(3, 690, "RESOURCE_EXHAUSTED");
 	otlp_tracer_free(t);
 	sink_stop();
 }
@@ -686,17 +693,7 @@ static void http_retry_after(const char *status)
 	struct otlp_tracer *t = make_tracer_to(OTLP_PROTO_HTTP_PROTOBUF, url, cert_path, 2048, 100, 0);
 	REQUIRE(t);
 	export_through_refusals(t, 1, 2);
-	json_t *j = json_load_file(stats_path, 0, NULL);
-	json_t *times = json_object_get(j, "times");
-	REQUIRE(json_array_size(times) == 3);
-	for (size_t i = 1; i < 3; i++) {
-		json_int_t gap = json_integer_value(json_array_get(times, i)) -
-				 json_integer_value(json_array_get(times, i - 1));
-		if (gap < 990)
-			fprintf(stderr, "  HTTP %s: retry %zu after %lld ms\n", status, i, (long long)gap);
-		CHECK(gap >= 990);
-	}
-	json_decref(j);
+	check_retry_gaps(3, 990, status);
 	otlp_tracer_free(t);
 	sink_stop();
 }
