@@ -3,14 +3,21 @@
 # An independent HBONE peer for interop tests (python3-h2 + Python's ssl: TLS 1.3, ALPN h2,
 # certificates from the test CA). Driven by tests/unit/test_hbone.c; prints "ok -"/"not ok -".
 #   h2peer.py client HOST:PORT AUTHORITY --sni NAME --expect SPIFFE_ID --bytes N  (+ TLS files)
-#   h2peer.py server --expect-peer SPIFFE_ID --streams N                        (+ TLS files)
+#   h2peer.py server --expect-peer SPIFFE_ID --streams N [--listen IP:PORT]
+#                    [--header NAME=REGEX ...]                                   (+ TLS files)
+#     each CONNECT must carry header NAME matching REGEX (re.search), as well as traceparent
 #   h2peer.py probe HOST:PORT --expect SPIFFE_ID --case AUTHORITY=STATUS[=REASON] ... (+ TLS files)
 #     one connection, one CONNECT per --case in turn: the answer's :status must be STATUS and
 #     its ambit-reason contain REASON; on a 200 an HTTP/1.1 "GET --path" goes through the
-#     tunnel and its answer must start with "HTTP/1.1 200" (a waypoint's refusals, lab test)
+#     tunnel and its answer must start with "HTTP/1.1 200" (a waypoint's refusals, lab test);
+#     --sni NAME asks for that server identity (a node agent's 15008 requires it)
+#   h2peer.py refused HOST:PORT [--no-cert] [--tls12] [--plain preface|junk] [--want TEXT]
+#     the server must refuse the connection: no HTTP/2 frame comes back and it ends (with a TLS
+#     alert, an error or EOF); --want: the TLS error (alert) must contain TEXT
 import argparse
 import hashlib
 import os
+import re
 import select
 import socket
 import ssl
@@ -46,7 +53,10 @@ def h2config(client_side):
 def context(a, server):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(a.cert, a.key)
+    if getattr(a, "tls12", False):
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if not getattr(a, "no_cert", False):
+        ctx.load_cert_chain(a.cert, a.key)
     ctx.load_verify_locations(a.ca)
     ctx.verify_mode = ssl.CERT_REQUIRED
     if not server:
@@ -194,7 +204,8 @@ def probe_one(p, conn, authority, want, reason, path):
 
 def run_probe(a):
     host, port = a.target.rsplit(":", 1)
-    tls = context(a, False).wrap_socket(socket.create_connection((host, int(port)), timeout=10))
+    tls = context(a, False).wrap_socket(socket.create_connection((host, int(port)), timeout=10),
+                                        server_hostname=a.sni)
     check("probe_server_identity", peer_uri(tls) == a.expect, str(peer_uri(tls)))
     conn = h2.connection.H2Connection(h2config(True))
     conn.initiate_connection()
@@ -208,10 +219,78 @@ def run_probe(a):
     tls.close()
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
+def read_until_end(recv, timeout=10):
+    """Reads until EOF, an error or the timeout: (bytes, how it ended)."""
+    got, end = bytearray(), None
+    try:
+        while True:
+            d = recv(65536)
+            if not d:
+                end = "eof"
+                break
+            got += d
+    except ssl.SSLError as e:
+        end = "tls error: %s" % (e.reason or e)
+    except ConnectionResetError:
+        end = "reset"
+    except socket.timeout:
+        end = "timeout"
+    except OSError as e:
+        end = "error: %s" % e
+    return bytes(got), end
+
+
+def run_refused(a):
+    host, port = a.target.rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=10)
+    if a.plain:
+        # plaintext on a TLS port: an HTTP/2 prior-knowledge preface, or bytes that are no protocol
+        raw.sendall(H2_PREFACE if a.plain == "preface" else b"hello, is this thing on?\r\n" * 64)
+        got, end = read_until_end(raw.recv)
+        # the only acceptable answer is nothing or a TLS alert record (0x15), never HTTP/2
+        ok = end in ("eof", "reset") and (not got or got[0] == 0x15)
+        check("refused_plaintext_%s" % a.plain, ok, "ended %s after %r" % (end, got[:32]))
+        print("# plaintext %s: %s after %d bytes %r" % (a.plain, end, len(got), got[:16]))
+        raw.close()
+        return
+    ctx = context(a, False)
+    err, got, end, version = None, b"", None, None
+    try:
+        tls = ctx.wrap_socket(raw, server_hostname=a.sni)
+        version = tls.version()
+        # TLS 1.3: the server judges our certificate after our Finished; its verdict arrives as
+        # an alert on the first read. Speak HTTP/2 so an accepting server would answer SETTINGS.
+        try:
+            tls.sendall(H2_PREFACE)
+        except OSError:
+            pass
+        got, end = read_until_end(tls.recv)
+        err = end
+    except ssl.SSLError as e:
+        err = end = "tls error: %s" % (e.reason or e)
+    except (ConnectionResetError, BrokenPipeError):
+        err = end = "reset"
+    except socket.timeout:
+        end = "timeout"
+    ok = not got and end not in (None, "timeout")
+    detail = "handshake %s, ended %s, %d bytes of HTTP/2 %r" % (version, end, len(got), got[:16])
+    if ok and a.want:
+        ok = a.want.lower() in (err or "").lower().replace("_", " ")
+        detail += ", want %r" % a.want
+    what = "no_cert" if a.no_cert else "tls12" if a.tls12 else "cert"
+    check("refused_%s" % what, ok, detail)
+    print("# refused %s: %s" % (what, detail))
+
+
 def run_server(a):
     ctx = context(a, True)
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.bind(("127.0.0.1", 0))
+    lhost, lport = (a.listen or "127.0.0.1:0").rsplit(":", 1)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((lhost, int(lport)))
     ls.listen(8)
     ls.settimeout(20)
     print("PORT %d" % ls.getsockname()[1])
@@ -241,6 +320,12 @@ def run_server(a):
                           b":scheme" not in h and h.get(b":authority") == a.authority.encode())
                     check("server_connect_request", ok, repr(h))
                     check("server_traceparent", b"traceparent" in h)
+                    for want in a.header:
+                        name, rx = want.split("=", 1)
+                        val = h.get(name.encode(), b"").decode("latin-1")
+                        check("server_header %s ~ /%s/" % (name, rx), re.search(rx, val),
+                              "%s: %r" % (name, val))
+                        print("# %s: %s" % (name, val))
                     conn.send_headers(ev.stream_id, [(":status", "200" if ok else "400")])
                     open_streams.add(ev.stream_id)
                 elif isinstance(ev, h2.events.DataReceived):
@@ -269,7 +354,7 @@ def run_server(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["client", "server", "probe"])
+    ap.add_argument("mode", choices=["client", "server", "probe", "refused"])
     ap.add_argument("target", nargs="?")
     ap.add_argument("authority_pos", nargs="?")
     ap.add_argument("--ca", required=True)
@@ -283,11 +368,18 @@ def main():
     ap.add_argument("--streams", type=int, default=1)
     ap.add_argument("--case", action="append", default=[])
     ap.add_argument("--path", default="/whoami")
+    ap.add_argument("--listen")
+    ap.add_argument("--header", action="append", default=[])
+    ap.add_argument("--no-cert", action="store_true")
+    ap.add_argument("--tls12", action="store_true")
+    ap.add_argument("--plain", choices=["preface", "junk"])
+    ap.add_argument("--want")
     a = ap.parse_args()
     if a.authority is None:
         a.authority = a.authority_pos
     try:
-        {"client": run_client, "server": run_server, "probe": run_probe}[a.mode](a)
+        {"client": run_client, "server": run_server, "probe": run_probe,
+         "refused": run_refused}[a.mode](a)
     except Exception as e:  # a failure is a "not ok" line, never a hang
         check(a.mode + "_exception", False, repr(e))
     sys.exit(0 if results and all(results) else 1)
