@@ -823,6 +823,12 @@ static int api_get(struct kube_discovery *kd, const char *url, struct httpc_resp
 	token_wipe_free(tok);
 	if (!err && resp->status == 401)
 		token_mark_stale(kd);
+	/* curl's TLS errors ("SSL peer certificate ... was not OK") do not say which CA was
+	 * tried; a wrong or missing ca.crt is the usual cause, so name it */
+	if (err && err != -ECANCELED && strncmp(url, "https:", 6) == 0 && strstr(resp->err, "SSL")) {
+		size_t l = strlen(resp->err);
+		snprintf(resp->err + l, sizeof(resp->err) - l, " (CA file %s)", kd->ca_file);
+	}
 	return err;
 }
 
@@ -1026,9 +1032,6 @@ static void watch_line(struct kres *r, const char *buf, size_t len)
 		r->status_code = status_code(obj);
 		r->abort = r->status_code == 410 ? WATCH_GONE : WATCH_ERROR;
 		if (r->abort == WATCH_GONE) {
-			pthread_mutex_lock(&kd->lock);
-			r->st.relists_gone++;
-			pthread_mutex_unlock(&kd->lock);
 			pr_info("kube: %s: resourceVersion %s expired; relisting", res_descs[r->id].name,
 				r->rv);
 		} else {
@@ -1128,13 +1131,15 @@ static int res_watch(struct kres *r)
 	} else if (err) {
 		res_error(r, "watch: %s", resp.err);
 	} else if (resp.status == 410) {
-		pthread_mutex_lock(&kd->lock);
-		r->st.relists_gone++;
-		pthread_mutex_unlock(&kd->lock);
 		err = -ESTALE;
 	} else if (resp.status != 200) {
 		res_error(r, "watch: HTTP %ld", resp.status);
 		err = -EIO;
+	}
+	if (err == -ESTALE) {	/* every way the API says "Gone" is counted here, once */
+		pthread_mutex_lock(&kd->lock);
+		r->st.relists_gone++;
+		pthread_mutex_unlock(&kd->lock);
 	}
 	if (r->cap > (1u << 20)) {	/* do not keep a huge line buffer around */
 		free(r->line);

@@ -6,18 +6,28 @@ Serves GET /api/v1/{pods,services,namespaces,nodes} as the real API server shape
 lists (PodList, ... with metadata.resourceVersion, limit/continue paging) and, with
 ?watch=1, chunked newline-delimited watch events (ADDED, MODIFIED, DELETED, BOOKMARK, and
 ERROR with a 410 Status for a resourceVersion older than the retained history). Requests
-need "Authorization: Bearer TOKEN" when --token is given.
+need "Authorization: Bearer TOKEN" when --token is given. With --tls-cert/--tls-key it
+serves HTTPS only (the control endpoints too), as the in-cluster API does; a client that
+rejects the certificate shows up as a failed handshake in the stats.
 
 A test drives it through POST /_control/<verb> with a JSON body:
   apply    {"resource": "pods", "object": {...}}        ADDED or MODIFIED
   delete   {"resource": "pods", "namespace": "x", "name": "y"}
+           either with "silent": true changes the object without an event, as a change
+           compacted away before any watch saw it (only a list shows it)
   bookmark {}                        a BOOKMARK at the current resourceVersion to every watch
   expire   {}                        compaction: history dropped, watches get ERROR 410
   close    {}                        every watch stream ends normally (as on timeoutSeconds)
   garbage  {"resource": "pods"}      a malformed line on the watches of that resource
   token    {"token": "t2"}           only that token is accepted from now on
   bump     {"n": 100}                advance the resourceVersion without an event
-GET /_control/stats gives request counters.
+  gone_next       {"resource": "pods"}  the next watch request of that resource is answered
+                                        HTTP 410 with a Status body (no event stream);
+                                        "newline": true ends the body with a newline
+  expire_continue {"resource": "pods"}  the next list page asked with a continue token is
+                                        answered 410 Expired (the token outlived compaction)
+GET /_control/stats gives request counters (list_starts: lists asked without a continue
+token, per resource; tls_failures: handshakes that failed).
 
 --state FILE saves the objects and resourceVersion after every change and loads them at
 start, so a test can kill the server and start it again ("restart"); --rv-jump N then
@@ -31,6 +41,7 @@ import copy
 import json
 import os
 import queue
+import ssl
 import sys
 import threading
 import time
@@ -62,7 +73,12 @@ class Cluster:
         self.watchers = []         # (resource, queue)
         self.token = None
         self.state_file = state_file
-        self.counters = {"lists": 0, "watches": 0, "unauthorized": 0, "gone": 0}
+        self.counters = {"lists": 0, "watches": 0, "unauthorized": 0, "gone": 0,
+                         "gone_watch_http": 0, "gone_continue": 0, "tls_failures": 0,
+                         "list_starts": {r: 0 for r in KINDS}}
+        self.gone_next = {}            # resource -> its next watch gets HTTP 410 (value: the
+                                       # Status body ends with a newline, as Go's encoder writes)
+        self.expire_continue = set()   # resources whose next continued list page gets 410
         self.uid = 0
         if state_file and os.path.exists(state_file):
             with open(state_file) as f:
@@ -99,7 +115,7 @@ class Cluster:
             if res == resource:
                 q.put(("event", etype, obj))
 
-    def apply(self, resource, obj, emit=True):
+    def apply(self, resource, obj, emit=True, save=None):
         kind, namespaced = KINDS[resource]
         obj = copy.deepcopy(obj)
         obj["kind"] = kind
@@ -122,10 +138,11 @@ class Cluster:
             self.objects[resource][k] = obj
             if emit:
                 self._emit(resource, "MODIFIED" if old else "ADDED", obj)
+            if emit if save is None else save:
                 self.save()
         return obj
 
-    def delete(self, resource, ns, name):
+    def delete(self, resource, ns, name, emit=True):
         with self.lock:
             obj = self.objects[resource].pop(self.key(resource, ns, name), None)
             if obj is None:
@@ -133,7 +150,8 @@ class Cluster:
             self.rv += 1
             obj = copy.deepcopy(obj)
             obj["metadata"]["resourceVersion"] = str(self.rv)
-            self._emit(resource, "DELETED", obj)
+            if emit:
+                self._emit(resource, "DELETED", obj)
             self.save()
         return obj
 
@@ -159,12 +177,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.verbose:
             sys.stderr.write("fake-apiserver: " + (fmt % args) + "\n")
 
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)    # a client that never finishes its handshake
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                with self.cluster.lock:
+                    self.cluster.counters["tls_failures"] += 1
+                self.log_message("TLS handshake failed: %s", e)
+                raise
+            self.request.settimeout(None)
+        super().setup()
+
     @property
     def cluster(self):
         return self.server.cluster
 
-    def send_json(self, code, body):
-        data = json.dumps(body).encode()
+    def send_json(self, code, body, newline=False):
+        data = json.dumps(body).encode() + (b"\n" if newline else b"")
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -213,6 +244,13 @@ class Handler(BaseHTTPRequestHandler):
         with c.lock:
             c.counters["lists"] += 1
             rv = c.rv
+            if not q.get("continue"):
+                c.counters["list_starts"][resource] += 1
+            elif resource in c.expire_continue:
+                c.expire_continue.discard(resource)
+                c.counters["gone_continue"] += 1
+                return self.send_json(410, status(410, "Expired",
+                    "The provided continue parameter is too old to display a consistent list result."))
             if q.get("continue"):
                 try:
                     tok = json.loads(base64.b64decode(q["continue"]))
@@ -253,6 +291,14 @@ class Handler(BaseHTTPRequestHandler):
         mq = queue.Queue()
         with c.lock:
             c.counters["watches"] += 1
+            http_gone = c.gone_next.pop(resource, None)
+            if http_gone is not None:
+                c.counters["gone_watch_http"] += 1
+        if http_gone is not None:
+            self.close_connection = True
+            return self.send_json(410, status(410, "Gone",
+                "too old resource version: %d (%d)" % (from_rv, c.min_rv)), newline=http_gone)
+        with c.lock:
             gone = from_rv != 0 and from_rv < c.min_rv
             if gone:
                 c.counters["gone"] += 1
@@ -315,11 +361,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(400, {"error": "bad json"})
         c = self.cluster
         verb = url.path[len("/_control/"):] if url.path.startswith("/_control/") else None
+        silent = bool(body.get("silent"))
         if verb == "apply":
-            obj = c.apply(body["resource"], body["object"])
+            obj = c.apply(body["resource"], body["object"], emit=not silent, save=True)
             return self.send_json(200, {"resourceVersion": obj["metadata"]["resourceVersion"]})
         if verb == "delete":
-            obj = c.delete(body["resource"], body.get("namespace"), body["name"])
+            obj = c.delete(body["resource"], body.get("namespace"), body["name"], emit=not silent)
             return self.send_json(200 if obj else 404, {"deleted": bool(obj)})
         if verb == "bookmark":
             with c.lock:
@@ -343,10 +390,25 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "garbage":
             c.broadcast(("garbage",), body.get("resource"))
             return self.send_json(200, {})
+        if verb in ("gone_next", "expire_continue"):
+            if body.get("resource") not in KINDS:
+                return self.send_json(400, {"error": "unknown resource"})
+            with c.lock:
+                if verb == "gone_next":
+                    c.gone_next[body["resource"]] = bool(body.get("newline"))
+                else:
+                    c.expire_continue.add(body["resource"])
+            return self.send_json(200, {})
         if verb == "token":
             c.token = body.get("token")
             return self.send_json(200, {})
         return self.send_json(404, {"error": "unknown control verb"})
+
+
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if self.verbose:
+            super().handle_error(request, client_address)
 
 
 def generate(c, spec):
@@ -408,6 +470,8 @@ def main():
     ap.add_argument("--state")
     ap.add_argument("--rv-jump", type=int, default=0)
     ap.add_argument("--generate")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM chain)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     cluster = Cluster(args.state, args.rv_jump)
@@ -417,9 +481,14 @@ def main():
         cluster.save()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
-    srv = ThreadingHTTPServer((args.bind, args.port), Handler)
+    srv = Server((args.bind, args.port), Handler)
     srv.cluster = cluster
     srv.verbose = args.verbose
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        # the handshake runs on the connection's thread (Handler.setup), not in accept()
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     print("LISTENING %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.1)
