@@ -18,11 +18,7 @@
 const fs = require('fs');
 const http = require('http');
 const grpc = require('@grpc/grpc-js');
-const root = require('@opentelemetry/otlp-transformer/build/src/generated/root');
-
-const pb = root.opentelemetry.proto.collector.trace.v1;
-const Req = pb.ExportTraceServiceRequest;
-const Resp = pb.ExportTraceServiceResponse;
+const { Req, Resp, service } = require('./otlp_service');
 
 function parseArgs(argv) {
 	const o = { host: '127.0.0.1', grpcPort: 0, httpPort: 0, out: null, ready: null, stats: null,
@@ -119,18 +115,6 @@ function okResponse() {
 	if (opt.partial > 0) r.partialSuccess = { rejectedSpans: opt.partial, errorMessage: 'sink: partial' };
 	return Resp.fromObject(r);
 }
-
-const service = {
-	Export: {
-		path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
-		requestStream: false,
-		responseStream: false,
-		requestSerialize: m => Buffer.from(Req.encode(m).finish()),
-		requestDeserialize: b => Req.decode(b),
-		responseSerialize: m => Buffer.from(Resp.encode(m).finish()),
-		responseDeserialize: b => Resp.decode(b),
-	},
-};
 
 const grpcServer = new grpc.Server();
 grpcServer.addService(service, {

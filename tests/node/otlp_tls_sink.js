@@ -24,11 +24,7 @@ const http = require('http');
 const https = require('https');
 const grpc = require('@grpc/grpc-js');
 const protobuf = require('protobufjs');
-const root = require('@opentelemetry/otlp-transformer/build/src/generated/root');
-
-const pb = root.opentelemetry.proto.collector.trace.v1;
-const Req = pb.ExportTraceServiceRequest;
-const Resp = pb.ExportTraceServiceResponse;
+const { Req, Resp, service } = require('./otlp_service');
 
 // google/rpc/status.proto, google/rpc/error_details.proto, google/protobuf/{any,duration}.proto
 const rpc = protobuf.Root.fromJSON({ nested: {
@@ -97,18 +93,6 @@ function record(req, proto) {
 	if (opt.out) fs.appendFileSync(opt.out, text);
 	writeStats();
 }
-
-const service = {
-	Export: {
-		path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
-		requestStream: false,
-		responseStream: false,
-		requestSerialize: m => Buffer.from(Req.encode(m).finish()),
-		requestDeserialize: b => Req.decode(b),
-		responseSerialize: m => Buffer.from(Resp.encode(m).finish()),
-		responseDeserialize: b => Resp.decode(b),
-	},
-};
 
 function grpcFailure() {
 	const details = 'sink: refusing for the test';
