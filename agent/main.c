@@ -71,14 +71,17 @@ static int apply_model(struct agent *a)
 		const struct model_workload *w = &m->workloads[i];
 		if (!w->enrolled || !w->node || strcmp(w->node, a->cfg.node_name) != 0)
 			continue;
-		for (int j = 0; j < w->naddrs; j++) {
-			if (w->addrs[j].ss_family != AF_INET)
-				continue;	/* IPv6 capture is not implemented yet */
-			pods[n].uid = w->uid;
-			pods[n].addr = w->addrs[j];
-			n++;
-			break;
-		}
+		/* The interface is found through the IPv4 address; a dual-stack pod's IPv6
+		 * address rides along (an IPv6-only pod is found through it). */
+		const struct sockaddr_storage *a4 = model_workload_addr(w, AF_INET);
+		const struct sockaddr_storage *a6 = model_workload_addr(w, AF_INET6);
+		if (!a4 && !a6)
+			continue;
+		pods[n].uid = w->uid;
+		pods[n].addr = a4 ? *a4 : *a6;
+		if (a4 && a6)
+			pods[n].addr6 = *a6;
+		n++;
 	}
 	if (a->redirect) {
 		err = redirect_set_pods(a->redirect, pods, n);
@@ -268,6 +271,8 @@ static int run(struct agent *a)
 		ro.table = a->cfg.redirect_table;
 		ro.outbound_listener_fd = proxy_outbound_fd(a->proxy);
 		ro.inbound_listener_fd = proxy_inbound_fd(a->proxy);
+		ro.outbound6_listener_fd = proxy_outbound6_fd(a->proxy);
+		ro.inbound6_listener_fd = proxy_inbound6_fd(a->proxy);
 		a->redirect = redirect_new(&ro);
 		if (!a->redirect) {
 			err = -errno;

@@ -102,7 +102,8 @@ struct netlink *netlink_new(bool events)
 		nl_socket_modify_cb(nl->ev, NL_CB_VALID, NL_CB_CUSTOM, on_event, nl);
 		if ((err = nl_errno(nl_connect(nl->ev, NETLINK_ROUTE))) ||
 		    (err = nl_errno(nl_socket_add_memberships(nl->ev, RTNLGRP_LINK, RTNLGRP_NEIGH,
-							      RTNLGRP_IPV4_ROUTE, 0))) ||
+							      RTNLGRP_IPV4_ROUTE,
+							      RTNLGRP_IPV6_ROUTE, 0))) ||
 		    (err = nl_errno(nl_socket_set_nonblocking(nl->ev))))
 			goto fail;
 	}
@@ -155,7 +156,7 @@ int netlink_refresh(struct netlink *nl)
 
 	free_caches(nl);
 	if ((err = nl_errno(rtnl_link_alloc_cache(nl->sk, AF_UNSPEC, &nl->links))) ||
-	    (err = nl_errno(rtnl_route_alloc_cache(nl->sk, AF_INET, 0, &nl->routes))) ||
+	    (err = nl_errno(rtnl_route_alloc_cache(nl->sk, AF_UNSPEC, 0, &nl->routes))) ||
 	    (err = nl_errno(rtnl_neigh_alloc_cache_flags(nl->sk, &nl->neighs, NL_CACHE_AF_ITER)))) {
 		free_caches(nl);
 		return err;
@@ -175,27 +176,40 @@ static void copy_mac(uint8_t out[6], struct nl_addr *a)
 		memcpy(out, nl_addr_get_binary_addr(a), 6);
 }
 
-/* The longest-prefix main-table unicast route containing ip; NULL if only a default or none. */
-static struct rtnl_route *route_to(struct netlink *nl, uint32_t ip)
+static unsigned int addr_len(int family)
+{
+	return family == AF_INET6 ? 16 : family == AF_INET ? 4 : 0;
+}
+
+/* Do the first len bits of a and b agree? */
+static bool prefix_match(const uint8_t *a, const uint8_t *b, int len)
+{
+	int bytes = len / 8, bits = len % 8;
+
+	if (memcmp(a, b, (size_t)bytes) != 0)
+		return false;
+	return !bits || ((a[bytes] ^ b[bytes]) & (uint8_t)(0xff << (8 - bits))) == 0;
+}
+
+/* The longest-prefix main-table unicast route of `family` containing ip; NULL if only a
+ * default or none. */
+static struct rtnl_route *route_to(struct netlink *nl, int family, const uint8_t *ip)
 {
 	struct rtnl_route *best = NULL;
-	int best_len = 0;
+	int best_len = 0, alen = (int)addr_len(family);
 
 	for (struct nl_object *o = nl_cache_get_first(nl->routes); o; o = nl_cache_get_next(o)) {
 		struct rtnl_route *r = (struct rtnl_route *)o;
 		struct nl_addr *dst = rtnl_route_get_dst(r);
-		uint32_t net, mask;
 		int len;
 
 		if (rtnl_route_get_table(r) != RT_TABLE_MAIN || rtnl_route_get_type(r) != RTN_UNICAST ||
-		    !dst || nl_addr_get_family(dst) != AF_INET || nl_addr_get_len(dst) != 4)
+		    !dst || nl_addr_get_family(dst) != family || (int)nl_addr_get_len(dst) != alen)
 			continue;
 		len = (int)nl_addr_get_prefixlen(dst);
-		if (len <= best_len || len > 32)
+		if (len <= best_len || len > alen * 8)
 			continue;
-		memcpy(&net, nl_addr_get_binary_addr(dst), 4);
-		mask = htonl(len == 32 ? 0xffffffffu : ~(0xffffffffu >> len));
-		if ((ip & mask) == (net & mask)) {
+		if (prefix_match(ip, nl_addr_get_binary_addr(dst), len)) {
 			best = r;
 			best_len = len;
 		}
@@ -233,7 +247,8 @@ static int fill_if(struct netlink_pod_if *out, struct rtnl_link *port, uint8_t m
 	return 0;
 }
 
-int netlink_find_pod_if(struct netlink *nl, uint32_t ip, struct netlink_pod_if *out)
+int netlink_find_pod_if(struct netlink *nl, int family, const void *ip,
+			struct netlink_pod_if *out)
 {
 	struct rtnl_link *dev = NULL, *port = NULL;
 	struct nl_addr *addr = NULL, *mac;
@@ -241,9 +256,11 @@ int netlink_find_pod_if(struct netlink *nl, uint32_t ip, struct netlink_pod_if *
 	struct rtnl_route *r;
 	int err, oif;
 
+	if (!addr_len(family))
+		return -EAFNOSUPPORT;
 	if ((err = ensure_snapshot(nl)))
 		return err;
-	r = route_to(nl, ip);
+	r = route_to(nl, family, ip);
 	oif = r ? route_oif(r) : 0;
 	if (!oif)
 		return -ENOENT;
@@ -251,17 +268,17 @@ int netlink_find_pod_if(struct netlink *nl, uint32_t ip, struct netlink_pod_if *
 	if (!dev)
 		return -ENOENT;
 	if (!link_is_bridge(dev)) {
-		/* Routed CNI: a /32 straight to the pod's veth. */
-		if (nl_addr_get_prefixlen(rtnl_route_get_dst(r)) != 32) {
+		/* Routed CNI: a /32 (/128) straight to the pod's veth. */
+		if (nl_addr_get_prefixlen(rtnl_route_get_dst(r)) != addr_len(family) * 8) {
 			err = -ENOENT;
 			goto out;
 		}
 		err = fill_if(out, dev, REDIRECT_MODE_ROUTED, dev);
 		goto out;
 	}
-	/* Bridge CNI: pod IP -> its MAC (ARP on the bridge) -> the port the bridge learned
-	 * that MAC on (FDB entry, family AF_BRIDGE, master = the bridge). */
-	addr = nl_addr_build(AF_INET, &ip, 4);
+	/* Bridge CNI: pod IP -> its MAC (ARP or NDP on the bridge) -> the port the bridge
+	 * learned that MAC on (FDB entry, family AF_BRIDGE, master = the bridge). */
+	addr = nl_addr_build(family, ip, addr_len(family));
 	if (!addr) {
 		err = -ENOMEM;
 		goto out;
@@ -349,15 +366,22 @@ int netlink_links(struct netlink *nl, int **out, size_t *n)
 	return 0;
 }
 
-void netlink_kick_neigh(uint32_t ip)
+void netlink_kick_neigh(int family, const void *ip)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(9) };
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons(9) };
+	const struct sockaddr *sa = family == AF_INET6 ? (struct sockaddr *)&sin6 : (struct sockaddr *)&sin;
+	socklen_t len = family == AF_INET6 ? sizeof(sin6) : sizeof(sin);
+	int fd;
 
+	if (!addr_len(family))
+		return;
+	memcpy(family == AF_INET6 ? (void *)&sin6.sin6_addr : (void *)&sin.sin_addr, ip,
+	       addr_len(family));
+	fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1)
 		return;
-	sin.sin_addr.s_addr = ip;
-	(void)!sendto(fd, "", 0, 0, (struct sockaddr *)&sin, sizeof(sin));
+	(void)!sendto(fd, "", 0, 0, sa, len);
 	close(fd);
 }
 
@@ -388,13 +412,14 @@ out:
 	return err;
 }
 
-static struct rtnl_rule *rule_build(uint32_t mark, uint32_t mask, uint32_t table, uint32_t prio)
+static struct rtnl_rule *rule_build(int family, uint32_t mark, uint32_t mask, uint32_t table,
+				     uint32_t prio)
 {
 	struct rtnl_rule *r = rtnl_rule_alloc();
 
 	if (!r)
 		return NULL;
-	rtnl_rule_set_family(r, AF_INET);
+	rtnl_rule_set_family(r, family);
 	rtnl_rule_set_mark(r, mark);
 	rtnl_rule_set_mask(r, mask);
 	rtnl_rule_set_table(r, table);
@@ -403,10 +428,10 @@ static struct rtnl_rule *rule_build(uint32_t mark, uint32_t mask, uint32_t table
 	return r;
 }
 
-int netlink_rule_add(struct netlink *nl, uint32_t mark, uint32_t mask, uint32_t table,
-		     uint32_t prio)
+int netlink_rule_add(struct netlink *nl, int family, uint32_t mark, uint32_t mask,
+		     uint32_t table, uint32_t prio)
 {
-	struct rtnl_rule *r = rule_build(mark, mask, table, prio);
+	struct rtnl_rule *r = rule_build(family, mark, mask, table, prio);
 	int err;
 
 	if (!r)
@@ -416,10 +441,10 @@ int netlink_rule_add(struct netlink *nl, uint32_t mark, uint32_t mask, uint32_t 
 	return err == -EEXIST ? 0 : err;
 }
 
-int netlink_rule_del(struct netlink *nl, uint32_t mark, uint32_t mask, uint32_t table,
-		     uint32_t prio)
+int netlink_rule_del(struct netlink *nl, int family, uint32_t mark, uint32_t mask,
+		     uint32_t table, uint32_t prio)
 {
-	struct rtnl_rule *r = rule_build(mark, mask, table, prio);
+	struct rtnl_rule *r = rule_build(family, mark, mask, table, prio);
 	int err = 0;
 
 	if (!r)
@@ -430,12 +455,12 @@ int netlink_rule_del(struct netlink *nl, uint32_t mark, uint32_t mask, uint32_t 
 	return err == -ENOENT ? 0 : err;
 }
 
-static struct rtnl_route *local_route_build(uint32_t table)
+static struct rtnl_route *local_route_build(int family, uint32_t table)
 {
 	struct rtnl_route *r = rtnl_route_alloc();
 	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
-	uint32_t any = 0;
-	struct nl_addr *dst = nl_addr_build(AF_INET, &any, 4);
+	static const uint8_t any[16];
+	struct nl_addr *dst = addr_len(family) ? nl_addr_build(family, any, addr_len(family)) : NULL;
 	int lo = (int)if_nametoindex("lo");
 
 	if (!r || !nh || !dst || !lo) {
@@ -445,7 +470,7 @@ static struct rtnl_route *local_route_build(uint32_t table)
 		return NULL;
 	}
 	nl_addr_set_prefixlen(dst, 0);
-	rtnl_route_set_family(r, AF_INET);
+	rtnl_route_set_family(r, (uint8_t)family);
 	rtnl_route_set_table(r, table);
 	rtnl_route_set_type(r, RTN_LOCAL);
 	rtnl_route_set_scope(r, RT_SCOPE_HOST);
@@ -456,9 +481,9 @@ static struct rtnl_route *local_route_build(uint32_t table)
 	return r;
 }
 
-int netlink_local_route_add(struct netlink *nl, uint32_t table)
+int netlink_local_route_add(struct netlink *nl, int family, uint32_t table)
 {
-	struct rtnl_route *r = local_route_build(table);
+	struct rtnl_route *r = local_route_build(family, table);
 	int err;
 
 	if (!r)
@@ -468,9 +493,9 @@ int netlink_local_route_add(struct netlink *nl, uint32_t table)
 	return err == -EEXIST ? 0 : err;
 }
 
-int netlink_local_route_del(struct netlink *nl, uint32_t table)
+int netlink_local_route_del(struct netlink *nl, int family, uint32_t table)
 {
-	struct rtnl_route *r = local_route_build(table);
+	struct rtnl_route *r = local_route_build(family, table);
 	int err;
 
 	if (!r)

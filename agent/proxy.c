@@ -30,6 +30,7 @@ struct proxy {
 	char *node_name;
 	char *trust_domain;
 	struct listener out, in;
+	struct listener out6, in6;	/* fd -1 when the host has no IPv6 */
 	struct proxy_mesh mesh;
 	uint32_t rr;		/* round-robin cursor for service endpoints */
 };
@@ -43,7 +44,11 @@ static int listen_transparent(const struct sockaddr_storage *addr)
 	fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
+	/* IPv6 only: the BPF program hands IPv4 to the IPv4 listener, and accepted sockets keep
+	 * plain IPv4 addresses rather than v4-mapped ones. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    (addr->ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1) ||
 	    setsockopt(fd, lvl, opt, &one, sizeof(one)) == -1 ||
 	    bind(fd, (const struct sockaddr *)addr, sockaddr_len(addr)) == -1 ||
 	    listen(fd, PROXY_BACKLOG) == -1) {
@@ -377,14 +382,22 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
+/* Starts ls on addr. With `optional` (the IPv6 listeners), a host without IPv6 is not an
+ * error: ls stays closed (fd -1) and 0 is returned. */
 static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind kind,
-			  const struct sockaddr_storage *addr)
+			  const struct sockaddr_storage *addr, bool optional)
 {
 	char a[ADDR_STR_LEN];
 	ls->p = p;
 	ls->kind = kind;
 	ls->addr = *addr;
 	ls->fd = listen_transparent(addr);
+	if (optional && (ls->fd == -EAFNOSUPPORT || ls->fd == -EADDRNOTAVAIL)) {
+		pr_info("no IPv6 listener on %s: %s", sockaddr_str(addr, a, sizeof(a)),
+			strerror(-ls->fd));
+		ls->fd = -1;
+		return 0;
+	}
 	if (ls->fd < 0) {
 		pr_err("cannot listen on %s (transparent): %s", sockaddr_str(addr, a, sizeof(a)),
 		       strerror(-ls->fd));
@@ -394,24 +407,44 @@ static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind k
 	return loop_io_set(p->loop, &ls->io, EPOLLIN);
 }
 
+/* [::1] with the port of v4 (the default IPv6 companion of an IPv4 listener). */
+static void loopback6(struct sockaddr_storage *out, const struct sockaddr_storage *v4)
+{
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+
+	memset(out, 0, sizeof(*out));
+	sin6->sin6_family = AF_INET6;
+	sin6->sin6_addr = in6addr_loopback;
+	sockaddr_set_port(out, sockaddr_port(v4));
+}
+
 struct proxy *proxy_new(const struct proxy_opts *opts)
 {
 	struct proxy *p = calloc(1, sizeof(*p));
+	struct sockaddr_storage out6, in6;
 	int err;
 
 	if (!p)
 		return NULL;
 	p->loop = opts->loop;
 	p->opts = *opts;
-	p->out.fd = p->in.fd = -1;
+	p->out.fd = p->in.fd = p->out6.fd = p->in6.fd = -1;
 	p->node_name = strdup(opts->node_name ? opts->node_name : "");
 	p->trust_domain = strdup(opts->trust_domain ? opts->trust_domain : "cluster.local");
 	if (!p->node_name || !p->trust_domain) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	if ((err = listener_start(p, &p->out, CONN_OUTBOUND, &opts->outbound_addr)) ||
-	    (err = listener_start(p, &p->in, CONN_INBOUND_PLAIN, &opts->inbound_addr)))
+	out6 = opts->outbound6_addr;
+	in6 = opts->inbound6_addr;
+	if (out6.ss_family != AF_INET6)
+		loopback6(&out6, &opts->outbound_addr);
+	if (in6.ss_family != AF_INET6)
+		loopback6(&in6, &opts->inbound_addr);
+	if ((err = listener_start(p, &p->out, CONN_OUTBOUND, &opts->outbound_addr, false)) ||
+	    (err = listener_start(p, &p->in, CONN_INBOUND_PLAIN, &opts->inbound_addr, false)) ||
+	    (err = listener_start(p, &p->out6, CONN_OUTBOUND, &out6, true)) ||
+	    (err = listener_start(p, &p->in6, CONN_INBOUND_PLAIN, &in6, true)))
 		goto fail;
 	return p;
 fail:
@@ -422,7 +455,7 @@ fail:
 
 void proxy_stop_accepting(struct proxy *p)
 {
-	struct listener *ls[] = { &p->out, &p->in };
+	struct listener *ls[] = { &p->out, &p->in, &p->out6, &p->in6 };
 	for (size_t i = 0; i < ARRAY_SIZE(ls); i++) {
 		if (ls[i]->fd < 0)
 			continue;
@@ -444,6 +477,8 @@ void proxy_free(struct proxy *p)
 
 int proxy_outbound_fd(const struct proxy *p) { return p->out.fd; }
 int proxy_inbound_fd(const struct proxy *p) { return p->in.fd; }
+int proxy_outbound6_fd(const struct proxy *p) { return p->out6.fd; }
+int proxy_inbound6_fd(const struct proxy *p) { return p->in6.fd; }
 
 void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh)
 {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The L4 proxy: the transparent listeners that eBPF hands captured connections to (15001
- * outbound, 15006 inbound plaintext), destination resolution against the mesh model, and the
+ * outbound, 15006 inbound plaintext; an IPv4 and an IPv6 socket each), destination resolution against the mesh model, and the
  * upstream leg (plain TCP, or HBONE through the hooks in struct proxy_mesh). */
 #ifndef AMBIT_AGENT_PROXY_H
 #define AMBIT_AGENT_PROXY_H
@@ -40,16 +40,23 @@ struct proxy_opts {
 	const char *trust_domain;
 	struct sockaddr_storage outbound_addr;	/* 127.0.0.1:15001 */
 	struct sockaddr_storage inbound_addr;	/* 127.0.0.1:15006 */
+	/* The IPv6 listeners (IPV6_V6ONLY); when not AF_INET6 (left zero), [::1] with the IPv4
+	 * listener's port. Skipped, not an error, on a host without IPv6. */
+	struct sockaddr_storage outbound6_addr;
+	struct sockaddr_storage inbound6_addr;
 	uint32_t connect_timeout_ms;
 	uint32_t max_connections;
 	uint32_t buffer_size;
 };
 
-/* Creates and listens on both transparent sockets. NULL + errno (logged). */
+/* Creates and listens on the transparent sockets (IPv4 and IPv6). NULL + errno (logged). */
 struct proxy *proxy_new(const struct proxy_opts *opts);
 void proxy_free(struct proxy *p);
 int proxy_outbound_fd(const struct proxy *p);
 int proxy_inbound_fd(const struct proxy *p);
+/* The IPv6 listeners' fds; -1 on a host without IPv6. */
+int proxy_outbound6_fd(const struct proxy *p);
+int proxy_inbound6_fd(const struct proxy *p);
 void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh);
 /* Stops accepting (drain). Existing connections continue. */
 void proxy_stop_accepting(struct proxy *p);

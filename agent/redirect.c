@@ -32,10 +32,14 @@
 #define KICK_INTERVAL_MS 1000
 #define RETRY_INTERVAL_MS 1000
 
-/* One local enrolled pod (wanted) and where it is attached, if anywhere. */
+/* One local enrolled pod (wanted) and where it is attached, if anywhere. A pod is known by
+ * its IPv4 address, or by its IPv6 address when it has no IPv4 (IPv6-only); a dual-stack pod's
+ * IPv6 address rides along (its interface is found through the IPv4 one). */
 struct rd_pod {
 	char *uid;			/* owned; NULL for one adopted from a previous run */
-	uint32_t ip;			/* IPv4, network order */
+	uint32_t ip;			/* IPv4, network order; 0 for an IPv6-only pod */
+	uint32_t ip6[4];		/* IPv6, network order, when has6 */
+	bool has6;
 	int ifindex;			/* 0 while pending */
 	char ifname[IF_NAMESIZE];
 	uint8_t mode;			/* REDIRECT_MODE_* */
@@ -53,6 +57,7 @@ struct redirect {
 	int timerfd;			/* armed while some pod is pending */
 	struct rd_pod *pods;
 	size_t npods, cap;
+	bool ipv6;			/* the IPv6 rule and local route are in place */
 };
 
 static const char *const stat_names[REDIRECT_STAT_MAX] = {
@@ -65,6 +70,16 @@ static const char *const stat_names[REDIRECT_STAT_MAX] = {
 	[REDIRECT_STAT_DROP_ASSIGN] = "drop_assign_failed",
 	[REDIRECT_STAT_EGRESS_REDIRECT] = "egress_to_ingress",
 	[REDIRECT_STAT_FRAGMENT] = "fragment_local",
+	[REDIRECT_STAT_OUTBOUND6] = "captured_outbound_ipv6",
+	[REDIRECT_STAT_INBOUND6] = "captured_inbound_ipv6",
+	[REDIRECT_STAT_DROP_EXTHDR] = "drop_ipv6_header_chain",
+};
+
+static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
+	[REDIRECT_LISTENER_OUTBOUND] = "outbound",
+	[REDIRECT_LISTENER_INBOUND] = "inbound",
+	[REDIRECT_LISTENER_OUTBOUND6] = "outbound6",
+	[REDIRECT_LISTENER_INBOUND6] = "inbound6",
 };
 
 void redirect_opts_default(struct redirect_opts *opts)
@@ -77,6 +92,8 @@ void redirect_opts_default(struct redirect_opts *opts)
 		.rule_priority = 32000,
 		.outbound_listener_fd = -1,
 		.inbound_listener_fd = -1,
+		.outbound6_listener_fd = -1,
+		.inbound6_listener_fd = -1,
 	};
 }
 
@@ -113,9 +130,49 @@ static void setup_libbpf_log(void)
 	}
 }
 
-static char *ip4_str(uint32_t ip, char *buf)
+/* "10.244.1.11", "10.244.1.11 fd00:10:244:1::b" or "fd00:10:244:1::b" for logs. */
+#define POD_ADDR_STR_LEN (INET_ADDRSTRLEN + INET6_ADDRSTRLEN + 1)
+
+static char *pod_addr_str(uint32_t ip, bool has6, const uint32_t ip6[4], char *buf)
 {
-	return (char *)inet_ntop(AF_INET, &ip, buf, INET_ADDRSTRLEN);
+	char *p = buf;
+
+	buf[0] = '\0';
+	if (ip && inet_ntop(AF_INET, &ip, p, INET_ADDRSTRLEN))
+		p += strlen(p);
+	if (has6) {
+		if (p != buf)
+			*p++ = ' ';
+		if (!inet_ntop(AF_INET6, ip6, p, INET6_ADDRSTRLEN))
+			*p = '\0';
+	}
+	return buf;
+}
+
+static char *rd_pod_str(const struct rd_pod *p, char *buf)
+{
+	return pod_addr_str(p->ip, p->has6, p->ip6, buf);
+}
+
+/* The address a pod's interface is found by (its IPv4, else its IPv6): the family, *addr. */
+static int rd_pod_anchor(const struct rd_pod *p, const void **addr)
+{
+	if (p->ip || !p->has6) {
+		*addr = &p->ip;
+		return AF_INET;
+	}
+	*addr = p->ip6;
+	return AF_INET6;
+}
+
+/* The addresses a pinned ifaces entry names, as a (not yet attached) pod. */
+static struct rd_pod rd_pod_of_cfg(const struct redirect_iface *cfg)
+{
+	struct rd_pod p = { .ip = cfg->pod_ip, .has6 = cfg->flags & REDIRECT_IFACE_F_IPV6 };
+
+	if (p.has6)
+		memcpy(p.ip6, cfg->pod_ip6, sizeof(p.ip6));
+	return p;
 }
 
 static int mkdir_p(const char *path)
@@ -293,7 +350,7 @@ static void fdb_unpin(struct netlink *nl, int map_fd, int ifindex)
 static void pod_detach(struct redirect *r, struct rd_pod *p)
 {
 	__u32 key = (__u32)p->ifindex;
-	char ip[INET_ADDRSTRLEN];
+	char ip[POD_ADDR_STR_LEN];
 
 	if (!p->ifindex)
 		return;
@@ -306,7 +363,7 @@ static void pod_detach(struct redirect *r, struct rd_pod *p)
 	if (p->qdisc_ours)
 		tc_destroy_if_empty(r->nl, p->ifindex);
 	pr_info("capture: detached from %s (ifindex %d, pod %s %s)", p->ifname, p->ifindex,
-		p->uid ? p->uid : "?", ip4_str(p->ip, ip));
+		p->uid ? p->uid : "?", rd_pod_str(p, ip));
 	p->ifindex = 0;
 	p->ifname[0] = '\0';
 	p->qdisc_ours = false;
@@ -322,7 +379,7 @@ static int pod_attach(struct redirect *r, struct rd_pod *p, const struct netlink
 	static const uint8_t zero_mac[6];
 	struct bpf_tc_hook h;
 	__u32 key = (__u32)pif->ifindex;
-	char ip[INET_ADDRSTRLEN];
+	char ip[POD_ADDR_STR_LEN];
 	bool ours = qdisc_ours_before;
 	int err;
 
@@ -335,6 +392,10 @@ static int pod_attach(struct redirect *r, struct rd_pod *p, const struct netlink
 	memcpy(cfg.local_mac, pif->local_mac, sizeof(cfg.local_mac));
 	memcpy(cfg.pod_mac, pif->pod_mac, sizeof(cfg.pod_mac));
 	cfg.flags = ours ? REDIRECT_IFACE_F_QDISC_OURS : 0;
+	if (p->has6) {
+		cfg.flags |= REDIRECT_IFACE_F_IPV6;
+		memcpy(cfg.pod_ip6, p->ip6, sizeof(cfg.pod_ip6));
+	}
 	err = bpf_map_update_elem(ifaces_fd(r), &key, &cfg, BPF_ANY);
 	if (err)
 		goto fail_qdisc;
@@ -354,7 +415,7 @@ static int pod_attach(struct redirect *r, struct rd_pod *p, const struct netlink
 	snprintf(p->ifname, sizeof(p->ifname), "%s", pif->ifname);
 	pr_info("capture: attached to %s (ifindex %d, %s) for pod %s %s", p->ifname, p->ifindex,
 		p->mode == REDIRECT_MODE_BRIDGE ? "bridge port" : "routed", p->uid ? p->uid : "?",
-		ip4_str(p->ip, ip));
+		rd_pod_str(p, ip));
 	return 0;
 fail_ingress:
 	tc_detach_one(pif->ifindex, BPF_TC_INGRESS);
@@ -365,7 +426,7 @@ fail_qdisc:
 		tc_destroy_if_empty(r->nl, pif->ifindex);
 fail:
 	pr_warn("capture: attaching to %s (ifindex %d) for pod %s: %s", pif->ifname, pif->ifindex,
-		ip4_str(p->ip, ip), strerror(-err));
+		rd_pod_str(p, ip), strerror(-err));
 	return err;
 }
 
@@ -395,17 +456,18 @@ static void refresh_local_mac(struct redirect *r, struct rd_pod *p)
 static int pod_try_attach(struct redirect *r, struct rd_pod *p)
 {
 	struct netlink_pod_if pif;
-	int err;
+	const void *addr;
+	int family = rd_pod_anchor(p, &addr), err;
 
-	err = netlink_find_pod_if(r->nl, p->ip, &pif);
+	err = netlink_find_pod_if(r->nl, family, addr, &pif);
 	if (err == -EAGAIN) {
-		/* A bridge pod that has not talked yet: make the kernel ARP for it (the reply
+		/* A bridge pod that has not talked yet: make the kernel ARP (NDP) for it (the reply
 		 * teaches the bridge its port; the neighbour event or the retry timer brings
 		 * us back here). */
 		uint64_t now = now_mono_ms();
 		if (now - p->kicked_ms >= KICK_INTERVAL_MS) {
 			p->kicked_ms = now;
-			netlink_kick_neigh(p->ip);
+			netlink_kick_neigh(family, addr);
 		}
 		return 0;
 	}
@@ -416,15 +478,20 @@ static int pod_try_attach(struct redirect *r, struct rd_pod *p)
 	return pod_attach(r, p, &pif, false);
 }
 
-static struct rd_pod *pod_find(struct redirect *r, uint32_t ip)
+/* The pod known by the same address as q (see struct rd_pod). */
+static struct rd_pod *pod_find(struct redirect *r, const struct rd_pod *q)
 {
-	for (size_t i = 0; i < r->npods; i++)
-		if (r->pods[i].ip == ip)
+	for (size_t i = 0; i < r->npods; i++) {
+		const struct rd_pod *p = &r->pods[i];
+		if (q->ip ? p->ip == q->ip
+			  : !p->ip && p->has6 && q->has6 && memcmp(p->ip6, q->ip6, sizeof(p->ip6)) == 0)
 			return &r->pods[i];
+	}
 	return NULL;
 }
 
-static struct rd_pod *pod_add(struct redirect *r, uint32_t ip)
+/* Adds a pod with q's addresses (not attached). */
+static struct rd_pod *pod_add(struct redirect *r, const struct rd_pod *q)
 {
 	if (r->npods == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 16;
@@ -434,7 +501,8 @@ static struct rd_pod *pod_add(struct redirect *r, uint32_t ip)
 		r->pods = v;
 		r->cap = cap;
 	}
-	r->pods[r->npods] = (struct rd_pod){ .ip = ip };
+	r->pods[r->npods] = (struct rd_pod){ .ip = q->ip, .has6 = q->has6 };
+	memcpy(r->pods[r->npods].ip6, q->ip6, sizeof(q->ip6));
 	return &r->pods[r->npods++];
 }
 
@@ -442,6 +510,50 @@ static void pod_remove(struct redirect *r, size_t i)
 {
 	free(r->pods[i].uid);
 	r->pods[i] = r->pods[--r->npods];
+}
+
+/* The addresses of a caller's pod: -EAFNOSUPPORT when it names no IPv4 or IPv6 address. */
+static int rd_pod_of_redirect_pod(const struct redirect_pod *in, struct rd_pod *q)
+{
+	const struct sockaddr_storage *v6 = NULL;
+
+	memset(q, 0, sizeof(*q));
+	if (in->addr.ss_family == AF_INET) {
+		q->ip = ((const struct sockaddr_in *)&in->addr)->sin_addr.s_addr;
+		if (in->addr6.ss_family == AF_INET6)
+			v6 = &in->addr6;
+	} else if (in->addr.ss_family == AF_INET6) {
+		v6 = &in->addr;
+	}
+	if (v6) {
+		q->has6 = true;
+		memcpy(q->ip6, &((const struct sockaddr_in6 *)v6)->sin6_addr, sizeof(q->ip6));
+	}
+	return q->ip || q->has6 ? 0 : -EAFNOSUPPORT;
+}
+
+/* A dual-stack pod's IPv6 address came, went or changed: follow it (in the BPF entry too
+ * when the pod is attached). 0 or -errno of the map update. */
+static int pod_set_ip6(struct redirect *r, struct rd_pod *p, const struct rd_pod *q)
+{
+	struct redirect_iface cfg;
+	__u32 key = (__u32)p->ifindex;
+	char ip[POD_ADDR_STR_LEN];
+
+	if (p->has6 == q->has6 && (!p->has6 || memcmp(p->ip6, q->ip6, sizeof(p->ip6)) == 0))
+		return 0;
+	p->has6 = q->has6;
+	memcpy(p->ip6, q->ip6, sizeof(p->ip6));
+	if (!p->ifindex || bpf_map_lookup_elem(ifaces_fd(r), &key, &cfg))
+		return 0;
+	cfg.flags = (uint8_t)((cfg.flags & ~REDIRECT_IFACE_F_IPV6) |
+			      (p->has6 ? REDIRECT_IFACE_F_IPV6 : 0));
+	memcpy(cfg.pod_ip6, p->ip6, sizeof(cfg.pod_ip6));
+	if (bpf_map_update_elem(ifaces_fd(r), &key, &cfg, BPF_EXIST))
+		return -errno;
+	pr_info("capture: pod %s on %s is now %s", p->uid ? p->uid : "?", p->ifname,
+		rd_pod_str(p, ip));
+	return 0;
 }
 
 /* Interfaces attached by a previous run (the pinned ifaces map): take them over with this
@@ -469,20 +581,23 @@ static int adopt_previous(struct redirect *r)
 	for (size_t i = 0; i < n; i++) {
 		struct redirect_iface cfg;
 		struct netlink_pod_if pif = { .ifindex = (int)keys[i] }, now;
-		struct rd_pod *p;
-		int found;
+		struct rd_pod *p, prev_pod;
+		const void *addr;
+		int found, family;
 
 		if (bpf_map_lookup_elem(fd, &keys[i], &cfg))
 			continue;
-		found = netlink_find_pod_if(r->nl, cfg.pod_ip, &now);
-		if (netlink_link_name(r->nl, pif.ifindex, pif.ifname) || pod_find(r, cfg.pod_ip) ||
+		prev_pod = rd_pod_of_cfg(&cfg);
+		family = rd_pod_anchor(&prev_pod, &addr);
+		found = netlink_find_pod_if(r->nl, family, addr, &now);
+		if (netlink_link_name(r->nl, pif.ifindex, pif.ifname) || pod_find(r, &prev_pod) ||
 		    (found == 0 && now.ifindex != pif.ifindex) || (found && found != -EAGAIN)) {
 			tc_detach_one(pif.ifindex, BPF_TC_EGRESS);
 			tc_detach_one(pif.ifindex, BPF_TC_INGRESS);
 			bpf_map_delete_elem(fd, &keys[i]);
 			continue;
 		}
-		p = pod_add(r, cfg.pod_ip);
+		p = pod_add(r, &prev_pod);
 		if (!p) {
 			err = -ENOMEM;
 			goto out;
@@ -577,6 +692,32 @@ static int set_listener(struct redirect *r, __u32 key, int fd)
 	return bpf_map_update_elem(mfd, &key, &v, BPF_ANY);
 }
 
+/* IPv6 local delivery: `ip -6 rule fwmark MARK/MASK lookup TABLE` and `local ::/0 dev lo` in
+ * TABLE, as for IPv4. A node without IPv6 (ipv6.disable=1, or IPv6 disabled on lo) cannot take
+ * them: then IPv6 capture is off, and r->ipv6 stays false (a captured IPv6 packet could not be
+ * delivered; the socket assigned to it keeps it from being forwarded, so it is dropped: capture
+ * still fails closed). 0, or -errno for any other failure. */
+static int ipv6_delivery_add(struct redirect *r)
+{
+	const struct redirect_opts *o = &r->opts;
+	int err;
+
+	err = netlink_rule_add(r->nl, AF_INET6, o->mark, o->mark_mask, o->table, o->rule_priority);
+	if (!err) {
+		err = netlink_local_route_add(r->nl, AF_INET6, o->table);
+		if (err)
+			netlink_rule_del(r->nl, AF_INET6, o->mark, o->mark_mask, o->table,
+					 o->rule_priority);
+	}
+	if (err == -EAFNOSUPPORT || err == -EACCES || err == -EOPNOTSUPP) {
+		pr_info("capture: IPv6 is off on this node (%s): IPv6 TCP of enrolled pods is not "
+			"captured", strerror(-err));
+		return 0;
+	}
+	r->ipv6 = err == 0;
+	return err;
+}
+
 struct redirect *redirect_new(const struct redirect_opts *opts)
 {
 	struct redirect *r = calloc(1, sizeof(*r));
@@ -603,7 +744,9 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 		goto fail;
 	what = "inserting the listeners into the sockmap";
 	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, opts->outbound_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)))
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, opts->outbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)))
 		goto fail;
 	what = "opening netlink";
 	r->nl = netlink_new(true);
@@ -615,11 +758,14 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if ((err = events_open(r)))
 		goto fail;
 	what = "adding the policy rule";
-	if ((err = netlink_rule_add(r->nl, opts->mark, opts->mark_mask, opts->table,
+	if ((err = netlink_rule_add(r->nl, AF_INET, opts->mark, opts->mark_mask, opts->table,
 				    opts->rule_priority)))
 		goto fail;
 	what = "adding the local route";
-	if ((err = netlink_local_route_add(r->nl, opts->table)))
+	if ((err = netlink_local_route_add(r->nl, AF_INET, opts->table)))
+		goto fail;
+	what = "adding the IPv6 policy rule and local route";
+	if ((err = ipv6_delivery_add(r)))
 		goto fail;
 	what = "turning off TCP early demux (" EARLY_DEMUX_SYSCTL ")";
 	if ((err = set_tcp_early_demux(false)))
@@ -627,8 +773,9 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	what = "taking over the interfaces of the previous run";
 	if ((err = netlink_refresh(r->nl)) || (err = adopt_previous(r)))
 		goto fail;
-	pr_info("capture: BPF loaded (maps pinned in %s), rule fwmark 0x%x/0x%x lookup %u prio %u",
-		r->pin_dir, opts->mark, opts->mark_mask, opts->table, opts->rule_priority);
+	pr_info("capture: BPF loaded (maps pinned in %s), rule fwmark 0x%x/0x%x lookup %u prio %u%s",
+		r->pin_dir, opts->mark, opts->mark_mask, opts->table, opts->rule_priority,
+		r->ipv6 ? " (IPv4 and IPv6)" : " (IPv4)");
 	return r;
 fail:
 	pr_warn("capture: %s: %s", what, strerror(-err));
@@ -663,16 +810,17 @@ int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_
 	for (size_t i = 0; i < r->npods; i++)
 		r->pods[i].wanted = false;
 	for (size_t i = 0; i < n; i++) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&pods[i].addr;
-		struct rd_pod *p;
+		struct rd_pod q, *p;
 		char *uid;
 
-		if (pods[i].addr.ss_family != AF_INET)
-			continue;	/* TODO: IPv6 capture */
-		p = pod_find(r, sin->sin_addr.s_addr);
-		if (!p && !(p = pod_add(r, sin->sin_addr.s_addr)))
+		if (rd_pod_of_redirect_pod(&pods[i], &q))
+			continue;
+		p = pod_find(r, &q);
+		if (!p && !(p = pod_add(r, &q)))
 			return -ENOMEM;
 		p->wanted = true;
+		if ((err = pod_set_ip6(r, p, &q)) && !first_err)
+			first_err = err;
 		if (pods[i].uid && (!p->uid || strcmp(p->uid, pods[i].uid) != 0)) {
 			if (!(uid = strdup(pods[i].uid)))
 				return -ENOMEM;
@@ -753,7 +901,7 @@ json_t *redirect_state_json(struct redirect *r)
 	json_t *o = json_object(), *ifs = json_array(), *pend = json_array();
 	json_t *lis = json_object(), *st = json_object();
 	int ncpu = libbpf_num_possible_cpus();
-	char ip[INET_ADDRSTRLEN], mac[18];
+	char ip[INET_ADDRSTRLEN], ip6[INET6_ADDRSTRLEN], mac[18];
 
 	if (!o || !ifs || !pend || !lis || !st || ncpu <= 0)
 		goto fail;
@@ -762,24 +910,28 @@ json_t *redirect_state_json(struct redirect *r)
 		struct redirect_iface cfg = { 0 };
 		__u32 key = (__u32)p->ifindex;
 
-		ip4_str(p->ip, ip);
+		const char *ip4s = p->ip ? inet_ntop(AF_INET, &p->ip, ip, sizeof(ip)) : NULL;
+		const char *ip6s = p->has6 ? inet_ntop(AF_INET6, p->ip6, ip6, sizeof(ip6)) : NULL;
+
 		if (!p->ifindex) {
-			json_array_append_new(pend, json_pack("{s:s?, s:s}", "pod_uid", p->uid, "ip", ip));
+			json_array_append_new(pend, json_pack("{s:s?, s:s?, s:s?}", "pod_uid", p->uid,
+							      "ip", ip4s, "ip6", ip6s));
 			continue;
 		}
 		bpf_map_lookup_elem(ifaces_fd(r), &key, &cfg);
 		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", cfg.local_mac[0],
 			 cfg.local_mac[1], cfg.local_mac[2], cfg.local_mac[3], cfg.local_mac[4],
 			 cfg.local_mac[5]);
-		json_array_append_new(ifs, json_pack("{s:s, s:i, s:s?, s:s, s:s, s:s, s:b}",
-			"ifname", p->ifname, "ifindex", p->ifindex, "pod_uid", p->uid, "ip", ip,
+		json_array_append_new(ifs, json_pack("{s:s, s:i, s:s?, s:s?, s:s?, s:s, s:s, s:b}",
+			"ifname", p->ifname, "ifindex", p->ifindex, "pod_uid", p->uid, "ip", ip4s,
+			"ip6", ip6s,
 			"mode", p->mode == REDIRECT_MODE_BRIDGE ? "bridge" : "routed",
 			"local_mac", mac, "qdisc_ours", p->qdisc_ours));
 	}
 	for (__u32 k = 0; k < REDIRECT_LISTENER_MAX; k++) {
 		__u64 cookie = 0;
 		int ok = bpf_map_lookup_elem(bpf_map__fd(r->skel->maps.ambit_listeners), &k, &cookie) == 0;
-		json_object_set_new(lis, k == REDIRECT_LISTENER_OUTBOUND ? "outbound" : "inbound",
+		json_object_set_new(lis, listener_names[k],
 				    ok ? json_pack("{s:I}", "socket_cookie", (json_int_t)cookie) : json_null());
 	}
 	{
@@ -798,9 +950,10 @@ json_t *redirect_state_json(struct redirect *r)
 		"egress", prog_json(r->skel->progs.ambit_egress)));
 	json_object_set_new(o, "tc", json_pack("{s:i, s:i}", "handle", REDIRECT_TC_HANDLE,
 					       "priority", REDIRECT_TC_PRIORITY));
-	json_object_set_new(o, "rule", json_pack("{s:I, s:I, s:I, s:I}",
+	json_object_set_new(o, "rule", json_pack("{s:I, s:I, s:I, s:I, s:b}",
 		"fwmark", (json_int_t)r->opts.mark, "mask", (json_int_t)r->opts.mark_mask,
-		"table", (json_int_t)r->opts.table, "priority", (json_int_t)r->opts.rule_priority));
+		"table", (json_int_t)r->opts.table, "priority", (json_int_t)r->opts.rule_priority,
+		"ipv6", r->ipv6));
 	json_object_set_new(o, "listeners", lis);
 	json_object_set_new(o, "interfaces", ifs);
 	json_object_set_new(o, "pending", pend);
@@ -868,14 +1021,23 @@ int redirect_cleanup(const struct redirect_opts *opts)
 			tc_destroy_if_empty(nl, links[i]);
 	}
 	free(links);
-	if ((err = netlink_rule_del(nl, opts->mark, opts->mark_mask, opts->table,
-				    opts->rule_priority))) {
-		pr_warn("cleanup: policy rule: %s", strerror(-err));
-		first_err = first_err ? first_err : err;
-	}
-	if ((err = netlink_local_route_del(nl, opts->table))) {
-		pr_warn("cleanup: local route in table %u: %s", opts->table, strerror(-err));
-		first_err = first_err ? first_err : err;
+	for (int f = 0; f < 2; f++) {
+		int family = f ? AF_INET6 : AF_INET;
+		const char *v = f ? "IPv6 " : "";
+
+		/* A node without IPv6 has no IPv6 rule or route to remove. */
+		err = netlink_rule_del(nl, family, opts->mark, opts->mark_mask, opts->table,
+				       opts->rule_priority);
+		if (err && !(f && err == -EAFNOSUPPORT)) {
+			pr_warn("cleanup: %spolicy rule: %s", v, strerror(-err));
+			first_err = first_err ? first_err : err;
+		}
+		err = netlink_local_route_del(nl, family, opts->table);
+		if (err && !(f && err == -EAFNOSUPPORT)) {
+			pr_warn("cleanup: %slocal route in table %u: %s", v, opts->table,
+				strerror(-err));
+			first_err = first_err ? first_err : err;
+		}
 	}
 	if ((err = set_tcp_early_demux(true))) {
 		pr_warn("cleanup: restoring %s: %s", EARLY_DEMUX_SYSCTL, strerror(-err));

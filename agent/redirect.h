@@ -7,7 +7,8 @@
  *
  * What the node netns gets: tc clsact filters (handle/priority REDIRECT_TC_*) on each enrolled
  * pod's host veth; `ip rule fwmark MARK/MASK lookup TABLE prio PRIO`; `local 0.0.0.0/0 dev lo
- * table TABLE`; net.ipv4.tcp_early_demux=0 (else forwarded packets of inbound-captured
+ * table TABLE`; the same two for IPv6 (`ip -6 rule`, `local ::/0`) when the node has IPv6;
+ * net.ipv4.tcp_early_demux=0 (it covers IPv6 TCP too) (else forwarded packets of inbound-captured
  * connections would meet the agent's socket in early demux and be dropped by ip_forward);
  * in bridge mode a static FDB entry per pod (captured frames skip the bridge's learning).
  * Must run in the node's network namespace (netlink sockets, sysctl and tc are per netns). */
@@ -26,14 +27,19 @@ struct redirect_opts {
 	uint32_t rule_priority;		/* ip rule priority, default 32000 */
 	int outbound_listener_fd;	/* transparent listener on 15001 (127.0.0.1 works), -1 none */
 	int inbound_listener_fd;	/* transparent listener on 15006, -1 none */
+	/* IPv6 transparent listeners (IPV6_V6ONLY; [::1] works), -1 none: then IPv6 SYNs of
+	 * enrolled pods are dropped, as IPv4 ones are without a listener. */
+	int outbound6_listener_fd;
+	int inbound6_listener_fd;
 };
 
 struct redirect;
 
-/* A local enrolled pod to capture. */
+/* A local enrolled pod to capture. Its interface is found through addr. */
 struct redirect_pod {
 	const char *uid;
-	struct sockaddr_storage addr;	/* pod IP, port 0 */
+	struct sockaddr_storage addr;	/* pod IPv4 (or the IPv6 of an IPv6-only pod), port 0 */
+	struct sockaddr_storage addr6;	/* a dual-stack pod's IPv6; ss_family 0 when none */
 };
 
 /* Loads (or re-uses pinned) BPF state, installs rule and route, registers the listeners
@@ -54,12 +60,13 @@ int redirect_process_events(struct redirect *r);
 /* Attached interfaces and pending pods, program ids, listeners (socket cookies), rule and
  * per-verdict counters (admin API `bpf`). New reference; NULL + errno. */
 json_t *redirect_state_json(struct redirect *r);
-/* Removes every tc filter (on every link; clsact too when that leaves it empty), rule, route,
+/* Removes every tc filter (on every link; clsact too when that leaves it empty), rule, route
+ * (IPv4 and IPv6),
  * static FDB entry and pinned object that ambit installed and restores tcp_early_demux=1.
  * Needs no running agent; idempotent. 0 or the first -errno (all steps are tried). */
 int redirect_cleanup(const struct redirect_opts *opts);
 /* Defaults: pin_dir /sys/fs/bpf/ambit, mark 0x0a3b0000/0xffff0000, table 133, priority
- * 32000, no listeners. */
+ * 32000, no listeners (all four fds -1). */
 void redirect_opts_default(struct redirect_opts *opts);
 
 #endif

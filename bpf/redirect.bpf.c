@@ -9,9 +9,20 @@
 #define TC_ACT_OK	0
 #define TC_ACT_SHOT	2
 #define ETH_P_IP	0x0800
+#define ETH_P_IPV6	0x86DD
 #define ETH_ALEN	6
 #define IP_MF		0x2000
 #define IP_OFFSET	0x1fff
+#define IP6_OFFSET	0xfff8	/* fragment offset bits of an IPv6 fragment header */
+/* IPv6 extension headers walked before the upper-layer header (RFC 8200 §4.1 expects at most
+ * one of each, two destination options). A TCP segment behind a longer chain is dropped on an
+ * enrolled interface rather than passed: a deeper chain must not be a way around capture. */
+#define IPV6_EXT_MAX	8
+#define NEXTHDR_HOP	0
+#define NEXTHDR_ROUTING	43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH	51
+#define NEXTHDR_DEST	60
 #define BPF_F_CURRENT_NETNS_ID	(-1L)
 
 /* Tunables, set by agent/redirect.c between open and load. */
@@ -53,38 +64,160 @@ static __always_inline void count(__u32 what)
 
 struct pkt {
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	__u32 family;		/* 4 (ip set) or 6 (ip6 set); 0 before the IP header parsed */
+	struct iphdr *ip;	/* IPv4 */
+	struct ipv6hdr *ip6;	/* IPv6 */
 	struct tcphdr *tcp;	/* NULL for a non-first fragment */
 };
 
-/* Parses Ethernet + IPv4 + TCP with every header bounds-checked. 0 when the packet is IPv4
- * TCP (p filled), -1 for anything else (IPv6 capture is a TODO; ARP, UDP, ICMP, runts). */
-static __always_inline int parse_tcp4(struct __sk_buff *skb, struct pkt *p)
+/* An IPv6 extension header's first two bytes (hop-by-hop, routing, destination options: length
+ * in 8-octet units past the first 8, RFC 8200 §4.3-4.6; AH: 4-octet units past the first 8,
+ * RFC 4302 §2.2) and the fragment header (RFC 8200 §4.5). */
+struct ext6_hdr {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct frag6_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;	/* offset << 3 | M */
+	__be32 identification;
+};
+
+/* parse_tcp() results. */
+#define PARSE_TCP	0	/* TCP (p filled; p->tcp NULL for a non-first fragment) */
+#define PARSE_OTHER	-1	/* not TCP, or malformed: passed */
+#define PARSE_TOO_DEEP	-2	/* IPv6 with more than IPV6_EXT_MAX extension headers */
+
+static __always_inline int parse_tcp4(void *end, struct pkt *p)
+{
+	struct iphdr *ip = (void *)(p->eth + 1);
+	struct tcphdr *tcp;
+	__u32 ihl;
+
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5 ||
+	    ip->protocol != IPPROTO_TCP)
+		return PARSE_OTHER;
+	p->ip = ip;
+	p->family = 4;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return PARSE_TCP;
+	ihl = ip->ihl * 4;
+	tcp = (void *)ip + ihl;
+	if ((void *)(tcp + 1) > end || tcp->doff < 5)
+		return PARSE_OTHER;
+	p->tcp = tcp;
+	return PARSE_TCP;
+}
+
+/* Walks up to IPV6_EXT_MAX extension headers (each bounds-checked) to the TCP header. A
+ * non-first fragment of TCP (the fragment header names TCP next) has no ports: PARSE_TCP with
+ * p->tcp NULL, as for IPv4. */
+static __always_inline int parse_tcp6(void *end, struct pkt *p)
+{
+	struct ipv6hdr *ip6 = (void *)(p->eth + 1);
+	struct tcphdr *tcp;
+	void *cur;
+	__u8 nexthdr;
+
+	if ((void *)(ip6 + 1) > end || ip6->version != 6)
+		return PARSE_OTHER;
+	p->ip6 = ip6;
+	p->family = 6;
+	nexthdr = ip6->nexthdr;
+	cur = ip6 + 1;
+	for (int i = 0; i <= IPV6_EXT_MAX; i++) {
+		struct ext6_hdr *h = cur;
+		struct frag6_hdr *f = cur;
+
+		if (nexthdr == IPPROTO_TCP)
+			goto tcp;
+		if (i == IPV6_EXT_MAX)
+			break;
+		switch (nexthdr) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+			if ((void *)(h + 1) > end)
+				return PARSE_OTHER;
+			nexthdr = h->nexthdr;
+			cur += ((__u32)h->hdrlen + 1) * 8;
+			break;
+		case NEXTHDR_AUTH:
+			if ((void *)(h + 1) > end)
+				return PARSE_OTHER;
+			nexthdr = h->nexthdr;
+			cur += ((__u32)h->hdrlen + 2) * 4;
+			break;
+		case NEXTHDR_FRAGMENT:
+			if ((void *)(f + 1) > end)
+				return PARSE_OTHER;
+			if (f->frag_off & bpf_htons(IP6_OFFSET))
+				return f->nexthdr == IPPROTO_TCP ? PARSE_TCP : PARSE_OTHER;
+			nexthdr = f->nexthdr;
+			cur = f + 1;
+			break;
+		default:
+			return PARSE_OTHER;	/* UDP, ICMPv6, ESP, no next header, ... */
+		}
+	}
+	return PARSE_TOO_DEEP;
+tcp:
+	tcp = cur;
+	if ((void *)(tcp + 1) > end || tcp->doff < 5)
+		return PARSE_OTHER;
+	p->tcp = tcp;
+	return PARSE_TCP;
+}
+
+/* Parses Ethernet + IPv4 or IPv6 (+ extension headers) + TCP, every header bounds-checked.
+ * PARSE_TCP, PARSE_OTHER (ARP, UDP, ICMP, runts, bad headers) or PARSE_TOO_DEEP. */
+static __always_inline int parse_tcp(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip;
-	struct tcphdr *tcp;
-	__u32 ihl;
 
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return -1;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5 ||
-	    ip->protocol != IPPROTO_TCP)
-		return -1;
 	p->eth = eth;
-	p->ip = ip;
+	p->family = 0;
+	p->ip = NULL;
+	p->ip6 = NULL;
 	p->tcp = NULL;
-	if (ip->frag_off & bpf_htons(IP_OFFSET))
-		return 0;
-	ihl = ip->ihl * 4;
-	tcp = (void *)ip + ihl;
-	if ((void *)(tcp + 1) > end || tcp->doff < 5)
-		return -1;
-	p->tcp = tcp;
-	return 0;
+	if ((void *)(eth + 1) > end)
+		return PARSE_OTHER;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_tcp4(end, p);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_tcp6(end, p);
+	return PARSE_OTHER;
+}
+
+/* parse_tcp(), then barrier_var() (bpf_helpers.h) on p->family, which the code below
+ * branches on (never on the header pointers: the verifier does not take a packet pointer
+ * for non-NULL). The barrier keeps clang from re-deriving the family from the EtherType, a
+ * relation the verifier cannot follow (it does not narrow a value on "!="). */
+static __always_inline int parse_pkt(struct __sk_buff *skb, struct pkt *p)
+{
+	int rc = parse_tcp(skb, p);
+
+	barrier_var(p->family);
+	return rc;
+}
+
+static __always_inline bool ip6_eq(const struct in6_addr *a, const __u32 *b)
+{
+	const __u32 *x = a->in6_u.u6_addr32;
+	return x[0] == b[0] && x[1] == b[1] && x[2] == b[2] && x[3] == b[3];
+}
+
+/* Is the packet addressed to the pod behind ifc (its IPv4, or its IPv6 when it has one)? */
+static __always_inline bool to_pod(const struct pkt *p, const struct redirect_iface *ifc)
+{
+	if (p->family == 4)
+		return p->ip->daddr == ifc->pod_ip;
+	return p->family == 6 && (ifc->flags & REDIRECT_IFACE_F_IPV6) &&
+	       ip6_eq(&p->ip6->daddr, ifc->pod_ip6);
 }
 
 /* Makes the frame go up the node's stack: the local MAC of this interface as destination
@@ -100,6 +233,36 @@ static __always_inline int deliver_locally(struct __sk_buff *skb, struct pkt *p,
 	return TC_ACT_OK;
 }
 
+/* Steers a SYN with no socket to the agent's listener for its direction and family. */
+static __always_inline int assign_listener(struct __sk_buff *skb, struct pkt *p,
+					   const struct redirect_iface *ifc)
+{
+	bool inbound = to_pod(p, ifc);
+	struct bpf_sock *sk;
+	__u32 key;
+	long err;
+
+	if (p->family == 4)
+		key = inbound ? REDIRECT_LISTENER_INBOUND : REDIRECT_LISTENER_OUTBOUND;
+	else
+		key = inbound ? REDIRECT_LISTENER_INBOUND6 : REDIRECT_LISTENER_OUTBOUND6;
+	sk = bpf_map_lookup_elem(&ambit_listeners, &key);
+	if (!sk) {
+		count(REDIRECT_STAT_DROP_NO_LISTENER);
+		return TC_ACT_SHOT;
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		count(REDIRECT_STAT_DROP_ASSIGN);
+		return TC_ACT_SHOT;
+	}
+	count(inbound ? REDIRECT_STAT_INBOUND : REDIRECT_STAT_OUTBOUND);
+	if (p->family == 6)
+		count(inbound ? REDIRECT_STAT_INBOUND6 : REDIRECT_STAT_OUTBOUND6);
+	return deliver_locally(skb, p, ifc);
+}
+
 /* tc ingress of the host veth = packets leaving the pod (and those turned around by
  * ambit_egress). */
 SEC("tc")
@@ -108,12 +271,22 @@ int ambit_ingress(struct __sk_buff *skb)
 	struct bpf_sock_tuple tuple = {};
 	struct redirect_iface *ifc;
 	struct bpf_sock *sk;
-	__u32 ifindex = skb->ifindex, key;
+	__u32 ifindex = skb->ifindex, tlen;
 	struct pkt p;
 	long err;
+	int rc;
 
 	ifc = bpf_map_lookup_elem(&ambit_ifaces, &ifindex);
-	if (!ifc || parse_tcp4(skb, &p)) {
+	if (!ifc) {
+		count(REDIRECT_STAT_PASS);
+		return TC_ACT_OK;
+	}
+	rc = parse_pkt(skb, &p);
+	if (rc == PARSE_TOO_DEEP) {
+		count(REDIRECT_STAT_DROP_EXTHDR);
+		return TC_ACT_SHOT;
+	}
+	if (rc != PARSE_TCP) {
 		count(REDIRECT_STAT_PASS);
 		return TC_ACT_OK;
 	}
@@ -123,15 +296,25 @@ int ambit_ingress(struct __sk_buff *skb)
 		count(REDIRECT_STAT_FRAGMENT);
 		return deliver_locally(skb, &p, ifc);
 	}
-	tuple.ipv4.saddr = p.ip->saddr;
-	tuple.ipv4.daddr = p.ip->daddr;
-	tuple.ipv4.sport = p.tcp->source;
-	tuple.ipv4.dport = p.tcp->dest;
+	if (p.family == 4) {
+		tuple.ipv4.saddr = p.ip->saddr;
+		tuple.ipv4.daddr = p.ip->daddr;
+		tuple.ipv4.sport = p.tcp->source;
+		tuple.ipv4.dport = p.tcp->dest;
+		tlen = sizeof(tuple.ipv4);
+	} else if (p.family == 6) {
+		__builtin_memcpy(tuple.ipv6.saddr, p.ip6->saddr.in6_u.u6_addr32, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, p.ip6->daddr.in6_u.u6_addr32, 16);
+		tuple.ipv6.sport = p.tcp->source;
+		tuple.ipv6.dport = p.tcp->dest;
+		tlen = sizeof(tuple.ipv6);
+	} else {
+		return TC_ACT_OK;	/* not reached: PARSE_TCP sets one of them */
+	}
 
 	/* An existing connection of the node: the agent's accepted socket (local address =
 	 * the original destination), its transparent upstream socket, or a kubelet probe. */
-	sk = (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4),
-						   BPF_F_CURRENT_NETNS_ID, 0);
+	sk = (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &tuple, tlen, BPF_F_CURRENT_NETNS_ID, 0);
 	if (sk) {
 		if (sk->state != BPF_TCP_LISTEN) {
 			err = bpf_sk_assign(skb, sk, 0);
@@ -150,36 +333,29 @@ int ambit_ingress(struct __sk_buff *skb)
 		count(REDIRECT_STAT_DROP_NO_SOCKET);
 		return TC_ACT_SHOT;
 	}
-	key = p.ip->daddr == ifc->pod_ip ? REDIRECT_LISTENER_INBOUND : REDIRECT_LISTENER_OUTBOUND;
-	sk = bpf_map_lookup_elem(&ambit_listeners, &key);
-	if (!sk) {
-		count(REDIRECT_STAT_DROP_NO_LISTENER);
-		return TC_ACT_SHOT;
-	}
-	err = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (err) {
-		count(REDIRECT_STAT_DROP_ASSIGN);
-		return TC_ACT_SHOT;
-	}
-	count(key == REDIRECT_LISTENER_INBOUND ? REDIRECT_STAT_INBOUND : REDIRECT_STAT_OUTBOUND);
-	return deliver_locally(skb, &p, ifc);
+	return assign_listener(skb, &p, ifc);
 }
 
 /* tc egress of the host veth = packets going into the pod. The node's own sockets (the
- * agent, kubelet) pass; forwarded or bridged TCP is turned into ingress of this same
- * interface so that ambit_ingress captures it into 15006. */
+ * agent, kubelet) pass; forwarded or bridged TCP (IPv4 or IPv6) is turned into ingress of
+ * this same interface so that ambit_ingress captures it into 15006. */
 SEC("tc")
 int ambit_egress(struct __sk_buff *skb)
 {
 	struct redirect_iface *ifc;
 	__u32 ifindex = skb->ifindex;
 	struct pkt p;
+	int rc;
 
 	if (skb->sk)
 		return TC_ACT_OK;
 	ifc = bpf_map_lookup_elem(&ambit_ifaces, &ifindex);
-	if (!ifc || parse_tcp4(skb, &p) || p.ip->daddr != ifc->pod_ip)
+	if (!ifc)
+		return TC_ACT_OK;
+	/* A chain too deep to parse goes round too: ambit_ingress drops it, so that it cannot
+	 * reach the pod uncaptured. */
+	rc = parse_pkt(skb, &p);
+	if ((rc != PARSE_TCP && rc != PARSE_TOO_DEEP) || !to_pod(&p, ifc))
 		return TC_ACT_OK;
 	/* As if the pod had sent it towards the node: its own MAC as source (bridge learning
 	 * stays right), the interface's local MAC as destination (PACKET_HOST on re-entry). */

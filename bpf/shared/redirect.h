@@ -11,9 +11,11 @@
 #endif
 
 /* Keys of the listener sockmap (pinned as REDIRECT_MAP_LISTENERS). */
-#define REDIRECT_LISTENER_OUTBOUND	0	/* 15001: TCP leaving an enrolled pod */
-#define REDIRECT_LISTENER_INBOUND	1	/* 15006: TCP towards an enrolled pod */
-#define REDIRECT_LISTENER_MAX		2
+#define REDIRECT_LISTENER_OUTBOUND	0	/* 15001: IPv4 TCP leaving an enrolled pod */
+#define REDIRECT_LISTENER_INBOUND	1	/* 15006: IPv4 TCP towards an enrolled pod */
+#define REDIRECT_LISTENER_OUTBOUND6	2	/* [::1]:15001, IPV6_V6ONLY: IPv6 TCP leaving it */
+#define REDIRECT_LISTENER_INBOUND6	3	/* [::1]:15006, IPV6_V6ONLY: IPv6 TCP towards it */
+#define REDIRECT_LISTENER_MAX		4
 
 /* Pinned map names (also the file names in the pin dir; at most 15 characters). */
 #define REDIRECT_MAP_LISTENERS	"ambit_listeners"
@@ -33,10 +35,11 @@ enum redirect_iface_mode {
 
 /* redirect_iface.flags */
 #define REDIRECT_IFACE_F_QDISC_OURS	0x1	/* the agent created the clsact qdisc */
+#define REDIRECT_IFACE_F_IPV6		0x2	/* pod_ip6 is set (a dual-stack pod) */
 
 /* Value of the ifaces map, key = the host-side ifindex (__u32). */
 struct redirect_iface {
-	__u32 pod_ip;		/* IPv4, network byte order */
+	__u32 pod_ip;		/* IPv4, network byte order (0 for an IPv6-only pod) */
 	__u8 mode;		/* enum redirect_iface_mode */
 	__u8 flags;		/* REDIRECT_IFACE_F_* */
 	/* The destination MAC that makes a captured frame go up the node's stack on this
@@ -49,11 +52,14 @@ struct redirect_iface {
 	 * (captured frames skip the bridge, so it would never re-learn them). */
 	__u8 pod_mac[6];
 	__u8 pad[2];
+	/* The pod's IPv6 address, network byte order, when flags has REDIRECT_IFACE_F_IPV6:
+	 * IPv6 TCP to it is inbound (15006), other IPv6 TCP from the pod outbound (15001). */
+	__u32 pod_ip6[4];
 };
 
 /* Indexes of the per-CPU counter array (map "stats", not pinned). */
 enum redirect_stat {
-	REDIRECT_STAT_PASS,		/* not ours: non-TCP, IPv6, malformed, not enrolled */
+	REDIRECT_STAT_PASS,		/* not ours: non-TCP, malformed, not enrolled */
 	REDIRECT_STAT_SOCKET,		/* assigned to an existing non-listening socket */
 	REDIRECT_STAT_OUTBOUND,		/* SYN from the pod assigned to 15001 */
 	REDIRECT_STAT_INBOUND,		/* SYN towards the pod assigned to 15006 */
@@ -61,7 +67,10 @@ enum redirect_stat {
 	REDIRECT_STAT_DROP_NO_SOCKET,	/* non-SYN without a socket */
 	REDIRECT_STAT_DROP_ASSIGN,	/* bpf_sk_assign failed */
 	REDIRECT_STAT_EGRESS_REDIRECT,	/* forwarded TCP towards the pod turned into ingress */
-	REDIRECT_STAT_FRAGMENT,		/* IPv4 fragment delivered locally for reassembly */
+	REDIRECT_STAT_FRAGMENT,		/* non-first fragment delivered locally for reassembly */
+	REDIRECT_STAT_OUTBOUND6,	/* of REDIRECT_STAT_OUTBOUND: IPv6, to [::1]:15001 */
+	REDIRECT_STAT_INBOUND6,		/* of REDIRECT_STAT_INBOUND: IPv6, to [::1]:15006 */
+	REDIRECT_STAT_DROP_EXTHDR,	/* IPv6 with more extension headers than are walked */
 	REDIRECT_STAT_MAX,
 };
 

@@ -12,6 +12,13 @@ POD_PREFIX=10.244        # node K's pods: 10.244.K.0/24, pod M .(10+M)
 SVC_PREFIX=10.96         # service VIPs: solo 10.96.0.10, app-M 10.96.1.M
 ROUTED_GW=169.254.1.1    # Calico's link-local gateway inside routed pods
 ROUTED_MAC=ee:ee:ee:ee:ee:ee
+# --ipv6 (dual stack): underlay fd00:172:30::/64 (bridge ::1, node K ::(10+K)), node K's pods
+# fd00:10:244:K::/64 (pod M ::(10+M), the gateway of bridge pods ::1); routed pods use the host
+# veth's link-local (EUI-64 of ROUTED_MAC) as gateway, as Calico does.
+UL6_PREFIX=fd00:172:30:
+POD6_PREFIX=fd00:10:244
+ROUTED_GW6=fe80::ecee:eeff:feee:eeee
+LAB_V6=""                # set by `up --ipv6`
 MAX_NODES=20
 MAX_PODS=200
 
@@ -23,6 +30,7 @@ log() { [ -n "${LAB_QUIET:-}" ] || echo "$prog: $*" >&2; }
 usage() {
 	cat <<USAGE
 usage: $prog up NAME --nodes N --pods M --cni routed|bridge [--enroll all|none|LIST] [--waypoint]
+                [--ipv6]
        $prog down NAME
        $prog env NAME
        $prog exec NAME TARGET -- CMD [ARG...]
@@ -34,6 +42,9 @@ of every node); default all. Files go to $LAB_ROOT/NAME/ (lab.env lists every na
 --waypoint: one more pod on node 1 (nK-pM with M = pods + 1, not enrolled) as the pod of a
 waypoint Service "waypoint" (VIP $SVC_PREFIX.0.20, port 15008), named by service app-1
 (istio.io/use-waypoint); waypoint.json is its ambit-waypoint config (LAB_WAYPOINT_* in lab.env).
+--ipv6: dual stack (default: IPv4 only, IPv6 disabled everywhere): nodes get ${UL6_PREFIX}:(10+K)
+on the underlay, pods ${POD6_PREFIX}:K::(10+M) besides their IPv4 (both in workloads.json; *_IP6,
+*_CIDR6 and LAB_IPV6=1 in lab.env). Services and HBONE between nodes stay IPv4.
 USAGE
 }
 
@@ -195,32 +206,49 @@ make_node() { # NAME K CNI NODES
 		net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.all.route_localnet=1 \
 		net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000" \
 		net.ipv4.ip_local_reserved_ports="15000-15021"	# the agent's ports, as a node keeps them
-	in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
-		>/dev/null 2>&1 || true
+	if [ -n "$LAB_V6" ]; then
+		# No duplicate address detection: addresses are usable at once.
+		sysctls "$ns" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+			net.ipv6.conf.all.forwarding=1 net.ipv6.conf.all.accept_dad=0 \
+			net.ipv6.conf.default.accept_dad=0
+	else
+		in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+			>/dev/null 2>&1 || true
+	fi
 	ip -n "$ul" link add "n$k" type veth peer name eth0 netns "$ns"
 	ip -n "$ul" link set "n$k" master underlay up
 	ip -n "$ns" addr add "$UL_PREFIX.$((10 + k))/24" dev eth0
+	[ -z "$LAB_V6" ] || ip -n "$ns" addr add "$UL6_PREFIX:$((10 + k))/64" dev eth0 nodad
 	ip -n "$ns" link set eth0 up
 	if [ "$cni" = bridge ]; then
 		ip -n "$ns" link add cni0 type bridge
 		ip -n "$ns" addr add "$POD_PREFIX.$k.1/24" dev cni0
+		[ -z "$LAB_V6" ] || ip -n "$ns" addr add "$POD6_PREFIX:$k::1/64" dev cni0 nodad
 		ip -n "$ns" link set cni0 up
 	fi
 	for j in $(seq "$nodes"); do
 		[ "$j" -eq "$k" ] && continue
 		ip -n "$ns" route add "$POD_PREFIX.$j.0/24" via "$UL_PREFIX.$((10 + j))" dev eth0
+		[ -z "$LAB_V6" ] ||
+			ip -n "$ns" -6 route add "$POD6_PREFIX:$j::/64" via "$UL6_PREFIX:$((10 + j))" dev eth0
 	done
 }
 
 make_pod() { # NAME K M CNI
 	local name=$1 k=$2 m=$3 cni=$4 node="$1-n$2" ns="$1-n$2-p$3" ip="$POD_PREFIX.$2.$((10 + $3))" hif
+	local ip6="$POD6_PREFIX:$2::$((10 + $3))"
 	hif=$(host_if "$ns" "$cni")
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 	sysctls "$ns" net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
 		net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000"
-	in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
-		>/dev/null 2>&1 || true
+	if [ -n "$LAB_V6" ]; then
+		sysctls "$ns" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+			net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+	else
+		in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+			>/dev/null 2>&1 || true
+	fi
 	ip -n "$node" link add "$hif" type veth peer name eth0 netns "$ns"
 	if [ "$cni" = routed ]; then
 		# Calico: the host veth has no IP and answers ARP for the pod's gateway (proxy_arp); the
@@ -236,12 +264,22 @@ make_pod() { # NAME K M CNI
 		ip -n "$ns" route add "$ROUTED_GW" dev eth0 scope link
 		ip -n "$ns" neigh replace "$ROUTED_GW" lladdr "$ROUTED_MAC" dev eth0 nud permanent
 		ip -n "$ns" route add default via "$ROUTED_GW" dev eth0
+		if [ -n "$LAB_V6" ]; then
+			ip -n "$node" -6 route add "$ip6/128" dev "$hif"
+			ip -n "$ns" addr add "$ip6/128" dev eth0 nodad
+			ip -n "$ns" -6 neigh replace "$ROUTED_GW6" lladdr "$ROUTED_MAC" dev eth0 nud permanent
+			ip -n "$ns" -6 route add default via "$ROUTED_GW6" dev eth0
+		fi
 	else
 		# flannel: host veths enslaved to cni0 (10.244.K.1/24), pods default-route via it.
 		ip -n "$node" link set "$hif" master cni0 up
 		ip -n "$ns" addr add "$ip/24" dev eth0
 		ip -n "$ns" link set eth0 up
 		ip -n "$ns" route add default via "$POD_PREFIX.$k.1" dev eth0
+		if [ -n "$LAB_V6" ]; then
+			ip -n "$ns" addr add "$ip6/64" dev eth0 nodad
+			ip -n "$ns" -6 route add default via "$POD6_PREFIX:$k::1" dev eth0
+		fi
 	fi
 }
 
@@ -254,8 +292,10 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 		for m in $(seq "$pods"); do
 			pod="$name-n$k-p$m" app="app-$m" en=false
 			[[ $enrolled == *" n$k-p$m "* ]] && en=true
+			local addrs="$POD_PREFIX.$k.$((10 + m))"
+			[ -z "$LAB_V6" ] || addrs+="\",\"$POD6_PREFIX:$k::$((10 + m))"
 			wl+=$(printf '{"uid":"default/%s","name":"%s","namespace":"default","service_account":"%s","node":"%s","addresses":["%s"],"canonical_service":"%s","labels":{"app":"%s","lab.ambit.io/node":"n%s"},"enrolled":%s,"waypoint":null}\n' \
-				"$pod" "$pod" "$app" "$name-n$k" "$POD_PREFIX.$k.$((10 + m))" "$app" "$app" "$k" "$en")
+				"$pod" "$pod" "$app" "$name-n$k" "$addrs" "$app" "$app" "$k" "$en")
 		done
 	done
 	if [ -n "${WAYPOINT:-}" ]; then
@@ -328,6 +368,7 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 		for k in $(seq "$nodes"); do for m2 in $(seq "$pods"); do plist+="n$k-p$m2 "; done; done
 		echo "LAB_POD_LIST=\"${plist% }\""
 		echo "LAB_ENROLLED_LIST=\"$*\""
+		[ -z "$LAB_V6" ] || echo "LAB_IPV6=1"
 		for k in $(seq "$nodes"); do
 			local N="LAB_N$k"
 			echo "${N}_NAME=$name-n$k"
@@ -335,6 +376,10 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 			echo "${N}_IP=$UL_PREFIX.$((10 + k))"
 			echo "${N}_DEV=eth0"
 			echo "${N}_CIDR=$POD_PREFIX.$k.0/24"
+			if [ -n "$LAB_V6" ]; then
+				echo "${N}_IP6=$UL6_PREFIX:$((10 + k))"
+				echo "${N}_CIDR6=$POD6_PREFIX:$k::/64"
+			fi
 			if [ "$cni" = bridge ]; then echo "${N}_GW=$POD_PREFIX.$k.1"; echo "${N}_BRIDGE=cni0"
 			else echo "${N}_GW=$ROUTED_GW"; echo "${N}_BRIDGE="; fi
 			echo "${N}_CONFIG=$dir/node$k.json"
@@ -347,6 +392,7 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 				echo "${P}_NAME=$pns"
 				echo "${P}_NS=$pns"
 				echo "${P}_IP=$POD_PREFIX.$k.$((10 + m))"
+				[ -z "$LAB_V6" ] || echo "${P}_IP6=$POD6_PREFIX:$k::$((10 + m))"
 				echo "${P}_HOSTIF=$(host_if "$pns" "$cni")"
 				echo "${P}_UID=default/$pns"
 				echo "${P}_APP=app-$m"
@@ -403,6 +449,7 @@ do_up() {
 		--cni) [ $# -ge 2 ] || usage_die "--cni needs a value"; cni=$2; shift 2 ;;
 		--enroll) [ $# -ge 2 ] || usage_die "--enroll needs a value"; enroll=$2; shift 2 ;;
 		--waypoint) waypoint=1; shift ;;
+		--ipv6) LAB_V6=1; shift ;;
 		*) usage_die "up: unknown argument '$1'" ;;
 		esac
 	done
@@ -428,11 +475,14 @@ do_up() {
 	mkdir -p "$dir"
 	: >"$dir/pids"
 	printf 'nodes=%s\npods=%s\ncni=%s\n' "$nodes" "$pods" "$cni" >"$dir/state"
+	[ -z "$LAB_V6" ] || echo "ipv6=1" >>"$dir/state"
 
 	ip netns add "$name-ul"
 	ip -n "$name-ul" link set lo up
+	[ -z "$LAB_V6" ] || sysctls "$name-ul" net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
 	ip -n "$name-ul" link add underlay type bridge
 	ip -n "$name-ul" addr add "$UL_PREFIX.1/24" dev underlay
+	[ -z "$LAB_V6" ] || ip -n "$name-ul" addr add "$UL6_PREFIX:1/64" dev underlay nodad
 	ip -n "$name-ul" link set underlay up
 	local k m
 	for k in $(seq "$nodes"); do make_node "$name" "$k" "$cni" "$nodes"; done
@@ -445,7 +495,7 @@ do_up() {
 	# shellcheck disable=SC2086
 	WAYPOINT=$waypoint write_files "$name" "$nodes" "$pods" "$cni" $enrolled
 	trap - EXIT
-	log "lab $name up: $nodes nodes x $pods pods, cni $cni, enrolled: $(echo $enrolled | wc -w) pods; env in $dir/lab.env"
+	log "lab $name up: $nodes nodes x $pods pods, cni $cni${LAB_V6:+, dual stack}, enrolled: $(echo $enrolled | wc -w) pods; env in $dir/lab.env"
 }
 
 resolve_target() { # NAME TARGET -> namespace name
