@@ -891,8 +891,15 @@ static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 		return 0;
 	}
 	s->unconsumed += len;
+	bool kicked = false;
 	if (!st->ovf_head && !(st->flags & STF_DELIVERING)) {
+		/* The conn may flush its buffer to the socket inside this write and ask for more
+		 * (kick_read -> stream_deliver) before the rest below is queued: note it, and
+		 * deliver once the rest is in the overflow, or nothing would ask again. */
+		st->flags |= STF_DELIVERING;
 		n = conn_in_write(st->base.conn, stream_side(st), data, len);
+		kicked = st->flags & STF_REDELIVER;
+		st->flags &= ~(STF_DELIVERING | STF_REDELIVER);
 		st->in_conn += n;
 	}
 	if (n < len && !stream_has_conn(st)) {	/* released while writing */
@@ -916,6 +923,10 @@ static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 		st->ovf_tail = k;
 		st->ovf_bytes += k->len;
 		s->buffered += k->len;
+		if (kicked) {
+			stream_deliver(st);
+			return 0;
+		}
 	}
 	stream_credit(st);
 	return 0;
