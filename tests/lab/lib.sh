@@ -108,6 +108,15 @@ pod_exec() {
 	nsenter --net="/run/netns/$ns" -- "$@"
 }
 
+# lab_metric NAME K METRIC [LABEL=VALUE]: the sum of METRIC's samples on node K's agent
+# (:15020/metrics), only those carrying LABEL="VALUE" when given; 0 when there are none.
+lab_metric() {
+	local sel=${4:+${4%%=*}=\"${4#*=}\"}
+	pod_exec "$1" "n$2" curl -fsS -m 5 "http://$(lab_node_ip "$2"):15020/metrics" |
+		awk -v m="$3" -v r="$sel" '($1 == m || index($1, m "{") == 1) && index($0, r) { s += $NF }
+			END { printf "%.0f\n", s }'
+}
+
 # pod_spawn NAME POD LOG CMD...: starts CMD in the background in POD, output to LOG; records the
 # pid in the lab's pids file (killed by lab down) and sets SPAWNED_PID.
 pod_spawn() {

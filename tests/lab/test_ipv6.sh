@@ -42,10 +42,7 @@ agent_api() { # NAME K PATH: node K's admin API answer
 }
 
 # opened_total NAME K REPORTER: istio_tcp_connections_opened_total{reporter=...} on node K.
-opened_total() {
-	pod_exec "$1" "n$2" curl -fsS -m 5 "http://$(lab_node_ip "$2"):15020/metrics" |
-		awk -v r="reporter=\"$3\"" '$1 ~ /^istio_tcp_connections_opened_total[{ ]/ && index($0, r) { s += $NF } END { printf "%d\n", s }'
-}
+opened_total() { lab_metric "$1" "$2" istio_tcp_connections_opened_total "reporter=$3"; }
 
 counter() { agent_api "$1" "$2" /bpf | jq -r ".counters.$3"; } # NAME K COUNTER
 

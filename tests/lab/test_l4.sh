@@ -34,11 +34,7 @@ concurrent() {
 }
 
 # metric NAME K METRIC REPORTER: sum of METRIC{reporter=REPORTER} over its series on node K.
-metric() {
-	local name=$1 k=$2 m=$3 rep=$4
-	pod_exec "$name" "n$k" curl -fsS -m 5 "http://$(lab_node_ip "$k"):15020/metrics" |
-		awk -v m="$m" -v r="reporter=\"$rep\"" '$1 ~ "^" m "[{ ]" || $1 == m { if (index($0, r)) s += $NF } END { printf "%d\n", s }'
-}
+metric() { lab_metric "$1" "$2" "$3" "reporter=$4"; } # NAME K METRIC REPORTER
 opened() { metric "$1" "$2" istio_tcp_connections_opened_total "$3"; } # NAME K REPORTER
 
 # tcp_metrics NAME K REPORTER: "opened closed received sent" on node K for REPORTER.

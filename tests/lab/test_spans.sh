@@ -112,10 +112,7 @@ nothing_lost() {
 }
 
 # metric K NAME: the sum of the samples of NAME on node K's /metrics.
-metric() {
-	pod_exec "$lab" "n$1" curl -fsS -m 5 "http://$(lab_node_ip "$1"):15020/metrics" |
-		awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { print s + 0 }'
-}
+metric() { lab_metric "$lab" "$1" "$2"; } # K NAME
 
 # count FILE JQ_FILTER: how many spans in FILE match (one JSON object per line).
 count() { jq -c "select($2)" "$1" 2>/dev/null | wc -l; }
@@ -428,10 +425,7 @@ log_line() {
 }
 
 # opened K REPORTER: istio_tcp_connections_opened_total{reporter=REPORTER} on node K.
-opened() {
-	pod_exec "$lab" "n$1" curl -fsS -m 5 "http://$(lab_node_ip "$1"):15020/metrics" |
-		awk -v r="reporter=\"$2\"" '/^istio_tcp_connections_opened_total/ && index($0, r) { s += $NF } END { print s + 0 }'
-}
+opened() { lab_metric "$lab" "$1" istio_tcp_connections_opened_total "reporter=$2"; }
 
 # marker FILE: one connection from node 2's pod to node 1's (sampled at node 2: 100%), then waits
 # for its two spans. Batches leave in order, so every span of an earlier connection that was

@@ -247,10 +247,7 @@ up_fail() {
 check "upstream failure (nothing listens): 503 from the waypoint, request span ERROR with the upstream's message, UF and the endpoint it picked" up_fail
 
 # ---------------- waypoint hand-off for workloads; bypass detection ----------------
-agent_metric() { # K NAME: the sum of NAME's samples on node K's agent
-	pod_exec "$lab" "n$1" curl -fsS -m 5 "http://$(lab_node_ip "$1"):15020/metrics" |
-		awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { print s + 0 }'
-}
+agent_metric() { lab_metric "$lab" "$1" "$2"; } # K NAME: the sum of NAME's samples on node K
 # agent_line K DST [SRC_IP]: the last 'connection complete' line of node K's agent for
 # destination DST (and source SRC_IP), once there is one (the agent logs it at close: 10 s at most)
 agent_line() {
