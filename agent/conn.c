@@ -337,6 +337,8 @@ enum tcp_end_flags {
 	TCP_RD_EOF = 1 << 1,		/* read returned 0 */
 	TCP_WR_SHUT = 1 << 2,		/* shutdown(SHUT_WR) done */
 	TCP_RELEASED = 1 << 3,		/* the conn let go; only the deferred free remains */
+	TCP_FLUSH_QUEUED = 1 << 4,	/* a flush is deferred to the before-sleep step */
+	TCP_RD_STALLED = 1 << 5,	/* readable, but the conn buffer is full */
 };
 
 struct conn_tcp_end {
@@ -356,7 +358,14 @@ static void tcp_update(struct conn_tcp_end *t)
 	if (t->flags & TCP_CONNECTING)
 		ev = EPOLLOUT;
 	else {
-		if (!(t->flags & TCP_RD_EOF) && conn_in_room(c, t->base.side))
+		/* A full buffer keeps EPOLLIN until a wake-up finds it still full: it usually
+		 * drains in the same loop turn, and dropping and re-adding interest would cost two
+		 * epoll_ctl per buffer's worth of bytes. */
+		bool room = conn_in_room(c, t->base.side) > 0;
+		if (room)
+			t->flags &= ~TCP_RD_STALLED;
+		if (!(t->flags & TCP_RD_EOF) &&
+		    (room || ((t->io.events & EPOLLIN) && !(t->flags & TCP_RD_STALLED))))
 			ev |= EPOLLIN | EPOLLRDHUP;
 		if (conn_out_pending(c, t->base.side))
 			ev |= EPOLLOUT;
@@ -410,8 +419,11 @@ static void tcp_read(struct conn_tcp_end *t)
 	for (int i = 0; i < 4 && !(t->flags & (TCP_RD_EOF | TCP_RELEASED)); i++) {
 		uint8_t *p;
 		ssize_t room = conn_in_region(c, side, &p);
-		if (room <= 0)
+		if (room <= 0) {
+			if (!i && !room)
+				t->flags |= TCP_RD_STALLED;
 			return;
+		}
 		ssize_t r = recv(t->fd, p, (size_t)room, 0);
 		if (r > 0) {
 			conn_in_commit(c, side, (size_t)r);
@@ -469,11 +481,35 @@ static void tcp_io(struct loop *l, struct loop_io *io, uint32_t events)
 	tcp_update(t);
 }
 
+static void tcp_flush_task(struct loop *l, void *arg)
+{
+	struct conn_tcp_end *t = arg;
+	(void)l;
+	t->flags &= ~TCP_FLUSH_QUEUED;
+	if (t->flags & TCP_RELEASED)
+		return;
+	tcp_flush(t);
+	if (!(t->flags & TCP_RELEASED))
+		tcp_update(t);
+}
+
+/* New bytes for this socket: write them in the before-sleep step, once, so that what one
+ * wake-up brings (say every DATA frame of a 64 KiB TLS read) leaves in one send, not one per
+ * frame; each send is a packet through the kernel's stack. The deferred free of a released
+ * end runs after this task (tasks run in order), so t is still there. */
 static void tcp_kick_write(struct conn_end *e)
 {
 	struct conn_tcp_end *t = container_of(e, struct conn_tcp_end, base);
-	tcp_flush(t);
-	tcp_update(t);
+
+	if (t->flags & (TCP_FLUSH_QUEUED | TCP_RELEASED))
+		return;
+	if (loop_defer(e->conn->loop, tcp_flush_task, t)) {
+		tcp_flush(t);	/* no memory for the task: write now */
+		if (!(t->flags & TCP_RELEASED))
+			tcp_update(t);
+		return;
+	}
+	t->flags |= TCP_FLUSH_QUEUED;
 }
 
 static void tcp_kick_read(struct conn_end *e)
