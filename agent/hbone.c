@@ -1194,9 +1194,32 @@ static void sess_read(struct hbone_sess *s)
 		pr_warn_rl("hbone: no memory for a timer");
 }
 
-/* nghttp2 -> wbuf -> TLS, until TLS would block or nothing is left. */
+/* A TLS write step failed: EAGAIN waits for the socket, anything else closes the session. */
+static void sess_write_failed(struct hbone_sess *s, ssize_t w)
+{
+	if (w == -EAGAIN) {
+		s->flags |= SF_WR_BLOCKED;
+		if (tls_conn_want(s->tls) & TLS_WANT_READ)
+			s->flags |= SF_WR_WANT_READ;
+		else
+			s->flags &= ~SF_WR_WANT_READ;
+		return;
+	}
+	sess_set_reason(s, "write: %s", *tls_conn_reason(s->tls) ? tls_conn_reason(s->tls)
+								 : strerror((int)-w));
+	sess_close(s, (int)w, s->reason);
+}
+
+/* nghttp2 -> wbuf -> TLS -> socket, until the socket is full or nothing is left. TLS keeps
+ * records the socket did not take (tls_conn_unsent); they go first. */
 static void sess_flush(struct hbone_sess *s)
 {
+	int rc;
+
+	if (tls_conn_unsent(s->tls) && (rc = tls_conn_flush(s->tls))) {
+		sess_write_failed(s, rc);
+		return;
+	}
 	for (;;) {
 		while (s->woff < s->wlen) {
 			ssize_t w = tls_conn_write(s->tls, s->wbuf + s->woff, s->wlen - s->woff);
@@ -1205,22 +1228,13 @@ static void sess_flush(struct hbone_sess *s)
 				s->bytes_sent += (uint64_t)w;
 				continue;
 			}
-			if (w == -EAGAIN) {
-				s->flags |= SF_WR_BLOCKED;
-				if (tls_conn_want(s->tls) & TLS_WANT_READ)
-					s->flags |= SF_WR_WANT_READ;
-				else
-					s->flags &= ~SF_WR_WANT_READ;
-				return;
-			}
-			sess_set_reason(s, "write: %s", *tls_conn_reason(s->tls)
-							? tls_conn_reason(s->tls)
-							: strerror((int)-w));
-			sess_close(s, (int)w, s->reason);
+			sess_write_failed(s, w);
 			return;
 		}
 		s->woff = s->wlen = 0;
 		s->flags &= ~(SF_WR_BLOCKED | SF_WR_WANT_READ);
+		if (tls_conn_unsent(s->tls))	/* the socket is full: EPOLLOUT, then the rest */
+			s->flags |= SF_WR_BLOCKED;
 		if (!nghttp2_session_want_write(s->ng))
 			return;
 		int rv = nghttp2_session_send(s->ng);
@@ -1253,7 +1267,7 @@ static void sess_update(struct hbone_sess *s)
 	case HBONE_ST_READY:
 	case HBONE_ST_DRAINING: {
 		bool rd = !(s->flags & SF_PEER_EOF) && nghttp2_session_want_read(s->ng);
-		bool wr = s->woff < s->wlen;
+		bool wr = s->woff < s->wlen || tls_conn_unsent(s->tls);
 		if (!rd && !wr && !nghttp2_session_want_write(s->ng)) {
 			sess_close(s, 0, (s->flags & SF_PEER_EOF) ? "peer closed" : "finished");
 			return;

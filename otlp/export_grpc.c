@@ -369,8 +369,17 @@ static int flush_out(struct export_grpc *g, uint64_t deadline, const volatile bo
 		ssize_t n = nghttp2_session_mem_send(g->sess, &data);
 		if (n < 0)
 			return -EPROTO;
-		if (n == 0)
+		if (n == 0) {
+			/* Records a full socket did not take yet. */
+			while (g->conn && tls_conn_unsent(g->conn)) {
+				int err = tls_conn_flush(g->conn);
+				if (err == -EAGAIN)
+					err = wait_fd(g->fd, POLLOUT, deadline, cancel);
+				if (err)
+					return err;
+			}
 			return 0;
+		}
 		for (ssize_t off = 0; off < n;) {
 			short events;
 			ssize_t w = conn_write(g, data + off, (size_t)(n - off), &events);

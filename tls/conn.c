@@ -6,6 +6,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "tls/tls_int.h"
 
 const char *tls_conn_st_to_str(enum tls_conn_st st)
@@ -268,6 +271,152 @@ int tls_servername_cb(SSL *ssl, int *alert, void *arg)
 
 /* ---- the connection ---- */
 
+static int failed_code(const struct tls_conn *c);
+
+/* ---- the write BIO: records collect in obuf and leave in few large sends ----
+ * OpenSSL's socket BIO does one write(2) per TLS record (16 KiB at most): every record is
+ * then a packet through the kernel's TCP stack on both hosts. This BIO keeps what SSL_write
+ * produces and sends it when the buffer is full or on a flush (the end of each
+ * tls_conn_write, and the end of every handshake flight, where OpenSSL flushes itself), so a
+ * 64 KiB write leaves as one send. send() with MSG_NOSIGNAL: a peer that went away is an
+ * EPIPE, never a SIGPIPE. The buffer is freed once drained, so an idle conn holds none. */
+#define TLS_OBUF_CAP (128 * 1024)
+
+/* Sends what is buffered. 0 all sent, -EAGAIN the socket is full, -errno otherwise. */
+static int out_send(struct tls_conn *c)
+{
+	while (c->ooff < c->olen) {
+		ssize_t w = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+		c->ooff += (size_t)w;
+	}
+	free(c->obuf);
+	c->obuf = NULL;
+	c->ooff = c->olen = 0;
+	return 0;
+}
+
+static int out_write(BIO *b, const char *data, int len)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	size_t n;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (c->olen + (size_t)len > TLS_OBUF_CAP) {
+		int err = out_send(c);
+		if (err && err != -EAGAIN) {
+			errno = -err;
+			return -1;
+		}
+		if (c->ooff) {	/* compact what the socket did not take */
+			memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+			c->olen -= c->ooff;
+			c->ooff = 0;
+		}
+	}
+	if (!c->obuf && !(c->obuf = malloc(TLS_OBUF_CAP))) {
+		errno = ENOMEM;
+		return -1;
+	}
+	n = MIN((size_t)len, TLS_OBUF_CAP - c->olen);
+	if (!n) {
+		BIO_set_retry_write(b);
+		return -1;
+	}
+	memcpy(c->obuf + c->olen, data, n);
+	c->olen += n;
+	return (int)n;
+}
+
+static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	(void)num;
+	(void)ptr;
+
+	switch (cmd) {
+	case BIO_CTRL_FLUSH: {
+		int err;
+		BIO_clear_retry_flags(b);
+		if (!(err = out_send(c)))
+			return 1;
+		if (err == -EAGAIN)
+			BIO_set_retry_write(b);
+		else
+			errno = -err;
+		return -1;
+	}
+	case BIO_CTRL_WPENDING:
+		return (long)(c->olen - c->ooff);
+	case BIO_CTRL_DUP:
+		return 1;
+	default:
+		return 0;	/* what a socket would say to KTLS and the rest: not supported */
+	}
+}
+
+static BIO_METHOD *out_method;
+static pthread_once_t out_method_once = PTHREAD_ONCE_INIT;
+
+static void out_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ambit-out");
+	if (m && (!BIO_meth_set_write(m, out_write) || !BIO_meth_set_ctrl(m, out_ctrl))) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	out_method = m;
+}
+
+/* The SSL reads from a socket BIO on fd and writes through out_write. */
+static int conn_set_bios(struct tls_conn *c)
+{
+	BIO *rb, *wb;
+
+	pthread_once(&out_method_once, out_method_init);
+	if (!out_method)
+		return -1;
+	if (!(rb = BIO_new_socket(c->fd, BIO_NOCLOSE)))
+		return -1;
+	if (!(wb = BIO_new(out_method))) {
+		BIO_free(rb);
+		return -1;
+	}
+	BIO_set_data(wb, c);
+	BIO_set_init(wb, 1);
+	SSL_set_bio(c->ssl, rb, wb);	/* the SSL owns both now */
+	return 0;
+}
+
+int tls_conn_flush(struct tls_conn *c)
+{
+	int err;
+
+	if (c->st == TLS_ST_FAILED)
+		return failed_code(c);
+	if (!(err = out_send(c)))
+		return 0;
+	if (err == -EAGAIN) {
+		c->want = TLS_WANT_WRITE;
+		return -EAGAIN;
+	}
+	tls_conn_set_reason(c, false, "socket: %s", strerror(-err));
+	c->st = TLS_ST_FAILED;
+	c->want = 0;
+	return err;
+}
+
+size_t tls_conn_unsent(const struct tls_conn *c)
+{
+	return c->olen - c->ooff;
+}
+
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, const struct tls_conn_opts *o)
 {
 	struct tls_conn *c;
@@ -287,7 +436,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, const struct tls_conn
 	c->ctx = ctx;
 	c->fd = fd;
 	c->st = TLS_ST_HANDSHAKE;
-	if (!(c->ssl = SSL_new(ctx->ssl)) || SSL_set_fd(c->ssl, fd) != 1) {
+	if (!(c->ssl = SSL_new(ctx->ssl)) || conn_set_bios(c)) {
 		e = ENOMEM;
 		goto fail;
 	}
@@ -338,6 +487,7 @@ void tls_conn_free(struct tls_conn *c)
 	if (!c)
 		return;
 	SSL_free(c->ssl);
+	free(c->obuf);
 	tls_cert_unref(c->local);
 	free(c->sni_id);
 	free(c->expect);
@@ -516,6 +666,10 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	ret = SSL_read_ex(c->ssl, buf, len, &n);
 	if (ret == 1) {
 		c->want = 0;
+		/* A read may answer (a KeyUpdate): out with it; the caller flushes the rest. */
+		if (c->olen && tls_conn_flush(c) && c->st == TLS_ST_FAILED)
+			return failed_code(c);
+		c->want = 0;
 		return (ssize_t)n;
 	}
 	return map_error(c, ret, errno, false);
@@ -534,12 +688,23 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 		return -EPIPE;
 	if (!len)
 		return 0;
-	ERR_clear_error();
-	errno = 0;
-	ret = SSL_write_ex(c->ssl, buf, len, &n);
-	if (ret == 1) {
+	/* PARTIAL_WRITE makes SSL_write stop after each record: take record after record, so
+	 * that they all leave in one send below. */
+	size_t done = 0;
+	do {
+		ERR_clear_error();
+		errno = 0;
+		ret = SSL_write_ex(c->ssl, (const uint8_t *)buf + done, len - done, &n);
+		if (ret == 1)
+			done += n;
+	} while (ret == 1 && done < len);
+	if (done) {
+		/* What stopped the loop (a full buffer, or a failure) shows on the next call. */
+		ERR_clear_error();
 		c->want = 0;
-		return (ssize_t)n;
+		/* Send what is buffered now; a full socket keeps the rest for tls_conn_flush. */
+		ret = tls_conn_flush(c);
+		return ret && ret != -EAGAIN ? ret : (ssize_t)done;
 	}
 	ret = map_error(c, ret, errno, false);
 	if (ret == 0) {	/* the peer's close_notify came and the transport is gone */
@@ -567,7 +732,7 @@ int tls_conn_shutdown(struct tls_conn *c)
 		/* 0: our close_notify is out, the peer's not yet read - fine for a half-close. */
 		c->st = TLS_ST_SHUTDOWN;
 		c->want = 0;
-		return 0;
+		return tls_conn_flush(c) == -EAGAIN ? -EAGAIN : 0;
 	}
 	c->st = TLS_ST_SHUTDOWN;
 	ret = map_error(c, ret, errno, false);

@@ -51,8 +51,7 @@ struct tls_conn_opts {
  * decides the mode: on a blocking fd every step blocks and never returns -EAGAIN (how the
  * OTLP exporter thread uses it). opts may be NULL on a server. NULL + errno (EINVAL when a
  * mesh client lacks cert or expect).
- * Writes to a socket the peer closed raise SIGPIPE: the process must ignore it (the agent
- * does), since OpenSSL's socket BIO cannot pass MSG_NOSIGNAL.
+ * Writes use send(MSG_NOSIGNAL): a socket the peer closed is an error, not a SIGPIPE.
  * Memory: an idle established conn costs about 2-3 KiB in OpenSSL (SSL object, keys) thanks to
  * SSL_MODE_RELEASE_BUFFERS; while data is in flight it holds up to ~34 KiB of record buffers
  * (one 16 KiB record each way plus overhead), released again when drained. */
@@ -73,10 +72,18 @@ int tls_conn_handshake(struct tls_conn *c);
  * After a read, more bytes may already be decrypted in OpenSSL's buffer that epoll will
  * never announce: read again while tls_conn_pending() > 0 (or just until -EAGAIN). */
 ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len);
-/* Writes. >0 bytes taken (partial writes happen); -EAGAIN: nothing taken, retry later with
- * at least the same bytes (the buffer may move); -EPIPE / -ECONNRESET / -EPROTO / -errno. */
+/* Writes. >0 bytes taken (partial writes happen; taken bytes may still wait in the conn,
+ * see tls_conn_flush); -EAGAIN: nothing taken, retry later with at least the same bytes
+ * (the buffer may move); -EPIPE / -ECONNRESET / -EPROTO / -errno. */
 ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len);
-/* Sends close_notify (once) without waiting for the peer's. 0 sent; -EAGAIN; -errno.
+/* Writes buffer their records and send them at the end of each call (and whenever 64 KiB
+ * have collected), so one call's records leave in one send. What a full socket did not take
+ * stays with the conn: while tls_conn_unsent() > 0, wait for EPOLLOUT and call
+ * tls_conn_flush(). 0 all sent; -EAGAIN; -errno (the conn is FAILED). */
+int tls_conn_flush(struct tls_conn *c);
+size_t tls_conn_unsent(const struct tls_conn *c);
+/* Sends close_notify (once) without waiting for the peer's. 0 sent; -EAGAIN (queued: flush
+ * it); -errno.
  * In TLS 1.3 the peer may keep sending; read until 0 if a full half-close is wanted. */
 int tls_conn_shutdown(struct tls_conn *c);
 

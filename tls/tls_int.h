@@ -70,6 +70,9 @@ struct tls_conn {
 	struct spiffe_id *expect;	/* client: accepted server identities */
 	size_t nexpect;
 	char *reason;			/* allocated on the first failure only */
+	/* Encrypted output not yet on the socket (see out_write in conn.c): NULL when empty. */
+	uint8_t *obuf;
+	size_t ooff, olen;		/* unsent bytes are obuf[ooff, olen) */
 };
 
 /* Records the first failure reason of c (later ones are kept out: the first is the cause). */

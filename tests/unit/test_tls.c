@@ -457,6 +457,15 @@ TEST(handshake_ok_data_and_close)
 		REQUIRE(n > 0);
 		sent += (size_t)n;
 	}
+	/* records the full socket did not take wait in the conn until flushed */
+	for (rounds = 0; tls_conn_unsent(m.srv) && rounds < 10000; rounds++) {
+		n = tls_conn_flush(m.srv);
+		REQUIRE(n == 0 || n == -EAGAIN);
+		while ((n = tls_conn_read(m.cl, buf, sizeof(buf))) > 0)
+			got += (size_t)n;
+	}
+	CHECK_EQ_INT(tls_conn_unsent(m.srv), 0);
+	CHECK_EQ_INT(tls_conn_flush(m.srv), 0);
 	while ((n = tls_conn_read(m.cl, buf, sizeof(buf))) > 0)
 		got += (size_t)n;
 	CHECK_EQ_INT(got, sent);
