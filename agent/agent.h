@@ -26,7 +26,8 @@ struct agent {
 	uint64_t start_unix_ms;
 	bool model_applied;	/* the first model has been turned into capture state */
 	bool draining;
-	uint64_t drain_deadline_ms;
+	uint64_t drain_deadline_ms;	/* open connections are closed here */
+	uint64_t exit_deadline_ms;	/* SIGTERM + drain_timeout_ms: spans flushed by then */
 	int npods_captured;
 };
 

@@ -159,7 +159,13 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 			proxy_stop_accepting(a->proxy);
 		if (a->mesh)
 			mesh_drain(a->mesh);
-		a->drain_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
+		/* drain_timeout_ms bounds the whole exit: connections get it less the span
+		 * flush (at most half of it), so the spans of the connections closed at the
+		 * deadline still go out before the kubelet's SIGKILL. */
+		uint32_t flush = MIN(otlp_tracer_flush_budget_ms(a->tracer),
+				     a->cfg.drain_timeout_ms / 2);
+		a->exit_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
+		a->drain_deadline_ms = a->exit_deadline_ms - flush;
 		drain_check(l, &a->drain_timer);
 	}
 }
@@ -311,7 +317,13 @@ out:
 	proxy_free(a->proxy);
 	loop_timer_cancel(a->loop, &a->drain_timer);
 	telemetry_fini();
-	otlp_tracer_free(a->tracer);
+	if (a->draining) {
+		uint64_t now = now_mono_ms();
+		otlp_tracer_free_within(a->tracer, a->exit_deadline_ms > now
+							   ? (uint32_t)(a->exit_deadline_ms - now) : 0);
+	} else {
+		otlp_tracer_free(a->tracer);
+	}
 	runtime_identity_stop(&a->id);
 	if (sfd >= 0) {
 		loop_io_del(a->loop, &a->signal_io);

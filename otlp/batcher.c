@@ -352,8 +352,14 @@ void batcher_free(struct batcher *b, uint32_t deadline_ms)
 	/* The thread honours the deadline between attempts; an attempt in flight is told to
 	 * stop through cancel once the deadline passes. */
 	struct timespec ts;
+	uint64_t wait_ms = (uint64_t)deadline_ms + 250;	/* an attempt in flight gets 250 ms more */
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += deadline_ms / 1000 + 1;
+	ts.tv_sec += (time_t)(wait_ms / 1000);
+	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
 	if (pthread_timedjoin_np(b->thread, NULL, &ts) != 0) {
 		__atomic_store_n(&b->cancel, true, __ATOMIC_RELAXED);
 		pthread_join(b->thread, NULL);

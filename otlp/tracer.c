@@ -90,11 +90,21 @@ struct otlp_tracer *otlp_tracer_new_with_exporter(const struct otlp_config *cfg,
 	return tracer_make(cfg, ex, true, err, errlen);
 }
 
+uint32_t otlp_tracer_flush_budget_ms(const struct otlp_tracer *t)
+{
+	return t && t->batcher ? t->cfg.shutdown_timeout_ms : 0;
+}
+
 void otlp_tracer_free(struct otlp_tracer *t)
+{
+	otlp_tracer_free_within(t, UINT32_MAX);
+}
+
+void otlp_tracer_free_within(struct otlp_tracer *t, uint32_t max_ms)
 {
 	if (!t)
 		return;
-	batcher_free(t->batcher, t->cfg.shutdown_timeout_ms);
+	batcher_free(t->batcher, MIN(t->cfg.shutdown_timeout_ms, max_ms));
 	for (uint32_t i = 0; i < t->ring_len; i++)
 		span_unref(t->ring[(t->ring_head + i) % t->cfg.ring_size]);
 	free(t->ring);

@@ -23,6 +23,10 @@ struct otlp_tracer *otlp_tracer_new_with_exporter(const struct otlp_config *cfg,
 /* Flushes (up to cfg->shutdown_timeout_ms), stops the thread, frees. Spans still held by
  * callers must be ended before. NULL ok. */
 void otlp_tracer_free(struct otlp_tracer *t);
+/* The same with the flush cut to at most max_ms (an exit deadline: a drain ending). */
+void otlp_tracer_free_within(struct otlp_tracer *t, uint32_t max_ms);
+/* cfg->shutdown_timeout_ms when spans are exported, 0 otherwise (nothing to flush). */
+uint32_t otlp_tracer_flush_budget_ms(const struct otlp_tracer *t);
 
 /* Starts a span at now: a child of parent (remote from a traceparent, or local) or a root
  * when parent is NULL or invalid. The sampler decides; an unsampled span still has valid

@@ -27,7 +27,7 @@ lab=hbone-$$	# unique: other runs of this test may be up at the same time
 H2PY=python3	# h2peer.py needs python3-h2: the system python has it when another one is first in PATH
 for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done
 H2PEER=$LAB_TOP/tests/tools/h2peer.py
-DRAIN_MS=3000	# proxy.drain_timeout_ms of node 2's agent
+DRAIN_MS=6000	# proxy.drain_timeout_ms of node 2's agent (connections get half: spans the rest)
 TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/default/sa/$1"; }
 
@@ -48,12 +48,12 @@ p23=$(lab_pod_ip 2 3)
 n1=$(lab_node_ip 1)
 n2=$(lab_node_ip 2)
 # Streams per pooled connection on node 1 above the 200 this test opens at once; node 2 keeps
-# the default (100) and has a short drain deadline, and no tracing: there is no collector, and
-# the span flush at exit would add its own shutdown deadline to the drain's.
+# the default (100) and has a short drain deadline. Tracing stays on with no collector, so the
+# span flush at exit has to fit in the drain deadline too.
 cfg=$LAB_ROOT/$lab/node1.json
 jq '.hbone = {"max_streams_per_connection": 256}' "$cfg" >"$cfg.new" && mv "$cfg.new" "$cfg"
 cfg2=$LAB_ROOT/$lab/node2.json
-jq --argjson d "$DRAIN_MS" '.proxy = {"drain_timeout_ms": $d} | .tracing.enabled = false' "$cfg2" >"$cfg2.new" && mv "$cfg2.new" "$cfg2"
+jq --argjson d "$DRAIN_MS" '.proxy = {"drain_timeout_ms": $d}' "$cfg2" >"$cfg2.new" && mv "$cfg2.new" "$cfg2"
 
 pod_spawn "$lab" n2-p1 "$logs/echo.log" "$TCPKIT" serve --port 9000 --mode echo
 pod_spawn "$lab" n2-p1 "$logs/sink.log" "$TCPKIT" serve --port 9001 --mode sink
@@ -297,9 +297,10 @@ rm -f "$LAB_ROOT/$lab/agent2.pid"
 check "drain: node 2's agent exits with status 0 (status $rc)" test "$rc" -eq 0
 check "drain: ... at its drain deadline, the download still open ('drain deadline reached with 1 connections open' in its log)" \
 	grep -q 'drain deadline reached with 1 connections open' "$LAB_ROOT/$lab/agent2.log"
-# generous: the drain deadline plus 5 s for a loaded machine (it is about 0.1 s when idle)
-check "drain: ... within the deadline and a margin ($exit_ms ms after SIGTERM; deadline $DRAIN_MS ms)" \
-	test "$exit_ms" -le $((DRAIN_MS + 5000))
+# The deadline bounds the whole exit, the span flush to a collector that is down included
+# (before, the flush came after it: 5 s more). The margin is for a loaded machine.
+check "drain: ... and exits by the deadline, span flush included ($exit_ms ms after SIGTERM; deadline $DRAIN_MS ms)" \
+	test "$exit_ms" -le $((DRAIN_MS + 1500))
 for _ in $(seq 300); do kill -0 "$drain_long" 2>/dev/null || break; sleep 0.1; done
 kill "$drain_long" 2>/dev/null || true
 rc=0
