@@ -357,7 +357,10 @@ profile_run() { # NAME WORKLOAD...
 	"$@" >/dev/null || true
 	kill -INT "$ppid" 2>/dev/null || true
 	wait "$ppid" 2>/dev/null || true
-	{
+	# Best effort: a report that comes out empty (grep finds nothing) or is cut short by head
+	# is still a report, not a failed path.
+	(
+		set +e +o pipefail
 		if [ "$PROFILE_ALL" = 1 ]; then
 			echo "## $name: whole machine, by process (swapper: idle)"
 			perf report -i "$data" --stdio --no-children --sort comm,pid -g none --percent-limit 0.5 2>/dev/null |
@@ -375,7 +378,7 @@ profile_run() { # NAME WORKLOAD...
 		echo "## $name: where processes enter the kernel (children time of their syscalls, >= 2%)"
 		perf report -i "$data" --stdio --children --sort sym -g none --percent-limit 2 2>/dev/null |
 			grep -v -e '^#' -e '^$' | grep -E '__x64_sys_|__sys_|ksys_|do_epoll|tcp_sendmsg$|tcp_recvmsg$|do_softirq|net_rx_action' | head -n 14
-	} >"$WORK/profile-$name.txt"
+	) >"$WORK/profile-$name.txt"
 	rm -f "$data"
 }
 

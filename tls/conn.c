@@ -281,6 +281,7 @@ static int failed_code(const struct tls_conn *c);
  * 64 KiB write leaves as one send. send() with MSG_NOSIGNAL: a peer that went away is an
  * EPIPE, never a SIGPIPE. The buffer is freed once drained, so an idle conn holds none. */
 #define TLS_OBUF_CAP (128 * 1024)
+#define TLS_DIRECT_MAX 4096	/* records below this skip the buffer when it is empty */
 
 /* Sends what is buffered. 0 all sent, -EAGAIN the socket is full, -errno otherwise. */
 static int out_send(struct tls_conn *c)
@@ -300,15 +301,13 @@ static int out_send(struct tls_conn *c)
 	return 0;
 }
 
-static int out_write(BIO *b, const char *data, int len)
+/* Appends to obuf, sending what is there first when it would not fit. Bytes taken, or -1
+ * (retry flag set: the socket and the buffer are full; or errno: the socket failed). */
+static int out_buffer(BIO *b, struct tls_conn *c, const char *data, size_t len)
 {
-	struct tls_conn *c = BIO_get_data(b);
 	size_t n;
 
-	BIO_clear_retry_flags(b);
-	if (len <= 0)
-		return 0;
-	if (c->olen + (size_t)len > TLS_OBUF_CAP) {
+	if (c->olen + len > TLS_OBUF_CAP) {
 		int err = out_send(c);
 		if (err && err != -EAGAIN) {
 			errno = -err;
@@ -324,7 +323,7 @@ static int out_write(BIO *b, const char *data, int len)
 		errno = ENOMEM;
 		return -1;
 	}
-	n = MIN((size_t)len, TLS_OBUF_CAP - c->olen);
+	n = MIN(len, TLS_OBUF_CAP - c->olen);
 	if (!n) {
 		BIO_set_retry_write(b);
 		return -1;
@@ -332,6 +331,38 @@ static int out_write(BIO *b, const char *data, int len)
 	memcpy(c->obuf + c->olen, data, n);
 	c->olen += n;
 	return (int)n;
+}
+
+static int out_write(BIO *b, const char *data, int len)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	ssize_t w;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (c->olen || len >= TLS_DIRECT_MAX)
+		return out_buffer(b, c, data, (size_t)len);
+	/* A short record is the last of its write (SSL_write fills the records before it):
+	 * with nothing ahead of it, it goes out now, with no buffer to fill and free. */
+	do
+		w = send(c->fd, data, (size_t)len, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w == len)
+		return len;
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+		return -1;
+	if (w < 0)
+		w = 0;
+	/* The rest waits in the buffer like any other output. */
+	int more = out_buffer(b, c, data + w, (size_t)(len - w));
+	if (more < 0 && w) {
+		BIO_clear_retry_flags(b);	/* progress: the failure shows on the next call */
+		return (int)w;
+	}
+	if (more < 0)
+		return more;
+	return (int)w + more;
 }
 
 static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
