@@ -54,7 +54,8 @@ struct tls_conn_opts {
  * Writes use send(MSG_NOSIGNAL): a socket the peer closed is an error, not a SIGPIPE.
  * Memory: an idle established conn costs about 2-3 KiB in OpenSSL (SSL object, keys) thanks to
  * SSL_MODE_RELEASE_BUFFERS; while data is in flight it holds up to ~34 KiB of record buffers
- * (one 16 KiB record each way plus overhead), released again when drained. */
+ * (one 16 KiB record each way plus overhead) and up to 128 KiB of sealed records waiting for
+ * the socket, all released again when drained. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, const struct tls_conn_opts *opts);
 /* Accepts NULL. Sends nothing (call tls_conn_shutdown first for a clean close); does not
  * close the fd; drops the cert reference. */
