@@ -696,11 +696,10 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 	errno = 0;
 	ret = SSL_read_ex(c->ssl, buf, len, &n);
 	if (ret == 1) {
-		c->want = 0;
 		/* A read may answer (a KeyUpdate): out with it; the caller flushes the rest. */
 		if (c->olen && tls_conn_flush(c) && c->st == TLS_ST_FAILED)
 			return failed_code(c);
-		c->want = 0;
+		c->want = 0;	/* a full socket here is the caller's to wait for (unsent) */
 		return (ssize_t)n;
 	}
 	return map_error(c, ret, errno, false);
