@@ -262,6 +262,8 @@ static int run(struct agent *a)
 		.window = a->cfg.hbone_window,
 		.max_inbound = a->cfg.hbone_max_inbound,
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
+		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
+		.pod_listeners = a->cfg.redirect_enabled,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);
@@ -279,6 +281,8 @@ static int run(struct agent *a)
 		ro.inbound_listener_fd = proxy_inbound_fd(a->proxy);
 		ro.outbound6_listener_fd = proxy_outbound6_fd(a->proxy);
 		ro.inbound6_listener_fd = proxy_inbound6_fd(a->proxy);
+		ro.hbone_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET);
+		ro.hbone6_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET6);
 		a->redirect = redirect_new(&ro);
 		if (!a->redirect) {
 			err = -errno;

@@ -73,6 +73,7 @@ static const char *const stat_names[REDIRECT_STAT_MAX] = {
 	[REDIRECT_STAT_OUTBOUND6] = "captured_outbound_ipv6",
 	[REDIRECT_STAT_INBOUND6] = "captured_inbound_ipv6",
 	[REDIRECT_STAT_DROP_EXTHDR] = "drop_ipv6_header_chain",
+	[REDIRECT_STAT_HBONE] = "captured_hbone_pod",
 };
 
 static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
@@ -80,6 +81,8 @@ static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
 	[REDIRECT_LISTENER_INBOUND] = "inbound",
 	[REDIRECT_LISTENER_OUTBOUND6] = "outbound6",
 	[REDIRECT_LISTENER_INBOUND6] = "inbound6",
+	[REDIRECT_LISTENER_HBONE] = "hbone_pod",
+	[REDIRECT_LISTENER_HBONE6] = "hbone_pod6",
 };
 
 void redirect_opts_default(struct redirect_opts *opts)
@@ -94,6 +97,8 @@ void redirect_opts_default(struct redirect_opts *opts)
 		.inbound_listener_fd = -1,
 		.outbound6_listener_fd = -1,
 		.inbound6_listener_fd = -1,
+		.hbone_listener_fd = -1,
+		.hbone6_listener_fd = -1,
 	};
 }
 
@@ -746,7 +751,9 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, opts->outbound_listener_fd)) ||
 	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)) ||
 	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, opts->outbound6_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)))
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE, opts->hbone_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE6, opts->hbone6_listener_fd)))
 		goto fail;
 	what = "opening netlink";
 	r->nl = netlink_new(true);

@@ -31,6 +31,10 @@ struct redirect_opts {
 	 * enrolled pods are dropped, as IPv4 ones are without a listener. */
 	int outbound6_listener_fd;
 	int inbound6_listener_fd;
+	/* Pod-addressed HBONE: transparent listeners for TCP towards a pod's own port 15008
+	 * (ztunnel's wire format), IPv4 and IPv6; -1 none: such SYNs are then dropped. */
+	int hbone_listener_fd;
+	int hbone6_listener_fd;
 };
 
 struct redirect;
@@ -66,7 +70,7 @@ json_t *redirect_state_json(struct redirect *r);
  * Needs no running agent; idempotent. 0 or the first -errno (all steps are tried). */
 int redirect_cleanup(const struct redirect_opts *opts);
 /* Defaults: pin_dir /sys/fs/bpf/ambit, mark 0x0a3b0000/0xffff0000, table 133, priority
- * 32000, no listeners (all four fds -1). */
+ * 32000, no listeners (all six fds -1). */
 void redirect_opts_default(struct redirect_opts *opts);
 
 #endif
