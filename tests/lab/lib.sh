@@ -216,3 +216,43 @@ lab_stop_agent() {
 	AGENT_EXIT=$rc
 	return 0
 }
+
+# lab_h2peer: sets H2PEER (tests/tools/h2peer.py, the independent HBONE peer) and H2PY, a python3
+# that has python3-h2 (the system one has it when another python3 comes first in PATH).
+lab_h2peer() {
+	local p
+	H2PEER=$LAB_TOP/tests/tools/h2peer.py
+	H2PY=python3
+	for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done
+}
+
+# lab_other_ca DIR: a CA that the mesh does not trust, DIR/ca.crt and DIR/ca.key (P-256, 1 day).
+lab_other_ca() {
+	mkdir -p "$1" &&
+		openssl ecparam -name prime256v1 -genkey -noout -out "$1/ca.key" 2>/dev/null &&
+		openssl req -x509 -new -key "$1/ca.key" -subj "/O=other" -days 1 -out "$1/ca.crt" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+}
+
+# lab_leaf_ext FILE: the X.509 extensions of a mesh leaf (client and server), its URI SAN read from
+# $LEAF_URI when it is signed (openssl x509 -req / openssl ca -extfile FILE).
+lab_leaf_ext() {
+	cat >"$1" <<'EXT'
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = URI:${ENV::LEAF_URI}
+EXT
+}
+
+# lab_leaf DIR NAME URI CA_CERT CA_KEY: DIR/NAME.key and DIR/NAME.crt, a P-256 mesh leaf for the
+# SPIFFE ID URI signed by that CA, valid 1 day (DIR/NAME.csr and DIR/leaf.ext are left there).
+lab_leaf() {
+	local dir=$1 n=$2
+	lab_leaf_ext "$dir/leaf.ext" &&
+		openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=$n" \
+			-keyout "$dir/$n.key" -out "$dir/$n.csr" 2>/dev/null &&
+		LEAF_URI=$3 openssl x509 -req -in "$dir/$n.csr" -CA "$4" -CAkey "$5" \
+			-set_serial "$RANDOM" -days 1 -extfile "$dir/leaf.ext" -out "$dir/$n.crt" 2>/dev/null
+}
