@@ -16,7 +16,8 @@
 #    from another CA, :authority of another pod (and of a pod outside the mesh), a pod that is
 #    not enrolled (never captured: its own stack refuses; the agent's listener itself refuses
 #    an original destination that is not a local enrolled workload);
-# 4. bridge CNI and IPv6 (a dual-stack lab): the same capture and answer over IPv4 and IPv6.
+# 4. bridge CNI and IPv6 (a dual-stack lab): the same capture and answer over IPv4 and IPv6;
+# 5. a waypoint with hbone.dial "pod": agents reach it, and it reaches the endpoints, at pod IPs.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -212,5 +213,64 @@ if lab_start_agent "$lab" 2; then
 else
 	fail "node 2's agent starts in the dual-stack bridge lab"
 fi
+lab_down "$lab"
+
+# ------------------------------------ 5. a waypoint's upstream side with hbone.dial pod
+lab=hbpodw-$$
+if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1,p2 --waypoint >"$logs/upw.log" 2>&1; then
+	fail "waypoint lab up"; sed 's/^/#   /' "$logs/upw.log" | tail -20; lab_result; exit 1
+fi
+p11=$(lab_pod_ip 1 1)
+p21=$(lab_pod_ip 2 1)
+for f in "$LAB_ROOT/$lab/node1.json" "$LAB_ROOT/$lab/node2.json" "$LAB_WAYPOINT_CONFIG"; do
+	jq '.hbone.dial = "pod"' "$f" >"$f.new" && mv "$f.new" "$f"
+done
+for k in 1 2; do
+	pod_spawn "$lab" "n$k-p1" "$logs/wp-http-$k.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
+		--port 8080 --name "n$k-p1"
+	wait_port "$lab" "n$k-p1" 8080
+done
+pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$AMBIT_BUILD/ambit-waypoint" \
+	--config "$LAB_WAYPOINT_CONFIG"
+wp=$SPAWNED_PID
+wp_ready() {
+	local i
+	for i in $(seq 100); do
+		pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
+			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
+		kill -0 "$wp" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 20 "$logs/waypoint.log"
+	return 1
+}
+whoami_both() { # four calls to app-1's VIP through the waypoint reach both endpoints
+	local i out=""
+	for i in 1 2 3 4; do
+		out+=$(pod_exec "$lab" n1-p2 curl -fsS -m 10 "http://$LAB_SVC_APP_1_VIP/whoami") || return 1
+	done
+	grep -q n1-p1 <<<"$out" && grep -q n2-p1 <<<"$out"
+}
+wp_pool_to_pods() { # the waypoint's upstream HBONE connections go to both pods' IP:15008
+	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/hbone |
+		jq -e --arg a "$p11:15008" --arg b "$p21:15008" \
+			'[.connections[] | select(.role == "client") | .peer] | index($a) != null and index($b) != null'
+}
+if lab_start_agent "$lab" 1 && lab_start_agent "$lab" 2 && check "waypoint (hbone.dial pod) starts" wp_ready &&
+	[ "$CHECK_RC" -eq 0 ]; then
+	check "n1-p2 -> app-1's VIP -> the waypoint -> both endpoints, all three legs in the pod form: 200s from n1-p1 and n2-p1" \
+		whoami_both
+	check "... the waypoint dialled the endpoint pods at their own IP:15008 ($p11, $p21)" wp_pool_to_pods
+	check "... where each node's capture took them as pod-addressed HBONE" \
+		sh -c "test \$(nsenter --net=/run/netns/$lab-n1 curl -fsS -m 5 http://127.0.0.1:15000/bpf | jq .counters.captured_hbone_pod) -ge 1 &&
+			test \$(nsenter --net=/run/netns/$lab-n2 curl -fsS -m 5 http://127.0.0.1:15000/bpf | jq .counters.captured_hbone_pod) -ge 1"
+else
+	fail "agents and waypoint start in the waypoint lab"
+fi
+kill -TERM "$wp" 2>/dev/null || true
+wait "$wp" 2>/dev/null || true
+lab_stop_agent "$lab" 1
+lab_stop_agent "$lab" 2
+cp "$logs/waypoint.log" "$logs/waypoint-pod.log" 2>/dev/null || true
 note "logs in $logs"
 lab_result
