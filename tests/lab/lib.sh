@@ -256,3 +256,20 @@ lab_leaf() {
 		LEAF_URI=$3 openssl x509 -req -in "$dir/$n.csr" -CA "$4" -CAkey "$5" \
 			-set_serial "$RANDOM" -days 1 -extfile "$dir/leaf.ext" -out "$dir/$n.crt" 2>/dev/null
 }
+
+# lab_start_waypoint NAME LOG CONFIG: runs $AMBIT_BUILD/ambit-waypoint --config CONFIG in the lab's
+# waypoint pod (lab.sh up --waypoint), output to LOG, pid in WP_PID; waits up to 10 s for its
+# readiness. Returns non-zero (with the log's tail) when it exits or never becomes ready.
+lab_start_waypoint() {
+	local name=$1 log=$2 i
+	pod_spawn "$name" "$LAB_WAYPOINT_POD" "$log" "$AMBIT_BUILD/ambit-waypoint" --config "$3"
+	WP_PID=$SPAWNED_PID
+	for i in $(seq 100); do
+		pod_exec "$name" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
+			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
+		kill -0 "$WP_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 20 "$log" | sed 's/^/#   /'
+	return 1
+}

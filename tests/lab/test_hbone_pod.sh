@@ -230,20 +230,6 @@ for k in 1 2; do
 		--port 8080 --name "n$k-p1"
 	wait_port "$lab" "n$k-p1" 8080
 done
-pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$AMBIT_BUILD/ambit-waypoint" \
-	--config "$LAB_WAYPOINT_CONFIG"
-wp=$SPAWNED_PID
-wp_ready() {
-	local i
-	for i in $(seq 100); do
-		pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
-			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
-		kill -0 "$wp" 2>/dev/null || break
-		sleep 0.1
-	done
-	tail -n 20 "$logs/waypoint.log"
-	return 1
-}
 whoami_both() { # four calls to app-1's VIP through the waypoint reach both endpoints
 	local i out=""
 	for i in 1 2 3 4; do
@@ -256,19 +242,20 @@ wp_pool_to_pods() { # the waypoint's upstream HBONE connections go to both pods'
 		jq -e --arg a "$p11:15008" --arg b "$p21:15008" \
 			'[.connections[] | select(.role == "client") | .peer] | index($a) != null and index($b) != null'
 }
-if lab_start_agent "$lab" 1 && lab_start_agent "$lab" 2 && check "waypoint (hbone.dial pod) starts" wp_ready &&
-	[ "$CHECK_RC" -eq 0 ]; then
+if lab_start_agent "$lab" 1 && lab_start_agent "$lab" 2 &&
+	lab_start_waypoint "$lab" "$logs/waypoint.log" "$LAB_WAYPOINT_CONFIG"; then
+	ok "agents and the waypoint start, all with hbone.dial pod"
 	check "n1-p2 -> app-1's VIP -> the waypoint -> both endpoints, all three legs in the pod form: 200s from n1-p1 and n2-p1" \
 		whoami_both
 	check "... the waypoint dialled the endpoint pods at their own IP:15008 ($p11, $p21)" wp_pool_to_pods
-	check "... where each node's capture took them as pod-addressed HBONE" \
-		sh -c "test \$(nsenter --net=/run/netns/$lab-n1 curl -fsS -m 5 http://127.0.0.1:15000/bpf | jq .counters.captured_hbone_pod) -ge 1 &&
-			test \$(nsenter --net=/run/netns/$lab-n2 curl -fsS -m 5 http://127.0.0.1:15000/bpf | jq .counters.captured_hbone_pod) -ge 1"
+	check "... where node 1's capture took its pod's as pod-addressed HBONE" \
+		admin_jq 1 /bpf '.counters.captured_hbone_pod >= 1'
+	check "... and node 2's its pod's" admin_jq 2 /bpf '.counters.captured_hbone_pod >= 1'
 else
 	fail "agents and waypoint start in the waypoint lab"
 fi
-kill -TERM "$wp" 2>/dev/null || true
-wait "$wp" 2>/dev/null || true
+kill -TERM "${WP_PID:-}" 2>/dev/null || true
+wait "${WP_PID:-}" 2>/dev/null || true
 lab_stop_agent "$lab" 1
 lab_stop_agent "$lab" 2
 cp "$logs/waypoint.log" "$logs/waypoint-pod.log" 2>/dev/null || true
