@@ -1972,6 +1972,7 @@ static void owner_foreach(struct hbone_owner *o, hbone_visit_fn fn, void *arg)
 		struct tls_cert *lc = s->st >= HBONE_ST_READY ? tls_conn_local_cert(s->tls) : NULL;
 		struct hbone_conn_info ci = {
 			.server = s->server,
+			.pod_addressed = s->server ? s->pod_addressed : s->no_sni,
 			.state = s->st,
 			.peer_addr = s->peer_addr,
 			.local_id = s->has_local_id ? &s->local_id : NULL,

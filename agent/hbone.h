@@ -170,6 +170,8 @@ const char *hbone_sess_st_to_str(enum hbone_sess_st st);
  * during the callback only. */
 struct hbone_conn_info {
 	bool server;				/* accepted on 15008 */
+	bool pod_addressed;			/* server: accepted at a pod's IP:15008 (captured);
+						 * client: dialled a pod that way, no SNI */
 	enum hbone_sess_st state;
 	struct sockaddr_storage peer_addr;
 	const struct spiffe_id *local_id;	/* client: source identity; server: presented */

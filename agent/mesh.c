@@ -534,8 +534,9 @@ unsigned mesh_inbound_streams(const struct mesh *m)
 void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *arg)
 {
 	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
-	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:s}",
-		"role", i->server ? "server" : "client", "state", hbone_sess_st_to_str(i->state),
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:s}",
+		"role", i->server ? "server" : "client", "form", i->pod_addressed ? "pod" : "node",
+		"state", hbone_sess_st_to_str(i->state),
 		"peer", sockaddr_str(&i->peer_addr, peer, sizeof(peer)),
 		"local_identity", i->local_id ? spiffe_id_str(i->local_id, lid) : NULL,
 		"peer_identity", i->peer_id ? spiffe_id_str(i->peer_id, pid) : NULL,

@@ -138,6 +138,10 @@ check "ambit to ambit in the pod form: n1-p1 (node 1 dials pods) reaches $p21:90
 	pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9002" --mode echo --conns 1 --bytes 4096 --timeout 30
 check "... the destination sees the client pod's IP $p11 (forwarded, vouched by app-1's identity)" \
 	last_peer_is "$p11"
+check "... node 1 pools it in the pod form (/hbone: client, form pod, peer $p21:15008, app-1 verified)" \
+	admin_jq 1 /hbone "[.connections[] | select(.role == \"client\" and .form == \"pod\" and .peer == \"$p21:15008\" and .peer_identity == \"$(spiffe app-1)\")] | length == 1"
+check "... node 2 shows it as a pod-addressed server connection presenting app-1's certificate" \
+	admin_jq 2 /hbone "[.connections[] | select(.role == \"server\" and .form == \"pod\" and .local_identity == \"$(spiffe app-1)\")] | length >= 1"
 check "... node 2 captured them as pod-addressed HBONE (bpf captured_hbone_pod >= 4)" \
 	admin_jq 2 /bpf '.counters.captured_hbone_pod >= 4'
 sleep 0.5
