@@ -138,6 +138,19 @@ check "ambit to ambit in the pod form: n1-p1 (node 1 dials pods) reaches $p21:90
 	pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9002" --mode echo --conns 1 --bytes 4096 --timeout 30
 check "... the destination sees the client pod's IP $p11 (forwarded, vouched by app-1's identity)" \
 	last_peer_is "$p11"
+spans_linked() { # node 2's inbound span of a connection to $p21:9002 is the child of node 1's outbound one
+	local out in i
+	for i in $(seq 30); do spans_linked_once >/dev/null && return 0; sleep 0.1; done
+	spans_linked_once
+}
+spans_linked_once() {
+	local out in
+	out=$(admin 1 /spans | jq -c "[.spans[] | select(.name == \"outbound\" and .attributes[\"server.address\"] == \"$p21\")] | last | {trace_id, span_id}") &&
+		in=$(admin 2 /spans | jq -c "[.spans[] | select(.name == \"inbound\" and .kind == \"SERVER\")] | map({trace_id, parent_span_id})") &&
+		jq -e --argjson o "$out" 'any(.[]; .trace_id == $o.trace_id and .parent_span_id == $o.span_id)' <<<"$in" >/dev/null ||
+		{ echo "outbound $out; inbound $in"; return 1; }
+}
+check "... its inbound span on node 2 is the child of node 1's outbound span (traceparent honoured)" spans_linked
 check "... node 1 pools it in the pod form (/hbone: client, form pod, peer $p21:15008, app-1 verified)" \
 	admin_jq 1 /hbone "[.connections[] | select(.role == \"client\" and .form == \"pod\" and .peer == \"$p21:15008\" and .peer_identity == \"$(spiffe app-1)\")] | length == 1"
 check "... node 2 shows it as a pod-addressed server connection presenting app-1's certificate" \
