@@ -170,7 +170,7 @@ static void refuse_connect(struct mesh *m, const struct hbone_inbound *req, int 
 	char peer[ADDR_STR_LEN], pid[SPIFFE_ID_STR_MAX];
 
 	refused(m, req->pod_addressed, why);
-	pr_warn_rl("hbone: CONNECT %s from %s (%s, %s-addressed) refused with %d: %s",
+	pr_warn_rl("hbone: CONNECT %.128s from %s (%s, %s-addressed) refused with %d: %s",
 		   req->authority, sockaddr_str(&req->peer_addr, peer, sizeof(peer)),
 		   req->peer_id ? spiffe_id_str(req->peer_id, pid) : "no identity",
 		   req->pod_addressed ? "pod" : "node", status, reason);
