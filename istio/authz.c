@@ -946,8 +946,7 @@ static struct policy *compile_object(const json_t *json, size_t index, const cha
 		goto nomem;
 	}
 	if (!rc) {
-		snprintf(err, sizeof(err), "%s", p->label);
-		jx_init(&j, err, err, sizeof(err));
+		jx_init(&j, p->label, err, sizeof(err));
 		jx_enter(&j, "spec");
 		if (p->obj.kind == ISTIO_KIND_AUTHORIZATION_POLICY)
 			rc = parse_authorization(&j, p->obj.spec, p);
