@@ -818,6 +818,14 @@ static int parse_authorization(struct jx *j, const json_t *spec, struct policy *
 		if (err)
 			return err;
 	}
+	for (int t = 0; t < p->obj.ntarget_refs; t++) {
+		const char *kind = p->obj.target_refs[t].kind;
+		if (strcmp(kind, "Gateway") != 0 && strcmp(kind, "Service") != 0 &&
+		    (err = istio_object_diag(&p->obj, ISTIO_DIAG_UNSUPPORTED, "spec.targetRefs",
+					     "targetRef kind %s is not supported: only a waypoint "
+					     "(Gateway) or a Service it serves", kind)))
+			return err;
+	}
 	if (p->action == ACT_AUDIT || p->action == ACT_CUSTOM) {
 		p->state = PS_UNSUPPORTED;
 		return istio_object_diag(&p->obj, ISTIO_DIAG_UNSUPPORTED, "spec.action",
@@ -1149,6 +1157,76 @@ static const struct entry *prev_entry(const struct authz_set *prev, const char *
 	return b && b->list.n ? b->list.v[0] : NULL;
 }
 
+/* "KIND\x1fNS\x1fNAME" from the raw JSON (even of an object refused before its metadata
+ * was read), or NULL when it has none; *err = -ENOMEM on failure. */
+static char *raw_key(const json_t *obj, int *err)
+{
+	const json_t *md = json_object_get(obj, "metadata");
+	const char *ns = json_string_value(json_object_get(md, "namespace"));
+	const char *name = json_string_value(json_object_get(md, "name"));
+	char *key;
+
+	*err = 0;
+	if (!ns || !name)
+		return NULL;
+	if (asprintf(&key, "%s\x1f%s\x1f%s", json_string_value(json_object_get(obj, "kind")), ns, name) < 0) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	return key;
+}
+
+/* Adds resources[index] to s: shared with prev when unchanged, else compiled (a refused
+ * version keeps prev's version in force). 0 or -ENOMEM. */
+static int add_object(struct authz_set *s, const struct authz_set *prev, bool same_root,
+		      const json_t *obj, size_t index)
+{
+	struct entry *e = &s->entries[s->nentries];
+	uint64_t h = json_hash(obj);
+	const struct entry *old;
+	struct policy *p;
+	const char *parts[1];
+	int err;
+	char *key = raw_key(obj, &err);
+
+	if (err)
+		return err;
+	parts[0] = key;
+	if (key && pmap_find(&s->by_key, parts, 1)) {
+		pr_warn("resources[%zu]: refused: %s %s is defined twice; the first stays", index,
+			json_string_value(json_object_get(obj, "kind")),
+			json_string_value(json_object_get(json_object_get(obj, "metadata"), "name")));
+		free(key);
+		return 0;
+	}
+	old = same_root ? prev_entry(prev, key) : NULL;
+	if (old && h && old->cur->hash == h) {
+		/* unchanged since prev: share both versions, log nothing */
+		e->cur = policy_ref(old->cur);
+		e->in_force = policy_ref(old->in_force);
+	} else {
+		p = compile_object(obj, index, s->root_ns, h);
+		if (!p) {
+			free(key);
+			return -ENOMEM;
+		}
+		if (!p->key) {	/* refused before its metadata: still the same object */
+			p->key = key;
+			key = NULL;
+		}
+		e->cur = p;
+		if (p->state != PS_REFUSED)
+			e->in_force = policy_ref(p);
+		else if (old && old->in_force)
+			e->in_force = policy_ref(old->in_force);
+		log_policy(p, e->in_force != NULL);
+	}
+	s->nentries++;
+	free(key);
+	parts[0] = e->cur->key;
+	return e->cur->key ? pmap_add(&s->by_key, parts, 1, e) : 0;
+}
+
 struct authz_set *authz_compile(const json_t *resources, const char *root_ns,
 				const struct authz_set *prev)
 {
@@ -1165,68 +1243,15 @@ struct authz_set *authz_compile(const json_t *resources, const char *root_ns,
 		goto nomem;
 	same_root = prev && strcmp(prev->root_ns, s->root_ns) == 0;
 	json_array_foreach(resources, i, obj) {
-		const struct entry *old;
-		struct entry *e;
-		struct policy *p;
-		uint64_t h;
-		const char *parts[1];
-
 		if (!is_security_kind(obj))
 			continue;
-		e = &s->entries[s->nentries];
-		h = json_hash(obj);
 		if (s->nentries >= AUTHZ_MAX_OBJECTS) {
 			pr_warn("policies: more than %d AuthorizationPolicy and PeerAuthentication objects; "
 				"resources[%zu] and the rest are refused", AUTHZ_MAX_OBJECTS, i);
 			break;
 		}
-		/* unchanged since prev: share both versions, log nothing */
-		{
-			const char *md_ns = json_string_value(json_object_get(json_object_get(obj, "metadata"), "namespace"));
-			const char *md_name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
-			char *key = NULL;
-			if (md_ns && md_name &&
-			    asprintf(&key, "%s\x1f%s\x1f%s", json_string_value(json_object_get(obj, "kind")),
-				     md_ns, md_name) < 0)
-				goto nomem;
-			old = prev_entry(prev, key);
-			free(key);
-		}
-		if (old && same_root && h && old->cur->hash == h) {
-			parts[0] = old->cur->key;
-			if (pmap_find(&s->by_key, parts, 1))
-				goto duplicate_shared;
-			e->cur = policy_ref(old->cur);
-			e->in_force = policy_ref(old->in_force);
-			s->nentries++;
-			if (pmap_add(&s->by_key, parts, 1, e))
-				goto nomem;
-			continue;
-		}
-		p = compile_object(obj, i, s->root_ns, h);
-		if (!p)
+		if (add_object(s, prev, same_root, obj, i))
 			goto nomem;
-		if (p->key) {
-			parts[0] = p->key;
-			if (pmap_find(&s->by_key, parts, 1)) {
-				pr_warn("%s: refused: defined twice in resources (resources[%zu]); the first stays",
-					p->label, i);
-				policy_unref(p);
-				continue;
-			}
-		}
-		e->cur = p;
-		if (p->state != PS_REFUSED)
-			e->in_force = policy_ref(p);
-		else if (old && old->in_force && same_root)
-			e->in_force = policy_ref(old->in_force);
-		log_policy(p, e->in_force != NULL);
-		s->nentries++;
-		if (p->key && pmap_add(&s->by_key, parts, 1, e))
-			goto nomem;
-		continue;
-duplicate_shared:
-		pr_warn("resources[%zu]: refused: %s is defined twice; the first stays", i, old->cur->label);
 	}
 	for (int k = 0; k < s->nentries; k++) {
 		struct entry *e = &s->entries[k];
@@ -1616,7 +1641,8 @@ enum authz_mtls_mode authz_mtls_mode(const struct authz_set *s, const struct aut
 void authz_check_conn(const struct authz_set *s, const struct authz_conn *c,
 		      struct authz_result *r)
 {
-	const struct authz_workload *w = c->dst_workload;
+	static const struct authz_workload unknown = { .namespace = "" };	/* mesh-wide only */
+	const struct authz_workload *w = c->dst_workload ? c->dst_workload : &unknown;
 	const char *parts[1] = { w->namespace };
 	struct verdicts v = { 0 };
 	struct authz_policy_ref pa;
@@ -1786,15 +1812,19 @@ static const char *state_str(const struct entry *e)
 
 static json_t *entry_json(const struct authz_set *s, const struct entry *e)
 {
-	const struct policy *p = e->cur, *f = e->in_force ? e->in_force : e->cur;
+	const struct policy *f = e->in_force ? e->in_force : e->cur;
+	/* the envelope: this version's, else (refused before it was read) the one in force */
+	const struct policy *p = e->cur->have_obj ? e->cur : e->in_force;
 	json_t *j, *d;
 
-	if (!p->have_obj)
-		return json_pack("{s:s, s:s, s:o}", "object", p->label, "state", "refused",
-				 "diagnostics", istio_object_diags_json(&p->obj));
+	if (!p)
+		return json_pack("{s:s, s:s, s:o}", "object", e->cur->label, "state", "refused",
+				 "diagnostics", istio_object_diags_json(&e->cur->obj));
 	j = istio_object_to_json(&p->obj, s->root_ns);
 	if (!j)
 		return NULL;
+	if (p != e->cur && json_object_set_new(j, "diagnostics", istio_object_diags_json(&e->cur->obj)))
+		goto fail;
 	if (json_object_set_new(j, "state", json_string(state_str(e))) ||
 	    json_object_set_new(j, "enforced_by", json_string(
 		    istio_object_scope(&p->obj, s->root_ns) == ISTIO_SCOPE_TARGET_REFS ? "waypoint" : "node")))

@@ -72,7 +72,8 @@ struct authz_conn {
 	 * Policies compare principals without "spiffe://"; namespaces and serviceAccounts use
 	 * its ns and sa parts. An ID not in that shape matches principals only. */
 	const char *src_identity;
-	const struct authz_workload *dst_workload;	/* required at L4 */
+	const struct authz_workload *dst_workload;	/* L4: NULL = not a known workload
+							 * (only mesh-wide objects apply) */
 };
 
 /* One HTTP request at the waypoint (L7), on top of its connection's facts. */

@@ -617,6 +617,24 @@ TEST(previous_version_stays)
 	authz_set_unref(s2);
 	authz_set_unref(s3);
 	authz_set_unref(fresh);
+	/* refused before its metadata was read (no apiVersion): the same object all the same,
+	 * over more than one round */
+	{
+		const char *v5 = "[{\"kind\":\"AuthorizationPolicy\",\"metadata\":{\"name\":\"d\",\"namespace\":\"foo\"},\"spec\":{}}]";
+		struct authz_set *s5 = compile(v5, s4), *s6 = s5 ? compile(v5, s5) : NULL;
+		CHECK(s5 && s6);
+		if (s6) {
+			CHECK_EQ_INT(check_plain(s6, 9090), AUTHZ_DENY);
+			d = authz_set_to_json(s6, NULL, 0);
+			CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(d, 0), "state")), "previous");
+			json_t *diag = json_array_get(json_object_get(json_array_get(d, 0), "diagnostics"), 0);
+			CHECK_EQ_STR(json_string_value(json_object_get(diag, "path")), "apiVersion");
+			CHECK_EQ_STR(json_string_value(json_object_get(diag, "message")), "missing");
+			json_decref(d);
+		}
+		authz_set_unref(s5);
+		authz_set_unref(s6);
+	}
 	/* deleted: gone, even from a set that kept a previous version */
 	s1 = compile("[]", s4);
 	CHECK_EQ_INT(check_plain(s1, 9090), AUTHZ_ALLOW);

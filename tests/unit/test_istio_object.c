@@ -119,6 +119,24 @@ TEST(precise_errors)
 	}
 }
 
+/* A refused object still dumps (its half-read parts left out): fuzz regression. */
+TEST(refused_object_dumps)
+{
+	struct istio_object o;
+	char err[256];
+	CHECK_EQ_INT(parse("{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
+			   "\"metadata\":{\"name\":\"w\",\"namespace\":\"foo\"},\"spec\":{\"targetRefs\":["
+			   "{\"kind\":\"Gateway\",\"name\":\"waypoint\"},{\"kind\":\"Service\",\"groux\":\"\",\"name\":\"api\"}]}}",
+			   &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ_STR(err, "AuthorizationPolicy foo/w: spec.targetRefs[1].groux: unknown key");
+	json_t *j = istio_object_to_json(&o, NULL);
+	CHECK(j != NULL);
+	CHECK_EQ_INT(json_array_size(json_object_get(j, "targetRefs")), 2);
+	CHECK(!istio_object_targets(&o, NULL, "Service", "foo", "api"));
+	json_decref(j);
+	istio_object_fini(&o);
+}
+
 TEST(rfc3339)
 {
 	int64_t t;
