@@ -113,7 +113,8 @@ struct policy {
 	bool have_obj;			/* false: refused before its envelope was known */
 	char *label;			/* "KIND NS/NAME" or "resources[N]" */
 	char *key;			/* "KIND\x1fNS\x1fNAME" for previous-version lookups */
-	uint64_t hash;			/* of the object's JSON; 0 = unknown */
+	char *json;			/* the object's JSON (compact, sorted keys): an unchanged
+					 * object is shared with the next set, not compiled again */
 	enum pstate state;
 	bool converted;			/* L7 fields converted for the node agent */
 	/* AuthorizationPolicy */
@@ -162,6 +163,7 @@ struct authz_set {
 	struct plist ap_mesh;		/* root namespace, no selector */
 	struct pmap ap_ns;		/* NS -> namespace-wide */
 	struct pmap ap_sel;		/* NS\x1fKEY\x1fVALUE (one selector pair) -> selector */
+	bool ap_sel_root;		/* ap_sel holds root-namespace selectors */
 	/* L7 AuthorizationPolicies: KIND\x1fNS\x1fNAME of each targetRef */
 	struct pmap ap_l7;
 	/* PeerAuthentication: the oldest mesh-level and per-namespace ones, and selectors */
@@ -173,26 +175,30 @@ struct authz_set {
 
 /* ---- hash maps ---- */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t len)
+/* A word-at-a-time multiply-xorshift hash: lookups hash a few labels per connection. */
+static uint64_t mix(uint64_t h, const void *p, size_t len)
 {
 	const uint8_t *b = p;
-	for (size_t i = 0; i < len; i++) {
-		h ^= b[i];
-		h *= 0x100000001b3ULL;
+	uint64_t w;
+
+	for (; len >= 8; b += 8, len -= 8) {
+		memcpy(&w, b, 8);
+		h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+		h ^= h >> 29;
 	}
-	return h;
+	w = 0;
+	memcpy(&w, b, len);
+	h = (h ^ w ^ ((uint64_t)len << 56)) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
 }
 
-#define FNV_INIT 0xcbf29ce484222325ULL
+#define HASH_INIT 0xcbf29ce484222325ULL
 
 static uint64_t parts_hash(const char *const *parts, int n)
 {
-	uint64_t h = FNV_INIT;
-	for (int i = 0; i < n; i++) {
-		if (i)
-			h = fnv(h, "\x1f", 1);
-		h = fnv(h, parts[i], strlen(parts[i]));
-	}
+	uint64_t h = HASH_INIT;
+	for (int i = 0; i < n; i++)
+		h = mix(h, parts[i], strlen(parts[i]));
 	return h;
 }
 
@@ -335,6 +341,7 @@ static void policy_unref(struct policy *p)
 	istio_object_fini(&p->obj);
 	free(p->label);
 	free(p->key);
+	free(p->json);
 	rules_free(p->rules, p->nrules);
 	free(p->ports);
 	free(p);
@@ -914,31 +921,22 @@ static int parse_peer_authentication(struct jx *j, const json_t *spec, struct po
 	return 0;
 }
 
-static uint64_t json_hash(const json_t *obj)
-{
-	char *s = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-	uint64_t h;
-	if (!s)
-		return 0;
-	h = fnv(FNV_INIT, s, strlen(s));
-	free(s);
-	return h ? h : 1;
-}
-
 /* Compiles one object. Returns NULL only on ENOMEM; a refused object comes back with
  * state PS_REFUSED and a diagnostic. kind_out says which kind it was (OTHER: skip it). */
 static struct policy *compile_object(const json_t *json, size_t index, const char *root_ns,
-				     uint64_t hash)
+				     char *dump)
 {
 	struct policy *p = calloc(1, sizeof(*p));
 	char err[512];
 	struct jx j;
 	int rc;
 
-	if (!p)
+	if (!p) {
+		free(dump);
 		return NULL;
+	}
 	p->refs = 1;
-	p->hash = hash;
+	p->json = dump;
 	rc = istio_object_parse(json, &p->obj, err, sizeof(err));
 	if (rc == -ENOMEM)
 		goto nomem;
@@ -1107,6 +1105,8 @@ static int index_policy(struct authz_set *s, struct policy *p)
 		parts[0] = p->obj.namespace;
 		return pmap_add(&s->ap_ns, parts, 1, p);
 	case ISTIO_SCOPE_SELECTOR:
+		if (strcmp(p->obj.namespace, s->root_ns) == 0)
+			s->ap_sel_root = true;
 		return index_selector(&s->ap_sel, p);
 	case ISTIO_SCOPE_TARGET_REFS:
 		for (int i = 0; i < p->obj.ntarget_refs; i++) {
@@ -1182,30 +1182,34 @@ static int add_object(struct authz_set *s, const struct authz_set *prev, bool sa
 		      const json_t *obj, size_t index)
 {
 	struct entry *e = &s->entries[s->nentries];
-	uint64_t h = json_hash(obj);
+	char *dump = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);	/* NULL: compile it */
 	const struct entry *old;
 	struct policy *p;
 	const char *parts[1];
 	int err;
 	char *key = raw_key(obj, &err);
 
-	if (err)
+	if (err) {
+		free(dump);
 		return err;
+	}
 	parts[0] = key;
 	if (key && pmap_find(&s->by_key, parts, 1)) {
 		pr_warn("resources[%zu]: refused: %s %s is defined twice; the first stays", index,
 			json_string_value(json_object_get(obj, "kind")),
 			json_string_value(json_object_get(json_object_get(obj, "metadata"), "name")));
 		free(key);
+		free(dump);
 		return 0;
 	}
 	old = same_root ? prev_entry(prev, key) : NULL;
-	if (old && h && old->cur->hash == h) {
+	if (old && dump && old->cur->json && strcmp(old->cur->json, dump) == 0) {
 		/* unchanged since prev: share both versions, log nothing */
+		free(dump);
 		e->cur = policy_ref(old->cur);
 		e->in_force = policy_ref(old->in_force);
 	} else {
-		p = compile_object(obj, index, s->root_ns, h);
+		p = compile_object(obj, index, s->root_ns, dump);	/* takes dump */
 		if (!p) {
 			free(key);
 			return -ENOMEM;
@@ -1506,11 +1510,12 @@ static const struct plist *map_list(const struct pmap *m, const char *const *par
 	return b ? &b->list : NULL;
 }
 
-/* Calls fn on each selector-indexed object of map that may select w: those keyed by one of
- * w's labels in w's namespace or in the root namespace. */
-#define FOR_SELECTOR_CANDIDATES(s, map, w, list)					\
+/* Each list of selector-indexed objects of map that may select w: those keyed by one of w's
+ * labels in w's namespace, and in the root namespace when `root` (a root-namespace selector
+ * reaches every namespace). */
+#define FOR_SELECTOR_CANDIDATES(s, map, root, w, list)					\
 	for (int _l = 0; _l < (w)->nlabels; _l++)					\
-		for (int _r = 0; _r < 2; _r++)						\
+		for (int _r = 0; _r < ((root) ? 2 : 1); _r++)				\
 			if (!(_r == 1 && strcmp((w)->namespace, (s)->root_ns) == 0) &&	\
 			    ((list) = map_list(map, (const char *const[]){			\
 					_r ? (s)->root_ns : (w)->namespace,		\
@@ -1598,7 +1603,8 @@ static const struct policy *oldest_selecting(const struct authz_set *s, const st
 	const struct policy *best = NULL;
 	const struct plist *l;
 
-	FOR_SELECTOR_CANDIDATES(s, map, w, l)
+	/* root-namespace ones apply to no workload in ambient (never indexed): no root lookup */
+	FOR_SELECTOR_CANDIDATES(s, map, false, w, l)
 		for (int i = 0; i < l->n; i++) {
 			const struct policy *p = l->v[i];
 			/* ambient: workload-level PeerAuthentication only in the workload's namespace */
@@ -1654,7 +1660,7 @@ void authz_check_conn(const struct authz_set *s, const struct authz_conn *c,
 	consider_list(&v, &s->ap_mesh, &f, NULL, s->root_ns);
 	if (strcmp(w->namespace, s->root_ns) != 0)
 		consider_list(&v, map_list(&s->ap_ns, parts, 1), &f, NULL, s->root_ns);
-	FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, w, l)
+	FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, s->ap_sel_root, w, l)
 		consider_list(&v, l, &f, w, s->root_ns);
 	finish(&v, r);
 	r->mtls_mode = authz_mtls_mode(s, w, c->dst_port, &pa);
@@ -1948,11 +1954,11 @@ static int dump_workloads(const struct authz_set *s, json_t *arr, const struct a
 			for (int k = 0; lists[li] && k < lists[li]->n; k++)
 				if (note_workload(arr, &pi, lists[li]->v[k], w, counts, s))
 					goto out;
-		FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, w, l)
+		FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, s->ap_sel_root, w, l)
 			for (int k = 0; k < l->n; k++)
 				if (note_workload(arr, &pi, l->v[k], w, counts, s))
 					goto out;
-		FOR_SELECTOR_CANDIDATES(s, &s->pa_sel, w, l)
+		FOR_SELECTOR_CANDIDATES(s, &s->pa_sel, false, w, l)
 			for (int k = 0; k < l->n; k++)
 				if (note_workload(arr, &pi, l->v[k], w, counts, s))
 					goto out;
