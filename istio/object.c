@@ -354,7 +354,10 @@ static int parse_metadata(struct jx *j, const json_t *json, struct istio_object 
 	err = string_map(j, md, "annotations", 4096, false, &o->annotations, &o->nannotations);
 	if (!err) {
 		const char *dr = labels_get(o->annotations, o->nannotations, "istio.io/dry-run");
-		o->dry_run = dr && strcmp(dr, "true") == 0;
+		/* read as Go's strconv.ParseBool, as istiod reads it; anything else is false */
+		static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True" };
+		for (size_t i = 0; dr && i < sizeof(yes) / sizeof(yes[0]); i++)
+			o->dry_run |= strcmp(dr, yes[i]) == 0;
 	}
 out:
 	jx_leave(j, saved);

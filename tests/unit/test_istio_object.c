@@ -52,6 +52,25 @@ TEST(envelope)
 	istio_object_fini(&o);
 }
 
+TEST(dry_run_values)
+{
+	static const struct {
+		const char *value;
+		bool dry;
+	} cases[] = { { "true", true }, { "True", true }, { "1", true }, { "t", true },
+		      { "false", false }, { "yes", false }, { "", false } };
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct istio_object o;
+		char text[512], err[256];
+		snprintf(text, sizeof(text), "{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
+			 "\"metadata\":{\"name\":\"a\",\"namespace\":\"n\",\"annotations\":{\"istio.io/dry-run\":\"%s\"}}}",
+			 cases[i].value);
+		CHECK_EQ_INT(parse(text, &o, err, sizeof(err)), 0);
+		CHECK_EQ_INT(o.dry_run, cases[i].dry);
+		istio_object_fini(&o);
+	}
+}
+
 TEST(versions_and_kinds)
 {
 	struct istio_object o;
