@@ -1906,9 +1906,6 @@ static int note_workload(json_t *arr, const struct ptr_index *pi, const struct p
 	if (k < 0 || (p->obj.nselector &&
 		      !istio_object_selects(&p->obj, s->root_ns, w->namespace, w->labels, w->nlabels)))
 		return 0;
-	if (p->obj.kind == ISTIO_KIND_PEER_AUTHENTICATION && p->obj.nselector &&
-	    strcmp(p->obj.namespace, w->namespace) != 0)
-		return 0;
 	if (counts[k]++ >= DUMP_MAX_WORKLOADS)
 		return 0;
 	snprintf(name, sizeof(name), "%s/%s", w->namespace, w->name ? w->name : "?");
@@ -1945,20 +1942,20 @@ static int dump_workloads(const struct authz_set *s, json_t *arr, const struct a
 		const struct authz_workload *w = &ws[wi];
 		const char *parts[1] = { w->namespace };
 		const struct plist *l;
-		const struct plist *lists[4] = { &s->ap_mesh,
-			strcmp(w->namespace, s->root_ns) ? map_list(&s->ap_ns, parts, 1) : NULL,
-			map_list(&s->pa_ns, parts, 1), NULL };
-		if (s->pa_mesh && note_workload(arr, &pi, s->pa_mesh, w, counts, s))
-			goto out;
-		for (int li = 0; li < 3; li++)
+		const struct plist *lists[2] = { &s->ap_mesh,
+			strcmp(w->namespace, s->root_ns) ? map_list(&s->ap_ns, parts, 1) : NULL };
+		const struct plist *pns = map_list(&s->pa_ns, parts, 1);
+		/* PeerAuthentication: only the one in effect at each level (the oldest) */
+		const struct policy *pas[3] = { s->pa_mesh, pns && pns->n ? pns->v[0] : NULL,
+						oldest_selecting(s, &s->pa_sel, w) };
+		for (int k = 0; k < 3; k++)
+			if (pas[k] && note_workload(arr, &pi, pas[k], w, counts, s))
+				goto out;
+		for (int li = 0; li < 2; li++)
 			for (int k = 0; lists[li] && k < lists[li]->n; k++)
 				if (note_workload(arr, &pi, lists[li]->v[k], w, counts, s))
 					goto out;
 		FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, s->ap_sel_root, w, l)
-			for (int k = 0; k < l->n; k++)
-				if (note_workload(arr, &pi, l->v[k], w, counts, s))
-					goto out;
-		FOR_SELECTOR_CANDIDATES(s, &s->pa_sel, false, w, l)
 			for (int k = 0; k < l->n; k++)
 				if (note_workload(arr, &pi, l->v[k], w, counts, s))
 					goto out;

@@ -666,7 +666,8 @@ TEST(dump_and_reports)
 		AP("foo", "audit", "{\"action\":\"AUDIT\",\"rules\":[{}]}") ","
 		OBJ("AuthorizationPolicy", "foo", "dry", ",\"annotations\":{\"istio.io/dry-run\":\"true\"}", "{\"action\":\"DENY\",\"rules\":[{}]}") ","
 		AP("foo", "wp", "{" WP_REFS ",\"rules\":[{}]}") ","
-		PA("foo", "pa", T1, "{" SEL_API ",\"mtls\":{\"mode\":\"STRICT\"},\"portLevelMtls\":{\"8080\":{\"mode\":\"PERMISSIVE\"}}}") "]", NULL);
+		PA("foo", "pa", T1, "{" SEL_API ",\"mtls\":{\"mode\":\"STRICT\"},\"portLevelMtls\":{\"8080\":{\"mode\":\"PERMISSIVE\"}}}") ","
+		PA("foo", "shadowed", T2, "{" SEL_API ",\"mtls\":{\"mode\":\"DISABLE\"}}") "]", NULL);
 	struct label la[] = { { "app", "api" } }, lb[] = { { "app", "db" } };
 	struct authz_workload ws[] = { { "foo", "api-1", la, 1 }, { "foo", "db-1", lb, 1 }, { "bar", "api-2", la, 1 } };
 	struct authz_set_stats st;
@@ -677,9 +678,9 @@ TEST(dump_and_reports)
 	CHECK_EQ_INT(st.converted, 1);
 	CHECK_EQ_INT(st.unsupported, 1);
 	CHECK_EQ_INT(st.dry_run, 1);
-	CHECK_EQ_INT(st.peer_authentications, 1);
+	CHECK_EQ_INT(st.peer_authentications, 2);
 	d = authz_set_to_json(s, ws, 3);
-	REQUIRE(d && json_array_size(d) == 5);
+	REQUIRE(d && json_array_size(d) == 6);
 	o = json_array_get(d, 0);
 	CHECK_EQ_STR(json_string_value(json_object_get(o, "state")), "converted");
 	CHECK_EQ_STR(json_string_value(json_object_get(o, "scope")), "selector");
@@ -701,6 +702,8 @@ TEST(dump_and_reports)
 	CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(o, "mtls"), "mode")), "STRICT");
 	CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(json_object_get(o, "mtls"), "portLevelMtls"), "8080")), "PERMISSIVE");
 	CHECK_EQ_INT(json_integer_value(json_object_get(o, "workloads_total")), 1);
+	/* the younger workload-level object is in effect nowhere */
+	CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(d, 5), "workloads_total")), 0);
 	json_decref(d);
 
 	/* the dry-run DENY is reported, not enforced */
