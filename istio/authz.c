@@ -1361,19 +1361,6 @@ static bool cidr_contains(const struct cidr *c, const struct sockaddr_storage *s
 	return true;
 }
 
-/* Host without its ":port" (kept when the policy value has a colon itself). */
-static size_t host_len(const char *h, const struct strmatch *m)
-{
-	size_t len = strlen(h);
-	const char *colon = strrchr(h, ':');
-	if (!colon || memchr(m->s, ':', m->len) || strchr(colon, ']'))
-		return len;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return len;
-	return (size_t)(colon - h);
-}
-
 /* Whether value i of t matches the facts. */
 static bool value_matches(const struct test *t, int i, const struct facts *f)
 {
@@ -1400,7 +1387,8 @@ static bool value_matches(const struct test *t, int i, const struct facts *f)
 	case A_REMOTE_IP:
 		return cidr_contains(&t->cidr[i], r && r->remote_ip ? r->remote_ip : f->c->src);
 	case A_HOST:
-		return r && r->host && sm_match(&t->sm[i], r->host, host_len(r->host, &t->sm[i]), true);
+		/* as Istio's host matcher: case-insensitive, the port is part of the value */
+		return r && r->host && sm_match(&t->sm[i], r->host, strlen(r->host), true);
 	case A_METHOD:
 		return r && r->method && sm_match(&t->sm[i], r->method, strlen(r->method), false);
 	case A_PATH:
