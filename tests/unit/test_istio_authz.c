@@ -432,6 +432,18 @@ TEST(l7_targets)
 	CHECK_EQ_INT(r.verdict, AUTHZ_ALLOW);
 	CHECK_EQ_INT(r.reason, AUTHZ_REASON_NO_POLICY);
 	authz_set_unref(s);
+
+	/* JWT attributes at a waypoint: reported unsupported */
+	s = compile("[" AP("foo", "jwt", "{" WP_REFS ",\"rules\":[{\"from\":[{\"source\":{\"requestPrincipals\":[\"*\"]}}],"
+		    "\"when\":[{\"key\":\"request.auth.claims[groups]\",\"values\":[\"a\"]}]}]}") "]", NULL);
+	REQUIRE(s);
+	json_t *d = authz_set_to_json(s, NULL, 0), *diag = json_array_get(json_object_get(json_array_get(d, 0), "diagnostics"), 0);
+	CHECK_EQ_STR(json_string_value(json_object_get(diag, "kind")), "unsupported");
+	CHECK_EQ_STR(json_string_value(json_object_get(diag, "path")), "spec.rules[0]");
+	CHECK(strstr(json_string_value(json_object_get(diag, "message")), "requestPrincipals, request.auth.claims[groups] have no value"));
+	CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(d, 0), "state")), "applied");
+	json_decref(d);
+	authz_set_unref(s);
 }
 
 /* ---- PeerAuthentication ---- */
@@ -542,6 +554,7 @@ static const struct bad_case bad_cases[] = {
 	{ "{\"action\":\"CUSTOM\"}", "spec.provider: the CUSTOM action needs provider.name" },
 	{ "{\"provider\":{\"name\":\"x\"}}", "spec.provider: is only for the CUSTOM action" },
 	{ "{\"rules\":{}}", "spec.rules: must be an array" },
+	{ TO("ports", "[8080]"), "spec.rules[0].to[0].operation.ports[0]: must be a string" },
 };
 
 TEST(refused_objects)
