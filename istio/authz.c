@@ -925,8 +925,8 @@ static int parse_peer_authentication(struct jx *j, const json_t *spec, struct po
 	return 0;
 }
 
-/* Compiles one object. Returns NULL only on ENOMEM; a refused object comes back with
- * state PS_REFUSED and a diagnostic. kind_out says which kind it was (OTHER: skip it). */
+/* Compiles one object (dump: its JSON, owned by the result). Returns NULL only on ENOMEM; a
+ * refused object comes back with state PS_REFUSED and its one refusal diagnostic. */
 static struct policy *compile_object(const json_t *json, size_t index, const char *root_ns,
 				     char *dump)
 {
