@@ -243,18 +243,60 @@ static int unpin_all(const char *dir)
 /* TCP early demux must be off in the node netns: it gives a forwarded packet of an inbound
  * captured connection (client -> pod IP:port) the agent's accepted socket, whose local address
  * is the pod's, and ip_forward() drops packets that carry a socket, before they reach the
- * pod's interface where ambit_egress would turn them into ingress. */
-#define EARLY_DEMUX_SYSCTL "/proc/sys/net/ipv4/tcp_early_demux"
+ * pod's interface where ambit_egress would turn them into ingress.
+ * A container's /proc/sys is read-only, so in Kubernetes the sysctl is written through the
+ * host's /proc/sys/net mounted elsewhere: a procfs answers for the writer's network namespace
+ * (the node's, with hostNetwork), whichever mount it is reached through. */
+#define PROC_SYSCTL_DIR "/proc/sys/net"
+#define EARLY_DEMUX "ipv4/tcp_early_demux"
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
 
-static int set_tcp_early_demux(bool on)
+static bool is_procfs(const char *path)
 {
-	int fd = open(EARLY_DEMUX_SYSCTL, O_WRONLY | O_CLOEXEC), err = 0;
+	struct statfs st;
 
-	if (fd == -1)
-		return -errno;
-	if (write(fd, on ? "1\n" : "0\n", 2) != 2)
+	return statfs(path, &st) == 0 && (unsigned long)st.f_type == PROC_SUPER_MAGIC;
+}
+
+/* The configured folder of net sysctls, else the host's where the DaemonSet mounts it, else
+ * our own (a bare host, the lab). */
+static const char *sysctl_dir(const struct redirect_opts *opts)
+{
+	if (opts->sysctl_dir)
+		return opts->sysctl_dir;
+	return is_procfs(REDIRECT_HOST_SYSCTL_DIR) ? REDIRECT_HOST_SYSCTL_DIR : PROC_SYSCTL_DIR;
+}
+
+/* Writes DIR/ipv4/tcp_early_demux. what gets, for the caller's log line, the step, the file and,
+ * on a failure an operator can fix, what is missing. 0 or -errno. */
+static int set_tcp_early_demux(const char *dir, bool on, char *what, size_t len)
+{
+	const char *hint = "";
+	char path[300];
+	int fd = -1, err = 0;
+
+	snprintf(path, sizeof(path), "%s/" EARLY_DEMUX, dir);
+	if (!is_procfs(dir)) {
+		err = access(dir, F_OK) == -1 ? -errno : -EINVAL;
+		hint = "; not a procfs folder: mount the host's /proc/sys/net there (hostPath) "
+		       "or fix redirect.sysctl_dir";
+		goto out;
+	}
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd == -1 || write(fd, on ? "1\n" : "0\n", 2) != 2)
 		err = -errno;
-	close(fd);
+	if (err == -EROFS)
+		hint = "; read-only, as /proc/sys is in a container: mount the host's /proc/sys/net "
+		       "at " REDIRECT_HOST_SYSCTL_DIR " (hostPath, as the DaemonSet does) or name a "
+		       "writable one in redirect.sysctl_dir";
+	else if (err == -EACCES || err == -EPERM)
+		hint = "; needs uid 0 or CAP_NET_ADMIN in the node's network namespace";
+out:
+	if (fd >= 0)
+		close(fd);
+	snprintf(what, len, "turning %s TCP early demux (%s%s)", on ? "on" : "off", path, hint);
 	return err;
 }
 
@@ -722,6 +764,7 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 {
 	struct redirect *r = calloc(1, sizeof(*r));
 	const char *what = "";
+	char sysctl[640];
 	int err = -ENOMEM;
 
 	setup_libbpf_log();
@@ -767,9 +810,10 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	what = "adding the IPv6 policy rule and local route";
 	if ((err = ipv6_delivery_add(r)))
 		goto fail;
-	what = "turning off TCP early demux (" EARLY_DEMUX_SYSCTL ")";
-	if ((err = set_tcp_early_demux(false)))
+	if ((err = set_tcp_early_demux(sysctl_dir(opts), false, sysctl, sizeof(sysctl)))) {
+		what = sysctl;
 		goto fail;
+	}
 	what = "taking over the interfaces of the previous run";
 	if ((err = netlink_refresh(r->nl)) || (err = adopt_previous(r)))
 		goto fail;
@@ -974,6 +1018,7 @@ fail:
 int redirect_cleanup(const struct redirect_opts *opts)
 {
 	const char *dir = opts->pin_dir ? opts->pin_dir : "/sys/fs/bpf/ambit";
+	char sysctl[640];
 	struct netlink *nl;
 	int *links = NULL, err, first_err = 0;
 	size_t n = 0;
@@ -1039,8 +1084,8 @@ int redirect_cleanup(const struct redirect_opts *opts)
 			first_err = first_err ? first_err : err;
 		}
 	}
-	if ((err = set_tcp_early_demux(true))) {
-		pr_warn("cleanup: restoring %s: %s", EARLY_DEMUX_SYSCTL, strerror(-err));
+	if ((err = set_tcp_early_demux(sysctl_dir(opts), true, sysctl, sizeof(sysctl)))) {
+		pr_warn("cleanup: %s: %s", sysctl, strerror(-err));
 		first_err = first_err ? first_err : err;
 	}
 	if ((err = unpin_all(dir))) {
