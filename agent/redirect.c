@@ -51,6 +51,7 @@ struct rd_pod {
 struct redirect {
 	struct redirect_opts opts;
 	char *pin_dir;			/* owned copy of opts.pin_dir */
+	char *sysctl_dir;		/* owned: the net sysctl folder in use (auto resolved) */
 	struct redirect_bpf *skel;
 	struct netlink *nl;
 	int epfd;			/* the event fd: netlink events + retry timer */
@@ -776,6 +777,10 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if (!r->pin_dir)
 		goto fail;
 	r->opts.pin_dir = r->pin_dir;
+	r->sysctl_dir = strdup(sysctl_dir(opts));
+	if (!r->sysctl_dir)
+		goto fail;
+	r->opts.sysctl_dir = r->sysctl_dir;
 	what = "mounting bpffs at " BPFFS_ROOT;
 	if ((err = bpffs_ensure()))
 		goto fail;
@@ -810,7 +815,7 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	what = "adding the IPv6 policy rule and local route";
 	if ((err = ipv6_delivery_add(r)))
 		goto fail;
-	if ((err = set_tcp_early_demux(sysctl_dir(opts), false, sysctl, sizeof(sysctl)))) {
+	if ((err = set_tcp_early_demux(r->sysctl_dir, false, sysctl, sizeof(sysctl)))) {
 		what = sysctl;
 		goto fail;
 	}
@@ -842,6 +847,7 @@ void redirect_free(struct redirect *r)
 		close(r->timerfd);
 	redirect_bpf__destroy(r->skel);
 	free(r->pin_dir);
+	free(r->sysctl_dir);
 	free(r);
 }
 
@@ -989,6 +995,7 @@ json_t *redirect_state_json(struct redirect *r)
 		}
 	}
 	json_object_set_new(o, "pin_dir", json_string(r->pin_dir));
+	json_object_set_new(o, "sysctl_dir", json_string(r->sysctl_dir));
 	json_object_set_new(o, "programs", json_pack("{s:o, s:o}",
 		"ingress", prog_json(r->skel->progs.ambit_ingress),
 		"egress", prog_json(r->skel->progs.ambit_egress)));

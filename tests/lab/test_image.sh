@@ -182,9 +182,10 @@ check "node 1: not privileged, read-only root, exactly the DaemonSet's $nadd add
 	test "$($ENGINE inspect -f '{{.HostConfig.Privileged}} {{.HostConfig.ReadonlyRootfs}}' "$lab-ambitd-1") $(popcount "$(caps_of "$lab-ambitd-1")")" = "false true $nadd"
 check "node 1: tcp_early_demux is 0 in the node's namespace (written through /host/proc/sys/net)" \
 	test "$(ip netns exec "$lab-n1" sysctl -n net.ipv4.tcp_early_demux)" = 0
-check "node 1: capture attached to its two enrolled pods, bridge mode (static FDB entry)" sh -c \
+check "node 1: capture attached to its two enrolled pods, bridge mode (static FDB entry), sysctls through the mount" sh -c \
 	"nsenter --net=/run/netns/$lab-n1 curl -fsS http://127.0.0.1:15000/bpf |
-		jq -e '.interfaces | length == 2 and all(.[]; .mode == \"bridge\")' >/dev/null &&
+		jq -e '(.interfaces | length == 2 and all(.[]; .mode == \"bridge\")) and
+			.sysctl_dir == \"/host/proc/sys/net\"' >/dev/null &&
 	 bridge -n $lab-n1 fdb show | grep -w static | grep -q ."
 
 check "node 1: ambitctl from the image reads the agent's admin API (workloads)" sh -c \
