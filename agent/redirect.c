@@ -215,7 +215,10 @@ static int bpffs_ensure(void)
 		return -errno;
 	if (mount("bpffs", BPFFS_ROOT, "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") == -1)
 		return -errno;
-	pr_info("capture: mounted bpffs at %s (the host had none)", BPFFS_ROOT);
+	/* In a container this mount is the container's own: pins then die with the pod. */
+	pr_warn("capture: mounted a bpffs at %s, where there was none; pinned maps last as long "
+		"as this mount (in a container, mount the host's %s there: hostPath)", BPFFS_ROOT,
+		BPFFS_ROOT);
 	return 0;
 }
 
