@@ -188,9 +188,9 @@ check "node 1: capture attached to its two enrolled pods, bridge mode (static FD
 			.sysctl_dir == \"/host/proc/sys/net\"' >/dev/null &&
 	 bridge -n $lab-n1 fdb show | grep -w static | grep -q ."
 
-check "node 1: ambitctl from the image reads the agent's admin API (workloads)" sh -c \
+check "node 1: ambitctl (found through the image's PATH, as kubectl exec does) reads the agent's admin API" sh -c \
 	"$ENGINE run --rm --network ns:/run/netns/$lab-n1 --read-only --cap-drop all --entrypoint \
-		/usr/local/bin/ambitctl '$IMG' workloads -o json | jq -e '(.workloads // .) | length >= 4' >/dev/null"
+		ambitctl '$IMG' workloads -o json | jq -e '(.workloads // .) | length >= 4' >/dev/null"
 
 # --------------------------------------------------------------- traffic, metrics and spans
 o1=$(lab_metric "$lab" 1 istio_tcp_connections_opened_total reporter=source)
