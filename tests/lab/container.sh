@@ -23,7 +23,8 @@ container_engine_init() {
 	fi
 	ENGINE=podman
 	if command -v runc >/dev/null 2>&1; then
-		cat >"$CONTAINER_CACHE/containers.conf" <<-'CONF'
+		# Written aside and renamed: a concurrent run may be reading it.
+		cat >"$CONTAINER_CACHE/containers.conf.$$" <<-'CONF'
 		[containers]
 		default_ulimits = []
 		netns = "host"
@@ -31,6 +32,7 @@ container_engine_init() {
 		runtime = "runc"
 		cgroup_manager = "cgroupfs"
 		CONF
+		mv "$CONTAINER_CACHE/containers.conf.$$" "$CONTAINER_CACHE/containers.conf"
 		export CONTAINERS_CONF=$CONTAINER_CACHE/containers.conf
 	fi
 	if ! CONTAINER_WHY=$(podman info 2>&1 >/dev/null); then

@@ -286,6 +286,8 @@ $ENGINE kill --signal TERM "$lab-ambitd-2" >/dev/null
 sleep 1
 check "drain: node 2's container is still running after SIGTERM while it is open" \
 	test "$($ENGINE inspect -f '{{.State.Running}}' "$lab-ambitd-2")" = true
+check "drain: ... no longer listening on 15008 (new HBONE connections go elsewhere)" \
+	test -z "$(nsenter --net="/run/netns/$lab-n2" ss -Hltn 'sport = :15008')"
 touch "$work/go"
 rc=0
 wait "$held" || rc=$?
