@@ -87,6 +87,7 @@ void config_fini(struct config *c)
 	free(c->otlp_protocol);
 	kv_free(c->otlp_headers, c->notlp_headers);
 	free(c->redirect_pin_dir);
+	free(c->redirect_sysctl_dir);
 	free(c->admin_address);
 	free(c->waypoint_name);
 	free(c->waypoint_namespace);
@@ -238,15 +239,24 @@ static int load_log(struct jx *j, struct config *c, const json_t *o)
 
 static int load_redirect(struct jx *j, struct config *c, const json_t *o)
 {
-	static const char *const keys[] = { "enabled", "pin_dir", "mark", "table", NULL };
+	static const char *const keys[] = { "enabled", "pin_dir", "sysctl_dir", "mark", "table",
+		NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) || (err = jx_bool(j, o, "enabled", &c->redirect_enabled)) ||
 	    (err = jx_str(j, o, "pin_dir", false, CFG_MAX_STR, &c->redirect_pin_dir)) ||
+	    (err = jx_str(j, o, "sysctl_dir", false, 200, &c->redirect_sysctl_dir)) ||
 	    (err = jx_uint(j, o, "mark", 1, UINT32_MAX, &c->redirect_mark)) ||
 	    (err = jx_uint(j, o, "table", 1, 252, &c->redirect_table)))
 		return err;
 	if (strncmp(c->redirect_pin_dir, "/sys/fs/bpf/", 12) != 0)
 		return jx_fail(j, "pin_dir", "'%s' must be under /sys/fs/bpf/", c->redirect_pin_dir);
+	if (c->redirect_sysctl_dir && strcmp(c->redirect_sysctl_dir, "auto") == 0) {
+		free(c->redirect_sysctl_dir);
+		c->redirect_sysctl_dir = NULL;
+	}
+	if (c->redirect_sysctl_dir && c->redirect_sysctl_dir[0] != '/')
+		return jx_fail(j, "sysctl_dir", "'%s' is neither \"auto\" nor an absolute path",
+			       c->redirect_sysctl_dir);
 	return 0;
 }
 
@@ -427,7 +437,7 @@ json_t *config_to_json(const struct config *c)
 		"{s:s, s:s?, s:s?, s:s, s:s, s:{s:s, s:s},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
-		" s:{s:s, s:s}, s:{s:b, s:s, s:i, s:i},"
+		" s:{s:s, s:s}, s:{s:b, s:s, s:s, s:i, s:i},"
 		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "admin_address", c->admin_address,
@@ -445,6 +455,7 @@ json_t *config_to_json(const struct config *c)
 		"log", "level", log_level_str(c->log_level),
 		"format", c->log_format == LOG_FMT_JSON ? "json" : "text",
 		"redirect", "enabled", c->redirect_enabled, "pin_dir", c->redirect_pin_dir,
+		"sysctl_dir", c->redirect_sysctl_dir ? c->redirect_sysctl_dir : "auto",
 		"mark", (json_int_t)c->redirect_mark, "table", (json_int_t)c->redirect_table,
 		"proxy", "connect_timeout_ms", (json_int_t)c->connect_timeout_ms,
 		"max_connections", (json_int_t)c->max_connections,

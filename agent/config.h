@@ -59,6 +59,7 @@ struct config {
 	/* extensions (documented in docs/configuration.md) */
 	bool redirect_enabled;		/* false: no BPF capture (tests, waypoint-only nodes) */
 	char *redirect_pin_dir;
+	char *redirect_sysctl_dir;	/* NULL: auto (redirect_opts.sysctl_dir) */
 	uint32_t redirect_mark;
 	uint32_t redirect_table;
 

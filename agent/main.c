@@ -275,6 +275,7 @@ static int run(struct agent *a)
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
 		ro.pin_dir = a->cfg.redirect_pin_dir;
+		ro.sysctl_dir = a->cfg.redirect_sysctl_dir;
 		ro.mark = a->cfg.redirect_mark;
 		ro.table = a->cfg.redirect_table;
 		ro.outbound_listener_fd = proxy_outbound_fd(a->proxy);
@@ -401,6 +402,7 @@ int main(int argc, char **argv)
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
 		ro.pin_dir = agent.cfg.redirect_pin_dir;
+		ro.sysctl_dir = agent.cfg.redirect_sysctl_dir;
 		ro.mark = agent.cfg.redirect_mark;
 		ro.table = agent.cfg.redirect_table;
 		rc = redirect_cleanup(&ro);

@@ -83,6 +83,8 @@ TEST(errors_name_file_key_value)
 	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\"}", "name and namespace");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"pin_dir\":\"/tmp/x\"}}",
 	       "redirect.pin_dir: '/tmp/x' must be under /sys/fs/bpf/");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"sysctl_dir\":\"host/proc\"}}",
+	       "redirect.sysctl_dir: 'host/proc' is neither \"auto\" nor an absolute path");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"0.0.0.0:15000\"}",
 	       "admin_address: '0.0.0.0:15000' is not a loopback address");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"[fd00::1]:15000\"}",
@@ -111,6 +113,37 @@ TEST(hbone_dial_pod)
 	CHECK_EQ_STR(c.hbone_dial, "pod");
 	config_fini(&c);
 	unlink(path);
+}
+
+/* redirect.sysctl_dir: "auto" (the default) leaves the choice to the capture module (NULL);
+ * a path is kept, and shown by the admin API's config. */
+TEST(redirect_sysctl_dir)
+{
+	const char *cases[][2] = {
+		{ "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\"}", "auto" },
+		{ "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"sysctl_dir\":\"auto\"}}", "auto" },
+		{ "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"sysctl_dir\":\"/host/proc/sys/net\"}}",
+		  "/host/proc/sys/net" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config c;
+		char err[256];
+		json_t *j;
+
+		write_cfg(cases[i][0]);
+		config_init(&c, CONFIG_ROLE_AGENT);
+		CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+		if (strcmp(cases[i][1], "auto") == 0)
+			CHECK(c.redirect_sysctl_dir == NULL);
+		else
+			CHECK_EQ_STR(c.redirect_sysctl_dir, cases[i][1]);
+		j = config_to_json(&c);
+		CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(j, "redirect"),
+							      "sysctl_dir")), cases[i][1]);
+		json_decref(j);
+		config_fini(&c);
+		unlink(path);
+	}
 }
 
 TEST(env_overrides_node)
