@@ -2,7 +2,7 @@
 /* Loads the JSON configuration over its defaults (CONTRACT.md "Configuration" plus the
  * extensions in docs/configuration.md). Unknown keys and bad values are refused. */
 #include "agent/config.h"
-#include "agent/jsonx.h"
+#include "common/jsonx.h"
 #include "common/util.h"
 
 #include <errno.h>
