@@ -105,6 +105,7 @@ struct wp_sess {
 	char *peer_identity;		/* the tunnel's verified peer ("spiffe://..."), for L7 policy */
 	struct sockaddr_storage src_ip;	/* the client: the vouched source, else the tunnel's peer */
 	uint16_t dst_port;		/* the target port (L7 policy's destination.port) */
+	enum protocol proto;		/* the service port's declared protocol (UNKNOWN: detect) */
 	bool denied;			/* the request in flight was refused by policy: its body
 					 * is read and dropped, then the next request follows */
 	/* the request in flight */
@@ -483,35 +484,25 @@ static const char *req_header(void *arg, const char *name)
 	return v;
 }
 
-/* L7 authorization of the request head h (path and host as sent, not NUL-terminated). Records
- * the verdict in the span and the denial counter; true when the request is denied, with the
- * operator's sentence ("denied by NS/NAME", ...) in msg. Fails closed on out of memory. */
-static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *url, size_t ulen,
-			   const char *host, size_t hlen, char *msg, size_t msglen)
+/* Authorization of the session's client for one request rq, or, rq NULL, for its stream as
+ * TCP (the engine then applies istiod's TCP conversion: ALLOW rules with HTTP fields are
+ * dropped, DENY rules lose them). Only the policies attached to this waypoint or the Service
+ * apply. Records the deciding policy in the request span and counts denials; true when
+ * denied, with the operator's sentence ("denied by NS/NAME", ...) in msg. */
+static bool policy_denies(struct wp_sess *s, const struct authz_set *set,
+			  const struct authz_request *rq, char *msg, size_t msglen)
 {
 	struct waypoint *w = s->w;
-	struct authz_set *set = authz_current();
 	struct authz_l7_target t = { .waypoint_namespace = w->namespace, .waypoint_name = w->name,
 				     .service_namespace = s->svc_ns, .service_name = s->svc_name };
-	struct req_headers rh = { .h = h };
-	struct authz_result r;
-	char *path = NULL, *hs = NULL, pol[2 * 254];
-	bool denied = false;
-
-	if (!set || !authz_has_l7(set, &t))
-		goto out;
-	path = strndup(url, ulen);
-	hs = host ? strndup(host, hlen) : NULL;
-	if (!path || (host && !hs)) {
-		snprintf(msg, msglen, "out of memory checking the request's policies");
-		denied = true;
-		goto out;
-	}
 	struct authz_conn c = { .src = &s->src_ip, .dst = &s->authority, .dst_port = s->dst_port,
 				.src_identity = s->peer_identity };
-	struct authz_request rq = { .method = h1_method(h), .path = path, .host = hs,
-				    .header = req_header, .header_arg = &rh };
-	authz_check_request(set, &c, &t, &rq, &r);
+	struct authz_result r;
+	char pol[2 * 254];
+
+	if (!set || !authz_has_l7(set, &t))
+		return false;
+	authz_check_request(set, &c, &t, rq, &r);
 	if (r.dry_run_applied) {
 		struct authz_result d = r;
 		char dmsg[300], *attr;
@@ -531,14 +522,39 @@ static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *ur
 			 r.policy.name);
 		span_set_str(s->span, "authorization.policy", pol);
 	}
-	if (r.verdict == AUTHZ_DENY) {
+	if (r.verdict != AUTHZ_DENY)
+		return false;
+	authz_result_str(&r, msg, msglen);
+	count_denial(w, &r.policy, r.reason, false);
+	return true;
+}
+
+/* L7 authorization of the request head h (url and host as sent, not NUL-terminated). Fails
+ * closed on out of memory. */
+static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *url, size_t ulen,
+			   const char *host, size_t hlen, char *msg, size_t msglen)
+{
+	struct authz_set *set = authz_current();
+	struct req_headers rh = { .h = h };
+	char *path = NULL, *hs = NULL;
+	bool denied = false;
+
+	if (!set)
+		return false;
+	path = strndup(url, ulen);
+	hs = host ? strndup(host, hlen) : NULL;
+	if (!path || (host && !hs)) {
+		snprintf(msg, msglen, "out of memory checking the request's policies");
 		denied = true;
-		authz_result_str(&r, msg, msglen);
-		count_denial(w, &r.policy, r.reason, false);
-		pr_debug("waypoint: %s %s for %s from %s: %s", h1_method(h), path,
-			 s->service ? s->service : "?", s->peer_identity ? s->peer_identity : "?", msg);
+	} else {
+		struct authz_request rq = { .method = h1_method(h), .path = path, .host = hs,
+					    .header = req_header, .header_arg = &rh };
+		denied = policy_denies(s, set, &rq, msg, msglen);
+		if (denied)
+			pr_debug("waypoint: %s %s for %s from %s: %s", h1_method(h), path,
+				 s->service ? s->service : "?",
+				 s->peer_identity ? s->peer_identity : "?", msg);
 	}
-out:
 	free(rh.buf);
 	free(path);
 	free(hs);
@@ -1271,6 +1287,20 @@ static void start_tunnel(struct wp_sess *s)
 	s->w->tunnels++;
 	if (s->down)
 		strcpy(tp, conn_info(s->down)->traceparent);
+	/* A stream that is not HTTP/1.x is checked once, as TCP: an L7 policy cannot be
+	 * sidestepped by speaking another protocol. */
+	struct authz_set *set = authz_current();
+	char amsg[300];
+	bool denied = policy_denies(s, set, NULL, amsg, sizeof(amsg));
+	authz_set_unref(set);
+	if (denied) {
+		model_unref(m);
+		pr_debug("waypoint: TCP stream for %s from %s refused: %s",
+			 s->service ? s->service : "?", s->peer_identity ? s->peer_identity : "?", amsg);
+		if (s->down)
+			conn_abort(s->down, CONN_UP, -EACCES, CONN_FLAG_DENIED, amsg);
+		return;
+	}
 	if (dst)
 		s->up = up_get(s, m, dst, &target, tp[0] ? tp : NULL, false, &why);
 	model_unref(m);
@@ -1461,6 +1491,12 @@ static bool down_step(struct wp_sess *s)
 
 	switch (s->st) {
 	case SS_SNIFF:
+		if (!protocol_is_http(s->proto)) {
+			/* declared TCP, TLS, a database protocol...: no sniffing, no waiting for
+			 * a server that speaks first */
+			start_tunnel(s);
+			return true;
+		}
 		n = conn_out_peek(s->down, CONN_UP, &p);
 		if (n) {
 			enum h1_sniff k = h1_sniff(p, n);
@@ -1738,6 +1774,8 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	s->src_ip = ci->src;
 	s->dst_port = svc ? model_service_target_port(svc, sockaddr_port(&req->target))
 			  : sockaddr_port(&req->target);
+	s->proto = svc ? model_port_protocol(model_service_port(svc, sockaddr_port(&req->target)))
+		       : PROTOCOL_UNKNOWN;
 	bool nomem = false;
 	if (req->peer_id)
 		nomem |= !(s->peer_identity = strdup(spiffe_id_str(req->peer_id, pid)));
@@ -1768,7 +1806,9 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	/* The tunnel is up as far as the client knows: 200 now (RFC 9113 §8.5); each request
 	 * finds its own upstream. */
 	conn_established(c);
-	if (w->o.sniff_timeout_ms)
+	if (!protocol_is_http(s->proto))
+		sess_schedule(s);	/* straight to TCP */
+	else if (w->o.sniff_timeout_ms)
 		loop_timer_arm(w->o.loop, &s->timer, w->o.sniff_timeout_ms);
 out:
 	model_unref(m);
@@ -1962,9 +2002,10 @@ json_t *waypoint_status_json(struct waypoint *w)
 	json_t *sessions = json_array(), *eps = json_array();
 
 	for (struct wp_sess *s = w->sessions; s; s = s->next)
-		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:b}",
+		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:s,s:b}",
 			"authority", sockaddr_str(&s->authority, a, sizeof(a)), "service", s->service,
-			"state", sess_st_to_str(s->st), "upstream", s->up != NULL));
+			"protocol", protocol_str(s->proto), "state", sess_st_to_str(s->st),
+			"upstream", s->up != NULL));
 	for (size_t b = 0; b < ARRAY_SIZE(w->eps); b++)
 		for (struct endpoint_stat *e = w->eps[b]; e; e = e->next)
 			json_array_append_new(eps, json_pack("{s:s,s:i,s:I}", "workload", e->uid,

@@ -38,7 +38,9 @@ policies() { # with DENY=1: the waypoint's DENY policy too
 		{from: [{source: {principals: ["cluster.local/ns/default/sa/app-2"]}}],
 		 to: [{operation: {methods: ["GET"], paths: ["/whoami", "/status/*"]}}]},
 		{to: [{operation: {methods: ["POST"], paths: ["/echo"]}}],
-		 when: [{key: "request.headers[x-token]", values: ["let-me-in"]}]}]}},
+		 when: [{key: "request.headers[x-token]", values: ["let-me-in"]}]},
+		{from: [{source: {principals: ["cluster.local/ns/default/sa/app-3"]}}],
+		 to: [{operation: {ports: ["9000"]}}]}]}},
 	{apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy",
 	 metadata: {name: "app2-only", namespace: "default", creationTimestamp: "2026-01-01T00:00:00Z"},
 	 spec: {targetRefs: [{kind: "Service", group: "", name: "app-2"}], action: "DENY",
@@ -63,7 +65,11 @@ check "the waypoint's OTLP sink starts" test -f "$logs/wsink.ready"
 export OTEL_BSP_SCHEDULE_DELAY=300
 pod_spawn "$lab" n1-p1 "$logs/http.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
 	--port 8080 --name "$lab-n1-p1"
+# HTTP on app-1's port 9000 too, which the lab names "tcp": the waypoint must pass it as TCP
+pod_spawn "$lab" n1-p1 "$logs/http9000.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
+	--port 9000 --name "$lab-n1-p1-9000"
 wait_port "$lab" n1-p1 8080
+wait_port "$lab" n1-p1 9000
 if ! lab_start_agent "$lab" 1; then fail "agent starts"; lab_result; exit 1; fi
 if lab_start_waypoint "$lab" "$logs/waypoint.log" "$LAB_WAYPOINT_CONFIG"; then
 	ok "waypoint starts and becomes ready"
@@ -122,6 +128,33 @@ same_conn() { # allowed, denied with a body, denied, allowed: four answers on on
 	[ "$(echo "$out" | grep -o 'RBAC: access denied' | wc -l)" -eq 2 ]
 }
 check "a denial keeps the connection: 200, 403 (body dropped), 403, 201 in order on one connection" same_conn
+
+# TCP through the waypoint is checked too, as istiod converts policies for TCP: ALLOW rules with
+# HTTP fields do not apply, so only app-3's port rule admits a stream.
+tunnels() { pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/waypoint | jq .tcp_tunnels; }
+tcp_port() { # port 9000 is declared TCP ("tcp"): HTTP bytes on it are not parsed, app-3 is let through
+	local before after out
+	before=$(tunnels) &&
+	out=$(pod_exec "$lab" n1-p3 curl -sS -m 10 "http://$V:9000/whoami") && echo "$out" &&
+	[ "$out" = "$lab-n1-p1-9000" ] && after=$(tunnels) && echo "tunnels $before -> $after" &&
+	[ "$after" -gt "$before" ] &&
+	! jq -se 'any(.[]; .name == "GET /whoami" and .attributes["destination.port"] == 9000)' \
+		"$logs/spans.jsonl" >/dev/null
+}
+check "declared TCP port (name 'tcp'): passed as TCP, no request span; app-3 allowed by its L4 rule" tcp_port
+tcp_denied() { # app-2's ALLOW rules all have HTTP fields: its TCP stream is refused
+	local out
+	out=$(pod_exec "$lab" n1-p2 curl -sS -m 10 "http://$V:9000/whoami" 2>&1) && return 1
+	echo "$out"
+}
+check "declared TCP port: app-2's stream refused (its ALLOW rules have HTTP fields)" tcp_denied
+h2c_closed() { # h2c is not parsed yet: it passes as TCP and meets the same check
+	local out
+	pod_exec "$lab" n1-p2 curl -sS -m 10 -o /dev/null -w '%{http_code}\n' "http://$V/whoami" | grep -qx 200 || return 1
+	out=$(pod_exec "$lab" n1-p2 curl -sS -m 10 --http2-prior-knowledge "http://$V/whoami" 2>&1) && return 1
+	echo "$out"
+}
+check "an L7 policy is not sidestepped with HTTP/2 prior knowledge (TCP check: refused)" h2c_closed
 
 metric() { # REGEX: a line of the waypoint's metrics matches
 	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" |
