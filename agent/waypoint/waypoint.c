@@ -564,14 +564,32 @@ static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *ur
 
 /* Envoy's RBAC answer to a denied HTTP request: 403, "RBAC: access denied" as text/plain
  * (no body to HEAD); the connection goes on unless close. */
-static void deny_reply(struct wp_sess *s, bool close)
+static void deny_reply(struct wp_sess *s, bool close, bool grpc)
 {
 	size_t n = strlen(WP_RBAC_BODY);
+	int err;
 	s->w->local_replies++;
-	if (h1_buf_printf(&s->to_down, "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n"
-			  "content-length: %zu\r\nserver: ambit-waypoint\r\n%s\r\n%s", n,
-			  close ? "connection: close\r\n" : "", s->req_head ? "" : WP_RBAC_BODY))
-		pr_warn_rl("waypoint: cannot queue a 403 (out of memory)");
+	if (grpc)	/* a trailers-only gRPC answer: PERMISSION_DENIED (7) */
+		err = h1_buf_printf(&s->to_down, "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
+				    "grpc-status: 7\r\ngrpc-message: %s\r\ncontent-length: 0\r\n"
+				    "server: ambit-waypoint\r\n%s\r\n", WP_RBAC_BODY,
+				    close ? "connection: close\r\n" : "");
+	else
+		err = h1_buf_printf(&s->to_down, "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n"
+				    "content-length: %zu\r\nserver: ambit-waypoint\r\n%s\r\n%s", n,
+				    close ? "connection: close\r\n" : "", s->req_head ? "" : WP_RBAC_BODY);
+	if (err)
+		pr_warn_rl("waypoint: cannot queue a denial (out of memory)");
+}
+
+/* A gRPC request by its content-type ("application/grpc", "+proto" or ";..." after it), as
+ * Envoy tells one. */
+static bool is_grpc_request(const struct h1 *h)
+{
+	size_t len, n = strlen("application/grpc");
+	const char *ct = h1_header(h, "content-type", &len);
+	return ct && len >= n && strncasecmp(ct, "application/grpc", n) == 0 &&
+	       (len == n || ct[n] == '+' || ct[n] == ';');
 }
 
 /* ---------------------------------------------------------- balancing ---- */
@@ -1163,8 +1181,25 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		size_t elen;
 		bool close = !h->keep_alive || h->upgrade || w->draining ||
 			     h1_header(h, "expect", &elen) != NULL;
-		deny_reply(s, close);
-		request_end(s, 403, CONN_FLAG_DENIED, amsg);
+		bool grpc = is_grpc_request(h);
+		deny_reply(s, close, grpc);
+		if (grpc && s->span) {
+			/* "/package.Service/Method" */
+			const char *sl = plen > 1 ? memchr(url + 1, '/', plen - 1) : NULL;
+			span_set_str(s->span, "rpc.system", "grpc");
+			span_set_int(s->span, "rpc.grpc.status_code", 7);
+			if (sl) {
+				char *svc = strndup(url + 1, (size_t)(sl - url - 1));
+				char *meth = strndup(sl + 1, plen - (size_t)(sl - url) - 1);
+				if (svc && meth) {
+					span_set_str(s->span, "rpc.service", svc);
+					span_set_str(s->span, "rpc.method", meth);
+				}
+				free(svc);
+				free(meth);
+			}
+		}
+		request_end(s, grpc ? 200 : 403, CONN_FLAG_DENIED, amsg);
 		if (close) {
 			s->close_after = true;
 			s->st = SS_CLOSING;

@@ -115,6 +115,17 @@ expect_close() { # a denied request whose client waits for 100-continue: 403 and
 }
 check "denied with Expect: 100-continue: 403 with connection: close" expect_close
 
+grpc_denied() { # a gRPC call (by content-type) is answered as Envoy does: 200, grpc-status 7
+	local out
+	out=$(pod_exec "$lab" n1-p2 curl -sS -m 10 -i -X POST -H 'content-type: application/grpc' \
+		--data-binary hello "http://$V/pkg.Greeter/SayHello" | tr -d '\r') && echo "$out" &&
+	echo "$out" | head -n1 | grep -q '^HTTP/1.1 200' &&
+	echo "$out" | grep -qx 'grpc-status: 7' &&
+	echo "$out" | grep -qx 'grpc-message: RBAC: access denied' &&
+	echo "$out" | grep -qx 'content-type: application/grpc'
+}
+check "denied gRPC call (by content-type): 200 with grpc-status: 7 (PERMISSION_DENIED)" grpc_denied
+
 same_conn() { # allowed, denied with a body, denied, allowed: four answers on one connection
 	local req out
 	req='GET /whoami HTTP/1.1\r\nHost: app-1\r\n\r\n'
@@ -173,6 +184,10 @@ span_ok() { # the request spans of denials: 403, DENY, ERROR with the policy
 		and .attributes["authorization.policy"] == "default/wp-deny"
 		and .status.code == 2 and (.status.message | test("denied by default/wp-deny")))' \
 		"$logs/spans.jsonl" &&
+	jq -se 'any(.[]; .name == "POST /pkg.Greeter/SayHello" and .attributes["rpc.system"] == "grpc"
+		and .attributes["rpc.service"] == "pkg.Greeter" and .attributes["rpc.method"] == "SayHello"
+		and .attributes["rpc.grpc.status_code"] == 7 and .attributes.response_flags == "DENY")' \
+		"$logs/spans.jsonl" &&
 	jq -se 'any(.[]; .name == "DELETE /whoami" and .attributes["http.status_code"] == 403
 		and (.status.message | test("allow policies exist, but none allowed")))' "$logs/spans.jsonl" &&
 	jq -se 'any(.[]; .name == "GET /whoami" and .attributes["http.status_code"] == 200
@@ -180,7 +195,7 @@ span_ok() { # the request spans of denials: 403, DENY, ERROR with the policy
 		"$logs/spans.jsonl"
 }
 spans() { local i; for i in $(seq 40); do span_ok >/dev/null 2>&1 && return 0; sleep 0.25; done; span_ok; }
-check "spans: denied requests are 403, DENY, ERROR naming the policy; an allowed one names its policy" spans
+check "spans: denied requests are 403 (gRPC: rpc.* with status 7), DENY, ERROR naming the policy; an allowed one names its policy" spans
 
 admin_policies() {
 	local out
