@@ -58,6 +58,7 @@ struct kport {
 	uint16_t target;	/* 0 when target_name is set */
 	char *target_name;
 	char *name;
+	char *app_protocol;	/* appProtocol */
 };
 
 struct ksvc {
@@ -518,6 +519,7 @@ static void svc_fini(struct kobj *o)
 	for (int i = 0; i < s->nports; i++) {
 		free(s->ports[i].target_name);
 		free(s->ports[i].name);
+		free(s->ports[i].app_protocol);
 	}
 	free(s->ports);
 	free(s->wp_name);
@@ -579,6 +581,8 @@ static int svc_parse(const json_t *obj, struct kobj *o, bool *keep)
 			kp->target = kp->port;
 		if (!err)
 			err = dup_opt(jstr(v, "name"), &kp->name);
+		if (!err)
+			err = dup_opt(jstr(v, "appProtocol"), &kp->app_protocol);
 		if (err)
 			return err;
 	}
@@ -1329,8 +1333,9 @@ static json_t *service_json(struct kube_discovery *kd, const struct kobj *o, str
 			if (!target)
 				target = p->port;
 		}
-		json_array_append_new(ports, json_pack("{s:i,s:i,s:s*}", "port", (int)p->port,
-						       "target_port", (int)target, "name", p->name));
+		json_array_append_new(ports, json_pack("{s:i,s:i,s:s*,s:s*}", "port", (int)p->port,
+						       "target_port", (int)target, "name", p->name,
+						       "app_protocol", p->app_protocol));
 	}
 	waypoint_of(o->ns, s->wp_name, s->wp_ns, ns, true, &wp, &wpns);
 	if (wp && strcmp(wp, o->name) == 0 && strcmp(wpns, o->ns) == 0)

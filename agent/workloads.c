@@ -112,6 +112,10 @@ static void model_free(struct model *m)
 		free(s->namespace);
 		free(s->addrs);
 		labels_free(s->selector, s->nselector);
+		for (int j = 0; j < s->nports; j++) {
+			free(s->ports[j].name);
+			free(s->ports[j].app_protocol);
+		}
 		free(s->ports);
 		free(s->endpoints);
 		wp_free(&s->waypoint);
@@ -300,7 +304,8 @@ static int parse_service(struct jx *j, const json_t *o, void *out)
 {
 	static const char *const keys[] = { "name", "namespace", "addresses", "selector", "ports",
 		"waypoint", NULL };
-	static const char *const port_keys[] = { "port", "target_port", "name", "protocol", NULL };
+	static const char *const port_keys[] = { "port", "target_port", "name", "app_protocol",
+		"protocol", NULL };
 	struct model_service *s = out;
 	json_t *ports, *pv;
 	size_t i;
@@ -322,15 +327,17 @@ static int parse_service(struct jx *j, const json_t *o, void *out)
 		uint32_t port = 0, tp = 0;
 		if (!json_is_object(pv))
 			return jx_fail(j, NULL, "must be an object");
+		s->nports++;	/* counted before its strings, which the model's free releases */
 		if ((err = jx_keys(j, pv, port_keys)) || (err = jx_uint(j, pv, "port", 1, 65535, &port)) ||
-		    (err = jx_uint(j, pv, "target_port", 1, 65535, &tp)))
+		    (err = jx_uint(j, pv, "target_port", 1, 65535, &tp)) ||
+		    (err = jx_str(j, pv, "name", false, MODEL_MAX_STR, &s->ports[i].name)) ||
+		    (err = jx_str(j, pv, "app_protocol", false, MODEL_MAX_STR, &s->ports[i].app_protocol)))
 			return err;
 		if (!port)
 			return jx_fail(j, "port", "missing");
 		jx_leave(j, saved);
 		s->ports[i].port = (uint16_t)port;
 		s->ports[i].target_port = (uint16_t)(tp ? tp : port);
-		s->nports++;
 	}
 	return 0;
 }
@@ -608,12 +615,23 @@ const struct sockaddr_storage *model_workload_addr(const struct model_workload *
 	return NULL;
 }
 
+const struct model_port *model_service_port(const struct model_service *svc, uint16_t port)
+{
+	for (int i = 0; svc && i < svc->nports; i++)
+		if (svc->ports[i].port == port)
+			return &svc->ports[i];
+	return NULL;
+}
+
+enum protocol model_port_protocol(const struct model_port *p)
+{
+	return p ? protocol_of_port(p->name, p->app_protocol) : PROTOCOL_UNKNOWN;
+}
+
 uint16_t model_service_target_port(const struct model_service *svc, uint16_t port)
 {
-	for (int i = 0; i < svc->nports; i++)
-		if (svc->ports[i].port == port)
-			return svc->ports[i].target_port;
-	return 0;
+	const struct model_port *p = model_service_port(svc, port);
+	return p ? p->target_port : 0;
 }
 
 const struct model_service *model_service_of_endpoint(const struct model *m,
@@ -701,8 +719,9 @@ json_t *model_to_json(const struct model *m)
 		const struct model_service *s = &m->services[i];
 		json_t *ports = json_array(), *eps = json_array();
 		for (int j = 0; ports && j < s->nports; j++)
-			json_array_append_new(ports, json_pack("{s:i,s:i}", "port", s->ports[j].port,
-							       "target_port", s->ports[j].target_port));
+			json_array_append_new(ports, json_pack("{s:i,s:i,s:s*,s:s*}", "port",
+				s->ports[j].port, "target_port", s->ports[j].target_port,
+				"name", s->ports[j].name, "app_protocol", s->ports[j].app_protocol));
 		for (int j = 0; eps && j < s->nendpoints; j++)
 			json_array_append_new(eps, json_string(m->workloads[s->endpoints[j]].uid));
 		json_array_append_new(svcs, json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o}",

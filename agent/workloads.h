@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "agent/protocol.h"
 #include "common/labels.h"
 
 /* Bounds: a model larger than these is refused, never half-loaded. */
@@ -52,6 +53,8 @@ struct model_workload {
 struct model_port {
 	uint16_t port;
 	uint16_t target_port;
+	char *name;			/* the Service port's name; NULL when it has none */
+	char *app_protocol;		/* its appProtocol; NULL when absent */
 };
 
 struct model_service {
@@ -115,6 +118,10 @@ const struct model_node *model_node_by_name(const struct model *m, const char *n
 const struct sockaddr_storage *model_workload_addr(const struct model_workload *w, int family);
 /* The target port for service port `port`, or 0 when the service does not expose it. */
 uint16_t model_service_target_port(const struct model_service *svc, uint16_t port);
+/* The service port `port` (not the target port) of svc, or NULL. */
+const struct model_port *model_service_port(const struct model_service *svc, uint16_t port);
+/* Its application protocol as Istio selects it (agent/protocol.h): PROTOCOL_UNKNOWN = detect. */
+enum protocol model_port_protocol(const struct model_port *p);
 /* The first service that has w among its endpoints and sends to `target_port` (a target
  * port, or a port without one): the inbound side's best guess of the service a client
  * dialled, as ztunnel guesses it. With `waypoint` (the connection came through that waypoint

@@ -34,9 +34,10 @@ static const char usage_text[] =
 	"\n"
 	"The ambit waypoint: an HBONE-native L7 proxy for the services (and workloads) that name\n"
 	"its waypoint Service (istio.io/use-waypoint). It terminates HBONE on its pod IP:15008,\n"
-	"reads HTTP/1.x (anything else passes as TCP), balances each request over the service's\n"
-	"endpoints and forwards it over HBONE to the endpoint's node agent under its own identity,\n"
-	"with one OpenTelemetry span per request.\n"
+	"reads HTTP/1.x (anything else passes as TCP), applies the AuthorizationPolicies attached\n"
+	"to it or to the services it serves, balances each request over the service's endpoints\n"
+	"and forwards it over HBONE to the endpoint's node agent under its own identity, with one\n"
+	"OpenTelemetry span per request.\n"
 	"\n"
 	"Options:\n"
 	"  -c, --config FILE   JSON configuration (see docs/waypoint.md): the agent's keys plus\n"
@@ -134,6 +135,8 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		else
 			json_decref(st);
 		reply_json(resp, 200, o);
+	} else if (strcmp(req->path, "/policies") == 0) {
+		reply_json(resp, 200, waypoint_policies_json(d->wp));
 	} else if (strcmp(req->path, "/hbone") == 0) {
 		reply_json(resp, 200, waypoint_hbone_json(d->wp));
 	} else if (strcmp(req->path, "/spans") == 0) {
@@ -147,7 +150,8 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		model_unref(m);
 	} else if (strcmp(req->path, "/") == 0) {
 		httpd_replyf(resp, 200, "text/plain",
-			     "%s %s\n/waypoint /stats /config_dump /hbone /spans?trace_id=&limit= /workloads\n",
+			     "%s %s\n/waypoint /stats /config_dump /hbone /policies /spans?trace_id=&limit= "
+			     "/workloads\n",
 			     PROG, AMBIT_VERSION);
 	} else {
 		httpd_replyf(resp, 404, "text/plain", "no such path: %s\n", req->path);
@@ -261,6 +265,7 @@ static int run(struct wpd *d)
 		.ca = d->id.ca,
 		.tracer = d->tracer,
 		.trust_domain = d->cfg.trust_domain,
+		.root_namespace = d->cfg.root_namespace,
 		.name = d->cfg.waypoint_name,
 		.namespace = d->cfg.waypoint_namespace,
 		.node_name = d->cfg.node_name,

@@ -15,6 +15,7 @@
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "istio/authz.h"
 #include "otlp/resource.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
@@ -27,6 +28,7 @@
 #include <ifaddrs.h>
 #include <inttypes.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,9 @@
 #define WP_CLOSE_WAIT_MS 10000		/* after our EOF, how long the client may take to close */
 #define WP_STEPS_MAX	64		/* pump iterations before yielding to other work */
 #define WP_SERIES_MAX	10000		/* istio_requests_total series */
+#define WP_DENIED_MAX	256		/* ambit_authorization_denied_total series */
+/* Envoy's RBAC filter's local reply to a denied HTTP request. */
+#define WP_RBAC_BODY	"RBAC: access denied"
 
 /* ------------------------------------------------------------ objects ---- */
 
@@ -97,6 +102,12 @@ struct wp_sess {
 	char *svc_ns, *svc_name;	/* NULL in workload mode */
 	char *service;			/* FQDN for spans and metrics */
 	struct conn_peer source;	/* the client workload, for metrics */
+	char *peer_identity;		/* the tunnel's verified peer ("spiffe://..."), for L7 policy */
+	struct sockaddr_storage src_ip;	/* the client: the vouched source, else the tunnel's peer */
+	uint16_t dst_port;		/* the target port (L7 policy's destination.port) */
+	enum protocol proto;		/* the service port's declared protocol (UNKNOWN: detect) */
+	bool denied;			/* the request in flight was refused by policy: its body
+					 * is read and dropped, then the next request follows */
 	/* the request in flight */
 	struct span *span;
 	int status;
@@ -141,6 +152,8 @@ struct waypoint {
 	struct endpoint_stat *eps[64];
 	struct series *series[256];
 	unsigned nseries;
+	struct series *denied[64];	/* ambit_authorization_denied_total */
+	unsigned ndenied;
 	uint64_t requests, local_replies, tunnels, upstreams_opened, upstreams_reused;
 };
 
@@ -217,6 +230,43 @@ static void esc(FILE *f, const char *s)
 	}
 }
 
+/* Adds 1 to the series of labels (taken over) in the hash table tab[n], bounded by max. */
+static void series_inc(struct series **tab, size_t n, unsigned *count, unsigned max, char *labels)
+{
+	size_t h = 5381;
+	for (const char *c = labels; *c; c++)
+		h = h * 33 + (unsigned char)*c;
+	h %= n;
+	for (struct series *x = tab[h]; x; x = x->next) {
+		if (strcmp(x->labels, labels) == 0) {
+			x->v++;
+			free(labels);
+			return;
+		}
+	}
+	struct series *x = *count < max ? calloc(1, sizeof(*x)) : NULL;
+	if (!x) {
+		free(labels);
+		return;
+	}
+	x->labels = labels;
+	x->v = 1;
+	x->next = tab[h];
+	tab[h] = x;
+	(*count)++;
+}
+
+static void series_free(struct series **tab, size_t n)
+{
+	for (size_t b = 0; b < n; b++) {
+		for (struct series *x = tab[b], *next; x; x = next) {
+			next = x->next;
+			free(x->labels);
+			free(x);
+		}
+	}
+}
+
 static void count_request(struct waypoint *w, const struct wp_sess *s, const char *dst_wl,
 			  const char *dst_ns, const char *dst_principal, int code, const char *flag)
 {
@@ -246,27 +296,33 @@ static void count_request(struct waypoint *w, const struct wp_sess *s, const cha
 		free(labels);
 		return;
 	}
-	size_t h = 5381;
-	for (const char *c = labels; *c; c++)
-		h = h * 33 + (unsigned char)*c;
-	h %= ARRAY_SIZE(w->series);
-	for (struct series *x = w->series[h]; x; x = x->next) {
-		if (strcmp(x->labels, labels) == 0) {
-			x->v++;
-			free(labels);
-			return;
-		}
+	series_inc(w->series, ARRAY_SIZE(w->series), &w->nseries, WP_SERIES_MAX, labels);
+}
+
+/* A denial (or a dry-run one) by policy p, as the node agent counts them (agent/policy.c). */
+static void count_denial(struct waypoint *w, const struct authz_policy_ref *p,
+			 enum authz_reason reason, bool dry_run)
+{
+	char *labels = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&labels, &len);
+	if (!f)
+		return;
+	fputs("{policy=\"", f);
+	if (p->name) {
+		esc(f, p->namespace);
+		fputc('/', f);
+		esc(f, p->name);
+	} else {
+		fputc('-', f);
 	}
-	struct series *x = w->nseries < WP_SERIES_MAX ? calloc(1, sizeof(*x)) : NULL;
-	if (!x) {
+	fprintf(f, "\",reason=\"%s\",dry_run=\"%s\"}", authz_reason_str(reason),
+		dry_run ? "true" : "false");
+	if (fclose(f)) {
 		free(labels);
 		return;
 	}
-	x->labels = labels;
-	x->v = 1;
-	x->next = w->series[h];
-	w->series[h] = x;
-	w->nseries++;
+	series_inc(w->denied, ARRAY_SIZE(w->denied), &w->ndenied, WP_DENIED_MAX, labels);
 }
 
 void waypoint_metrics_write(struct waypoint *w, FILE *f)
@@ -276,6 +332,11 @@ void waypoint_metrics_write(struct waypoint *w, FILE *f)
 	for (size_t b = 0; b < ARRAY_SIZE(w->series); b++)
 		for (struct series *x = w->series[b]; x; x = x->next)
 			fprintf(f, "istio_requests_total%s %" PRIu64 "\n", x->labels, x->v);
+	fputs("# HELP ambit_authorization_denied_total Requests denied by AuthorizationPolicy "
+	      "(dry_run: would have been).\n# TYPE ambit_authorization_denied_total counter\n", f);
+	for (size_t b = 0; b < ARRAY_SIZE(w->denied); b++)
+		for (struct series *x = w->denied[b]; x; x = x->next)
+			fprintf(f, "ambit_authorization_denied_total%s %" PRIu64 "\n", x->labels, x->v);
 	fprintf(f, "# HELP ambit_waypoint_sessions Client connections (CONNECT streams) open.\n"
 		   "# TYPE ambit_waypoint_sessions gauge\nambit_waypoint_sessions %u\n"
 		   "# HELP ambit_waypoint_upstreams_idle Pooled keep-alive upstream connections.\n"
@@ -287,6 +348,248 @@ void waypoint_metrics_write(struct waypoint *w, FILE *f)
 		   "# TYPE ambit_waypoint_upstreams_reused_total counter\n"
 		   "ambit_waypoint_upstreams_reused_total %" PRIu64 "\n",
 		w->nsessions, w->nidle, w->upstreams_opened, w->upstreams_reused);
+}
+
+/* ---------------------------------------------------------- authorization ---- */
+
+/* The AuthorizationPolicy set of the newest model, compiled on the publishing thread (one per
+ * process: model_subscribe has no way back, so the listener outlives a waypoint and finds it
+ * inactive). Compiles are serialized, each with the newest set as prev, so a refused object
+ * keeps its last good version. The data path takes a reference per request. */
+static struct {
+	pthread_mutex_t compile_lock;
+	pthread_mutex_t lock;		/* guards latest, gen, active */
+	struct authz_set *latest;
+	uint64_t gen;
+	char *root_ns;			/* changed only under both locks */
+	bool active, subscribed;
+} wpz = {
+	.compile_lock = PTHREAD_MUTEX_INITIALIZER,
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static void authz_compile_model(struct model *m, void *arg)
+{
+	struct authz_set *prev = NULL, *set = NULL, *old = NULL;
+	(void)arg;
+
+	pthread_mutex_lock(&wpz.compile_lock);
+	pthread_mutex_lock(&wpz.lock);
+	bool go = wpz.active && !(wpz.latest && m->generation < wpz.gen);
+	if (go && wpz.latest)
+		prev = authz_set_ref(wpz.latest);
+	pthread_mutex_unlock(&wpz.lock);
+	if (go && !(set = authz_compile(m->resources, wpz.root_ns, prev)))
+		pr_warn("waypoint: out of memory compiling the policies of model %" PRIu64
+			"; the previous ones stay in force", m->generation);
+	authz_set_unref(prev);
+	if (set) {
+		pthread_mutex_lock(&wpz.lock);
+		old = wpz.latest;
+		wpz.latest = set;
+		wpz.gen = m->generation;
+		pthread_mutex_unlock(&wpz.lock);
+	}
+	authz_set_unref(old);
+	pthread_mutex_unlock(&wpz.compile_lock);
+}
+
+static int authz_start(const char *root_ns)
+{
+	struct model *m;
+	char *ns = strdup(root_ns ? root_ns : "istio-system");
+	if (!ns)
+		return -ENOMEM;
+	pthread_mutex_lock(&wpz.compile_lock);
+	pthread_mutex_lock(&wpz.lock);
+	free(wpz.root_ns);
+	wpz.root_ns = ns;
+	wpz.active = true;
+	pthread_mutex_unlock(&wpz.lock);
+	pthread_mutex_unlock(&wpz.compile_lock);
+	if (!wpz.subscribed) {
+		int err = model_subscribe(authz_compile_model, NULL);
+		if (err)
+			return err;
+		wpz.subscribed = true;
+	}
+	m = model_current();
+	authz_compile_model(m, NULL);
+	model_unref(m);
+	return 0;
+}
+
+static void authz_stop(void)
+{
+	struct authz_set *old;
+	pthread_mutex_lock(&wpz.compile_lock);
+	pthread_mutex_lock(&wpz.lock);
+	wpz.active = false;
+	old = wpz.latest;
+	wpz.latest = NULL;
+	wpz.gen = 0;
+	free(wpz.root_ns);
+	wpz.root_ns = NULL;
+	pthread_mutex_unlock(&wpz.lock);
+	pthread_mutex_unlock(&wpz.compile_lock);
+	authz_set_unref(old);
+}
+
+/* The set in force (a new reference), or NULL when none was compiled. */
+static struct authz_set *authz_current(void)
+{
+	struct authz_set *s = NULL;
+	pthread_mutex_lock(&wpz.lock);
+	if (wpz.latest)
+		s = authz_set_ref(wpz.latest);
+	pthread_mutex_unlock(&wpz.lock);
+	return s;
+}
+
+/* request.headers[NAME] for the engine: the values of NAME joined with ",". The string lives
+ * until the next lookup (the engine uses each at once). */
+struct req_headers {
+	const struct h1 *h;
+	char *buf;
+};
+
+static const char *req_header(void *arg, const char *name)
+{
+	struct req_headers *rh = arg;
+	const struct h1 *h = rh->h;
+	size_t nl = strlen(name), len = 0;
+	char *v = NULL;
+
+	free(rh->buf);
+	rh->buf = NULL;
+	bool first = true;
+	for (int i = 0; i < h->nh; i++) {
+		const struct h1_header *x = &h->h[i];
+		if (x->name_len != nl || strncasecmp(h->arena + x->name, name, nl) != 0)
+			continue;
+		char *nv = realloc(v, len + 1 + x->value_len + 1);
+		if (!nv) {
+			free(v);
+			return NULL;
+		}
+		v = nv;
+		if (!first)
+			v[len++] = ',';
+		first = false;
+		memcpy(v + len, h->arena + x->value, x->value_len);
+		len += x->value_len;
+		v[len] = '\0';
+	}
+	rh->buf = v;
+	return v;
+}
+
+/* Authorization of the session's client for one request rq, or, rq NULL, for its stream as
+ * TCP (the engine then applies istiod's TCP conversion: ALLOW rules with HTTP fields are
+ * dropped, DENY rules lose them). Only the policies attached to this waypoint or the Service
+ * apply. Records the deciding policy in the request span and counts denials; true when
+ * denied, with the operator's sentence ("denied by NS/NAME", ...) in msg. */
+static bool policy_denies(struct wp_sess *s, const struct authz_set *set,
+			  const struct authz_request *rq, char *msg, size_t msglen)
+{
+	struct waypoint *w = s->w;
+	struct authz_l7_target t = { .waypoint_namespace = w->namespace, .waypoint_name = w->name,
+				     .service_namespace = s->svc_ns, .service_name = s->svc_name };
+	struct authz_conn c = { .src = &s->src_ip, .dst = &s->authority, .dst_port = s->dst_port,
+				.src_identity = s->peer_identity };
+	struct authz_result r;
+	char pol[2 * 254];
+
+	if (!set || !authz_has_l7(set, &t))
+		return false;
+	authz_check_request(set, &c, &t, rq, &r);
+	if (r.dry_run_applied) {
+		struct authz_result d = r;
+		char dmsg[300], *attr;
+		d.verdict = r.dry_run_verdict;
+		d.reason = r.dry_run_reason;
+		d.policy = r.dry_run_policy;
+		authz_result_str(&d, dmsg, sizeof(dmsg));
+		if (s->span && asprintf(&attr, "%s: %s", authz_verdict_str(d.verdict), dmsg) >= 0) {
+			span_set_str(s->span, "authorization.dry_run", attr);
+			free(attr);
+		}
+		if (d.verdict == AUTHZ_DENY)
+			count_denial(w, &d.policy, d.reason, true);
+	}
+	if (s->span && r.policy.name) {
+		snprintf(pol, sizeof(pol), "%s/%s", r.policy.namespace ? r.policy.namespace : "",
+			 r.policy.name);
+		span_set_str(s->span, "authorization.policy", pol);
+	}
+	if (r.verdict != AUTHZ_DENY)
+		return false;
+	authz_result_str(&r, msg, msglen);
+	count_denial(w, &r.policy, r.reason, false);
+	return true;
+}
+
+/* L7 authorization of the request head h (url and host as sent, not NUL-terminated). Fails
+ * closed on out of memory. */
+static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *url, size_t ulen,
+			   const char *host, size_t hlen, char *msg, size_t msglen)
+{
+	struct authz_set *set = authz_current();
+	struct req_headers rh = { .h = h };
+	char *path = NULL, *hs = NULL;
+	bool denied = false;
+
+	if (!set)
+		return false;
+	path = strndup(url, ulen);
+	hs = host ? strndup(host, hlen) : NULL;
+	if (!path || (host && !hs)) {
+		snprintf(msg, msglen, "out of memory checking the request's policies");
+		denied = true;
+	} else {
+		struct authz_request rq = { .method = h1_method(h), .path = path, .host = hs,
+					    .header = req_header, .header_arg = &rh };
+		denied = policy_denies(s, set, &rq, msg, msglen);
+		if (denied)
+			pr_debug("waypoint: %s %s for %s from %s: %s", h1_method(h), path,
+				 s->service ? s->service : "?",
+				 s->peer_identity ? s->peer_identity : "?", msg);
+	}
+	free(rh.buf);
+	free(path);
+	free(hs);
+	authz_set_unref(set);
+	return denied;
+}
+
+/* Envoy's RBAC answer to a denied HTTP request: 403, "RBAC: access denied" as text/plain
+ * (no body to HEAD); the connection goes on unless close. */
+static void deny_reply(struct wp_sess *s, bool close, bool grpc)
+{
+	size_t n = strlen(WP_RBAC_BODY);
+	int err;
+	s->w->local_replies++;
+	if (grpc)	/* a trailers-only gRPC answer: PERMISSION_DENIED (7) */
+		err = h1_buf_printf(&s->to_down, "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
+				    "grpc-status: 7\r\ngrpc-message: %s\r\ncontent-length: 0\r\n"
+				    "server: ambit-waypoint\r\n%s\r\n", WP_RBAC_BODY,
+				    close ? "connection: close\r\n" : "");
+	else
+		err = h1_buf_printf(&s->to_down, "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n"
+				    "content-length: %zu\r\nserver: ambit-waypoint\r\n%s\r\n%s", n,
+				    close ? "connection: close\r\n" : "", s->req_head ? "" : WP_RBAC_BODY);
+	if (err)
+		pr_warn_rl("waypoint: cannot queue a denial (out of memory)");
+}
+
+/* A gRPC request by its content-type ("application/grpc", "+proto" or ";..." after it), as
+ * Envoy tells one. */
+static bool is_grpc_request(const struct h1 *h)
+{
+	size_t len, n = strlen("application/grpc");
+	const char *ct = h1_header(h, "content-type", &len);
+	return ct && len >= n && strncasecmp(ct, "application/grpc", n) == 0 &&
+	       (len == n || ct[n] == '+' || ct[n] == ';');
 }
 
 /* ---------------------------------------------------------- balancing ---- */
@@ -693,6 +996,7 @@ static void sess_unref(struct wp_sess *s)
 	free(s->svc_name);
 	free(s->service);
 	free(s->ep_uid);
+	free(s->peer_identity);
 	conn_peer_fini(&s->source);
 	free(s);
 }
@@ -812,8 +1116,9 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	const char *url = h1_url(h, &ulen), *tp = h1_header(h, "traceparent", &tlen);
 	const char *host = h1_header(h, "host", &hlen);
 	char name[SPAN_MAX_NAME_LEN], tpbuf[64] = "", ip[ADDR_STR_LEN], addr[ADDR_STR_LEN];
+	char amsg[300];
 	const char *why = NULL;
-	bool has_parent;
+	bool has_parent, denied = false;
 	struct spiffe_id self_id;
 	size_t plen = 0;
 	int rc = 0;
@@ -870,6 +1175,40 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		span_set_str(sp, "waypoint", w->name);
 		tracecontext_format(&sp->ctx, tpbuf, sizeof(tpbuf));
 	}
+	if ((denied = request_denied(s, h, url, ulen, host, hlen, amsg, sizeof(amsg)))) {
+		/* The body is read and dropped and the connection goes on, unless it cannot: the
+		 * client waits for 100-continue, asked for an upgrade, or does not keep alive. */
+		size_t elen;
+		bool close = !h->keep_alive || h->upgrade || w->draining ||
+			     h1_header(h, "expect", &elen) != NULL;
+		bool grpc = is_grpc_request(h);
+		deny_reply(s, close, grpc);
+		if (grpc && s->span) {
+			/* "/package.Service/Method" */
+			const char *sl = plen > 1 ? memchr(url + 1, '/', plen - 1) : NULL;
+			span_set_str(s->span, "rpc.system", "grpc");
+			span_set_int(s->span, "rpc.grpc.status_code", 7);
+			if (sl) {
+				char *svc = strndup(url + 1, (size_t)(sl - url - 1));
+				char *meth = strndup(sl + 1, plen - (size_t)(sl - url) - 1);
+				if (svc && meth) {
+					span_set_str(s->span, "rpc.service", svc);
+					span_set_str(s->span, "rpc.method", meth);
+				}
+				free(svc);
+				free(meth);
+			}
+		}
+		request_end(s, grpc ? 200 : 403, CONN_FLAG_DENIED, amsg);
+		if (close) {
+			s->close_after = true;
+			s->st = SS_CLOSING;
+			rc = -1;
+		} else {
+			s->denied = true;
+		}
+		goto out;
+	}
 	dst = pick(w, s, m, &target);
 	if (!dst) {
 		why = "no healthy upstream";
@@ -906,7 +1245,7 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		rc = -1;
 	}
 out:
-	if (rc)
+	if (rc && !denied)
 		local_reply(s, 503, why, CONN_FLAG_NO_ROUTE);
 	model_unref(m);
 	return rc;
@@ -983,6 +1322,20 @@ static void start_tunnel(struct wp_sess *s)
 	s->w->tunnels++;
 	if (s->down)
 		strcpy(tp, conn_info(s->down)->traceparent);
+	/* A stream that is not HTTP/1.x is checked once, as TCP: an L7 policy cannot be
+	 * sidestepped by speaking another protocol. */
+	struct authz_set *set = authz_current();
+	char amsg[300];
+	bool denied = policy_denies(s, set, NULL, amsg, sizeof(amsg));
+	authz_set_unref(set);
+	if (denied) {
+		model_unref(m);
+		pr_debug("waypoint: TCP stream for %s from %s refused: %s",
+			 s->service ? s->service : "?", s->peer_identity ? s->peer_identity : "?", amsg);
+		if (s->down)
+			conn_abort(s->down, CONN_UP, -EACCES, CONN_FLAG_DENIED, amsg);
+		return;
+	}
 	if (dst)
 		s->up = up_get(s, m, dst, &target, tp[0] ? tp : NULL, false, &why);
 	model_unref(m);
@@ -1173,6 +1526,12 @@ static bool down_step(struct wp_sess *s)
 
 	switch (s->st) {
 	case SS_SNIFF:
+		if (!protocol_is_http(s->proto)) {
+			/* declared TCP, TLS, a database protocol...: no sniffing, no waiting for
+			 * a server that speaks first */
+			start_tunnel(s);
+			return true;
+		}
 		n = conn_out_peek(s->down, CONN_UP, &p);
 		if (n) {
 			enum h1_sniff k = h1_sniff(p, n);
@@ -1205,6 +1564,8 @@ static bool down_step(struct wp_sess *s)
 			size_t k = h1_feed(&s->req, p, MIN(n, WP_FEED_MAX), &s->to_up);
 			if (s->down && k)
 				conn_out_consume(s->down, CONN_UP, k);
+			if (s->denied)	/* the body of a denied request goes nowhere */
+				h1_buf_consume(&s->to_up, h1_buf_pending(&s->to_up));
 			progress |= k > 0;
 			if (s->st == SS_CLOSING)
 				return true;	/* answered locally (routing failed) */
@@ -1225,6 +1586,15 @@ static bool down_step(struct wp_sess *s)
 				}
 				local_reply(s, code, s->req.error ? s->req.error : "bad request", NULL);
 			}
+			return true;
+		}
+		if (s->req.st == H1_ST_DONE && s->denied) {
+			/* answered already (403): on with the next request */
+			s->denied = false;
+			h1_next(&s->req);
+			s->resp_started = false;
+			s->status = 0;
+			s->st = SS_HEAD;
 			return true;
 		}
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
@@ -1436,7 +1806,14 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	ci->mtls = true;
 	srcw = mesh_vouched_source(m, w->trust_domain, req, &src);
 	ci->src = srcw ? src : req->peer_addr;
+	s->src_ip = ci->src;
+	s->dst_port = svc ? model_service_target_port(svc, sockaddr_port(&req->target))
+			  : sockaddr_port(&req->target);
+	s->proto = svc ? model_port_protocol(model_service_port(svc, sockaddr_port(&req->target)))
+		       : PROTOCOL_UNKNOWN;
 	bool nomem = false;
+	if (req->peer_id)
+		nomem |= !(s->peer_identity = strdup(spiffe_id_str(req->peer_id, pid)));
 	if (svc) {
 		nomem |= !(s->svc_ns = strdup(svc->namespace)) || !(s->svc_name = strdup(svc->name)) ||
 			 !(s->service = proxy_service_fqdn(svc)) || !(ci->service = strdup(s->service));
@@ -1464,7 +1841,9 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	/* The tunnel is up as far as the client knows: 200 now (RFC 9113 §8.5); each request
 	 * finds its own upstream. */
 	conn_established(c);
-	if (w->o.sniff_timeout_ms)
+	if (!protocol_is_http(s->proto))
+		sess_schedule(s);	/* straight to TCP */
+	else if (w->o.sniff_timeout_ms)
 		loop_timer_arm(w->o.loop, &s->timer, w->o.sniff_timeout_ms);
 out:
 	model_unref(m);
@@ -1537,6 +1916,10 @@ struct waypoint *waypoint_new(const struct waypoint_opts *opts)
 	w->o.node_name = w->node_name;
 	local_addrs(w);
 	loop_timer_init(&w->sweep, sweep_fire, w);
+	if (authz_start(opts->root_namespace)) {
+		pr_err("waypoint: cannot start the policy engine");
+		goto fail;
+	}
 
 	struct tls_ctx_opts co = { .roots = opts->ca, .trust_domain = w->trust_domain };
 	w->client_ctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
@@ -1611,13 +1994,9 @@ void waypoint_free(struct waypoint *w)
 			free(e);
 		}
 	}
-	for (size_t b = 0; b < ARRAY_SIZE(w->series); b++) {
-		for (struct series *x = w->series[b], *n; x; x = n) {
-			n = x->next;
-			free(x->labels);
-			free(x);
-		}
-	}
+	series_free(w->series, ARRAY_SIZE(w->series));
+	series_free(w->denied, ARRAY_SIZE(w->denied));
+	authz_stop();
 	free(w->name);
 	free(w->namespace);
 	free(w->trust_domain);
@@ -1658,9 +2037,10 @@ json_t *waypoint_status_json(struct waypoint *w)
 	json_t *sessions = json_array(), *eps = json_array();
 
 	for (struct wp_sess *s = w->sessions; s; s = s->next)
-		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:b}",
+		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:s,s:b}",
 			"authority", sockaddr_str(&s->authority, a, sizeof(a)), "service", s->service,
-			"state", sess_st_to_str(s->st), "upstream", s->up != NULL));
+			"protocol", protocol_str(s->proto), "state", sess_st_to_str(s->st),
+			"upstream", s->up != NULL));
 	for (size_t b = 0; b < ARRAY_SIZE(w->eps); b++)
 		for (struct endpoint_stat *e = w->eps[b]; e; e = e->next)
 			json_array_append_new(eps, json_pack("{s:s,s:i,s:I}", "workload", e->uid,
@@ -1684,4 +2064,59 @@ json_t *waypoint_hbone_json(struct waypoint *w)
 	hbone_pool_foreach(w->pool, mesh_hbone_conn_json, arr);
 	hbone_server_foreach(w->server, mesh_hbone_conn_json, arr);
 	return json_pack("{s:o}", "connections", arr);
+}
+
+/* Whether a policy's targetRefs (as the dump shows them) name this waypoint, its Gateway, or a
+ * Service that uses it. */
+static bool policy_applies_here(struct waypoint *w, const struct model *m,
+				const struct model_service *me, const json_t *pol)
+{
+	size_t i;
+	json_t *ref;
+	json_array_foreach(json_object_get(pol, "targetRefs"), i, ref) {
+		const char *kind = json_string_value(json_object_get(ref, "kind"));
+		const char *ns = json_string_value(json_object_get(ref, "namespace"));
+		const char *name = json_string_value(json_object_get(ref, "name"));
+		if (!kind || !ns || !name)
+			continue;
+		if ((strcmp(kind, "Gateway") == 0 || strcmp(kind, "Service") == 0) &&
+		    strcmp(ns, w->namespace) == 0 && strcmp(name, w->name) == 0)
+			return true;
+		const struct model_service *svc = strcmp(kind, "Service") == 0 ?
+			model_service_by_name(m, ns, name) : NULL;
+		if (svc && me && model_waypoint_for(m, svc, NULL) == me)
+			return true;
+	}
+	return false;
+}
+
+json_t *waypoint_policies_json(struct waypoint *w)
+{
+	struct authz_set *set = authz_current();
+	struct model *m = model_current();
+	const struct model_service *me = model_service_by_name(m, w->namespace, w->name);
+	struct authz_set_stats st = { 0 };
+	json_t *pol = NULL, *out = NULL, *p;
+	size_t i;
+
+	if (!set)
+		set = authz_set_new_empty();
+	if (!set || !(pol = authz_set_to_json(set, NULL, 0)))
+		goto out;
+	json_array_foreach(pol, i, p)
+		json_object_set_new(p, "waypoint_applies", json_boolean(policy_applies_here(w, m, me, p)));
+	authz_set_stats(set, &st);
+	out = json_pack("{s:{s:s,s:s},s:s,s:I,s:{s:i,s:i,s:i,s:i,s:i,s:i},s:o}",
+			"waypoint", "namespace", w->namespace, "name", w->name, "root_namespace", authz_set_root_ns(set),
+			"model_generation", (json_int_t)m->generation,
+			"stats", "authorization_policies", st.authorization_policies,
+			"peer_authentications", st.peer_authentications, "refused", st.refused,
+			"converted", st.converted, "unsupported", st.unsupported, "dry_run", st.dry_run,
+			"policies", pol);
+	pol = NULL;
+out:
+	json_decref(pol);
+	authz_set_unref(set);
+	model_unref(m);
+	return out;
 }

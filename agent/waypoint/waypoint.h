@@ -3,7 +3,8 @@
  * workloads) that name this waypoint, reads HTTP/1.x on each CONNECT stream (anything else
  * passes as TCP), balances every request over the service's endpoints and carries it over
  * HBONE to the endpoint's node agent under the waypoint's own identity, with one span per
- * request. Used by agent/waypoint/main.c (ambit-waypoint). */
+ * request, after the L7 AuthorizationPolicies attached to it (istio/authz). Used by
+ * agent/waypoint/main.c (ambit-waypoint). */
 #ifndef AMBIT_AGENT_WAYPOINT_WAYPOINT_H
 #define AMBIT_AGENT_WAYPOINT_WAYPOINT_H
 
@@ -34,6 +35,7 @@ struct waypoint_opts {
 	struct tls_ca *ca;			/* mesh roots */
 	struct otlp_tracer *tracer;		/* NULL: no request spans */
 	const char *trust_domain;
+	const char *root_namespace;		/* Istio's root namespace (NULL: istio-system) */
 	const char *name, *namespace;		/* the waypoint Service this process serves */
 	const char *node_name;			/* k8s.node.name of the resource, may be NULL */
 	/* The pod's own IP: names its workload (hence its identity) in the model. Family 0:
@@ -67,6 +69,11 @@ int waypoint_self(struct waypoint *w, const struct model *m, const struct model_
 /* Admin API: sessions, upstreams, balancing, identity. New reference. */
 json_t *waypoint_status_json(struct waypoint *w);
 json_t *waypoint_hbone_json(struct waypoint *w);
+/* Admin API /policies: the AuthorizationPolicy and PeerAuthentication set in force, in the
+ * node agent's shape ({root_namespace, model_generation, stats, policies}), each policy with
+ * "waypoint_applies": whether one of its targetRefs names this waypoint (Gateway or Service)
+ * or a Service it serves. New reference; NULL on ENOMEM. */
+json_t *waypoint_policies_json(struct waypoint *w);
 /* Appends the istio_requests_total series (Prometheus text) to f. */
 void waypoint_metrics_write(struct waypoint *w, FILE *f);
 

@@ -23,8 +23,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(m2);
 	FUZZ_CHECK(m2->nworkloads == m->nworkloads && m2->nservices == m->nservices &&
 		   m2->nnodes == m->nnodes);
-	for (int k = 0; k < m->nservices; k++)
+	for (int k = 0; k < m->nservices; k++) {
 		FUZZ_CHECK(m2->services[k].nendpoints == m->services[k].nendpoints);
+		FUZZ_CHECK(m2->services[k].nports == m->services[k].nports);
+		for (int q = 0; q < m->services[k].nports; q++)	/* name, app_protocol kept */
+			FUZZ_CHECK(model_port_protocol(&m2->services[k].ports[q]) ==
+				   model_port_protocol(&m->services[k].ports[q]));
+	}
 	json_t *j2 = model_to_json(m2);
 	FUZZ_CHECK(j2);
 	json_array_foreach(json_object_get(j2, "services"), i, svc)

@@ -476,7 +476,8 @@ TEST(initial_sync)
 	CHECK(apply_pod("default", "pending", "'app':'p'", "", "", "'phase':'Pending'") == 200);
 	CHECK(apply_svc("default", "api", "", "10.96.0.10", "'app':'api'", PORTS_HTTP) == 200);
 	CHECK(apply_svc("default", "api-named", "", "10.96.0.11", "'app':'api'",
-			"{'port':81,'targetPort':'http'},{'port':53,'protocol':'UDP'}") == 200);
+			"{'port':81,'targetPort':'http','appProtocol':'kubernetes.io/h2c'},"
+			"{'port':53,'protocol':'UDP'}") == 200);
 	/* the waypoint: its pods opt out, its Service is the target of use-waypoint labels */
 	CHECK(running_pod("default", "waypoint-0", "'app':'waypoint','istio.io/dataplane-mode':'none'",
 			  "n2", "10.244.2.2", "waypoint") == 200);
@@ -510,6 +511,17 @@ TEST(initial_sync)
 	CHECK_EQ_INT(model_service_target_port(svc(m, "default", "api"), 80), 8080);
 	CHECK_EQ_INT(model_service_target_port(svc(m, "default", "api-named"), 81), 8080);
 	CHECK_EQ_INT(model_service_target_port(svc(m, "default", "api-named"), 53), 0);
+	/* the port's name and appProtocol reach the model (Istio's protocol selection) */
+	const struct model_port *mp = model_service_port(svc(m, "default", "api"), 80);
+	REQUIRE(mp != NULL);
+	CHECK_EQ_STR(mp->name, "http");
+	CHECK(mp->app_protocol == NULL);
+	CHECK_EQ_INT(model_port_protocol(mp), PROTOCOL_HTTP);
+	mp = model_service_port(svc(m, "default", "api-named"), 81);
+	REQUIRE(mp != NULL);
+	CHECK(mp->name == NULL);
+	CHECK_EQ_STR(mp->app_protocol, "kubernetes.io/h2c");
+	CHECK_EQ_INT(model_port_protocol(mp), PROTOCOL_HTTP2);
 	CHECK_EQ_STR(svc_waypoint(m, "default", "api"), "");
 	model_unref(m);
 	struct kube_stats st;

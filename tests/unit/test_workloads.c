@@ -252,4 +252,42 @@ TEST(publish_swaps_and_notifies)
 	model_unref(cur);
 }
 
+/* A service port's name and app_protocol (CONTRACT.md's workloads file): kept, dumped, and
+ * the protocol Istio would select from them. */
+TEST(port_name_and_app_protocol)
+{
+	static const char doc[] =
+		"{\"services\":[{\"name\":\"s\",\"namespace\":\"d\",\"addresses\":[\"10.96.0.9\"],"
+		"\"ports\":[{\"port\":80,\"target_port\":8080,\"name\":\"http-web\"},"
+		"{\"port\":50051,\"name\":\"rpc\",\"app_protocol\":\"kubernetes.io/h2c\"},"
+		"{\"port\":81,\"name\":\"grpc-web-x\"},{\"port\":82,\"app_protocol\":\"GRPC\"},"
+		"{\"port\":9000}]}]}";
+	char err[256];
+	struct model *m = model_parse(doc, sizeof(doc) - 1, err, sizeof(err));
+	REQUIRE(m != NULL);
+	const struct model_service *s = &m->services[0];
+	const struct model_port *p = model_service_port(s, 80);
+	REQUIRE(p != NULL);
+	CHECK_EQ_STR(p->name, "http-web");
+	CHECK(p->app_protocol == NULL);
+	CHECK_EQ_INT(model_port_protocol(p), PROTOCOL_HTTP);
+	CHECK_EQ_INT(model_port_protocol(model_service_port(s, 50051)), PROTOCOL_HTTP2);
+	CHECK_EQ_INT(model_port_protocol(model_service_port(s, 81)), PROTOCOL_GRPC_WEB);
+	CHECK_EQ_INT(model_port_protocol(model_service_port(s, 82)), PROTOCOL_GRPC);
+	CHECK_EQ_INT(model_port_protocol(model_service_port(s, 9000)), PROTOCOL_UNKNOWN);
+	CHECK(model_service_port(s, 8080) == NULL);	/* a target port is not a service port */
+	CHECK_EQ_INT(model_service_target_port(s, 80), 8080);
+	json_t *j = model_to_json(m);
+	json_t *ports = json_object_get(json_array_get(json_object_get(j, "services"), 0), "ports");
+	CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(ports, 1), "app_protocol")),
+		     "kubernetes.io/h2c");
+	CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(ports, 0), "name")), "http-web");
+	CHECK(json_object_get(json_array_get(ports, 4), "name") == NULL);
+	json_decref(j);
+	model_unref(m);
+	expect_error("{\"services\":[{\"name\":\"s\",\"namespace\":\"d\",\"ports\":"
+		     "[{\"port\":80,\"app_protocol\":7}]}]}",
+		     "services[0].ports[0].app_protocol: must be a string");
+}
+
 TEST_MAIN("workloads")
