@@ -322,21 +322,18 @@ out:
 STACK_OF(X509) *tls_ca_anchors(const struct tls_ca *ca) { return ca->anchors; }
 bool tls_ca_partial_chain(const struct tls_ca *ca) { return ca->partial_chain; }
 
-struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
-			      const struct tls_issue_opts *opts)
+X509 *tls_ca_sign_leaf(struct tls_ca *ca, const struct spiffe_id *id, EVP_PKEY *pub,
+			const struct tls_issue_opts *opts)
 {
 	uint32_t lifetime = opts && opts->lifetime_s ? opts->lifetime_s
 						     : TLS_LEAF_LIFETIME_DEFAULT_S;
 	int64_t now = opts && opts->now ? opts->now : (int64_t)time(NULL);
 	int64_t not_after = now + lifetime;
 	char uri[4 + SPIFFE_ID_STR_MAX + 9];
-	STACK_OF(X509) *chain = NULL;
-	EVP_PKEY *key = NULL;
 	X509 *x = NULL;
 	X509V3_CTX v3;
-	int e = EIO;
 
-	if (!ca || !id) {
+	if (!ca || !id || !pub) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -352,18 +349,15 @@ struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
 		errno = EINVAL;
 		return NULL;
 	}
-	if (!(key = gen_p256()) || !(x = X509_new()) || !(chain = sk_X509_new_null()))
+	if (!(x = X509_new()))
 		goto fail;
-	for (int i = 0; i < sk_X509_num(ca->chain); i++)
-		if (push_ref(chain, sk_X509_value(ca->chain, i)))
-			goto fail;
 	/* SPIFFE X509-SVID: identity only in the URI SAN; empty subject, so the SAN is
 	 * critical (RFC 5280 §4.2.1.6). */
 	if (!X509_set_version(x, X509_VERSION_3) || set_random_serial(x) ||
 	    !X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) ||
 	    !ASN1_TIME_set(X509_getm_notBefore(x), (time_t)(now - TLS_LEAF_BACKDATE_S)) ||
 	    !ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after) ||
-	    !X509_set_pubkey(x, key))
+	    !X509_set_pubkey(x, pub))
 		goto fail;
 	X509V3_set_ctx(&v3, ca->cert, x, NULL, NULL, 0);
 	if (add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") ||
@@ -379,10 +373,46 @@ struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
 	if (!signed_ok)
 		goto fail;
 	ERR_clear_error();
-	return tls_cert_wrap(x, key, chain, now, NULL);
+	return x;
 fail:
 	ERR_clear_error();
 	X509_free(x);
+	errno = EIO;
+	return NULL;
+}
+
+STACK_OF(X509) *tls_ca_chain(const struct tls_ca *ca) { return ca->chain; }
+
+struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
+			      const struct tls_issue_opts *opts)
+{
+	int64_t now = opts && opts->now ? opts->now : (int64_t)time(NULL);
+	struct tls_issue_opts o = { .lifetime_s = opts ? opts->lifetime_s : 0, .now = now };
+	STACK_OF(X509) *chain = NULL;
+	EVP_PKEY *key = NULL;
+	X509 *x = NULL;
+	int e = ENOMEM;
+
+	if (!ca || !id) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!ca->key) {
+		errno = ENOKEY;
+		return NULL;
+	}
+	if (!(key = gen_p256()) || !(chain = sk_X509_new_null()))
+		goto fail;
+	for (int i = 0; i < sk_X509_num(ca->chain); i++)
+		if (push_ref(chain, sk_X509_value(ca->chain, i)))
+			goto fail;
+	if (!(x = tls_ca_sign_leaf(ca, id, key, &o))) {
+		e = errno;
+		goto fail;
+	}
+	return tls_cert_wrap(x, key, chain, now, NULL);
+fail:
+	ERR_clear_error();
 	EVP_PKEY_free(key);
 	sk_X509_pop_free(chain, X509_free);
 	errno = e;
