@@ -264,3 +264,16 @@ fail:
 	errno = err;
 	return NULL;
 }
+
+uint64_t jitter_half(uint64_t *rng, uint64_t d)
+{
+	uint64_t x = *rng ? *rng : 0x9e3779b97f4a7c15ull;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*rng = x;
+	if (d < 2)
+		return d;
+	return d / 2 + (x * 2685821657736338717ull) % (d / 2 + 1);
+}

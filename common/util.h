@@ -45,4 +45,8 @@ int fd_set_cloexec(int fd);
 /* Reads a whole file, at most max bytes (NUL-terminated, *len without it). NULL + errno. */
 char *read_file_bounded(const char *path, size_t max, size_t *len);
 
+/* A delay in [d/2, d] drawn with xorshift64* from *rng (seed it non-zero): spreads the retries
+ * of many agents that lost the same peer together. Jitter only, no strength. */
+uint64_t jitter_half(uint64_t *rng, uint64_t d);
+
 #endif
