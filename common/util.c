@@ -193,6 +193,31 @@ int hex_decode(const char *in, uint8_t *out, size_t len)
 	return 0;
 }
 
+ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, bool url)
+{
+	uint32_t acc = 0;
+	size_t bits = 0, o = 0;
+
+	while (len && in[len - 1] == '=')
+		len--;
+	for (size_t i = 0; i < len; i++) {
+		char ch = in[i];
+		int v = ch >= 'A' && ch <= 'Z' ? ch - 'A' : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+		      : ch >= '0' && ch <= '9' ? ch - '0' + 52
+		      : ch == (url ? '-' : '+') ? 62 : ch == (url ? '_' : '/') ? 63 : -1;
+		if (v < 0)
+			return -1;
+		acc = acc << 6 | (uint32_t)v;
+		if ((bits += 6) >= 8) {
+			bits -= 8;
+			if (o == outlen)
+				return -1;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return bits >= 6 ? -1 : (ssize_t)o;	/* one stray character is not base64 */
+}
+
 int fd_set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);

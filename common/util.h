@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -38,6 +39,10 @@ socklen_t sockaddr_len(const struct sockaddr_storage *ss);
 void hex_encode(const uint8_t *in, size_t len, char *out);
 /* Exactly 2*len hex digits into out; 0 or -EINVAL. */
 int hex_decode(const char *in, uint8_t *out, size_t len);
+/* Base64 (RFC 4648 §4), or base64url (§5) when url, with or without '=' padding (gRPC's
+ * "-bin" metadata, JWT segments). Returns the decoded length, or -1 when malformed or longer
+ * than outlen. */
+ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, bool url);
 
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);
