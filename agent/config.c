@@ -20,6 +20,8 @@ int config_init(struct config *c, enum config_role role)
 	c->trust_domain = strdup("cluster.local");
 	c->ca_cert = strdup("/etc/ambit/ca/ca.crt");
 	c->ca_key = strdup("/etc/ambit/ca/ca.key");
+	/* Where Istio's node proxy reads its CA token (audience istio-ca). */
+	c->ca_token_file = strdup("/var/run/secrets/tokens/istio-token");
 	c->discovery_source = DISCOVERY_FILE;
 	c->discovery_file = strdup("/etc/ambit/workloads.json");
 	c->kube_token_file = strdup("/var/run/secrets/kubernetes.io/serviceaccount/token");
@@ -49,7 +51,8 @@ int config_init(struct config *c, enum config_role role)
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
-	if (!c->path || !c->trust_domain || !c->ca_cert || !c->ca_key || !c->discovery_file ||
+	if (!c->path || !c->trust_domain || !c->ca_cert || !c->ca_key || !c->ca_token_file ||
+	    !c->discovery_file ||
 	    !c->kube_token_file || !c->kube_ca_file || !c->otlp_protocol || !c->redirect_pin_dir ||
 	    !c->admin_address || !c->waypoint_lb) {
 		config_fini(c);
@@ -77,6 +80,8 @@ void config_fini(struct config *c)
 	free(c->trust_domain);
 	free(c->ca_cert);
 	free(c->ca_key);
+	free(c->ca_address);
+	free(c->ca_token_file);
 	free(c->discovery_file);
 	free(c->kube_api_server);
 	free(c->kube_token_file);
@@ -177,15 +182,25 @@ static int load_section(struct jx *j, const json_t *root, const char *name,
 
 static int load_ca(struct jx *j, struct config *c, const json_t *o)
 {
-	static const char *const keys[] = { "cert", "key", NULL };
+	static const char *const keys[] = { "address", "cert", "key", "token_file", NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) || (err = jx_str(j, o, "cert", false, CFG_MAX_STR, &c->ca_cert)) ||
-	    (err = jx_str(j, o, "key", false, CFG_MAX_STR, &c->ca_key)))
+	    (err = jx_str(j, o, "key", false, CFG_MAX_STR, &c->ca_key)) ||
+	    (err = jx_str(j, o, "address", false, CFG_MAX_STR, &c->ca_address)) ||
+	    (err = jx_str(j, o, "token_file", false, CFG_MAX_STR, &c->ca_token_file)))
 		return err;
+	if (!c->ca_address)
+		return 0;
+	/* The CA is reached over TLS only: the token must never travel in the clear. */
+	if (strncmp(c->ca_address, "https://", 8) != 0 || !c->ca_address[8])
+		return jx_fail(j, "address", "'%s' must be https://HOST[:PORT]", c->ca_address);
+	if (json_object_get(o, "key"))
+		return jx_fail(j, "key", "ca.key (signing inside the agent, development only) and "
+			       "ca.address exclude each other");
 	return 0;
 }
 
-static int load_discovery(struct jx *j, struct config *c, const json_t *o)
+int config_load_discovery(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "source", "file", "kubernetes", NULL };
 	static const char *const kkeys[] = { "api_server", "token_file", "ca_file", NULL };
@@ -215,7 +230,7 @@ static int load_discovery(struct jx *j, struct config *c, const json_t *o)
 	return 0;
 }
 
-static int load_log(struct jx *j, struct config *c, const json_t *o)
+int config_load_log(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "level", "format", NULL };
 	static const char *const levels[] = { "error", "warn", "info", "debug", "trace", NULL };
@@ -329,11 +344,11 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 	if (!rc)
 		rc = load_section(&j, root, "ca", load_ca, c);
 	if (!rc)
-		rc = load_section(&j, root, "discovery", load_discovery, c);
+		rc = load_section(&j, root, "discovery", config_load_discovery, c);
 	if (!rc)
 		rc = load_section(&j, root, "tracing", load_tracing, c);
 	if (!rc)
-		rc = load_section(&j, root, "log", load_log, c);
+		rc = load_section(&j, root, "log", config_load_log, c);
 	if (!rc && role == CONFIG_ROLE_AGENT)
 		rc = load_section(&j, root, "redirect", load_redirect, c);
 	if (!rc)
@@ -419,14 +434,15 @@ json_t *config_to_json(const struct config *c)
 	for (int i = 0; headers && i < c->notlp_headers; i++)
 		json_object_set_new(headers, c->otlp_headers[i].key, json_string("<redacted>"));
 	return json_pack(
-		"{s:s, s:s?, s:s?, s:s, s:s, s:{s:s, s:s},"
+		"{s:s, s:s?, s:s?, s:s, s:s, s:{s:s?, s:s, s:s?, s:s?},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:i, s:i},"
 		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:s?, s:s?, s:s}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "admin_address", c->admin_address,
-		"ca", "cert", c->ca_cert, "key", c->ca_key,
+		"ca", "address", c->ca_address, "cert", c->ca_cert, "key", c->ca_address ? NULL : c->ca_key,
+		"token_file", c->ca_address ? c->ca_token_file : NULL,
 		"discovery", "source", c->discovery_source == DISCOVERY_FILE ? "file" : "kubernetes",
 		"file", c->discovery_file, "kubernetes", "api_server", c->kube_api_server,
 		"token_file", c->kube_token_file, "ca_file", c->kube_ca_file,

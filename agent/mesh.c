@@ -247,10 +247,22 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 		    wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
 			continue;
 		cert = certstore_get(m->opts.certs, id);
+		if (!cert) {
+			char why[512], ids[SPIFFE_ID_STR_MAX];
+			certstore_reason(m->opts.certs, id, why, sizeof(why));
+			pr_warn_rl("hbone: inbound handshake for %s refused: %s",
+				   spiffe_id_str(id, ids), why[0] ? why : strerror(errno));
+		}
 		break;
 	}
 	model_unref(model);
 	return cert;
+}
+
+void mesh_certs_changed(void *arg)
+{
+	struct mesh *m = arg;
+	hbone_pool_certs_changed(m->pool);
 }
 
 struct mesh *mesh_new(const struct mesh_opts *opts)

@@ -241,15 +241,19 @@ static int render_certificates(struct ctl *c, const struct ctl_admin *a, const j
 	static const struct tbl_col cols[] = {
 		{ "IDENTITY", 24, TBL_KEEP_END, false, 1 }, { "SERIAL", 10, TBL_KEEP_START, false, 2 },
 		{ "NOT-AFTER", 20, TBL_KEEP_START, false, 0 }, { "STATE", 8, TBL_KEEP_START, false, 0 },
+		{ "CA-ERROR", 10, TBL_KEEP_START, false, 3 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t n;
 	json_t **v = sorted(json_object_get(ans, "certificates"), "identity", "serial", &n);
 	(void)a;
 	for (size_t i = 0; t && i < n; i++) {
-		char na[32];
-		fmt_utc(jint(v[i], "not_after", 0), na, sizeof(na));
-		const char *row[] = { jstr(v[i], "identity"), jstr(v[i], "serial"), na, jstr(v[i], "state") };
+		char na[32] = "-";
+		if (jint(v[i], "not_after", 0))	/* 0: none yet (pending) */
+			fmt_utc(jint(v[i], "not_after", 0), na, sizeof(na));
+		const char *err = jstr(v[i], "last_error"), *serial = jstr(v[i], "serial");
+		const char *row[] = { jstr(v[i], "identity"), serial && *serial ? serial : "-", na,
+				      jstr(v[i], "state"), err && *err ? err : "-" };
 		if (tbl_add(t, row)) {
 			tbl_free(t);
 			t = NULL;
