@@ -180,6 +180,11 @@ static int load_section(struct jx *j, const json_t *root, const char *name,
 	return err;
 }
 
+static bool ca_address_ok(const char *a)
+{
+	return strncmp(a, "https://", 8) == 0 && a[8];
+}
+
 static int load_ca(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "address", "cert", "key", "token_file", NULL };
@@ -192,7 +197,7 @@ static int load_ca(struct jx *j, struct config *c, const json_t *o)
 	if (!c->ca_address)
 		return 0;
 	/* The CA is reached over TLS only: the token must never travel in the clear. */
-	if (strncmp(c->ca_address, "https://", 8) != 0 || !c->ca_address[8])
+	if (!ca_address_ok(c->ca_address))
 		return jx_fail(j, "address", "'%s' must be https://HOST[:PORT]", c->ca_address);
 	if (json_object_get(o, "key"))
 		return jx_fail(j, "key", "ca.key (signing inside the agent, development only) and "
@@ -366,6 +371,19 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 	if ((env = getenv("NODE_IP")) && *env) {
 		free(c->node_ip);
 		if (!(c->node_ip = strdup(env)))
+			rc = -ENOMEM;
+	}
+	/* The CA address as ztunnel reads it (CA_ADDRESS): a manifest component can point the
+	 * agents at istiod without rewriting their config file. */
+	if (!rc && (env = getenv("CA_ADDRESS")) && *env) {
+		if (!ca_address_ok(env)) {
+			snprintf(err, errlen, "%s: CA_ADDRESS: '%s' must be https://HOST[:PORT]", path,
+				 env);
+			rc = -EINVAL;
+			goto out;
+		}
+		free(c->ca_address);
+		if (!(c->ca_address = strdup(env)))
 			rc = -ENOMEM;
 	}
 out:

@@ -58,8 +58,42 @@ for d in "${dirs[@]}"; do
 		fi
 		check "manifests.$name.$(basename "$cm").discovery" \
 			"$(jsonval 'c["discovery"]["source"]' <"$f")" kubernetes
+		# Certificates from the CA (CONTRACT.md): an address, the root, a token, no key.
+		check "manifests.$name.$(basename "$cm").ca" \
+			"$(jsonval '(c["ca"].get("address", ""), "key" in c["ca"], c["ca"]["cert"], c["ca"]["token_file"])' <"$f")" \
+			"('https://ambit-ca.ambit-system.svc:15012', False, '/etc/ambit/root/root-cert.pem', '/var/run/secrets/tokens/istio-token')"
 	done
+	# No DaemonSet (nor the waypoint) mounts a Secret; only the CA's own Deployment may.
+	secrets=$(NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const out = [];
+		for (const d of y.loadAll(fs.readFileSync(process.argv[1], "utf8"))) {
+			if (!d || !["DaemonSet", "Deployment"].includes(d.kind)) continue;
+			const ps = d.spec.template.spec;
+			for (const v of ps.volumes || [])
+				if (v.secret || (v.projected && (v.projected.sources || []).some((s) => s.secret)))
+					out.push(`${d.kind}/${d.metadata.name}:${v.name}`);
+		}
+		console.log(out.filter((x) => !x.startsWith("Deployment/ambit-ca:")).join(",") || "none");' "$out")
+	check "manifests.$name.no_ca_key_on_nodes" "$secrets" none
 done
+
+# The istiod overlay: agents and waypoints ask istiod and trust its root ConfigMap.
+if [ -s "$tmp/istiod.yaml" ]; then
+	istiod=$(NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const out = [];
+		for (const d of y.loadAll(fs.readFileSync(process.argv[1], "utf8"))) {
+			if (!d || !["DaemonSet", "Deployment"].includes(d.kind) || d.metadata.name === "ambit-ca") continue;
+			const ps = d.spec.template.spec;
+			const env = (ps.containers[0].env || []).find((e) => e.name === "CA_ADDRESS");
+			const root = (ps.volumes || []).find((v) => v.name === "root-cert");
+			out.push(`${d.kind}:${env && env.value}:${root && root.configMap && root.configMap.name}`);
+		}
+		console.log(out.sort().join(","));' "$tmp/istiod.yaml")
+	check manifests.istiod.ca "$istiod" \
+		"DaemonSet:https://istiod.istio-system.svc:15012:istio-ca-root-cert,Deployment:https://istiod.istio-system.svc:15012:istio-ca-root-cert"
+fi
 
 # The overlays' values, in the config the agent reads.
 hl=$tmp/homelab.ambitd.json
@@ -98,6 +132,20 @@ if [ -s "$tmp/base.yaml" ]; then
 		notok manifests.validator_rejects_broken "a privileged DaemonSet and a create verb passed"
 	else
 		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 2
+	fi
+	# A DaemonSet that mounts the CA key Secret again is refused.
+	NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const docs = y.loadAll(fs.readFileSync(process.argv[1], "utf8")).filter((d) => d);
+		for (const d of docs)
+			if (d.kind === "DaemonSet")
+				d.spec.template.spec.volumes.push({ name: "ca", secret: { secretName: "ambit-ca" } });
+		process.stdout.write(docs.map((d) => y.dump(d)).join("---\n"));' "$tmp/base.yaml" >"$tmp/cakey.yaml"
+	if node "$node_dir/validate_manifests.js" --label cakey "$tmp/cakey.yaml" >"$tmp/cakey.out"; then
+		notok manifests.validator_rejects_ca_key "a DaemonSet mounting Secret ambit-ca passed"
+	else
+		check manifests.validator_rejects_ca_key \
+			"$(grep -c '^not ok - cakey/DaemonSet/ambit: .*mounts Secret ambit-ca (no CA key on a node)' "$tmp/cakey.out")" 1
 	fi
 	sed -e 's/containerPort: 15008/containerPort: "hbone"/' "$tmp/base.yaml" >"$tmp/badschema.yaml"
 	if node "$node_dir/validate_manifests.js" --label badschema "$tmp/badschema.yaml" >/dev/null; then

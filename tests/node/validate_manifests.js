@@ -43,6 +43,35 @@ function podSpecOf(doc) {
   return doc.spec && doc.spec.template && doc.spec.template.spec;
 }
 
+// Node agents and waypoints hold no CA key (CONTRACT.md "Certificates"): no Secret reaches
+// their pods (volume, projected source or env), the root comes from a ConfigMap, and the CA
+// token is a projected service account token with audience istio-ca.
+function noCaKeyProblems(ps) {
+  const bad = [];
+  const c = (ps.containers || [])[0] || {};
+  const mounts = Object.fromEntries((c.volumeMounts || []).map((m) => [m.name, m]));
+  for (const v of ps.volumes || []) {
+    if (v.secret) bad.push(`mounts Secret ${v.secret.secretName} (no CA key on a node)`);
+    for (const src of (v.projected && v.projected.sources) || [])
+      if (src.secret) bad.push(`mounts Secret ${src.secret.name} (no CA key on a node)`);
+  }
+  for (const ct of [...(ps.containers || []), ...(ps.initContainers || [])]) {
+    for (const e of ct.env || [])
+      if (e.valueFrom && e.valueFrom.secretKeyRef) bad.push(`env ${e.name} from Secret ${e.valueFrom.secretKeyRef.name}`);
+    for (const e of ct.envFrom || [])
+      if (e.secretRef) bad.push(`envFrom Secret ${e.secretRef.name}`);
+  }
+  const root = (ps.volumes || []).find((v) => v.name === 'root-cert');
+  if (!root || !root.configMap || !['ambit-root-cert', 'istio-ca-root-cert'].includes(root.configMap.name))
+    bad.push('root not from ConfigMap ambit-root-cert (or istio-ca-root-cert)');
+  if (!mounts['root-cert'] || mounts['root-cert'].readOnly !== true) bad.push('root not mounted read-only');
+  const tok = (ps.volumes || []).find((v) => v.name === 'istio-token');
+  const sat = tok && tok.projected && (tok.projected.sources || []).find((x) => x.serviceAccountToken);
+  if (!sat || sat.serviceAccountToken.audience !== 'istio-ca')
+    bad.push('no projected service account token with audience istio-ca');
+  return bad;
+}
+
 // Rules the schemas cannot express; each returns a list of problems.
 const rules = {
   ClusterRole(doc) {
@@ -63,7 +92,6 @@ const rules = {
     const sc = c.securityContext || {};
     const caps = (sc.capabilities && sc.capabilities.add) || [];
     const env = Object.fromEntries((c.env || []).map((e) => [e.name, e]));
-    const mounts = Object.fromEntries((c.volumeMounts || []).map((m) => [m.name, m]));
     const vols = Object.fromEntries((ps.volumes || []).map((v) => [v.name, v]));
     if (ps.hostNetwork !== true) bad.push('hostNetwork is not true');
     if (ps.dnsPolicy !== 'ClusterFirstWithHostNet') bad.push('dnsPolicy is not ClusterFirstWithHostNet');
@@ -83,8 +111,7 @@ const rules = {
       if (!env[e] || !env[e].valueFrom || !env[e].valueFrom.fieldRef) bad.push(`${e} not from the downward API`);
     if (!vols.bpffs || !vols.bpffs.hostPath || vols.bpffs.hostPath.path !== '/sys/fs/bpf') bad.push('no bpffs mount');
     if (!vols.cgroup || !vols.cgroup.hostPath) bad.push('no cgroup mount');
-    if (!vols.ca || !vols.ca.secret || vols.ca.secret.secretName !== 'ambit-ca') bad.push('CA not from Secret ambit-ca');
-    if (!mounts.ca || mounts.ca.readOnly !== true) bad.push('CA not mounted read-only');
+    bad.push(...noCaKeyProblems(ps));
     return bad;
   },
   Deployment(doc) {
@@ -92,9 +119,12 @@ const rules = {
     const ps = podSpecOf(doc);
     const c = (ps.containers || [])[0] || {};
     const labels = (doc.spec.template.metadata || {}).labels || {};
+    // The CA's own Deployment is the one place the CA key may be mounted.
+    if (doc.metadata.name === 'ambit-ca') return bad;
     if (labels['istio.io/dataplane-mode'] !== 'none') bad.push('waypoint pods are not opted out of capture');
     if (!(c.ports || []).some((p) => p.containerPort === 15008)) bad.push('no port 15008');
     if (!(c.command || []).some((a) => /ambit-waypoint$/.test(a))) bad.push('does not run ambit-waypoint');
+    bad.push(...noCaKeyProblems(ps));
     return bad;
   },
 };

@@ -122,6 +122,19 @@ TEST(ca_client_keys)
 	       "development only) and ca.address exclude each other");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"adress\":"
 	       "\"https://ca\"}}", "ca.adress: unknown key");
+
+	/* CA_ADDRESS, as ztunnel reads it, wins over the file (the istiod component sets it). */
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"address\":\"https://ambit-ca:15012\"}}");
+	setenv("CA_ADDRESS", "https://istiod.istio-system.svc:15012", 1);
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.ca_address, "https://istiod.istio-system.svc:15012");
+	config_fini(&c);
+	setenv("CA_ADDRESS", "istiod:15012", 1);
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\"}",
+	       "CA_ADDRESS: 'istiod:15012' must be https://HOST[:PORT]");
+	unsetenv("CA_ADDRESS");
+	unlink(path);
 }
 
 TEST(env_overrides_node)
