@@ -79,7 +79,7 @@ LIB_CA     := $(BUILD)/libca.a
 LIB_AGENT  := $(BUILD)/libagent.a
 AGENT_LIBS := $(LIB_AGENT) $(LIB_CA) $(LIB_OTLP) $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON)
 
-BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint
+BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint $(BUILD)/ambit-ca
 
 .PHONY: all
 all: $(BINS)
@@ -193,6 +193,14 @@ $(TLS_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_TLS) $(LIB_COMMON) | $(DEPS_S
 	$(call msg,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
+
+# ambit-ca's unit tests link its modules (all of ca/ but main.c) with the agent libraries.
+CA_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_ca_server*.c))
+$(CA_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(call obj,$(filter-out ca/main.c,$(CA_BIN_SRC))) \
+		$(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(filter %.o,$^) $(AGENT_LIBS) $(PKG_LIBS)
 
 # grpc/ needs no generated headers either; its tests link libgrpc, libtls and libcommon.
 $(BUILD)/grpc/%.o: grpc/%.c | $(DEPS_STAMP)

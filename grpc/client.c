@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "grpc/io.h"
 #include "tls/conn.h"
 #include "tls/ctx.h"
 
@@ -24,7 +25,6 @@
 #define AMBIT_VERSION "0.0.0"
 #endif
 
-#define POLL_SLICE_MS 100	/* how often a blocked call looks at the cancel flag */
 #define FIXED_HEADERS 8		/* :method :scheme :path :authority content-type te ua timeout */
 
 /* The state of one call. */
@@ -47,10 +47,8 @@ struct grpc_client {
 	uint16_t port;
 	char authority[300];
 	char *user_agent;
-	int fd;				/* -1: not connected */
 	struct tls_ctx *tls;		/* https: verifies the server; NULL for h2c */
-	struct tls_conn *conn;		/* https: the TLS layer over fd while connected */
-	nghttp2_session *sess;
+	struct grpc_io io;		/* fd -1: not connected; conn: TLS over it (https) */
 	bool goaway;			/* the server is closing: reconnect for the next call */
 	struct call call;
 };
@@ -59,32 +57,15 @@ struct grpc_client {
 
 void grpc_client_disconnect(struct grpc_client *g)
 {
-	if (g->sess)
-		nghttp2_session_del(g->sess);
-	g->sess = NULL;
-	tls_conn_free(g->conn);	/* no close_notify: the socket goes anyway */
-	g->conn = NULL;
-	if (g->fd >= 0)
-		close(g->fd);
-	g->fd = -1;
+	if (g->io.sess)
+		nghttp2_session_del(g->io.sess);
+	g->io.sess = NULL;
+	tls_conn_free(g->io.conn);	/* no close_notify: the socket goes anyway */
+	g->io.conn = NULL;
+	if (g->io.fd >= 0)
+		close(g->io.fd);
+	g->io.fd = -1;
 	g->goaway = false;
-}
-
-static int wait_fd(int fd, short events, uint64_t deadline, const volatile bool *cancel)
-{
-	for (;;) {
-		uint64_t now = now_mono_ms();
-		if (cancel && *cancel)
-			return -ECANCELED;
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		struct pollfd p = { .fd = fd, .events = events };
-		int n = poll(&p, 1, (int)MIN(deadline - now, (uint64_t)POLL_SLICE_MS));
-		if (n == -1 && errno != EINTR)
-			return -errno;
-		if (n > 0)
-			return 0;
-	}
 }
 
 static int tcp_connect(struct grpc_client *g, uint64_t deadline, const volatile bool *cancel,
@@ -111,7 +92,7 @@ static int tcp_connect(struct grpc_client *g, uint64_t deadline, const volatile 
 		if (errno == EINPROGRESS) {
 			int soerr = 0;
 			socklen_t sl = sizeof(soerr);
-			err = wait_fd(fd, POLLOUT, deadline, cancel);
+			err = grpc_io_wait(fd, POLLOUT, deadline, cancel);
 			if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
 				break;
 			if (!err)
@@ -129,15 +110,8 @@ static int tcp_connect(struct grpc_client *g, uint64_t deadline, const volatile 
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	g->fd = fd;
+	g->io.fd = fd;
 	return 0;
-}
-
-/* The poll events a TLS step that said -EAGAIN waits for. */
-static short tls_events(const struct tls_conn *c)
-{
-	unsigned w = tls_conn_want(c);
-	return (short)((w & TLS_WANT_READ ? POLLIN : 0) | (w & TLS_WANT_WRITE ? POLLOUT : 0));
 }
 
 /* https: the TLS handshake on the connected socket. The server's certificate is checked
@@ -149,45 +123,22 @@ static int tls_connect(struct grpc_client *g, uint64_t deadline, const volatile 
 	struct tls_conn_opts o = { .hostname = g->server_name ? g->server_name : g->host };
 	int err;
 
-	if (!(g->conn = tls_conn_new(g->tls, g->fd, &o))) {
+	if (!(g->io.conn = tls_conn_new(g->tls, g->io.fd, &o))) {
 		err = -errno;
 		snprintf(msg, msglen, "TLS to %.120s: %s", g->authority, strerror(-err));
 		return err;
 	}
-	while ((err = tls_conn_handshake(g->conn)) == -EAGAIN)
-		if ((err = wait_fd(g->fd, tls_events(g->conn), deadline, cancel)))
-			break;
-	if (err) {
+	if ((err = grpc_io_handshake(&g->io, deadline, cancel))) {
 		snprintf(msg, msglen, "TLS handshake with %.120s: %.100s", g->authority,
-			 err == -ETIMEDOUT ? "timed out" : *tls_conn_reason(g->conn) ? tls_conn_reason(g->conn)
+			 err == -ETIMEDOUT ? "timed out" : *tls_conn_reason(g->io.conn) ? tls_conn_reason(g->io.conn)
 										 : strerror(-err));
 		return err;
 	}
-	if (strcmp(tls_conn_alpn(g->conn), "h2") != 0) {
+	if (strcmp(tls_conn_alpn(g->io.conn), "h2") != 0) {
 		snprintf(msg, msglen, "TLS to %.120s: the server did not select ALPN h2", g->authority);
 		return -EPROTO;
 	}
 	return 0;
-}
-
-/* One write of the connection's bytes: >0 taken, -EAGAIN (then *events says for what), or
- * -errno. */
-static ssize_t conn_write(struct grpc_client *g, const uint8_t *data, size_t len, short *events)
-{
-	*events = POLLOUT;
-	if (g->conn) {
-		ssize_t w = tls_conn_write(g->conn, data, len);
-		if (w == -EAGAIN)
-			*events = tls_events(g->conn);
-		return w;
-	}
-	for (;;) {
-		ssize_t w = send(g->fd, data, len, MSG_NOSIGNAL);
-		if (w >= 0)
-			return w;
-		if (errno != EINTR)
-			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	}
 }
 
 /* ---- nghttp2 callbacks (RFC 9113 framing is nghttp2's; gRPC semantics are ours) ---- */
@@ -293,82 +244,18 @@ static int session_open(struct grpc_client *g, char *msg, size_t msglen)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-	int rv = nghttp2_session_client_new(&g->sess, cb, g);
+	int rv = nghttp2_session_client_new(&g->io.sess, cb, g);
 	nghttp2_session_callbacks_del(cb);
 	if (rv) {
-		g->sess = NULL;
+		g->io.sess = NULL;
 		snprintf(msg, msglen, "nghttp2: %s", nghttp2_strerror(rv));
 		return -ENOMEM;
 	}
-	rv = nghttp2_submit_settings(g->sess, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
+	rv = nghttp2_submit_settings(g->io.sess, NGHTTP2_FLAG_NONE, iv, ARRAY_SIZE(iv));
 	if (rv) {
 		snprintf(msg, msglen, "nghttp2: %s", nghttp2_strerror(rv));
 		return -EPROTO;
 	}
-	return 0;
-}
-
-/* Writes what nghttp2 has queued, waiting for the socket as needed. */
-static int flush_out(struct grpc_client *g, uint64_t deadline, const volatile bool *cancel)
-{
-	for (;;) {
-		const uint8_t *data;
-		ssize_t n = nghttp2_session_mem_send(g->sess, &data);
-		if (n < 0)
-			return -EPROTO;
-		if (n == 0) {
-			/* Records a full socket did not take yet. */
-			while (g->conn && tls_conn_unsent(g->conn)) {
-				int err = tls_conn_flush(g->conn);
-				if (err == -EAGAIN)
-					err = wait_fd(g->fd, POLLOUT, deadline, cancel);
-				if (err)
-					return err;
-			}
-			return 0;
-		}
-		for (ssize_t off = 0; off < n;) {
-			short events;
-			ssize_t w = conn_write(g, data + off, (size_t)(n - off), &events);
-			if (w >= 0) {
-				off += w;
-				continue;
-			}
-			if (w != -EAGAIN)
-				return (int)w;
-			int err = wait_fd(g->fd, events, deadline, cancel);
-			if (err)
-				return err;
-		}
-	}
-}
-
-/* Reads what is there (non-blocking) into nghttp2, with what TLS already decrypted.
- * 0, -EAGAIN when nothing was there (*events then says what to wait for), -ECONNRESET on
- * EOF, or another -errno. */
-static int read_in(struct grpc_client *g, short *events)
-{
-	uint8_t buf[16384];
-	ssize_t n;
-
-	*events = POLLIN;
-	do {
-		if (g->conn) {
-			n = tls_conn_read(g->conn, buf, sizeof(buf));
-			if (n == -EAGAIN)
-				*events = tls_events(g->conn);
-		} else {
-			n = recv(g->fd, buf, sizeof(buf), 0);
-			if (n < 0)
-				n = errno == EINTR || errno == EWOULDBLOCK ? -EAGAIN : -errno;
-		}
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0)
-			return (int)n;
-		if (nghttp2_session_mem_recv(g->sess, buf, (size_t)n) < 0)
-			return -EPROTO;
-	} while (g->conn && tls_conn_pending(g->conn));	/* epoll/poll will not announce these */
 	return 0;
 }
 
@@ -378,17 +265,17 @@ static int pump(struct grpc_client *g, uint64_t deadline, const volatile bool *c
 	short events = POLLIN;
 
 	for (;;) {
-		int err = flush_out(g, deadline, cancel);
+		int err = grpc_io_flush(&g->io, deadline, cancel);
 		if (err)
 			return err;
 		if (g->call.closed)
 			return 0;
-		if (!nghttp2_session_want_read(g->sess) && !nghttp2_session_want_write(g->sess))
+		if (!nghttp2_session_want_read(g->io.sess) && !nghttp2_session_want_write(g->io.sess))
 			return -ECONNRESET;
-		err = wait_fd(g->fd, events, deadline, cancel);
+		err = grpc_io_wait(g->io.fd, events, deadline, cancel);
 		if (err)
 			return err;
-		err = read_in(g, &events);
+		err = grpc_io_read(&g->io, &events);
 		if (err && err != -EAGAIN)
 			return err;
 		if (!err)
@@ -400,32 +287,23 @@ static int pump(struct grpc_client *g, uint64_t deadline, const volatile bool *c
  * read what arrived since the last call before trusting it. */
 static bool conn_alive(struct grpc_client *g)
 {
-	if (g->fd < 0 || g->goaway)
+	if (g->io.fd < 0 || g->goaway)
 		return false;
 	for (;;) {
-		struct pollfd p = { .fd = g->fd, .events = POLLIN };
+		struct pollfd p = { .fd = g->io.fd, .events = POLLIN };
 		short events;
 		if (poll(&p, 1, 0) <= 0)
 			break;
-		int err = read_in(g, &events);
+		int err = grpc_io_read(&g->io, &events);
 		if (err == -EAGAIN)	/* TLS records with no data in them (session tickets) */
 			break;
 		if (err)
 			return false;
 	}
-	return !g->goaway && (nghttp2_session_want_read(g->sess) || nghttp2_session_want_write(g->sess));
+	return !g->goaway && (nghttp2_session_want_read(g->io.sess) || nghttp2_session_want_write(g->io.sess));
 }
 
 /* ---- the call ---- */
-
-static void nv_set(nghttp2_nv *nv, const char *name, const char *value)
-{
-	nv->name = (uint8_t *)name;
-	nv->namelen = strlen(name);
-	nv->value = (uint8_t *)value;
-	nv->valuelen = strlen(value);
-	nv->flags = NGHTTP2_NV_FLAG_NONE;
-}
 
 static int call_once(struct grpc_client *g, const nghttp2_nv *nv, size_t nnv, const uint8_t *body,
 		     size_t len, uint64_t deadline, const volatile bool *cancel, struct grpc_result *r)
@@ -454,7 +332,7 @@ static int call_once(struct grpc_client *g, const nghttp2_nv *nv, size_t nnv, co
 	if (!(c->resp = malloc(GRPC_FRAME_HDR + GRPC_CLIENT_MAX_RESPONSE)))
 		return -ENOMEM;
 	nghttp2_data_provider dp = { .read_callback = body_read };
-	c->stream_id = nghttp2_submit_request(g->sess, NULL, nv, nnv, &dp, NULL);
+	c->stream_id = nghttp2_submit_request(g->io.sess, NULL, nv, nnv, &dp, NULL);
 	if (c->stream_id < 0) {
 		snprintf(r->message, sizeof(r->message), "nghttp2: %s", nghttp2_strerror(c->stream_id));
 		return c->stream_id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -EAGAIN : -EPROTO;
@@ -502,16 +380,16 @@ int grpc_client_call(struct grpc_client *g, const char *path, const struct grpc_
 	if (len)
 		memcpy(body + GRPC_FRAME_HDR, msg, len);
 	grpc_timeout_format(timeout_ms, tmo);
-	nv_set(&nv[nnv++], ":method", "POST");
-	nv_set(&nv[nnv++], ":scheme", g->tls ? "https" : "http");
-	nv_set(&nv[nnv++], ":path", path);
-	nv_set(&nv[nnv++], ":authority", g->authority);
-	nv_set(&nv[nnv++], "content-type", "application/grpc");
-	nv_set(&nv[nnv++], "te", "trailers");
-	nv_set(&nv[nnv++], "user-agent", g->user_agent);
-	nv_set(&nv[nnv++], "grpc-timeout", tmo);
+	grpc_io_nv(&nv[nnv++], ":method", "POST");
+	grpc_io_nv(&nv[nnv++], ":scheme", g->tls ? "https" : "http");
+	grpc_io_nv(&nv[nnv++], ":path", path);
+	grpc_io_nv(&nv[nnv++], ":authority", g->authority);
+	grpc_io_nv(&nv[nnv++], "content-type", "application/grpc");
+	grpc_io_nv(&nv[nnv++], "te", "trailers");
+	grpc_io_nv(&nv[nnv++], "user-agent", g->user_agent);
+	grpc_io_nv(&nv[nnv++], "grpc-timeout", tmo);
 	for (size_t i = 0; i < nheaders; i++)
-		nv_set(&nv[nnv++], headers[i].name, headers[i].value);
+		grpc_io_nv(&nv[nnv++], headers[i].name, headers[i].value);
 
 	err = call_once(g, nv, nnv, body, GRPC_FRAME_HDR + len, deadline, cancel, r);
 	if (err && r->reused && r->http_status == 0 && err != -ETIMEDOUT && err != -ECANCELED) {
@@ -603,7 +481,7 @@ struct grpc_client *grpc_client_new(const struct grpc_client_opts *o, char *err,
 	}
 	if (!(g = calloc(1, sizeof(*g))))
 		goto fail;
-	g->fd = -1;
+	g->io.fd = -1;
 	g->port = o->port;
 	if (!(g->host = strdup(o->host)) ||
 	    (o->server_name && !(g->server_name = strdup(o->server_name))) ||

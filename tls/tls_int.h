@@ -39,6 +39,11 @@ STACK_OF(X509) *tls_ca_chain(const struct tls_ca *ca);
  * and clientAuth). Thread-safe. NULL + errno (ENOKEY: verify-only CA). */
 X509 *tls_ca_sign_leaf(struct tls_ca *ca, const struct spiffe_id *id, EVP_PKEY *pub,
 		       const struct tls_issue_opts *opts);
+/* Signs a serving certificate for pub with names[0, n) (DNS names or IP literals) as its
+ * subjectAltName and EKU serverAuth; same validity rules. NULL + errno (EINVAL: a name that
+ * is neither). */
+X509 *tls_ca_sign_server(struct tls_ca *ca, const char *const *names, size_t n, EVP_PKEY *pub,
+			 const struct tls_issue_opts *opts);
 
 /* ASN1_TIME -> Unix seconds; 0 or -EINVAL. */
 int tls_asn1_time_to_unix(const ASN1_TIME *t, int64_t *out);
