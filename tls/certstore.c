@@ -28,6 +28,7 @@
 struct cs_entry {
 	struct spiffe_id id;
 	struct tls_cert *cert;	/* the store's reference to the current cert; NULL while pending */
+	int64_t renew_at;	/* Unix seconds (renew_time at installation) */
 	uint64_t last_used;	/* LRU tick */
 	uint64_t issued_total;
 	/* async */
@@ -73,18 +74,24 @@ const char *certstore_state_str(enum certstore_state st)
 	return "?";
 }
 
-static int64_t renew_at(const struct tls_cert *c)
+/* Renewal is due halfway through what was left of the cert's life when it arrived: a CA that
+ * backdates not_before (for clock skew between nodes) must not make a short-lived cert due at
+ * once. For a cert issued here, arrival is issuance: plain half-life. */
+static int64_t renew_time(const struct tls_cert *c, int64_t received)
 {
-	return c->issued_at + (c->not_after - c->issued_at) / 2;
+	int64_t from = received > c->issued_at ? received : c->issued_at;
+	if (from > c->not_after)
+		from = c->not_after;
+	return from + (c->not_after - from) / 2;
 }
 
-static enum certstore_state cert_state(const struct tls_cert *c, int64_t now)
+static enum certstore_state entry_state(const struct cs_entry *e, int64_t now)
 {
-	if (!c)
+	if (!e->cert)
 		return CERTSTORE_PENDING;
-	if (now >= c->not_after)
+	if (now >= e->cert->not_after)
 		return CERTSTORE_EXPIRED;
-	if (now >= renew_at(c))
+	if (now >= e->renew_at)
 		return CERTSTORE_RENEWING;
 	return CERTSTORE_FRESH;
 }
@@ -286,6 +293,7 @@ static int install(struct certstore *cs, const struct spiffe_id *id, struct tls_
 		return -ENOMEM;
 	tls_cert_unref(e->cert);
 	e->cert = cert;
+	e->renew_at = renew_time(cert, cs->opts.clock(cs->opts.clock_arg));
 	e->issued_total++;
 	e->last_used = ++cs->tick;
 	e->failures = 0;
@@ -300,7 +308,7 @@ static struct tls_cert *lookup_fresh(struct certstore *cs, const struct spiffe_i
 {
 	long i = find(cs, id);
 
-	if (i < 0 || cert_state(cs->ents[i]->cert, now) != CERTSTORE_FRESH)
+	if (i < 0 || entry_state(cs->ents[i], now) != CERTSTORE_FRESH)
 		return NULL;
 	cs->ents[i]->last_used = ++cs->tick;
 	return tls_cert_ref(cs->ents[i]->cert);
@@ -450,7 +458,7 @@ static int renew_due_sync(struct certstore *cs)
 	if (cs->n && !(due = malloc(cs->n * sizeof(*due))))
 		first_err = -ENOMEM;
 	for (size_t i = 0; due && i < cs->n; i++)
-		if (cert_state(cs->ents[i]->cert, now) != CERTSTORE_FRESH)
+		if (entry_state(cs->ents[i], now) != CERTSTORE_FRESH)
 			due[ndue++] = cs->ents[i]->id;
 	pthread_mutex_unlock(&cs->lock);
 
@@ -512,10 +520,10 @@ static uint64_t due_ms(const struct certstore *cs, const struct cs_entry *e, int
 
 	if (e->in_flight)
 		return UINT64_MAX;
-	if (!e->cert || cert_state(e->cert, now) != CERTSTORE_FRESH)
+	if (entry_state(e, now) != CERTSTORE_FRESH)
 		at = mono;
-	else	/* half-life, in wall seconds from now, as a monotonic deadline */
-		at = mono + (uint64_t)(renew_at(e->cert) - now) * 1000;
+	else	/* the renewal time, in wall seconds from now, as a monotonic deadline */
+		at = mono + (uint64_t)(e->renew_at - now) * 1000;
 	(void)cs;
 	return e->next_try_ms > at ? e->next_try_ms : at;
 }
@@ -642,8 +650,8 @@ int certstore_foreach(struct certstore *cs,
 			.not_before = c ? c->not_before : 0,
 			.not_after = c ? c->not_after : 0,
 			.issued_at = c ? tls_cert_issued_at(c) : 0,
-			.renew_at = c ? renew_at(c) : 0,
-			.state = cert_state(c, now),
+			.renew_at = c ? e->renew_at : 0,
+			.state = entry_state(e, now),
 			.refs = refs ? refs - 1 : 0,
 			.issued_total = e->issued_total,
 			.in_flight = e->in_flight,

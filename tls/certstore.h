@@ -97,7 +97,7 @@ struct certstore_info {
 	int64_t not_before;	/* Unix seconds */
 	int64_t not_after;
 	int64_t issued_at;	/* Unix seconds */
-	int64_t renew_at;	/* half-life */
+	int64_t renew_at;	/* half of the life left when it arrived (half-life when issued here) */
 	enum certstore_state state;
 	uint32_t refs;		/* references besides the store's (≈ connections/holders) */
 	uint64_t issued_total;	/* certs issued for this identity since it was added */

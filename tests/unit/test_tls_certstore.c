@@ -344,4 +344,48 @@ TEST(wanted_entries_survive_the_lru_bound)
 	f->ca = NULL;
 }
 
+/* A CA that backdates its certs (as for clock skew): renewal is half of what is left, not
+ * half of the whole validity, or a short-lived cert would be due the moment it arrives. */
+static struct tls_cert *backdated_issue(void *arg, const struct spiffe_id *id, uint32_t lifetime_s,
+					int64_t now, char *why, size_t whylen)
+{
+	struct fake_ca *f = arg;
+	(void)why, (void)whylen;
+	f->calls++;
+	return tls_ca_issue(f->ca, id, &(struct tls_issue_opts){ .lifetime_s = lifetime_s + 600,
+								  .now = now - 600 });
+}
+
+static int first_info(const struct certstore_info *info, void *arg)
+{
+	*(struct certstore_info *)arg = *info;
+	return 1;
+}
+
+TEST(renewal_time_of_a_backdated_cert)
+{
+	struct fake_ca *f = fake_new();
+	struct certstore_backend be = { .issue = backdated_issue, .arg = f, .name = "backdating CA" };
+	struct certstore_opts o = { .clock = fake_clock, .backend = &be, .lifetime_s = 60 };
+	struct spiffe_id a = sid("a", "x");
+	struct certstore_info info;
+
+	struct certstore *cs = certstore_new(NULL, &o);
+	REQUIRE(cs);
+	struct tls_cert *c = certstore_get(cs, &a);
+	REQUIRE(c);
+	/* valid from now - 660 to now + 60: renewal due at now + 30 */
+	CHECK_EQ_INT(tls_cert_not_after(c) - fake_now, 60);
+	CHECK_EQ_INT(certstore_foreach(cs, first_info, &info), 1);
+	CHECK_EQ_INT(info.renew_at - fake_now, 30);
+	CHECK_EQ_INT(info.state, CERTSTORE_FRESH);
+	tls_cert_unref(certstore_get(cs, &a));
+	CHECK_EQ_INT(f->calls, 1);	/* fresh: no second request */
+	fake_now += 31;
+	tls_cert_unref(certstore_get(cs, &a));
+	CHECK_EQ_INT(f->calls, 2);
+	tls_cert_unref(c);
+	certstore_free(cs);
+}
+
 TEST_MAIN("tls_certstore")
