@@ -244,7 +244,7 @@ static int run(struct agent *a)
 	loop_io_init(&a->signal_io, sfd, on_signal, a);
 	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
-	err = runtime_identity_start(&a->id, a->loop, &a->cfg, "ambitd");
+	err = runtime_identity_start(&a->id, a->loop, &a->cfg, CONFIG_ROLE_AGENT, "ambitd");
 	if (!err)
 		err = runtime_tracer_new(&a->cfg, "ambitd", &a->tracer);
 	if (err)

@@ -29,7 +29,8 @@ int runtime_tracer_new(const struct config *c, const char *prog, struct otlp_tra
 /* Workload certificates. With ca.address: ca.cert is the trust bundle and certificates come
  * from that CA (istiod, ambit-ca) over Istio's certificate API; without it (development
  * only): ca.cert/ca.key sign inside the process. Either way an asynchronous certstore fetches
- * on worker threads, prefetching the wanted identities and renewing at half-life; a timer on
+ * on worker threads, prefetching the wanted identities and renewing at half-life (the agent
+ * asks on its workloads' behalf, ImpersonatedIdentity; the waypoint for itself); a timer on
  * l wakes it every minute. 0; -EINVAL (bad CA files or address, reported naming the config);
  * -errno. */
 struct runtime_identity {
@@ -45,7 +46,7 @@ struct runtime_identity {
 	atomic_bool posted;		/* a news task is queued on the loop */
 };
 int runtime_identity_start(struct runtime_identity *id, struct loop *l, const struct config *c,
-			   const char *prog);
+			   enum config_role role, const char *prog);
 void runtime_identity_stop(struct runtime_identity *id);
 /* The identities this process serves (local workloads; the waypoint's own): fetched now
  * when missing, kept fresh, the others dropped. 0 or -ENOMEM (logged). */

@@ -35,6 +35,7 @@ struct ca_client {
 	struct tls_ca *roots;
 	char *token_file;
 	uint32_t timeout_ms;
+	bool impersonate;
 	struct certstore_backend be;
 
 	pthread_mutex_t lock;	/* guards the slots, the token and the stats */
@@ -113,6 +114,7 @@ struct ca_client *ca_client_new(const struct ca_client_opts *o, char *err, size_
 		goto fail;
 	c->roots = o->roots;
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : CA_CALL_TIMEOUT_MS;
+	c->impersonate = o->impersonate;
 	c->nslots = o->max_conns ? o->max_conns : 4;
 	if (c->nslots > CA_MAX_CONNS)
 		c->nslots = CA_MAX_CONNS;
@@ -267,7 +269,8 @@ struct tls_cert *ca_client_fetch(struct ca_client *c, const struct spiffe_id *id
 		goto out;
 	}
 	if (!(csr = tls_csr_new(id)) ||
-	    (rc = ca_msg_request_encode(tls_csr_pem(csr), lifetime_s, ids, &req, &reqlen))) {
+	    (rc = ca_msg_request_encode(tls_csr_pem(csr), lifetime_s,
+						c->impersonate ? ids : NULL, &req, &reqlen))) {
 		e = ENOMEM;
 		snprintf(why, whylen, "cannot make the request: %s", strerror(e));
 		goto out;

@@ -6,6 +6,7 @@
 #ifndef AMBIT_CA_CLIENT_H
 #define AMBIT_CA_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,10 @@ struct ca_client_opts {
 				 * (borrowed, outlives the client) */
 	const char *token_file;	/* ca.token_file: bearer token, re-read when the file changes;
 				 * NULL = send none */
+	/* A node agent asks on its workloads' behalf: metadata ImpersonatedIdentity = the ID,
+	 * as ztunnel sends it. A waypoint asks for its own identity and sends none (as Envoy:
+	 * istiod and ambit-ca grant impersonation to node agents only). */
+	bool impersonate;
 	uint32_t timeout_ms;	/* per call; 0 = CA_CALL_TIMEOUT_MS */
 	unsigned max_conns;	/* concurrent calls (one connection each); 0 = 4 */
 };

@@ -264,7 +264,7 @@ static int run(struct wpd *d)
 	loop_io_init(&d->signal_io, sfd, on_signal, d);
 	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 
-	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, PROG)) ||
+	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, CONFIG_ROLE_WAYPOINT, PROG)) ||
 	    (rc = runtime_tracer_new(&d->cfg, PROG, &d->tracer)))
 		goto out;
 	to.tracer = d->tracer;

@@ -26,6 +26,14 @@ TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/default/sa/$1"; }
 admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; }
 ready() { pod_exec "$lab" "n$1" curl -sS -m 5 -w '\n%{http_code}\n' "http://$(lab_node_ip "$1"):15021/healthz/ready"; }
+# wait_ready K CODE: until node K's readiness answers CODE (10 s at most); its answer in $out.
+wait_ready() {
+	for _ in $(seq 100); do
+		out=$(ready "$1" || true)
+		[ "$(echo "$out" | tail -n 1)" = "$2" ] && return 0
+		sleep 0.1
+	done
+}
 
 if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed >"$logs/up.log" 2>&1; then
 	fail "lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
@@ -129,12 +137,7 @@ jq --arg n "$lab-n1" '.workloads += [{uid: "default/late-1", name: "late-1", nam
 	labels: {app: "late"}, enrolled: true, waypoint: null}]' "$dir/workloads.json" >"$logs/wl.json"
 cp "$dir/workloads.json" "$logs/workloads.orig.json"
 cp "$logs/wl.json" "$dir/workloads.json.tmp" && mv "$dir/workloads.json.tmp" "$dir/workloads.json"
-out=""
-for _ in $(seq 100); do
-	out=$(ready 1 || true)
-	[ "$(echo "$out" | tail -n 1)" = 503 ] && break
-	sleep 0.1
-done
+wait_ready 1 503
 check "readiness is 503 naming the workload without a certificate and the CA error" sh -c "
 	echo '$out' | grep -q '^503$' &&
 	echo '$out' | grep -q 'not ready: no certificate yet for 1 of 3 local identities; $(spiffe late)' &&
@@ -142,11 +145,7 @@ check "readiness is 503 naming the workload without a certificate and the CA err
 check "existing workloads keep serving with their certificates (a new connection works)" \
 	pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9000" --mode echo --bytes 1M --timeout 20
 cp "$logs/workloads.orig.json" "$dir/workloads.json.tmp" && mv "$dir/workloads.json.tmp" "$dir/workloads.json"
-for _ in $(seq 100); do
-	out=$(ready 1 || true)
-	[ "$(echo "$out" | tail -n 1)" = 200 ] && break
-	sleep 0.1
-done
+wait_ready 1 200
 check "without it readiness is 200 with a warning: the CA fails, current certificates serve" sh -c "
 	echo '$out' | grep -q '^200$' && echo '$out' | grep -q '^ready$' &&
 	echo '$out' | grep -q '^warning: the CA (https://$ca_ip:15012) is failing'"

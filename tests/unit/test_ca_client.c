@@ -121,7 +121,7 @@ static struct ca_client *client_new(const char *bundle, const char *token_file)
 	char addr[64], err[256] = "";
 	snprintf(addr, sizeof(addr), "https://localhost:%u", server_port);
 	struct ca_client_opts o = { .address = addr, .bundle = bundle, .roots = roots,
-				    .token_file = token_file, .timeout_ms = 3000 };
+				    .token_file = token_file, .timeout_ms = 3000, .impersonate = true };
 	struct ca_client *c = ca_client_new(&o, err, sizeof(err));
 	if (!c)
 		fprintf(stderr, "  ca_client_new: %s\n", err);
@@ -260,6 +260,22 @@ TEST(good_chain_and_what_the_request_carries)
 	cert = ca_client_fetch(c, &id, 3600, why, sizeof(why));
 	CHECK(cert != NULL);
 	tls_cert_unref(cert);
+	ca_client_free(c);
+
+	/* A waypoint asks for itself: no ImpersonatedIdentity (as Envoy). */
+	char addr[64];
+	snprintf(addr, sizeof(addr), "https://localhost:%u", server_port);
+	struct ca_client_opts o = { .address = addr, .bundle = at("ca.crt"), .roots = roots,
+				    .token_file = at("token") };
+	c = ca_client_new(&o, why, sizeof(why));
+	REQUIRE(c);
+	cert = ca_client_fetch(c, &id, 3600, why, sizeof(why));
+	CHECK(cert != NULL);
+	tls_cert_unref(cert);
+	r = last_request();
+	CHECK(r && json_is_null(json_object_get(r, "impersonated")));
+	CHECK_EQ_STR(jstr(r, "csr_uri"), "spiffe://cluster.local/ns/shop/sa/cart");
+	json_decref(r);
 	ca_client_free(c);
 }
 
