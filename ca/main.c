@@ -21,6 +21,7 @@
 #include "agent/workloads.h"
 #include "ca/auth.h"
 #include "ca/config.h"
+#include "ca/rootcm.h"
 #include "ca/service.h"
 #include "common/httpc.h"
 #include "common/log.h"
@@ -65,6 +66,7 @@ struct cad {
 	struct ca_service *svc;
 	struct grpc_server *grpc;
 	struct runtime_discovery discovery;
+	struct ca_rootcm *rootcm;
 	struct httpd *admin;
 	struct loop_io signal_io;
 };
@@ -107,8 +109,16 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		if (m && asprintf(&all, "%s# HELP ambit_ca_connections Open gRPC connections.\n"
 				  "# TYPE ambit_ca_connections gauge\nambit_ca_connections %u\n"
 				  "# HELP ambit_ca_workloads Workloads in the CA's view of pods.\n"
-				  "# TYPE ambit_ca_workloads gauge\nambit_ca_workloads %d\n",
-				  m, grpc_server_conns(d->grpc), mod->nworkloads) >= 0) {
+				  "# TYPE ambit_ca_workloads gauge\nambit_ca_workloads %d\n"
+				  "# HELP ambit_ca_root_configmap_writes_total Root ConfigMap creates and updates.\n"
+				  "# TYPE ambit_ca_root_configmap_writes_total counter\n"
+				  "ambit_ca_root_configmap_writes_total %llu\n"
+				  "# HELP ambit_ca_root_configmap_errors_total Failed root ConfigMap syncs.\n"
+				  "# TYPE ambit_ca_root_configmap_errors_total counter\n"
+				  "ambit_ca_root_configmap_errors_total %llu\n",
+				  m, grpc_server_conns(d->grpc), mod->nworkloads,
+				  (unsigned long long)ca_rootcm_writes(d->rootcm),
+				  (unsigned long long)ca_rootcm_errors(d->rootcm)) >= 0) {
 			resp->status = 200;
 			resp->content_type = "text/plain; version=0.0.4";
 			resp->body = all;
@@ -181,6 +191,7 @@ static int load_credentials(struct cad *d)
 
 static int run(struct cad *d)
 {
+	const struct config *a = &d->cfg.agent;
 	struct sockaddr_storage ss;
 	sigset_t mask;
 	char err[256];
@@ -225,12 +236,25 @@ static int run(struct cad *d)
 		pr_err("admin: cannot listen on %s: %s", d->cfg.admin_address, strerror(errno));
 		goto out;
 	}
+	/* The root ConfigMap, as istiod keeps istio-ca-root-cert: wherever an API server is. */
+	if (d->cfg.root_configmap[0]) {
+		char *api = a->kube_api_server ? strdup(a->kube_api_server) : kube_default_api_url();
+		struct ca_rootcm_opts ro = { .api_url = api, .ca_file = a->kube_ca_file,
+					     .token_file = a->kube_token_file,
+					     .name = d->cfg.root_configmap };
+		if (!api)
+			pr_info("no API server: root ConfigMap %s not kept", d->cfg.root_configmap);
+		else if (!(d->rootcm = ca_rootcm_start(&ro, d->ca)))
+			pr_warn("root ConfigMap %s: %s", d->cfg.root_configmap, strerror(errno));
+		free(api);
+	}
 	pr_info("%s %s: trust domain %s, gRPC/TLS on %s (port %u), callers by %s, admin on %s",
 		PROG, AMBIT_VERSION, d->cfg.trust_domain, d->cfg.listen, grpc_server_port(d->grpc),
 		d->keys ? "JWT (tokens.issuer_keys)" : "TokenReview", d->cfg.admin_address);
 	rc = loop_run(d->loop);
 	pr_info("stopped");
 out:
+	ca_rootcm_stop(d->rootcm);
 	grpc_server_stop(d->grpc);
 	httpd_free(d->admin);
 	runtime_discovery_stop(&d->discovery);

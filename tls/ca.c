@@ -321,6 +321,32 @@ out:
 }
 
 STACK_OF(X509) *tls_ca_anchors(const struct tls_ca *ca) { return ca->anchors; }
+
+char *tls_ca_roots_pem(const struct tls_ca *ca)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (!bio)
+		return NULL;
+	for (int i = 0; i < sk_X509_num(ca->anchors); i++) {
+		X509 *x = sk_X509_value(ca->anchors, i);
+		if ((ca->partial_chain || self_signed(x)) && !PEM_write_bio_X509(bio, x))
+			goto out;
+	}
+	n = BIO_get_mem_data(bio, &data);
+	if (n > 0 && (out = malloc((size_t)n + 1))) {
+		memcpy(out, data, (size_t)n);
+		out[n] = '\0';
+	}
+out:
+	ERR_clear_error();
+	BIO_free(bio);
+	if (!out)
+		errno = ENOMEM;
+	return out;
+}
 bool tls_ca_partial_chain(const struct tls_ca *ca) { return ca->partial_chain; }
 
 /* Signs a leaf for pub: validity [now - 60 s, now + lifetime] capped at the CA's own,

@@ -121,7 +121,7 @@ if [ -s "$pr" ]; then
 				for (const c of d.spec.template.spec.containers)
 					out.push(`${d.kind}:${c.resources && c.resources.limits && c.resources.limits.memory ? "limits" : "none"}`);
 		console.log(out.sort().join(","));' "$tmp/production.yaml")
-	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits"
+	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits,Deployment:limits"
 fi
 
 # The rules must catch a broken manifest, or the checks above prove nothing.
@@ -131,7 +131,8 @@ if [ -s "$tmp/base.yaml" ]; then
 	if node "$node_dir/validate_manifests.js" --label broken "$tmp/broken.yaml" >"$tmp/broken.out"; then
 		notok manifests.validator_rejects_broken "a privileged DaemonSet and a create verb passed"
 	else
-		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 2
+		# the DaemonSet, and the ClusterRoles of the agents and of ambit-ca
+		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 3
 	fi
 	# A DaemonSet that mounts the CA key Secret again is refused.
 	NODE_PATH=$node_dir/node_modules node -e '

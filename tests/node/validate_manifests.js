@@ -77,11 +77,26 @@ const rules = {
   ClusterRole(doc) {
     const bad = [];
     for (const r of doc.rules || []) {
+      // ambit-ca asks the API server who its callers are: create on tokenreviews, nothing else.
+      if (doc.metadata.name === 'ambit-ca' && (r.apiGroups || []).join() === 'authentication.k8s.io' &&
+          (r.resources || []).join() === 'tokenreviews' && (r.verbs || []).join() === 'create')
+        continue;
       for (const v of r.verbs || [])
         if (!['get', 'list', 'watch'].includes(v)) bad.push(`verb ${v} on ${r.resources}`);
       for (const res of r.resources || [])
         if (!['pods', 'services', 'namespaces', 'nodes', 'endpointslices'].includes(res))
           bad.push(`resource ${res}`);
+    }
+    return bad;
+  },
+  // Namespaced writes: only ambit-ca's, to keep the root ConfigMap.
+  Role(doc) {
+    const bad = [];
+    if (doc.metadata.name !== 'ambit-ca-root-cert') return [`unexpected Role ${doc.metadata.name}`];
+    for (const r of doc.rules || []) {
+      if ((r.resources || []).join() !== 'configmaps') bad.push(`resource ${r.resources}`);
+      for (const v of r.verbs || [])
+        if (!['get', 'create', 'update'].includes(v)) bad.push(`verb ${v} on ${r.resources}`);
     }
     return bad;
   },
@@ -120,7 +135,17 @@ const rules = {
     const c = (ps.containers || [])[0] || {};
     const labels = (doc.spec.template.metadata || {}).labels || {};
     // The CA's own Deployment is the one place the CA key may be mounted.
-    if (doc.metadata.name === 'ambit-ca') return bad;
+    if (doc.metadata.name === 'ambit-ca') {
+      const sec = (ps.volumes || []).find((v) => v.secret);
+      if (!sec || sec.secret.secretName !== 'ambit-ca') bad.push('does not mount Secret ambit-ca');
+      if (!(c.command || []).some((a) => /ambit-ca$/.test(a))) bad.push('does not run ambit-ca');
+      if (!(doc.spec.replicas >= 2)) bad.push('fewer than 2 replicas');
+      const rp = c.readinessProbe && c.readinessProbe.httpGet;
+      if (!rp || rp.port !== 15014 || rp.path !== '/healthz/ready') bad.push('readiness probe 15014 /healthz/ready');
+      const sc = c.securityContext || {};
+      if (sc.privileged === true || sc.allowPrivilegeEscalation !== false) bad.push('privileged');
+      return bad;
+    }
     if (labels['istio.io/dataplane-mode'] !== 'none') bad.push('waypoint pods are not opted out of capture');
     if (!(c.ports || []).some((p) => p.containerPort === 15008)) bad.push('no port 15008');
     if (!(c.command || []).some((a) => /ambit-waypoint$/.test(a))) bad.push('does not run ambit-waypoint');
