@@ -32,6 +32,18 @@ static bool runs_on(const struct model *m, const struct spiffe_id *id, const cha
 	return false;
 }
 
+/* The node of the caller's own pod in our view, for tokens that name the pod but not the node
+ * (clusters before the node claims); "" when unknown. */
+static const char *node_of_pod(const struct model *m, const struct ca_caller *c)
+{
+	for (int i = 0; m && c->pod[0] && i < m->nworkloads; i++) {
+		const struct model_workload *w = &m->workloads[i];
+		if (w->node && strcmp(w->name, c->pod) == 0 && strcmp(w->namespace, c->ns) == 0)
+			return w->node;
+	}
+	return "";
+}
+
 int ca_authorize(const struct ca_authz_policy *p, const struct ca_caller *caller,
 		 const char *impersonated, const struct spiffe_id *csr_id, const struct model *m,
 		 struct spiffe_id *grant, char *why)
@@ -63,10 +75,12 @@ int ca_authorize(const struct ca_authz_policy *p, const struct ca_caller *caller
 		return ca_whyf(why, GRPC_STATUS_PERMISSION_DENIED,
 			    "caller %.63s/%.100s is not a node agent and may not ask for %s",
 			    caller->ns, caller->sa, spiffe_id_str(grant, a));
-	if (!caller->node[0])
-		return ca_whyf(why, GRPC_STATUS_PERMISSION_DENIED, "the caller's token names no node");
-	if (!runs_on(m, grant, caller->node))
+	const char *node = caller->node[0] ? caller->node : node_of_pod(m, caller);
+	if (!node[0])
+		return ca_whyf(why, GRPC_STATUS_PERMISSION_DENIED,
+			       "the caller's token names no node (nor a pod we know)");
+	if (!runs_on(m, grant, node))
 		return ca_whyf(why, GRPC_STATUS_PERMISSION_DENIED, "no workload of %s runs on node %.100s",
-			    spiffe_id_str(grant, a), caller->node);
+			    spiffe_id_str(grant, a), node);
 	return GRPC_STATUS_OK;
 }

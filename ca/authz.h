@@ -2,7 +2,9 @@
 /* ambit-ca's node authorization: which SPIFFE ID a caller may have signed. Without
  * impersonation, its own service account's; with ImpersonatedIdentity (a node agent asking
  * for a workload, as ztunnel does), only when the caller is a node agent account and a
- * workload with that identity runs on the caller's node in ambit-ca's own view of pods. */
+ * workload with that identity runs on the caller's node in ambit-ca's own view of pods. The
+ * caller's node is its token's; a token that names only the pod gets that pod's node from the
+ * same view. */
 #ifndef AMBIT_CA_AUTHZ_H
 #define AMBIT_CA_AUTHZ_H
 

@@ -106,16 +106,21 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		size_t len = 0;
 		char *m = ca_service_metrics(d->svc, &len), *all = NULL;
 		struct model *mod = model_current();
-		if (m && asprintf(&all, "%s# HELP ambit_ca_connections Open gRPC connections.\n"
-				  "# TYPE ambit_ca_connections gauge\nambit_ca_connections %u\n"
-				  "# HELP ambit_ca_workloads Workloads in the CA's view of pods.\n"
-				  "# TYPE ambit_ca_workloads gauge\nambit_ca_workloads %d\n"
-				  "# HELP ambit_ca_root_configmap_writes_total Root ConfigMap creates and updates.\n"
-				  "# TYPE ambit_ca_root_configmap_writes_total counter\n"
-				  "ambit_ca_root_configmap_writes_total %llu\n"
-				  "# HELP ambit_ca_root_configmap_errors_total Failed root ConfigMap syncs.\n"
-				  "# TYPE ambit_ca_root_configmap_errors_total counter\n"
-				  "ambit_ca_root_configmap_errors_total %llu\n",
+		if (m && asprintf(&all, "%s"
+				  "# HELP ambit_ca_server_connections Open gRPC connections.\n"
+				  "# TYPE ambit_ca_server_connections gauge\n"
+				  "ambit_ca_server_connections %u\n"
+				  "# HELP ambit_ca_server_workloads Workloads in the CA's view of pods.\n"
+				  "# TYPE ambit_ca_server_workloads gauge\n"
+				  "ambit_ca_server_workloads %d\n"
+				  "# HELP ambit_ca_server_root_configmap_writes_total Root ConfigMap "
+				  "creates and updates.\n"
+				  "# TYPE ambit_ca_server_root_configmap_writes_total counter\n"
+				  "ambit_ca_server_root_configmap_writes_total %llu\n"
+				  "# HELP ambit_ca_server_root_configmap_errors_total Failed root "
+				  "ConfigMap syncs.\n"
+				  "# TYPE ambit_ca_server_root_configmap_errors_total counter\n"
+				  "ambit_ca_server_root_configmap_errors_total %llu\n",
 				  m, grpc_server_conns(d->grpc), mod->nworkloads,
 				  (unsigned long long)ca_rootcm_writes(d->rootcm),
 				  (unsigned long long)ca_rootcm_errors(d->rootcm)) >= 0) {

@@ -216,10 +216,10 @@ char *ca_service_metrics(struct ca_service *s, size_t *len)
 
 	if (!f)
 		return NULL;
-	fprintf(f, "# HELP ambit_ca_requests_total CreateCertificate calls by decision.\n"
-		   "# TYPE ambit_ca_requests_total counter\n");
+	fprintf(f, "# HELP ambit_ca_server_requests_total CreateCertificate calls by decision.\n"
+		   "# TYPE ambit_ca_server_requests_total counter\n");
 	for (int r = 0; r < CA_RES_COUNT; r++)
-		fprintf(f, "ambit_ca_requests_total{decision=\"%s\"} %llu\n", result_names[r],
+		fprintf(f, "ambit_ca_server_requests_total{decision=\"%s\"} %llu\n", result_names[r],
 			(unsigned long long)atomic_load(&s->count[r]));
 	if (fclose(f)) {
 		free(buf);

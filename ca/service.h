@@ -17,7 +17,7 @@ struct ca_service;
 struct tls_ca;
 struct tls_jwt_keys;
 
-/* The outcome of one call: the label of ambit_ca_requests_total. */
+/* The outcome of one call: the label of ambit_ca_server_requests_total. */
 enum ca_result {
 	CA_RES_ISSUED,		/* a certificate was signed */
 	CA_RES_UNAUTHENTICATED,	/* no, bad, expired or wrong-audience token */

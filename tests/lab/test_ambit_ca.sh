@@ -129,7 +129,7 @@ check "wrong audience: UNAUTHENTICATED" expect 16 "audience istio-ca not in" \
 	"$(mint --key "$t/es.key" --sub ambit-system:ambit --node node-1 --aud https://kubernetes.default.svc)" api
 check "a client trusting another CA fails the TLS handshake (UNAVAILABLE)" \
 	expect 14 "" "$AG1" api spiffe://cluster.local/ns/default/sa/api "" "$t/other.crt"
-metric() { curl -fsS -m 2 "http://127.0.0.1:$ADMIN/metrics" | awk -v s="ambit_ca_requests_total{decision=\"$1\"}" '$1 == s { print $2 }'; }
+metric() { curl -fsS -m 2 "http://127.0.0.1:$ADMIN/metrics" | awk -v s="ambit_ca_server_requests_total{decision=\"$1\"}" '$1 == s { print $2 }'; }
 counted() { [ "$(metric issued)" = 4 ] && [ "$(metric denied)" = 3 ] && [ "$(metric invalid)" = 1 ] &&
 	[ "$(metric unauthenticated)" = 6 ]; }
 check "every decision counted (4 issued, 3 denied, 1 invalid, 6 unauthenticated)" counted

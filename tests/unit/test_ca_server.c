@@ -350,7 +350,9 @@ static const char model_json[] =
 	"{\"uid\":\"u1\",\"name\":\"api-1\",\"namespace\":\"default\",\"service_account\":\"api\","
 	"\"node\":\"node-1\",\"addresses\":[\"10.244.1.5\"],\"enrolled\":true},"
 	"{\"uid\":\"u2\",\"name\":\"db-1\",\"namespace\":\"prod\",\"service_account\":\"db\","
-	"\"node\":\"node-2\",\"addresses\":[\"10.244.2.5\"],\"enrolled\":true}],"
+	"\"node\":\"node-2\",\"addresses\":[\"10.244.2.5\"],\"enrolled\":true},"
+	"{\"uid\":\"u3\",\"name\":\"ambit-n2\",\"namespace\":\"ambit-system\",\"service_account\":\"ambit\","
+	"\"node\":\"node-2\",\"addresses\":[\"172.18.0.3\"],\"enrolled\":false}],"
 	"\"services\":[]}";
 
 static struct model *test_model(void)
@@ -371,6 +373,8 @@ TEST(node_authorization_table)
 	struct model *m = test_model();
 	struct ca_caller agent1 = { "ambit-system", "ambit", "ambit-x", "node-1" };
 	struct ca_caller agent_nonode = { "ambit-system", "ambit", "", "" };
+	struct ca_caller agent_podonly = { "ambit-system", "ambit", "ambit-n2", "" };
+	struct ca_caller agent_unknownpod = { "ambit-system", "ambit", "ambit-gone", "" };
 	struct ca_caller app = { "default", "api", "api-1", "node-1" };
 	struct spiffe_id api, db, own_agent, other_td;
 	spiffe_id_set(&api, TD, "default", "api", NULL);
@@ -390,6 +394,9 @@ TEST(node_authorization_table)
 		{ "agent, no such workload", &agent1, "spiffe://cluster.local/ns/kube-system/sa/admin", NULL, GRPC_STATUS_PERMISSION_DENIED, "runs on node" },
 		{ "agent, its own identity", &agent1, NULL, &own_agent, GRPC_STATUS_OK, "" },
 		{ "agent without node claim", &agent_nonode, "spiffe://cluster.local/ns/default/sa/api", &api, GRPC_STATUS_PERMISSION_DENIED, "names no node" },
+		{ "agent known by its pod only: its pod's node", &agent_podonly, "spiffe://cluster.local/ns/prod/sa/db", &db, GRPC_STATUS_OK, "" },
+		{ "agent known by its pod only, other node's pod", &agent_podonly, "spiffe://cluster.local/ns/default/sa/api", &api, GRPC_STATUS_PERMISSION_DENIED, "runs on node node-2" },
+		{ "agent whose pod we do not know", &agent_unknownpod, "spiffe://cluster.local/ns/prod/sa/db", &db, GRPC_STATUS_PERMISSION_DENIED, "nor a pod we know" },
 		{ "app impersonating a neighbour", &app, "spiffe://cluster.local/ns/prod/sa/db", &db, GRPC_STATUS_PERMISSION_DENIED, "not a node agent" },
 		{ "app, its own identity", &app, NULL, &api, GRPC_STATUS_OK, "" },
 		{ "app, own identity named explicitly", &app, "spiffe://cluster.local/ns/default/sa/api", &api, GRPC_STATUS_OK, "" },
@@ -621,8 +628,8 @@ TEST(create_certificate_end_to_end)
 	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_UNIMPLEMENTED), 1);
 	size_t mlen;
 	char *metrics = ca_service_metrics(f.svc, &mlen);
-	CHECK(metrics && strstr(metrics, "ambit_ca_requests_total{decision=\"issued\"} 1\n"));
-	CHECK(metrics && strstr(metrics, "ambit_ca_requests_total{decision=\"denied\"} 1\n"));
+	CHECK(metrics && strstr(metrics, "ambit_ca_server_requests_total{decision=\"issued\"} 1\n"));
+	CHECK(metrics && strstr(metrics, "ambit_ca_server_requests_total{decision=\"denied\"} 1\n"));
 	free(metrics);
 	free(tok1);
 	free(tok_aud);
