@@ -41,6 +41,8 @@ struct grpc_server {
 
 /* One request stream. */
 struct stream {
+	struct stream *prev, *next;	/* the conn's open streams (nghttp2_session_del does not
+					 * close them through on_stream_close) */
 	int32_t id;
 	char path[PATH_MAX_LEN];
 	bool post, grpc_ct, bad;	/* :method POST, content-type application/grpc, refused */
@@ -61,6 +63,7 @@ struct conn {
 	struct grpc_io io;
 	char peer[ADDR_STR_LEN];
 	uint32_t open_streams;
+	struct stream *streams;		/* open ones */
 };
 
 const char *grpc_server_call_header(const struct grpc_server_call *call, const char *name)
@@ -71,10 +74,18 @@ const char *grpc_server_call_header(const struct grpc_server_call *call, const c
 	return NULL;
 }
 
-static void stream_free(struct stream *st)
+/* Unlinks st from c and frees it. */
+static void stream_free(struct conn *c, struct stream *st)
 {
 	if (!st)
 		return;
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		c->streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	c->open_streams--;
 	for (size_t i = 0; i < st->nheaders; i++) {
 		free((char *)st->headers[i].name);
 		free((char *)st->headers[i].value);
@@ -205,6 +216,10 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* resets the stream */
 	st->id = frame->hd.stream_id;
 	nghttp2_session_set_stream_user_data(s, st->id, st);
+	st->next = c->streams;
+	if (c->streams)
+		c->streams->prev = st;
+	c->streams = st;
 	c->open_streams++;
 	return 0;
 }
@@ -274,6 +289,15 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	memcpy(st->body + st->body_len, data, len);
 	st->body_len += len;
+	/* a message declared larger than we take is refused at its header, not its end */
+	const uint8_t *m;
+	size_t mlen;
+	if (grpc_frame_parse(st->body, st->body_len, c->srv->o.max_msg, &m, &mlen) == -EMSGSIZE) {
+		st->too_big = true;
+		free(st->body);
+		st->body = NULL;
+		dispatch(c, st);
+	}
 	return 0;
 }
 
@@ -297,8 +321,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 
 	if (st) {
 		nghttp2_session_set_stream_user_data(s, stream_id, NULL);
-		stream_free(st);
-		c->open_streams--;
+		stream_free(c, st);
 	}
 	return 0;
 }
@@ -335,7 +358,9 @@ static void conn_close(struct conn *c)
 	struct grpc_server *srv = c->srv;
 
 	if (c->io.sess)
-		nghttp2_session_del(c->io.sess);	/* frees the streams through on_stream_close */
+		nghttp2_session_del(c->io.sess);
+	while (c->streams)
+		stream_free(c, c->streams);
 	tls_conn_free(c->io.conn);
 	close(c->io.fd);
 	free(c);

@@ -17,6 +17,9 @@ set -uo pipefail
 CA_BIN=$AMBIT_BUILD/ambit-ca
 NODE=$LAB_TOP/tests/node
 MINT=$LAB_TOP/tests/tools/mint_token.py
+# python3-h2 and python3-cryptography: the system python has them when another one is first
+PY=python3
+for p in /usr/bin/python3 python3; do "$p" -c 'import h2, cryptography' 2>/dev/null && { PY=$p; break; }; done
 [ -x "$CA_BIN" ] || { fail "ambit-ca built ($CA_BIN)"; lab_result; exit 1; }
 [ -d "$NODE/node_modules/@grpc/proto-loader" ] || "$NODE/install.sh" ||
 	{ fail "grpc-js installed"; lab_result; exit 1; }
@@ -36,9 +39,9 @@ if ! (cd "$t" && openssl req -x509 $k -keyout ca.key -out ca.crt -days 30 \
 	-subj "/O=cluster.local/CN=e2e root" -addext "basicConstraints=critical,CA:TRUE" \
 	-addext "keyUsage=critical,keyCertSign,cRLSign" &&
 	openssl req -x509 $k -keyout other.key -out other.crt -days 30 -subj "/CN=other" &&
-	python3 "$MINT" keygen --alg ES256 --key es.key --pub es.pub &&
-	python3 "$MINT" keygen --alg RS256 --key rs.key --pub rs.pub &&
-	python3 "$MINT" keygen --alg ES256 --key rogue.key --pub rogue.pub) >"$t/pki.log" 2>&1; then
+	"$PY" "$MINT" keygen --alg ES256 --key es.key --pub es.pub &&
+	"$PY" "$MINT" keygen --alg RS256 --key rs.key --pub rs.pub &&
+	"$PY" "$MINT" keygen --alg ES256 --key rogue.key --pub rogue.pub) >"$t/pki.log" 2>&1; then
 	fail "test PKI made"; cat "$t/pki.log"; lab_result; exit 1
 fi
 cat >"$t/workloads.json" <<'JSON'
@@ -75,7 +78,7 @@ csr api spiffe://cluster.local/ns/default/sa/api
 csr db spiffe://cluster.local/ns/prod/sa/db
 csr agent spiffe://cluster.local/ns/ambit-system/sa/ambit
 csr evil spiffe://evil.example/ns/default/sa/api
-mint() { python3 "$MINT" mint "$@"; }
+mint() { "$PY" "$MINT" mint "$@"; }
 AG1=$(mint --key "$t/es.key" --sub ambit-system:ambit --node node-1 --pod ambit-x1)
 AG1RS=$(mint --key "$t/rs.key" --alg RS256 --sub ambit-system:ambit --node node-1 --pod ambit-x1)
 APP=$(mint --key "$t/es.key" --sub default:api --node node-1 --pod api-1)
@@ -136,12 +139,29 @@ check "every decision counted (4 issued, 3 denied, 1 invalid, 6 unauthenticated)
 logged() { [ "$(grep -c 'CreateCertificate ' "$t/ca.log")" = 14 ] &&
 	grep -q 'decision=denied .*caller=ambit-system/ambit caller_node=node-1 .*identity=spiffe://cluster.local/ns/prod/sa/db' "$t/ca.log"; }
 check "every decision logged with caller, node and identity" logged
+# Requests no gRPC client would send, by hand (python3-h2): each refused on its own stream.
+probe() { "$PY" "$LAB_TOP/tests/tools/grpc_probe.py" "127.0.0.1:$GRPC" --ca "$t/ca.crt" "$@" 2>&1; }
+probe get=method=GET ct=ct=text/plain comp=msg=10,flag=1 two=msg=3,twice \
+	trunc=body=000000001000 tmo=timeout=abc,msg=0 path=path=/x.Y/Z,msg=0 >"$t/probe.json"
+probe big=msg=70000 >>"$t/probe.json"	# it takes the connection's whole flow-control window
+answer() { jq -r --arg c "$1" 'select(.case == $c) | "\(.status) \(.grpc_status)"' "$t/probe.json"; }
+refusals() {
+	cat "$t/probe.json" &&
+	[ "$(answer get)" = "405 null" ] && [ "$(answer ct)" = "415 null" ] &&
+	[ "$(answer big)" = "200 8" ] && [ "$(answer comp)" = "200 12" ] &&
+	[ "$(answer two)" = "200 13" ] && [ "$(answer trunc)" = "200 13" ] &&
+	[ "$(answer tmo)" = "400 null" ] && [ "$(answer path)" = "200 12" ]
+}
+check "malformed calls refused per stream: GET 405, content-type 415, oversize RESOURCE_EXHAUSTED, compressed UNIMPLEMENTED, two or truncated messages INTERNAL, bad grpc-timeout 400, unknown method UNIMPLEMENTED" refusals
+check "a client without ALPN h2 is refused in the handshake" \
+	bash -c "'$PY' '$LAB_TOP/tests/tools/grpc_probe.py' 127.0.0.1:$GRPC --ca '$t/ca.crt' --alpn http/1.1 | grep -qi 'no.application.protocol\|alert'"
+check "ambit-ca still serves after them" expect 0 "" "$AG1" api spiffe://cluster.local/ns/default/sa/api
 check "bad configuration: exit 2 with the key named" \
 	bash -c "echo '{\"tokens\": {\"audience\": 5}}' >'$t/bad.json'; '$CA_BIN' --config '$t/bad.json' 2>&1 | grep -q 'tokens.audience'; [ \${PIPESTATUS[0]} -eq 2 ]"
 
 # ---- TokenReview mode: the API server authenticates, its pods are the node view ----
 API=$(port); GRPC2=$(port); ADMIN2=$(port)
-python3 "$LAB_TOP/tests/tools/fake_apiserver.py" --bind 127.0.0.1 --port "$API" --token ca-own-token \
+"$PY" "$LAB_TOP/tests/tools/fake_apiserver.py" --bind 127.0.0.1 --port "$API" --token ca-own-token \
 	>"$t/api.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$API/healthz" 2>/dev/null && break; sleep 0.1; done
