@@ -241,7 +241,6 @@ static int render_certificates(struct ctl *c, const struct ctl_admin *a, const j
 	static const struct tbl_col cols[] = {
 		{ "IDENTITY", 24, TBL_KEEP_END, false, 1 }, { "SERIAL", 10, TBL_KEEP_START, false, 2 },
 		{ "NOT-AFTER", 20, TBL_KEEP_START, false, 0 }, { "STATE", 8, TBL_KEEP_START, false, 0 },
-		{ "CA-ERROR", 10, TBL_KEEP_START, false, 3 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t n;
@@ -251,16 +250,24 @@ static int render_certificates(struct ctl *c, const struct ctl_admin *a, const j
 		char na[32] = "-";
 		if (jint(v[i], "not_after", 0))	/* 0: none yet (pending) */
 			fmt_utc(jint(v[i], "not_after", 0), na, sizeof(na));
-		const char *err = jstr(v[i], "last_error"), *serial = jstr(v[i], "serial");
+		const char *serial = jstr(v[i], "serial");
 		const char *row[] = { jstr(v[i], "identity"), serial && *serial ? serial : "-", na,
-				      jstr(v[i], "state"), err && *err ? err : "-" };
+				      jstr(v[i], "state") };
 		if (tbl_add(t, row)) {
 			tbl_free(t);
 			t = NULL;
 		}
 	}
 	free(v);
-	return print_tbl(t, c);
+	int rc = print_tbl(t, c);
+	/* Under the table, not in it (full width): why certificates are missing or not renewed. */
+	const json_t *ca = json_object_get(ans, "ca");
+	const char *err = jstr(ca, "last_error");
+	if (!rc && (jint(ca, "failing", 0) || jint(ca, "without_certificate", 0)) && err && *err)
+		printf("\nCA %s: %lld failing, %lld without a certificate; last error: %s\n",
+		       jstr(ca, "backend") ? jstr(ca, "backend") : "?", jint(ca, "failing", 0),
+		       jint(ca, "without_certificate", 0), err);
+	return rc;
 }
 
 int cmd_certificates(struct ctl *c, int argc, char **argv)

@@ -6,8 +6,8 @@
 # - the agents' configs have ca.address and no ca.key; readiness waits for the certificates; the
 #   CA saw one request per local workload identity, each with the node's bearer token,
 #   ImpersonatedIdentity and a CSR for that identity; HBONE traffic crosses the nodes;
-# - with 60 s certificates, renewal at half-life and a CA restart while a paced stream runs drop
-#   nothing (every echo round comes back, the stream ends cleanly);
+# - with 90 s certificates, renewal at half-life and a CA restart while a paced stream runs drop
+#   nothing (every echo round comes back, the stream ends cleanly), and renewal is no storm;
 # - the CA unreachable: existing and new connections keep working with the current
 #   certificates; a new local workload has none and readiness is 503 naming it and the CA
 #   error; without it readiness is 200 with a warning line; ambit_ca_request_failures_total and
@@ -17,9 +17,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ca agent lab (needs root)"; exit 1; }
-if [ ! -d "$LAB_TOP/tests/node/node_modules/@grpc/proto-loader" ]; then
-	"$LAB_TOP/tests/node/install.sh" || { fail "tests/node/install.sh"; lab_result; exit 1; }
-fi
+lab_node_deps || { lab_result; exit 1; }
 logs=$(mktemp -d /tmp/ambit-ca-agent.XXXXXX)
 lab=caag-$$	# unique: other runs of this test may be up at the same time
 TD=cluster.local
@@ -35,7 +33,7 @@ wait_ready() {
 	done
 }
 
-if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed >"$logs/up.log" 2>&1; then
+if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --ca local >"$logs/up.log" 2>&1; then
 	fail "lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
 fi
 dir=$LAB_ROOT/$lab
@@ -68,7 +66,7 @@ ca_stop() { kill "$CA_PID" 2>/dev/null; wait "$CA_PID" 2>/dev/null || true; }
 for k in 1 2; do
 	cfg=$dir/node$k.json
 	jq --arg a "https://$ca_ip:15012" --arg t "$dir/ca-token" \
-		'.ca = {address: $a, cert: .ca.cert, token_file: $t} | .hbone = {cert_lifetime_s: 60}' \
+		'.ca = {address: $a, cert: .ca.cert, token_file: $t} | .hbone = {cert_lifetime_s: 90}' \
 		"$cfg" >"$cfg.new" && mv "$cfg.new" "$cfg"
 done
 ca_start || { fail "CA server starts"; lab_result; exit 1; }
@@ -78,6 +76,7 @@ if ! lab_start_agent "$lab" 1 || ! lab_start_agent "$lab" 2; then
 	fail "agents start (ready once their certificates came from the CA)"; lab_result; exit 1
 fi
 ok "agents start and are ready: their certificates came from the CA"
+t_start=$SECONDS
 
 # ------------------------------------------------------------------ 1. no key, one request each
 check "the agents' configs hold no CA key, only the CA's address, bundle and token" sh -c "
@@ -99,7 +98,7 @@ assert len(ok) >= 4, reqs
 for r in reqs:
     assert r["authorization"] == "Bearer " + sys.argv[2], r
     assert r["impersonated"] == r["csr_uri"] or r["csr_uri"] is None, r
-    assert r["validity"] == 60, r
+    assert r["validity"] == 90, r
 assert {r["impersonated"] for r in ok} == {"spiffe://cluster.local/ns/default/sa/app-1",
                                           "spiffe://cluster.local/ns/default/sa/app-2"}, reqs
 PY
@@ -108,24 +107,26 @@ check "HBONE carries traffic between the nodes with those certificates" \
 
 # ------------------------------------------- 2. renewal and a CA restart under a running stream
 serial0=$(admin 1 /certificates | jq -r --arg i "$(spiffe app-1)" '.certificates[] | select(.identity == $i) | .serial')
-pod_spawn "$lab" n1-p1 "$logs/paced.log" python3 "$LAB_TOP/tests/tools/paced_echo.py" "$p21" 9000 350 0.1
+pod_spawn "$lab" n1-p1 "$logs/paced.log" python3 "$LAB_TOP/tests/tools/paced_echo.py" "$p21" 9000 550 0.1
 paced=$SPAWNED_PID
 renewed=""
-for _ in $(seq 450); do
+for _ in $(seq 700); do
 	s=$(admin 1 /certificates | jq -r --arg i "$(spiffe app-1)" '.certificates[] | select(.identity == $i) | .serial')
 	[ -n "$s" ] && [ "$s" != "$serial0" ] && { renewed=$s; break; }
 	sleep 0.1
 done
 check "node 1 renewed app-1's certificate at half-life while the stream runs" test -n "$renewed"
 nreq=$(wc -l <"$logs/ca/requests.jsonl")
-check "... once per identity, no renewal storm ($nreq requests for 4 identities)" test "$nreq" -le 12
+most=$((4 * ((SECONDS - t_start) / 45 + 2)))	# 4 identities, one renewal per 45 s, slack
+check "... at half-life, no renewal storm ($nreq requests for 4 identities in $((SECONDS - t_start)) s)" \
+	test "$nreq" -le "$most"
 ca_stop
 sleep 2
 ca_start || fail "CA server restarts"
 rc=0
 for _ in $(seq 600); do kill -0 "$paced" 2>/dev/null || break; sleep 0.1; done
 wait "$paced" 2>/dev/null || rc=$?
-check "renewal and a CA restart dropped nothing: all 350 rounds echoed, clean EOF (exit $rc)" \
+check "renewal and a CA restart dropped nothing: all 550 rounds echoed, clean EOF (exit $rc)" \
 	sh -c "test $rc -eq 0 && grep -q '^done' '$logs/paced.log'"
 
 # -------------------------------------------------------------------- 3. the CA unreachable
@@ -154,7 +155,7 @@ check "ambit_ca_request_failures_total counts the failed requests ($fails0 -> $f
 	test "$fails1" -gt "$fails0"
 # The running certificates come due while the CA is away: renewal fails, they are kept.
 failing=0
-for _ in $(seq 400); do
+for _ in $(seq 600); do
 	failing=$(lab_metric "$lab" 1 ambit_certificates_failing)
 	[ "$failing" -ge 1 ] && break
 	sleep 0.1
@@ -183,6 +184,12 @@ if [ "$CHECK_RC" -ne 0 ]; then
 	grep -i "certif\|ca" "$dir/agent1.log" | tail -n 15 | sed 's/^/#   /'
 fi
 ca_stop
+if [ "$LAB_FAILED" -gt 0 ]; then
+	for k in 1 2; do
+		note "agent $k: warnings"
+		grep -E '"level":"(warn|error)"' "$dir/agent$k.log" | tail -n 15 | sed 's/^/#   /'
+	done
+fi
 for k in 1 2; do
 	lab_stop_agent "$lab" "$k"
 	check "agent $k exits cleanly (status $AGENT_EXIT)" test "$AGENT_EXIT" = 0
