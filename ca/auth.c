@@ -300,11 +300,15 @@ int ca_auth_tokenreview(const struct ca_tokenreview *tr, const char *token, size
 	extra_first(user, "authentication.kubernetes.io/node-name", out->node, sizeof(out->node));
 	err = 0;
 out:
+	/* both hold bearer tokens */
 	if (own) {
-		memset(own, 0, own_len);
+		explicit_bzero(own, own_len);
 		free(own);
 	}
-	free(body);
+	if (body) {
+		explicit_bzero(body, strlen(body));
+		free(body);
+	}
 	json_decref(req);
 	json_decref(ans);
 	httpc_response_fini(&resp);

@@ -54,6 +54,8 @@ static int call(struct ca_rootcm *r, const char *method, const char *url, const 
 	};
 	int err = httpc_do(&req, resp);
 
+	if (tok)
+		explicit_bzero(tok, strlen(tok));
 	free(tok);
 	if (err)
 		pr_warn("root ConfigMap %s/%s: %s %s: %s", r->ns, r->name, method, url, resp->err);

@@ -87,6 +87,8 @@ static void stream_free(struct conn *c, struct stream *st)
 		st->next->prev = st->prev;
 	c->open_streams--;
 	for (size_t i = 0; i < st->nheaders; i++) {
+		/* metadata carries credentials (authorization) */
+		explicit_bzero((char *)st->headers[i].value, strlen(st->headers[i].value));
 		free((char *)st->headers[i].name);
 		free((char *)st->headers[i].value);
 	}

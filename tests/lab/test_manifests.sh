@@ -92,7 +92,17 @@ if [ -s "$tmp/istiod.yaml" ]; then
 		}
 		console.log(out.sort().join(","));' "$tmp/istiod.yaml")
 	check manifests.istiod.ca "$istiod" \
-		"DaemonSet:https://istiod.istio-system.svc:15012:istio-ca-root-cert,Deployment:https://istiod.istio-system.svc:15012:istio-ca-root-cert"
+		"DaemonSet:https://istiod.istio-system.svc:15012:istio-ca-root-cert,Deployment:https://istiod.istio-system.svc:15012:istio-ca-root-cert"	# ... and ambit-ca is not deployed there (base has it; components/istiod-ca deletes it)
+	ca_objs() { # FILE: Kind/name of the ambit-ca objects (not its generated ConfigMap)
+		NODE_PATH=$node_dir/node_modules node -e '
+			const y = require("js-yaml"), fs = require("fs");
+			console.log(y.loadAll(fs.readFileSync(process.argv[1], "utf8"))
+				.filter((d) => d && d.kind !== "ConfigMap" && /^ambit-ca/.test(d.metadata.name))
+				.map((d) => `${d.kind}/${d.metadata.name}`).sort().join(","));' "$1"
+	}
+	check manifests.istiod.no_ambit_ca "$(ca_objs "$tmp/istiod.yaml")" ""
+	check manifests.base.ambit_ca "$(ca_objs "$tmp/base.yaml")" \
+		"ClusterRole/ambit-ca,ClusterRoleBinding/ambit-ca,Deployment/ambit-ca,Role/ambit-ca-root-cert,RoleBinding/ambit-ca-root-cert,Service/ambit-ca,ServiceAccount/ambit-ca"
 fi
 
 # The overlays' values, in the config the agent reads.
