@@ -6,7 +6,6 @@
  * of pods: discovery file or Kubernetes watch), and serves metrics, readiness and a config
  * dump on admin_address. Replicas share nothing but the CA key. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "ca/config.h"
 #include "ca/rootcm.h"
 #include "ca/service.h"
+#include "common/cli.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -278,50 +278,25 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, 'k' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config_path = NULL, *level = NULL;
-	bool check = false;
+	struct cli_opts o;
 	char err[768];
-	int opt, rc;
+	int rc;
 
 	log_set_component(PROG);
-	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c': config_path = optarg; break;
-		case 'k': check = true; break;
-		case 'l': level = optarg; break;
-		case 'h': fputs(usage_text, stdout); return 0;
-		case 'V': printf(PROG " %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
-		default: fputs(usage_text, stderr); return EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
-		return EXIT_USAGE;
-	}
-	if (!config_path) {
-		fprintf(stderr, PROG ": --config FILE is required (see --help)\n");
-		return EXIT_USAGE;
-	}
+	if ((rc = cli_parse(argc, argv, PROG, usage_text, &o)) >= 0)
+		return rc;
 	if (ca_config_init(&cad.cfg)) {
 		fprintf(stderr, PROG ": out of memory\n");
 		return 1;
 	}
-	if (ca_config_load(&cad.cfg, config_path, err, sizeof(err))) {
+	if (ca_config_load(&cad.cfg, o.config_path, err, sizeof(err))) {
 		fprintf(stderr, PROG ": %s\n", err);
 		ca_config_fini(&cad.cfg);
 		return EXIT_USAGE;
 	}
-	if (level && log_level_parse(level, &cad.cfg.agent.log_level)) {
+	if (o.log_level && log_level_parse(o.log_level, &cad.cfg.agent.log_level)) {
 		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
-			level);
+			o.log_level);
 		ca_config_fini(&cad.cfg);
 		return EXIT_USAGE;
 	}
@@ -332,10 +307,10 @@ int main(int argc, char **argv)
 		ca_config_fini(&cad.cfg);
 		return 1;
 	}
-	if (check) {
+	if (o.check) {
 		rc = load_credentials(&cad);
 		if (!rc)
-			printf("%s: valid\n", config_path);
+			printf("%s: valid\n", o.config_path);
 		tls_ctx_free(cad.tls);
 		tls_jwt_keys_free(cad.keys);
 		tls_ca_free(cad.ca);
