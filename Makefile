@@ -51,16 +51,24 @@ COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 OTLP_SRC   := $(wildcard otlp/*.c)
 ISTIO_SRC  := $(wildcard istio/*.c)
+GRPC_SRC   := $(wildcard grpc/*.c)
 AGENT_SRC  := $(filter-out agent/main.c,$(wildcard agent/*.c))
 CTL_SRC    := $(wildcard agent/ctl/*.c)
 WP_SRC     := $(wildcard agent/waypoint/*.c)
 BPF_SRC    := $(wildcard bpf/*.bpf.c)
-PROTO_SRC  := $(shell find otlp/proto -name '*.proto' 2>/dev/null)
+# The node agent's side of Istio's certificate API (ca/client.c) and the message code both
+# sides share go into libca; the rest of ca/ is the ambit-ca binary.
+CA_LIB_SRC := $(wildcard ca/msg.c ca/client.c)
+CA_BIN_SRC := $(filter-out $(CA_LIB_SRC),$(wildcard ca/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 BPF_OBJ   := $(patsubst %.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRC))
 BPF_SKEL  := $(patsubst %.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRC))
-PROTO_C   := $(patsubst otlp/proto/%.proto,$(BUILD)/otlp/pb/%.pb-c.c,$(PROTO_SRC))
+# protobuf-c: MODULE/proto/*.proto compile to $(BUILD)/MODULE/pb (seen as the generated code
+# includes them: -I$(BUILD)/MODULE/pb).
+PROTO_MODS := otlp ca
+proto_c = $(patsubst $(1)/proto/%.proto,$(BUILD)/$(1)/pb/%.pb-c.c,$(shell find $(1)/proto -name '*.proto' 2>/dev/null))
+PROTO_C   := $(foreach m,$(PROTO_MODS),$(call proto_c,$(m)))
 PROTO_H   := $(PROTO_C:.c=.h)
 GENERATED := $(BPF_SKEL) $(PROTO_H)
 
@@ -68,10 +76,12 @@ LIB_COMMON := $(BUILD)/libcommon.a
 LIB_TLS    := $(BUILD)/libtls.a
 LIB_OTLP   := $(BUILD)/libotlp.a
 LIB_ISTIO  := $(BUILD)/libistio.a
+LIB_GRPC   := $(BUILD)/libgrpc.a
+LIB_CA     := $(BUILD)/libca.a
 LIB_AGENT  := $(BUILD)/libagent.a
-AGENT_LIBS := $(LIB_AGENT) $(LIB_ISTIO) $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON)
+AGENT_LIBS := $(LIB_AGENT) $(LIB_CA) $(LIB_ISTIO) $(LIB_OTLP) $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON)
 
-BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint
+BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint $(BUILD)/ambit-ca
 
 .PHONY: all
 all: $(BINS)
@@ -93,21 +103,24 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
 
-$(BUILD)/otlp/pb/%.pb-c.c $(BUILD)/otlp/pb/%.pb-c.h: otlp/proto/%.proto | $(DEPS_STAMP)
-	$(call msg,PROTOC,$<)
-	$(Q)mkdir -p $(BUILD)/otlp/pb
-	$(Q)protoc-c --proto_path=otlp/proto --c_out=$(BUILD)/otlp/pb $<
+define proto_rules
+$$(BUILD)/$(1)/pb/%.pb-c.c $$(BUILD)/$(1)/pb/%.pb-c.h: $(1)/proto/%.proto | $$(DEPS_STAMP)
+	$$(call msg,PROTOC,$$<)
+	$$(Q)mkdir -p $$(BUILD)/$(1)/pb
+	$$(Q)protoc-c --proto_path=$(1)/proto --c_out=$$(BUILD)/$(1)/pb $$<
+
+# protobuf-c output is not ours: compile it without -Werror's extra warnings.
+$$(BUILD)/$(1)/pb/%.pb-c.o: $$(BUILD)/$(1)/pb/%.pb-c.c | $$(PROTO_H)
+	$$(call msg,CC,$$@)
+	$$(Q)$$(CC) -std=gnu11 $$(CFLAGS) -I$$(BUILD)/$(1)/pb $$(PKG_CFLAGS) $$(if $$(SAN),-fsanitize=$$(SAN)) -c $$< -o $$@
+endef
+$(foreach m,$(PROTO_MODS),$(eval $(call proto_rules,$(m))))
 
 # ---- objects ----
 $(BUILD)/%.o: %.c | $(DEPS_STAMP) $(GENERATED)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
-
-# protobuf-c output is not ours: compile it without -Werror's extra warnings.
-$(BUILD)/otlp/pb/%.pb-c.o: $(BUILD)/otlp/pb/%.pb-c.c | $(PROTO_H)
-	$(call msg,CC,$@)
-	$(Q)$(CC) -std=gnu11 $(CFLAGS) -I$(BUILD)/otlp/pb $(PKG_CFLAGS) $(if $(SAN),-fsanitize=$(SAN)) -c $< -o $@
 
 # Keep generated protobuf-c sources and BPF objects/skeletons (intermediates of the .o files).
 .SECONDARY: $(PROTO_C) $(PROTO_H) $(BPF_OBJ) $(BPF_SKEL)
@@ -119,9 +132,17 @@ $(call obj,$(OTLP_SRC)): $(BUILD)/otlp/%.o: otlp/%.c | $(DEPS_STAMP) $(PROTO_H)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -I$(BUILD)/otlp/pb -c $< -o $@
 
+# ca/ sees its generated protobuf-c headers the same way.
+$(call obj,$(CA_LIB_SRC) $(CA_BIN_SRC)): $(BUILD)/ca/%.o: ca/%.c | $(DEPS_STAMP) $(GENERATED)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -I$(BUILD)/ca/pb -c $< -o $@
+
 $(LIB_COMMON): $(call obj,$(COMMON_SRC))
 $(LIB_TLS):    $(call obj,$(TLS_SRC))
-$(LIB_OTLP):   $(call obj,$(OTLP_SRC)) $(PROTO_C:.c=.o)
+$(LIB_OTLP):   $(call obj,$(OTLP_SRC)) $(patsubst %.c,%.o,$(call proto_c,otlp))
+$(LIB_GRPC):   $(call obj,$(GRPC_SRC))
+$(LIB_CA):     $(call obj,$(CA_LIB_SRC)) $(patsubst %.c,%.o,$(call proto_c,ca))
 $(LIB_ISTIO):  $(call obj,$(ISTIO_SRC))
 $(LIB_AGENT):  $(call obj,$(AGENT_SRC))
 $(BUILD)/%.a:
@@ -138,6 +159,10 @@ $(BUILD)/ambitctl: $(call obj,$(CTL_SRC)) $(LIB_COMMON)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/ambit-waypoint: $(call obj,$(WP_SRC)) $(AGENT_LIBS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/ambit-ca: $(call obj,$(CA_BIN_SRC)) $(AGENT_LIBS)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -184,13 +209,32 @@ $(ISTIO_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_ISTIO) $(LIB_COMMON) | $(DE
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_ISTIO) $(LIB_COMMON) $(PKG_LIBS)
 
-# otlp/ tests link only libotlp, libtls (the gRPC exporter's TLS) and libcommon, so they
-# build while agent/ does not.
-OTLP_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_otlp*.c))
-$(OTLP_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON) | $(DEPS_STAMP) $(PROTO_H)
+# ambit-ca's unit tests link its modules (all of ca/ but main.c) with the agent libraries.
+CA_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_ca_server*.c))
+$(CA_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(call obj,$(filter-out ca/main.c,$(CA_BIN_SRC))) \
+		$(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
 	$(call msg,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -I$(BUILD)/otlp/pb -o $@ $< $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(filter %.o,$^) $(AGENT_LIBS) $(PKG_LIBS)
+
+# grpc/ needs no generated headers either; its tests link libgrpc, libtls and libcommon.
+$(BUILD)/grpc/%.o: grpc/%.c | $(DEPS_STAMP)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+GRPC_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_grpc*.c))
+$(GRPC_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON) | $(DEPS_STAMP)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
+
+# otlp/ tests link only libotlp, libgrpc (the gRPC exporter), libtls and libcommon, so they
+# build while agent/ does not.
+OTLP_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_otlp*.c))
+$(OTLP_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_OTLP) $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON) | $(DEPS_STAMP) $(PROTO_H)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -I$(BUILD)/otlp/pb -o $@ $< $(LIB_OTLP) $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
 
 .PHONY: test-deps test-build test unit-test bpf-test lab-test
 # npm packages for the independent decoders/validators used by tests (not for the product).

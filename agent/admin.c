@@ -123,25 +123,11 @@ static void get_bpf(struct agent *a, const struct httpd_request *req, struct htt
 	reply_json(resp, 200, j);
 }
 
-static int cert_to_json(const struct certstore_info *info, void *arg)
-{
-	char id[SPIFFE_ID_STR_MAX];
-	json_array_append_new(arg, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:i,s:I}",
-		"identity", spiffe_id_str(info->id, id), "serial", info->serial_hex,
-		"not_before", (json_int_t)info->not_before, "not_after", (json_int_t)info->not_after,
-		"issued_at", (json_int_t)info->issued_at, "renew_at", (json_int_t)info->renew_at, "state", certstore_state_str(info->state),
-		"refs", (int)info->refs, "issued_total", (json_int_t)info->issued_total));
-	return 0;
-}
-
 static void get_certificates(struct agent *a, const struct httpd_request *req,
 			     struct httpd_response *resp)
 {
-	json_t *arr = json_array();
 	(void)req;
-	if (a->id.certs)
-		certstore_foreach(a->id.certs, cert_to_json, arr);
-	reply_json(resp, 200, json_pack("{s:o}", "certificates", arr));
+	reply_json(resp, 200, runtime_identity_certificates_json(&a->id));
 }
 
 static void get_hbone(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
@@ -292,7 +278,7 @@ void admin_handle_ready(void *arg, const struct httpd_request *req, struct httpd
 	else if (!a->model_applied)
 		httpd_reply(resp, 503, "text/plain", "not ready: no workloads applied yet\n", 36);
 	else
-		httpd_reply(resp, 200, "text/plain", "ready\n", 6);
+		runtime_identity_reply_ready(&a->id, resp);
 }
 
 void admin_handle_metrics(void *arg, const struct httpd_request *req, struct httpd_response *resp)

@@ -21,6 +21,8 @@ int config_init(struct config *c, enum config_role role)
 	c->root_namespace = strdup("istio-system");
 	c->ca_cert = strdup("/etc/ambit/ca/ca.crt");
 	c->ca_key = strdup("/etc/ambit/ca/ca.key");
+	/* Where Istio's node proxy reads its CA token (audience istio-ca). */
+	c->ca_token_file = strdup("/var/run/secrets/tokens/istio-token");
 	c->discovery_source = DISCOVERY_FILE;
 	c->discovery_file = strdup("/etc/ambit/workloads.json");
 	c->kube_token_file = strdup("/var/run/secrets/kubernetes.io/serviceaccount/token");
@@ -51,7 +53,8 @@ int config_init(struct config *c, enum config_role role)
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
 	c->hbone_dial = strdup("node");
-	if (!c->path || !c->trust_domain || !c->root_namespace || !c->ca_cert || !c->ca_key || !c->discovery_file ||
+	if (!c->path || !c->trust_domain || !c->root_namespace || !c->ca_cert || !c->ca_key ||
+	    !c->ca_token_file || !c->discovery_file ||
 	    !c->kube_token_file || !c->kube_ca_file || !c->otlp_protocol || !c->redirect_pin_dir ||
 	    !c->admin_address || !c->waypoint_lb || !c->hbone_dial) {
 		config_fini(c);
@@ -80,6 +83,8 @@ void config_fini(struct config *c)
 	free(c->root_namespace);
 	free(c->ca_cert);
 	free(c->ca_key);
+	free(c->ca_address);
+	free(c->ca_token_file);
 	free(c->discovery_file);
 	free(c->kube_api_server);
 	free(c->kube_token_file);
@@ -180,17 +185,32 @@ static int load_section(struct jx *j, const json_t *root, const char *name,
 	return err;
 }
 
+static bool ca_address_ok(const char *a)
+{
+	return strncmp(a, "https://", 8) == 0 && a[8];
+}
+
 static int load_ca(struct jx *j, struct config *c, const json_t *o)
 {
-	static const char *const keys[] = { "cert", "key", NULL };
+	static const char *const keys[] = { "address", "cert", "key", "token_file", NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) || (err = jx_str(j, o, "cert", false, CFG_MAX_STR, &c->ca_cert)) ||
-	    (err = jx_str(j, o, "key", false, CFG_MAX_STR, &c->ca_key)))
+	    (err = jx_str(j, o, "key", false, CFG_MAX_STR, &c->ca_key)) ||
+	    (err = jx_str(j, o, "address", false, CFG_MAX_STR, &c->ca_address)) ||
+	    (err = jx_str(j, o, "token_file", false, CFG_MAX_STR, &c->ca_token_file)))
 		return err;
+	if (!c->ca_address)
+		return 0;
+	/* The CA is reached over TLS only: the token must never travel in the clear. */
+	if (!ca_address_ok(c->ca_address))
+		return jx_fail(j, "address", "'%s' must be https://HOST[:PORT]", c->ca_address);
+	if (json_object_get(o, "key"))
+		return jx_fail(j, "key", "ca.key (signing inside the agent, development only) and "
+			       "ca.address exclude each other");
 	return 0;
 }
 
-static int load_discovery(struct jx *j, struct config *c, const json_t *o)
+int config_load_discovery(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "source", "file", "kubernetes", NULL };
 	static const char *const kkeys[] = { "api_server", "token_file", "ca_file", NULL };
@@ -220,7 +240,7 @@ static int load_discovery(struct jx *j, struct config *c, const json_t *o)
 	return 0;
 }
 
-static int load_log(struct jx *j, struct config *c, const json_t *o)
+int config_load_log(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "level", "format", NULL };
 	static const char *const levels[] = { "error", "warn", "info", "debug", "trace", NULL };
@@ -348,11 +368,11 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 	if (!rc)
 		rc = load_section(&j, root, "ca", load_ca, c);
 	if (!rc)
-		rc = load_section(&j, root, "discovery", load_discovery, c);
+		rc = load_section(&j, root, "discovery", config_load_discovery, c);
 	if (!rc)
 		rc = load_section(&j, root, "tracing", load_tracing, c);
 	if (!rc)
-		rc = load_section(&j, root, "log", load_log, c);
+		rc = load_section(&j, root, "log", config_load_log, c);
 	if (!rc && role == CONFIG_ROLE_AGENT)
 		rc = load_section(&j, root, "redirect", load_redirect, c);
 	if (!rc)
@@ -370,6 +390,19 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 	if ((env = getenv("NODE_IP")) && *env) {
 		free(c->node_ip);
 		if (!(c->node_ip = strdup(env)))
+			rc = -ENOMEM;
+	}
+	/* The CA address as ztunnel reads it (CA_ADDRESS): a manifest component can point the
+	 * agents at istiod without rewriting their config file. */
+	if (!rc && (env = getenv("CA_ADDRESS")) && *env) {
+		if (!ca_address_ok(env)) {
+			snprintf(err, errlen, "%s: CA_ADDRESS: '%s' must be https://HOST[:PORT]", path,
+				 env);
+			rc = -EINVAL;
+			goto out;
+		}
+		free(c->ca_address);
+		if (!(c->ca_address = strdup(env)))
 			rc = -ENOMEM;
 	}
 out:
@@ -447,7 +480,7 @@ json_t *config_to_json(const struct config *c)
 	for (int i = 0; headers && i < c->notlp_headers; i++)
 		json_object_set_new(headers, c->otlp_headers[i].key, json_string("<redacted>"));
 	return json_pack(
-		"{s:s, s:s?, s:s?, s:s, s:s, s:s, s:{s:s, s:s},"
+		"{s:s, s:s?, s:s?, s:s, s:s, s:s, s:{s:s?, s:s, s:s?, s:s?},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:s, s:i, s:i},"
@@ -455,7 +488,8 @@ json_t *config_to_json(const struct config *c)
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "root_namespace", c->root_namespace,
 		"admin_address", c->admin_address,
-		"ca", "cert", c->ca_cert, "key", c->ca_key,
+		"ca", "address", c->ca_address, "cert", c->ca_cert, "key", c->ca_address ? NULL : c->ca_key,
+		"token_file", c->ca_address ? c->ca_token_file : NULL,
 		"discovery", "source", c->discovery_source == DISCOVERY_FILE ? "file" : "kubernetes",
 		"file", c->discovery_file, "kubernetes", "api_server", c->kube_api_server,
 		"token_file", c->kube_token_file, "ca_file", c->kube_ca_file,

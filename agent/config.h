@@ -32,8 +32,11 @@ struct config {
 	char *node_ip;
 	char *trust_domain;
 	char *root_namespace;		/* Istio's root namespace (istio-system): mesh-wide objects */
-	char *ca_cert;
-	char *ca_key;
+	char *ca_address;		/* https://host[:port] of the CA (istiod, ambit-ca); NULL =
+					 * development mode: the agent signs with ca_key */
+	char *ca_cert;			/* trust bundle (with ca_key: the signing CA's cert) */
+	char *ca_key;			/* development only; never with ca_address */
+	char *ca_token_file;		/* bearer token for the CA, re-read when it changes */
 
 	enum discovery_source discovery_source;
 	char *discovery_file;
@@ -90,6 +93,11 @@ int config_init(struct config *c, enum config_role role);
  * On error returns -EINVAL (or -errno reading the file) and writes one line to err:
  * "FILE: KEY: what is wrong". */
 int config_load(struct config *c, enum config_role role, const char *path, char *err, size_t errlen);
+/* The "discovery" and "log" objects of a config file into c, with j's file and key path in
+ * errors: ambit-ca reads these sections exactly as ambitd does. 0 or -EINVAL. */
+struct jx;
+int config_load_discovery(struct jx *j, struct config *c, const json_t *o);
+int config_load_log(struct jx *j, struct config *c, const json_t *o);
 /* Checks cross-key constraints after loading (node_ip set for the agent, ...). */
 int config_validate(const struct config *c, enum config_role role, char *err, size_t errlen);
 void config_fini(struct config *c);

@@ -99,9 +99,15 @@ struct hbone_owner {
 	uint64_t conns_total, streams_total, refused_total;
 };
 
+struct cert_wait;
+
+static void waiters_abort_all(struct hbone_pool *p, int err, const char *why);
+
 struct hbone_pool {
 	struct hbone_owner o;
 	struct certstore *certs;
+	struct cert_wait *waiters;	/* CONNECTs waiting for their source certificate */
+	uint32_t nwaiters;
 };
 
 /* A listener of pod-addressed HBONE (transparent, fed by the eBPF capture). */
@@ -1517,6 +1523,7 @@ void hbone_pool_free(struct hbone_pool *p)
 {
 	if (!p)
 		return;
+	waiters_abort_all(p, -ECONNABORTED, "HBONE pool shut down");
 	owner_close_all(&p->o, "HBONE pool shut down");
 	free(p);
 }
@@ -1663,40 +1670,24 @@ fail:
 	return NULL;
 }
 
-int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c)
+/* Opens the stream with the source's current cert (a reference borrowed for the call).
+ * timeout_ms: the conn's connect deadline from now. */
+static int connect_with(struct hbone_pool *p, const struct hbone_request *req, struct conn *c,
+			struct tls_cert *cert, uint32_t timeout_ms)
 {
 	nghttp2_nv nva[2 + 16];
 	size_t n = 0;
 	const struct spiffe_id *sni;
 	struct hbone_sess *s;
 	struct hbone_stream *st;
-	struct tls_cert *cert;
 	nghttp2_data_provider dp = { .read_callback = data_read_cb };
 	int32_t id;
 	int err = 0;
 
-	if (!p || !req || !c || !req->source || !req->expect || !req->nexpect ||
-	    req->nexpect > TLS_EXPECT_MAX || !req->authority || !*req->authority ||
-	    req->nheaders > 16 || (req->nheaders && !req->headers) ||
-	    (req->dst.ss_family != AF_INET && req->dst.ss_family != AF_INET6))
-		return -EINVAL;
-	for (size_t i = 0; i < req->nheaders; i++) {
-		const struct hbone_header *h = &req->headers[i];
-		if (!h->name || !h->value || h->name[0] == ':' ||
-		    !nghttp2_check_header_name((const uint8_t *)h->name, strlen(h->name)) ||
-		    !nghttp2_check_header_value((const uint8_t *)h->value, strlen(h->value)))
-			return -EINVAL;
-	}
-	if (p->o.draining)
-		return -ESHUTDOWN;
 	sni = req->sni ? req->sni : &req->expect[0];
-	/* The current cert (renewed here when due) decides which sessions may take the stream. */
-	if (!(cert = certstore_get(p->certs, req->source)))
-		return -(errno ? errno : ENOKEY);
 	s = pool_pick(p, req, sni, cert);
 	if (!s)
 		s = client_sess_new(p, req, sni, cert, &err);
-	tls_cert_unref(cert);
 	if (!s)
 		return err;
 	if (!(st = stream_new(s)))
@@ -1719,9 +1710,196 @@ int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct 
 	}
 	st->id = id;
 	conn_attach(c, CONN_UP, &st->base);
-	conn_arm_connect_timeout(c, p->o.opts.connect_timeout_ms);
+	conn_arm_connect_timeout(c, timeout_ms);
 	sess_mark(s);
 	return 0;
+}
+
+/* ---- CONNECTs waiting for their source certificate ----
+ * With an asynchronous certstore, a workload's first certificate may still be on its way from
+ * the CA. Its CONNECT then waits here, holding the conn's upstream side like a connect in
+ * progress (the client's bytes are buffered), until hbone_pool_certs_changed() finds the
+ * cert, the deadline (connect_timeout_ms) passes, the pool drains, or the client leaves. */
+struct cert_wait {
+	struct conn_end base;
+	struct hbone_pool *pool;
+	struct cert_wait *prev, *next;
+	struct loop_timer timer;
+	uint64_t deadline_ms;
+	struct spiffe_id source, sni, expect[TLS_EXPECT_MAX];
+	size_t nexpect;
+	struct sockaddr_storage dst;
+	char *authority;
+	struct hbone_header headers[16];	/* name and value allocated */
+	size_t nheaders;
+};
+
+static void wait_free(struct cert_wait *w)
+{
+	struct hbone_pool *p = w->pool;
+
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		p->waiters = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	p->nwaiters--;
+	loop_timer_cancel(p->o.loop, &w->timer);
+	free(w->authority);
+	for (size_t i = 0; i < w->nheaders; i++) {
+		free((char *)w->headers[i].name);
+		free((char *)w->headers[i].value);
+	}
+	free(w);
+}
+
+static void wait_kick(struct conn_end *e) { (void)e; }
+
+/* The conn is done with the wait (the client left, or the conn aborted it). */
+static void wait_release(struct conn_end *e, int err)
+{
+	(void)err;
+	wait_free(container_of(e, struct cert_wait, base));
+}
+
+static const struct conn_end_ops wait_ops = {
+	.name = "hbone-cert-wait",
+	.kick_write = wait_kick,
+	.kick_read = wait_kick,
+	.release = wait_release,
+};
+
+/* Aborts the waiting conn; the abort releases (frees) w. */
+static void wait_abort(struct cert_wait *w, int err, const char *why)
+{
+	char ids[SPIFFE_ID_STR_MAX], reason[SPIFFE_ID_STR_MAX + REASON_MAX + 32];
+
+	snprintf(reason, sizeof(reason), "no certificate for %s: %s",
+		 spiffe_id_str(&w->source, ids), why);
+	conn_abort(w->base.conn, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, reason);
+}
+
+static void wait_timeout(struct loop *l, struct loop_timer *t)
+{
+	struct cert_wait *w = t->arg;
+	char why[REASON_MAX];
+	(void)l;
+	certstore_reason(w->pool->certs, &w->source, why, sizeof(why));
+	wait_abort(w, -ETIMEDOUT, why[0] ? why : "timed out waiting for it");
+}
+
+/* Parks c's CONNECT (a deep copy of req). 0 or -ENOMEM. */
+static int wait_new(struct hbone_pool *p, const struct hbone_request *req, struct conn *c)
+{
+	struct cert_wait *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->pool = p;
+	w->base.ops = &wait_ops;
+	loop_timer_init(&w->timer, wait_timeout, w);
+	w->source = *req->source;
+	w->sni = req->sni ? *req->sni : req->expect[0];
+	memcpy(w->expect, req->expect, req->nexpect * sizeof(*req->expect));
+	w->nexpect = req->nexpect;
+	w->dst = req->dst;
+	w->next = p->waiters;
+	if (w->next)
+		w->next->prev = w;
+	p->waiters = w;
+	p->nwaiters++;
+	if (!(w->authority = strdup(req->authority)))
+		goto nomem;
+	for (size_t i = 0; i < req->nheaders; i++, w->nheaders++) {
+		w->headers[i].name = strdup(req->headers[i].name);
+		w->headers[i].value = strdup(req->headers[i].value);
+		if (!w->headers[i].name || !w->headers[i].value) {
+			w->nheaders++;
+			goto nomem;
+		}
+	}
+	w->deadline_ms = loop_now_ms(p->o.loop) + p->o.opts.connect_timeout_ms;
+	if (loop_timer_arm(p->o.loop, &w->timer, p->o.opts.connect_timeout_ms))
+		goto nomem;
+	conn_attach(c, CONN_UP, &w->base);
+	return 0;
+nomem:
+	wait_free(w);
+	return -ENOMEM;
+}
+
+void hbone_pool_certs_changed(struct hbone_pool *p)
+{
+	struct cert_wait *w, *next;
+
+	if (!p)
+		return;
+	for (w = p->waiters; w; w = next) {
+		struct hbone_request req = {
+			.source = &w->source, .dst = w->dst, .expect = w->expect,
+			.nexpect = w->nexpect, .sni = &w->sni, .authority = w->authority,
+			.headers = w->headers, .nheaders = w->nheaders,
+		};
+		struct conn *c = w->base.conn;
+		uint64_t now = loop_now_ms(p->o.loop);
+		struct tls_cert *cert = certstore_get(p->certs, &w->source);
+		int err;
+
+		next = w->next;
+		if (!cert) {
+			if (errno != EAGAIN)
+				wait_abort(w, -errno, strerror(errno));
+			continue;
+		}
+		/* What is left of the deadline goes to the connect itself. */
+		err = connect_with(p, &req, c, cert,
+				   w->deadline_ms > now ? (uint32_t)(w->deadline_ms - now) : 1);
+		tls_cert_unref(cert);
+		if (err)	/* nothing attached: w is still the conn's upstream end */
+			conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+				   "cannot open HBONE");
+		else		/* the stream replaced w at CONN_UP */
+			wait_free(w);
+	}
+}
+
+uint32_t hbone_pool_cert_waits(const struct hbone_pool *p)
+{
+	return p ? p->nwaiters : 0;
+}
+
+static void waiters_abort_all(struct hbone_pool *p, int err, const char *why)
+{
+	while (p->waiters)
+		wait_abort(p->waiters, err, why);
+}
+
+int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c)
+{
+	struct tls_cert *cert;
+	int err;
+
+	if (!p || !req || !c || !req->source || !req->expect || !req->nexpect ||
+	    req->nexpect > TLS_EXPECT_MAX || !req->authority || !*req->authority ||
+	    req->nheaders > 16 || (req->nheaders && !req->headers) ||
+	    (req->dst.ss_family != AF_INET && req->dst.ss_family != AF_INET6))
+		return -EINVAL;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		const struct hbone_header *h = &req->headers[i];
+		if (!h->name || !h->value || h->name[0] == ':' ||
+		    !nghttp2_check_header_name((const uint8_t *)h->name, strlen(h->name)) ||
+		    !nghttp2_check_header_value((const uint8_t *)h->value, strlen(h->value)))
+			return -EINVAL;
+	}
+	if (p->o.draining)
+		return -ESHUTDOWN;
+	/* The current cert decides which sessions may take the stream. */
+	if (!(cert = certstore_get(p->certs, req->source)))
+		return errno == EAGAIN ? wait_new(p, req, c) : -(errno ? errno : ENOKEY);
+	err = connect_with(p, req, c, cert, p->o.opts.connect_timeout_ms);
+	tls_cert_unref(cert);
+	return err;
 }
 
 void hbone_pool_drain(struct hbone_pool *p)
@@ -1729,6 +1907,7 @@ void hbone_pool_drain(struct hbone_pool *p)
 	if (!p || p->o.draining)
 		return;
 	p->o.draining = true;
+	waiters_abort_all(p, -ESHUTDOWN, "the agent is draining");
 	for (struct hbone_sess *s = p->o.sessions; s; s = s->next)
 		if (s->st == HBONE_ST_READY)
 			sess_goaway(s);

@@ -82,9 +82,17 @@ void hbone_pool_free(struct hbone_pool *p);
  * (certstore_get) takes new streams: once the cert is renewed, older connections drain
  * (GOAWAY, their streams finish) and close. Later: response 200 -> conn_established(c); anything else (status,
  * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why).
+ * When the source has no certificate yet (an asynchronous certstore answers EAGAIN), the
+ * CONNECT waits for it (at most connect_timeout_ms, then conn_abort with the store's reason
+ * "no certificate for <id>: ..."), resumed by hbone_pool_certs_changed.
  * 0, or -errno with nothing attached (EINVAL bad request, ESHUTDOWN draining, ENOMEM, or the
  * certstore's error): the caller aborts c. */
 int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c);
+/* The certstore has news (its on_update, handed to the loop thread): CONNECTs waiting for a
+ * source certificate that now has one go ahead. Accepts NULL. */
+void hbone_pool_certs_changed(struct hbone_pool *p);
+/* CONNECTs waiting for their source certificate. */
+uint32_t hbone_pool_cert_waits(const struct hbone_pool *p);
 
 /* Graceful drain: GOAWAY on every connection, no new streams (hbone_connect -> -ESHUTDOWN);
  * open streams finish, then the connections close. */

@@ -1473,7 +1473,7 @@ static void *builder_thread(void *arg)
 
 /* ---- public API ---- */
 
-static char *default_api_url(void)
+char *kube_default_api_url(void)
 {
 	const char *host = getenv("KUBERNETES_SERVICE_HOST"), *port = getenv("KUBERNETES_SERVICE_PORT");
 	char *url;
@@ -1506,7 +1506,7 @@ struct kube_discovery *kube_discovery_new(const struct kube_opts *opts)
 		kd->o.backoff_max_ms = MAX(30000, kd->o.backoff_min_ms);
 	if (kd->o.list_page <= 0)
 		kd->o.list_page = 250;
-	kd->api = opts->api_url ? strdup(opts->api_url) : default_api_url();
+	kd->api = opts->api_url ? strdup(opts->api_url) : kube_default_api_url();
 	kd->token_file = strdup(opts->token_file ? opts->token_file : KUBE_SA_DIR "/token");
 	kd->ca_file = strdup(opts->ca_file ? opts->ca_file : KUBE_SA_DIR "/ca.crt");
 	kd->o.api_url = kd->o.token_file = kd->o.ca_file = NULL;

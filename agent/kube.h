@@ -68,6 +68,10 @@ struct kube_stats {
 	struct kube_res_stats res[KUBE_RES_COUNT];
 };
 
+/* The in-cluster API URL, https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
+ * (malloc'ed), or NULL when not in a cluster. */
+char *kube_default_api_url(void);
+
 /* Starts the watch threads; returns at once (the first model follows the first complete
  * list of every resource). NULL + errno: EINVAL (no API URL can be made), ENOMEM, or
  * thread creation errors. opts is copied; its strings are duplicated. */

@@ -57,9 +57,22 @@ static int apply_model(struct agent *a)
 {
 	struct model *m = model_current();
 	struct redirect_pod *pods = NULL;
-	size_t n = 0;
+	size_t n = 0, nids = 0;
+	struct spiffe_id *ids = NULL;
 	int err = 0;
 
+	/* Certificates for every local enrolled workload, fetched before its first connection. */
+	if (m->nworkloads && !(ids = calloc((size_t)m->nworkloads, sizeof(*ids)))) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < m->nworkloads; i++) {
+		const struct model_workload *w = &m->workloads[i];
+		if (w->enrolled && w->node && strcmp(w->node, a->cfg.node_name) == 0 &&
+		    mesh_workload_id(a->cfg.trust_domain, w, &ids[nids]) == 0)
+			nids++;
+	}
+	runtime_identity_want(&a->id, ids, nids);
 	if (a->redirect && m->nworkloads) {
 		pods = calloc((size_t)m->nworkloads, sizeof(*pods));
 		if (!pods) {
@@ -98,6 +111,7 @@ static int apply_model(struct agent *a)
 		pr_info("ready: %d workloads known, %zu local pods captured", m->nworkloads, n);
 	}
 out:
+	free(ids);
 	free(pods);
 	model_unref(m);
 	return err;
@@ -114,8 +128,7 @@ static void on_model(struct model *m, void *arg)
 {
 	struct agent *a = arg;
 	(void)m;
-	if (loop_post(a->loop, apply_model_task, a))
-		pr_warn("cannot queue a model update (out of memory); it applies with the next one");
+	runtime_post_model(a->loop, apply_model_task, a);
 }
 
 static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t events)
@@ -231,7 +244,7 @@ static int run(struct agent *a)
 	loop_io_init(&a->signal_io, sfd, on_signal, a);
 	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
-	err = runtime_identity_start(&a->id, a->loop, &a->cfg, "ambitd");
+	err = runtime_identity_start(&a->id, a->loop, &a->cfg, CONFIG_ROLE_AGENT, "ambitd");
 	if (!err)
 		err = runtime_tracer_new(&a->cfg, "ambitd", &a->tracer);
 	if (err)
@@ -240,6 +253,7 @@ static int run(struct agent *a)
 	telemetry_init(&to);
 	metrics_register("ambit_connections_active", "Connections proxied right now", "gauge",
 			 metric_conns, NULL);
+	runtime_identity_metrics(&a->id);
 
 	po.loop = a->loop;
 	sockaddr_parse("127.0.0.1", 15001, &po.outbound_addr);
@@ -271,6 +285,8 @@ static int run(struct agent *a)
 		err = -errno;
 		goto out;
 	}
+	a->id.on_certs = mesh_certs_changed;
+	a->id.on_certs_arg = a->mesh;
 	if (a->cfg.redirect_enabled) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
@@ -318,6 +334,7 @@ out:
 		loop_io_del(a->loop, &a->redirect_io);
 		redirect_free(a->redirect);
 	}
+	a->id.on_certs = NULL;
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	loop_timer_cancel(a->loop, &a->drain_timer);

@@ -321,6 +321,12 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 		    wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
 			continue;
 		cert = certstore_get(m->opts.certs, id);
+		if (!cert) {
+			char why[512], ids[SPIFFE_ID_STR_MAX];
+			certstore_reason(m->opts.certs, id, why, sizeof(why));
+			pr_warn_rl("hbone: inbound handshake for %s refused: %s",
+				   spiffe_id_str(id, ids), why[0] ? why : strerror(errno));
+		}
 		break;
 	}
 	model_unref(model);
@@ -439,6 +445,12 @@ static int listen_pods(struct mesh *m)
 int mesh_pod_listener_fd(const struct mesh *m, int family)
 {
 	return m->pod_fd[family == AF_INET6 ? 1 : 0];
+}
+
+void mesh_certs_changed(void *arg)
+{
+	struct mesh *m = arg;
+	hbone_pool_certs_changed(m->pool);
 }
 
 struct mesh *mesh_new(const struct mesh_opts *opts)

@@ -71,6 +71,9 @@ void mesh_free(struct mesh *m);
 int mesh_pod_listener_fd(const struct mesh *m, int family);
 /* SIGTERM: GOAWAY on every HBONE connection, stop accepting on 15008. */
 void mesh_drain(struct mesh *m);
+/* The certstore has news (runtime_identity.on_certs; arg is the mesh): outbound CONNECTs
+ * waiting for their source certificate go ahead. */
+void mesh_certs_changed(void *arg);
 /* Open inbound streams (drain progress). */
 unsigned mesh_inbound_streams(const struct mesh *m);
 /* Pooled and accepted HBONE connections (admin API /hbone). New reference. */

@@ -9,9 +9,16 @@
 #include "agent/loop.h"
 #include "agent/workloads.h"
 
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "tls/identity.h"
+
 struct otlp_tracer;
 struct tls_ca;
 struct certstore;
+struct ca_client;
 struct discovery_file;
 struct kube_discovery;
 
@@ -19,17 +26,46 @@ struct kube_discovery;
  * the config went to stderr, exit 2 is right); -ENOMEM. */
 int runtime_tracer_new(const struct config *c, const char *prog, struct otlp_tracer **out);
 
-/* The mesh CA (ca.cert, ca.key) and a certstore with the configured lifetime, renewed at
- * half-life by a timer on l. 0; -EINVAL (bad CA files, reported); -errno. */
+/* Workload certificates. With ca.address: ca.cert is the trust bundle and certificates come
+ * from that CA (istiod, ambit-ca) over Istio's certificate API; without it (development
+ * only): ca.cert/ca.key sign inside the process. Either way an asynchronous certstore fetches
+ * on worker threads, prefetching the wanted identities and renewing at half-life (the agent
+ * asks on its workloads' behalf, ImpersonatedIdentity; the waypoint for itself); a timer on
+ * l wakes it every minute. 0; -EINVAL (bad CA files or address, reported naming the config);
+ * -errno. */
 struct runtime_identity {
-	struct tls_ca *ca;
+	struct tls_ca *ca;		/* trust anchors; in development mode also the signer */
+	struct ca_client *client;	/* ca.address; NULL in development mode */
 	struct certstore *certs;
 	struct loop *loop;
 	struct loop_timer renew;
+	/* Called on the loop thread when the store has news (a cert landed or a fetch
+	 * failed): resume what waits for a certificate. Set after start; may be NULL. */
+	void (*on_certs)(void *arg);
+	void *on_certs_arg;
+	atomic_bool posted;		/* a news task is queued on the loop */
 };
 int runtime_identity_start(struct runtime_identity *id, struct loop *l, const struct config *c,
-			   const char *prog);
+			   enum config_role role, const char *prog);
 void runtime_identity_stop(struct runtime_identity *id);
+/* The identities this process serves (local workloads; the waypoint's own): fetched now
+ * when missing, kept fresh, the others dropped. 0 or -ENOMEM (logged). */
+int runtime_identity_want(struct runtime_identity *id, const struct spiffe_id *ids, size_t n);
+/* For readiness: 0 when every wanted identity has a valid certificate; 1 when it does but the
+ * CA's last answer was a failure (why says so: serving with the current certificates);
+ * -EAGAIN when some identity has none yet (why names the first and the reason). */
+int runtime_identity_status(struct runtime_identity *id, char *why, size_t len);
+/* The CA side for the admin API: mode, backend, counters, last error. New reference. */
+json_t *runtime_identity_json(struct runtime_identity *id);
+/* /certificates: {"certificates": [one per identity], "ca": runtime_identity_json}. */
+json_t *runtime_identity_certificates_json(struct runtime_identity *id);
+/* Readiness from the certificates: none yet for a wanted identity is 503 "not ready: <why>";
+ * a failing CA with valid certificates is 200 "ready" plus a "warning: <why>" line (the
+ * process keeps serving); else 200 "ready". */
+struct httpd_response;
+void runtime_identity_reply_ready(struct runtime_identity *id, struct httpd_response *resp);
+/* Registers ambit_ca_* and ambit_certificates_* metrics (loop thread scrape). 0 or -ENOSPC. */
+int runtime_identity_metrics(struct runtime_identity *id);
 
 /* Subscribes fn to model updates, then starts the configured source. 0 or -errno (logged). */
 struct runtime_discovery {
@@ -39,6 +75,9 @@ struct runtime_discovery {
 int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,
 			    model_listener_fn fn, void *arg);
 void runtime_discovery_stop(struct runtime_discovery *d);
+/* From a model listener (discovery thread): runs fn(arg) on l's thread, or warns that the
+ * update applies with the next one (out of memory). */
+void runtime_post_model(struct loop *l, loop_task_fn fn, void *arg);
 /* Its status for /config_dump. New reference, or NULL. */
 json_t *runtime_discovery_status(struct runtime_discovery *d);
 

@@ -178,3 +178,18 @@ int jx_enum(struct jx *j, const json_t *obj, const char *key, const char *const 
 		return jx_fail(j, key, "'%s' is not one of %s", json_string_value(v), list);
 	return jx_fail(j, key, "must be one of %s", list);
 }
+
+int jx_section(struct jx *j, const json_t *obj, const char *key,
+	       int (*fn)(struct jx *j, void *arg, const json_t *o), void *arg)
+{
+	json_t *o;
+	int err = jx_object(j, obj, key, &o);
+
+	if (err || !o)
+		return err;
+	size_t saved = jx_enter(j, "%s", key);
+	err = fn(j, arg, o);
+	if (!err)
+		jx_leave(j, saved);
+	return err;
+}

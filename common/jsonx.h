@@ -34,6 +34,10 @@ int jx_double(struct jx *j, const json_t *obj, const char *key, double min, doub
 int jx_bool(struct jx *j, const json_t *obj, const char *key, bool *out);
 /* An optional object member: *out = NULL when absent or null (borrowed reference). */
 int jx_object(struct jx *j, const json_t *obj, const char *key, json_t **out);
+/* Runs fn(j, arg, member) on the optional object member key, with the error path inside it
+ * (a config file's sections). 0 when absent; else what fn returns. */
+int jx_section(struct jx *j, const json_t *obj, const char *key,
+	       int (*fn)(struct jx *j, void *arg, const json_t *o), void *arg);
 /* An optional array member, at most max entries (borrowed reference). */
 int jx_array(struct jx *j, const json_t *obj, const char *key, size_t max, json_t **out);
 /* One of the NULL-terminated choices; stores a copy in *out. */

@@ -193,6 +193,31 @@ int hex_decode(const char *in, uint8_t *out, size_t len)
 	return 0;
 }
 
+ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, bool url)
+{
+	uint32_t acc = 0;
+	size_t bits = 0, o = 0;
+
+	while (len && in[len - 1] == '=')
+		len--;
+	for (size_t i = 0; i < len; i++) {
+		char ch = in[i];
+		int v = ch >= 'A' && ch <= 'Z' ? ch - 'A' : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+		      : ch >= '0' && ch <= '9' ? ch - '0' + 52
+		      : ch == (url ? '-' : '+') ? 62 : ch == (url ? '_' : '/') ? 63 : -1;
+		if (v < 0)
+			return -1;
+		acc = acc << 6 | (uint32_t)v;
+		if ((bits += 6) >= 8) {
+			bits -= 8;
+			if (o == outlen)
+				return -1;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return bits >= 6 ? -1 : (ssize_t)o;	/* one stray character is not base64 */
+}
+
 int fd_set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -263,4 +288,17 @@ fail:
 	close(fd);
 	errno = err;
 	return NULL;
+}
+
+uint64_t jitter_half(uint64_t *rng, uint64_t d)
+{
+	uint64_t x = *rng ? *rng : 0x9e3779b97f4a7c15ull;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*rng = x;
+	if (d < 2)
+		return d;
+	return d / 2 + (x * 2685821657736338717ull) % (d / 2 + 1);
 }

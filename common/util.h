@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -38,11 +39,19 @@ socklen_t sockaddr_len(const struct sockaddr_storage *ss);
 void hex_encode(const uint8_t *in, size_t len, char *out);
 /* Exactly 2*len hex digits into out; 0 or -EINVAL. */
 int hex_decode(const char *in, uint8_t *out, size_t len);
+/* Base64 (RFC 4648 §4), or base64url (§5) when url, with or without '=' padding (gRPC's
+ * "-bin" metadata, JWT segments). Returns the decoded length, or -1 when malformed or longer
+ * than outlen. */
+ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, bool url);
 
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);
 
 /* Reads a whole file, at most max bytes (NUL-terminated, *len without it). NULL + errno. */
 char *read_file_bounded(const char *path, size_t max, size_t *len);
+
+/* A delay in [d/2, d] drawn with xorshift64* from *rng (seed it non-zero): spreads the retries
+ * of many agents that lost the same peer together. Jitter only, no strength. */
+uint64_t jitter_half(uint64_t *rng, uint64_t d);
 
 #endif

@@ -69,21 +69,10 @@ static struct timespec abs_after_ms(uint64_t ms)
 	return ts;
 }
 
-static uint64_t rng_next(struct batcher *b)
-{
-	/* xorshift64*: jitter only, needs no strength */
-	b->rng ^= b->rng >> 12;
-	b->rng ^= b->rng << 25;
-	b->rng ^= b->rng >> 27;
-	return b->rng * 2685821657736338717ull;
-}
-
 /* Full delay in [d/2, d]: spreads the retries of many agents after a collector restart. */
 static uint32_t jitter(struct batcher *b, uint32_t d)
 {
-	if (d < 2)
-		return d;
-	return d / 2 + (uint32_t)(rng_next(b) % (d / 2 + 1));
+	return (uint32_t)jitter_half(&b->rng, d);
 }
 
 /* Removes the n oldest spans, marking them st. Under lock. */

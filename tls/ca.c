@@ -3,6 +3,7 @@
  * for the certstore, and making self-signed roots (tests, `ambitd ca-init`). */
 #include "tls/ca.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/bn.h>
@@ -320,23 +321,48 @@ out:
 }
 
 STACK_OF(X509) *tls_ca_anchors(const struct tls_ca *ca) { return ca->anchors; }
+
+char *tls_ca_roots_pem(const struct tls_ca *ca)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (!bio)
+		return NULL;
+	for (int i = 0; i < sk_X509_num(ca->anchors); i++) {
+		X509 *x = sk_X509_value(ca->anchors, i);
+		if ((ca->partial_chain || self_signed(x)) && !PEM_write_bio_X509(bio, x))
+			goto out;
+	}
+	n = BIO_get_mem_data(bio, &data);
+	if (n > 0 && (out = malloc((size_t)n + 1))) {
+		memcpy(out, data, (size_t)n);
+		out[n] = '\0';
+	}
+out:
+	ERR_clear_error();
+	BIO_free(bio);
+	if (!out)
+		errno = ENOMEM;
+	return out;
+}
 bool tls_ca_partial_chain(const struct tls_ca *ca) { return ca->partial_chain; }
 
-struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
-			      const struct tls_issue_opts *opts)
+/* Signs a leaf for pub: validity [now - 60 s, now + lifetime] capped at the CA's own,
+ * subjectAltName from the config string san (critical: the subject is empty, RFC 5280
+ * §4.2.1.6), extended key usage eku. NULL + errno. */
+static X509 *sign_cert(struct tls_ca *ca, EVP_PKEY *pub, const struct tls_issue_opts *opts,
+		       const char *san, const char *eku)
 {
 	uint32_t lifetime = opts && opts->lifetime_s ? opts->lifetime_s
 						     : TLS_LEAF_LIFETIME_DEFAULT_S;
 	int64_t now = opts && opts->now ? opts->now : (int64_t)time(NULL);
 	int64_t not_after = now + lifetime;
-	char uri[4 + SPIFFE_ID_STR_MAX + 9];
-	STACK_OF(X509) *chain = NULL;
-	EVP_PKEY *key = NULL;
 	X509 *x = NULL;
 	X509V3_CTX v3;
-	int e = EIO;
 
-	if (!ca || !id) {
+	if (!ca || !pub) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -347,31 +373,21 @@ struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
 	/* A leaf never outlives its issuer. */
 	if (not_after > ca->not_after)
 		not_after = ca->not_after;
-	snprintf(uri, sizeof(uri), "critical,URI:");
-	if (spiffe_id_format(id, uri + strlen(uri), sizeof(uri) - strlen(uri)) < 0) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (!(key = gen_p256()) || !(x = X509_new()) || !(chain = sk_X509_new_null()))
+	if (!(x = X509_new()))
 		goto fail;
-	for (int i = 0; i < sk_X509_num(ca->chain); i++)
-		if (push_ref(chain, sk_X509_value(ca->chain, i)))
-			goto fail;
-	/* SPIFFE X509-SVID: identity only in the URI SAN; empty subject, so the SAN is
-	 * critical (RFC 5280 §4.2.1.6). */
 	if (!X509_set_version(x, X509_VERSION_3) || set_random_serial(x) ||
 	    !X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) ||
 	    !ASN1_TIME_set(X509_getm_notBefore(x), (time_t)(now - TLS_LEAF_BACKDATE_S)) ||
 	    !ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after) ||
-	    !X509_set_pubkey(x, key))
+	    !X509_set_pubkey(x, pub))
 		goto fail;
 	X509V3_set_ctx(&v3, ca->cert, x, NULL, NULL, 0);
 	if (add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") ||
 	    add_ext(x, &v3, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
-	    add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth") ||
+	    add_ext(x, &v3, NID_ext_key_usage, eku) ||
 	    add_ext(x, &v3, NID_subject_key_identifier, "hash") ||
 	    add_ext(x, &v3, NID_authority_key_identifier, "keyid:always") ||
-	    add_ext(x, &v3, NID_subject_alt_name, uri))
+	    add_ext(x, &v3, NID_subject_alt_name, san))
 		goto fail;
 	pthread_mutex_lock(&ca->lock);
 	int signed_ok = X509_sign(x, ca->key, EVP_sha256()) > 0;
@@ -379,10 +395,104 @@ struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
 	if (!signed_ok)
 		goto fail;
 	ERR_clear_error();
-	return tls_cert_wrap(x, key, chain, now, NULL);
+	return x;
 fail:
 	ERR_clear_error();
 	X509_free(x);
+	errno = EIO;
+	return NULL;
+}
+
+X509 *tls_ca_sign_leaf(struct tls_ca *ca, const struct spiffe_id *id, EVP_PKEY *pub,
+		       const struct tls_issue_opts *opts)
+{
+	char uri[4 + SPIFFE_ID_STR_MAX + 9];
+
+	/* SPIFFE X509-SVID: the identity only in the URI SAN. */
+	snprintf(uri, sizeof(uri), "critical,URI:");
+	if (!id || spiffe_id_format(id, uri + strlen(uri), sizeof(uri) - strlen(uri)) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return sign_cert(ca, pub, opts, uri, "serverAuth,clientAuth");
+}
+
+/* A server name goes into a config string: only DNS characters or an IP literal. */
+static bool name_ok(const char *s, bool *is_ip)
+{
+	unsigned char addr[16];
+	size_t len = strlen(s);
+
+	*is_ip = inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+	if (*is_ip)
+		return true;
+	if (!len || len > 253)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '.' || (*p == '*' && p == s && p[1] == '.')))
+			return false;
+	return true;
+}
+
+X509 *tls_ca_sign_server(struct tls_ca *ca, const char *const *names, size_t n, EVP_PKEY *pub,
+			 const struct tls_issue_opts *opts)
+{
+	size_t cap = 16 + n * (4 + 254), off;
+	char *san;
+	X509 *x;
+
+	if (!n || n > TLS_SERVER_NAMES_MAX || !(san = malloc(cap))) {
+		errno = n ? ENOMEM : EINVAL;
+		return NULL;
+	}
+	off = (size_t)snprintf(san, cap, "critical");
+	for (size_t i = 0; i < n; i++) {
+		bool ip;
+		if (!names[i] || !name_ok(names[i], &ip)) {
+			free(san);
+			errno = EINVAL;
+			return NULL;
+		}
+		off += (size_t)snprintf(san + off, cap - off, ",%s:%s", ip ? "IP" : "DNS", names[i]);
+	}
+	x = sign_cert(ca, pub, opts, san, "serverAuth");
+	free(san);
+	return x;
+}
+
+STACK_OF(X509) *tls_ca_chain(const struct tls_ca *ca) { return ca->chain; }
+
+struct tls_cert *tls_ca_issue(struct tls_ca *ca, const struct spiffe_id *id,
+			      const struct tls_issue_opts *opts)
+{
+	int64_t now = opts && opts->now ? opts->now : (int64_t)time(NULL);
+	struct tls_issue_opts o = { .lifetime_s = opts ? opts->lifetime_s : 0, .now = now };
+	STACK_OF(X509) *chain = NULL;
+	EVP_PKEY *key = NULL;
+	X509 *x = NULL;
+	int e = ENOMEM;
+
+	if (!ca || !id) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!ca->key) {
+		errno = ENOKEY;
+		return NULL;
+	}
+	if (!(key = gen_p256()) || !(chain = sk_X509_new_null()))
+		goto fail;
+	for (int i = 0; i < sk_X509_num(ca->chain); i++)
+		if (push_ref(chain, sk_X509_value(ca->chain, i)))
+			goto fail;
+	if (!(x = tls_ca_sign_leaf(ca, id, key, &o))) {
+		e = errno;
+		goto fail;
+	}
+	return tls_cert_wrap(x, key, chain, now, NULL);
+fail:
+	ERR_clear_error();
 	EVP_PKEY_free(key);
 	sk_X509_pop_free(chain, X509_free);
 	errno = e;

@@ -30,6 +30,9 @@ int tls_ca_write(const struct tls_ca *ca, const char *cert_path, const char *key
 		 char *err, size_t errlen);
 /* Accepts NULL. Wipes the key. */
 void tls_ca_free(struct tls_ca *ca);
+/* The trust bundle agents need, as PEM: the self-signed roots of ca.crt (every certificate
+ * of it when it holds no root). malloc'ed, NUL-terminated; NULL + errno. */
+char *tls_ca_roots_pem(const struct tls_ca *ca);
 
 struct tls_issue_opts {
 	uint32_t lifetime_s;	/* 0 = TLS_LEAF_LIFETIME_DEFAULT_S */

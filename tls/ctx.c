@@ -178,3 +178,49 @@ fail:
 	errno = e;
 	return NULL;
 }
+
+struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
+					 uint32_t lifetime_s, char *err, size_t errlen)
+{
+	struct tls_issue_opts o = { .lifetime_s = lifetime_s };
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	STACK_OF(X509) *chain;
+	EVP_PKEY *key = NULL;
+	X509 *x = NULL;
+	int e = EIO;
+
+	if (!ctx)
+		return NULL;
+	ctx->role = TLS_ROLE_SERVER;
+	if (!(key = EVP_EC_gen("P-256"))) {
+		tls_errf(err, errlen, e, "serving key: %s", tls_ossl_err());
+		goto fail;
+	}
+	if (!(x = tls_ca_sign_server(ca, names, n, key, &o))) {
+		e = errno;
+		tls_errf(err, errlen, e, "serving certificate: %s", e == EINVAL
+			 ? "a server name is neither a DNS name nor an IP address" : strerror(e));
+		goto fail;
+	}
+	chain = tls_ca_chain(ca);
+	if (!(ctx->ssl = SSL_CTX_new(TLS_server_method())) || ctx_common(ctx->ssl, TLS1_2_VERSION) ||
+	    SSL_CTX_use_certificate(ctx->ssl, x) != 1 || SSL_CTX_use_PrivateKey(ctx->ssl, key) != 1 ||
+	    SSL_CTX_set1_chain(ctx->ssl, chain) != 1) {
+		tls_errf(err, errlen, e, "TLS context: %s", tls_ossl_err());
+		goto fail;
+	}
+	/* gRPC over TLS is h2 only (PROTOCOL-HTTP2.md); no client certificate is asked: callers
+	 * prove who they are with a bearer token. */
+	SSL_CTX_set_alpn_select_cb(ctx->ssl, tls_alpn_select_cb, ctx);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	ERR_clear_error();
+	return ctx;
+fail:
+	ERR_clear_error();
+	X509_free(x);
+	EVP_PKEY_free(key);
+	tls_ctx_free(ctx);
+	errno = e;
+	return NULL;
+}

@@ -51,6 +51,16 @@ struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *client
 					 const char *client_key, const char *alpn, char *err,
 					 size_t errlen);
 
+#define TLS_SERVER_NAMES_MAX 32
+
+/* A server context for a TLS endpoint outside the mesh (ambit-ca's gRPC port): a serving
+ * certificate for names[0, n) (DNS names or IP literals, the subjectAltName) with a fresh
+ * P-256 key, issued now by ca for lifetime_s (capped at the CA's own expiry) and sent with
+ * the CA's chain; TLS 1.2 or 1.3, ALPN h2 required, no client certificate asked.
+ * NULL + errno, err (may be NULL) says what. */
+struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
+					 uint32_t lifetime_s, char *err, size_t errlen);
+
 /* Accepts NULL. */
 void tls_ctx_free(struct tls_ctx *ctx);
 

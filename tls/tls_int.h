@@ -31,6 +31,19 @@ struct tls_cert *tls_cert_wrap(X509 *x509, EVP_PKEY *key, STACK_OF(X509) *chain,
 /* The mesh trust anchors of a CA (borrowed) and whether an intermediate is one of them. */
 STACK_OF(X509) *tls_ca_anchors(const struct tls_ca *ca);
 bool tls_ca_partial_chain(const struct tls_ca *ca);
+/* What follows a leaf on the wire: the signing cert and intermediates, never the root
+ * (borrowed). */
+STACK_OF(X509) *tls_ca_chain(const struct tls_ca *ca);
+/* Signs a leaf for pub (not consumed) with identity id: the profile of tls_ca_issue
+ * (validity [now - 60 s, now + lifetime] capped at the CA's own, SPIFFE URI SAN, serverAuth
+ * and clientAuth). Thread-safe. NULL + errno (ENOKEY: verify-only CA). */
+X509 *tls_ca_sign_leaf(struct tls_ca *ca, const struct spiffe_id *id, EVP_PKEY *pub,
+		       const struct tls_issue_opts *opts);
+/* Signs a serving certificate for pub with names[0, n) (DNS names or IP literals) as its
+ * subjectAltName and EKU serverAuth; same validity rules. NULL + errno (EINVAL: a name that
+ * is neither). */
+X509 *tls_ca_sign_server(struct tls_ca *ca, const char *const *names, size_t n, EVP_PKEY *pub,
+			 const struct tls_issue_opts *opts);
 
 /* ASN1_TIME -> Unix seconds; 0 or -EINVAL. */
 int tls_asn1_time_to_unix(const ASN1_TIME *t, int64_t *out);

@@ -247,16 +247,27 @@ static int render_certificates(struct ctl *c, const struct ctl_admin *a, const j
 	json_t **v = sorted(json_object_get(ans, "certificates"), "identity", "serial", &n);
 	(void)a;
 	for (size_t i = 0; t && i < n; i++) {
-		char na[32];
-		fmt_utc(jint(v[i], "not_after", 0), na, sizeof(na));
-		const char *row[] = { jstr(v[i], "identity"), jstr(v[i], "serial"), na, jstr(v[i], "state") };
+		char na[32] = "-";
+		if (jint(v[i], "not_after", 0))	/* 0: none yet (pending) */
+			fmt_utc(jint(v[i], "not_after", 0), na, sizeof(na));
+		const char *serial = jstr(v[i], "serial");
+		const char *row[] = { jstr(v[i], "identity"), serial && *serial ? serial : "-", na,
+				      jstr(v[i], "state") };
 		if (tbl_add(t, row)) {
 			tbl_free(t);
 			t = NULL;
 		}
 	}
 	free(v);
-	return print_tbl(t, c);
+	int rc = print_tbl(t, c);
+	/* Under the table, not in it (full width): why certificates are missing or not renewed. */
+	const json_t *ca = json_object_get(ans, "ca");
+	const char *err = jstr(ca, "last_error");
+	if (!rc && (jint(ca, "failing", 0) || jint(ca, "without_certificate", 0)) && err && *err)
+		printf("\nCA %s: %lld failing, %lld without a certificate; last error: %s\n",
+		       jstr(ca, "backend") ? jstr(ca, "backend") : "?", jint(ca, "failing", 0),
+		       jint(ca, "without_certificate", 0), err);
+	return rc;
 }
 
 int cmd_certificates(struct ctl *c, int argc, char **argv)

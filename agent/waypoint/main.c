@@ -144,13 +144,15 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		httpd_query_get(req->query, "limit", lim, sizeof(lim));
 		reply_json(resp, 200, telemetry_spans_json(tid[0] ? tid : NULL,
 							   lim[0] ? (size_t)strtoul(lim, NULL, 10) : 0));
+	} else if (strcmp(req->path, "/certificates") == 0) {
+		reply_json(resp, 200, runtime_identity_certificates_json(&d->id));
 	} else if (strcmp(req->path, "/workloads") == 0) {
 		struct model *m = model_current();
 		reply_json(resp, 200, model_to_json(m));
 		model_unref(m);
 	} else if (strcmp(req->path, "/") == 0) {
 		httpd_replyf(resp, 200, "text/plain",
-			     "%s %s\n/waypoint /stats /config_dump /hbone /policies /spans?trace_id=&limit= "
+			     "%s %s\n/waypoint /stats /config_dump /hbone /certificates /policies /spans?trace_id=&limit= "
 			     "/workloads\n",
 			     PROG, AMBIT_VERSION);
 	} else {
@@ -172,7 +174,7 @@ static void handle_ready(void *arg, const struct httpd_request *req, struct http
 	else if (waypoint_self(d->wp, m, NULL, &id))
 		httpd_replyf(resp, 503, "text/plain", "the waypoint's own workload is not in the model\n");
 	else
-		httpd_replyf(resp, 200, "text/plain", "ready\n");
+		runtime_identity_reply_ready(&d->id, resp);
 	model_unref(m);
 }
 
@@ -218,6 +220,26 @@ static struct httpd *start_httpd(struct wpd *d, const char *what, const struct s
 
 /* ---- start-up: agent/runtime.c, shared with ambitd ---- */
 
+/* Keeps the waypoint's own certificate fetched: its identity comes from the model. */
+static void want_self(struct loop *l, void *arg)
+{
+	struct wpd *d = arg;
+	struct model *m = model_current();
+	struct spiffe_id self;
+	(void)l;
+	if (d->wp && waypoint_self(d->wp, m, NULL, &self) == 0)
+		runtime_identity_want(&d->id, &self, 1);
+	model_unref(m);
+}
+
+/* Called on the discovery thread: hand over to the loop. */
+static void on_model(struct model *m, void *arg)
+{
+	struct wpd *d = arg;
+	(void)m;
+	runtime_post_model(d->loop, want_self, d);
+}
+
 static int run(struct wpd *d)
 {
 	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name };
@@ -245,14 +267,14 @@ static int run(struct wpd *d)
 	loop_io_init(&d->signal_io, sfd, on_signal, d);
 	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 
-	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, PROG)) ||
+	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, CONFIG_ROLE_WAYPOINT, PROG)) ||
 	    (rc = runtime_tracer_new(&d->cfg, PROG, &d->tracer)))
 		goto out;
 	to.tracer = d->tracer;
 	telemetry_init(&to);
 
 	/* Discovery first: the waypoint's identity comes from the model. */
-	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg, NULL, NULL)))
+	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg, on_model, d)))
 		goto out;
 
 	if (d->pod_ip.ss_family)
@@ -290,6 +312,10 @@ static int run(struct wpd *d)
 		rc = -errno;
 		goto out;
 	}
+	d->id.on_certs = waypoint_certs_changed;
+	d->id.on_certs_arg = d->wp;
+	runtime_identity_metrics(&d->id);
+	want_self(d->loop, d);	/* the model may be in place already */
 	if (sockaddr_parse(d->cfg.admin_address, 15000, &ss) == 0)
 		d->admin = start_httpd(d, "admin", &ss, handle_admin);
 	ss = any;
@@ -329,6 +355,7 @@ out:
 	loop_timer_cancel(d->loop, &d->drain_timer);
 	if (d->loop) {
 		loop_stop(d->loop);
+		d->id.on_certs = NULL;
 		waypoint_free(d->wp);
 	}
 	telemetry_fini();

@@ -1865,6 +1865,11 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 			pr_debug("hbone: client asked for %s; presenting %s", spiffe_id_str(id, a),
 				 spiffe_id_str(&self, b));
 		cert = certstore_get(w->o.certs, &self);
+		if (!cert) {
+			char why[512];
+			certstore_reason(w->o.certs, &self, why, sizeof(why));
+			pr_warn_rl("hbone: handshake refused: %s", why[0] ? why : strerror(errno));
+		}
 	} else {
 		pr_warn_rl("hbone: handshake refused: the waypoint's own workload is not in the model");
 	}
@@ -2002,6 +2007,12 @@ void waypoint_free(struct waypoint *w)
 	free(w->trust_domain);
 	free(w->node_name);
 	free(w);
+}
+
+void waypoint_certs_changed(void *arg)
+{
+	struct waypoint *w = arg;
+	hbone_pool_certs_changed(w->pool);
 }
 
 void waypoint_drain(struct waypoint *w)

@@ -59,6 +59,9 @@ void waypoint_free(struct waypoint *w);
 /* SIGTERM: stop accepting CONNECTs (GOAWAY), close idle keep-alive connections, answer
  * in-flight requests with `connection: close`. */
 void waypoint_drain(struct waypoint *w);
+/* The certstore has news (runtime_identity.on_certs; arg is the waypoint): CONNECTs to
+ * backends waiting for the waypoint's certificate go ahead. */
+void waypoint_certs_changed(void *arg);
 /* Client streams still open (drain progress). */
 unsigned waypoint_sessions(const struct waypoint *w);
 

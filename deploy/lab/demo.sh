@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# `make demo`: a two-node lab (network namespaces), an ambit agent per node, a waypoint, an OTLP
+# `make demo`: a two-node lab (network namespaces), the mesh CA (ambit-ca: agents hold no CA key,
+# they get certificates with a node token), an ambit agent per node, a waypoint, an OTLP
 # collector, traffic between pods (direct, through a service VIP, through the waypoint, a
 # refused connection), then what an operator sees: ambitctl tables, the access log with trace
 # IDs, and the spans the collector decoded, drawn as a trace waterfall. Tears everything down at
@@ -26,9 +27,9 @@ step "lab: 2 nodes x 2 pods (enrolled), routed CNI, a waypoint for service app-1
 lab_up "$name" --nodes 2 --pods 2 --cni routed --enroll p1,p2 --waypoint >"$dir/lab.log"
 echo "nodes: $(lab_node_ip 1) $(lab_node_ip 2); pods: $LAB_POD_LIST; waypoint: $LAB_WAYPOINT_IP"
 # The collector lives on the underlay; give it a way back to the pod networks so the waypoint
-# pod (not enrolled, HBONE-native) can export to it too.
+# pod (not enrolled, HBONE-native) can export to it too (lab.sh made them already for ambit-ca).
 for k in 1 2; do
-	pod_exec "$name" ul ip route add "10.244.$k.0/24" via "$(lab_node_ip "$k")"
+	pod_exec "$name" ul ip route replace "10.244.$k.0/24" via "$(lab_node_ip "$k")"
 done
 
 step "OTLP collector (gRPC :4317, decoding with the official protobuf definitions) on the underlay"
@@ -36,11 +37,15 @@ pod_spawn "$name" ul "$dir/sink.log" node tests/node/otlp_sink.js --host "$LAB_U
 	--grpc-port 4317 --http-port 4318 --out "$dir/spans.jsonl" --ready "$dir/sink.ready"
 for _ in $(seq 100); do [ -f "$dir/sink.ready" ] && break; sleep 0.1; done
 
-step "agents (ambitd) on both nodes, exporting to http://$LAB_UL_IP:4317"
+step "the mesh CA (ambit-ca) on $LAB_CA_ADDRESS: the only holder of the CA key"
+lab_start_ca "$name"
+echo "ambit-ca ready; each agent has a node token (token-nK), none has the key"
+
+step "agents (ambitd) on both nodes, certificates from ambit-ca, exporting to http://$LAB_UL_IP:4317"
 export OTEL_EXPORTER_OTLP_ENDPOINT=http://$LAB_UL_IP:4317 OTEL_BSP_SCHEDULE_DELAY=500
 lab_start_agent "$name" 1
 lab_start_agent "$name" 2
-echo "agents ready"
+echo "agents ready (their workloads' certificates came from ambit-ca)"
 
 step "waypoint (ambit-waypoint) for service app-1, on $LAB_WAYPOINT_IP:15008"
 pod_spawn "$name" "$LAB_WAYPOINT_POD" "$dir/waypoint.log" "$AMBIT_BUILD/ambit-waypoint" --config "$LAB_WAYPOINT_CONFIG"
@@ -79,7 +84,7 @@ step "ambitctl workloads (node 1)"
 pod_exec "$name" n1 "$AMBIT_BUILD/ambitctl" workloads || true
 step "ambitctl connections (node 1)"
 pod_exec "$name" n1 "$AMBIT_BUILD/ambitctl" connections || true
-step "ambitctl certificates (node 2)"
+step "ambitctl certificates (node 2): issued by ambit-ca, renewed at half-life"
 pod_exec "$name" n2 "$AMBIT_BUILD/ambitctl" certificates || true
 
 step "access log (node 1, last connection): every line carries trace_id and span_id"

@@ -19,6 +19,8 @@ UL6_PREFIX=fd00:172:30:
 POD6_PREFIX=fd00:10:244
 ROUTED_GW6=fe80::ecee:eeff:feee:eeee
 LAB_V6=""                # set by `up --ipv6`
+LAB_CA_MODE=${AMBIT_LAB_CA:-ambit-ca}  # `up --ca`: ambit-ca signs, or (local) each agent does
+LAB_TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/tools" 2>/dev/null && pwd || echo /nonexistent)
 MAX_NODES=20
 MAX_PODS=200
 
@@ -30,7 +32,7 @@ log() { [ -n "${LAB_QUIET:-}" ] || echo "$prog: $*" >&2; }
 usage() {
 	cat <<USAGE
 usage: $prog up NAME --nodes N --pods M --cni routed|bridge [--enroll all|none|LIST] [--waypoint]
-                [--ipv6]
+                [--ipv6] [--ca ambit-ca|local]
        $prog down NAME
        $prog env NAME
        $prog exec NAME TARGET -- CMD [ARG...]
@@ -45,6 +47,11 @@ waypoint Service "waypoint" (VIP $SVC_PREFIX.0.20, port 15008), named by service
 --ipv6: dual stack (default: IPv4 only, IPv6 disabled everywhere): nodes get ${UL6_PREFIX}:(10+K)
 on the underlay, pods ${POD6_PREFIX}:K::(10+M) besides their IPv4 (both in workloads.json; *_IP6,
 *_CIDR6 and LAB_IPV6=1 in lab.env). Services and HBONE between nodes stay IPv4.
+--ca: where workload certificates come from. ambit-ca (default): the agents and the waypoint
+hold no CA key; ambit-ca (config ca.json, run in the underlay on $UL_PREFIX.1:15012 by
+tests/lab/lib.sh's lab_start_ca) signs for them, and each gets a service account token
+(token-nK, token-waypoint: ES256 JWTs of the lab's issuer key, audience istio-ca).
+local: development mode, each agent signs with ca.key itself.
 USAGE
 }
 
@@ -283,6 +290,24 @@ make_pod() { # NAME K M CNI
 	fi
 }
 
+# The service-account issuer of the lab (an ES256 key pair, as kube-apiserver's) and a projected
+# token per node agent (ambit-system/ambit on node K) and for the waypoint (default/waypoint on
+# node 1), audience istio-ca, valid 30 days like the lab CA.
+make_tokens() { # NAME NODES WAYPOINT_POD_INDEX
+	local name=$1 nodes=$2 wpm=$3 dir=$LAB_ROOT/$1 k
+	local mint="$LAB_TOOLS/mint_token.py"
+	(umask 077 && python3 "$mint" keygen --alg ES256 --key "$dir/issuer.key" --pub "$dir/issuer.pub") ||
+		die "cannot make the lab's token issuer key ($mint, python3-cryptography)"
+	for k in $(seq "$nodes"); do
+		python3 "$mint" mint --key "$dir/issuer.key" --sub ambit-system:ambit --node "$name-n$k" \
+			--pod "ambit-$name-n$k" --aud istio-ca --exp-in 2592000 >"$dir/token-n$k" ||
+			die "cannot mint node $k's token"
+	done
+	python3 "$mint" mint --key "$dir/issuer.key" --sub default:waypoint --node "$name-n1" \
+		--pod "$name-n1-p$wpm" --aud istio-ca --exp-in 2592000 >"$dir/token-waypoint" ||
+		die "cannot mint the waypoint's token"
+}
+
 write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint pod and Service)
 	local name=$1 nodes=$2 pods=$3 cni=$4; shift 4
 	local wpm=$((pods + 1)) wpip="$POD_PREFIX.1.$((10 + pods + 1))"
@@ -317,11 +342,37 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 			else . end))}' >"$dir/workloads.json.tmp"
 	mv "$dir/workloads.json.tmp" "$dir/workloads.json"
 
+	# Where certificates come from: ambit-ca (a key only it holds, tokens for the others) or,
+	# in development mode, each agent's own copy of the key.
+	local ca_addr="https://$UL_PREFIX.1:15012"
+	if [ "$LAB_CA_MODE" = ambit-ca ]; then
+		make_tokens "$name" "$nodes" "$wpm"
+		jq -n --arg dir "$dir" --arg ip "$UL_PREFIX.1" --arg level "${AMBIT_LAB_LOG_LEVEL:-info}" '{
+			listen: ($ip + ":15012"), trust_domain: "cluster.local",
+			ca: { cert: ($dir + "/ca.crt"), key: ($dir + "/ca.key") },
+			server_names: [$ip],
+			discovery: { source: "file", file: ($dir + "/workloads.json") },
+			tokens: { issuer_keys: [($dir + "/issuer.pub")], audience: "istio-ca",
+				node_accounts: ["ambit-system/ambit"] },
+			admin_address: "127.0.0.1:15014",
+			log: { level: $level, format: "json" }
+		}' >"$dir/ca.json"
+	fi
+	# ca_block TOKEN: the "ca" object of an agent or waypoint config.
+	ca_block() {
+		if [ "$LAB_CA_MODE" = ambit-ca ]; then
+			jq -n --arg a "$ca_addr" --arg c "$dir/ca.crt" --arg t "$1" \
+				'{address: $a, cert: $c, token_file: $t}'
+		else
+			jq -n --arg c "$dir/ca.crt" --arg k "$dir/ca.key" '{cert: $c, key: $k}'
+		fi
+	}
 	for k in $(seq "$nodes"); do
 		jq -n --arg node "$name-n$k" --arg ip "$UL_PREFIX.$((10 + k))" --arg dir "$dir" \
-			--arg pin "$BPF_ROOT/ambit-$name-n$k" --arg level "${AMBIT_LAB_LOG_LEVEL:-info}" '{
+			--arg pin "$BPF_ROOT/ambit-$name-n$k" --arg level "${AMBIT_LAB_LOG_LEVEL:-info}" \
+			--argjson ca "$(ca_block "$dir/token-n$k")" '{
 			node_name: $node, node_ip: $ip, trust_domain: "cluster.local",
-			ca: { cert: ($dir + "/ca.crt"), key: ($dir + "/ca.key") },
+			ca: $ca,
 			discovery: { source: "file", file: ($dir + "/workloads.json") },
 			tracing: { sampling: 100.0,
 				custom_tags: { cluster_name: "lab", environment: "test" },
@@ -332,10 +383,11 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 	done
 
 	if [ -n "${WAYPOINT:-}" ]; then
-		jq -n --arg node "$name-n1" --arg ip "$wpip" --arg dir "$dir" --arg level "${AMBIT_LAB_LOG_LEVEL:-info}" '{
+		jq -n --arg node "$name-n1" --arg ip "$wpip" --arg dir "$dir" --arg level "${AMBIT_LAB_LOG_LEVEL:-info}" \
+			--argjson ca "$(ca_block "$dir/token-waypoint")" '{
 			name: "waypoint", namespace: "default", node_name: $node, node_ip: $ip,
 			trust_domain: "cluster.local", load_balancing: "round_robin",
-			ca: { cert: ($dir + "/ca.crt"), key: ($dir + "/ca.key") },
+			ca: $ca,
 			discovery: { source: "file", file: ($dir + "/workloads.json") },
 			tracing: { sampling: 100.0,
 				custom_tags: { cluster_name: "lab", environment: "test" },
@@ -355,6 +407,12 @@ write_files() { # NAME NODES PODS CNI ENROLLED... (WAYPOINT=1: add the waypoint 
 		echo "LAB_TRUST_DOMAIN=cluster.local"
 		echo "LAB_CA_CERT=$dir/ca.crt"
 		echo "LAB_CA_KEY=$dir/ca.key"
+		echo "LAB_CA_MODE=$LAB_CA_MODE"
+		if [ "$LAB_CA_MODE" = ambit-ca ]; then
+			echo "LAB_CA_CONFIG=$dir/ca.json"
+			echo "LAB_CA_ADDRESS=$ca_addr"
+			echo "LAB_CA_ISSUER_KEY=$dir/issuer.key"
+		fi
 		echo "LAB_WORKLOADS=$dir/workloads.json"
 		echo "LAB_PIDS=$dir/pids"
 		echo "LAB_UL_NS=$name-ul"
@@ -450,6 +508,7 @@ do_up() {
 		--enroll) [ $# -ge 2 ] || usage_die "--enroll needs a value"; enroll=$2; shift 2 ;;
 		--waypoint) waypoint=1; shift ;;
 		--ipv6) LAB_V6=1; shift ;;
+		--ca) [ $# -ge 2 ] || usage_die "--ca needs a value"; LAB_CA_MODE=$2; shift 2 ;;
 		*) usage_die "up: unknown argument '$1'" ;;
 		esac
 	done
@@ -460,6 +519,8 @@ do_up() {
 		usage_die "--pods: want 1..$MAX_PODS, got '$pods'"
 	fi
 	[[ $cni == routed || $cni == bridge ]] || usage_die "--cni: want routed or bridge, got '$cni'"
+	[[ $LAB_CA_MODE == ambit-ca || $LAB_CA_MODE == local ]] ||
+		usage_die "--ca: want ambit-ca or local, got '$LAB_CA_MODE'"
 	local enrolled
 	enrolled=$(parse_enroll "$enroll" "$nodes" "$pods") || exit $?
 	need_root
@@ -492,10 +553,17 @@ do_up() {
 	done
 	[ -z "$waypoint" ] || make_pod "$name" 1 $((pods + 1)) "$cni"
 	make_ca "$dir" "$name"
+	# ambit-ca listens on the underlay: the waypoint pod (HBONE-native, not captured) asks it
+	# for its certificate, so the underlay routes back to the pod networks.
+	if [ "$LAB_CA_MODE" = ambit-ca ]; then
+		for k in $(seq "$nodes"); do
+			ip -n "$name-ul" route replace "$POD_PREFIX.$k.0/24" via "$UL_PREFIX.$((10 + k))"
+		done
+	fi
 	# shellcheck disable=SC2086
 	WAYPOINT=$waypoint write_files "$name" "$nodes" "$pods" "$cni" $enrolled
 	trap - EXIT
-	log "lab $name up: $nodes nodes x $pods pods, cni $cni${LAB_V6:+, dual stack}, enrolled: $(echo $enrolled | wc -w) pods; env in $dir/lab.env"
+	log "lab $name up: $nodes nodes x $pods pods, cni $cni${LAB_V6:+, dual stack}, CA $LAB_CA_MODE, enrolled: $(echo $enrolled | wc -w) pods; env in $dir/lab.env"
 }
 
 resolve_target() { # NAME TARGET -> namespace name

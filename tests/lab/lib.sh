@@ -149,55 +149,88 @@ _lab_bpffs() {
 	mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf
 }
 
-# lab_start_agent NAME K [ARGS...]: runs $AMBIT_BUILD/ambitd --config nodeK.json in node K's
-# namespace in the background (log: agentK.log, pid: agentK.pid and the pids file), then waits
-# up to AGENT_READY_TIMEOUT seconds for http://NODE_IP:15021/healthz/ready. Returns non-zero,
-# with the log's tail, when the agent exits or never becomes ready.
-lab_start_agent() {
-	local name=$1 k=$2 dir=$LAB_ROOT/$1 ns="$1-n$2" bin=$AMBIT_BUILD/ambitd ip pid end
-	shift 2
-	[ -x "$bin" ] || { echo "# agent binary $bin not built" >&2; return 1; }
-	[ -f "$dir/node$k.json" ] || { echo "# lab $name has no node $k" >&2; return 1; }
-	if [ -f "$dir/agent$k.pid" ] && kill -0 "$(cat "$dir/agent$k.pid")" 2>/dev/null; then
-		echo "# agent on node $k already running (pid $(cat "$dir/agent$k.pid"))" >&2
+# _lab_run_ready NAME NS WHAT BIN LOG PIDFILE URL [ARGS...]: runs BIN ARGS in namespace NS in the
+# background (output appended to LOG, pid in PIDFILE and the lab's pids file), then waits up to
+# AGENT_READY_TIMEOUT seconds for URL (fetched in NS). Non-zero, with LOG's tail, when BIN exits
+# or never becomes ready.
+_lab_run_ready() {
+	local name=$1 ns=$2 what=$3 bin=$4 log=$5 pidf=$6 url=$7 pid end
+	shift 7
+	[ -x "$bin" ] || { echo "# $what: binary $bin not built" >&2; return 1; }
+	if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+		echo "# $what already running (pid $(cat "$pidf"))" >&2
 		return 1
 	fi
-	ip=$(jq -r .node_ip "$dir/node$k.json")
-	echo "# lab_start_agent $name $k: $(date -u +%FT%TZ)" >>"$dir/agent$k.log"
-	_lab_bpffs || { echo "# cannot mount bpffs at /sys/fs/bpf" >&2; return 1; }
+	echo "# start $what: $(date -u +%FT%TZ)" >>"$log"
 	# nsenter (not ip netns exec) keeps the shared /sys/fs/bpf visible to the agent.
-	nsenter --net="/run/netns/$ns" -- "$bin" --config "$dir/node$k.json" "$@" \
-		>>"$dir/agent$k.log" 2>&1 </dev/null &
+	nsenter --net="/run/netns/$ns" -- "$bin" "$@" >>"$log" 2>&1 </dev/null &
 	pid=$!
-	echo "$pid" >"$dir/agent$k.pid"
-	echo "$pid n$k ambitd" >>"$dir/pids"
+	echo "$pid" >"$pidf"
+	echo "$pid ${ns#"$name"-} $(basename "$bin")" >>"$LAB_ROOT/$name/pids"
 	end=$((SECONDS + AGENT_READY_TIMEOUT))
 	while :; do
-		if nsenter --net="/run/netns/$ns" -- curl -fsS -m 1 -o /dev/null \
-			"http://$ip:15021/healthz/ready" 2>/dev/null; then
-			return 0
-		fi
+		nsenter --net="/run/netns/$ns" -- curl -fsS -m 1 -o /dev/null "$url" 2>/dev/null && return 0
 		if ! kill -0 "$pid" 2>/dev/null; then
 			local rc=0
 			wait "$pid" 2>/dev/null || rc=$?
-			echo "# agent on node $k exited (status $rc) before ready; log tail:" >&2
-			tail -n 20 "$dir/agent$k.log" | sed 's/^/#   /' >&2
+			echo "# $what exited (status $rc) before ready; log tail:" >&2
+			tail -n 20 "$log" | sed 's/^/#   /' >&2
 			return 1
 		fi
 		if [ "$SECONDS" -ge "$end" ]; then
-			echo "# agent on node $k not ready at http://$ip:15021/healthz/ready after ${AGENT_READY_TIMEOUT}s; log tail:" >&2
-			tail -n 20 "$dir/agent$k.log" | sed 's/^/#   /' >&2
+			echo "# $what not ready at $url after ${AGENT_READY_TIMEOUT}s; log tail:" >&2
+			tail -n 20 "$log" | sed 's/^/#   /' >&2
 			return 1
 		fi
 		sleep 0.1
 	done
 }
 
-# lab_stop_agent NAME K [SIGNAL]: stops node K's agent (SIGTERM by default, SIGKILL after 10 s);
-# sets AGENT_EXIT to its exit status when this shell started it.
-lab_stop_agent() {
-	local name=$1 k=$2 sig=${3:-TERM} f="$LAB_ROOT/$1/agent$2.pid" pid i
-	AGENT_EXIT=""
+# lab_node_deps: the npm packages of tests/node (grpc-js, proto-loader, ...) are installed, or
+# installs them; non-zero (reported) when that fails.
+lab_node_deps() {
+	[ -d "$LAB_TOP/tests/node/node_modules/@grpc/proto-loader" ] && return 0
+	"$LAB_TOP/tests/node/install.sh" || { fail "tests/node/install.sh"; return 1; }
+}
+
+# lab_start_ca NAME: runs $AMBIT_BUILD/ambit-ca --config ca.json in the underlay namespace (log
+# ca.log, pid ca.pid) when the lab has one (lab.sh up --ca ambit-ca, the default) and it is not
+# running yet, and waits for its readiness (127.0.0.1:15014 in the underlay). 0 when the lab has
+# no CA to run (development mode: the agents sign themselves).
+lab_start_ca() {
+	local name=$1 dir=$LAB_ROOT/$1
+	[ -f "$dir/ca.json" ] || return 0
+	[ -f "$dir/ca.pid" ] && kill -0 "$(cat "$dir/ca.pid")" 2>/dev/null && return 0
+	_lab_run_ready "$name" "$name-ul" ambit-ca "$AMBIT_BUILD/ambit-ca" "$dir/ca.log" "$dir/ca.pid" \
+		http://127.0.0.1:15014/healthz/ready --config "$dir/ca.json"
+}
+
+# lab_stop_ca NAME [SIGNAL]: stops the lab's ambit-ca (SIGTERM by default, SIGKILL after 10 s).
+lab_stop_ca() {
+	_lab_stop "$LAB_ROOT/$1/ca.pid" ambit-ca "${2:-TERM}"
+}
+
+# lab_start_agent NAME K [ARGS...]: runs $AMBIT_BUILD/ambitd --config nodeK.json in node K's
+# namespace in the background (log: agentK.log, pid: agentK.pid and the pids file), then waits
+# up to AGENT_READY_TIMEOUT seconds for http://NODE_IP:15021/healthz/ready (which needs its
+# workloads' certificates: the lab's ambit-ca is started first, see lab_start_ca). Returns
+# non-zero, with the log's tail, when the agent exits or never becomes ready.
+lab_start_agent() {
+	local name=$1 k=$2 dir=$LAB_ROOT/$1 ip
+	shift 2
+	[ -f "$dir/node$k.json" ] || { echo "# lab $name has no node $k" >&2; return 1; }
+	lab_start_ca "$name" || return 1
+	ip=$(jq -r .node_ip "$dir/node$k.json")
+	_lab_bpffs || { echo "# cannot mount bpffs at /sys/fs/bpf" >&2; return 1; }
+	_lab_run_ready "$name" "$name-n$k" "agent on node $k" "$AMBIT_BUILD/ambitd" "$dir/agent$k.log" \
+		"$dir/agent$k.pid" "http://$ip:15021/healthz/ready" --config "$dir/node$k.json" "$@"
+}
+
+# _lab_stop PIDFILE WHAT SIGNAL: stops the process (SIGKILL after 10 s); LAB_STOP_EXIT is its
+# exit status when this shell started it.
+_lab_stop() {
+	local f=$1 what=$2 sig=$3 pid i
+	LAB_STOP_EXIT=""
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f")
 	rm -f "$f"
@@ -208,12 +241,12 @@ lab_stop_agent() {
 		sleep 0.1
 	done
 	if kill -0 "$pid" 2>/dev/null; then
-		echo "# agent on node $k ignored SIG$sig for 10s: killing it" >&2
+		echo "# $what ignored SIG$sig for 10s: killing it" >&2
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
 	local rc=0
 	wait "$pid" 2>/dev/null || rc=$?
-	AGENT_EXIT=$rc
+	LAB_STOP_EXIT=$rc
 	return 0
 }
 
@@ -296,4 +329,11 @@ capture_state() {
 	fi
 	[ "$(ip netns exec "$ns" sysctl -n net.ipv4.tcp_early_demux)" = 1 ] || echo "sysctl: tcp_early_demux is not 1"
 	return 0
+}
+
+# lab_stop_agent NAME K [SIGNAL]: stops node K's agent (SIGTERM by default, SIGKILL after 10 s);
+# sets AGENT_EXIT to its exit status when this shell started it.
+lab_stop_agent() {
+	_lab_stop "$LAB_ROOT/$1/agent$2.pid" "agent on node $2" "${3:-TERM}"
+	AGENT_EXIT=$LAB_STOP_EXIT
 }

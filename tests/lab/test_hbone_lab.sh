@@ -210,34 +210,11 @@ check "refusals are per stream: the same connection still serves app-1 after the
 # ----------------------------------------------------------------- 5. SIGTERM drains node 2
 # A paced echo stream that ends on its own 1.5 s after SIGTERM (within the deadline) and an
 # endless download that outlasts it, both from n1-p1 through both agents.
-cat >"$logs/paced.py" <<'PY'
-# paced.py HOST PORT ROUNDS: one echo round trip every 0.1 s, printing "round N"; then
-# half-closes and requires a clean EOF. Exit 0 when every echo matched.
-import socket, sys, time
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-for i in range(int(sys.argv[3])):
-    msg = b"round %06d " % i * 64
-    s.sendall(msg)
-    got = b""
-    while len(got) < len(msg):
-        d = s.recv(len(msg) - len(got))
-        if not d:
-            sys.exit("EOF in round %d" % i)
-        got += d
-    if got != msg:
-        sys.exit("round %d: wrong echo" % i)
-    print("round", i, flush=True)
-    time.sleep(0.1)
-s.shutdown(socket.SHUT_WR)
-if s.recv(1) != b"":
-    sys.exit("data after the echoes")
-print("done", flush=True)
-PY
 agent2=$(cat "$LAB_ROOT/$lab/agent2.pid")
 pod_spawn "$lab" n1-p1 "$logs/drain-long.log" "$TCPKIT" client --to "$p21:9003" --mode source \
 	--bytes 100G --timeout 120
 drain_long=$SPAWNED_PID
-pod_spawn "$lab" n1-p1 "$logs/paced.log" python3 "$logs/paced.py" "$p21" 9000 40
+pod_spawn "$lab" n1-p1 "$logs/paced.log" python3 "$LAB_TOP/tests/tools/paced_echo.py" "$p21" 9000 40
 paced=$SPAWNED_PID
 for _ in $(seq 100); do grep -q "round 24" "$logs/paced.log" && break; sleep 0.1; done
 check "drain: a paced stream and a download are live before SIGTERM" \

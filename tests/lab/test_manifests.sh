@@ -58,8 +58,52 @@ for d in "${dirs[@]}"; do
 		fi
 		check "manifests.$name.$(basename "$cm").discovery" \
 			"$(jsonval 'c["discovery"]["source"]' <"$f")" kubernetes
+		# Certificates from the CA (CONTRACT.md): an address, the root, a token, no key.
+		check "manifests.$name.$(basename "$cm").ca" \
+			"$(jsonval '(c["ca"].get("address", ""), "key" in c["ca"], c["ca"]["cert"], c["ca"]["token_file"])' <"$f")" \
+			"('https://ambit-ca.ambit-system.svc:15012', False, '/etc/ambit/root/root-cert.pem', '/var/run/secrets/tokens/istio-token')"
 	done
+	# No DaemonSet (nor the waypoint) mounts a Secret; only the CA's own Deployment may.
+	secrets=$(NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const out = [];
+		for (const d of y.loadAll(fs.readFileSync(process.argv[1], "utf8"))) {
+			if (!d || !["DaemonSet", "Deployment"].includes(d.kind)) continue;
+			const ps = d.spec.template.spec;
+			for (const v of ps.volumes || [])
+				if (v.secret || (v.projected && (v.projected.sources || []).some((s) => s.secret)))
+					out.push(`${d.kind}/${d.metadata.name}:${v.name}`);
+		}
+		console.log(out.filter((x) => !x.startsWith("Deployment/ambit-ca:")).join(",") || "none");' "$out")
+	check "manifests.$name.no_ca_key_on_nodes" "$secrets" none
 done
+
+# The istiod overlay: agents and waypoints ask istiod and trust its root ConfigMap.
+if [ -s "$tmp/istiod.yaml" ]; then
+	istiod=$(NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const out = [];
+		for (const d of y.loadAll(fs.readFileSync(process.argv[1], "utf8"))) {
+			if (!d || !["DaemonSet", "Deployment"].includes(d.kind) || d.metadata.name === "ambit-ca") continue;
+			const ps = d.spec.template.spec;
+			const env = (ps.containers[0].env || []).find((e) => e.name === "CA_ADDRESS");
+			const root = (ps.volumes || []).find((v) => v.name === "root-cert");
+			out.push(`${d.kind}:${env && env.value}:${root && root.configMap && root.configMap.name}`);
+		}
+		console.log(out.sort().join(","));' "$tmp/istiod.yaml")
+	check manifests.istiod.ca "$istiod" \
+		"DaemonSet:https://istiod.istio-system.svc:15012:istio-ca-root-cert,Deployment:https://istiod.istio-system.svc:15012:istio-ca-root-cert"	# ... and ambit-ca is not deployed there (base has it; components/istiod-ca deletes it)
+	ca_objs() { # FILE: Kind/name of the ambit-ca objects (not its generated ConfigMap)
+		NODE_PATH=$node_dir/node_modules node -e '
+			const y = require("js-yaml"), fs = require("fs");
+			console.log(y.loadAll(fs.readFileSync(process.argv[1], "utf8"))
+				.filter((d) => d && d.kind !== "ConfigMap" && /^ambit-ca/.test(d.metadata.name))
+				.map((d) => `${d.kind}/${d.metadata.name}`).sort().join(","));' "$1"
+	}
+	check manifests.istiod.no_ambit_ca "$(ca_objs "$tmp/istiod.yaml")" ""
+	check manifests.base.ambit_ca "$(ca_objs "$tmp/base.yaml")" \
+		"ClusterRole/ambit-ca,ClusterRoleBinding/ambit-ca,Deployment/ambit-ca,Role/ambit-ca-root-cert,RoleBinding/ambit-ca-root-cert,Service/ambit-ca,ServiceAccount/ambit-ca"
+fi
 
 # The overlays' values, in the config the agent reads.
 hl=$tmp/homelab.ambitd.json
@@ -87,7 +131,7 @@ if [ -s "$pr" ]; then
 				for (const c of d.spec.template.spec.containers)
 					out.push(`${d.kind}:${c.resources && c.resources.limits && c.resources.limits.memory ? "limits" : "none"}`);
 		console.log(out.sort().join(","));' "$tmp/production.yaml")
-	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits"
+	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits,Deployment:limits"
 fi
 
 # Each overlay takes the user's image for the agent and the waypoint through its `images:` entry
@@ -114,7 +158,22 @@ if [ -s "$tmp/base.yaml" ]; then
 	if node "$node_dir/validate_manifests.js" --label broken "$tmp/broken.yaml" >"$tmp/broken.out"; then
 		notok manifests.validator_rejects_broken "a privileged DaemonSet and a create verb passed"
 	else
-		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 2
+		# the DaemonSet, and the ClusterRoles of the agents and of ambit-ca
+		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 3
+	fi
+	# A DaemonSet that mounts the CA key Secret again is refused.
+	NODE_PATH=$node_dir/node_modules node -e '
+		const y = require("js-yaml"), fs = require("fs");
+		const docs = y.loadAll(fs.readFileSync(process.argv[1], "utf8")).filter((d) => d);
+		for (const d of docs)
+			if (d.kind === "DaemonSet")
+				d.spec.template.spec.volumes.push({ name: "ca", secret: { secretName: "ambit-ca" } });
+		process.stdout.write(docs.map((d) => y.dump(d)).join("---\n"));' "$tmp/base.yaml" >"$tmp/cakey.yaml"
+	if node "$node_dir/validate_manifests.js" --label cakey "$tmp/cakey.yaml" >"$tmp/cakey.out"; then
+		notok manifests.validator_rejects_ca_key "a DaemonSet mounting Secret ambit-ca passed"
+	else
+		check manifests.validator_rejects_ca_key \
+			"$(grep -c '^not ok - cakey/DaemonSet/ambit: .*mounts Secret ambit-ca (no CA key on a node)' "$tmp/cakey.out")" 1
 	fi
 	sed -e 's/containerPort: 15008/containerPort: "hbone"/' "$tmp/base.yaml" >"$tmp/badschema.yaml"
 	if node "$node_dir/validate_manifests.js" --label badschema "$tmp/badschema.yaml" >/dev/null; then

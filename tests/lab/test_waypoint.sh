@@ -330,7 +330,10 @@ check "the endpoints' agents saw the requests come through the waypoint" \
 	sh -c "grep -h '\"direction\":\"inbound\"' '$LAB_DIR/agent1.log' '$LAB_DIR/agent2.log' | grep -q '\"waypoint\":true'"
 jq '(.workloads[] | select(.addresses == ["'"$LAB_WAYPOINT_IP"'"]) | .service_account) = "impostor"' \
 	"$LAB_WORKLOADS" >"$logs/impostor-workloads.json"
-jq --arg f "$logs/impostor-workloads.json" '.discovery.file = $f' "$LAB_WAYPOINT_CONFIG" >"$logs/impostor.json"
+# The lab's ambit-ca would not sign sa/impostor for the waypoint's token at all: the impostor
+# holds the CA key itself (development mode), the worst case the client must still refuse.
+jq --arg f "$logs/impostor-workloads.json" --arg c "$LAB_CA_CERT" --arg k "$LAB_CA_KEY" \
+	'.discovery.file = $f | .ca = {cert: $c, key: $k}' "$LAB_WAYPOINT_CONFIG" >"$logs/impostor.json"
 if start_waypoint "$logs/impostor.json"; then
 	refused() {
 		local code

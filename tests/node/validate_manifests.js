@@ -43,16 +43,60 @@ function podSpecOf(doc) {
   return doc.spec && doc.spec.template && doc.spec.template.spec;
 }
 
+// Node agents and waypoints hold no CA key (CONTRACT.md "Certificates"): no Secret reaches
+// their pods (volume, projected source or env), the root comes from a ConfigMap, and the CA
+// token is a projected service account token with audience istio-ca.
+function noCaKeyProblems(ps) {
+  const bad = [];
+  const c = (ps.containers || [])[0] || {};
+  const mounts = Object.fromEntries((c.volumeMounts || []).map((m) => [m.name, m]));
+  for (const v of ps.volumes || []) {
+    if (v.secret) bad.push(`mounts Secret ${v.secret.secretName} (no CA key on a node)`);
+    for (const src of (v.projected && v.projected.sources) || [])
+      if (src.secret) bad.push(`mounts Secret ${src.secret.name} (no CA key on a node)`);
+  }
+  for (const ct of [...(ps.containers || []), ...(ps.initContainers || [])]) {
+    for (const e of ct.env || [])
+      if (e.valueFrom && e.valueFrom.secretKeyRef) bad.push(`env ${e.name} from Secret ${e.valueFrom.secretKeyRef.name}`);
+    for (const e of ct.envFrom || [])
+      if (e.secretRef) bad.push(`envFrom Secret ${e.secretRef.name}`);
+  }
+  const root = (ps.volumes || []).find((v) => v.name === 'root-cert');
+  if (!root || !root.configMap || !['ambit-root-cert', 'istio-ca-root-cert'].includes(root.configMap.name))
+    bad.push('root not from ConfigMap ambit-root-cert (or istio-ca-root-cert)');
+  if (!mounts['root-cert'] || mounts['root-cert'].readOnly !== true) bad.push('root not mounted read-only');
+  const tok = (ps.volumes || []).find((v) => v.name === 'istio-token');
+  const sat = tok && tok.projected && (tok.projected.sources || []).find((x) => x.serviceAccountToken);
+  if (!sat || sat.serviceAccountToken.audience !== 'istio-ca')
+    bad.push('no projected service account token with audience istio-ca');
+  return bad;
+}
+
 // Rules the schemas cannot express; each returns a list of problems.
 const rules = {
   ClusterRole(doc) {
     const bad = [];
     for (const r of doc.rules || []) {
+      // ambit-ca asks the API server who its callers are: create on tokenreviews, nothing else.
+      if (doc.metadata.name === 'ambit-ca' && (r.apiGroups || []).join() === 'authentication.k8s.io' &&
+          (r.resources || []).join() === 'tokenreviews' && (r.verbs || []).join() === 'create')
+        continue;
       for (const v of r.verbs || [])
         if (!['get', 'list', 'watch'].includes(v)) bad.push(`verb ${v} on ${r.resources}`);
       for (const res of r.resources || [])
         if (!['pods', 'services', 'namespaces', 'nodes', 'endpointslices'].includes(res))
           bad.push(`resource ${res}`);
+    }
+    return bad;
+  },
+  // Namespaced writes: only ambit-ca's, to keep the root ConfigMap.
+  Role(doc) {
+    const bad = [];
+    if (doc.metadata.name !== 'ambit-ca-root-cert') return [`unexpected Role ${doc.metadata.name}`];
+    for (const r of doc.rules || []) {
+      if ((r.resources || []).join() !== 'configmaps') bad.push(`resource ${r.resources}`);
+      for (const v of r.verbs || [])
+        if (!['get', 'create', 'update'].includes(v)) bad.push(`verb ${v} on ${r.resources}`);
     }
     return bad;
   },
@@ -63,7 +107,6 @@ const rules = {
     const sc = c.securityContext || {};
     const caps = (sc.capabilities && sc.capabilities.add) || [];
     const env = Object.fromEntries((c.env || []).map((e) => [e.name, e]));
-    const mounts = Object.fromEntries((c.volumeMounts || []).map((m) => [m.name, m]));
     const vols = Object.fromEntries((ps.volumes || []).map((v) => [v.name, v]));
     if (ps.hostNetwork !== true) bad.push('hostNetwork is not true');
     if (ps.dnsPolicy !== 'ClusterFirstWithHostNet') bad.push('dnsPolicy is not ClusterFirstWithHostNet');
@@ -87,8 +130,7 @@ const rules = {
     const sysnetMount = sysnet && mounts[sysnet.name];
     if (!sysnetMount || sysnetMount.mountPath !== '/host/proc/sys/net' || sysnetMount.readOnly)
       bad.push("the host's /proc/sys/net is not mounted writable at /host/proc/sys/net");
-    if (!vols.ca || !vols.ca.secret || vols.ca.secret.secretName !== 'ambit-ca') bad.push('CA not from Secret ambit-ca');
-    if (!mounts.ca || mounts.ca.readOnly !== true) bad.push('CA not mounted read-only');
+    bad.push(...noCaKeyProblems(ps));
     return bad;
   },
   Deployment(doc) {
@@ -96,9 +138,22 @@ const rules = {
     const ps = podSpecOf(doc);
     const c = (ps.containers || [])[0] || {};
     const labels = (doc.spec.template.metadata || {}).labels || {};
+    // The CA's own Deployment is the one place the CA key may be mounted.
+    if (doc.metadata.name === 'ambit-ca') {
+      const sec = (ps.volumes || []).find((v) => v.secret);
+      if (!sec || sec.secret.secretName !== 'ambit-ca') bad.push('does not mount Secret ambit-ca');
+      if (!(c.command || []).some((a) => /ambit-ca$/.test(a))) bad.push('does not run ambit-ca');
+      if (!(doc.spec.replicas >= 2)) bad.push('fewer than 2 replicas');
+      const rp = c.readinessProbe && c.readinessProbe.httpGet;
+      if (!rp || rp.port !== 15014 || rp.path !== '/healthz/ready') bad.push('readiness probe 15014 /healthz/ready');
+      const sc = c.securityContext || {};
+      if (sc.privileged === true || sc.allowPrivilegeEscalation !== false) bad.push('privileged');
+      return bad;
+    }
     if (labels['istio.io/dataplane-mode'] !== 'none') bad.push('waypoint pods are not opted out of capture');
     if (!(c.ports || []).some((p) => p.containerPort === 15008)) bad.push('no port 15008');
     if (!(c.command || []).some((a) => /ambit-waypoint$/.test(a))) bad.push('does not run ambit-waypoint');
+    bad.push(...noCaKeyProblems(ps));
     return bad;
   },
 };

@@ -26,6 +26,15 @@ A test drives it through POST /_control/<verb> with a JSON body:
                                         "newline": true ends the body with a newline
   expire_continue {"resource": "pods"}  the next list page asked with a continue token is
                                         answered 410 Expired (the token outlived compaction)
+  review   {"token": "T", "user": "system:serviceaccount:NS:SA", "node": "N", "pod": "P",
+            "audiences": ["istio-ca"]}   T is a valid token for TokenReview from now on
+
+POST /apis/authentication.k8s.io/v1/tokenreviews answers as the API server does: a token
+registered with `review` whose audiences meet spec.audiences (any, when spec has none) is
+authenticated, with user.username and user.extra authentication.kubernetes.io/pod-name and
+node-name, and status.audiences; any other token gets authenticated false and an error.
+ConfigMaps: GET, PUT /api/v1/namespaces/NS/configmaps/NAME and POST /api/v1/namespaces/NS/
+configmaps (create; 409 when it exists), enough for a controller that keeps one current.
 GET /_control/stats gives request counters (list_starts: lists asked without a continue
 token, per resource; tls_failures: handshakes that failed).
 
@@ -75,11 +84,14 @@ class Cluster:
         self.state_file = state_file
         self.counters = {"lists": 0, "watches": 0, "unauthorized": 0, "gone": 0,
                          "gone_watch_http": 0, "gone_continue": 0, "tls_failures": 0,
+                         "tokenreviews": 0, "configmap_writes": 0,
                          "list_starts": {r: 0 for r in KINDS}}
         self.gone_next = {}            # resource -> its next watch gets HTTP 410 (value: the
                                        # Status body ends with a newline, as Go's encoder writes)
         self.expire_continue = set()   # resources whose next continued list page gets 410
         self.uid = 0
+        self.reviews = {}              # token -> {"user", "node", "pod", "audiences"}
+        self.configmaps = {}           # (ns, name) -> object
         if state_file and os.path.exists(state_file):
             with open(state_file) as f:
                 st = json.load(f)
@@ -224,6 +236,14 @@ class Handler(BaseHTTPRequestHandler):
         if url.path in ("/healthz", "/readyz", "/livez"):
             return self.send_json(200, {"status": "ok"})
         parts = url.path.strip("/").split("/")
+        if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "configmaps":
+            if not self.authorized():
+                return
+            with self.cluster.lock:
+                cm = self.cluster.configmaps.get((parts[3], parts[5]))
+            if cm is None:
+                return self.send_json(404, status(404, "NotFound", f'configmaps "{parts[5]}" not found'))
+            return self.send_json(200, cm)
         resource = None
         if len(parts) == 3 and parts[:2] == ["api", "v1"]:
             resource = parts[2]
@@ -352,14 +372,26 @@ class Handler(BaseHTTPRequestHandler):
                     c.watchers.remove((resource, mq))
             self.close_connection = True
 
-    def do_POST(self):
-        url = urlparse(self.path)
+    def read_body(self):
+        """The request's JSON body, or None after answering 400."""
         n = int(self.headers.get("Content-Length", "0") or 0)
         try:
-            body = json.loads(self.rfile.read(n) or b"{}")
+            return json.loads(self.rfile.read(n) or b"{}")
         except ValueError:
-            return self.send_json(400, {"error": "bad json"})
+            self.send_json(400, {"error": "bad json"})
+            return None
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        body = self.read_body()
+        if body is None:
+            return
         c = self.cluster
+        if url.path == "/apis/authentication.k8s.io/v1/tokenreviews":
+            return self.token_review(body)
+        parts = url.path.strip("/").split("/")
+        if len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "configmaps":
+            return self.configmap_write(parts[3], None, body, create=True)
         verb = url.path[len("/_control/"):] if url.path.startswith("/_control/") else None
         silent = bool(body.get("silent"))
         if verb == "apply":
@@ -402,7 +434,73 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "token":
             c.token = body.get("token")
             return self.send_json(200, {})
+        if verb == "review":
+            with c.lock:
+                c.reviews[body["token"]] = body
+            return self.send_json(200, {})
         return self.send_json(404, {"error": "unknown control verb"})
+
+    def do_PUT(self):
+        url = urlparse(self.path)
+        body = self.read_body()
+        if body is None:
+            return
+        parts = url.path.strip("/").split("/")
+        if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "configmaps":
+            return self.configmap_write(parts[3], parts[5], body, create=False)
+        return self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
+
+    def configmap_write(self, ns, name, body, create):
+        if not self.authorized():
+            return
+        c = self.cluster
+        name = name or body.get("metadata", {}).get("name")
+        if body.get("kind") != "ConfigMap" or not name:
+            return self.send_json(400, status(400, "BadRequest", "not a ConfigMap"))
+        with c.lock:
+            exists = (ns, name) in c.configmaps
+            if create and exists:
+                return self.send_json(409, status(409, "AlreadyExists", f'configmaps "{name}" already exists'))
+            if not create and not exists:
+                return self.send_json(404, status(404, "NotFound", f'configmaps "{name}" not found'))
+            c.rv += 1
+            obj = copy.deepcopy(body)
+            obj.setdefault("metadata", {}).update({"name": name, "namespace": ns,
+                                                   "resourceVersion": str(c.rv)})
+            c.configmaps[(ns, name)] = obj
+            c.counters["configmap_writes"] += 1
+        return self.send_json(201 if create else 200, obj)
+
+    def token_review(self, body):
+        if not self.authorized():
+            return
+        c = self.cluster
+        spec = body.get("spec", {})
+        want = spec.get("audiences") or []
+        with c.lock:
+            c.counters["tokenreviews"] += 1
+            r = c.reviews.get(spec.get("token"))
+        st = {"authenticated": False}
+        if r is None:
+            st["error"] = "[invalid bearer token, square/go-jose: error in cryptographic primitive]"
+        else:
+            auds = [a for a in r.get("audiences", []) if not want or a in want]
+            if not auds:
+                st["error"] = (f"[invalid bearer token, token audiences {r.get('audiences')} is "
+                               f"invalid for the target audiences {want}]")
+            else:
+                extra = {}
+                if r.get("pod"):
+                    extra["authentication.kubernetes.io/pod-name"] = [r["pod"]]
+                if r.get("node"):
+                    extra["authentication.kubernetes.io/node-name"] = [r["node"]]
+                st = {"authenticated": True, "audiences": auds,
+                      "user": {"username": r["user"], "uid": "uid-" + r["user"],
+                               "groups": ["system:serviceaccounts", "system:authenticated"],
+                               "extra": extra}}
+        out = {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+               "metadata": {"creationTimestamp": None}, "spec": spec, "status": st}
+        return self.send_json(201, out)
 
 
 class Server(ThreadingHTTPServer):

@@ -167,6 +167,55 @@ TEST(redirect_sysctl_dir)
 	}
 }
 
+TEST(ca_client_keys)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"address\":"
+		  "\"https://istiod.istio-system.svc:15012\",\"cert\":\"/etc/ambit/root/root-cert.pem\","
+		  "\"token_file\":\"/var/run/secrets/tokens/istio-token\"}}");
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.ca_address, "https://istiod.istio-system.svc:15012");
+	CHECK_EQ_STR(c.ca_cert, "/etc/ambit/root/root-cert.pem");
+	CHECK_EQ_STR(c.ca_token_file, "/var/run/secrets/tokens/istio-token");
+	json_t *j = config_to_json(&c);
+	json_t *ca = json_object_get(j, "ca");
+	CHECK(json_is_null(json_object_get(ca, "key")));	/* no key in CA-client mode */
+	CHECK_EQ_STR(json_string_value(json_object_get(ca, "address")),
+		     "https://istiod.istio-system.svc:15012");
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+
+	/* Defaults: development mode (no address), Istio's token path. */
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK(c.ca_address == NULL);
+	CHECK_EQ_STR(c.ca_token_file, "/var/run/secrets/tokens/istio-token");
+	config_fini(&c);
+
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"address\":"
+	       "\"http://istiod:15012\"}}", "ca.address: 'http://istiod:15012' must be https://HOST[:PORT]");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"address\":"
+	       "\"https://ca:15012\",\"key\":\"/k\"}}", "ca.key: ca.key (signing inside the agent, "
+	       "development only) and ca.address exclude each other");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"adress\":"
+	       "\"https://ca\"}}", "ca.adress: unknown key");
+
+	/* CA_ADDRESS, as ztunnel reads it, wins over the file (the istiod component sets it). */
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"ca\":{\"address\":\"https://ambit-ca:15012\"}}");
+	setenv("CA_ADDRESS", "https://istiod.istio-system.svc:15012", 1);
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.ca_address, "https://istiod.istio-system.svc:15012");
+	config_fini(&c);
+	setenv("CA_ADDRESS", "istiod:15012", 1);
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\"}",
+	       "CA_ADDRESS: 'istiod:15012' must be https://HOST[:PORT]");
+	unsetenv("CA_ADDRESS");
+	unlink(path);
+}
+
 TEST(env_overrides_node)
 {
 	struct config c;
