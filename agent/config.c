@@ -18,6 +18,7 @@ int config_init(struct config *c, enum config_role role)
 	memset(c, 0, sizeof(*c));
 	c->path = strdup("");
 	c->trust_domain = strdup("cluster.local");
+	c->root_namespace = strdup("istio-system");
 	c->ca_cert = strdup("/etc/ambit/ca/ca.crt");
 	c->ca_key = strdup("/etc/ambit/ca/ca.key");
 	c->discovery_source = DISCOVERY_FILE;
@@ -49,7 +50,7 @@ int config_init(struct config *c, enum config_role role)
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
-	if (!c->path || !c->trust_domain || !c->ca_cert || !c->ca_key || !c->discovery_file ||
+	if (!c->path || !c->trust_domain || !c->root_namespace || !c->ca_cert || !c->ca_key || !c->discovery_file ||
 	    !c->kube_token_file || !c->kube_ca_file || !c->otlp_protocol || !c->redirect_pin_dir ||
 	    !c->admin_address || !c->waypoint_lb) {
 		config_fini(c);
@@ -75,6 +76,7 @@ void config_fini(struct config *c)
 	free(c->node_name);
 	free(c->node_ip);
 	free(c->trust_domain);
+	free(c->root_namespace);
 	free(c->ca_cert);
 	free(c->ca_key);
 	free(c->discovery_file);
@@ -280,11 +282,11 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 
 int config_load(struct config *c, enum config_role role, const char *path, char *err, size_t errlen)
 {
-	static const char *const agent_keys[] = { "node_name", "node_ip", "trust_domain", "ca",
-		"discovery", "tracing", "log", "redirect", "proxy", "hbone", "admin_address", NULL };
+	static const char *const agent_keys[] = { "node_name", "node_ip", "trust_domain",
+		"root_namespace", "ca", "discovery", "tracing", "log", "redirect", "proxy", "hbone", "admin_address", NULL };
 	static const char *const wp_keys[] = { "name", "namespace", "node_name", "node_ip",
-		"trust_domain", "ca", "discovery", "tracing", "log", "proxy", "hbone",
-		"admin_address", "load_balancing", NULL };
+		"trust_domain", "root_namespace", "ca", "discovery", "tracing", "log", "proxy",
+		"hbone", "admin_address", "load_balancing", NULL };
 	static const char *const lbs[] = { "round_robin", "least_request", NULL };
 	json_error_t jerr;
 	json_t *root;
@@ -317,6 +319,8 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 		rc = jx_str(&j, root, "node_ip", false, 64, &c->node_ip);
 	if (!rc)
 		rc = jx_str(&j, root, "trust_domain", false, 255, &c->trust_domain);
+	if (!rc)
+		rc = jx_str(&j, root, "root_namespace", false, 63, &c->root_namespace);
 	if (!rc)
 		rc = jx_str(&j, root, "admin_address", false, 64, &c->admin_address);
 	if (!rc && role == CONFIG_ROLE_WAYPOINT) {
@@ -393,6 +397,15 @@ int config_validate(const struct config *c, enum config_role role, char *err, si
 		snprintf(err, errlen, "%s: name and namespace: required for ambit-waypoint", p);
 		return -EINVAL;
 	}
+	/* A Kubernetes namespace name (RFC 1123 label): the root namespace of Istio's objects. */
+	for (const char *s = c->root_namespace; *s || s == c->root_namespace; s++) {
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+		      (*s == '-' && s != c->root_namespace && s[1]))) {
+			snprintf(err, errlen, "%s: root_namespace: '%s' is not a namespace name "
+				 "(a-z 0-9 -, at most 63)", p, c->root_namespace);
+			return -EINVAL;
+		}
+	}
 	for (const char *s = c->trust_domain; *s; s++) {
 		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '.' || *s == '-' ||
 		      *s == '_')) {
@@ -419,13 +432,14 @@ json_t *config_to_json(const struct config *c)
 	for (int i = 0; headers && i < c->notlp_headers; i++)
 		json_object_set_new(headers, c->otlp_headers[i].key, json_string("<redacted>"));
 	return json_pack(
-		"{s:s, s:s?, s:s?, s:s, s:s, s:{s:s, s:s},"
+		"{s:s, s:s?, s:s?, s:s, s:s, s:s, s:{s:s, s:s},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:i, s:i},"
 		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:s?, s:s?, s:s}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
-		"trust_domain", c->trust_domain, "admin_address", c->admin_address,
+		"trust_domain", c->trust_domain, "root_namespace", c->root_namespace,
+		"admin_address", c->admin_address,
 		"ca", "cert", c->ca_cert, "key", c->ca_key,
 		"discovery", "source", c->discovery_source == DISCOVERY_FILE ? "file" : "kubernetes",
 		"file", c->discovery_file, "kubernetes", "api_server", c->kube_api_server,

@@ -31,6 +31,7 @@ struct config {
 	char *node_name;
 	char *node_ip;
 	char *trust_domain;
+	char *root_namespace;		/* Istio's root namespace (istio-system): mesh-wide objects */
 	char *ca_cert;
 	char *ca_key;
 

@@ -38,6 +38,7 @@ TEST(contract_example_loads)
 	CHECK_EQ_STR(c.otlp_endpoint, "http://127.0.0.1:4317");
 	CHECK_EQ_INT(c.max_queue_size, 2048);
 	CHECK_EQ_INT(c.hbone_max_streams, 100);
+	CHECK_EQ_STR(c.root_namespace, "istio-system");
 	json_t *j = config_to_json(&c);
 	CHECK(j != NULL);
 	json_decref(j);
@@ -86,6 +87,26 @@ TEST(errors_name_file_key_value)
 	       "admin_address: '0.0.0.0:15000' is not a loopback address");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"[fd00::1]:15000\"}",
 	       "is not a loopback address");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"root_namespace\":\"Istio_System\"}",
+	       "root_namespace: 'Istio_System' is not a namespace name");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"root_namespace\":\"\"}",
+	       "root_namespace: must not be empty");
+}
+
+TEST(root_namespace_set)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"root_namespace\":\"mesh-root\"}");
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(config_validate(&c, CONFIG_ROLE_AGENT, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.root_namespace, "mesh-root");
+	json_t *j = config_to_json(&c);
+	CHECK_EQ_STR(json_string_value(json_object_get(j, "root_namespace")), "mesh-root");
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
 }
 
 TEST(env_overrides_node)
