@@ -330,6 +330,7 @@ static int load_mesh(struct telemetry_set *s, const json_t *mc)
 		const struct telemetry_provider *p = name ? provider_by_name(s, name) : NULL;
 		if (p) {
 			s->default_provider = p;
+			s->providers[p - s->providers].in_use = true;
 			break;
 		}
 		diag(s, "mesh_config: defaultProviders.tracing[%zu]: '%s' %s; skipped", i,
@@ -556,6 +557,9 @@ done:
 		obj_fini(o);
 		return rc == -ENOMEM ? rc : 0;
 	}
+	for (int k = 0; k < o->nentries; k++)
+		if (o->entries[k].provider)
+			s->providers[o->entries[k].provider - s->providers].in_use = true;
 	s->nobjs++;
 	return 0;
 }

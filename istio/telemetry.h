@@ -37,6 +37,7 @@ struct telemetry_provider {
 	struct telemetry_header *headers;	/* http.headers or grpc.initialMetadata */
 	int nheaders;
 	char *endpoint;		/* "http://host:port[path]": the exporter's URL */
+	bool in_use;		/* defaultProviders.tracing's, or named by a Telemetry in the set */
 };
 
 enum telemetry_tag_kind {

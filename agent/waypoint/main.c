@@ -216,7 +216,8 @@ static struct httpd *start_httpd(struct wpd *d, const char *what, const struct s
 
 static int run(struct wpd *d)
 {
-	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name };
+	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name,
+				     .root_ns = d->cfg.root_namespace };
 	struct sockaddr_storage any, ss;
 	sigset_t mask;
 	int sfd = -1, rc = -EIO;
@@ -325,7 +326,7 @@ out:
 		loop_stop(d->loop);
 		waypoint_free(d->wp);
 	}
-	telemetry_fini();
+	telemetry_fini(otlp_tracer_flush_budget_ms(d->tracer));
 	otlp_tracer_free(d->tracer);
 	runtime_identity_stop(&d->id);
 	if (sfd >= 0) {

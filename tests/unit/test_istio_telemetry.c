@@ -233,6 +233,8 @@ TEST(http_and_grpc_providers)
 	CHECK_EQ_STR(p->headers[0].name, "x-tenant");
 	p = telemetry_set_provider(s, 1);
 	CHECK_EQ_STR(p->endpoint, "http://c2:4318/v1/traces");	/* the OTLP default path */
+	CHECK(!p->in_use);	/* neither the default nor named by a Telemetry */
+	CHECK(telemetry_set_provider(s, 0)->in_use && telemetry_set_provider(s, 2)->in_use);
 	p = telemetry_set_provider(s, 2);
 	CHECK(!p->http);
 	CHECK(!p->path);
