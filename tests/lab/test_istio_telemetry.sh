@@ -8,7 +8,9 @@
 # lab's model to a pod running tests/node/otlp_sink.js (an independent receiver). Checked: tagged
 # linked spans at that receiver; a namespace Telemetry with randomSamplingPercentage 0 silences
 # that namespace only; a provider change at runtime moves export to another receiver (OTLP/HTTP,
-# with an environment tag and its default); ambitctl telemetry names the sources; clean exits.
+# with an environment tag and its default); ambitctl telemetry names the sources and warns about
+# a bad Telemetry; clean exits. Then the Kubernetes path: the same objects (Telemetry v1alpha1,
+# the istio ConfigMap's YAML) from the test API server (tests/tools/fake_apiserver.py).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -215,16 +217,95 @@ check "ambitctl telemetry warns about the unknown provider, naming object and fi
 check "... and default keeps the mesh-wide settings" \
 	telemetry_is "default/$W11" '.workloads[0].outbound.provider == "otel-b"'
 
-# in this shell: the agents are its children
-if agents_stop >"$logs/stop.out" 2>&1; then
-	ok "agents exit cleanly"
+# stop_check TITLE: agents_stop as a check, in this shell (the agents are its children).
+stop_check() {
+	if agents_stop >"$logs/stop.out" 2>&1; then
+		ok "$1"
+	else
+		fail "$1"; sed 's/^/#   /' "$logs/stop.out"
+	fi
+}
+stop_check "agents exit cleanly"
+
+# ---- 5. the Kubernetes path: the same objects from the test API server ----
+# Node 1's agent watches tests/tools/fake_apiserver.py: the pods, the receiver's Service, the
+# mesh-wide Telemetry (telemetry.istio.io/v1alpha1 only, as an older Istio serves it) and the
+# istio ConfigMap of istio-system whose `mesh` key is the homelab's MeshConfig in YAML.
+# Node 2's agent keeps file discovery (the same cluster facts, no Istio objects: its own
+# fallback, which has no tracing keys either, exports nowhere that matters here).
+model 'del(.mesh_config) | .resources = []'
+api_pid=""
+api() { pod_exec "$lab" n1 curl -fsS -m 10 -X POST --data "$2" "http://127.0.0.1:16080/_control/$1" >/dev/null; }
+pod_spawn "$lab" n1 "$logs/api.log" python3 "$LAB_TOP/tests/tools/fake_apiserver.py" --bind 127.0.0.1 \
+	--port 16080
+api_pid=$SPAWNED_PID
+wait_port "$lab" n1 16080
+api crd '{"resource": "telemetries", "versions": ["v1alpha1"]}'
+api apply '{"resource": "namespaces", "object": {"metadata": {"name": "default", "labels": {"istio.io/dataplane-mode": "ambient"}}}}'
+api apply '{"resource": "namespaces", "object": {"metadata": {"name": "monitoring"}}}'
+for k in 1 2; do
+	api apply "{\"resource\": \"nodes\", \"object\": {\"metadata\": {\"name\": \"$lab-n$k\"}, \"status\": {\"addresses\": [{\"type\": \"InternalIP\", \"address\": \"$(lab_node_ip $k)\"}]}}}"
+done
+kpod() { # NS NAME NODE IP LABELS: the service account as the workloads file has it (identities match)
+	api apply "{\"resource\": \"pods\", \"object\": {\"metadata\": {\"name\": \"$2\", \"namespace\": \"$1\", \"labels\": $5},
+		\"spec\": {\"nodeName\": \"$3\", \"serviceAccountName\": \"$(jq -r --arg n "$2" '.workloads[] | select(.name == $n) | .service_account' "$LAB_WORKLOADS")\", \"containers\": [{\"name\": \"c\", \"image\": \"i\"}]},
+		\"status\": {\"phase\": \"Running\", \"podIP\": \"$4\", \"podIPs\": [{\"ip\": \"$4\"}]}}}"
+}
+kpod default "$W11" "$lab-n1" "$(lab_pod_ip 1 1)" '{"app": "app-1"}'
+kpod default "$(lab_var N2_P1_NAME)" "$lab-n2" "$P21" '{"app": "app-1"}'
+kpod monitoring "$(lab_var N2_P3_NAME)" "$lab-n2" "$P23" '{"app": "alloy"}'
+api apply "{\"resource\": \"services\", \"object\": {\"metadata\": {\"name\": \"k8s-monitoring-alloy-receiver\", \"namespace\": \"monitoring\"},
+	\"spec\": {\"clusterIP\": \"$SVC.9.1\", \"clusterIPs\": [\"$SVC.9.1\"], \"selector\": {\"app\": \"alloy\"},
+	\"ports\": [{\"name\": \"grpc\", \"port\": 4317, \"targetPort\": 4317}]}}}"
+api apply "$(jq -c '{resource: "telemetries", object: .}' <<<"$TELEMETRY")"
+MESH_YAML='enableTracing: true
+defaultConfig:
+  tracing:
+    sampling: 100.0
+defaultProviders:
+  tracing:
+  - otel
+extensionProviders:
+- name: otel
+  opentelemetry:
+    port: 4317
+    service: k8s-monitoring-alloy-receiver.monitoring.svc.cluster.local'
+api apply "$(jq -nc --arg m "$MESH_YAML" '{resource: "configmaps", object: {metadata: {name: "istio", namespace: "istio-system"}, data: {mesh: $m}}}')"
+jq '.discovery = {source: "kubernetes", kubernetes: {api_server: "http://127.0.0.1:16080",
+	token_file: "/nonexistent/token", ca_file: "/nonexistent/ca.crt"}}' "$logs/node1.json" >"$LAB_ROOT/$lab/node1.json"
+: >"$A"
+if lab_start_agent "$lab" 1 && lab_start_agent "$lab" 2; then
+	ok "kubernetes: node 1's agent starts with the API's objects (no tracing key)"
 else
-	fail "agents exit cleanly"; sed 's/^/#   /' "$logs/stop.out"
+	fail "kubernetes: node 1's agent starts with the API's objects (no tracing key)"
 fi
+check "kubernetes: ambitctl telemetry: provider otel from the ConfigMap, tags from Telemetry v1alpha1" \
+	telemetry_is "default/$W11" '.workloads[0] | .source == "istio" and .outbound.provider == "otel"
+		and .outbound.from.custom_tags == "Telemetry istio-system/mesh-default"'
+check "kubernetes: the provider's Service resolved through the API's endpoints" \
+	export_url_is otel "http://$P23:4317"
+discovery_is() { # JQ over node 1's /config_dump .discovery_status.resources; shown when false
+	local j
+	j=$(pod_exec "$lab" n1 curl -fsS http://127.0.0.1:15000/config_dump | jq '.discovery_status.resources')
+	jq -e "$1" <<<"$j" >/dev/null || { echo "$j"; return 1; }
+}
+check "kubernetes: the discovery status shows the Telemetry CRD served at v1alpha1, the policy CRDs at v1" \
+	discovery_is '.telemetries.path == "/apis/telemetry.istio.io/v1alpha1/telemetries" and
+		.meshconfig.objects == 1 and .authorizationpolicies.absent == false'
+check "kubernetes: the model has the Telemetry and the MeshConfig" sh -c \
+	"nsenter --net=/run/netns/$lab-n1 curl -fsS http://127.0.0.1:15000/workloads >/dev/null"
+check "kubernetes: a connection n1-p1 -> n2-p1 goes through" client n1-p1 "$P21" 7000
+check "kubernetes: node 1's outbound span reaches the alloy receiver, tagged" wait_count "$A" \
+	"($SEL_OUT) and .resource[\"k8s.node.name\"] == \"$lab-n1\" and .attributes.cluster_name == \"homelab\" and .attributes.environment == \"development\" and .proto == \"grpc\"" 1
+# a namespace Telemetry through the API silences default, at run time
+api apply '{"resource": "telemetries", "object": {"apiVersion": "telemetry.istio.io/v1alpha1", "kind": "Telemetry", "metadata": {"name": "off", "namespace": "default"}, "spec": {"tracing": [{"randomSamplingPercentage": 0}]}}}'
+check "kubernetes: a namespace Telemetry from the API applies without a restart" \
+	telemetry_is "default/$W11" '.workloads[0].outbound | .sampling == 0 and .from.sampling == "Telemetry default/off"'
+stop_check "kubernetes: agents exit cleanly"
 if [ "$LAB_FAILED" -gt 0 ]; then
 	for k in 1 2; do
 		note "agent $k's tracing lines:"
-		grep -i 'tracing' "$LAB_ROOT/$lab/agent$k.log" | tail -20 | sed 's/^/#   /'
+		grep -i 'tracing\|kube' "$LAB_ROOT/$lab/agent$k.log" | tail -20 | sed 's/^/#   /'
 	done
 fi
 lab_result
