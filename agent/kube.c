@@ -699,10 +699,12 @@ static int meshcfg_parse(const json_t *obj, struct kobj *o, bool *keep)
 }
 
 static const struct res_desc res_descs[KUBE_RES_COUNT] = {
-	[KUBE_RES_PODS] = { "pods", "/api/v1/pods", true, pod_parse, pod_fini },
-	[KUBE_RES_SERVICES] = { "services", "/api/v1/services", true, svc_parse, svc_fini },
-	[KUBE_RES_NAMESPACES] = { "namespaces", "/api/v1/namespaces", false, ns_parse, ns_fini },
-	[KUBE_RES_NODES] = { "nodes", "/api/v1/nodes", false, node_parse, node_fini },
+	[KUBE_RES_PODS] = { "pods", "/api/v1/pods", true, pod_parse, pod_fini, NULL, NULL, false },
+	[KUBE_RES_SERVICES] = { "services", "/api/v1/services", true, svc_parse, svc_fini, NULL, NULL,
+				false },
+	[KUBE_RES_NAMESPACES] = { "namespaces", "/api/v1/namespaces", false, ns_parse, ns_fini, NULL,
+				  NULL, false },
+	[KUBE_RES_NODES] = { "nodes", "/api/v1/nodes", false, node_parse, node_fini, NULL, NULL, false },
 	[KUBE_RES_AUTHZ_POLICIES] = { "authorizationpolicies",
 		"/apis/security.istio.io/v1/authorizationpolicies", true, istio_parse, json_fini,
 		"/apis/security.istio.io/v1beta1/authorizationpolicies", NULL, true },

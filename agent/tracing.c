@@ -34,12 +34,13 @@ struct tracing_state {
 };
 
 static struct {
+	pthread_mutex_t build_lock;	/* one rebuild at a time, and none during fini */
 	pthread_mutex_t lock;
 	bool active;
 	struct otlp_tracer *tracer;
 	char *root_ns;
 	struct tracing_state *cur;	/* under lock */
-} T = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} T = { .build_lock = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void state_unref(struct tracing_state *st)
 {
@@ -271,16 +272,15 @@ fail:
 	return NULL;
 }
 
-static void on_model(struct model *m, void *arg)
+static void rebuild(struct model *m)
 {
 	struct tracing_state *old, *st;
-	(void)arg;
 
 	pthread_mutex_lock(&T.lock);
 	old = T.cur;
 	bool active = T.active;
 	pthread_mutex_unlock(&T.lock);
-	/* only this (discovery) thread replaces T.cur, so old stays valid here */
+	/* only rebuild (under build_lock) replaces T.cur, so old stays valid here */
 	if (!active)
 		return;
 	if (old && json_equal(old->mesh_config, m->mesh_config) &&
@@ -299,6 +299,15 @@ static void on_model(struct model *m, void *arg)
 	T.cur = st;
 	pthread_mutex_unlock(&T.lock);
 	state_unref(old);
+}
+
+/* Model listener (discovery thread; tracing_init's thread for the first). */
+static void on_model(struct model *m, void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&T.build_lock);
+	rebuild(m);
+	pthread_mutex_unlock(&T.build_lock);
 }
 
 int tracing_init(const struct tracing_opts *o)
@@ -324,16 +333,18 @@ void tracing_fini(uint32_t drain_ms)
 {
 	struct tracing_state *st;
 
+	pthread_mutex_lock(&T.build_lock);
 	pthread_mutex_lock(&T.lock);
 	T.active = false;
 	st = T.cur;
 	T.cur = NULL;
 	pthread_mutex_unlock(&T.lock);
+	free(T.root_ns);
+	T.root_ns = NULL;
+	pthread_mutex_unlock(&T.build_lock);
 	state_unref(st);
 	if (otlp_sinks_wait_retired(drain_ms))
 		pr_warn("tracing: provider exporters did not drain within %u ms", drain_ms);
-	free(T.root_ns);
-	T.root_ns = NULL;
 }
 
 /* Copies s[0..n) into p's buffer, NUL-terminated; NULL when it is full. */

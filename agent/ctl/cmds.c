@@ -765,10 +765,11 @@ static const char *from_str(const json_t *from, char *buf, size_t len)
 static int render_telemetry(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
 {
 	static const struct tbl_col cols[] = {
-		{ "WORKLOAD", 16, TBL_KEEP_START, false, 0 }, { "DIRECTION", 9, TBL_KEEP_START, false, 0 },
+		/* namespace/pod fits whole in 80 columns; tags and sources give way first */
+		{ "WORKLOAD", 24, TBL_KEEP_START, false, 0 }, { "DIRECTION", 9, TBL_KEEP_START, false, 0 },
 		{ "PROVIDER", 8, TBL_KEEP_START, false, 0 }, { "SAMPLING", 8, TBL_KEEP_START, true, 0 },
-		{ "REPORTING", 9, TBL_KEEP_START, false, 0 }, { "TAGS", 12, TBL_KEEP_START, false, 2 },
-		{ "FROM", 12, TBL_KEEP_START, false, 1 },
+		{ "REPORTING", 9, TBL_KEEP_START, false, 0 }, { "TAGS", 6, TBL_KEEP_START, false, 2 },
+		{ "FROM", 6, TBL_KEEP_START, false, 1 },
 	};
 	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
 	size_t n, i;
@@ -795,6 +796,9 @@ static int render_telemetry(struct ctl *c, const struct ctl_admin *a, const json
 	}
 	free(v);
 	rc = print_tbl(t, c);
+	if (json_array_size(json_object_get(ans, "providers")) ||
+	    json_array_size(json_object_get(ans, "diagnostics")))
+		putchar('\n');
 	json_array_foreach(json_object_get(ans, "providers"), i, p)
 		printf("provider %s: %s %s%s, exported %lld, dropped %lld, failed %lld, queued %lld\n",
 		       jstr(p, "name"), jstr(p, "protocol"), jstr(p, "endpoint"),
