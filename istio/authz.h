@@ -72,14 +72,15 @@ struct authz_conn {
 	 * Policies compare principals without "spiffe://"; namespaces and serviceAccounts use
 	 * its ns and sa parts. An ID not in that shape matches principals only. */
 	const char *src_identity;
-	const struct authz_workload *dst_workload;	/* required at L4 */
+	const struct authz_workload *dst_workload;	/* L4: NULL = not a known workload
+							 * (only mesh-wide objects apply) */
 };
 
 /* One HTTP request at the waypoint (L7), on top of its connection's facts. */
 struct authz_request {
 	const char *method;		/* ":method" / request line */
 	const char *path;		/* ":path" with its query (the query is not matched) */
-	const char *host;		/* ":authority" / Host, port included when present */
+	const char *host;		/* ":authority" / Host as sent (a port is part of it) */
 	const char *request_principal;	/* "iss/sub" from a validated JWT; NULL: none */
 	const struct sockaddr_storage *remote_ip;	/* X-Forwarded-For origin; NULL = src */
 	const char *sni;		/* connection.sni; NULL: none */
@@ -178,7 +179,8 @@ char *authz_result_str(const struct authz_result *r, char *buf, size_t len);
  * ("applied", "converted", "previous" = this version refused, the previous in force,
  * "refused", "unsupported", "ignored" = not for the node agent), "rules" (count),
  * "diagnostics" [{"severity","kind","path","message"}], "workloads" (when ws is given:
- * "NS/NAME" of those it applies to at L4, at most 100, and "workloads_total")}.
+ * "NS/NAME" of those it applies to at L4, at most 100, and "workloads_total"; for a
+ * PeerAuthentication, those it is the one in effect for at its level)}.
  * ws[0..nws) may be NULL/0. New reference; NULL on ENOMEM. */
 json_t *authz_set_to_json(const struct authz_set *s, const struct authz_workload *ws, int nws);
 /* One verdict as JSON for `policies check`: {"verdict","reason","message","policy",
