@@ -55,16 +55,25 @@ client() { # FROM TO PORT: one connection, 100 bytes each way
 	pod_exec "$lab" "$1" "$TCPKIT" client --to "$2:$3" --timeout 20 --mode halfclose \
 		--bytes 100 --reply 100
 }
-ctl() { pod_exec "$lab" n1 "$CTL" "$@"; }
-# telemetry_is NS/NAME JQ: until node 1's `ambitctl telemetry --workload` answer satisfies JQ.
+ctl() { pod_exec "$lab" "${CTL_NODE:-n1}" "$CTL" "$@"; }
+# telemetry_is NS/NAME JQ: until both agents' `ambitctl telemetry --workload` answer satisfies
+# JQ (each agent reloads the workloads file on its own: a change is in force once both have it).
+TELEMETRY_NODES="n1 n2"
 telemetry_is() {
-	local i
-	for i in $(seq 50); do
-		ctl telemetry --workload "$1" -o json 2>/dev/null | jq -e "$2" >/dev/null && return 0
-		sleep 0.2
+	local i k good
+	for k in $TELEMETRY_NODES; do
+		good=""
+		for i in $(seq 50); do
+			if CTL_NODE=$k ctl telemetry --workload "$1" -o json 2>/dev/null | jq -e "$2" >/dev/null; then
+				good=1
+				break
+			fi
+			sleep 0.2
+		done
+		[ -n "$good" ] && continue
+		CTL_NODE=$k ctl telemetry --workload "$1" -o json | sed 's/^/#   /' >&2 || true
+		return 1
 	done
-	ctl telemetry --workload "$1" -o json | sed 's/^/#   /' >&2 || true
-	return 1
 }
 # model JQ: rewrites the lab's workloads file through JQ (the agents reload it within 1 s).
 model() {
@@ -271,6 +280,7 @@ extensionProviders:
     port: 4317
     service: k8s-monitoring-alloy-receiver.monitoring.svc.cluster.local'
 api apply "$(jq -nc --arg m "$MESH_YAML" '{resource: "configmaps", object: {metadata: {name: "istio", namespace: "istio-system"}, data: {mesh: $m}}}')"
+TELEMETRY_NODES=n1	# node 2 keeps file discovery, without the Istio objects
 jq '.discovery = {source: "kubernetes", kubernetes: {api_server: "http://127.0.0.1:16080",
 	token_file: "/nonexistent/token", ca_file: "/nonexistent/ca.crt"}}' "$logs/node1.json" >"$LAB_ROOT/$lab/node1.json"
 : >"$A"
