@@ -22,7 +22,7 @@ Q := @
 msg = @printf '  %-8s %s\n' $(1) $(2)
 endif
 
-PKGS := libbpf libnl-3.0 libnl-route-3.0 openssl libnghttp2 libprotobuf-c libcurl jansson
+PKGS := libbpf libnl-3.0 libnl-route-3.0 openssl libnghttp2 libprotobuf-c libcurl jansson yaml-0.1
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lelf -lz -lpthread
 

@@ -8,6 +8,7 @@
 #include "agent/metrics.h"
 #include "agent/redirect.h"
 #include "agent/telemetry.h"
+#include "agent/tracing.h"
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -160,6 +161,30 @@ static void get_spans(struct agent *a, const struct httpd_request *req, struct h
 	reply_json(resp, 200, telemetry_spans_json(tid[0] ? tid : NULL, (size_t)limit));
 }
 
+/* /telemetry[?workload=NS/NAME]: the tracing settings in force (agent/tracing.h), for the
+ * workloads of this node or for the one named (any node). */
+static void get_telemetry(struct agent *a, const struct httpd_request *req,
+			  struct httpd_response *resp)
+{
+	char wl[512] = "";
+	char *slash = NULL;
+	struct model *m;
+
+	if (httpd_query_get(req->query, "workload", wl, sizeof(wl)) == 0 &&
+	    (!(slash = strchr(wl, '/')) || slash == wl || !slash[1])) {
+		reply_error(resp, 400, "workload must be NAMESPACE/NAME");
+		return;
+	}
+	if (slash)
+		*slash = '\0';
+	m = model_current();
+	json_t *j = tracing_to_json(m, a->cfg.node_name, slash ? wl : NULL, slash ? slash + 1 : NULL);
+	if (j)
+		json_object_set_new(j, "generation", json_integer((json_int_t)m->generation));
+	model_unref(m);
+	reply_json(resp, 200, j);
+}
+
 static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
 	json_t *j = config_to_json(&a->cfg);
@@ -238,6 +263,7 @@ static const struct {
 	{ "/certificates", get_certificates, false },
 	{ "/hbone", get_hbone, false },
 	{ "/spans", get_spans, false },
+	{ "/telemetry", get_telemetry, false },
 	{ "/config_dump", get_config, false },
 	{ "/logging", logging, true },
 	{ "/stats", get_stats, false },

@@ -8,6 +8,7 @@
 #include "common/labels.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/yamljson.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -93,6 +94,8 @@ struct kobj {
 		struct ksvc svc;
 		struct kns ns;
 		struct knode node;
+		json_t *json;	/* Istio kinds: the object as listed (managedFields and status
+				 * dropped); the ConfigMap: its MeshConfig as JSON (NULL: bad YAML) */
 	} u;
 };
 
@@ -116,6 +119,8 @@ enum watch_abort {
 struct kres {
 	struct kube_discovery *kd;
 	enum kube_res id;
+	char *paths[2];			/* the API paths to try, newest version first */
+	int npaths, ver;		/* paths[ver] is in use */
 	pthread_t thread;
 	bool started;
 	struct kmap store;		/* under kd->lock */
@@ -152,10 +157,14 @@ struct kube_discovery {
 
 struct res_desc {
 	const char *name;
-	const char *path;
+	const char *path;	/* for the ConfigMap a format taking the root namespace */
 	bool namespaced;
 	int (*parse)(const json_t *obj, struct kobj *o, bool *keep);
 	void (*fini)(struct kobj *o);
+	/* Istio kinds */
+	const char *old_path;	/* the older version, tried when path answers 404 */
+	const char *query;	/* extra list/watch parameters ("fieldSelector=...") */
+	bool optional;		/* 404 (no CRD) or 403: no objects, asked again slowly */
 };
 
 static const struct res_desc res_descs[KUBE_RES_COUNT];
@@ -639,11 +648,77 @@ static int node_parse(const json_t *obj, struct kobj *o, bool *keep)
 	return 0;
 }
 
+static void json_fini(struct kobj *o)
+{
+	json_decref(o->u.json);
+}
+
+/* An Istio object, kept whole (the istio/ modules judge it) minus what they never read. */
+static int istio_parse(const json_t *obj, struct kobj *o, bool *keep)
+{
+	json_t *meta;
+	int err;
+	*keep = false;
+	if ((err = kobj_init_key(obj, true, o)))
+		return err;
+	if (!jstr(obj, "apiVersion") || !jstr(obj, "kind")) {
+		/* the API sends both for custom resources; the model needs them */
+		pr_warn_rl("kube: %s without apiVersion or kind; ignored", o->key);
+		return 0;
+	}
+	if (!(o->u.json = json_deep_copy(obj)))
+		return -ENOMEM;
+	json_object_del(o->u.json, "status");
+	if ((meta = json_object_get(o->u.json, "metadata")))
+		json_object_del(meta, "managedFields");
+	*keep = true;
+	return 0;
+}
+
+/* The `istio` ConfigMap: its `mesh` key (YAML) as JSON; absent: an empty MeshConfig. Bad YAML
+ * is kept as NULL (no MeshConfig) with a warning, so one bad edit does not stop discovery. */
+static int meshcfg_parse(const json_t *obj, struct kobj *o, bool *keep)
+{
+	const char *mesh = jstr(json_object_get(obj, "data"), "mesh");
+	char err[200];
+	int rc;
+	*keep = false;
+	if ((rc = kobj_init_key(obj, true, o)))
+		return rc;
+	if (strcmp(o->name, "istio") != 0)
+		return 0;	/* not ours (the field selector asks only for it) */
+	errno = 0;
+	o->u.json = mesh ? yaml_to_json(mesh, strlen(mesh), err, sizeof(err)) : json_object();
+	if (!o->u.json && (!mesh || errno == ENOMEM))
+		return -ENOMEM;
+	if (!o->u.json)
+		pr_warn("kube: ConfigMap %s/istio: data.mesh: %s; MeshConfig ignored", o->ns, err);
+	else if (!json_is_object(o->u.json)) {
+		pr_warn("kube: ConfigMap %s/istio: data.mesh is not a mapping; MeshConfig ignored", o->ns);
+		json_decref(o->u.json);
+		o->u.json = NULL;
+	}
+	*keep = true;
+	return 0;
+}
+
 static const struct res_desc res_descs[KUBE_RES_COUNT] = {
-	[KUBE_RES_PODS] = { "pods", "/api/v1/pods", true, pod_parse, pod_fini },
-	[KUBE_RES_SERVICES] = { "services", "/api/v1/services", true, svc_parse, svc_fini },
-	[KUBE_RES_NAMESPACES] = { "namespaces", "/api/v1/namespaces", false, ns_parse, ns_fini },
-	[KUBE_RES_NODES] = { "nodes", "/api/v1/nodes", false, node_parse, node_fini },
+	[KUBE_RES_PODS] = { "pods", "/api/v1/pods", true, pod_parse, pod_fini, NULL, NULL, false },
+	[KUBE_RES_SERVICES] = { "services", "/api/v1/services", true, svc_parse, svc_fini, NULL, NULL,
+				false },
+	[KUBE_RES_NAMESPACES] = { "namespaces", "/api/v1/namespaces", false, ns_parse, ns_fini, NULL,
+				  NULL, false },
+	[KUBE_RES_NODES] = { "nodes", "/api/v1/nodes", false, node_parse, node_fini, NULL, NULL, false },
+	[KUBE_RES_AUTHZ_POLICIES] = { "authorizationpolicies",
+		"/apis/security.istio.io/v1/authorizationpolicies", true, istio_parse, json_fini,
+		"/apis/security.istio.io/v1beta1/authorizationpolicies", NULL, true },
+	[KUBE_RES_PEER_AUTHNS] = { "peerauthentications",
+		"/apis/security.istio.io/v1/peerauthentications", true, istio_parse, json_fini,
+		"/apis/security.istio.io/v1beta1/peerauthentications", NULL, true },
+	[KUBE_RES_TELEMETRIES] = { "telemetries", "/apis/telemetry.istio.io/v1/telemetries", true,
+		istio_parse, json_fini, "/apis/telemetry.istio.io/v1alpha1/telemetries", NULL, true },
+	[KUBE_RES_MESH_CONFIG] = { "meshconfig", "/api/v1/namespaces/%s/configmaps", true,
+		meshcfg_parse, json_fini, NULL, "fieldSelector=metadata.name%3Distio", true },
 };
 
 /* Parses obj into a new record. Returns 0 with *out set (kept) or NULL (the object exists
@@ -827,6 +902,10 @@ static int res_list(struct kres *r)
 	char *cont = NULL, *url = NULL, rv[64] = "";
 	int err = 0;
 
+	pthread_mutex_lock(&kd->lock);
+	snprintf(r->st.path, sizeof(r->st.path), "%s", r->paths[r->ver]);
+	pthread_mutex_unlock(&kd->lock);
+
 	do {
 		struct httpc_response resp;
 		json_error_t jerr;
@@ -837,7 +916,8 @@ static int res_list(struct kres *r)
 		if (cont)
 			url_escape(cont, esc, sizeof(esc));
 		free(url);
-		if (asprintf(&url, "%s%s?limit=%d%s%s", kd->api, d->path, kd->o.list_page,
+		if (asprintf(&url, "%s%s?%s%slimit=%d%s%s", kd->api, r->paths[r->ver],
+			     d->query ? d->query : "", d->query ? "&" : "", kd->o.list_page,
 			     cont ? "&continue=" : "", esc) < 0) {
 			url = NULL;
 			err = -ENOMEM;
@@ -847,6 +927,14 @@ static int res_list(struct kres *r)
 		if (err) {
 			if (err != -ECANCELED)
 				res_error(r, "list: %s", resp.err);
+			httpc_response_fini(&resp);
+			break;
+		}
+		if (d->optional && (resp.status == 404 || resp.status == 403)) {
+			/* no CRD (or no right to read it): not an error for an Istio kind */
+			err = resp.status == 404 ? -ENOENT : -EACCES;
+			if (err == -EACCES)
+				res_error(r, "list: HTTP 403 (RBAC: get, list, watch %s)", d->name);
 			httpc_response_fini(&resp);
 			break;
 		}
@@ -914,6 +1002,7 @@ static int res_list(struct kres *r)
 	r->st.objects = r->store.n;
 	r->st.lists++;
 	r->st.synced = true;
+	r->st.absent = false;
 	kd_mark_dirty(kd);
 	pthread_mutex_unlock(&kd->lock);
 	kmap_clear(r->id, &old);
@@ -1091,8 +1180,9 @@ static int res_watch(struct kres *r)
 
 	timeout_s += (int)(rng_next(&r->rng) % (uint64_t)(timeout_s + 1));	/* client-go's spread */
 	url_escape(r->rv, esc, sizeof(esc));
-	if (asprintf(&url, "%s%s?watch=1&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%d",
-		     kd->api, d->path, esc, timeout_s) < 0)
+	if (asprintf(&url, "%s%s?%s%swatch=1&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%d",
+		     kd->api, r->paths[r->ver], d->query ? d->query : "", d->query ? "&" : "", esc,
+		     timeout_s) < 0)
 		return -ENOMEM;
 	r->len = 0;
 	r->abort = WATCH_OK;
@@ -1116,6 +1206,8 @@ static int res_watch(struct kres *r)
 		res_error(r, "watch: %s", resp.err);
 	} else if (resp.status == 410) {
 		err = -ESTALE;
+	} else if (d->optional && resp.status == 404) {
+		err = -ENOENT;	/* the CRD went away: the list says what is left */
 	} else if (resp.status != 200) {
 		res_error(r, "watch: HTTP %ld", resp.status);
 		err = -EIO;
@@ -1144,6 +1236,28 @@ static uint64_t backoff_ms(struct kres *r, int n)
 	return d / 2 + rng_next(&r->rng) % (d / 2 + 1);
 }
 
+/* An Istio kind found absent (no CRD, or 403): an empty, synced store, so that the model
+ * is built without it; the thread asks again after absent_retry_ms. */
+static void res_absent(struct kres *r)
+{
+	struct kube_discovery *kd = r->kd;
+	pthread_mutex_lock(&kd->lock);
+	struct kmap old = r->store;
+	memset(&r->store, 0, sizeof(r->store));
+	bool had = old.n > 0 || !r->st.synced || !r->st.absent;
+	r->st.objects = 0;
+	r->st.synced = true;
+	r->st.absent = true;
+	r->rv[0] = '\0';
+	if (had)
+		kd_mark_dirty(kd);
+	pthread_mutex_unlock(&kd->lock);
+	kmap_clear(r->id, &old);
+	if (had)
+		pr_info("kube: %s: not served by the API (%s); none until it is", res_descs[r->id].name,
+			r->st.last_error[0] ? r->st.last_error : "no CRD");
+}
+
 static void *res_thread(void *arg)
 {
 	struct kres *r = arg;
@@ -1156,6 +1270,18 @@ static void *res_thread(void *arg)
 		int err;
 		if (need_list) {
 			err = res_list(r);
+			if (err == -ENOENT && r->ver + 1 < r->npaths) {
+				r->ver++;	/* the older API version of the CRD */
+				continue;
+			}
+			if (err == -ENOENT || err == -EACCES) {
+				res_absent(r);
+				r->ver = 0;
+				failures = 0;
+				if (!kd_sleep(kd, (uint64_t)kd->o.absent_retry_ms))
+					break;
+				continue;
+			}
 			if (!err) {
 				need_list = false;
 				failures = 0;
@@ -1175,8 +1301,10 @@ static void *res_thread(void *arg)
 					continue;
 				err = -EAGAIN;
 			}
-			if (err == -EBADMSG)
+			if (err == -EBADMSG || err == -ENOENT)
 				need_list = true;
+			if (err == -ENOENT)
+				continue;
 			if (!err && (r->stream_events || now_mono_ms() - start > 1000)) {
 				failures = 0;	/* a normal end: re-watch from where it stopped */
 				gone_streak = 0;
@@ -1402,8 +1530,20 @@ static json_t *build_json(struct kube_discovery *kd)
 				fail = true;
 		}
 	}
-	if (!fail)
-		root = json_pack("{s:O,s:O,s:O}", "nodes", jn, "workloads", jw, "services", js);
+	json_t *jr = json_array(), *mc = NULL;
+	for (int i = KUBE_RES_AUTHZ_POLICIES; !fail && i <= KUBE_RES_TELEMETRIES; i++) {
+		kmap_foreach(&kd->res[i].store, o) {
+			if (!jr || json_array_append(jr, o->u.json))
+				fail = true;
+		}
+	}
+	kmap_foreach(&kd->res[KUBE_RES_MESH_CONFIG].store, o)
+		mc = o->u.json;
+	if (!fail)	/* resources is stolen, mesh_config referenced or new */
+		root = json_pack("{s:O,s:O,s:O,s:o,s:o}", "nodes", jn, "workloads", jw, "services", js,
+				 "resources", jr, "mesh_config", mc ? json_incref(mc) : json_object());
+	else
+		json_decref(jr);
 	json_decref(jn);
 	json_decref(jw);
 	json_decref(js);
@@ -1506,6 +1646,8 @@ struct kube_discovery *kube_discovery_new(const struct kube_opts *opts)
 		kd->o.backoff_max_ms = MAX(30000, kd->o.backoff_min_ms);
 	if (kd->o.list_page <= 0)
 		kd->o.list_page = 250;
+	if (kd->o.absent_retry_ms <= 0)
+		kd->o.absent_retry_ms = 30000;
 	kd->api = opts->api_url ? strdup(opts->api_url) : kube_default_api_url();
 	kd->token_file = strdup(opts->token_file ? opts->token_file : KUBE_SA_DIR "/token");
 	kd->ca_file = strdup(opts->ca_file ? opts->ca_file : KUBE_SA_DIR "/ca.crt");
@@ -1532,10 +1674,26 @@ struct kube_discovery *kube_discovery_new(const struct kube_opts *opts)
 		goto fail;
 	}
 	for (int i = 0; i < KUBE_RES_COUNT; i++) {
-		kd->res[i].kd = kd;
-		kd->res[i].id = (enum kube_res)i;
-		kd->res[i].rng = now_mono_ns() ^ ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
+		struct kres *r = &kd->res[i];
+		const struct res_desc *d = &res_descs[i];
+		r->kd = kd;
+		r->id = (enum kube_res)i;
+		r->rng = now_mono_ns() ^ ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
+		if (i == KUBE_RES_MESH_CONFIG) {
+			if (asprintf(&r->paths[0], d->path, opts->root_ns && *opts->root_ns
+							      ? opts->root_ns : "istio-system") < 0)
+				r->paths[0] = NULL;
+		} else {
+			r->paths[0] = strdup(d->path);
+		}
+		r->paths[1] = d->old_path ? strdup(d->old_path) : NULL;
+		r->npaths = d->old_path ? 2 : 1;
+		if (!r->paths[0] || (d->old_path && !r->paths[1])) {
+			err = -ENOMEM;
+			goto fail;
+		}
 	}
+	kd->o.root_ns = NULL;
 	err = -pthread_create(&kd->builder, NULL, builder_thread, kd);
 	if (err)
 		goto fail;
@@ -1571,6 +1729,8 @@ void kube_discovery_free(struct kube_discovery *kd)
 	for (int i = 0; i < KUBE_RES_COUNT; i++) {
 		kmap_clear((enum kube_res)i, &kd->res[i].store);
 		free(kd->res[i].line);
+		free(kd->res[i].paths[0]);
+		free(kd->res[i].paths[1]);
 	}
 	pthread_cond_destroy(&kd->cond);
 	pthread_mutex_destroy(&kd->lock);
@@ -1598,7 +1758,8 @@ json_t *kube_stats_to_json(const struct kube_stats *st)
 	for (int i = 0; res && i < KUBE_RES_COUNT; i++) {
 		const struct kube_res_stats *r = &st->res[i];
 		json_object_set_new(res, kube_res_str((enum kube_res)i),
-			json_pack("{s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s*}", "synced", r->synced,
+			json_pack("{s:b,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s*}", "synced",
+				  r->synced, "absent", r->absent, "path", r->path,
 				  "resource_version", r->resource_version,
 				  "objects", (json_int_t)r->objects, "lists", (json_int_t)r->lists,
 				  "relists_gone", (json_int_t)r->relists_gone,

@@ -2,7 +2,10 @@
 /* Kubernetes discovery (discovery.source = kubernetes): lists then watches Pods, Services,
  * Namespaces and Nodes from the in-cluster API on threads of its own, keeps only the fields
  * the model needs, and after each burst of changes builds the workloads-file JSON, turns it
- * into a model (model_from_json) and publishes it. docs/kubernetes.md has the mapping. */
+ * into a model (model_from_json) and publishes it. Istio's AuthorizationPolicy,
+ * PeerAuthentication and Telemetry objects and the `istio` ConfigMap's MeshConfig are
+ * watched the same way and become the model's `resources` and `mesh_config`.
+ * docs/kubernetes.md has the mapping. */
 #ifndef AMBIT_AGENT_KUBE_H
 #define AMBIT_AGENT_KUBE_H
 
@@ -19,6 +22,12 @@ enum kube_res {
 	KUBE_RES_SERVICES,
 	KUBE_RES_NAMESPACES,
 	KUBE_RES_NODES,
+	/* Istio's objects (CONTRACT.md "Istio resources"): kept whole for the istio/ modules.
+	 * A kind whose CRD is absent has no objects and is asked for again slowly. */
+	KUBE_RES_AUTHZ_POLICIES,	/* security.istio.io v1, else v1beta1 */
+	KUBE_RES_PEER_AUTHNS,		/* security.istio.io v1, else v1beta1 */
+	KUBE_RES_TELEMETRIES,		/* telemetry.istio.io v1, else v1alpha1 */
+	KUBE_RES_MESH_CONFIG,		/* the `istio` ConfigMap of the root namespace */
 	KUBE_RES_COUNT,
 };
 
@@ -40,13 +49,19 @@ struct kube_opts {
 	int backoff_min_ms;	/* first retry delay after an error; default 250 */
 	int backoff_max_ms;	/* cap; default 30000 */
 	int list_page;		/* `limit` of each list page; default 250 */
+	int absent_retry_ms;	/* an Istio kind without its CRD (404) or not allowed (403) is
+				 * asked for again after this; default 30000 */
+	const char *root_ns;	/* Istio's root namespace (the `istio` ConfigMap); NULL:
+				 * istio-system */
 	/* NULL: model_publish(). */
 	kube_model_fn on_model;
 	void *arg;
 };
 
 struct kube_res_stats {
-	bool synced;			/* listed at least once */
+	bool synced;			/* listed at least once (or found absent) */
+	bool absent;			/* an Istio kind: its CRD is not installed (or 403) */
+	char path[160];			/* the API path in use (the served version) */
 	char resource_version[64];	/* last one seen (list, event or bookmark) */
 	uint64_t objects;		/* kept in the store */
 	uint64_t lists;			/* completed lists (the first one included) */

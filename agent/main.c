@@ -219,7 +219,8 @@ static int run(struct agent *a)
 	/* The cluster label of metrics: CLUSTER_ID as ztunnel reads it, "Kubernetes" by default. */
 	const char *cluster = getenv("CLUSTER_ID");
 	struct telemetry_opts to = { .cluster_id = cluster && *cluster ? cluster : "Kubernetes",
-				     .node_name = a->cfg.node_name };
+				     .node_name = a->cfg.node_name,
+				     .root_ns = a->cfg.root_namespace };
 	sigset_t mask;
 	int sfd, err = -EIO;
 
@@ -338,12 +339,14 @@ out:
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	loop_timer_cancel(a->loop, &a->drain_timer);
-	telemetry_fini();
 	if (a->draining) {
 		uint64_t now = now_mono_ms();
+		telemetry_fini(a->exit_deadline_ms > now ? (uint32_t)(a->exit_deadline_ms - now) : 0);
+		now = now_mono_ms();
 		otlp_tracer_free_within(a->tracer, a->exit_deadline_ms > now
 							   ? (uint32_t)(a->exit_deadline_ms - now) : 0);
 	} else {
+		telemetry_fini(otlp_tracer_flush_budget_ms(a->tracer));
 		otlp_tracer_free(a->tracer);
 	}
 	runtime_identity_stop(&a->id);

@@ -311,6 +311,7 @@ int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,
 		.api_url = c->kube_api_server,
 		.token_file = c->kube_token_file,
 		.ca_file = c->kube_ca_file,
+		.root_ns = c->root_namespace,
 	};
 	d->kube = kube_discovery_new(&ko);
 	if (!d->kube) {

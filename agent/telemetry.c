@@ -5,6 +5,8 @@
  * facts as attributes and status ERROR when it failed. */
 #include "agent/telemetry.h"
 #include "agent/metrics.h"
+#include "agent/tracing.h"
+#include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "otlp/resource.h"
@@ -96,9 +98,27 @@ static void span_open(struct conn *c)
 	bool has_parent = ci->parent_traceparent[0] &&
 			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
 					     &parent) == 0;
-	s = span_start(topts.tracer, resource_for(outbound ? &ci->source : &ci->destination),
-		       outbound ? "outbound" : "inbound", outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
-		       has_parent ? &parent : NULL);
+	/* The settings of the workload the agent acts for (Istio's, else the config's); its
+	 * labels come from the model, for Telemetry selectors. */
+	const struct conn_peer *self = outbound ? &ci->source : &ci->destination;
+	struct model *m = model_current();
+	const struct model_workload *w = model_workload_by_ip(m, outbound ? &ci->src : &ci->target);
+	struct telemetry_subject subj = {
+		.namespace = self->namespace ? self->namespace : "",
+		.name = self->workload,
+		.labels = w ? w->labels : NULL,
+		.nlabels = w ? w->nlabels : 0,
+	};
+	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
+	if (pk)
+		tracing_pick(pk, &subj, outbound, NULL, NULL);
+	s = span_start_opts(topts.tracer, resource_for(self), outbound ? "outbound" : "inbound",
+			    outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL,
+			    pk && pk->use ? &pk->opts : NULL);
+	if (pk)
+		tracing_pick_done(pk);
+	free(pk);
+	model_unref(m);
 	if (!s)
 		return;	/* out of memory: the conn goes on untraced */
 	conn_set_user(c, s);
@@ -313,6 +333,10 @@ int telemetry_init(const struct telemetry_opts *opts)
 			 "counter", bypass_count, NULL);
 	if (!topts.tracer)
 		return 0;
+	struct tracing_opts tro = { .tracer = topts.tracer, .root_ns = topts.root_ns };
+	int rc = tracing_init(&tro);
+	if (rc)
+		return rc;
 	metrics_register("ambit_spans_exported_total", "Spans accepted by the collector", "counter",
 			 stat_of, (void *)0);
 	metrics_register("ambit_spans_dropped_total",
@@ -325,11 +349,13 @@ int telemetry_init(const struct telemetry_opts *opts)
 				(void *)3);
 }
 
-void telemetry_fini(void)
+void telemetry_fini(uint32_t drain_ms)
 {
 	struct conn_hooks h = { 0 };
 	conn_set_hooks(&h);
 	res_cache_flush();
+	if (topts.tracer)
+		tracing_fini(drain_ms);
 }
 
 static json_t *attrs_json(const struct otlp_attrs *a)

@@ -15,12 +15,15 @@ struct telemetry_opts {
 	const char *cluster_id;		/* source_cluster / destination_cluster label */
 	const char *node_name;		/* k8s.node.name of the resources */
 	struct otlp_tracer *tracer;	/* NULL: no spans */
+	const char *root_ns;		/* Istio's root namespace (agent/tracing.h); NULL: default */
 };
 
-/* Installs the conn hooks and registers the span metrics. 0 or -errno. */
+/* Installs the conn hooks, registers the span metrics and, with a tracer, starts the
+ * per-workload tracing settings (agent/tracing.h). 0 or -errno. */
 int telemetry_init(const struct telemetry_opts *opts);
-/* Drops the cached resources; call before freeing the tracer. */
-void telemetry_fini(void);
+/* Drops the cached resources and the tracing settings, giving the provider exporters up to
+ * drain_ms to drain; call before freeing the tracer. */
+void telemetry_fini(uint32_t drain_ms);
 /* The "reporter" of a conn kind: "source" for outbound, "destination" for inbound. */
 const char *telemetry_reporter(enum conn_kind kind);
 const char *telemetry_direction(enum conn_kind kind);

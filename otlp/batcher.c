@@ -329,7 +329,23 @@ void batcher_stats(struct batcher *b, struct batcher_stats *out)
 	out->queue_len = __atomic_load_n(&b->st.queue_len, __ATOMIC_RELAXED);
 }
 
+void batcher_stats_add(struct batcher_stats *to, const struct batcher_stats *st)
+{
+	to->exported += st->exported;
+	to->dropped += st->dropped;
+	to->failed += st->failed;
+	to->rejected += st->rejected;
+	to->export_requests += st->export_requests;
+	to->export_errors += st->export_errors;
+	to->queue_len += st->queue_len;
+}
+
 void batcher_free(struct batcher *b, uint32_t deadline_ms)
+{
+	batcher_free_stats(b, deadline_ms, NULL);
+}
+
+void batcher_free_stats(struct batcher *b, uint32_t deadline_ms, struct batcher_stats *final)
 {
 	if (!b)
 		return;
@@ -353,6 +369,8 @@ void batcher_free(struct batcher *b, uint32_t deadline_ms)
 		__atomic_store_n(&b->cancel, true, __ATOMIC_RELAXED);
 		pthread_join(b->thread, NULL);
 	}
+	if (final)
+		batcher_stats(b, final);
 	otlp_exporter_free(b->ex);
 	pthread_cond_destroy(&b->wake);
 	pthread_cond_destroy(&b->idle);

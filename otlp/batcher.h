@@ -44,8 +44,12 @@ int batcher_submit(struct batcher *b, struct span *s);
  * timeout_ms passed. 0 or -ETIMEDOUT. Not from the batcher thread. */
 int batcher_flush(struct batcher *b, uint32_t timeout_ms);
 void batcher_stats(struct batcher *b, struct batcher_stats *out);
+/* to += st, field by field. */
+void batcher_stats_add(struct batcher_stats *to, const struct batcher_stats *st);
 /* Shutdown: exports what is queued (retrying) until deadline_ms from now, counts the rest
  * as failed, joins the thread, frees the exporter and the batcher. NULL ok. */
 void batcher_free(struct batcher *b, uint32_t deadline_ms);
+/* The same, with the counters as they stood once the thread ended into final (NULL ok). */
+void batcher_free_stats(struct batcher *b, uint32_t deadline_ms, struct batcher_stats *final);
 
 #endif

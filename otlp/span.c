@@ -2,6 +2,7 @@
 /* Spans and bounded attribute sets: the data the tracer fills and the encoder reads.
  * A span is refcounted because the batcher queue and the recent-spans ring share it. */
 #include "otlp/span.h"
+#include "otlp/sink.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -238,6 +239,7 @@ void span_unref(struct span *s)
 	otlp_attrs_fini(&s->attrs);
 	free(s->status_msg);
 	otlp_resource_unref(s->resource);
+	otlp_sink_unref(s->sink);
 	free(s);
 }
 

@@ -95,6 +95,8 @@ struct span {
 	struct span_context link;	/* e.g. the peer side's span context */
 	struct otlp_resource *resource;	/* a reference (span_start takes one) */
 	struct otlp_tracer *tracer;	/* not owned; outlives the span */
+	struct otlp_sink *sink;		/* a reference until span_end; NULL: the tracer's exporter */
+	bool no_export;			/* recorded (ring) but never exported */
 	int refs;			/* atomic: caller until span_end, batcher queue, ring */
 	int export_state;		/* atomic enum span_export_state */
 };

@@ -116,6 +116,14 @@ void otlp_tracer_free_within(struct otlp_tracer *t, uint32_t max_ms)
 struct span *span_start(struct otlp_tracer *t, struct otlp_resource *resource, const char *name,
 			enum span_kind kind, const struct span_context *parent)
 {
+	return span_start_opts(t, resource, name, kind, parent, NULL);
+}
+
+struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resource,
+			     const char *name, enum span_kind kind,
+			     const struct span_context *parent, const struct span_opts *o)
+{
+	const struct sampler *smp = o && o->sampler ? o->sampler : &t->sampler;
 	struct span *s;
 	uint8_t ids[SPAN_TRACE_ID_LEN + SPAN_ID_LEN];
 	int rc;
@@ -147,7 +155,7 @@ struct span *span_start(struct otlp_tracer *t, struct otlp_resource *resource, c
 		memcpy(s->ctx.trace_id, ids, SPAN_TRACE_ID_LEN);
 	}
 	memcpy(s->ctx.span_id, ids + SPAN_TRACE_ID_LEN, SPAN_ID_LEN);
-	s->recording = t->cfg.enabled && sampler_should_sample(&t->sampler, parent, s->ctx.trace_id);
+	s->recording = t->cfg.enabled && sampler_should_sample(smp, parent, s->ctx.trace_id);
 	s->ctx.flags = s->recording ? SPAN_FLAG_SAMPLED : 0;
 	s->kind = kind;
 	snprintf(s->name, sizeof(s->name), "%s", name);
@@ -155,9 +163,15 @@ struct span *span_start(struct otlp_tracer *t, struct otlp_resource *resource, c
 	s->refs = 1;
 	s->tracer = t;
 	if (s->recording) {
+		const struct otlp_header *tags = o ? o->tags : t->cfg.tags;
+		size_t ntags = o ? o->ntags : t->cfg.ntags;
 		s->resource = otlp_resource_ref(resource);
-		for (size_t i = 0; i < t->cfg.ntags; i++)
-			span_set_str(s, t->cfg.tags[i].name, t->cfg.tags[i].value);
+		for (size_t i = 0; i < ntags; i++)
+			span_set_str(s, tags[i].name, tags[i].value);
+		if (o) {
+			s->sink = otlp_sink_ref(o->sink);
+			s->no_export = !o->sink && o->no_export;
+		}
 	}
 	return s;
 }
@@ -189,10 +203,15 @@ void span_end(struct span *s)
 	if (!s->end_ns)
 		s->end_ns = now_real_ns();
 	if (s->recording && s->tracer) {
-		if (s->tracer->batcher)
-			batcher_submit(s->tracer->batcher, s);	/* full queue: counted there */
+		/* a full queue is counted there */
+		if (s->sink)
+			otlp_sink_submit(s->sink, s);
+		else if (s->tracer->batcher && !s->no_export)
+			batcher_submit(s->tracer->batcher, s);
 		ring_push(s->tracer, s);
 	}
+	otlp_sink_unref(s->sink);	/* the batcher holds the span; the sink may retire */
+	s->sink = NULL;
 	span_unref(s);
 }
 
@@ -203,9 +222,12 @@ int otlp_tracer_flush(struct otlp_tracer *t, uint32_t timeout_ms)
 
 void otlp_tracer_stats(struct otlp_tracer *t, struct batcher_stats *out)
 {
-	memset(out, 0, sizeof(*out));
+	struct batcher_stats own = { 0 };
+
+	otlp_sinks_stats(out);
 	if (t && t->batcher)
-		batcher_stats(t->batcher, out);
+		batcher_stats(t->batcher, &own);
+	batcher_stats_add(out, &own);
 }
 
 size_t otlp_tracer_recent(struct otlp_tracer *t, void (*fn)(const struct span *s, void *arg), void *arg)

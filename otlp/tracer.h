@@ -10,6 +10,7 @@
 #include "otlp/batcher.h"
 #include "otlp/config.h"
 #include "otlp/resource.h"
+#include "otlp/sink.h"
 #include "otlp/span.h"
 
 struct otlp_tracer;
@@ -35,13 +36,27 @@ uint32_t otlp_tracer_flush_budget_ms(const struct otlp_tracer *t);
  * Any thread. NULL + errno (ENOMEM). */
 struct span *span_start(struct otlp_tracer *t, struct otlp_resource *resource, const char *name,
 			enum span_kind kind, const struct span_context *parent);
+
+/* Per-span settings that replace the tracer's own (Istio's per-workload tracing): the
+ * sampler, the custom tags, and where the span is exported. All borrowed for the call. */
+struct span_opts {
+	const struct sampler *sampler;		/* NULL: the tracer's */
+	const struct otlp_header *tags;		/* replace the tracer's custom tags */
+	size_t ntags;
+	struct otlp_sink *sink;			/* export here (span_start takes a reference) */
+	bool no_export;				/* with sink NULL: keep in the ring, export nowhere */
+};
+/* span_start with o (NULL: the tracer's settings, as span_start). */
+struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resource,
+			     const char *name, enum span_kind kind,
+			     const struct span_context *parent, const struct span_opts *o);
 /* Stamps the end time (if not set) and, when sampled, queues it for export and keeps it
  * in the recent-spans ring. Gives up the caller's reference. NULL ok. */
 void span_end(struct span *s);
 
 /* Exports what is queued now; 0 or -ETIMEDOUT (0 without an exporter). */
 int otlp_tracer_flush(struct otlp_tracer *t, uint32_t timeout_ms);
-/* Export counters (zeros without an exporter). */
+/* Export counters: the tracer's exporter's plus every sink's (otlp_sinks_stats). */
 void otlp_tracer_stats(struct otlp_tracer *t, struct batcher_stats *out);
 /* Calls fn on the recent finished sampled spans, oldest first, under the ring's lock (fn
  * must not call span_end). The span is borrowed for the call. Returns how many were seen. */

@@ -730,3 +730,122 @@ int cmd_version(struct ctl *c, int argc, char **argv)
 	json_decref(out);
 	return rc;
 }
+
+/* ---- telemetry ---- */
+
+/* "cluster_name=homelab,node=$NODE_NAME,ua=<user-agent>" from custom_tags. */
+static const char *tags_str(const json_t *tags, char *buf, size_t len)
+{
+	const char *k;
+	json_t *v;
+	size_t n = 0;
+
+	buf[0] = '\0';
+	json_object_foreach((json_t *)tags, k, v) {
+		const char *lit = jstr(v, "literal"), *env = jstr(v, "environment"), *hdr = jstr(v, "header");
+		int w = snprintf(buf + n, len - n, "%s%s=%s%s%s", n ? "," : "", k,
+				 env ? "$" : hdr ? "<" : "", lit ? lit : env ? env : hdr ? hdr : "?",
+				 hdr ? ">" : "");
+		if (w < 0 || (size_t)w >= len - n)
+			break;
+		n += (size_t)w;
+	}
+	return n ? buf : "-";
+}
+
+/* The sources of a direction's fields, collapsed: "mesh_config" or "provider:mesh_config,..." */
+static const char *from_str(const json_t *from, char *buf, size_t len)
+{
+	static const char *const keys[] = { "provider", "sampling", "custom_tags", "disabled" };
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		const char *f = jstr(from, keys[i]);
+		int w;
+		if (!f)
+			continue;
+		w = snprintf(buf + n, len - n, "%s%s:%s", n ? " " : "", keys[i], f);
+		if (w < 0 || (size_t)w >= len - n)
+			break;
+		n += (size_t)w;
+	}
+	return n ? buf : "-";
+}
+
+static int render_telemetry(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
+{
+	static const struct tbl_col cols[] = {
+		/* namespace/pod fits whole in 80 columns; tags and sources give way first */
+		{ "WORKLOAD", 24, TBL_KEEP_START, false, 0 }, { "DIRECTION", 9, TBL_KEEP_START, false, 0 },
+		{ "PROVIDER", 8, TBL_KEEP_START, false, 0 }, { "SAMPLING", 8, TBL_KEEP_START, true, 0 },
+		{ "REPORTING", 9, TBL_KEEP_START, false, 0 }, { "TAGS", 6, TBL_KEEP_START, false, 2 },
+		{ "FROM", 6, TBL_KEEP_START, false, 1 },
+	};
+	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
+	size_t n, i;
+	json_t **v = sorted(json_object_get(ans, "workloads"), "workload", NULL, &n), *p;
+	int rc;
+	(void)a;
+	for (i = 0; t && i < n; i++) {
+		for (int d = 0; d < 2; d++) {
+			const json_t *m = json_object_get(v[i], d ? "inbound" : "outbound");
+			char smp[24], tags[512], from[512];
+			json_t *s = json_object_get(m, "sampling");
+			snprintf(smp, sizeof(smp), "%.2f%%", json_number_value(s));
+			const char *row[] = { jstr(v[i], "workload"), d ? "inbound" : "outbound",
+					      jstr(m, "provider") ? jstr(m, "provider") : "-", smp,
+					      json_is_true(json_object_get(m, "disabled")) ? "off" : "on",
+					      tags_str(json_object_get(m, "custom_tags"), tags, sizeof(tags)),
+					      from_str(json_object_get(m, "from"), from, sizeof(from)) };
+			if (tbl_add(t, row)) {
+				tbl_free(t);
+				t = NULL;
+				break;
+			}
+		}
+	}
+	free(v);
+	rc = print_tbl(t, c);
+	if (json_array_size(json_object_get(ans, "providers")) ||
+	    json_array_size(json_object_get(ans, "diagnostics")))
+		putchar('\n');
+	json_array_foreach(json_object_get(ans, "providers"), i, p)
+		printf("provider %s: %s %s%s, exported %lld, dropped %lld, failed %lld, queued %lld\n",
+		       jstr(p, "name"), jstr(p, "protocol"), jstr(p, "endpoint"),
+		       json_is_true(json_object_get(p, "in_use")) ? "" : " (not in use)",
+		       jint(p, "exported", 0), jint(p, "dropped", 0), jint(p, "failed", 0),
+		       jint(p, "queued", 0));
+	json_array_foreach(json_object_get(ans, "diagnostics"), i, p)
+		printf("warning: %s\n", json_string_value(p));
+	return rc;
+}
+
+int cmd_telemetry(struct ctl *c, int argc, char **argv)
+{
+	const char *wl = NULL;
+	char path[600];
+
+	for (int i = 1; i < argc; i++) {
+		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
+		if (r < 0)
+			return -r;
+		if (r > 0)
+			continue;
+		if ((r = ctl_opt_value(argv, argc, &i, "--workload", 'w', &wl)) != 0) {
+			if (r < 0)
+				return CTL_EXIT_USAGE;
+			continue;
+		}
+		return ctl_usage_err(argv[0], "telemetry: unexpected argument '%s'", argv[i]);
+	}
+	if (wl) {
+		const char *slash = strchr(wl, '/');
+		if (!slash || slash == wl || !slash[1] || strchr(slash + 1, '/') ||
+		    strlen(wl) > 500 || strpbrk(wl, "&?#% "))
+			return ctl_usage_err(argv[0], "--workload '%s' is not NAMESPACE/NAME", wl);
+	}
+	snprintf(path, sizeof(path), "/telemetry%s%s", wl ? "?workload=" : "", wl ? wl : "");
+	int rc = ctl_ready(c);
+	return rc ? rc : run_simple(c, path, "workloads", render_telemetry);
+}

@@ -153,6 +153,7 @@ int cmd_bpf(struct ctl *c, int argc, char **argv);
 int cmd_config(struct ctl *c, int argc, char **argv);
 int cmd_log(struct ctl *c, int argc, char **argv);
 int cmd_spans(struct ctl *c, int argc, char **argv);
+int cmd_telemetry(struct ctl *c, int argc, char **argv);
 int cmd_version(struct ctl *c, int argc, char **argv);
 int cmd_help(struct ctl *c, int argc, char **argv);
 

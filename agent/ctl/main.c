@@ -90,6 +90,18 @@ const struct ctl_cmd ctl_cmds[] = {
 	  "--limit N\n"
 	  "    At most the N most recent spans (per agent, then overall).\n",
 	  "ambitctl spans --limit 20\nambitctl --admin 10.0.0.1:15000 --admin 10.0.0.2:15000 spans --trace 4bf92f3577b34da6a3ce929d0e0e4736" },
+	{ "telemetry", cmd_telemetry, "tracing settings per workload and where they come from",
+	  "telemetry [-o table|json] [--workload NS/NAME]",
+	  "Shows the tracing settings in force for each workload of the agent's node (or the one "
+	  "named, on any node), per direction (outbound = Istio's CLIENT mode, inbound = SERVER): "
+	  "WORKLOAD, DIRECTION, PROVIDER (the MeshConfig extension provider; \"config\" when "
+	  "ambit's own tracing keys apply), SAMPLING, REPORTING (off: IDs and traceparent only), "
+	  "TAGS (literal, $ENV, <header>) and FROM, the MeshConfig or Telemetry object each field "
+	  "came from. Then the providers with their export counters, and a warning line for each "
+	  "Istio object or MeshConfig part left out. Reads GET /telemetry[?workload=NS/NAME].",
+	  "--workload NS/NAME\n"
+	  "    Only this workload (namespace and pod name).\n",
+	  "ambitctl telemetry\nambitctl telemetry --workload apps/web-1 -o json | jq .workloads[0].outbound.from" },
 	{ "config", cmd_config, "the agent's effective configuration",
 	  "config [-o table|json]",
 	  "Prints the configuration the agent runs with (defaults, file and environment merged; "

@@ -242,7 +242,8 @@ static void on_model(struct model *m, void *arg)
 
 static int run(struct wpd *d)
 {
-	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name };
+	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name,
+				     .root_ns = d->cfg.root_namespace };
 	struct sockaddr_storage any, ss;
 	sigset_t mask;
 	int sfd = -1, rc = -EIO;
@@ -358,7 +359,7 @@ out:
 		d->id.on_certs = NULL;
 		waypoint_free(d->wp);
 	}
-	telemetry_fini();
+	telemetry_fini(otlp_tracer_flush_budget_ms(d->tracer));
 	otlp_tracer_free(d->tracer);
 	runtime_identity_stop(&d->id);
 	if (sfd >= 0) {

@@ -11,6 +11,7 @@
 #include "agent/hbone.h"
 #include "agent/mesh.h"
 #include "agent/proxy.h"
+#include "agent/tracing.h"
 #include "agent/waypoint/http1.h"
 #include "agent/workloads.h"
 #include "common/log.h"
@@ -1103,6 +1104,12 @@ static void local_reply(struct wp_sess *s, int code, const char *why, const char
 
 static void start_tunnel(struct wp_sess *s);
 
+/* tracing_header_fn over a request head (header custom tags). */
+static const char *tag_header(void *arg, const char *name, size_t *len)
+{
+	return h1_header(arg, name, len);
+}
+
 /* A request head is complete: route it, open or reuse an upstream, write the head. */
 static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 {
@@ -1141,8 +1148,17 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 			snprintf(name, sizeof(name), "CONNECT");
 		else
 			snprintf(name, sizeof(name), "%s %.*s", h1_method(h), (int)MIN(plen, 100), url);
-		s->span = span_start(w->o.tracer, self_resource(w, self), name, SPAN_KIND_SERVER,
-				     has_parent ? &parent : NULL);
+		/* Istio's settings for this waypoint (targetRefs naming its Gateway) */
+		struct telemetry_subject subj = { .namespace = w->namespace ? w->namespace : "",
+						  .name = w->name, .waypoint = true };
+		struct tracing_pick *pk = malloc(sizeof(*pk));
+		if (pk)
+			tracing_pick(pk, &subj, false, tag_header, h);
+		s->span = span_start_opts(w->o.tracer, self_resource(w, self), name, SPAN_KIND_SERVER,
+					  has_parent ? &parent : NULL, pk && pk->use ? &pk->opts : NULL);
+		if (pk)
+			tracing_pick_done(pk);
+		free(pk);
 	}
 	if (s->span) {
 		struct span *sp = s->span;

@@ -134,6 +134,20 @@ expect "certificates: table" $([ $rc -eq 0 ] && head -1 "$tmp/out" | grep -Eq '^
 run --admin "$A1" certificates --output=json
 expect "certificates: json" $([ $rc -eq 0 ] && json_ok && grep -q '"not_after": 1732699800' "$tmp/out"; echo $?)
 
+run --admin "$A1" telemetry
+expect "telemetry: a row per workload and direction, providers, warnings" $([ $rc -eq 0 ] &&
+	head -1 "$tmp/out" | grep -Eq '^WORKLOAD +DIRECTION +PROVIDER +SAMPLING +REPORTING +TAGS +FROM$' &&
+	has '^default/api-gateway-7d9 *outbound *otel *100.00% *on ' && has '^default/api-gateway-7d9 *inbound .*0.00% *off ' &&
+	has '^shop/reviews-v1-5c8 *outbound *config ' && has '^provider otel: grpc .*exported 42' &&
+	has '^warning: Telemetry default/bad: spec.tracing\[0\].randomSamplingPercentage' &&
+	aligned WORKLOAD DIRECTION PROVIDER; echo $?)
+COLUMNS=400 "$CTL" --admin "$A1" --width 400 telemetry >"$tmp/out" 2>&1
+expect "telemetry: tags and sources in full on a wide screen" $(has 'cluster_name=homelab' && has 'pod=\$POD_NAME' &&
+	has 'custom_tags:Telemetry istio-system/mesh-default'; echo $?)
+run --admin "$A1" telemetry --workload shop/reviews-v1-5c8 -o json
+expect "telemetry --workload: that workload, json" $([ $rc -eq 0 ] && json_ok && grep -q '"workload": "shop/reviews-v1-5c8"' "$tmp/out" &&
+	! grep -q 'api-gateway' "$tmp/out"; echo $?)
+
 run --admin "$A1" connections
 expect "connections: table and HBONE tunnels" $([ $rc -eq 0 ] && grep -Eq '^DIRECTION +SRC +DST +TARGET +IDENTITY +SENT +RECV +AGE$' "$tmp/out" &&
 	grep -Eq '^ +BYTES +BYTES$' "$tmp/out" && has '^outbound .*1.5MiB  *52B  *1h2m$' && has '^inbound .*900B  *2.0KiB  *850ms$' &&
@@ -240,7 +254,7 @@ cp "$tmp/watch" "$tmp/out"; rc=$wrc
 expect "connections --watch: keeps going while the agent is away" $([ "$wrc" -eq 0 ] && [ "$(grep -c 'connection refused' "$tmp/watch")" -ge 2 ]; echo $?)
 
 # ---- help and completion ----
-for c in workloads services certificates connections bpf spans config log version help; do
+for c in workloads services certificates connections bpf spans telemetry config log version help; do
 	run help "$c"
 	cp "$tmp/out" "$tmp/help1"
 	run "$c" --help
@@ -249,7 +263,7 @@ for c in workloads services certificates connections bpf spans config log versio
 done
 run --help
 expect "--help: the tool's page lists every command" $([ $rc -eq 0 ] && has '^SYNOPSIS' && has '^EXIT STATUS' &&
-	for c in workloads services certificates connections bpf spans config log; do has "^        $c "; done; echo $?)
+	for c in workloads services certificates connections bpf spans telemetry config log; do has "^        $c "; done; echo $?)
 run --version
 expect "--version" $([ $rc -eq 0 ] && has '^ambitctl [0-9]'; echo $?)
 comp() { # WORDS...: the completions for the last word
@@ -266,12 +280,12 @@ for addr in 127.0.0.1:notaport 127.0.0.1:70000 'no such host:1' '[::1' 1.2.3.4.5
 	run --admin "$addr" workloads
 	expect "wrong address '$addr': one line, exit 1" $([ $rc -eq 1 ] && one_err_line && err_has 'bad agent address\|needs HOST:PORT'; echo $?)
 done
-for c in workloads services certificates connections bpf spans config log version; do
+for c in workloads services certificates connections bpf spans telemetry config log version; do
 	run --admin "127.0.0.1:$free_port" "$c"
 	expect "$c: refused connection, one line, exit 1" $([ $rc -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
 		err_has "^ambitctl: cannot reach the agent at 127.0.0.1:$free_port: connection refused (is ambitd running on this node?)$"; echo $?)
 done
-for c in workloads services certificates connections bpf spans config log; do
+for c in workloads services certificates connections bpf spans telemetry config log; do
 	run --admin "127.0.0.1:$port_bad" "$c" -o json
 	expect "$c: malformed answer, one line, exit 1" $([ $rc -eq 1 ] && one_err_line && err_has "malformed answer from the agent at 127.0.0.1:$port_bad"; echo $?)
 done
@@ -314,6 +328,7 @@ usage_case "--interval without --watch" connections --interval 2
 usage_case "unknown log level" log loud
 usage_case "two log levels" log info debug
 usage_case "help for no command" help nosuch
+usage_case "telemetry --workload without a namespace" telemetry --workload reviews
 usage_case "bad usage before a bad address" --admin 127.0.0.1:notaport frobnicate
 usage_case "--width not a number" --width wide workloads
 

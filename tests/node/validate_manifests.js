@@ -83,9 +83,19 @@ const rules = {
         continue;
       for (const v of r.verbs || [])
         if (!['get', 'list', 'watch'].includes(v)) bad.push(`verb ${v} on ${r.resources}`);
-      for (const res of r.resources || [])
-        if (!['pods', 'services', 'namespaces', 'nodes', 'endpointslices'].includes(res))
-          bad.push(`resource ${res}`);
+      const group = (r.apiGroups || [''])[0];
+      const allowed = {
+        '': ['pods', 'services', 'namespaces', 'nodes', 'endpointslices', 'configmaps'],
+        'security.istio.io': ['authorizationpolicies', 'peerauthentications'],
+        'telemetry.istio.io': ['telemetries'],
+      }[group] || [];
+      for (const res of r.resources || []) {
+        if (!allowed.includes(res))
+          bad.push(`resource ${group}/${res}`);
+        // ConfigMaps hold other components' settings: only the istio one (MeshConfig)
+        if (res === 'configmaps' && JSON.stringify(r.resourceNames) !== '["istio"]')
+          bad.push('configmaps beyond resourceNames [istio]');
+      }
     }
     return bad;
   },

@@ -142,6 +142,35 @@ def hbone(node):
          "bytes_received": 120, "blocked": ""}]}
 
 
+def telemetry(wl):
+    """GET /telemetry: the homelab's settings (docs/admin-api.md), or one workload's."""
+    tags = {"cluster_name": {"literal": "homelab"}, "environment": {"literal": "development"},
+            "pod": {"environment": "POD_NAME", "default": "unknown"}}
+    frm = {"provider": "mesh_config", "disabled": "default", "sampling": "mesh_config",
+           "custom_tags": "Telemetry istio-system/mesh-default"}
+    mode = {"provider": "otel", "protocol": "grpc", "disabled": False, "sampling": 100.0,
+            "endpoint": "http://k8s-monitoring-alloy-receiver.monitoring.svc.cluster.local:4317",
+            "custom_tags": tags, "from": frm}
+    rows = [{"workload": "default/api-gateway-7d9", "node": "node-1", "source": "istio",
+             "outbound": mode, "inbound": dict(mode, disabled=True, sampling=0.0,
+                                               **{"from": dict(frm, sampling="Telemetry default/quiet",
+                                                               disabled="Telemetry default/quiet")})},
+            {"workload": "shop/reviews-v1-5c8", "node": "node-1", "source": "config",
+             "outbound": dict(mode, provider="config", custom_tags={}, endpoint="http://localhost:4317",
+                              **{"from": {k: "config" for k in frm}}),
+             "inbound": dict(mode, provider="config", custom_tags={}, endpoint="http://localhost:4317",
+                             **{"from": {k: "config" for k in frm}})}]
+    if wl:
+        rows = [r for r in rows if r["workload"] == wl]
+    return {"generation": 3, "root_namespace": "istio-system", "istio": True,
+            "providers": [{"name": "otel", "endpoint": mode["endpoint"], "protocol": "grpc",
+                           "export_url": "http://10.244.2.13:4317", "in_use": True,
+                           "exporting": True, "exported": 42, "dropped": 0, "failed": 0, "queued": 1}],
+            "diagnostics": ["Telemetry default/bad: spec.tracing[0].randomSamplingPercentage "
+                            "is not a number in 0..100; this Telemetry is ignored"],
+            "workloads": rows}
+
+
 CERTS = {"certificates": [
     {"identity": "spiffe://cluster.local/ns/default/sa/reviews", "serial": "5a1f0c3e9b7d2a4c",
      "not_before": 1732613400, "not_after": 1732699800, "issued_at": 1732613400, "renew_at": 1732656600, "state": "renewing",
@@ -249,6 +278,11 @@ class Handler(BaseHTTPRequestHandler):
                 if int(lim):
                     spans = spans[-int(lim):]
             return self.reply(200, {"spans": spans})
+        if url.path == "/telemetry":
+            wl = q.get("workload", [None])[0]
+            if wl is not None and (wl.count("/") != 1 or wl.startswith("/") or wl.endswith("/")):
+                return self.reply(400, {"error": "workload must be NAMESPACE/NAME"})
+            return self.reply(200, telemetry(wl))
         if url.path == "/config_dump":
             return self.reply(200, config(node))
         if url.path == "/logging":
@@ -268,7 +302,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/":
             return self.reply(200, {"ambitd": "0.9.0", "paths": [
                 "/workloads", "/services", "/connections", "/bpf", "/certificates", "/hbone",
-                "/spans", "/config_dump", "/logging", "/stats"]})
+                "/spans", "/telemetry", "/config_dump", "/logging", "/stats"]})
         return self.reply(404, {"error": "no such admin path"})
 
     def do_GET(self):

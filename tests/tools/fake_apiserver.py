@@ -2,7 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small Kubernetes list/watch API server for tests (stdlib only).
 
-Serves GET /api/v1/{pods,services,namespaces,nodes} as the real API server shapes them:
+Serves GET /api/v1/{pods,services,namespaces,nodes}, /api/v1/namespaces/NS/configmaps (with
+?fieldSelector=metadata.name=NAME) and Istio's custom resources
+/apis/{security.istio.io,telemetry.istio.io}/VERSION/{authorizationpolicies,peerauthentications,
+telemetries} (only the versions whose "CRD" is installed: all of them unless
+--no-istio-crds; a version not served is 404, as for a missing CRD) as the real API server
+shapes them:
 lists (PodList, ... with metadata.resourceVersion, limit/continue paging) and, with
 ?watch=1, chunked newline-delimited watch events (ADDED, MODIFIED, DELETED, BOOKMARK, and
 ERROR with a 410 Status for a resourceVersion older than the retained history). Requests
@@ -21,6 +26,8 @@ A test drives it through POST /_control/<verb> with a JSON body:
   garbage  {"resource": "pods"}      a malformed line on the watches of that resource
   token    {"token": "t2"}           only that token is accepted from now on
   bump     {"n": 100}                advance the resourceVersion without an event
+  crd      {"resource": "telemetries", "versions": ["v1alpha1"]}  the versions served from
+                                        now on ([] = the CRD is deleted: its watches end)
   gone_next       {"resource": "pods"}  the next watch request of that resource is answered
                                         HTTP 410 with a Status body (no event stream);
                                         "newline": true ends the body with a newline
@@ -63,7 +70,29 @@ KINDS = {
     "namespaces": ("Namespace", False),
     "nodes": ("Node", False),
     "endpointslices": ("EndpointSlice", True),
+    "configmaps": ("ConfigMap", True),
+    "authorizationpolicies": ("AuthorizationPolicy", True),
+    "peerauthentications": ("PeerAuthentication", True),
+    "telemetries": ("Telemetry", True),
 }
+# Custom resources: group and served versions, newest first.
+CRDS = {
+    "authorizationpolicies": ("security.istio.io", ["v1", "v1beta1"]),
+    "peerauthentications": ("security.istio.io", ["v1", "v1beta1"]),
+    "telemetries": ("telemetry.istio.io", ["v1", "v1alpha1"]),
+}
+
+
+def api_version(resource, version=None):
+    if resource in CRDS:
+        return CRDS[resource][0] + "/" + (version or CRDS[resource][1][0])
+    return "discovery.k8s.io/v1" if resource == "endpointslices" else "v1"
+
+
+def selected(obj, ns, name):
+    """The list/watch filters: a namespace in the path, fieldSelector metadata.name=NAME."""
+    md = obj.get("metadata", {})
+    return (ns is None or md.get("namespace") == ns) and (name is None or md.get("name") == name)
 HISTORY_MAX = 10000
 
 
@@ -86,6 +115,7 @@ class Cluster:
                          "gone_watch_http": 0, "gone_continue": 0, "tls_failures": 0,
                          "tokenreviews": 0, "configmap_writes": 0,
                          "list_starts": {r: 0 for r in KINDS}}
+        self.served = {r: list(v[1]) for r, v in CRDS.items()}   # CRD versions installed
         self.gone_next = {}            # resource -> its next watch gets HTTP 410 (value: the
                                        # Status body ends with a newline, as Go's encoder writes)
         self.expire_continue = set()   # resources whose next continued list page gets 410
@@ -131,7 +161,7 @@ class Cluster:
         kind, namespaced = KINDS[resource]
         obj = copy.deepcopy(obj)
         obj["kind"] = kind
-        obj["apiVersion"] = "discovery.k8s.io/v1" if resource == "endpointslices" else "v1"
+        obj["apiVersion"] = api_version(resource)
         md = obj.setdefault("metadata", {})
         if namespaced:
             md.setdefault("namespace", "default")
@@ -244,20 +274,29 @@ class Handler(BaseHTTPRequestHandler):
             if cm is None:
                 return self.send_json(404, status(404, "NotFound", f'configmaps "{parts[5]}" not found'))
             return self.send_json(200, cm)
-        resource = None
-        if len(parts) == 3 and parts[:2] == ["api", "v1"]:
+        resource = version = ns = None
+        if len(parts) == 3 and parts[:2] == ["api", "v1"] and parts[2] not in CRDS:
             resource = parts[2]
+        elif len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "configmaps":
+            resource, ns = "configmaps", parts[3]
         elif len(parts) == 4 and parts[:3] == ["apis", "discovery.k8s.io", "v1"]:
             resource = parts[3]
+        elif len(parts) == 4 and parts[0] == "apis" and parts[3] in CRDS and \
+                parts[1] == CRDS[parts[3]][0]:
+            with self.cluster.lock:
+                if parts[2] in self.cluster.served[parts[3]]:
+                    resource, version = parts[3], parts[2]
         if resource not in KINDS:
             return self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
         if not self.authorized():
             return
+        sel = q.get("fieldSelector", "")
+        name = sel[len("metadata.name="):] if sel.startswith("metadata.name=") else None
         if q.get("watch") in ("1", "true"):
-            return self.watch(resource, q)
-        return self.list(resource, q)
+            return self.watch(resource, q, version, ns, name)
+        return self.list(resource, q, version, ns, name)
 
-    def list(self, resource, q):
+    def list(self, resource, q, version=None, ns=None, name=None):
         c = self.cluster
         limit = int(q.get("limit", "0") or 0)
         start = 0
@@ -281,26 +320,29 @@ class Handler(BaseHTTPRequestHandler):
                     c.counters["gone"] += 1
                     return self.send_json(410, status(410, "Expired",
                         "The provided continue parameter is too old to display a consistent list result."))
-            keys = sorted(c.objects[resource])
+            keys = sorted(k for k, o in c.objects[resource].items() if selected(o, ns, name))
             end = len(keys) if not limit else min(len(keys), start + limit)
             items = [copy.deepcopy(c.objects[resource][k]) for k in keys[start:end]]
         for it in items:
-            it.pop("kind", None)
-            it.pop("apiVersion", None)
+            if resource in CRDS:    # custom resources keep them, in the version asked
+                it["apiVersion"] = api_version(resource, version)
+            else:
+                it.pop("kind", None)
+                it.pop("apiVersion", None)
         md = {"resourceVersion": str(rv)}
         if end < len(keys):
             md["continue"] = base64.b64encode(json.dumps({"rv": rv, "start": end}).encode()).decode()
             md["remainingItemCount"] = len(keys) - end
         kind = KINDS[resource][0] + "List"
-        api = "discovery.k8s.io/v1" if resource == "endpointslices" else "v1"
-        self.send_json(200, {"kind": kind, "apiVersion": api, "metadata": md, "items": items})
+        self.send_json(200, {"kind": kind, "apiVersion": api_version(resource, version),
+                             "metadata": md, "items": items})
 
     def chunk(self, obj=None, raw=None):
         data = raw if raw is not None else (json.dumps(obj) + "\n").encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def watch(self, resource, q):
+    def watch(self, resource, q, version=None, ns=None, name=None):
         c = self.cluster
         timeout = float(q.get("timeoutSeconds", "1800") or 1800)
         bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
@@ -324,7 +366,8 @@ class Handler(BaseHTTPRequestHandler):
                 c.counters["gone"] += 1
                 backlog = []
             else:
-                backlog = [(t, o) for (rv, r, t, o) in c.history if r == resource and rv > from_rv]
+                backlog = [(t, o) for (rv, r, t, o) in c.history
+                           if r == resource and rv > from_rv and selected(o, ns, name)]
                 c.watchers.append((resource, mq))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -336,8 +379,12 @@ class Handler(BaseHTTPRequestHandler):
                     "too old resource version: %d (%d)" % (from_rv, c.min_rv))})
                 self.chunk(raw=b"")
                 return
-            for t, o in backlog:
+            def event(t, o):
+                if resource in CRDS:
+                    o = dict(o, apiVersion=api_version(resource, version))
                 self.chunk({"type": t, "object": o})
+            for t, o in backlog:
+                event(t, o)
             deadline = time.monotonic() + timeout
             while True:
                 left = deadline - time.monotonic()
@@ -348,7 +395,8 @@ class Handler(BaseHTTPRequestHandler):
                 except queue.Empty:
                     continue
                 if msg[0] == "event":
-                    self.chunk({"type": msg[1], "object": msg[2]})
+                    if selected(msg[2], ns, name):
+                        event(msg[1], msg[2])
                 elif msg[0] == "bookmark":
                     if bookmarks:
                         kind = KINDS[resource][0]
@@ -437,6 +485,14 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "review":
             with c.lock:
                 c.reviews[body["token"]] = body
+            return self.send_json(200, {})
+        if verb == "crd":
+            if body.get("resource") not in CRDS:
+                return self.send_json(400, {"error": "unknown custom resource"})
+            with c.lock:
+                c.served[body["resource"]] = [v for v in CRDS[body["resource"]][1]
+                                              if v in body.get("versions", [])]
+            c.broadcast(("close",), body["resource"])   # a deleted CRD ends its watches
             return self.send_json(200, {})
         return self.send_json(404, {"error": "unknown control verb"})
 
@@ -571,9 +627,13 @@ def main():
     ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM chain)")
     ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--no-istio-crds", action="store_true",
+                    help="serve no Istio custom resource (as a cluster without Istio)")
     args = ap.parse_args()
     cluster = Cluster(args.state, args.rv_jump)
     cluster.token = args.token
+    if args.no_istio_crds:
+        cluster.served = {r: [] for r in CRDS}
     if args.generate:
         generate(cluster, args.generate)
         cluster.save()

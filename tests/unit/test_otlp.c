@@ -21,6 +21,7 @@
 #include "otlp/exporter.h"
 #include "otlp/resource.h"
 #include "otlp/sampler.h"
+#include "otlp/sink.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
 
@@ -1193,6 +1194,80 @@ TEST(encode_roundtrip)
 		span_unref(s[i]);
 	otlp_resource_unref(r1);
 	otlp_resource_unref(r2);
+}
+
+/* Per-span settings (Istio's per-workload tracing): the sampler and tags replace the
+ * tracer's, spans go to their provider's sink, and a retired sink drains before it closes. */
+TEST(span_opts_route_to_sinks_and_retired_sinks_drain)
+{
+	struct fake_exporter own, fa, fb;
+	struct otlp_config c;
+	struct batcher_stats st;
+	char err[256];
+	clear_env();
+	fake_init(&own);
+	fake_init(&fa);
+	fake_init(&fb);
+	otlp_config_init(&c);
+	c.ring_size = 16;
+	c.batch.schedule_delay_ms = 10;
+	REQUIRE(otlp_config_add_tag(&c, "from_config", "yes", err, sizeof(err)) == 0);
+	struct otlp_tracer *t = otlp_tracer_new_with_exporter(&c, &own.ex, err, sizeof(err));
+	otlp_config_fini(&c);
+	REQUIRE(t);
+	struct batcher_opts bo = { .schedule_delay_ms = 10 };
+	struct otlp_sink *a = otlp_sink_new_with_exporter("a", &bo, 2000, &fa.ex);
+	fb.block_ms = 200;	/* a slow collector: spans are still queued when b retires */
+	struct otlp_sink *b = otlp_sink_new_with_exporter("b", &bo, 2000, &fb.ex);
+	REQUIRE(a && b);
+	CHECK_EQ_STR(otlp_sink_name(a), "a");
+
+	struct sampler never;
+	REQUIRE(sampler_init(&never, SAMPLER_PARENT_TRACEIDRATIO, 0) == 0);
+	struct otlp_header tags[] = { { "cluster_name", "homelab" } };
+	struct span_opts oa = { .tags = tags, .ntags = 1, .sink = a };
+	struct span *s = span_start_opts(t, NULL, "outbound", SPAN_KIND_CLIENT, NULL, &oa);
+	REQUIRE(s);
+	CHECK_EQ_STR(span_get_attr(s, "cluster_name")->v.s, "homelab");
+	CHECK(!span_get_attr(s, "from_config"));	/* replaced, not added to */
+	span_end(s);
+	/* sampling 0: IDs for propagation, nothing recorded; a sampled parent still wins */
+	struct span_opts on = { .sampler = &never, .sink = a };
+	s = span_start_opts(t, NULL, "x", SPAN_KIND_CLIENT, NULL, &on);
+	CHECK(s && !s->recording && span_context_valid(&s->ctx));
+	span_end(s);
+	struct span_context parent = { .flags = SPAN_FLAG_SAMPLED };
+	memset(parent.trace_id, 1, 16);
+	memset(parent.span_id, 2, 8);
+	s = span_start_opts(t, NULL, "x", SPAN_KIND_SERVER, &parent, &on);
+	CHECK(s && s->recording);
+	span_end(s);
+	/* disabled reporting: recorded for the admin ring, exported nowhere */
+	struct span_opts off = { .no_export = true };
+	s = span_start_opts(t, NULL, "quiet", SPAN_KIND_CLIENT, NULL, &off);
+	CHECK(s && s->recording);
+	span_end(s);
+	for (int i = 0; i < 5; i++) {
+		struct span_opts ob = { .sink = b };
+		span_end(span_start_opts(t, NULL, "to-b", SPAN_KIND_CLIENT, NULL, &ob));
+	}
+	CHECK(otlp_sink_flush(a, 2000) == 0);
+	CHECK(otlp_tracer_flush(t, 2000) == 0);
+	pthread_mutex_lock(&fa.lock);
+	CHECK_EQ_INT(fa.spans, 2);
+	pthread_mutex_unlock(&fa.lock);
+	CHECK_EQ_INT(own.spans, 0);
+	/* b retires with its spans queued: they are exported before it closes */
+	otlp_sink_unref(b);
+	CHECK(otlp_sinks_wait_retired(5000) == 0);
+	CHECK_EQ_INT(fb.spans, 5);
+	otlp_tracer_stats(t, &st);
+	CHECK_EQ_INT(st.exported, 7);
+	otlp_sink_unref(a);
+	CHECK(otlp_sinks_wait_retired(5000) == 0);
+	otlp_tracer_stats(t, &st);
+	CHECK_EQ_INT(st.exported, 7);	/* retired sinks' counters stay counted */
+	otlp_tracer_free(t);
 }
 
 int main(void)
