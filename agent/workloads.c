@@ -669,14 +669,6 @@ static json_t *addrs_json(const struct sockaddr_storage *a, int n)
 	return arr;
 }
 
-static json_t *labels_json(const struct label *l, int n)
-{
-	json_t *o = json_object();
-	for (int i = 0; o && i < n; i++)
-		json_object_set_new(o, l[i].key, json_string(l[i].value));
-	return o;
-}
-
 static json_t *wp_json(const struct model_waypoint_ref *w)
 {
 	if (!w->name)
@@ -702,7 +694,7 @@ json_t *model_to_json(const struct model *m)
 			"service_account", w->service_account, "node", w->node,
 			"addresses", addrs_json(w->addrs, w->naddrs),
 			"canonical_service", w->canonical_service,
-			"labels", labels_json(w->labels, w->nlabels), "enrolled", w->enrolled,
+			"labels", labels_to_json(w->labels, w->nlabels), "enrolled", w->enrolled,
 			"waypoint", wp_json(&w->waypoint)));
 	}
 	for (int i = 0; i < m->nservices; i++) {
@@ -716,7 +708,7 @@ json_t *model_to_json(const struct model *m)
 		json_array_append_new(svcs, json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o}",
 			"name", s->name, "namespace", s->namespace,
 			"addresses", addrs_json(s->addrs, s->naddrs),
-			"selector", labels_json(s->selector, s->nselector), "ports", ports,
+			"selector", labels_to_json(s->selector, s->nselector), "ports", ports,
 			"waypoint", wp_json(&s->waypoint), "endpoints", eps));
 	}
 	json_object_set_new(root, "nodes", nodes);

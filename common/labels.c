@@ -31,3 +31,14 @@ bool labels_subset(const struct label *sel, int nsel, const struct label *lab, i
 	}
 	return true;
 }
+
+json_t *labels_to_json(const struct label *l, int n)
+{
+	json_t *o = json_object();
+	for (int i = 0; o && i < n; i++)
+		if (json_object_set_new(o, l[i].key, json_string(l[i].value))) {
+			json_decref(o);
+			return NULL;
+		}
+	return o;
+}

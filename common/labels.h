@@ -4,6 +4,7 @@
 #ifndef AMBIT_COMMON_LABELS_H
 #define AMBIT_COMMON_LABELS_H
 
+#include <jansson.h>
 #include <stdbool.h>
 
 struct label {
@@ -19,5 +20,7 @@ const char *labels_get(const struct label *l, int n, const char *key);
  * selector selects everything: callers with another rule for it (a Service without a selector
  * has no endpoints) check nsel themselves. */
 bool labels_subset(const struct label *sel, int nsel, const struct label *lab, int nlab);
+/* {"key": "value", ...}: a new reference, NULL on ENOMEM. */
+json_t *labels_to_json(const struct label *l, int n);
 
 #endif
