@@ -94,6 +94,11 @@ struct conn_info {
 	 * span context that telemetry sets at open and HBONE propagates ("" when not traced). */
 	char parent_traceparent[64];
 	char traceparent[64];
+	/* L4 authorization (docs/policy.md), owned, NULL when none: the policy that denied
+	 * ("NS/NAME"; the source side reads it from the 401's reason), and what dry-run
+	 * policies would have decided ("deny: denied by NS/NAME"; never enforced). */
+	char *authz_policy;
+	char *authz_dry_run;
 };
 
 struct conn_opts {

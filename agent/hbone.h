@@ -75,7 +75,8 @@ void hbone_pool_free(struct hbone_pool *p);
  * TLS handshake if needed. Only a connection opened with the source's current certificate
  * (certstore_get) takes new streams: once the cert is renewed, older connections drain
  * (GOAWAY, their streams finish) and close. Later: response 200 -> conn_established(c); anything else (status,
- * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why).
+ * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why);
+ * 401 or 403 (refused by the destination's policy) -> "DENY" with -EACCES.
  * 0, or -errno with nothing attached (EINVAL bad request, ESHUTDOWN draining, ENOMEM, or the
  * certstore's error): the caller aborts c. */
 int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c);
