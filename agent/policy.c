@@ -26,6 +26,7 @@ static struct {
 	pthread_mutex_t lock;			/* guards latest, latest_gen */
 	struct authz_set *latest;
 	uint64_t latest_gen;
+	bool active;				/* between init and fini (the subscription stays) */
 	/* Loop thread only: the set in force. */
 	struct authz_set *cur;
 	struct metrics_counter_vec *denied;
@@ -46,6 +47,11 @@ static void compile_model(const struct model *m)
 
 	pthread_mutex_lock(&P.compile_lock);
 	pthread_mutex_lock(&P.lock);
+	if (!P.active) {
+		pthread_mutex_unlock(&P.lock);
+		pthread_mutex_unlock(&P.compile_lock);
+		return;
+	}
 	prev = P.latest ? authz_set_ref(P.latest) : NULL;
 	bool stale = P.latest && m->generation < P.latest_gen;
 	pthread_mutex_unlock(&P.lock);
@@ -216,9 +222,13 @@ static void apply_task(struct loop *l, void *arg)
 
 static void on_model(struct model *m, void *arg)
 {
+	bool active;
 	(void)arg;
 	compile_model(m);
-	if (loop_post(P.loop, apply_task, NULL))
+	pthread_mutex_lock(&P.lock);
+	active = P.active;
+	pthread_mutex_unlock(&P.lock);
+	if (active && loop_post(P.loop, apply_task, NULL))
 		pr_warn("policies: cannot queue the new set (out of memory); it applies with the "
 			"next model");
 }
@@ -267,6 +277,9 @@ int policy_init(const struct policy_opts *opts)
 	}
 	/* Subscribe first: a model published meanwhile is compiled by the listener, and the
 	 * generation check keeps the newest. */
+	pthread_mutex_lock(&P.lock);
+	P.active = true;
+	pthread_mutex_unlock(&P.lock);
 	err = model_subscribe(on_model, NULL);
 	if (err) {
 		pr_err("policies: cannot subscribe to the model: %s", strerror(-err));
@@ -287,10 +300,15 @@ int policy_init(const struct policy_opts *opts)
 
 void policy_fini(void)
 {
+	/* After the loop stopped. A model published from now on is ignored (the subscription
+	 * cannot be removed); one being compiled right now finishes first (compile_lock). */
+	pthread_mutex_lock(&P.compile_lock);
 	pthread_mutex_lock(&P.lock);
+	P.active = false;
 	authz_set_unref(P.latest);
 	P.latest = NULL;
 	pthread_mutex_unlock(&P.lock);
+	pthread_mutex_unlock(&P.compile_lock);
 	authz_set_unref(P.cur);
 	P.cur = NULL;
 	free(P.root_ns);

@@ -78,6 +78,12 @@ reset_seen() {
 	grep -qi reset <<<"$out" || { echo "$out"; return 1; }
 }
 
+# workloads_edit JQ_PROGRAM: rewrites the lab's workloads.json (a new file renamed over it).
+workloads_edit() {
+	local f=$LAB_ROOT/$lab/workloads.json
+	jq "$1" "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+}
+
 # metric K NAME [LABEL=VALUE]: sum of NAME's samples on node K.
 metric() { lab_metric "$lab" "$@"; }
 
@@ -113,6 +119,25 @@ while True:
     time.sleep(0.02)
 print("closed", how, "%.3f" % time.time(), flush=True)
 ' "$DST_IP" "$2"
+}
+
+# long_open FROM PORT FILE: long_conn, then waits (5 s at most) until it is open.
+long_open() {
+	local i
+	long_conn "$@"
+	for i in $(seq 50); do grep -q open "$3" && return 0; sleep 0.1; done
+	echo "not open: $(cat "$3")"
+	return 1
+}
+
+# closed_within_1s FILE SINCE: waits (5 s at most) for FILE's "closed" line, which must be less
+# than a second after SINCE (unix time).
+closed_within_1s() {
+	local i closed
+	for i in $(seq 50); do grep -q closed "$1" && break; sleep 0.1; done
+	closed=$(awk '/^closed/ {print $3}' "$1")
+	[ -n "$closed" ] && awk -v a="$2" -v c="$closed" 'BEGIN { exit !(c - a < 1.0) }' ||
+		{ cat "$1"; echo "in force at $2"; return 1; }
 }
 
 agents_stop() { lab_stop_agents "$lab" 1 2; }
@@ -235,23 +260,39 @@ scenario() {
 
 	# ---- re-check of open connections ----
 	policies '[]' || fail "$cni: policies cleared"
-	long_conn n2-p1 8080 "$logs/long-$cni.out"
-	for t in $(seq 50); do grep -q open "$logs/long-$cni.out" && break; sleep 0.1; done
-	check "$cni: long connection open" grep -q open "$logs/long-$cni.out"
+	check "$cni: long connection open" long_open n2-p1 8080 "$logs/long-$cni.out"
 	sleep 0.5
-	local applied closed
+	local applied
 	policies "[$(ap deny-app1 DENY "[{\"from\":[{\"source\":{\"principals\":[\"$app1\"]}}]}]")]" ||
 		fail "$cni: policy deny-app1 applied"
 	applied=$(date +%s.%N)	# node 1 lists the policy: it is in force
-	for t in $(seq 50); do grep -q closed "$logs/long-$cni.out" && break; sleep 0.1; done
-	closed=$(awk '/^closed/ {print $3}' "$logs/long-$cni.out")
-	check "$cni: the policy added closes the open connection within a second" eval \
-		"[ -n '$closed' ] && awk -v a=$applied -v c=$closed 'BEGIN { exit !(c - a < 1.0) }' || { cat $logs/long-$cni.out; echo applied=$applied; false; }"
+	check "$cni: the policy added closes the open connection within a second" \
+		closed_within_1s "$logs/long-$cni.out" "$applied"
 	check "$cni: re-check: log line names the policy" \
 		grep -q 'closed by the policy re-check: denied by default/deny-app1' "$LAB_ROOT/$lab/agent1.log"
 	check "$cni: re-check: the span says so" wait_span "$spans" \
 		".name == \"inbound\" and .status.code == 2 and (.status.message | test(\"closed by the policy re-check: denied by default/deny-app1\"))"
 	check "$cni: re-check: counted" eval '[ "$(metric 1 ambit_authorization_recheck_closed_total)" -ge 1 ]'
+	# ---- a workload change re-checks too: the destination gains the label a DENY selects ----
+	local lock
+	lock=$(jq -cn '{ apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy",
+		metadata: { name: "deny-locked", namespace: "default" },
+		spec: { selector: { matchLabels: { tier: "locked" } }, action: "DENY", rules: [{}] } }')
+	policies "[$lock]" || fail "$cni: policy deny-locked applied"
+	check "$cni: workload change: a long connection open (no workload is locked yet)" \
+		long_open n2-p1 9000 "$logs/long2-$cni.out"
+	sleep 0.5
+	workloads_edit "(.workloads[] | select(.name == \"$w1\") | .labels.tier) = \"locked\""
+	for t in $(seq 100); do
+		[ "$(admin 1 /workloads | jq -r ".workloads[] | select(.name == \"$w1\") | .labels.tier")" = locked ] && break
+		sleep 0.05
+	done
+	applied=$(date +%s.%N)	# node 1 has the new labels
+	check "$cni: workload change: the connection now denied closes within a second" \
+		closed_within_1s "$logs/long2-$cni.out" "$applied"
+	check "$cni: workload change: log line names the policy" \
+		grep -q 'closed by the policy re-check: denied by default/deny-locked' "$LAB_ROOT/$lab/agent1.log"
+	workloads_edit "(.workloads[] | select(.name == \"$w1\") | .labels) |= del(.tier)"
 	policies '[]' || true
 
 	# in this shell (check runs its command in a subshell, which cannot wait for the agents)
