@@ -113,7 +113,8 @@ struct policy {
 	bool have_obj;			/* false: refused before its envelope was known */
 	char *label;			/* "KIND NS/NAME" or "resources[N]" */
 	char *key;			/* "KIND\x1fNS\x1fNAME" for previous-version lookups */
-	uint64_t hash;			/* of the object's JSON; 0 = unknown */
+	char *json;			/* the object's JSON (compact, sorted keys): an unchanged
+					 * object is shared with the next set, not compiled again */
 	enum pstate state;
 	bool converted;			/* L7 fields converted for the node agent */
 	/* AuthorizationPolicy */
@@ -162,6 +163,7 @@ struct authz_set {
 	struct plist ap_mesh;		/* root namespace, no selector */
 	struct pmap ap_ns;		/* NS -> namespace-wide */
 	struct pmap ap_sel;		/* NS\x1fKEY\x1fVALUE (one selector pair) -> selector */
+	bool ap_sel_root;		/* ap_sel holds root-namespace selectors */
 	/* L7 AuthorizationPolicies: KIND\x1fNS\x1fNAME of each targetRef */
 	struct pmap ap_l7;
 	/* PeerAuthentication: the oldest mesh-level and per-namespace ones, and selectors */
@@ -173,26 +175,30 @@ struct authz_set {
 
 /* ---- hash maps ---- */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t len)
+/* A word-at-a-time multiply-xorshift hash: lookups hash a few labels per connection. */
+static uint64_t mix(uint64_t h, const void *p, size_t len)
 {
 	const uint8_t *b = p;
-	for (size_t i = 0; i < len; i++) {
-		h ^= b[i];
-		h *= 0x100000001b3ULL;
+	uint64_t w;
+
+	for (; len >= 8; b += 8, len -= 8) {
+		memcpy(&w, b, 8);
+		h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+		h ^= h >> 29;
 	}
-	return h;
+	w = 0;
+	memcpy(&w, b, len);
+	h = (h ^ w ^ ((uint64_t)len << 56)) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
 }
 
-#define FNV_INIT 0xcbf29ce484222325ULL
+#define HASH_INIT 0xcbf29ce484222325ULL
 
 static uint64_t parts_hash(const char *const *parts, int n)
 {
-	uint64_t h = FNV_INIT;
-	for (int i = 0; i < n; i++) {
-		if (i)
-			h = fnv(h, "\x1f", 1);
-		h = fnv(h, parts[i], strlen(parts[i]));
-	}
+	uint64_t h = HASH_INIT;
+	for (int i = 0; i < n; i++)
+		h = mix(h, parts[i], strlen(parts[i]));
 	return h;
 }
 
@@ -335,6 +341,7 @@ static void policy_unref(struct policy *p)
 	istio_object_fini(&p->obj);
 	free(p->label);
 	free(p->key);
+	free(p->json);
 	rules_free(p->rules, p->nrules);
 	free(p->ports);
 	free(p);
@@ -818,6 +825,14 @@ static int parse_authorization(struct jx *j, const json_t *spec, struct policy *
 		if (err)
 			return err;
 	}
+	for (int t = 0; t < p->obj.ntarget_refs; t++) {
+		const char *kind = p->obj.target_refs[t].kind;
+		if (strcmp(kind, "Gateway") != 0 && strcmp(kind, "Service") != 0 &&
+		    (err = istio_object_diag(&p->obj, ISTIO_DIAG_UNSUPPORTED, "spec.targetRefs",
+					     "targetRef kind %s is not supported: only a waypoint "
+					     "(Gateway) or a Service it serves", kind)))
+			return err;
+	}
 	if (p->action == ACT_AUDIT || p->action == ACT_CUSTOM) {
 		p->state = PS_UNSUPPORTED;
 		return istio_object_diag(&p->obj, ISTIO_DIAG_UNSUPPORTED, "spec.action",
@@ -906,31 +921,22 @@ static int parse_peer_authentication(struct jx *j, const json_t *spec, struct po
 	return 0;
 }
 
-static uint64_t json_hash(const json_t *obj)
-{
-	char *s = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-	uint64_t h;
-	if (!s)
-		return 0;
-	h = fnv(FNV_INIT, s, strlen(s));
-	free(s);
-	return h ? h : 1;
-}
-
 /* Compiles one object. Returns NULL only on ENOMEM; a refused object comes back with
  * state PS_REFUSED and a diagnostic. kind_out says which kind it was (OTHER: skip it). */
 static struct policy *compile_object(const json_t *json, size_t index, const char *root_ns,
-				     uint64_t hash)
+				     char *dump)
 {
 	struct policy *p = calloc(1, sizeof(*p));
 	char err[512];
 	struct jx j;
 	int rc;
 
-	if (!p)
+	if (!p) {
+		free(dump);
 		return NULL;
+	}
 	p->refs = 1;
-	p->hash = hash;
+	p->json = dump;
 	rc = istio_object_parse(json, &p->obj, err, sizeof(err));
 	if (rc == -ENOMEM)
 		goto nomem;
@@ -946,8 +952,7 @@ static struct policy *compile_object(const json_t *json, size_t index, const cha
 		goto nomem;
 	}
 	if (!rc) {
-		snprintf(err, sizeof(err), "%s", p->label);
-		jx_init(&j, err, err, sizeof(err));
+		jx_init(&j, p->label, err, sizeof(err));
 		jx_enter(&j, "spec");
 		if (p->obj.kind == ISTIO_KIND_AUTHORIZATION_POLICY)
 			rc = parse_authorization(&j, p->obj.spec, p);
@@ -1100,6 +1105,8 @@ static int index_policy(struct authz_set *s, struct policy *p)
 		parts[0] = p->obj.namespace;
 		return pmap_add(&s->ap_ns, parts, 1, p);
 	case ISTIO_SCOPE_SELECTOR:
+		if (strcmp(p->obj.namespace, s->root_ns) == 0)
+			s->ap_sel_root = true;
 		return index_selector(&s->ap_sel, p);
 	case ISTIO_SCOPE_TARGET_REFS:
 		for (int i = 0; i < p->obj.ntarget_refs; i++) {
@@ -1150,6 +1157,80 @@ static const struct entry *prev_entry(const struct authz_set *prev, const char *
 	return b && b->list.n ? b->list.v[0] : NULL;
 }
 
+/* "KIND\x1fNS\x1fNAME" from the raw JSON (even of an object refused before its metadata
+ * was read), or NULL when it has none; *err = -ENOMEM on failure. */
+static char *raw_key(const json_t *obj, int *err)
+{
+	const json_t *md = json_object_get(obj, "metadata");
+	const char *ns = json_string_value(json_object_get(md, "namespace"));
+	const char *name = json_string_value(json_object_get(md, "name"));
+	char *key;
+
+	*err = 0;
+	if (!ns || !name)
+		return NULL;
+	if (asprintf(&key, "%s\x1f%s\x1f%s", json_string_value(json_object_get(obj, "kind")), ns, name) < 0) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	return key;
+}
+
+/* Adds resources[index] to s: shared with prev when unchanged, else compiled (a refused
+ * version keeps prev's version in force). 0 or -ENOMEM. */
+static int add_object(struct authz_set *s, const struct authz_set *prev, bool same_root,
+		      const json_t *obj, size_t index)
+{
+	struct entry *e = &s->entries[s->nentries];
+	char *dump = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);	/* NULL: compile it */
+	const struct entry *old;
+	struct policy *p;
+	const char *parts[1];
+	int err;
+	char *key = raw_key(obj, &err);
+
+	if (err) {
+		free(dump);
+		return err;
+	}
+	parts[0] = key;
+	if (key && pmap_find(&s->by_key, parts, 1)) {
+		pr_warn("resources[%zu]: refused: %s %s is defined twice; the first stays", index,
+			json_string_value(json_object_get(obj, "kind")),
+			json_string_value(json_object_get(json_object_get(obj, "metadata"), "name")));
+		free(key);
+		free(dump);
+		return 0;
+	}
+	old = same_root ? prev_entry(prev, key) : NULL;
+	if (old && dump && old->cur->json && strcmp(old->cur->json, dump) == 0) {
+		/* unchanged since prev: share both versions, log nothing */
+		free(dump);
+		e->cur = policy_ref(old->cur);
+		e->in_force = policy_ref(old->in_force);
+	} else {
+		p = compile_object(obj, index, s->root_ns, dump);	/* takes dump */
+		if (!p) {
+			free(key);
+			return -ENOMEM;
+		}
+		if (!p->key) {	/* refused before its metadata: still the same object */
+			p->key = key;
+			key = NULL;
+		}
+		e->cur = p;
+		if (p->state != PS_REFUSED)
+			e->in_force = policy_ref(p);
+		else if (old && old->in_force)
+			e->in_force = policy_ref(old->in_force);
+		log_policy(p, e->in_force != NULL);
+	}
+	s->nentries++;
+	free(key);
+	parts[0] = e->cur->key;
+	return e->cur->key ? pmap_add(&s->by_key, parts, 1, e) : 0;
+}
+
 struct authz_set *authz_compile(const json_t *resources, const char *root_ns,
 				const struct authz_set *prev)
 {
@@ -1166,68 +1247,15 @@ struct authz_set *authz_compile(const json_t *resources, const char *root_ns,
 		goto nomem;
 	same_root = prev && strcmp(prev->root_ns, s->root_ns) == 0;
 	json_array_foreach(resources, i, obj) {
-		const struct entry *old;
-		struct entry *e;
-		struct policy *p;
-		uint64_t h;
-		const char *parts[1];
-
 		if (!is_security_kind(obj))
 			continue;
-		e = &s->entries[s->nentries];
-		h = json_hash(obj);
 		if (s->nentries >= AUTHZ_MAX_OBJECTS) {
 			pr_warn("policies: more than %d AuthorizationPolicy and PeerAuthentication objects; "
 				"resources[%zu] and the rest are refused", AUTHZ_MAX_OBJECTS, i);
 			break;
 		}
-		/* unchanged since prev: share both versions, log nothing */
-		{
-			const char *md_ns = json_string_value(json_object_get(json_object_get(obj, "metadata"), "namespace"));
-			const char *md_name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
-			char *key = NULL;
-			if (md_ns && md_name &&
-			    asprintf(&key, "%s\x1f%s\x1f%s", json_string_value(json_object_get(obj, "kind")),
-				     md_ns, md_name) < 0)
-				goto nomem;
-			old = prev_entry(prev, key);
-			free(key);
-		}
-		if (old && same_root && h && old->cur->hash == h) {
-			parts[0] = old->cur->key;
-			if (pmap_find(&s->by_key, parts, 1))
-				goto duplicate_shared;
-			e->cur = policy_ref(old->cur);
-			e->in_force = policy_ref(old->in_force);
-			s->nentries++;
-			if (pmap_add(&s->by_key, parts, 1, e))
-				goto nomem;
-			continue;
-		}
-		p = compile_object(obj, i, s->root_ns, h);
-		if (!p)
+		if (add_object(s, prev, same_root, obj, i))
 			goto nomem;
-		if (p->key) {
-			parts[0] = p->key;
-			if (pmap_find(&s->by_key, parts, 1)) {
-				pr_warn("%s: refused: defined twice in resources (resources[%zu]); the first stays",
-					p->label, i);
-				policy_unref(p);
-				continue;
-			}
-		}
-		e->cur = p;
-		if (p->state != PS_REFUSED)
-			e->in_force = policy_ref(p);
-		else if (old && old->in_force && same_root)
-			e->in_force = policy_ref(old->in_force);
-		log_policy(p, e->in_force != NULL);
-		s->nentries++;
-		if (p->key && pmap_add(&s->by_key, parts, 1, e))
-			goto nomem;
-		continue;
-duplicate_shared:
-		pr_warn("resources[%zu]: refused: %s is defined twice; the first stays", i, old->cur->label);
 	}
 	for (int k = 0; k < s->nentries; k++) {
 		struct entry *e = &s->entries[k];
@@ -1482,11 +1510,12 @@ static const struct plist *map_list(const struct pmap *m, const char *const *par
 	return b ? &b->list : NULL;
 }
 
-/* Calls fn on each selector-indexed object of map that may select w: those keyed by one of
- * w's labels in w's namespace or in the root namespace. */
-#define FOR_SELECTOR_CANDIDATES(s, map, w, list)					\
+/* Each list of selector-indexed objects of map that may select w: those keyed by one of w's
+ * labels in w's namespace, and in the root namespace when `root` (a root-namespace selector
+ * reaches every namespace). */
+#define FOR_SELECTOR_CANDIDATES(s, map, root, w, list)					\
 	for (int _l = 0; _l < (w)->nlabels; _l++)					\
-		for (int _r = 0; _r < 2; _r++)						\
+		for (int _r = 0; _r < ((root) ? 2 : 1); _r++)				\
 			if (!(_r == 1 && strcmp((w)->namespace, (s)->root_ns) == 0) &&	\
 			    ((list) = map_list(map, (const char *const[]){			\
 					_r ? (s)->root_ns : (w)->namespace,		\
@@ -1574,7 +1603,8 @@ static const struct policy *oldest_selecting(const struct authz_set *s, const st
 	const struct policy *best = NULL;
 	const struct plist *l;
 
-	FOR_SELECTOR_CANDIDATES(s, map, w, l)
+	/* root-namespace ones apply to no workload in ambient (never indexed): no root lookup */
+	FOR_SELECTOR_CANDIDATES(s, map, false, w, l)
 		for (int i = 0; i < l->n; i++) {
 			const struct policy *p = l->v[i];
 			/* ambient: workload-level PeerAuthentication only in the workload's namespace */
@@ -1617,7 +1647,8 @@ enum authz_mtls_mode authz_mtls_mode(const struct authz_set *s, const struct aut
 void authz_check_conn(const struct authz_set *s, const struct authz_conn *c,
 		      struct authz_result *r)
 {
-	const struct authz_workload *w = c->dst_workload;
+	static const struct authz_workload unknown = { .namespace = "" };	/* mesh-wide only */
+	const struct authz_workload *w = c->dst_workload ? c->dst_workload : &unknown;
 	const char *parts[1] = { w->namespace };
 	struct verdicts v = { 0 };
 	struct authz_policy_ref pa;
@@ -1629,7 +1660,7 @@ void authz_check_conn(const struct authz_set *s, const struct authz_conn *c,
 	consider_list(&v, &s->ap_mesh, &f, NULL, s->root_ns);
 	if (strcmp(w->namespace, s->root_ns) != 0)
 		consider_list(&v, map_list(&s->ap_ns, parts, 1), &f, NULL, s->root_ns);
-	FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, w, l)
+	FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, s->ap_sel_root, w, l)
 		consider_list(&v, l, &f, w, s->root_ns);
 	finish(&v, r);
 	r->mtls_mode = authz_mtls_mode(s, w, c->dst_port, &pa);
@@ -1787,15 +1818,19 @@ static const char *state_str(const struct entry *e)
 
 static json_t *entry_json(const struct authz_set *s, const struct entry *e)
 {
-	const struct policy *p = e->cur, *f = e->in_force ? e->in_force : e->cur;
+	const struct policy *f = e->in_force ? e->in_force : e->cur;
+	/* the envelope: this version's, else (refused before it was read) the one in force */
+	const struct policy *p = e->cur->have_obj ? e->cur : e->in_force;
 	json_t *j, *d;
 
-	if (!p->have_obj)
-		return json_pack("{s:s, s:s, s:o}", "object", p->label, "state", "refused",
-				 "diagnostics", istio_object_diags_json(&p->obj));
+	if (!p)
+		return json_pack("{s:s, s:s, s:o}", "object", e->cur->label, "state", "refused",
+				 "diagnostics", istio_object_diags_json(&e->cur->obj));
 	j = istio_object_to_json(&p->obj, s->root_ns);
 	if (!j)
 		return NULL;
+	if (p != e->cur && json_object_set_new(j, "diagnostics", istio_object_diags_json(&e->cur->obj)))
+		goto fail;
 	if (json_object_set_new(j, "state", json_string(state_str(e))) ||
 	    json_object_set_new(j, "enforced_by", json_string(
 		    istio_object_scope(&p->obj, s->root_ns) == ISTIO_SCOPE_TARGET_REFS ? "waypoint" : "node")))
@@ -1871,9 +1906,6 @@ static int note_workload(json_t *arr, const struct ptr_index *pi, const struct p
 	if (k < 0 || (p->obj.nselector &&
 		      !istio_object_selects(&p->obj, s->root_ns, w->namespace, w->labels, w->nlabels)))
 		return 0;
-	if (p->obj.kind == ISTIO_KIND_PEER_AUTHENTICATION && p->obj.nselector &&
-	    strcmp(p->obj.namespace, w->namespace) != 0)
-		return 0;
 	if (counts[k]++ >= DUMP_MAX_WORKLOADS)
 		return 0;
 	snprintf(name, sizeof(name), "%s/%s", w->namespace, w->name ? w->name : "?");
@@ -1910,20 +1942,20 @@ static int dump_workloads(const struct authz_set *s, json_t *arr, const struct a
 		const struct authz_workload *w = &ws[wi];
 		const char *parts[1] = { w->namespace };
 		const struct plist *l;
-		const struct plist *lists[4] = { &s->ap_mesh,
-			strcmp(w->namespace, s->root_ns) ? map_list(&s->ap_ns, parts, 1) : NULL,
-			map_list(&s->pa_ns, parts, 1), NULL };
-		if (s->pa_mesh && note_workload(arr, &pi, s->pa_mesh, w, counts, s))
-			goto out;
-		for (int li = 0; li < 3; li++)
+		const struct plist *lists[2] = { &s->ap_mesh,
+			strcmp(w->namespace, s->root_ns) ? map_list(&s->ap_ns, parts, 1) : NULL };
+		const struct plist *pns = map_list(&s->pa_ns, parts, 1);
+		/* PeerAuthentication: only the one in effect at each level (the oldest) */
+		const struct policy *pas[3] = { s->pa_mesh, pns && pns->n ? pns->v[0] : NULL,
+						oldest_selecting(s, &s->pa_sel, w) };
+		for (int k = 0; k < 3; k++)
+			if (pas[k] && note_workload(arr, &pi, pas[k], w, counts, s))
+				goto out;
+		for (int li = 0; li < 2; li++)
 			for (int k = 0; lists[li] && k < lists[li]->n; k++)
 				if (note_workload(arr, &pi, lists[li]->v[k], w, counts, s))
 					goto out;
-		FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, w, l)
-			for (int k = 0; k < l->n; k++)
-				if (note_workload(arr, &pi, l->v[k], w, counts, s))
-					goto out;
-		FOR_SELECTOR_CANDIDATES(s, &s->pa_sel, w, l)
+		FOR_SELECTOR_CANDIDATES(s, &s->ap_sel, s->ap_sel_root, w, l)
 			for (int k = 0; k < l->n; k++)
 				if (note_workload(arr, &pi, l->v[k], w, counts, s))
 					goto out;

@@ -72,7 +72,8 @@ struct authz_conn {
 	 * Policies compare principals without "spiffe://"; namespaces and serviceAccounts use
 	 * its ns and sa parts. An ID not in that shape matches principals only. */
 	const char *src_identity;
-	const struct authz_workload *dst_workload;	/* required at L4 */
+	const struct authz_workload *dst_workload;	/* L4: NULL = not a known workload
+							 * (only mesh-wide objects apply) */
 };
 
 /* One HTTP request at the waypoint (L7), on top of its connection's facts. */
@@ -178,7 +179,8 @@ char *authz_result_str(const struct authz_result *r, char *buf, size_t len);
  * ("applied", "converted", "previous" = this version refused, the previous in force,
  * "refused", "unsupported", "ignored" = not for the node agent), "rules" (count),
  * "diagnostics" [{"severity","kind","path","message"}], "workloads" (when ws is given:
- * "NS/NAME" of those it applies to at L4, at most 100, and "workloads_total")}.
+ * "NS/NAME" of those it applies to at L4, at most 100, and "workloads_total"; for a
+ * PeerAuthentication, those it is the one in effect for at its level)}.
  * ws[0..nws) may be NULL/0. New reference; NULL on ENOMEM. */
 json_t *authz_set_to_json(const struct authz_set *s, const struct authz_workload *ws, int nws);
 /* One verdict as JSON for `policies check`: {"verdict","reason","message","policy",

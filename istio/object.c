@@ -354,7 +354,10 @@ static int parse_metadata(struct jx *j, const json_t *json, struct istio_object 
 	err = string_map(j, md, "annotations", 4096, false, &o->annotations, &o->nannotations);
 	if (!err) {
 		const char *dr = labels_get(o->annotations, o->nannotations, "istio.io/dry-run");
-		o->dry_run = dr && strcmp(dr, "true") == 0;
+		/* read as Go's strconv.ParseBool, as istiod reads it; anything else is false */
+		static const char *const yes[] = { "1", "t", "T", "true", "TRUE", "True" };
+		for (size_t i = 0; dr && i < sizeof(yes) / sizeof(yes[0]); i++)
+			o->dry_run |= strcmp(dr, yes[i]) == 0;
 	}
 out:
 	jx_leave(j, saved);
@@ -488,6 +491,8 @@ bool istio_object_targets(const struct istio_object *o, const char *group, const
 	for (int i = 0; i < o->ntarget_refs; i++) {
 		const struct istio_target_ref *t = &o->target_refs[i];
 		const char *tns = t->namespace ? t->namespace : o->namespace;
+		if (!t->group || !t->kind || !t->name)
+			continue;	/* half-read (refused object) */
 		if ((!group || strcmp(group, t->group) == 0) && strcmp(kind, t->kind) == 0 &&
 		    strcmp(ns, tns) == 0 && strcmp(name, t->name) == 0)
 			return true;
@@ -506,7 +511,7 @@ int istio_object_age_cmp(const struct istio_object *a, const struct istio_object
 
 json_t *istio_object_to_json(const struct istio_object *o, const char *root_ns)
 {
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:s}",
+	json_t *j = json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:b, s:s}",
 			      "kind", o->kind_name, "apiVersion", o->api_version,
 			      "namespace", o->namespace, "name", o->name,
 			      "generation", (json_int_t)o->generation, "dry_run", o->dry_run,
@@ -528,7 +533,8 @@ json_t *istio_object_to_json(const struct istio_object *o, const char *root_ns)
 		goto fail;
 	for (int i = 0; i < o->ntarget_refs; i++) {
 		const struct istio_target_ref *t = &o->target_refs[i];
-		json_t *r = json_pack("{s:s, s:s, s:s, s:s}", "group", t->group, "kind", t->kind,
+		/* a refused object may hold a half-read ref: its absent parts are left out */
+		json_t *r = json_pack("{s:s?, s:s?, s:s?, s:s?}", "group", t->group, "kind", t->kind,
 				      "name", t->name, "namespace", t->namespace ? t->namespace : o->namespace);
 		if (json_array_append_new(refs, r))
 			goto fail;

@@ -75,7 +75,7 @@ struct istio_object {
 	int64_t generation;	/* metadata.generation, 0 when absent */
 	struct label *annotations;	/* string-valued annotations only */
 	int nannotations;
-	bool dry_run;		/* annotation istio.io/dry-run: "true" */
+	bool dry_run;		/* annotation istio.io/dry-run: "true" (or "1", "t", "True", ...) */
 	bool has_selector;	/* spec.selector present (even with no matchLabels) */
 	struct label *selector;	/* spec.selector.matchLabels */
 	int nselector;

@@ -52,6 +52,25 @@ TEST(envelope)
 	istio_object_fini(&o);
 }
 
+TEST(dry_run_values)
+{
+	static const struct {
+		const char *value;
+		bool dry;
+	} cases[] = { { "true", true }, { "True", true }, { "1", true }, { "t", true },
+		      { "false", false }, { "yes", false }, { "", false } };
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct istio_object o;
+		char text[512], err[256];
+		snprintf(text, sizeof(text), "{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
+			 "\"metadata\":{\"name\":\"a\",\"namespace\":\"n\",\"annotations\":{\"istio.io/dry-run\":\"%s\"}}}",
+			 cases[i].value);
+		CHECK_EQ_INT(parse(text, &o, err, sizeof(err)), 0);
+		CHECK_EQ_INT(o.dry_run, cases[i].dry);
+		istio_object_fini(&o);
+	}
+}
+
 TEST(versions_and_kinds)
 {
 	struct istio_object o;
@@ -117,6 +136,24 @@ TEST(precise_errors)
 		}
 		istio_object_fini(&o);
 	}
+}
+
+/* A refused object still dumps (its half-read parts left out): fuzz regression. */
+TEST(refused_object_dumps)
+{
+	struct istio_object o;
+	char err[256];
+	CHECK_EQ_INT(parse("{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
+			   "\"metadata\":{\"name\":\"w\",\"namespace\":\"foo\"},\"spec\":{\"targetRefs\":["
+			   "{\"kind\":\"Gateway\",\"name\":\"waypoint\"},{\"kind\":\"Service\",\"groux\":\"\",\"name\":\"api\"}]}}",
+			   &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ_STR(err, "AuthorizationPolicy foo/w: spec.targetRefs[1].groux: unknown key");
+	json_t *j = istio_object_to_json(&o, NULL);
+	CHECK(j != NULL);
+	CHECK_EQ_INT(json_array_size(json_object_get(j, "targetRefs")), 2);
+	CHECK(!istio_object_targets(&o, NULL, "Service", "foo", "api"));
+	json_decref(j);
+	istio_object_fini(&o);
 }
 
 TEST(rfc3339)
