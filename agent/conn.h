@@ -99,6 +99,9 @@ struct conn_info {
 	 * policies would have decided ("deny: denied by NS/NAME"; never enforced). */
 	char *authz_policy;
 	char *authz_dry_run;
+	/* Refused by policy before carrying data (inbound check, or the source side's 401): every
+	 * istio_tcp_* series of the conn says DENY, its open one included. */
+	bool denied;
 };
 
 struct conn_opts {

@@ -825,6 +825,8 @@ static void client_response(struct hbone_sess *s, struct hbone_stream *st)
 		 sockaddr_str(&s->peer_addr, peer, sizeof(peer)), st->status,
 		 st->reason ? ": " : "", st->reason ? st->reason : "");
 	/* 401/403: the destination's agent refused by policy (its reason names the policy). */
+	if (err == -EACCES)
+		conn_info(st->base.conn)->denied = true;
 	conn_abort(st->base.conn, CONN_UP, err,
 		   err == -EACCES ? CONN_FLAG_DENIED : CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
 }

@@ -221,12 +221,14 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	}
 	if (req->traceparent && strlen(req->traceparent) < sizeof(ci->parent_traceparent))
 		strcpy(ci->parent_traceparent, req->traceparent);
-	conn_opened(c);
 	/* L4 authorization: the verified peer identity, the vouched source address, the local
 	 * workload and the target port. A denial answers 401 with the reason (the source agent
 	 * resets its client); the conn closes with DENY. */
-	if (policy_check_inbound(c, model, dst, req->peer_id ? spiffe_id_str(req->peer_id, peer) : NULL,
-				 why, sizeof(why))) {
+	bool denied = policy_check_inbound(c, model, dst,
+					   req->peer_id ? spiffe_id_str(req->peer_id, peer) : NULL,
+					   why, sizeof(why)) != 0;
+	conn_opened(c);
+	if (denied) {
 		hbone_stream_respond(req->end, 401, why);
 		goto out;
 	}

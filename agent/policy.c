@@ -166,8 +166,12 @@ static int check(struct conn *c, const struct model_workload *dst, const char *i
 int policy_check_inbound(struct conn *c, const struct model *m, const struct model_workload *dst,
 			 const char *peer_identity, char *reason, size_t reasonlen)
 {
+	int err;
 	(void)m;
-	return check(c, dst, peer_identity, true, reason, reasonlen);
+	err = check(c, dst, peer_identity, true, reason, reasonlen);
+	if (err)
+		conn_info(c)->denied = true;
+	return err;
 }
 
 /* ---- re-checking open connections ---- */
@@ -380,6 +384,10 @@ json_t *policy_check_json(const char *from, const char *to, char *err, size_t er
 	json_t *out = NULL;
 	long port;
 
+	if (!P.cur) {
+		snprintf(err, errlen, "no policy set is loaded");
+		goto out;
+	}
 	if (!from || !*from || !to || !*to) {
 		snprintf(err, errlen, "from (ADDR or NS/NAME) and to (NS/NAME:PORT) are required");
 		goto out;

@@ -33,9 +33,10 @@ void policy_fini(void);
 /* The inbound check of conn c (its conn_info filled: kind, src, target, source) towards dst,
  * a local enrolled workload of model m: peer_identity is the verified mTLS identity
  * (HBONE), NULL for plaintext. Dry-run verdicts are reported (conn_info, log, metric). On
- * deny returns -EACCES, writes the operator's sentence ("denied by NS/NAME", ...) to reason
- * and counts the denial; the caller refuses the connection (401, or a reset) with
- * CONN_FLAG_DENIED and that reason. 0 when allowed. Loop thread only. */
+ * deny returns -EACCES, writes the operator's sentence ("denied by NS/NAME", ...) to reason,
+ * marks the conn denied and counts the denial; the caller refuses the connection (401, or a
+ * reset) with CONN_FLAG_DENIED and that reason. 0 when allowed. Call it before conn_opened(),
+ * so that the open's metrics say DENY too. Loop thread only. */
 int policy_check_inbound(struct conn *c, const struct model *m, const struct model_workload *dst,
 			 const char *peer_identity, char *reason, size_t reasonlen);
 

@@ -301,15 +301,17 @@ static void route_inbound_plain(struct proxy *p, struct conn *c, struct model *m
 	}
 	/* Plaintext from outside the mesh never came through a waypoint. */
 	ci->waypoint_bypass = dst && proxy_protecting_waypoint(m, dst) != NULL;
+	bool local = dst && dst->enrolled && proxy_workload_is_local(p, dst);
+	/* L4 authorization of plaintext: no identity (PeerAuthentication STRICT refuses it);
+	 * a denial resets the client (SO_LINGER 0). */
+	bool denied = local && policy_check_inbound(c, m, dst, NULL, why, sizeof(why)) != 0;
 	conn_opened(c);
-	if (!dst || !dst->enrolled || !proxy_workload_is_local(p, dst)) {
+	if (!local) {
 		conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE,
 			   "inbound capture for an address that is not a local enrolled workload");
 		return;
 	}
-	/* L4 authorization of plaintext: no identity (PeerAuthentication STRICT refuses it);
-	 * a denial resets the client (SO_LINGER 0). */
-	if (policy_check_inbound(c, m, dst, NULL, why, sizeof(why))) {
+	if (denied) {
 		conn_abort(c, CONN_DOWN, -EACCES, CONN_FLAG_DENIED, why);
 		return;
 	}

@@ -220,7 +220,9 @@ static void labels_of(const struct conn_info *ci, const char *flag, struct metri
 	l->destination_service = ci->service;
 	l->destination_cluster = topts.cluster_id;
 	l->connection_security_policy = ci->mtls ? "mutual_tls" : "unknown";
-	l->response_flags = flag ? flag : "-";
+	/* A conn refused by policy says DENY on all its series; others carry a flag only on the
+	 * closed series of a failure. */
+	l->response_flags = flag ? flag : ci->denied ? CONN_FLAG_DENIED : "-";
 }
 
 /* The access log line of a conn; fields as ztunnel names them. */

@@ -187,8 +187,13 @@ scenario() {
 		".name == \"outbound\" and .status.code == 2 and (.status.message | test(\"401: denied by default/deny-app2\")) and .attributes[\"authorization.policy\"] == \"default/deny-app2\" and .attributes.response_flags == \"DENY\""
 	check "$cni: denied: ambit_authorization_denied_total{policy=default/deny-app2}" \
 		eval '[ "$(metric 1 ambit_authorization_denied_total policy=default/deny-app2)" -ge 1 ]'
-	check "$cni: denied: istio_tcp_connections_closed_total DENY on both sides" \
-		eval '[ "$(metric 1 istio_tcp_connections_closed_total response_flags=DENY)" -ge 1 ] &&
+	check "$cni: denied: istio_tcp_* DENY: every series of the destination, closed of the source" \
+		eval 'for m in connections_opened connections_closed received_bytes sent_bytes; do
+			pod_exec "$lab" n1 curl -fsS -m 5 "http://$(lab_node_ip 1):15020/metrics" |
+				grep "^istio_tcp_${m}_total{reporter=\"destination\"" |
+				grep -q "source_principal=\"spiffe://$app2\".*response_flags=\"DENY\"" ||
+				{ echo "node 1: no DENY series of istio_tcp_${m}_total"; exit 1; }
+		      done
 		      [ "$(metric 2 istio_tcp_connections_closed_total response_flags=DENY)" -ge 1 ]'
 	check "$cni: denied: access log line with DENY and the policy" \
 		grep -q '"response_flags":"DENY".*"authorization_policy":"default/deny-app2"' "$LAB_ROOT/$lab/agent1.log"
