@@ -442,39 +442,31 @@ static int parse_cidr(const char *v, struct cidr *c)
 	return 0;
 }
 
-/* A port: a string of digits (as Istio's API has them) or an integer, 1 to 65535. */
-static int parse_port_value(const json_t *v, uint16_t *out)
+/* A port as Istio's API writes it: a string of digits, 1 to 65535. */
+static int parse_port(const char *s, uint16_t *out)
 {
+	char *end;
 	long p;
-	if (json_is_integer(v)) {
-		p = (long)json_integer_value(v);
-		if (json_integer_value(v) < 1 || json_integer_value(v) > 65535)
-			return -EINVAL;
-	} else if (json_is_string(v)) {
-		const char *s = json_string_value(v);
-		char *end;
-		if (!*s || strlen(s) > 5 || s[0] < '0' || s[0] > '9')
-			return -EINVAL;
-		p = strtol(s, &end, 10);
-		if (*end || p < 1 || p > 65535)
-			return -EINVAL;
-	} else {
+
+	if (!*s || strlen(s) > 5 || s[0] < '0' || s[0] > '9')
 		return -EINVAL;
-	}
+	p = strtol(s, &end, 10);
+	if (*end || p < 1 || p > 65535)
+		return -EINVAL;
 	*out = (uint16_t)p;
 	return 0;
 }
 
 /* One value of a test; i indexes t's arrays. 0, -EINVAL (message in j) or -ENOMEM. */
-static int add_value(struct jx *j, struct test *t, size_t i, const json_t *jv, const char *policy_ns)
+static int add_value(struct jx *j, struct test *t, size_t i, const char *v, const char *policy_ns)
 {
-	const char *v = json_string_value(jv), *slash;
+	const char *slash;
 
 	if (t->cidr)
 		return parse_cidr(v, &t->cidr[i]) ?
 		       jx_fail(j, NULL, "'%s' is not an IP address or CIDR block", v) : 0;
 	if (t->ports)
-		return parse_port_value(jv, &t->ports[i]) ?
+		return parse_port(v, &t->ports[i]) ?
 		       jx_fail(j, NULL, "'%s' is not a port (1 to 65535)", v) : 0;
 	if (!t->sa)
 		return parse_strmatch(v, &t->sm[i]);
@@ -515,7 +507,7 @@ static int add_test(struct jx *j, struct match *m, const char *key, const json_t
 	for (size_t i = 0; i < n; i++) {
 		size_t saved = jx_enter(j, "%s[%zu]", key, i);
 		t->n = (int)i + 1;
-		err = add_value(j, t, i, json_array_get(arr, i), policy_ns);
+		err = add_value(j, t, i, json_string_value(json_array_get(arr, i)), policy_ns);
 		jx_leave(j, saved);
 		if (err)
 			goto fail;
@@ -563,18 +555,27 @@ static const struct field operation_fields[] = {
 	{ NULL, 0, false },
 };
 
-/* Names of the L7 fields found, for the conversion message ("methods, paths"). */
+/* Names of the L7 fields a rule uses, for the conversion message ("methods, paths"), and of
+ * those that need a validated JWT (never there: ambit has no RequestAuthentication). */
 struct l7_found {
 	char names[256];
+	char jwt[256];
 };
 
-static void l7_note(struct l7_found *f, const char *name)
+static void note_name(char *names, size_t size, const char *name)
 {
-	size_t len = strlen(f->names), nlen = strlen(name);
-	for (const char *p = f->names; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] ? 2 : 0))
+	size_t len = strlen(names), nlen = strlen(name);
+	for (const char *p = names; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] ? 2 : 0))
 		if (strncmp(p, name, nlen) == 0 && (p[nlen] == ',' || p[nlen] == '\0'))
 			return;	/* each name once */
-	snprintf(f->names + len, sizeof(f->names) - len, "%s%s", len ? ", " : "", name);
+	snprintf(names + len, size - len, "%s%s", len ? ", " : "", name);
+}
+
+static void l7_note(struct l7_found *f, const char *name, enum attr attr)
+{
+	note_name(f->names, sizeof(f->names), name);
+	if (attr == A_REQ_PRINCIPAL || (attr == A_NEVER && strncmp(name, "request.auth.", 13) == 0))
+		note_name(f->jwt, sizeof(f->jwt), name);
 }
 
 /* from[i].source or to[i].operation: one match with a test per non-empty field. */
@@ -614,7 +615,7 @@ static int parse_entry(struct jx *j, const json_t *entry, const char *inner,
 	for (int f = 0; !err && f < nf; f++) {
 		err = add_test(j, m, fields[f].key, lists[f], fields[f].attr, fields[f].neg, NULL, policy_ns);
 		if (!err && lists[f] && fields[f].attr > A_L4_LAST)
-			l7_note(l7, fields[f].key);
+			l7_note(l7, fields[f].key, fields[f].attr);
 	}
 	jx_leave(j, saved);
 	return err;
@@ -691,7 +692,7 @@ static int parse_when(struct jx *j, const json_t *cond, const char *policy_ns, s
 	if (!err)
 		err = add_test(j, m, "notValues", not_values, attr, true, attr == A_HEADER ? header : NULL, policy_ns);
 	if (!err && attr > A_L4_LAST)
-		l7_note(l7, key);
+		l7_note(l7, key, attr);
 out:
 	free(key);
 	return err;
@@ -726,7 +727,7 @@ static int parse_clause(struct jx *j, const json_t *rule, const char *key, const
 static int parse_rule(struct jx *j, const json_t *jr, struct policy *p, struct rule *r)
 {
 	static const char *const keys[] = { "from", "to", "when", NULL };
-	struct l7_found l7 = { "" };
+	struct l7_found l7 = { "", "" };
 	const char *ns = p->obj.namespace;
 	json_t *when, *v;
 	size_t i;
@@ -765,6 +766,12 @@ static int parse_rule(struct jx *j, const json_t *jr, struct policy *p, struct r
 		jx_leave(j, saved);
 	}
 	if (err)
+		return err;
+	if (l7.jwt[0] && p->obj.ntarget_refs &&
+	    (err = istio_object_diag(&p->obj, ISTIO_DIAG_UNSUPPORTED, j->path,
+				     "ambit validates no JWT (RequestAuthentication): %s have no value at "
+				     "the waypoint, so they never match and their not* forms always do",
+				     l7.jwt)))
 		return err;
 	if (l7.names[0]) {
 		r->has_l7 = true;
@@ -894,11 +901,8 @@ static int parse_peer_authentication(struct jx *j, const json_t *spec, struct po
 			return -ENOMEM;
 		saved = jx_enter(j, "portLevelMtls");
 		json_object_foreach(ports, k, v) {
-			json_t *kv = json_string(k);
 			uint16_t port = 0;
-			bool bad = !kv || parse_port_value(kv, &port);
-			json_decref(kv);
-			if (bad) {
+			if (parse_port(k, &port)) {
 				err = jx_fail(j, k, "'%s' is not a port (1 to 65535)", k);
 				break;
 			}
@@ -921,8 +925,8 @@ static int parse_peer_authentication(struct jx *j, const json_t *spec, struct po
 	return 0;
 }
 
-/* Compiles one object. Returns NULL only on ENOMEM; a refused object comes back with
- * state PS_REFUSED and a diagnostic. kind_out says which kind it was (OTHER: skip it). */
+/* Compiles one object (dump: its JSON, owned by the result). Returns NULL only on ENOMEM; a
+ * refused object comes back with state PS_REFUSED and its one refusal diagnostic. */
 static struct policy *compile_object(const json_t *json, size_t index, const char *root_ns,
 				     char *dump)
 {
@@ -1361,19 +1365,6 @@ static bool cidr_contains(const struct cidr *c, const struct sockaddr_storage *s
 	return true;
 }
 
-/* Host without its ":port" (kept when the policy value has a colon itself). */
-static size_t host_len(const char *h, const struct strmatch *m)
-{
-	size_t len = strlen(h);
-	const char *colon = strrchr(h, ':');
-	if (!colon || memchr(m->s, ':', m->len) || strchr(colon, ']'))
-		return len;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return len;
-	return (size_t)(colon - h);
-}
-
 /* Whether value i of t matches the facts. */
 static bool value_matches(const struct test *t, int i, const struct facts *f)
 {
@@ -1400,7 +1391,8 @@ static bool value_matches(const struct test *t, int i, const struct facts *f)
 	case A_REMOTE_IP:
 		return cidr_contains(&t->cidr[i], r && r->remote_ip ? r->remote_ip : f->c->src);
 	case A_HOST:
-		return r && r->host && sm_match(&t->sm[i], r->host, host_len(r->host, &t->sm[i]), true);
+		/* as Istio's host matcher: case-insensitive, the port is part of the value */
+		return r && r->host && sm_match(&t->sm[i], r->host, strlen(r->host), true);
 	case A_METHOD:
 		return r && r->method && sm_match(&t->sm[i], r->method, strlen(r->method), false);
 	case A_PATH:

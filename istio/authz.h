@@ -80,7 +80,7 @@ struct authz_conn {
 struct authz_request {
 	const char *method;		/* ":method" / request line */
 	const char *path;		/* ":path" with its query (the query is not matched) */
-	const char *host;		/* ":authority" / Host, port included when present */
+	const char *host;		/* ":authority" / Host as sent (a port is part of it) */
 	const char *request_principal;	/* "iss/sub" from a validated JWT; NULL: none */
 	const struct sockaddr_storage *remote_ip;	/* X-Forwarded-For origin; NULL = src */
 	const char *sni;		/* connection.sni; NULL: none */

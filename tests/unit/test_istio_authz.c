@@ -4,6 +4,8 @@
  * PeerAuthentication precedence and portLevelMtls; refused objects keeping their previous
  * version; dumps. */
 #include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "common/log.h"
@@ -337,8 +339,12 @@ static const struct l7_case l7_cases[] = {
 	  "POST", "/pkg.Other/SayHello", "api", ID_BAR, AUTHZ_DENY },
 	{ "notPaths", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"notPaths\":[\"/admin*\"]}}]}]}",
 	  "GET", "/admin/x", "api", ID_BAR, AUTHZ_DENY },
-	{ "hosts case-insensitive, port ignored", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"hosts\":[\"API.foo.svc\"]}}]}]}",
-	  "GET", "/", "api.FOO.svc:8080", ID_BAR, AUTHZ_ALLOW },
+	{ "hosts case-insensitive", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"hosts\":[\"API.foo.svc\"]}}]}]}",
+	  "GET", "/", "api.FOO.svc", ID_BAR, AUTHZ_ALLOW },
+	{ "hosts: the port is part of the host", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"hosts\":[\"api.foo.svc\"]}}]}]}",
+	  "GET", "/", "api.foo.svc:8080", ID_BAR, AUTHZ_DENY },
+	{ "hosts prefix for any port", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"hosts\":[\"api.foo.svc*\"]}}]}]}",
+	  "GET", "/", "api.foo.svc:8080", ID_BAR, AUTHZ_ALLOW },
 	{ "hosts suffix", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"hosts\":[\"*.svc\"]}}]}]}",
 	  "GET", "/", "api.foo.svc", ID_BAR, AUTHZ_ALLOW },
 	{ "notHosts", "{" WP_REFS ",\"rules\":[{\"to\":[{\"operation\":{\"notHosts\":[\"api\"]}}]}]}",
@@ -425,6 +431,18 @@ TEST(l7_targets)
 	authz_check_request(s, &c, &db, &req, &r);
 	CHECK_EQ_INT(r.verdict, AUTHZ_ALLOW);
 	CHECK_EQ_INT(r.reason, AUTHZ_REASON_NO_POLICY);
+	authz_set_unref(s);
+
+	/* JWT attributes at a waypoint: reported unsupported */
+	s = compile("[" AP("foo", "jwt", "{" WP_REFS ",\"rules\":[{\"from\":[{\"source\":{\"requestPrincipals\":[\"*\"]}}],"
+		    "\"when\":[{\"key\":\"request.auth.claims[groups]\",\"values\":[\"a\"]}]}]}") "]", NULL);
+	REQUIRE(s);
+	json_t *d = authz_set_to_json(s, NULL, 0), *diag = json_array_get(json_object_get(json_array_get(d, 0), "diagnostics"), 0);
+	CHECK_EQ_STR(json_string_value(json_object_get(diag, "kind")), "unsupported");
+	CHECK_EQ_STR(json_string_value(json_object_get(diag, "path")), "spec.rules[0]");
+	CHECK(strstr(json_string_value(json_object_get(diag, "message")), "requestPrincipals, request.auth.claims[groups] have no value"));
+	CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(d, 0), "state")), "applied");
+	json_decref(d);
 	authz_set_unref(s);
 }
 
@@ -536,6 +554,7 @@ static const struct bad_case bad_cases[] = {
 	{ "{\"action\":\"CUSTOM\"}", "spec.provider: the CUSTOM action needs provider.name" },
 	{ "{\"provider\":{\"name\":\"x\"}}", "spec.provider: is only for the CUSTOM action" },
 	{ "{\"rules\":{}}", "spec.rules: must be an array" },
+	{ TO("ports", "[8080]"), "spec.rules[0].to[0].operation.ports[0]: must be a string" },
 };
 
 TEST(refused_objects)
@@ -772,6 +791,87 @@ TEST(many_policies)
 	CHECK_EQ_STR(r.policy.namespace, "ns77");
 	authz_set_unref(s);
 	authz_set_unref(s2);
+}
+
+/* Runs compile with stderr in a file at WARN level; returns the number of log lines that
+ * contain needle. */
+static int logged_lines(const char *resources, struct authz_set **inout, const char *needle)
+{
+	char path[] = "/tmp/ambit-test-authz-XXXXXX", line[1024];
+	int fd = mkstemp(path), saved = dup(2), n = 0;
+	struct authz_set *s;
+	FILE *f;
+
+	if (fd < 0 || saved < 0)
+		return -1;
+	fflush(stderr);
+	dup2(fd, 2);
+	log_set_level(LOG_LVL_WARN);
+	s = compile(resources, *inout);
+	log_set_level(LOG_LVL_ERROR);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	authz_set_unref(*inout);
+	*inout = s;
+	f = fdopen(fd, "r");
+	rewind(f);
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	unlink(path);
+	return n;
+}
+
+TEST(reported_once)
+{
+	const char *res = "[" AP("foo", "audit", "{\"action\":\"AUDIT\",\"rules\":[{}]}") ","
+		AP("foo", "conv", "{\"rules\":[{\"to\":[{\"operation\":{\"paths\":[\"/a\"]}}]}]}") ","
+		AP("foo", "bad", "{\"rules\":[{\"to\":[{\"operation\":{\"ports\":[\"70000\"]}}]}]}") "]";
+	struct authz_set *s = NULL;
+
+	CHECK_EQ_INT(logged_lines(res, &s, "AuthorizationPolicy foo/"), 3);
+	CHECK_EQ_INT(logged_lines(res, &s, "foo/audit: unsupported at spec.action"), 0);
+	CHECK(s != NULL);
+	/* a new version of one object: that one again, the others not */
+	const char *res2 = "[" AP("foo", "audit", "{\"action\":\"AUDIT\",\"rules\":[{}]}") ","
+		AP("foo", "conv", "{\"rules\":[{\"to\":[{\"operation\":{\"paths\":[\"/b\"]}}]}]}") ","
+		AP("foo", "bad", "{\"rules\":[{\"to\":[{\"operation\":{\"ports\":[\"70000\"]}}]}]}") "]";
+	CHECK_EQ_INT(logged_lines(res2, &s, "AuthorizationPolicy foo/conv: converted at spec.rules[0]"), 1);
+	CHECK_EQ_INT(logged_lines(res2, &s, "AuthorizationPolicy foo/"), 0);
+	authz_set_unref(s);
+}
+
+TEST(object_bound)
+{
+	/* past AUTHZ_MAX_OBJECTS the rest are refused (left out), the first ones apply */
+	size_t per = 160, cap = (AUTHZ_MAX_OBJECTS + 2) * per + 16, len = 0;
+	char *res = malloc(cap);
+	REQUIRE(res);
+	len += (size_t)snprintf(res + len, cap - len, "[");
+	for (int i = 0; i < AUTHZ_MAX_OBJECTS + 1; i++)
+		len += (size_t)snprintf(res + len, cap - len, "%s" AP("n%d", "p", "{}"), i ? "," : "",
+					i == AUTHZ_MAX_OBJECTS ? 0 : i + 1);
+	snprintf(res + len, cap - len, "]");
+	struct authz_set *s = compile(res, NULL);
+	free(res);
+	REQUIRE(s);
+	struct authz_set_stats st;
+	authz_set_stats(s, &st);
+	CHECK_EQ_INT(st.authorization_policies, AUTHZ_MAX_OBJECTS);
+	/* n0/p came last: past the bound, not applied */
+	struct authz_workload w0 = { "n0", "x", NULL, 0 }, w1 = { "n1", "x", NULL, 0 };
+	struct sockaddr_storage src, dst;
+	struct authz_result r;
+	ip_parse("10.1.0.1", &src);
+	ip_parse("10.0.0.2", &dst);
+	struct authz_conn c = { .src = &src, .dst = &dst, .dst_port = 80, .dst_workload = &w0 };
+	authz_check_conn(s, &c, &r);
+	CHECK_EQ_INT(r.verdict, AUTHZ_ALLOW);
+	c.dst_workload = &w1;
+	authz_check_conn(s, &c, &r);
+	CHECK_EQ_INT(r.verdict, AUTHZ_DENY);
+	authz_set_unref(s);
 }
 
 int main(void)
