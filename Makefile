@@ -245,6 +245,16 @@ fuzz-bins: $(addprefix $(BUILD)/,$(FUZZ_NAMES))
 	@:
 endif
 
+# ---- container image (deploy/Dockerfile; README "Install") ----
+# CONTAINER_ENGINE: docker when its daemon answers (or podman is absent), else podman.
+CONTAINER_ENGINE ?= $(shell if command -v docker >/dev/null 2>&1 && { docker info >/dev/null 2>&1 || \
+	! command -v podman >/dev/null 2>&1; }; then echo docker; elif command -v podman >/dev/null 2>&1; \
+	then echo podman; else echo docker; fi)
+IMAGE ?= ambit:$(VERSION)
+.PHONY: image
+image:
+	$(CONTAINER_ENGINE) build -f deploy/Dockerfile --build-arg GIT_REV=$(GIT_REV) -t $(IMAGE) .
+
 # ---- lab demo and benchmarks ----
 .PHONY: demo bench clean
 demo: all $(TOOL_BIN)

@@ -50,9 +50,11 @@ int config_init(struct config *c, enum config_role role)
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
-	if (!c->path || !c->trust_domain || !c->root_namespace || !c->ca_cert || !c->ca_key || !c->discovery_file ||
+	c->hbone_dial = strdup("node");
+	if (!c->path || !c->trust_domain || !c->root_namespace || !c->ca_cert || !c->ca_key ||
+	    !c->discovery_file ||
 	    !c->kube_token_file || !c->kube_ca_file || !c->otlp_protocol || !c->redirect_pin_dir ||
-	    !c->admin_address || !c->waypoint_lb) {
+	    !c->admin_address || !c->waypoint_lb || !c->hbone_dial) {
 		config_fini(c);
 		return -ENOMEM;
 	}
@@ -88,10 +90,12 @@ void config_fini(struct config *c)
 	free(c->otlp_protocol);
 	kv_free(c->otlp_headers, c->notlp_headers);
 	free(c->redirect_pin_dir);
+	free(c->redirect_sysctl_dir);
 	free(c->admin_address);
 	free(c->waypoint_name);
 	free(c->waypoint_namespace);
 	free(c->waypoint_lb);
+	free(c->hbone_dial);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -238,15 +242,24 @@ static int load_log(struct jx *j, struct config *c, const json_t *o)
 
 static int load_redirect(struct jx *j, struct config *c, const json_t *o)
 {
-	static const char *const keys[] = { "enabled", "pin_dir", "mark", "table", NULL };
+	static const char *const keys[] = { "enabled", "pin_dir", "sysctl_dir", "mark", "table",
+		NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) || (err = jx_bool(j, o, "enabled", &c->redirect_enabled)) ||
 	    (err = jx_str(j, o, "pin_dir", false, CFG_MAX_STR, &c->redirect_pin_dir)) ||
+	    (err = jx_str(j, o, "sysctl_dir", false, 200, &c->redirect_sysctl_dir)) ||
 	    (err = jx_uint(j, o, "mark", 1, UINT32_MAX, &c->redirect_mark)) ||
 	    (err = jx_uint(j, o, "table", 1, 252, &c->redirect_table)))
 		return err;
 	if (strncmp(c->redirect_pin_dir, "/sys/fs/bpf/", 12) != 0)
 		return jx_fail(j, "pin_dir", "'%s' must be under /sys/fs/bpf/", c->redirect_pin_dir);
+	if (c->redirect_sysctl_dir && strcmp(c->redirect_sysctl_dir, "auto") == 0) {
+		free(c->redirect_sysctl_dir);
+		c->redirect_sysctl_dir = NULL;
+	}
+	if (c->redirect_sysctl_dir && c->redirect_sysctl_dir[0] != '/')
+		return jx_fail(j, "sysctl_dir", "'%s' is neither \"auto\" nor an absolute path",
+			       c->redirect_sysctl_dir);
 	return 0;
 }
 
@@ -267,7 +280,9 @@ static int load_proxy(struct jx *j, struct config *c, const json_t *o)
 static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "max_streams_per_connection", "idle_timeout_ms",
-		"ping_interval_ms", "window_size", "cert_lifetime_s", "max_inbound_connections", NULL };
+		"ping_interval_ms", "window_size", "cert_lifetime_s", "max_inbound_connections",
+		"dial", NULL };
+	static const char *const dials[] = { "node", "pod", NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) ||
 	    (err = jx_uint(j, o, "max_streams_per_connection", 1, 10000, &c->hbone_max_streams)) ||
@@ -275,7 +290,8 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 	    (err = jx_uint(j, o, "ping_interval_ms", 100, 3600000, &c->hbone_ping_interval_ms)) ||
 	    (err = jx_uint(j, o, "window_size", 65535, (1u << 31) - 1, &c->hbone_window)) ||
 	    (err = jx_uint(j, o, "cert_lifetime_s", 60, 366 * 24 * 3600, &c->cert_lifetime_s)) ||
-	    (err = jx_uint(j, o, "max_inbound_connections", 1, 1000000, &c->hbone_max_inbound)))
+	    (err = jx_uint(j, o, "max_inbound_connections", 1, 1000000, &c->hbone_max_inbound)) ||
+	    (err = jx_enum(j, o, "dial", dials, &c->hbone_dial)))
 		return err;
 	return 0;
 }
@@ -435,8 +451,8 @@ json_t *config_to_json(const struct config *c)
 		"{s:s, s:s?, s:s?, s:s, s:s, s:s, s:{s:s, s:s},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
-		" s:{s:s, s:s}, s:{s:b, s:s, s:i, s:i},"
-		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:s?, s:s?, s:s}",
+		" s:{s:s, s:s}, s:{s:b, s:s, s:s, s:i, s:i},"
+		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "root_namespace", c->root_namespace,
 		"admin_address", c->admin_address,
@@ -454,6 +470,7 @@ json_t *config_to_json(const struct config *c)
 		"log", "level", log_level_str(c->log_level),
 		"format", c->log_format == LOG_FMT_JSON ? "json" : "text",
 		"redirect", "enabled", c->redirect_enabled, "pin_dir", c->redirect_pin_dir,
+		"sysctl_dir", c->redirect_sysctl_dir ? c->redirect_sysctl_dir : "auto",
 		"mark", (json_int_t)c->redirect_mark, "table", (json_int_t)c->redirect_table,
 		"proxy", "connect_timeout_ms", (json_int_t)c->connect_timeout_ms,
 		"max_connections", (json_int_t)c->max_connections,
@@ -462,7 +479,7 @@ json_t *config_to_json(const struct config *c)
 		"idle_timeout_ms", (json_int_t)c->hbone_idle_timeout_ms,
 		"ping_interval_ms", (json_int_t)c->hbone_ping_interval_ms,
 		"window_size", (json_int_t)c->hbone_window, "cert_lifetime_s", (json_int_t)c->cert_lifetime_s,
-		"max_inbound_connections", (json_int_t)c->hbone_max_inbound,
+		"max_inbound_connections", (json_int_t)c->hbone_max_inbound, "dial", c->hbone_dial,
 		"name", c->waypoint_name, "namespace", c->waypoint_namespace,
 		"load_balancing", c->waypoint_lb);
 }

@@ -60,6 +60,7 @@ struct config {
 	/* extensions (documented in docs/configuration.md) */
 	bool redirect_enabled;		/* false: no BPF capture (tests, waypoint-only nodes) */
 	char *redirect_pin_dir;
+	char *redirect_sysctl_dir;	/* NULL: auto (redirect_opts.sysctl_dir) */
 	uint32_t redirect_mark;
 	uint32_t redirect_table;
 
@@ -73,6 +74,8 @@ struct config {
 	uint32_t hbone_ping_interval_ms;
 	uint32_t hbone_window;		/* HTTP/2 stream window, bytes */
 	uint32_t hbone_max_inbound;	/* concurrent inbound 15008 connections (4096) */
+	char *hbone_dial;		/* "node" (node IP:15008, SNI; default) or "pod" (the
+					 * destination pod's IP:15008, no SNI: ztunnel's form) */
 	uint32_t cert_lifetime_s;
 
 	char *admin_address;		/* 127.0.0.1:15000 */

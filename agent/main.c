@@ -263,6 +263,8 @@ static int run(struct agent *a)
 		.window = a->cfg.hbone_window,
 		.max_inbound = a->cfg.hbone_max_inbound,
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
+		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
+		.pod_listeners = a->cfg.redirect_enabled,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);
@@ -274,12 +276,15 @@ static int run(struct agent *a)
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
 		ro.pin_dir = a->cfg.redirect_pin_dir;
+		ro.sysctl_dir = a->cfg.redirect_sysctl_dir;
 		ro.mark = a->cfg.redirect_mark;
 		ro.table = a->cfg.redirect_table;
 		ro.outbound_listener_fd = proxy_outbound_fd(a->proxy);
 		ro.inbound_listener_fd = proxy_inbound_fd(a->proxy);
 		ro.outbound6_listener_fd = proxy_outbound6_fd(a->proxy);
 		ro.inbound6_listener_fd = proxy_inbound6_fd(a->proxy);
+		ro.hbone_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET);
+		ro.hbone6_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET6);
 		a->redirect = redirect_new(&ro);
 		if (!a->redirect) {
 			err = -errno;
@@ -405,6 +410,7 @@ int main(int argc, char **argv)
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
 		ro.pin_dir = agent.cfg.redirect_pin_dir;
+		ro.sysctl_dir = agent.cfg.redirect_sysctl_dir;
 		ro.mark = agent.cfg.redirect_mark;
 		ro.table = agent.cfg.redirect_table;
 		rc = redirect_cleanup(&ro);

@@ -18,6 +18,7 @@ struct tls_ca;
 struct spiffe_id;
 struct hbone_inbound;
 struct hbone_conn_info;
+struct hbone_request;
 
 struct mesh_opts {
 	struct loop *loop;
@@ -29,6 +30,10 @@ struct mesh_opts {
 	struct sockaddr_storage hbone_addr;	/* node IP:15008 */
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window, connect_timeout_ms;
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
+	bool dial_pod;			/* hbone.dial "pod": ztunnel's form (mesh_hbone_dial) */
+	/* Serve pod-addressed HBONE (ztunnel's form) on transparent listeners 127.0.0.1:15008
+	 * and [::1]:15008, for the eBPF capture to feed (mesh_pod_listener_fd). */
+	bool pod_listeners;
 };
 
 /* ---- policy helpers, shared with the waypoint ---- */
@@ -45,6 +50,15 @@ void mesh_baggage_of(const struct model_workload *w, char *out, size_t len);
 const struct model_workload *mesh_vouched_source(const struct model *m, const char *td,
 						 const struct hbone_inbound *req,
 						 struct sockaddr_storage *src);
+/* Where an outbound CONNECT goes, by hbone.dial. Node form (dial_pod false): node:15008, SNI
+ * naming the destination identity, pooled per (source identity, node, destination identity).
+ * Pod form, as ztunnel sends it: the destination pod's own target IP, port 15008, no SNI, pooled
+ * as ztunnel keys it (source identity, destination identities, destination pod IP:15008, source
+ * pod IP src). A waypoint (not NULL) is dialled at its own pod IP either way. Fills req->dst,
+ * no_sni and key_src (src is borrowed). 0, or -EHOSTUNREACH when the address is unknown. */
+int mesh_hbone_dial(bool dial_pod, const struct sockaddr_storage *node,
+		    const struct sockaddr_storage *waypoint, const struct sockaddr_storage *target,
+		    const struct sockaddr_storage *src, struct hbone_request *req);
 /* hbone_*_foreach visitor appending one JSON object per connection to the array arg. */
 void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
 
@@ -52,6 +66,9 @@ void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
  * proxy's mesh route. NULL + errno (logged). */
 struct mesh *mesh_new(const struct mesh_opts *opts);
 void mesh_free(struct mesh *m);
+/* The pod-addressed HBONE listener of family (AF_INET, AF_INET6) for the capture's sockmap,
+ * or -1 (none: pod_listeners off, or no IPv6). Owned by the mesh. */
+int mesh_pod_listener_fd(const struct mesh *m, int family);
 /* SIGTERM: GOAWAY on every HBONE connection, stop accepting on 15008. */
 void mesh_drain(struct mesh *m);
 /* Open inbound streams (drain progress). */

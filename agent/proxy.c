@@ -36,7 +36,7 @@ struct proxy {
 	uint32_t rr;		/* round-robin cursor for service endpoints */
 };
 
-static int listen_transparent(const struct sockaddr_storage *addr)
+int proxy_listen_transparent(const struct sockaddr_storage *addr)
 {
 	int one = 1, fd, err;
 	int lvl = addr->ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
@@ -401,7 +401,7 @@ static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind k
 	ls->p = p;
 	ls->kind = kind;
 	ls->addr = *addr;
-	ls->fd = listen_transparent(addr);
+	ls->fd = proxy_listen_transparent(addr);
 	if (optional && (ls->fd == -EAFNOSUPPORT || ls->fd == -EADDRNOTAVAIL)) {
 		pr_info("no IPv6 listener on %s: %s", sockaddr_str(addr, a, sizeof(a)),
 			strerror(-ls->fd));

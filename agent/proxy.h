@@ -57,6 +57,9 @@ int proxy_inbound_fd(const struct proxy *p);
 /* The IPv6 listeners' fds; -1 on a host without IPv6. */
 int proxy_outbound6_fd(const struct proxy *p);
 int proxy_inbound6_fd(const struct proxy *p);
+/* A non-blocking transparent (IP_TRANSPARENT / IPV6_TRANSPARENT; IPv6 also IPV6_V6ONLY)
+ * listening socket bound to addr, as the capture listeners are: the fd, or -errno. */
+int proxy_listen_transparent(const struct sockaddr_storage *addr);
 void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh);
 /* Stops accepting (drain). Existing connections continue. */
 void proxy_stop_accepting(struct proxy *p);

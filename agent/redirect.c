@@ -51,6 +51,7 @@ struct rd_pod {
 struct redirect {
 	struct redirect_opts opts;
 	char *pin_dir;			/* owned copy of opts.pin_dir */
+	char *sysctl_dir;		/* owned: the net sysctl folder in use (auto resolved) */
 	struct redirect_bpf *skel;
 	struct netlink *nl;
 	int epfd;			/* the event fd: netlink events + retry timer */
@@ -73,6 +74,7 @@ static const char *const stat_names[REDIRECT_STAT_MAX] = {
 	[REDIRECT_STAT_OUTBOUND6] = "captured_outbound_ipv6",
 	[REDIRECT_STAT_INBOUND6] = "captured_inbound_ipv6",
 	[REDIRECT_STAT_DROP_EXTHDR] = "drop_ipv6_header_chain",
+	[REDIRECT_STAT_HBONE] = "captured_hbone_pod",
 };
 
 static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
@@ -80,6 +82,8 @@ static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
 	[REDIRECT_LISTENER_INBOUND] = "inbound",
 	[REDIRECT_LISTENER_OUTBOUND6] = "outbound6",
 	[REDIRECT_LISTENER_INBOUND6] = "inbound6",
+	[REDIRECT_LISTENER_HBONE] = "hbone_pod",
+	[REDIRECT_LISTENER_HBONE6] = "hbone_pod6",
 };
 
 void redirect_opts_default(struct redirect_opts *opts)
@@ -94,6 +98,8 @@ void redirect_opts_default(struct redirect_opts *opts)
 		.inbound_listener_fd = -1,
 		.outbound6_listener_fd = -1,
 		.inbound6_listener_fd = -1,
+		.hbone_listener_fd = -1,
+		.hbone6_listener_fd = -1,
 	};
 }
 
@@ -214,7 +220,10 @@ static int bpffs_ensure(void)
 		return -errno;
 	if (mount("bpffs", BPFFS_ROOT, "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") == -1)
 		return -errno;
-	pr_info("capture: mounted bpffs at %s (the host had none)", BPFFS_ROOT);
+	/* In a container this mount is the container's own: pins then die with the pod. */
+	pr_warn("capture: mounted a bpffs at %s, where there was none; pinned maps last as long "
+		"as this mount (in a container, mount the host's %s there: hostPath)", BPFFS_ROOT,
+		BPFFS_ROOT);
 	return 0;
 }
 
@@ -243,18 +252,60 @@ static int unpin_all(const char *dir)
 /* TCP early demux must be off in the node netns: it gives a forwarded packet of an inbound
  * captured connection (client -> pod IP:port) the agent's accepted socket, whose local address
  * is the pod's, and ip_forward() drops packets that carry a socket, before they reach the
- * pod's interface where ambit_egress would turn them into ingress. */
-#define EARLY_DEMUX_SYSCTL "/proc/sys/net/ipv4/tcp_early_demux"
+ * pod's interface where ambit_egress would turn them into ingress.
+ * A container's /proc/sys is read-only, so in Kubernetes the sysctl is written through the
+ * host's /proc/sys/net mounted elsewhere: a procfs answers for the writer's network namespace
+ * (the node's, with hostNetwork), whichever mount it is reached through. */
+#define PROC_SYSCTL_DIR "/proc/sys/net"
+#define EARLY_DEMUX "ipv4/tcp_early_demux"
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
 
-static int set_tcp_early_demux(bool on)
+static bool is_procfs(const char *path)
 {
-	int fd = open(EARLY_DEMUX_SYSCTL, O_WRONLY | O_CLOEXEC), err = 0;
+	struct statfs st;
 
-	if (fd == -1)
-		return -errno;
-	if (write(fd, on ? "1\n" : "0\n", 2) != 2)
+	return statfs(path, &st) == 0 && (unsigned long)st.f_type == PROC_SUPER_MAGIC;
+}
+
+/* The configured folder of net sysctls, else the host's where the DaemonSet mounts it, else
+ * our own (a bare host, the lab). */
+static const char *sysctl_dir(const struct redirect_opts *opts)
+{
+	if (opts->sysctl_dir)
+		return opts->sysctl_dir;
+	return is_procfs(REDIRECT_HOST_SYSCTL_DIR) ? REDIRECT_HOST_SYSCTL_DIR : PROC_SYSCTL_DIR;
+}
+
+/* Writes DIR/ipv4/tcp_early_demux. what gets, for the caller's log line, the step, the file and,
+ * on a failure an operator can fix, what is missing. 0 or -errno. */
+static int set_tcp_early_demux(const char *dir, bool on, char *what, size_t len)
+{
+	const char *hint = "";
+	char path[300];
+	int fd = -1, err = 0;
+
+	snprintf(path, sizeof(path), "%s/" EARLY_DEMUX, dir);
+	if (!is_procfs(dir)) {
+		err = access(dir, F_OK) == -1 ? -errno : -EINVAL;
+		hint = "; not a procfs folder: mount the host's /proc/sys/net there (hostPath) "
+		       "or fix redirect.sysctl_dir";
+		goto out;
+	}
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd == -1 || write(fd, on ? "1\n" : "0\n", 2) != 2)
 		err = -errno;
-	close(fd);
+	if (err == -EROFS)
+		hint = "; read-only, as /proc/sys is in a container: mount the host's /proc/sys/net "
+		       "at " REDIRECT_HOST_SYSCTL_DIR " (hostPath, as the DaemonSet does) or name a "
+		       "writable one in redirect.sysctl_dir";
+	else if (err == -EACCES || err == -EPERM)
+		hint = "; needs uid 0 or CAP_NET_ADMIN in the node's network namespace";
+out:
+	if (fd >= 0)
+		close(fd);
+	snprintf(what, len, "turning %s TCP early demux (%s%s)", on ? "on" : "off", path, hint);
 	return err;
 }
 
@@ -722,6 +773,7 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 {
 	struct redirect *r = calloc(1, sizeof(*r));
 	const char *what = "";
+	char sysctl[640];
 	int err = -ENOMEM;
 
 	setup_libbpf_log();
@@ -733,6 +785,10 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if (!r->pin_dir)
 		goto fail;
 	r->opts.pin_dir = r->pin_dir;
+	r->sysctl_dir = strdup(sysctl_dir(opts));
+	if (!r->sysctl_dir)
+		goto fail;
+	r->opts.sysctl_dir = r->sysctl_dir;
 	what = "mounting bpffs at " BPFFS_ROOT;
 	if ((err = bpffs_ensure()))
 		goto fail;
@@ -746,7 +802,9 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, opts->outbound_listener_fd)) ||
 	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)) ||
 	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, opts->outbound6_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)))
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE, opts->hbone_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE6, opts->hbone6_listener_fd)))
 		goto fail;
 	what = "opening netlink";
 	r->nl = netlink_new(true);
@@ -767,9 +825,10 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	what = "adding the IPv6 policy rule and local route";
 	if ((err = ipv6_delivery_add(r)))
 		goto fail;
-	what = "turning off TCP early demux (" EARLY_DEMUX_SYSCTL ")";
-	if ((err = set_tcp_early_demux(false)))
+	if ((err = set_tcp_early_demux(r->sysctl_dir, false, sysctl, sizeof(sysctl)))) {
+		what = sysctl;
 		goto fail;
+	}
 	what = "taking over the interfaces of the previous run";
 	if ((err = netlink_refresh(r->nl)) || (err = adopt_previous(r)))
 		goto fail;
@@ -798,6 +857,7 @@ void redirect_free(struct redirect *r)
 		close(r->timerfd);
 	redirect_bpf__destroy(r->skel);
 	free(r->pin_dir);
+	free(r->sysctl_dir);
 	free(r);
 }
 
@@ -945,6 +1005,7 @@ json_t *redirect_state_json(struct redirect *r)
 		}
 	}
 	json_object_set_new(o, "pin_dir", json_string(r->pin_dir));
+	json_object_set_new(o, "sysctl_dir", json_string(r->sysctl_dir));
 	json_object_set_new(o, "programs", json_pack("{s:o, s:o}",
 		"ingress", prog_json(r->skel->progs.ambit_ingress),
 		"egress", prog_json(r->skel->progs.ambit_egress)));
@@ -974,6 +1035,7 @@ fail:
 int redirect_cleanup(const struct redirect_opts *opts)
 {
 	const char *dir = opts->pin_dir ? opts->pin_dir : "/sys/fs/bpf/ambit";
+	char sysctl[640];
 	struct netlink *nl;
 	int *links = NULL, err, first_err = 0;
 	size_t n = 0;
@@ -1039,8 +1101,8 @@ int redirect_cleanup(const struct redirect_opts *opts)
 			first_err = first_err ? first_err : err;
 		}
 	}
-	if ((err = set_tcp_early_demux(true))) {
-		pr_warn("cleanup: restoring %s: %s", EARLY_DEMUX_SYSCTL, strerror(-err));
+	if ((err = set_tcp_early_demux(sysctl_dir(opts), true, sysctl, sizeof(sysctl)))) {
+		pr_warn("cleanup: %s: %s", sysctl, strerror(-err));
 		first_err = first_err ? first_err : err;
 	}
 	if ((err = unpin_all(dir))) {

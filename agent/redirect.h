@@ -21,6 +21,10 @@
 
 struct redirect_opts {
 	const char *pin_dir;		/* bpffs folder, default /sys/fs/bpf/ambit */
+	/* The node netns's net sysctls (a procfs `sys/net` folder); NULL: auto, i.e.
+	 * REDIRECT_HOST_SYSCTL_DIR when a procfs is mounted there (a container's read-only
+	 * /proc/sys; the DaemonSet's hostPath), else /proc/sys/net. */
+	const char *sysctl_dir;
 	uint32_t mark;			/* fwmark for local delivery, default 0x0a3b0000 */
 	uint32_t mark_mask;		/* default 0xffff0000 */
 	uint32_t table;			/* routing table, default 133 */
@@ -31,7 +35,14 @@ struct redirect_opts {
 	 * enrolled pods are dropped, as IPv4 ones are without a listener. */
 	int outbound6_listener_fd;
 	int inbound6_listener_fd;
+	/* Pod-addressed HBONE: transparent listeners for TCP towards a pod's own port 15008
+	 * (ztunnel's wire format), IPv4 and IPv6; -1 none: such SYNs are then dropped. */
+	int hbone_listener_fd;
+	int hbone6_listener_fd;
 };
+
+/* Where the DaemonSet mounts the host's /proc/sys/net (hostPath), as Cilium's agent does. */
+#define REDIRECT_HOST_SYSCTL_DIR "/host/proc/sys/net"
 
 struct redirect;
 
@@ -65,8 +76,8 @@ json_t *redirect_state_json(struct redirect *r);
  * static FDB entry and pinned object that ambit installed and restores tcp_early_demux=1.
  * Needs no running agent; idempotent. 0 or the first -errno (all steps are tried). */
 int redirect_cleanup(const struct redirect_opts *opts);
-/* Defaults: pin_dir /sys/fs/bpf/ambit, mark 0x0a3b0000/0xffff0000, table 133, priority
- * 32000, no listeners (all four fds -1). */
+/* Defaults: pin_dir /sys/fs/bpf/ambit, sysctl_dir NULL (auto), mark 0x0a3b0000/0xffff0000,
+ * table 133, priority 32000, no listeners (all six fds -1). */
 void redirect_opts_default(struct redirect_opts *opts);
 
 #endif

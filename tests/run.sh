@@ -36,6 +36,8 @@ run_one() { # name, command...
 	passed=$((passed + p))
 	failed=$((failed + f))
 	printf '%-44s %4d ok %3d failed  (%ds)\n' "$name" "$p" "$f" $((SECONDS - start))
+	# A test that cannot run here says so ("# skip - ..."): shown, never counted as passed.
+	grep '^# skip' "$log" | sed -e 's/^/    | /'
 	if [ "$f" -gt 0 ] || [ -n "${VERBOSE:-}" ]; then
 		failures+=("$name")
 		sed -e 's/^/    | /' "$log" | tail -n 60

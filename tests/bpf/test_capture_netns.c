@@ -721,6 +721,8 @@ static void scenario(bool bridge)
 		json_t *c = j ? json_object_get(j, "counters") : NULL;
 		CHECK(c && json_integer_value(json_object_get(c, "captured_outbound")) > 0);
 		CHECK(json_object_get(json_object_get(j, "listeners"), "outbound") != json_null());
+		/* No host mount at /host/proc/sys/net here: auto is the agent's own /proc/sys/net. */
+		CHECK_EQ_STR(json_string_value(json_object_get(j, "sysctl_dir")), "/proc/sys/net");
 		json_decref(j);
 	}
 

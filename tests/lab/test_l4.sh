@@ -173,30 +173,6 @@ leak_checks() {
 	done
 }
 
-# capture_state NAME K POD: what capture leaves in node K's namespace, one line per item:
-# tc filters and clsact qdiscs on any interface, rules and routes of table 133, pins, the static
-# FDB entry of POD (nK-pM) on a bridge, tcp_early_demux.
-capture_state() {
-	local name=$1 k=$2 pod=$3 ns=$1-n$2 dev mac hostif pin
-	for dev in $(ip -n "$ns" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
-		ip netns exec "$ns" tc filter show dev "$dev" ingress | sed "s/^/tc $dev ingress: /"
-		ip netns exec "$ns" tc filter show dev "$dev" egress | sed "s/^/tc $dev egress: /"
-		ip netns exec "$ns" tc qdisc show dev "$dev" | grep clsact | sed "s/^/qdisc $dev: /"
-	done
-	ip -n "$ns" rule show | grep -w 'lookup 133' | sed 's/^/rule: /'
-	ip -n "$ns" route show table all | grep -w 'table 133' | sed 's/^/route: /'
-	ip -n "$ns" -6 route show table all | grep -w 'table 133' | sed 's/^/route6: /'
-	pin=$(lab_var "N${k}_PIN_DIR")
-	[ -e "$pin" ] && find "$pin" | sed 's/^/pin: /'
-	if [ "$LAB_CNI" = bridge ]; then
-		hostif=$(lab_var "$(echo "$pod" | tr 'a-z-' 'A-Z_')_HOSTIF")
-		mac=$(ip -n "$name-$pod" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
-		bridge -n "$ns" fdb show brport "$hostif" | grep -i "^$mac " | grep -w static | sed 's/^/fdb: /'
-	fi
-	[ "$(ip netns exec "$ns" sysctl -n net.ipv4.tcp_early_demux)" = 1 ] || echo "sysctl: tcp_early_demux is not 1"
-	return 0
-}
-
 # cleanup_checks CNI NAME K: node K's agent (stopped) left capture in place; ambitd --cleanup
 # removes all of it.
 cleanup_checks() {

@@ -90,6 +90,23 @@ if [ -s "$pr" ]; then
 	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits"
 fi
 
+# Each overlay takes the user's image for the agent and the waypoint through its `images:` entry
+# `ambit` (what `kustomize edit set image ambit=REGISTRY/ambit:TAG` rewrites; done with sed on a
+# copy here, since kubectl has no `edit`).
+for d in "${dirs[@]}"; do
+	[ "$d" = base ] && continue
+	name=$(basename "$d")
+	cp -r "$top/kustomize" "$tmp/kz-$name"
+	k=$tmp/kz-$name/$d/kustomization.yaml
+	if ! grep -q '^  - name: ambit$' "$k"; then
+		notok "manifests.$name.images" "no images: entry named ambit"
+		continue
+	fi
+	sed -i -e '/^  - name: ambit$/,/newTag:/{s#newName: .*#newName: registry.example/ambit#;s#newTag: .*#newTag: test#}' "$k"
+	imgs=$(kubectl kustomize "$tmp/kz-$name/$d" 2>&1 | sed -n 's/^ *image: //p' | sort | uniq -c | tr -s ' ')
+	check "manifests.$name.images" "$imgs" " 2 registry.example/ambit:test"
+done
+
 # The rules must catch a broken manifest, or the checks above prove nothing.
 if [ -s "$tmp/base.yaml" ]; then
 	sed -e 's/privileged: false/privileged: true/' -e 's/- watch/- create/' \

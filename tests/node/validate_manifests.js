@@ -83,6 +83,10 @@ const rules = {
       if (!env[e] || !env[e].valueFrom || !env[e].valueFrom.fieldRef) bad.push(`${e} not from the downward API`);
     if (!vols.bpffs || !vols.bpffs.hostPath || vols.bpffs.hostPath.path !== '/sys/fs/bpf') bad.push('no bpffs mount');
     if (!vols.cgroup || !vols.cgroup.hostPath) bad.push('no cgroup mount');
+    const sysnet = Object.values(vols).find((v) => v.hostPath && v.hostPath.path === '/proc/sys/net');
+    const sysnetMount = sysnet && mounts[sysnet.name];
+    if (!sysnetMount || sysnetMount.mountPath !== '/host/proc/sys/net' || sysnetMount.readOnly)
+      bad.push("the host's /proc/sys/net is not mounted writable at /host/proc/sys/net");
     if (!vols.ca || !vols.ca.secret || vols.ca.secret.secretName !== 'ambit-ca') bad.push('CA not from Secret ambit-ca');
     if (!mounts.ca || mounts.ca.readOnly !== true) bad.push('CA not mounted read-only');
     return bad;

@@ -39,6 +39,7 @@ TEST(contract_example_loads)
 	CHECK_EQ_INT(c.max_queue_size, 2048);
 	CHECK_EQ_INT(c.hbone_max_streams, 100);
 	CHECK_EQ_STR(c.root_namespace, "istio-system");
+	CHECK_EQ_STR(c.hbone_dial, "node");
 	json_t *j = config_to_json(&c);
 	CHECK(j != NULL);
 	json_decref(j);
@@ -83,6 +84,8 @@ TEST(errors_name_file_key_value)
 	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\"}", "name and namespace");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"pin_dir\":\"/tmp/x\"}}",
 	       "redirect.pin_dir: '/tmp/x' must be under /sys/fs/bpf/");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"sysctl_dir\":\"host/proc\"}}",
+	       "redirect.sysctl_dir: 'host/proc' is neither \"auto\" nor an absolute path");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"0.0.0.0:15000\"}",
 	       "admin_address: '0.0.0.0:15000' is not a loopback address");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"[fd00::1]:15000\"}",
@@ -91,6 +94,61 @@ TEST(errors_name_file_key_value)
 	       "root_namespace: 'Istio_System' is not a namespace name");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"root_namespace\":\"\"}",
 	       "root_namespace: must not be empty");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"dial\":\"sni\"}}",
+	       "hbone.dial: 'sni' is not one of node, pod");
+}
+
+/* hbone.dial: "pod" (ztunnel's form) for the agent and the waypoint alike. */
+TEST(hbone_dial_pod)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"dial\":\"pod\"}}");
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.hbone_dial, "pod");
+	json_t *j = config_to_json(&c);
+	CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(j, "hbone"), "dial")), "pod");
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+	write_cfg("{\"name\":\"wp\",\"namespace\":\"default\",\"hbone\":{\"dial\":\"pod\"}}");
+	config_init(&c, CONFIG_ROLE_WAYPOINT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_WAYPOINT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.hbone_dial, "pod");
+	config_fini(&c);
+	unlink(path);
+}
+
+/* redirect.sysctl_dir: "auto" (the default) leaves the choice to the capture module (NULL);
+ * a path is kept, and shown by the admin API's config. */
+TEST(redirect_sysctl_dir)
+{
+	const char *cases[][2] = {
+		{ "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\"}", "auto" },
+		{ "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"sysctl_dir\":\"auto\"}}", "auto" },
+		{ "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"redirect\":{\"sysctl_dir\":\"/host/proc/sys/net\"}}",
+		  "/host/proc/sys/net" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config c;
+		char err[256];
+		json_t *j;
+
+		write_cfg(cases[i][0]);
+		config_init(&c, CONFIG_ROLE_AGENT);
+		CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+		if (strcmp(cases[i][1], "auto") == 0)
+			CHECK(c.redirect_sysctl_dir == NULL);
+		else
+			CHECK_EQ_STR(c.redirect_sysctl_dir, cases[i][1]);
+		j = config_to_json(&c);
+		CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(j, "redirect"),
+							      "sysctl_dir")), cases[i][1]);
+		json_decref(j);
+		config_fini(&c);
+		unlink(path);
+	}
 }
 
 TEST(root_namespace_set)
