@@ -6,6 +6,7 @@
 #include "agent/httpd.h"
 #include "agent/mesh.h"
 #include "agent/metrics.h"
+#include "agent/policy.h"
 #include "agent/redirect.h"
 #include "agent/telemetry.h"
 #include "agent/tracing.h"
@@ -185,6 +186,34 @@ static void get_telemetry(struct agent *a, const struct httpd_request *req,
 	reply_json(resp, 200, j);
 }
 
+static void get_policies(struct agent *a, const struct httpd_request *req,
+			 struct httpd_response *resp)
+{
+	(void)a, (void)req;
+	json_t *j = policy_dump_json();
+	if (!j)
+		reply_error(resp, 500, "out of memory");
+	else
+		reply_json(resp, 200, j);
+}
+
+static void get_policies_check(struct agent *a, const struct httpd_request *req,
+			       struct httpd_response *resp)
+{
+	char from[512] = "", to[600] = "", err[700] = "";
+	(void)a;
+	if (httpd_query_get(req->query, "from", from, sizeof(from)) ||
+	    httpd_query_get(req->query, "to", to, sizeof(to))) {
+		reply_error(resp, 400, "from=ADDR|NS/NAME and to=NS/NAME:PORT are required");
+		return;
+	}
+	json_t *j = policy_check_json(from, to, err, sizeof(err));
+	if (!j)
+		reply_error(resp, 400, err[0] ? err : "out of memory");
+	else
+		reply_json(resp, 200, j);
+}
+
 static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
 	json_t *j = config_to_json(&a->cfg);
@@ -264,6 +293,8 @@ static const struct {
 	{ "/hbone", get_hbone, false },
 	{ "/spans", get_spans, false },
 	{ "/telemetry", get_telemetry, false },
+	{ "/policies", get_policies, false },
+	{ "/policies/check", get_policies_check, false },
 	{ "/config_dump", get_config, false },
 	{ "/logging", logging, true },
 	{ "/stats", get_stats, false },

@@ -132,6 +132,8 @@ static void conn_free(struct loop *l, void *arg)
 	conn_peer_fini(&c->info.source);
 	conn_peer_fini(&c->info.destination);
 	free(c->info.service);
+	free(c->info.authz_policy);
+	free(c->info.authz_dry_run);
 	free(c);
 }
 

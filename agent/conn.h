@@ -94,6 +94,14 @@ struct conn_info {
 	 * span context that telemetry sets at open and HBONE propagates ("" when not traced). */
 	char parent_traceparent[64];
 	char traceparent[64];
+	/* L4 authorization (docs/policy.md), owned, NULL when none: the policy that denied
+	 * ("NS/NAME"; the source side reads it from the 401's reason), and what dry-run
+	 * policies would have decided ("deny: denied by NS/NAME"; never enforced). */
+	char *authz_policy;
+	char *authz_dry_run;
+	/* Refused by policy before carrying data (inbound check, or the source side's 401): every
+	 * istio_tcp_* series of the conn says DENY, its open one included. */
+	bool denied;
 };
 
 struct conn_opts {

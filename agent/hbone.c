@@ -843,7 +843,11 @@ static void client_response(struct hbone_sess *s, struct hbone_stream *st)
 	snprintf(why, sizeof(why), "HBONE CONNECT via %s: status %d%s%s",
 		 sockaddr_str(&s->peer_addr, peer, sizeof(peer)), st->status,
 		 st->reason ? ": " : "", st->reason ? st->reason : "");
-	conn_abort(st->base.conn, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
+	/* 401/403: the destination's agent refused by policy (its reason names the policy). */
+	if (err == -EACCES)
+		conn_info(st->base.conn)->denied = true;
+	conn_abort(st->base.conn, CONN_UP, err,
+		   err == -EACCES ? CONN_FLAG_DENIED : CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
 }
 
 static int on_frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *user_data)

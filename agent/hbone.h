@@ -81,7 +81,8 @@ void hbone_pool_free(struct hbone_pool *p);
  * TLS handshake if needed. Only a connection opened with the source's current certificate
  * (certstore_get) takes new streams: once the cert is renewed, older connections drain
  * (GOAWAY, their streams finish) and close. Later: response 200 -> conn_established(c); anything else (status,
- * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why).
+ * reset, handshake failure, wrong identity, timeout) -> conn_abort(c, CONN_UP, -err, "UF", why);
+ * 401 or 403 (refused by the destination's policy) -> "DENY" with -EACCES.
  * When the source has no certificate yet (an asynchronous certstore answers EAGAIN), the
  * CONNECT waits for it (at most connect_timeout_ms, then conn_abort with the store's reason
  * "no certificate for <id>: ..."), resumed by hbone_pool_certs_changed.

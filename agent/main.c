@@ -7,6 +7,7 @@
 #include "agent/httpd.h"
 #include "agent/mesh.h"
 #include "agent/metrics.h"
+#include "agent/policy.h"
 #include "agent/proxy.h"
 #include "agent/redirect.h"
 #include "agent/telemetry.h"
@@ -317,6 +318,12 @@ static int run(struct agent *a)
 		err = -EADDRINUSE;
 		goto out;
 	}
+	/* Before discovery starts: every model is compiled into policies as it is published. */
+	struct policy_opts pol = { .loop = a->loop, .root_namespace = a->cfg.root_namespace,
+				  .trust_domain = a->cfg.trust_domain };
+	err = policy_init(&pol);
+	if (err)
+		goto out;
 	err = runtime_discovery_start(&a->disc, &a->cfg, on_model, a);
 	if (err)
 		goto out;
@@ -338,6 +345,7 @@ out:
 	a->id.on_certs = NULL;
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
+	policy_fini();
 	loop_timer_cancel(a->loop, &a->drain_timer);
 	if (a->draining) {
 		uint64_t now = now_mono_ms();

@@ -5,6 +5,7 @@
 #include "agent/mesh.h"
 #include "agent/hbone.h"
 #include "agent/metrics.h"
+#include "agent/policy.h"
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -232,7 +233,7 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	struct spiffe_id dst_id;
 	struct conn_opts co = { .buffer_size = 0 };
 	struct conn *c = NULL;
-	char pid[SPIFFE_ID_STR_MAX];
+	char pid[SPIFFE_ID_STR_MAX], peer[SPIFFE_ID_STR_MAX], why[600];
 	int err = 0;
 
 	/* Pod-addressed (ztunnel's form): the tunnel leads to the pod that was dialled, whose
@@ -294,7 +295,17 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	}
 	if (req->traceparent && strlen(req->traceparent) < sizeof(ci->parent_traceparent))
 		strcpy(ci->parent_traceparent, req->traceparent);
+	/* L4 authorization: the verified peer identity, the vouched source address, the local
+	 * workload and the target port. A denial answers 401 with the reason (the source agent
+	 * resets its client); the conn closes with DENY. */
+	bool denied = policy_check_inbound(c, model, dst,
+					   req->peer_id ? spiffe_id_str(req->peer_id, peer) : NULL,
+					   why, sizeof(why)) != 0;
 	conn_opened(c);
+	if (denied) {
+		hbone_stream_respond(req->end, 401, why);
+		goto out;
+	}
 	err = proxy_connect_tcp(m->opts.proxy, c, &req->target, srcw ? &src : NULL);
 	if (err)
 		conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, strerror(-err));

@@ -49,6 +49,25 @@ static struct {
 } callbacks[METRICS_MAX_CALLBACKS];
 static int ncallbacks;
 
+#define METRICS_MAX_VECS 16
+
+struct vec_series {
+	char *labels;	/* rendered {a="b",...}, also the identity of the series */
+	uint64_t v;
+	struct vec_series *next;
+};
+
+struct metrics_counter_vec {
+	const char *name, *help;
+	const char *const *label_names;
+	int nlabels;
+	size_t max_series, nseries;
+	struct vec_series *series;	/* newest first */
+};
+
+static struct metrics_counter_vec *vecs[METRICS_MAX_VECS];
+static int nvecs;
+
 static size_t str_hash(const char *s)
 {
 	uint64_t h = 1469598103934665603ull;
@@ -152,6 +171,92 @@ int metrics_tcp_add(const struct metrics_tcp_labels *l, enum metrics_tcp_counter
 	return 0;
 }
 
+struct metrics_counter_vec *metrics_counter_vec_new(const char *name, const char *help,
+						    const char *const *labels, int nlabels,
+						    size_t max_series)
+{
+	struct metrics_counter_vec *cv;
+
+	if (nlabels < 1 || nlabels > METRICS_VEC_MAX_LABELS) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (nvecs == METRICS_MAX_VECS) {
+		errno = ENOSPC;
+		return NULL;
+	}
+	cv = calloc(1, sizeof(*cv));
+	if (!cv)
+		return NULL;
+	cv->name = name;
+	cv->help = help;
+	cv->label_names = labels;
+	cv->nlabels = nlabels;
+	cv->max_series = max_series ? max_series : 1;
+	vecs[nvecs++] = cv;
+	return cv;
+}
+
+/* {a="x",b="y"} of values (escaped); malloc'ed, NULL on ENOMEM. */
+static char *vec_labels(const struct metrics_counter_vec *cv, const char *const *values)
+{
+	size_t len = 3;
+	char *out, *p;
+
+	for (int i = 0; i < cv->nlabels; i++)
+		len += strlen(cv->label_names[i]) + 4 +
+		       2 * strlen(values[i] && *values[i] ? values[i] : "unknown");
+	out = p = malloc(len);
+	if (!out)
+		return NULL;
+	*p++ = '{';
+	for (int i = 0; i < cv->nlabels; i++) {
+		p += sprintf(p, "%s%s=\"", i ? "," : "", cv->label_names[i]);
+		esc_append(&p, values[i] && *values[i] ? values[i] : "unknown");
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
+int metrics_counter_vec_add(struct metrics_counter_vec *cv, const char *const *values, uint64_t v)
+{
+	const char *over[METRICS_VEC_MAX_LABELS];
+	struct vec_series *s;
+	char *labels = vec_labels(cv, values);
+
+	if (!labels)
+		return -ENOMEM;
+	for (s = cv->series; s && strcmp(s->labels, labels) != 0; s = s->next)
+		;
+	if (!s && cv->nseries >= cv->max_series) {
+		free(labels);
+		for (int i = 0; i < cv->nlabels; i++)
+			over[i] = METRICS_VEC_OVERFLOW;
+		if (!(labels = vec_labels(cv, over)))
+			return -ENOMEM;
+		for (s = cv->series; s && strcmp(s->labels, labels) != 0; s = s->next)
+			;
+	}
+	if (s) {
+		free(labels);
+		s->v += v;
+		return 0;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		free(labels);
+		return -ENOMEM;
+	}
+	s->labels = labels;
+	s->v = v;
+	s->next = cv->series;
+	cv->series = s;
+	cv->nseries++;	/* the overflow series may exceed the bound by one */
+	return 0;
+}
+
 int metrics_register(const char *name, const char *help, const char *type, metrics_value_fn fn,
 		     void *arg)
 {
@@ -184,6 +289,12 @@ char *metrics_render(size_t *len)
 	fprintf(f, "# HELP ambit_metrics_series_dropped_total Samples not recorded because the series bound (%d) was reached.\n"
 		   "# TYPE ambit_metrics_series_dropped_total counter\nambit_metrics_series_dropped_total %llu\n",
 		METRICS_MAX_SERIES, (unsigned long long)series_dropped);
+	for (int i = 0; i < nvecs; i++) {
+		fprintf(f, "# HELP %s %s.\n# TYPE %s counter\n", vecs[i]->name, vecs[i]->help,
+			vecs[i]->name);
+		for (struct vec_series *s = vecs[i]->series; s; s = s->next)
+			fprintf(f, "%s%s %llu\n", vecs[i]->name, s->labels, (unsigned long long)s->v);
+	}
 	for (int i = 0; i < ncallbacks; i++) {
 		/* A name may carry labels (name{a="b"}): one HELP/TYPE per family, registered
 		 * one after the other. */
@@ -217,6 +328,18 @@ void metrics_reset(void)
 	}
 	free(table);
 	table = NULL;
+	for (int i = 0; i < nvecs; i++) {
+		struct vec_series *s = vecs[i]->series;
+		while (s) {
+			struct vec_series *n = s->next;
+			free(s->labels);
+			free(s);
+			s = n;
+		}
+		free(vecs[i]);
+		vecs[i] = NULL;
+	}
+	nvecs = 0;
 	table_size = 0;
 	nseries = 0;
 	ncallbacks = 0;

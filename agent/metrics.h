@@ -45,6 +45,21 @@ typedef double (*metrics_value_fn)(void *arg);
 int metrics_register(const char *name, const char *help, const char *type, metrics_value_fn fn,
 		     void *arg);
 
+/* A counter with a few labels and a bounded number of series (label sets): once max_series
+ * exist, samples of new label sets go to one series whose labels are all "overflow", so a
+ * label fed from user data (a policy name) cannot grow the scrape without bound. */
+#define METRICS_VEC_MAX_LABELS 4
+#define METRICS_VEC_OVERFLOW "overflow"
+struct metrics_counter_vec;
+/* name, help and labels are borrowed (string literals). Registered for rendering until
+ * metrics_reset, which frees it. NULL + errno (ENOMEM, EINVAL past 4 labels, ENOSPC past
+ * 16 vectors). */
+struct metrics_counter_vec *metrics_counter_vec_new(const char *name, const char *help,
+						    const char *const *labels, int nlabels,
+						    size_t max_series);
+/* Adds v to the series of values[0..nlabels) (NULL or "" = "unknown"). 0 or -ENOMEM. */
+int metrics_counter_vec_add(struct metrics_counter_vec *cv, const char *const *values, uint64_t v);
+
 /* Renders everything; returns a malloc'ed string (NULL on ENOMEM), *len its length. */
 char *metrics_render(size_t *len);
 void metrics_reset(void);

@@ -2,6 +2,7 @@
 /* Accepts captured connections, resolves where they go against the current model, and
  * starts the upstream leg; conn.c moves the bytes from then on. */
 #include "agent/proxy.h"
+#include "agent/policy.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -287,6 +288,7 @@ static void route_inbound_plain(struct proxy *p, struct conn *c, struct model *m
 {
 	struct conn_info *ci = conn_info(c);
 	const struct model_workload *dst = model_workload_by_ip(m, &ci->orig_dst);
+	char why[600];
 	int err;
 
 	ci->target = ci->orig_dst;
@@ -299,10 +301,18 @@ static void route_inbound_plain(struct proxy *p, struct conn *c, struct model *m
 	}
 	/* Plaintext from outside the mesh never came through a waypoint. */
 	ci->waypoint_bypass = dst && proxy_protecting_waypoint(m, dst) != NULL;
+	bool local = dst && dst->enrolled && proxy_workload_is_local(p, dst);
+	/* L4 authorization of plaintext: no identity (PeerAuthentication STRICT refuses it);
+	 * a denial resets the client (SO_LINGER 0). */
+	bool denied = local && policy_check_inbound(c, m, dst, NULL, why, sizeof(why)) != 0;
 	conn_opened(c);
-	if (!dst || !dst->enrolled || !proxy_workload_is_local(p, dst)) {
+	if (!local) {
 		conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE,
 			   "inbound capture for an address that is not a local enrolled workload");
+		return;
+	}
+	if (denied) {
+		conn_abort(c, CONN_DOWN, -EACCES, CONN_FLAG_DENIED, why);
 		return;
 	}
 	err = proxy_connect_tcp(p, c, &ci->orig_dst, &ci->src);

@@ -152,6 +152,25 @@ static void set_addr(struct span *s, const char *addr_key, const char *port_key,
 		span_set_int(s, port_key, sockaddr_port(ss));
 }
 
+/* The policy of a denial: the inbound side knows it; the outbound side reads it from the
+ * 401's reason ("... status 401: denied by NS/NAME"). Plus the dry-run verdict. */
+static void set_authz(struct span *s, const struct conn_info *ci, const char *flag,
+		      const char *reason)
+{
+	const char *p;
+	char name[512];
+
+	if (ci->authz_policy) {
+		span_set_str(s, "authorization.policy", ci->authz_policy);
+	} else if (flag && strcmp(flag, CONN_FLAG_DENIED) == 0 && reason &&
+		   (p = strstr(reason, "denied by ")) && (p += 10, strcspn(p, " ") < sizeof(name))) {
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(p, " "), p);
+		span_set_str(s, "authorization.policy", name);
+	}
+	if (ci->authz_dry_run)
+		span_set_str(s, "authorization.dry_run", ci->authz_dry_run);
+}
+
 /* Attribute names: OTel's client./server./network. conventions for addresses, Istio's
  * source/destination vocabulary for the mesh facts (what Tempo queries use). Bytes as Istio
  * and ztunnel count them: received = the request (read from the downstream side), sent = the
@@ -184,6 +203,7 @@ static void span_close(struct conn *c, int err, const char *flag, const char *re
 			span_set_bool(s, "waypoint.bypassed", true);
 		if (flag)
 			span_set_str(s, "response_flags", flag);
+		set_authz(s, ci, flag, reason);
 		if (err) {
 			char msg[SPAN_MAX_STATUS_LEN];
 			snprintf(msg, sizeof(msg), "%s%s%s", flag ? flag : "", flag ? ": " : "",
@@ -220,7 +240,9 @@ static void labels_of(const struct conn_info *ci, const char *flag, struct metri
 	l->destination_service = ci->service;
 	l->destination_cluster = topts.cluster_id;
 	l->connection_security_policy = ci->mtls ? "mutual_tls" : "unknown";
-	l->response_flags = flag ? flag : "-";
+	/* A conn refused by policy says DENY on all its series; others carry a flag only on the
+	 * closed series of a failure. */
+	l->response_flags = flag ? flag : ci->denied ? CONN_FLAG_DENIED : "-";
 }
 
 /* The access log line of a conn; fields as ztunnel names them. */
@@ -264,6 +286,8 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 		{ "bytes_recv", lvl == LOG_LVL_INFO ? recv : NULL, true },
 		{ "duration_ms", lvl == LOG_LVL_INFO ? dur : NULL, true },
 		{ "response_flags", flag, false },
+		{ "authorization_policy", ci->authz_policy, false },
+		{ "authorization_dry_run", ci->authz_dry_run, false },
 		{ "error", err ? (reason ? reason : strerror(-err)) : NULL, false },
 		{ "trace_id", s ? trace_id : NULL, false },
 		{ "span_id", s ? span_id : NULL, false },

@@ -26,6 +26,7 @@ CRR_COUNT=${BENCH_CRR_COUNT:-3000} # connections per connection-rate run
 CRR_PAR=${BENCH_CRR_PARALLEL:-16} # concurrency of the second connection-rate run
 IDLE=${BENCH_IDLE:-1000 10000}    # idle connection counts for the memory figures
 IDLE_TIMEOUT=${BENCH_IDLE_TIMEOUT:-90}
+POLICIES=${BENCH_POLICIES:-1000}  # AuthorizationPolicies in force for the policy row (0: no row)
 PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
 PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
 DATE=$(date +%F)
@@ -332,13 +333,54 @@ rr() { # PATH SIZE [COUNT]: latency on one persistent connection
 	put "$path" "latency_us.msg_$m.avg" "$(kv avg_us "$f")"
 }
 
-crr() { # PATH PARALLEL [COUNT]: connect, one 1-byte request/response, close
-	local path=$1 par=$2 f=$WORK/$1-crr-$2.txt
-	say "$path: connection rate, ${3:-$CRR_COUNT} connections, $par at a time"
+crr() { # PATH PARALLEL [COUNT [KEY]]: connect, one 1-byte request/response, close
+	local path=$1 par=$2 key=${4:-conn_per_s} f=$WORK/$1-crr-$2-${4:-conn_per_s}.txt
+	say "$path: connection rate, ${3:-$CRR_COUNT} connections, $par at a time${4:+ ($4)}"
 	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode crr --msg-size 1 \
 		--count "${3:-$CRR_COUNT}" --parallel "$par" --timeout 120 >"$f" 2>&1 ||
 		{ cat "$f" >&2; return 1; }
-	put "$path" "conn_per_s.parallel_$par" "$(kv conn_per_s "$f")"
+	put "$path" "$key.parallel_$par" "$(kv conn_per_s "$f")"
+}
+
+# policies_json N: N AuthorizationPolicies shaped like a cluster's: one ALLOW for the server
+# (app-1 in default: the client's identity, port 9000), one mesh-wide DENY in istio-system that
+# matches no one (evaluated on every connection), and the rest for other namespaces and, one in
+# ten, other apps of default (never the server's: the index must skip them, not scan them).
+policies_json() {
+	jq -cn --argjson n "$1" --arg td "$LAB_TRUST_DOMAIN" '[range($n) as $i |
+		{ apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy",
+		  metadata: { name: "bench-\($i)", creationTimestamp: "2026-01-01T00:00:00Z",
+			namespace: (if $i == 0 or $i % 10 == 2 then "default" elif $i == 1 then "istio-system"
+				    else "ns-\($i % 100)" end) },
+		  spec: (if $i == 0 then { selector: { matchLabels: { app: "app-1" } }, action: "ALLOW",
+				rules: [{ from: [{ source: { principals: ["\($td)/ns/default/sa/app-1"] } }],
+					  to: [{ operation: { ports: ["9000"] } }] }] }
+			elif $i == 1 then { action: "DENY",
+				rules: [{ from: [{ source: { principals: ["\($td)/ns/blocked/sa/x"] } }] }] }
+			else { selector: { matchLabels: { app: "app-\(2 + $i % 50)" } },
+				action: (if $i % 3 == 0 then "DENY" else "ALLOW" end),
+				rules: [{ from: [{ source: { principals: ["\($td)/ns/ns-\($i % 100)/sa/s\($i)"],
+							     ipBlocks: ["10.\($i % 250).0.0/16"] } }],
+					  to: [{ operation: { ports: ["80", "\(1000 + $i)"] } }] }] } end) }]'
+}
+
+# The connection rate of ambit with no policy and then with POLICIES in force, back to back
+# (the server's node enforces: its agent must list them all first).
+measure_policies() {
+	local i n=""
+	[ "$POLICIES" -gt 0 ] || return 0
+	crr ambit 1 "$CRR_COUNT" conn_per_s.policies_0
+	policies_json "$POLICIES" | "$LAB_SH" resources "$LAB" - || return 1
+	for i in $(seq 300); do
+		n=$(pod_exec "$LAB" n2 curl -fsS -m 5 http://127.0.0.1:15000/policies |
+			jq '.stats.authorization_policies' 2>/dev/null) || true
+		[ "$n" = "$POLICIES" ] && break
+		sleep 0.1
+	done
+	[ "$n" = "$POLICIES" ] || { say "ambit: node 2 has $n policies in force, not $POLICIES"; return 1; }
+	smoke ambit || { say "ambit: the server's ALLOW policy does not let the client in"; return 1; }
+	crr ambit 1 "$CRR_COUNT" "conn_per_s.policies_$POLICIES"
+	echo '[]' | "$LAB_SH" resources "$LAB" -
 }
 
 # ---------------- profile (ambit, when a target is missed) ----------------
@@ -427,6 +469,7 @@ measure_path() {
 		auto) want=$(targets_missed) ;;
 		esac
 		[ -z "$want" ] || profile_ambit "$want"
+		measure_policies
 	fi
 	# The proxies stop here, so that the next path runs alone.
 	if is_ambit "$path"; then
@@ -486,7 +529,8 @@ jq -R -n \
 	--arg stunnel "$(stunnel -version 2>&1 | grep -m1 '^stunnel' || true)" \
 	--arg openssl "$(openssl version)" --arg iperf3 "$(iperf3 --version | head -n1)" \
 	--argjson seconds "$((SECONDS - T_START))" --argjson dur "$DUR" --argjson rr "$RR_COUNT" \
-	--argjson crr "$CRR_COUNT" --argjson crrpar "$CRR_PAR" --arg idle "$IDLE" --arg paths "$PATHS" '
+	--argjson crr "$CRR_COUNT" --argjson crrpar "$CRR_PAR" --arg idle "$IDLE" --arg paths "$PATHS" \
+	--argjson npol "$POLICIES" '
 	def num: . as $v | ($v | tonumber? // $v);
 	def rss_total: if . == null then null else
 		with_entries(if (.value | type) == "object" then .value.total = (.value.node1 + .value.node2) else . end) end;
@@ -503,6 +547,7 @@ jq -R -n \
 		machine: { cores: $cores, kernel: $kernel, cpu: $cpu, mem_mib: $mem_mib, nofile_hard: $nofile, date: $date,
 			git_rev: $rev, ambitd: $ambit, stunnel: $stunnel, openssl: $openssl, iperf3: $iperf3 },
 		settings: { iperf3_seconds: $dur, rr_count: $rr, crr_count: $crr, crr_parallel: [1, $crrpar],
+			policies: $npol,
 			idle_connections: ($idle | split(" ") | map(select(. != "") | tonumber)),
 			lab: "2 nodes, routed CNI, client n1-p1 -> server n2-p1", run_seconds: $seconds },
 		direct: ($d // {status: "skipped"}), stunnel: ($s // {status: "skipped"}), ambit: ($a // {status: "skipped"}),
@@ -526,6 +571,7 @@ jq -R -n \
 			p99_latency_1k_vs_direct: r($a.latency_us.msg_1024.p99; $d.latency_us.msg_1024.p99),
 			cpu_per_gib_proxies_vs_stunnel: r($a.cpu_s_per_gib.proxies; $s.cpu_s_per_gib.proxies),
 			rss_per_idle_conn_vs_stunnel: r($a.rss_per_idle_conn_kib; $s.rss_per_idle_conn_kib),
+			conn_rate_policies_vs_none: r($a.conn_per_s["policies_\($npol)"].parallel_1; $a.conn_per_s.policies_0.parallel_1),
 			pod_dial_conn_rate_vs_node_dial: r($ap.conn_per_s.parallel_1; $a.conn_per_s.parallel_1),
 			"pod_dial_conn_rate_\($crrpar)_parallel_vs_node_dial": r($ap.conn_per_s["parallel_\($crrpar)"]; $a.conn_per_s["parallel_\($crrpar)"]),
 			pod_dial_throughput_vs_node_dial: r($ap.throughput_gbit_s.streams_1; $a.throughput_gbit_s.streams_1),
@@ -537,7 +583,7 @@ mv "$json.tmp" "$json"
 
 # The table (markdown: printed as is, and the body of the .md).
 table() {
-	jq -r --argjson par "$CRR_PAR" '
+	jq -r --argjson par "$CRR_PAR" --argjson npol "$POLICIES" '
 		def f(n): if . == null then "-" elif (type == "number") then (. * pow(10; n) | round / pow(10; n) | tostring) else tostring end;
 		def r(x; y): if x == null or y == null or y == 0 then null else x / y end;
 		. as $j | def rows: [
@@ -549,6 +595,10 @@ table() {
 			["latency 1 KiB, p99 (us)", ["latency_us", "msg_1024", "p99"], 1],
 			["new connections/s, 1 at a time", ["conn_per_s", "parallel_1"], 0],
 			["new connections/s, \($par) at a time", ["conn_per_s", "parallel_\($par)"], 0],
+			(if $npol > 0 then
+				["new connections/s, 1 at a time, no policy (policy pair)", ["conn_per_s", "policies_0", "parallel_1"], 0],
+				["new connections/s, 1 at a time, \($npol) policies", ["conn_per_s", "policies_\($npol)", "parallel_1"], 0]
+			else empty end),
 			["CPU s/GiB, proxies (both nodes)", ["cpu_s_per_gib", "proxies"], 2],
 			["CPU s/GiB, iperf3 client + server", ["cpu_s_per_gib", "client_server"], 2],
 			(([0] + $j.settings.idle_connections)[] | ["RSS KiB, proxies, \(.) idle conns", ["rss_kib", "idle_\(.)", "total"], 0]),
@@ -575,7 +625,8 @@ targets() {
 		  "| p50 latency <= stunnel (1 B) | \($r.p50_latency_vs_stunnel | f(3))x | \(v($r.p50_latency_vs_stunnel; $r.p50_latency_vs_stunnel <= 1)) |",
 		  "| p50 latency <= stunnel (1 KiB) | \($r.p50_latency_1k_vs_stunnel | f(3))x | \(v($r.p50_latency_1k_vs_stunnel; $r.p50_latency_1k_vs_stunnel <= 1)) |",
 		  "| new connections/s >= 3x stunnel (1 at a time) | \($r.conn_rate_vs_stunnel | f(3))x | \(v($r.conn_rate_vs_stunnel; $r.conn_rate_vs_stunnel >= 3)) |",
-		  "| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | \(v($m; $m <= 8)) |"
+		  "| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | \(v($m; $m <= 8)) |",
+		  (if .settings.policies > 0 then "| new connections/s with \(.settings.policies) policies within 10% of none (issue 13) | \($r.conn_rate_policies_vs_none | f(3))x | \(v($r.conn_rate_policies_vs_none; $r.conn_rate_policies_vs_none >= 0.9)) |" else empty end)
 	' "$json"
 }
 

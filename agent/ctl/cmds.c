@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* ambitctl's commands over one admin path each: workloads, services, certificates,
- * connections (with --watch), bpf, config, log and version. spans lives in spans.c. */
+ * connections (with --watch), bpf, config, policies, log and version. spans lives in spans.c. */
 #include "agent/ctl/ctl.h"
 #include "common/util.h"
 
@@ -591,6 +591,119 @@ int cmd_config(struct ctl *c, int argc, char **argv)
 {
 	int rc = no_options(c, argc, argv);
 	return rc ? rc : run_simple(c, "/config_dump", NULL, render_config);
+}
+
+/* ---- policies ---- */
+
+/* The ACTION cell: an AuthorizationPolicy's action, a PeerAuthentication's mode (with "+ports"
+ * when portLevelMtls is set), "(dry-run)" appended. */
+static void policy_action(const json_t *p, char *buf, size_t len)
+{
+	const json_t *mtls = json_object_get(p, "mtls");
+	const char *act = jstr(p, "action");
+	const json_t *ports = json_is_object(mtls) ? json_object_get(mtls, "portLevelMtls") : NULL;
+
+	if (!act && json_is_object(mtls))
+		act = jstr(mtls, "mode");
+	else if (!act && json_is_string(mtls))
+		act = json_string_value(mtls);
+	snprintf(buf, len, "%s%s%s", act ? act : "-",
+		 json_object_size(ports) || json_array_size(ports) ? "+ports" : "",
+		 json_is_true(json_object_get(p, "dry_run")) ? " (dry-run)" : "");
+}
+
+static int render_policies(struct ctl *c, const struct ctl_admin *a, const json_t *ans)
+{
+	static const struct tbl_col cols[] = {
+		{ "NAMESPACE", 9, TBL_KEEP_START, false, 1 }, { "NAME", 10, TBL_KEEP_START, false, 1 },
+		{ "KIND", 8, TBL_KEEP_START, false, 2 }, { "ACTION", 6, TBL_KEEP_START, false, 0 },
+		{ "SCOPE", 5, TBL_KEEP_START, false, 0 }, { "STATE", 7, TBL_KEEP_START, false, 0 },
+		{ "WORKLOADS", 4, TBL_KEEP_START, true, 0 }, { "NOTES", 10, TBL_KEEP_START, false, 3 },
+	};
+	struct tbl *t = tbl_new(cols, ARRAY_SIZE(cols));
+	size_t n;
+	json_t **v = sorted(json_object_get(ans, "policies"), "namespace", "name", &n);
+	(void)a;
+	for (size_t i = 0; t && i < n; i++) {
+		const json_t *diags = json_object_get(v[i], "diagnostics");
+		const json_t *d0 = json_array_get(diags, 0);
+		char act[64], wl[24], notes[600] = "";
+		policy_action(v[i], act, sizeof(act));
+		snprintf(wl, sizeof(wl), "%lld", jint(v[i], "workloads_total", 0));
+		if (d0)
+			snprintf(notes, sizeof(notes), "%s%s%s%s", jstr(d0, "path") ? jstr(d0, "path") : "",
+				 jstr(d0, "path") && *jstr(d0, "path") ? ": " : "",
+				 jstr(d0, "message") ? jstr(d0, "message") : "",
+				 json_array_size(diags) > 1 ? " (+more: -o json)" : "");
+		const char *kind = jstr(v[i], "kind");
+		const char *row[] = { jstr(v[i], "namespace"), jstr(v[i], "name"),
+				      kind && !strcmp(kind, "AuthorizationPolicy") ? "authz"
+				      : kind && !strcmp(kind, "PeerAuthentication") ? "peerauthn" : kind,
+				      act, jstr(v[i], "scope"), jstr(v[i], "state"), wl,
+				      notes[0] ? notes : NULL };
+		if (tbl_add(t, row)) {
+			tbl_free(t);
+			t = NULL;
+		}
+	}
+	free(v);
+	return print_tbl(t, c);
+}
+
+/* Appends s to out percent-encoded (RFC 3986 unreserved, '/' and ':' kept). */
+static void query_escape(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+	for (; *s && o + 4 < len; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    strchr("-._~/:", ch))
+			out[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(out + o, len - o, "%%%02X", ch);
+	}
+	out[o] = '\0';
+}
+
+static int policies_check(struct ctl *c, int argc, char **argv)
+{
+	const char *from = NULL, *to = NULL;
+	char ef[1600], et[1600], path[3300];
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		int r = ctl_common_opt(c, "policies", argc, argv, &i);
+		if (r < 0)
+			return -r;
+		if (r > 0)
+			continue;
+		if ((r = ctl_opt_value(argv, argc, &i, "--from", 0, &from)) != 0 ||
+		    (r = ctl_opt_value(argv, argc, &i, "--to", 0, &to)) != 0) {
+			if (r < 0)
+				return CTL_EXIT_USAGE;
+			continue;
+		}
+		return ctl_usage_err("policies", "policies check: unexpected argument '%s'", argv[i]);
+	}
+	if (!from || !to)
+		return ctl_usage_err("policies", "policies check: --from ADDR|NS/NAME and --to "
+				     "NS/NAME:PORT are required");
+	if (strlen(from) > 500 || strlen(to) > 500)
+		return ctl_usage_err("policies", "policies check: --from or --to is too long");
+	if ((rc = ctl_ready(c)) != 0)
+		return rc;
+	query_escape(from, ef, sizeof(ef));
+	query_escape(to, et, sizeof(et));
+	snprintf(path, sizeof(path), "/policies/check?from=%s&to=%s", ef, et);
+	return run_simple(c, path, NULL, render_config);
+}
+
+int cmd_policies(struct ctl *c, int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "check") == 0)
+		return policies_check(c, argc, argv);
+	int rc = no_options(c, argc, argv);
+	return rc ? rc : run_simple(c, "/policies", "policies", render_policies);
 }
 
 /* ---- log ---- */

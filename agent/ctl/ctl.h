@@ -151,6 +151,7 @@ int cmd_certificates(struct ctl *c, int argc, char **argv);
 int cmd_connections(struct ctl *c, int argc, char **argv);
 int cmd_bpf(struct ctl *c, int argc, char **argv);
 int cmd_config(struct ctl *c, int argc, char **argv);
+int cmd_policies(struct ctl *c, int argc, char **argv);
 int cmd_log(struct ctl *c, int argc, char **argv);
 int cmd_spans(struct ctl *c, int argc, char **argv);
 int cmd_telemetry(struct ctl *c, int argc, char **argv);

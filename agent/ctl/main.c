@@ -108,6 +108,24 @@ const struct ctl_cmd ctl_cmds[] = {
 	  "credentials redacted) and its discovery status, as KEY VALUE rows with dotted paths. "
 	  "Reads GET /config_dump.",
 	  "", "ambitctl config\nambitctl config -o json | jq .tracing" },
+	{ "policies", cmd_policies, "L4 authorization policies in force; check a connection",
+	  "policies [-o table|json]\n       ambitctl policies check --from ADDR|NS/NAME --to NS/NAME:PORT [-o table|json]",
+	  "Without check, lists the Istio AuthorizationPolicy and PeerAuthentication objects the "
+	  "agent compiled (GET /policies): NAMESPACE, NAME, KIND (authz or peerauthn), ACTION (ALLOW, "
+	  "DENY, AUDIT, CUSTOM; a PeerAuthentication's mode, +ports with portLevelMtls; "
+	  "\"(dry-run)\" for istio.io/dry-run), SCOPE (mesh, namespace, selector, targetRefs), "
+	  "STATE (applied, converted, previous, refused, unsupported, ignored), WORKLOADS (how many "
+	  "it applies to at L4) and NOTES (the first refusal, conversion or unsupported feature; "
+	  "-o json has them all, with the workloads' names).\n"
+	  "With check, asks the agent's live state for the verdict on a connection from ADDR (an "
+	  "IP) or the workload NS/NAME (over HBONE with its identity when it is enrolled, else "
+	  "plaintext) to the workload NS/NAME on target port PORT: the verdict, the reason, the "
+	  "deciding policy, the effective mTLS mode and what dry-run policies would decide, as KEY "
+	  "VALUE rows (GET /policies/check?from=...&to=...).",
+	  "--from ADDR|NS/NAME\n    check: the source, an IP address or a workload.\n"
+	  "--to NS/NAME:PORT\n    check: the destination workload and its target port.\n",
+	  "ambitctl policies\nambitctl policies -o json | jq '.policies[] | select(.state != \"applied\")'\n"
+	  "ambitctl policies check --from default/sleep --to default/httpbin:8080" },
 	{ "log", cmd_log, "show or change the agent's log level",
 	  "log [-o table|json] [LEVEL]",
 	  "Without LEVEL, shows the agent's log level (GET /logging). With LEVEL, one of error, "

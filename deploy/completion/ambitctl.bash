@@ -14,7 +14,7 @@ _ambitctl() {
 		cword=$COMP_CWORD
 	fi
 
-	local commands="workloads services certificates connections bpf spans config log version help"
+	local commands="workloads services certificates connections bpf spans config policies log version help"
 	local global_opts="--admin --output -o --width --help -h --version"
 	local common_opts="--admin --output -o --width --help -h"
 
@@ -26,7 +26,7 @@ _ambitctl() {
 	--admin)
 		COMPREPLY=($(compgen -W "127.0.0.1:15000" -- "$cur"))
 		return ;;
-	--width|--interval|--limit|-n|--trace|-t)
+	--width|--interval|--limit|-n|--trace|-t|--from|--to)
 		COMPREPLY=()
 		return ;;
 	esac
@@ -56,6 +56,12 @@ _ambitctl() {
 	connections) opts="$opts --watch -w --interval" ;;
 	spans) opts="$opts --trace -t --limit -n" ;;
 	version) opts="$opts --client" ;;
+	policies)
+		if [[ $cur != -* ]] && [ "$cword" -eq $((i + 1)) ]; then
+			COMPREPLY=($(compgen -W "check" -- "$cur"))
+			return
+		fi
+		opts="$opts --from --to" ;;
 	help)
 		COMPREPLY=($(compgen -W "$commands" -- "$cur"))
 		return ;;

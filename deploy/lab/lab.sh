@@ -36,6 +36,7 @@ usage: $prog up NAME --nodes N --pods M --cni routed|bridge [--enroll all|none|L
        $prog down NAME
        $prog env NAME
        $prog exec NAME TARGET -- CMD [ARG...]
+       $prog resources NAME [FILE]
        $prog list
 NAME: lowercase letters, digits and dashes (at most 20), e.g. "demo" or "t-routed".
 TARGET: ul (the underlay), nK (node K), nK-pM (pod M on node K), or a full namespace name.
@@ -52,6 +53,9 @@ hold no CA key; ambit-ca (config ca.json, run in the underlay on $UL_PREFIX.1:15
 tests/lab/lib.sh's lab_start_ca) signs for them, and each gets a service account token
 (token-nK, token-waypoint: ES256 JWTs of the lab's issuer key, audience istio-ca).
 local: development mode, each agent signs with ca.key itself.
+resources: replaces the Istio objects (\`resources\`: AuthorizationPolicy, PeerAuthentication,
+...) of the lab's workloads.json with the JSON array in FILE (default: stdin; [] clears them),
+atomically; the agents pick it up at their next poll of the file (about a second).
 USAGE
 }
 
@@ -566,6 +570,17 @@ do_up() {
 	log "lab $name up: $nodes nodes x $pods pods, cni $cni${LAB_V6:+, dual stack}, CA $LAB_CA_MODE, enrolled: $(echo $enrolled | wc -w) pods; env in $dir/lab.env"
 }
 
+set_resources() { # NAME FILE|-: workloads.json's resources := the array in FILE
+	local wl=$LAB_ROOT/$1/workloads.json
+	[ -f "$wl" ] || die "no lab '$1' ($wl missing)"
+	cat -- "$2" >"$wl.res" || die "cannot read $2"
+	jq -se 'length == 1 and (.[0] | type == "array")' "$wl.res" >/dev/null 2>&1 ||
+		{ rm -f "$wl.res"; die "resources: $2 is not one JSON array"; }
+	# a new file renamed over the old one: an agent never reads half of it
+	jq --slurpfile r "$wl.res" '.resources = $r[0]' "$wl" >"$wl.tmp" && mv "$wl.tmp" "$wl"
+	rm -f "$wl.res"
+}
+
 resolve_target() { # NAME TARGET -> namespace name
 	local name=$1 t=$2
 	case $t in
@@ -601,6 +616,11 @@ main() {
 		[ "${1:-}" = -- ] && shift
 		[ $# -ge 1 ] || usage_die "exec: no command"
 		exec nsenter --net="/run/netns/$ns" -- "$@"
+		;;
+	resources)
+		[ $# -ge 1 ] && [ $# -le 2 ] || usage_die "usage: $prog resources NAME [FILE]"
+		check_name "$1"
+		set_resources "$1" "${2:--}"
 		;;
 	list)
 		ls -1 "$LAB_ROOT" 2>/dev/null || true

@@ -250,6 +250,71 @@ _lab_stop() {
 	return 0
 }
 
+# lab_stop_agents NAME K...: SIGTERM to those nodes' agents (the ones started by this shell);
+# fails unless each exits 0 (ASan builds report leaks and errors through the exit status) with
+# no sanitizer report in its log. Run it in the test's own shell, not in `check` (a subshell
+# cannot wait for the agents).
+lab_stop_agents() {
+	local name=$1 k bad=0
+	shift
+	for k; do
+		[ -f "$LAB_ROOT/$name/agent$k.pid" ] || continue
+		lab_stop_agent "$name" "$k"
+		if [ "${AGENT_EXIT:-0}" != 0 ]; then
+			echo "# agent $k exited with status $AGENT_EXIT" >&2
+			bad=1
+		fi
+		if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$LAB_ROOT/$name/agent$k.log"; then
+			echo "# sanitizer report in agent $k's log:" >&2
+			grep -E -A15 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' \
+				"$LAB_ROOT/$name/agent$k.log" | head -40 | sed 's/^/#   /' >&2
+			bad=1
+		fi
+	done
+	return "$bad"
+}
+
+# lab_sink_start NAME OUT LOGDIR: tests/node/otlp_sink.js (an independent OTLP receiver) on the
+# lab's underlay, gRPC 4317 and HTTP 4318 (where lab.sh's agent configs export), one JSON line
+# per received span to OUT; its log in LOGDIR/sink.log. Sets LAB_SINK_PID. Needs
+# tests/node/install.sh to have run.
+LAB_SINK_PID=""
+lab_sink_start() {
+	local name=$1 out=$2 ready=$3/sink.ready i
+	rm -f "$ready"
+	pod_spawn "$name" ul "$3/sink.log" node "$LAB_TOP/tests/node/otlp_sink.js" \
+		--host "$LAB_UL_IP" --grpc-port 4317 --http-port 4318 --out "$out" --ready "$ready" ||
+		return 1
+	LAB_SINK_PID=$SPAWNED_PID
+	: >>"$out"
+	for i in $(seq 100); do
+		[ -s "$ready" ] && return 0
+		kill -0 "$LAB_SINK_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "# the OTLP sink did not start; its log:" >&2
+	sed 's/^/#   /' "$3/sink.log" >&2
+	return 1
+}
+
+# lab_sink_stop NAME: stops the sink and waits until nothing listens on its ports (the agents
+# must see the collector gone).
+lab_sink_stop() {
+	local i
+	[ -n "$LAB_SINK_PID" ] || return 0
+	kill -TERM "$LAB_SINK_PID" 2>/dev/null || true
+	for i in $(seq 50); do kill -0 "$LAB_SINK_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$LAB_SINK_PID" 2>/dev/null || true
+	wait "$LAB_SINK_PID" 2>/dev/null || true
+	LAB_SINK_PID=""
+	for i in $(seq 50); do
+		[ -z "$(pod_exec "$1" ul ss -Hltn 'sport = :4317 or sport = :4318')" ] && return 0
+		sleep 0.1
+	done
+	echo "# the sink's ports are still open" >&2
+	return 1
+}
+
 # lab_h2peer: sets H2PEER (tests/tools/h2peer.py, the independent HBONE peer) and H2PY, a python3
 # that has python3-h2 (the system one has it when another python3 comes first in PATH).
 lab_h2peer() {

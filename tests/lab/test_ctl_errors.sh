@@ -254,7 +254,7 @@ cp "$tmp/watch" "$tmp/out"; rc=$wrc
 expect "connections --watch: keeps going while the agent is away" $([ "$wrc" -eq 0 ] && [ "$(grep -c 'connection refused' "$tmp/watch")" -ge 2 ]; echo $?)
 
 # ---- help and completion ----
-for c in workloads services certificates connections bpf spans telemetry config log version help; do
+for c in workloads services certificates connections bpf spans telemetry config policies log version help; do
 	run help "$c"
 	cp "$tmp/out" "$tmp/help1"
 	run "$c" --help
@@ -263,7 +263,7 @@ for c in workloads services certificates connections bpf spans telemetry config 
 done
 run --help
 expect "--help: the tool's page lists every command" $([ $rc -eq 0 ] && has '^SYNOPSIS' && has '^EXIT STATUS' &&
-	for c in workloads services certificates connections bpf spans telemetry config log; do has "^        $c "; done; echo $?)
+	for c in workloads services certificates connections bpf spans telemetry config policies log; do has "^        $c "; done; echo $?)
 run --version
 expect "--version" $([ $rc -eq 0 ] && has '^ambitctl [0-9]'; echo $?)
 comp() { # WORDS...: the completions for the last word
@@ -273,7 +273,8 @@ comp() { # WORDS...: the completions for the last word
 expect "completion: commands, options, -o values" $([ "$(comp ambitctl con | sort | tr '\n' ' ')" = "config connections " ] &&
 	[ "$(comp ambitctl workloads -o '' | tr '\n' ' ')" = "table json " ] &&
 	comp ambitctl connections --w | grep -q -- --watch && comp ambitctl spans --t | grep -q -- --trace &&
-	comp ambitctl log d | grep -q debug && comp ambitctl --admin x help ser | grep -q services; echo $?)
+	comp ambitctl log d | grep -q debug && comp ambitctl --admin x help ser | grep -q services &&
+	[ "$(comp ambitctl policies c)" = check ] && comp ambitctl policies check --f | grep -q -- --from; echo $?)
 
 # ---- agent errors: one line on stderr, exit 1 ----
 for addr in 127.0.0.1:notaport 127.0.0.1:70000 'no such host:1' '[::1' 1.2.3.4.5:15000 ''; do
@@ -329,6 +330,8 @@ usage_case "unknown log level" log loud
 usage_case "two log levels" log info debug
 usage_case "help for no command" help nosuch
 usage_case "telemetry --workload without a namespace" telemetry --workload reviews
+usage_case "policies check without --to" policies check --from 10.0.0.1
+usage_case "policies check: unknown option" policies check --from a --to b:1 --frob
 usage_case "bad usage before a bad address" --admin 127.0.0.1:notaport frobnicate
 usage_case "--width not a number" --width wide workloads
 

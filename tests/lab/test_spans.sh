@@ -18,7 +18,6 @@ command -v node >/dev/null || { echo "not ok - spans (node not found)"; exit 1; 
 "$LAB_TOP/tests/node/install.sh"
 logs=$(mktemp -d /tmp/ambit-spans.XXXXXX)
 lab=spans-$$	# unique: other runs may have labs up at the same time
-SINK=$LAB_TOP/tests/node/otlp_sink.js
 DOWN_S=${SPANS_DOWN_S:-30}	# how long the collector stays down in case 5
 # sanitizer builds (CI): as tests/run.sh sets them, for a direct run too
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
@@ -27,41 +26,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 # ---------------- helpers ----------------
 
-SINK_PID=""
-# sink_start OUT: the OTLP sink on the underlay (gRPC 4317, HTTP 4318), spans to OUT.
-sink_start() {
-	local out=$1 ready=$logs/sink.ready i
-	rm -f "$ready"
-	pod_spawn "$lab" ul "$logs/sink.log" node "$SINK" --host "$LAB_UL_IP" --grpc-port 4317 \
-		--http-port 4318 --out "$out" --ready "$ready" || return 1
-	SINK_PID=$SPAWNED_PID
-	: >>"$out"
-	for i in $(seq 100); do
-		[ -s "$ready" ] && return 0
-		kill -0 "$SINK_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "# the OTLP sink did not start; its log:" >&2
-	sed 's/^/#   /' "$logs/sink.log" >&2
-	return 1
-}
-
-sink_stop() {
-	local i
-	[ -n "$SINK_PID" ] || return 0
-	kill -TERM "$SINK_PID" 2>/dev/null || true
-	for i in $(seq 50); do kill -0 "$SINK_PID" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$SINK_PID" 2>/dev/null || true
-	wait "$SINK_PID" 2>/dev/null || true
-	SINK_PID=""
-	# nothing may listen any more (the agents must see the collector gone)
-	for i in $(seq 50); do
-		[ -z "$(pod_exec "$lab" ul ss -Hltn 'sport = :4317 or sport = :4318')" ] && return 0
-		sleep 0.1
-	done
-	echo "# the sink's ports are still open" >&2
-	return 1
-}
+# sink_start OUT / sink_stop: the OTLP sink on this lab's underlay (lib.sh).
+sink_start() { lab_sink_start "$lab" "$1" "$logs"; }
+sink_stop() { lab_sink_stop "$lab"; }
 
 # agent_start K [VAR=VALUE...]: node K's agent with those variables (and the ones in AGENT_ENV)
 # in its environment.
@@ -78,26 +45,8 @@ agent_start() {
 	return "$rc"
 }
 
-# agents_stop: SIGTERM to both agents; fails unless both exit 0 (ASan builds report leaks and
-# errors through the exit status) with no sanitizer report in their logs.
-agents_stop() {
-	local k bad=0
-	for k in 1 2; do
-		[ -f "$LAB_ROOT/$lab/agent$k.pid" ] || continue
-		lab_stop_agent "$lab" "$k"
-		if [ "${AGENT_EXIT:-0}" != 0 ]; then
-			echo "# agent $k exited with status $AGENT_EXIT" >&2
-			bad=1
-		fi
-		if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$LAB_ROOT/$lab/agent$k.log"; then
-			echo "# sanitizer report in agent $k's log:" >&2
-			grep -E -A15 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' \
-				"$LAB_ROOT/$lab/agent$k.log" | head -40 | sed 's/^/#   /' >&2
-			bad=1
-		fi
-	done
-	return "$bad"
-}
+# agents_stop: both agents stopped cleanly (lib.sh: lab_stop_agents).
+agents_stop() { lab_stop_agents "$lab" 1 2; }
 
 # nothing_lost: no span dropped or given up on either node.
 nothing_lost() {

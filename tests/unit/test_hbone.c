@@ -617,7 +617,8 @@ TEST(non_local_authority_refused_with_403)
 	struct rig r;
 	rig_start(&r, NULL, NULL);
 	snprintf(r.authority, sizeof(r.authority), "10.9.8.7:80");
-	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, "status 403: authority is not a local workload");
+	/* 401 and 403 are the destination's refusals (policy): the source side says DENY */
+	expect_refused(&r, CONN_FLAG_DENIED, "status 403: authority is not a local workload");
 	CHECK_EQ_INT(r.inbound_seen, 1);
 	rig_stop(&r);
 }
