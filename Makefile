@@ -50,6 +50,7 @@ deps:
 COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 OTLP_SRC   := $(wildcard otlp/*.c)
+HTTP_SRC   := $(wildcard http/*.c)
 AGENT_SRC  := $(filter-out agent/main.c,$(wildcard agent/*.c))
 CTL_SRC    := $(wildcard agent/ctl/*.c)
 WP_SRC     := $(wildcard agent/waypoint/*.c)
@@ -66,8 +67,9 @@ GENERATED := $(BPF_SKEL) $(PROTO_H)
 LIB_COMMON := $(BUILD)/libcommon.a
 LIB_TLS    := $(BUILD)/libtls.a
 LIB_OTLP   := $(BUILD)/libotlp.a
+LIB_HTTP   := $(BUILD)/libhttp.a
 LIB_AGENT  := $(BUILD)/libagent.a
-AGENT_LIBS := $(LIB_AGENT) $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON)
+AGENT_LIBS := $(LIB_AGENT) $(LIB_HTTP) $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON)
 
 BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint
 
@@ -120,6 +122,7 @@ $(call obj,$(OTLP_SRC)): $(BUILD)/otlp/%.o: otlp/%.c | $(DEPS_STAMP) $(PROTO_H)
 $(LIB_COMMON): $(call obj,$(COMMON_SRC))
 $(LIB_TLS):    $(call obj,$(TLS_SRC))
 $(LIB_OTLP):   $(call obj,$(OTLP_SRC)) $(PROTO_C:.c=.o)
+$(LIB_HTTP):   $(call obj,$(HTTP_SRC))
 $(LIB_AGENT):  $(call obj,$(AGENT_SRC))
 $(BUILD)/%.a:
 	$(call msg,AR,$@)
@@ -224,7 +227,6 @@ $(addprefix $(BUILD)/,$(FUZZ_NAMES)): $(BUILD)/%: tests/fuzz/%.c tests/fuzz/fuzz
 	$(call msg,FUZZLD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -fsanitize=fuzzer -Itests -o $@ $< \
 		$(filter %.o,$^) $(AGENT_LIBS) $(PKG_LIBS)
-$(BUILD)/http1: $(BUILD)/agent/waypoint/http1.o
 .PHONY: fuzz-bins
 fuzz-bins: $(addprefix $(BUILD)/,$(FUZZ_NAMES))
 	@:

@@ -11,7 +11,7 @@
 #include "agent/hbone.h"
 #include "agent/mesh.h"
 #include "agent/proxy.h"
-#include "agent/waypoint/http1.h"
+#include "http/http1.h"
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"
