@@ -295,6 +295,11 @@ static int resp_headers_done(http_parser *p)
 	int status = p->status_code;
 
 	t->in_head[H1T_RESP] = false;
+	if (status < 100) {
+		/* http_parser takes "0" or "42"; RFC 9110 §15 wants three digits */
+		stop(t, H1T_STOPPED, "invalid HTTP status code");
+		return -1;
+	}
 	if (status == 101) {
 		t->resp_upgrades = true;
 		return 2;
@@ -319,6 +324,11 @@ static int resp_done(http_parser *p)
 	struct h1t_pending *e = pending(t, t->resp_seq);
 	bool upgrade_asked = e->upgrade;
 
+	if (t->resp_seq == t->req_seq) {
+		/* http_parser may end a close-delimited message it never began again */
+		stop(t, H1T_STOPPED, "response without a request");
+		return -1;
+	}
 	if (t->resp_interim) {
 		t->resp_interim = false;
 		return 0;
@@ -403,8 +413,8 @@ static void run(struct h1track *t, enum h1t_dir dir, const uint8_t *p, size_t n)
 
 void h1t_feed(struct h1track *t, enum h1t_dir dir, const uint8_t *p, size_t n, uint64_t now_ns)
 {
-	if (!n || !h1t_active(t))
-		return;
+	if (!n || !h1t_active(t) || t->eof[dir])
+		return;	/* nothing follows an EOF on a real connection */
 	t->now_ns = now_ns;
 	if (t->st == H1T_SNIFF) {
 		size_t old = t->sniff_len;
@@ -447,7 +457,10 @@ void h1t_eof(struct h1track *t, enum h1t_dir dir, uint64_t now_ns)
 		t->st = H1T_NOT_HTTP;
 		return;
 	}
-	if (t->st != H1T_ON || dir != H1T_RESP)
+	if (t->st != H1T_ON || t->eof[dir])
+		return;
+	t->eof[dir] = true;
+	if (dir != H1T_RESP)
 		return;
 	/* A body delimited by the close ends here; a head cut short is an error. */
 	run(t, H1T_RESP, NULL, 0);

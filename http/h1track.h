@@ -87,6 +87,7 @@ struct h1track {
 	bool resp_upgrades;		/* the response being read switches protocols */
 	bool await_upgrade;		/* a request asked for an upgrade: its answer decides */
 	bool lost_req_bytes;		/* client bytes passed while await_upgrade */
+	bool eof[2];			/* the direction's sender finished */
 	/* The request head being read: the fields kept (bounded). */
 	bool in_value, path_done, host_seen, tp_seen, tp_bad;
 	uint8_t field;			/* which field the current value belongs to */
