@@ -187,8 +187,14 @@ static void on_stop(void *arg, const char *why, bool error)
 	struct reqspan *r = arg;
 	if (!error)
 		return;	/* an upgrade: the tunnel is not HTTP, nothing went wrong */
+	static struct log_ratelimit rl = LOG_RATELIMIT_INIT(5000, 10);
+
 	stopped++;
-	pr_info("conn %llu: request tracing stopped: %s", (unsigned long long)conn_id(r->c), why);
+	/* Once per connection (on_stop comes once), and rate-limited across connections: a
+	 * client speaking odd HTTP at a high rate must not flood the log. */
+	if (log_enabled(LOG_LVL_INFO) && log_ratelimit_ok(&rl))
+		log_msg(LOG_LVL_INFO, "conn %llu: request tracing stopped: %s",
+			(unsigned long long)conn_id(r->c), why);
 }
 
 static const struct h1t_cbs cbs = {
