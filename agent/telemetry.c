@@ -367,9 +367,10 @@ int telemetry_init(const struct telemetry_opts *opts)
 			 "counter", bypass_count, NULL);
 	if (!topts.tracer)
 		return 0;
-	metrics_register("ambit_request_tracing_stopped_total",
-			 "Connections whose request tracing stopped on malformed HTTP or a bound",
-			 "counter", stopped_count, NULL);
+	if (topts.request_spans)
+		metrics_register("ambit_request_tracing_stopped_total",
+				 "Connections whose request tracing stopped on malformed HTTP or a bound",
+				 "counter", stopped_count, NULL);
 	metrics_register("ambit_spans_exported_total", "Spans accepted by the collector", "counter",
 			 stat_of, (void *)0);
 	metrics_register("ambit_spans_dropped_total",
