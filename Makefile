@@ -52,6 +52,7 @@ TLS_SRC    := $(wildcard tls/*.c)
 OTLP_SRC   := $(wildcard otlp/*.c)
 ISTIO_SRC  := $(wildcard istio/*.c)
 GRPC_SRC   := $(wildcard grpc/*.c)
+HTTP_SRC   := $(wildcard http/*.c)
 AGENT_SRC  := $(filter-out agent/main.c,$(wildcard agent/*.c))
 CTL_SRC    := $(wildcard agent/ctl/*.c)
 WP_SRC     := $(wildcard agent/waypoint/*.c)
@@ -76,10 +77,11 @@ LIB_COMMON := $(BUILD)/libcommon.a
 LIB_TLS    := $(BUILD)/libtls.a
 LIB_OTLP   := $(BUILD)/libotlp.a
 LIB_ISTIO  := $(BUILD)/libistio.a
+LIB_HTTP   := $(BUILD)/libhttp.a
 LIB_GRPC   := $(BUILD)/libgrpc.a
 LIB_CA     := $(BUILD)/libca.a
 LIB_AGENT  := $(BUILD)/libagent.a
-AGENT_LIBS := $(LIB_AGENT) $(LIB_CA) $(LIB_ISTIO) $(LIB_OTLP) $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON)
+AGENT_LIBS := $(LIB_AGENT) $(LIB_CA) $(LIB_ISTIO) $(LIB_HTTP) $(LIB_OTLP) $(LIB_GRPC) $(LIB_TLS) $(LIB_COMMON)
 
 BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint $(BUILD)/ambit-ca
 
@@ -144,6 +146,7 @@ $(LIB_OTLP):   $(call obj,$(OTLP_SRC)) $(patsubst %.c,%.o,$(call proto_c,otlp))
 $(LIB_GRPC):   $(call obj,$(GRPC_SRC))
 $(LIB_CA):     $(call obj,$(CA_LIB_SRC)) $(patsubst %.c,%.o,$(call proto_c,ca))
 $(LIB_ISTIO):  $(call obj,$(ISTIO_SRC))
+$(LIB_HTTP):   $(call obj,$(HTTP_SRC))
 $(LIB_AGENT):  $(call obj,$(AGENT_SRC))
 $(BUILD)/%.a:
 	$(call msg,AR,$@)
@@ -283,7 +286,6 @@ $(addprefix $(BUILD)/,$(FUZZ_NAMES)): $(BUILD)/%: tests/fuzz/%.c tests/fuzz/fuzz
 	$(call msg,FUZZLD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -fsanitize=fuzzer -Itests -o $@ $< \
 		$(filter %.o,$^) $(AGENT_LIBS) $(PKG_LIBS)
-$(BUILD)/http1: $(BUILD)/agent/waypoint/http1.o
 .PHONY: fuzz-bins
 fuzz-bins: $(addprefix $(BUILD)/,$(FUZZ_NAMES))
 	@:

@@ -34,6 +34,7 @@ int config_init(struct config *c, enum config_role role)
 	c->max_export_batch_size = 512;
 	c->schedule_delay_ms = 5000;
 	c->tracing_enabled = true;
+	c->request_spans = true;
 	c->log_level = LOG_LVL_INFO;
 	c->log_format = LOG_FMT_JSON;
 	c->redirect_enabled = role == CONFIG_ROLE_AGENT;
@@ -140,13 +141,14 @@ static int load_kv(struct jx *j, const json_t *obj, const char *key, struct conf
 static int load_tracing(struct jx *j, struct config *c, const json_t *t)
 {
 	static const char *const keys[] = { "enabled", "sampling", "custom_tags", "otlp",
-		"max_queue_size", "max_export_batch_size", "schedule_delay_ms", NULL };
+		"max_queue_size", "max_export_batch_size", "schedule_delay_ms", "request_spans", NULL };
 	static const char *const okeys[] = { "endpoint", "protocol", "headers", "timeout_ms", NULL };
 	static const char *const protocols[] = { "grpc", "http/protobuf", NULL };
 	json_t *o;
 	int err;
 
 	if ((err = jx_keys(j, t, keys)) || (err = jx_bool(j, t, "enabled", &c->tracing_enabled)) ||
+	    (err = jx_bool(j, t, "request_spans", &c->request_spans)) ||
 	    (err = jx_double(j, t, "sampling", 0.0, 100.0, &c->sampling)) ||
 	    (err = load_kv(j, t, "custom_tags", &c->custom_tags, &c->ncustom_tags)) ||
 	    (err = jx_uint(j, t, "max_queue_size", 1, 1 << 20, &c->max_queue_size)) ||
@@ -482,7 +484,7 @@ json_t *config_to_json(const struct config *c)
 	return json_pack(
 		"{s:s, s:s?, s:s?, s:s, s:s, s:s, s:{s:s?, s:s, s:s?, s:s?},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
-		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
+		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i, s:b},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:s, s:i, s:i},"
 		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
@@ -500,6 +502,7 @@ json_t *config_to_json(const struct config *c)
 		"max_queue_size", (json_int_t)c->max_queue_size,
 		"max_export_batch_size", (json_int_t)c->max_export_batch_size,
 		"schedule_delay_ms", (json_int_t)c->schedule_delay_ms,
+		"request_spans", c->request_spans,
 		"log", "level", log_level_str(c->log_level),
 		"format", c->log_format == LOG_FMT_JSON ? "json" : "text",
 		"redirect", "enabled", c->redirect_enabled, "pin_dir", c->redirect_pin_dir,

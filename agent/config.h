@@ -56,6 +56,7 @@ struct config {
 	uint32_t max_export_batch_size;
 	uint32_t schedule_delay_ms;
 	bool tracing_enabled;
+	bool request_spans;		/* per-request HTTP/1 spans from the agents (issue 17) */
 
 	enum log_level log_level;
 	enum log_format log_format;

@@ -29,6 +29,7 @@ struct conn {
 	bool done_out[2];	/* we shut down the write direction towards side s */
 	bool established;
 	bool closing;
+	bool observed;		/* the data/eof hooks see this conn's bytes */
 	struct conn_end *end[2];
 	struct conn_info info;
 	uint64_t bytes[2];	/* read from side s */
@@ -92,6 +93,7 @@ uint64_t conn_bytes(const struct conn *c, enum conn_side from) { return c->bytes
 uint64_t conn_start_ms(const struct conn *c) { return c->start_ms; }
 void *conn_user(const struct conn *c) { return c->user; }
 void conn_set_user(struct conn *c, void *p) { c->user = p; }
+void conn_set_observed(struct conn *c, bool on) { c->observed = on; }
 size_t conn_count(void) { return registry_count; }
 
 void conn_foreach(conn_visit_fn fn, void *arg)
@@ -248,10 +250,19 @@ ssize_t conn_in_region(struct conn *c, enum conn_side side, uint8_t **p)
 	return n;
 }
 
+/* The n bytes just written at the buffer's tail, before they are committed. */
+static void observe(struct conn *c, enum conn_side side, size_t n)
+{
+	const struct cbuf *b = &c->buf[side];
+	if (c->observed && hooks.data)
+		hooks.data(c, side, b->data + (b->head + b->len) % b->cap, n);
+}
+
 void conn_in_commit(struct conn *c, enum conn_side side, size_t n)
 {
 	if (!n || c->closing)
 		return;
+	observe(c, side, n);
 	c->buf[side].len += (uint32_t)n;
 	c->bytes[side] += n;
 	kick_write(c, (enum conn_side)!side);
@@ -267,6 +278,7 @@ size_t conn_in_write(struct conn *c, enum conn_side side, const void *data, size
 			break;
 		size_t k = MIN((size_t)room, n - done);
 		memcpy(p, (const uint8_t *)data + done, k);
+		observe(c, side, k);
 		done += k;
 		c->buf[side].len += (uint32_t)k;
 		c->bytes[side] += k;
@@ -281,6 +293,8 @@ void conn_in_eof(struct conn *c, enum conn_side side)
 	if (c->closing || c->eof_in[side])
 		return;
 	c->eof_in[side] = true;
+	if (c->observed && hooks.eof)
+		hooks.eof(c, side);
 	if (c->established)
 		c->st = CONN_ST_HALF_CLOSED;
 	kick_write(c, (enum conn_side)!side);

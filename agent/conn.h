@@ -171,11 +171,18 @@ uint64_t conn_start_ms(const struct conn *c);
 struct conn_hooks {
 	void (*opened)(struct conn *c);		/* after the proxy filled info, before bytes */
 	void (*closed)(struct conn *c, int err, const char *flag, const char *reason);
+	/* Only for conns marked with conn_set_observed: bytes read from `from` as they enter
+	 * the buffer (read-only, borrowed for the call: never kept, changed or held back). */
+	void (*data)(struct conn *c, enum conn_side from, const uint8_t *p, size_t n);
+	/* The same conns: `from` sent EOF. */
+	void (*eof)(struct conn *c, enum conn_side from);
 };
 void conn_set_hooks(const struct conn_hooks *h);
 /* The agent stores its span (or anything) here; freed by the closed hook. */
 void *conn_user(const struct conn *c);
 void conn_set_user(struct conn *c, void *p);
+/* Turns the data/eof hooks on or off for c (off by default). */
+void conn_set_observed(struct conn *c, bool on);
 /* Call once the proxy has filled conn_info: runs the opened hook. */
 void conn_opened(struct conn *c);
 

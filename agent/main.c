@@ -252,6 +252,7 @@ static int run(struct agent *a)
 	if (err)
 		goto out;
 	to.tracer = a->tracer;
+	to.request_spans = a->cfg.request_spans;
 	telemetry_init(&to);
 	metrics_register("ambit_connections_active", "Connections proxied right now", "gauge",
 			 metric_conns, NULL);

@@ -229,6 +229,8 @@ static void route_outbound(struct proxy *p, struct conn *c, struct model *m)
 	if (p->mesh.connect &&
 	    route_waypoint(p, m, &r, r.svc ? NULL : model_workload_by_ip(m, &ci->orig_dst))) {
 		char reason[200];
+		/* Known before the opened hook: request spans skip waypoint traffic. */
+		ci->via_waypoint = true;
 		conn_opened(c);
 		if (!r.waypoint_wl) {
 			snprintf(reason, sizeof(reason), "waypoint %s/%s has no ready pod",
@@ -238,7 +240,6 @@ static void route_outbound(struct proxy *p, struct conn *c, struct model *m)
 		}
 		r.target = ci->orig_dst;	/* the waypoint resolves the endpoint itself */
 		ci->target = r.target;
-		ci->via_waypoint = true;
 		err = p->mesh.connect(p->mesh.arg, c, m, &r);
 		if (err)
 			conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,

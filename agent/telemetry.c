@@ -7,6 +7,7 @@
 #include "agent/metrics.h"
 #include "agent/tracing.h"
 #include "agent/workloads.h"
+#include "agent/reqspan.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "otlp/resource.h"
@@ -49,7 +50,7 @@ static void res_cache_flush(void)
 }
 
 /* A borrowed resource for the workload the agent acts for (NULL: none). */
-static struct otlp_resource *resource_for(const struct conn_peer *p)
+struct otlp_resource *telemetry_resource_for(const struct conn_peer *p)
 {
 	char *key;
 	size_t h = 5381;
@@ -86,15 +87,31 @@ static struct otlp_resource *resource_for(const struct conn_peer *p)
 	return e->res;
 }
 
+/* What a conn's telemetry keeps (conn_user): its span and its request tracking. */
+struct conn_tel {
+	struct span *span;
+	struct reqspan *req;
+};
+
+static struct span *conn_span(const struct conn *c)
+{
+	const struct conn_tel *t = conn_user(c);
+	return t ? t->span : NULL;
+}
+
 static void span_open(struct conn *c)
 {
 	struct conn_info *ci = conn_info(c);
 	struct span_context parent;
 	bool outbound = ci->kind == CONN_OUTBOUND;
+	struct conn_tel *t;
 	struct span *s;
 
 	if (!topts.tracer)
 		return;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return;	/* out of memory: the conn goes on untraced */
 	bool has_parent = ci->parent_traceparent[0] &&
 			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
 					     &parent) == 0;
@@ -112,18 +129,37 @@ static void span_open(struct conn *c)
 	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
 	if (pk)
 		tracing_pick(pk, &subj, outbound, NULL, NULL);
-	s = span_start_opts(topts.tracer, resource_for(self), outbound ? "outbound" : "inbound",
+	s = span_start_opts(topts.tracer, telemetry_resource_for(self), outbound ? "outbound" : "inbound",
 			    outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL,
 			    pk && pk->use ? &pk->opts : NULL);
 	if (pk)
 		tracing_pick_done(pk);
 	free(pk);
 	model_unref(m);
-	if (!s)
+	if (!s) {
+		free(t);
 		return;	/* out of memory: the conn goes on untraced */
-	conn_set_user(c, s);
+	}
+	t->span = s;
+	conn_set_user(c, t);
 	if (tracecontext_format(&s->ctx, ci->traceparent, sizeof(ci->traceparent)) < 0)
 		ci->traceparent[0] = '\0';
+	if (reqspan_wanted(ci, topts.request_spans) && (t->req = reqspan_new(c, topts.tracer)))
+		conn_set_observed(c, true);
+}
+
+static void on_data(struct conn *c, enum conn_side from, const uint8_t *p, size_t n)
+{
+	struct conn_tel *t = conn_user(c);
+	if (t && t->req && !reqspan_feed(t->req, from, p, n))
+		conn_set_observed(c, false);	/* not HTTP, upgraded or stopped */
+}
+
+static void on_eof(struct conn *c, enum conn_side from)
+{
+	struct conn_tel *t = conn_user(c);
+	if (t && t->req)
+		reqspan_eof(t->req, from);
 }
 
 static void set_peer(struct span *s, const char *side, const struct conn_peer *p)
@@ -175,19 +211,30 @@ static void set_authz(struct span *s, const struct conn_info *ci, const char *fl
  * source/destination vocabulary for the mesh facts (what Tempo queries use). Bytes as Istio
  * and ztunnel count them: received = the request (read from the downstream side), sent = the
  * response (read from the upstream side and sent back downstream). */
+void telemetry_set_peers(struct span *s, const struct conn_info *ci)
+{
+	set_peer(s, "source", &ci->source);
+	set_peer(s, "destination", &ci->destination);
+	if (ci->service)
+		span_set_str(s, "destination.service", ci->service);
+}
+
 static void span_close(struct conn *c, int err, const char *flag, const char *reason)
 {
-	struct span *s = conn_user(c);
+	struct conn_tel *t = conn_user(c);
 	const struct conn_info *ci = conn_info(c);
+	struct span *s;
 
-	if (!s)
+	if (!t)
 		return;
 	conn_set_user(c, NULL);
+	conn_set_observed(c, false);
+	reqspan_free(t->req, err ? "connection reset before the response"
+				 : "connection closed before the response");
+	s = t->span;
+	free(t);
 	if (s->recording) {
-		set_peer(s, "source", &ci->source);
-		set_peer(s, "destination", &ci->destination);
-		if (ci->service)
-			span_set_str(s, "destination.service", ci->service);
+		telemetry_set_peers(s, ci);
 		set_addr(s, "client.address", "client.port", &ci->src);
 		set_addr(s, "server.address", "server.port", &ci->orig_dst);
 		set_addr(s, "destination.address", "destination.port", &ci->target);
@@ -253,7 +300,7 @@ static void access_log(struct conn *c, enum log_level lvl, const char *msg, int 
 	char src[ADDR_STR_LEN], dst[ADDR_STR_LEN], tgt[ADDR_STR_LEN], via[ADDR_STR_LEN];
 	char sent[24], recv[24], dur[24], id[24];
 	char trace_id[2 * SPAN_TRACE_ID_LEN + 1], span_id[2 * SPAN_ID_LEN + 1];
-	struct span *s = conn_user(c);
+	struct span *s = conn_span(c);
 
 	if (!log_enabled(lvl))
 		return;
@@ -335,6 +382,12 @@ static void on_closed(struct conn *c, int err, const char *flag, const char *rea
 	span_close(c, err, flag, reason);
 }
 
+static double stopped_count(void *arg)
+{
+	(void)arg;
+	return (double)reqspan_stopped_count();
+}
+
 static double stat_of(void *arg)
 {
 	struct batcher_stats st;
@@ -349,7 +402,8 @@ static double stat_of(void *arg)
 
 int telemetry_init(const struct telemetry_opts *opts)
 {
-	struct conn_hooks h = { .opened = on_opened, .closed = on_closed };
+	struct conn_hooks h = { .opened = on_opened, .closed = on_closed, .data = on_data,
+				.eof = on_eof };
 	topts = *opts;
 	conn_set_hooks(&h);
 	metrics_register("ambit_waypoint_bypass_total",
@@ -361,6 +415,10 @@ int telemetry_init(const struct telemetry_opts *opts)
 	int rc = tracing_init(&tro);
 	if (rc)
 		return rc;
+	if (topts.request_spans)
+		metrics_register("ambit_request_tracing_stopped_total",
+				 "Connections whose request tracing stopped on malformed HTTP or a bound",
+				 "counter", stopped_count, NULL);
 	metrics_register("ambit_spans_exported_total", "Spans accepted by the collector", "counter",
 			 stat_of, (void *)0);
 	metrics_register("ambit_spans_dropped_total",

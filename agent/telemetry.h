@@ -16,6 +16,7 @@ struct telemetry_opts {
 	const char *node_name;		/* k8s.node.name of the resources */
 	struct otlp_tracer *tracer;	/* NULL: no spans */
 	const char *root_ns;		/* Istio's root namespace (agent/tracing.h); NULL: default */
+	bool request_spans;		/* tracing.request_spans: per-request HTTP/1 spans */
 };
 
 /* Installs the conn hooks, registers the span metrics and, with a tracer, starts the
@@ -27,6 +28,11 @@ void telemetry_fini(uint32_t drain_ms);
 /* The "reporter" of a conn kind: "source" for outbound, "destination" for inbound. */
 const char *telemetry_reporter(enum conn_kind kind);
 const char *telemetry_direction(enum conn_kind kind);
+/* For request spans (agent/reqspan.c): the cached resource of the workload a span is
+ * for (borrowed, NULL ok), and the source.* / destination.* attributes of a conn. */
+struct otlp_resource *telemetry_resource_for(const struct conn_peer *p);
+struct span;
+void telemetry_set_peers(struct span *s, const struct conn_info *ci);
 /* Recent finished spans (admin API /spans), newest last; trace_id hex filter or NULL, at
  * most limit. New reference. */
 json_t *telemetry_spans_json(const char *trace_id, size_t limit);

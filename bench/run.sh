@@ -31,7 +31,7 @@ PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is mi
 PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
 DATE=$(date +%F)
 
-IPERF_PORT=5201 ECHO_PORT=9000             # servers in the server pod
+IPERF_PORT=5201 ECHO_PORT=9000 HTTP_PORT=9080 # servers in the server pod
 ST_CLI_IPERF=35201 ST_CLI_ECHO=39000       # stunnel client-mode listeners on node 1
 ST_SRV_IPERF=45201 ST_SRV_ECHO=49000       # stunnel server-mode listeners on node 2
 
@@ -118,6 +118,8 @@ IPERF_SRV_PID=$SPAWNED_PID
 pod_spawn "$LAB" "$SRV" "$WORK/echo-server.log" "$TCPKIT" serve --port "$ECHO_PORT" --mode echo
 wait_port "$LAB" "$SRV" "$IPERF_PORT" || die "iperf3 server did not start"
 wait_port "$LAB" "$SRV" "$ECHO_PORT" || die "tcpkit echo server did not start"
+pod_spawn "$LAB" "$SRV" "$WORK/http-server.log" "$TCPKIT" serve --port "$HTTP_PORT" --mode http --msg-size 64
+wait_port "$LAB" "$SRV" "$HTTP_PORT" || die "tcpkit http server did not start"
 
 # ---------------- stunnel: certificates and configs ----------------
 
@@ -186,7 +188,7 @@ start_path() {
 	local path=$1
 	case $path in
 	direct)
-		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT
+		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT T_HTTP=$SRV_IP:$HTTP_PORT
 		PROXY_PIDS=()
 		;;
 	stunnel)
@@ -203,7 +205,7 @@ start_path() {
 			tail -n 5 "$WORK"/stunnel-*.log >&2
 			return 1
 		fi
-		T_IPERF=$N1_IP:$ST_CLI_IPERF T_ECHO=$N1_IP:$ST_CLI_ECHO
+		T_IPERF=$N1_IP:$ST_CLI_IPERF T_ECHO=$N1_IP:$ST_CLI_ECHO T_HTTP=
 		put stunnel tls "$(tls_facts "$N2_IP:$ST_SRV_ECHO")"
 		;;
 	ambit | ambit_pod)
@@ -216,7 +218,7 @@ start_path() {
 		done
 		lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
 		PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")")
-		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT
+		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT T_HTTP=$SRV_IP:$HTTP_PORT
 		# The server pod n2-p1 runs as service account app-1 (deploy/lab/lab.sh); pod-addressed
 		# HBONE needs no SNI: the pod's own address picks its certificate.
 		if [ "$dial" = node ]; then
@@ -331,6 +333,35 @@ rr() { # PATH SIZE [COUNT]: latency on one persistent connection
 	put "$path" "latency_us.msg_$m.p50" "$(kv p50_us "$f")"
 	put "$path" "latency_us.msg_$m.p99" "$(kv p99_us "$f")"
 	put "$path" "latency_us.msg_$m.avg" "$(kv avg_us "$f")"
+}
+
+# HTTP/1.1 GETs (64-byte answers) on one keep-alive connection: what the agents' request
+# spans cost (docs/request-spans.md). Not through stunnel (no listener for it).
+http_rr() { # PATH KEY
+	local path=$1 key=$2 f=$WORK/$1-$2.txt
+	[ -n "${T_HTTP:-}" ] || return 0
+	say "$path: HTTP/1.1 request/response ($key), $RR_COUNT requests"
+	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_HTTP" --mode http --msg-size 64 \
+		--count "$RR_COUNT" --timeout 120 >"$f" 2>&1 || { cat "$f" >&2; return 1; }
+	put "$path" "$key.p50" "$(kv p50_us "$f")"
+	put "$path" "$key.p99" "$(kv p99_us "$f")"
+	put "$path" "$key.avg" "$(kv avg_us "$f")"
+	put "$path" "$key.req_per_s" "$(fdiv 1000000 "$(kv avg_us "$f")")"
+}
+
+# ambit: the same with tracing.request_spans false (the agents restart without it, then the
+# files are put back for the next path).
+http_rr_spans_off() {
+	local k
+	for k in 1 2; do
+		lab_stop_agent "$LAB" "$k"
+		cp "$LAB_DIR/node$k.json" "$WORK/node$k.spans-on.json"
+		jq '.tracing.request_spans = false' "$WORK/node$k.spans-on.json" >"$LAB_DIR/node$k.json"
+	done
+	lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
+	for k in 1 2; do cp "$WORK/node$k.spans-on.json" "$LAB_DIR/node$k.json"; done
+	PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")")
+	http_rr ambit http_request_spans_off
 }
 
 crr() { # PATH PARALLEL [COUNT [KEY]]: connect, one 1-byte request/response, close
@@ -462,6 +493,7 @@ measure_path() {
 	rr "$path" 1024
 	crr "$path" 1
 	crr "$path" "$CRR_PAR"
+	http_rr "$path" http_latency_us
 	if [ "$path" = ambit ]; then
 		local want=""
 		case $PROFILE in
@@ -470,6 +502,7 @@ measure_path() {
 		esac
 		[ -z "$want" ] || profile_ambit "$want"
 		measure_policies
+		http_rr_spans_off
 	fi
 	# The proxies stop here, so that the next path runs alone.
 	if is_ambit "$path"; then
@@ -576,7 +609,10 @@ jq -R -n \
 			"pod_dial_conn_rate_\($crrpar)_parallel_vs_node_dial": r($ap.conn_per_s["parallel_\($crrpar)"]; $a.conn_per_s["parallel_\($crrpar)"]),
 			pod_dial_throughput_vs_node_dial: r($ap.throughput_gbit_s.streams_1; $a.throughput_gbit_s.streams_1),
 			pod_dial_p50_latency_vs_node_dial: r($ap.latency_us.msg_1.p50; $a.latency_us.msg_1.p50),
-			pod_dial_rss_per_idle_conn_vs_node_dial: r($ap.rss_per_idle_conn_kib; $a.rss_per_idle_conn_kib)
+			pod_dial_rss_per_idle_conn_vs_node_dial: r($ap.rss_per_idle_conn_kib; $a.rss_per_idle_conn_kib),
+			http_p50_latency_request_spans_on_vs_off: r($a.http_latency_us.p50; $a.http_request_spans_off.p50),
+			http_p99_latency_request_spans_on_vs_off: r($a.http_latency_us.p99; $a.http_request_spans_off.p99),
+			http_req_per_s_request_spans_on_vs_off: r($a.http_latency_us.req_per_s; $a.http_request_spans_off.req_per_s)
 		}
 	}' <"$FIG" >"$json.tmp"
 mv "$json.tmp" "$json"
@@ -593,6 +629,12 @@ table() {
 			["latency 1 B, p99 (us)", ["latency_us", "msg_1", "p99"], 1],
 			["latency 1 KiB, p50 (us)", ["latency_us", "msg_1024", "p50"], 1],
 			["latency 1 KiB, p99 (us)", ["latency_us", "msg_1024", "p99"], 1],
+			["HTTP/1.1 GET, p50 (us)", ["http_latency_us", "p50"], 1],
+			["HTTP/1.1 GET, p99 (us)", ["http_latency_us", "p99"], 1],
+			["HTTP/1.1 GETs/s, 1 connection", ["http_latency_us", "req_per_s"], 0],
+			["HTTP/1.1 GET, p50 (us), request spans off", ["http_request_spans_off", "p50"], 1],
+			["HTTP/1.1 GET, p99 (us), request spans off", ["http_request_spans_off", "p99"], 1],
+			["HTTP/1.1 GETs/s, request spans off", ["http_request_spans_off", "req_per_s"], 0],
 			["new connections/s, 1 at a time", ["conn_per_s", "parallel_1"], 0],
 			["new connections/s, \($par) at a time", ["conn_per_s", "parallel_\($par)"], 0],
 			(if $npol > 0 then

@@ -12,7 +12,7 @@
 #include "agent/mesh.h"
 #include "agent/proxy.h"
 #include "agent/tracing.h"
-#include "agent/waypoint/http1.h"
+#include "http/http1.h"
 #include "agent/workloads.h"
 #include "common/log.h"
 #include "common/util.h"

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-/* Fuzzes the waypoint's HTTP/1 framing (agent/waypoint/http1.h): a byte stream is fed once in
+/* Fuzzes the waypoint's HTTP/1 framing (http/http1.h): a byte stream is fed once in
  * one piece and once split at random points; both runs must see the same heads, messages,
  * body bytes and final state (and the same output when no body is re-chunked).
  * Input: flags byte (bit 0: responses; bits 1-2: what on_head returns), split seed, stream. */
 #include "fuzz.h"
 
-#include "agent/waypoint/http1.h"
+#include "http/http1.h"
 
 struct run {
 	int mode;		/* 0: forward; 1: H1_HEAD_NO_BODY; 2: H1_HEAD_TUNNEL; 3: refuse */

@@ -39,6 +39,17 @@ check() {
 	return 0
 }
 
+# jq_check FILE [JQ_OPTION...] PROGRAM: PROGRAM (reading FILE whole, as an array of JSON values,
+# e.g. spans one per line) must print true; otherwise what it printed is shown.
+jq_check() {
+	local f=$1 prog=${!#} res
+	shift
+	res=$(jq -s "${@:1:$(($# - 1))}" "$prog" "$f" 2>&1) || true
+	[ "$res" = true ] && return 0
+	echo "got: $res"
+	return 1
+}
+
 # lab_result: the script's exit status (0 when nothing failed); call last.
 lab_result() {
 	note "$LAB_PASSED passed, $LAB_FAILED failed"

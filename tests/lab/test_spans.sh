@@ -137,17 +137,6 @@ serve() { # POD PORT MODE [ARGS]
 	wait_port "$lab" "$pod" "$port"
 }
 
-# jq_check FILE [JQ_OPTION...] PROGRAM: PROGRAM (reading FILE whole, as an array of spans) must
-# print true; otherwise what it printed is shown.
-jq_check() {
-	local f=$1 prog=${!#} res
-	shift
-	res=$(jq -s "${@:1:$(($# - 1))}" "$prog" "$f" 2>&1) || true
-	[ "$res" = true ] && return 0
-	echo "got: $res"
-	return 1
-}
-
 # check_here NAME CMD...: like check, but CMD runs in this shell (it may change its state:
 # reap agents, keep $out, SINK_PID).
 check_here() {

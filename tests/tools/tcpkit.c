@@ -249,9 +249,20 @@ static void raise_nofile(void)
 
 /* ---------- options ---------- */
 
-enum mode { M_ECHO, M_SINK, M_SOURCE, M_VERIFY, M_HALFCLOSE, M_RR, M_CRR, M_RESET, M_ABORT };
+enum mode { M_ECHO, M_SINK, M_SOURCE, M_VERIFY, M_HALFCLOSE, M_RR, M_CRR, M_RESET, M_ABORT, M_HTTP };
 static const char *const mode_names[] = { "echo", "sink", "source", "verify", "halfclose", "rr",
-	"crr", "reset", "abort", NULL };
+	"crr", "reset", "abort", "http", NULL };
+
+/* The http mode's exchange: a bodiless GET, a 200 with --msg-size body bytes. */
+static const char http_req[] = "GET /rr HTTP/1.1\r\nHost: tcpkit\r\n\r\n";
+static size_t http_resp(char *buf, size_t cap, size_t body)
+{
+	int n = snprintf(buf, cap, "HTTP/1.1 200 OK\r\ncontent-length: %zu\r\n\r\n", body);
+	if (n < 0 || (size_t)n + body > cap)
+		return 0;
+	memset(buf + n, 'x', body);
+	return (size_t)n + body;
+}
 
 struct opts {
 	bool server;
@@ -297,6 +308,9 @@ static void usage(FILE *f)
 	      "             and requires a reset (ECONNRESET), not a clean EOF\n"
 	      "  abort      (server: use reset with a larger --bytes) client sends --bytes, requires\n"
 	      "             their echo, then resets the connection itself (close with SO_LINGER 0)\n"
+	      "  http       server answers each request head (up to a blank line) with a 200 and\n"
+	      "             --msg-size body bytes; client: rr with HTTP/1.1 GETs on one keep-alive\n"
+	      "             connection instead of echoed messages (latency percentiles)\n"
 	      "Sizes accept K, M, G suffixes (powers of 1024). --peers prints \"peer IP:PORT local IP:PORT\"\n"
 	      "for each accepted connection. Exit 0 on success, 1 on a failed check, 2 on bad usage.\n",
 	      f);
@@ -446,8 +460,10 @@ static void parse_opts(int argc, char **argv, bool server, struct opts *o)
 		die(2, "--conns must be at least 1");
 	if (o->mode == M_CRR && !par_set)
 		o->parallel = 1;
-	if ((o->mode == M_RR || o->mode == M_CRR) && o->count < 1)
+	if ((o->mode == M_RR || o->mode == M_CRR || o->mode == M_HTTP) && o->count < 1)
 		die(2, "--count must be at least 1");
+	if (o->mode == M_HTTP && o->msg_size > 128)
+		die(2, "--msg-size: at most 128 in http mode");
 }
 
 /* ---------- client: a poll loop over up to --parallel connections ---------- */
@@ -755,21 +771,30 @@ static int connect_blocking(const struct opts *o)
 /* One persistent connection, o->count round trips of o->msg_size; latency percentiles. */
 static int client_rr(const struct opts *o)
 {
-	size_t m = o->msg_size;
+	bool http = o->mode == M_HTTP;
+	size_t m = o->msg_size, qlen = http ? sizeof(http_req) - 1 : m;
 	uint64_t warm = o->count / 10 < 100 ? o->count / 10 : 100;
 	uint64_t *lat = xcalloc(o->count, sizeof(*lat));
-	uint8_t *req = xcalloc(1, m), *resp = xcalloc(1, m);
+	uint8_t *req = xcalloc(1, qlen), *resp = xcalloc(1, m + 128), *want = xcalloc(1, m + 128);
+	size_t rlen = m;
 	uint64_t bad = 0, sum = 0;
 	int fd = connect_blocking(o);
 	double t0 = now_s();
+	if (http) {
+		memcpy(req, http_req, qlen);
+		rlen = http_resp((char *)want, m + 128, m);
+	}
 	for (uint64_t i = 0; i < warm + o->count; i++) {
 		uint64_t off = (i * m) % (1ull << 40);
-		pat_fill(req, off, m);
+		if (!http)
+			pat_fill(req, off, m);
 		uint64_t a = now_ns();
-		write_all(fd, req, m);
-		read_exact(fd, resp, m);
+		write_all(fd, req, qlen);
+		read_exact(fd, resp, rlen);
 		uint64_t b = now_ns();
-		if (memcmp(req, resp, m) != 0) {
+		if (http && memcmp(resp, want, rlen) != 0)
+			die(1, "http: response %" PRIu64 " is not the expected 200", i);
+		if (!http && memcmp(req, resp, m) != 0) {
 			pat_check(resp, off, m, &bad);
 			die(1, "rr: response %" PRIu64 " differs from the request at byte %" PRIu64, i,
 			    bad - off);
@@ -785,7 +810,8 @@ static int client_rr(const struct opts *o)
 	close(fd);
 	qsort(lat, o->count, sizeof(*lat), cmp_u64);
 #define PCT(p) ((double)lat[(size_t)((double)(o->count - 1) * (p) + 0.5)] / 1000.0)
-	printf("mode=rr\nto=%s\nmsg_size=%zu\ncount=%" PRIu64 "\n", to_str(), m, o->count);
+	printf("mode=%s\nto=%s\nmsg_size=%zu\ncount=%" PRIu64 "\n", mode_names[o->mode], to_str(), m,
+	       o->count);
 	printf("p50_us=%.2f\np90_us=%.2f\np99_us=%.2f\nmax_us=%.2f\nmin_us=%.2f\navg_us=%.2f\n",
 	       PCT(0.50), PCT(0.90), PCT(0.99), (double)lat[o->count - 1] / 1000.0,
 	       (double)lat[0] / 1000.0, (double)sum / (double)o->count / 1000.0);
@@ -794,6 +820,7 @@ static int client_rr(const struct opts *o)
 	free(lat);
 	free(req);
 	free(resp);
+	free(want);
 	return 0;
 }
 
@@ -856,6 +883,7 @@ static int client(const struct opts *o)
 	raise_nofile();
 	switch (o->mode) {
 	case M_RR:
+	case M_HTTP:
 		return client_rr(o);
 	case M_RESET:
 	case M_ABORT:
@@ -933,6 +961,7 @@ struct sconn {
 	char msg[64];       /* verify: the answer */
 	size_t mlen, moff;
 	char peer[80];
+	uint8_t hmatch;     /* http: bytes of "\r\n\r\n" matched at the end of what was read */
 };
 
 static volatile sig_atomic_t g_stop;
@@ -976,7 +1005,33 @@ static int listen_on(const struct opts *o)
 /* Server modes that echo what they receive. */
 static bool mode_echoes(enum mode m)
 {
-	return m == M_ECHO || m == M_RR || m == M_CRR || m == M_RESET;
+	return m == M_ECHO || m == M_RR || m == M_CRR || m == M_RESET || m == M_HTTP;
+}
+
+/* http mode: the r bytes just read into c->buf become one answer per request head they end
+ * (requests have no body). False when the answers would not fit (the client pipelines). */
+static bool http_answer(const struct opts *o, struct sconn *c, size_t r)
+{
+	static const char end[] = "\r\n\r\n";
+	size_t heads = 0, len = 0;
+	char one[256];
+
+	for (size_t i = 0; i < r; i++) {
+		uint8_t b = c->buf[i];
+		c->hmatch = b == (uint8_t)end[c->hmatch] ? c->hmatch + 1 : b == '\r';
+		if (c->hmatch == 4) {
+			heads++;
+			c->hmatch = 0;
+		}
+	}
+	len = http_resp(one, sizeof(one), o->msg_size);
+	if (!len || heads * len > ECHO_BUF)
+		return false;
+	for (size_t k = 0; k < heads; k++)
+		memcpy(c->buf + k * len, one, len);
+	c->blen = heads * len;
+	c->boff = 0;
+	return true;
 }
 
 /* Reset mode: one line for the end of each connection, saying who ended it and how. */
@@ -1027,7 +1082,13 @@ static bool sconn_io(const struct opts *o, struct sconn *c, short rev, uint8_t *
 				c->reset = true;
 				return true;
 			}
-			if (echo) {
+			if (o->mode == M_HTTP) {
+				if (!http_answer(o, c, (size_t)r)) {
+					fprintf(stderr, "tcpkit: http: too many requests at once from %s\n", c->peer);
+					sconn_end(o, c, "error");
+					return true;
+				}
+			} else if (echo) {
 				c->blen = (size_t)r;
 				c->boff = 0;
 			} else if ((o->mode == M_VERIFY || o->mode == M_HALFCLOSE) && !c->bad &&

@@ -38,6 +38,7 @@ TEST(contract_example_loads)
 	CHECK_EQ_STR(c.otlp_endpoint, "http://127.0.0.1:4317");
 	CHECK_EQ_INT(c.max_queue_size, 2048);
 	CHECK_EQ_INT(c.hbone_max_streams, 100);
+	CHECK(c.request_spans);	/* on by default (issue 17) */
 	CHECK_EQ_STR(c.hbone_dial, "node");
 	CHECK_EQ_STR(c.root_namespace, "istio-system");
 	json_t *j = config_to_json(&c);
@@ -96,6 +97,8 @@ TEST(errors_name_file_key_value)
 	       "root_namespace: 'Istio_System' is not a namespace name");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"root_namespace\":\"\"}",
 	       "root_namespace: must not be empty");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"tracing\":{\"request_spans\":\"no\"}}",
+	       "tracing.request_spans");
 }
 
 TEST(root_namespace_set)
@@ -110,6 +113,18 @@ TEST(root_namespace_set)
 	json_t *j = config_to_json(&c);
 	CHECK_EQ_STR(json_string_value(json_object_get(j, "root_namespace")), "mesh-root");
 	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+}
+
+TEST(request_spans_off)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"tracing\":{\"request_spans\":false}}");
+	REQUIRE(config_init(&c, CONFIG_ROLE_AGENT) == 0);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK(!c.request_spans);
 	config_fini(&c);
 	unlink(path);
 }

@@ -3,8 +3,8 @@
  * direction that stops at message boundaries (keep-alive, pipelining), heads rebuilt with the
  * waypoint's own headers, bodies re-framed as they pass (chunked stays chunked), and the point
  * where an upgrade or CONNECT turns the stream into a raw tunnel. No I/O: bytes in, bytes out. */
-#ifndef AMBIT_AGENT_WAYPOINT_HTTP1_H
-#define AMBIT_AGENT_WAYPOINT_HTTP1_H
+#ifndef AMBIT_HTTP_HTTP1_H
+#define AMBIT_HTTP_HTTP1_H
 
 #include <http_parser.h>
 #include <stdbool.h>

@@ -4,7 +4,7 @@
  * close-delimited bodies, and malformed input (an error status, never a crash). */
 #include "harness.h"
 
-#include "agent/waypoint/http1.c"
+#include "http/http1.c"
 #include "common/util.h"
 
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * every message end so that pipelined bytes stay with the caller until it is ready, heads are
  * kept in a bounded arena and rebuilt on the way out, bodies are re-framed as they are decoded
  * (RFC 9112 §7.1: chunked in, chunked out; trailers are dropped, §7.1.2 allows it). */
-#include "agent/waypoint/http1.h"
+#include "http/http1.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Per-request spans from a conn's bytes: http/h1track reports request heads and final
+ * responses; each request becomes a CLIENT span (source node) or a SERVER span (destination
+ * node) timed from its first byte to its response's last byte, named and attributed as the
+ * waypoint's request spans are. */
+#include "agent/reqspan.h"
+#include "agent/telemetry.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "http/h1track.h"
+#include "otlp/tracecontext.h"
+#include "otlp/tracer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct reqspan {
+	struct h1track t;
+	struct conn *c;
+	struct otlp_tracer *tracer;
+	bool outbound;			/* CLIENT spans; else SERVER spans */
+	bool has_conn_ctx;		/* conn_ctx is known (both nodes see the same) */
+	struct span_context conn_ctx;	/* the outbound conn span: trace and span ID */
+	struct span *spans[H1T_PIPELINE];	/* by ordinal, while awaiting the response */
+};
+
+static uint64_t stopped;
+
+uint64_t reqspan_stopped_count(void)
+{
+	return stopped;
+}
+
+bool reqspan_wanted(const struct conn_info *ci, bool on)
+{
+	if (!on || ci->via_waypoint)
+		return false;
+	/* Hook point: per-workload (Telemetry API) settings for ci->source (outbound) or
+	 * ci->destination (inbound) decide here. */
+	return (ci->kind == CONN_OUTBOUND && ci->source.workload) || ci->kind == CONN_INBOUND_HBONE;
+}
+
+/* splitmix64's finaliser (Steele, Lea, Flood 2014): a bijective 64-bit mix. */
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t load_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+void reqspan_client_id(const struct span_context *conn, uint64_t ordinal, uint8_t out[SPAN_ID_LEN])
+{
+	uint64_t h = mix64(load_be64(conn->trace_id));
+	h = mix64(h ^ load_be64(conn->trace_id + 8));
+	h = mix64(h ^ load_be64(conn->span_id));
+	h = mix64(h ^ ordinal);
+	if (!h)
+		h = 1;	/* an all-zero span ID is invalid */
+	for (int i = SPAN_ID_LEN - 1; i >= 0; i--, h >>= 8)
+		out[i] = (uint8_t)h;
+}
+
+/* "host:port" (or "[v6]:port"): the host alone and the port, as OTel's server.* want. */
+static void set_server(struct span *s, const char *host, size_t len)
+{
+	char buf[H1T_HOST_MAX + 1];
+	const char *colon;
+	size_t hl = len;
+	long port = 0;
+
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	colon = strrchr(buf, ':');
+	if (colon && (buf[0] == '[' ? colon > strchr(buf, ']') : !memchr(buf, ':', (size_t)(colon - buf)))) {
+		char *end;
+		port = strtol(colon + 1, &end, 10);
+		if (*end || port <= 0 || port > 65535)
+			port = 0;
+		else
+			hl = (size_t)(colon - buf);
+	}
+	if (hl >= 2 && buf[0] == '[' && buf[hl - 1] == ']') {
+		buf[hl - 1] = '\0';
+		span_set_str(s, "server.address", buf + 1);
+	} else {
+		buf[hl] = '\0';
+		span_set_str(s, "server.address", buf);
+	}
+	if (port)
+		span_set_int(s, "server.port", port);
+}
+
+static void on_request(void *arg, const struct h1t_request *q)
+{
+	struct reqspan *r = arg;
+	const struct conn_info *ci = conn_info(r->c);
+	struct span_context own, parent;
+	bool has_own = q->traceparent &&
+		       tracecontext_parse(q->traceparent, q->traceparent_len, &own) == 0;
+	uint8_t client_id[SPAN_ID_LEN];
+	char name[SPAN_MAX_NAME_LEN], path[H1T_PATH_MAX + 1], method[24];
+	struct span *s;
+
+	/* CLIENT: parent = the request's own span, else the outbound conn span. SERVER: parent
+	 * = the CLIENT span (derived ID) in the same trace; without the conn's context (a peer
+	 * that is not ambit) the request's own span, else the inbound conn span. */
+	if (r->has_conn_ctx)
+		reqspan_client_id(&r->conn_ctx, q->ordinal, client_id);
+	if (has_own)
+		parent = own;
+	else if (r->has_conn_ctx)
+		parent = r->conn_ctx;
+	else if (!(ci->traceparent[0] &&
+		   tracecontext_parse(ci->traceparent, strlen(ci->traceparent), &parent) == 0))
+		memset(&parent, 0, sizeof(parent));
+	if (!r->outbound && r->has_conn_ctx)
+		memcpy(parent.span_id, client_id, SPAN_ID_LEN);
+	parent.remote = has_own || !r->outbound;
+
+	snprintf(method, sizeof(method), "%s", q->method);
+	snprintf(path, sizeof(path), "%.*s", (int)q->path_len, q->path);
+	if (strcmp(method, "CONNECT") == 0)
+		snprintf(name, sizeof(name), "CONNECT");
+	else
+		snprintf(name, sizeof(name), "%s %.100s", method, path);
+	s = span_start(r->tracer,
+		       telemetry_resource_for(r->outbound ? &ci->source : &ci->destination), name,
+		       r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
+		       span_context_valid(&parent) ? &parent : NULL);
+	if (!s)
+		return;	/* out of memory: this request goes untraced */
+	if (r->outbound && r->has_conn_ctx)
+		memcpy(s->ctx.span_id, client_id, SPAN_ID_LEN);
+	s->start_ns = q->start_ns;
+	if (s->recording) {
+		span_set_str(s, "http.request.method", method);
+		span_set_str(s, "url.path", path);
+		span_set_str(s, "network.protocol.name", "http");
+		span_set_str(s, "network.protocol.version", q->http_minor ? "1.1" : "1.0");
+		if (q->host && q->host_len)
+			set_server(s, q->host, q->host_len);
+		telemetry_set_peers(s, ci);
+		span_set_int(s, "http.request.ordinal", (int64_t)q->ordinal);
+	}
+	r->spans[q->ordinal % H1T_PIPELINE] = s;
+}
+
+static void on_response(void *arg, const struct h1t_response *a)
+{
+	struct reqspan *r = arg;
+	struct span *s = r->spans[a->ordinal % H1T_PIPELINE];
+
+	r->spans[a->ordinal % H1T_PIPELINE] = NULL;
+	if (!s)
+		return;
+	s->end_ns = a->end_ns > s->start_ns ? a->end_ns : s->start_ns;
+	if (s->recording) {
+		if (a->status) {
+			span_set_int(s, "http.response.status_code", a->status);
+			span_set_int(s, "http.status_code", a->status);
+		}
+		if (a->status >= 500 || !a->status) {
+			char msg[SPAN_MAX_STATUS_LEN];
+			if (a->status)
+				snprintf(msg, sizeof(msg), "HTTP %d", a->status);
+			else
+				snprintf(msg, sizeof(msg), "no response: %s", a->why);
+			span_set_status(s, SPAN_STATUS_ERROR, msg);
+		}
+	}
+	span_end(s);
+}
+
+static void on_stop(void *arg, const char *why, bool error)
+{
+	struct reqspan *r = arg;
+	if (!error)
+		return;	/* an upgrade: the tunnel is not HTTP, nothing went wrong */
+	static struct log_ratelimit rl = LOG_RATELIMIT_INIT(5000, 10);
+
+	stopped++;
+	/* Once per connection (on_stop comes once), and rate-limited across connections: a
+	 * client speaking odd HTTP at a high rate must not flood the log. */
+	if (log_enabled(LOG_LVL_INFO) && log_ratelimit_ok(&rl))
+		log_msg(LOG_LVL_INFO, "conn %llu: request tracing stopped: %s",
+			(unsigned long long)conn_id(r->c), why);
+}
+
+static const struct h1t_cbs cbs = {
+	.on_request = on_request, .on_response = on_response, .on_stop = on_stop,
+};
+
+struct reqspan *reqspan_new(struct conn *c, struct otlp_tracer *tracer)
+{
+	const struct conn_info *ci = conn_info(c);
+	struct reqspan *r = calloc(1, sizeof(*r));
+	const char *tp;
+
+	if (!r)
+		return NULL;
+	r->c = c;
+	r->tracer = tracer;
+	r->outbound = ci->kind == CONN_OUTBOUND;
+	/* The outbound conn span: ours on the source node, the CONNECT's on the destination. */
+	tp = r->outbound ? ci->traceparent : ci->parent_traceparent;
+	r->has_conn_ctx = tp[0] && tracecontext_parse(tp, strlen(tp), &r->conn_ctx) == 0;
+	h1t_init(&r->t, &cbs, r);
+	return r;
+}
+
+bool reqspan_feed(struct reqspan *r, enum conn_side from, const uint8_t *p, size_t n)
+{
+	h1t_feed(&r->t, from == CONN_DOWN ? H1T_REQ : H1T_RESP, p, n, now_real_ns());
+	return h1t_active(&r->t);
+}
+
+void reqspan_eof(struct reqspan *r, enum conn_side from)
+{
+	h1t_eof(&r->t, from == CONN_DOWN ? H1T_REQ : H1T_RESP, now_real_ns());
+}
+
+void reqspan_free(struct reqspan *r, const char *why)
+{
+	if (!r)
+		return;
+	h1t_close(&r->t, why, now_real_ns());
+	/* Requests whose head was never complete were never started; all others ended. */
+	for (size_t i = 0; i < H1T_PIPELINE; i++)
+		span_end(r->spans[i]);
+	free(r);
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Request spans from the node agents (issue 17), end to end: an HTTP/1.1 client in an enrolled
+# pod on node 1 makes four requests on one keep-alive connection to a pod on node 2 (no
+# waypoint), two carrying their own traceparent. The agents export to tests/node/otlp_sink.js
+# (an independent OTLP receiver). Checked: a CLIENT span per request from node 1's agent and a
+# SERVER span per request from node 2's, each SERVER the child of its CLIENT, in the request's
+# own trace (parent = its traceparent) or else under the connection's outbound span; 500 as
+# ERROR; the slow answer's duration; attributes; then, with tracing.request_spans false, no
+# request spans and the very same bytes on both sides (tests/tools/rq_http.py records them).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || { echo "not ok - rq_spans (needs root)"; exit 1; }
+command -v node >/dev/null || { echo "not ok - rq_spans (node not found)"; exit 1; }
+"$LAB_TOP/tests/node/install.sh"
+logs=$(mktemp -d /tmp/ambit-rq.XXXXXX)
+lab=rq-$$
+RQ=$LAB_TOP/tests/tools/rq_http.py
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+for v in $(env | sed -n 's/^\(OTEL_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+
+# wait_spans FILE JQ_FILTER N: until FILE holds at least N spans matching (20 s).
+wait_spans() {
+	local end=$((SECONDS + 20)) n
+	while :; do
+		n=$(jq -c "select($2)" "$1" 2>/dev/null | wc -l)
+		[ "$n" -ge "$3" ] && return 0
+		[ "$SECONDS" -ge "$end" ] && { echo "only $n spans match $2 (want $3)"; return 1; }
+		sleep 0.2
+	done
+}
+# agents K...: (re)start the agents of the nodes given, exporting to the sink.
+agents() {
+	local k
+	for k; do
+		OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT="http://$LAB_UL_IP:4318" \
+			OTEL_BSP_SCHEDULE_DELAY=200 lab_start_agent "$lab" "$k" || return 1
+	done
+}
+# in_shell NAME CMD...: a check whose CMD runs in this shell (agents are its children: their
+# exit status can only be collected here).
+in_shell() {
+	local title=$1
+	shift
+	if "$@" >"$logs/in_shell.out" 2>&1; then ok "$title"; else fail "$title"; sed 's/^/#   /' "$logs/in_shell.out" | tail -20; fi
+}
+# stop_clean: stop both agents; both must exit 0 without a sanitizer report.
+stop_clean() {
+	local k bad=0
+	for k in 1 2; do
+		lab_stop_agent "$lab" "$k"
+		[ "${AGENT_EXIT:-0}" = 0 ] || { echo "agent $k exited $AGENT_EXIT"; bad=1; }
+		if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$LAB_ROOT/$lab/agent$k.log"; then
+			grep -E -A15 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$LAB_ROOT/$lab/agent$k.log" | head -30
+			bad=1
+		fi
+	done
+	return "$bad"
+}
+
+if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1 >"$logs/up.log" 2>&1; then
+	fail "rq: lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20
+	lab_result; exit 1
+fi
+N1=$(lab_var N1_NAME) N2=$(lab_var N2_NAME)
+P21=$(lab_pod_ip 2 1)
+W11=$(lab_var N1_P1_NAME) W21=$(lab_var N2_P1_NAME)
+TRACE=4bf92f3577b34da6a3ce929d0e0e4736 PARENT=00f067aa0ba902b7
+TP="00-$TRACE-$PARENT-01"
+spans=$logs/spans.jsonl
+: >"$spans"
+pod_spawn "$lab" ul "$logs/sink.log" node "$LAB_TOP/tests/node/otlp_sink.js" --host "$LAB_UL_IP" \
+	--grpc-port 4317 --http-port 4318 --out "$spans" --ready "$logs/sink.ready"
+mkdir -p "$logs/rec"
+pod_spawn "$lab" n2-p1 "$logs/server.log" python3 "$RQ" serve --port 8080 --record "$logs/rec"
+check "rq: OTLP sink and HTTP server up" sh -c \
+	"for i in \$(seq 100); do [ -s '$logs/sink.ready' ] && exit 0; sleep 0.1; done; exit 1"
+wait_port "$lab" n2-p1 8080
+
+# ---------------- request spans on (the default) ----------------
+in_shell "rq: agents start (request spans on by default)" agents 1 2
+out=$(pod_exec "$lab" n1-p1 python3 "$RQ" client --to "$P21:8080" --out "$logs/client-on" --traceparent "$TP" 2>&1) &&
+	ok "rq: four requests on one connection, 200 500 200 200" ||
+	{ fail "rq: four requests on one connection, 200 500 200 200"; printf '%s\n' "$out" | sed 's/^/#   /'; }
+note "client-side durations: $out"
+
+REQ='(.attributes["http.request.method"] == "GET")'
+CLI="select($REQ and .kind == 3)" SRV="select($REQ and .kind == 2)"
+OUTB='select(.name == "outbound" and .attributes["server.port"] == 8080)'
+check "rq: the sink gets 4 CLIENT and 4 SERVER request spans and the connection span" \
+	wait_spans "$spans" "($REQ) or (.name == \"outbound\" and .attributes[\"server.port\"] == 8080)" 9
+sleep 0.5	# a duplicate would come in the same batch
+check "rq: ... exactly 4 CLIENT spans, from node 1's agent, resource = the client pod" jq_check "$spans" \
+	--arg n "$N1" --arg w "$W11" \
+	"[.[] | $CLI] | length == 4 and all(.[]; .resource[\"k8s.node.name\"] == \$n and .resource[\"k8s.pod.name\"] == \$w)"
+check "rq: ... exactly 4 SERVER spans, from node 2's agent, resource = the server pod" jq_check "$spans" \
+	--arg n "$N2" --arg w "$W21" \
+	"[.[] | $SRV] | length == 4 and all(.[]; .resource[\"k8s.node.name\"] == \$n and .resource[\"k8s.pod.name\"] == \$w)"
+check "rq: ... each SERVER span is the child of its request's CLIENT span, same trace" jq_check "$spans" \
+	"([.[] | $CLI] | sort_by(.attributes[\"http.request.ordinal\"])) as \$c |
+	 ([.[] | $SRV] | sort_by(.attributes[\"http.request.ordinal\"])) as \$s |
+	 [range(4)] | all(.[]; \$s[.].parent_span_id == \$c[.].span_id and \$s[.].trace_id == \$c[.].trace_id and
+	   \$s[.].attributes[\"http.request.ordinal\"] == . and \$c[.].attributes[\"http.request.ordinal\"] == .)"
+check "rq: ... without a traceparent: CLIENT under the connection's outbound span" jq_check "$spans" \
+	"([.[] | $OUTB] | .[0]) as \$o | [.[] | $CLI | select(.attributes[\"http.request.ordinal\"] == 0 or .attributes[\"http.request.ordinal\"] == 2)] |
+	 length == 2 and all(.[]; .trace_id == \$o.trace_id and .parent_span_id == \$o.span_id)"
+check "rq: ... with a traceparent: CLIENT in that trace, its parent the caller's span" jq_check "$spans" \
+	--arg t "$TRACE" --arg p "$PARENT" \
+	"[.[] | $CLI | select(.attributes[\"http.request.ordinal\"] == 1 or .attributes[\"http.request.ordinal\"] == 3)] |
+	 length == 2 and all(.[]; .trace_id == \$t and .parent_span_id == \$p)"
+check "rq: ... the 500 is ERROR on both sides with http.status_code 500; the others UNSET with 200" jq_check "$spans" \
+	"[.[] | select($REQ)] | length == 8 and all(.[];
+	  if .attributes[\"url.path\"] == \"/fail\" then .status.code == 2 and .attributes[\"http.status_code\"] == 500 and .attributes[\"http.response.status_code\"] == 500
+	  else .status.code == 0 and .attributes[\"http.status_code\"] == 200 end)"
+check "rq: ... the slow answer lasts 400 ms to 1.4 s on both sides, SERVER within CLIENT" jq_check "$spans" \
+	"[.[] | select($REQ and .attributes[\"url.path\"] == \"/slow\") | {k: .kind, s: (.start | tonumber), e: (.end | tonumber)}] |
+	 length == 2 and all(.[]; (.e - .s) >= 400e6 and (.e - .s) <= 1400e6) and
+	 ((map(select(.k == 3))[0]) as \$c | (map(select(.k == 2))[0]) as \$v | \$v.s >= \$c.s - 5e6 and \$v.e <= \$c.e + 5e6)"
+check "rq: ... names, url.path without the query, server.address/port, protocol, workloads" jq_check "$spans" \
+	--arg s "$W11" --arg d "$W21" \
+	"[.[] | select($REQ)] | all(.[]; .name == \"GET \" + .attributes[\"url.path\"] and
+	  (.attributes[\"url.path\"] | test(\"^/(ok|fail|slow)\$\")) and .attributes[\"server.address\"] == \"app.default\" and
+	  .attributes[\"server.port\"] == 8080 and .attributes[\"network.protocol.version\"] == \"1.1\" and
+	  .attributes[\"source.workload\"] == \$s and .attributes[\"destination.workload\"] == \$d and
+	  .attributes.cluster_name == \"lab\")"
+stopped="$(lab_metric "$lab" 1 ambit_request_tracing_stopped_total)/$(lab_metric "$lab" 2 ambit_request_tracing_stopped_total)"
+check "rq: ... no request tracing stopped on either node ($stopped)" test "$stopped" = 0/0
+in_shell "rq: agents exit cleanly" stop_clean
+
+# ---------------- request spans off ----------------
+for k in 1 2; do
+	jq '.tracing.request_spans = false' "$LAB_ROOT/$lab/node$k.json" >"$logs/node$k.json" &&
+		cp "$logs/node$k.json" "$LAB_ROOT/$lab/node$k.json"
+done
+in_shell "rq: agents start with tracing.request_spans false" agents 1 2
+out=$(pod_exec "$lab" n1-p1 python3 "$RQ" client --to "$P21:8080" --out "$logs/client-off" --traceparent "$TP" 2>&1) &&
+	ok "rq: the same four requests with request spans off" ||
+	{ fail "rq: the same four requests with request spans off"; printf '%s\n' "$out" | sed 's/^/#   /'; }
+check "rq: ... its connection spans arrive" wait_spans "$spans" '.name == "outbound" and .attributes["server.port"] == 8080' 2
+for i in $(seq 50); do [ -s "$logs/rec/conn-1.out" ] && break; sleep 0.1; done
+sleep 1
+check "rq: ... and no request span more" jq_check "$spans" "[.[] | select($REQ)] | length == 8"
+check "rq: the client received the same bytes with request spans on and off" cmp "$logs/client-on" "$logs/client-off"
+check "rq: the server received the same bytes with request spans on and off" cmp "$logs/rec/conn-0.in" "$logs/rec/conn-1.in"
+check "rq: what the server sent is what the client received" cmp "$logs/rec/conn-0.out" "$logs/client-on"
+in_shell "rq: agents exit cleanly (request spans off)" stop_clean
+lab_result
