@@ -19,7 +19,6 @@
 struct reqspan {
 	struct h1track t;
 	struct conn *c;
-	struct otlp_tracer *tracer;
 	bool outbound;			/* CLIENT spans; else SERVER spans */
 	bool has_conn_ctx;		/* conn_ctx is known (both nodes see the same) */
 	struct span_context conn_ctx;	/* the outbound conn span: trace and span ID */
@@ -134,10 +133,9 @@ static void on_request(void *arg, const struct h1t_request *q)
 		snprintf(name, sizeof(name), "CONNECT");
 	else
 		snprintf(name, sizeof(name), "%s %.100s", method, path);
-	s = span_start(r->tracer,
-		       telemetry_resource_for(r->outbound ? &ci->source : &ci->destination), name,
-		       r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
-		       span_context_valid(&parent) ? &parent : NULL);
+	/* the workload's own tracing settings (provider, sampling, tags), as its conn span */
+	s = telemetry_span_start(ci, name, r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
+				 span_context_valid(&parent) ? &parent : NULL);
 	if (!s)
 		return;	/* out of memory: this request goes untraced */
 	if (r->outbound && r->has_conn_ctx)
@@ -201,7 +199,7 @@ static const struct h1t_cbs cbs = {
 	.on_request = on_request, .on_response = on_response, .on_stop = on_stop,
 };
 
-struct reqspan *reqspan_new(struct conn *c, struct otlp_tracer *tracer)
+struct reqspan *reqspan_new(struct conn *c)
 {
 	const struct conn_info *ci = conn_info(c);
 	struct reqspan *r = calloc(1, sizeof(*r));
@@ -210,7 +208,6 @@ struct reqspan *reqspan_new(struct conn *c, struct otlp_tracer *tracer)
 	if (!r)
 		return NULL;
 	r->c = c;
-	r->tracer = tracer;
 	r->outbound = ci->kind == CONN_OUTBOUND;
 	/* The outbound conn span: ours on the source node, the CONNECT's on the destination. */
 	tp = r->outbound ? ci->traceparent : ci->parent_traceparent;

@@ -13,7 +13,6 @@
 #include "agent/conn.h"
 #include "otlp/span.h"
 
-struct otlp_tracer;
 struct reqspan;
 
 /* Does c get request spans? Outbound conns from a pod and inbound HBONE conns, neither to
@@ -21,7 +20,7 @@ struct reqspan;
  * switch (tracing.request_spans); per-workload settings belong here too. */
 bool reqspan_wanted(const struct conn_info *ci, bool on);
 /* Tracking state for c (info filled, conn span started). NULL + errno (ENOMEM). */
-struct reqspan *reqspan_new(struct conn *c, struct otlp_tracer *tracer);
+struct reqspan *reqspan_new(struct conn *c);
 /* Bytes read from `from` (CONN_DOWN: the client's requests). False once nothing more is
  * worth feeding (not HTTP, upgraded, stopped): the caller may stop observing. */
 bool reqspan_feed(struct reqspan *r, enum conn_side from, const uint8_t *p, size_t n);

@@ -99,6 +99,37 @@ static struct span *conn_span(const struct conn *c)
 	return t ? t->span : NULL;
 }
 
+/* A span for the workload the agent acts for on ci's side (the source outbound, the
+ * destination inbound), with that workload's tracing settings (Istio's Telemetry and MeshConfig,
+ * else the config's: provider, sampling, custom tags, reporting); its labels come from the model
+ * for Telemetry selectors. Connection and request spans both start here. */
+struct span *telemetry_span_start(const struct conn_info *ci, const char *name, enum span_kind kind,
+				  const struct span_context *parent)
+{
+	bool outbound = ci->kind == CONN_OUTBOUND;
+	const struct conn_peer *self = outbound ? &ci->source : &ci->destination;
+	struct model *m = model_current();
+	const struct model_workload *w = model_workload_by_ip(m, outbound ? &ci->src : &ci->target);
+	struct telemetry_subject subj = {
+		.namespace = self->namespace ? self->namespace : "",
+		.name = self->workload,
+		.labels = w ? w->labels : NULL,
+		.nlabels = w ? w->nlabels : 0,
+	};
+	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
+	struct span *s;
+
+	if (pk)
+		tracing_pick(pk, &subj, outbound, NULL, NULL);
+	s = span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent,
+			    pk && pk->use ? &pk->opts : NULL);
+	if (pk)
+		tracing_pick_done(pk);
+	free(pk);
+	model_unref(m);
+	return s;
+}
+
 static void span_open(struct conn *c)
 {
 	struct conn_info *ci = conn_info(c);
@@ -115,27 +146,8 @@ static void span_open(struct conn *c)
 	bool has_parent = ci->parent_traceparent[0] &&
 			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
 					     &parent) == 0;
-	/* The settings of the workload the agent acts for (Istio's, else the config's); its
-	 * labels come from the model, for Telemetry selectors. */
-	const struct conn_peer *self = outbound ? &ci->source : &ci->destination;
-	struct model *m = model_current();
-	const struct model_workload *w = model_workload_by_ip(m, outbound ? &ci->src : &ci->target);
-	struct telemetry_subject subj = {
-		.namespace = self->namespace ? self->namespace : "",
-		.name = self->workload,
-		.labels = w ? w->labels : NULL,
-		.nlabels = w ? w->nlabels : 0,
-	};
-	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
-	if (pk)
-		tracing_pick(pk, &subj, outbound, NULL, NULL);
-	s = span_start_opts(topts.tracer, telemetry_resource_for(self), outbound ? "outbound" : "inbound",
-			    outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL,
-			    pk && pk->use ? &pk->opts : NULL);
-	if (pk)
-		tracing_pick_done(pk);
-	free(pk);
-	model_unref(m);
+	s = telemetry_span_start(ci, outbound ? "outbound" : "inbound",
+				 outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL);
 	if (!s) {
 		free(t);
 		return;	/* out of memory: the conn goes on untraced */
@@ -144,7 +156,7 @@ static void span_open(struct conn *c)
 	conn_set_user(c, t);
 	if (tracecontext_format(&s->ctx, ci->traceparent, sizeof(ci->traceparent)) < 0)
 		ci->traceparent[0] = '\0';
-	if (reqspan_wanted(ci, topts.request_spans) && (t->req = reqspan_new(c, topts.tracer)))
+	if (reqspan_wanted(ci, topts.request_spans) && (t->req = reqspan_new(c)))
 		conn_set_observed(c, true);
 }
 
