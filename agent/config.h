@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/hbone.h"	/* struct hbone_limits */
 #include "common/log.h"
 
 enum config_role {
@@ -72,6 +73,7 @@ struct config {
 	uint32_t hbone_ping_interval_ms;
 	uint32_t hbone_window;		/* HTTP/2 stream window, bytes */
 	uint32_t hbone_max_inbound;	/* concurrent inbound 15008 connections (4096) */
+	struct hbone_limits hbone_limits;	/* HTTP/2 abuse limits on 15008 (hbone.limits) */
 	uint32_t cert_lifetime_s;
 
 	char *admin_address;		/* 127.0.0.1:15000 */

@@ -261,6 +261,7 @@ static int run(struct agent *a)
 		.ping_interval_ms = a->cfg.hbone_ping_interval_ms,
 		.window = a->cfg.hbone_window,
 		.max_inbound = a->cfg.hbone_max_inbound,
+		.limits = &a->cfg.hbone_limits,
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);

@@ -18,6 +18,8 @@ struct tls_ca;
 struct spiffe_id;
 struct hbone_inbound;
 struct hbone_conn_info;
+struct hbone_limits;
+struct hbone_stats;
 
 struct mesh_opts {
 	struct loop *loop;
@@ -29,6 +31,7 @@ struct mesh_opts {
 	struct sockaddr_storage hbone_addr;	/* node IP:15008 */
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window, connect_timeout_ms;
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
+	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
 };
 
 /* ---- policy helpers, shared with the waypoint ---- */
@@ -45,6 +48,12 @@ void mesh_baggage_of(const struct model_workload *w, char *out, size_t len);
 const struct model_workload *mesh_vouched_source(const struct model *m, const char *td,
 						 const struct hbone_inbound *req,
 						 struct sockaddr_storage *src);
+/* The abuse-limit counters of a server's stats as JSON (admin /hbone "server".limits). */
+json_t *mesh_hbone_limits_json(const struct hbone_stats *st);
+/* Registers the ambit_hbone_* abuse counters of server (read at scrape time; the pointer is
+ * borrowed until metrics_reset). 0 or -ENOSPC. */
+struct hbone_server;
+int mesh_hbone_metrics_register(struct hbone_server *server);
 /* hbone_*_foreach visitor appending one JSON object per connection to the array arg. */
 void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
 

@@ -274,6 +274,7 @@ static int run(struct wpd *d)
 		.ping_interval_ms = d->cfg.hbone_ping_interval_ms,
 		.window = d->cfg.hbone_window,
 		.max_inbound = d->cfg.hbone_max_inbound,
+		.limits = &d->cfg.hbone_limits,
 	};
 	wo.hbone_addr = any;
 	((struct sockaddr_in *)&wo.hbone_addr)->sin_port = htons(15008);

@@ -152,6 +152,7 @@ struct rig {
 	/* results, written on the loop thread */
 	struct closed_rec out_closed, in_closed;
 	int inbound_seen;
+	int inbound_to_up;	/* on_connect calls for up_addr */
 	char in_traceparent[128], in_peer[SPIFFE_ID_STR_MAX], in_local[SPIFFE_ID_STR_MAX];
 };
 
@@ -204,6 +205,8 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	int fd;
 
 	r->inbound_seen++;
+	if (sockaddr_port(&req->target) == sockaddr_port(&r->up_addr))
+		r->inbound_to_up++;
 	snprintf(r->in_traceparent, sizeof(r->in_traceparent), "%s",
 		 req->traceparent ? req->traceparent : "");
 	if (req->peer_id)
@@ -1350,6 +1353,220 @@ TEST(interop_our_client_to_h2_server)
 	CHECK_EQ_INT(r.out_closed.err, 0);
 	CHECK_EQ_INT(peer_wait(&pp, 60000), 0);
 	peer_files_remove(&pf);
+	rig_stop(&r);
+}
+
+/* ------------------------------------- HTTP/2 abuse from a certified peer ---- */
+
+struct attack_res {
+	int n;				/* RESULT lines */
+	int sent[8], goaway[8], last[8], refused[8];
+	char ended[8][48];
+	bool legit_ok;			/* the echo through the pool, during the attack */
+	int legit_ms;
+};
+
+/* Runs h2peer.py attack KIND against the rig's server (count frames/streams per connection,
+ * conns connections); with legit, a normal connection through the pool pumps 256 KiB while
+ * the attack runs. extra: more h2peer arguments (NULL-terminated), may be NULL. */
+static void run_attack(struct rig *r, const char *kind, const char *authority, int count,
+		       int conns, bool legit, char *const *extra, struct attack_res *res)
+{
+	struct peer_files pf;
+	struct peer_proc pp;
+	char script[256], target[64], sni[SPIFFE_SNI_MAX], cnt[16], nconn[16];
+	struct spiffe_id server_id = sid("server", "echo");
+	const char *py = h2_python();
+	char *argv[40];
+	int n = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (!py) {
+		CHECK(py != NULL);
+		return;
+	}
+	peer_files_make(&pf, sid("evil", "attacker"));
+	h2peer_path(script, sizeof(script));
+	snprintf(target, sizeof(target), "127.0.0.1:%u", sockaddr_port(&r->hbone_addr));
+	snprintf(cnt, sizeof(cnt), "%d", count);
+	snprintf(nconn, sizeof(nconn), "%d", conns);
+	spiffe_sni_encode(&server_id, sni, sizeof(sni));
+	char *base[] = { (char *)py, script, "attack", target, "--kind", (char *)kind,
+			 "--authority", (char *)authority, "--count", cnt, "--connections", nconn,
+			 "--ca", pf.ca, "--cert", pf.cert, "--key", pf.key, "--sni", sni, NULL };
+	for (int i = 0; base[i]; i++)
+		argv[n++] = base[i];
+	for (int i = 0; extra && extra[i] && n < 38; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	peer_spawn(&pp, argv);
+	if (legit) {
+		double mbps;
+		peer_read(&pp, 20000, "ATTACKING conn=0");
+		uint64_t t0 = mono_ms();
+		int cl = dial(&r->out_addr);
+		res->legit_ok = pump_echo(cl, 256 << 10, &mbps) == 256 << 10;
+		res->legit_ms = (int)(mono_ms() - t0);
+		close(cl);
+	}
+	peer_read(&pp, 60000, NULL);
+	for (char *p = pp.buf; (p = strstr(p, "RESULT ")) && res->n < 8; p++) {
+		int i = res->n;
+		if (sscanf(p, "RESULT conn=%*d sent=%d goaway=%d last=%d refused=%d ended=%47s",
+			   &res->sent[i], &res->goaway[i], &res->last[i], &res->refused[i],
+			   res->ended[i]) == 5)
+			res->n++;
+	}
+	CHECK_EQ_INT(peer_wait(&pp, 10000), 0);
+	peer_files_remove(&pf);
+}
+
+/* Connections waiting in a listener's accept queue (the "destination pod" saw them). */
+static int accept_all(int lfd)
+{
+	int n = 0, fd;
+	fd_set_nonblock(lfd);
+	while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		close(fd);
+		n++;
+	}
+	return n;
+}
+
+static struct hbone_stats server_stats(void)
+{
+	struct stats_req st;
+	on_loop(stats_on_loop, &st);
+	return st.srv;
+}
+
+TEST(abuse_rapid_reset_is_cut_off_and_never_dials)
+{
+	struct rig r;
+	struct attack_res res;
+	char auth[64];
+	rig_start(&r, NULL, NULL);
+	/* The upstream is a listener nobody accepts on: any dial shows in its queue. */
+	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	run_attack(&r, "rapid_reset", auth, 20000, 3, true, NULL, &res);
+	CHECK_EQ_INT(res.n, 3);
+	for (int i = 0; i < res.n; i++) {
+		printf("#   conn %d: sent %d streams, GOAWAY %d last %d, %s\n", i, res.sent[i],
+		       res.goaway[i], res.last[i], res.ended[i]);
+		CHECK_EQ_INT(res.goaway[i], 11);	/* ENHANCE_YOUR_CALM */
+		CHECK(res.last[i] >= 0 && res.last[i] < 2 * 1000);	/* < 1000 streams */
+		CHECK(res.sent[i] < 20000);
+		CHECK(strcmp(res.ended[i], "open") != 0);
+	}
+	CHECK_EQ_INT(accept_all(r.up_lfd), 0);
+	CHECK_EQ_INT(r.inbound_to_up, 0);
+	CHECK(res.legit_ok);
+	printf("#   a normal connection meanwhile: %d ms\n", res.legit_ms);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.cut_off[HBONE_ABUSE_RAPID_RESET], 3);
+	CHECK(st.reset_before_dial_total >= 3 * 100);
+	rig_stop(&r);
+}
+
+/* A reset that comes after the dial started cancels it; one within the limits is no abuse. */
+TEST(abuse_slow_resets_within_the_limit_are_served)
+{
+	struct rig r;
+	struct attack_res res;
+	char auth[64];
+	struct hbone_opts so = { .limits.resets = { .burst = 1000, .per_s = 1000 } };
+	rig_start(&r, NULL, &so);
+	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	run_attack(&r, "rapid_reset", auth, 300, 1, false, NULL, &res);
+	CHECK_EQ_INT(res.n, 1);
+	CHECK_EQ_INT(res.goaway[0], -1);
+	CHECK_EQ_INT(r.inbound_seen, 0);
+	CHECK_EQ_INT(accept_all(r.up_lfd), 0);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.cut_off[HBONE_ABUSE_RAPID_RESET], 0);
+	CHECK_EQ_INT((int)st.reset_before_dial_total, 300);
+	rig_stop(&r);
+}
+
+static void flood_case(const char *kind, enum hbone_abuse why, bool expect_goaway)
+{
+	struct rig r;
+	struct attack_res res;
+	rig_start(&r, NULL, NULL);
+	run_attack(&r, kind, r.authority, 20000, 2, true, NULL, &res);
+	CHECK_EQ_INT(res.n, 2);
+	for (int i = 0; i < res.n; i++) {
+		printf("#   %s conn %d: sent %d, GOAWAY %d, %s\n", kind, i, res.sent[i],
+		       res.goaway[i], res.ended[i]);
+		if (expect_goaway)
+			CHECK_EQ_INT(res.goaway[i], 11);
+		CHECK(strcmp(res.ended[i], "open") != 0);
+		CHECK(res.sent[i] < 20000);
+	}
+	CHECK(res.legit_ok);
+	printf("#   a normal connection meanwhile: %d ms\n", res.legit_ms);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.cut_off[why], 2);
+	rig_stop(&r);
+}
+
+TEST(abuse_settings_flood_is_cut_off)
+{
+	flood_case("settings", HBONE_ABUSE_SETTINGS_FLOOD, true);
+}
+
+TEST(abuse_ping_flood_is_cut_off)
+{
+	flood_case("ping", HBONE_ABUSE_PING_FLOOD, true);
+}
+
+TEST(abuse_empty_data_flood_is_cut_off)
+{
+	flood_case("empty_data", HBONE_ABUSE_EMPTY_FRAMES, true);
+}
+
+TEST(abuse_continuation_flood_is_cut_off)
+{
+	flood_case("continuation", HBONE_ABUSE_CONTINUATION_FLOOD, false);
+}
+
+/* Streams opened faster than they are served: past max_pending_streams they are refused
+ * (REFUSED_STREAM), the connection lives on, and the ones in flight stay. */
+TEST(abuse_streams_beyond_max_pending_are_refused)
+{
+	struct rig r;
+	struct attack_res res;
+	char auth[64];
+	struct sockaddr_storage hole;
+	struct hbone_opts so = { .limits.max_pending_streams = 20 };
+	char *extra[] = { "--want-refused", "30", NULL };
+	rig_start(&r, NULL, &so);
+	/* A listener whose accept queue is full: connects to it hang (SYNs are dropped). */
+	int hl = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_storage any = loopback(0);
+	socklen_t len = sizeof(hole);
+	REQUIRE(bind(hl, (struct sockaddr *)&any, sizeof(struct sockaddr_in)) == 0 &&
+		listen(hl, 0) == 0 && getsockname(hl, (struct sockaddr *)&hole, &len) == 0);
+	int fill[2];
+	for (int i = 0; i < 2; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		connect(fill[i], (struct sockaddr *)&hole, sizeof(struct sockaddr_in));
+	}
+	usleep(100000);
+	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&hole));
+	run_attack(&r, "pending", auth, 50, 1, false, extra, &res);
+	CHECK_EQ_INT(res.n, 1);
+	printf("#   pending: sent %d, refused %d, GOAWAY %d, %s\n", res.sent[0], res.refused[0],
+	       res.goaway[0], res.ended[0]);
+	CHECK_EQ_INT(res.refused[0], 30);
+	CHECK_EQ_INT(res.goaway[0], -1);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.streams_refused_total, 30);
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ_INT((int)st.cut_off[i], 0);
+	close(fill[0]);
+	close(fill[1]);
+	close(hl);
 	rig_stop(&r);
 }
 
