@@ -216,3 +216,20 @@ lab_stop_agent() {
 	AGENT_EXIT=$rc
 	return 0
 }
+
+# lab_leaf DIR NAME URI [CA_CERT CA_KEY]: DIR/NAME.crt and DIR/NAME.key, a P-256 leaf with URI as
+# its SAN (a SPIFFE ID), valid one day, from the lab's CA unless another is given; DIR/leaf.ext
+# holds the extensions (URI from $LEAF_URI), for callers that sign with `openssl ca` themselves.
+lab_leaf() {
+	local dir=$1 n=$2 uri=$3 ca=${4:-$LAB_CA_CERT} cakey=${5:-$LAB_CA_KEY}
+	cat >"$dir/leaf.ext" <<'EXT'
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = URI:${ENV::LEAF_URI}
+EXT
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=$n" \
+		-keyout "$dir/$n.key" -out "$dir/$n.csr" 2>/dev/null || return 1
+	LEAF_URI=$uri openssl x509 -req -in "$dir/$n.csr" -CA "$ca" -CAkey "$cakey" \
+		-set_serial "$RANDOM" -days 1 -extfile "$dir/leaf.ext" -out "$dir/$n.crt" 2>"$dir/$n.err"
+}

@@ -40,17 +40,7 @@ if ! lab_start_agent "$lab" 1 || ! lab_start_agent "$lab" 2; then
 fi
 
 # The attacker: app-3 (pod n1-p3, outside the mesh, not captured) with a leaf of the mesh CA.
-cat >"$logs/leaf.ext" <<'EXT'
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth,clientAuth
-subjectAltName = URI:${ENV::LEAF_URI}
-EXT
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=attacker" \
-	-keyout "$logs/app3.key" -out "$logs/app3.csr" 2>/dev/null
-LEAF_URI=$(spiffe app-3) openssl x509 -req -in "$logs/app3.csr" -CA "$LAB_CA_CERT" \
-	-CAkey "$LAB_CA_KEY" -set_serial "$RANDOM" -days 1 -extfile "$logs/leaf.ext" \
-	-out "$logs/app3.crt" 2>/dev/null
+lab_leaf "$logs" app3 "$(spiffe app-3)"
 check "the attacker's certificate chains to the mesh CA" openssl verify -CAfile "$LAB_CA_CERT" "$logs/app3.crt"
 SNI1=app-1.default.$TD.spiffe	# tls/identity.c: the SNI asking for app-1's identity
 

@@ -121,12 +121,6 @@ note "node 2's pool to node 1: $(jq -c 'map({streams_total, streams, state})' <<
 # ------------------------------------------------------------ 4. refusals on node 2's 15008
 # Client certificates for app-3 (outside the mesh, so its pod n1-p3 is not captured): from the
 # lab CA, expired from the lab CA, from another CA; and app-1's, for h2peer's server below.
-cat >"$logs/leaf.ext" <<'EXT'
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth,clientAuth
-subjectAltName = URI:${ENV::LEAF_URI}
-EXT
 other=$LAB_ROOT/$lab/other-ca
 mkdir -p "$other"
 openssl ecparam -name prime256v1 -genkey -noout -out "$other/ca.key" 2>/dev/null
@@ -134,13 +128,8 @@ openssl req -x509 -new -key "$other/ca.key" -subj "/O=other" -days 1 -out "$othe
 	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 leaf() { # NAME SA CA_CERT CA_KEY [openssl ca dates...]: $logs/NAME.crt and .key for SA
 	local n=$1 sa=$2 ca=$3 cakey=$4; shift 4
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=$n" \
-		-keyout "$logs/$n.key" -out "$logs/$n.csr" 2>/dev/null || return 1
-	if [ $# -eq 0 ]; then
-		LEAF_URI=$(spiffe "$sa") openssl x509 -req -in "$logs/$n.csr" -CA "$ca" -CAkey "$cakey" \
-			-set_serial "$RANDOM" -days 1 -extfile "$logs/leaf.ext" -out "$logs/$n.crt" 2>"$logs/$n.err"
-		return
-	fi
+	lab_leaf "$logs" "$n" "$(spiffe "$sa")" "$ca" "$cakey" || return 1
+	[ $# -eq 0 ] && return
 	# explicit dates need `openssl ca` and its small database
 	mkdir -p "$logs/$n.db" && : >"$logs/$n.db/index.txt" && echo 1000 >"$logs/$n.db/serial"
 	cat >"$logs/$n.cnf" <<CNF
