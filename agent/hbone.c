@@ -126,6 +126,7 @@ struct hbone_server {
 	struct loop_io lio;
 	struct sockaddr_storage addr;
 	struct hbone_server_cbs cbs;
+	bool listening;
 };
 
 enum stream_flags {
@@ -2125,16 +2126,16 @@ struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_stor
 	if (srv->lfd == -1)
 		goto fail;
 	setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* The agent being upgraded and its successor share 15008 (docs/kubernetes.md). */
+	setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(srv->lfd, (const struct sockaddr *)bind_addr, sockaddr_len(bind_addr)) == -1 ||
-	    listen(srv->lfd, 1024) == -1 ||
 	    getsockname(srv->lfd, (struct sockaddr *)&srv->addr, &len) == -1)
 		goto fail;
 	loop_io_init(&srv->lio, srv->lfd, server_accept, srv);
-	if ((err = loop_io_set(l, &srv->lio, EPOLLIN))) {
+	if (!srv->o.opts.defer_listen && (err = hbone_server_listen(srv))) {
 		errno = -err;
 		goto fail;
 	}
-	pr_info("hbone: listening on %s", sockaddr_str(&srv->addr, addr, sizeof(addr)));
 	return srv;
 fail:
 	err = errno;
@@ -2147,11 +2148,31 @@ fail:
 	return NULL;
 }
 
+int hbone_server_listen(struct hbone_server *srv)
+{
+	char addr[ADDR_STR_LEN];
+	int err;
+
+	if (!srv || srv->lfd < 0)
+		return -EINVAL;
+	if (srv->listening)
+		return 0;
+	/* Listening is what joins the port's SO_REUSEPORT group: from here on connections come. */
+	if (listen(srv->lfd, 1024) == -1)
+		return -errno;
+	if ((err = loop_io_set(srv->o.loop, &srv->lio, EPOLLIN)))
+		return err;
+	srv->listening = true;
+	pr_info("hbone: listening on %s", sockaddr_str(&srv->addr, addr, sizeof(addr)));
+	return 0;
+}
+
 static void server_stop_listening(struct hbone_server *srv)
 {
 	if (srv->lfd < 0)
 		return;
-	loop_io_del(srv->o.loop, &srv->lio);
+	if (srv->listening)
+		loop_io_del(srv->o.loop, &srv->lio);
 	close(srv->lfd);
 	srv->lfd = -1;
 }

@@ -78,6 +78,8 @@ struct hbone_opts {
 	uint32_t max_sessions;		/* server: concurrent inbound connections; more are
 					 * closed at accept (4096). Client: unused */
 	struct hbone_limits limits;	/* server: abuse limits per connection */
+	bool defer_listen;		/* server: bind only; hbone_server_listen() starts
+					 * accepting (an agent taking over from another) */
 };
 
 /* ---------------------------------------------------------------- client ---- */
@@ -158,6 +160,10 @@ struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_stor
 				      const struct hbone_opts *opts);
 /* Accepts NULL. Closes the listener, resets every open stream, frees (see hbone_pool_free). */
 void hbone_server_free(struct hbone_server *s);
+/* Starts accepting on a server made with opts.defer_listen (a no-op otherwise). The socket is
+ * bound with SO_REUSEPORT, so another process (the agent being upgraded) may hold the port
+ * too; the kernel spreads new connections over both until that one closes. 0 or -errno. */
+int hbone_server_listen(struct hbone_server *s);
 /* The bound address (port filled when bind_addr had port 0). */
 int hbone_server_addr(const struct hbone_server *s, struct sockaddr_storage *out);
 /* Graceful drain: closes the listener, sends GOAWAY (last processed stream id) on every

@@ -295,6 +295,7 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 	so.max_sessions = opts->max_inbound;
 	if (opts->limits)
 		so.limits = *opts->limits;
+	so.defer_listen = opts->defer_listen;
 	struct hbone_server_cbs cbs = { .on_connect = on_inbound, .arg = m };
 	m->server = hbone_server_new(opts->loop, &opts->hbone_addr, m->server_ctx, &cbs, &so);
 	if (!m->server) {
@@ -327,6 +328,11 @@ void mesh_free(struct mesh *m)
 	free(m->node_name);
 	free(m->trust_domain);
 	free(m);
+}
+
+int mesh_start_listening(struct mesh *m)
+{
+	return hbone_server_listen(m->server);
 }
 
 void mesh_drain(struct mesh *m)

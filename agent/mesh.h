@@ -32,6 +32,7 @@ struct mesh_opts {
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window, connect_timeout_ms;
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
 	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
+	bool defer_listen;		/* 15008 bound only; mesh_start_listening() accepts */
 };
 
 /* ---- policy helpers, shared with the waypoint ---- */
@@ -61,6 +62,8 @@ void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
  * proxy's mesh route. NULL + errno (logged). */
 struct mesh *mesh_new(const struct mesh_opts *opts);
 void mesh_free(struct mesh *m);
+/* Starts accepting on 15008 (made with opts.defer_listen). 0 or -errno. */
+int mesh_start_listening(struct mesh *m);
 /* SIGTERM: GOAWAY on every HBONE connection, stop accepting on 15008. */
 void mesh_drain(struct mesh *m);
 /* Open inbound streams (drain progress). */

@@ -680,16 +680,31 @@ static int load_skel(struct redirect *r)
 	return err;
 }
 
+/* fd < 0 leaves the slot alone: it may hold the listener of the agent this one takes over
+ * from (an upgrade), which keeps capture going until ours is inserted. */
 static int set_listener(struct redirect *r, __u32 key, int fd)
 {
 	__u64 v = (__u64)fd;
 	int mfd = bpf_map__fd(r->skel->maps.ambit_listeners);
 
-	if (fd < 0) {
-		bpf_map_delete_elem(mfd, &key);
+	if (fd < 0)
 		return 0;
-	}
 	return bpf_map_update_elem(mfd, &key, &v, BPF_ANY);
+}
+
+int redirect_set_listeners(struct redirect *r, int out, int in, int out6, int in6)
+{
+	int err;
+	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, out)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, in)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, out6)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, in6)))
+		return err;
+	r->opts.outbound_listener_fd = out;
+	r->opts.inbound_listener_fd = in;
+	r->opts.outbound6_listener_fd = out6;
+	r->opts.inbound6_listener_fd = in6;
+	return 0;
 }
 
 /* IPv6 local delivery: `ip -6 rule fwmark MARK/MASK lookup TABLE` and `local ::/0 dev lo` in
@@ -743,10 +758,8 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if ((err = load_skel(r)))
 		goto fail;
 	what = "inserting the listeners into the sockmap";
-	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, opts->outbound_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, opts->outbound6_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)))
+	if ((err = redirect_set_listeners(r, opts->outbound_listener_fd, opts->inbound_listener_fd,
+					  opts->outbound6_listener_fd, opts->inbound6_listener_fd)))
 		goto fail;
 	what = "opening netlink";
 	r->nl = netlink_new(true);
