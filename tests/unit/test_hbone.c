@@ -1356,6 +1356,58 @@ TEST(interop_our_client_to_h2_server)
 	rig_stop(&r);
 }
 
+/* ------------------------------------------- upgrades: deferred, shared 15008 ---- */
+
+static void listen_on_loop(void *arg)
+{
+	CHECK_EQ_INT(hbone_server_listen(arg), 0);
+}
+
+struct second_server {
+	struct sockaddr_storage addr;
+	struct hbone_server *srv;
+};
+
+static void second_on_loop(void *arg)
+{
+	struct second_server *ss = arg;
+	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = R };
+	struct hbone_opts o = { .defer_listen = true };
+	ss->srv = hbone_server_new(R->l, &ss->addr, R->sctx, &cbs, &o);
+}
+
+static void second_free_on_loop(void *arg)
+{
+	hbone_server_free(arg);
+}
+
+/* An agent taking over from another binds 15008 beside it (SO_REUSEPORT) and accepts only
+ * once hbone_server_listen() says so. */
+TEST(deferred_listen_then_shared_port)
+{
+	struct rig r;
+	struct hbone_opts so = { .defer_listen = true };
+	struct second_server ss;
+	double mbps;
+	rig_start(&r, NULL, &so);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(connect(fd, (struct sockaddr *)&r.hbone_addr, sizeof(struct sockaddr_in)) == -1 &&
+	      errno == ECONNREFUSED);
+	close(fd);
+	/* A second server on the same port binds too (the successor of an upgrade). */
+	ss.addr = r.hbone_addr;
+	on_loop(second_on_loop, &ss);
+	CHECK(ss.srv != NULL);
+	on_loop(listen_on_loop, r.srv);
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(pump_echo(cl, 64 << 10, &mbps), 64 << 10);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	on_loop(second_free_on_loop, ss.srv);
+	rig_stop(&r);
+}
+
 /* ------------------------------------- HTTP/2 abuse from a certified peer ---- */
 
 struct attack_res {
