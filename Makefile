@@ -50,6 +50,7 @@ deps:
 COMMON_SRC := $(wildcard common/*.c)
 TLS_SRC    := $(wildcard tls/*.c)
 OTLP_SRC   := $(wildcard otlp/*.c)
+ISTIO_SRC  := $(wildcard istio/*.c)
 AGENT_SRC  := $(filter-out agent/main.c,$(wildcard agent/*.c))
 CTL_SRC    := $(wildcard agent/ctl/*.c)
 WP_SRC     := $(wildcard agent/waypoint/*.c)
@@ -66,8 +67,9 @@ GENERATED := $(BPF_SKEL) $(PROTO_H)
 LIB_COMMON := $(BUILD)/libcommon.a
 LIB_TLS    := $(BUILD)/libtls.a
 LIB_OTLP   := $(BUILD)/libotlp.a
+LIB_ISTIO  := $(BUILD)/libistio.a
 LIB_AGENT  := $(BUILD)/libagent.a
-AGENT_LIBS := $(LIB_AGENT) $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON)
+AGENT_LIBS := $(LIB_AGENT) $(LIB_ISTIO) $(LIB_OTLP) $(LIB_TLS) $(LIB_COMMON)
 
 BINS := $(BUILD)/ambitd $(BUILD)/ambitctl $(BUILD)/ambit-waypoint
 
@@ -120,6 +122,7 @@ $(call obj,$(OTLP_SRC)): $(BUILD)/otlp/%.o: otlp/%.c | $(DEPS_STAMP) $(PROTO_H)
 $(LIB_COMMON): $(call obj,$(COMMON_SRC))
 $(LIB_TLS):    $(call obj,$(TLS_SRC))
 $(LIB_OTLP):   $(call obj,$(OTLP_SRC)) $(PROTO_C:.c=.o)
+$(LIB_ISTIO):  $(call obj,$(ISTIO_SRC))
 $(LIB_AGENT):  $(call obj,$(AGENT_SRC))
 $(BUILD)/%.a:
 	$(call msg,AR,$@)
@@ -168,6 +171,18 @@ $(TLS_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_TLS) $(LIB_COMMON) | $(DEPS_S
 	$(call msg,CCLD,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_TLS) $(LIB_COMMON) $(PKG_LIBS)
+
+# istio/ (the Istio object model: policy and telemetry) needs only jansson and common/; its
+# unit tests link libistio and libcommon.
+$(call obj,$(ISTIO_SRC)): $(BUILD)/istio/%.o: istio/%.c | $(DEPS_STAMP)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+ISTIO_TEST_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/unit/test_istio*.c))
+$(ISTIO_TEST_BIN): $(BUILD)/tests/%: tests/%.c $(LIB_ISTIO) $(LIB_COMMON) | $(DEPS_STAMP)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(LIB_ISTIO) $(LIB_COMMON) $(PKG_LIBS)
 
 # otlp/ tests link only libotlp, libtls (the gRPC exporter's TLS) and libcommon, so they
 # build while agent/ does not.

@@ -2,7 +2,7 @@
 /* Loads the JSON configuration over its defaults (CONTRACT.md "Configuration" plus the
  * extensions in docs/configuration.md). Unknown keys and bad values are refused. */
 #include "agent/config.h"
-#include "agent/jsonx.h"
+#include "common/jsonx.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -50,9 +50,10 @@ int config_init(struct config *c, enum config_role role)
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
+	c->hbone_dial = strdup("node");
 	if (!c->path || !c->trust_domain || !c->ca_cert || !c->ca_key || !c->discovery_file ||
 	    !c->kube_token_file || !c->kube_ca_file || !c->otlp_protocol || !c->redirect_pin_dir ||
-	    !c->admin_address || !c->waypoint_lb) {
+	    !c->admin_address || !c->waypoint_lb || !c->hbone_dial) {
 		config_fini(c);
 		return -ENOMEM;
 	}
@@ -91,6 +92,7 @@ void config_fini(struct config *c)
 	free(c->waypoint_name);
 	free(c->waypoint_namespace);
 	free(c->waypoint_lb);
+	free(c->hbone_dial);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -319,7 +321,8 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "max_streams_per_connection", "idle_timeout_ms",
 		"ping_interval_ms", "window_size", "cert_lifetime_s", "max_inbound_connections",
-		"limits", NULL };
+		"limits", "dial", NULL };
+	static const char *const dials[] = { "node", "pod", NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) ||
 	    (err = jx_uint(j, o, "max_streams_per_connection", 1, 10000, &c->hbone_max_streams)) ||
@@ -328,7 +331,8 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 	    (err = jx_uint(j, o, "window_size", 65535, (1u << 31) - 1, &c->hbone_window)) ||
 	    (err = jx_uint(j, o, "cert_lifetime_s", 60, 366 * 24 * 3600, &c->cert_lifetime_s)) ||
 	    (err = jx_uint(j, o, "max_inbound_connections", 1, 1000000, &c->hbone_max_inbound)) ||
-	    (err = load_section(j, o, "limits", load_hbone_limits, c)))
+	    (err = load_section(j, o, "limits", load_hbone_limits, c)) ||
+	    (err = jx_enum(j, o, "dial", dials, &c->hbone_dial)))
 		return err;
 	return 0;
 }
@@ -478,7 +482,7 @@ json_t *config_to_json(const struct config *c)
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:i, s:i},"
-		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:s?, s:s?, s:s}",
+		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "admin_address", c->admin_address,
 		"ca", "cert", c->ca_cert, "key", c->ca_key,
@@ -503,7 +507,7 @@ json_t *config_to_json(const struct config *c)
 		"idle_timeout_ms", (json_int_t)c->hbone_idle_timeout_ms,
 		"ping_interval_ms", (json_int_t)c->hbone_ping_interval_ms,
 		"window_size", (json_int_t)c->hbone_window, "cert_lifetime_s", (json_int_t)c->cert_lifetime_s,
-		"max_inbound_connections", (json_int_t)c->hbone_max_inbound,
+		"max_inbound_connections", (json_int_t)c->hbone_max_inbound, "dial", c->hbone_dial,
 		"name", c->waypoint_name, "namespace", c->waypoint_namespace,
 		"load_balancing", c->waypoint_lb), c);
 }

@@ -68,8 +68,12 @@ struct hbone_sess {
 	struct tls_conn *tls;
 	nghttp2_session *ng;
 
-	/* client pool key: (source identity, peer address, SNI identity) + expected set */
+	/* client pool key: (source identity, peer address, SNI identity or none, source pod
+	 * address when given) + expected set */
 	struct spiffe_id src, sni;
+	bool no_sni, has_key_src;
+	struct sockaddr_storage key_src;
+	bool pod_addressed;	/* server: accepted on a pod-addressed listener */
 	struct spiffe_id expect[TLS_EXPECT_MAX];
 	size_t nexpect;
 	struct sockaddr_storage peer_addr, local_addr;
@@ -120,6 +124,13 @@ struct hbone_pool {
 	struct certstore *certs;
 };
 
+/* A listener of pod-addressed HBONE (transparent, fed by the eBPF capture). */
+struct hbone_pod_listener {
+	struct hbone_server *srv;
+	int fd;			/* -1 when unused or closed */
+	struct loop_io io;
+};
+
 struct hbone_server {
 	struct hbone_owner o;
 	int lfd;
@@ -127,6 +138,7 @@ struct hbone_server {
 	struct sockaddr_storage addr;
 	struct hbone_server_cbs cbs;
 	bool listening;
+	struct hbone_pod_listener pod[2];	/* IPv4, IPv6 */
 };
 
 enum stream_flags {
@@ -741,6 +753,7 @@ static void server_request(struct hbone_sess *s, struct hbone_stream *st)
 	req.local_id = s->has_local_id ? &s->local_id : NULL;
 	req.peer_addr = s->peer_addr;
 	req.local_addr = s->local_addr;
+	req.pod_addressed = s->pod_addressed;
 	req.traceparent = st->traceparent;
 	req.baggage = st->baggage;
 	req.forwarded = st->forwarded;
@@ -1386,6 +1399,18 @@ static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* An inbound connection failed before it was up: tell the server's owner (metrics). */
+static void sess_refused(struct hbone_sess *s, int err)
+{
+	struct hbone_server *srv;
+
+	if (!s->server || !s->owner)
+		return;
+	srv = container_of(s->owner, struct hbone_server, o);
+	if (srv->cbs.on_refused)
+		srv->cbs.on_refused(srv->cbs.arg, s->pod_addressed, err, s->reason);
+}
+
 /* Tears the session down once: every stream still open is aborted (its conn sees a reset, or
  * UF before the response), the socket closes now, memory goes when the last ref drops. */
 static void sess_close(struct hbone_sess *s, int err, const char *reason)
@@ -1399,6 +1424,8 @@ static void sess_close(struct hbone_sess *s, int err, const char *reason)
 	s->st = HBONE_ST_CLOSED;
 	if (reason && reason != s->reason)
 		snprintf(s->reason, sizeof(s->reason), "%s", reason);
+	if (!was_up && err && err != -ECONNABORTED)
+		sess_refused(s, err);
 	sockaddr_str(&s->peer_addr, peer, sizeof(peer));
 	if (err && err != -ECONNABORTED)	/* ECONNABORTED: our own shutdown */
 		pr_warn_rl("hbone: %s connection %s %s closed: %s (%s)",
@@ -1836,12 +1863,17 @@ void hbone_pool_free(struct hbone_pool *p)
 
 /* The pool key. CONTRACT.md names (source identity, destination node); the destination
  * identity is part of it too, because a server presents one certificate per TLS connection
- * (chosen by SNI): streams to two workloads on one node need two connections. */
+ * (chosen by SNI): streams to two workloads on one node need two connections. Pod-addressed
+ * (no SNI), the address is the destination pod's and the source pod's address is part of it,
+ * as ztunnel keys its pool (source and destination identities, destination, source IP). */
 static bool sess_matches(const struct hbone_sess *s, const struct hbone_request *req,
 			 const struct spiffe_id *sni)
 {
 	if (!spiffe_id_equal(&s->src, req->source) || !addr_equal(&s->peer_addr, &req->dst) ||
-	    !spiffe_id_equal(&s->sni, sni) || s->nexpect != req->nexpect)
+	    s->no_sni != req->no_sni || (!req->no_sni && !spiffe_id_equal(&s->sni, sni)) ||
+	    s->has_key_src != (req->key_src != NULL) ||
+	    (req->key_src && !sockaddr_ip_equal(&s->key_src, req->key_src)) ||
+	    s->nexpect != req->nexpect)
 		return false;
 	for (size_t i = 0; i < req->nexpect; i++)
 		if (!spiffe_id_equal(&s->expect[i], &req->expect[i]))
@@ -1900,7 +1932,8 @@ static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbo
 					  const struct spiffe_id *sni, struct tls_cert *cert,
 					  int *errp)
 {
-	struct tls_conn_opts to = { .sni = sni, .expect = req->expect, .nexpect = req->nexpect };
+	struct tls_conn_opts to = { .sni = req->no_sni ? NULL : sni, .expect = req->expect,
+				    .nexpect = req->nexpect };
 	struct hbone_sess *s = NULL;
 	int fd = -1, one = 1, err;
 	bool connected = false;
@@ -1924,6 +1957,11 @@ static struct hbone_sess *client_sess_new(struct hbone_pool *p, const struct hbo
 	fd = -1;	/* the session owns it */
 	s->src = *req->source;
 	s->sni = *sni;
+	s->no_sni = req->no_sni;
+	if (req->key_src) {
+		s->key_src = *req->key_src;
+		s->has_key_src = true;
+	}
 	memcpy(s->expect, req->expect, req->nexpect * sizeof(*req->expect));
 	s->nexpect = req->nexpect;
 	s->peer_addr = req->dst;
@@ -2038,10 +2076,12 @@ void hbone_pool_drain(struct hbone_pool *p)
 
 /* ---------------------------------------------------------------- server ---- */
 
+/* pod: accepted on a pod-addressed listener; the certificate comes from the dialled address. */
 static void server_accept_one(struct hbone_server *srv, int fd,
-			      const struct sockaddr_storage *peer)
+			      const struct sockaddr_storage *peer, bool pod)
 {
 	struct hbone_sess *s;
+	struct tls_cert *cert = NULL;
 	socklen_t len = sizeof(struct sockaddr_storage);
 	char addr[ADDR_STR_LEN];
 	int one = 1;
@@ -2060,9 +2100,17 @@ static void server_accept_one(struct hbone_server *srv, int fd,
 		return;
 	}
 	s->peer_addr = *peer;
+	s->pod_addressed = pod;
 	getsockname(fd, (struct sockaddr *)&s->local_addr, &len);
+	if (pod && !(cert = srv->cbs.pod_cert(srv->cbs.arg, &s->local_addr, peer))) {
+		close(fd);	/* refused: the callback said why */
+		free(s);
+		return;
+	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (!(s->tls = tls_conn_new(srv->o.ctx, fd, NULL)) || sess_ng_init(s, &srv->o.opts)) {
+	s->tls = tls_conn_new(srv->o.ctx, fd, cert ? &(struct tls_conn_opts){ .cert = cert } : NULL);
+	tls_cert_unref(cert);
+	if (!s->tls || sess_ng_init(s, &srv->o.opts)) {
 		pr_warn_rl("hbone: cannot set up an inbound connection: %s", strerror(errno));
 		nghttp2_session_del(s->ng);
 		tls_conn_free(s->tls);
@@ -2079,24 +2127,61 @@ static void server_accept_one(struct hbone_server *srv, int fd,
 	sess_update(s);
 }
 
+static void server_accept_from(struct hbone_server *srv, int lfd, bool pod)
+{
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				pr_warn_rl("hbone: accept on 15008: %s", strerror(errno));
+			return;
+		}
+		server_accept_one(srv, fd, &peer, pod);
+		if (srv->o.draining)
+			return;	/* a callback drained the server: the listener is closed */
+	}
+}
+
 static void server_accept(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct hbone_server *srv = io->arg;
 	(void)l;
 	(void)events;
 
-	for (int i = 0; i < 64 && srv->lfd >= 0; i++) {
-		struct sockaddr_storage peer;
-		socklen_t len = sizeof(peer);
-		int fd = accept4(srv->lfd, (struct sockaddr *)&peer, &len,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pr_warn_rl("hbone: accept on 15008: %s", strerror(errno));
-			return;
-		}
-		server_accept_one(srv, fd, &peer);
-	}
+	if (srv->lfd >= 0)
+		server_accept_from(srv, srv->lfd, false);
+}
+
+static void server_accept_pod(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct hbone_pod_listener *pl = io->arg;
+	(void)l;
+	(void)events;
+
+	if (pl->fd >= 0)
+		server_accept_from(pl->srv, pl->fd, true);
+}
+
+int hbone_server_listen_pod(struct hbone_server *srv, int fd)
+{
+	struct hbone_pod_listener *pl = NULL;
+	int err;
+
+	if (!srv || fd < 0 || !srv->cbs.pod_cert || srv->o.draining)
+		return -EINVAL;
+	for (size_t i = 0; i < ARRAY_SIZE(srv->pod) && !pl; i++)
+		if (srv->pod[i].fd < 0)
+			pl = &srv->pod[i];
+	if (!pl)
+		return -ENOSPC;
+	pl->srv = srv;
+	loop_io_init(&pl->io, fd, server_accept_pod, pl);
+	if ((err = loop_io_set(srv->o.loop, &pl->io, EPOLLIN)))
+		return err;
+	pl->fd = fd;
+	return 0;
 }
 
 struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_storage *bind_addr,
@@ -2122,6 +2207,8 @@ struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_stor
 		srv->o.opts = *opts;
 	opts_defaults(&srv->o.opts, true);
 	srv->cbs = *cbs;
+	for (size_t i = 0; i < ARRAY_SIZE(srv->pod); i++)
+		srv->pod[i].fd = -1;
 	srv->lfd = socket(bind_addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (srv->lfd == -1)
 		goto fail;
@@ -2169,6 +2256,13 @@ int hbone_server_listen(struct hbone_server *srv)
 
 static void server_stop_listening(struct hbone_server *srv)
 {
+	for (size_t i = 0; i < ARRAY_SIZE(srv->pod); i++) {
+		if (srv->pod[i].fd < 0)
+			continue;
+		loop_io_del(srv->o.loop, &srv->pod[i].io);
+		close(srv->pod[i].fd);
+		srv->pod[i].fd = -1;
+	}
 	if (srv->lfd < 0)
 		return;
 	if (srv->listening)
@@ -2238,6 +2332,7 @@ static void owner_foreach(struct hbone_owner *o, hbone_visit_fn fn, void *arg)
 		struct tls_cert *lc = s->st >= HBONE_ST_READY ? tls_conn_local_cert(s->tls) : NULL;
 		struct hbone_conn_info ci = {
 			.server = s->server,
+			.pod_addressed = s->server ? s->pod_addressed : s->no_sni,
 			.state = s->st,
 			.peer_addr = s->peer_addr,
 			.local_id = s->has_local_id ? &s->local_id : NULL,

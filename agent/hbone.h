@@ -97,6 +97,12 @@ struct hbone_request {
 						 * the destination workload's, or the waypoint's */
 	size_t nexpect;
 	const struct spiffe_id *sni;		/* identity encoded in SNI; NULL = expect[0] */
+	bool no_sni;				/* send no SNI (ztunnel's pod-addressed form: dst
+						 * is the destination pod's IP:15008, whose node
+						 * answers with that pod's certificate) */
+	const struct sockaddr_storage *key_src;	/* part of the pool key when set: the source
+						 * pod's address (IP compared), as ztunnel keys
+						 * its pool */
 	const char *authority;			/* "podIP:port" direct, "VIP:port" to a waypoint */
 	const struct hbone_header *headers;	/* extra request headers, may be NULL */
 	size_t nheaders;
@@ -137,7 +143,10 @@ struct hbone_inbound {
 	const struct spiffe_id *local_id;	/* the identity we presented (SNI-selected cert),
 						 * NULL if unknown */
 	struct sockaddr_storage peer_addr;	/* the TCP peer: the other node or waypoint */
-	struct sockaddr_storage local_addr;	/* our address the peer dialled */
+	struct sockaddr_storage local_addr;	/* our address the peer dialled: with
+						 * pod_addressed, the destination pod's IP:15008 */
+	bool pod_addressed;			/* TLS came to a pod's own IP:15008 (captured),
+						 * local_id is that pod's identity */
 	const char *traceparent;		/* header values, NULL when absent */
 	const char *baggage;
 	const char *forwarded;
@@ -150,6 +159,15 @@ struct hbone_server_cbs {
 	 * conn_abort before that answers 503 with the reason's errno text), or answers now with
 	 * hbone_stream_respond() (returning 0). A negative return answers 503 for it. */
 	int (*on_connect)(void *arg, const struct hbone_inbound *req);
+	/* Pod-addressed connections (hbone_server_listen_pod): the certificate to present for
+	 * the dialled address (the original destination, a pod's IP:15008), chosen before the
+	 * handshake and whatever the SNI says. A new reference, or NULL to refuse: the
+	 * connection is then closed (the callee logs and counts why). */
+	struct tls_cert *(*pod_cert)(void *arg, const struct sockaddr_storage *dialed,
+				     const struct sockaddr_storage *peer);
+	/* Optional: an inbound connection failed before it was up (TLS refused: certificate,
+	 * protocol, timeout). err is the -errno, reason the TLS layer's words (logged already). */
+	void (*on_refused)(void *arg, bool pod_addressed, int err, const char *reason);
 	void *arg;
 };
 
@@ -158,6 +176,11 @@ struct hbone_server_cbs {
 struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_storage *bind_addr,
 				      struct tls_ctx *server_ctx, const struct hbone_server_cbs *cbs,
 				      const struct hbone_opts *opts);
+/* Adds a listener for pod-addressed HBONE: fd is a listening transparent socket that the eBPF
+ * capture feeds with TCP towards local pods' port 15008 (the accepted socket's local address is
+ * the pod's). Needs cbs.pod_cert. Takes fd on success (closed with the server, or at drain).
+ * 0, -EINVAL, -ENOSPC (two at most: IPv4 and IPv6), or the loop's -errno. */
+int hbone_server_listen_pod(struct hbone_server *s, int fd);
 /* Accepts NULL. Closes the listener, resets every open stream, frees (see hbone_pool_free). */
 void hbone_server_free(struct hbone_server *s);
 /* Starts accepting on a server made with opts.defer_listen (a no-op otherwise). The socket is
@@ -193,6 +216,8 @@ const char *hbone_sess_st_to_str(enum hbone_sess_st st);
  * during the callback only. */
 struct hbone_conn_info {
 	bool server;				/* accepted on 15008 */
+	bool pod_addressed;			/* server: accepted at a pod's IP:15008 (captured);
+						 * client: dialled a pod that way, no SNI */
 	enum hbone_sess_st state;
 	struct sockaddr_storage peer_addr;
 	const struct spiffe_id *local_id;	/* client: source identity; server: presented */

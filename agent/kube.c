@@ -5,6 +5,7 @@
 #include "agent/kube.h"
 #include "agent/workloads.h"
 #include "common/httpc.h"
+#include "common/labels.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -34,10 +35,6 @@
 
 /* ---- compact records: only what the model needs, never the raw JSON ---- */
 
-struct klabel {
-	char *key;
-	char *value;
-};
 
 struct knamed_port {
 	char *name;
@@ -50,7 +47,7 @@ struct kpod {
 	char *canonical;
 	char **ips;
 	int nips;
-	struct klabel *labels;
+	struct label *labels;
 	int nlabels;
 	struct knamed_port *named;	/* container ports with a name (Service targetPort) */
 	int nnamed;
@@ -66,7 +63,7 @@ struct kport {
 struct ksvc {
 	char **ips;
 	int nips;
-	struct klabel *selector;
+	struct label *selector;
 	int nselector;
 	struct kport *ports;
 	int nports;
@@ -209,26 +206,9 @@ static bool ip_valid(const char *s)
 	return s && ip_parse(s, &ss) == 0;
 }
 
-static void labels_free(struct klabel *l, int n)
-{
-	for (int i = 0; i < n; i++) {
-		free(l[i].key);
-		free(l[i].value);
-	}
-	free(l);
-}
-
-static const char *labels_get(const struct klabel *l, int n, const char *key)
-{
-	for (int i = 0; i < n; i++)
-		if (strcmp(l[i].key, key) == 0)
-			return l[i].value;
-	return NULL;
-}
-
 /* Copies a JSON object of strings; keys the model would refuse (longer than a DNS
  * subdomain) are dropped, and at most MODEL_MAX_LABELS are kept. */
-static int labels_copy(const json_t *obj, struct klabel **out, int *n)
+static int labels_copy(const json_t *obj, struct label **out, int *n)
 {
 	const char *k;
 	json_t *v;
@@ -1243,7 +1223,7 @@ static bool strset_add(struct strset *s, const char *str)
 	}
 }
 
-static json_t *labels_json(const struct klabel *l, int n)
+static json_t *labels_json(const struct label *l, int n)
 {
 	json_t *o = json_object();
 	for (int i = 0; o && i < n; i++)
@@ -1294,14 +1274,8 @@ static int pod_ns_cmp(const void *a, const void *b)
 
 static bool selector_matches(const struct ksvc *s, const struct kpod *p)
 {
-	if (!s->nselector)
-		return false;
-	for (int i = 0; i < s->nselector; i++) {
-		const char *v = labels_get(p->labels, p->nlabels, s->selector[i].key);
-		if (!v || strcmp(v, s->selector[i].value) != 0)
-			return false;
-	}
-	return true;
+	/* A Service without a selector has no automatic endpoints. */
+	return s->nselector && labels_subset(s->selector, s->nselector, p->labels, p->nlabels);
 }
 
 /* A named targetPort: the number the first selected pod gives that name, as kube-proxy

@@ -90,10 +90,15 @@ static int take_over(struct agent *a)
 		pr_err("upgrade: cannot start listening: %s", strerror(-err));
 		return err;
 	}
-	if (a->redirect &&
-	    (err = redirect_set_listeners(a->redirect, proxy_outbound_fd(a->proxy),
-					  proxy_inbound_fd(a->proxy), proxy_outbound6_fd(a->proxy),
-					  proxy_inbound6_fd(a->proxy)))) {
+	struct redirect_opts fds = {
+		.outbound_listener_fd = proxy_outbound_fd(a->proxy),
+		.inbound_listener_fd = proxy_inbound_fd(a->proxy),
+		.outbound6_listener_fd = proxy_outbound6_fd(a->proxy),
+		.inbound6_listener_fd = proxy_inbound6_fd(a->proxy),
+		.hbone_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET),
+		.hbone6_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET6),
+	};
+	if (a->redirect && (err = redirect_set_listeners(a->redirect, &fds))) {
 		pr_err("capture: inserting the listeners into the sockmap: %s", strerror(-err));
 		return err;
 	}
@@ -334,6 +339,8 @@ static int run(struct agent *a)
 		.limits = &a->cfg.hbone_limits,
 		.defer_listen = true,	/* take_over() */
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
+		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
+		.pod_listeners = a->cfg.redirect_enabled,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);

@@ -19,6 +19,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Why an inbound HBONE connection or CONNECT was refused (ambit_hbone_refused_total's
+ * `reason` label; `form` says node- or pod-addressed). */
+enum mesh_refusal {
+	MR_NO_CLIENT_CERT,	/* TLS: the client sent no certificate */
+	MR_UNTRUSTED_CERT,	/* TLS: not from the mesh CA, expired, foreign trust domain */
+	MR_TLS,			/* TLS: version, ALPN, plaintext, timeout, peer gave up */
+	MR_NOT_ENROLLED,	/* the dialled pod, or :authority, is not a local enrolled workload */
+	MR_NO_LOCAL_CERT,	/* the dialled pod's certificate cannot be had right now */
+	MR_AUTHORITY,		/* pod-addressed: :authority is not the dialled pod */
+	MR_IDENTITY,		/* node-addressed: SNI asked for another identity */
+	MR_MAX,
+};
+
+static const char *const refusal_names[MR_MAX] = {
+	[MR_NO_CLIENT_CERT] = "no_client_certificate",
+	[MR_UNTRUSTED_CERT] = "untrusted_certificate",
+	[MR_TLS] = "tls",
+	[MR_NOT_ENROLLED] = "not_local_enrolled_workload",
+	[MR_NO_LOCAL_CERT] = "no_local_certificate",
+	[MR_AUTHORITY] = "authority_not_dialed_pod",
+	[MR_IDENTITY] = "identity_mismatch",
+};
+
+#define MESH_METRIC_NAME_MAX 96
 
 struct mesh {
 	struct mesh_opts opts;
@@ -27,6 +53,12 @@ struct mesh {
 	struct tls_ctx *client_ctx, *server_ctx;
 	struct hbone_pool *pool;
 	struct hbone_server *server;
+	int pod_fd[2];				/* pod-addressed listeners (IPv4, IPv6), -1 none;
+						 * owned by the server once added */
+	bool pod_added[2];			/* ... listening and added (mesh_start_listening
+						 * when opts.defer_listen) */
+	uint64_t refused[2][MR_MAX];		/* [pod_addressed][reason] */
+	char refused_metric[2][MR_MAX][MESH_METRIC_NAME_MAX];
 };
 
 int mesh_workload_id(const char *td, const struct model_workload *w, struct spiffe_id *id)
@@ -74,7 +106,6 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 	size_t nh = 0;
 	char authority[ADDR_STR_LEN], fwd[ADDR_STR_LEN + 16], bag[768];
 	struct hbone_request req = { 0 };
-	const struct sockaddr_storage *node_ip;
 	(void)model;
 
 	if (!r->src) {
@@ -85,13 +116,14 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 	/* HBONE goes to the destination's node agent, or straight to a waypoint pod, which is
 	 * HBONE-native and listens on its own IP. */
 	const struct model_workload *peer = r->waypoint_wl ? r->waypoint_wl : r->dst;
-	if (!r->waypoint_wl && !r->dst_node)
-		return -EHOSTUNREACH;	/* an enrolled workload without a known node */
 	if (wl_identity(m, r->src, &src_id) || wl_identity(m, peer, &dst_id))
 		return -EINVAL;
-	node_ip = r->waypoint_wl ? &r->waypoint_wl->addrs[0] : &r->dst_node->addr;
-	req.dst = *node_ip;
-	sockaddr_set_port(&req.dst, HBONE_PORT);
+	/* -EHOSTUNREACH: node form, an enrolled workload without a known node */
+	int err = mesh_hbone_dial(m->opts.dial_pod, r->dst_node ? &r->dst_node->addr : NULL,
+				  r->waypoint_wl ? &r->waypoint_wl->addrs[0] : NULL, &r->target,
+				  &ci->src, &req);
+	if (err)
+		return err;
 	req.source = &src_id;
 	req.expect = &dst_id;
 	req.nexpect = 1;
@@ -109,6 +141,42 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 	ci->via = req.dst;
 	ci->mtls = true;
 	return hbone_connect(m->pool, &req, c);
+}
+
+int mesh_hbone_dial(bool dial_pod, const struct sockaddr_storage *node,
+		    const struct sockaddr_storage *waypoint, const struct sockaddr_storage *target,
+		    const struct sockaddr_storage *src, struct hbone_request *req)
+{
+	const struct sockaddr_storage *to = waypoint ? waypoint : dial_pod ? target : node;
+
+	if (!to || (to->ss_family != AF_INET && to->ss_family != AF_INET6))
+		return -EHOSTUNREACH;
+	req->dst = *to;
+	sockaddr_set_port(&req->dst, HBONE_PORT);
+	req->no_sni = dial_pod;
+	req->key_src = dial_pod ? src : NULL;
+	return 0;
+}
+
+/* Counts a refusal for ambit_hbone_refused_total. */
+static void refused(struct mesh *m, bool pod, enum mesh_refusal why)
+{
+	m->refused[pod ? 1 : 0][why]++;
+}
+
+/* Answers an inbound CONNECT with a refusal: logged (who asked for what, and why), counted,
+ * and sent as status + HBONE_REASON_HEADER. */
+static void refuse_connect(struct mesh *m, const struct hbone_inbound *req, int status,
+			   enum mesh_refusal why, const char *reason)
+{
+	char peer[ADDR_STR_LEN], pid[SPIFFE_ID_STR_MAX];
+
+	refused(m, req->pod_addressed, why);
+	pr_warn_rl("hbone: CONNECT %.128s from %s (%s, %s-addressed) refused with %d: %s",
+		   req->authority, sockaddr_str(&req->peer_addr, peer, sizeof(peer)),
+		   req->peer_id ? spiffe_id_str(req->peer_id, pid) : "no identity",
+		   req->pod_addressed ? "pod" : "node", status, reason);
+	hbone_stream_respond(req->end, status, reason);
 }
 
 /* The workload at *src if its identity is the peer's verified one, else NULL. */
@@ -169,14 +237,21 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	char pid[SPIFFE_ID_STR_MAX];
 	int err = 0;
 
+	/* Pod-addressed (ztunnel's form): the tunnel leads to the pod that was dialled, whose
+	 * certificate we presented, and nowhere else (ztunnel answers 400 too). */
+	if (req->pod_addressed && !sockaddr_ip_equal(&req->target, &req->local_addr)) {
+		refuse_connect(m, req, 400, MR_AUTHORITY, "authority is not the dialed pod");
+		goto out;
+	}
 	if (!dst || !dst->node || strcmp(dst->node, m->node_name) != 0 || !dst->enrolled) {
-		hbone_stream_respond(req->end, 400, "authority is not a local enrolled workload");
+		refuse_connect(m, req, 400, MR_NOT_ENROLLED,
+			       "authority is not a local enrolled workload");
 		goto out;
 	}
 	if (wl_identity(m, dst, &dst_id) ||
 	    (req->local_id && !spiffe_id_equal(req->local_id, &dst_id))) {
-		hbone_stream_respond(req->end, 401,
-				     "the identity the client asked for is not the destination's");
+		refuse_connect(m, req, 401, MR_IDENTITY,
+			       "the identity the client asked for is not the destination's");
 		goto out;
 	}
 	c = conn_new(m->opts.loop, &co);
@@ -254,6 +329,135 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 	return cert;
 }
 
+/* The local enrolled workload at addr (any port), or NULL. */
+static const struct model_workload *local_enrolled_at(const struct mesh *m,
+						      const struct model *model,
+						      const struct sockaddr_storage *addr)
+{
+	const struct model_workload *w = model_workload_by_ip(model, addr);
+
+	if (!w || !w->enrolled || !w->node || strcmp(w->node, m->node_name) != 0)
+		return NULL;
+	return w;
+}
+
+/* Pod-addressed HBONE: the certificate of the pod whose IP:15008 was dialled (the original
+ * destination, captured by eBPF). Refused (logged, counted) when that is not a local enrolled
+ * workload or its certificate cannot be had. */
+static struct tls_cert *pod_cert(void *arg, const struct sockaddr_storage *dialed,
+				 const struct sockaddr_storage *peer)
+{
+	struct mesh *m = arg;
+	struct model *model = model_current();
+	const struct model_workload *w = local_enrolled_at(m, model, dialed);
+	struct tls_cert *cert = NULL;
+	struct spiffe_id id;
+	char d[ADDR_STR_LEN], p[ADDR_STR_LEN], ids[SPIFFE_ID_STR_MAX];
+
+	sockaddr_str(dialed, d, sizeof(d));
+	sockaddr_str(peer, p, sizeof(p));
+	if (!w || wl_identity(m, w, &id)) {
+		refused(m, true, MR_NOT_ENROLLED);
+		pr_warn_rl("hbone: pod-addressed connection from %s to %s refused: not a local "
+			   "enrolled workload", p, d);
+	} else if (!(cert = certstore_get(m->opts.certs, &id))) {
+		refused(m, true, MR_NO_LOCAL_CERT);
+		pr_warn_rl("hbone: pod-addressed connection from %s to %s refused: no certificate "
+			   "for %s: %s", p, d, spiffe_id_str(&id, ids), strerror(errno));
+	}
+	model_unref(model);
+	return cert;
+}
+
+/* A TLS refusal of an inbound connection (already logged by the HBONE layer with its reason). */
+static void on_refused(void *arg, bool pod, int err, const char *reason)
+{
+	struct mesh *m = arg;
+	enum mesh_refusal why = MR_TLS;
+
+	if (err == -EACCES && strstr(reason, "no client certificate"))
+		why = MR_NO_CLIENT_CERT;
+	else if (err == -EACCES && !strstr(reason, "peer rejected"))
+		why = MR_UNTRUSTED_CERT;
+	refused(m, pod, why);
+}
+
+static double refused_value(void *arg)
+{
+	return (double)*(const uint64_t *)arg;
+}
+
+static int register_refusal_metrics(struct mesh *m)
+{
+	int err = 0;
+
+	for (int f = 0; f < 2 && !err; f++) {
+		for (int r = 0; r < MR_MAX && !err; r++) {
+			char *name = m->refused_metric[f][r];
+			snprintf(name, MESH_METRIC_NAME_MAX,
+				 "ambit_hbone_refused_total{form=\"%s\",reason=\"%s\"}",
+				 f ? "pod" : "node", refusal_names[r]);
+			err = metrics_register(name, "Inbound HBONE connections and CONNECTs refused, "
+					       "by address form and reason", "counter",
+					       refused_value, &m->refused[f][r]);
+		}
+	}
+	return err;
+}
+
+/* The transparent pod-addressed listeners on loopback:15008 (IPv6 optional), handed to the
+ * HBONE server; their fds stay known for the capture's sockmap. */
+static int pods_start(struct mesh *m);
+
+static int listen_pods(struct mesh *m)
+{
+	static const char *const ips[2] = { "127.0.0.1", "::1" };
+	char a[ADDR_STR_LEN];
+
+	for (int i = 0; i < 2; i++) {
+		struct sockaddr_storage addr;
+		int fd;
+
+		sockaddr_parse(ips[i], HBONE_PORT, &addr);
+		fd = proxy_bind_transparent(&addr);	/* pods_start() listens */
+		if (i == 1 && (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)) {
+			pr_info("hbone: no IPv6 pod-addressed listener: %s", strerror(-fd));
+			continue;
+		}
+		if (fd < 0) {
+			pr_err("hbone: cannot listen on %s (transparent, pod-addressed): %s",
+			       sockaddr_str(&addr, a, sizeof(a)), strerror(-fd));
+			return fd;
+		}
+		m->pod_fd[i] = fd;
+		pr_info("hbone: pod-addressed HBONE (captured <pod IP>:15008) on %s",
+			sockaddr_str(&addr, a, sizeof(a)));
+	}
+	return m->opts.defer_listen ? 0 : pods_start(m);
+}
+
+/* Listens on the pod-addressed sockets and hands them to the server. 0 or -errno. */
+static int pods_start(struct mesh *m)
+{
+	int err;
+
+	for (int i = 0; i < 2; i++) {
+		if (m->pod_fd[i] < 0 || m->pod_added[i])
+			continue;
+		if (listen(m->pod_fd[i], 1024) == -1)
+			return -errno;
+		if ((err = hbone_server_listen_pod(m->server, m->pod_fd[i])))
+			return err;
+		m->pod_added[i] = true;
+	}
+	return 0;
+}
+
+int mesh_pod_listener_fd(const struct mesh *m, int family)
+{
+	return m->pod_fd[family == AF_INET6 ? 1 : 0];
+}
+
 struct mesh *mesh_new(const struct mesh_opts *opts)
 {
 	struct mesh *m = calloc(1, sizeof(*m));
@@ -270,6 +474,7 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 
 	if (!m)
 		goto fail;
+	m->pod_fd[0] = m->pod_fd[1] = -1;
 	m->opts = *opts;
 	m->node_name = strdup(opts->node_name);
 	m->trust_domain = strdup(opts->trust_domain);
@@ -296,12 +501,19 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 	if (opts->limits)
 		so.limits = *opts->limits;
 	so.defer_listen = opts->defer_listen;
-	struct hbone_server_cbs cbs = { .on_connect = on_inbound, .arg = m };
+	struct hbone_server_cbs cbs = { .on_connect = on_inbound, .pod_cert = pod_cert,
+					.on_refused = on_refused, .arg = m };
 	m->server = hbone_server_new(opts->loop, &opts->hbone_addr, m->server_ctx, &cbs, &so);
 	if (!m->server) {
 		err = errno;
 		pr_err("hbone: cannot listen on %s: %s",
 		       sockaddr_str(&opts->hbone_addr, a, sizeof(a)), strerror(err));
+		goto fail;
+	}
+	if (opts->pod_listeners && (err = -listen_pods(m)))
+		goto fail;
+	if ((err = -register_refusal_metrics(m))) {
+		pr_err("hbone: cannot register metrics: %s", strerror(err));
 		goto fail;
 	}
 	struct proxy_mesh pm = { .connect = mesh_connect, .arg = m };
@@ -322,6 +534,9 @@ void mesh_free(struct mesh *m)
 	if (m->opts.proxy)
 		proxy_set_mesh(m->opts.proxy, &(struct proxy_mesh){ 0 });
 	hbone_server_free(m->server);
+	for (int i = 0; i < 2; i++)	/* bound, never handed to the server */
+		if (m->pod_fd[i] >= 0 && !m->pod_added[i])
+			close(m->pod_fd[i]);
 	hbone_pool_free(m->pool);
 	tls_ctx_free(m->server_ctx);
 	tls_ctx_free(m->client_ctx);
@@ -332,7 +547,8 @@ void mesh_free(struct mesh *m)
 
 int mesh_start_listening(struct mesh *m)
 {
-	return hbone_server_listen(m->server);
+	int err = hbone_server_listen(m->server);
+	return err ? err : pods_start(m);
 }
 
 void mesh_drain(struct mesh *m)
@@ -349,8 +565,9 @@ unsigned mesh_inbound_streams(const struct mesh *m)
 void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *arg)
 {
 	char peer[ADDR_STR_LEN], lid[SPIFFE_ID_STR_MAX], pid[SPIFFE_ID_STR_MAX];
-	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:s}",
-		"role", i->server ? "server" : "client", "state", hbone_sess_st_to_str(i->state),
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:s}",
+		"role", i->server ? "server" : "client", "form", i->pod_addressed ? "pod" : "node",
+		"state", hbone_sess_st_to_str(i->state),
 		"peer", sockaddr_str(&i->peer_addr, peer, sizeof(peer)),
 		"local_identity", i->local_id ? spiffe_id_str(i->local_id, lid) : NULL,
 		"peer_identity", i->peer_id ? spiffe_id_str(i->peer_id, pid) : NULL,

@@ -20,6 +20,7 @@ struct hbone_inbound;
 struct hbone_conn_info;
 struct hbone_limits;
 struct hbone_stats;
+struct hbone_request;
 
 struct mesh_opts {
 	struct loop *loop;
@@ -33,6 +34,10 @@ struct mesh_opts {
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
 	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
 	bool defer_listen;		/* 15008 bound only; mesh_start_listening() accepts */
+	bool dial_pod;			/* hbone.dial "pod": ztunnel's form (mesh_hbone_dial) */
+	/* Serve pod-addressed HBONE (ztunnel's form) on transparent listeners 127.0.0.1:15008
+	 * and [::1]:15008, for the eBPF capture to feed (mesh_pod_listener_fd). */
+	bool pod_listeners;
 };
 
 /* ---- policy helpers, shared with the waypoint ---- */
@@ -55,6 +60,15 @@ json_t *mesh_hbone_limits_json(const struct hbone_stats *st);
  * borrowed until metrics_reset). 0 or -ENOSPC. */
 struct hbone_server;
 int mesh_hbone_metrics_register(struct hbone_server *server);
+/* Where an outbound CONNECT goes, by hbone.dial. Node form (dial_pod false): node:15008, SNI
+ * naming the destination identity, pooled per (source identity, node, destination identity).
+ * Pod form, as ztunnel sends it: the destination pod's own target IP, port 15008, no SNI, pooled
+ * as ztunnel keys it (source identity, destination identities, destination pod IP:15008, source
+ * pod IP src). A waypoint (not NULL) is dialled at its own pod IP either way. Fills req->dst,
+ * no_sni and key_src (src is borrowed). 0, or -EHOSTUNREACH when the address is unknown. */
+int mesh_hbone_dial(bool dial_pod, const struct sockaddr_storage *node,
+		    const struct sockaddr_storage *waypoint, const struct sockaddr_storage *target,
+		    const struct sockaddr_storage *src, struct hbone_request *req);
 /* hbone_*_foreach visitor appending one JSON object per connection to the array arg. */
 void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
 
@@ -64,6 +78,9 @@ struct mesh *mesh_new(const struct mesh_opts *opts);
 void mesh_free(struct mesh *m);
 /* Starts accepting on 15008 (made with opts.defer_listen). 0 or -errno. */
 int mesh_start_listening(struct mesh *m);
+/* The pod-addressed HBONE listener of family (AF_INET, AF_INET6) for the capture's sockmap,
+ * or -1 (none: pod_listeners off, or no IPv6). Owned by the mesh. */
+int mesh_pod_listener_fd(const struct mesh *m, int family);
 /* SIGTERM: GOAWAY on every HBONE connection, stop accepting on 15008. */
 void mesh_drain(struct mesh *m);
 /* Open inbound streams (drain progress). */

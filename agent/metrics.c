@@ -184,10 +184,17 @@ char *metrics_render(size_t *len)
 	fprintf(f, "# HELP ambit_metrics_series_dropped_total Samples not recorded because the series bound (%d) was reached.\n"
 		   "# TYPE ambit_metrics_series_dropped_total counter\nambit_metrics_series_dropped_total %llu\n",
 		METRICS_MAX_SERIES, (unsigned long long)series_dropped);
-	for (int i = 0; i < ncallbacks; i++)
-		fprintf(f, "# HELP %s %s.\n# TYPE %s %s\n%s %.17g\n", callbacks[i].name,
-			callbacks[i].help, callbacks[i].name, callbacks[i].type, callbacks[i].name,
-			callbacks[i].fn(callbacks[i].arg));
+	for (int i = 0; i < ncallbacks; i++) {
+		/* A name may carry labels (name{a="b"}): one HELP/TYPE per family, registered
+		 * one after the other. */
+		const char *name = callbacks[i].name;
+		int base = (int)strcspn(name, "{");
+		if (i == 0 || strncmp(callbacks[i - 1].name, name, (size_t)base) != 0 ||
+		    (callbacks[i - 1].name[base] != '\0' && callbacks[i - 1].name[base] != '{'))
+			fprintf(f, "# HELP %.*s %s.\n# TYPE %.*s %s\n", base, name,
+				callbacks[i].help, base, name, callbacks[i].type);
+		fprintf(f, "%s %.17g\n", name, callbacks[i].fn(callbacks[i].arg));
+	}
 	if (fclose(f)) {
 		free(buf);
 		return NULL;

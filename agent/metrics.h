@@ -40,7 +40,8 @@ int metrics_tcp_add(const struct metrics_tcp_labels *l, enum metrics_tcp_counter
 
 /* An agent metric read at scrape time. */
 typedef double (*metrics_value_fn)(void *arg);
-/* type is "counter" or "gauge". At most 64. */
+/* type is "counter" or "gauge". At most 64. name may carry labels (`name{k="v"}`, borrowed,
+ * must stay valid): the series of one family are registered one after the other. */
 int metrics_register(const char *name, const char *help, const char *type, metrics_value_fn fn,
 		     void *arg);
 

@@ -36,8 +36,7 @@ struct proxy {
 	uint32_t rr;		/* round-robin cursor for service endpoints */
 };
 
-/* A bound transparent socket for addr (listen() is listener_listen's). */
-static int bind_transparent(const struct sockaddr_storage *addr)
+int proxy_bind_transparent(const struct sockaddr_storage *addr)
 {
 	int one = 1, fd, err;
 	int lvl = addr->ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
@@ -57,6 +56,17 @@ static int bind_transparent(const struct sockaddr_storage *addr)
 	    setsockopt(fd, lvl, opt, &one, sizeof(one)) == -1 ||
 	    bind(fd, (const struct sockaddr *)addr, sockaddr_len(addr)) == -1) {
 		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int proxy_listen_transparent(const struct sockaddr_storage *addr)
+{
+	int fd = proxy_bind_transparent(addr);
+	if (fd >= 0 && listen(fd, PROXY_BACKLOG) == -1) {
+		int err = -errno;
 		close(fd);
 		return err;
 	}
@@ -397,14 +407,14 @@ static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind k
 	ls->p = p;
 	ls->kind = kind;
 	ls->addr = *addr;
-	ls->fd = bind_transparent(addr);
+	ls->fd = proxy_bind_transparent(addr);
 	if (ls->fd == -EADDRINUSE) {
 		struct sockaddr_storage any = *addr;
 		sockaddr_set_port(&any, 0);
 		pr_warn("%s is held without SO_REUSEPORT (an agent from before surge upgrades?): "
 			"listening on an ephemeral port instead; capture goes by the sockmap",
 			sockaddr_str(addr, a, sizeof(a)));
-		ls->fd = bind_transparent(&any);
+		ls->fd = proxy_bind_transparent(&any);
 	}
 	if (optional && (ls->fd == -EAFNOSUPPORT || ls->fd == -EADDRNOTAVAIL)) {
 		pr_info("no IPv6 listener on %s: %s", sockaddr_str(addr, a, sizeof(a)),

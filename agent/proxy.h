@@ -64,6 +64,13 @@ int proxy_inbound_fd(const struct proxy *p);
 /* The IPv6 listeners' fds; -1 on a host without IPv6. */
 int proxy_outbound6_fd(const struct proxy *p);
 int proxy_inbound6_fd(const struct proxy *p);
+/* A non-blocking transparent (IP_TRANSPARENT / IPV6_TRANSPARENT; IPv6 also IPV6_V6ONLY)
+ * socket bound to addr with SO_REUSEPORT, as the capture listeners are, not listening yet
+ * (listening joins the port's reuseport group: an agent taking over from another waits until it
+ * can serve): the fd, or -errno. */
+int proxy_bind_transparent(const struct sockaddr_storage *addr);
+/* The same, listening: the fd, or -errno. */
+int proxy_listen_transparent(const struct sockaddr_storage *addr);
 void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh);
 /* Stops accepting (drain). Existing connections continue. */
 void proxy_stop_accepting(struct proxy *p);

@@ -73,6 +73,7 @@ static const char *const stat_names[REDIRECT_STAT_MAX] = {
 	[REDIRECT_STAT_OUTBOUND6] = "captured_outbound_ipv6",
 	[REDIRECT_STAT_INBOUND6] = "captured_inbound_ipv6",
 	[REDIRECT_STAT_DROP_EXTHDR] = "drop_ipv6_header_chain",
+	[REDIRECT_STAT_HBONE] = "captured_hbone_pod",
 };
 
 static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
@@ -80,6 +81,8 @@ static const char *const listener_names[REDIRECT_LISTENER_MAX] = {
 	[REDIRECT_LISTENER_INBOUND] = "inbound",
 	[REDIRECT_LISTENER_OUTBOUND6] = "outbound6",
 	[REDIRECT_LISTENER_INBOUND6] = "inbound6",
+	[REDIRECT_LISTENER_HBONE] = "hbone_pod",
+	[REDIRECT_LISTENER_HBONE6] = "hbone_pod6",
 };
 
 void redirect_opts_default(struct redirect_opts *opts)
@@ -94,6 +97,8 @@ void redirect_opts_default(struct redirect_opts *opts)
 		.inbound_listener_fd = -1,
 		.outbound6_listener_fd = -1,
 		.inbound6_listener_fd = -1,
+		.hbone_listener_fd = -1,
+		.hbone6_listener_fd = -1,
 	};
 }
 
@@ -692,18 +697,22 @@ static int set_listener(struct redirect *r, __u32 key, int fd)
 	return bpf_map_update_elem(mfd, &key, &v, BPF_ANY);
 }
 
-int redirect_set_listeners(struct redirect *r, int out, int in, int out6, int in6)
+int redirect_set_listeners(struct redirect *r, const struct redirect_opts *fds)
 {
 	int err;
-	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, out)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, in)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, out6)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, in6)))
+	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, fds->outbound_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, fds->inbound_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, fds->outbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, fds->inbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE, fds->hbone_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE6, fds->hbone6_listener_fd)))
 		return err;
-	r->opts.outbound_listener_fd = out;
-	r->opts.inbound_listener_fd = in;
-	r->opts.outbound6_listener_fd = out6;
-	r->opts.inbound6_listener_fd = in6;
+	r->opts.outbound_listener_fd = fds->outbound_listener_fd;
+	r->opts.inbound_listener_fd = fds->inbound_listener_fd;
+	r->opts.outbound6_listener_fd = fds->outbound6_listener_fd;
+	r->opts.inbound6_listener_fd = fds->inbound6_listener_fd;
+	r->opts.hbone_listener_fd = fds->hbone_listener_fd;
+	r->opts.hbone6_listener_fd = fds->hbone6_listener_fd;
 	return 0;
 }
 
@@ -758,8 +767,7 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if ((err = load_skel(r)))
 		goto fail;
 	what = "inserting the listeners into the sockmap";
-	if ((err = redirect_set_listeners(r, opts->outbound_listener_fd, opts->inbound_listener_fd,
-					  opts->outbound6_listener_fd, opts->inbound6_listener_fd)))
+	if ((err = redirect_set_listeners(r, opts)))
 		goto fail;
 	what = "opening netlink";
 	r->nl = netlink_new(true);

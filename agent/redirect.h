@@ -31,6 +31,10 @@ struct redirect_opts {
 	 * enrolled pods are dropped, as IPv4 ones are without a listener. */
 	int outbound6_listener_fd;
 	int inbound6_listener_fd;
+	/* Pod-addressed HBONE: transparent listeners for TCP towards a pod's own port 15008
+	 * (ztunnel's wire format), IPv4 and IPv6; -1 none: such SYNs are then dropped. */
+	int hbone_listener_fd;
+	int hbone6_listener_fd;
 };
 
 struct redirect;
@@ -47,10 +51,11 @@ struct redirect_pod {
  * when they close) and takes over the interfaces a previous run attached. opts is copied.
  * NULL + errno on failure, after logging what failed. */
 struct redirect *redirect_new(const struct redirect_opts *opts);
-/* Puts listening sockets into the sockmap (fd -1: that slot is left as it is). New SYNs of
+/* Puts the listening sockets of fds' *_listener_fd into the sockmap (-1: that slot is left as it
+ * is; the other fields are ignored). New SYNs of
  * captured pods go to them from now on: an agent taking over from the one being upgraded
  * calls this once it is ready (the old agent's listeners serve until then). 0 or -errno. */
-int redirect_set_listeners(struct redirect *r, int out, int in, int out6, int in6);
+int redirect_set_listeners(struct redirect *r, const struct redirect_opts *fds);
 /* Stops following links; leaves capture in place (restart keeps pods captured). NULL ok. */
 void redirect_free(struct redirect *r);
 /* Makes the captured set exactly `pods`: attaches to newly enrolled pods' interfaces,
@@ -70,7 +75,7 @@ json_t *redirect_state_json(struct redirect *r);
  * Needs no running agent; idempotent. 0 or the first -errno (all steps are tried). */
 int redirect_cleanup(const struct redirect_opts *opts);
 /* Defaults: pin_dir /sys/fs/bpf/ambit, mark 0x0a3b0000/0xffff0000, table 133, priority
- * 32000, no listeners (all four fds -1). */
+ * 32000, no listeners (all six fds -1). */
 void redirect_opts_default(struct redirect_opts *opts);
 
 #endif

@@ -2,7 +2,7 @@
 /* The mesh model: built from the workloads-file JSON (file and Kubernetes discovery both go
  * through model_from_json), indexed by address, published by reference for the data path. */
 #include "agent/workloads.h"
-#include "agent/jsonx.h"
+#include "common/jsonx.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -82,15 +82,6 @@ static const struct index_slot *index_get(const struct model_index *ix,
 
 /* ---- freeing ---- */
 
-static void labels_free(struct model_label *l, int n)
-{
-	for (int i = 0; i < n; i++) {
-		free(l[i].key);
-		free(l[i].value);
-	}
-	free(l);
-}
-
 static void wp_free(struct model_waypoint_ref *w)
 {
 	free(w->name);
@@ -126,6 +117,8 @@ static void model_free(struct model *m)
 		wp_free(&s->waypoint);
 	}
 	free(m->services);
+	json_decref(m->resources);
+	json_decref(m->mesh_config);
 	if (m->index)
 		free(m->index->slots);
 	free(m->index);
@@ -151,6 +144,14 @@ struct model *model_new_empty(void)
 	if (!m)
 		return NULL;
 	m->refs = 1;
+	m->resources = json_array();
+	m->mesh_config = json_object();
+	if (!m->resources || !m->mesh_config) {
+		json_decref(m->resources);
+		json_decref(m->mesh_config);
+		free(m);
+		return NULL;
+	}
 	return m;
 }
 
@@ -192,7 +193,7 @@ static int parse_addrs(struct jx *j, const json_t *obj, const char *key,
 }
 
 static int parse_labels(struct jx *j, const json_t *obj, const char *key,
-			struct model_label **out, int *n)
+			struct label **out, int *n)
 {
 	json_t *o, *v;
 	const char *k;
@@ -361,20 +362,10 @@ static int parse_array(struct jx *j, const json_t *root, const char *key, size_t
 	return 0;
 }
 
-static bool labels_match(const struct model_label *sel, int nsel, const struct model_label *lab,
-			 int nlab)
+/* A Service without a selector has no automatic endpoints. */
+static bool selects(const struct label *sel, int nsel, const struct label *lab, int nlab)
 {
-	if (nsel == 0)
-		return false;	/* a Service without selector has no automatic endpoints */
-	for (int i = 0; i < nsel; i++) {
-		int j;
-		for (j = 0; j < nlab; j++)
-			if (strcmp(sel[i].key, lab[j].key) == 0 && strcmp(sel[i].value, lab[j].value) == 0)
-				break;
-		if (j == nlab)
-			return false;
-	}
-	return true;
+	return nsel > 0 && labels_subset(sel, nsel, lab, nlab);
 }
 
 static int ns_cmp(const void *a, const void *b, void *arg)
@@ -414,7 +405,7 @@ static int resolve_endpoints(struct model *m)
 			const struct model_workload *w = &m->workloads[order[i]];
 			if (strcmp(w->namespace, s->namespace) != 0)
 				break;
-			if (!labels_match(s->selector, s->nselector, w->labels, w->nlabels))
+			if (!selects(s->selector, s->nselector, w->labels, w->nlabels))
 				continue;
 			if (s->nendpoints == cap) {
 				cap = cap ? cap * 2 : 4;
@@ -468,9 +459,42 @@ static int build_index(struct model *m, struct jx *j)
 	return 0;
 }
 
+/* `resources` and `mesh_config`: deep copies, so the model owns JSON no other thread can
+ * change. Only the envelope is checked; the istio/ modules judge each object's content. */
+static int parse_istio(struct jx *j, const json_t *root, struct model *m)
+{
+	json_t *res, *mesh, *v;
+	size_t i;
+	int err = jx_array(j, root, "resources", MODEL_MAX_RESOURCES, &res);
+	if (!err)
+		err = jx_object(j, root, "mesh_config", &mesh);
+	if (err)
+		return err;
+	json_array_foreach(res, i, v) {
+		size_t saved = jx_enter(j, "resources[%zu]", i);
+		if (!json_is_object(v))
+			return jx_fail(j, NULL, "must be an object (a Kubernetes resource)");
+		if (!json_is_string(json_object_get(v, "apiVersion")))
+			return jx_fail(j, "apiVersion", "must be a string");
+		if (!json_is_string(json_object_get(v, "kind")))
+			return jx_fail(j, "kind", "must be a string");
+		jx_leave(j, saved);
+	}
+	if (res) {
+		json_decref(m->resources);
+		m->resources = json_deep_copy(res);
+	}
+	if (mesh) {
+		json_decref(m->mesh_config);
+		m->mesh_config = json_deep_copy(mesh);
+	}
+	return m->resources && m->mesh_config ? 0 : -ENOMEM;
+}
+
 struct model *model_from_json(const json_t *root, char *err, size_t errlen)
 {
-	static const char *const keys[] = { "nodes", "workloads", "services", NULL };
+	static const char *const keys[] = { "nodes", "workloads", "services", "resources",
+					    "mesh_config", NULL };
 	struct jx j;
 	struct model *m;
 	int rc;
@@ -498,6 +522,8 @@ struct model *model_from_json(const json_t *root, char *err, size_t errlen)
 		rc = parse_array(&j, root, "services", MODEL_MAX_SERVICES,
 				 sizeof(struct model_service), (void **)&m->services, &m->nservices,
 				 parse_service);
+	if (!rc)
+		rc = parse_istio(&j, root, m);
 	for (int i = 0; !rc && i < m->nworkloads; i++) {
 		if (m->workloads[i].node && !model_node_by_name(m, m->workloads[i].node)) {
 			jx_enter(&j, "workloads[%d]", i);
@@ -643,14 +669,6 @@ static json_t *addrs_json(const struct sockaddr_storage *a, int n)
 	return arr;
 }
 
-static json_t *labels_json(const struct model_label *l, int n)
-{
-	json_t *o = json_object();
-	for (int i = 0; o && i < n; i++)
-		json_object_set_new(o, l[i].key, json_string(l[i].value));
-	return o;
-}
-
 static json_t *wp_json(const struct model_waypoint_ref *w)
 {
 	if (!w->name)
@@ -676,7 +694,7 @@ json_t *model_to_json(const struct model *m)
 			"service_account", w->service_account, "node", w->node,
 			"addresses", addrs_json(w->addrs, w->naddrs),
 			"canonical_service", w->canonical_service,
-			"labels", labels_json(w->labels, w->nlabels), "enrolled", w->enrolled,
+			"labels", labels_to_json(w->labels, w->nlabels), "enrolled", w->enrolled,
 			"waypoint", wp_json(&w->waypoint)));
 	}
 	for (int i = 0; i < m->nservices; i++) {
@@ -690,12 +708,15 @@ json_t *model_to_json(const struct model *m)
 		json_array_append_new(svcs, json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:o}",
 			"name", s->name, "namespace", s->namespace,
 			"addresses", addrs_json(s->addrs, s->naddrs),
-			"selector", labels_json(s->selector, s->nselector), "ports", ports,
+			"selector", labels_to_json(s->selector, s->nselector), "ports", ports,
 			"waypoint", wp_json(&s->waypoint), "endpoints", eps));
 	}
 	json_object_set_new(root, "nodes", nodes);
 	json_object_set_new(root, "workloads", wls);
 	json_object_set_new(root, "services", svcs);
+	/* Copies: the model's JSON is shared between threads and must not see refcount churn. */
+	json_object_set_new(root, "resources", json_deep_copy(m->resources));
+	json_object_set_new(root, "mesh_config", json_deep_copy(m->mesh_config));
 	return root;
 }
 

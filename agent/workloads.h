@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/labels.h"
+
 /* Bounds: a model larger than these is refused, never half-loaded. */
 #define MODEL_MAX_WORKLOADS 100000
 #define MODEL_MAX_SERVICES  20000
@@ -19,11 +21,7 @@
 #define MODEL_MAX_ADDRS     16	/* per workload or service */
 #define MODEL_MAX_PORTS     64	/* per service */
 #define MODEL_MAX_LABELS    64	/* per workload or selector */
-
-struct model_label {
-	char *key;
-	char *value;
-};
+#define MODEL_MAX_RESOURCES 20000	/* Istio objects (AuthorizationPolicy, Telemetry, ...) */
 
 /* A reference to a waypoint Service; name NULL when there is none. */
 struct model_waypoint_ref {
@@ -45,7 +43,7 @@ struct model_workload {
 	char *canonical_service;
 	struct sockaddr_storage *addrs;	/* naddrs entries, port 0 */
 	int naddrs;
-	struct model_label *labels;
+	struct label *labels;
 	int nlabels;
 	bool enrolled;
 	struct model_waypoint_ref waypoint;
@@ -61,7 +59,7 @@ struct model_service {
 	char *namespace;
 	struct sockaddr_storage *addrs;	/* naddrs VIPs, port 0 */
 	int naddrs;
-	struct model_label *selector;
+	struct label *selector;
 	int nselector;
 	struct model_port *ports;
 	int nports;
@@ -81,6 +79,13 @@ struct model {
 	struct model_service *services;
 	int nservices;
 	struct model_index *index;	/* private: address -> workload/service hash */
+	/* Istio objects as `kubectl get -o json` prints them (CONTRACT.md "Istio resources"),
+	 * and the MeshConfig as JSON: carried as read-only JSON (never NULL: an empty array and
+	 * an empty object when absent) and compiled by the istio/ modules, which refuse bad
+	 * objects one by one. Only their envelope is checked here: each resource is an object
+	 * with string `apiVersion` and `kind`. Owned by the model; readers must not modify them. */
+	json_t *resources;
+	json_t *mesh_config;
 };
 
 /* Builds a model from the workloads-file JSON shape (CONTRACT.md). On error returns NULL and

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# bench/run.sh: `make bench`. Brings up a two-node lab and measures three paths from a client pod
+# bench/run.sh: `make bench`. Brings up a two-node lab and measures four paths from a client pod
 # on node 1 to a server pod on node 2, side by side in one run: direct (no agent), stunnel
 # (client-mode stunnel on node 1, server-mode on node 2, mutual TLS 1.3, P-256 certificates from
-# the lab CA) and ambit (both ambitd, HBONE). Prints a table and writes
+# the lab CA), ambit (both ambitd, HBONE to the node, hbone.dial "node") and ambit_pod (the same
+# with hbone.dial "pod": HBONE to the pod's IP:15008, ztunnel's form). Prints a table and writes
 # bench/results/<date>.json and .md. Reports figures, never judges them: the exit status is
 # non-zero only when a path does not work at all. See bench/README.md.
 set -euo pipefail
@@ -18,7 +19,7 @@ export TCPKIT=${TCPKIT:-$AMBIT_BUILD/tests/tools/tcpkit}
 
 LAB=${BENCH_LAB:-bench}
 OUT=${BENCH_OUT:-$TOP/bench/results}
-PATHS=${BENCH_PATHS:-direct stunnel ambit}
+PATHS=${BENCH_PATHS:-direct stunnel ambit ambit_pod}
 DUR=${BENCH_DURATION:-5}          # seconds per iperf3 run
 RR_COUNT=${BENCH_RR_COUNT:-10000} # round trips per latency run
 CRR_COUNT=${BENCH_CRR_COUNT:-3000} # connections per connection-rate run
@@ -204,16 +205,29 @@ start_path() {
 		T_IPERF=$N1_IP:$ST_CLI_IPERF T_ECHO=$N1_IP:$ST_CLI_ECHO
 		put stunnel tls "$(tls_facts "$N2_IP:$ST_SRV_ECHO")"
 		;;
-	ambit)
+	ambit | ambit_pod)
 		[ -z "$AMBIT_SKIP" ] || { say "$AMBIT_SKIP"; return 1; }
+		local dial=node k
+		[ "$path" = ambit ] || dial=pod
+		for k in 1 2; do
+			jq --arg d "$dial" '.hbone.dial = $d' "$LAB_DIR/node$k.json" >"$LAB_DIR/node$k.json.new" &&
+				mv "$LAB_DIR/node$k.json.new" "$LAB_DIR/node$k.json"
+		done
 		lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
 		PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")")
 		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT
-		# The server pod n2-p1 runs as service account app-1 (deploy/lab/lab.sh).
-		put ambit tls "$(tls_facts "$N2_IP:15008" h2 "app-1.default.$LAB_TRUST_DOMAIN.spiffe")"
+		# The server pod n2-p1 runs as service account app-1 (deploy/lab/lab.sh); pod-addressed
+		# HBONE needs no SNI: the pod's own address picks its certificate.
+		if [ "$dial" = node ]; then
+			put "$path" tls "$(tls_facts "$N2_IP:15008" h2 "app-1.default.$LAB_TRUST_DOMAIN.spiffe")"
+		else
+			put "$path" tls "$(tls_facts "$SRV_IP:15008" h2)"
+		fi
 		;;
 	esac
 }
+
+is_ambit() { [ "$1" = ambit ] || [ "$1" = ambit_pod ]; } # PATH: the agents carry it
 
 opened_on_node1() { # ambit: outbound connections the node 1 agent has proxied
 	pod_exec "$LAB" n1 curl -fsS -m 5 "http://$N1_IP:15020/metrics" |
@@ -223,11 +237,11 @@ opened_on_node1() { # ambit: outbound connections the node 1 agent has proxied
 # The path works end to end (echoed bytes checked); for ambit, through the agent.
 smoke() {
 	local path=$1 before=0
-	[ "$path" = ambit ] && before=$(opened_on_node1)
+	is_ambit "$path" && before=$(opened_on_node1)
 	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_ECHO" --mode echo --bytes 64K --timeout 20 \
 		>"$WORK/$path-smoke.txt" 2>&1 || { cat "$WORK/$path-smoke.txt" >&2; return 1; }
-	if [ "$path" = ambit ] && [ "$(opened_on_node1)" -le "$before" ]; then
-		say "ambit: the client's connection was not captured by the node 1 agent"
+	if is_ambit "$path" && [ "$(opened_on_node1)" -le "$before" ]; then
+		say "$path: the client's connection was not captured by the node 1 agent"
 		return 1
 	fi
 }
@@ -415,13 +429,13 @@ measure_path() {
 		[ -z "$want" ] || profile_ambit "$want"
 	fi
 	# The proxies stop here, so that the next path runs alone.
-	if [ "$path" = ambit ]; then
+	if is_ambit "$path"; then
 		local k t0
 		for k in 1 2; do
 			t0=$(date +%s.%N)
 			lab_stop_agent "$LAB" "$k"
-			put ambit "stop.node$k.seconds" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
-			put ambit "stop.node$k.exit" "${AGENT_EXIT:-null}"
+			put "$path" "stop.node$k.seconds" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+			put "$path" "stop.node$k.exit" "${AGENT_EXIT:-null}"
 		done
 	else
 		local pid
@@ -431,7 +445,7 @@ measure_path() {
 
 FAILED=()
 for path in $PATHS; do
-	case $path in direct | stunnel | ambit) ;; *) die "BENCH_PATHS: unknown path '$path'" ;; esac
+	case $path in direct | stunnel | ambit | ambit_pod) ;; *) die "BENCH_PATHS: unknown path '$path'" ;; esac
 	say "---- $path ----"
 	put "$path" loadavg_1m.start "$(cut -d' ' -f1 /proc/loadavg)"
 	set +e
@@ -443,7 +457,7 @@ for path in $PATHS; do
 		put "$path" status ok
 	else
 		status=failed reason="did not work (exit $rc); logs in $WORK"
-		if [ "$path" = ambit ] && [ -n "$AMBIT_SKIP" ]; then
+		if is_ambit "$path" && [ -n "$AMBIT_SKIP" ]; then
 			status=unmeasured reason=$AMBIT_SKIP
 		fi
 		put "$path" status "$status"
@@ -480,11 +494,11 @@ jq -R -n \
 	([inputs | split("\t")] | reduce .[] as [$p, $k, $v] ({}; setpath([$p] + ($k | split(".")); $v | num))) as $f
 	| ($paths | split(" ") | map(select(. != ""))) as $plist
 	| reduce $plist[] as $p ($f; .[$p] = ((.[$p] // {status: "skipped"}) | .rss_kib |= rss_total))
-	| reduce ("stunnel", "ambit") as $p (.;
+	| reduce ("stunnel", "ambit", "ambit_pod") as $p (.;
 		if .[$p].rss_kib.idle_0 != null and (.[$p].idle_max // 0) > 0 then
 			.[$p].rss_per_idle_conn_kib = ((.[$p].rss_kib["idle_\(.[$p].idle_max)"].total - .[$p].rss_kib.idle_0.total) / .[$p].idle_max)
 		else . end)
-	| . as $all | .direct as $d | .stunnel as $s | .ambit as $a
+	| . as $all | .direct as $d | .stunnel as $s | .ambit as $a | .ambit_pod as $ap
 	| {
 		machine: { cores: $cores, kernel: $kernel, cpu: $cpu, mem_mib: $mem_mib, nofile_hard: $nofile, date: $date,
 			git_rev: $rev, ambitd: $ambit, stunnel: $stunnel, openssl: $openssl, iperf3: $iperf3 },
@@ -492,6 +506,7 @@ jq -R -n \
 			idle_connections: ($idle | split(" ") | map(select(. != "") | tonumber)),
 			lab: "2 nodes, routed CNI, client n1-p1 -> server n2-p1", run_seconds: $seconds },
 		direct: ($d // {status: "skipped"}), stunnel: ($s // {status: "skipped"}), ambit: ($a // {status: "skipped"}),
+		ambit_pod: ($ap // {status: "skipped"}),
 		ratios: {
 			throughput_vs_stunnel: r($a.throughput_gbit_s.streams_1; $s.throughput_gbit_s.streams_1),
 			throughput_vs_direct: r($a.throughput_gbit_s.streams_1; $d.throughput_gbit_s.streams_1),
@@ -510,7 +525,12 @@ jq -R -n \
 			p50_latency_1k_vs_direct: r($a.latency_us.msg_1024.p50; $d.latency_us.msg_1024.p50),
 			p99_latency_1k_vs_direct: r($a.latency_us.msg_1024.p99; $d.latency_us.msg_1024.p99),
 			cpu_per_gib_proxies_vs_stunnel: r($a.cpu_s_per_gib.proxies; $s.cpu_s_per_gib.proxies),
-			rss_per_idle_conn_vs_stunnel: r($a.rss_per_idle_conn_kib; $s.rss_per_idle_conn_kib)
+			rss_per_idle_conn_vs_stunnel: r($a.rss_per_idle_conn_kib; $s.rss_per_idle_conn_kib),
+			pod_dial_conn_rate_vs_node_dial: r($ap.conn_per_s.parallel_1; $a.conn_per_s.parallel_1),
+			"pod_dial_conn_rate_\($crrpar)_parallel_vs_node_dial": r($ap.conn_per_s["parallel_\($crrpar)"]; $a.conn_per_s["parallel_\($crrpar)"]),
+			pod_dial_throughput_vs_node_dial: r($ap.throughput_gbit_s.streams_1; $a.throughput_gbit_s.streams_1),
+			pod_dial_p50_latency_vs_node_dial: r($ap.latency_us.msg_1.p50; $a.latency_us.msg_1.p50),
+			pod_dial_rss_per_idle_conn_vs_node_dial: r($ap.rss_per_idle_conn_kib; $a.rss_per_idle_conn_kib)
 		}
 	}' <"$FIG" >"$json.tmp"
 mv "$json.tmp" "$json"
@@ -535,11 +555,12 @@ table() {
 			["RSS KiB per idle connection", ["rss_per_idle_conn_kib"], 2]
 		];
 		. as $j
-		| "| figure | direct | stunnel | ambit | ambit/stunnel | ambit/direct |",
-		  "| --- | ---: | ---: | ---: | ---: | ---: |",
+		| "| figure | direct | stunnel | ambit | ambit_pod | ambit/stunnel | ambit/direct | ambit_pod/ambit |",
+		  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 		  (rows[] | . as [$l, $p, $n]
 			| ($j.direct | getpath($p)) as $d | ($j.stunnel | getpath($p)) as $s | ($j.ambit | getpath($p)) as $a
-			| "| \($l) | \($d | f($n)) | \($s | f($n)) | \($a | f($n)) | \(r($a; $s) | f(2)) | \(r($a; $d) | f(2)) |")
+			| (($j.ambit_pod // {}) | getpath($p)) as $ap
+			| "| \($l) | \($d | f($n)) | \($s | f($n)) | \($a | f($n)) | \($ap | f($n)) | \(r($a; $s) | f(2)) | \(r($a; $d) | f(2)) | \(r($ap; $a) | f(2)) |")
 	' "$json"
 }
 
@@ -569,7 +590,13 @@ targets() {
 	echo "stunnel: client-mode stunnel on node 1 -> server-mode stunnel on node 2 -> server pod, mutual"
 	echo "TLS 1.3, P-256 certificates from the lab CA, chains and names verified both sides, one TLS"
 	echo "connection per TCP connection. ambit: both ambitd with the lab config, eBPF capture, HBONE"
-	echo "(mutual TLS 1.3 + HTTP/2 CONNECT, pooled). Ratios are ambit's figure divided by the other's."
+	echo "(mutual TLS 1.3 + HTTP/2 CONNECT, pooled per node and destination identity). ambit_pod: the"
+	echo "same agents with hbone.dial \"pod\" (ztunnel's form: TLS to the server pod's IP:15008, no SNI,"
+	echo "captured on node 2, pooled per source pod and destination pod; with one client pod and one"
+	echo "server pod here both pool the same way, so the difference is the address form and its"
+	echo "capture; across many pods the pod form opens one TLS connection per pod pair)."
+	echo "Ratios are ambit's figure divided by the other's (ambit_pod/ambit: the pod form's over the"
+	echo "node form's)."
 	echo
 	table
 	echo
@@ -580,13 +607,13 @@ targets() {
 	echo "## Notes"
 	echo
 	jq -r '
-		(["direct", "stunnel", "ambit"][] as $n | .[$n] |
+		(["direct", "stunnel", "ambit", "ambit_pod"][] as $n | .[$n] // {status: "skipped"} |
 			(if .status != "ok" then "- \($n): \(.reason // .status)." else empty end),
 			(if .idle_error then "- \($n): idle connections stopped at \(.idle_max // 0): \(.idle_error)." else empty end)),
-		(if .stunnel.tls then "- TLS as negotiated (openssl s_client against the node 2 side): stunnel \(.stunnel.tls); ambit HBONE \(.ambit.tls // "-")." else empty end),
+		(if .stunnel.tls then "- TLS as negotiated (openssl s_client against the node 2 side): stunnel \(.stunnel.tls); ambit HBONE \(.ambit.tls // "-"); ambit_pod HBONE \(.ambit_pod.tls // "-")." else empty end),
 		(if (.ambit.stop.node1.seconds // 0) > 5 or (.ambit.stop.node2.seconds // 0) > 5 then
 			"- After the run, the agents took \(.ambit.stop.node1.seconds) s and \(.ambit.stop.node2.seconds) s to stop on SIGTERM (exit status \(.ambit.stop.node1.exit) and \(.ambit.stop.node2.exit); 137 means killed after 10 s)." else empty end),
-		"- 1-minute load average at the start and end of each path (other work on the machine shows here; the bench itself adds about 2-3): direct \(.direct.loadavg_1m.start // "-")-\(.direct.loadavg_1m.end // "-"), stunnel \(.stunnel.loadavg_1m.start // "-")-\(.stunnel.loadavg_1m.end // "-"), ambit \(.ambit.loadavg_1m.start // "-")-\(.ambit.loadavg_1m.end // "-").",
+		"- 1-minute load average at the start and end of each path (other work on the machine shows here; the bench itself adds about 2-3): direct \(.direct.loadavg_1m.start // "-")-\(.direct.loadavg_1m.end // "-"), stunnel \(.stunnel.loadavg_1m.start // "-")-\(.stunnel.loadavg_1m.end // "-"), ambit \(.ambit.loadavg_1m.start // "-")-\(.ambit.loadavg_1m.end // "-"), ambit_pod \(.ambit_pod.loadavg_1m.start // "-")-\(.ambit_pod.loadavg_1m.end // "-").",
 		"- RSS is VmRSS of the two proxies (node 1 + node 2) with the idle connections open and proven by one echoed byte each; per connection = (RSS at the largest count - RSS at 0) / count.",
 		"- CPU s/GiB: utime+stime (/proc/PID/stat) over both iperf3 runs, divided by the GiB received. Softirq work is charged to whatever runs when it fires, so the split between proxies and client+server is approximate; their sum is not.",
 		"- 2 cores are shared by the client, the server, both proxies and the kernel work of four veth hops; figures are for comparing paths in one run, not absolute capacity."

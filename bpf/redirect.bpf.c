@@ -233,16 +233,21 @@ static __always_inline int deliver_locally(struct __sk_buff *skb, struct pkt *p,
 	return TC_ACT_OK;
 }
 
-/* Steers a SYN with no socket to the agent's listener for its direction and family. */
+/* Steers a SYN with no socket to the agent's listener for its direction and family. A SYN
+ * towards the pod's own port 15008 is HBONE addressed to the pod (as ztunnel and Istio's
+ * waypoints send it): the agent's HBONE server terminates it in the pod's name. */
 static __always_inline int assign_listener(struct __sk_buff *skb, struct pkt *p,
 					   const struct redirect_iface *ifc)
 {
 	bool inbound = to_pod(p, ifc);
+	bool hbone = p->tcp->dest == bpf_htons(REDIRECT_HBONE_PORT);
 	struct bpf_sock *sk;
 	__u32 key;
 	long err;
 
-	if (p->family == 4)
+	if (inbound && hbone)
+		key = p->family == 4 ? REDIRECT_LISTENER_HBONE : REDIRECT_LISTENER_HBONE6;
+	else if (p->family == 4)
 		key = inbound ? REDIRECT_LISTENER_INBOUND : REDIRECT_LISTENER_OUTBOUND;
 	else
 		key = inbound ? REDIRECT_LISTENER_INBOUND6 : REDIRECT_LISTENER_OUTBOUND6;
@@ -258,6 +263,8 @@ static __always_inline int assign_listener(struct __sk_buff *skb, struct pkt *p,
 		return TC_ACT_SHOT;
 	}
 	count(inbound ? REDIRECT_STAT_INBOUND : REDIRECT_STAT_OUTBOUND);
+	if (inbound && hbone)
+		count(REDIRECT_STAT_HBONE);
 	if (p->family == 6)
 		count(inbound ? REDIRECT_STAT_INBOUND6 : REDIRECT_STAT_OUTBOUND6);
 	return deliver_locally(skb, p, ifc);

@@ -244,6 +244,8 @@ int tls_servername_cb(SSL *ssl, int *alert, void *arg)
 
 	if (!c)
 		return SSL_TLSEXT_ERR_NOACK;
+	if (c->fixed_cert)
+		return SSL_TLSEXT_ERR_OK;	/* chosen by the caller; the SNI asks nothing */
 	if (have_id && !c->sni_id && (c->sni_id = malloc(sizeof(*c->sni_id))))
 		*c->sni_id = id;
 	cert = ctx->select_cert ? ctx->select_cert(ctx->select_arg, have_id ? &id : NULL)
@@ -473,6 +475,14 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, const struct tls_conn
 	}
 	SSL_set_app_data(c->ssl, c);
 	if (ctx->role == TLS_ROLE_SERVER) {
+		if (o && o->cert) {
+			c->local = tls_cert_ref(o->cert);
+			c->fixed_cert = true;
+			if (use_cert(c->ssl, c->local)) {
+				e = EIO;
+				goto fail;
+			}
+		}
 		SSL_set_accept_state(c->ssl);
 		ERR_clear_error();
 		return c;

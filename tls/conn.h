@@ -33,8 +33,9 @@ enum tls_conn_st {
 const char *tls_conn_st_to_str(enum tls_conn_st st);
 
 struct tls_conn_opts {
-	/* Mesh client: the source workload's cert (a reference is taken). Ignored on a server,
-	 * whose cert comes from the ctx (SNI selection). */
+	/* Mesh client: the source workload's cert (a reference is taken). Server: NULL takes
+	 * the cert from the ctx (SNI selection); set, it is presented whatever the SNI says (a
+	 * reference is taken; pod-addressed HBONE, where the dialled address chose it). */
 	struct tls_cert *cert;
 	/* Mesh client: the identity named in SNI (the destination workload, or the waypoint
 	 * when sending to one); NULL sends no SNI (the server's default cert). Copied. */

@@ -64,6 +64,7 @@ struct tls_conn {
 	unsigned want;			/* TLS_WANT_* of the last -EAGAIN */
 	bool policy_fail;		/* the reason is a refusal (-EACCES), not a protocol error */
 	bool has_peer;
+	bool fixed_cert;		/* server: local was given at creation, SNI is not asked */
 	struct tls_cert *local;		/* a reference: our cert on this conn */
 	struct spiffe_id peer;		/* valid when has_peer */
 	struct spiffe_id *sni_id;	/* server: what the client asked for; NULL if none */

@@ -275,6 +275,7 @@ static int run(struct wpd *d)
 		.window = d->cfg.hbone_window,
 		.max_inbound = d->cfg.hbone_max_inbound,
 		.limits = &d->cfg.hbone_limits,
+		.dial_pod = strcmp(d->cfg.hbone_dial, "pod") == 0,
 	};
 	wo.hbone_addr = any;
 	((struct sockaddr_in *)&wo.hbone_addr)->sin_port = htons(15008);

@@ -625,14 +625,15 @@ static struct wp_up *up_get(struct wp_sess *s, const struct model *m,
 		struct hbone_header hdrs[3];
 		char fwd[ADDR_STR_LEN + 16], bag[768];
 		size_t nh = 0;
-		if (!node) {
+		/* hbone.dial: the endpoint's node agent (node form), or the endpoint pod's own
+		 * IP:15008 (pod form, as ztunnel and Istio's waypoints send it). */
+		if (mesh_hbone_dial(w->o.dial_pod, node ? &node->addr : NULL, NULL, target,
+				    &ci->src, &req)) {
 			conn_abort(c, CONN_UP, -EHOSTUNREACH, CONN_FLAG_NO_ROUTE,
 				   "the endpoint's node is unknown");
 			*why = "the endpoint's node is unknown";
 			goto fail;
 		}
-		req.dst = node->addr;
-		sockaddr_set_port(&req.dst, HBONE_PORT);
 		req.source = &self_id;
 		req.expect = &dst_id;
 		req.nexpect = 1;

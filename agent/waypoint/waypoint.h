@@ -46,6 +46,8 @@ struct waypoint_opts {
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
 	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
 	uint32_t sniff_timeout_ms;		/* no byte from the client this long: TCP (1000) */
+	bool dial_pod;				/* hbone.dial "pod": endpoints at their pod IP:15008,
+						 * no SNI (mesh_hbone_dial) */
 };
 
 /* Listens and starts serving. NULL + errno (logged). */

@@ -15,7 +15,14 @@
 #define REDIRECT_LISTENER_INBOUND	1	/* 15006: IPv4 TCP towards an enrolled pod */
 #define REDIRECT_LISTENER_OUTBOUND6	2	/* [::1]:15001, IPV6_V6ONLY: IPv6 TCP leaving it */
 #define REDIRECT_LISTENER_INBOUND6	3	/* [::1]:15006, IPV6_V6ONLY: IPv6 TCP towards it */
-#define REDIRECT_LISTENER_MAX		4
+/* Pod-addressed HBONE (ztunnel's wire format): TCP towards the pod's own port 15008 goes to
+ * the agent's HBONE server, which answers with that pod's certificate. */
+#define REDIRECT_LISTENER_HBONE		4	/* 127.0.0.1:15008: IPv4 to <pod IP>:15008 */
+#define REDIRECT_LISTENER_HBONE6	5	/* [::1]:15008, IPV6_V6ONLY: IPv6 to it */
+#define REDIRECT_LISTENER_MAX		6
+
+/* The port of pod-addressed HBONE (CONTRACT.md: the same number as ztunnel's). */
+#define REDIRECT_HBONE_PORT		15008
 
 /* Pinned map names (also the file names in the pin dir; at most 15 characters). */
 #define REDIRECT_MAP_LISTENERS	"ambit_listeners"
@@ -71,6 +78,8 @@ enum redirect_stat {
 	REDIRECT_STAT_OUTBOUND6,	/* of REDIRECT_STAT_OUTBOUND: IPv6, to [::1]:15001 */
 	REDIRECT_STAT_INBOUND6,		/* of REDIRECT_STAT_INBOUND: IPv6, to [::1]:15006 */
 	REDIRECT_STAT_DROP_EXTHDR,	/* IPv6 with more extension headers than are walked */
+	REDIRECT_STAT_HBONE,		/* of REDIRECT_STAT_INBOUND: to the pod's port 15008,
+					 * assigned to the pod-addressed HBONE listener */
 	REDIRECT_STAT_MAX,
 };
 

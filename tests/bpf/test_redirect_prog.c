@@ -641,6 +641,63 @@ TEST(egress_host_originated_passes)
 	CHECK_EQ_INT(run(skel->progs.ambit_egress, &in, sizeof(in), NULL, NULL), TC_ACT_OK);
 }
 
+/* Pod-addressed HBONE (ztunnel's wire format): a SYN towards the pod's own port 15008 goes to
+ * the HBONE listener of its family, never to 15006; fails closed without it. Port 15008
+ * elsewhere (outbound to another pod, a source port) is not it. */
+TEST(hbone_pod_syn_picks_the_hbone_listeners)
+{
+	REQUIRE(skel);
+	struct pkt4 hb = tcp4(OTHER_IP, POD_IP, 40201, REDIRECT_HBONE_PORT, true, false, node_mac,
+			      local_mac);
+	struct pkt4 app = tcp4(OTHER_IP, POD_IP, 40202, 8080, true, false, node_mac, local_mac);
+	struct pkt4 sport = tcp4(OTHER_IP, POD_IP, REDIRECT_HBONE_PORT, 8080, true, false,
+				 node_mac, local_mac);
+	struct pkt4 out = tcp4(POD_IP, OTHER_IP, 40203, REDIRECT_HBONE_PORT, true, false, pod_mac,
+			       node_mac);
+	struct pkt6 hb6 = tcp6(OTHER_IP6, POD_IP6, 40204, REDIRECT_HBONE_PORT, true, false);
+	struct pkt6 app6 = tcp6(OTHER_IP6, POD_IP6, 40205, 8080, true, false);
+	uint64_t assign, nolis, hbone = stat(REDIRECT_STAT_HBONE);
+	int in_fd, fd;
+
+	/* Only the 15006 listener: a SYN to 15008 is not plaintext inbound, it is dropped. */
+	in_fd = put_listener(REDIRECT_LISTENER_INBOUND, AF_INET);
+	REQUIRE(in_fd >= 0);
+	assign = stat(REDIRECT_STAT_DROP_ASSIGN);
+	nolis = stat(REDIRECT_STAT_DROP_NO_LISTENER);
+	CHECK_EQ_INT(in_verdict(&hb, sizeof(hb)), TC_ACT_SHOT);
+	CHECK_EQ_INT(stat(REDIRECT_STAT_DROP_NO_LISTENER) - nolis, 1);
+	CHECK_EQ_INT(stat(REDIRECT_STAT_DROP_ASSIGN) - assign, 0);
+	drop_listener(REDIRECT_LISTENER_INBOUND, in_fd);
+
+	/* Only the HBONE listener: 15008 finds it; 8080, a source port 15008 and the pod's own
+	 * outbound to port 15008 do not. */
+	fd = put_listener(REDIRECT_LISTENER_HBONE, AF_INET);
+	REQUIRE(fd >= 0);
+	assign = stat(REDIRECT_STAT_DROP_ASSIGN);
+	nolis = stat(REDIRECT_STAT_DROP_NO_LISTENER);
+	CHECK_EQ_INT(in_verdict(&hb, sizeof(hb)), TC_ACT_SHOT);
+	CHECK_EQ_INT(stat(REDIRECT_STAT_DROP_ASSIGN) - assign, 1);	/* found the listener */
+	CHECK_EQ_INT(in_verdict(&app, sizeof(app)), TC_ACT_SHOT);
+	CHECK_EQ_INT(in_verdict(&sport, sizeof(sport)), TC_ACT_SHOT);
+	CHECK_EQ_INT(in_verdict(&out, sizeof(out)), TC_ACT_SHOT);
+	CHECK_EQ_INT(in6_verdict(&hb6), TC_ACT_SHOT);	/* IPv6 never takes the IPv4 one */
+	CHECK_EQ_INT(stat(REDIRECT_STAT_DROP_NO_LISTENER) - nolis, 4);
+	drop_listener(REDIRECT_LISTENER_HBONE, fd);
+
+	fd = put_listener(REDIRECT_LISTENER_HBONE6, AF_INET6);
+	REQUIRE(fd >= 0);
+	assign = stat(REDIRECT_STAT_DROP_ASSIGN);
+	nolis = stat(REDIRECT_STAT_DROP_NO_LISTENER);
+	CHECK_EQ_INT(in6_verdict(&hb6), TC_ACT_SHOT);
+	CHECK_EQ_INT(stat(REDIRECT_STAT_DROP_ASSIGN) - assign, 1);
+	CHECK_EQ_INT(in6_verdict(&app6), TC_ACT_SHOT);
+	CHECK_EQ_INT(in_verdict(&hb, sizeof(hb)), TC_ACT_SHOT);
+	CHECK_EQ_INT(stat(REDIRECT_STAT_DROP_NO_LISTENER) - nolis, 2);
+	drop_listener(REDIRECT_LISTENER_HBONE6, fd);
+	/* Counted only once assigned, which test_run cannot do (test_capture_netns does). */
+	CHECK_EQ_INT(stat(REDIRECT_STAT_HBONE) - hbone, 0);
+}
+
 TEST(teardown)
 {
 	redirect_bpf__destroy(skel);

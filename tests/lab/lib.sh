@@ -217,19 +217,59 @@ lab_stop_agent() {
 	return 0
 }
 
-# lab_leaf DIR NAME URI [CA_CERT CA_KEY]: DIR/NAME.crt and DIR/NAME.key, a P-256 leaf with URI as
-# its SAN (a SPIFFE ID), valid one day, from the lab's CA unless another is given; DIR/leaf.ext
-# holds the extensions (URI from $LEAF_URI), for callers that sign with `openssl ca` themselves.
-lab_leaf() {
-	local dir=$1 n=$2 uri=$3 ca=${4:-$LAB_CA_CERT} cakey=${5:-$LAB_CA_KEY}
-	cat >"$dir/leaf.ext" <<'EXT'
+# lab_h2peer: sets H2PEER (tests/tools/h2peer.py, the independent HBONE peer) and H2PY, a python3
+# that has python3-h2 (the system one has it when another python3 comes first in PATH).
+lab_h2peer() {
+	local p
+	H2PEER=$LAB_TOP/tests/tools/h2peer.py
+	H2PY=python3
+	for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done
+}
+
+# lab_other_ca DIR: a CA that the mesh does not trust, DIR/ca.crt and DIR/ca.key (P-256, 1 day).
+lab_other_ca() {
+	mkdir -p "$1" &&
+		openssl ecparam -name prime256v1 -genkey -noout -out "$1/ca.key" 2>/dev/null &&
+		openssl req -x509 -new -key "$1/ca.key" -subj "/O=other" -days 1 -out "$1/ca.crt" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+}
+
+# lab_leaf_ext FILE: the X.509 extensions of a mesh leaf (client and server), its URI SAN read from
+# $LEAF_URI when it is signed (openssl x509 -req / openssl ca -extfile FILE).
+lab_leaf_ext() {
+	cat >"$1" <<'EXT'
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth,clientAuth
 subjectAltName = URI:${ENV::LEAF_URI}
 EXT
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=$n" \
-		-keyout "$dir/$n.key" -out "$dir/$n.csr" 2>/dev/null || return 1
-	LEAF_URI=$uri openssl x509 -req -in "$dir/$n.csr" -CA "$ca" -CAkey "$cakey" \
-		-set_serial "$RANDOM" -days 1 -extfile "$dir/leaf.ext" -out "$dir/$n.crt" 2>"$dir/$n.err"
+}
+
+# lab_leaf DIR NAME URI CA_CERT CA_KEY: DIR/NAME.key and DIR/NAME.crt, a P-256 mesh leaf for the
+# SPIFFE ID URI signed by that CA, valid 1 day (DIR/NAME.csr and DIR/leaf.ext are left there).
+lab_leaf() {
+	local dir=$1 n=$2
+	lab_leaf_ext "$dir/leaf.ext" &&
+		openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=$n" \
+			-keyout "$dir/$n.key" -out "$dir/$n.csr" 2>/dev/null &&
+		LEAF_URI=$3 openssl x509 -req -in "$dir/$n.csr" -CA "$4" -CAkey "$5" \
+			-set_serial "$RANDOM" -days 1 -extfile "$dir/leaf.ext" -out "$dir/$n.crt" 2>/dev/null
+}
+
+# lab_start_waypoint NAME LOG CONFIG: runs $AMBIT_BUILD/ambit-waypoint --config CONFIG in the lab's
+# waypoint pod (lab.sh up --waypoint), output to LOG, pid in WP_PID; waits up to 10 s for its
+# readiness. Returns non-zero (with the log's tail) when it exits or never becomes ready.
+lab_start_waypoint() {
+	local name=$1 log=$2 i
+	pod_spawn "$name" "$LAB_WAYPOINT_POD" "$log" "$AMBIT_BUILD/ambit-waypoint" --config "$3"
+	WP_PID=$SPAWNED_PID
+	for i in $(seq 100); do
+		pod_exec "$name" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
+			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
+		kill -0 "$WP_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 20 "$log" | sed 's/^/#   /'
+	return 1
 }

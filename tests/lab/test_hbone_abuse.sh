@@ -40,7 +40,7 @@ if ! lab_start_agent "$lab" 1 || ! lab_start_agent "$lab" 2; then
 fi
 
 # The attacker: app-3 (pod n1-p3, outside the mesh, not captured) with a leaf of the mesh CA.
-lab_leaf "$logs" app3 "$(spiffe app-3)"
+lab_leaf "$logs" app3 "$(spiffe app-3)" "$LAB_CA_CERT" "$LAB_CA_KEY"
 check "the attacker's certificate chains to the mesh CA" openssl verify -CAfile "$LAB_CA_CERT" "$logs/app3.crt"
 SNI1=app-1.default.$TD.spiffe	# tls/identity.c: the SNI asking for app-1's identity
 

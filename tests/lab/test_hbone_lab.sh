@@ -24,9 +24,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - hbone lab (needs root)"; exit 1; }
 logs=$(mktemp -d /tmp/ambit-hbone.XXXXXX)
 lab=hbone-$$	# unique: other runs of this test may be up at the same time
-H2PY=python3	# h2peer.py needs python3-h2: the system python has it when another one is first in PATH
-for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done
-H2PEER=$LAB_TOP/tests/tools/h2peer.py
+lab_h2peer
 DRAIN_MS=6000	# proxy.drain_timeout_ms of node 2's agent (connections get half: spans the rest)
 TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/default/sa/$1"; }
@@ -122,14 +120,13 @@ note "node 2's pool to node 1: $(jq -c 'map({streams_total, streams, state})' <<
 # Client certificates for app-3 (outside the mesh, so its pod n1-p3 is not captured): from the
 # lab CA, expired from the lab CA, from another CA; and app-1's, for h2peer's server below.
 other=$LAB_ROOT/$lab/other-ca
-mkdir -p "$other"
-openssl ecparam -name prime256v1 -genkey -noout -out "$other/ca.key" 2>/dev/null
-openssl req -x509 -new -key "$other/ca.key" -subj "/O=other" -days 1 -out "$other/ca.crt" \
-	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+lab_other_ca "$other"
+lab_leaf_ext "$logs/leaf.ext"
 leaf() { # NAME SA CA_CERT CA_KEY [openssl ca dates...]: $logs/NAME.crt and .key for SA
 	local n=$1 sa=$2 ca=$3 cakey=$4; shift 4
-	lab_leaf "$logs" "$n" "$(spiffe "$sa")" "$ca" "$cakey" || return 1
-	[ $# -eq 0 ] && return
+	[ $# -gt 0 ] || { lab_leaf "$logs" "$n" "$(spiffe "$sa")" "$ca" "$cakey"; return; }
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=$n" \
+		-keyout "$logs/$n.key" -out "$logs/$n.csr" 2>/dev/null || return 1
 	# explicit dates need `openssl ca` and its small database
 	mkdir -p "$logs/$n.db" && : >"$logs/$n.db/index.txt" && echo 1000 >"$logs/$n.db/serial"
 	cat >"$logs/$n.cnf" <<CNF

@@ -27,19 +27,7 @@ logs=$(mktemp -d /tmp/ambit-waypoint.XXXXXX)
 lab=wp-$$	# unique: other runs of this test (make lab-test) may be up at the same time
 NODE=$(command -v node)
 
-start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for readiness
-	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$WAYPOINT_BIN" --config "$1"
-	WP_PID=$SPAWNED_PID
-	local i
-	for i in $(seq 100); do
-		pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
-			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
-		kill -0 "$WP_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	tail -n 20 "$logs/waypoint.log" | sed 's/^/#   /'
-	return 1
-}
+start_waypoint() { lab_start_waypoint "$lab" "$logs/waypoint.log" "$1"; } # CONFIG; sets WP_PID
 
 stop_waypoint() {
 	[ -n "${WP_PID:-}" ] || return 0

@@ -26,18 +26,7 @@ for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=
 SLOW_MS=300	# the slow endpoint (app-1 on node 1) holds every answer this long
 DRAIN_MS=8000	# proxy.drain_timeout_ms of the waypoint here
 
-start_waypoint() { # CONFIG: runs ambit-waypoint in the waypoint pod; waits for readiness
-	pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$WAYPOINT_BIN" --config "$1"
-	WP_PID=$SPAWNED_PID
-	for _ in $(seq 100); do
-		pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
-			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
-		kill -0 "$WP_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	tail -n 20 "$logs/waypoint.log" | sed 's/^/#   /'
-	return 1
-}
+start_waypoint() { lab_start_waypoint "$lab" "$logs/waypoint.log" "$1"; } # CONFIG; sets WP_PID
 
 wait_waypoint_exit() { # SECONDS: waits for the waypoint to exit; WP_EXIT (or "timeout")
 	local rc=0

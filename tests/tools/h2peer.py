@@ -4,8 +4,11 @@
 # certificates from the test CA). Driven by tests/unit/test_hbone.c; prints "ok -"/"not ok -".
 #   h2peer.py client HOST:PORT AUTHORITY --sni NAME --expect SPIFFE_ID --bytes N  (+ TLS files)
 #   h2peer.py server --expect-peer SPIFFE_ID --streams N [--listen IP:PORT]
-#                    [--header NAME=REGEX ...]                                   (+ TLS files)
-#     each CONNECT must carry header NAME matching REGEX (re.search), as well as traceparent
+#                    [--header NAME=REGEX ...] [--no-sni]                        (+ TLS files)
+#     each CONNECT must carry header NAME matching REGEX (re.search), as well as traceparent;
+#     --no-sni: the client must send no SNI (ztunnel's pod-addressed form, where the server
+#     is found by the destination pod's IP:15008, as a ztunnel node serves it)
+#   HOST:PORT may be IPv6 as [ADDR]:PORT; without --sni no SNI is sent (pod-addressed HBONE)
 #   h2peer.py probe HOST:PORT --expect SPIFFE_ID --case AUTHORITY=STATUS[=REASON] ... (+ TLS files)
 #     one connection, one CONNECT per --case in turn: the answer's :status must be STATUS and
 #     its ambit-reason contain REASON; on a 200 an HTTP/1.1 "GET --path" goes through the
@@ -43,6 +46,12 @@ def check(name, cond, detail=""):
     results.append(bool(cond))
     print(("ok - " if cond else "not ok - ") + "h2peer." + name + ("" if cond else " # " + detail))
     sys.stdout.flush()
+
+
+def hostport(target):
+    """'IP:PORT' or '[IPv6]:PORT' -> (host, port)."""
+    host, port = target.rsplit(":", 1)
+    return host.strip("[]"), int(port)
 
 
 def peer_uri(tls):
@@ -117,9 +126,8 @@ class Pump:
 
 
 def run_client(a):
-    host, port = a.target.rsplit(":", 1)
     ctx = context(a, False)
-    tls = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10),
+    tls = ctx.wrap_socket(socket.create_connection(hostport(a.target), timeout=10),
                           server_hostname=a.sni)
     check("client_tls13_alpn_h2", tls.version() == "TLSv1.3" and
           tls.selected_alpn_protocol() == "h2", f"{tls.version()} {tls.selected_alpn_protocol()}")
@@ -212,8 +220,7 @@ def probe_one(p, conn, authority, want, reason, path):
 
 
 def run_probe(a):
-    host, port = a.target.rsplit(":", 1)
-    tls = context(a, False).wrap_socket(socket.create_connection((host, int(port)), timeout=10),
+    tls = context(a, False).wrap_socket(socket.create_connection(hostport(a.target), timeout=10),
                                         server_hostname=a.sni)
     check("probe_server_identity", peer_uri(tls) == a.expect, str(peer_uri(tls)))
     conn = h2.connection.H2Connection(h2config(True))
@@ -253,8 +260,7 @@ def read_until_end(recv, timeout=10):
 
 
 def run_refused(a):
-    host, port = a.target.rsplit(":", 1)
-    raw = socket.create_connection((host, int(port)), timeout=10)
+    raw = socket.create_connection(hostport(a.target), timeout=10)
     if a.plain:
         # plaintext on a TLS port: an HTTP/2 prior-knowledge preface, or bytes that are no protocol
         raw.sendall(H2_PREFACE if a.plain == "preface" else b"hello, is this thing on?\r\n" * 64)
@@ -431,10 +437,12 @@ def run_attack(a):
 
 def run_server(a):
     ctx = context(a, True)
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lhost, lport = (a.listen or "127.0.0.1:0").rsplit(":", 1)
+    snis = []
+    ctx.sni_callback = lambda sock, name, c: snis.append(name)  # name None: no SNI
+    lhost, lport = hostport(a.listen or "127.0.0.1:0")
+    ls = socket.socket(socket.AF_INET6 if ":" in lhost else socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((lhost, int(lport)))
+    ls.bind((lhost, lport))
     ls.listen(8)
     ls.settimeout(20)
     print("PORT %d" % ls.getsockname()[1])
@@ -447,6 +455,8 @@ def run_server(a):
         check("server_tls13_alpn_h2", tls.version() == "TLSv1.3" and
               tls.selected_alpn_protocol() == "h2")
         check("server_client_identity", peer_uri(tls) == a.expect_peer, str(peer_uri(tls)))
+        if a.no_sni:
+            check("server_no_sni", snis[-1:] == [None], "SNI %r" % snis[-1:])
         conn = h2.connection.H2Connection(h2config(False))
         conn.initiate_connection()
         conn.increment_flow_control_window(16 << 20)
@@ -523,6 +533,7 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--want-refused", type=int, default=1)
+    ap.add_argument("--no-sni", action="store_true")
     a = ap.parse_args()
     if a.authority is None:
         a.authority = a.authority_pos

@@ -38,6 +38,7 @@ TEST(contract_example_loads)
 	CHECK_EQ_STR(c.otlp_endpoint, "http://127.0.0.1:4317");
 	CHECK_EQ_INT(c.max_queue_size, 2048);
 	CHECK_EQ_INT(c.hbone_max_streams, 100);
+	CHECK_EQ_STR(c.hbone_dial, "node");
 	json_t *j = config_to_json(&c);
 	CHECK(j != NULL);
 	json_decref(j);
@@ -86,6 +87,30 @@ TEST(errors_name_file_key_value)
 	       "admin_address: '0.0.0.0:15000' is not a loopback address");
 	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"admin_address\":\"[fd00::1]:15000\"}",
 	       "is not a loopback address");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"dial\":\"sni\"}}",
+	       "hbone.dial: 'sni' is not one of node, pod");
+}
+
+/* hbone.dial: "pod" (ztunnel's form) for the agent and the waypoint alike. */
+TEST(hbone_dial_pod)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"dial\":\"pod\"}}");
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.hbone_dial, "pod");
+	json_t *j = config_to_json(&c);
+	CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(j, "hbone"), "dial")), "pod");
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+	write_cfg("{\"name\":\"wp\",\"namespace\":\"default\",\"hbone\":{\"dial\":\"pod\"}}");
+	config_init(&c, CONFIG_ROLE_WAYPOINT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_WAYPOINT, path, err, sizeof(err)), 0);
+	CHECK_EQ_STR(c.hbone_dial, "pod");
+	config_fini(&c);
+	unlink(path);
 }
 
 /* hbone.limits: defaults when absent, each key read, shown by config_to_json, bad ones named. */

@@ -149,6 +149,14 @@ struct rig {
 	struct spiffe_id src, sni, expect;
 	char authority[64];
 	int up_sndbuf;		/* SO_SNDBUF of the inbound side's upstream sockets, 0 = default */
+	/* pod-addressed HBONE: the server's second listener, standing in for a pod's IP:15008
+	 * (a plain socket: its local address is what the client dialled) */
+	struct sockaddr_storage pod_addr;
+	bool no_sni;				/* outbound: ztunnel's form */
+	struct sockaddr_storage key_src;	/* outbound: pool key part when family set */
+	int pod_refused, refusals;		/* pod_cert said no; on_refused calls */
+	bool pod_gone;				/* pod_cert refuses everything */
+	bool in_pod;				/* the last inbound CONNECT was pod-addressed */
 	/* results, written on the loop thread */
 	struct closed_rec out_closed, in_closed;
 	int inbound_seen;
@@ -184,6 +192,7 @@ static void out_accept(struct loop *l, struct loop_io *io, uint32_t events)
 		struct hbone_request req = {
 			.source = &R->src, .dst = R->hbone_addr, .expect = &R->expect, .nexpect = 1,
 			.sni = &R->sni, .authority = R->authority, .headers = hdr, .nheaders = 2,
+			.no_sni = R->no_sni, .key_src = R->key_src.ss_family ? &R->key_src : NULL,
 		};
 		conn_info(c)->kind = CONN_OUTBOUND;
 		conn_attach(c, CONN_DOWN, down);
@@ -207,6 +216,7 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	r->inbound_seen++;
 	if (sockaddr_port(&req->target) == sockaddr_port(&r->up_addr))
 		r->inbound_to_up++;
+	r->in_pod = req->pod_addressed;
 	snprintf(r->in_traceparent, sizeof(r->in_traceparent), "%s",
 		 req->traceparent ? req->traceparent : "");
 	if (req->peer_id)
@@ -291,6 +301,28 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 	return certstore_get(arg, &server);
 }
 
+/* The pod behind the pod-addressed listener: its certificate for its own address, none else. */
+static struct tls_cert *pod_cert(void *arg, const struct sockaddr_storage *dialed,
+				 const struct sockaddr_storage *peer)
+{
+	struct rig *r = arg;
+	struct spiffe_id pod = sid("pod", "web");
+	(void)peer;
+	if (r->pod_gone || !sockaddr_ip_equal(dialed, &r->pod_addr) ||
+	    sockaddr_port(dialed) != sockaddr_port(&r->pod_addr)) {
+		r->pod_refused++;
+		return NULL;
+	}
+	return certstore_get(r->cs, &pod);
+}
+
+static void on_refused(void *arg, bool pod, int err, const char *reason)
+{
+	struct rig *r = arg;
+	(void)pod, (void)err, (void)reason;
+	r->refusals++;
+}
+
 static void rig_start(struct rig *r, const struct hbone_opts *copts, const struct hbone_opts *sopts)
 {
 	struct conn_hooks h = { .closed = on_closed };
@@ -313,9 +345,14 @@ static void rig_start(struct rig *r, const struct hbone_opts *copts, const struc
 	r->cctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
 	r->l = loop_new();
 	struct sockaddr_storage any = loopback(0);
-	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = r };
+	struct hbone_server_cbs cbs = { .on_connect = on_connect, .pod_cert = pod_cert,
+					.on_refused = on_refused, .arg = r };
 	r->srv = hbone_server_new(r->l, &any, r->sctx, &cbs, sopts);
 	hbone_server_addr(r->srv, &r->hbone_addr);
+	int pfd = listen_any(&r->pod_addr);
+	fd_set_nonblock(pfd);
+	if (hbone_server_listen_pod(r->srv, pfd))
+		abort();
 	r->pool = hbone_pool_new(r->l, r->cctx, r->cs, copts);
 	r->pool2 = hbone_pool_new(r->l, r->cctx, r->cs2, copts);
 	r->out_lfd = listen_any(&r->out_addr);
@@ -1157,6 +1194,80 @@ TEST(inbound_connections_beyond_max_sessions_are_refused)
 	}
 	for (int i = 0; i < 3; i++)
 		close(cl[i]);
+	rig_stop(&r);
+}
+
+/* One echo round trip through the outbound listener; 0 when it came back intact. */
+static int echo_once(struct rig *r, const char *msg)
+{
+	char buf[32];
+	size_t n = strlen(msg);
+	int cl = dial(&r->out_addr), ok;
+
+	ok = write(cl, msg, n) == (ssize_t)n && read_full(cl, buf, n, 5000) == (ssize_t)n &&
+	     memcmp(buf, msg, n) == 0;
+	shutdown(cl, SHUT_WR);
+	read_full(cl, buf, sizeof(buf), 5000);
+	close(cl);
+	return ok ? 0 : -1;
+}
+
+/* ztunnel's form: no SNI, the server's certificate chosen by the address dialled (the pod's),
+ * the CONNECT marked pod-addressed; the client pools per (source, destination, source pod
+ * address); a dialled address with no pod behind it is refused before TLS. */
+TEST(pod_addressed_no_sni_cert_by_dialled_address)
+{
+	struct rig r;
+	struct stats_req s;
+	rig_start(&r, NULL, NULL);
+	r.hbone_addr = r.pod_addr;
+	r.no_sni = true;
+	r.expect = sid("pod", "web");
+	r.key_src = loopback(0);
+	CHECK_EQ_INT(echo_once(&r, "one"), 0);
+	CHECK(r.in_pod);
+	CHECK_EQ_STR(r.in_local, "spiffe://cluster.local/ns/pod/sa/web");
+	CHECK_EQ_INT(echo_once(&r, "two"), 0);	/* same key: the pooled connection */
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns_total, 1);
+	/* another source pod address: a connection of its own */
+	sockaddr_parse("127.0.0.2", 0, &r.key_src);
+	CHECK_EQ_INT(echo_once(&r, "three"), 0);
+	on_loop(stats_on_loop, &s);
+	CHECK_EQ_INT(s.pool.conns_total, 2);
+	CHECK_EQ_INT(s.srv.conns_total, 2);
+	CHECK_EQ_INT(r.pod_refused, 0);
+	CHECK_EQ_INT(r.refusals, 0);
+	/* no pod behind the dialled address: closed at accept, the client fails (UF); its stream
+	 * may be reset before anything is written */
+	CHECK(wait_count(&r.out_closed.count, 3));
+	r.pod_gone = true;
+	sockaddr_parse("127.0.0.3", 0, &r.key_src);
+	char buf[8];
+	int cl = dial(&r.out_addr);
+	ssize_t n = read_full(cl, buf, sizeof(buf), 5000);
+	CHECK(n == 0 || n == -ECONNRESET);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 4));
+	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
+	CHECK_EQ_INT(r.pod_refused, 1);
+	rig_stop(&r);
+}
+
+/* The pod-addressed listener presents the pod's certificate: a client expecting another
+ * identity refuses it, and the server counts its handshake failure as a refusal. */
+TEST(pod_addressed_wrong_identity_and_refusal_hook)
+{
+	struct rig r;
+	rig_start(&r, NULL, NULL);
+	r.hbone_addr = r.pod_addr;
+	r.no_sni = true;	/* expect stays server/echo: the pod is pod/web */
+	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
+		       "expected spiffe://cluster.local/ns/server/sa/echo");
+	CHECK_EQ_INT(r.inbound_seen, 0);
+	for (int i = 0; i < 500 && !__atomic_load_n(&r.refusals, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+	CHECK_EQ_INT(r.refusals, 1);
 	rig_stop(&r);
 }
 

@@ -535,6 +535,40 @@ TEST(server_picks_cert_by_sni)
 	tls_cert_unref(cb);
 }
 
+/* Pod-addressed HBONE: the server's cert is chosen before the handshake (by the dialled
+ * address) and presented whatever the SNI says, with no SNI or with one naming another. */
+TEST(server_fixed_cert_ignores_sni)
+{
+	struct spiffe_id src = sid(TD, "default", "client"), a = sid(TD, "shop", "cart"),
+			 b = sid(TD, "shop", "checkout");
+	struct tls_cert *ccert = issue(mesh_ca(), src);
+	struct tls_cert *ca_ = issue(mesh_ca(), a), *cb = issue(mesh_ca(), b);
+	const struct spiffe_id *snis[2] = { NULL, &a };
+
+	for (int i = 0; i < 2; i++) {
+		struct mesh m = { .sc = { .n = 1, .certs = { tls_cert_ref(ca_) },
+					  .dflt = tls_cert_ref(ca_) } };
+		struct tls_conn_opts co = { .cert = ccert, .sni = snis[i], .expect = &b, .nexpect = 1 };
+		struct tls_conn_opts so = { .cert = cb };
+		m.sctx = server_ctx(mesh_ca(), &m.sc);
+		m.cctx = client_ctx(mesh_ca());
+		pair(m.sv);
+		m.cl = tls_conn_new(m.cctx, m.sv[0], &co);
+		m.srv = tls_conn_new(m.sctx, m.sv[1], &so);
+		REQUIRE(m.cl && m.srv);
+		drive(m.cl, m.srv, &m.rc, &m.rs);
+		CHECK_EQ_INT(m.rc, 0);
+		CHECK_EQ_INT(m.rs, 0);
+		CHECK(m.rc || spiffe_id_equal(tls_conn_peer_id(m.cl), &b));
+		CHECK(spiffe_id_equal(tls_cert_id(tls_conn_local_cert(m.srv)), &b));
+		CHECK(m.rs || spiffe_id_equal(tls_conn_peer_id(m.srv), &src));
+		mesh_done(&m);
+	}
+	tls_cert_unref(ccert);
+	tls_cert_unref(ca_);
+	tls_cert_unref(cb);
+}
+
 /* The client of a refused handshake sees the server's alert on its first read (TLS 1.3: the
  * client's handshake ends before the server has checked the client certificate). */
 static int client_outcome(struct mesh *m)

@@ -165,9 +165,43 @@ TEST(errors_are_precise)
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"enrolled\":\"yes\"}]}",
 		     "workloads[0].enrolled: must be true or false");
 	expect_error("[1,2]", "top level must be an object");
+	expect_error("{\"resources\":[{\"kind\":\"AuthorizationPolicy\"}]}",
+		     "resources[0].apiVersion: must be a string");
+	expect_error("{\"resources\":[7]}", "resources[0]: must be an object");
+	expect_error("{\"resources\":{}}", "resources: must be an array");
+	expect_error("{\"mesh_config\":[]}", "mesh_config: must be an object");
 	expect_error("{\"workloads\": [", "line 1");
 	expect_error("{\"workloads\":[{\"name\":\"a\",\"namespace\":\"d\",\"addresses\":[\"10.0.0.1:80\"]}]}",
 		     "is not an IP address");
+}
+
+/* Istio objects and MeshConfig ride along as read-only JSON copies (the istio/ modules
+ * compile them); absent, they are an empty array and an empty object. */
+TEST(istio_resources_carried)
+{
+	static const char doc[] =
+		"{\"resources\":[{\"apiVersion\":\"security.istio.io/v1\",\"kind\":"
+		"\"AuthorizationPolicy\",\"metadata\":{\"name\":\"p\",\"namespace\":\"d\"},"
+		"\"spec\":{}}],\"mesh_config\":{\"enableTracing\":true}}";
+	char err[256];
+	json_error_t jerr;
+	json_t *root = json_loads(doc, 0, &jerr);
+	REQUIRE(root != NULL);
+	struct model *m = model_from_json(root, err, sizeof(err));
+	REQUIRE(m != NULL);
+	json_object_set_new(root, "mesh_config", json_null());	/* the caller's copy changes */
+	CHECK_EQ_INT((int)json_array_size(m->resources), 1);
+	CHECK(json_is_true(json_object_get(m->mesh_config, "enableTracing")));
+	json_t *dump = model_to_json(m);
+	CHECK(json_equal(json_object_get(dump, "resources"), m->resources));
+	json_decref(dump);
+	json_decref(root);
+	model_unref(m);
+	m = model_parse("{}", 2, err, sizeof(err));
+	REQUIRE(m != NULL);
+	CHECK(json_is_array(m->resources) && json_array_size(m->resources) == 0);
+	CHECK(json_is_object(m->mesh_config));
+	model_unref(m);
 }
 
 TEST(roundtrip_json)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Strict JSON reading helpers shared by the config loader and the workloads model. */
-#include "agent/jsonx.h"
+#include "common/jsonx.h"
 
 #include <errno.h>
 #include <math.h>

@@ -2,8 +2,8 @@
 /* Strict reading of JSON documents (config, workloads file): typed getters with bounds that
  * leave defaults alone when a key is absent, unknown-key checks, and one error line naming
  * the file, the key path and the bad value ("node1.json: tracing.otlp.protocol: ..."). */
-#ifndef AMBIT_AGENT_JSONX_H
-#define AMBIT_AGENT_JSONX_H
+#ifndef AMBIT_COMMON_JSONX_H
+#define AMBIT_COMMON_JSONX_H
 
 #include <jansson.h>
 #include <stdbool.h>
