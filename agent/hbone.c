@@ -179,6 +179,7 @@ struct hbone_stream {
 	size_t in_conn;		/* written into the conn's buffer, window not yet returned */
 	int status;				/* client: response :status */
 	char *reason;				/* client: HBONE_REASON_HEADER value */
+	struct req_copy *rq;			/* client: the request, until its HEADERS left */
 	/* server: request pseudo-headers and forwarded headers */
 	char *method, *authority, *scheme, *path, *protocol;
 	char *traceparent, *baggage, *forwarded;
@@ -203,6 +204,7 @@ static void stream_answered(struct hbone_stream *st);
 static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void server_unqueue(struct hbone_sess *s, struct hbone_stream *st);
+static bool client_resend(struct hbone_sess *s, struct hbone_stream *st);
 static bool server_more_waiting(struct hbone_sess *s);
 static void server_linger(struct hbone_sess *s);
 static void server_linger_read(struct hbone_sess *s);
@@ -412,11 +414,14 @@ static struct hbone_stream *stream_new(struct hbone_sess *s)
 	return st;
 }
 
+static void req_copy_free(struct req_copy *rq);
+
 static void stream_free_task(struct loop *l, void *arg)
 {
 	struct hbone_stream *st = arg;
 	struct hbone_sess *s = st->s;
 	(void)l;
+	req_copy_free(st->rq);
 	if (st->flags & STF_QUEUED)
 		server_unqueue(s, st);
 	ovf_clear(st);
@@ -1131,6 +1136,8 @@ static void client_response(struct hbone_sess *s, struct hbone_stream *st)
 	if (st->flags & STF_ANSWERED)
 		return;	/* trailers */
 	st->flags |= STF_ANSWERED;
+	req_copy_free(st->rq);	/* answered: never sent again */
+	st->rq = NULL;
 	if (!stream_has_conn(st))
 		return;
 	if (st->status == 200) {
@@ -1276,6 +1283,12 @@ static int on_stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error_co
 
 	if (!st)
 		return 0;
+	/* Refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last stream ID, which nghttp2
+	 * reports the same way): safe to send again (RFC 9113 §8.7). */
+	if (!s->server && error_code == NGHTTP2_REFUSED_STREAM && client_resend(s, st)) {
+		nghttp2_session_set_stream_user_data(ng, id, NULL);
+		return 0;
+	}
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	st->flags |= STF_CLOSED;
 	stream_answered(st);
@@ -1328,6 +1341,8 @@ static int on_frame_not_send_cb(nghttp2_session *ng, const nghttp2_frame *frame,
 		return 0;
 	/* A request that never left: refused by GOAWAY, or cancelled before it went. */
 	if (!(st = sess_find_stream(s, frame->hd.stream_id)))
+		return 0;
+	if (lib_error == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED && client_resend(s, st))
 		return 0;
 	st->flags |= STF_CLOSED;
 	snprintf(why, sizeof(why), "HBONE request not sent: %s", nghttp2_strerror(lib_error));
@@ -2003,7 +2018,103 @@ fail:
 	return NULL;
 }
 
+/* ---- client: a request crossed by a GOAWAY goes again on another connection ----
+ * The peer (an agent being upgraded, say) sent GOAWAY while our HEADERS waited in nghttp2's
+ * queue (nghttp2 then refuses to start the stream), or refused the stream unprocessed
+ * (REFUSED_STREAM, or an ID above its GOAWAY's last one). The peer did nothing with it, so it
+ * is safe to send it again (RFC 9113 §6.8, §8.7): the stream keeps a copy of its request until
+ * the answer comes, and at most REQ_TRIES sends are made. */
+
+#define REQ_TRIES 3
+
+struct req_copy {
+	struct hbone_request req;
+	struct spiffe_id source, sni, expect[TLS_EXPECT_MAX];
+	struct sockaddr_storage key_src;
+	struct hbone_header headers[16];
+	int tries;
+	char strs[];		/* authority, then each header's name and value */
+};
+
+static void req_copy_free(struct req_copy *rq)
+{
+	free(rq);
+}
+
+/* A deep copy of req (validated by hbone_connect). NULL on ENOMEM. */
+static struct req_copy *req_copy_new(const struct hbone_request *req, int tries)
+{
+	size_t len = strlen(req->authority) + 1;
+	struct req_copy *rq;
+	char *p;
+
+	for (size_t i = 0; i < req->nheaders; i++)
+		len += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
+	if (!(rq = calloc(1, sizeof(*rq) + len)))
+		return NULL;
+	rq->req = *req;
+	rq->tries = tries;
+	rq->source = *req->source;
+	rq->req.source = &rq->source;
+	memcpy(rq->expect, req->expect, req->nexpect * sizeof(*req->expect));
+	rq->req.expect = rq->expect;
+	if (req->sni) {
+		rq->sni = *req->sni;
+		rq->req.sni = &rq->sni;
+	}
+	if (req->key_src) {
+		rq->key_src = *req->key_src;
+		rq->req.key_src = &rq->key_src;
+	}
+	p = rq->strs;
+	rq->req.authority = strcpy(p, req->authority);
+	p += strlen(p) + 1;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		rq->headers[i].name = strcpy(p, req->headers[i].name);
+		p += strlen(p) + 1;
+		rq->headers[i].value = strcpy(p, req->headers[i].value);
+		p += strlen(p) + 1;
+	}
+	rq->req.headers = req->nheaders ? rq->headers : NULL;
+	return rq;
+}
+
+static int client_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c,
+			  int tries);
+
+/* st's request was refused unsent by a GOAWAY: sends it again for the same conn. true when
+ * done (st is then let go), false to fail the conn as before. */
+static bool client_resend(struct hbone_sess *s, struct hbone_stream *st)
+{
+	struct req_copy *rq = st->rq;
+	struct conn *c = st->base.conn;
+
+	if (!rq || !s->owner || !stream_has_conn(st) || rq->tries >= REQ_TRIES ||
+	    (st->flags & STF_ANSWERED))
+		return false;
+	st->rq = NULL;
+	/* The conn's upstream end becomes the new stream's; this one is let go. */
+	st->flags |= STF_CLOSED | STF_RELEASED;
+	if (client_connect(container_of(s->owner, struct hbone_pool, o), &rq->req, c,
+			   rq->tries + 1)) {
+		st->flags &= ~(STF_CLOSED | STF_RELEASED);	/* fail it as before */
+		req_copy_free(rq);
+		return false;
+	}
+	pr_debug("hbone: stream %d refused unsent by GOAWAY: sent again on another connection",
+		 st->id);
+	req_copy_free(rq);
+	stream_maybe_free(st);
+	return true;
+}
+
 int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c)
+{
+	return client_connect(p, req, c, 1);
+}
+
+static int client_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c,
+			  int tries)
 {
 	nghttp2_nv nva[2 + 16];
 	size_t n = 0;
@@ -2058,6 +2169,7 @@ int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct 
 		return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -EAGAIN : -ENOMEM;
 	}
 	st->id = id;
+	st->rq = req_copy_new(req, tries);	/* NULL: no resend, nothing else lost */
 	conn_attach(c, CONN_UP, &st->base);
 	conn_arm_connect_timeout(c, p->o.opts.connect_timeout_ms);
 	sess_mark(s);

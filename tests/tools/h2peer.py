@@ -461,6 +461,21 @@ def run_server(a):
         conn.initiate_connection()
         conn.increment_flow_control_window(16 << 20)
         p = Pump(tls, conn)
+        if a.goaway_first:
+            # An agent being upgraded: GOAWAY at once on the first connection (a request the
+            # client queued meanwhile was never processed and may go again elsewhere).
+            a.goaway_first = False
+            conn.close_connection()
+            p.flush()
+            try:  # read (and ignore) what comes until the client closes: no RST over GOAWAY
+                tls.settimeout(5)
+                while tls.recv(65536):
+                    pass
+            except OSError:
+                pass
+            tls.close()
+            print("# sent GOAWAY on the first connection")
+            continue
         p.flush()
         open_streams = set()
         while done < a.streams or open_streams:
@@ -534,6 +549,7 @@ def main():
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--want-refused", type=int, default=1)
     ap.add_argument("--no-sni", action="store_true")
+    ap.add_argument("--goaway-first", action="store_true")
     a = ap.parse_args()
     if a.authority is None:
         a.authority = a.authority_pos

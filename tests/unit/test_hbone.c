@@ -876,9 +876,13 @@ TEST(server_drain_lets_streams_finish_and_idle_pool_closes)
 	CHECK_EQ_INT(read_full(cl, buf, 4, 5000), 4);
 	/* a new stream cannot land: the listener is closed, the old connection refuses more */
 	int cl2 = dial(&r.out_addr);
-	CHECK_EQ_INT(write(cl2, "x", 1), 1);
-	ssize_t n = read_full(cl2, buf, sizeof(buf), 5000);
-	CHECK(n == 0 || n == -ECONNRESET);
+	/* (the reset may come before the write: on a loaded machine it often does) */
+	ssize_t n = write(cl2, "x", 1);
+	if (n == 1)
+		n = read_full(cl2, buf, sizeof(buf), 5000);
+	else
+		n = -errno;
+	CHECK(n == 0 || n == -ECONNRESET || n == -EPIPE);
 	CHECK(wait_count(&r.out_closed.count, 1));
 	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
 	close(cl2);
@@ -1468,6 +1472,41 @@ TEST(interop_our_client_to_h2_server)
 }
 
 /* ------------------------------------------- upgrades: deferred, shared 15008 ---- */
+
+/* A server that says GOAWAY before our queued request left (an agent being upgraded): the
+ * request goes again on a new connection, and the application's connection never notices. */
+TEST(request_crossed_by_goaway_goes_again)
+{
+	struct rig r;
+	struct peer_files pf;
+	struct peer_proc pp;
+	char script[256];
+	double mbps;
+	const char *py = h2_python();
+	REQUIRE(py != NULL);
+	rig_start(&r, NULL, NULL);
+	peer_files_make(&pf, sid("py", "server"));
+	h2peer_path(script, sizeof(script));
+	char *argv[] = { (char *)py, script, "server", "--ca", pf.ca, "--cert", pf.cert,
+			 "--key", pf.key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
+			 "--authority", r.authority, "--streams", "1", "--goaway-first", NULL };
+	peer_spawn(&pp, argv);
+	peer_read(&pp, 20000, "PORT ");
+	char *port = strstr(pp.buf, "PORT ");
+	REQUIRE(port != NULL);
+	r.hbone_addr = loopback((uint16_t)atoi(port + 5));
+	r.expect = r.sni = sid("py", "server");
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(pump_echo(cl, 64 << 10, &mbps), 64 << 10);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	peer_read(&pp, 5000, "sent GOAWAY on the first connection");
+	CHECK(strstr(pp.buf, "sent GOAWAY on the first connection") != NULL);
+	CHECK_EQ_INT(peer_wait(&pp, 30000), 0);
+	peer_files_remove(&pf);
+	rig_stop(&r);
+}
 
 static void listen_on_loop(void *arg)
 {
