@@ -1438,28 +1438,39 @@ TEST(interop_h2_client_through_our_server)
 	rig_stop(&r);
 }
 
+/* Starts h2peer.py's server (one stream; extra: one more argument or NULL) for the rig's
+ * outbound connections to go to. false when it did not come up. */
+static bool h2_server_start(struct rig *r, struct peer_files *pf, struct peer_proc *pp,
+			    char *extra)
+{
+	char script[256];
+	const char *py = h2_python();
+	if (!py)
+		return false;
+	peer_files_make(pf, sid("py", "server"));
+	h2peer_path(script, sizeof(script));
+	char *argv[] = { (char *)py, script, "server", "--ca", pf->ca, "--cert", pf->cert,
+			 "--key", pf->key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
+			 "--authority", r->authority, "--streams", "1", extra, NULL };
+	peer_spawn(pp, argv);
+	peer_read(pp, 20000, "PORT ");
+	char *port = strstr(pp->buf, "PORT ");
+	if (!port)
+		return false;
+	r->hbone_addr = loopback((uint16_t)atoi(port + 5));
+	r->expect = r->sni = sid("py", "server");
+	return true;
+}
+
 TEST(interop_our_client_to_h2_server)
 {
 	struct rig r;
 	struct peer_files pf;
 	struct peer_proc pp;
-	char script[256];
 	double mbps;
 	char b;
-	const char *py = h2_python();
-	REQUIRE(py != NULL);
 	rig_start(&r, NULL, NULL);
-	peer_files_make(&pf, sid("py", "server"));
-	h2peer_path(script, sizeof(script));
-	char *argv[] = { (char *)py, script, "server", "--ca", pf.ca, "--cert", pf.cert,
-			 "--key", pf.key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
-			 "--authority", r.authority, "--streams", "1", NULL };
-	peer_spawn(&pp, argv);
-	peer_read(&pp, 20000, "PORT ");
-	char *port = strstr(pp.buf, "PORT ");
-	REQUIRE(port != NULL);
-	r.hbone_addr = loopback((uint16_t)atoi(port + 5));
-	r.expect = r.sni = sid("py", "server");
+	REQUIRE(h2_server_start(&r, &pf, &pp, NULL));
 	int cl = dial(&r.out_addr);
 	CHECK_EQ_INT(pump_echo(cl, 4u << 20, &mbps), 4u << 20);
 	CHECK_EQ_INT(read_full(cl, &b, 1, 5000), 0);
@@ -1480,22 +1491,9 @@ TEST(request_crossed_by_goaway_goes_again)
 	struct rig r;
 	struct peer_files pf;
 	struct peer_proc pp;
-	char script[256];
 	double mbps;
-	const char *py = h2_python();
-	REQUIRE(py != NULL);
 	rig_start(&r, NULL, NULL);
-	peer_files_make(&pf, sid("py", "server"));
-	h2peer_path(script, sizeof(script));
-	char *argv[] = { (char *)py, script, "server", "--ca", pf.ca, "--cert", pf.cert,
-			 "--key", pf.key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
-			 "--authority", r.authority, "--streams", "1", "--goaway-first", NULL };
-	peer_spawn(&pp, argv);
-	peer_read(&pp, 20000, "PORT ");
-	char *port = strstr(pp.buf, "PORT ");
-	REQUIRE(port != NULL);
-	r.hbone_addr = loopback((uint16_t)atoi(port + 5));
-	r.expect = r.sni = sid("py", "server");
+	REQUIRE(h2_server_start(&r, &pf, &pp, "--goaway-first"));
 	int cl = dial(&r.out_addr);
 	CHECK_EQ_INT(pump_echo(cl, 64 << 10, &mbps), 64 << 10);
 	close(cl);
