@@ -302,13 +302,18 @@ image:
 	$(CONTAINER_ENGINE) build -f deploy/Dockerfile --build-arg GIT_REV=$(GIT_REV) -t $(IMAGE) .
 
 # ---- lab demo and benchmarks ----
-.PHONY: demo bench clean
+.PHONY: demo bench soak clean
 demo: all $(TOOL_BIN)
 	$(Q)AMBIT_BUILD=$(BUILD) ./deploy/lab/demo.sh
 
 bench: all
 	$(Q)$(MAKE) --no-print-directory $(TOOL_BIN)
 	$(Q)./bench/run.sh
+
+# Not in CI: SOAK_MINUTES (default 30) of mixed traffic with pod and config churn (bench/README.md).
+soak: all
+	$(Q)$(MAKE) --no-print-directory $(TOOL_BIN)
+	$(Q)./bench/soak.sh
 
 clean:
 	rm -rf $(BUILD)

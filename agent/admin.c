@@ -332,7 +332,7 @@ void admin_handle_ready(void *arg, const struct httpd_request *req, struct httpd
 	}
 	if (a->draining)
 		httpd_reply(resp, 503, "text/plain", "draining\n", 9);
-	else if (!a->model_applied)
+	else if (!a->model_applied || !a->serving)
 		httpd_reply(resp, 503, "text/plain", "not ready: no workloads applied yet\n", 36);
 	else
 		runtime_identity_reply_ready(&a->id, resp);

@@ -25,6 +25,7 @@ struct agent {
 	struct otlp_tracer *tracer;
 	uint64_t start_unix_ms;
 	bool model_applied;	/* the first model has been turned into capture state */
+	bool serving;		/* took over: listening, listeners in the sockmap (main.c) */
 	bool draining;
 	uint64_t drain_deadline_ms;	/* open connections are closed here */
 	uint64_t exit_deadline_ms;	/* SIGTERM + drain_timeout_ms: spans flushed by then */

@@ -50,6 +50,7 @@ int config_init(struct config *c, enum config_role role)
 	c->hbone_ping_interval_ms = 10000;
 	c->hbone_window = 4 * 1024 * 1024;
 	c->hbone_max_inbound = 4096;
+	c->hbone_limits = (struct hbone_limits)HBONE_DEFAULT_LIMITS;
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
@@ -298,11 +299,63 @@ static int load_proxy(struct jx *j, struct config *c, const json_t *o)
 	return 0;
 }
 
+/* hbone.limits.<name>: { "burst": N, "per_s": N } */
+static int load_hbone_rate(struct jx *j, const json_t *o, const char *name, struct hbone_rate *r)
+{
+	static const char *const keys[] = { "burst", "per_s", NULL };
+	json_t *b;
+	int err = jx_object(j, o, name, &b);
+	if (err || !b)
+		return err;
+	size_t saved = jx_enter(j, "%s", name);
+	if ((err = jx_keys(j, b, keys)) || (err = jx_uint(j, b, "burst", 1, 1000000, &r->burst)) ||
+	    (err = jx_uint(j, b, "per_s", 1, 1000000, &r->per_s)))
+		return err;
+	jx_leave(j, saved);
+	return 0;
+}
+
+/* hbone.limits: what one inbound 15008 connection may do before it is cut off. */
+static int load_hbone_limits(struct jx *j, struct config *c, const json_t *o)
+{
+	static const char *const keys[] = { "resets", "settings", "pings", "empty_frames",
+		"max_continuations", "max_pending_streams", NULL };
+	struct hbone_limits *l = &c->hbone_limits;
+	int err;
+	if ((err = jx_keys(j, o, keys)) || (err = load_hbone_rate(j, o, "resets", &l->resets)) ||
+	    (err = load_hbone_rate(j, o, "settings", &l->settings)) ||
+	    (err = load_hbone_rate(j, o, "pings", &l->pings)) ||
+	    (err = load_hbone_rate(j, o, "empty_frames", &l->empty_frames)) ||
+	    (err = jx_uint(j, o, "max_continuations", 1, 1000, &l->max_continuations)) ||
+	    (err = jx_uint(j, o, "max_pending_streams", 1, 100000, &l->max_pending_streams)))
+		return err;
+	return 0;
+}
+
+static json_t *rate_json(const struct hbone_rate *r)
+{
+	return json_pack("{s:I,s:I}", "burst", (json_int_t)r->burst, "per_s", (json_int_t)r->per_s);
+}
+
+/* Adds hbone.limits to the config_to_json object. */
+static json_t *hbone_limits_json(json_t *root, const struct config *c)
+{
+	const struct hbone_limits *l = &c->hbone_limits;
+	json_t *h = json_object_get(root, "hbone");
+	if (h)
+		json_object_set_new(h, "limits", json_pack("{s:o,s:o,s:o,s:o,s:I,s:I}",
+			"resets", rate_json(&l->resets), "settings", rate_json(&l->settings),
+			"pings", rate_json(&l->pings), "empty_frames", rate_json(&l->empty_frames),
+			"max_continuations", (json_int_t)l->max_continuations,
+			"max_pending_streams", (json_int_t)l->max_pending_streams));
+	return root;
+}
+
 static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "max_streams_per_connection", "idle_timeout_ms",
 		"ping_interval_ms", "window_size", "cert_lifetime_s", "max_inbound_connections",
-		"dial", NULL };
+		"limits", "dial", NULL };
 	static const char *const dials[] = { "node", "pod", NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) ||
@@ -312,6 +365,7 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 	    (err = jx_uint(j, o, "window_size", 65535, (1u << 31) - 1, &c->hbone_window)) ||
 	    (err = jx_uint(j, o, "cert_lifetime_s", 60, 366 * 24 * 3600, &c->cert_lifetime_s)) ||
 	    (err = jx_uint(j, o, "max_inbound_connections", 1, 1000000, &c->hbone_max_inbound)) ||
+	    (err = load_section(j, o, "limits", load_hbone_limits, c)) ||
 	    (err = jx_enum(j, o, "dial", dials, &c->hbone_dial)))
 		return err;
 	return 0;
@@ -481,7 +535,7 @@ json_t *config_to_json(const struct config *c)
 	/* Header values may hold credentials: show the names only. */
 	for (int i = 0; headers && i < c->notlp_headers; i++)
 		json_object_set_new(headers, c->otlp_headers[i].key, json_string("<redacted>"));
-	return json_pack(
+	return hbone_limits_json(json_pack(
 		"{s:s, s:s?, s:s?, s:s, s:s, s:s, s:{s:s?, s:s, s:s?, s:s?},"
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i, s:b},"
@@ -517,6 +571,6 @@ json_t *config_to_json(const struct config *c)
 		"window_size", (json_int_t)c->hbone_window, "cert_lifetime_s", (json_int_t)c->cert_lifetime_s,
 		"max_inbound_connections", (json_int_t)c->hbone_max_inbound, "dial", c->hbone_dial,
 		"name", c->waypoint_name, "namespace", c->waypoint_namespace,
-		"load_balancing", c->waypoint_lb);
+		"load_balancing", c->waypoint_lb), c);
 }
 

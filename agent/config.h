@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/hbone.h"	/* struct hbone_limits */
 #include "common/log.h"
 
 enum config_role {
@@ -78,6 +79,7 @@ struct config {
 	uint32_t hbone_ping_interval_ms;
 	uint32_t hbone_window;		/* HTTP/2 stream window, bytes */
 	uint32_t hbone_max_inbound;	/* concurrent inbound 15008 connections (4096) */
+	struct hbone_limits hbone_limits;	/* HTTP/2 abuse limits on 15008 (hbone.limits) */
 	char *hbone_dial;		/* "node" (node IP:15008, SNI; default) or "pod" (the
 					 * destination pod's IP:15008, no SNI: ztunnel's form) */
 	uint32_t cert_lifetime_s;

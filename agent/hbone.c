@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #define WBUF_SOFT (64 * 1024)	/* stop pulling frames from nghttp2 past this much output */
@@ -22,6 +23,7 @@
 #define READ_BUDGET 64		/* TLS records per wake-up before yielding to other fds */
 #define DRAIN_NOTICE_MS 1000	/* shutdown notice -> final GOAWAY (RFC 9113 §6.8) */
 #define REASON_MAX 256
+#define ABUSE_LINGER_MS 1000	/* a cut-off peer gets this long to read our GOAWAY */
 
 /* ------------------------------------------------------------ objects ---- */
 
@@ -38,6 +40,17 @@ enum sess_flags {
 	SF_DRAIN_NOTICE = 1u << 8,	/* server: shutdown notice sent, final GOAWAY pending */
 	SF_RETIRE = 1u << 9,		/* client: its cert was renewed during the handshake:
 					 * GOAWAY once up */
+	SF_ABUSE = 1u << 10,		/* server: cut off for abuse: GOAWAY(ENHANCE_YOUR_CALM)
+					 * queued, nothing more is parsed */
+	SF_LINGER = 1u << 11,		/* ... GOAWAY and close_notify sent, write side shut:
+					 * input is discarded until EOF or the linger deadline,
+					 * so that closing does not reset the GOAWAY away */
+};
+
+/* A token bucket of struct hbone_rate (abuse limits). */
+struct rl_bucket {
+	double tokens;
+	uint64_t at_ms;		/* last refill; 0 = full, never used */
 };
 
 struct hbone_owner;
@@ -85,6 +98,12 @@ struct hbone_sess {
 	uint64_t created_ms, idle_since_ms, ping_sent_ms;
 	uint64_t bytes_sent, bytes_recv, bytes_at_ping;
 	char reason[REASON_MAX];
+
+	/* server: abuse limits (opts.limits) */
+	struct rl_bucket rl_resets, rl_settings, rl_pings, rl_empty;
+	uint64_t premature_resets;	/* for the log line */
+	uint32_t unanswered;		/* streams opened, not answered yet */
+	struct hbone_stream *rq_head, *rq_tail;	/* complete requests not dispatched yet */
 };
 
 /* A pool and a server share the session bookkeeping. */
@@ -97,6 +116,7 @@ struct hbone_owner {
 	struct hbone_sess *sessions;
 	uint32_t nsessions;
 	uint64_t conns_total, streams_total, refused_total;
+	uint64_t cut_off[HBONE_ABUSE_N], streams_refused_total, reset_before_dial_total;
 };
 
 struct cert_wait;
@@ -123,6 +143,7 @@ struct hbone_server {
 	struct loop_io lio;
 	struct sockaddr_storage addr;
 	struct hbone_server_cbs cbs;
+	bool listening;
 	struct hbone_pod_listener pod[2];	/* IPv4, IPv6 */
 };
 
@@ -140,6 +161,9 @@ enum stream_flags {
 	STF_FREEING = 1u << 10,		/* free scheduled */
 	STF_COUNTED = 1u << 11,		/* counted in sess->nstreams */
 	STF_RST_AFTER = 1u << 12,	/* server: RST_STREAM(NO_ERROR) once the answer is out */
+	STF_QUEUED = 1u << 13,		/* server: request complete, in sess->rq_* until the
+					 * reads of this wake-up are done */
+	STF_UNANSWERED = 1u << 14,	/* server: counted in sess->unanswered */
 };
 
 struct ovf_chunk {
@@ -154,11 +178,14 @@ struct hbone_stream {
 	struct hbone_stream *prev, *next;
 	int32_t id;
 	unsigned flags;
+	uint64_t opened_ms;
+	struct hbone_stream *rq_next;		/* server: dispatch queue */
 	struct ovf_chunk *ovf_head, *ovf_tail;	/* received, not yet taken by the conn */
 	size_t ovf_bytes;			/* bounded by the stream window */
 	size_t in_conn;		/* written into the conn's buffer, window not yet returned */
 	int status;				/* client: response :status */
 	char *reason;				/* client: HBONE_REASON_HEADER value */
+	struct req_copy *rq;			/* client: the request, until its HEADERS left */
 	/* server: request pseudo-headers and forwarded headers */
 	char *method, *authority, *scheme, *path, *protocol;
 	char *traceparent, *baggage, *forwarded;
@@ -179,7 +206,36 @@ static void sess_close(struct hbone_sess *s, int err, const char *reason);
 static void sess_mark(struct hbone_sess *s);
 static void stream_maybe_free(struct hbone_stream *st);
 static void stream_deliver(struct hbone_stream *st);
+static void stream_answered(struct hbone_stream *st);
+static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void server_unqueue(struct hbone_sess *s, struct hbone_stream *st);
+static bool client_resend(struct hbone_sess *s, struct hbone_stream *st);
+static bool server_more_waiting(struct hbone_sess *s);
+static void server_linger(struct hbone_sess *s);
+static void server_linger_read(struct hbone_sess *s);
 static const struct conn_end_ops hbone_end_ops;
+
+static void rate_default(struct hbone_rate *r, uint32_t burst, uint32_t per_s)
+{
+	if (!r->burst)
+		r->burst = burst;
+	if (!r->per_s)
+		r->per_s = per_s;
+}
+
+static void limits_defaults(struct hbone_limits *l)
+{
+	static const struct hbone_limits d = HBONE_DEFAULT_LIMITS;
+	rate_default(&l->resets, d.resets.burst, d.resets.per_s);
+	rate_default(&l->settings, d.settings.burst, d.settings.per_s);
+	rate_default(&l->pings, d.pings.burst, d.pings.per_s);
+	rate_default(&l->empty_frames, d.empty_frames.burst, d.empty_frames.per_s);
+	if (!l->max_continuations)
+		l->max_continuations = d.max_continuations;
+	if (!l->max_pending_streams)
+		l->max_pending_streams = d.max_pending_streams;
+}
 
 static void opts_defaults(struct hbone_opts *o, bool server)
 {
@@ -203,6 +259,7 @@ static void opts_defaults(struct hbone_opts *o, bool server)
 		o->connect_timeout_ms = 10000;
 	if (!o->max_sessions)
 		o->max_sessions = 4096;
+	limits_defaults(&o->limits);
 }
 
 static char *xstrdup_n(const uint8_t *p, size_t n)
@@ -363,11 +420,16 @@ static struct hbone_stream *stream_new(struct hbone_sess *s)
 	return st;
 }
 
+static void req_copy_free(struct req_copy *rq);
+
 static void stream_free_task(struct loop *l, void *arg)
 {
 	struct hbone_stream *st = arg;
 	struct hbone_sess *s = st->s;
 	(void)l;
+	req_copy_free(st->rq);
+	if (st->flags & STF_QUEUED)
+		server_unqueue(s, st);
 	ovf_clear(st);
 	if (st->prev)
 		st->prev->next = st->next;
@@ -392,6 +454,7 @@ static void stream_free_task(struct loop *l, void *arg)
 static void stream_finish_count(struct hbone_stream *st)
 {
 	struct hbone_sess *s = st->s;
+	stream_answered(st);
 	if (!(st->flags & STF_COUNTED))
 		return;
 	st->flags &= ~STF_COUNTED;
@@ -617,6 +680,7 @@ static int stream_submit_response(struct hbone_stream *st, int status, const cha
 	if (st->flags & STF_ANSWERED)
 		return -EALREADY;
 	st->flags |= STF_ANSWERED;
+	stream_answered(st);
 	if ((st->flags & STF_CLOSED) || !s->ng || s->st >= HBONE_ST_CLOSED)
 		return -ENOTCONN;
 	snprintf(code, sizeof(code), "%d", status);
@@ -713,9 +777,250 @@ static void server_request(struct hbone_sess *s, struct hbone_stream *st)
 done:
 	if (!st->base.conn)
 		st->flags |= STF_RELEASED;	/* no conn will ever own it */
-	else if (st->flags & STF_EOF_IN)
-		stream_deliver(st);	/* a request with END_STREAM: pass the EOF on */
+	else if (st->flags & STF_EOF_IN || st->ovf_head)
+		stream_deliver(st);	/* early bytes, END_STREAM: pass them on */
 	stream_maybe_free(st);
+}
+
+/* ------------------------------------------------- server: abuse limits ---- */
+/* A peer with a valid mesh certificate may still attack 15008 (RFC 9113 §10.5): streams reset
+ * as soon as they open (CVE-2023-44487), floods of frames that cost us work and it nothing
+ * (CVE-2019-9512, -9515, -9518, CVE-2024-28182). Each kind has a token bucket per connection
+ * (struct hbone_limits); an empty bucket cuts the connection off with GOAWAY
+ * (ENHANCE_YOUR_CALM), counted per reason and logged (rate-limited). Complete requests are
+ * queued and dispatched once the bytes of a wake-up are parsed, so a stream reset in the same
+ * read never reaches on_connect: no upstream is dialled for it. */
+
+static const char *const abuse_names[HBONE_ABUSE_N] = {
+	[HBONE_ABUSE_RAPID_RESET] = "rapid_reset",
+	[HBONE_ABUSE_SETTINGS_FLOOD] = "settings_flood",
+	[HBONE_ABUSE_PING_FLOOD] = "ping_flood",
+	[HBONE_ABUSE_EMPTY_FRAMES] = "empty_frames",
+	[HBONE_ABUSE_CONTINUATION_FLOOD] = "continuation_flood",
+};
+
+const char *hbone_abuse_to_str(enum hbone_abuse a)
+{
+	return (unsigned)a < HBONE_ABUSE_N ? abuse_names[a] : "?";
+}
+
+/* Takes one token; false when the bucket is empty. */
+static bool rl_take(struct rl_bucket *b, const struct hbone_rate *r, uint64_t now)
+{
+	if (!b->at_ms) {
+		b->tokens = r->burst;
+		b->at_ms = now ? now : 1;
+	} else if (now > b->at_ms) {
+		b->tokens = MIN((double)r->burst,
+				b->tokens + (double)(now - b->at_ms) * r->per_s / 1000.0);
+		b->at_ms = now;
+	}
+	if (b->tokens < 1)
+		return false;
+	b->tokens -= 1;
+	return true;
+}
+
+/* Counts and logs a cut-off (the caller closes or terminates the session). */
+static void server_abuse_count(struct hbone_sess *s, enum hbone_abuse why, const char *detail)
+{
+	char peer[ADDR_STR_LEN], idb[SPIFFE_ID_STR_MAX];
+
+	if (s->owner)
+		s->owner->cut_off[why]++;
+	pr_warn_rl("hbone: inbound connection from %s (%s) cut off: %s: %s",
+		   sockaddr_str(&s->peer_addr, peer, sizeof(peer)),
+		   s->has_peer_id ? spiffe_id_str(&s->peer_id, idb) : "no identity",
+		   hbone_abuse_to_str(why), detail);
+}
+
+/* GOAWAY(ENHANCE_YOUR_CALM) now; nothing more is read from the peer (nghttp2 ignores new
+ * streams once the session terminates), and it has ABUSE_LINGER_MS to take the GOAWAY. */
+static void server_cut_off(struct hbone_sess *s, enum hbone_abuse why, const char *detail)
+{
+	if ((s->flags & SF_ABUSE) || s->st == HBONE_ST_CLOSED)
+		return;
+	s->flags |= SF_ABUSE;
+	server_abuse_count(s, why, detail);
+	sess_set_reason(s, "cut off: %s (%s)", hbone_abuse_to_str(why), detail);
+	s->st = HBONE_ST_DRAINING;
+	nghttp2_session_terminate_session(s->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+	if (loop_timer_arm(s->loop, &s->drain_timer, ABUSE_LINGER_MS)) {
+		sess_close(s, -ENOMEM, s->reason);
+		return;
+	}
+	sess_mark(s);
+}
+
+static void server_check_rate(struct hbone_sess *s, enum hbone_abuse why)
+{
+	const struct hbone_limits *lim;
+	const struct hbone_rate *r;
+	struct rl_bucket *b;
+	char detail[96];
+
+	if (!s->owner)
+		return;
+	lim = &s->owner->opts.limits;
+	switch (why) {
+	case HBONE_ABUSE_SETTINGS_FLOOD: r = &lim->settings, b = &s->rl_settings; break;
+	case HBONE_ABUSE_PING_FLOOD: r = &lim->pings, b = &s->rl_pings; break;
+	case HBONE_ABUSE_EMPTY_FRAMES: r = &lim->empty_frames, b = &s->rl_empty; break;
+	default: r = &lim->resets, b = &s->rl_resets; break;
+	}
+	if (rl_take(b, r, loop_now_ms(s->loop)))
+		return;
+	snprintf(detail, sizeof(detail), "more than %u at once or %u/s", r->burst, r->per_s);
+	server_cut_off(s, why, detail);
+}
+
+/* DATA with no payload (padding aside) and no END_STREAM carries nothing but work. */
+static void server_check_data(struct hbone_sess *s, const nghttp2_frame *frame)
+{
+	if (frame->hd.length <= frame->data.padlen && !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		server_check_rate(s, HBONE_ABUSE_EMPTY_FRAMES);
+}
+
+/* RST_STREAM from the peer (st NULL: a stream we no longer track, e.g. one we refused).
+ * Premature: before its tunnel was up, or within HBONE_PREMATURE_MS of opening. */
+static void server_peer_reset(struct hbone_sess *s, const struct hbone_stream *st)
+{
+	uint64_t now = loop_now_ms(s->loop);
+
+	if (st && (st->flags & STF_ESTABLISHED) && now - st->opened_ms >= HBONE_PREMATURE_MS)
+		return;
+	s->premature_resets++;
+	if (!s->owner || rl_take(&s->rl_resets, &s->owner->opts.limits.resets, now))
+		return;
+	char detail[128];
+	snprintf(detail, sizeof(detail), "%llu streams reset before they were served (more than %u at once or %u/s)",
+		 (unsigned long long)s->premature_resets, s->owner->opts.limits.resets.burst,
+		 s->owner->opts.limits.resets.per_s);
+	server_cut_off(s, HBONE_ABUSE_RAPID_RESET, detail);
+}
+
+/* Requests wait for dispatch and the socket holds more bytes (a RST_STREAM for one of them,
+ * perhaps, in the next TLS record): read on before dialling anything. */
+static bool server_more_waiting(struct hbone_sess *s)
+{
+	int n = 0;
+	return s->rq_head && ioctl(s->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* A cut-off peer has its GOAWAY: close_notify, shut our write side and discard its input
+ * until it closes or ABUSE_LINGER_MS pass (drain_timer). Closing at once, with its frames
+ * still unread, would send a TCP RST that can destroy the GOAWAY before it is read. */
+static void server_linger(struct hbone_sess *s)
+{
+	if (!(s->flags & SF_LINGER)) {
+		s->flags |= SF_LINGER;
+		tls_conn_shutdown(s->tls);
+		shutdown(s->fd, SHUT_WR);
+	}
+	if (loop_io_set(s->loop, &s->io, EPOLLIN))
+		sess_close(s, -ENOMEM, "epoll registration failed");
+}
+
+static void server_linger_read(struct hbone_sess *s)
+{
+	uint8_t buf[16384];
+
+	for (int i = 0; i < READ_BUDGET; i++) {
+		ssize_t r = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r > 0)
+			continue;
+		if (r == -1 && (errno == EAGAIN || errno == EINTR))
+			return;
+		sess_close(s, -ECONNABORTED, s->reason);	/* EOF or error: done */
+		return;
+	}
+}
+
+/* Streams opened faster than they are served: past max_pending_streams unanswered ones, a new
+ * stream is refused (RFC 9113 §8.7: REFUSED_STREAM, safe to retry). true when refused. */
+static bool server_refuse_stream(struct hbone_sess *s, int32_t id)
+{
+	char peer[ADDR_STR_LEN];
+
+	if (!s->owner || s->unanswered < s->owner->opts.limits.max_pending_streams)
+		return false;
+	s->owner->streams_refused_total++;
+	pr_warn_rl("hbone: inbound connection from %s: %u streams not served yet "
+		   "(hbone.limits.max_pending_streams): refusing stream %d",
+		   sockaddr_str(&s->peer_addr, peer, sizeof(peer)), s->unanswered, id);
+	nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+	sess_mark(s);
+	return true;
+}
+
+/* The stream got its answer, or ended without one: no longer pending. */
+static void stream_answered(struct hbone_stream *st)
+{
+	if (!(st->flags & STF_UNANSWERED))
+		return;
+	st->flags &= ~STF_UNANSWERED;
+	st->s->unanswered--;
+}
+
+static void server_queue(struct hbone_sess *s, struct hbone_stream *st)
+{
+	if (st->flags & STF_QUEUED)
+		return;
+	st->flags |= STF_QUEUED;
+	st->rq_next = NULL;
+	if (s->rq_tail)
+		s->rq_tail->rq_next = st;
+	else
+		s->rq_head = st;
+	s->rq_tail = st;
+}
+
+static void server_unqueue(struct hbone_sess *s, struct hbone_stream *st)
+{
+	struct hbone_stream **pp = &s->rq_head, *prev = NULL;
+
+	for (; *pp; prev = *pp, pp = &(*pp)->rq_next) {
+		if (*pp != st)
+			continue;
+		*pp = st->rq_next;
+		if (s->rq_tail == st)
+			s->rq_tail = prev;
+		break;
+	}
+	st->flags &= ~STF_QUEUED;
+	st->rq_next = NULL;
+}
+
+/* The session is going: queued requests are never dispatched (sess_close resets them); those
+ * the peer had reset count as such. */
+static void server_queue_drop(struct hbone_sess *s)
+{
+	while (s->rq_head) {
+		if ((s->rq_head->flags & STF_CLOSED) && s->owner)
+			s->owner->reset_before_dial_total++;
+		server_unqueue(s, s->rq_head);
+	}
+}
+
+/* After the reads of a wake-up: each queued request whose stream is still open goes to the
+ * agent (on_connect), in arrival order; one the peer reset meanwhile is only counted. */
+static void server_dispatch(struct hbone_sess *s)
+{
+	struct hbone_stream *st;
+
+	while ((st = s->rq_head)) {
+		server_unqueue(s, st);
+		if (s->st == HBONE_ST_CLOSED || (s->flags & SF_ABUSE)) {
+			server_queue_drop(s);
+			return;
+		}
+		if (st->flags & STF_CLOSED) {
+			if (s->owner)
+				s->owner->reset_before_dial_total++;
+			continue;
+		}
+		server_request(s, st);
+	}
 }
 
 /* ------------------------------------------------------ nghttp2 callbacks ---- */
@@ -760,9 +1065,14 @@ static int on_begin_headers_cb(nghttp2_session *ng, const nghttp2_frame *frame, 
 	if (!s->server || frame->hd.type != NGHTTP2_HEADERS ||
 	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	if (server_refuse_stream(s, frame->hd.stream_id))
+		return 0;	/* no stream object: its headers are ignored */
 	if (!(st = stream_new(s)))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* resets this stream */
 	st->id = frame->hd.stream_id;
+	st->opened_ms = loop_now_ms(s->loop);
+	st->flags |= STF_UNANSWERED;
+	s->unanswered++;
 	nghttp2_session_set_stream_user_data(ng, st->id, st);
 	return 0;
 }
@@ -832,6 +1142,8 @@ static void client_response(struct hbone_sess *s, struct hbone_stream *st)
 	if (st->flags & STF_ANSWERED)
 		return;	/* trailers */
 	st->flags |= STF_ANSWERED;
+	req_copy_free(st->rq);	/* answered: never sent again */
+	st->rq = NULL;
 	if (!stream_has_conn(st))
 		return;
 	if (st->status == 200) {
@@ -864,7 +1176,7 @@ static int on_frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, voi
 		if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
 			st->flags |= STF_EOF_IN;
 		if (s->server && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
-			server_request(s, st);
+			server_queue(s, st);	/* dispatched once this read is done */
 		else if (!s->server)
 			client_response(s, st);
 		if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && st->base.conn)
@@ -875,14 +1187,25 @@ static int on_frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, voi
 			st->flags |= STF_EOF_IN;
 			stream_deliver(st);
 		}
+		if (s->server)
+			server_check_data(s, frame);
 		break;
 	case NGHTTP2_PING:
 		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
 			s->flags &= ~SF_PING_OUT;
+		else if (s->server)
+			server_check_rate(s, HBONE_ABUSE_PING_FLOOD);
 		break;
 	case NGHTTP2_SETTINGS:
-		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
 			s->flags |= SF_REMOTE_SETTINGS;
+			if (s->server)
+				server_check_rate(s, HBONE_ABUSE_SETTINGS_FLOOD);
+		}
+		break;
+	case NGHTTP2_RST_STREAM:
+		if (s->server)
+			server_peer_reset(s, st);
 		break;
 	case NGHTTP2_GOAWAY:
 		s->flags |= SF_GOAWAY_RECV;
@@ -909,13 +1232,15 @@ static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 	size_t n = 0;
 	(void)flags;
 
-	if (!st || !stream_has_conn(st)) {
+	/* A queued request (not dispatched yet) keeps its early bytes in the overflow. */
+	bool queued = st && (st->flags & STF_QUEUED);
+	if (!st || (!stream_has_conn(st) && !queued)) {
 		nghttp2_session_consume(ng, id, len);	/* nobody will read it */
 		return 0;
 	}
 	s->unconsumed += len;
 	bool kicked = false;
-	if (!st->ovf_head && !(st->flags & STF_DELIVERING)) {
+	if (!queued && !st->ovf_head && !(st->flags & STF_DELIVERING)) {
 		/* The conn may flush its buffer to the socket inside this write and ask for more
 		 * (kick_read -> stream_deliver) before the rest below is queued: note it, and
 		 * deliver once the rest is in the overflow, or nothing would ask again. */
@@ -925,14 +1250,18 @@ static int on_data_chunk_recv_cb(nghttp2_session *ng, uint8_t flags, int32_t id,
 		st->flags &= ~(STF_DELIVERING | STF_REDELIVER);
 		st->in_conn += n;
 	}
-	if (n < len && !stream_has_conn(st)) {	/* released while writing */
+	if (n < len && !stream_has_conn(st) && !queued) {	/* released while writing */
 		stream_consume(st, len - n);
 	} else if (n < len) {
 		struct ovf_chunk *k = malloc(sizeof(*k) + len - n);
 		if (!k) {
 			stream_consume(st, len - n);
-			conn_abort(st->base.conn, stream_side(st), -ENOMEM, CONN_FLAG_OVERFLOW,
-				   "out of memory");
+			if (stream_has_conn(st))
+				conn_abort(st->base.conn, stream_side(st), -ENOMEM,
+					   CONN_FLAG_OVERFLOW, "out of memory");
+			else
+				nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id,
+							  NGHTTP2_INTERNAL_ERROR);
 			return 0;
 		}
 		k->next = NULL;
@@ -964,8 +1293,15 @@ static int on_stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error_co
 
 	if (!st)
 		return 0;
+	/* Refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last stream ID, which nghttp2
+	 * reports the same way): safe to send again (RFC 9113 §8.7). */
+	if (!s->server && error_code == NGHTTP2_REFUSED_STREAM && client_resend(s, st)) {
+		nghttp2_session_set_stream_user_data(ng, id, NULL);
+		return 0;
+	}
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	st->flags |= STF_CLOSED;
+	stream_answered(st);
 	if (!st->base.conn)
 		st->flags |= STF_RELEASED;	/* reset before its request completed */
 	if (stream_has_conn(st)) {
@@ -1016,6 +1352,8 @@ static int on_frame_not_send_cb(nghttp2_session *ng, const nghttp2_frame *frame,
 	/* A request that never left: refused by GOAWAY, or cancelled before it went. */
 	if (!(st = sess_find_stream(s, frame->hd.stream_id)))
 		return 0;
+	if (lib_error == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED && client_resend(s, st))
+		return 0;
 	st->flags |= STF_CLOSED;
 	snprintf(why, sizeof(why), "HBONE request not sent: %s", nghttp2_strerror(lib_error));
 	stream_abort(st, -ECONNREFUSED, CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
@@ -1056,6 +1394,8 @@ static int sess_ng_init(struct hbone_sess *s, const struct hbone_opts *o)
 		goto out;
 	/* Flow control is ours: window is given back only for bytes the conn has taken. */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	if (s->server)	/* CVE-2024-28182: a header block may not go on forever */
+		nghttp2_option_set_max_continuations(opt, o->limits.max_continuations);
 	rv = s->server ? nghttp2_session_server_new2(&s->ng, cb, s, opt)
 		       : nghttp2_session_client_new2(&s->ng, cb, s, opt);
 	if (rv)
@@ -1076,8 +1416,6 @@ out:
 	return rv ? -ENOMEM : 0;
 }
 
-static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 static void sess_set_reason(struct hbone_sess *s, const char *fmt, ...)
 {
 	va_list ap;
@@ -1135,6 +1473,7 @@ static void sess_close(struct hbone_sess *s, int err, const char *reason)
 	}
 	snprintf(why, sizeof(why), "HBONE connection %s %s: %s", s->server ? "from" : "to", peer,
 		 s->reason);
+	server_queue_drop(s);
 	/* Frees are deferred, so the list stays intact while conns release their ends. */
 	for (struct hbone_stream *st = s->streams; st; st = st->next) {
 		if (st->flags & STF_CLOSED)
@@ -1196,16 +1535,19 @@ static void sess_read(struct hbone_sess *s)
 			s->bytes_recv += (uint64_t)r;
 			ssize_t rv = nghttp2_session_mem_recv(s->ng, buf, (size_t)r);
 			if (rv < 0) {
+				if (rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS && s->server)
+					server_abuse_count(s, HBONE_ABUSE_CONTINUATION_FLOOD,
+							   "more CONTINUATION frames than allowed");
 				sess_set_reason(s, "HTTP/2: %s", nghttp2_strerror((int)rv));
 				sess_close(s, -EPROTO, s->reason);
 				return;
 			}
-			if (s->st == HBONE_ST_CLOSED)
+			if (s->st == HBONE_ST_CLOSED || (s->flags & SF_ABUSE))
 				return;
 			/* TLS reads ahead into a 64 KiB buffer: with nothing left in it, the socket
 			 * gave all it had, and another read would only say EAGAIN (one syscall per
 			 * small message). If more came meanwhile, epoll (level-triggered) says so. */
-			if (!tls_conn_pending(s->tls))
+			if (!tls_conn_pending(s->tls) && !server_more_waiting(s))
 				return;
 			continue;
 		}
@@ -1303,10 +1645,15 @@ static void sess_update(struct hbone_sess *s)
 	}
 	case HBONE_ST_READY:
 	case HBONE_ST_DRAINING: {
-		bool rd = !(s->flags & SF_PEER_EOF) && nghttp2_session_want_read(s->ng);
+		bool rd = !(s->flags & (SF_PEER_EOF | SF_ABUSE)) && nghttp2_session_want_read(s->ng);
 		bool wr = s->woff < s->wlen || tls_conn_unsent(s->tls);
+		if ((s->flags & SF_ABUSE) && !wr && !nghttp2_session_want_write(s->ng)) {
+			server_linger(s);
+			return;
+		}
 		if (!rd && !wr && !nghttp2_session_want_write(s->ng)) {
-			sess_close(s, 0, (s->flags & SF_PEER_EOF) ? "peer closed" : "finished");
+			sess_close(s, 0, (s->flags & SF_ABUSE) ? s->reason
+				   : (s->flags & SF_PEER_EOF) ? "peer closed" : "finished");
 			return;
 		}
 		if (s->flags & SF_PEER_EOF && s->nstreams) {
@@ -1358,10 +1705,16 @@ static void sess_pump(struct hbone_sess *s, uint32_t events)
 		sess_established(s);
 		events |= EPOLLIN;	/* TLS 1.3: frames may sit right behind the Finished */
 	}
+	if (s->flags & SF_LINGER) {
+		server_linger_read(s);
+		goto out;
+	}
 	if (s->st == HBONE_ST_READY || s->st == HBONE_ST_DRAINING) {
 		if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ||
-		    ((events & EPOLLOUT) && (s->flags & SF_RD_WANT_WRITE)))
+		    ((events & EPOLLOUT) && (s->flags & SF_RD_WANT_WRITE))) {
 			sess_read(s);
+			server_dispatch(s);
+		}
 		if (s->st != HBONE_ST_CLOSED)
 			sess_flush(s);
 	}
@@ -1467,7 +1820,9 @@ static void drain_fire(struct loop *l, struct loop_timer *t)
 {
 	struct hbone_sess *s = t->arg;
 	(void)l;
-	if (s->st == HBONE_ST_DRAINING)
+	if (s->flags & SF_ABUSE)	/* it did not take its GOAWAY in time */
+		sess_close(s, -ECONNABORTED, s->reason);
+	else if (s->st == HBONE_ST_DRAINING)
 		sess_goaway(s);
 }
 
@@ -1674,10 +2029,100 @@ fail:
 	return NULL;
 }
 
+/* ---- client: a request crossed by a GOAWAY goes again on another connection ----
+ * The peer (an agent being upgraded, say) sent GOAWAY while our HEADERS waited in nghttp2's
+ * queue (nghttp2 then refuses to start the stream), or refused the stream unprocessed
+ * (REFUSED_STREAM, or an ID above its GOAWAY's last one). The peer did nothing with it, so it
+ * is safe to send it again (RFC 9113 §6.8, §8.7): the stream keeps a copy of its request until
+ * the answer comes, and at most REQ_TRIES sends are made. */
+
+#define REQ_TRIES 3
+
+struct req_copy {
+	struct hbone_request req;
+	struct spiffe_id source, sni, expect[TLS_EXPECT_MAX];
+	struct sockaddr_storage key_src;
+	struct hbone_header headers[16];
+	int tries;
+	char strs[];		/* authority, then each header's name and value */
+};
+
+static void req_copy_free(struct req_copy *rq)
+{
+	free(rq);
+}
+
+/* A deep copy of req (validated by hbone_connect). NULL on ENOMEM. */
+static struct req_copy *req_copy_new(const struct hbone_request *req, int tries)
+{
+	size_t len = strlen(req->authority) + 1;
+	struct req_copy *rq;
+	char *p;
+
+	for (size_t i = 0; i < req->nheaders; i++)
+		len += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
+	if (!(rq = calloc(1, sizeof(*rq) + len)))
+		return NULL;
+	rq->req = *req;
+	rq->tries = tries;
+	rq->source = *req->source;
+	rq->req.source = &rq->source;
+	memcpy(rq->expect, req->expect, req->nexpect * sizeof(*req->expect));
+	rq->req.expect = rq->expect;
+	if (req->sni) {
+		rq->sni = *req->sni;
+		rq->req.sni = &rq->sni;
+	}
+	if (req->key_src) {
+		rq->key_src = *req->key_src;
+		rq->req.key_src = &rq->key_src;
+	}
+	p = rq->strs;
+	rq->req.authority = strcpy(p, req->authority);
+	p += strlen(p) + 1;
+	for (size_t i = 0; i < req->nheaders; i++) {
+		rq->headers[i].name = strcpy(p, req->headers[i].name);
+		p += strlen(p) + 1;
+		rq->headers[i].value = strcpy(p, req->headers[i].value);
+		p += strlen(p) + 1;
+	}
+	rq->req.headers = req->nheaders ? rq->headers : NULL;
+	return rq;
+}
+
+static int client_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c,
+			  int tries);
+
+/* st's request was refused unsent by a GOAWAY: sends it again for the same conn. true when
+ * done (st is then let go), false to fail the conn as before. */
+static bool client_resend(struct hbone_sess *s, struct hbone_stream *st)
+{
+	struct req_copy *rq = st->rq;
+	struct conn *c = st->base.conn;
+
+	if (!rq || !s->owner || !stream_has_conn(st) || rq->tries >= REQ_TRIES ||
+	    (st->flags & STF_ANSWERED))
+		return false;
+	st->rq = NULL;
+	/* The conn's upstream end becomes the new stream's; this one is let go. */
+	st->flags |= STF_CLOSED | STF_RELEASED;
+	if (client_connect(container_of(s->owner, struct hbone_pool, o), &rq->req, c,
+			   rq->tries + 1)) {
+		st->flags &= ~(STF_CLOSED | STF_RELEASED);	/* fail it as before */
+		req_copy_free(rq);
+		return false;
+	}
+	pr_debug("hbone: stream %d refused unsent by GOAWAY: sent again on another connection",
+		 st->id);
+	req_copy_free(rq);
+	stream_maybe_free(st);
+	return true;
+}
+
 /* Opens the stream with the source's current cert (a reference borrowed for the call).
- * timeout_ms: the conn's connect deadline from now. */
+ * timeout_ms: the conn's connect deadline from now; tries: sends of this request so far + 1. */
 static int connect_with(struct hbone_pool *p, const struct hbone_request *req, struct conn *c,
-			struct tls_cert *cert, uint32_t timeout_ms)
+			struct tls_cert *cert, uint32_t timeout_ms, int tries)
 {
 	nghttp2_nv nva[2 + 16];
 	size_t n = 0;
@@ -1713,6 +2158,7 @@ static int connect_with(struct hbone_pool *p, const struct hbone_request *req, s
 		return id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? -EAGAIN : -ENOMEM;
 	}
 	st->id = id;
+	st->rq = req_copy_new(req, tries);	/* NULL: no resend, nothing else lost */
 	conn_attach(c, CONN_UP, &st->base);
 	conn_arm_connect_timeout(c, timeout_ms);
 	sess_mark(s);
@@ -1858,7 +2304,7 @@ void hbone_pool_certs_changed(struct hbone_pool *p)
 		}
 		/* What is left of the deadline goes to the connect itself. */
 		err = connect_with(p, &req, c, cert,
-				   w->deadline_ms > now ? (uint32_t)(w->deadline_ms - now) : 1);
+				   w->deadline_ms > now ? (uint32_t)(w->deadline_ms - now) : 1, 1);
 		tls_cert_unref(cert);
 		if (err)	/* nothing attached: w is still the conn's upstream end */
 			conn_abort(c, CONN_UP, err, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
@@ -1901,7 +2347,24 @@ int hbone_connect(struct hbone_pool *p, const struct hbone_request *req, struct 
 	/* The current cert decides which sessions may take the stream. */
 	if (!(cert = certstore_get(p->certs, req->source)))
 		return errno == EAGAIN ? wait_new(p, req, c) : -(errno ? errno : ENOKEY);
-	err = connect_with(p, req, c, cert, p->o.opts.connect_timeout_ms);
+	err = connect_with(p, req, c, cert, p->o.opts.connect_timeout_ms, 1);
+	tls_cert_unref(cert);
+	return err;
+}
+
+/* A resend (client_resend): the request was validated when first sent, and its source's
+ * certificate was there then; without one now (evicted), the conn fails as before. */
+static int client_connect(struct hbone_pool *p, const struct hbone_request *req, struct conn *c,
+			  int tries)
+{
+	struct tls_cert *cert;
+	int err;
+
+	if (p->o.draining)
+		return -ESHUTDOWN;
+	if (!(cert = certstore_get(p->certs, req->source)))
+		return -(errno ? errno : ENOKEY);
+	err = connect_with(p, req, c, cert, p->o.opts.connect_timeout_ms, tries);
 	tls_cert_unref(cert);
 	return err;
 }
@@ -2056,16 +2519,16 @@ struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_stor
 	if (srv->lfd == -1)
 		goto fail;
 	setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* The agent being upgraded and its successor share 15008 (docs/kubernetes.md). */
+	setsockopt(srv->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(srv->lfd, (const struct sockaddr *)bind_addr, sockaddr_len(bind_addr)) == -1 ||
-	    listen(srv->lfd, 1024) == -1 ||
 	    getsockname(srv->lfd, (struct sockaddr *)&srv->addr, &len) == -1)
 		goto fail;
 	loop_io_init(&srv->lio, srv->lfd, server_accept, srv);
-	if ((err = loop_io_set(l, &srv->lio, EPOLLIN))) {
+	if (!srv->o.opts.defer_listen && (err = hbone_server_listen(srv))) {
 		errno = -err;
 		goto fail;
 	}
-	pr_info("hbone: listening on %s", sockaddr_str(&srv->addr, addr, sizeof(addr)));
 	return srv;
 fail:
 	err = errno;
@@ -2076,6 +2539,25 @@ fail:
 	free(srv);
 	errno = err;
 	return NULL;
+}
+
+int hbone_server_listen(struct hbone_server *srv)
+{
+	char addr[ADDR_STR_LEN];
+	int err;
+
+	if (!srv || srv->lfd < 0)
+		return -EINVAL;
+	if (srv->listening)
+		return 0;
+	/* Listening is what joins the port's SO_REUSEPORT group: from here on connections come. */
+	if (listen(srv->lfd, 1024) == -1)
+		return -errno;
+	if ((err = loop_io_set(srv->o.loop, &srv->lio, EPOLLIN)))
+		return err;
+	srv->listening = true;
+	pr_info("hbone: listening on %s", sockaddr_str(&srv->addr, addr, sizeof(addr)));
+	return 0;
 }
 
 static void server_stop_listening(struct hbone_server *srv)
@@ -2089,7 +2571,8 @@ static void server_stop_listening(struct hbone_server *srv)
 	}
 	if (srv->lfd < 0)
 		return;
-	loop_io_del(srv->o.loop, &srv->lio);
+	if (srv->listening)
+		loop_io_del(srv->o.loop, &srv->lio);
 	close(srv->lfd);
 	srv->lfd = -1;
 }
@@ -2184,6 +2667,9 @@ static void owner_stats(struct hbone_owner *o, struct hbone_stats *out)
 	out->conns_total = o->conns_total;
 	out->streams_total = o->streams_total;
 	out->refused_total = o->refused_total;
+	memcpy(out->cut_off, o->cut_off, sizeof(out->cut_off));
+	out->streams_refused_total = o->streams_refused_total;
+	out->reset_before_dial_total = o->reset_before_dial_total;
 	for (struct hbone_sess *s = o->sessions; s; s = s->next) {
 		out->streams += s->nstreams;
 		out->buffered += s->buffered;

@@ -23,6 +23,45 @@
 struct hbone_pool;
 struct hbone_server;
 
+/* A token bucket: burst events at once, refilled at per_s a second. 0 picks the default. */
+struct hbone_rate {
+	uint32_t burst;
+	uint32_t per_s;
+};
+
+/* What a server tolerates from one peer connection before it cuts it off with GOAWAY
+ * (ENHANCE_YOUR_CALM): HTTP/2 abuse from a peer that holds a valid mesh certificate
+ * (CVE-2023-44487 rapid reset, CVE-2019-9512/9515/9518 floods, CVE-2024-28182). 0 picks the
+ * default shown; docs/configuration.md, keys hbone.limits.*. */
+struct hbone_limits {
+	struct hbone_rate resets;	/* streams the peer resets before they are served, or
+					 * within HBONE_PREMATURE_MS of opening (100, 10/s) */
+	struct hbone_rate settings;	/* SETTINGS frames, ACKs aside (50, 5/s) */
+	struct hbone_rate pings;	/* PING frames, ACKs aside (50, 5/s) */
+	struct hbone_rate empty_frames;	/* DATA frames with no payload and no END_STREAM
+					 * (100, 10/s) */
+	uint32_t max_continuations;	/* CONTINUATION frames after one HEADERS (8) */
+	uint32_t max_pending_streams;	/* streams opened and not answered yet (connecting
+					 * upstream); more are refused with REFUSED_STREAM (256) */
+};
+#define HBONE_PREMATURE_MS 1000
+/* The defaults of struct hbone_limits (the configuration shows the same). */
+#define HBONE_DEFAULT_LIMITS { .resets = { 100, 10 }, .settings = { 50, 5 }, \
+			       .pings = { 50, 5 }, .empty_frames = { 100, 10 }, \
+			       .max_continuations = 8, .max_pending_streams = 256 }
+
+/* Why a server cut a connection off (hbone_stats.cut_off[]). */
+enum hbone_abuse {
+	HBONE_ABUSE_RAPID_RESET,
+	HBONE_ABUSE_SETTINGS_FLOOD,
+	HBONE_ABUSE_PING_FLOOD,
+	HBONE_ABUSE_EMPTY_FRAMES,
+	HBONE_ABUSE_CONTINUATION_FLOOD,
+	HBONE_ABUSE_N,
+};
+/* "rapid_reset", "settings_flood", "ping_flood", "empty_frames", "continuation_flood". */
+const char *hbone_abuse_to_str(enum hbone_abuse a);
+
 /* Knobs shared by both sides; 0 picks the default shown. */
 struct hbone_opts {
 	uint32_t max_streams;		/* client: streams per pooled connection (100);
@@ -38,6 +77,9 @@ struct hbone_opts {
 					 * handshake (10000) */
 	uint32_t max_sessions;		/* server: concurrent inbound connections; more are
 					 * closed at accept (4096). Client: unused */
+	struct hbone_limits limits;	/* server: abuse limits per connection */
+	bool defer_listen;		/* server: bind only; hbone_server_listen() starts
+					 * accepting (an agent taking over from another) */
 };
 
 /* ---------------------------------------------------------------- client ---- */
@@ -150,6 +192,10 @@ struct hbone_server *hbone_server_new(struct loop *l, const struct sockaddr_stor
 int hbone_server_listen_pod(struct hbone_server *s, int fd);
 /* Accepts NULL. Closes the listener, resets every open stream, frees (see hbone_pool_free). */
 void hbone_server_free(struct hbone_server *s);
+/* Starts accepting on a server made with opts.defer_listen (a no-op otherwise). The socket is
+ * bound with SO_REUSEPORT, so another process (the agent being upgraded) may hold the port
+ * too; the kernel spreads new connections over both until that one closes. 0 or -errno. */
+int hbone_server_listen(struct hbone_server *s);
 /* The bound address (port filled when bind_addr had port 0). */
 int hbone_server_addr(const struct hbone_server *s, struct sockaddr_storage *out);
 /* Graceful drain: closes the listener, sends GOAWAY (last processed stream id) on every
@@ -211,6 +257,11 @@ struct hbone_stats {
 	size_t buffered;		/* bytes held in stream overflow queues */
 	size_t unconsumed;		/* received, window not yet given back (see conn_info) */
 	uint64_t refused_total;		/* server: connections closed at accept (max_sessions) */
+	/* server, abuse limits (struct hbone_limits): */
+	uint64_t cut_off[HBONE_ABUSE_N];	/* connections cut off, by reason */
+	uint64_t streams_refused_total;	/* REFUSED_STREAM past max_pending_streams */
+	uint64_t reset_before_dial_total; /* streams reset before their upstream was dialled
+					   * (so it never was) */
 };
 void hbone_pool_stats(struct hbone_pool *p, struct hbone_stats *out);
 void hbone_server_stats(struct hbone_server *s, struct hbone_stats *out);

@@ -264,6 +264,8 @@ struct httpd *httpd_new(struct loop *l, const struct sockaddr_storage *addr, htt
 		goto fail;
 	}
 	setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* An agent being upgraded (DaemonSet maxSurge) shares its ports with its successor. */
+	setsockopt(h->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(h->fd, (const struct sockaddr *)addr, sockaddr_len(addr)) == -1 ||
 	    listen(h->fd, 128) == -1) {
 		err = errno;

@@ -19,6 +19,7 @@
 #include "tls/ctx.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -53,6 +54,73 @@ static const char usage_text[] =
 	"Exit status: 0 success, 1 runtime failure, 2 bad usage or configuration.\n";
 
 static struct agent agent;
+
+/* ---- upgrades without resets (docs/kubernetes.md "Upgrades") ----
+ * A new agent may start while the one it replaces still runs in the same node netns (a
+ * DaemonSet rolling update with maxSurge). Its listeners are bound with SO_REUSEPORT but not
+ * listening, and its sockmap slots are left to the old agent, until its first model is applied:
+ * then it listens (joining the ports' reuseport groups), puts its capture listeners into the
+ * pinned sockmap (new captured connections come to it from then on) and reports ready. The old
+ * agent, on SIGTERM, closes its listeners (tcp_migrate_req hands what waits in their queues to
+ * ours), answers 503 on readiness, leaves capture as it is and serves its open connections
+ * until they end or its drain deadline passes. */
+
+#define MIGRATE_REQ_SYSCTL "/proc/sys/net/ipv4/tcp_migrate_req"
+
+/* Connections queued on a listener that closes move to another listener of its reuseport
+ * group instead of being reset (Linux 5.14+; per network namespace). */
+static void listener_handover_enable(void)
+{
+	int fd = open(MIGRATE_REQ_SYSCTL, O_WRONLY | O_CLOEXEC);
+	if (fd == -1 || write(fd, "1", 1) != 1)
+		pr_info("upgrade: cannot set %s (%s): connections queued on a closing agent's "
+			"listener may be reset during an upgrade", MIGRATE_REQ_SYSCTL, strerror(errno));
+	if (fd != -1)
+		close(fd);
+}
+
+/* Starts taking traffic; called once the first model is applied. 0 or -errno (logged). */
+static int take_over(struct agent *a)
+{
+	int err;
+
+	if (a->serving)
+		return 0;
+	listener_handover_enable();
+	if ((err = proxy_start_listening(a->proxy)) || (err = mesh_start_listening(a->mesh))) {
+		pr_err("upgrade: cannot start listening: %s", strerror(-err));
+		return err;
+	}
+	struct redirect_opts fds = {
+		.outbound_listener_fd = proxy_outbound_fd(a->proxy),
+		.inbound_listener_fd = proxy_inbound_fd(a->proxy),
+		.outbound6_listener_fd = proxy_outbound6_fd(a->proxy),
+		.inbound6_listener_fd = proxy_inbound6_fd(a->proxy),
+		.hbone_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET),
+		.hbone6_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET6),
+	};
+	if (a->redirect && (err = redirect_set_listeners(a->redirect, &fds))) {
+		pr_err("capture: inserting the listeners into the sockmap: %s", strerror(-err));
+		return err;
+	}
+	a->serving = true;
+	pr_info("taking traffic: listening on 15001/15006/15008%s", a->redirect
+		? ", capture listeners in the sockmap" : "");
+	return 0;
+}
+
+/* SIGTERM: stop accepting everywhere; capture stays (the successor owns it, or it fails
+ * closed until the agent is back), and so does the readiness port's answer: 503. */
+static void stop_taking_traffic(struct agent *a)
+{
+	if (a->proxy)
+		proxy_stop_accepting(a->proxy);
+	if (a->mesh)
+		mesh_drain(a->mesh);
+	/* The successor answers the kubelet's probes on 15021 from now on. */
+	httpd_free(a->ready);
+	a->ready = NULL;
+}
 
 static int apply_model(struct agent *a)
 {
@@ -97,7 +165,8 @@ static int apply_model(struct agent *a)
 			pods[n].addr6 = *a6;
 		n++;
 	}
-	if (a->redirect) {
+	/* A draining agent leaves capture to its successor (or as it is, failing closed). */
+	if (a->redirect && !a->draining) {
 		err = redirect_set_pods(a->redirect, pods, n);
 		if (err)
 			pr_err("capture: applying %zu local enrolled pods: %s", n, strerror(-err));
@@ -107,7 +176,11 @@ static int apply_model(struct agent *a)
 	/* Ready only once a published model (not the empty one of start-up) is in place: with
 	 * Kubernetes discovery that is after the first full list, so a node never reports ready
 	 * while its enrolled pods are not captured yet. */
-	if (!err && !a->model_applied && m->generation > 0) {
+	if (!err && !a->model_applied && m->generation > 0 && !a->draining) {
+		if ((err = take_over(a))) {
+			loop_stop(a->loop);
+			goto out;
+		}
 		a->model_applied = true;
 		pr_info("ready: %d workloads known, %zu local pods captured", m->nworkloads, n);
 	}
@@ -137,6 +210,10 @@ static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t even
 	struct agent *a = io->arg;
 	int err;
 	(void)l, (void)events;
+	if (a->draining) {	/* capture is the successor's to follow now */
+		loop_io_del(a->loop, &a->redirect_io);
+		return;
+	}
 	err = redirect_process_events(a->redirect);
 	if (err)
 		pr_warn_rl("capture: processing link events: %s", strerror(-err));
@@ -169,10 +246,7 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		pr_info("signal %u: draining (up to %u ms); capture stays in place and fails closed "
 			"until the agent is back", si.ssi_signo, a->cfg.drain_timeout_ms);
 		a->draining = true;
-		if (a->proxy)
-			proxy_stop_accepting(a->proxy);
-		if (a->mesh)
-			mesh_drain(a->mesh);
+		stop_taking_traffic(a);
 		/* drain_timeout_ms bounds the whole exit: connections get it less the span
 		 * flush (at most half of it), so the spans of the connections closed at the
 		 * deadline still go out before the kubelet's SIGKILL. */
@@ -216,6 +290,7 @@ static int run(struct agent *a)
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 		.max_connections = a->cfg.max_connections,
 		.buffer_size = a->cfg.buffer_size,
+		.defer_listen = true,	/* take_over() */
 	};
 	/* The cluster label of metrics: CLUSTER_ID as ztunnel reads it, "Kubernetes" by default. */
 	const char *cluster = getenv("CLUSTER_ID");
@@ -278,6 +353,8 @@ static int run(struct agent *a)
 		.ping_interval_ms = a->cfg.hbone_ping_interval_ms,
 		.window = a->cfg.hbone_window,
 		.max_inbound = a->cfg.hbone_max_inbound,
+		.limits = &a->cfg.hbone_limits,
+		.defer_listen = true,	/* take_over() */
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
 		.pod_listeners = a->cfg.redirect_enabled,
@@ -297,12 +374,7 @@ static int run(struct agent *a)
 		ro.sysctl_dir = a->cfg.redirect_sysctl_dir;
 		ro.mark = a->cfg.redirect_mark;
 		ro.table = a->cfg.redirect_table;
-		ro.outbound_listener_fd = proxy_outbound_fd(a->proxy);
-		ro.inbound_listener_fd = proxy_inbound_fd(a->proxy);
-		ro.outbound6_listener_fd = proxy_outbound6_fd(a->proxy);
-		ro.inbound6_listener_fd = proxy_inbound6_fd(a->proxy);
-		ro.hbone_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET);
-		ro.hbone6_listener_fd = mesh_pod_listener_fd(a->mesh, AF_INET6);
+		/* No listeners yet: take_over() inserts them once the agent can serve. */
 		a->redirect = redirect_new(&ro);
 		if (!a->redirect) {
 			err = -errno;
@@ -333,6 +405,8 @@ static int run(struct agent *a)
 	pr_info("ambitd %s on node %s (%s): capture %s, listening", AMBIT_VERSION, a->cfg.node_name,
 		a->cfg.node_ip, a->redirect ? "on" : "off");
 	err = loop_run(a->loop);
+	if (!err && !a->serving && !a->draining)
+		err = -EIO;	/* take_over() failed (logged) */
 	pr_info("stopped");
 out:
 	runtime_discovery_stop(&a->disc);

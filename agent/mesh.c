@@ -56,6 +56,8 @@ struct mesh {
 	struct hbone_server *server;
 	int pod_fd[2];				/* pod-addressed listeners (IPv4, IPv6), -1 none;
 						 * owned by the server once added */
+	bool pod_added[2];			/* ... listening and added (mesh_start_listening
+						 * when opts.defer_listen) */
 	uint64_t refused[2][MR_MAX];		/* [pod_addressed][reason] */
 	char refused_metric[2][MR_MAX][MESH_METRIC_NAME_MAX];
 };
@@ -422,6 +424,8 @@ static int register_refusal_metrics(struct mesh *m)
 
 /* The transparent pod-addressed listeners on loopback:15008 (IPv6 optional), handed to the
  * HBONE server; their fds stay known for the capture's sockmap. */
+static int pods_start(struct mesh *m);
+
 static int listen_pods(struct mesh *m)
 {
 	static const char *const ips[2] = { "127.0.0.1", "::1" };
@@ -429,10 +433,10 @@ static int listen_pods(struct mesh *m)
 
 	for (int i = 0; i < 2; i++) {
 		struct sockaddr_storage addr;
-		int fd, err;
+		int fd;
 
 		sockaddr_parse(ips[i], HBONE_PORT, &addr);
-		fd = proxy_listen_transparent(&addr);
+		fd = proxy_bind_transparent(&addr);	/* pods_start() listens */
 		if (i == 1 && (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)) {
 			pr_info("hbone: no IPv6 pod-addressed listener: %s", strerror(-fd));
 			continue;
@@ -442,13 +446,26 @@ static int listen_pods(struct mesh *m)
 			       sockaddr_str(&addr, a, sizeof(a)), strerror(-fd));
 			return fd;
 		}
-		if ((err = hbone_server_listen_pod(m->server, fd))) {
-			close(fd);
-			return err;
-		}
 		m->pod_fd[i] = fd;
 		pr_info("hbone: pod-addressed HBONE (captured <pod IP>:15008) on %s",
 			sockaddr_str(&addr, a, sizeof(a)));
+	}
+	return m->opts.defer_listen ? 0 : pods_start(m);
+}
+
+/* Listens on the pod-addressed sockets and hands them to the server. 0 or -errno. */
+static int pods_start(struct mesh *m)
+{
+	int err;
+
+	for (int i = 0; i < 2; i++) {
+		if (m->pod_fd[i] < 0 || m->pod_added[i])
+			continue;
+		if (listen(m->pod_fd[i], 1024) == -1)
+			return -errno;
+		if ((err = hbone_server_listen_pod(m->server, m->pod_fd[i])))
+			return err;
+		m->pod_added[i] = true;
 	}
 	return 0;
 }
@@ -504,6 +521,9 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 	}
 	so.max_streams = 0;	/* server: its own default (SETTINGS_MAX_CONCURRENT_STREAMS) */
 	so.max_sessions = opts->max_inbound;
+	if (opts->limits)
+		so.limits = *opts->limits;
+	so.defer_listen = opts->defer_listen;
 	struct hbone_server_cbs cbs = { .on_connect = on_inbound, .pod_cert = pod_cert,
 					.on_refused = on_refused, .arg = m };
 	m->server = hbone_server_new(opts->loop, &opts->hbone_addr, m->server_ctx, &cbs, &so);
@@ -521,6 +541,8 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 	}
 	struct proxy_mesh pm = { .connect = mesh_connect, .arg = m };
 	proxy_set_mesh(opts->proxy, &pm);
+	if (mesh_hbone_metrics_register(m->server))
+		pr_warn("hbone: no room for the abuse-limit metrics");
 	return m;
 fail:
 	mesh_free(m);
@@ -535,12 +557,21 @@ void mesh_free(struct mesh *m)
 	if (m->opts.proxy)
 		proxy_set_mesh(m->opts.proxy, &(struct proxy_mesh){ 0 });
 	hbone_server_free(m->server);
+	for (int i = 0; i < 2; i++)	/* bound, never handed to the server */
+		if (m->pod_fd[i] >= 0 && !m->pod_added[i])
+			close(m->pod_fd[i]);
 	hbone_pool_free(m->pool);
 	tls_ctx_free(m->server_ctx);
 	tls_ctx_free(m->client_ctx);
 	free(m->node_name);
 	free(m->trust_domain);
 	free(m);
+}
+
+int mesh_start_listening(struct mesh *m)
+{
+	int err = hbone_server_listen(m->server);
+	return err ? err : pods_start(m);
 }
 
 void mesh_drain(struct mesh *m)
@@ -579,6 +610,66 @@ static json_t *hbone_stats_json(const struct hbone_stats *st)
 			 "refused_total", (json_int_t)st->refused_total);
 }
 
+/* ---- HTTP/2 abuse limits: admin JSON and Prometheus counters ---- */
+
+json_t *mesh_hbone_limits_json(const struct hbone_stats *st)
+{
+	json_t *cut = json_object();
+	for (int i = 0; cut && i < HBONE_ABUSE_N; i++)
+		json_object_set_new(cut, hbone_abuse_to_str(i), json_integer((json_int_t)st->cut_off[i]));
+	return json_pack("{s:o,s:I,s:I}", "cut_off", cut,
+			 "streams_refused_total", (json_int_t)st->streams_refused_total,
+			 "reset_before_dial_total", (json_int_t)st->reset_before_dial_total);
+}
+
+/* One registered counter: which field of the server's stats it reads. */
+struct limit_metric {
+	struct hbone_server *server;
+	int cut_off;		/* enum hbone_abuse, or -1 / -2 for refused / reset before dial */
+};
+
+static struct limit_metric limit_metrics[HBONE_ABUSE_N + 2];
+
+static double limit_metric_value(void *arg)
+{
+	const struct limit_metric *lm = arg;
+	struct hbone_stats st;
+	hbone_server_stats(lm->server, &st);
+	if (lm->cut_off >= 0)
+		return (double)st.cut_off[lm->cut_off];
+	return (double)(lm->cut_off == -1 ? st.streams_refused_total : st.reset_before_dial_total);
+}
+
+int mesh_hbone_metrics_register(struct hbone_server *server)
+{
+	static const struct {
+		const char *name, *help;
+	} m[HBONE_ABUSE_N + 2] = {
+		[HBONE_ABUSE_RAPID_RESET] = { "ambit_hbone_rapid_reset_cutoffs_total",
+			"Inbound HBONE connections cut off for resetting streams too fast (hbone.limits.resets)" },
+		[HBONE_ABUSE_SETTINGS_FLOOD] = { "ambit_hbone_settings_flood_cutoffs_total",
+			"Inbound HBONE connections cut off for a SETTINGS flood (hbone.limits.settings)" },
+		[HBONE_ABUSE_PING_FLOOD] = { "ambit_hbone_ping_flood_cutoffs_total",
+			"Inbound HBONE connections cut off for a PING flood (hbone.limits.pings)" },
+		[HBONE_ABUSE_EMPTY_FRAMES] = { "ambit_hbone_empty_frames_cutoffs_total",
+			"Inbound HBONE connections cut off for a flood of empty DATA frames (hbone.limits.empty_frames)" },
+		[HBONE_ABUSE_CONTINUATION_FLOOD] = { "ambit_hbone_continuation_flood_cutoffs_total",
+			"Inbound HBONE connections cut off for too many CONTINUATION frames (hbone.limits.max_continuations)" },
+		[HBONE_ABUSE_N] = { "ambit_hbone_streams_refused_total",
+			"Inbound HBONE streams refused because too many were not served yet (hbone.limits.max_pending_streams)" },
+		[HBONE_ABUSE_N + 1] = { "ambit_hbone_reset_before_dial_total",
+			"Inbound HBONE streams reset by the peer before their upstream was dialled (none was)" },
+	};
+	int err = 0;
+	for (int i = 0; i < HBONE_ABUSE_N + 2 && !err; i++) {
+		limit_metrics[i].server = server;
+		limit_metrics[i].cut_off = i < HBONE_ABUSE_N ? i : HBONE_ABUSE_N - 1 - i;
+		err = metrics_register(m[i].name, m[i].help, "counter", limit_metric_value,
+				       &limit_metrics[i]);
+	}
+	return err;
+}
+
 json_t *mesh_hbone_json(struct mesh *m)
 {
 	struct hbone_stats cs = { 0 }, ss = { 0 };
@@ -588,6 +679,9 @@ json_t *mesh_hbone_json(struct mesh *m)
 	hbone_server_foreach(m->server, mesh_hbone_conn_json, arr);
 	hbone_pool_stats(m->pool, &cs);
 	hbone_server_stats(m->server, &ss);
+	json_t *srv = hbone_stats_json(&ss);
+	if (srv)
+		json_object_set_new(srv, "limits", mesh_hbone_limits_json(&ss));
 	return json_pack("{s:o,s:o,s:o}", "connections", arr, "client", hbone_stats_json(&cs),
-			 "server", hbone_stats_json(&ss));
+			 "server", srv);
 }

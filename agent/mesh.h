@@ -18,6 +18,8 @@ struct tls_ca;
 struct spiffe_id;
 struct hbone_inbound;
 struct hbone_conn_info;
+struct hbone_limits;
+struct hbone_stats;
 struct hbone_request;
 
 struct mesh_opts {
@@ -30,6 +32,8 @@ struct mesh_opts {
 	struct sockaddr_storage hbone_addr;	/* node IP:15008 */
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window, connect_timeout_ms;
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
+	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
+	bool defer_listen;		/* 15008 bound only; mesh_start_listening() accepts */
 	bool dial_pod;			/* hbone.dial "pod": ztunnel's form (mesh_hbone_dial) */
 	/* Serve pod-addressed HBONE (ztunnel's form) on transparent listeners 127.0.0.1:15008
 	 * and [::1]:15008, for the eBPF capture to feed (mesh_pod_listener_fd). */
@@ -50,6 +54,12 @@ void mesh_baggage_of(const struct model_workload *w, char *out, size_t len);
 const struct model_workload *mesh_vouched_source(const struct model *m, const char *td,
 						 const struct hbone_inbound *req,
 						 struct sockaddr_storage *src);
+/* The abuse-limit counters of a server's stats as JSON (admin /hbone "server".limits). */
+json_t *mesh_hbone_limits_json(const struct hbone_stats *st);
+/* Registers the ambit_hbone_* abuse counters of server (read at scrape time; the pointer is
+ * borrowed until metrics_reset). 0 or -ENOSPC. */
+struct hbone_server;
+int mesh_hbone_metrics_register(struct hbone_server *server);
 /* Where an outbound CONNECT goes, by hbone.dial. Node form (dial_pod false): node:15008, SNI
  * naming the destination identity, pooled per (source identity, node, destination identity).
  * Pod form, as ztunnel sends it: the destination pod's own target IP, port 15008, no SNI, pooled
@@ -66,6 +76,8 @@ void mesh_hbone_conn_json(const struct hbone_conn_info *i, void *json_array);
  * proxy's mesh route. NULL + errno (logged). */
 struct mesh *mesh_new(const struct mesh_opts *opts);
 void mesh_free(struct mesh *m);
+/* Starts accepting on 15008 (made with opts.defer_listen). 0 or -errno. */
+int mesh_start_listening(struct mesh *m);
 /* The pod-addressed HBONE listener of family (AF_INET, AF_INET6) for the capture's sockmap,
  * or -1 (none: pod_listeners off, or no IPv6). Owned by the mesh. */
 int mesh_pod_listener_fd(const struct mesh *m, int family);

@@ -23,6 +23,7 @@ struct listener {
 	int fd;
 	enum conn_kind kind;
 	struct sockaddr_storage addr;
+	bool listening;
 };
 
 struct proxy {
@@ -36,7 +37,7 @@ struct proxy {
 	uint32_t rr;		/* round-robin cursor for service endpoints */
 };
 
-int proxy_listen_transparent(const struct sockaddr_storage *addr)
+int proxy_bind_transparent(const struct sockaddr_storage *addr)
 {
 	int one = 1, fd, err;
 	int lvl = addr->ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
@@ -47,13 +48,26 @@ int proxy_listen_transparent(const struct sockaddr_storage *addr)
 		return -errno;
 	/* IPv6 only: the BPF program hands IPv4 to the IPv4 listener, and accepted sockets keep
 	 * plain IPv4 addresses rather than v4-mapped ones. */
+	/* SO_REUSEPORT: the agent being upgraded keeps its listener on the same port until it
+	 * closes it (then the kernel hands its queued connections to ours, tcp_migrate_req). */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
 	    (addr->ss_family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1) ||
 	    setsockopt(fd, lvl, opt, &one, sizeof(one)) == -1 ||
-	    bind(fd, (const struct sockaddr *)addr, sockaddr_len(addr)) == -1 ||
-	    listen(fd, PROXY_BACKLOG) == -1) {
+	    bind(fd, (const struct sockaddr *)addr, sockaddr_len(addr)) == -1) {
 		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int proxy_listen_transparent(const struct sockaddr_storage *addr)
+{
+	int fd = proxy_bind_transparent(addr);
+	if (fd >= 0 && listen(fd, PROXY_BACKLOG) == -1) {
+		int err = -errno;
 		close(fd);
 		return err;
 	}
@@ -393,6 +407,8 @@ static void on_accept(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
+static int listener_listen(struct proxy *p, struct listener *ls);
+
 /* Starts ls on addr. With `optional` (the IPv6 listeners), a host without IPv6 is not an
  * error: ls stays closed (fd -1) and 0 is returned. */
 static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind kind,
@@ -402,7 +418,15 @@ static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind k
 	ls->p = p;
 	ls->kind = kind;
 	ls->addr = *addr;
-	ls->fd = proxy_listen_transparent(addr);
+	ls->fd = proxy_bind_transparent(addr);
+	if (ls->fd == -EADDRINUSE) {
+		struct sockaddr_storage any = *addr;
+		sockaddr_set_port(&any, 0);
+		pr_warn("%s is held without SO_REUSEPORT (an agent from before surge upgrades?): "
+			"listening on an ephemeral port instead; capture goes by the sockmap",
+			sockaddr_str(addr, a, sizeof(a)));
+		ls->fd = proxy_bind_transparent(&any);
+	}
 	if (optional && (ls->fd == -EAFNOSUPPORT || ls->fd == -EADDRNOTAVAIL)) {
 		pr_info("no IPv6 listener on %s: %s", sockaddr_str(addr, a, sizeof(a)),
 			strerror(-ls->fd));
@@ -415,7 +439,35 @@ static int listener_start(struct proxy *p, struct listener *ls, enum conn_kind k
 		return ls->fd;
 	}
 	loop_io_init(&ls->io, ls->fd, on_accept, ls);
-	return loop_io_set(p->loop, &ls->io, EPOLLIN);
+	return p->opts.defer_listen ? 0 : listener_listen(p, ls);
+}
+
+/* listen() joins the port's SO_REUSEPORT group: only then may connections come. */
+static int listener_listen(struct proxy *p, struct listener *ls)
+{
+	char a[ADDR_STR_LEN];
+	int err;
+
+	if (ls->fd < 0 || ls->listening)
+		return 0;
+	err = listen(ls->fd, PROXY_BACKLOG) == -1 ? -errno : loop_io_set(p->loop, &ls->io, EPOLLIN);
+	if (err) {
+		pr_err("cannot listen on %s (transparent): %s", sockaddr_str(&ls->addr, a, sizeof(a)),
+		       strerror(-err));
+		return err;
+	}
+	ls->listening = true;
+	return 0;
+}
+
+int proxy_start_listening(struct proxy *p)
+{
+	struct listener *ls[] = { &p->out, &p->in, &p->out6, &p->in6 };
+	int err;
+	for (size_t i = 0; i < ARRAY_SIZE(ls); i++)
+		if ((err = listener_listen(p, ls[i])))
+			return err;
+	return 0;
 }
 
 /* [::1] with the port of v4 (the default IPv6 companion of an IPv4 listener). */
@@ -470,9 +522,11 @@ void proxy_stop_accepting(struct proxy *p)
 	for (size_t i = 0; i < ARRAY_SIZE(ls); i++) {
 		if (ls[i]->fd < 0)
 			continue;
-		loop_io_del(p->loop, &ls[i]->io);
+		if (ls[i]->listening)
+			loop_io_del(p->loop, &ls[i]->io);
 		close(ls[i]->fd);
 		ls[i]->fd = -1;
+		ls[i]->listening = false;
 	}
 }
 

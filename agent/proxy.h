@@ -47,10 +47,17 @@ struct proxy_opts {
 	uint32_t connect_timeout_ms;
 	uint32_t max_connections;
 	uint32_t buffer_size;
+	bool defer_listen;	/* bind only; proxy_start_listening() starts accepting */
 };
 
-/* Creates and listens on the transparent sockets (IPv4 and IPv6). NULL + errno (logged). */
+/* Creates and listens on the transparent sockets (IPv4 and IPv6). They are bound with
+ * SO_REUSEPORT, so the agent being upgraded may hold the ports too (docs/kubernetes.md); a
+ * holder that did not set it (an agent from before surge upgrades) leaves an ephemeral port,
+ * which capture does not mind (the sockmap names sockets, not ports). NULL + errno (logged). */
 struct proxy *proxy_new(const struct proxy_opts *opts);
+/* Starts accepting on listeners made with opts.defer_listen (a no-op otherwise): from here
+ * on the listeners may be handed to the BPF sockmap. 0 or -errno (logged). */
+int proxy_start_listening(struct proxy *p);
 void proxy_free(struct proxy *p);
 int proxy_outbound_fd(const struct proxy *p);
 int proxy_inbound_fd(const struct proxy *p);
@@ -58,7 +65,11 @@ int proxy_inbound_fd(const struct proxy *p);
 int proxy_outbound6_fd(const struct proxy *p);
 int proxy_inbound6_fd(const struct proxy *p);
 /* A non-blocking transparent (IP_TRANSPARENT / IPV6_TRANSPARENT; IPv6 also IPV6_V6ONLY)
- * listening socket bound to addr, as the capture listeners are: the fd, or -errno. */
+ * socket bound to addr with SO_REUSEPORT, as the capture listeners are, not listening yet
+ * (listening joins the port's reuseport group: an agent taking over from another waits until it
+ * can serve): the fd, or -errno. */
+int proxy_bind_transparent(const struct sockaddr_storage *addr);
+/* The same, listening: the fd, or -errno. */
 int proxy_listen_transparent(const struct sockaddr_storage *addr);
 void proxy_set_mesh(struct proxy *p, const struct proxy_mesh *mesh);
 /* Stops accepting (drain). Existing connections continue. */

@@ -731,16 +731,35 @@ static int load_skel(struct redirect *r)
 	return err;
 }
 
+/* fd < 0 leaves the slot alone: it may hold the listener of the agent this one takes over
+ * from (an upgrade), which keeps capture going until ours is inserted. */
 static int set_listener(struct redirect *r, __u32 key, int fd)
 {
 	__u64 v = (__u64)fd;
 	int mfd = bpf_map__fd(r->skel->maps.ambit_listeners);
 
-	if (fd < 0) {
-		bpf_map_delete_elem(mfd, &key);
+	if (fd < 0)
 		return 0;
-	}
 	return bpf_map_update_elem(mfd, &key, &v, BPF_ANY);
+}
+
+int redirect_set_listeners(struct redirect *r, const struct redirect_opts *fds)
+{
+	int err;
+	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, fds->outbound_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, fds->inbound_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, fds->outbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, fds->inbound6_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE, fds->hbone_listener_fd)) ||
+	    (err = set_listener(r, REDIRECT_LISTENER_HBONE6, fds->hbone6_listener_fd)))
+		return err;
+	r->opts.outbound_listener_fd = fds->outbound_listener_fd;
+	r->opts.inbound_listener_fd = fds->inbound_listener_fd;
+	r->opts.outbound6_listener_fd = fds->outbound6_listener_fd;
+	r->opts.inbound6_listener_fd = fds->inbound6_listener_fd;
+	r->opts.hbone_listener_fd = fds->hbone_listener_fd;
+	r->opts.hbone6_listener_fd = fds->hbone6_listener_fd;
+	return 0;
 }
 
 /* IPv6 local delivery: `ip -6 rule fwmark MARK/MASK lookup TABLE` and `local ::/0 dev lo` in
@@ -799,12 +818,7 @@ struct redirect *redirect_new(const struct redirect_opts *opts)
 	if ((err = load_skel(r)))
 		goto fail;
 	what = "inserting the listeners into the sockmap";
-	if ((err = set_listener(r, REDIRECT_LISTENER_OUTBOUND, opts->outbound_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND, opts->inbound_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_OUTBOUND6, opts->outbound6_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_INBOUND6, opts->inbound6_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_HBONE, opts->hbone_listener_fd)) ||
-	    (err = set_listener(r, REDIRECT_LISTENER_HBONE6, opts->hbone6_listener_fd)))
+	if ((err = redirect_set_listeners(r, opts)))
 		goto fail;
 	what = "opening netlink";
 	r->nl = netlink_new(true);

@@ -58,6 +58,11 @@ struct redirect_pod {
  * when they close) and takes over the interfaces a previous run attached. opts is copied.
  * NULL + errno on failure, after logging what failed. */
 struct redirect *redirect_new(const struct redirect_opts *opts);
+/* Puts the listening sockets of fds' *_listener_fd into the sockmap (-1: that slot is left as it
+ * is; the other fields are ignored). New SYNs of
+ * captured pods go to them from now on: an agent taking over from the one being upgraded
+ * calls this once it is ready (the old agent's listeners serve until then). 0 or -errno. */
+int redirect_set_listeners(struct redirect *r, const struct redirect_opts *fds);
 /* Stops following links; leaves capture in place (restart keeps pods captured). NULL ok. */
 void redirect_free(struct redirect *r);
 /* Makes the captured set exactly `pods`: attaches to newly enrolled pods' interfaces,

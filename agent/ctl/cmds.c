@@ -97,7 +97,7 @@ static int print_tbl(struct tbl *t, const struct ctl *c)
 		ctl_err("out of memory");
 		return CTL_EXIT_AGENT;
 	}
-	tbl_print(t, c->width);
+	tbl_print(t, ctl_width(c));
 	tbl_free(t);
 	return 0;
 }

@@ -40,7 +40,8 @@ struct ctl {
 	struct ctl_admin admins[CTL_MAX_ADMINS];	/* parsed by ctl_ready() */
 	int nadmins;
 	enum ctl_format format;
-	int width;			/* table width in columns; 0 = unlimited */
+	bool wide;			/* -o wide: a table with every cell whole */
+	int width;			/* --width, else the terminal's; 0 = unlimited (not a terminal) */
 	const volatile bool *cancel;	/* set by SIGINT in --watch */
 };
 
@@ -77,6 +78,9 @@ int ctl_common_opt(struct ctl *c, const char *cmd, int argc, char **argv, int *i
 /* After a command parsed its options: parses the --admin values (the default when none).
  * 0, or CTL_EXIT_AGENT / CTL_EXIT_USAGE after printing why. */
 int ctl_ready(struct ctl *c);
+/* The width tables are fitted into: 0 (never cut) with -o wide, else c->width, which is the
+ * terminal's width when stdout is one and 0 when it is a pipe or a file, unless --width N. */
+int ctl_width(const struct ctl *c);
 /* Parses a positive decimal number with an optional fraction ("2", "0.5"). 0 or -EINVAL. */
 int ctl_parse_seconds(const char *s, double *out);
 

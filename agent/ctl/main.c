@@ -24,36 +24,38 @@ static const char common_options[] =
 	"    The agent's admin API (default " CTL_DEFAULT_ADMIN "). May be repeated, or a comma "
 	"list, to ask several agents: `spans` merges their answers, other commands show one "
 	"section per agent.\n"
-	"-o, --output table|json\n"
-	"    table (default): aligned columns for people, fitted to the terminal. json: the "
-	"admin API's answer, pretty-printed with sorted keys, for scripts.\n"
+	"-o, --output table|wide|json\n"
+	"    table (default): aligned columns for people; on a terminal they are fitted to its "
+	"width (a cut cell ends with an ellipsis), written to a pipe or a file they are never cut, "
+	"so grep finds whole values. wide: the same table with every column whole, on a terminal "
+	"too. json: the admin API's answer, pretty-printed with sorted keys, for scripts.\n"
 	"--width N\n"
-	"    Fit tables into N columns (0: never cut). Default: the terminal's width, else "
-	"$COLUMNS, else 80.\n"
+	"    Fit tables into N columns (0: never cut), terminal or not. Default: on a terminal "
+	"its width, else $COLUMNS, else 80; not on a terminal, 0.\n"
 	"-h, --help\n"
 	"    This page.\n";
 
 const struct ctl_cmd ctl_cmds[] = {
 	{ "workloads", cmd_workloads, "workloads known to the agent",
-	  "workloads [-o table|json]",
+	  "workloads [-o table|wide|json]",
 	  "Lists the workloads (pods) of the agent's discovery model, sorted by namespace and "
 	  "name: NAMESPACE, POD-NAME, ADDRESS (its IPs, comma separated), NODE, "
 	  "WAYPOINT (\"None\" without one) and PROTOCOL (HBONE for enrolled workloads, else TCP). "
 	  "Reads GET /workloads.",
 	  "", "ambitctl workloads\nambitctl workloads -o json | jq -r '.workloads[] | select(.local) | .name'" },
 	{ "services", cmd_services, "services and their endpoints",
-	  "services [-o table|json]",
+	  "services [-o table|wide|json]",
 	  "Lists the services of the discovery model: NAMESPACE, SERVICE-NAME, SERVICE-VIP, "
 	  "WAYPOINT and ENDPOINTS (how many workloads its selector matches). Reads GET /services.",
 	  "", "ambitctl services\nambitctl services -o json | jq '.services[] | {name, endpoints}'" },
 	{ "certificates", cmd_certificates, "workload certificates held by the agent",
-	  "certificates [-o table|json]",
+	  "certificates [-o table|wide|json]",
 	  "Lists the leaf certificates the agent holds for its local workloads' identities: "
 	  "IDENTITY (SPIFFE ID), SERIAL, NOT-AFTER (UTC) and STATE (fresh, renewing, expired). "
 	  "Reads GET /certificates.",
 	  "", "ambitctl certificates\nambitctl certificates -o json | jq -r '.certificates[] | select(.state != \"fresh\") | .identity'" },
 	{ "connections", cmd_connections, "live proxied connections and HBONE tunnels",
-	  "connections [-o table|json] [--watch [--interval S]]",
+	  "connections [-o table|wide|json] [--watch [--interval S]]",
 	  "Lists the connections the agent proxies now: DIRECTION (outbound or inbound), SRC, "
 	  "DST (the original destination), TARGET (where the agent sent it), IDENTITY (the peer's "
 	  "SPIFFE ID: the destination's for outbound, the source's for inbound), BYTES-SENT, "
@@ -68,13 +70,13 @@ const struct ctl_cmd ctl_cmds[] = {
 	  "    Seconds between refreshes with --watch, 0.2 to 3600 (default 2).\n",
 	  "ambitctl connections\nambitctl connections --watch --interval 1\nambitctl connections -o json | jq '.connections[] | select(.direction == \"outbound\")'" },
 	{ "bpf", cmd_bpf, "eBPF capture state: interfaces and programs",
-	  "bpf [-o table|json]",
+	  "bpf [-o table|wide|json]",
 	  "Shows the traffic capture: one row per pod interface with the tc programs attached "
 	  "(IFACE, IFINDEX, POD, IP, PROGRAMS as direction:program-id), pods still waiting for "
 	  "their interface, then the capture counters. Reads GET /bpf.",
 	  "", "ambitctl bpf\nambitctl bpf -o json | jq .counters" },
 	{ "spans", cmd_spans, "recent connection spans; a trace as a waterfall",
-	  "spans [-o table|json] [--trace ID] [--limit N]",
+	  "spans [-o table|wide|json] [--trace ID] [--limit N]",
 	  "Without --trace, lists the most recent spans of the agent's ring: TRACE-ID, SPAN-ID, "
 	  "NAME, NODE, START (UTC), DURATION and STATUS.\n"
 	  "With --trace, draws that trace as a waterfall: one row per span, children under their "
@@ -103,7 +105,7 @@ const struct ctl_cmd ctl_cmds[] = {
 	  "    Only this workload (namespace and pod name).\n",
 	  "ambitctl telemetry\nambitctl telemetry --workload apps/web-1 -o json | jq .workloads[0].outbound.from" },
 	{ "config", cmd_config, "the agent's effective configuration",
-	  "config [-o table|json]",
+	  "config [-o table|wide|json]",
 	  "Prints the configuration the agent runs with (defaults, file and environment merged; "
 	  "credentials redacted) and its discovery status, as KEY VALUE rows with dotted paths. "
 	  "Reads GET /config_dump.",
@@ -127,13 +129,13 @@ const struct ctl_cmd ctl_cmds[] = {
 	  "ambitctl policies\nambitctl policies -o json | jq '.policies[] | select(.state != \"applied\")'\n"
 	  "ambitctl policies check --from default/sleep --to default/httpbin:8080" },
 	{ "log", cmd_log, "show or change the agent's log level",
-	  "log [-o table|json] [LEVEL]",
+	  "log [-o table|wide|json] [LEVEL]",
 	  "Without LEVEL, shows the agent's log level (GET /logging). With LEVEL, one of error, "
 	  "warn, info, debug or trace, sets it at once (POST /logging?level=LEVEL); the change "
 	  "lasts until the agent restarts.",
 	  "", "ambitctl log\nambitctl log debug" },
 	{ "version", cmd_version, "versions of ambitctl and the agent",
-	  "version [-o table|json] [--client]",
+	  "version [-o table|wide|json] [--client]",
 	  "Prints ambitctl's version, then the agent's (version, node, uptime, connections, "
 	  "memory, CPU time) from GET /stats.",
 	  "--client\n"
@@ -222,7 +224,7 @@ void ctl_print_help(const char *name)
 
 	if (!cmd) {
 		printf("NAME\n    ambitctl - node-level debugging CLI for the ambit node agent\n\n");
-		printf("SYNOPSIS\n    ambitctl [--admin HOST:PORT] COMMAND [-o table|json] [command options]\n"
+		printf("SYNOPSIS\n    ambitctl [--admin HOST:PORT] COMMAND [-o table|wide|json] [command options]\n"
 		       "    ambitctl help [COMMAND] | --help | --version\n\n");
 		printf("DESCRIPTION\n");
 		put_indented("Reads the admin API of ambitd (JSON on 127.0.0.1:15000, docs/admin-api.md) "
@@ -289,12 +291,13 @@ int ctl_common_opt(struct ctl *c, const char *cmd, int argc, char **argv, int *i
 	if ((r = ctl_opt_value(argv, argc, i, "--output", 'o', &v)) != 0) {
 		if (r < 0)
 			return -CTL_EXIT_USAGE;
-		if (strcmp(v, "table") == 0)
+		c->wide = strcmp(v, "wide") == 0;
+		if (strcmp(v, "table") == 0 || c->wide)
 			c->format = CTL_FMT_TABLE;
 		else if (strcmp(v, "json") == 0)
 			c->format = CTL_FMT_JSON;
 		else
-			return -ctl_usage_err(cmd, "output format '%s' is neither table nor json", v);
+			return -ctl_usage_err(cmd, "output format '%s' is not table, wide or json", v);
 		return 1;
 	}
 	if ((r = ctl_opt_value(argv, argc, i, "--admin", 0, &v)) != 0) {
@@ -347,11 +350,20 @@ int ctl_parse_seconds(const char *s, double *out)
 	return 0;
 }
 
+int ctl_width(const struct ctl *c)
+{
+	return c->wide ? 0 : c->width;
+}
+
+/* Tables are cut to fit only on a terminal: what goes to a pipe or a file is read by grep, awk
+ * or a person's pager, which must see whole values (CONTRACT.md). */
 static int default_width(void)
 {
 	struct winsize ws;
 	const char *cols = getenv("COLUMNS");
-	if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+	if (!isatty(STDOUT_FILENO))
+		return 0;
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
 		return ws.ws_col;
 	if (cols && *cols) {
 		char *end;

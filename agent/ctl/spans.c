@@ -15,6 +15,7 @@
 #define WF_NODE_MAX 20
 #define WF_MSG_MAX 24
 #define WF_BAR_MIN 20
+#define WF_BAR_WIDE 60		/* the bar when nothing is cut (not a terminal, -o wide) */
 
 struct span_row {
 	json_t *j;		/* borrowed from the merged array */
@@ -199,21 +200,29 @@ static void fmt_ms(long long ns, char *buf, size_t len)
 	snprintf(buf, len, "%.3f ms", (double)ns / 1e6);
 }
 
-static void put_padded(const char *s, int w)
+/* s in w columns: whole and padded when it fits, else cut with the ellipsis. indent: blanks
+ * in front, counted in w. */
+static void put_padded(const char *s, int indent, int w)
 {
 	char buf[512];
-	str_fit(s, w, TBL_KEEP_START, buf, sizeof(buf));
-	printf("%s%*s", buf, w - str_width(buf), "");
+	if (indent + str_width(s) <= w) {
+		printf("%*s%s%*s", indent, "", s, w - indent - str_width(s), "");
+		return;
+	}
+	indent = MIN(indent, w);
+	str_fit(s, w - indent, TBL_KEEP_START, buf, sizeof(buf));
+	printf("%*s%s%*s", indent, "", buf, w - indent - str_width(buf), "");
 }
 
-/* Draws rows (already in tree order through order[]) fitted to width columns. */
+/* Draws rows (already in tree order through order[]) fitted to width columns; width 0 (not a
+ * terminal, -o wide): labels, nodes and messages whole, the bar WF_BAR_WIDE columns. */
 static void draw_waterfall(const char *trace_id, struct span_row *rows, const int *order, int n,
 			   int width)
 {
 	long long t0 = rows[0].start, t1 = rows[0].end, total;
 	int lw = 4, nw = 4, dw = 8, mw = 0, bw, errors = 0, nnodes = 0, orphans = 0;
 	const char *nodes[64];
-	char label[WF_LABEL_MAX * 4 + 64], dur[32], axis[32];
+	char dur[32], axis[32];
 
 	for (int i = 0; i < n; i++) {
 		struct span_row *r = &rows[i];
@@ -235,18 +244,20 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 			nodes[nnodes++] = r->node ? r->node : "-";
 	}
 	total = t1 - t0 > 0 ? t1 - t0 : 1;
-	lw = MIN(lw, WF_LABEL_MAX);
-	nw = MIN(nw, WF_NODE_MAX);
-	mw = MIN(mw, WF_MSG_MAX);
-	if (width <= 0)
-		width = 120;
-	/* label  node  |bar|  duration  ERROR message; the message gives way to the bar. */
-	bw = width - 1 - (lw + 2 + nw + 2 + 1 + 1 + 2 + dw + (errors ? 2 + 5 : 0));
-	if (mw && bw - (mw + 1) < WF_BAR_MIN)
-		mw = MAX(bw - WF_BAR_MIN - 1, 0);
-	bw -= mw ? mw + 1 : 0;
-	if (bw < WF_BAR_MIN)
-		bw = WF_BAR_MIN;
+	if (width > 0) {
+		lw = MIN(lw, WF_LABEL_MAX);
+		nw = MIN(nw, WF_NODE_MAX);
+		mw = MIN(mw, WF_MSG_MAX);
+		/* label  node  |bar|  duration  ERROR message; the message gives way to the bar. */
+		bw = width - 1 - (lw + 2 + nw + 2 + 1 + 1 + 2 + dw + (errors ? 2 + 5 : 0));
+		if (mw && bw - (mw + 1) < WF_BAR_MIN)
+			mw = MAX(bw - WF_BAR_MIN - 1, 0);
+		bw -= mw ? mw + 1 : 0;
+		if (bw < WF_BAR_MIN)
+			bw = WF_BAR_MIN;
+	} else {
+		bw = WF_BAR_WIDE;
+	}
 
 	fmt_ms(total, dur, sizeof(dur));
 	printf("trace %s: %d span%s on %d node%s, %s", trace_id, n, n == 1 ? "" : "s", nnodes,
@@ -255,9 +266,9 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 		printf(", %d error%s", errors, errors == 1 ? "" : "s");
 	putchar('\n');
 
-	put_padded("SPAN", lw);
+	put_padded("SPAN", 0, lw);
 	printf("  ");
-	put_padded("NODE", nw);
+	put_padded("NODE", 0, nw);
 	snprintf(axis, sizeof(axis), "%.3g ms", (double)total / 1e6);
 	printf("  |0%*s|  %*s", bw - 1, axis, dw, "DURATION");
 	if (errors)
@@ -276,10 +287,9 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 			len = 1;
 		if (from + len > bw)
 			len = bw - from;
-		snprintf(label, sizeof(label), "%*s%s", 2 * depth, "", r->name);
-		put_padded(label, lw);
+		put_padded(r->name, 2 * depth, lw);
 		printf("  ");
-		put_padded(r->node ? r->node : "-", nw);
+		put_padded(r->node ? r->node : "-", 0, nw);
 		printf("  |%*s", from, "");
 		for (int k = 0; k < len; k++)
 			fputs(ctl_block, stdout);
@@ -287,9 +297,13 @@ static void draw_waterfall(const char *trace_id, struct span_row *rows, const in
 		fmt_ms(r->end - r->start, dur, sizeof(dur));
 		printf("%*s", dw, dur);
 		if (strcmp(r->status, "ERROR") == 0) {
+			const char *m = r->message ? r->message : "";
 			char msg[256];
-			str_fit(r->message ? r->message : "", mw, TBL_KEEP_START, msg, sizeof(msg));
-			printf("  ERROR%s%s", msg[0] ? " " : "", msg);
+			if (width > 0) {
+				str_fit(m, mw, TBL_KEEP_START, msg, sizeof(msg));
+				m = msg;
+			}
+			printf("  ERROR%s%s", m[0] ? " " : "", m);
 		}
 		putchar('\n');
 	}
@@ -331,7 +345,7 @@ static int show_trace(struct ctl *c, const char *trace_id, struct merged *m)
 	for (int i = 0; i < n; i++)
 		fill_row(&rows[i], json_array_get(m->spans, (size_t)i), m);
 	tree_order(rows, n, order);
-	draw_waterfall(trace_id, rows, order, n, c->width);
+	draw_waterfall(trace_id, rows, order, n, ctl_width(c));
 	free(rows);
 	free(order);
 	return 0;
@@ -372,7 +386,7 @@ static int show_list(struct ctl *c, struct merged *m)
 		ctl_err("out of memory");
 		return CTL_EXIT_AGENT;
 	}
-	tbl_print(t, c->width);
+	tbl_print(t, ctl_width(c));
 	tbl_free(t);
 	return 0;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* ambitctl's output: aligned tables fitted to the terminal (cut cells end with an ellipsis),
- * stable pretty JSON, and the small formatters for bytes, ages and times. */
+/* ambitctl's output: aligned tables, fitted to a terminal (cut cells end with an ellipsis) and
+ * whole elsewhere, stable pretty JSON, and the small formatters for bytes, ages and times. */
 #include "agent/ctl/ctl.h"
 #include "common/util.h"
 
@@ -131,14 +131,17 @@ static void put_cell(const char *s, int w, const struct tbl_col *col, bool last)
 {
 	char buf[1024];
 	int pad;
-	str_fit(s, w, col->trunc, buf, sizeof(buf));
-	pad = w - str_width(buf);
+	if (str_width(s) > w) {		/* cut: only ever to fit a terminal */
+		str_fit(s, w, col->trunc, buf, sizeof(buf));
+		s = buf;
+	}
+	pad = w - str_width(s);
 	if (col->right)
-		printf("%*s%s", pad, "", buf);
+		printf("%*s%s", pad, "", s);
 	else if (last)
-		fputs(buf, stdout);
+		fputs(s, stdout);
 	else
-		printf("%s%*s", buf, pad, "");
+		printf("%s%*s", s, pad, "");
 }
 
 /* Width of the widest part of a title split at its first '-' ("BYTES-SENT": 5). */

@@ -302,6 +302,7 @@ static int run(struct wpd *d)
 		.ping_interval_ms = d->cfg.hbone_ping_interval_ms,
 		.window = d->cfg.hbone_window,
 		.max_inbound = d->cfg.hbone_max_inbound,
+		.limits = &d->cfg.hbone_limits,
 		.dial_pod = strcmp(d->cfg.hbone_dial, "pod") == 0,
 	};
 	wo.hbone_addr = any;

@@ -1967,6 +1967,8 @@ struct waypoint *waypoint_new(const struct waypoint_opts *opts)
 	}
 	ho.max_streams = 0;
 	ho.max_sessions = opts->max_inbound;
+	if (opts->limits)
+		ho.limits = *opts->limits;
 	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = w };
 	w->server = hbone_server_new(opts->loop, &opts->hbone_addr, w->server_ctx, &cbs, &ho);
 	if (!w->server) {
@@ -2088,9 +2090,12 @@ json_t *waypoint_status_json(struct waypoint *w)
 json_t *waypoint_hbone_json(struct waypoint *w)
 {
 	json_t *arr = json_array();
+	struct hbone_stats ss;
 	hbone_pool_foreach(w->pool, mesh_hbone_conn_json, arr);
 	hbone_server_foreach(w->server, mesh_hbone_conn_json, arr);
-	return json_pack("{s:o}", "connections", arr);
+	hbone_server_stats(w->server, &ss);
+	return json_pack("{s:o,s:{s:o}}", "connections", arr, "server", "limits",
+			 mesh_hbone_limits_json(&ss));
 }
 
 /* Whether a policy's targetRefs (as the dump shows them) name this waypoint, its Gateway, or a

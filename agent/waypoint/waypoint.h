@@ -46,6 +46,7 @@ struct waypoint_opts {
 	uint32_t connect_timeout_ms, buffer_size;
 	uint32_t max_streams, idle_timeout_ms, ping_interval_ms, window;
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
+	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
 	uint32_t sniff_timeout_ms;		/* no byte from the client this long: TCP (1000) */
 	bool dial_pod;				/* hbone.dial "pod": endpoints at their pod IP:15008,
 						 * no SNI (mesh_hbone_dial) */

@@ -21,7 +21,7 @@ _ambitctl() {
 	# Values of options.
 	case $prev in
 	-o|--output)
-		COMPREPLY=($(compgen -W "table json" -- "$cur"))
+		COMPREPLY=($(compgen -W "table wide json" -- "$cur"))
 		return ;;
 	--admin)
 		COMPREPLY=($(compgen -W "127.0.0.1:15000" -- "$cur"))

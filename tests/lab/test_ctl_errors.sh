@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # ambitctl against tests/tools/fake_admin.py (no lab, no root): every command in both formats
-# (aligned columns, the two-node waterfall, JSON that parses with sorted keys), --watch, help,
+# (aligned columns, the two-node waterfall, JSON that parses with sorted keys); tables cut to
+# fit a terminal (a pty, tests/tools/pty_run.py) but whole in a pipe, a file or -o wide; --watch, help,
 # completion, and the error cases: a wrong address, a refused connection, a malformed answer,
 # an HTTP 500 and a timeout each give one line on stderr and exit 1; bad usage exits 2.
 set -u
@@ -10,6 +11,7 @@ build=${AMBIT_BUILD:-build}
 case $build in /*) ;; *) build=$top/$build ;; esac
 CTL=$build/ambitctl
 FAKE=$top/tests/tools/fake_admin.py
+PTY=$top/tests/tools/pty_run.py
 TRACE=4bf92f3577b34da6a3ce929d0e0e4736
 tmp=$(mktemp -d)
 pids=()
@@ -35,11 +37,28 @@ expect() {
 		sed 's/^/#   err| /' "$tmp/err" | head -10
 	fi
 }
-# run ARGS...: ambitctl with stdout in $tmp/out, stderr in $tmp/err, status in $rc.
+# run ARGS...: ambitctl with stdout in $tmp/out (a file: not a terminal, so $COLUMNS must not
+# cut anything), stderr in $tmp/err, status in $rc.
 run() {
 	rc=0
 	COLUMNS=80 "$CTL" "$@" >"$tmp/out" 2>"$tmp/err" </dev/null || rc=$?
 }
+# run_tty COLS ARGS...: the same on a terminal COLS wide (stdout and stderr both in $tmp/out).
+run_tty() {
+	local cols=$1; shift
+	rc=0
+	: >"$tmp/err"
+	env -u COLUMNS python3 "$PTY" --cols "$cols" -- "$CTL" "$@" >"$tmp/out" 2>&1 </dev/null || rc=$?
+}
+# run_pipe ARGS...: stdout through a pipe (cat), as in `ambitctl certificates | grep`.
+run_pipe() {
+	rc=0
+	set -o pipefail
+	COLUMNS=80 "$CTL" "$@" 2>"$tmp/err" </dev/null | cat >"$tmp/out" || rc=$?
+	set +o pipefail
+}
+# No cell is cut: no ellipsis (UTF-8 or ASCII) anywhere.
+uncut() { ! grep -q '…' "$tmp/out" && ! grep -q '~' "$tmp/out"; }
 has() { grep -q -- "$1" "$tmp/out"; }
 err_has() { grep -q -- "$1" "$tmp/err"; }
 one_err_line() { [ "$(wc -l <"$tmp/err")" -eq 1 ] && [ ! -s "$tmp/out" ]; }
@@ -115,8 +134,18 @@ expect "workloads: table" $([ $rc -eq 0 ] && head -1 "$tmp/out" | grep -Eq '^NAM
 	[ "$(wc -l <"$tmp/out")" -eq 5 ] && has 'default  *api-gateway-7d9  *10.244.1.5  *node-1  *None  *HBONE' &&
 	has 'reviews-v1-abc  *10.244.2.7.*node-2  *waypoint  *HBONE'; echo $?)
 expect "workloads: columns aligned" $(aligned NAMESPACE POD-NAME ADDRESS NODE WAYPOINT PROTOCOL; echo $?)
-expect "workloads: fits 80 columns, long cells end with an ellipsis" $(fits 80 && has 'bookinfo-with-a.*…' && has 'productpage-v1-.*…'; echo $?)
+expect "workloads to a file: whole cells whatever \$COLUMNS says" $(has 'bookinfo-with-a-long-namespace  *productpage-v1-6b746f74dc-9stvr-with-a-very-long-suffix  ' && uncut; echo $?)
 expect "workloads: sorted by namespace then name" $(awk 'NR>1 {print $1, $2}' "$tmp/out" | sort -c 2>/dev/null; echo $?)
+run_tty 80 --admin "$A1" workloads
+expect "workloads on an 80-column terminal: fits, long cells end with an ellipsis" $([ $rc -eq 0 ] && fits 80 && has 'bookinfo-with-a.*…' && has 'productpage-v1-.*…' && aligned NAMESPACE POD-NAME ADDRESS NODE; echo $?)
+run_tty 80 --admin "$A1" workloads -o wide
+expect "workloads -o wide on a terminal: every column whole" $([ $rc -eq 0 ] && has 'bookinfo-with-a-long-namespace  *productpage-v1-6b746f74dc-9stvr-with-a-very-long-suffix  ' && uncut && aligned NAMESPACE POD-NAME ADDRESS NODE WAYPOINT PROTOCOL; echo $?)
+run_tty 100 --admin "$A1" workloads
+expect "workloads on a 100-column terminal: its own width, not 80" $([ $rc -eq 0 ] && fits 100 && ! fits 80; echo $?)
+run_pipe --admin "$A1" workloads
+expect "workloads through a pipe: whole cells" $([ $rc -eq 0 ] && has 'productpage-v1-6b746f74dc-9stvr-with-a-very-long-suffix' && uncut; echo $?)
+run --admin "$A1" workloads --width 80
+expect "workloads --width 80 to a file: cut as asked" $([ $rc -eq 0 ] && fits 80 && has 'productpage-v1-.*…'; echo $?)
 run --admin "$A1" workloads -o json
 expect "workloads: json" $([ $rc -eq 0 ] && json_ok && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["workloads"]) == 4 and d["generation"] == 3' "$tmp/out"; echo $?)
 run --admin "$A1" --width 0 workloads
@@ -130,7 +159,19 @@ expect "services: json" $([ $rc -eq 0 ] && json_ok && grep -q '"services": \[' "
 
 run --admin "$A1" certificates
 expect "certificates: table" $([ $rc -eq 0 ] && head -1 "$tmp/out" | grep -Eq '^IDENTITY +SERIAL +NOT-AFTER +STATE$' &&
-	has 'sa/reviews .*2024-11-27T09:30:00Z  *renewing$' && has 'sa/api-gateway .*fresh$' && fits 80 && aligned IDENTITY SERIAL NOT-AFTER STATE; echo $?)
+	has 'sa/reviews .*2024-11-27T09:30:00Z  *renewing$' && has 'sa/api-gateway .*fresh$' && aligned IDENTITY SERIAL NOT-AFTER STATE; echo $?)
+# The issue's own example: `ambitctl certificates | grep spiffe://` must find whole identities.
+LONG_ID=spiffe://cluster.local/ns/bookinfo-with-a-long-namespace/sa/productpage-service-account
+rc=0
+found=$(COLUMNS=80 "$CTL" --admin "$A1" certificates 2>"$tmp/err" </dev/null | grep -o 'spiffe://[^ ]*' | sort | tr '\n' ' ') || rc=$?
+echo "$found" >"$tmp/out"
+expect "certificates | grep spiffe://: every identity whole" $([ $rc -eq 0 ] &&
+	[ "$found" = "$LONG_ID spiffe://cluster.local/ns/default/sa/api-gateway spiffe://cluster.local/ns/default/sa/reviews " ]; echo $?)
+run_tty 80 --admin "$A1" certificates
+expect "certificates on an 80-column terminal: fits, the identity keeps its end" $([ $rc -eq 0 ] && fits 80 &&
+	has '^…[^ ]*/sa/productpage-service-account ' && ! has "$LONG_ID" && aligned IDENTITY SERIAL NOT-AFTER STATE; echo $?)
+run_tty 80 --admin "$A1" certificates -o wide
+expect "certificates -o wide on a terminal: whole identities" $([ $rc -eq 0 ] && has "^$LONG_ID  " && uncut; echo $?)
 run --admin "$A1" certificates --output=json
 expect "certificates: json" $([ $rc -eq 0 ] && json_ok && grep -q '"not_after": 1732699800' "$tmp/out"; echo $?)
 
@@ -148,10 +189,13 @@ run --admin "$A1" telemetry --workload shop/reviews-v1-5c8 -o json
 expect "telemetry --workload: that workload, json" $([ $rc -eq 0 ] && json_ok && grep -q '"workload": "shop/reviews-v1-5c8"' "$tmp/out" &&
 	! grep -q 'api-gateway' "$tmp/out"; echo $?)
 
-run --admin "$A1" connections
+run_tty 80 --admin "$A1" connections
 expect "connections: table and HBONE tunnels" $([ $rc -eq 0 ] && grep -Eq '^DIRECTION +SRC +DST +TARGET +IDENTITY +SENT +RECV +AGE$' "$tmp/out" &&
 	grep -Eq '^ +BYTES +BYTES$' "$tmp/out" && has '^outbound .*1.5MiB  *52B  *1h2m$' && has '^inbound .*900B  *2.0KiB  *850ms$' &&
 	has '^HBONE TUNNELS$' && has '^client  *172.18.0.3:15008 .*sa/reviews  *1  *1h2m  *ready$' && fits 80; echo $?)
+run --admin "$A1" connections
+expect "connections to a file: whole cells, titles on one line" $([ $rc -eq 0 ] && has '^DIRECTION  SRC  *DST  *TARGET  *IDENTITY  *BYTES-SENT  *BYTES-RECV  *AGE$' &&
+	has 'spiffe://cluster.local/ns/default/sa/reviews' && uncut; echo $?)
 run --admin "$A1" --width 200 connections
 expect "connections: wide terminal shows whole cells" $([ $rc -eq 0 ] && has '^DIRECTION  SRC  *DST  *TARGET  *IDENTITY  *BYTES-SENT  *BYTES-RECV  *AGE$' &&
 	has 'outbound   10.244.1.5:43512  10.96.0.20:9080  10.244.2.7:9080  spiffe://cluster.local/ns/default/sa/reviews' &&
@@ -196,14 +240,14 @@ run --admin "127.0.0.1:$free_port" version --client
 expect "version --client needs no agent" $([ $rc -eq 0 ] && has '^ambitctl '; echo $?)
 
 # ---- spans ----
-run --admin "$A1" --admin "$A2" spans
+run_tty 80 --admin "$A1" --admin "$A2" spans
 expect "spans: merged list ordered by start" $([ $rc -eq 0 ] && head -1 "$tmp/out" | grep -Eq "^ +SPAN$" &&
 	sed -n 2p "$tmp/out" | grep -Eq "^TRACE-ID +ID +NAME +NODE +START +DURATION +STATUS$" &&
 	[ "$(awk 'NR>2 {print $3}' "$tmp/out" | tr '\n' ' ')" = "outbound outbound inbound connect " ] && fits 80 &&
 	grep -Eq "^$TRACE .*inbound +node-2 +09:31:00 +10.0ms +ERROR$" "$tmp/out"; echo $?)
 run --admin "$A1,$A2" spans --limit 2 -o json
 expect "spans --limit: the most recent N" $([ $rc -eq 0 ] && json_ok && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert [s["name"] for s in d["spans"]] == ["inbound", "connect"]' "$tmp/out"; echo $?)
-run --admin "$A1" --admin "$A2" spans --trace "$TRACE"
+run_tty 80 --admin "$A1" --admin "$A2" spans --trace "$TRACE"
 cp "$tmp/out" "$tmp/waterfall"
 expect "spans --trace: waterfall across two agents" $([ $rc -eq 0 ] && head -1 "$tmp/out" | grep -q "^trace $TRACE: 3 spans on 2 nodes, 12.500 ms, 2 errors$" &&
 	sed -n 2p "$tmp/out" | grep -Eq '^SPAN +NODE +\|0 +12.5 ms\| +DURATION +STATUS$' && fits 80; echo $?)
@@ -223,6 +267,9 @@ bars = [r.count("█") for r in rows]
 assert bars[0] > bars[1] > bars[2] > 0, bars
 EOF
 echo $?)
+run --admin "$A1" --admin "$A2" spans --trace "$TRACE"
+expect "spans --trace to a file: messages whole, the same bars" $([ $rc -eq 0 ] && has '  ERROR connection reset by peer$' && has '  ERROR upstream reset$' && uncut &&
+	[ "$(grep -c '|.*█.*|' "$tmp/out")" -eq 3 ]; echo $?)
 run --admin "$A2" spans --trace "$TRACE"
 expect "spans --trace: one agent's half, the missing parent said" $([ $rc -eq 0 ] && has '^inbound  *node-2' && has '^  connect  *node-2' && has 'parent on another node'; echo $?)
 run --admin "$A1,$A2" spans --trace "${TRACE^^}" -o json
@@ -271,7 +318,7 @@ comp() { # WORDS...: the completions for the last word
 		_ "$top/deploy/completion/ambitctl.bash" "$@"
 }
 expect "completion: commands, options, -o values" $([ "$(comp ambitctl con | sort | tr '\n' ' ')" = "config connections " ] &&
-	[ "$(comp ambitctl workloads -o '' | tr '\n' ' ')" = "table json " ] &&
+	[ "$(comp ambitctl workloads -o '' | tr '\n' ' ')" = "table wide json " ] &&
 	comp ambitctl connections --w | grep -q -- --watch && comp ambitctl spans --t | grep -q -- --trace &&
 	comp ambitctl log d | grep -q debug && comp ambitctl --admin x help ser | grep -q services &&
 	[ "$(comp ambitctl policies c)" = check ] && comp ambitctl policies check --f | grep -q -- --from; echo $?)

@@ -124,8 +124,13 @@ const rules = {
     if (!(ps.tolerations || []).some((t) => t.operator === 'Exists' && !t.key)) bad.push('does not tolerate every taint');
     if (!ps.terminationGracePeriodSeconds) bad.push('no terminationGracePeriodSeconds');
     const ru = doc.spec.updateStrategy || {};
-    if (ru.type !== 'RollingUpdate' || !ru.rollingUpdate || ru.rollingUpdate.maxUnavailable !== 1)
-      bad.push('rolling update with maxUnavailable 1');
+    // Upgrades without resets: the new agent starts beside the old one (docs/kubernetes.md).
+    if (ru.type !== 'RollingUpdate' || !ru.rollingUpdate || ru.rollingUpdate.maxSurge !== 1 ||
+        ru.rollingUpdate.maxUnavailable !== 0)
+      bad.push('rolling update with maxSurge 1, maxUnavailable 0');
+    // hostNetwork turns container ports into host ports, which would keep the surge pod off
+    // the node while the old pod runs.
+    if ((c.ports || []).length) bad.push('container ports (host ports) block the surge pod');
     if (sc.privileged === true) bad.push('privileged: true');
     if (sc.allowPrivilegeEscalation !== false) bad.push('allowPrivilegeEscalation is not false');
     for (const cap of ['BPF', 'NET_ADMIN']) if (!caps.includes(cap)) bad.push(`capability ${cap} missing`);

@@ -178,6 +178,9 @@ CERTS = {"certificates": [
     {"identity": "spiffe://cluster.local/ns/default/sa/api-gateway", "serial": "3c9e2f11aa0b7d64e8",
      "not_before": 1732613400, "not_after": 1732699800, "issued_at": 1732613400, "renew_at": 1732656600, "state": "fresh",
      "refs": 2, "issued_total": 1},
+    {"identity": "spiffe://cluster.local/ns/bookinfo-with-a-long-namespace/sa/productpage-service-account",
+     "serial": "77aa01c4e5d2b9f0", "not_before": 1732613400, "not_after": 1732699800, "issued_at": 1732613400,
+     "renew_at": 1732656600, "state": "fresh", "refs": 1, "issued_total": 1},
 ]}
 
 BPF = {"enabled": True, "pin_dir": "/sys/fs/bpf/ambit",

@@ -17,6 +17,14 @@
 #   h2peer.py refused HOST:PORT [--no-cert] [--tls12] [--plain preface|junk] [--want TEXT]
 #     the server must refuse the connection: no HTTP/2 frame comes back and it ends (with a TLS
 #     alert, an error or EOF); --want: the TLS error (alert) must contain TEXT
+#   h2peer.py attack HOST:PORT --kind KIND --authority A --count N [--connections C] (+ TLS)
+#     HTTP/2 abuse from a peer with a valid certificate, on C connections in turn, written frame
+#     by frame (h2 would refuse to misbehave); KIND: rapid_reset (CONNECT then RST_STREAM, N
+#     times), settings / ping (N frames), empty_data (N empty DATA frames on an open CONNECT
+#     stream to A), continuation (HEADERS then N empty CONTINUATIONs), pending (N CONNECTs to A,
+#     which should never answer). Prints one line per connection:
+#       RESULT conn=I sent=N goaway=CODE last=ID refused=R ended=HOW
+#     (goaway -1: none came; last: its last stream ID; refused: RST_STREAM REFUSED_STREAM seen)
 import argparse
 import hashlib
 import os
@@ -25,6 +33,7 @@ import select
 import socket
 import ssl
 import sys
+import time
 
 import h2.config
 import h2.connection
@@ -291,6 +300,141 @@ def run_refused(a):
     print("# refused %s: %s" % (what, detail))
 
 
+# ---- abuse (frames written by hand: h2 keeps to the protocol) ----
+FT_DATA, FT_HEADERS, FT_RST, FT_SETTINGS, FT_PING, FT_GOAWAY, FT_CONT = 0, 1, 3, 4, 6, 7, 9
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+class RawPeer:
+    """Reads the server's frames as they come: GOAWAY, RST_STREAM, response HEADERS."""
+
+    def __init__(self, tls):
+        self.tls, self.buf = tls, bytearray()
+        self.goaway, self.last, self.refused, self.ended = -1, -1, 0, None
+        self.answered = set()
+        self.tls.setblocking(False)
+
+    def poll(self, timeout=0.0):
+        """Reads what is there (waits up to timeout for the first bytes); False once it ended."""
+        if self.ended:
+            return False
+        if not self.tls.pending():
+            r, _, _ = select.select([self.tls], [], [], timeout)
+            if not r:
+                return True
+        try:
+            while True:
+                d = self.tls.recv(65536)
+                if not d:
+                    self.ended = "eof"
+                    break
+                self.buf += d
+                if not self.tls.pending():
+                    break
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass
+        except ssl.SSLError as e:
+            self.ended = "tls error: %s" % (e.reason or e)
+        except OSError as e:
+            self.ended = "error: %s" % e
+        while len(self.buf) >= 9:
+            n = int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < 9 + n:
+                break
+            t, sid, pl = self.buf[3], int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF, self.buf[9:9 + n]
+            del self.buf[:9 + n]
+            if t == FT_GOAWAY and len(pl) >= 8 and self.goaway < 0:
+                self.last = int.from_bytes(pl[:4], "big") & 0x7FFFFFFF
+                self.goaway = int.from_bytes(pl[4:8], "big")
+            elif t == FT_RST and len(pl) == 4 and int.from_bytes(pl, "big") == 7:
+                self.refused += 1
+            elif t == FT_HEADERS:
+                self.answered.add(sid)
+        return not self.ended
+
+    def send(self, data):
+        """Writes all of data unless the server stops reading (5 s) or closes; True if written."""
+        view = memoryview(data)
+        end = time.monotonic() + 5
+        while view:
+            try:
+                n = self.tls.send(view)
+                view = view[n:]
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                if time.monotonic() > end:
+                    return False
+                select.select([self.tls], [self.tls], [], 0.05)
+                self.poll()
+            except OSError as e:
+                self.ended = self.ended or "error: %s" % e
+                return False
+        return True
+
+
+def attack_once(a, i):
+    import hpack
+    host, port = a.target.rsplit(":", 1)
+    tls = context(a, False).wrap_socket(socket.create_connection((host, int(port)), timeout=10),
+                                        server_hostname=a.sni)
+    p, enc = RawPeer(tls), hpack.Encoder()
+    connect = [(":method", "CONNECT"), (":authority", a.authority)]
+    p.send(H2_PREFACE)
+    p.poll(1.0)
+    p.send(frame(FT_SETTINGS, 1, 0))  # ACK the server's SETTINGS
+    print("ATTACKING conn=%d" % i)
+    sys.stdout.flush()
+    sent, sid, batch = 0, 1, 50
+    if a.kind in ("empty_data",):
+        p.send(frame(FT_HEADERS, 4, sid, enc.encode(connect)))
+        deadline = time.monotonic() + 5
+        while sid not in p.answered and p.poll(0.2) and time.monotonic() < deadline:
+            pass
+    while sent < a.count and p.poll():
+        out = bytearray()
+        for _ in range(min(batch, a.count - sent)):
+            if a.kind == "rapid_reset":
+                out += frame(FT_HEADERS, 4, sid, enc.encode(connect))
+                out += frame(FT_RST, 0, sid, (8).to_bytes(4, "big"))  # CANCEL
+                sid += 2
+            elif a.kind == "pending":
+                out += frame(FT_HEADERS, 4, sid, enc.encode(connect))
+                sid += 2
+            elif a.kind == "settings":
+                out += frame(FT_SETTINGS, 0, 0)
+            elif a.kind == "ping":
+                out += frame(FT_PING, 0, 0, sent.to_bytes(8, "big"))
+            elif a.kind == "empty_data":
+                out += frame(FT_DATA, 0, 1)
+            elif a.kind == "continuation":
+                if sent == 0:
+                    out += frame(FT_HEADERS, 0, sid, enc.encode(connect))  # no END_HEADERS
+                out += frame(FT_CONT, 0, sid)
+            sent += 1
+        if not p.send(bytes(out)):
+            break
+    # The verdict: GOAWAY and the end, or (pending) the refusals; at most 5 s.
+    deadline = time.monotonic() + (2 if a.kind == "pending" else 5)
+    while p.poll(0.2) and time.monotonic() < deadline:
+        if a.kind == "pending" and p.refused >= a.want_refused:
+            break
+    print("RESULT conn=%d sent=%d goaway=%d last=%d refused=%d ended=%s" %
+          (i, sent, p.goaway, p.last, p.refused, (p.ended or "open").replace(" ", "_")))
+    sys.stdout.flush()
+    try:
+        tls.close()
+    except OSError:
+        pass
+
+
+def run_attack(a):
+    for i in range(a.connections):
+        attack_once(a, i)
+    results.append(True)
+
+
 def run_server(a):
     ctx = context(a, True)
     snis = []
@@ -317,6 +461,21 @@ def run_server(a):
         conn.initiate_connection()
         conn.increment_flow_control_window(16 << 20)
         p = Pump(tls, conn)
+        if a.goaway_first:
+            # An agent being upgraded: GOAWAY at once on the first connection (a request the
+            # client queued meanwhile was never processed and may go again elsewhere).
+            a.goaway_first = False
+            conn.close_connection()
+            p.flush()
+            try:  # read (and ignore) what comes until the client closes: no RST over GOAWAY
+                tls.settimeout(5)
+                while tls.recv(65536):
+                    pass
+            except OSError:
+                pass
+            tls.close()
+            print("# sent GOAWAY on the first connection")
+            continue
         p.flush()
         open_streams = set()
         while done < a.streams or open_streams:
@@ -364,7 +523,7 @@ def run_server(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["client", "server", "probe", "refused"])
+    ap.add_argument("mode", choices=["client", "server", "probe", "refused", "attack"])
     ap.add_argument("target", nargs="?")
     ap.add_argument("authority_pos", nargs="?")
     ap.add_argument("--ca", required=True)
@@ -384,13 +543,19 @@ def main():
     ap.add_argument("--tls12", action="store_true")
     ap.add_argument("--plain", choices=["preface", "junk"])
     ap.add_argument("--want")
+    ap.add_argument("--kind", choices=["rapid_reset", "settings", "ping", "empty_data",
+                                       "continuation", "pending"])
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--connections", type=int, default=1)
+    ap.add_argument("--want-refused", type=int, default=1)
     ap.add_argument("--no-sni", action="store_true")
+    ap.add_argument("--goaway-first", action="store_true")
     a = ap.parse_args()
     if a.authority is None:
         a.authority = a.authority_pos
     try:
         {"client": run_client, "server": run_server, "probe": run_probe,
-         "refused": run_refused}[a.mode](a)
+         "refused": run_refused, "attack": run_attack}[a.mode](a)
     except Exception as e:  # a failure is a "not ok" line, never a hang
         check(a.mode + "_exception", False, repr(e))
     sys.exit(0 if results and all(results) else 1)

@@ -231,6 +231,42 @@ TEST(ca_client_keys)
 	unlink(path);
 }
 
+/* hbone.limits: defaults when absent, each key read, shown by config_to_json, bad ones named. */
+TEST(hbone_limits)
+{
+	struct config c;
+	char err[256];
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(c.hbone_limits.resets.burst, 100);
+	CHECK_EQ_INT(c.hbone_limits.resets.per_s, 10);
+	CHECK_EQ_INT(c.hbone_limits.max_pending_streams, 256);
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"limits\":{"
+		  "\"resets\":{\"burst\":500,\"per_s\":50},\"pings\":{\"burst\":7},"
+		  "\"max_continuations\":4,\"max_pending_streams\":64}}}");
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(c.hbone_limits.resets.burst, 500);
+	CHECK_EQ_INT(c.hbone_limits.resets.per_s, 50);
+	CHECK_EQ_INT(c.hbone_limits.pings.burst, 7);
+	CHECK_EQ_INT(c.hbone_limits.pings.per_s, 5);	/* untouched default */
+	CHECK_EQ_INT(c.hbone_limits.settings.burst, 50);
+	CHECK_EQ_INT(c.hbone_limits.max_continuations, 4);
+	CHECK_EQ_INT(c.hbone_limits.max_pending_streams, 64);
+	json_t *j = config_to_json(&c);
+	CHECK_EQ_INT((int)json_integer_value(json_object_get(json_object_get(json_object_get(
+		json_object_get(j, "hbone"), "limits"), "resets"), "burst")), 500);
+	CHECK_EQ_INT((int)json_integer_value(json_object_get(json_object_get(
+		json_object_get(j, "hbone"), "limits"), "max_pending_streams")), 64);
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"limits\":"
+	       "{\"resets\":{\"burst\":0}}}}", "hbone.limits.resets.burst");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"limits\":"
+	       "{\"rapid\":1}}}", "hbone.limits.rapid: unknown key");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"limits\":"
+	       "{\"pings\":{\"per_s\":1,\"every\":2}}}}", "hbone.limits.pings.every: unknown key");
+}
+
 TEST(env_overrides_node)
 {
 	struct config c;

@@ -161,6 +161,7 @@ struct rig {
 	/* results, written on the loop thread */
 	struct closed_rec out_closed, in_closed;
 	int inbound_seen;
+	int inbound_to_up;	/* on_connect calls for up_addr */
 	char in_traceparent[128], in_peer[SPIFFE_ID_STR_MAX], in_local[SPIFFE_ID_STR_MAX];
 };
 
@@ -215,6 +216,8 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	int fd;
 
 	r->inbound_seen++;
+	if (sockaddr_port(&req->target) == sockaddr_port(&r->up_addr))
+		r->inbound_to_up++;
 	r->in_pod = req->pod_addressed;
 	snprintf(r->in_traceparent, sizeof(r->in_traceparent), "%s",
 		 req->traceparent ? req->traceparent : "");
@@ -876,9 +879,13 @@ TEST(server_drain_lets_streams_finish_and_idle_pool_closes)
 	CHECK_EQ_INT(read_full(cl, buf, 4, 5000), 4);
 	/* a new stream cannot land: the listener is closed, the old connection refuses more */
 	int cl2 = dial(&r.out_addr);
-	CHECK_EQ_INT(write(cl2, "x", 1), 1);
-	ssize_t n = read_full(cl2, buf, sizeof(buf), 5000);
-	CHECK(n == 0 || n == -ECONNRESET);
+	/* (the reset may come before the write: on a loaded machine it often does) */
+	ssize_t n = write(cl2, "x", 1);
+	if (n == 1)
+		n = read_full(cl2, buf, sizeof(buf), 5000);
+	else
+		n = -errno;
+	CHECK(n == 0 || n == -ECONNRESET || n == -EPIPE);
 	CHECK(wait_count(&r.out_closed.count, 1));
 	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
 	close(cl2);
@@ -1434,28 +1441,39 @@ TEST(interop_h2_client_through_our_server)
 	rig_stop(&r);
 }
 
+/* Starts h2peer.py's server (one stream; extra: one more argument or NULL) for the rig's
+ * outbound connections to go to. false when it did not come up. */
+static bool h2_server_start(struct rig *r, struct peer_files *pf, struct peer_proc *pp,
+			    char *extra)
+{
+	char script[256];
+	const char *py = h2_python();
+	if (!py)
+		return false;
+	peer_files_make(pf, sid("py", "server"));
+	h2peer_path(script, sizeof(script));
+	char *argv[] = { (char *)py, script, "server", "--ca", pf->ca, "--cert", pf->cert,
+			 "--key", pf->key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
+			 "--authority", r->authority, "--streams", "1", extra, NULL };
+	peer_spawn(pp, argv);
+	peer_read(pp, 20000, "PORT ");
+	char *port = strstr(pp->buf, "PORT ");
+	if (!port)
+		return false;
+	r->hbone_addr = loopback((uint16_t)atoi(port + 5));
+	r->expect = r->sni = sid("py", "server");
+	return true;
+}
+
 TEST(interop_our_client_to_h2_server)
 {
 	struct rig r;
 	struct peer_files pf;
 	struct peer_proc pp;
-	char script[256];
 	double mbps;
 	char b;
-	const char *py = h2_python();
-	REQUIRE(py != NULL);
 	rig_start(&r, NULL, NULL);
-	peer_files_make(&pf, sid("py", "server"));
-	h2peer_path(script, sizeof(script));
-	char *argv[] = { (char *)py, script, "server", "--ca", pf.ca, "--cert", pf.cert,
-			 "--key", pf.key, "--expect-peer", "spiffe://cluster.local/ns/client/sa/sleep",
-			 "--authority", r.authority, "--streams", "1", NULL };
-	peer_spawn(&pp, argv);
-	peer_read(&pp, 20000, "PORT ");
-	char *port = strstr(pp.buf, "PORT ");
-	REQUIRE(port != NULL);
-	r.hbone_addr = loopback((uint16_t)atoi(port + 5));
-	r.expect = r.sni = sid("py", "server");
+	REQUIRE(h2_server_start(&r, &pf, &pp, NULL));
 	int cl = dial(&r.out_addr);
 	CHECK_EQ_INT(pump_echo(cl, 4u << 20, &mbps), 4u << 20);
 	CHECK_EQ_INT(read_full(cl, &b, 1, 5000), 0);
@@ -1597,6 +1615,294 @@ TEST(connect_waits_for_the_source_certificate)
 	close(cl);
 	on_loop(async_pool_free, &a);
 	certstore_free(a.cs);
+	rig_stop(&r);
+}
+
+/* ------------------------------------------- upgrades: deferred, shared 15008 ---- */
+
+/* A server that says GOAWAY before our queued request left (an agent being upgraded): the
+ * request goes again on a new connection, and the application's connection never notices. */
+TEST(request_crossed_by_goaway_goes_again)
+{
+	struct rig r;
+	struct peer_files pf;
+	struct peer_proc pp;
+	double mbps;
+	rig_start(&r, NULL, NULL);
+	REQUIRE(h2_server_start(&r, &pf, &pp, "--goaway-first"));
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(pump_echo(cl, 64 << 10, &mbps), 64 << 10);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	peer_read(&pp, 5000, "sent GOAWAY on the first connection");
+	CHECK(strstr(pp.buf, "sent GOAWAY on the first connection") != NULL);
+	CHECK_EQ_INT(peer_wait(&pp, 30000), 0);
+	peer_files_remove(&pf);
+	rig_stop(&r);
+}
+
+static void listen_on_loop(void *arg)
+{
+	CHECK_EQ_INT(hbone_server_listen(arg), 0);
+}
+
+struct second_server {
+	struct sockaddr_storage addr;
+	struct hbone_server *srv;
+};
+
+static void second_on_loop(void *arg)
+{
+	struct second_server *ss = arg;
+	struct hbone_server_cbs cbs = { .on_connect = on_connect, .arg = R };
+	struct hbone_opts o = { .defer_listen = true };
+	ss->srv = hbone_server_new(R->l, &ss->addr, R->sctx, &cbs, &o);
+}
+
+static void second_free_on_loop(void *arg)
+{
+	hbone_server_free(arg);
+}
+
+/* An agent taking over from another binds 15008 beside it (SO_REUSEPORT) and accepts only
+ * once hbone_server_listen() says so. */
+TEST(deferred_listen_then_shared_port)
+{
+	struct rig r;
+	struct hbone_opts so = { .defer_listen = true };
+	struct second_server ss;
+	double mbps;
+	rig_start(&r, NULL, &so);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(connect(fd, (struct sockaddr *)&r.hbone_addr, sizeof(struct sockaddr_in)) == -1 &&
+	      errno == ECONNREFUSED);
+	close(fd);
+	/* A second server on the same port binds too (the successor of an upgrade). */
+	ss.addr = r.hbone_addr;
+	on_loop(second_on_loop, &ss);
+	CHECK(ss.srv != NULL);
+	on_loop(listen_on_loop, r.srv);
+	int cl = dial(&r.out_addr);
+	CHECK_EQ_INT(pump_echo(cl, 64 << 10, &mbps), 64 << 10);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	on_loop(second_free_on_loop, ss.srv);
+	rig_stop(&r);
+}
+
+/* ------------------------------------- HTTP/2 abuse from a certified peer ---- */
+
+struct attack_res {
+	int n;				/* RESULT lines */
+	int sent[8], goaway[8], last[8], refused[8];
+	char ended[8][48];
+	bool legit_ok;			/* the echo through the pool, during the attack */
+	int legit_ms;
+};
+
+/* Runs h2peer.py attack KIND against the rig's server (count frames/streams per connection,
+ * conns connections); with legit, a normal connection through the pool pumps 256 KiB while
+ * the attack runs. extra: more h2peer arguments (NULL-terminated), may be NULL. */
+static void run_attack(struct rig *r, const char *kind, const char *authority, int count,
+		       int conns, bool legit, char *const *extra, struct attack_res *res)
+{
+	struct peer_files pf;
+	struct peer_proc pp;
+	char script[256], target[64], sni[SPIFFE_SNI_MAX], cnt[16], nconn[16];
+	struct spiffe_id server_id = sid("server", "echo");
+	const char *py = h2_python();
+	char *argv[40];
+	int n = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (!py) {
+		CHECK(py != NULL);
+		return;
+	}
+	peer_files_make(&pf, sid("evil", "attacker"));
+	h2peer_path(script, sizeof(script));
+	snprintf(target, sizeof(target), "127.0.0.1:%u", sockaddr_port(&r->hbone_addr));
+	snprintf(cnt, sizeof(cnt), "%d", count);
+	snprintf(nconn, sizeof(nconn), "%d", conns);
+	spiffe_sni_encode(&server_id, sni, sizeof(sni));
+	char *base[] = { (char *)py, script, "attack", target, "--kind", (char *)kind,
+			 "--authority", (char *)authority, "--count", cnt, "--connections", nconn,
+			 "--ca", pf.ca, "--cert", pf.cert, "--key", pf.key, "--sni", sni, NULL };
+	for (int i = 0; base[i]; i++)
+		argv[n++] = base[i];
+	for (int i = 0; extra && extra[i] && n < 38; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	peer_spawn(&pp, argv);
+	if (legit) {
+		double mbps;
+		peer_read(&pp, 20000, "ATTACKING conn=0");
+		uint64_t t0 = mono_ms();
+		int cl = dial(&r->out_addr);
+		res->legit_ok = pump_echo(cl, 256 << 10, &mbps) == 256 << 10;
+		res->legit_ms = (int)(mono_ms() - t0);
+		close(cl);
+	}
+	peer_read(&pp, 60000, NULL);
+	for (char *p = pp.buf; (p = strstr(p, "RESULT ")) && res->n < 8; p++) {
+		int i = res->n;
+		if (sscanf(p, "RESULT conn=%*d sent=%d goaway=%d last=%d refused=%d ended=%47s",
+			   &res->sent[i], &res->goaway[i], &res->last[i], &res->refused[i],
+			   res->ended[i]) == 5)
+			res->n++;
+	}
+	CHECK_EQ_INT(peer_wait(&pp, 10000), 0);
+	peer_files_remove(&pf);
+}
+
+/* Connections waiting in a listener's accept queue (the "destination pod" saw them). */
+static int accept_all(int lfd)
+{
+	int n = 0, fd;
+	fd_set_nonblock(lfd);
+	while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		close(fd);
+		n++;
+	}
+	return n;
+}
+
+static struct hbone_stats server_stats(void)
+{
+	struct stats_req st;
+	on_loop(stats_on_loop, &st);
+	return st.srv;
+}
+
+TEST(abuse_rapid_reset_is_cut_off_and_never_dials)
+{
+	struct rig r;
+	struct attack_res res;
+	char auth[64];
+	rig_start(&r, NULL, NULL);
+	/* The upstream is a listener nobody accepts on: any dial shows in its queue. */
+	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	run_attack(&r, "rapid_reset", auth, 20000, 3, true, NULL, &res);
+	CHECK_EQ_INT(res.n, 3);
+	for (int i = 0; i < res.n; i++) {
+		printf("#   conn %d: sent %d streams, GOAWAY %d last %d, %s\n", i, res.sent[i],
+		       res.goaway[i], res.last[i], res.ended[i]);
+		CHECK_EQ_INT(res.goaway[i], 11);	/* ENHANCE_YOUR_CALM */
+		CHECK(res.last[i] >= 0 && res.last[i] < 2 * 1000);	/* < 1000 streams */
+		CHECK(res.sent[i] < 20000);
+		CHECK(strcmp(res.ended[i], "open") != 0);
+	}
+	CHECK_EQ_INT(accept_all(r.up_lfd), 0);
+	CHECK_EQ_INT(r.inbound_to_up, 0);
+	CHECK(res.legit_ok);
+	printf("#   a normal connection meanwhile: %d ms\n", res.legit_ms);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.cut_off[HBONE_ABUSE_RAPID_RESET], 3);
+	CHECK(st.reset_before_dial_total >= 3 * 100);
+	rig_stop(&r);
+}
+
+/* A reset that comes after the dial started cancels it; one within the limits is no abuse. */
+TEST(abuse_slow_resets_within_the_limit_are_served)
+{
+	struct rig r;
+	struct attack_res res;
+	char auth[64];
+	struct hbone_opts so = { .limits.resets = { .burst = 1000, .per_s = 1000 } };
+	rig_start(&r, NULL, &so);
+	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
+	run_attack(&r, "rapid_reset", auth, 300, 1, false, NULL, &res);
+	CHECK_EQ_INT(res.n, 1);
+	CHECK_EQ_INT(res.goaway[0], -1);
+	CHECK_EQ_INT(r.inbound_seen, 0);
+	CHECK_EQ_INT(accept_all(r.up_lfd), 0);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.cut_off[HBONE_ABUSE_RAPID_RESET], 0);
+	CHECK_EQ_INT((int)st.reset_before_dial_total, 300);
+	rig_stop(&r);
+}
+
+static void flood_case(const char *kind, enum hbone_abuse why, bool expect_goaway)
+{
+	struct rig r;
+	struct attack_res res;
+	rig_start(&r, NULL, NULL);
+	run_attack(&r, kind, r.authority, 20000, 2, true, NULL, &res);
+	CHECK_EQ_INT(res.n, 2);
+	for (int i = 0; i < res.n; i++) {
+		printf("#   %s conn %d: sent %d, GOAWAY %d, %s\n", kind, i, res.sent[i],
+		       res.goaway[i], res.ended[i]);
+		if (expect_goaway)
+			CHECK_EQ_INT(res.goaway[i], 11);
+		CHECK(strcmp(res.ended[i], "open") != 0);
+		CHECK(res.sent[i] < 20000);
+	}
+	CHECK(res.legit_ok);
+	printf("#   a normal connection meanwhile: %d ms\n", res.legit_ms);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.cut_off[why], 2);
+	rig_stop(&r);
+}
+
+TEST(abuse_settings_flood_is_cut_off)
+{
+	flood_case("settings", HBONE_ABUSE_SETTINGS_FLOOD, true);
+}
+
+TEST(abuse_ping_flood_is_cut_off)
+{
+	flood_case("ping", HBONE_ABUSE_PING_FLOOD, true);
+}
+
+TEST(abuse_empty_data_flood_is_cut_off)
+{
+	flood_case("empty_data", HBONE_ABUSE_EMPTY_FRAMES, true);
+}
+
+TEST(abuse_continuation_flood_is_cut_off)
+{
+	flood_case("continuation", HBONE_ABUSE_CONTINUATION_FLOOD, false);
+}
+
+/* Streams opened faster than they are served: past max_pending_streams they are refused
+ * (REFUSED_STREAM), the connection lives on, and the ones in flight stay. */
+TEST(abuse_streams_beyond_max_pending_are_refused)
+{
+	struct rig r;
+	struct attack_res res;
+	char auth[64];
+	struct sockaddr_storage hole;
+	struct hbone_opts so = { .limits.max_pending_streams = 20 };
+	char *extra[] = { "--want-refused", "30", NULL };
+	rig_start(&r, NULL, &so);
+	/* A listener whose accept queue is full: connects to it hang (SYNs are dropped). */
+	int hl = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_storage any = loopback(0);
+	socklen_t len = sizeof(hole);
+	REQUIRE(bind(hl, (struct sockaddr *)&any, sizeof(struct sockaddr_in)) == 0 &&
+		listen(hl, 0) == 0 && getsockname(hl, (struct sockaddr *)&hole, &len) == 0);
+	int fill[2];
+	for (int i = 0; i < 2; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		connect(fill[i], (struct sockaddr *)&hole, sizeof(struct sockaddr_in));
+	}
+	usleep(100000);
+	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&hole));
+	run_attack(&r, "pending", auth, 50, 1, false, extra, &res);
+	CHECK_EQ_INT(res.n, 1);
+	printf("#   pending: sent %d, refused %d, GOAWAY %d, %s\n", res.sent[0], res.refused[0],
+	       res.goaway[0], res.ended[0]);
+	CHECK_EQ_INT(res.refused[0], 30);
+	CHECK_EQ_INT(res.goaway[0], -1);
+	struct hbone_stats st = server_stats();
+	CHECK_EQ_INT((int)st.streams_refused_total, 30);
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ_INT((int)st.cut_off[i], 0);
+	close(fill[0]);
+	close(fill[1]);
+	close(hl);
 	rig_stop(&r);
 }
 
