@@ -8,8 +8,11 @@
 #   environment, command and volumes (hostPath, emptyDir, config, root certificate, projected
 #   service-account token) of the rendered DaemonSet (tests/node/pod_run_args.js turns them into
 #   engine options; nothing is copied by hand), with the rendered ConfigMaps' `ca` (the root and
-#   token where the volumes put them; only the address is the lab's: its ambit-ca, which issues
-#   the agents' and the waypoint's certificates against the lab's tokens; they hold no CA key);
+#   token where the volumes put them; only the address is the lab's); they hold no CA key;
+# - before them, ambit-ca from the image as its rendered Deployment runs it (uid 65532, the CA
+#   key Secret readable through fsGroup), in the underlay where the lab's CA listens, with the
+#   lab's workloads file and token issuer key in place of the Kubernetes API; it issues the
+#   agents' and the waypoint's certificates against the lab's tokens;
 # - first node 1's agent without the host's /proc/sys/net mount: it must refuse to start with one
 #   line naming the sysctl file and the missing mount (a container's /proc/sys is read-only);
 # - captured traffic (IPv4 and IPv6) across nodes over HBONE, the agents' metrics and OTLP spans;
@@ -89,10 +92,7 @@ if ! lab_up "$lab" --nodes 2 --pods 2 --cni bridge --enroll p1,p2 --waypoint --i
 fi
 p21=$(lab_pod_ip 2 1)
 n2=$(lab_node_ip 2)
-# The certificates come from the lab's ambit-ca (on the underlay bridge address, :15012).
-start_ca() { [ "$LAB_CA_MODE" = ambit-ca ] && lab_start_ca "$lab"; }
-check "lab: its ambit-ca runs and is ready ($LAB_CA_MODE, ${LAB_CA_ADDRESS:-no address})" start_ca
-[ "$CHECK_RC" -eq 0 ] || { sed 's/^/#   /' "$LAB_DIR/ca.log" 2>/dev/null | tail -20; lab_result; exit 1; }
+[ "$LAB_CA_MODE" = ambit-ca ] || { fail "lab: certificates from ambit-ca (got --ca $LAB_CA_MODE)"; lab_result; exit 1; }
 # rendered_ca KIND NAME KEY: the `ca` object of that workload's rendered config ConfigMap, its
 # address the lab's ambit-ca (the Service name does not resolve in the lab).
 rendered_ca() {
@@ -137,7 +137,8 @@ run_args() {
 	shift 3
 	ip=$(lab_node_ip "$k")
 	ns=$(lab_var "N${k}_NS")
-	[ "$kind" = Deployment ] && ns=$LAB_WAYPOINT_NS ip=$LAB_WAYPOINT_IP
+	[ "$name" = waypoint ] && ns=$LAB_WAYPOINT_NS ip=$LAB_WAYPOINT_IP
+	[ "$name" = ambit-ca ] && ns=$LAB_UL_NS ip=$LAB_UL_IP
 	stage=$(mktemp -d "$work/stage-$name-$k.XXXXXX")	# each container its own volumes
 	mapfile -t ARGS < <("$NODE" "$NODE_DIR/pod_run_args.js" --kind "$kind" --name "$name" \
 		--image "$IMG" --stage "$stage" --field "spec.nodeName=$lab-n$k" \
@@ -171,6 +172,37 @@ start_agent() { # K
 	ready "$lab-n$1" "http://$(lab_node_ip "$1"):15021/healthz/ready" "$c"
 }
 
+# ------------------------------------------------------------------- ambit-ca from the image
+# Its rendered config, where the lab differs: the names the agents dial (the underlay address),
+# the lab's workloads file and token issuer key (staged with the config: the lab's copy is
+# root's only) instead of the Kubernetes API, and no root ConfigMap to keep.
+mkdir -p "$work/ca/config" "$work/ca/key"
+ca_cfg_dir=$("$NODE" "$NODE_DIR/pod_run_args.js" --kind Deployment --name ambit-ca --mount-path config "$rendered")
+cp "$LAB_DIR/issuer.pub" "$work/ca/config/issuer.pub"
+"$NODE" "$NODE_DIR/pod_run_args.js" --kind Deployment --name ambit-ca --data config ambit-ca.json "$rendered" |
+	jq --slurpfile lab "$LAB_CA_CONFIG" --arg pub "$ca_cfg_dir/issuer.pub" '.server_names = $lab[0].server_names |
+		.discovery = $lab[0].discovery | .tokens.issuer_keys = [$pub] | del(.root_cert_configmap)' \
+	>"$work/ca/config/ambit-ca.json"
+# The Secret ambit-ca: the lab's CA, under the names the rendered config reads.
+ca_cfg=$(jq -c .ca "$work/ca/config/ambit-ca.json")
+cp "$LAB_CA_CERT" "$work/ca/key/$(jq -r '.cert | split("/") | last' <<<"$ca_cfg")"
+cp "$LAB_CA_KEY" "$work/ca/key/$(jq -r '.key | split("/") | last' <<<"$ca_cfg")"
+caps_of() { # CONTAINER: its PID 1's effective capability set (hex)
+	awk '/^CapEff/ { print $2 }' "/proc/$($ENGINE inspect -f '{{.State.Pid}}' "$1")/status"
+}
+start_ca() {
+	local c=$lab-ambit-ca
+	run_args 1 Deployment ambit-ca --source "config=$work/ca/config" --source "ca-key=$work/ca/key" || return 1
+	CONTAINERS+=("$c")
+	$ENGINE run -d --name "$c" "${ARGS[@]}" >/dev/null || return 1
+	ready "$LAB_UL_NS" "http://127.0.0.1:15014/healthz/ready" "$c"
+}
+if start_ca; then ok "ambit-ca: its container runs as the Deployment says, in the underlay ($LAB_CA_ADDRESS), and becomes ready"
+else fail "ambit-ca: its container runs as the Deployment says, in the underlay ($LAB_CA_ADDRESS), and becomes ready"; lab_result; exit 1; fi
+ca_pid=$($ENGINE inspect -f '{{.State.Pid}}' "$lab-ambit-ca" 2>/dev/null || echo 0)
+check "ambit-ca: runs as uid 65532 with no capabilities (the key readable through fsGroup only)" \
+	test "$(awk '/^Uid/ { print $2 }' "/proc/$ca_pid/status" 2>&1) $(caps_of "$lab-ambit-ca" 2>&1) $(stat -c '%a %g' "$work"/stage-ambit-ca-1.*/ca-key/ca.key)" = "65532 0000000000000000 440 65532"
+
 # ------------------------------------------ node 1 without the host's /proc/sys/net: a clear no
 node_config 1
 node_config 2
@@ -192,9 +224,6 @@ for k in 1 2; do
 	if start_agent "$k"; then ok "node $k: the agent container runs as the DaemonSet says and becomes ready"
 	else fail "node $k: the agent container runs as the DaemonSet says and becomes ready"; lab_result; exit 1; fi
 done
-caps_of() { # CONTAINER: its PID 1's effective capability set (hex)
-	awk '/^CapEff/ { print $2 }' "/proc/$($ENGINE inspect -f '{{.State.Pid}}' "$1")/status"
-}
 nadd=$(agent_args 1 &&
 	printf '%s\n' "${ARGS[@]}" | grep -c '^CAP_')
 popcount() { local v=$((0x$1)) n=0; while [ "$v" -gt 0 ]; do n=$((n + (v & 1))); v=$((v >> 1)); done; echo "$n"; }
