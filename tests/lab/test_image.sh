@@ -5,8 +5,14 @@
 # the homelab overlay with the test's image set through its `images:` entry, and runs, in a lab
 # (bridge CNI, dual stack, two nodes, a waypoint pod):
 # - both node agents from the image in their nodes' network namespaces, with the securityContext,
-#   environment, command and volumes (hostPath, emptyDir, config and CA) of the rendered DaemonSet
-#   (tests/node/pod_run_args.js turns them into engine options; nothing is copied by hand);
+#   environment, command and volumes (hostPath, emptyDir, config, root certificate, projected
+#   service-account token) of the rendered DaemonSet (tests/node/pod_run_args.js turns them into
+#   engine options; nothing is copied by hand), with the rendered ConfigMaps' `ca` (the root and
+#   token where the volumes put them; only the address is the lab's); they hold no CA key;
+# - before them, ambit-ca from the image as its rendered Deployment runs it (uid 65532, the CA
+#   key Secret readable through fsGroup), in the underlay where the lab's CA listens, with the
+#   lab's workloads file and token issuer key in place of the Kubernetes API; it issues the
+#   agents' and the waypoint's certificates against the lab's tokens;
 # - first node 1's agent without the host's /proc/sys/net mount: it must refuse to start with one
 #   line naming the sysctl file and the missing mount (a container's /proc/sys is read-only);
 # - captured traffic (IPv4 and IPv6) across nodes over HBONE, the agents' metrics and OTLP spans;
@@ -66,7 +72,7 @@ note "image size: $size bytes ($((size / 1024 / 1024)) MiB)"
 check "image: slim, under 40 MiB ($((size / 1024 / 1024)) MiB)" test "$size" -lt $((40 << 20))
 check "image: no shell or package manager in it, only the binaries and their libraries" \
 	sh -c "! $ENGINE run --rm --network none --entrypoint /bin/sh '$IMG' -c true"
-check "image: the three binaries run" sh -c "for b in ambitd ambitctl ambit-waypoint; do
+check "image: the four binaries run" sh -c "for b in ambitd ambitctl ambit-waypoint ambit-ca; do
 	$ENGINE run --rm --network none --entrypoint /usr/local/bin/\$b '$IMG' --version || exit 1; done"
 
 # The homelab overlay, pointed at this image as `kustomize edit set image ambit=...` does.
@@ -76,8 +82,8 @@ sed -i -e "/^  - name: ambit\$/,/newTag:/{s#newName: .*#newName: ${IMG%:*}#;s#ne
 rendered=$work/homelab.yaml
 check "manifests: the homelab overlay renders (kubectl kustomize)" \
 	sh -c "kubectl kustomize '$work/kz/overlays/homelab' >'$rendered'"
-check "manifests: the DaemonSet and the waypoint Deployment both run $IMG" \
-	test "$(sed -n 's/^ *image: //p' "$rendered" | sort | uniq -c | tr -s ' ')" = " 2 $IMG"
+check "manifests: the DaemonSet, the waypoint and the ambit-ca Deployments all run $IMG" \
+	test "$(sed -n 's/^ *image: //p' "$rendered" | sort | uniq -c | tr -s ' ')" = " 3 $IMG"
 [ "$CHECK_RC" -eq 0 ] || { lab_result; exit 1; }
 
 # ------------------------------------------------------------------------------- the lab
@@ -86,9 +92,18 @@ if ! lab_up "$lab" --nodes 2 --pods 2 --cni bridge --enroll p1,p2 --waypoint --i
 fi
 p21=$(lab_pod_ip 2 1)
 n2=$(lab_node_ip 2)
-mkdir -p "$work/ca"
-cp "$LAB_CA_CERT" "$LAB_CA_KEY" "$work/ca/"
-ca_dir=$("$NODE" "$NODE_DIR/pod_run_args.js" --kind DaemonSet --name ambit --mount-path ca "$rendered")
+[ "$LAB_CA_MODE" = ambit-ca ] || { fail "lab: certificates from ambit-ca (got --ca $LAB_CA_MODE)"; lab_result; exit 1; }
+# rendered_ca KIND NAME KEY: the `ca` object of that workload's rendered config ConfigMap, its
+# address the lab's ambit-ca (the Service name does not resolve in the lab).
+rendered_ca() {
+	"$NODE" "$NODE_DIR/pod_run_args.js" --kind "$1" --name "$2" --data config "$3" "$rendered" |
+		jq -ce --arg a "$LAB_CA_ADDRESS" 'if .ca.key then error("a CA key in \(.ca)") else .ca + {address: $a} end'
+}
+node_ca=$(rendered_ca DaemonSet ambit ambitd.json)
+wp_ca=$(rendered_ca Deployment waypoint waypoint.json)
+# The ambit-root-cert ConfigMap: the lab's root, under the name the rendered config reads.
+mkdir -p "$work/root"
+cp "$LAB_CA_CERT" "$work/root/$(jq -r '.cert | split("/") | last' <<<"$node_ca")"
 pod_spawn "$lab" ul "$work/sink.log" "$NODE" "$NODE_DIR/otlp_sink.js" --host "$LAB_UL_IP" \
 	--grpc-port 4317 --out "$work/spans.jsonl" --ready "$work/sink.ready"
 pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$work/wsink.log" "$NODE" "$NODE_DIR/otlp_sink.js" \
@@ -107,12 +122,12 @@ for _ in $(seq 100); do [ -f "$work/sink.ready" ] && [ -f "$work/wsink.ready" ] 
 : >>"$work/spans.jsonl"
 : >>"$work/wspans.jsonl"
 
-# node_config K: node K's lab config as the ConfigMap would hold it: the CA where the DaemonSet
-# mounts the Secret, spans to the sink on the underlay, exported quickly.
+# node_config K: node K's lab config as the ConfigMap would hold it: the rendered `ca` (root and
+# token where the DaemonSet mounts them), spans to the sink on the underlay, exported quickly.
 node_config() {
 	mkdir -p "$work/n$1/config"
-	jq --arg ca "$ca_dir" --arg otlp "http://$LAB_UL_IP:4317" '.ca = {cert: ($ca + "/ca.crt"),
-		key: ($ca + "/ca.key")} | .tracing.otlp.endpoint = $otlp | .tracing.schedule_delay_ms = 200 |
+	jq --argjson ca "$node_ca" --arg otlp "http://$LAB_UL_IP:4317" '.ca = $ca |
+		.tracing.otlp.endpoint = $otlp | .tracing.schedule_delay_ms = 200 |
 		.proxy = {drain_timeout_ms: 20000}' "$LAB_DIR/node$1.json" >"$work/n$1/config/ambitd.json"
 }
 # run_args K KIND NAME [pod_run_args.js options]: the engine's options for that workload's
@@ -122,7 +137,8 @@ run_args() {
 	shift 3
 	ip=$(lab_node_ip "$k")
 	ns=$(lab_var "N${k}_NS")
-	[ "$kind" = Deployment ] && ns=$LAB_WAYPOINT_NS ip=$LAB_WAYPOINT_IP
+	[ "$name" = waypoint ] && ns=$LAB_WAYPOINT_NS ip=$LAB_WAYPOINT_IP
+	[ "$name" = ambit-ca ] && ns=$LAB_UL_NS ip=$LAB_UL_IP
 	stage=$(mktemp -d "$work/stage-$name-$k.XXXXXX")	# each container its own volumes
 	mapfile -t ARGS < <("$NODE" "$NODE_DIR/pod_run_args.js" --kind "$kind" --name "$name" \
 		--image "$IMG" --stage "$stage" --field "spec.nodeName=$lab-n$k" \
@@ -131,6 +147,12 @@ run_args() {
 	[ "${ARGS[-1]}" != FAILED ] || return 1
 	# The lab's workloads file stands in for the Kubernetes API.
 	ARGS=(--network "ns:/run/netns/$ns" -v "$LAB_DIR:$LAB_DIR:ro" "${ARGS[@]}")
+}
+# agent_args K [pod_run_args.js options]: run_args for node K's agent with its volumes' contents:
+# its config, the root certificate and node K's token (audience istio-ca).
+agent_args() {
+	run_args "$1" DaemonSet ambit --source "config=$work/n$1/config" --source "root-cert=$work/root" \
+		--source "istio-token=$LAB_DIR/token-n$1" "${@:2}"
 }
 # ready URL_NS URL CONTAINER: waits until URL answers in that namespace; shows the log if not.
 ready() {
@@ -144,19 +166,49 @@ ready() {
 }
 start_agent() { # K
 	local c=$lab-ambitd-$1
-	run_args "$1" DaemonSet ambit --source "config=$work/n$1/config" --source "ca=$work/ca" || return 1
+	agent_args "$1" || return 1
 	CONTAINERS+=("$c")
 	$ENGINE run -d --name "$c" "${ARGS[@]}" >/dev/null || return 1
 	ready "$lab-n$1" "http://$(lab_node_ip "$1"):15021/healthz/ready" "$c"
 }
+
+# ------------------------------------------------------------------- ambit-ca from the image
+# Its rendered config, where the lab differs: the names the agents dial (the underlay address),
+# the lab's workloads file and token issuer key (staged with the config: the lab's copy is
+# root's only) instead of the Kubernetes API, and no root ConfigMap to keep.
+mkdir -p "$work/ca/config" "$work/ca/key"
+ca_cfg_dir=$("$NODE" "$NODE_DIR/pod_run_args.js" --kind Deployment --name ambit-ca --mount-path config "$rendered")
+cp "$LAB_DIR/issuer.pub" "$work/ca/config/issuer.pub"
+"$NODE" "$NODE_DIR/pod_run_args.js" --kind Deployment --name ambit-ca --data config ambit-ca.json "$rendered" |
+	jq --slurpfile lab "$LAB_CA_CONFIG" --arg pub "$ca_cfg_dir/issuer.pub" '.server_names = $lab[0].server_names |
+		.discovery = $lab[0].discovery | .tokens.issuer_keys = [$pub] | del(.root_cert_configmap)' \
+	>"$work/ca/config/ambit-ca.json"
+# The Secret ambit-ca: the lab's CA, under the names the rendered config reads.
+ca_cfg=$(jq -c .ca "$work/ca/config/ambit-ca.json")
+cp "$LAB_CA_CERT" "$work/ca/key/$(jq -r '.cert | split("/") | last' <<<"$ca_cfg")"
+cp "$LAB_CA_KEY" "$work/ca/key/$(jq -r '.key | split("/") | last' <<<"$ca_cfg")"
+caps_of() { # CONTAINER: its PID 1's effective capability set (hex)
+	awk '/^CapEff/ { print $2 }' "/proc/$($ENGINE inspect -f '{{.State.Pid}}' "$1")/status"
+}
+start_ca() {
+	local c=$lab-ambit-ca
+	run_args 1 Deployment ambit-ca --source "config=$work/ca/config" --source "ca-key=$work/ca/key" || return 1
+	CONTAINERS+=("$c")
+	$ENGINE run -d --name "$c" "${ARGS[@]}" >/dev/null || return 1
+	ready "$LAB_UL_NS" "http://127.0.0.1:15014/healthz/ready" "$c"
+}
+if start_ca; then ok "ambit-ca: its container runs as the Deployment says, in the underlay ($LAB_CA_ADDRESS), and becomes ready"
+else fail "ambit-ca: its container runs as the Deployment says, in the underlay ($LAB_CA_ADDRESS), and becomes ready"; lab_result; exit 1; fi
+ca_pid=$($ENGINE inspect -f '{{.State.Pid}}' "$lab-ambit-ca" 2>/dev/null || echo 0)
+check "ambit-ca: runs as uid 65532 with no capabilities (the key readable through fsGroup only)" \
+	test "$(awk '/^Uid/ { print $2 }' "/proc/$ca_pid/status" 2>&1) $(caps_of "$lab-ambit-ca" 2>&1) $(stat -c '%a %g' "$work"/stage-ambit-ca-1.*/ca-key/ca.key)" = "65532 0000000000000000 440 65532"
 
 # ------------------------------------------ node 1 without the host's /proc/sys/net: a clear no
 node_config 1
 node_config 2
 without_sysctl_mount() {
 	local out rc=0 line
-	run_args 1 DaemonSet ambit --source "config=$work/n1/config" --source "ca=$work/ca" \
-		--without-volume host-proc-sys-net || return 1
+	agent_args 1 --without-volume host-proc-sys-net || return 1
 	out=$(timeout 60 $ENGINE run --rm "${ARGS[@]}" 2>&1) || rc=$?
 	line=$(grep -F 'tcp_early_demux' <<<"$out" | head -n 1)
 	printf '%s\n' "$line"
@@ -172,10 +224,7 @@ for k in 1 2; do
 	if start_agent "$k"; then ok "node $k: the agent container runs as the DaemonSet says and becomes ready"
 	else fail "node $k: the agent container runs as the DaemonSet says and becomes ready"; lab_result; exit 1; fi
 done
-caps_of() { # CONTAINER: its PID 1's effective capability set (hex)
-	awk '/^CapEff/ { print $2 }' "/proc/$($ENGINE inspect -f '{{.State.Pid}}' "$1")/status"
-}
-nadd=$(run_args 1 DaemonSet ambit --source "config=$work/n1/config" --source "ca=$work/ca" &&
+nadd=$(agent_args 1 &&
 	printf '%s\n' "${ARGS[@]}" | grep -c '^CAP_')
 popcount() { local v=$((0x$1)) n=0; while [ "$v" -gt 0 ]; do n=$((n + (v & 1))); v=$((v >> 1)); done; echo "$n"; }
 check "node 1: not privileged, read-only root, exactly the DaemonSet's $nadd added capabilities" \
@@ -187,6 +236,20 @@ check "node 1: capture attached to its two enrolled pods, bridge mode (static FD
 		jq -e '(.interfaces | length == 2 and all(.[]; .mode == \"bridge\")) and
 			.sysctl_dir == \"/host/proc/sys/net\"' >/dev/null &&
 	 bridge -n $lab-n1 fdb show | grep -w static | grep -q ."
+
+# ca_issued: ambit-ca's count of certificates issued (its metrics, in the underlay).
+ca_issued() {
+	nsenter --net="/run/netns/$lab-ul" curl -fsS -m 5 http://127.0.0.1:15014/metrics |
+		awk '/^ambit_ca_server_requests_total\{decision="issued"\}/ { s += $NF } END { printf "%d\n", s }'
+}
+for k in 1 2; do
+	check "node $k: its workloads' certificates come from the lab's ambit-ca (admin /certificates), no CA key in it" sh -c \
+		"nsenter --net=/run/netns/$lab-n$k curl -fsS http://127.0.0.1:15000/certificates |
+			jq -e '.ca.mode == \"ca-client\" and .ca.backend == \"$LAB_CA_ADDRESS\" and
+				(.certificates | length >= 2 and all(.[]; .serial != \"\" and .state == \"fresh\"))' >/dev/null"
+done
+issued=$(ca_issued)
+check "... ambit-ca counts them issued ($issued)" test "$issued" -ge 4
 
 check "node 1: ambitctl (found through the image's PATH, as kubectl exec does) reads the agent's admin API" sh -c \
 	"$ENGINE run --rm --network ns:/run/netns/$lab-n1 --read-only --cap-drop all --entrypoint \
@@ -224,11 +287,12 @@ check "... spans: node 1's CLIENT 'outbound', node 2's SERVER 'inbound' its chil
 
 # ----------------------------------------------------------------------------- the waypoint
 mkdir -p "$work/wp/config"
-jq --arg ca "$ca_dir" '.ca = {cert: ($ca + "/ca.crt"), key: ($ca + "/ca.key")} |
-	.tracing.schedule_delay_ms = 200' "$LAB_WAYPOINT_CONFIG" >"$work/wp/config/waypoint.json"
+jq --argjson ca "$wp_ca" '.ca = $ca | .tracing.schedule_delay_ms = 200' "$LAB_WAYPOINT_CONFIG" \
+	>"$work/wp/config/waypoint.json"
 start_waypoint() {
 	local c=$lab-waypoint
-	run_args 1 Deployment waypoint --source "config=$work/wp/config" --source "ca=$work/ca" || return 1
+	run_args 1 Deployment waypoint --source "config=$work/wp/config" --source "root-cert=$work/root" \
+		--source "istio-token=$LAB_DIR/token-waypoint" || return 1
 	CONTAINERS+=("$c")
 	$ENGINE run -d --name "$c" "${ARGS[@]}" >/dev/null || return 1
 	ready "$LAB_WAYPOINT_NS" "http://$LAB_WAYPOINT_IP:15021/healthz/ready" "$c"
@@ -236,6 +300,11 @@ start_waypoint() {
 if start_waypoint; then ok "waypoint: its container runs as the Deployment says (uid 65532, no capabilities) and becomes ready"
 else fail "waypoint: its container runs as the Deployment says (uid 65532, no capabilities) and becomes ready"; fi
 wp_pid=$($ENGINE inspect -f '{{.State.Pid}}' "$lab-waypoint" 2>/dev/null || echo 0)
+issued_more() { # N: waits up to 10 s until ambit-ca has issued more than N certificates
+	for _ in $(seq 100); do [ "$(ca_issued)" -gt "$1" ] && return 0; sleep 0.1; done
+	return 1
+}
+check "waypoint: its certificate from the lab's ambit-ca, asked with its own token" issued_more "$issued"
 check "waypoint: runs as uid 65532 with no capabilities" \
 	test "$(awk '/^Uid/ { print $2 }' "/proc/$wp_pid/status" 2>&1) $(caps_of "$lab-waypoint" 2>&1)" = "65532 0000000000000000"
 http_via_waypoint() {
@@ -305,7 +374,7 @@ check "drain: ... having logged the drain" sh -c "$ENGINE logs $lab-ambitd-2 2>&
 
 # cleanup_in_container K: `ambitd --cleanup` from the image with the DaemonSet's mounts.
 cleanup_in_container() {
-	run_args "$1" DaemonSet ambit --source "config=$work/n$1/config" --source "ca=$work/ca" || return 1
+	agent_args "$1" || return 1
 	timeout 60 $ENGINE run --rm "${ARGS[@]}" --cleanup
 }
 for k in 2 1; do

@@ -134,7 +134,8 @@ if [ -s "$pr" ]; then
 	check manifests.production.limits "$limits" "DaemonSet:limits,Deployment:limits,Deployment:limits"
 fi
 
-# Each overlay takes the user's image for the agent and the waypoint through its `images:` entry
+# Each overlay takes the user's image for every workload (the agent, the waypoint, ambit-ca where
+# it deploys it) through its `images:` entry
 # `ambit` (what `kustomize edit set image ambit=REGISTRY/ambit:TAG` rewrites; done with sed on a
 # copy here, since kubectl has no `edit`).
 for d in "${dirs[@]}"; do
@@ -147,8 +148,9 @@ for d in "${dirs[@]}"; do
 		continue
 	fi
 	sed -i -e '/^  - name: ambit$/,/newTag:/{s#newName: .*#newName: registry.example/ambit#;s#newTag: .*#newTag: test#}' "$k"
-	imgs=$(kubectl kustomize "$tmp/kz-$name/$d" 2>&1 | sed -n 's/^ *image: //p' | sort | uniq -c | tr -s ' ')
-	check "manifests.$name.images" "$imgs" " 2 registry.example/ambit:test"
+	out=$(kubectl kustomize "$tmp/kz-$name/$d" 2>&1)
+	imgs=$(sed -n 's/^ *image: //p' <<<"$out" | sort | uniq -c | tr -s ' ')
+	check "manifests.$name.images" "$imgs" " $(grep -Ec '^kind: (DaemonSet|Deployment)$' <<<"$out") registry.example/ambit:test"
 done
 
 # The rules must catch a broken manifest, or the checks above prove nothing.

@@ -11,9 +11,13 @@
 //        [--container NAME] [--source VOLUME=DIR]... [--field PATH=VALUE]...
 //        [--without-volume VOLUME] FILE
 //   node pod_run_args.js --kind DaemonSet --name ambit --mount-path VOLUME FILE
+//   node pod_run_args.js --kind DaemonSet --name ambit --data VOLUME KEY FILE
 // --source DIR gives a configMap or secret volume's files; they are staged in --stage DIR with
-// the volume's defaultMode and the pod's fsGroup, and mounted read-only, as the kubelet does.
-// --mount-path prints where the container mounts VOLUME. --without-volume leaves one volume out
+// the volume's defaultMode and the pod's fsGroup (group-readable then), and mounted read-only,
+// as the kubelet does. For a projected volume of one serviceAccountToken, --source FILE gives
+// the token: it is staged under the projection's path (the kubelet would mint and rotate it).
+// --mount-path prints where the container mounts VOLUME; --data prints KEY of the ConfigMap
+// that the configMap volume VOLUME names (the rendered config, to run it as deployed). --without-volume leaves one volume out
 // (to see what the container does without it).
 'use strict';
 
@@ -28,7 +32,7 @@ function die(msg) {
 
 function parseArgs(argv) {
   const a = { kind: null, name: null, container: null, image: null, stage: null, mountPath: null,
-    sources: {}, fields: {}, without: [], file: null };
+    data: null, sources: {}, fields: {}, without: [], file: null };
   const pair = (s, what) => {
     const i = s.indexOf('=');
     if (i <= 0) die(`${what}: want KEY=VALUE, got '${s}'`);
@@ -43,6 +47,7 @@ function parseArgs(argv) {
       case '--image': a.image = v; i++; break;
       case '--stage': a.stage = v; i++; break;
       case '--mount-path': a.mountPath = v; i++; break;
+      case '--data': a.data = [v, argv[i + 2]]; i += 2; break;
       case '--without-volume': a.without.push(v); i++; break;
       case '--source': { const [k, d] = pair(v || '', '--source'); a.sources[k] = d; i++; break; }
       case '--field': { const [k, d] = pair(v || '', '--field'); a.fields[k] = d; i++; break; }
@@ -51,8 +56,8 @@ function parseArgs(argv) {
         a.file = argv[i];
     }
   }
-  if (!a.kind || !a.name || !a.file || (!a.mountPath && (!a.image || !a.stage)))
-    die('usage: --kind KIND --name NAME (--image IMG --stage DIR | --mount-path VOL) FILE');
+  if (!a.kind || !a.name || !a.file || (!a.mountPath && !a.data && (!a.image || !a.stage)))
+    die('usage: --kind KIND --name NAME (--image IMG --stage DIR | --mount-path VOL | --data VOL KEY) FILE');
   return a;
 }
 
@@ -69,19 +74,25 @@ function only(obj, keys, what) {
     if (!keys.includes(k)) die(`${what}.${k} is not supported by this runner`);
 }
 
-// Copies DIR's files into stage/NAME with mode and group, as the kubelet projects a volume.
-function stageVolume(stage, name, dir, mode, gid) {
+// Copies FILES ([source, name in the volume]) into stage/NAME with mode and group, as the
+// kubelet projects a volume: with an fsGroup the files are that group's and group-readable.
+function stageVolume(stage, name, files, mode, gid) {
   const out = path.join(stage, name);
   fs.mkdirSync(out, { recursive: true });
-  for (const f of fs.readdirSync(dir)) {
-    const src = path.join(dir, f);
-    if (!fs.statSync(src).isFile()) continue;
+  for (const [src, f] of files) {
     const dst = path.join(out, f);
+    fs.mkdirSync(path.dirname(dst), { recursive: true });
     fs.copyFileSync(src, dst);
-    fs.chmodSync(dst, mode);
+    fs.chmodSync(dst, gid === undefined ? mode : mode | 0o440);
     fs.chownSync(dst, 0, gid === undefined ? 0 : gid);
   }
   return out;
+}
+
+// The regular files of DIR, each under its own name.
+function dirFiles(dir) {
+  return fs.readdirSync(dir).map((f) => [path.join(dir, f), f])
+    .filter(([src]) => fs.statSync(src).isFile());
 }
 
 function main() {
@@ -99,6 +110,15 @@ function main() {
     const m = (c.volumeMounts || []).find((x) => x.name === a.mountPath);
     if (!m) die(`container ${c.name} does not mount ${a.mountPath}`);
     console.log(m.mountPath);
+    return;
+  }
+  if (a.data) {
+    const v = vols[a.data[0]];
+    if (!v || !v.configMap) die(`${a.kind} ${a.name} has no configMap volume ${a.data[0]}`);
+    const cm = docs.find((d) => d.kind === 'ConfigMap' && d.metadata.name === v.configMap.name);
+    if (!cm || !cm.data || cm.data[a.data[1]] === undefined)
+      die(`no ConfigMap ${v.configMap.name} with key ${a.data[1]} in ${a.file}`);
+    process.stdout.write(cm.data[a.data[1]]);
     return;
   }
 
@@ -158,10 +178,24 @@ function main() {
       const src = a.sources[m.name];
       if (!src) die(`volume ${m.name} (${v.secret ? 'secret' : 'configMap'}): give --source ${m.name}=DIR`);
       const spec = v.configMap || v.secret;
+      only(spec, ['name', 'secretName', 'defaultMode'], `volume ${m.name}`);
       const mode = spec.defaultMode !== undefined ? spec.defaultMode : 0o644;
-      out.push('-v', `${stageVolume(a.stage, m.name, src, mode, psc.fsGroup)}:${m.mountPath}:ro`);
+      out.push('-v', `${stageVolume(a.stage, m.name, dirFiles(src), mode, psc.fsGroup)}:${m.mountPath}:ro`);
+    } else if (v.projected) {
+      only(v.projected, ['sources', 'defaultMode'], `volume ${m.name}.projected`);
+      const srcs = v.projected.sources || [];
+      if (srcs.length !== 1 || !srcs[0].serviceAccountToken || Object.keys(srcs[0]).length !== 1)
+        die(`volume ${m.name}: only a projection of one serviceAccountToken is supported`);
+      const t = srcs[0].serviceAccountToken;
+      only(t, ['path', 'audience', 'expirationSeconds'], `volume ${m.name} serviceAccountToken`);
+      if (!t.path || t.path.split('/').includes('..')) die(`volume ${m.name}: bad token path '${t.path}'`);
+      const src = a.sources[m.name];
+      if (!src || !fs.statSync(src, { throwIfNoEntry: false })?.isFile())
+        die(`volume ${m.name} (serviceAccountToken, audience ${t.audience}): give --source ${m.name}=TOKEN_FILE`);
+      const mode = v.projected.defaultMode !== undefined ? v.projected.defaultMode : 0o644;
+      out.push('-v', `${stageVolume(a.stage, m.name, [[src, t.path]], mode, psc.fsGroup)}:${m.mountPath}:ro`);
     } else {
-      die(`volume ${m.name}: only hostPath, emptyDir, configMap and secret are supported`);
+      die(`volume ${m.name}: only hostPath, emptyDir, configMap, secret and projected serviceAccountToken are supported`);
     }
   }
 

@@ -118,6 +118,7 @@ const rules = {
     const caps = (sc.capabilities && sc.capabilities.add) || [];
     const env = Object.fromEntries((c.env || []).map((e) => [e.name, e]));
     const vols = Object.fromEntries((ps.volumes || []).map((v) => [v.name, v]));
+    const mounts = Object.fromEntries((c.volumeMounts || []).map((m) => [m.name, m]));
     if (ps.hostNetwork !== true) bad.push('hostNetwork is not true');
     if (ps.dnsPolicy !== 'ClusterFirstWithHostNet') bad.push('dnsPolicy is not ClusterFirstWithHostNet');
     if (ps.priorityClassName !== 'system-node-critical') bad.push('priorityClassName');
