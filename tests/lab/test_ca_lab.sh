@@ -42,7 +42,7 @@ for k in 1 2; do
 		test "$got" = "$(spiffe app-1),$(spiffe app-2)"
 done
 issued=$(pod_exec "$lab" ul curl -fsS -m 5 http://127.0.0.1:15014/metrics |
-	awk '/^ambit_ca_requests_total\{decision="issued"\}/ { s += $NF } END { printf "%d\n", s }')
+	awk '/^ambit_ca_server_requests_total\{decision="issued"\}/ { s += $NF } END { printf "%d\n", s }')
 reqs=$(($(lab_metric "$lab" 1 ambit_ca_requests_total) + $(lab_metric "$lab" 2 ambit_ca_requests_total)))
 check "the agents' requests ($reqs) are what ambit-ca reports issuing ($issued)" test "$reqs" -ge 4 -a "$issued" -ge 4
 check "HBONE carries traffic between the nodes with them" \
