@@ -122,6 +122,36 @@ static void stop_taking_traffic(struct agent *a)
 	a->ready = NULL;
 }
 
+/* Takes traffic once the first model is applied and every local workload has a certificate
+ * (readiness says the same): before that, an old agent being replaced keeps serving, and a new
+ * connection never meets an agent that would refuse it for want of a certificate. 0 or -errno
+ * (take_over failed: the loop stops). */
+static int maybe_take_over(struct agent *a)
+{
+	char why[512];
+	int err;
+
+	if (a->serving || !a->model_applied || a->draining ||
+	    runtime_identity_status(&a->id, why, sizeof(why)) < 0)
+		return 0;
+	if ((err = take_over(a))) {
+		loop_stop(a->loop);
+		return err;
+	}
+	pr_info("ready: taking traffic");
+	return 0;
+}
+
+/* The certstore has news (on the loop): waiting CONNECTs go on, and the agent may now take
+ * traffic. */
+static void on_certs(void *arg)
+{
+	struct agent *a = arg;
+
+	mesh_certs_changed(a->mesh);
+	maybe_take_over(a);
+}
+
 static int apply_model(struct agent *a)
 {
 	struct model *m = model_current();
@@ -177,13 +207,11 @@ static int apply_model(struct agent *a)
 	 * Kubernetes discovery that is after the first full list, so a node never reports ready
 	 * while its enrolled pods are not captured yet. */
 	if (!err && !a->model_applied && m->generation > 0 && !a->draining) {
-		if ((err = take_over(a))) {
-			loop_stop(a->loop);
-			goto out;
-		}
 		a->model_applied = true;
-		pr_info("ready: %d workloads known, %zu local pods captured", m->nworkloads, n);
+		pr_info("model applied: %d workloads known, %zu local pods captured", m->nworkloads, n);
 	}
+	if (!err)
+		err = maybe_take_over(a);
 out:
 	free(ids);
 	free(pods);
@@ -365,8 +393,8 @@ static int run(struct agent *a)
 		err = -errno;
 		goto out;
 	}
-	a->id.on_certs = mesh_certs_changed;
-	a->id.on_certs_arg = a->mesh;
+	a->id.on_certs = on_certs;
+	a->id.on_certs_arg = a;
 	if (a->cfg.redirect_enabled) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
