@@ -25,17 +25,7 @@
 
 static void reply_json(struct httpd_response *resp, int status, json_t *j)
 {
-	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (!s) {
-		httpd_reply(resp, 500, "application/json", "{\"error\":\"out of memory\"}", 25);
-		return;
-	}
-	resp->status = status;
-	resp->content_type = "application/json";
-	free(resp->body);
-	resp->body = s;
-	resp->body_len = strlen(s);
+	httpd_reply_json(resp, status, j, JSON_COMPACT);
 }
 
 static void reply_error(struct httpd_response *resp, int status, const char *msg)

@@ -308,6 +308,22 @@ void httpd_reply(struct httpd_response *resp, int status, const char *content_ty
 	}
 }
 
+void httpd_reply_json(struct httpd_response *resp, int status, json_t *j, size_t flags)
+{
+	char *s = j ? json_dumps(j, flags) : NULL;
+
+	json_decref(j);
+	if (!s) {
+		httpd_reply(resp, 500, "application/json", "{\"error\":\"out of memory\"}", 25);
+		return;
+	}
+	free(resp->body);
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = s;
+	resp->body_len = strlen(s);
+}
+
 void httpd_replyf(struct httpd_response *resp, int status, const char *content_type,
 		  const char *fmt, ...)
 {

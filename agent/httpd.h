@@ -4,6 +4,7 @@
 #ifndef AMBIT_AGENT_HTTPD_H
 #define AMBIT_AGENT_HTTPD_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -41,6 +42,9 @@ void httpd_reply(struct httpd_response *resp, int status, const char *content_ty
 /* Sets the body from a printf format. */
 void httpd_replyf(struct httpd_response *resp, int status, const char *content_type,
 		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Sets a JSON body: j (taken over, NULL means out of memory) dumped with jansson's flags
+ * (JSON_COMPACT, JSON_INDENT(2), ...); a dump that fails is a 500 with {"error": ...}. */
+void httpd_reply_json(struct httpd_response *resp, int status, json_t *j, size_t flags);
 /* Value of query parameter `key` into out (URL-decoded); 0 or -ENOENT. */
 int httpd_query_get(const char *query, const char *key, char *out, size_t outlen);
 

@@ -83,19 +83,9 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
-static void reply_json(struct httpd_response *resp, int status, json_t *o)
+static void reply_json(struct httpd_response *resp, int status, json_t *j)
 {
-	char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
-
-	json_decref(o);
-	if (!s) {
-		httpd_reply(resp, 500, "text/plain", "out of memory\n", 14);
-		return;
-	}
-	resp->status = status;
-	resp->content_type = "application/json";
-	resp->body = s;
-	resp->body_len = strlen(s);
+	httpd_reply_json(resp, status, j, JSON_INDENT(2));
 }
 
 static void handle_admin(void *arg, const struct httpd_request *req, struct httpd_response *resp)
