@@ -107,7 +107,7 @@ int runtime_identity_start(struct runtime_identity *id, struct loop *l, const st
 	}
 	if (c->ca_address) {
 		struct ca_client_opts o = { .address = c->ca_address, .bundle = c->ca_cert,
-					    .roots = id->ca, .token_file = c->ca_token_file,
+					    .token_file = c->ca_token_file,
 					    .impersonate = role == CONFIG_ROLE_AGENT };
 		if (!(id->client = ca_client_new(&o, err, sizeof(err)))) {
 			fprintf(stderr, "%s: %s: ca: %s\n", prog, c->path, err);
