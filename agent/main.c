@@ -290,6 +290,8 @@ static int run(struct agent *a)
 	}
 	a->id.on_certs = mesh_certs_changed;
 	a->id.on_certs_arg = a->mesh;
+	a->id.on_roots = mesh_roots_changed;
+	a->id.on_roots_arg = a->mesh;
 	if (a->cfg.redirect_enabled) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
@@ -344,6 +346,7 @@ out:
 		redirect_free(a->redirect);
 	}
 	a->id.on_certs = NULL;
+	a->id.on_roots = NULL;
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	policy_fini();

@@ -1256,6 +1256,44 @@ TEST(set_roots_drops_removed_root_for_new_handshakes_only)
 	tls_ca_free(new);
 }
 
+static bool keep_first(void *arg, const struct tls_cert *c)
+{
+	return tls_ca_issued_by_first(arg, c);
+}
+
+TEST(certstore_renews_leaves_of_a_root_no_longer_first)
+{
+	struct tls_ca *old = tls_ca_new_self_signed(TD, 3600), *new = tls_ca_new_self_signed(TD, 3600);
+	REQUIRE(old && new);
+	struct tls_ca *old_first = bundle_of(old, new), *new_first = bundle_of(new, old);
+	REQUIRE(old_first && new_first);
+	struct certstore *cs = certstore_new(old, NULL);
+	struct spiffe_id a = sid(TD, "shop", "cart"), b = sid(TD, "shop", "pay");
+	REQUIRE(cs);
+	struct tls_cert *ca1 = certstore_get(cs, &a), *cb1 = certstore_get(cs, &b);
+	REQUIRE(ca1 && cb1);
+	CHECK(tls_ca_issued_by_first(old_first, ca1));
+	CHECK(!tls_ca_issued_by_first(new_first, ca1));
+	/* step 1 of a rotation (new root added after the old): nothing to renew */
+	CHECK_EQ_INT(certstore_renew_unless(cs, keep_first, old_first), 0);
+	struct tls_cert *again = certstore_get(cs, &a);
+	CHECK(again == ca1);
+	tls_cert_unref(again);
+	/* step 2 (the new root first): both leaves are due now, once */
+	CHECK_EQ_INT(certstore_renew_unless(cs, keep_first, new_first), 2);
+	CHECK_EQ_INT(certstore_renew_unless(cs, keep_first, new_first), 0);
+	struct tls_cert *ca2 = certstore_get(cs, &a);
+	CHECK(ca2 && ca2 != ca1);	/* re-issued (by this store's CA) */
+	tls_cert_unref(ca2);
+	certstore_free(cs);
+	tls_cert_unref(ca1);
+	tls_cert_unref(cb1);
+	tls_ca_free(old_first);
+	tls_ca_free(new_first);
+	tls_ca_free(old);
+	tls_ca_free(new);
+}
+
 TEST(api_misuse)
 {
 	struct tls_ctx_opts o = { .roots = mesh_ca() };
