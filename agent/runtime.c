@@ -103,7 +103,6 @@ static void on_bundle(struct loop *l, struct loop_timer *t)
 		id->on_roots(id->on_roots_arg, roots);
 	tls_ca_free(id->ca);
 	id->ca = roots;
-	id->bundle_reloads++;
 	size_t n = certstore_renew_unless(id->certs, chains_to_first, roots);
 	pr_info("certificates: trust bundle %s reloaded for new connections; %zu certificate(s) "
 		"from another root renewed now", id->bundle_path, n);

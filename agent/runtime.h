@@ -57,7 +57,6 @@ struct runtime_identity {
 	char *bundle_path;		/* ca.cert, watched with ca.address; NULL otherwise */
 	struct stat bundle_st;
 	struct loop_timer bundle;
-	uint64_t bundle_reloads;
 };
 int runtime_identity_start(struct runtime_identity *id, struct loop *l, const struct config *c,
 			   enum config_role role, const char *prog);
