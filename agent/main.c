@@ -395,6 +395,8 @@ static int run(struct agent *a)
 	}
 	a->id.on_certs = on_certs;
 	a->id.on_certs_arg = a;
+	a->id.on_roots = mesh_roots_changed;
+	a->id.on_roots_arg = a->mesh;
 	if (a->cfg.redirect_enabled) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
@@ -446,6 +448,7 @@ out:
 		redirect_free(a->redirect);
 	}
 	a->id.on_certs = NULL;
+	a->id.on_roots = NULL;
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	policy_fini();

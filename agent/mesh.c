@@ -481,6 +481,25 @@ void mesh_certs_changed(void *arg)
 	hbone_pool_certs_changed(m->pool);
 }
 
+/* Shared with the waypoint: both contexts of a side take the new roots, or neither is left
+ * half-changed in a way that matters (a failure is logged: the old roots stay for it). */
+void mesh_set_ctx_roots(struct tls_ctx *client, struct tls_ctx *server, struct tls_ca *roots)
+{
+	int err = tls_ctx_set_roots(client, roots);
+	if (!err)
+		err = tls_ctx_set_roots(server, roots);
+	if (err)
+		pr_err("hbone: cannot load the new trust bundle into the TLS contexts: %s",
+		       strerror(-err));
+}
+
+void mesh_roots_changed(void *arg, struct tls_ca *roots)
+{
+	struct mesh *m = arg;
+	m->opts.ca = roots;	/* the old one is freed after this returns */
+	mesh_set_ctx_roots(m->client_ctx, m->server_ctx, roots);
+}
+
 struct mesh *mesh_new(const struct mesh_opts *opts)
 {
 	struct mesh *m = calloc(1, sizeof(*m));

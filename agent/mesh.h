@@ -86,6 +86,12 @@ void mesh_drain(struct mesh *m);
 /* The certstore has news (runtime_identity.on_certs; arg is the mesh): outbound CONNECTs
  * waiting for their source certificate go ahead. */
 void mesh_certs_changed(void *arg);
+/* runtime_identity on_roots: a reloaded trust bundle for new HBONE handshakes, both ways;
+ * open connections stay. Loop thread. */
+void mesh_roots_changed(void *arg, struct tls_ca *roots);
+/* tls_ctx_set_roots on a client and a server context, logging a failure (the waypoint's too). */
+struct tls_ctx;
+void mesh_set_ctx_roots(struct tls_ctx *client, struct tls_ctx *server, struct tls_ca *roots);
 /* Open inbound streams (drain progress). */
 unsigned mesh_inbound_streams(const struct mesh *m);
 /* Pooled and accepted HBONE connections (admin API /hbone). New reference. */

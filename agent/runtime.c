@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int runtime_tracer_new(const struct config *c, const char *prog, struct otlp_tracer **out)
@@ -68,6 +69,45 @@ static void on_renew(struct loop *l, struct loop_timer *t)
 	loop_timer_arm(l, t, 60000);
 }
 
+static bool chains_to_first(void *arg, const struct tls_cert *c)
+{
+	return tls_ca_issued_by_first(arg, c);
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Every RUNTIME_BUNDLE_CHECK_MS: a changed ca.cert is loaded and handed to the TLS contexts
+ * for new handshakes (open connections stay), and leaves from a root that is no longer the
+ * bundle's first are renewed now. */
+static void on_bundle(struct loop *l, struct loop_timer *t)
+{
+	struct runtime_identity *id = t->arg;
+	struct tls_ca *roots;
+	struct stat st;
+	char err[512];
+
+	loop_timer_arm(l, t, RUNTIME_BUNDLE_CHECK_MS);
+	if (stat(id->bundle_path, &st) == -1 || same_file(&st, &id->bundle_st))
+		return;
+	id->bundle_st = st;
+	if (!(roots = tls_ca_load(id->bundle_path, NULL, err, sizeof(err)))) {
+		pr_warn("certificates: the trust bundle changed but does not load, the old one "
+			"stays: %s", err);
+		return;
+	}
+	if (id->on_roots)
+		id->on_roots(id->on_roots_arg, roots);
+	tls_ca_free(id->ca);
+	id->ca = roots;
+	size_t n = certstore_renew_unless(id->certs, chains_to_first, roots);
+	pr_info("certificates: trust bundle %s reloaded for new connections; %zu certificate(s) "
+		"from another root renewed now", id->bundle_path, n);
+}
+
 static void certs_task(struct loop *l, void *arg)
 {
 	struct runtime_identity *id = arg;
@@ -98,6 +138,7 @@ int runtime_identity_start(struct runtime_identity *id, struct loop *l, const st
 	memset(id, 0, sizeof(*id));
 	id->loop = l;
 	loop_timer_init(&id->renew, on_renew, id);
+	loop_timer_init(&id->bundle, on_bundle, id);
 	/* With a CA address, ca.cert is only a trust bundle: no key is loaded, whatever sits
 	 * next to it. */
 	id->ca = tls_ca_load(c->ca_cert, c->ca_address ? NULL : c->ca_key, err, sizeof(err));
@@ -107,13 +148,15 @@ int runtime_identity_start(struct runtime_identity *id, struct loop *l, const st
 	}
 	if (c->ca_address) {
 		struct ca_client_opts o = { .address = c->ca_address, .bundle = c->ca_cert,
-					    .roots = id->ca, .token_file = c->ca_token_file,
+					    .token_file = c->ca_token_file,
 					    .impersonate = role == CONFIG_ROLE_AGENT };
 		if (!(id->client = ca_client_new(&o, err, sizeof(err)))) {
 			fprintf(stderr, "%s: %s: ca: %s\n", prog, c->path, err);
 			return errno == ENOMEM ? -ENOMEM : -EINVAL;
 		}
 		co.backend = ca_client_backend(id->client);
+		if (!(id->bundle_path = strdup(c->ca_cert)) || stat(c->ca_cert, &id->bundle_st) == -1)
+			return -errno;
 		pr_info("certificates: from the CA at %s (trust bundle %s, token %s)", c->ca_address,
 			c->ca_cert, c->ca_token_file);
 	} else {
@@ -127,6 +170,11 @@ int runtime_identity_start(struct runtime_identity *id, struct loop *l, const st
 		pr_err("certificates: %s", strerror(e));
 		return -e;
 	}
+	if (id->bundle_path) {
+		int err = loop_timer_arm(l, &id->bundle, RUNTIME_BUNDLE_CHECK_MS);
+		if (err)
+			return err;
+	}
 	return loop_timer_arm(l, &id->renew, 60000);
 }
 
@@ -134,6 +182,11 @@ void runtime_identity_stop(struct runtime_identity *id)
 {
 	if (id->loop)
 		loop_timer_cancel(id->loop, &id->renew);
+	if (id->loop && id->bundle_path)
+		loop_timer_cancel(id->loop, &id->bundle);
+	free(id->bundle_path);
+	id->bundle_path = NULL;
+	id->on_roots = NULL;
 	id->on_certs = NULL;
 	certstore_free(id->certs);	/* joins the workers: nothing calls the client after */
 	ca_client_free(id->client);

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/stat.h>
 
 #include "tls/identity.h"
 
@@ -31,8 +32,13 @@ int runtime_tracer_new(const struct config *c, const char *prog, struct otlp_tra
  * only): ca.cert/ca.key sign inside the process. Either way an asynchronous certstore fetches
  * on worker threads, prefetching the wanted identities and renewing at half-life (the agent
  * asks on its workloads' behalf, ImpersonatedIdentity; the waypoint for itself); a timer on
- * l wakes it every minute. 0; -EINVAL (bad CA files or address, reported naming the config);
- * -errno. */
+ * l wakes it every minute. With ca.address, ca.cert is watched (RUNTIME_BUNDLE_CHECK_MS): when
+ * the file changes (a mounted ConfigMap's symlink swap) and loads, on_roots gets the new
+ * bundle (swap it into the TLS contexts; it replaces ca once on_roots returns), and the
+ * certificates that do not chain to its first root are renewed now. A bundle that does not
+ * load is logged and the old one stays. 0; -EINVAL (bad CA files or address, reported
+ * naming the config); -errno. */
+#define RUNTIME_BUNDLE_CHECK_MS 2000
 struct runtime_identity {
 	struct tls_ca *ca;		/* trust anchors; in development mode also the signer */
 	struct ca_client *client;	/* ca.address; NULL in development mode */
@@ -44,6 +50,13 @@ struct runtime_identity {
 	void (*on_certs)(void *arg);
 	void *on_certs_arg;
 	atomic_bool posted;		/* a news task is queued on the loop */
+	/* Called on the loop thread with a reloaded trust bundle (borrowed: valid until the
+	 * next reload or stop). Set after start; may be NULL. */
+	void (*on_roots)(void *arg, struct tls_ca *roots);
+	void *on_roots_arg;
+	char *bundle_path;		/* ca.cert, watched with ca.address; NULL otherwise */
+	struct stat bundle_st;
+	struct loop_timer bundle;
 };
 int runtime_identity_start(struct runtime_identity *id, struct loop *l, const struct config *c,
 			   enum config_role role, const char *prog);

@@ -24,6 +24,7 @@
 
 struct ca_slot {
 	struct grpc_client *g;	/* made on first use */
+	uint64_t gen;		/* the bundle generation g trusts */
 	bool busy;
 };
 
@@ -32,13 +33,15 @@ struct ca_client {
 	char host[256];
 	uint16_t port;
 	char *bundle;
-	struct tls_ca *roots;
+	struct tls_ca *roots;	/* the bundle as last loaded; replaced under the lock */
+	struct stat bundle_st;	/* the file it came from */
+	uint64_t bundle_gen;	/* bumped at each reload: older connections are remade */
 	char *token_file;
 	uint32_t timeout_ms;
 	bool impersonate;
 	struct certstore_backend be;
 
-	pthread_mutex_t lock;	/* guards the slots, the token and the stats */
+	pthread_mutex_t lock;	/* guards the slots, the token, the roots and the stats */
 	pthread_cond_t slot_free;
 	struct ca_slot slots[CA_MAX_CONNS];
 	unsigned nslots;
@@ -94,7 +97,7 @@ struct ca_client *ca_client_new(const struct ca_client_opts *o, char *err, size_
 	struct ca_client *c;
 	int e = ENOMEM;
 
-	if (!o || !o->address || !o->bundle || !o->roots) {
+	if (!o || !o->address || !o->bundle) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -112,7 +115,15 @@ struct ca_client *ca_client_new(const struct ca_client_opts *o, char *err, size_
 	c->token_file = o->token_file ? strdup(o->token_file) : NULL;
 	if (!c->address || !c->bundle || (o->token_file && !c->token_file))
 		goto fail;
-	c->roots = o->roots;
+	if (stat(c->bundle, &c->bundle_st) == -1) {
+		e = errno;
+		snprintf(err, errlen, "%s: %s", c->bundle, strerror(e));
+		goto fail;
+	}
+	if (!(c->roots = tls_ca_load(c->bundle, NULL, err, errlen))) {
+		e = errno;
+		goto fail;
+	}
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : CA_CALL_TIMEOUT_MS;
 	c->impersonate = o->impersonate;
 	c->nslots = o->max_conns ? o->max_conns : 4;
@@ -142,6 +153,7 @@ void ca_client_free(struct ca_client *c)
 	if (c->token)
 		explicit_bzero(c->token, strlen(c->token));
 	free(c->token);
+	tls_ca_free(c->roots);
 	free(c->address);
 	free(c->bundle);
 	free(c->token_file);
@@ -207,6 +219,33 @@ static char *token_get(struct ca_client *c, char *why, size_t whylen)
 	return tok;
 }
 
+/* The trust bundle, re-read when the file is another one (Kubernetes swaps a mounted ConfigMap
+ * by symlink) or changed in place: issued chains must then verify to the new roots, and
+ * connections are remade to verify the CA's serving cert against them. A bundle that does
+ * not load leaves the old one in use (logged once per change). Lock held. */
+static void bundle_check(struct ca_client *c)
+{
+	struct stat st;
+	struct tls_ca *roots;
+	char err[256];
+
+	if (stat(c->bundle, &st) == -1 || (st.st_ino == c->bundle_st.st_ino &&
+	    st.st_dev == c->bundle_st.st_dev && st.st_size == c->bundle_st.st_size &&
+	    st.st_mtim.tv_sec == c->bundle_st.st_mtim.tv_sec &&
+	    st.st_mtim.tv_nsec == c->bundle_st.st_mtim.tv_nsec))
+		return;
+	c->bundle_st = st;
+	if (!(roots = tls_ca_load(c->bundle, NULL, err, sizeof(err)))) {
+		pr_warn("ca: the trust bundle changed but does not load, the old one stays: %s", err);
+		return;
+	}
+	tls_ca_free(c->roots);
+	c->roots = roots;
+	c->bundle_gen++;
+	c->st.bundle_reloads++;
+	pr_info("ca: trust bundle %s reloaded", c->bundle);
+}
+
 /* A connection for this call: a free slot, made on first use; waits while all are busy.
  * Lock held. NULL + why when a connection cannot be made. */
 static struct ca_slot *slot_take(struct ca_client *c, char *why, size_t whylen)
@@ -216,11 +255,16 @@ static struct ca_slot *slot_take(struct ca_client *c, char *why, size_t whylen)
 			struct ca_slot *s = &c->slots[i];
 			if (s->busy)
 				continue;
+			if (s->g && s->gen != c->bundle_gen) {
+				grpc_client_free(s->g);
+				s->g = NULL;
+			}
 			if (!s->g) {
 				struct grpc_client_opts go = { .host = c->host, .port = c->port,
 							       .tls = true, .ca_file = c->bundle };
 				if (!(s->g = grpc_client_new(&go, why, whylen)))
 					return NULL;
+				s->gen = c->bundle_gen;
 			}
 			s->busy = true;
 			return s;
@@ -261,6 +305,7 @@ struct tls_cert *ca_client_fetch(struct ca_client *c, const struct spiffe_id *id
 		pthread_mutex_unlock(&c->lock);
 		goto out;
 	}
+	bundle_check(c);
 	slot = slot_take(c, err, sizeof(err));
 	pthread_mutex_unlock(&c->lock);
 	if (!slot) {
@@ -304,8 +349,12 @@ struct tls_cert *ca_client_fetch(struct ca_client *c, const struct spiffe_id *id
 		e = EINVAL;
 		goto bad;
 	}
-	/* ztunnel's SanError check and more: our key, exactly our ID, chained to the bundle. */
-	if (!(cert = tls_csr_accept(csr, pem, pemlen, c->roots, 0, err, sizeof(err)))) {
+	/* ztunnel's SanError check and more: our key, exactly our ID, chained to the bundle
+	 * (under the lock: a reload may replace the roots). */
+	pthread_mutex_lock(&c->lock);
+	cert = tls_csr_accept(csr, pem, pemlen, c->roots, 0, err, sizeof(err));
+	pthread_mutex_unlock(&c->lock);
+	if (!cert) {
 		e = errno;
 		snprintf(why, whylen, "CA %s: answer for %s refused: %s", c->address, ids, err);
 		goto bad;

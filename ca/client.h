@@ -22,10 +22,10 @@ struct ca_client;
 
 struct ca_client_opts {
 	const char *address;	/* ca.address: https://HOST[:PORT] (PORT default 15012) */
-	const char *bundle;	/* ca.cert: PEM trust bundle; verifies the CA's serving cert
-				 * (server name = HOST) */
-	struct tls_ca *roots;	/* the same bundle loaded: issued chains must verify to it
-				 * (borrowed, outlives the client) */
+	const char *bundle;	/* ca.cert: PEM trust bundle (one or more roots); verifies the
+				 * CA's serving cert (server name = HOST) and the chains it
+				 * issues. Re-read when the file changes: later calls use the
+				 * new roots over new connections. */
 	const char *token_file;	/* ca.token_file: bearer token, re-read when the file changes;
 				 * NULL = send none */
 	/* A node agent asks on its workloads' behalf: metadata ImpersonatedIdentity = the ID,
@@ -58,7 +58,7 @@ struct tls_cert *ca_client_fetch(struct ca_client *c, const struct spiffe_id *id
 const struct certstore_backend *ca_client_backend(struct ca_client *c);
 
 struct ca_client_stats {
-	uint64_t calls, refused, transport_errors, bad_answers, token_reloads;
+	uint64_t calls, refused, transport_errors, bad_answers, token_reloads, bundle_reloads;
 };
 void ca_client_stats(struct ca_client *c, struct ca_client_stats *st);
 

@@ -349,6 +349,17 @@ out:
 }
 bool tls_ca_partial_chain(const struct tls_ca *ca) { return ca->partial_chain; }
 
+bool tls_ca_issued_by_first(const struct tls_ca *ca, const struct tls_cert *c)
+{
+	int n = c->chain ? sk_X509_num(c->chain) : 0;
+	X509 *top = n ? sk_X509_value(c->chain, n - 1) : c->x509;
+
+	/* the top of the chain is the first root itself (a root sent along), or issued by it */
+	if (!X509_cmp(top, ca->cert))
+		top = n > 1 ? sk_X509_value(c->chain, n - 2) : c->x509;
+	return X509_check_issued(ca->cert, top) == X509_V_OK;
+}
+
 /* Signs a leaf for pub: validity [now - 60 s, now + lifetime] capped at the CA's own,
  * subjectAltName from the config string san (critical: the subject is empty, RFC 5280
  * §4.2.1.6), extended key usage eku. NULL + errno. */

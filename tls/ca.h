@@ -4,6 +4,7 @@
 #ifndef AMBIT_TLS_CA_H
 #define AMBIT_TLS_CA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,12 @@ int tls_ca_write(const struct tls_ca *ca, const char *cert_path, const char *key
 		 char *err, size_t errlen);
 /* Accepts NULL. Wipes the key. */
 void tls_ca_free(struct tls_ca *ca);
+/* Whether c's chain ends at a certificate issued by ca's first one (in a trust bundle the
+ * first root, which a CA that switched its signing key writes first): a leaf for which this is
+ * false comes from a root that is on its way out. A name/key-identifier match, no signature
+ * check (c was verified when it arrived). */
+bool tls_ca_issued_by_first(const struct tls_ca *ca, const struct tls_cert *c);
+
 /* The trust bundle agents need, as PEM: the self-signed roots of ca.crt (every certificate
  * of it when it holds no root). malloc'ed, NUL-terminated; NULL + errno. */
 char *tls_ca_roots_pem(const struct tls_ca *ca);

@@ -486,6 +486,26 @@ static int renew_due_sync(struct certstore *cs)
 	return first_err ? first_err : renewed;
 }
 
+size_t certstore_renew_unless(struct certstore *cs,
+			      bool (*keep)(void *arg, const struct tls_cert *c), void *arg)
+{
+	size_t marked = 0;
+
+	pthread_mutex_lock(&cs->lock);
+	int64_t now = cs->opts.clock(cs->opts.clock_arg);
+	for (size_t i = 0; i < cs->n; i++) {
+		struct cs_entry *e = cs->ents[i];
+		if (!e->cert || e->renew_at <= now || keep(arg, e->cert))
+			continue;
+		e->renew_at = now;
+		marked++;
+	}
+	if (marked)
+		pthread_cond_broadcast(&cs->wake);
+	pthread_mutex_unlock(&cs->lock);
+	return marked;
+}
+
 int certstore_renew_due(struct certstore *cs)
 {
 	if (!cs->opts.async)

@@ -75,6 +75,12 @@ int certstore_set_wanted(struct certstore *cs, const struct spiffe_id *ids, size
  * many were renewed or -errno of the first failure (the others are still attempted).
  * Async mode: wakes the workers to look again (e.g. after a clock jump); returns 0. */
 int certstore_renew_due(struct certstore *cs);
+/* Renews early every entry whose cert keep() refuses (a trust bundle changed and the cert no
+ * longer chains to the preferred root): it is due now, as if past half-life, and kept in use
+ * until its successor arrives. Marks each such entry once per call (a successor that is
+ * refused again waits for its own half-life or the next call). Returns how many. */
+size_t certstore_renew_unless(struct certstore *cs,
+			      bool (*keep)(void *arg, const struct tls_cert *c), void *arg);
 size_t certstore_count(struct certstore *cs);
 /* Why id has no usable cert, in a few words, into buf ("waiting for the first answer from
  * <backend>", "<backend>: <last error>; retry in 4 s"); "" when it has one. Returns buf. */

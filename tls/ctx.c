@@ -59,13 +59,47 @@ static int ctx_common(SSL_CTX *ssl, int min_version)
 	return 0;
 }
 
+/* The verify settings of a mesh ctx that come from its roots: a store of their anchors
+ * (replacing the ctx's) and PARTIAL_CHAIN when they hold no self-signed root. 0 or -ENOMEM
+ * (ctx unchanged). */
+static int ctx_load_roots(SSL_CTX *ssl, struct tls_ca *roots)
+{
+	STACK_OF(X509) *anchors = tls_ca_anchors(roots);
+	X509_STORE *store = X509_STORE_new();
+	X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ssl);
+
+	if (!store)
+		return -ENOMEM;
+	for (int i = 0; i < sk_X509_num(anchors); i++) {
+		if (!X509_STORE_add_cert(store, sk_X509_value(anchors, i))) {
+			X509_STORE_free(store);
+			return -ENOMEM;
+		}
+	}
+	SSL_CTX_set_cert_store(ssl, store);	/* takes it, frees the old one */
+	if (tls_ca_partial_chain(roots))
+		X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+	else
+		X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+	return 0;
+}
+
+int tls_ctx_set_roots(struct tls_ctx *ctx, struct tls_ca *roots)
+{
+	int err;
+
+	if (!ctx || !ctx->mesh || !roots)
+		return -EINVAL;
+	err = ctx_load_roots(ctx->ssl, roots);
+	ERR_clear_error();
+	return err;
+}
+
 static const unsigned char alpn_h2[] = { 2, 'h', '2' };
 
 struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *o)
 {
 	struct tls_ctx *ctx = NULL;
-	X509_STORE *store;
-	STACK_OF(X509) *anchors;
 	const char *td;
 	int e = EIO;
 
@@ -90,13 +124,8 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *o)
 	if (!ctx->ssl || ctx_common(ctx->ssl, TLS1_3_VERSION))
 		goto fail;
 
-	store = SSL_CTX_get_cert_store(ctx->ssl);
-	anchors = tls_ca_anchors(o->roots);
-	for (int i = 0; i < sk_X509_num(anchors); i++)
-		if (!X509_STORE_add_cert(store, sk_X509_value(anchors, i)))
-			goto fail;
-	if (tls_ca_partial_chain(o->roots))
-		X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx->ssl), X509_V_FLAG_PARTIAL_CHAIN);
+	if (ctx_load_roots(ctx->ssl, o->roots))
+		goto fail;
 	if (o->verify_time)
 		X509_VERIFY_PARAM_set_time(SSL_CTX_get0_param(ctx->ssl), (time_t)o->verify_time);
 	SSL_CTX_set_verify_depth(ctx->ssl, 4);

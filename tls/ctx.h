@@ -61,6 +61,13 @@ struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *client
 struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
 					 uint32_t lifetime_s, char *err, size_t errlen);
 
+/* Replaces the trust anchors of a mesh ctx with those of roots (a trust bundle: every root of
+ * it is accepted), for handshakes that verify after the call: the old anchors are gone for
+ * them, while connections already established from ctx keep working (their peers were
+ * verified once, at the handshake). Call it on the thread that drives ctx's handshakes.
+ * 0; -EINVAL (not a mesh ctx, roots NULL); -ENOMEM (ctx unchanged). */
+int tls_ctx_set_roots(struct tls_ctx *ctx, struct tls_ca *roots);
+
 /* Accepts NULL. */
 void tls_ctx_free(struct tls_ctx *ctx);
 

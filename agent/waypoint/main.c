@@ -307,6 +307,8 @@ static int run(struct wpd *d)
 	}
 	d->id.on_certs = waypoint_certs_changed;
 	d->id.on_certs_arg = d->wp;
+	d->id.on_roots = waypoint_roots_changed;
+	d->id.on_roots_arg = d->wp;
 	runtime_identity_metrics(&d->id);
 	want_self(d->loop, d);	/* the model may be in place already */
 	if (sockaddr_parse(d->cfg.admin_address, 15000, &ss) == 0)
@@ -349,6 +351,7 @@ out:
 	if (d->loop) {
 		loop_stop(d->loop);
 		d->id.on_certs = NULL;
+		d->id.on_roots = NULL;
 		waypoint_free(d->wp);
 	}
 	telemetry_fini(otlp_tracer_flush_budget_ms(d->tracer));

@@ -2033,6 +2033,12 @@ void waypoint_certs_changed(void *arg)
 	hbone_pool_certs_changed(w->pool);
 }
 
+void waypoint_roots_changed(void *arg, struct tls_ca *roots)
+{
+	struct waypoint *w = arg;
+	mesh_set_ctx_roots(w->client_ctx, w->server_ctx, roots);
+}
+
 void waypoint_drain(struct waypoint *w)
 {
 	w->draining = true;

@@ -63,6 +63,8 @@ void waypoint_drain(struct waypoint *w);
 /* The certstore has news (runtime_identity.on_certs; arg is the waypoint): CONNECTs to
  * backends waiting for the waypoint's certificate go ahead. */
 void waypoint_certs_changed(void *arg);
+/* runtime_identity on_roots: a reloaded trust bundle for new HBONE handshakes. Loop thread. */
+void waypoint_roots_changed(void *arg, struct tls_ca *roots);
 /* Client streams still open (drain progress). */
 unsigned waypoint_sessions(const struct waypoint *w);
 

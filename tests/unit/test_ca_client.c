@@ -114,13 +114,11 @@ static bool server_start(uint16_t port)
 	return ok;
 }
 
-static struct tls_ca *roots;
-
 static struct ca_client *client_new(const char *bundle, const char *token_file)
 {
 	char addr[64], err[256] = "";
 	snprintf(addr, sizeof(addr), "https://localhost:%u", server_port);
-	struct ca_client_opts o = { .address = addr, .bundle = bundle, .roots = roots,
+	struct ca_client_opts o = { .address = addr, .bundle = bundle,
 				    .token_file = token_file, .timeout_ms = 3000, .impersonate = true };
 	struct ca_client *c = ca_client_new(&o, err, sizeof(err));
 	if (!c)
@@ -157,8 +155,6 @@ __attribute__((constructor)) static void setup(void)
 	snprintf(dir, sizeof(dir), "/tmp/ambit-ca-client-XXXXXX");
 	if (!mkdtemp(dir) || !make_pki())
 		return;
-	char err[256];
-	roots = tls_ca_load(at("ca.crt"), NULL, err, sizeof(err));
 	put("token", "token-one\n");
 	put("expected-token", "token-one");
 	put("mode", "ok");
@@ -172,7 +168,6 @@ __attribute__((constructor)) static void setup(void)
 __attribute__((destructor)) static void teardown(void)
 {
 	server_stop();
-	tls_ca_free(roots);
 	if (dir[0])
 		sh("rm -rf %s", dir);
 }
@@ -265,7 +260,7 @@ TEST(good_chain_and_what_the_request_carries)
 	/* A waypoint asks for itself: no ImpersonatedIdentity (as Envoy). */
 	char addr[64];
 	snprintf(addr, sizeof(addr), "https://localhost:%u", server_port);
-	struct ca_client_opts o = { .address = addr, .bundle = at("ca.crt"), .roots = roots,
+	struct ca_client_opts o = { .address = addr, .bundle = at("ca.crt"),
 				    .token_file = at("token") };
 	c = ca_client_new(&o, why, sizeof(why));
 	REQUIRE(c);
@@ -345,6 +340,46 @@ TEST(token_rotation_and_missing_token)
 	REQUIRE(c);
 	CHECK_EQ_INT(fetch_fails(c, &id, NULL, "no-such-token: No such file or directory"), ENOKEY);
 	ca_client_free(c);
+}
+
+/* A rotation of the root as the agent sees it: the mounted bundle gains the CA's root, later
+ * loses it, each time swapped by rename (the ConfigMap's symlink swap). */
+TEST(bundle_reload_follows_the_file)
+{
+	char why[512], both[8192] = "", *ca = NULL, *other = NULL;
+	size_t n;
+	if (!have_node)
+		return;
+	REQUIRE((ca = read_file_bounded(at("ca.crt"), 8192, &n)) &&
+		(other = read_file_bounded(at("other.crt"), 8192, &n)));
+	snprintf(both, sizeof(both), "%s%s", other, ca);
+	put("bundle.crt", other);
+	struct ca_client *c = client_new(at("bundle.crt"), at("token"));
+	REQUIRE(c);
+	struct spiffe_id id = sid("a", "b");
+	/* the CA's root is not in the bundle: its serving cert is not trusted */
+	fetch_fails(c, &id, NULL, "certificate");
+	/* added: new connections trust it, and the chain it issues verifies */
+	put("bundle.crt", both);
+	struct tls_cert *cert = ca_client_fetch(c, &id, 600, why, sizeof(why));
+	if (!cert)
+		fprintf(stderr, "  %s\n", why);
+	CHECK(cert != NULL);
+	tls_cert_unref(cert);
+	struct ca_client_stats st;
+	ca_client_stats(c, &st);
+	CHECK_EQ_INT(st.bundle_reloads, 1);
+	/* removed again: the open connection is remade and refused */
+	put("bundle.crt", other);
+	fetch_fails(c, &id, NULL, "certificate");
+	/* a bundle that does not load keeps the last good one (still without the CA's root) */
+	put("bundle.crt", "not a certificate\n");
+	fetch_fails(c, &id, NULL, "certificate");
+	ca_client_stats(c, &st);
+	CHECK_EQ_INT(st.bundle_reloads, 2);
+	ca_client_free(c);
+	free(ca);
+	free(other);
 }
 
 static int updates;

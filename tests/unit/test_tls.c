@@ -1056,6 +1056,244 @@ TEST(blocking_fd_mesh_and_https_client)
 	ERR_clear_error();
 }
 
+/* ---- trust bundles and root rotation ---- */
+
+/* Loads a verify-only CA from the roots of a and (if not NULL) b, written one after the other
+ * in one file: a trust bundle as a mounted ConfigMap holds it. */
+static struct tls_ca *bundle_of(struct tls_ca *a, struct tls_ca *b)
+{
+	char path[] = "/tmp/ambit-bundle-XXXXXX", err[256] = "";
+	char *pa = tls_ca_roots_pem(a), *pb = b ? tls_ca_roots_pem(b) : NULL;
+	struct tls_ca *ca = NULL;
+	int fd = mkstemp(path);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+
+	if (f && pa && (!b || pb)) {
+		fputs(pa, f);
+		if (pb)
+			fputs(pb, f);
+		fclose(f);
+		f = NULL;
+		ca = tls_ca_load(path, NULL, err, sizeof(err));
+		if (!ca)
+			fprintf(stderr, "  bundle: %s\n", err);
+	}
+	if (f)
+		fclose(f);
+	if (fd >= 0)
+		unlink(path);
+	free(pa);
+	free(pb);
+	return ca;
+}
+
+/* One handshake between two given contexts: the client presents ccert and expects dst. */
+struct hs {
+	int sv[2];
+	struct tls_conn *cl, *srv;
+	int rc, rs;
+};
+
+static void hs_run(struct hs *h, struct tls_ctx *cctx, struct tls_ctx *sctx,
+		   struct tls_cert *ccert, const struct spiffe_id *dst)
+{
+	struct tls_conn_opts co = { .cert = ccert, .sni = dst, .expect = dst, .nexpect = 1 };
+	pair(h->sv);
+	h->cl = tls_conn_new(cctx, h->sv[0], &co);
+	h->srv = tls_conn_new(sctx, h->sv[1], NULL);
+	if (!h->cl || !h->srv)
+		abort();
+	drive(h->cl, h->srv, &h->rc, &h->rs);
+}
+
+static void hs_done(struct hs *h)
+{
+	tls_conn_free(h->cl);
+	tls_conn_free(h->srv);
+	close(h->sv[0]);
+	close(h->sv[1]);
+	ERR_clear_error();
+}
+
+/* Data both ways over an established pair. */
+static bool hs_echo(struct hs *h)
+{
+	char b[8] = "";
+	if (tls_conn_write(h->cl, "ping", 4) != 4 || read_some(h->srv, b, sizeof(b)) != 4 ||
+	    memcmp(b, "ping", 4) || tls_conn_write(h->srv, "pong", 4) != 4 ||
+	    read_some(h->cl, b, sizeof(b)) != 4 || memcmp(b, "pong", 4))
+		return false;
+	return true;
+}
+
+TEST(bundle_of_two_roots_accepts_both)
+{
+	struct tls_ca *old = tls_ca_new_self_signed(TD, 3600), *new = tls_ca_new_self_signed(TD, 3600);
+	REQUIRE(old && new);
+	struct tls_ca *both = bundle_of(old, new);
+	REQUIRE(both);
+	struct spiffe_id src = sid(TD, "default", "client"), dst = sid(TD, "shop", "cart");
+	struct tls_cert *c_old = issue(old, src), *c_new = issue(new, src);
+	struct server_certs sc = { .n = 1, .certs = { issue(new, dst) } };
+	sc.dflt = tls_cert_ref(sc.certs[0]);
+	struct tls_ctx *sctx = server_ctx(both, &sc), *cctx = client_ctx(both);
+	REQUIRE(sctx && cctx && c_old && c_new);
+
+	/* clients from either root are accepted; the server's cert (new root) by the client */
+	struct hs a = { 0 }, b = { 0 };
+	hs_run(&a, cctx, sctx, c_old, &dst);
+	CHECK_EQ_INT(a.rc, 0);
+	CHECK_EQ_INT(a.rs, 0);
+	CHECK(hs_echo(&a));
+	hs_run(&b, cctx, sctx, c_new, &dst);
+	CHECK_EQ_INT(b.rc, 0);
+	CHECK_EQ_INT(b.rs, 0);
+	CHECK(hs_echo(&b));
+	hs_done(&a);
+	hs_done(&b);
+
+	/* a root outside the bundle is still refused */
+	struct tls_ca *evil = tls_ca_new_self_signed(TD, 3600);
+	struct tls_cert *c_evil = evil ? issue(evil, src) : NULL;
+	REQUIRE(c_evil);
+	hs_run(&a, cctx, sctx, c_evil, &dst);
+	CHECK_EQ_INT(a.rs, -EACCES);
+	CHECK_EQ_STR(tls_conn_reason(a.srv), "peer certificate not signed by mesh CA");
+	hs_done(&a);
+
+	tls_cert_unref(c_evil);
+	tls_ca_free(evil);
+	tls_ctx_free(sctx);
+	tls_ctx_free(cctx);
+	tls_cert_unref(sc.certs[0]);
+	tls_cert_unref(sc.dflt);
+	tls_cert_unref(c_old);
+	tls_cert_unref(c_new);
+	tls_ca_free(both);
+	tls_ca_free(old);
+	tls_ca_free(new);
+}
+
+TEST(set_roots_drops_removed_root_for_new_handshakes_only)
+{
+	struct tls_ca *old = tls_ca_new_self_signed(TD, 3600), *new = tls_ca_new_self_signed(TD, 3600);
+	REQUIRE(old && new);
+	struct tls_ca *both = bundle_of(old, new), *only_new = bundle_of(new, NULL),
+		      *only_old = bundle_of(old, NULL);
+	REQUIRE(both && only_new && only_old);
+	struct spiffe_id src = sid(TD, "default", "client"), dst = sid(TD, "shop", "cart");
+	struct tls_cert *c_old = issue(old, src), *c_new = issue(new, src);
+	struct server_certs sc = { .n = 1, .certs = { issue(new, dst) } };
+	sc.dflt = tls_cert_ref(sc.certs[0]);
+	/* step 1 of a rotation: the server trusts the old root only, then both (added) */
+	struct tls_ctx *sctx = server_ctx(only_old, &sc), *cctx = client_ctx(both);
+	REQUIRE(sctx && cctx && c_old && c_new);
+	struct hs est = { 0 }, h = { 0 };
+
+	hs_run(&h, cctx, sctx, c_new, &dst);
+	CHECK_EQ_INT(h.rs, -EACCES);	/* the new root is not trusted yet */
+	hs_done(&h);
+	CHECK_EQ_INT(tls_ctx_set_roots(sctx, both), 0);
+	hs_run(&h, cctx, sctx, c_new, &dst);
+	CHECK_EQ_INT(h.rs, 0);
+	hs_done(&h);
+
+	/* an established conn from the old root ... */
+	hs_run(&est, cctx, sctx, c_old, &dst);
+	CHECK_EQ_INT(est.rc, 0);
+	CHECK_EQ_INT(est.rs, 0);
+	REQUIRE(est.rc == 0 && est.rs == 0);
+	CHECK(hs_echo(&est));
+
+	/* step 3: the old root leaves the bundle (client and server side) */
+	CHECK_EQ_INT(tls_ctx_set_roots(sctx, only_new), 0);
+	CHECK_EQ_INT(tls_ctx_set_roots(cctx, only_new), 0);
+	/* ... keeps working */
+	CHECK(hs_echo(&est));
+	CHECK(hs_echo(&est));
+	/* new handshakes: old root refused, new root accepted */
+	hs_run(&h, cctx, sctx, c_old, &dst);
+	CHECK_EQ_INT(h.rs, -EACCES);
+	CHECK_EQ_STR(tls_conn_reason(h.srv), "peer certificate not signed by mesh CA");
+	hs_done(&h);
+	hs_run(&h, cctx, sctx, c_new, &dst);
+	CHECK_EQ_INT(h.rc, 0);
+	CHECK_EQ_INT(h.rs, 0);
+	CHECK(hs_echo(&h));
+	CHECK(hs_echo(&est));
+	hs_done(&h);
+	/* the client side dropped it too: a server with an old-root cert is refused */
+	struct server_certs sc_old = { .n = 1, .certs = { issue(old, dst) } };
+	sc_old.dflt = tls_cert_ref(sc_old.certs[0]);
+	struct tls_ctx *sctx_old = server_ctx(both, &sc_old);
+	REQUIRE(sctx_old);
+	hs_run(&h, cctx, sctx_old, c_new, &dst);
+	CHECK_EQ_INT(h.rc, -EACCES);
+	CHECK_EQ_STR(tls_conn_reason(h.cl), "peer certificate not signed by mesh CA");
+	hs_done(&h);
+
+	/* misuse: an https client ctx has no mesh roots to swap */
+	struct tls_ctx *https = tls_ctx_new_https_client(NULL, NULL, NULL, NULL, NULL, 0);
+	CHECK(https != NULL);
+	CHECK_EQ_INT(tls_ctx_set_roots(https, only_new), -EINVAL);
+	CHECK_EQ_INT(tls_ctx_set_roots(sctx, NULL), -EINVAL);
+	tls_ctx_free(https);
+
+	hs_done(&est);
+	tls_ctx_free(sctx_old);
+	tls_cert_unref(sc_old.certs[0]);
+	tls_cert_unref(sc_old.dflt);
+	tls_ctx_free(sctx);
+	tls_ctx_free(cctx);
+	tls_cert_unref(sc.certs[0]);
+	tls_cert_unref(sc.dflt);
+	tls_cert_unref(c_old);
+	tls_cert_unref(c_new);
+	tls_ca_free(both);
+	tls_ca_free(only_new);
+	tls_ca_free(only_old);
+	tls_ca_free(old);
+	tls_ca_free(new);
+}
+
+static bool keep_first(void *arg, const struct tls_cert *c)
+{
+	return tls_ca_issued_by_first(arg, c);
+}
+
+TEST(certstore_renews_leaves_of_a_root_no_longer_first)
+{
+	struct tls_ca *old = tls_ca_new_self_signed(TD, 3600), *new = tls_ca_new_self_signed(TD, 3600);
+	REQUIRE(old && new);
+	struct tls_ca *old_first = bundle_of(old, new), *new_first = bundle_of(new, old);
+	REQUIRE(old_first && new_first);
+	struct certstore *cs = certstore_new(old, NULL);
+	struct spiffe_id a = sid(TD, "shop", "cart"), b = sid(TD, "shop", "pay");
+	REQUIRE(cs);
+	struct tls_cert *ca1 = certstore_get(cs, &a), *cb1 = certstore_get(cs, &b);
+	REQUIRE(ca1 && cb1);
+	CHECK(tls_ca_issued_by_first(old_first, ca1));
+	CHECK(!tls_ca_issued_by_first(new_first, ca1));
+	/* step 1 of a rotation (new root added after the old): nothing to renew */
+	CHECK_EQ_INT(certstore_renew_unless(cs, keep_first, old_first), 0);
+	struct tls_cert *again = certstore_get(cs, &a);
+	CHECK(again == ca1);
+	tls_cert_unref(again);
+	/* step 2 (the new root first): both leaves are due now, once */
+	CHECK_EQ_INT(certstore_renew_unless(cs, keep_first, new_first), 2);
+	CHECK_EQ_INT(certstore_renew_unless(cs, keep_first, new_first), 0);
+	struct tls_cert *ca2 = certstore_get(cs, &a);
+	CHECK(ca2 && ca2 != ca1);	/* re-issued (by this store's CA) */
+	tls_cert_unref(ca2);
+	certstore_free(cs);
+	tls_cert_unref(ca1);
+	tls_cert_unref(cb1);
+	tls_ca_free(old_first);
+	tls_ca_free(new_first);
+	tls_ca_free(old);
+	tls_ca_free(new);
+}
+
 TEST(api_misuse)
 {
 	struct tls_ctx_opts o = { .roots = mesh_ca() };
