@@ -89,10 +89,11 @@ if [ ! -x "$AMBIT_BUILD/ambitd" ]; then
 elif ldd "$AMBIT_BUILD/ambitd" 2>/dev/null | grep -q -e libasan -e libubsan; then
 	die "$AMBIT_BUILD/ambitd is a sanitizer build: benchmark the plain build (make, not make test)"
 else
-	# The agents run a copy taken now: a rebuild during the run cannot change what is measured,
-	# and perf still finds the symbols.
+	# The agents (and the lab's CA, which signs their certificates) run copies taken now: a
+	# rebuild during the run cannot change what is measured, and perf still finds the symbols.
 	mkdir -p "$WORK/build"
-	cp "$AMBIT_BUILD/ambitd" "$WORK/build/ambitd"
+	cp "$AMBIT_BUILD/ambitd" "$AMBIT_BUILD/ambit-ca" "$WORK/build/" ||
+		die "copying the binaries from $AMBIT_BUILD (make)"
 	AMBIT_BUILD=$WORK/build
 	AMBITD_SHA=$(sha256sum "$AMBIT_BUILD/ambitd" | cut -c1-16)
 fi
