@@ -74,12 +74,6 @@ static bool chains_to_first(void *arg, const struct tls_cert *c)
 	return tls_ca_issued_by_first(arg, c);
 }
 
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
-}
-
 /* Every RUNTIME_BUNDLE_CHECK_MS: a changed ca.cert is loaded and handed to the TLS contexts
  * for new handshakes (open connections stay), and leaves from a root that is no longer the
  * bundle's first are renewed now. */
@@ -91,7 +85,7 @@ static void on_bundle(struct loop *l, struct loop_timer *t)
 	char err[512];
 
 	loop_timer_arm(l, t, RUNTIME_BUNDLE_CHECK_MS);
-	if (stat(id->bundle_path, &st) == -1 || same_file(&st, &id->bundle_st))
+	if (stat(id->bundle_path, &st) == -1 || stat_same_file(&st, &id->bundle_st))
 		return;
 	id->bundle_st = st;
 	if (!(roots = tls_ca_load(id->bundle_path, NULL, err, sizeof(err)))) {

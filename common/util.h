@@ -20,6 +20,9 @@ uint64_t now_mono_ns(void);
 /* Wall clock in ns since the Unix epoch (span timestamps). */
 uint64_t now_real_ns(void);
 
+/* "2024-11-26T09:31:00Z" from Unix seconds ("-" when not positive); buf of 21 or more. */
+void fmt_utc(long long unix_s, char *buf, size_t len);
+
 /* Length of "[ffff:...]:65535" plus NUL. */
 #define ADDR_STR_LEN 64
 /* "1.2.3.4:80" or "[::1]:80" into buf (ADDR_STR_LEN); returns buf. */
@@ -46,6 +49,12 @@ ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, b
 
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);
+
+/* Whether two stat(2) results describe the same content of a file: device, inode, size and
+ * mtime. For change polling: stat follows symlinks, so a Kubernetes volume's ..data swap shows
+ * as another inode. */
+struct stat;
+bool stat_same_file(const struct stat *a, const struct stat *b);
 
 /* Reads a whole file, at most max bytes (NUL-terminated, *len without it). NULL + errno. */
 char *read_file_bounded(const char *path, size_t max, size_t *len);

@@ -141,8 +141,6 @@ int ctl_print_json(const json_t *j);
 void fmt_bytes(long long n, char *buf, size_t len);
 /* "850ms", "12s", "5m3s", "2h10m", "3d4h". */
 void fmt_age_ms(long long ms, char *buf, size_t len);
-/* "2024-11-26T09:31:00Z" from Unix seconds. */
-void fmt_utc(long long unix_s, char *buf, size_t len);
 /* The string value of obj[key], or NULL when absent or not a string. */
 const char *jstr(const json_t *obj, const char *key);
 /* The integer value of obj[key] (reals truncated), or dflt. */

@@ -279,14 +279,6 @@ void fmt_age_ms(long long ms, char *buf, size_t len)
 		snprintf(buf, len, "%lldd%lldh", s / 86400, s % 86400 / 3600);
 }
 
-void fmt_utc(long long unix_s, char *buf, size_t len)
-{
-	time_t t = (time_t)unix_s;
-	struct tm tm;
-	if (unix_s <= 0 || !gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
-		snprintf(buf, len, "-");
-}
-
 const char *jstr(const json_t *obj, const char *key)
 {
 	return json_string_value(json_object_get(obj, key));
