@@ -60,6 +60,16 @@ struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *client
  * NULL + errno, err (may be NULL) says what. */
 struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
 					 uint32_t lifetime_s, char *err, size_t errlen);
+/* Issues the serving certificate of such a ctx again: a fresh key, the same names, from ca
+ * (the current signing key) for lifetime_s (capped at ca's expiry), and sends it with ca's
+ * chain in handshakes that start after the call; connections already open keep theirs. Any
+ * thread. 0; -EINVAL (not an https server ctx); -EKEYEXPIRED (ca has expired); -errno
+ * (ctx unchanged); err says what. */
+int tls_ctx_https_server_renew(struct tls_ctx *ctx, struct tls_ca *ca, uint32_t lifetime_s,
+			       char *err, size_t errlen);
+/* When the current serving certificate was issued and when it expires (Unix seconds).
+ * 0 or -EINVAL (not an https server ctx). */
+int tls_ctx_https_server_validity(struct tls_ctx *ctx, int64_t *issued_at, int64_t *not_after);
 
 /* Replaces the trust anchors of a mesh ctx with those of roots (a trust bundle: every root of
  * it is accepted), for handshakes that verify after the call: the old anchors are gone for

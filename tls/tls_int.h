@@ -67,6 +67,7 @@ struct tls_ctx {
 	tls_cert_select_fn select_cert;
 	void *select_arg;
 	struct tls_cert *default_cert;	/* a reference */
+	struct tls_serving *serving;	/* an https server's certificate (ctx.c); else NULL */
 };
 
 struct tls_conn {
