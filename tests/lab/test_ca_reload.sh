@@ -45,19 +45,8 @@ cat >"$t/workloads.json" <<'JSON'
       "node": "node-1", "addresses": ["10.244.1.5"], "enrolled": true } ],
   "services": [] }
 JSON
-secret_v=0
-secret() { # KEY CERT...: a new version of the Secret volume: ca.key = KEY, ca.crt = the CERTs
-	local key=$1 d
-	shift
-	secret_v=$((secret_v + 1))
-	d=$t/secret/..v$secret_v
-	mkdir -p "$d" && cat "$@" >"$d/ca.crt" && install -m 600 "$t/$key" "$d/ca.key" &&
-		ln -sfn "..v$secret_v" "$t/secret/..data_tmp" &&
-		mv -T "$t/secret/..data_tmp" "$t/secret/..data"
-}
+secret() { lab_secret_volume "$t/secret" "$t/$1" "${@:2}"; }	# KEY CERT...: a new version
 secret old.key "$t/old.crt"
-ln -s ..data/ca.crt "$t/secret/ca.crt"
-ln -s ..data/ca.key "$t/secret/ca.key"
 
 # ---- the API server (for the root ConfigMap) and ambit-ca ----
 API=$(port); GRPC=$(port); ADMIN=$(port)
