@@ -329,12 +329,11 @@ static int run(struct cad *d)
 
 	loop_timer_init(&d->reload_timer, on_reload, d);
 	loop_timer_init(&d->serving_timer, on_serving, d);
+	/* stamped before the load: a change in between is seen by the first poll, and files
+	 * that cannot be stat'ed fail the load with their reason */
+	(void)ca_reload_init(&d->reload, d->cfg.ca_cert, d->cfg.ca_key);
 	if ((rc = load_credentials(d)))
 		goto out;
-	if ((rc = ca_reload_init(&d->reload, d->cfg.ca_cert, d->cfg.ca_key))) {
-		pr_err("ca: %s", strerror(-rc));
-		goto out;
-	}
 	rc = -EIO;
 	if (!(d->loop = loop_new())) {
 		pr_err("cannot create the event loop: %s", strerror(errno));

@@ -15,8 +15,12 @@ int ca_reload_init(struct ca_reload *r, const char *cert_path, const char *key_p
 	memset(r, 0, sizeof(*r));
 	r->cert_path = cert_path;
 	r->key_path = key_path;
-	if (stat(cert_path, &r->cert_st) == -1 || stat(key_path, &r->key_st) == -1)
-		return -errno;
+	if (stat(cert_path, &r->cert_st) == -1 || stat(key_path, &r->key_st) == -1) {
+		int e = errno;
+		memset(&r->cert_st, 0, sizeof(r->cert_st));
+		memset(&r->key_st, 0, sizeof(r->key_st));
+		return -e;
+	}
 	return 0;
 }
 

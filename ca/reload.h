@@ -22,7 +22,8 @@ struct ca_reload {
 	uint64_t errors;			/* changed pairs refused */
 };
 
-/* Remembers the files as they are now (the pair loaded at start). 0 or -errno. */
+/* Remembers the files as they are now (call it before loading the pair at start). 0, or
+ * -errno when one cannot be stat'ed (nothing remembered: the first poll loads the pair). */
 int ca_reload_init(struct ca_reload *r, const char *cert_path, const char *key_path);
 /* The checks a new pair must pass beyond tls_ca_load's (the key matches the certificate,
  * which is a CA): a signing key, and now within the certificate's validity. 0 or -EINVAL
