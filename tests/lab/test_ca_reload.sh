@@ -67,7 +67,7 @@ jq -n --arg l "127.0.0.1:$GRPC" --arg a "127.0.0.1:$ADMIN" --arg d "$t" --arg ap
 	log: { level: "info", format: "text" } }' >"$t/ca.json"
 POD_NAMESPACE=ambit-system "$CA_BIN" --config "$t/ca.json" >"$t/ca.log" 2>&1 &
 CA=$!
-PIDS+=($CA)
+PIDS+=("$CA")
 ready() { curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$ADMIN/healthz/ready" 2>/dev/null; }
 for _ in $(seq 100); do ready && break; sleep 0.1; done
 check "ambit-ca ready (serving.lifetime_s 10, a Secret volume for ca.cert/ca.key)" ready
@@ -78,7 +78,6 @@ until_ok() { # TRIES CMD...: CMD every 0.1 s until it succeeds
 	"$@"
 }
 metric() { curl -fsS -m 2 "http://127.0.0.1:$ADMIN/metrics" | awk -v s="$1" '$1 == s { print $2 }'; }
-metric_ge() { [ "$(metric "$1")" -ge "$2" ]; }	# NAME N
 reloads() { [ "$(grep -c 'reloaded without a restart' "$t/ca.log")" -ge "$1" ]; }
 serving() { # CAFILE: the serving certificate (PEM) of a new handshake verified against CAFILE
 	openssl s_client -connect "127.0.0.1:$GRPC" -servername localhost -alpn h2 -CAfile "$1" \
@@ -87,6 +86,7 @@ serving() { # CAFILE: the serving certificate (PEM) of a new handshake verified 
 serving_from() { serving "$1" >/dev/null; }	# CAFILE: a new handshake verifies against it alone
 serial() { serving "$t/both.crt" | openssl x509 -noout -serial; }
 renewed_since() { local s; s=$(serial) && [ -n "$s" ] && [ "$s" != "$1" ]; }
+# shellcheck disable=SC2086
 openssl req -new $k -keyout "$t/api.key" -out "$t/api.csr" -subj "/O=test" \
 	-addext "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/api" >/dev/null 2>&1
 TOKEN=$("$PY" "$MINT" mint --key "$t/es.key" --sub ambit-system:ambit --node node-1 --pod ambit-x1 --exp-in 3600)
