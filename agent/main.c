@@ -12,6 +12,7 @@
 #include "agent/redirect.h"
 #include "agent/telemetry.h"
 #include "agent/workloads.h"
+#include "common/cli.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -20,15 +21,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-#define EXIT_USAGE 2
 
 static const char usage_text[] =
 	"Usage: ambitd --config FILE [--check]\n"
@@ -475,64 +473,36 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, 'k' },
-		{ "cleanup", no_argument, NULL, 'x' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config_path = NULL, *level = NULL;
-	bool check = false, cleanup = false;
+	struct cli_opts o;
 	char err[768];
-	int opt, rc;
+	int rc;
 
 	log_set_component("ambitd");
-	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c': config_path = optarg; break;
-		case 'k': check = true; break;
-		case 'x': cleanup = true; break;
-		case 'l': level = optarg; break;
-		case 'h': fputs(usage_text, stdout); return 0;
-		case 'V': printf("ambitd %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
-		default: fputs(usage_text, stderr); return EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "ambitd: unexpected argument '%s' (see --help)\n", argv[optind]);
-		return EXIT_USAGE;
-	}
-	if (!config_path && !cleanup) {
-		fprintf(stderr, "ambitd: --config FILE is required (see --help)\n");
-		return EXIT_USAGE;
-	}
+	if ((rc = cli_parse(argc, argv, "ambitd", usage_text, CLI_CLEANUP, &o)) >= 0)
+		return rc;
 	if (config_init(&agent.cfg, CONFIG_ROLE_AGENT)) {
 		fprintf(stderr, "ambitd: out of memory\n");
 		return 1;
 	}
-	if (config_path &&
-	    (config_load(&agent.cfg, CONFIG_ROLE_AGENT, config_path, err, sizeof(err)) ||
-	     (!cleanup && config_validate(&agent.cfg, CONFIG_ROLE_AGENT, err, sizeof(err))))) {
+	if (o.config_path &&
+	    (config_load(&agent.cfg, CONFIG_ROLE_AGENT, o.config_path, err, sizeof(err)) ||
+	     (!o.cleanup && config_validate(&agent.cfg, CONFIG_ROLE_AGENT, err, sizeof(err))))) {
 		fprintf(stderr, "ambitd: %s\n", err);
 		config_fini(&agent.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
-	if (level && log_level_parse(level, &agent.cfg.log_level)) {
-		fprintf(stderr, "ambitd: --log-level: '%s' is not one of error, warn, info, debug, trace\n", level);
+	if ((rc = cli_log_level("ambitd", o.log_level, &agent.cfg.log_level))) {
 		config_fini(&agent.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(agent.cfg.log_level);
 	log_set_format(agent.cfg.log_format);
-	if (check) {
-		printf("%s: valid\n", config_path);
+	if (o.check) {
+		printf("%s: valid\n", o.config_path);
 		config_fini(&agent.cfg);
 		return 0;
 	}
-	if (cleanup) {
+	if (o.cleanup) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
 		ro.pin_dir = agent.cfg.redirect_pin_dir;
@@ -558,5 +528,5 @@ int main(int argc, char **argv)
 	rc = run(&agent);
 	httpc_global_fini();
 	config_fini(&agent.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }

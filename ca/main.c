@@ -31,7 +31,6 @@
 #include "tls/ctx.h"
 #include "tls/jwt.h"
 
-#define EXIT_USAGE 2
 #define PROG "ambit-ca"
 #define SERVING_LIFETIME_S (365u * 24 * 3600)	/* capped at the CA's own expiry */
 
@@ -273,7 +272,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	log_set_component(PROG);
-	if ((rc = cli_parse(argc, argv, PROG, usage_text, &o)) >= 0)
+	if ((rc = cli_parse(argc, argv, PROG, usage_text, 0, &o)) >= 0)
 		return rc;
 	if (ca_config_init(&cad.cfg)) {
 		fprintf(stderr, PROG ": out of memory\n");
@@ -282,13 +281,11 @@ int main(int argc, char **argv)
 	if (ca_config_load(&cad.cfg, o.config_path, err, sizeof(err))) {
 		fprintf(stderr, PROG ": %s\n", err);
 		ca_config_fini(&cad.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
-	if (o.log_level && log_level_parse(o.log_level, &cad.cfg.agent.log_level)) {
-		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
-			o.log_level);
+	if ((rc = cli_log_level(PROG, o.log_level, &cad.cfg.agent.log_level))) {
 		ca_config_fini(&cad.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(cad.cfg.agent.log_level);
 	log_set_format(cad.cfg.agent.log_format);
@@ -310,5 +307,5 @@ int main(int argc, char **argv)
 	}
 	httpc_global_fini();
 	ca_config_fini(&cad.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include "agent/telemetry.h"
 #include "agent/waypoint/waypoint.h"
 #include "agent/workloads.h"
+#include "common/cli.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -18,7 +19,6 @@
 #include "tls/ctx.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +26,6 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define EXIT_USAGE 2
 #define PROG "ambit-waypoint"
 
 static const char usage_text[] =
@@ -368,67 +367,41 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, 'k' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config_path = NULL, *level = NULL, *pod_ip;
-	bool check = false;
+	const char *pod_ip;
+	struct cli_opts o;
 	char err[768];
-	int opt, rc;
+	int rc;
 
 	log_set_component(PROG);
-	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c': config_path = optarg; break;
-		case 'k': check = true; break;
-		case 'l': level = optarg; break;
-		case 'h': fputs(usage_text, stdout); return 0;
-		case 'V': printf(PROG " %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
-		default: fputs(usage_text, stderr); return EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
-		return EXIT_USAGE;
-	}
-	if (!config_path) {
-		fprintf(stderr, PROG ": --config FILE is required (see --help)\n");
-		return EXIT_USAGE;
-	}
+	if ((rc = cli_parse(argc, argv, PROG, usage_text, 0, &o)) >= 0)
+		return rc;
 	if (config_init(&wpd.cfg, CONFIG_ROLE_WAYPOINT)) {
 		fprintf(stderr, PROG ": out of memory\n");
 		return 1;
 	}
-	if (config_load(&wpd.cfg, CONFIG_ROLE_WAYPOINT, config_path, err, sizeof(err)) ||
+	if (config_load(&wpd.cfg, CONFIG_ROLE_WAYPOINT, o.config_path, err, sizeof(err)) ||
 	    config_validate(&wpd.cfg, CONFIG_ROLE_WAYPOINT, err, sizeof(err))) {
 		fprintf(stderr, PROG ": %s\n", err);
 		config_fini(&wpd.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	/* The pod IP names the waypoint's own workload: POD_IP (downward API), else node_ip. */
 	pod_ip = getenv("POD_IP");
 	if (pod_ip && *pod_ip && ip_parse(pod_ip, &wpd.pod_ip)) {
 		fprintf(stderr, PROG ": POD_IP: '%s' is not an IP address\n", pod_ip);
 		config_fini(&wpd.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (!wpd.pod_ip.ss_family && wpd.cfg.node_ip)
 		ip_parse(wpd.cfg.node_ip, &wpd.pod_ip);	/* validated by config_validate */
-	if (level && log_level_parse(level, &wpd.cfg.log_level)) {
-		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
-			level);
+	if ((rc = cli_log_level(PROG, o.log_level, &wpd.cfg.log_level))) {
 		config_fini(&wpd.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(wpd.cfg.log_level);
 	log_set_format(wpd.cfg.log_format);
-	if (check) {
-		printf("%s: valid\n", config_path);
+	if (o.check) {
+		printf("%s: valid\n", o.config_path);
 		config_fini(&wpd.cfg);
 		return 0;
 	}
@@ -445,5 +418,5 @@ int main(int argc, char **argv)
 	rc = run(&wpd);
 	httpc_global_fini();
 	config_fini(&wpd.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }
