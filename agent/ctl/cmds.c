@@ -25,14 +25,8 @@ typedef int (*render_fn)(struct ctl *c, const struct ctl_admin *a, const json_t 
 /* Parses the options of a command that has none of its own. */
 static int no_options(struct ctl *c, int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r == 0)
-			return ctl_usage_err(argv[0], "%s: unexpected argument '%s'", argv[0], argv[i]);
-	}
-	return ctl_ready(c);
+	int rc = ctl_parse_opts(c, argc, argv, 1, argv[0], NULL, 0);
+	return rc ? rc : ctl_ready(c);
 }
 
 static void agent_heading(const struct ctl *c, int idx)
@@ -671,20 +665,9 @@ static int policies_check(struct ctl *c, int argc, char **argv)
 	char ef[1600], et[1600], path[3300];
 	int rc;
 
-	for (int i = 2; i < argc; i++) {
-		int r = ctl_common_opt(c, "policies", argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r > 0)
-			continue;
-		if ((r = ctl_opt_value(argv, argc, &i, "--from", 0, &from)) != 0 ||
-		    (r = ctl_opt_value(argv, argc, &i, "--to", 0, &to)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		return ctl_usage_err("policies", "policies check: unexpected argument '%s'", argv[i]);
-	}
+	const struct ctl_valopt opts[] = { { "--from", 0, &from }, { "--to", 0, &to } };
+	if ((rc = ctl_parse_opts(c, argc, argv, 2, "policies check", opts, ARRAY_SIZE(opts))))
+		return rc;
 	if (!from || !to)
 		return ctl_usage_err("policies", "policies check: --from ADDR|NS/NAME and --to "
 				     "NS/NAME:PORT are required");
@@ -939,19 +922,10 @@ int cmd_telemetry(struct ctl *c, int argc, char **argv)
 	const char *wl = NULL;
 	char path[600];
 
-	for (int i = 1; i < argc; i++) {
-		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r > 0)
-			continue;
-		if ((r = ctl_opt_value(argv, argc, &i, "--workload", 'w', &wl)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		return ctl_usage_err(argv[0], "telemetry: unexpected argument '%s'", argv[i]);
-	}
+	const struct ctl_valopt opts[] = { { "--workload", 'w', &wl } };
+	int rc = ctl_parse_opts(c, argc, argv, 1, "telemetry", opts, ARRAY_SIZE(opts));
+	if (rc)
+		return rc;
 	if (wl) {
 		const char *slash = strchr(wl, '/');
 		if (!slash || slash == wl || !slash[1] || strchr(slash + 1, '/') ||
@@ -959,6 +933,6 @@ int cmd_telemetry(struct ctl *c, int argc, char **argv)
 			return ctl_usage_err(argv[0], "--workload '%s' is not NAMESPACE/NAME", wl);
 	}
 	snprintf(path, sizeof(path), "/telemetry%s%s", wl ? "?workload=" : "", wl ? wl : "");
-	int rc = ctl_ready(c);
+	rc = ctl_ready(c);
 	return rc ? rc : run_simple(c, path, "workloads", render_telemetry);
 }

@@ -75,6 +75,18 @@ int ctl_opt_value(char **argv, int argc, int *i, const char *lng, char shrt, con
 /* Handles the options every command accepts after its name: -o/--output, --admin, --width.
  * Returns 1 when argv[*i] was one of them, 0 if not, or -CTL_EXIT_USAGE on a bad value. */
 int ctl_common_opt(struct ctl *c, const char *cmd, int argc, char **argv, int *i);
+/* An option of a command's own that takes a value. */
+struct ctl_valopt {
+	const char *lng;	/* "--trace" */
+	char shrt;		/* 't', or 0 when it has no short form */
+	const char **val;	/* set when given (the last one wins) */
+};
+/* Parses a command's arguments from argv[first] on: the common options and the command's
+ * value options opts[0..nopts). Anything else is "WHAT: unexpected argument '...'" (what: the
+ * command as the user wrote it, e.g. "policies check"). 0, or the exit status after printing
+ * why. */
+int ctl_parse_opts(struct ctl *c, int argc, char **argv, int first, const char *what,
+		   const struct ctl_valopt *opts, size_t nopts);
 /* After a command parsed its options: parses the --admin values (the default when none).
  * 0, or CTL_EXIT_AGENT / CTL_EXIT_USAGE after printing why. */
 int ctl_ready(struct ctl *c);

@@ -323,6 +323,27 @@ int ctl_common_opt(struct ctl *c, const char *cmd, int argc, char **argv, int *i
 	return 0;
 }
 
+int ctl_parse_opts(struct ctl *c, int argc, char **argv, int first, const char *what,
+		   const struct ctl_valopt *opts, size_t nopts)
+{
+	for (int i = first; i < argc; i++) {
+		size_t k;
+		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
+		if (r < 0)
+			return -r;
+		if (r > 0)
+			continue;
+		for (k = 0; k < nopts; k++)
+			if ((r = ctl_opt_value(argv, argc, &i, opts[k].lng, opts[k].shrt, opts[k].val)))
+				break;
+		if (r < 0)
+			return CTL_EXIT_USAGE;
+		if (k == nopts)
+			return ctl_usage_err(argv[0], "%s: unexpected argument '%s'", what, argv[i]);
+	}
+	return 0;
+}
+
 int ctl_ready(struct ctl *c)
 {
 	int rc;

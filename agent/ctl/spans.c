@@ -399,24 +399,9 @@ int cmd_spans(struct ctl *c, int argc, char **argv)
 	struct merged m;
 	int rc;
 
-	for (int i = 1; i < argc; i++) {
-		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r > 0)
-			continue;
-		if ((r = ctl_opt_value(argv, argc, &i, "--trace", 't', &trace)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		if ((r = ctl_opt_value(argv, argc, &i, "--limit", 'n', &lim)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		return ctl_usage_err(argv[0], "spans: unexpected argument '%s'", argv[i]);
-	}
+	const struct ctl_valopt opts[] = { { "--trace", 't', &trace }, { "--limit", 'n', &lim } };
+	if ((rc = ctl_parse_opts(c, argc, argv, 1, "spans", opts, ARRAY_SIZE(opts))))
+		return rc;
 	if (trace) {
 		size_t n = strlen(trace);
 		if (n != 32 || strspn(trace, "0123456789abcdefABCDEF") != n)
