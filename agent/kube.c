@@ -759,15 +759,8 @@ static void kd_mark_dirty(struct kube_discovery *kd)
 /* Sleeps ms unless stopped; false when stopping. */
 static bool kd_sleep(struct kube_discovery *kd, uint64_t ms)
 {
-	struct timespec ts;
+	struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, ms);
 	bool stop;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&kd->lock);
 	while (!kd->stop && pthread_cond_timedwait(&kd->cond, &kd->lock, &ts) != ETIMEDOUT)
 		;
