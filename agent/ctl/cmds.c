@@ -85,17 +85,6 @@ static int run_simple(struct ctl *c, const char *path, const char *array, render
 	return rc;
 }
 
-static int print_tbl(struct tbl *t, const struct ctl *c)
-{
-	if (!t) {
-		ctl_err("out of memory");
-		return CTL_EXIT_AGENT;
-	}
-	tbl_print(t, ctl_width(c));
-	tbl_free(t);
-	return 0;
-}
-
 /* Orders an array's objects by up to two string members. */
 static const char *sort_k1, *sort_k2;
 
@@ -178,13 +167,10 @@ static int render_workloads(struct ctl *c, const struct ctl_admin *a, const json
 				      jstr(v[i], "node"),
 				      waypoint_str(json_object_get(v[i], "waypoint"), ns, wp, sizeof(wp)),
 				      jstr(v[i], "protocol") };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_workloads(struct ctl *c, int argc, char **argv)
@@ -213,13 +199,10 @@ static int render_services(struct ctl *c, const struct ctl_admin *a, const json_
 		const char *row[] = { ns, jstr(v[i], "name"),
 				      join_strs(json_object_get(v[i], "addresses"), addrs, sizeof(addrs)),
 				      waypoint_str(json_object_get(v[i], "waypoint"), ns, wp, sizeof(wp)), eps };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_services(struct ctl *c, int argc, char **argv)
@@ -247,13 +230,10 @@ static int render_certificates(struct ctl *c, const struct ctl_admin *a, const j
 		const char *serial = jstr(v[i], "serial");
 		const char *row[] = { jstr(v[i], "identity"), serial && *serial ? serial : "-", na,
 				      jstr(v[i], "state") };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	int rc = print_tbl(t, c);
+	int rc = ctl_print_tbl(t, c);
 	/* Under the table, not in it (full width): why certificates are missing or not renewed. */
 	const json_t *ca = json_object_get(ans, "ca");
 	const char *err = jstr(ca, "last_error");
@@ -300,12 +280,9 @@ static int render_connections(struct ctl *c, const json_t *conns, const json_t *
 		fmt_age_ms(jint(x, "age_ms", -1), age, sizeof(age));
 		const char *row[] = { dir, jstr(x, "src"), jstr(x, "dst"), jstr(x, "target"),
 				      jstr(peer, "identity"), sent, recv, age };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	if ((rc = print_tbl(t, c)) != 0 || !hbone)
+	if ((rc = ctl_print_tbl(t, c)) != 0 || !hbone)
 		return rc;
 	printf("\nHBONE TUNNELS\n");
 	t = tbl_new(hcols, ARRAY_SIZE(hcols));
@@ -315,12 +292,9 @@ static int render_connections(struct ctl *c, const json_t *conns, const json_t *
 		fmt_age_ms(jint(x, "age_ms", -1), age, sizeof(age));
 		const char *row[] = { jstr(x, "role"), jstr(x, "peer"), jstr(x, "peer_identity"), streams,
 				      age, jstr(x, "state") };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 /* One snapshot from every agent. */
@@ -489,19 +463,13 @@ static int render_bpf(struct ctl *c, const struct ctl_admin *a, const json_t *an
 		char idx[24];
 		snprintf(idx, sizeof(idx), "%lld", jint(x, "ifindex", 0));
 		const char *row[] = { jstr(x, "ifname"), idx, jstr(x, "pod_uid"), jstr(x, "ip"), progs };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	json_array_foreach(json_object_get(ans, "pending"), i, x) {
 		const char *row[] = { "-", "-", jstr(x, "pod_uid"), jstr(x, "ip"), "(no interface yet)" };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	if ((rc = print_tbl(t, c)) != 0)
+	if ((rc = ctl_print_tbl(t, c)) != 0)
 		return rc;
 	const json_t *counters = json_object_get(ans, "counters");
 	if (!json_is_object(counters) || !json_object_size(counters))
@@ -513,12 +481,9 @@ static int render_bpf(struct ctl *c, const struct ctl_admin *a, const json_t *an
 		char v[24];
 		snprintf(v, sizeof(v), "%lld", json_is_integer(x) ? (long long)json_integer_value(x) : 0);
 		const char *row[] = { key, v };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_bpf(struct ctl *c, int argc, char **argv)
@@ -578,7 +543,7 @@ static int render_config(struct ctl *c, const struct ctl_admin *a, const json_t 
 		tbl_free(t);
 		t = NULL;
 	}
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_config(struct ctl *c, int argc, char **argv)
@@ -635,13 +600,10 @@ static int render_policies(struct ctl *c, const struct ctl_admin *a, const json_
 				      : kind && !strcmp(kind, "PeerAuthentication") ? "peerauthn" : kind,
 				      act, jstr(v[i], "scope"), jstr(v[i], "state"), wl,
 				      notes[0] ? notes : NULL };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 /* Appends s to out percent-encoded (RFC 3986 unreserved, '/' and ':' kept). */
@@ -894,15 +856,11 @@ static int render_telemetry(struct ctl *c, const struct ctl_admin *a, const json
 					      json_is_true(json_object_get(m, "disabled")) ? "off" : "on",
 					      tags_str(json_object_get(m, "custom_tags"), tags, sizeof(tags)),
 					      from_str(json_object_get(m, "from"), from, sizeof(from)) };
-			if (tbl_add(t, row)) {
-				tbl_free(t);
-				t = NULL;
-				break;
-			}
+			tbl_add_or_drop(&t, row);
 		}
 	}
 	free(v);
-	rc = print_tbl(t, c);
+	rc = ctl_print_tbl(t, c);
 	if (json_array_size(json_object_get(ans, "providers")) ||
 	    json_array_size(json_object_get(ans, "diagnostics")))
 		putchar('\n');

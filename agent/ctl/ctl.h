@@ -133,11 +133,17 @@ struct tbl *tbl_new(const struct tbl_col *cols, int ncols);
 void tbl_free(struct tbl *t);
 /* Appends a row of ncols cells (copied; NULL prints as "-"). 0 or -ENOMEM. */
 int tbl_add(struct tbl *t, const char *const *cells);
+/* tbl_add, and when that fails frees the table and sets *t to NULL (ctl_print_tbl then says
+ * out of memory); nothing when *t is NULL already. Renderers add rows without checking. */
+void tbl_add_or_drop(struct tbl **t, const char *const *cells);
 int tbl_rows(const struct tbl *t);
 /* Prints the table to stdout, header first, fitted into width columns (0 = no limit): the gap
  * narrows from two spaces to one, titles split at '-' onto two lines, then the columns with the
  * highest give (the widest among equals) shrink to their min; a cut cell ends with an ellipsis. */
 void tbl_print(const struct tbl *t, int width);
+/* Prints t fitted to ctl_width(c) and frees it. 0, or CTL_EXIT_AGENT after "out of memory"
+ * when t is NULL (tbl_new or tbl_add_or_drop failed). */
+int ctl_print_tbl(struct tbl *t, const struct ctl *c);
 /* Display width of a UTF-8 string (code points; every character counts as one column). */
 int str_width(const char *s);
 /* Copies s into buf fitted to at most w columns, with the ellipsis where it was cut. */

@@ -377,18 +377,9 @@ static int show_list(struct ctl *c, struct merged *m)
 			snprintf(start, sizeof(start), "-");
 		snprintf(dur, sizeof(dur), "%.1fms", (double)(r.end - r.start) / 1e6);
 		const char *row[] = { jstr(s, "trace_id"), r.span_id, r.name, r.node, start, dur, r.status };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	if (!t) {
-		ctl_err("out of memory");
-		return CTL_EXIT_AGENT;
-	}
-	tbl_print(t, ctl_width(c));
-	tbl_free(t);
-	return 0;
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_spans(struct ctl *c, int argc, char **argv)
