@@ -323,8 +323,7 @@ static int run(struct agent *a)
 	struct telemetry_opts to = { .cluster_id = cluster && *cluster ? cluster : "Kubernetes",
 				     .node_name = a->cfg.node_name,
 				     .root_ns = a->cfg.root_namespace };
-	sigset_t mask;
-	int sfd, err = -EIO;
+	int err = -EIO;
 
 	a->start_unix_ms = now_real_ns() / 1000000;
 	loop_timer_init(&a->drain_timer, drain_check, a);
@@ -333,19 +332,8 @@ static int run(struct agent *a)
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		return -errno;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd == -1) {
-		err = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((err = runtime_signals_start(a->loop, &a->signal_io, on_signal, a)))
 		goto out;
-	}
-	loop_io_init(&a->signal_io, sfd, on_signal, a);
-	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
 	err = runtime_identity_start(&a->id, a->loop, &a->cfg, CONFIG_ROLE_AGENT, "ambitd");
 	if (!err)
@@ -462,10 +450,7 @@ out:
 		otlp_tracer_free(a->tracer);
 	}
 	runtime_identity_stop(&a->id);
-	if (sfd >= 0) {
-		loop_io_del(a->loop, &a->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(a->loop, &a->signal_io);
 	loop_free(a->loop);
 	metrics_reset();
 	return err;

@@ -14,9 +14,12 @@
 #include "tls/certstore.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 int runtime_tracer_new(const struct config *c, const char *prog, struct otlp_tracer **out)
 {
@@ -341,6 +344,40 @@ int runtime_identity_metrics(struct runtime_identity *id)
 		err = metrics_register(m[i].name, m[i].help, m[i].type, id_metric,
 				       (void *)(uintptr_t)i);
 	return err;
+}
+
+int runtime_signals_start(struct loop *l, struct loop_io *io, loop_io_fn fn, void *arg)
+{
+	sigset_t mask;
+	int fd, err;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd == -1) {
+		err = -errno;
+		pr_err("signalfd: %s", strerror(errno));
+		return err;
+	}
+	loop_io_init(io, fd, fn, arg);
+	err = loop_io_set(l, io, EPOLLIN);
+	if (err) {
+		pr_err("signalfd: cannot watch it: %s", strerror(-err));
+		close(fd);
+		return err;
+	}
+	return 0;
+}
+
+void runtime_signals_stop(struct loop *l, struct loop_io *io)
+{
+	if (!io->registered)
+		return;
+	loop_io_del(l, io);
+	close(io->fd);
 }
 
 int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Start-up pieces shared by ambitd and ambit-waypoint: the tracer from the tracing config and
- * OTEL_* environment, the mesh CA with its certificate store and renewal timer, and the
- * discovery source (file or Kubernetes). Errors are reported once, here, naming the config. */
+/* Start-up pieces shared by ambitd and ambit-waypoint (ambit-ca takes some): the tracer from
+ * the tracing config and OTEL_* environment, the mesh CA with its certificate store and
+ * renewal timer, the signals, and the discovery source (file or Kubernetes). Errors are reported once, here, naming the config. */
 #ifndef AMBIT_AGENT_RUNTIME_H
 #define AMBIT_AGENT_RUNTIME_H
 
@@ -79,6 +79,13 @@ struct httpd_response;
 void runtime_identity_reply_ready(struct runtime_identity *id, struct httpd_response *resp);
 /* Registers ambit_ca_* and ambit_certificates_* metrics (loop thread scrape). 0 or -ENOSPC. */
 int runtime_identity_metrics(struct runtime_identity *id);
+
+/* SIGTERM and SIGINT as events of loop l: blocks them (and ignores SIGPIPE) and reads them
+ * from a signalfd that io registers, calling fn (which reads the signalfd_siginfo records from
+ * io->fd) with arg. 0 or -errno (logged). */
+int runtime_signals_start(struct loop *l, struct loop_io *io, loop_io_fn fn, void *arg);
+/* Unregisters and closes what runtime_signals_start set up; nothing when it did not. */
+void runtime_signals_stop(struct loop *l, struct loop_io *io);
 
 /* Subscribes fn to model updates, then starts the configured source. 0 or -errno (logged). */
 struct runtime_discovery {

@@ -187,9 +187,8 @@ static int run(struct cad *d)
 {
 	const struct config *a = &d->cfg.agent;
 	struct sockaddr_storage ss;
-	sigset_t mask;
 	char err[256];
-	int sfd = -1, rc;
+	int rc;
 
 	if ((rc = load_credentials(d)))
 		goto out;
@@ -198,18 +197,8 @@ static int run(struct cad *d)
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		goto out;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if ((sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) == -1) {
-		rc = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((rc = runtime_signals_start(d->loop, &d->signal_io, on_signal, d)))
 		goto out;
-	}
-	loop_io_init(&d->signal_io, sfd, on_signal, d);
-	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg.agent, NULL, NULL)))
 		goto out;
 	if (!(d->svc = ca_service_new(&d->cfg, d->ca, d->keys, d->keys ? NULL : &d->tr))) {
@@ -253,10 +242,7 @@ out:
 	httpd_free(d->admin);
 	runtime_discovery_stop(&d->discovery);
 	ca_service_free(d->svc);
-	if (sfd >= 0) {
-		loop_io_del(d->loop, &d->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(d->loop, &d->signal_io);
 	loop_free(d->loop);
 	tls_ctx_free(d->tls);
 	tls_jwt_keys_free(d->keys);

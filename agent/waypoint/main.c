@@ -235,8 +235,7 @@ static int run(struct wpd *d)
 	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name,
 				     .root_ns = d->cfg.root_namespace };
 	struct sockaddr_storage any, ss;
-	sigset_t mask;
-	int sfd = -1, rc = -EIO;
+	int rc = -EIO;
 
 	loop_timer_init(&d->drain_timer, drain_check, d);
 	d->loop = loop_new();
@@ -244,19 +243,8 @@ static int run(struct wpd *d)
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		return -errno;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd == -1) {
-		rc = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((rc = runtime_signals_start(d->loop, &d->signal_io, on_signal, d)))
 		goto out;
-	}
-	loop_io_init(&d->signal_io, sfd, on_signal, d);
-	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 
 	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, CONFIG_ROLE_WAYPOINT, PROG)) ||
 	    (rc = runtime_tracer_new(&d->cfg, PROG, &d->tracer)))
@@ -356,10 +344,7 @@ out:
 	telemetry_fini(otlp_tracer_flush_budget_ms(d->tracer));
 	otlp_tracer_free(d->tracer);
 	runtime_identity_stop(&d->id);
-	if (sfd >= 0) {
-		loop_io_del(d->loop, &d->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(d->loop, &d->signal_io);
 	loop_free(d->loop);
 	metrics_reset();
 	return rc;
