@@ -245,17 +245,11 @@ static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t even
 		pr_warn_rl("capture: processing link events: %s", strerror(-err));
 }
 
-static void drain_check(struct loop *l, struct loop_timer *t)
+/* Drained: no connection left. */
+static bool drained(void *arg)
 {
-	struct agent *a = t->arg;
-	if (conn_count() == 0 || now_mono_ms() >= a->drain_deadline_ms) {
-		if (conn_count())
-			pr_warn("drain deadline reached with %zu connections open; closing them",
-				conn_count());
-		loop_stop(l);
-		return;
-	}
-	loop_timer_arm(l, t, 100);
+	(void)arg;
+	return conn_count() == 0;
 }
 
 static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
@@ -279,8 +273,7 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		uint32_t flush = MIN(otlp_tracer_flush_budget_ms(a->tracer),
 				     a->cfg.drain_timeout_ms / 2);
 		a->exit_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
-		a->drain_deadline_ms = a->exit_deadline_ms - flush;
-		drain_check(l, &a->drain_timer);
+		runtime_drain_start(&a->drain, l, a->exit_deadline_ms - flush);
 	}
 }
 
@@ -326,7 +319,7 @@ static int run(struct agent *a)
 	int err = -EIO;
 
 	a->start_unix_ms = now_real_ns() / 1000000;
-	loop_timer_init(&a->drain_timer, drain_check, a);
+	runtime_drain_init(&a->drain, drained, a);
 	a->loop = loop_new();
 	if (!a->loop) {
 		pr_err("cannot create the event loop: %s", strerror(errno));
@@ -438,7 +431,7 @@ out:
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	policy_fini();
-	loop_timer_cancel(a->loop, &a->drain_timer);
+	runtime_drain_stop(&a->drain, a->loop);
 	if (a->draining) {
 		uint64_t now = now_mono_ms();
 		telemetry_fini(a->exit_deadline_ms > now ? (uint32_t)(a->exit_deadline_ms - now) : 0);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Start-up shared by the node agent and the waypoint: tracer, identity, discovery. */
 #include "agent/runtime.h"
+#include "agent/conn.h"
 #include "agent/discovery.h"
 #include "agent/httpd.h"
 #include "agent/kube.h"
@@ -378,6 +379,39 @@ void runtime_signals_stop(struct loop *l, struct loop_io *io)
 		return;
 	loop_io_del(l, io);
 	close(io->fd);
+}
+
+static void drain_check(struct loop *l, struct loop_timer *t)
+{
+	struct runtime_drain *d = t->arg;
+
+	if (d->idle(d->arg) || now_mono_ms() >= d->deadline_ms) {
+		if (conn_count())
+			pr_warn("drain deadline reached with %zu connections open; closing them",
+				conn_count());
+		loop_stop(l);
+		return;
+	}
+	loop_timer_arm(l, t, 100);
+}
+
+void runtime_drain_init(struct runtime_drain *d, bool (*idle)(void *arg), void *arg)
+{
+	loop_timer_init(&d->timer, drain_check, d);
+	d->deadline_ms = 0;
+	d->idle = idle;
+	d->arg = arg;
+}
+
+void runtime_drain_start(struct runtime_drain *d, struct loop *l, uint64_t deadline_ms)
+{
+	d->deadline_ms = deadline_ms;
+	drain_check(l, &d->timer);
+}
+
+void runtime_drain_stop(struct runtime_drain *d, struct loop *l)
+{
+	loop_timer_cancel(l, &d->timer);
 }
 
 int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,

@@ -87,6 +87,20 @@ int runtime_signals_start(struct loop *l, struct loop_io *io, loop_io_fn fn, voi
 /* Unregisters and closes what runtime_signals_start set up; nothing when it did not. */
 void runtime_signals_stop(struct loop *l, struct loop_io *io);
 
+/* The drain after SIGTERM: the loop goes on until idle(arg) says nothing is left to serve
+ * or the deadline passes (the connections still open are then closed, with a warning),
+ * checked every 100 ms, and then stops. */
+struct runtime_drain {
+	struct loop_timer timer;
+	uint64_t deadline_ms;		/* now_mono_ms() clock */
+	bool (*idle)(void *arg);
+	void *arg;
+};
+void runtime_drain_init(struct runtime_drain *d, bool (*idle)(void *arg), void *arg);
+/* Starts checking on l (the first check is now). */
+void runtime_drain_start(struct runtime_drain *d, struct loop *l, uint64_t deadline_ms);
+void runtime_drain_stop(struct runtime_drain *d, struct loop *l);
+
 /* Subscribes fn to model updates, then starts the configured source. 0 or -errno (logged). */
 struct runtime_discovery {
 	struct discovery_file *file;

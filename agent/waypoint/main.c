@@ -60,27 +60,19 @@ struct wpd {
 	struct runtime_identity id;
 	struct httpd *admin, *metrics, *ready;
 	struct loop_io signal_io;
-	struct loop_timer drain_timer;
+	struct runtime_drain drain;
 	struct otlp_tracer *tracer;
 	struct sockaddr_storage pod_ip;
 	bool draining;
-	uint64_t drain_deadline_ms;
 };
 
 static struct wpd wpd;
 
-static void drain_check(struct loop *l, struct loop_timer *t)
+/* Drained: no session and no connection left. */
+static bool drained(void *arg)
 {
-	struct wpd *d = t->arg;
-	if ((waypoint_sessions(d->wp) == 0 && conn_count() == 0) ||
-	    now_mono_ms() >= d->drain_deadline_ms) {
-		if (conn_count())
-			pr_warn("drain deadline reached with %zu connections open; closing them",
-				conn_count());
-		loop_stop(l);
-		return;
-	}
-	loop_timer_arm(l, t, 100);
+	struct wpd *d = arg;
+	return waypoint_sessions(d->wp) == 0 && conn_count() == 0;
 }
 
 static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
@@ -97,8 +89,7 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		pr_info("signal %u: draining (up to %u ms)", si.ssi_signo, d->cfg.drain_timeout_ms);
 		d->draining = true;
 		waypoint_drain(d->wp);
-		d->drain_deadline_ms = now_mono_ms() + d->cfg.drain_timeout_ms;
-		drain_check(l, &d->drain_timer);
+		runtime_drain_start(&d->drain, l, now_mono_ms() + d->cfg.drain_timeout_ms);
 	}
 }
 
@@ -237,7 +228,7 @@ static int run(struct wpd *d)
 	struct sockaddr_storage any, ss;
 	int rc = -EIO;
 
-	loop_timer_init(&d->drain_timer, drain_check, d);
+	runtime_drain_init(&d->drain, drained, d);
 	d->loop = loop_new();
 	if (!d->loop) {
 		pr_err("cannot create the event loop: %s", strerror(errno));
@@ -334,7 +325,7 @@ out:
 	httpd_free(d->admin);
 	httpd_free(d->metrics);
 	httpd_free(d->ready);
-	loop_timer_cancel(d->loop, &d->drain_timer);
+	runtime_drain_stop(&d->drain, d->loop);
 	if (d->loop) {
 		loop_stop(d->loop);
 		d->id.on_certs = NULL;
