@@ -235,10 +235,7 @@ static int labels_copy(const json_t *obj, struct label **out, int *n)
 			break;
 		if (!json_is_string(v) || strlen(k) > 253 || json_string_length(v) > 1024)
 			continue;
-		(*out)[*n].key = strdup(k);
-		(*out)[*n].value = strdup(json_string_value(v));
-		(*n)++;
-		if (!(*out)[*n - 1].key || !(*out)[*n - 1].value)
+		if (labels_add(*out, n, k, json_string_value(v)))
 			return -ENOMEM;
 	}
 	return 0;
