@@ -460,7 +460,8 @@ void runtime_discovery_stop(struct runtime_discovery *d)
 	d->kube = NULL;
 }
 
-json_t *runtime_discovery_status(struct runtime_discovery *d)
+/* Its status, or NULL (no source). New reference. */
+static json_t *runtime_discovery_status(struct runtime_discovery *d)
 {
 	if (d->file)
 		return discovery_file_status(d->file);
@@ -470,4 +471,15 @@ json_t *runtime_discovery_status(struct runtime_discovery *d)
 		return kube_stats_to_json(&st);
 	}
 	return NULL;
+}
+
+json_t *runtime_config_dump(json_t *cfg, struct runtime_discovery *d)
+{
+	json_t *st = runtime_discovery_status(d);
+
+	if (cfg && st)
+		json_object_set_new(cfg, "discovery_status", st);
+	else
+		json_decref(st);
+	return cfg;
 }

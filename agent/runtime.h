@@ -112,7 +112,8 @@ void runtime_discovery_stop(struct runtime_discovery *d);
 /* From a model listener (discovery thread): runs fn(arg) on l's thread, or warns that the
  * update applies with the next one (out of memory). */
 void runtime_post_model(struct loop *l, loop_task_fn fn, void *arg);
-/* Its status for /config_dump. New reference, or NULL. */
-json_t *runtime_discovery_status(struct runtime_discovery *d);
+/* /config_dump: cfg (a configuration's JSON, the reference taken over; may be NULL) with
+ * d's status added as "discovery_status". Returns cfg. */
+json_t *runtime_config_dump(json_t *cfg, struct runtime_discovery *d);
 
 #endif

@@ -130,12 +130,7 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 			httpd_replyf(resp, 200, "text/plain", "ready\n");
 		model_unref(m);
 	} else if (strcmp(req->path, "/config_dump") == 0) {
-		json_t *o = ca_config_to_json(&d->cfg), *st = runtime_discovery_status(&d->discovery);
-		if (o && st)
-			json_object_set_new(o, "discovery_status", st);
-		else
-			json_decref(st);
-		reply_json(resp, 200, o);
+		reply_json(resp, 200, runtime_config_dump(ca_config_to_json(&d->cfg), &d->discovery));
 	} else if (strcmp(req->path, "/") == 0) {
 		httpd_replyf(resp, 200, "text/plain", "%s %s\n/metrics /stats/prometheus "
 			     "/healthz/ready /config_dump\n", PROG, AMBIT_VERSION);

@@ -110,12 +110,7 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		json_object_set_new(o, "connections", json_integer((json_int_t)conn_count()));
 		reply_json(resp, 200, o);
 	} else if (strcmp(req->path, "/config_dump") == 0) {
-		json_t *o = config_to_json(&d->cfg), *st = runtime_discovery_status(&d->discovery);
-		if (o && st)
-			json_object_set_new(o, "discovery_status", st);
-		else
-			json_decref(st);
-		reply_json(resp, 200, o);
+		reply_json(resp, 200, runtime_config_dump(config_to_json(&d->cfg), &d->discovery));
 	} else if (strcmp(req->path, "/policies") == 0) {
 		reply_json(resp, 200, waypoint_policies_json(d->wp));
 	} else if (strcmp(req->path, "/hbone") == 0) {
