@@ -2,17 +2,11 @@
 /* getopt_long for the daemons' shared options (common/cli.h). */
 #include "common/cli.h"
 #include "common/util.h"
+#include "common/version.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
-#ifndef AMBIT_GIT_REV
-#define AMBIT_GIT_REV "unknown"
-#endif
 
 int cli_parse(int argc, char **argv, const char *prog, const char *usage, unsigned flags,
 	      struct cli_opts *out)

@@ -3,6 +3,7 @@
  * connections (with --watch), bpf, config, policies, log and version. spans lives in spans.c. */
 #include "agent/ctl/ctl.h"
 #include "common/util.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -11,13 +12,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
-#ifndef AMBIT_GIT_REV
-#define AMBIT_GIT_REV "unknown"
-#endif
 
 /* Renders one agent's answer as tables. Returns 0 or an exit status (already reported). */
 typedef int (*render_fn)(struct ctl *c, const struct ctl_admin *a, const json_t *ans);

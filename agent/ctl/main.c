@@ -3,6 +3,7 @@
  * cmd_x() each, as wireguard-tools' wg.c), man-page style help, exit statuses 0/1/2. */
 #include "agent/ctl/ctl.h"
 #include "common/httpc.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,13 +12,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
-#ifndef AMBIT_GIT_REV
-#define AMBIT_GIT_REV "unknown"
-#endif
 
 static const char common_options[] =
 	"--admin HOST:PORT\n"
