@@ -142,13 +142,19 @@ const struct ctl_cmd ctl_cmds[] = {
 };
 const size_t ctl_ncmds = sizeof(ctl_cmds) / sizeof(ctl_cmds[0]);
 
+/* "ambitctl: <message>" on stderr, after what stdout holds, without the line's end. */
+static void __attribute__((format(printf, 1, 0))) vmsg(const char *fmt, va_list ap)
+{
+	fflush(stdout);
+	fputs("ambitctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+}
+
 void ctl_err(const char *fmt, ...)
 {
 	va_list ap;
-	fflush(stdout);
-	fputs("ambitctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 }
@@ -156,10 +162,8 @@ void ctl_err(const char *fmt, ...)
 int ctl_usage_err(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
-	fflush(stdout);
-	fputs("ambitctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	if (cmd)
 		fprintf(stderr, " (see 'ambitctl help %s')\n", cmd);
