@@ -95,14 +95,7 @@ static void *watch(void *arg)
 	struct discovery_file *d = arg;
 	pthread_mutex_lock(&d->lock);
 	while (!d->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += d->poll_ms / 1000;
-		ts.tv_nsec += (long)(d->poll_ms % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, d->poll_ms);
 		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
 		if (d->stop)
 			break;

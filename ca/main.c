@@ -33,7 +33,6 @@
 #include "tls/ctx.h"
 #include "tls/jwt.h"
 
-#define EXIT_USAGE 2
 #define PROG "ambit-ca"
 #define SERVING_RETRY_MS 30000	/* a failed serving renewal is tried again after this */
 #define SERVING_MAX_WAIT_MS 3600000	/* the renewal time is checked at least hourly (the
@@ -261,12 +260,7 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 			httpd_replyf(resp, 200, "text/plain", "ready\n");
 		model_unref(m);
 	} else if (strcmp(req->path, "/config_dump") == 0) {
-		json_t *o = ca_config_to_json(&d->cfg), *st = runtime_discovery_status(&d->discovery);
-		if (o && st)
-			json_object_set_new(o, "discovery_status", st);
-		else
-			json_decref(st);
-		reply_json(resp, 200, o);
+		reply_json(resp, 200, runtime_config_dump(ca_config_to_json(&d->cfg), &d->discovery));
 	} else if (strcmp(req->path, "/") == 0) {
 		httpd_replyf(resp, 200, "text/plain", "%s %s\n/metrics /stats/prometheus "
 			     "/healthz/ready /config_dump\n", PROG, AMBIT_VERSION);
@@ -323,9 +317,8 @@ static int run(struct cad *d)
 {
 	const struct config *a = &d->cfg.agent;
 	struct sockaddr_storage ss;
-	sigset_t mask;
 	char err[256];
-	int sfd = -1, rc;
+	int rc;
 
 	loop_timer_init(&d->reload_timer, on_reload, d);
 	loop_timer_init(&d->serving_timer, on_serving, d);
@@ -339,18 +332,8 @@ static int run(struct cad *d)
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		goto out;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if ((sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) == -1) {
-		rc = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((rc = runtime_signals_start(d->loop, &d->signal_io, on_signal, d)))
 		goto out;
-	}
-	loop_io_init(&d->signal_io, sfd, on_signal, d);
-	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg.agent, NULL, NULL)))
 		goto out;
 	if (!(d->svc = ca_service_new(&d->cfg, d->ca, d->keys, d->keys ? NULL : &d->tr))) {
@@ -401,10 +384,7 @@ out:
 	httpd_free(d->admin);
 	runtime_discovery_stop(&d->discovery);
 	ca_service_free(d->svc);
-	if (sfd >= 0) {
-		loop_io_del(d->loop, &d->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(d->loop, &d->signal_io);
 	loop_free(d->loop);
 	tls_ctx_free(d->tls);
 	tls_jwt_keys_free(d->keys);
@@ -420,7 +400,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	log_set_component(PROG);
-	if ((rc = cli_parse(argc, argv, PROG, usage_text, &o)) >= 0)
+	if ((rc = cli_parse(argc, argv, PROG, usage_text, 0, &o)) >= 0)
 		return rc;
 	if (ca_config_init(&cad.cfg)) {
 		fprintf(stderr, PROG ": out of memory\n");
@@ -429,13 +409,11 @@ int main(int argc, char **argv)
 	if (ca_config_load(&cad.cfg, o.config_path, err, sizeof(err))) {
 		fprintf(stderr, PROG ": %s\n", err);
 		ca_config_fini(&cad.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
-	if (o.log_level && log_level_parse(o.log_level, &cad.cfg.agent.log_level)) {
-		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
-			o.log_level);
+	if ((rc = cli_log_level(PROG, o.log_level, &cad.cfg.agent.log_level))) {
 		ca_config_fini(&cad.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(cad.cfg.agent.log_level);
 	log_set_format(cad.cfg.agent.log_format);
@@ -457,5 +435,5 @@ int main(int argc, char **argv)
 	}
 	httpc_global_fini();
 	ca_config_fini(&cad.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -62,5 +63,9 @@ char *read_file_bounded(const char *path, size_t max, size_t *len);
 /* A delay in [d/2, d] drawn with xorshift64* from *rng (seed it non-zero): spreads the retries
  * of many agents that lost the same peer together. Jitter only, no strength. */
 uint64_t jitter_half(uint64_t *rng, uint64_t d);
+
+/* The absolute time ms from now on clock clk, for pthread_cond_timedwait (whose clock the
+ * condvar names: CLOCK_REALTIME unless set) and pthread_timedjoin_np (CLOCK_REALTIME). */
+struct timespec timespec_after_ms(clockid_t clk, uint64_t ms);
 
 #endif

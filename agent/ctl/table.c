@@ -57,6 +57,14 @@ void tbl_free(struct tbl *t)
 	free(t);
 }
 
+void tbl_add_or_drop(struct tbl **t, const char *const *cells)
+{
+	if (*t && tbl_add(*t, cells)) {
+		tbl_free(*t);
+		*t = NULL;
+	}
+}
+
 int tbl_rows(const struct tbl *t)
 {
 	return t->nrows;
@@ -234,6 +242,17 @@ void tbl_print(const struct tbl *t, int width)
 	}
 	for (int r = 0; r < t->nrows; r++)
 		print_row(t, t->cells + r * t->ncols, w, gap);
+}
+
+int ctl_print_tbl(struct tbl *t, const struct ctl *c)
+{
+	if (!t) {
+		ctl_err("out of memory");
+		return CTL_EXIT_AGENT;
+	}
+	tbl_print(t, ctl_width(c));
+	tbl_free(t);
+	return 0;
 }
 
 int ctl_print_json(const json_t *j)

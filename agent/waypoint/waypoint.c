@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "istio/authz.h"
+#include "istio/authzset.h"
 #include "otlp/resource.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
@@ -353,66 +354,31 @@ void waypoint_metrics_write(struct waypoint *w, FILE *f)
 
 /* ---------------------------------------------------------- authorization ---- */
 
-/* The AuthorizationPolicy set of the newest model, compiled on the publishing thread (one per
- * process: model_subscribe has no way back, so the listener outlives a waypoint and finds it
- * inactive). Compiles are serialized, each with the newest set as prev, so a refused object
- * keeps its last good version. The data path takes a reference per request. */
-static struct {
-	pthread_mutex_t compile_lock;
-	pthread_mutex_t lock;		/* guards latest, gen, active */
-	struct authz_set *latest;
-	uint64_t gen;
-	char *root_ns;			/* changed only under both locks */
-	bool active, subscribed;
-} wpz = {
-	.compile_lock = PTHREAD_MUTEX_INITIALIZER,
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-};
+/* The AuthorizationPolicy set of the newest model, compiled on the publishing thread
+ * (istio/authzset; one per process: model_subscribe has no way back, so the listener outlives
+ * a waypoint and finds it stopped). The data path takes a reference per request. */
+static struct authz_latest wpz = AUTHZ_LATEST_INIT;
+static bool wpz_subscribed;
 
 static void authz_compile_model(struct model *m, void *arg)
 {
-	struct authz_set *prev = NULL, *set = NULL, *old = NULL;
 	(void)arg;
-
-	pthread_mutex_lock(&wpz.compile_lock);
-	pthread_mutex_lock(&wpz.lock);
-	bool go = wpz.active && !(wpz.latest && m->generation < wpz.gen);
-	if (go && wpz.latest)
-		prev = authz_set_ref(wpz.latest);
-	pthread_mutex_unlock(&wpz.lock);
-	if (go && !(set = authz_compile(m->resources, wpz.root_ns, prev)))
+	if (authz_latest_compile(&wpz, m->resources, m->generation, NULL) == -ENOMEM)
 		pr_warn("waypoint: out of memory compiling the policies of model %" PRIu64
 			"; the previous ones stay in force", m->generation);
-	authz_set_unref(prev);
-	if (set) {
-		pthread_mutex_lock(&wpz.lock);
-		old = wpz.latest;
-		wpz.latest = set;
-		wpz.gen = m->generation;
-		pthread_mutex_unlock(&wpz.lock);
-	}
-	authz_set_unref(old);
-	pthread_mutex_unlock(&wpz.compile_lock);
 }
 
 static int authz_start(const char *root_ns)
 {
 	struct model *m;
-	char *ns = strdup(root_ns ? root_ns : "istio-system");
-	if (!ns)
-		return -ENOMEM;
-	pthread_mutex_lock(&wpz.compile_lock);
-	pthread_mutex_lock(&wpz.lock);
-	free(wpz.root_ns);
-	wpz.root_ns = ns;
-	wpz.active = true;
-	pthread_mutex_unlock(&wpz.lock);
-	pthread_mutex_unlock(&wpz.compile_lock);
-	if (!wpz.subscribed) {
-		int err = model_subscribe(authz_compile_model, NULL);
+	int err = authz_latest_start(&wpz, root_ns);
+	if (err)
+		return err;
+	if (!wpz_subscribed) {
+		err = model_subscribe(authz_compile_model, NULL);
 		if (err)
 			return err;
-		wpz.subscribed = true;
+		wpz_subscribed = true;
 	}
 	m = model_current();
 	authz_compile_model(m, NULL);
@@ -422,29 +388,13 @@ static int authz_start(const char *root_ns)
 
 static void authz_stop(void)
 {
-	struct authz_set *old;
-	pthread_mutex_lock(&wpz.compile_lock);
-	pthread_mutex_lock(&wpz.lock);
-	wpz.active = false;
-	old = wpz.latest;
-	wpz.latest = NULL;
-	wpz.gen = 0;
-	free(wpz.root_ns);
-	wpz.root_ns = NULL;
-	pthread_mutex_unlock(&wpz.lock);
-	pthread_mutex_unlock(&wpz.compile_lock);
-	authz_set_unref(old);
+	authz_latest_stop(&wpz);
 }
 
 /* The set in force (a new reference), or NULL when none was compiled. */
 static struct authz_set *authz_current(void)
 {
-	struct authz_set *s = NULL;
-	pthread_mutex_lock(&wpz.lock);
-	if (wpz.latest)
-		s = authz_set_ref(wpz.latest);
-	pthread_mutex_unlock(&wpz.lock);
-	return s;
+	return authz_latest_get(&wpz);
 }
 
 /* request.headers[NAME] for the engine: the values of NAME joined with ",". The string lives
