@@ -67,6 +67,10 @@ struct wp_h2u {
 struct wp_h2s {
 	struct wp_sess *s;		/* NULL once the client session let it go */
 	struct wp_h2u *hu;		/* a reference, or NULL (answered locally) */
+	struct wp_up *u1;		/* or an HTTP/1.1 upstream (an `http` port), ours */
+	struct conn_peer dst1;		/* u1: the endpoint, for spans and metrics */
+	struct h1_buf h1out;		/* u1: request bytes (head, framed body) not yet taken */
+	bool req_chunked, req_end_sent;	/* u1: the body is chunked; its end went */
 	int32_t down_sid, up_sid;
 	bool down_open, up_open;
 	bool head_done, req_eof, resp_final, resp_eof, resp_submitted, local, grpc, finished;
@@ -146,6 +150,8 @@ static void credit_up(struct wp_h2s *x, size_t n)
 /* More of the request (body, trailers, its end) for the endpoint: its provider goes on. */
 static void wake_up(struct wp_h2s *x)
 {
+	if (x->up_open && x->u1 && x->s)
+		wp_sess_schedule(x->s);		/* h1_pump runs in the session's step */
 	if (x->up_open && x->hu && x->hu->ng) {
 		nghttp2_session_resume_data(x->hu->ng, x->up_sid);
 		hu_schedule(x->hu);
@@ -176,7 +182,7 @@ static void h2s_finish(struct wp_h2s *x, const char *flag, const char *error)
 	struct wp_outcome o = { .code = x->status, .flag = flag ? flag : x->flag,
 				.error = error ? error : (x->error[0] ? x->error : NULL),
 				.grpc = x->grpc, .grpc_status = x->grpc ? x->grpc_status : -1,
-				.dst = x->hu ? &x->hu->dst : NULL };
+				.dst = x->hu ? &x->hu->dst : x->dst1.workload ? &x->dst1 : NULL };
 	wp_request_finish(x->s, &x->span, &x->ep_uid, &o);
 }
 
@@ -193,10 +199,14 @@ static void h2s_maybe_free(struct wp_h2s *x)
 	h2map_hdrs_fini(&x->resp_tr);
 	h1_buf_fini(&x->req_body);
 	h1_buf_fini(&x->resp_body);
+	h1_buf_fini(&x->h1out);
+	conn_peer_fini(&x->dst1);
 	if (x->hu)
 		hu_unref(x->hu);
 	free(x);
 }
+
+static void h1_release(struct wp_h2s *x, bool reusable);
 
 /* The client side is done with x (its stream closed, or the whole session went away). */
 static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
@@ -212,6 +222,8 @@ static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
 			h2s_finish(x, CONN_FLAG_DOWNSTREAM_RESET, error_code ?
 				   "client reset the stream" : "client closed");
 	}
+	if (x->u1)
+		h1_release(x, false);	/* cut inside the exchange: the connection is reset */
 	if (x->up_open && hu && hu->ng) {
 		/* RST_STREAM from the client cancels the upstream stream (RFC 9113 §8.1) */
 		nghttp2_submit_rst_stream(hu->ng, NGHTTP2_FLAG_NONE, x->up_sid, NGHTTP2_CANCEL);
@@ -789,6 +801,9 @@ static bool is_grpc(const struct h2map_hdrs *h)
 	       (len == n || ct[n] == '+' || ct[n] == ';');
 }
 
+static void h1_request(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
+		       const struct sockaddr_storage *target, const char *tpbuf);
+
 /* A client stream's request head is complete: span, policy, route, upstream stream. */
 static void h2s_request(struct wp_h2s *x)
 {
@@ -867,6 +882,11 @@ static void h2s_request(struct wp_h2s *x)
 		span_set_str(x->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
 		span_set_int(x->span, "destination.port", sockaddr_port(&target));
 	}
+	if (s->proto == PROTOCOL_HTTP) {
+		/* a port declared HTTP/1.x: the request goes as HTTP/1.1 (as Envoy does) */
+		h1_request(x, m, dst, &target, tpbuf);
+		goto out;
+	}
 	struct wp_h2u *hu = hu_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, &why, &flag);
 	if (!hu) {
 		h2s_local(x, 503, 14, "upstream connect error", flag, why);
@@ -913,6 +933,184 @@ static void h2s_request(struct wp_h2s *x)
 	hu_schedule(hu);
 out:
 	model_unref(m);
+}
+
+/* ---------------------------------------------------------- HTTP/1.1 upstreams ---- */
+
+/* Lets go of the stream's HTTP/1.1 upstream: back to the pool when its exchange completed and
+ * the connection may carry another, else closed (reset when cut short). */
+static void h1_release(struct wp_h2s *x, bool reusable)
+{
+	struct wp_up *u = x->u1;
+	if (!u)
+		return;
+	x->u1 = NULL;
+	x->up_open = false;
+	u->h2s = NULL;
+	wp_up_put(u, reusable && u->resp.keep_alive && x->req_end_sent, reusable);
+}
+
+static void h1_request(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
+		       const struct sockaddr_storage *target, const char *tpbuf)
+{
+	struct wp_sess *s = x->s;
+	struct h2map_hdrs out;
+	const char *why = NULL;
+	int err = 0;
+
+	h2map_hdrs_init(&out);
+	for (size_t i = 0; i < x->req.n && !err; i++) {
+		const nghttp2_nv *f = &x->req.nv[i];
+		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
+			continue;
+		err = h2map_hdrs_add(&out, (const char *)f->name, f->namelen,
+				     (const char *)f->value, f->valuelen);
+	}
+	if (!err && tpbuf[0])
+		err = h2map_hdrs_add(&out, "traceparent", 11, tpbuf, strlen(tpbuf));
+	/* RFC 9113 §8.3 -> RFC 9112: Host from :authority, chunked when the length is unknown */
+	if (!err)
+		err = h2map_request_to_h1(&out, x->req_eof && !x->req_tr.n, &x->h1out, &x->req_chunked);
+	h2map_hdrs_fini(&out);
+	if (err) {
+		h2s_local(x, err == -EPROTO ? 400 : 503, 13, err == -EPROTO ?
+			  "the request cannot be sent as HTTP/1.1" : "out of memory", NULL,
+			  err == -EPROTO ? "the request cannot be sent as HTTP/1.1" : "out of memory");
+		return;
+	}
+	x->u1 = wp_up_get(s, m, dst, target, tpbuf[0] ? tpbuf : NULL, true, &why);
+	if (!x->u1) {
+		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
+		return;
+	}
+	x->u1->h2s = x;
+	x->up_open = true;
+	x->req_end_sent = !x->req_chunked && x->req_eof && !x->req_tr.n;
+	struct endpoint_stat *e = wp_ep_stat(s->w, dst->uid, true);
+	if (e) {
+		e->active++;
+		e->total++;
+		x->ep_uid = strdup(dst->uid);
+	}
+	if (proxy_peer_fill(&x->dst1, dst, s->w->trust_domain))
+		conn_peer_fini(&x->dst1);
+	wp_sess_schedule(s);
+}
+
+int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h)
+{
+	h->chunked_out = false;		/* the body as it decodes: it goes into DATA frames */
+	if (h1_status(h) < 200)
+		return 0;		/* interim: dropped (h1_pump skips it) */
+	h2map_hdrs_fini(&x->resp);
+	h2map_hdrs_init(&x->resp);
+	if (h2map_response_from_h1(h, &x->resp))
+		return -1;
+	x->resp_final = true;
+	if (x->s && x->down_open && x->s->h2)
+		forward_response(x);
+	return x->head_req ? H1_HEAD_NO_BODY : 0;
+}
+
+/* Moves an HTTP/2 client stream's exchange with its HTTP/1.1 upstream: request head and body
+ * out (chunked when its length is unknown, the client's trailers as chunked trailers), the
+ * response in (decoded into DATA). True on progress. */
+static bool h1_pump(struct wp_h2s *x)
+{
+	struct wp_up *u = x->u1;
+	const uint8_t *p;
+	size_t n;
+	bool progress = false;
+	char why[160];
+
+	if (!u->conn) {
+		snprintf(why, sizeof(why), "upstream %s: %s", x->resp_final ? "reset" : "connect failed",
+			 u->err ? strerror(-u->err) : "closed");
+		h1_release(x, false);
+		h2s_up_failed(x, 0, x->resp_final ? CONN_FLAG_UPSTREAM_RESET
+						  : CONN_FLAG_UPSTREAM_CONNECT_FAILURE, why);
+		return true;
+	}
+	for (;;) {
+		while (u->conn && h1_buf_pending(&x->h1out)) {
+			size_t k = conn_in_write(u->conn, CONN_DOWN, h1_buf_head(&x->h1out),
+						 h1_buf_pending(&x->h1out));
+			if (!k)
+				break;
+			h1_buf_consume(&x->h1out, k);
+			progress = true;
+		}
+		if (!u->conn || h1_buf_pending(&x->h1out))
+			break;
+		size_t m = MIN(h1_buf_pending(&x->req_body), (size_t)16384);
+		int err = 0;
+		if (m) {
+			if (x->req_chunked)
+				err = h1_buf_printf(&x->h1out, "%zx\r\n", m);
+			err = err || h1_buf_append(&x->h1out, h1_buf_head(&x->req_body), m);
+			if (x->req_chunked)
+				err = err || h1_buf_append(&x->h1out, "\r\n", 2);
+			h1_buf_consume(&x->req_body, m);
+			credit_down(x, m);
+		} else if (x->req_eof && !x->req_end_sent) {
+			x->req_end_sent = true;
+			if (x->req_chunked)
+				err = h2map_trailers_to_h1(x->req_tr.n ? &x->req_tr : NULL, &x->h1out);
+		} else {
+			break;
+		}
+		if (err) {
+			h1_release(x, false);
+			h2s_up_failed(x, 0, CONN_FLAG_OVERFLOW, "out of memory");
+			return true;
+		}
+	}
+	size_t before = h1_buf_pending(&x->resp_body);
+	while (x->u1 && u->conn && h1_buf_pending(&x->resp_body) < WP_STAGE_MAX &&
+	       (n = conn_out_peek(u->conn, CONN_DOWN, &p)) > 0) {
+		size_t k = h1_feed(&u->resp, p, MIN(n, (size_t)16384), &x->resp_body);
+		if (u->conn)
+			conn_out_consume(u->conn, CONN_DOWN, k);
+		progress |= k > 0;
+		if (u->resp.st == H1_ST_DONE && u->resp.p.status_code < 200) {
+			h1_next(&u->resp);	/* 1xx: the final answer follows */
+			continue;
+		}
+		if (u->resp.st != H1_ST_HEAD && u->resp.st != H1_ST_BODY)
+			break;
+		if (!k)
+			break;
+	}
+	if (u->conn && (u->resp.st == H1_ST_HEAD || u->resp.st == H1_ST_BODY) &&
+	    !conn_out_pending(u->conn, CONN_DOWN) && conn_out_eof(u->conn, CONN_DOWN)) {
+		h1_feed_eof(&u->resp, &x->resp_body);	/* a body delimited by the close */
+		conn_out_done(u->conn, CONN_DOWN);
+		u->resp.keep_alive = false;
+		progress = true;
+	}
+	if (h1_buf_pending(&x->resp_body) != before)
+		wake_down(x);
+	switch (u->resp.st) {
+	case H1_ST_DONE:
+		x->resp_eof = true;
+		h1_release(x, true);
+		wake_down(x);
+		return true;
+	case H1_ST_ERROR:
+	case H1_ST_UPGRADED:
+		snprintf(why, sizeof(why), "bad response from the upstream: %s",
+			 u->resp.error ? u->resp.error : "an upgrade");
+		h1_release(x, false);
+		h2s_up_failed(x, 0, CONN_FLAG_UPSTREAM_RESET, why);
+		return true;
+	default:
+		if (!u->conn) {
+			h1_release(x, false);
+			h2s_up_failed(x, 0, CONN_FLAG_UPSTREAM_RESET, "upstream closed");
+			return true;
+		}
+		return progress;
+	}
 }
 
 /* ---------------------------------------------------------- downstream session ---- */
@@ -1003,7 +1201,7 @@ static int down_on_data(nghttp2_session *ng, uint8_t flags, int32_t sid, const u
 	struct wp_h2s *x = nghttp2_session_get_stream_user_data(ng, sid);
 	(void)flags;
 	(void)ud;
-	if (!x || x->local || !x->up_open || !x->hu || !x->hu->ng) {
+	if (!x || x->local || !x->up_open || (!x->u1 && (!x->hu || !x->hu->ng))) {
 		nghttp2_session_consume(ng, sid, len);	/* answered already, or no upstream */
 		return 0;
 	}
@@ -1093,6 +1291,8 @@ static void h2_idle_fire(struct loop *l, struct loop_timer *t)
 	wp_sess_schedule(s);
 }
 
+static bool h1_pump(struct wp_h2s *x);
+
 bool wp_h2_step(struct wp_sess *s)
 {
 	struct wp_h2d *d = s->h2;
@@ -1105,6 +1305,11 @@ bool wp_h2_step(struct wp_sess *s)
 
 	if (!d || !s->down)
 		return false;
+	for (struct wp_h2s *x = d->streams, *next; x; x = next) {
+		next = x->dnext;
+		if (x->u1)
+			progress |= h1_pump(x);
+	}
 	while (s->down && h1_buf_pending(&s->to_down) < WP_STAGE_MAX &&
 	       (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
 		ssize_t rv = nghttp2_session_mem_recv(d->ng, p, n);

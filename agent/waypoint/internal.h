@@ -28,6 +28,7 @@ struct tls_ctx;
 struct otlp_resource;
 struct wp_h2d;
 struct wp_h2u;
+struct wp_h2s;
 
 #define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
 #define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
@@ -105,6 +106,7 @@ struct wp_up {
 	int refs;
 	struct wp_sess *sess;		/* the owner; NULL while idle or closing */
 	struct wp_h2u *h2;		/* or the HTTP/2 client session that owns it (h2.c) */
+	struct wp_h2s *h2s;		/* or the HTTP/2 client stream it serves over HTTP/1.1 */
 	struct h1 resp;
 	char key[ADDR_STR_LEN + SPIFFE_ID_STR_MAX];	/* endpoint addr + identity */
 	bool idle, closing, scheduled;
@@ -201,6 +203,8 @@ void wp_h2_sess_fini(struct wp_sess *s);
 void wp_h2_drain(struct wp_sess *s);
 /* The upstream conn of an HTTP/2 connection has news (kick) or is gone (released). */
 void wp_h2_up_kick(struct wp_h2u *h);
+/* An HTTP/1.1 response head for an HTTP/2 client's stream (h1_cbs.on_head of its upstream). */
+int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h);
 /* The periodic sweep: idle HTTP/2 upstream connections close. */
 void wp_h2_sweep(struct waypoint *w, uint64_t now, bool all);
 /* Admin API: a session's HTTP/2 facts, the upstream pool. New references. */

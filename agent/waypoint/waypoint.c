@@ -1232,6 +1232,9 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 	struct wp_up *u = arg;
 	struct wp_sess *s = u->sess;
 	int status = h1_status(h);
+
+	if (u->h2s)
+		return wp_h2_h1_resp_head(u->h2s, h);
 	static const char *const drop[] = { "connection", NULL };
 	const char *extra[1] = { NULL };
 
