@@ -520,8 +520,9 @@ struct endpoint_stat *wp_ep_stat(struct waypoint *w, const char *uid, bool creat
 }
 
 /* Picks where the session's next request (or tunnel) goes, from the current model: an
- * endpoint of the service (round robin, or the fewest requests in flight with round robin
- * among equals), or the workload the CONNECT named. NULL when there is none. */
+ * endpoint of the service (round robin, or least request: of two at random the one with fewer
+ * requests in flight; with two endpoints or fewer, the fewest with round robin among equals),
+ * or the workload the CONNECT named. NULL when there is none. */
 const struct model_workload *wp_pick(struct waypoint *w, struct wp_sess *s,
 					 const struct model *m, struct sockaddr_storage *target)
 {
@@ -541,7 +542,25 @@ const struct model_workload *wp_pick(struct waypoint *w, struct wp_sess *s,
 	uint32_t start = w->rr++;
 	const struct model_workload *best = NULL;
 	uint32_t best_active = UINT32_MAX;
-	for (int i = 0; i < svc->nendpoints; i++) {
+	if (w->o.lb == WAYPOINT_LB_LEAST_REQUEST && svc->nendpoints > 2) {
+		/* Envoy's least request with equal weights (Istio's default): the power of two
+		 * choices, two endpoints at random and the one with fewer requests in flight */
+		const struct model_workload *c[2] = { NULL, NULL };
+		for (int tries = 0; tries < 8 && !c[1]; tries++) {
+			const struct model_workload *wl =
+				&m->workloads[svc->endpoints[(uint32_t)random() % (uint32_t)svc->nendpoints]];
+			if (!model_workload_addr(wl, family) || wl == c[0])
+				continue;
+			c[c[0] ? 1 : 0] = wl;
+		}
+		if (c[1]) {
+			struct endpoint_stat *a = wp_ep_stat(w, c[0]->uid, false);
+			struct endpoint_stat *b = wp_ep_stat(w, c[1]->uid, false);
+			best = (b ? b->active : 0) < (a ? a->active : 0) ? c[1] : c[0];
+		}
+	}
+	bool chosen = best != NULL;
+	for (int i = 0; !chosen && i < svc->nendpoints; i++) {
 		const struct model_workload *wl =
 			&m->workloads[svc->endpoints[(start + (uint32_t)i) % (uint32_t)svc->nendpoints]];
 		if (!model_workload_addr(wl, family))
