@@ -75,6 +75,8 @@ struct wp_h2s {
 	bool down_open, up_open;
 	bool head_done, req_eof, resp_final, resp_eof, resp_submitted, local, grpc, finished;
 	bool head_req;
+	bool h1c;			/* the client speaks HTTP/1.x (s->h2x), not HTTP/2 */
+	bool te_trailers, resp_head_sent, resp_chunked, failed;	/* h1c */
 	struct h2map_hdrs req, req_tr, resp, resp_tr;
 	struct h1_buf req_body, resp_body;
 	int status, grpc_status;
@@ -124,6 +126,11 @@ static void u_unlink(struct wp_h2s *x)
 static void credit_down(struct wp_h2s *x, size_t n)
 {
 	struct wp_h2d *d = x->s ? x->s->h2 : NULL;
+	if (x->h1c) {		/* room in req_body: wp_h2_h1c_step moves more */
+		if (x->s && n)
+			wp_sess_schedule(x->s);
+		return;
+	}
 	if (!n || !d || !d->ng)
 		return;
 	if (x->down_open)
@@ -161,6 +168,8 @@ static void wake_up(struct wp_h2s *x)
 /* More of the response for the client. */
 static void wake_down(struct wp_h2s *x)
 {
+	if (x->h1c && x->s)
+		wp_sess_schedule(x->s);
 	if (x->s && x->s->h2) {
 		nghttp2_session_resume_data(x->s->h2->ng, x->down_sid);
 		wp_sess_schedule(x->s);
@@ -294,6 +303,13 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 static void h2s_up_failed(struct wp_h2s *x, uint32_t error_code, const char *flag, const char *why)
 {
 	struct wp_h2d *d = x->s ? x->s->h2 : NULL;
+	if (x->h1c && x->s && x->down_open && !x->finished) {
+		snprintf(x->error, sizeof(x->error), "%s", why);
+		x->flag = flag;
+		x->failed = true;	/* wp_h2_h1c_step answers */
+		wp_sess_schedule(x->s);
+		return;
+	}
 	if (!x->down_open || !d || x->finished)
 		return;
 	snprintf(x->error, sizeof(x->error), "%s", why);
@@ -551,13 +567,6 @@ static int grpc_status_of(const struct h2map_hdrs *h)
 static void forward_response(struct wp_h2s *x)
 {
 	struct wp_h2d *d = x->s->h2;
-	size_t len;
-	const char *st = h2map_hdrs_get(&x->resp, ":status", &len);
-	x->status = 0;
-	for (size_t i = 0; st && i < len && i < 3; i++)
-		x->status = x->status * 10 + (st[i] - '0');
-	if (x->grpc)
-		x->grpc_status = grpc_status_of(&x->resp);	/* trailers-only */
 	nghttp2_data_provider dp = { .source.ptr = x, .read_callback = resp_read };
 	int rv = nghttp2_submit_response(d->ng, x->down_sid, x->resp.nv, x->resp.n,
 					 x->resp_eof && !h1_buf_pending(&x->resp_body) ? NULL : &dp);
@@ -591,7 +600,14 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 				return 0;	/* interim (1xx): not forwarded; the final one follows */
 			x->resp_final = true;
 			x->resp_eof = end;
-			if (x->s && x->down_open)
+			x->status = 0;
+			for (size_t i = 0; st && i < len && i < 3; i++)
+				x->status = x->status * 10 + (st[i] - '0');
+			if (x->grpc)
+				x->grpc_status = grpc_status_of(&x->resp);	/* trailers-only */
+			if (x->s && x->down_open && x->h1c)
+				wp_sess_schedule(x->s);		/* wp_h2_h1c_step translates it */
+			else if (x->s && x->down_open)
 				forward_response(x);
 		} else {
 			/* trailers (RFC 9113 §8.1): sent after the body, by resp_read */
@@ -613,7 +629,7 @@ static int up_on_data(nghttp2_session *ng, uint8_t flags, int32_t sid, const uin
 	struct wp_h2s *x = nghttp2_session_get_stream_user_data(ng, sid);
 	(void)flags;
 	(void)ud;
-	if (!x || !x->s || !x->down_open || !x->s->h2) {
+	if (!x || !x->s || !x->down_open || (!x->h1c && !x->s->h2)) {
 		nghttp2_session_consume(ng, sid, len);	/* nobody to hand it to */
 		return 0;
 	}
@@ -742,6 +758,50 @@ void wp_h2_sweep(struct waypoint *w, uint64_t now, bool all)
 		if (!hu->nstreams && now - hu->idle_since_ms >= WP_IDLE_MS)
 			hu_close(hu, true, NULL, "idle");
 	}
+}
+
+static struct wp_h2s *h2s_new(struct wp_sess *s)
+{
+	struct wp_h2s *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	x->s = s;
+	x->down_open = true;
+	x->grpc_status = -1;
+	h2map_hdrs_init(&x->req);
+	h2map_hdrs_init(&x->req_tr);
+	h2map_hdrs_init(&x->resp);
+	h2map_hdrs_init(&x->resp_tr);
+	return x;
+}
+
+/* Appends the fields of in to out, the traceparent replaced by tpbuf when there is one. */
+static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, struct h2map_hdrs *out)
+{
+	int err = 0;
+	for (size_t i = 0; i < in->n && !err; i++) {
+		const nghttp2_nv *f = &in->nv[i];
+		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
+			continue;
+		err = h2map_hdrs_add(out, (const char *)f->name, f->namelen,
+				     (const char *)f->value, f->valuelen);
+	}
+	if (!err && tpbuf[0])
+		err = h2map_hdrs_add(out, "traceparent", 11, tpbuf, strlen(tpbuf));
+	return err;
+}
+
+static void hu_attach(struct wp_h2s *x, struct wp_h2u *hu, int32_t sid)
+{
+	x->up_sid = sid;
+	x->up_open = true;
+	hu->requests++;
+	x->unext = hu->streams;
+	if (hu->streams)
+		hu->streams->uprev = x;
+	hu->streams = x;
+	hu->nstreams++;
+	hu_schedule(hu);
 }
 
 /* ---------------------------------------------------------- requests ---- */
@@ -902,17 +962,8 @@ static void h2s_request(struct wp_h2s *x)
 	}
 	/* The request goes as received, with the request span's context (W3C §3). */
 	struct h2map_hdrs out;
-	int err = 0;
 	h2map_hdrs_init(&out);
-	for (size_t i = 0; i < x->req.n && !err; i++) {
-		const nghttp2_nv *f = &x->req.nv[i];
-		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
-			continue;
-		err = h2map_hdrs_add(&out, (const char *)f->name, f->namelen,
-				     (const char *)f->value, f->valuelen);
-	}
-	if (!err && tpbuf[0])
-		err = h2map_hdrs_add(&out, "traceparent", 11, tpbuf, strlen(tpbuf));
+	int err = copy_fields(&x->req, tpbuf, &out);
 	nghttp2_data_provider dp = { .source.ptr = x, .read_callback = req_read };
 	int32_t sid = err ? -1 : nghttp2_submit_request(hu->ng, NULL, out.nv, out.n,
 							x->req_eof && !x->req_tr.n ? NULL : &dp, x);
@@ -922,20 +973,28 @@ static void h2s_request(struct wp_h2s *x)
 			  err ? "out of memory" : nghttp2_strerror(sid));
 		goto out;
 	}
-	x->up_sid = sid;
-	x->up_open = true;
-	hu->requests++;
-	x->unext = hu->streams;
-	if (hu->streams)
-		hu->streams->uprev = x;
-	hu->streams = x;
-	hu->nstreams++;
-	hu_schedule(hu);
+	hu_attach(x, hu, sid);
 out:
 	model_unref(m);
 }
 
 /* ---------------------------------------------------------- HTTP/1.1 upstreams ---- */
+
+/* Moves up to 16 KiB of body from `from` to HTTP/1.1 bytes in `to`, as one chunk when chunked
+ * (RFC 9112 §7.1). Returns the body bytes taken; *err is set on ENOMEM. */
+static size_t move_body(struct h1_buf *from, struct h1_buf *to, bool chunked, int *err)
+{
+	size_t m = MIN(h1_buf_pending(from), (size_t)16384);
+	if (!m)
+		return 0;
+	if (chunked)
+		*err = h1_buf_printf(to, "%zx\r\n", m);
+	*err = *err || h1_buf_append(to, h1_buf_head(from), m);
+	if (chunked)
+		*err = *err || h1_buf_append(to, "\r\n", 2);
+	h1_buf_consume(from, m);
+	return m;
+}
 
 /* Lets go of the stream's HTTP/1.1 upstream: back to the pool when its exchange completed and
  * the connection may carry another, else closed (reset when cut short). */
@@ -959,15 +1018,7 @@ static void h1_request(struct wp_h2s *x, const struct model *m, const struct mod
 	int err = 0;
 
 	h2map_hdrs_init(&out);
-	for (size_t i = 0; i < x->req.n && !err; i++) {
-		const nghttp2_nv *f = &x->req.nv[i];
-		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
-			continue;
-		err = h2map_hdrs_add(&out, (const char *)f->name, f->namelen,
-				     (const char *)f->value, f->valuelen);
-	}
-	if (!err && tpbuf[0])
-		err = h2map_hdrs_add(&out, "traceparent", 11, tpbuf, strlen(tpbuf));
+	err = copy_fields(&x->req, tpbuf, &out);
 	/* RFC 9113 §8.3 -> RFC 9112: Host from :authority, chunked when the length is unknown */
 	if (!err)
 		err = h2map_request_to_h1(&out, x->req_eof && !x->req_tr.n, &x->h1out, &x->req_chunked);
@@ -1042,15 +1093,9 @@ static bool h1_pump(struct wp_h2s *x)
 		}
 		if (!u->conn || h1_buf_pending(&x->h1out))
 			break;
-		size_t m = MIN(h1_buf_pending(&x->req_body), (size_t)16384);
 		int err = 0;
+		size_t m = move_body(&x->req_body, &x->h1out, x->req_chunked, &err);
 		if (m) {
-			if (x->req_chunked)
-				err = h1_buf_printf(&x->h1out, "%zx\r\n", m);
-			err = err || h1_buf_append(&x->h1out, h1_buf_head(&x->req_body), m);
-			if (x->req_chunked)
-				err = err || h1_buf_append(&x->h1out, "\r\n", 2);
-			h1_buf_consume(&x->req_body, m);
 			credit_down(x, m);
 		} else if (x->req_eof && !x->req_end_sent) {
 			x->req_end_sent = true;
@@ -1113,6 +1158,165 @@ static bool h1_pump(struct wp_h2s *x)
 	}
 }
 
+/* ---------------------------------------------------------- HTTP/1.x clients ---- */
+
+int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model *m,
+		      const struct model_workload *dst, const struct sockaddr_storage *target,
+		      const char *tpbuf, const char **why)
+{
+	struct wp_h2s *x = h2s_new(s);
+	struct h2map_hdrs tmp;
+	const char *flag;
+	size_t len;
+	int err;
+
+	*why = "out of memory";
+	if (!x)
+		return -1;
+	h2map_hdrs_init(&tmp);
+	err = h2map_request_from_h1(h, "http", &tmp);
+	err = err ? err : copy_fields(&tmp, tpbuf, &x->req);
+	h2map_hdrs_fini(&tmp);
+	if (err) {
+		if (err == -EPROTO)
+			*why = "the request cannot be sent as HTTP/2";
+		goto fail;
+	}
+	x->h1c = true;
+	x->grpc = is_grpc(&x->req);
+	x->head_req = strcmp(h1_method(h), "HEAD") == 0;
+	const char *te = h1_header(h, "te", &len);
+	x->te_trailers = te && memmem(te, len, "trailers", 8);
+	struct wp_h2u *hu = hu_get(s, m, dst, target, tpbuf[0] ? tpbuf : NULL, why, &flag);
+	if (!hu)
+		goto fail;
+	nghttp2_data_provider dp = { .source.ptr = x, .read_callback = req_read };
+	int32_t sid = nghttp2_submit_request(hu->ng, NULL, x->req.nv, x->req.n, &dp, x);
+	if (sid < 0) {
+		*why = nghttp2_strerror(sid);
+		goto fail;
+	}
+	x->hu = hu;
+	hu->refs++;
+	hu_attach(x, hu, sid);
+	struct endpoint_stat *e = wp_ep_stat(s->w, dst->uid, true);
+	if (e) {
+		e->active++;
+		e->total++;
+		x->ep_uid = strdup(dst->uid);
+	}
+	if (x->grpc)
+		wp_span_grpc(s->span, h2map_hdrs_get(&x->req, ":path", &len), len);
+	x->span = s->span;	/* the request ends with x */
+	s->span = NULL;
+	s->h2x = x;
+	return 0;
+fail:
+	x->down_open = false;
+	x->s = NULL;
+	x->finished = true;
+	h2s_maybe_free(x);
+	return -1;
+}
+
+void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why)
+{
+	struct wp_h2s *x = s->h2x;
+	if (!x)
+		return;
+	s->h2x = NULL;
+	x->down_open = false;
+	if (!x->finished)
+		h2s_finish(x, flag, why);
+	if (x->up_open && x->hu && x->hu->ng) {
+		nghttp2_submit_rst_stream(x->hu->ng, NGHTTP2_FLAG_NONE, x->up_sid, NGHTTP2_CANCEL);
+		hu_schedule(x->hu);
+	}
+	h1_buf_consume(&x->req_body, h1_buf_pending(&x->req_body));
+	x->s = NULL;
+	h2s_maybe_free(x);
+}
+
+bool wp_h2_h1c_step(struct wp_sess *s)
+{
+	struct wp_h2s *x = s->h2x;
+	bool progress = false, moved = false;
+	int err = 0;
+
+	/* the request body (decoded by the parser) into the stream's bounded buffer */
+	while (h1_buf_pending(&s->to_up) && (!x->up_open || h1_buf_pending(&x->req_body) < WP_STAGE_MAX)) {
+		size_t m = MIN(h1_buf_pending(&s->to_up), (size_t)(WP_STAGE_MAX));
+		if (x->up_open && h1_buf_append(&x->req_body, h1_buf_head(&s->to_up), m))
+			break;
+		h1_buf_consume(&s->to_up, m);
+		moved = progress = true;
+	}
+	if (!x->req_eof && !h1_buf_pending(&s->to_up) &&
+	    (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED)) {
+		x->req_eof = true;
+		moved = progress = true;
+	}
+	if (moved)
+		wake_up(x);
+	if (x->failed) {
+		if (!x->resp_head_sent) {
+			s->w->local_replies++;
+			x->status = 503;
+			h1_local_response(&s->to_down, 503, x->error, true);
+			wp_h2_h1c_end(s, NULL, NULL);
+			s->close_after = true;
+			s->st = SS_CLOSING;
+		} else {
+			char why[sizeof(x->error)];
+			snprintf(why, sizeof(why), "%s", x->error);
+			wp_h2_h1c_end(s, NULL, NULL);
+			if (s->down)
+				conn_abort(s->down, CONN_UP, -ECONNRESET, CONN_FLAG_UPSTREAM_RESET, why);
+		}
+		return true;
+	}
+	if (x->resp_final && !x->resp_head_sent) {
+		bool end = x->resp_eof && !h1_buf_pending(&x->resp_body) && !x->resp_tr.n;
+		/* RFC 9113 §8.3 -> RFC 9112: chunked when the length is unknown */
+		err = h2map_response_to_h1(&x->resp, x->head_req, end, &s->to_down, &x->resp_chunked);
+		x->resp_head_sent = true;
+		s->resp_started = true;
+		s->status = x->status;
+		progress = true;
+	}
+	while (!err && x->resp_head_sent && h1_buf_pending(&x->resp_body) &&
+	       h1_buf_pending(&s->to_down) < WP_STAGE_MAX) {
+		size_t m = move_body(&x->resp_body, &s->to_down, x->resp_chunked, &err);
+		credit_up(x, m);
+		progress = true;
+	}
+	if (err) {
+		wp_h2_h1c_end(s, CONN_FLAG_UPSTREAM_RESET, "cannot translate the response");
+		if (s->down)
+			conn_abort(s->down, CONN_UP, -EPROTO, CONN_FLAG_UPSTREAM_RESET,
+				   "cannot translate the response");
+		return true;
+	}
+	if (!x->resp_head_sent || !x->resp_eof || h1_buf_pending(&x->resp_body))
+		return progress;
+	/* the end: trailers as chunked trailers to a client that said TE: trailers */
+	if (x->resp_chunked &&
+	    h2map_trailers_to_h1(x->te_trailers && x->resp_tr.n ? &x->resp_tr : NULL, &s->to_down))
+		s->close_after = true;
+	bool req_done = s->req.st == H1_ST_DONE && x->req_eof;
+	wp_h2_h1c_end(s, NULL, NULL);
+	if (!req_done || !s->req.keep_alive || s->close_after || s->w->draining) {
+		s->close_after = true;
+		s->st = SS_CLOSING;
+		return true;
+	}
+	h1_next(&s->req);
+	s->resp_started = false;
+	s->status = 0;
+	s->st = SS_HEAD;
+	return true;
+}
+
 /* ---------------------------------------------------------- downstream session ---- */
 
 static int down_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -1121,17 +1325,10 @@ static int down_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, vo
 	struct wp_h2d *d = s->h2;
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	struct wp_h2s *x = calloc(1, sizeof(*x));
+	struct wp_h2s *x = h2s_new(s);
 	if (!x)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	x->s = s;
 	x->down_sid = f->hd.stream_id;
-	x->down_open = true;
-	x->grpc_status = -1;
-	h2map_hdrs_init(&x->req);
-	h2map_hdrs_init(&x->req_tr);
-	h2map_hdrs_init(&x->resp);
-	h2map_hdrs_init(&x->resp_tr);
 	if (nghttp2_session_set_stream_user_data(ng, x->down_sid, x)) {
 		free(x);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -1386,6 +1583,7 @@ void wp_h2_drain(struct wp_sess *s)
 void wp_h2_sess_fini(struct wp_sess *s)
 {
 	struct wp_h2d *d = s->h2;
+	wp_h2_h1c_end(s, CONN_FLAG_DOWNSTREAM_RESET, "client closed");
 	if (!d)
 		return;
 	d->dying = true;

@@ -94,6 +94,7 @@ struct wp_sess {
 	bool req_head, req_connect;
 	char *ep_uid;			/* chosen endpoint (least_request accounting) */
 	struct wp_h2d *h2;		/* SS_H2: the HTTP/2 server session (h2.c) */
+	struct wp_h2s *h2x;		/* the request in flight goes as HTTP/2 (an http2/grpc port) */
 	struct wp_sess *prev, *next;
 };
 
@@ -205,6 +206,16 @@ void wp_h2_drain(struct wp_sess *s);
 void wp_h2_up_kick(struct wp_h2u *h);
 /* An HTTP/1.1 response head for an HTTP/2 client's stream (h1_cbs.on_head of its upstream). */
 int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h);
+/* An HTTP/1.x request of s to an http2/grpc port (RFC 9113 §8.3): its head h translated, on
+ * a pooled HTTP/2 connection to dst; s->h2x is set and s->span moves to it. 0, or -1 with
+ * *why (the caller answers 503). */
+int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model *m,
+		      const struct model_workload *dst, const struct sockaddr_storage *target,
+		      const char *tpbuf, const char **why);
+/* Moves s->h2x: request body out, the response back as HTTP/1.1; true on progress. */
+bool wp_h2_h1c_step(struct wp_sess *s);
+/* Lets go of s->h2x (its upstream stream is reset if still open). */
+void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why);
 /* The periodic sweep: idle HTTP/2 upstream connections close. */
 void wp_h2_sweep(struct waypoint *w, uint64_t now, bool all);
 /* Admin API: a session's HTTP/2 facts, the upstream pool. New references. */

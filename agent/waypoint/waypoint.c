@@ -1214,6 +1214,13 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		span_set_str(s->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
 		span_set_int(s->span, "destination.port", sockaddr_port(&target));
 	}
+	if (protocol_is_h2(s->proto) && !s->req_connect && !h->upgrade) {
+		/* an http2/grpc port: the request goes as HTTP/2, its body decoded into DATA */
+		rc = wp_h2_h1c_request(s, h, m, dst, &target, tpbuf, &why);
+		if (!rc)
+			h->chunked_out = false;
+		goto out;
+	}
 	s->up = wp_up_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, true, &why);
 	if (!s->up) {
 		rc = -1;
@@ -1592,6 +1599,7 @@ static bool down_step(struct wp_sess *s)
 					s->up = NULL;
 					wp_up_put(u, false, false);
 				}
+				wp_h2_h1c_end(s, NULL, s->req.error ? s->req.error : "bad request");
 				local_reply(s, code, s->req.error ? s->req.error : "bad request", NULL);
 			}
 			return true;
@@ -1606,7 +1614,7 @@ static bool down_step(struct wp_sess *s)
 			return true;
 		}
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
-			if (s->up)
+			if (s->up || s->h2x)
 				s->st = SS_RESPONSE;
 			return true;
 		}
@@ -1616,6 +1624,11 @@ static bool down_step(struct wp_sess *s)
 			if (s->st == SS_HEAD && h1_idle(&s->req)) {
 				s->st = SS_CLOSING;	/* a clean close between requests */
 				s->close_after = true;
+			} else if (s->h2x) {
+				wp_h2_h1c_end(s, CONN_FLAG_DOWNSTREAM_RESET, "client closed inside a request");
+				if (s->down)
+					conn_abort(s->down, CONN_UP, -ECONNRESET,
+						   CONN_FLAG_DOWNSTREAM_RESET, "client closed inside a request");
 			} else if (s->up) {
 				/* Cut inside a request: the upstream gets a reset. */
 				struct wp_up *u = s->up;
@@ -1698,6 +1711,8 @@ static void sess_step(struct wp_sess *s)
 		progress |= flush(&s->to_down, s->down, CONN_UP);
 		if (s->up && s->st != SS_TUNNEL)
 			progress |= up_step(s);
+		else if (s->h2x)
+			progress |= wp_h2_h1c_step(s);
 		else if (s->up && !s->up->conn)
 			progress |= (up_gone(s), true);
 		if (!s->down)
@@ -1708,7 +1723,7 @@ static void sess_step(struct wp_sess *s)
 		progress |= down_step(s);
 		if (!s->down)
 			continue;
-		if (s->close_after && !s->up && !s->eof_to_client && s->st == SS_CLOSING &&
+		if (s->close_after && !s->up && !s->h2x && !s->eof_to_client && s->st == SS_CLOSING &&
 		    !h1_buf_pending(&s->to_down)) {
 			s->eof_to_client = true;
 			conn_in_eof(s->down, CONN_UP);
