@@ -73,8 +73,10 @@ int h2map_hdrs_add(struct h2map_hdrs *h, const char *name, size_t nlen, const ch
 	for (size_t i = i0; i < nlen; i++)
 		if (!h1_is_tchar((unsigned char)name[i]))
 			return -EPROTO;
+	/* RFC 9113 §8.2.1 forbids NUL, CR and LF; the other controls but HTAB are no field-vchar
+	 * either (RFC 9110 §5.5) and HTTP/1 peers refuse them: refused here, not forwarded. */
 	for (size_t i = 0; i < vlen; i++)
-		if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+		if (((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)
 			return -EPROTO;
 	for (size_t i = 0; i < h->n; i++)
 		pseudo += is_pseudo(&h->nv[i]);

@@ -29,7 +29,8 @@ void h2map_hdrs_init(struct h2map_hdrs *h);
 /* Frees what the list owns; the list is empty (and usable) afterwards. */
 void h2map_hdrs_fini(struct h2map_hdrs *h);
 /* Appends a copy of one field. The name is lowercased; it must be a token (RFC 9110 §5.6.2),
- * or ':' and a token for a pseudo-header; the value must hold no CR, LF or NUL. 0, -EPROTO
+ * or ':' and a token for a pseudo-header; the value must hold no control character but HTAB
+ * (no NUL, CR, LF: RFC 9113 §8.2.1; no other CTL: RFC 9110 §5.5). 0, -EPROTO
  * (a bad name or value), -E2BIG (past the bounds above) or -ENOMEM. `authorization` and
  * `proxy-authorization` are marked never-indexed for HPACK (RFC 7541 §7.1.3). */
 int h2map_hdrs_add(struct h2map_hdrs *h, const char *name, size_t nlen, const char *value, size_t vlen);

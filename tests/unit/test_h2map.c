@@ -159,6 +159,9 @@ TEST(hdrs_refuses_bad_names_and_values)
 	CHECK_EQ_INT(add(&l, "x", "a\rb"), -EPROTO);
 	CHECK_EQ_INT(h2map_hdrs_add(&l, "x", 1, "a\0b", 3), -EPROTO);
 	CHECK_EQ_INT(h2map_hdrs_add(&l, "x\0y", 3, "v", 1), -EPROTO);
+	CHECK_EQ_INT(add(&l, "x", "a\x01"), -EPROTO);
+	CHECK_EQ_INT(add(&l, "x", "a\x7f"), -EPROTO);
+	CHECK_EQ_INT(add(&l, "x", "\x1b[31m"), -EPROTO);
 	CHECK_EQ_INT(l.n, 0);
 	/* a tab and obs-text are allowed in values */
 	CHECK_EQ_INT(add(&l, "x", "a\tb \xff"), 0);
@@ -449,7 +452,7 @@ TEST(request_to_h1_malformed)
 		{ ":method", "CONNECT", ":authority", "a:443", NULL },
 		{ ":method", "CONNECT", ":scheme", "http", ":path", "/", NULL },
 		{ ":method", "GET", ":scheme", "http", ":path", "/a b", NULL },
-		{ ":method", "GET", ":scheme", "http", ":path", "/a\x7f", NULL },
+		{ ":method", "GET", ":scheme", "http", ":path", "/a\tb", NULL },
 		{ ":method", "GET", ":scheme", "http", ":path", "/\xc3\xa9", NULL },
 		{ ":method", "GET", ":scheme", "http", ":path", "x", NULL },
 		{ ":method", "GET", ":scheme", "http", ":path", "*", NULL },
