@@ -80,6 +80,7 @@ struct wp_h2s {
 	struct h2map_hdrs req, req_tr, resp, resp_tr;
 	struct h1_buf req_body, resp_body;
 	int status, grpc_status;
+	uint64_t resp_bytes;		/* response body bytes received from the endpoint */
 	struct span *span;
 	char *ep_uid;
 	const char *flag;
@@ -312,6 +313,8 @@ static void h2s_up_failed(struct wp_h2s *x, uint32_t error_code, const char *fla
 	}
 	if (!x->down_open || !d || x->finished)
 		return;
+	pr_debug("waypoint: h2 stream %d for %s: %s", x->down_sid,
+		 x->s->service ? x->s->service : "?", why);
 	snprintf(x->error, sizeof(x->error), "%s", why);
 	x->flag = flag;
 	if (!x->resp_submitted) {
@@ -324,6 +327,19 @@ static void h2s_up_failed(struct wp_h2s *x, uint32_t error_code, const char *fla
 		x->status = 502;
 	nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, x->down_sid, code);
 	wp_sess_schedule(x->s);
+}
+
+/* RST_STREAM(NO_ERROR) instead of END_STREAM after a body of its announced length: the answer
+ * is complete (some servers, node's http2 among them, end a flow-controlled stream so). */
+static bool resp_complete_by_length(const struct wp_h2s *x)
+{
+	size_t len;
+	const char *cl = x->resp_final ? h2map_hdrs_get(&x->resp, "content-length", &len) : NULL;
+	char *end;
+	if (!cl || !len)
+		return false;
+	unsigned long long n = strtoull(cl, &end, 10);
+	return end == cl + len && n == x->resp_bytes;
 }
 
 /* The upstream side is done with x. */
@@ -635,6 +651,7 @@ static int up_on_data(nghttp2_session *ng, uint8_t flags, int32_t sid, const uin
 	}
 	if (h1_buf_append(&x->resp_body, data, len))
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	x->resp_bytes += len;
 	wake_down(x);
 	return 0;
 }
@@ -645,6 +662,10 @@ static int up_on_stream_close(nghttp2_session *ng, int32_t sid, uint32_t error_c
 	(void)ud;
 	if (!x)
 		return 0;
+	if (!x->resp_eof && error_code == NGHTTP2_NO_ERROR && resp_complete_by_length(x)) {
+		x->resp_eof = true;
+		wake_down(x);
+	}
 	h2s_up_gone(x, error_code, CONN_FLAG_UPSTREAM_RESET,
 		    error_code == NGHTTP2_REFUSED_STREAM ? "upstream refused the stream"
 							 : "upstream reset the stream");
