@@ -230,13 +230,21 @@ check "metrics: HTTP/2 requests of h2-echo with request_protocol=\"http\"" \
 	metric 'request_protocol="http"' 'destination_service="h2-echo\.' 'response_code="200"'
 check "waypoint: nothing logged at error level" sh -c "! grep -q '\"level\":\"error\"' '$logs/waypoint.log'"
 
+WP_EXIT=none
 if [ -n "${WP_PID:-}" ]; then
 	kill -TERM "$WP_PID" 2>/dev/null || true
-	for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+	for _ in $(seq 150); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
 	kill -KILL "$WP_PID" 2>/dev/null || true
-	wait "$WP_PID" 2>/dev/null || true
+	WP_EXIT=0
+	wait "$WP_PID" 2>/dev/null || WP_EXIT=$?
 fi
+wp_exit() { # exit 0 on SIGTERM, and no sanitizer report (ASan/UBSan/LSan builds) in its log
+	echo "exit $WP_EXIT"
+	[ "$WP_EXIT" = 0 ] && ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$logs/waypoint.log"
+}
+check "waypoint: exits 0 on SIGTERM with no sanitizer report" wp_exit
 lab_stop_agent "$lab" 1
 lab_stop_agent "$lab" 2
 lab_down "$lab" >/dev/null 2>&1 || true
+rm -f "$logs/post.bin" "$logs/h1-chunked.bin"	# the logs stay, not the bodies (8 MB)
 lab_result
