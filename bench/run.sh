@@ -489,7 +489,13 @@ http_load() { # PATH PROTO(h2|h1) TARGET
 
 measure_http_load() { # PATH
 	[ -z "$HTTP_SKIP" ] || return 0
-	http_load "$1" h2 "$T_H2" && http_load "$1" h1 "$T_H1"
+	http_load "$1" h2 "$T_H2" && http_load "$1" h1 "$T_H1" || return 1
+	[ "$1" = waypoint ] || return 0
+	# How many of them the waypoint handled as requests (istio_requests_total for h2b): a
+	# waypoint that passes a protocol as TCP counts none.
+	put waypoint http_load.requests_seen_by_waypoint "$(pod_exec "$LAB" "$LAB_WAYPOINT_POD" \
+		curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" | awk '/^istio_requests_total\{/ &&
+		index($0, "destination_service=\"h2b.") { s += $NF } END { print s + 0 }')"
 }
 
 # The waypoint path works: an HTTP/2 GET of the service answers, and node 1's agent sent the
@@ -827,6 +833,9 @@ targets() {
 	echo
 	jq -r '.settings.http_load | if .skipped then "Not measured: \(.skipped)." else
 		"h2load GETs of /bytes/\(.body_bytes) (tests/node/h2_server.js in the server pod, the same server for both protocols), \(.requests) requests per run, \(.in_flight) in flight: HTTP/2 (h2c prior knowledge) on \(.h2_connections) connections x \(.h2_streams_per_connection) streams, HTTP/1.1 on \(.h1_connections) keep-alive connections. direct: client pod to the server pod, no agent. waypoint: both agents and ambit-waypoint, the client calling service h2b (port 80 appProtocol kubernetes.io/h2c, port 81 http) whose waypoint it is: HBONE to the waypoint, which forwards to the server pod. p50/p99 from h2load'"'"'s per-request log." end' "$json"
+	jq -r '(.waypoint.http_load.requests_seen_by_waypoint // null) as $n | .settings.http_load as $h
+		| if $n == null then empty else
+		"The waypoint counted \($n) requests to h2b in istio_requests_total (two runs of \($h.requests) plus their warm-ups: \(2 * ($h.requests + ($h.requests / 10 | floor) + 1)) and its smoke GET; far fewer means it passed the connections as TCP)." end' "$json"
 	echo
 	http_table
 	echo
