@@ -14,7 +14,8 @@
 # trailers; an upstream GOAWAY; an HTTP/1.1 client of the h2 port (translated); L7 denials (HTTP
 # 403 "RBAC: access denied" over h2, gRPC PERMISSION_DENIED for one method while others pass on
 # the same channel); request spans with rpc.* attributes (ERROR for INTERNAL); istio_requests_total
-# with request_protocol="grpc" and grpc_response_status.
+# with request_protocol="grpc" and grpc_response_status; GOAWAY to a connected HTTP/2 client when
+# the waypoint drains, and its clean exit.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -230,6 +231,11 @@ check "metrics: HTTP/2 requests of h2-echo with request_protocol=\"http\"" \
 	metric 'request_protocol="http"' 'destination_service="h2-echo\.' 'response_code="200"'
 check "waypoint: nothing logged at error level" sh -c "! grep -q '\"level\":\"error\"' '$logs/waypoint.log'"
 
+# Drain: a client holding an HTTP/2 connection gets GOAWAY when the waypoint is told to stop.
+pod_spawn "$lab" n1-p2 "$logs/drain.out" "$H2PY" "$LAB_TOP/tests/lab/h2client.py" "$H2_VIP:80" \
+	--authority h2-echo --scenario get,await_goaway --await 15
+DRAIN_PID=$SPAWNED_PID
+for _ in $(seq 100); do grep -q 'waiting for GOAWAY' "$logs/drain.out" 2>/dev/null && break; sleep 0.1; done
 WP_EXIT=none
 if [ -n "${WP_PID:-}" ]; then
 	kill -TERM "$WP_PID" 2>/dev/null || true
@@ -238,6 +244,8 @@ if [ -n "${WP_PID:-}" ]; then
 	WP_EXIT=0
 	wait "$WP_PID" 2>/dev/null || WP_EXIT=$?
 fi
+wait "$DRAIN_PID" 2>/dev/null || true
+relay "drain (python3-h2): " cat "$logs/drain.out"
 wp_exit() { # exit 0 on SIGTERM, and no sanitizer report (ASan/UBSan/LSan builds) in its log
 	echo "exit $WP_EXIT"
 	[ "$WP_EXIT" = 0 ] && ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$logs/waypoint.log"
