@@ -21,6 +21,10 @@
 #   trailers  GET /trailers: the body, then trailers x-trailer: yes
 #   goaway    GET /goaway (the server answers, then sends GOAWAY): the answer is complete, and
 #             three more requests succeed (on a new connection when a GOAWAY ended this one)
+#   await_goaway  waits up to --await seconds for the peer's GOAWAY (a proxy draining): it comes,
+#             with NO_ERROR
+#   deny      GET --deny-path (default /forbidden) is refused by an L7 policy: 403, text/plain,
+#             "RBAC: access denied"; then GET /whoami on the same connection is answered
 import argparse
 import glob
 import hashlib
@@ -304,8 +308,33 @@ def sc_goaway(c, a):
     check("goaway_later_requests_succeed", ok == 3, f"{ok} of 3")
 
 
+def sc_await_goaway(c, a):
+    print("# h2client: waiting for GOAWAY", flush=True)
+    end = time.monotonic() + a.await_s
+    try:
+        while c.goaway is None and time.monotonic() < end:
+            if not c.pump_once(timeout=max(0.05, end - time.monotonic())):
+                break
+    except (TimeoutError, OSError):
+        pass
+    check("goaway_received_from_peer", c.goaway == 0,
+          "no GOAWAY" if c.goaway is None else f"GOAWAY with error code {c.goaway}")
+
+
+def sc_deny(c, a):
+    st = c.fetch("GET", a.deny_path)
+    check("deny_403_rbac_access_denied", st["status"] == 403 and st["ended"] and
+          st["headers"].get("content-type", "").startswith("text/plain") and
+          bytes(st["body"]).strip() == b"RBAC: access denied",
+          f"status {st['status']} {st['headers'].get('content-type')} {bytes(st['body'][:80])!r}")
+    nxt = c.fetch("GET", "/whoami")
+    check("deny_connection_still_usable", nxt["status"] == 200 and nxt["ended"] and c.goaway is None,
+          f"status {nxt['status']} goaway {c.goaway} reset {nxt['reset']}")
+
+
 SCENARIOS = {"get": sc_get, "upload": sc_upload, "download": sc_download, "echo": sc_echo,
-             "flow": sc_flow, "rst": sc_rst, "trailers": sc_trailers, "goaway": sc_goaway}
+             "flow": sc_flow, "rst": sc_rst, "trailers": sc_trailers, "goaway": sc_goaway,
+             "deny": sc_deny, "await_goaway": sc_await_goaway}
 
 
 def main():
@@ -319,6 +348,8 @@ def main():
     ap.add_argument("--watch-pid", type=int)
     ap.add_argument("--max-growth-mib", type=float, default=16)
     ap.add_argument("--server-log", action="append", default=[])
+    ap.add_argument("--deny-path", default="/forbidden")
+    ap.add_argument("--await", dest="await_s", type=float, default=15)
     a = ap.parse_args()
     a.authority = a.authority or a.target
     names = a.scenario.split(",")

@@ -2,8 +2,9 @@
 // An independent HTTP/2 server (node's http2, cleartext h2c with prior knowledge only: an
 // HTTP/1.1 client is refused, so a test sees whether something translated for it) for the
 // waypoint's HTTP/2 lab tests and benchmarks.
-//   node h2_server.js --port 8081 [--host 0.0.0.0] [--name NAME] [--log FILE]
-// Prints "ready" once listening. Paths:
+//   node h2_server.js --port 8081 [--host 0.0.0.0] [--name NAME] [--log FILE] [--http1-port P]
+// Prints "ready" once listening. --http1-port: also HTTP/1.1 on port P, serving /whoami and
+// /bytes/N alike (the benchmark's HTTP/1.1 rows: the same server and payload). Paths:
 //   /whoami          text: --name
 //   /status/NNN      that status, body "status NNN from NAME"
 //   /echo            the request body streamed back (flow control both ways)
@@ -18,6 +19,7 @@
 'use strict';
 const crypto = require('crypto');
 const fs = require('fs');
+const http = require('http');
 const http2 = require('http2');
 
 const args = { host: '0.0.0.0', port: '8081', name: 'h2-echo' };
@@ -119,5 +121,29 @@ server.on('error', (e) => {
 	console.error(`h2_server: ${e.message}`);
 	process.exit(1);
 });
-server.listen(Number(args.port), args.host, () => console.log('ready'));
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+let h1 = null;
+if (args['http1-port']) {
+	h1 = http.createServer((req, res) => {
+		const m = new URL(req.url, 'http://x').pathname.match(/^\/bytes\/(\d+)$/);
+		req.resume();
+		if (!m) {
+			res.writeHead(200, { 'content-type': 'text/plain' });
+			res.end(args.name);
+			return;
+		}
+		const n = Number(m[1]);
+		res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
+		res.end(n <= CHUNK.length ? CHUNK.subarray(0, n) : pattern(n));
+	});
+	h1.keepAliveTimeout = 60000;
+}
+let listening = 0;
+const up = () => { if (++listening === (h1 ? 2 : 1)) console.log('ready'); };
+server.listen(Number(args.port), args.host, up);
+if (h1)
+	h1.listen(Number(args['http1-port']), args.host, up);
+process.on('SIGTERM', () => {
+	if (h1)
+		h1.close();
+	server.close(() => process.exit(0));
+});
