@@ -250,8 +250,16 @@ void waypoint_metrics_write(struct waypoint *w, FILE *f)
 		   "ambit_waypoint_upstreams_opened_total %" PRIu64 "\n"
 		   "# HELP ambit_waypoint_upstreams_reused_total Requests sent on a pooled upstream connection.\n"
 		   "# TYPE ambit_waypoint_upstreams_reused_total counter\n"
-		   "ambit_waypoint_upstreams_reused_total %" PRIu64 "\n",
-		w->nsessions, w->nidle, w->upstreams_opened, w->upstreams_reused);
+		   "ambit_waypoint_upstreams_reused_total %" PRIu64 "\n"
+		   "# HELP ambit_waypoint_h2_sessions Client connections speaking HTTP/2.\n"
+		   "# TYPE ambit_waypoint_h2_sessions gauge\nambit_waypoint_h2_sessions %u\n"
+		   "# HELP ambit_waypoint_h2_upstreams HTTP/2 connections to endpoints.\n"
+		   "# TYPE ambit_waypoint_h2_upstreams gauge\nambit_waypoint_h2_upstreams %u\n"
+		   "# HELP ambit_waypoint_h2_upstreams_opened_total HTTP/2 connections to endpoints opened.\n"
+		   "# TYPE ambit_waypoint_h2_upstreams_opened_total counter\n"
+		   "ambit_waypoint_h2_upstreams_opened_total %" PRIu64 "\n",
+		w->nsessions, w->nidle, w->upstreams_opened, w->upstreams_reused, w->nh2sessions,
+		w->nh2ups, w->h2ups_opened);
 }
 
 /* ---------------------------------------------------------- authorization ---- */
