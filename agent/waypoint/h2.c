@@ -27,6 +27,7 @@
 #define H2_UP_STREAMS		100		/* streams per upstream connection (below the
 						 * peer's own limit), when hbone.max_streams is 0 */
 #define H2_CONNS_PER_EP		4		/* upstream connections per endpoint */
+#define H2_QUEUE_MAX		1024		/* requests waiting for room on those, in all */
 #define H2_CONN_WINDOW		(16u << 20)	/* connection receive window, both sides */
 #define H2_IDLE_MS		60000		/* a client session with no stream this long */
 #define H2_RESETS_PER_S		100		/* client resets of unanswered streams per second
@@ -78,7 +79,13 @@ struct wp_h2s {
 	bool h1c;			/* the client speaks HTTP/1.x (s->h2x), not HTTP/2 */
 	bool te_trailers, resp_head_sent, resp_chunked, failed;	/* h1c */
 	struct h2map_hdrs req, req_tr, resp, resp_tr;
+	struct h2map_hdrs up_hdrs;	/* an HTTP/2 client's request as it goes upstream */
 	struct h1_buf req_body, resp_body;
+	/* waiting for room on the endpoint's connections (w->h2q) */
+	bool queued;
+	char qkey[sizeof(((struct wp_up *)0)->key)];
+	struct loop_timer qtimer;
+	struct wp_h2s *qprev, *qnext;
 	int status, grpc_status;
 	uint64_t resp_bytes;		/* response body bytes received from the endpoint */
 	struct span *span;
@@ -207,6 +214,7 @@ static void h2s_maybe_free(struct wp_h2s *x)
 	h2map_hdrs_fini(&x->req_tr);
 	h2map_hdrs_fini(&x->resp);
 	h2map_hdrs_fini(&x->resp_tr);
+	h2map_hdrs_fini(&x->up_hdrs);
 	h1_buf_fini(&x->req_body);
 	h1_buf_fini(&x->resp_body);
 	h1_buf_fini(&x->h1out);
@@ -217,11 +225,13 @@ static void h2s_maybe_free(struct wp_h2s *x)
 }
 
 static void h1_release(struct wp_h2s *x, bool reusable);
+static void unqueue(struct wp_h2s *x);
 
 /* The client side is done with x (its stream closed, or the whole session went away). */
 static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
 {
 	struct wp_h2u *hu = x->hu;
+	unqueue(x);
 	x->down_open = false;
 	if (!x->finished) {
 		if (error_code == NGHTTP2_NO_ERROR && x->resp_eof)
@@ -468,8 +478,11 @@ static void hu_close(struct wp_h2u *hu, bool ok, const char *flag, const char *w
 	hu_unref(hu);	/* ours */
 }
 
+static unsigned hu_dequeue(struct wp_h2u *hu);
+
 static void hu_step(struct wp_h2u *hu)
 {
+	struct waypoint *w = hu->w;
 	struct wp_up *u = hu->u;
 	const uint8_t *p;
 	size_t n;
@@ -529,8 +542,12 @@ static void hu_step(struct wp_h2u *hu)
 		return;
 	}
 	if (!hu->nstreams && !h1_buf_pending(&hu->out) &&
-	    (hu->goaway || (!nghttp2_session_want_read(hu->ng) && !nghttp2_session_want_write(hu->ng))))
+	    (hu->goaway || (!nghttp2_session_want_read(hu->ng) && !nghttp2_session_want_write(hu->ng)))) {
 		hu_close(hu, true, NULL, "closed");
+		return;
+	}
+	if (w->h2q && hu_dequeue(hu))
+		hu_schedule(hu);	/* their frames */
 }
 
 static void hu_task(struct loop *l, void *arg)
@@ -734,34 +751,46 @@ fail:
 	return NULL;
 }
 
+static bool hu_usable(const struct wp_h2u *hu)
+{
+	return hu->ng && hu->u && hu->u->conn && !hu->goaway;
+}
+
+/* Room for one more stream: below our bound and the endpoint's own limit. */
+static bool hu_room(struct wp_h2u *hu, uint32_t bound)
+{
+	uint32_t peer = nghttp2_session_get_remote_settings(hu->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+	return hu->nstreams < MIN(bound, peer);
+}
+
 /* A connection to dst with room for one more stream: a pooled one, else a new one within
  * H2_CONNS_PER_EP. NULL with *why and *flag set. Borrowed (the pool's). */
 static struct wp_h2u *hu_get(struct wp_sess *s, const struct model *m, const struct model_workload *dst,
 			     const struct sockaddr_storage *target, const char *traceparent,
-			     const char **why, const char **flag)
+			     const char **why, const char **flag, char key[], bool *full)
 {
 	struct waypoint *w = s->w;
-	char key[sizeof(((struct wp_h2u *)0)->key)];
 	unsigned conns = 0;
+
+	*full = false;
 	uint32_t bound = w->o.max_streams ? w->o.max_streams : H2_UP_STREAMS;
 
 	*flag = CONN_FLAG_UPSTREAM_CONNECT_FAILURE;
-	if (wp_up_key(w, dst, target, key, sizeof(key))) {
+	if (wp_up_key(w, dst, target, key, sizeof(((struct wp_h2u *)0)->key))) {
 		*why = "the endpoint has no valid identity";
 		return NULL;
 	}
 	for (struct wp_h2u *hu = w->h2ups; hu; hu = hu->next) {
-		if (strcmp(hu->key, key) != 0 || !hu->ng || !hu->u || !hu->u->conn || hu->goaway)
+		if (strcmp(hu->key, key) != 0 || !hu_usable(hu))
 			continue;
 		conns++;
-		uint32_t peer = nghttp2_session_get_remote_settings(hu->ng,
-								    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-		if (hu->nstreams < MIN(bound, peer))
+		if (hu_room(hu, bound))
 			return hu;
 	}
 	if (conns >= H2_CONNS_PER_EP) {
 		*why = "the endpoint's HTTP/2 connections are full";
 		*flag = CONN_FLAG_OVERFLOW;
+		*full = true;
 		return NULL;
 	}
 	return hu_new(s, m, dst, target, key, traceparent, why);
@@ -823,6 +852,92 @@ static void hu_attach(struct wp_h2s *x, struct wp_h2u *hu, int32_t sid)
 	hu->streams = x;
 	hu->nstreams++;
 	hu_schedule(hu);
+}
+
+/* Opens x's upstream stream on hu (its request: up_hdrs, or the translated head of an HTTP/1.x
+ * client). 0, or an nghttp2 error (x untouched but for its reference on hu). */
+static int h2s_submit(struct wp_h2s *x, struct wp_h2u *hu)
+{
+	const struct h2map_hdrs *h = x->h1c ? &x->req : &x->up_hdrs;
+	nghttp2_data_provider dp = { .source.ptr = x, .read_callback = req_read };
+	x->hu = hu;
+	hu->refs++;
+	int32_t sid = nghttp2_submit_request(hu->ng, NULL, h->nv, h->n,
+					     x->req_eof && !x->req_tr.n && !x->h1c &&
+					     !h1_buf_pending(&x->req_body) ? NULL : &dp, x);
+	if (sid < 0)
+		return sid;
+	hu_attach(x, hu, sid);
+	return 0;
+}
+
+static void unqueue(struct wp_h2s *x)
+{
+	struct waypoint *w;
+	if (!x->queued)
+		return;
+	w = x->s->w;
+	loop_timer_cancel(w->o.loop, &x->qtimer);
+	if (x->qprev)
+		x->qprev->qnext = x->qnext;
+	else
+		w->h2q = x->qnext;
+	if (x->qnext)
+		x->qnext->qprev = x->qprev;
+	x->qprev = x->qnext = NULL;
+	x->queued = false;
+	w->nh2q--;
+}
+
+static void queue_expired(struct loop *l, struct loop_timer *t)
+{
+	struct wp_h2s *x = t->arg;
+	(void)l;
+	unqueue(x);
+	h2s_up_failed(x, 0, CONN_FLAG_OVERFLOW, "the endpoint's HTTP/2 connections stayed full");
+}
+
+/* All of the endpoint's connections are full: x waits for room (in order, at most
+ * proxy.connect_timeout_ms; H2_QUEUE_MAX in all). False when the queue is full. */
+static bool enqueue(struct wp_h2s *x, const char *key)
+{
+	struct waypoint *w = x->s->w;
+	struct wp_h2s **tail = &w->h2q, *prev = NULL;
+	if (w->nh2q >= H2_QUEUE_MAX)
+		return false;
+	snprintf(x->qkey, sizeof(x->qkey), "%s", key);
+	while (*tail) {
+		prev = *tail;
+		tail = &(*tail)->qnext;
+	}
+	*tail = x;
+	x->qprev = prev;
+	x->queued = true;
+	w->nh2q++;
+	loop_timer_init(&x->qtimer, queue_expired, x);
+	loop_timer_arm(w->o.loop, &x->qtimer, w->o.connect_timeout_ms ? w->o.connect_timeout_ms : 10000);
+	return true;
+}
+
+/* hu has room: the requests waiting for its endpoint go on it, oldest first. Returns how
+ * many went. */
+static unsigned hu_dequeue(struct wp_h2u *hu)
+{
+	struct waypoint *w = hu->w;
+	unsigned n = 0;
+	uint32_t bound = w->o.max_streams ? w->o.max_streams : H2_UP_STREAMS;
+	struct wp_h2s *x = w->h2q, *next;
+	for (; x && hu_usable(hu) && hu_room(hu, bound); x = next) {
+		next = x->qnext;
+		if (strcmp(x->qkey, hu->key) != 0)
+			continue;
+		unqueue(x);
+		int rv = h2s_submit(x, hu);
+		if (rv)
+			h2s_up_failed(x, 0, CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+		n++;
+	}
+	return n;
 }
 
 /* ---------------------------------------------------------- requests ---- */
@@ -968,33 +1083,28 @@ static void h2s_request(struct wp_h2s *x)
 		h1_request(x, m, dst, &target, tpbuf);
 		goto out;
 	}
-	struct wp_h2u *hu = hu_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, &why, &flag);
-	if (!hu) {
+	/* The request goes as received, with the request span's context (W3C §3). */
+	if (copy_fields(&x->req, tpbuf, &x->up_hdrs)) {
+		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, "out of memory");
+		goto out;
+	}
+	char key[sizeof(((struct wp_h2u *)0)->key)];
+	bool full;
+	struct wp_h2u *hu = hu_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, &why, &flag, key, &full);
+	bool queued = !hu && full && enqueue(x, key);
+	if (!hu && !queued) {
 		h2s_local(x, 503, 14, "upstream connect error", flag, why);
 		goto out;
 	}
-	x->hu = hu;
-	hu->refs++;
 	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
 	if (e) {
 		e->active++;
 		e->total++;
 		x->ep_uid = strdup(dst->uid);
 	}
-	/* The request goes as received, with the request span's context (W3C §3). */
-	struct h2map_hdrs out;
-	h2map_hdrs_init(&out);
-	int err = copy_fields(&x->req, tpbuf, &out);
-	nghttp2_data_provider dp = { .source.ptr = x, .read_callback = req_read };
-	int32_t sid = err ? -1 : nghttp2_submit_request(hu->ng, NULL, out.nv, out.n,
-							x->req_eof && !x->req_tr.n ? NULL : &dp, x);
-	h2map_hdrs_fini(&out);
-	if (sid < 0) {
-		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW,
-			  err ? "out of memory" : nghttp2_strerror(sid));
-		goto out;
-	}
-	hu_attach(x, hu, sid);
+	int rv = hu ? h2s_submit(x, hu) : 0;
+	if (rv)
+		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
 out:
 	model_unref(m);
 }
@@ -1208,18 +1318,16 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 	x->head_req = strcmp(h1_method(h), "HEAD") == 0;
 	const char *te = h1_header(h, "te", &len);
 	x->te_trailers = te && memmem(te, len, "trailers", 8);
-	struct wp_h2u *hu = hu_get(s, m, dst, target, tpbuf[0] ? tpbuf : NULL, why, &flag);
-	if (!hu)
+	char key[sizeof(((struct wp_h2u *)0)->key)];
+	bool full;
+	struct wp_h2u *hu = hu_get(s, m, dst, target, tpbuf[0] ? tpbuf : NULL, why, &flag, key, &full);
+	if (!hu && !(full && enqueue(x, key)))
 		goto fail;
-	nghttp2_data_provider dp = { .source.ptr = x, .read_callback = req_read };
-	int32_t sid = nghttp2_submit_request(hu->ng, NULL, x->req.nv, x->req.n, &dp, x);
-	if (sid < 0) {
-		*why = nghttp2_strerror(sid);
+	int rv = hu ? h2s_submit(x, hu) : 0;
+	if (rv) {
+		*why = nghttp2_strerror(rv);
 		goto fail;
 	}
-	x->hu = hu;
-	hu->refs++;
-	hu_attach(x, hu, sid);
 	struct endpoint_stat *e = wp_ep_stat(s->w, dst->uid, true);
 	if (e) {
 		e->active++;
@@ -1246,6 +1354,7 @@ void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why)
 	if (!x)
 		return;
 	s->h2x = NULL;
+	unqueue(x);
 	x->down_open = false;
 	if (!x->finished)
 		h2s_finish(x, flag, why);
@@ -1265,9 +1374,10 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 	int err = 0;
 
 	/* the request body (decoded by the parser) into the stream's bounded buffer */
-	while (h1_buf_pending(&s->to_up) && (!x->up_open || h1_buf_pending(&x->req_body) < WP_STAGE_MAX)) {
+	bool keep = x->up_open || x->queued;
+	while (h1_buf_pending(&s->to_up) && (!keep || h1_buf_pending(&x->req_body) < WP_STAGE_MAX)) {
 		size_t m = MIN(h1_buf_pending(&s->to_up), (size_t)(WP_STAGE_MAX));
-		if (x->up_open && h1_buf_append(&x->req_body, h1_buf_head(&s->to_up), m))
+		if (keep && h1_buf_append(&x->req_body, h1_buf_head(&s->to_up), m))
 			break;
 		h1_buf_consume(&s->to_up, m);
 		moved = progress = true;
@@ -1419,7 +1529,7 @@ static int down_on_data(nghttp2_session *ng, uint8_t flags, int32_t sid, const u
 	struct wp_h2s *x = nghttp2_session_get_stream_user_data(ng, sid);
 	(void)flags;
 	(void)ud;
-	if (!x || x->local || !x->up_open || (!x->u1 && (!x->hu || !x->hu->ng))) {
+	if (!x || x->local || (!x->queued && (!x->up_open || (!x->u1 && (!x->hu || !x->hu->ng))))) {
 		nghttp2_session_consume(ng, sid, len);	/* answered already, or no upstream */
 		return 0;
 	}
@@ -1646,7 +1756,7 @@ json_t *wp_h2_pool_json(struct waypoint *w)
 			"requests", (json_int_t)hu->requests, "goaway", hu->goaway,
 			"connected", hu->got_bytes));
 	}
-	return json_pack("{s:i,s:I,s:i,s:I,s:o}", "connections", (int)w->nh2ups,
+	return json_pack("{s:i,s:I,s:i,s:I,s:i,s:o}", "connections", (int)w->nh2ups,
 			 "opened", (json_int_t)w->h2ups_opened, "client_sessions", (int)w->nh2sessions,
-			 "streams", (json_int_t)w->h2_streams, "pool", arr);
+			 "streams", (json_int_t)w->h2_streams, "queued", (int)w->nh2q, "pool", arr);
 }

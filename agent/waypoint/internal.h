@@ -131,6 +131,8 @@ struct waypoint {
 	unsigned nidle;
 	struct wp_h2u *h2ups;		/* HTTP/2 upstream connections (h2.c) */
 	unsigned nh2ups, nh2sessions;
+	struct wp_h2s *h2q;		/* requests waiting for room on an endpoint's connections */
+	unsigned nh2q;
 	uint64_t h2_streams, h2ups_opened;
 	struct loop_timer sweep;
 	uint32_t rr;

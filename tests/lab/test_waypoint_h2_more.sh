@@ -37,7 +37,8 @@ pod_spawn "$lab" n1-p1 "$logs/h2s.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js
 wait_port "$lab" n1-p1 8080
 wait_port "$lab" n1-p1 7070
 lab_start_agent "$lab" 1 || { fail "agent starts"; lab_result; exit 1; }
-jq '.hbone.idle_timeout_ms = 2000 | .hbone.limits.resets = {burst: 20, per_s: 1} | .tracing.sampling = 0' \
+jq '.hbone.idle_timeout_ms = 2000 | .hbone.limits.resets = {burst: 20, per_s: 1} | .tracing.sampling = 0 |
+	.hbone.max_streams_per_connection = 1 | .proxy.connect_timeout_ms = 1500' \
 	"$LAB_WAYPOINT_CONFIG" >"$logs/waypoint.json"
 if lab_start_waypoint "$lab" "$logs/waypoint.log" "$logs/waypoint.json"; then ok "waypoint starts and becomes ready"
 else fail "waypoint starts and becomes ready"; lab_result; exit 1; fi
@@ -85,6 +86,61 @@ c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
 c.initiate_connection()
 s.sendall(c.data_to_send())
 hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "app-1"), (":path", "/slow")]
+def post(n):  # n streams POST /echo, each with 10 bytes sent and its end held back
+    out = []
+    for _ in range(n):
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "POST")] + hdrs[1:3] + [(":path", "/echo")])
+        c.send_data(sid, b"x" * 10)
+        out.append(sid)
+    s.sendall(c.data_to_send())
+    return out
+def pump(until, secs):  # events until until() or secs; returns {sid: [status, body, ended]}
+    t = time.monotonic()
+    while not until() and time.monotonic() - t < secs:
+        s.settimeout(max(0.05, secs - (time.monotonic() - t)))
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            break
+        if not d:
+            break
+        for e in c.receive_data(d):
+            if isinstance(e, h2.events.ResponseReceived):
+                st.setdefault(e.stream_id, [0, b"", False])[0] = int(dict(e.headers)[b":status"])
+            elif isinstance(e, h2.events.DataReceived):
+                st.setdefault(e.stream_id, [0, b"", False])[1] += e.data
+                c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, h2.events.StreamEnded):
+                st.setdefault(e.stream_id, [0, b"", False])[2] = True
+        s.sendall(c.data_to_send())
+st = {}
+if mode == "queue":  # 4 connections of 1 stream: 4 answered at once, 2 wait, then all 6
+    sids = post(6)
+    pump(lambda: False, 1.0)
+    print("answered at once", sum(1 for x in sids if x in st))
+    for x in sids:
+        c.end_stream(x)
+    s.sendall(c.data_to_send())
+    pump(lambda: all(st.get(x, [0, b"", False])[2] for x in sids), 10)
+    print("result queue", sorted(set((st[x][0], st[x][1], st[x][2]) for x in sids if x in st)), len(st))
+    sys.exit(0)
+if mode == "expire":  # 4 held streams fill the connections: a 5th request waits, then 503 (UO)
+    sids = post(4)
+    pump(lambda: all(x in st for x in sids), 3)
+    t0 = time.monotonic()
+    five = c.get_next_available_stream_id()
+    c.send_headers(five, hdrs[:3] + [(":path", "/whoami")], end_stream=True)
+    s.sendall(c.data_to_send())
+    pump(lambda: five in st and st[five][2], 6)
+    waited = time.monotonic() - t0
+    for x in sids:
+        c.end_stream(x)
+    s.sendall(c.data_to_send())
+    pump(lambda: all(st.get(x, [0, b"", False])[2] for x in sids), 10)
+    print("result expire", st.get(five, [0])[0], "after %.1f s" % waited,
+          sorted(set(st[x][0] for x in sids)))
+    sys.exit(0)
 if mode == "reset":
     for _ in range(60):
         sid = c.get_next_available_stream_id()
@@ -130,6 +186,17 @@ idle_goaway() {
 	echo "$out" | grep -Eq '^goaway 0 after [1-3]\.'
 }
 check "an HTTP/2 client idle past hbone.idle_timeout_ms (2 s) gets GOAWAY NO_ERROR" idle_goaway
+queue() {
+	local out
+	out=$(h2py queue) && echo "$out" && echo "$out" | grep -qx 'answered at once 4' &&
+	echo "$out" | grep -qx "result queue \[(200, b'xxxxxxxxxx', True)\] 6"
+}
+check "queue: 4 connections of 1 stream (max_streams_per_connection 1): 2 of 6 requests wait, then all 6 answered" queue
+expire() {
+	local out
+	out=$(h2py expire) && echo "$out" && echo "$out" | grep -Eqx 'result expire 503 after (1\.[5-9]|2\.[0-9]) s \[200\]'
+}
+check "queue: a request waiting past proxy.connect_timeout_ms (1.5 s) gets 503; the others finish" expire
 check "the waypoint serves on after those (GET over h2)" h2_to_h1
 
 metrics() {
