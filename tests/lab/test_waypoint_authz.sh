@@ -171,7 +171,8 @@ h2c() { # POD METHOD PATH CODE [CURL ARGS]: over HTTP/2 (prior knowledge), one r
 check "HTTP/2 (prior knowledge): app-2 GET /whoami allowed per request (200 over h2, HTTP/1.1 upstream)" \
 	h2c n1-p2 GET /whoami 200
 h2c_denied() {
-	h2c n1-p3 GET /whoami 403 | tee /dev/stderr | head -n1 | grep -qx 'RBAC: access denied'
+	local out
+	out=$(h2c n1-p3 GET /whoami 403) && echo "$out" && [ "$(echo "$out" | head -n1)" = 'RBAC: access denied' ]
 }
 check "HTTP/2: app-3 GET /whoami denied per request: 403 RBAC: access denied" h2c_denied
 h2c_grpc_denied() { # a gRPC call over HTTP/2: trailers-only answer, grpc-status 7
