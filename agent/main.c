@@ -203,6 +203,10 @@ static int apply_model(struct agent *a)
 		else
 			a->npods_captured = (int)n;
 	}
+	/* Inbound HBONE follows the model once its pods are captured (held CONNECTs too): a
+	 * tunnel to a pod whose capture is not in place would lose the pod's replies. */
+	if (!err)
+		mesh_model_applied(a->mesh, m);
 	/* Ready only once a published model (not the empty one of start-up) is in place: with
 	 * Kubernetes discovery that is after the first full list, so a node never reports ready
 	 * while its enrolled pods are not captured yet. */
@@ -386,6 +390,8 @@ static int run(struct agent *a)
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
 		.pod_listeners = a->cfg.redirect_enabled,
+		.wait_ms = a->cfg.hbone_model_wait_ms,
+		.wait_max = a->cfg.hbone_model_wait_max,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);
