@@ -899,8 +899,10 @@ json_t *mesh_hbone_json(struct mesh *m)
 	hbone_pool_stats(m->pool, &cs);
 	hbone_server_stats(m->server, &ss);
 	json_t *srv = hbone_stats_json(&ss);
-	if (srv)
+	if (srv) {
+		json_object_set_new(srv, "held", json_integer(hbone_server_held(m->server)));
 		json_object_set_new(srv, "limits", mesh_hbone_limits_json(&ss));
+	}
 	return json_pack("{s:o,s:o,s:o}", "connections", arr, "client", hbone_stats_json(&cs),
 			 "server", srv);
 }
