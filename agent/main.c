@@ -237,6 +237,13 @@ static void on_model(struct model *m, void *arg)
 	runtime_post_model(a->loop, apply_model_task, a);
 }
 
+/* mesh_opts.captured: has the local pod at addr its capture in place? */
+static bool pod_captured(void *arg, const struct sockaddr_storage *addr)
+{
+	struct agent *a = arg;
+	return !a->redirect || redirect_pod_captured(a->redirect, addr);
+}
+
 static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct agent *a = io->arg;
@@ -249,6 +256,7 @@ static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t even
 	err = redirect_process_events(a->redirect);
 	if (err)
 		pr_warn_rl("capture: processing link events: %s", strerror(-err));
+	mesh_retry_held(a->mesh);	/* a pod's capture may be in place now */
 }
 
 static void drain_check(struct loop *l, struct loop_timer *t)
@@ -392,6 +400,8 @@ static int run(struct agent *a)
 		.pod_listeners = a->cfg.redirect_enabled,
 		.wait_ms = a->cfg.hbone_model_wait_ms,
 		.wait_max = a->cfg.hbone_model_wait_max,
+		.captured = a->cfg.redirect_enabled ? pod_captured : NULL,
+		.captured_arg = a,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);

@@ -253,12 +253,20 @@ static bool may_become_local(const struct model_workload *w, const char *node)
 	return !w || !w->node || (strcmp(w->node, node) == 0 && !w->enrolled);
 }
 
-enum mesh_wait mesh_wait_decide(const struct model_workload *dst, const char *node,
-				uint64_t held_ms, uint32_t wait_ms, uint32_t nheld, uint32_t wait_max)
+static bool local_enrolled(const struct model_workload *w, const char *node)
 {
-	if (dst && dst->enrolled && dst->node && strcmp(dst->node, node) == 0)
+	return w && w->enrolled && w->node && strcmp(w->node, node) == 0;
+}
+
+enum mesh_wait mesh_wait_decide(const struct model_workload *dst, const char *node,
+				bool captured, uint64_t held_ms, uint32_t wait_ms, uint32_t nheld,
+				uint32_t wait_max)
+{
+	bool local = local_enrolled(dst, node);
+
+	if (local && captured)
 		return MESH_WAIT_SERVE;
-	if (!may_become_local(dst, node) || held_ms >= wait_ms || nheld >= wait_max)
+	if ((!local && !may_become_local(dst, node)) || held_ms >= wait_ms || nheld >= wait_max)
 		return MESH_WAIT_REFUSE;
 	return MESH_WAIT_HOLD;
 }
@@ -304,12 +312,17 @@ static void wait_timer_fired(struct loop *l, struct loop_timer *t)
 	hbone_server_retry_held(m->server);
 }
 
+void mesh_retry_held(struct mesh *m)
+{
+	if (hbone_server_held(m->server))
+		hbone_server_retry_held(m->server);
+}
+
 void mesh_model_applied(struct mesh *m, struct model *model)
 {
 	model_unref(m->applied);
 	m->applied = model_ref(model);
-	if (hbone_server_held(m->server))
-		hbone_server_retry_held(m->server);
+	mesh_retry_held(m);
 }
 
 static int on_inbound(void *arg, const struct hbone_inbound *req)
@@ -331,23 +344,27 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 		refuse_connect(m, req, 400, MR_AUTHORITY, "authority is not the dialed pod");
 		goto out;
 	}
-	enum mesh_wait verdict = mesh_wait_decide(dst, m->node_name, req->held_ms, m->opts.wait_ms,
-						  hbone_server_held(m->server), m->opts.wait_max);
+	bool local = local_enrolled(dst, m->node_name);
+	bool captured = !local || !m->opts.captured ||
+			m->opts.captured(m->opts.captured_arg, &req->target);
+	enum mesh_wait verdict = mesh_wait_decide(dst, m->node_name, captured, req->held_ms,
+						  m->opts.wait_ms, hbone_server_held(m->server),
+						  m->opts.wait_max);
 	if (verdict == MESH_WAIT_HOLD && (err = wait_hold(m, req)) == -EINPROGRESS)
 		goto out;	/* hbone_server_retry_held brings it back */
 	err = 0;
 	if (verdict != MESH_WAIT_SERVE) {
-		bool may = may_become_local(dst, m->node_name);
+		bool may = local || may_become_local(dst, m->node_name);
 		if (req->held_ms)
 			m->held[may ? MH_TIMEOUT : MH_REFUSED]++;
 		else if (m->opts.wait_ms && may)
 			m->held[MH_FULL]++;
+		snprintf(why, sizeof(why), "authority is not a local enrolled workload%s",
+			 local ? " with its capture in place" : "");
 		if (req->held_ms)
-			snprintf(why, sizeof(why), "authority is not a local enrolled workload "
-				 "(after %llu ms waiting for the model)",
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+				 " (after %llu ms waiting for the model)",
 				 (unsigned long long)req->held_ms);
-		else
-			snprintf(why, sizeof(why), "authority is not a local enrolled workload");
 		refuse_connect(m, req, 400, MR_NOT_ENROLLED, why);
 		goto out;
 	}

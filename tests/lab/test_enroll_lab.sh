@@ -11,6 +11,9 @@
 #   already has a pod on node 2 (n2-p2 runs as app-1, like n2-p1), and one whose has not (n2-p3);
 # - destination first: node 2 captures the pod while node 1 still sends plaintext, which node 2
 #   accepts (PERMISSIVE): no connection fails;
+# - capture late: node 2 knows the pod is enrolled but cannot capture it yet (its route is not
+#   there yet); a CONNECT waits until the capture is in place (a tunnel before it would lose the
+#   pod's replies to the client's address), then is served;
 # - a CONNECT to a pod that node 2 never learns about is refused once hbone.model_wait_ms has
 #   passed (counted as a timeout), and nothing is left held.
 set -euo pipefail
@@ -26,7 +29,7 @@ TRAFFIC=$LAB_TOP/tests/tools/upgrade_traffic.py
 LAG=2.5      # seconds between the two agents' model updates (they poll their file every second)
 WAIT_MS=5000 # hbone.model_wait_ms: the default
 
-if ! lab_up "$lab" --nodes 2 --pods 5 --cni routed --enroll n1-p1,n2-p1 >"$logs/up.log" 2>&1; then
+if ! lab_up "$lab" --nodes 2 --pods 6 --cni routed --enroll n1-p1,n2-p1 >"$logs/up.log" 2>&1; then
 	fail "lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
 fi
 dir=$LAB_ROOT/$lab
@@ -46,10 +49,11 @@ enroll_in() { # FILE UID...: those workloads enrolled in FILE (atomic rename, as
 	for uid; do prog+=" | (.workloads[] | select(.uid == \"$uid\") | .enrolled) = true"; done
 	jq "$prog" "$f" >"$f.tmp" && mv "$f.tmp" "$f"
 }
-for m in 2 3 4 5; do enroll_in "$dir/workloads.json" "default/$lab-n2-p$m"; done
+for m in 2 3 4 5 6; do enroll_in "$dir/workloads.json" "default/$lab-n2-p$m"; done
 
 p22=$(lab_pod_ip 2 2); p23=$(lab_pod_ip 2 3); p24=$(lab_pod_ip 2 4); p25=$(lab_pod_ip 2 5)
-for m in 2 3 4 5; do
+p26=$(lab_pod_ip 2 6)
+for m in 2 3 4 5 6; do
 	pod_spawn "$lab" "n2-p$m" "$logs/echo-p$m.log" "$TCPKIT" serve --port 9000 --mode echo
 	wait_port "$lab" "n2-p$m" 9000
 done
@@ -99,6 +103,27 @@ check "... node 2 logged the held CONNECTs and handshakes" \
 
 # Destination first: node 1 still sends plaintext, which node 2 captures on 15006.
 churn_during "destination first" "$p24" 2 1 "default/$lab-n2-p4"
+
+# Capture late: n2-p6's route on node 2 is withdrawn (as before the CNI has set it up), the pod
+# enrolled on both nodes; node 2 cannot attach to its interface until the route is back.
+route=$(ip -n "$lab-n2" route show "$p26/32")
+check "capture late: node 2 has a route to the pod ($route)" test -n "$route"
+ip -n "$lab-n2" route del "$p26/32"
+enroll_in "$dir/wl2.json" "default/$lab-n2-p6"
+enroll_in "$dir/wl1.json" "default/$lab-n2-p6"
+sleep 2.5
+h0=$(held served)
+start=$(date +%s%N)
+pod_spawn "$lab" n1-p1 "$logs/late.log" "$TCPKIT" client --to "$p26:9000" --mode echo --bytes 64 --timeout 15
+late=$SPAWNED_PID
+sleep 1.5
+# shellcheck disable=SC2086 # the route's words, as ip printed them
+ip -n "$lab-n2" route add $route
+if wait "$late"; then ok "capture late: the connection succeeds once the pod is captured"
+else fail "capture late: the connection succeeds once the pod is captured"; sed 's/^/#   /' "$logs/late.log"; fi
+ms=$((($(date +%s%N) - start) / 1000000))
+check "capture late: ... it was held meanwhile (${ms} ms, served after a wait: $h0 -> $(held served))" \
+	test "$ms" -ge 1400 -a "$(held served)" -gt "$h0"
 
 # Node 2 never learns that n2-p5 is enrolled: refused once the wait is over.
 enroll_in "$dir/wl1.json" "default/$lab-n2-p5"

@@ -48,25 +48,32 @@ TEST(wait_decide_serves_local_enrolled_refuses_other_nodes_holds_the_rest)
 	struct model *m = load();
 	REQUIRE(m);
 	/* a local enrolled pod: served at once, whatever the wait */
-	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, 0, 5000, 0, 10), MESH_WAIT_SERVE);
-	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, 9000, 5000, 99, 10),
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, true, 0, 5000, 0, 10), MESH_WAIT_SERVE);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, true, 9000, 5000, 99, 10),
 		     MESH_WAIT_SERVE);
 	/* another node's pod: not ours, refused at once (not worth a wait) */
-	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.1.11"), NODE, 0, 5000, 0, 10), MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.1.11"), NODE, true, 0, 5000, 0, 10), MESH_WAIT_REFUSE);
 	/* unknown address, this node's pod not enrolled yet, a pod with no node yet: held */
 	CHECK(at(m, "10.244.2.99") == NULL);
-	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, 0, 5000, 0, 10), MESH_WAIT_HOLD);
-	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.12"), NODE, 0, 5000, 0, 10), MESH_WAIT_HOLD);
-	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.13"), NODE, 0, 5000, 0, 10), MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, true, 0, 5000, 0, 10), MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.12"), NODE, true, 0, 5000, 0, 10), MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.13"), NODE, true, 0, 5000, 0, 10), MESH_WAIT_HOLD);
 	/* ... until the wait is over */
-	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, 4999, 5000, 0, 10), MESH_WAIT_HOLD);
-	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, 5000, 5000, 0, 10), MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, true, 4999, 5000, 0, 10), MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, true, 5000, 5000, 0, 10), MESH_WAIT_REFUSE);
 	/* ... or when as many are held already */
-	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, 0, 5000, 9, 10), MESH_WAIT_HOLD);
-	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, 0, 5000, 10, 10), MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, true, 0, 5000, 9, 10), MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, true, 0, 5000, 10, 10), MESH_WAIT_REFUSE);
+	/* a local enrolled pod whose capture is not attached yet waits for it, like the rest */
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, false, 0, 5000, 0, 10),
+		     MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, false, 5000, 5000, 0, 10),
+		     MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.11"), NODE, false, 0, 5000, 10, 10),
+		     MESH_WAIT_REFUSE);
 	/* model_wait_ms 0: never held (the behaviour before the wait existed) */
-	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, 0, 0, 0, 10), MESH_WAIT_REFUSE);
-	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.12"), NODE, 0, 0, 0, 10), MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(NULL, NODE, true, 0, 0, 0, 10), MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(at(m, "10.244.2.12"), NODE, true, 0, 0, 0, 10), MESH_WAIT_REFUSE);
 	model_unref(m);
 }
 
@@ -77,12 +84,12 @@ TEST(wait_decide_follows_the_model_when_it_catches_up)
 	/* node-1's view of web-2 enrolled, while node-2 (this node) still has it not enrolled:
 	 * held; the same pod in a model where it is enrolled here: served */
 	struct model_workload w = *at(m, "10.244.2.12");
-	CHECK_EQ_INT(mesh_wait_decide(&w, NODE, 1200, 5000, 1, 10), MESH_WAIT_HOLD);
+	CHECK_EQ_INT(mesh_wait_decide(&w, NODE, true, 1200, 5000, 1, 10), MESH_WAIT_HOLD);
 	w.enrolled = true;
-	CHECK_EQ_INT(mesh_wait_decide(&w, NODE, 1200, 5000, 1, 10), MESH_WAIT_SERVE);
+	CHECK_EQ_INT(mesh_wait_decide(&w, NODE, true, 1200, 5000, 1, 10), MESH_WAIT_SERVE);
 	/* the model says it went to another node meanwhile: refused, not held on */
 	w.node = "node-1";
-	CHECK_EQ_INT(mesh_wait_decide(&w, NODE, 1200, 5000, 1, 10), MESH_WAIT_REFUSE);
+	CHECK_EQ_INT(mesh_wait_decide(&w, NODE, true, 1200, 5000, 1, 10), MESH_WAIT_REFUSE);
 	model_unref(m);
 }
 
