@@ -289,19 +289,20 @@ static int wait_arm(struct mesh *m, uint64_t left)
 	return loop_timer_arm(m->opts.loop, &m->wait_timer, left);
 }
 
-/* Holds an inbound CONNECT for the model: the wait timer fires at its deadline at the latest
- * (hbone_server_retry_held then refuses it). -EINPROGRESS, or -ENOMEM (no timer: refused). */
-static int wait_hold(struct mesh *m, const struct hbone_inbound *req)
+/* Holds an inbound CONNECT for the model (why: what it waits for, for the log): the wait
+ * timer fires at its deadline at the latest (hbone_server_retry_held then refuses it).
+ * -EINPROGRESS, or -ENOMEM (no timer: refused). */
+static int wait_hold(struct mesh *m, const struct hbone_inbound *req, const char *why)
 {
 	char peer[ADDR_STR_LEN];
 
 	if (wait_arm(m, m->opts.wait_ms - req->held_ms))
 		return -ENOMEM;
 	if (!req->held_ms)
-		pr_info_rl("hbone: CONNECT %.128s from %s: not a local enrolled workload in this "
-			   "node's model yet; holding it up to %u ms for the model (%u held)",
-			   req->authority, sockaddr_str(&req->peer_addr, peer, sizeof(peer)),
-			   m->opts.wait_ms, hbone_server_held(m->server) + 1);
+		pr_info_rl("hbone: CONNECT %.128s from %s: %s; holding it up to %u ms for the "
+			   "model (%u held)", req->authority,
+			   sockaddr_str(&req->peer_addr, peer, sizeof(peer)), why, m->opts.wait_ms,
+			   hbone_server_held(m->server) + 1);
 	return -EINPROGRESS;
 }
 
@@ -350,7 +351,10 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	enum mesh_wait verdict = mesh_wait_decide(dst, m->node_name, captured, req->held_ms,
 						  m->opts.wait_ms, hbone_server_held(m->server),
 						  m->opts.wait_max);
-	if (verdict == MESH_WAIT_HOLD && (err = wait_hold(m, req)) == -EINPROGRESS)
+	if (verdict == MESH_WAIT_HOLD &&
+	    (err = wait_hold(m, req, local ? "its capture is not in place yet"
+					   : "not a local enrolled workload in this node's model "
+					     "yet")) == -EINPROGRESS)
 		goto out;	/* hbone_server_retry_held brings it back */
 	err = 0;
 	if (verdict != MESH_WAIT_SERVE) {
@@ -454,8 +458,8 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 	for (int i = 0; i < model->nworkloads; i++) {
 		const struct model_workload *w = &model->workloads[i];
 		struct spiffe_id wid;
-		if (!w->enrolled || !w->node || strcmp(w->node, m->node_name) != 0 ||
-		    wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
+		if (!local_enrolled(w, m->node_name) || wl_identity(m, w, &wid) ||
+		    !spiffe_id_equal(&wid, id))
 			continue;
 		cert = certstore_get(m->opts.certs, id);
 		if (!cert) {
@@ -485,7 +489,7 @@ static enum id_state identity_state(const struct mesh *m, const struct model *mo
 		struct spiffe_id wid;
 		if (wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
 			continue;
-		if (w->enrolled && w->node && strcmp(w->node, m->node_name) == 0)
+		if (local_enrolled(w, m->node_name))
 			return ID_SERVED;
 		any = true;
 		may = may || may_become_local(w, m->node_name);
@@ -547,9 +551,7 @@ static const struct model_workload *local_enrolled_at(const struct mesh *m,
 {
 	const struct model_workload *w = model_workload_by_ip(model, addr);
 
-	if (!w || !w->enrolled || !w->node || strcmp(w->node, m->node_name) != 0)
-		return NULL;
-	return w;
+	return local_enrolled(w, m->node_name) ? w : NULL;
 }
 
 /* Pod-addressed HBONE: the certificate of the pod whose IP:15008 was dialled (the original
@@ -605,16 +607,16 @@ static double held_now(void *arg)
 
 static int register_refusal_metrics(struct mesh *m)
 {
-	int err = metrics_register("ambit_hbone_held_streams", "Inbound HBONE CONNECTs held "
-				   "now, waiting for the model to know their target "
-				   "(hbone.model_wait_ms)", "gauge", held_now, m);
+	int err = metrics_register("ambit_hbone_held_streams", "Inbound HBONE CONNECTs and TLS "
+				   "handshakes held now, waiting for the model, a certificate or a "
+				   "pod's capture (hbone.model_wait_ms)", "gauge", held_now, m);
 
 	for (int o = 0; o < MH_MAX && !err; o++) {
 		char *name = m->held_metric[o];
 		snprintf(name, MESH_METRIC_NAME_MAX, "ambit_hbone_held_total{outcome=\"%s\"}",
 			 held_names[o]);
-		err = metrics_register(name, "Inbound HBONE CONNECTs whose target the model did "
-				       "not know as a local enrolled workload yet, by how the wait "
+		err = metrics_register(name, "Inbound HBONE CONNECTs and TLS handshakes that "
+				       "waited for the model (hbone.model_wait_ms), by how the wait "
 				       "ended", "counter", refused_value, &m->held[o]);
 	}
 
@@ -689,8 +691,7 @@ void mesh_certs_changed(void *arg)
 {
 	struct mesh *m = arg;
 	hbone_pool_certs_changed(m->pool);
-	if (hbone_server_held(m->server))	/* handshakes waiting for a certificate */
-		hbone_server_retry_held(m->server);
+	mesh_retry_held(m);	/* handshakes waiting for a certificate */
 }
 
 /* Shared with the waypoint: both contexts of a side take the new roots, or neither is left
