@@ -2817,6 +2817,8 @@ void hbone_server_retry_held(struct hbone_server *srv)
 		next = st->held_next;
 		st->flags &= ~STF_HELD;
 		st->held_prev = st->held_next = NULL;
+		if (s->flags & SF_ABUSE)
+			continue;	/* cut off: never dispatched; freed with its session */
 		sess_ref(s);
 		server_request(s, st);
 		sess_unref(s);

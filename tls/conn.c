@@ -174,21 +174,14 @@ static bool alpn_has_h2(const unsigned char *p, size_t len)
 	return false;
 }
 
-/* The host_name of a ClientHello's server_name extension (RFC 6066 §3) into out, or false. */
+/* The host_name of a ClientHello's server_name extension into out, or false. */
 static bool hello_sni(SSL *ssl, char *out, size_t outlen)
 {
 	const unsigned char *p;
-	size_t len, n;
+	size_t len;
 
-	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 5 ||
-	    (size_t)((p[0] << 8) | p[1]) + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name)
-		return false;
-	n = (size_t)((p[3] << 8) | p[4]);
-	if (n == 0 || n + 5 > len || n >= outlen || memchr(p + 5, '\0', n))
-		return false;
-	memcpy(out, p + 5, n);
-	out[n] = '\0';
-	return true;
+	return SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 &&
+	       spiffe_sni_ext_host_name(p, len, out, outlen) > 0;
 }
 
 /* Should the handshake of c wait (ctx->cert_wait) for the certificate its SNI asks for? */
