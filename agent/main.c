@@ -203,10 +203,10 @@ static int apply_model(struct agent *a)
 		else
 			a->npods_captured = (int)n;
 	}
-	/* Inbound HBONE follows the model once its pods are captured (held CONNECTs too): a
-	 * tunnel to a pod whose capture is not in place would lose the pod's replies. */
-	if (!err)
-		mesh_model_applied(a->mesh, m);
+	/* Inbound HBONE follows the model once capture has been applied (held CONNECTs too),
+	 * even when some pod failed: each pod is served only once its own capture is in place
+	 * (mesh_opts.captured), as a tunnel to it before would lose the pod's replies. */
+	mesh_model_applied(a->mesh, m);
 	/* Ready only once a published model (not the empty one of start-up) is in place: with
 	 * Kubernetes discovery that is after the first full list, so a node never reports ready
 	 * while its enrolled pods are not captured yet. */
