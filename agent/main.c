@@ -201,6 +201,10 @@ static int apply_model(struct agent *a)
 		else
 			a->npods_captured = (int)n;
 	}
+	/* Inbound HBONE follows the model once capture has been applied (held CONNECTs too),
+	 * even when some pod failed: each pod is served only once its own capture is in place
+	 * (mesh_opts.captured), as a tunnel to it before would lose the pod's replies. */
+	mesh_model_applied(a->mesh, m);
 	/* Ready only once a published model (not the empty one of start-up) is in place: with
 	 * Kubernetes discovery that is after the first full list, so a node never reports ready
 	 * while its enrolled pods are not captured yet. */
@@ -231,6 +235,13 @@ static void on_model(struct model *m, void *arg)
 	runtime_post_model(a->loop, apply_model_task, a);
 }
 
+/* mesh_opts.captured: has the local pod at addr its capture in place? */
+static bool pod_captured(void *arg, const struct sockaddr_storage *addr)
+{
+	struct agent *a = arg;
+	return !a->redirect || redirect_pod_captured(a->redirect, addr);
+}
+
 static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct agent *a = io->arg;
@@ -243,6 +254,7 @@ static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t even
 	err = redirect_process_events(a->redirect);
 	if (err)
 		pr_warn_rl("capture: processing link events: %s", strerror(-err));
+	mesh_retry_held(a->mesh);	/* a pod's capture may be in place now */
 }
 
 /* Drained: no connection left. */
@@ -365,6 +377,10 @@ static int run(struct agent *a)
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
 		.pod_listeners = a->cfg.redirect_enabled,
+		.wait_ms = a->cfg.hbone_model_wait_ms,
+		.wait_max = a->cfg.hbone_model_wait_max,
+		.captured = a->cfg.redirect_enabled ? pod_captured : NULL,
+		.captured_arg = a,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);

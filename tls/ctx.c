@@ -149,6 +149,7 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *o)
 	ctx->mesh = true;
 	strcpy(ctx->td, td);
 	ctx->select_cert = o->select_cert;
+	ctx->cert_wait = o->cert_wait;
 	ctx->select_arg = o->select_arg;
 	ctx->default_cert = tls_cert_ref(o->default_cert);
 	ctx->ssl = SSL_CTX_new(role == TLS_ROLE_SERVER ? TLS_server_method() : TLS_client_method());

@@ -23,12 +23,19 @@ enum tls_role {
  * sent no SNI or one that is not an identity of our trust domain (use a default, or refuse).
  * Returns a new reference (the connection keeps it), or NULL to refuse the handshake. */
 typedef struct tls_cert *(*tls_cert_select_fn)(void *arg, const struct spiffe_id *id);
+/* Server, at the ClientHello, before select_cert, for a client whose SNI names identity id:
+ * true holds the handshake (the certificate of id cannot be served yet, and may be soon):
+ * tls_conn_handshake returns -EAGAIN with TLS_WANT_RETRY, and asks again each time it is
+ * called; waited_ms is how long this connection has been held so far (0 the first time).
+ * false goes on to select_cert. Same thread and arg as select_cert. */
+typedef bool (*tls_cert_wait_fn)(void *arg, const struct spiffe_id *id, uint64_t waited_ms);
 
 struct tls_ctx_opts {
 	struct tls_ca *roots;		/* mesh trust anchors; the ctx takes its own references */
 	const char *trust_domain;	/* peers must be in it (server); NULL = cluster.local.
 					 * Copied. Also used to decode SNI. */
 	tls_cert_select_fn select_cert;	/* server: picks our cert by SNI (may be NULL) */
+	tls_cert_wait_fn cert_wait;	/* server: may hold a handshake first (may be NULL) */
 	void *select_arg;
 	struct tls_cert *default_cert;	/* server, when select_cert is NULL: always this one
 					 * (a reference is taken) */
