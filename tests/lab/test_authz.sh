@@ -140,6 +140,19 @@ closed_within_1s() {
 		{ cat "$1"; echo "in force at $2"; return 1; }
 }
 
+# recheck_source_span FILE POLICY: the source's span of the connection POLICY's re-check closed
+# (the outbound span in the trace of that inbound one) is ERROR with what the source saw, the
+# stream reset (UR, RST_STREAM CANCEL), and names no policy: nothing on the wire tells it why.
+recheck_source_span() {
+	local t
+	t=$(jq -r "select(.name == \"inbound\" and (.status.message // \"\" |
+		test(\"closed by the policy re-check: denied by default/$2\"))) | .trace_id" "$1" | head -n 1)
+	[ -n "$t" ] || { echo "# no inbound span closed by the re-check of $2"; return 1; }
+	wait_span "$1" ".name == \"outbound\" and .trace_id == \"$t\" and .status.code == 2 and
+		.attributes.response_flags == \"UR\" and (.status.message | test(\"reset by peer .CANCEL.\")) and
+		.attributes[\"authorization.policy\"] == null"
+}
+
 agents_stop() { lab_stop_agents "$lab" 1 2; }
 
 # ---------------- one CNI style ----------------
@@ -277,6 +290,8 @@ scenario() {
 		grep -q 'closed by the policy re-check: denied by default/deny-app1' "$LAB_ROOT/$lab/agent1.log"
 	check "$cni: re-check: the span says so" wait_span "$spans" \
 		".name == \"inbound\" and .status.code == 2 and (.status.message | test(\"closed by the policy re-check: denied by default/deny-app1\"))"
+	check "$cni: re-check: the source's span shows the reset it saw (UR), not the policy" \
+		recheck_source_span "$spans" deny-app1
 	check "$cni: re-check: counted" eval '[ "$(metric 1 ambit_authorization_recheck_closed_total)" -ge 1 ]'
 	# ---- a workload change re-checks too: the destination gains the label a DENY selects ----
 	local lock

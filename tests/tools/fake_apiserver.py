@@ -134,8 +134,11 @@ class Cluster:
         if not self.state_file:
             return
         tmp = self.state_file + ".tmp"
+        # json.dumps in one go (the C encoder): json.dump's chunked writes take 4x the CPU,
+        # seconds for a --generate'd cluster, all under the lock
+        data = json.dumps({"objects": self.objects, "rv": self.rv, "uid": self.uid})
         with open(tmp, "w") as f:
-            json.dump({"objects": self.objects, "rv": self.rv, "uid": self.uid}, f)
+            f.write(data)
         os.replace(tmp, self.state_file)
 
     @staticmethod
