@@ -135,11 +135,10 @@ static void on_request(void *arg, const struct h1t_request *q)
 		snprintf(name, sizeof(name), "%s %.100s", method, path);
 	/* the workload's own tracing settings (provider, sampling, tags), as its conn span */
 	s = telemetry_span_start(ci, name, r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
-				 span_context_valid(&parent) ? &parent : NULL);
+				 span_context_valid(&parent) ? &parent : NULL,
+				 r->outbound && r->has_conn_ctx ? client_id : NULL);
 	if (!s)
 		return;	/* out of memory: this request goes untraced */
-	if (r->outbound && r->has_conn_ctx)
-		memcpy(s->ctx.span_id, client_id, SPAN_ID_LEN);
 	s->start_ns = q->start_ns;
 	if (s->recording) {
 		span_set_str(s, "http.request.method", method);

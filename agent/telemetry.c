@@ -104,7 +104,7 @@ static struct span *conn_span(const struct conn *c)
  * else the config's: provider, sampling, custom tags, reporting); its labels come from the model
  * for Telemetry selectors. Connection and request spans both start here. */
 struct span *telemetry_span_start(const struct conn_info *ci, const char *name, enum span_kind kind,
-				  const struct span_context *parent)
+				  const struct span_context *parent, const uint8_t *span_id)
 {
 	bool outbound = ci->kind == CONN_OUTBOUND;
 	const struct conn_peer *self = outbound ? &ci->source : &ci->destination;
@@ -117,12 +117,19 @@ struct span *telemetry_span_start(const struct conn_info *ci, const char *name, 
 		.nlabels = w ? w->nlabels : 0,
 	};
 	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
+	const struct otlp_config *cfg = otlp_tracer_config(topts.tracer);
+	/* the tracer's own settings, spelled out to carry the span ID */
+	struct span_opts own = { .tags = cfg->tags, .ntags = cfg->ntags, .span_id = span_id };
+	const struct span_opts *o = span_id ? &own : NULL;
 	struct span *s;
 
 	if (pk)
 		tracing_pick(pk, &subj, outbound, NULL, NULL);
-	s = span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent,
-			    pk && pk->use ? &pk->opts : NULL);
+	if (pk && pk->use) {
+		pk->opts.span_id = span_id;
+		o = &pk->opts;
+	}
+	s = span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent, o);
 	if (pk)
 		tracing_pick_done(pk);
 	free(pk);
@@ -147,7 +154,8 @@ static void span_open(struct conn *c)
 			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
 					     &parent) == 0;
 	s = telemetry_span_start(ci, outbound ? "outbound" : "inbound",
-				 outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL);
+				 outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL,
+				 NULL);
 	if (!s) {
 		free(t);
 		return;	/* out of memory: the conn goes on untraced */

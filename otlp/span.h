@@ -126,7 +126,8 @@ void span_set_status(struct span *s, enum span_status status, const char *msg);
 /* One link (the spec allows many; one is all a connection span needs). */
 void span_set_link(struct span *s, const struct span_context *link);
 
-/* Fills buf with random bytes from getrandom(2), never all zero (IDs). 0 or -errno. */
+/* Fills buf with random bytes, never all zero (IDs): getrandom(2)'s, read ahead per thread
+ * (2 KiB at a time; a fork's child reads afresh). Any thread. 0 or -errno. */
 int span_random_id(uint8_t *buf, size_t len);
 /* Lower-case hex of the IDs into out[33] / out[17] (access logs, admin API). */
 void span_trace_id_hex(const struct span_context *c, char out[2 * SPAN_TRACE_ID_LEN + 1]);
