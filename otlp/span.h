@@ -50,21 +50,27 @@ enum otlp_attr_type {
 };
 
 struct otlp_attr {
-	char *key;			/* owned */
+	char *key;			/* in the set's strings */
 	enum otlp_attr_type type;
+	uint32_t key_hash;		/* of key: replacing compares hashes first */
 	union {
-		char *s;		/* owned */
+		char *s;		/* in the set's strings */
 		int64_t i;
 		bool b;
 		double d;
 	} v;
 };
 
-/* A bounded attribute set (spans and resources). */
+struct otlp_strs;
+
+/* A bounded attribute set (spans and resources). Keys and string values are copied into
+ * chunks the set owns and frees together (a few allocations per span, not two per
+ * attribute). */
 struct otlp_attrs {
 	struct otlp_attr *v;
 	uint16_t n, cap;
 	uint32_t dropped;		/* over SPAN_MAX_ATTRS: OTLP dropped_attributes_count */
+	struct otlp_strs *strs;		/* newest chunk first */
 };
 
 /* Where a finished span is in the export pipeline (admin API, `ambitctl spans`). */

@@ -331,6 +331,46 @@ TEST(span_attribute_bounds)
 	span_unref(NULL);
 }
 
+/* Keys and values live in the set's own chunks: replacing a value (shorter, longer, another
+ * type, its own text), big values next to small ones, and every value intact after many. */
+TEST(span_attribute_strings)
+{
+	struct span *s = span_new(NULL, "x", SPAN_KIND_INTERNAL);
+	char key[32], val[64], big[SPAN_MAX_VALUE_LEN + 1];
+	REQUIRE(s);
+	CHECK(span_set_str(s, "a", "long value") == 0);
+	const struct otlp_attr *a = span_get_attr(s, "a");
+	CHECK(span_set_str(s, "a", "short") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "short");
+	CHECK(span_get_attr(s, "a") == a);	/* the same slot */
+	CHECK(span_set_str(s, "a", "a value longer than the first one") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "a value longer than the first one");
+	CHECK(span_set_str(s, "a", span_get_attr(s, "a")->v.s + 2) == 0);	/* its own text */
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "value longer than the first one");
+	CHECK(span_set_int(s, "a", 7) == 0 && span_get_attr(s, "a")->v.i == 7);
+	CHECK(span_set_str(s, "a", "back") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "back");
+	memset(big, 'b', SPAN_MAX_VALUE_LEN);
+	big[SPAN_MAX_VALUE_LEN] = '\0';
+	for (int i = 0; i < SPAN_MAX_ATTRS - 1; i++) {
+		snprintf(key, sizeof(key), "key.%d", i);
+		snprintf(val, sizeof(val), "value %d", i);
+		REQUIRE(span_set_str(s, key, i % 10 == 5 ? big : val) == 0);
+	}
+	CHECK_EQ_INT(s->attrs.n, SPAN_MAX_ATTRS);
+	for (int i = 0; i < SPAN_MAX_ATTRS - 1; i++) {
+		snprintf(key, sizeof(key), "key.%d", i);
+		snprintf(val, sizeof(val), "value %d", i);
+		a = span_get_attr(s, key);
+		REQUIRE(a && a->type == OTLP_ATTR_STRING);
+		CHECK_EQ_STR(a->v.s, i % 10 == 5 ? big : val);
+		CHECK_EQ_STR(a->key, key);
+	}
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "back");
+	CHECK_EQ_INT(s->attrs.dropped, 0);
+	span_unref(s);
+}
+
 TEST(span_status_rules)
 {
 	struct span *s = span_new(NULL, "x", SPAN_KIND_CLIENT);
