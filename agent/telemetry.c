@@ -182,19 +182,20 @@ static void on_eof(struct conn *c, enum conn_side from)
 		reqspan_eof(t->req, from);
 }
 
-static void set_peer(struct span *s, const char *side, const struct conn_peer *p)
+/* The peer attributes of a side: "source.workload" ... (keys spelled out: no formatting on
+ * the per-request path). */
+static void set_peer(struct span *s, bool source, const struct conn_peer *p)
 {
-	char k[64];
-	const struct { const char *name; const char *v; } f[] = {
-		{ "workload", p->workload }, { "namespace", p->namespace },
-		{ "principal", p->principal }, { "canonical_service", p->canonical_service },
+	static const char *const keys[2][4] = {
+		{ "destination.workload", "destination.namespace", "destination.principal",
+		  "destination.canonical_service" },
+		{ "source.workload", "source.namespace", "source.principal",
+		  "source.canonical_service" },
 	};
-	for (size_t i = 0; i < ARRAY_SIZE(f); i++) {
-		if (!f[i].v)
-			continue;
-		snprintf(k, sizeof(k), "%s.%s", side, f[i].name);
-		span_set_str(s, k, f[i].v);
-	}
+	const char *const v[4] = { p->workload, p->namespace, p->principal, p->canonical_service };
+	for (size_t i = 0; i < ARRAY_SIZE(v); i++)
+		if (v[i])
+			span_set_str(s, keys[source][i], v[i]);
 }
 
 static void set_addr(struct span *s, const char *addr_key, const char *port_key,
@@ -233,8 +234,8 @@ static void set_authz(struct span *s, const struct conn_info *ci, const char *fl
  * response (read from the upstream side and sent back downstream). */
 void telemetry_set_peers(struct span *s, const struct conn_info *ci)
 {
-	set_peer(s, "source", &ci->source);
-	set_peer(s, "destination", &ci->destination);
+	set_peer(s, true, &ci->source);
+	set_peer(s, false, &ci->destination);
 	if (ci->service)
 		span_set_str(s, "destination.service", ci->service);
 }
