@@ -100,6 +100,9 @@ static void set_server(struct span *s, const char *host, size_t len)
 		span_set_int(s, "server.port", port);
 }
 
+#define METHOD_MAX 24	/* with its NUL; longer methods are cut */
+_Static_assert(METHOD_MAX + 101 <= SPAN_MAX_NAME_LEN, "a request span's name fits");
+
 static void on_request(void *arg, const struct h1t_request *q)
 {
 	struct reqspan *r = arg;
@@ -108,7 +111,7 @@ static void on_request(void *arg, const struct h1t_request *q)
 	bool has_own = q->traceparent &&
 		       tracecontext_parse(q->traceparent, q->traceparent_len, &own) == 0;
 	uint8_t client_id[SPAN_ID_LEN];
-	char name[SPAN_MAX_NAME_LEN], path[H1T_PATH_MAX + 1], method[24];
+	char name[SPAN_MAX_NAME_LEN], path[H1T_PATH_MAX + 1], method[METHOD_MAX];
 	struct span *s;
 
 	/* CLIENT: parent = the request's own span, else the outbound conn span. SERVER: parent
@@ -127,12 +130,23 @@ static void on_request(void *arg, const struct h1t_request *q)
 		memcpy(parent.span_id, client_id, SPAN_ID_LEN);
 	parent.remote = has_own || !r->outbound;
 
-	snprintf(method, sizeof(method), "%s", q->method);
-	snprintf(path, sizeof(path), "%.*s", (int)q->path_len, q->path);
-	if (strcmp(method, "CONNECT") == 0)
-		snprintf(name, sizeof(name), "CONNECT");
-	else
-		snprintf(name, sizeof(name), "%s %.100s", method, path);
+	/* method, path and the name "METHOD /path" (the path cut at 100 bytes), copied rather
+	 * than formatted: this runs for every request */
+	size_t ml = strnlen(q->method, sizeof(method) - 1);
+	size_t pl = strnlen(q->path, MIN(q->path_len, sizeof(path) - 1));
+	memcpy(method, q->method, ml);
+	method[ml] = '\0';
+	memcpy(path, q->path, pl);
+	path[pl] = '\0';
+	if (strcmp(method, "CONNECT") == 0) {
+		memcpy(name, "CONNECT", sizeof("CONNECT"));
+	} else {
+		size_t k = MIN(pl, (size_t)100);
+		memcpy(name, method, ml);
+		name[ml] = ' ';
+		memcpy(name + ml + 1, path, k);
+		name[ml + 1 + k] = '\0';
+	}
 	/* the workload's own tracing settings (provider, sampling, tags), as its conn span */
 	s = telemetry_span_start(ci, name, r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
 				 span_context_valid(&parent) ? &parent : NULL,

@@ -49,25 +49,47 @@ static void res_cache_flush(void)
 	res_count = 0;
 }
 
+/* The cache key of a workload is "service|namespace|workload"; looked up part by part, so that
+ * a hit (every span but a workload's first) builds no string. */
+static size_t res_key_hash(const char *const part[3])
+{
+	size_t h = 5381;
+	for (int i = 0; i < 3; i++) {
+		if (i)
+			h = h * 33 + '|';
+		for (const char *c = part[i]; *c; c++)
+			h = h * 33 + (unsigned char)*c;
+	}
+	return h % ARRAY_SIZE(res_cache);
+}
+
+static bool res_key_eq(const char *key, const char *const part[3])
+{
+	for (int i = 0; i < 3; i++) {
+		size_t n = strlen(part[i]);
+		if (i && *key++ != '|')
+			return false;
+		if (strncmp(key, part[i], n) != 0)
+			return false;
+		key += n;
+	}
+	return *key == '\0';
+}
+
 /* A borrowed resource for the workload the agent acts for (NULL: none). */
 struct otlp_resource *telemetry_resource_for(const struct conn_peer *p)
 {
-	char *key;
-	size_t h = 5381;
+	const char *const part[3] = { p->canonical_service ? p->canonical_service : "",
+				      p->namespace ? p->namespace : "", p->workload ? p->workload : "" };
+	size_t h = res_key_hash(part);
 	struct res_entry *e;
+	char *key;
 
-	if (asprintf(&key, "%s|%s|%s", p->canonical_service ? p->canonical_service : "",
-		     p->namespace ? p->namespace : "", p->workload ? p->workload : "") < 0)
-		return NULL;
-	for (const char *c = key; *c; c++)
-		h = h * 33 + (unsigned char)*c;
-	h %= ARRAY_SIZE(res_cache);
-	for (e = res_cache[h]; e; e = e->next) {
-		if (strcmp(e->key, key) == 0) {
-			free(key);
+	for (e = res_cache[h]; e; e = e->next)
+		if (res_key_eq(e->key, part))
 			return e->res;
-		}
-	}
+	if (asprintf(&key, "%s|%s|%s", part[0], part[1], part[2]) < 0)
+		return NULL;
 	if (res_count >= RES_CACHE_MAX)
 		res_cache_flush();
 	e = calloc(1, sizeof(*e));

@@ -166,7 +166,8 @@ struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resour
 	s->recording = t->cfg.enabled && sampler_should_sample(smp, parent, s->ctx.trace_id);
 	s->ctx.flags = s->recording ? SPAN_FLAG_SAMPLED : 0;
 	s->kind = kind;
-	snprintf(s->name, sizeof(s->name), "%s", name);
+	size_t nl = strnlen(name, sizeof(s->name) - 1);
+	memcpy(s->name, name, nl);	/* calloc'd: NUL-terminated */
 	s->start_ns = now_real_ns();
 	s->refs = 1;
 	s->tracer = t;
