@@ -63,19 +63,6 @@ static size_t res_key_hash(const char *const part[3])
 	return h % ARRAY_SIZE(res_cache);
 }
 
-static bool res_key_eq(const char *key, const char *const part[3])
-{
-	for (int i = 0; i < 3; i++) {
-		size_t n = strlen(part[i]);
-		if (i && *key++ != '|')
-			return false;
-		if (strncmp(key, part[i], n) != 0)
-			return false;
-		key += n;
-	}
-	return *key == '\0';
-}
-
 /* A borrowed resource for the workload the agent acts for (NULL: none). */
 struct otlp_resource *telemetry_resource_for(const struct conn_peer *p)
 {
@@ -86,7 +73,7 @@ struct otlp_resource *telemetry_resource_for(const struct conn_peer *p)
 	char *key;
 
 	for (e = res_cache[h]; e; e = e->next)
-		if (res_key_eq(e->key, part))
+		if (str_parts_eq(e->key, part, 3, '|'))
 			return e->res;
 	if (asprintf(&key, "%s|%s|%s", part[0], part[1], part[2]) < 0)
 		return NULL;
