@@ -97,7 +97,8 @@ static struct otlp_attr *attrs_slot(struct otlp_attrs *a, const char *key, int *
 	*err = attr_key_hash(key, &h, &klen);
 	if (*err)
 		return NULL;
-	for (uint16_t i = 0; i < a->n; i++)
+	uint64_t bit = 1ull << (h % 64);
+	for (uint16_t i = 0; (a->hashes & bit) && i < a->n; i++)
 		if (a->v[i].key_hash == h && strcmp(a->v[i].key, key) == 0)
 			return &a->v[i];
 	if (a->n >= SPAN_MAX_ATTRS) {
@@ -124,6 +125,7 @@ static struct otlp_attr *attrs_slot(struct otlp_attrs *a, const char *key, int *
 	memset(slot, 0, sizeof(*slot));
 	slot->key = k;
 	slot->key_hash = h;
+	a->hashes |= bit;
 	slot->type = OTLP_ATTR_INT;
 	return slot;
 }

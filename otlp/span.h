@@ -70,6 +70,8 @@ struct otlp_attrs {
 	struct otlp_attr *v;
 	uint16_t n, cap;
 	uint32_t dropped;		/* over SPAN_MAX_ATTRS: OTLP dropped_attributes_count */
+	uint64_t hashes;		/* bit (key_hash % 64) of every key: a new key is found
+					 * new without a scan, most of the time */
 	struct otlp_strs *strs;		/* newest chunk first */
 };
 
