@@ -103,9 +103,8 @@ static void set_server(struct span *s, const char *host, size_t len)
 #define METHOD_MAX 24	/* with its NUL; longer methods are cut */
 _Static_assert(METHOD_MAX + 101 <= SPAN_MAX_NAME_LEN, "a request span's name fits");
 
-static void on_request(void *arg, const struct h1t_request *q)
+static void do_request(struct reqspan *r, const struct h1t_request *q)
 {
-	struct reqspan *r = arg;
 	const struct conn_info *ci = conn_info(r->c);
 	struct span_context own, parent;
 	bool has_own = q->traceparent &&
@@ -167,9 +166,8 @@ static void on_request(void *arg, const struct h1t_request *q)
 	r->spans[q->ordinal % H1T_PIPELINE] = s;
 }
 
-static void on_response(void *arg, const struct h1t_response *a)
+static void do_response(struct reqspan *r, const struct h1t_response *a)
 {
-	struct reqspan *r = arg;
 	struct span *s = r->spans[a->ordinal % H1T_PIPELINE];
 
 	r->spans[a->ordinal % H1T_PIPELINE] = NULL;
@@ -191,6 +189,123 @@ static void on_response(void *arg, const struct h1t_response *a)
 		}
 	}
 	span_end(s);
+}
+
+/* The spans of a loop turn's requests are made in its before-sleep step, after the relay's
+ * flush hooks have written the bytes on (agent/loop.c runs those before deferred tasks): their
+ * CPU is then not on the request's way to the server nor on the response's way back. The
+ * tracker's events of the turn wait here in order, copied (their strings live only during the
+ * callback); a full queue is worked off at once, and a conn that closes first has the queue
+ * worked off before it goes. One queue per loop thread. */
+#define EV_MAX 32	/* 16 requests a turn; more are made at once (16 KiB per thread) */
+#define EV_WHY_MAX 96
+
+struct rq_event {
+	struct reqspan *r;
+	bool is_request;
+	struct h1t_request q;		/* strings point into the copies below when worked off */
+	struct h1t_response a;
+	char method[METHOD_MAX];
+	char path[H1T_PATH_MAX];
+	char host[H1T_HOST_MAX];
+	char tp[H1T_TP_MAX];
+	char why[EV_WHY_MAX];
+};
+
+static __thread struct {
+	struct rq_event ev[EV_MAX];
+	unsigned head, n;
+	bool scheduled;			/* a before-sleep task will work the queue off */
+} evq;
+
+static void evq_run(void)
+{
+	while (evq.n) {
+		struct rq_event *e = &evq.ev[evq.head];
+		evq.head = (evq.head + 1) % EV_MAX;
+		evq.n--;
+		if (e->is_request)
+			do_request(e->r, &e->q);
+		else
+			do_response(e->r, &e->a);
+	}
+}
+
+static void evq_task(struct loop *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	evq.scheduled = false;
+	evq_run();
+}
+
+/* A free slot at the queue's tail for r, with the before-sleep task scheduled. NULL: the
+ * caller makes the span now (no memory for the task). */
+static struct rq_event *evq_add(struct reqspan *r)
+{
+	struct rq_event *e;
+
+	if (evq.n == EV_MAX)
+		evq_run();
+	if (!evq.scheduled) {
+		if (loop_defer(conn_loop(r->c), evq_task, NULL))
+			return NULL;
+		evq.scheduled = true;
+	}
+	e = &evq.ev[(evq.head + evq.n++) % EV_MAX];
+	e->r = r;
+	return e;
+}
+
+static size_t copy_cut(char *dst, size_t cap, const char *src, size_t len)
+{
+	len = MIN(len, cap);
+	memcpy(dst, src, len);
+	return len;
+}
+
+static void on_request(void *arg, const struct h1t_request *q)
+{
+	struct reqspan *r = arg;
+	struct rq_event *e = evq_add(r);
+
+	if (!e) {
+		do_request(r, q);
+		return;
+	}
+	e->is_request = true;
+	e->q = *q;
+	e->q.method = e->method;
+	e->method[copy_cut(e->method, sizeof(e->method) - 1, q->method,
+			   strnlen(q->method, sizeof(e->method) - 1))] = '\0';
+	e->q.path_len = copy_cut(e->path, sizeof(e->path), q->path, q->path_len);
+	e->q.path = e->path;
+	if (q->host) {
+		e->q.host_len = copy_cut(e->host, sizeof(e->host), q->host, q->host_len);
+		e->q.host = e->host;
+	}
+	if (q->traceparent) {
+		e->q.traceparent_len = copy_cut(e->tp, sizeof(e->tp), q->traceparent,
+						q->traceparent_len);
+		e->q.traceparent = e->tp;
+	}
+}
+
+static void on_response(void *arg, const struct h1t_response *a)
+{
+	struct reqspan *r = arg;
+	struct rq_event *e = evq_add(r);
+
+	if (!e) {
+		do_response(r, a);
+		return;
+	}
+	e->is_request = false;
+	e->a = *a;
+	if (a->why) {
+		snprintf(e->why, sizeof(e->why), "%s", a->why);
+		e->a.why = e->why;
+	}
 }
 
 static void on_stop(void *arg, const char *why, bool error)
@@ -245,6 +360,7 @@ void reqspan_free(struct reqspan *r, const char *why)
 	if (!r)
 		return;
 	h1t_close(&r->t, why, now_real_ns());
+	evq_run();	/* r's events (and others', in order) before r goes */
 	/* Requests whose head was never complete were never started; all others ended. */
 	for (size_t i = 0; i < H1T_PIPELINE; i++)
 		span_end(r->spans[i]);
