@@ -27,7 +27,8 @@ CRR_PAR=${BENCH_CRR_PARALLEL:-16} # concurrency of the second connection-rate ru
 IDLE=${BENCH_IDLE:-1000 10000}    # idle connection counts for the memory figures
 IDLE_TIMEOUT=${BENCH_IDLE_TIMEOUT:-90}
 POLICIES=${BENCH_POLICIES:-1000}  # AuthorizationPolicies in force for the policy row (0: no row)
-SPAN_ROUNDS=${BENCH_SPAN_ROUNDS:-3} # HTTP rounds with request spans on and off (alternating)
+SPAN_ROUNDS=${BENCH_SPAN_ROUNDS:-4} # HTTP rounds with request spans on and off (alternating)
+SPAN_WARMUP=${BENCH_SPAN_WARMUP:-5000} # untimed HTTP requests after each restart of those rounds
 PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
 PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
 DATE=$(date +%F)
@@ -352,9 +353,17 @@ http_rr() { # PATH KEY
 }
 
 # ambit: the same with tracing.request_spans true and false, each time with freshly started
-# agents (no queue of earlier spans), in SPAN_ROUNDS rounds alternating which goes first (on
-# off, off on, ...): the on/off ratios use the median of the rounds. The config files are put
-# back for the next path.
+# agents (no queue of earlier spans) warmed up by SPAN_WARMUP untimed requests (the first
+# few thousand request spans fill the recent-spans ring and the export queue: their memory is
+# taken then), in SPAN_ROUNDS rounds alternating which goes first (on off, off on, ...): the
+# on/off ratios use the median of the rounds. The config files are put back for the next path.
+http_warmup() {
+	[ "$SPAN_WARMUP" -gt 0 ] || return 0
+	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_HTTP" --mode http --msg-size 64 \
+		--count "$SPAN_WARMUP" --timeout 120 >"$WORK/http-warmup.txt" 2>&1 ||
+		{ cat "$WORK/http-warmup.txt" >&2; return 1; }
+}
+
 http_rr_spans_on_off() {
 	local k i on order
 	for k in 1 2; do cp "$LAB_DIR/node$k.json" "$WORK/node$k.orig.json"; done
@@ -367,6 +376,7 @@ http_rr_spans_on_off() {
 				jq --argjson on "$on" '.tracing.request_spans = $on' "$WORK/node$k.orig.json" >"$LAB_DIR/node$k.json"
 			done
 			lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
+			http_warmup || return 1
 			if [ "$on" = true ]; then
 				http_rr ambit "http_request_spans_on.round_$i"
 			else
@@ -577,7 +587,7 @@ jq -R -n \
 	--arg openssl "$(openssl version)" --arg iperf3 "$(iperf3 --version | head -n1)" \
 	--argjson seconds "$((SECONDS - T_START))" --argjson dur "$DUR" --argjson rr "$RR_COUNT" \
 	--argjson crr "$CRR_COUNT" --argjson crrpar "$CRR_PAR" --arg idle "$IDLE" --arg paths "$PATHS" \
-	--argjson npol "$POLICIES" --argjson spanrounds "$SPAN_ROUNDS" '
+	--argjson npol "$POLICIES" --argjson spanrounds "$SPAN_ROUNDS" --argjson spanwarm "$SPAN_WARMUP" '
 	def num: . as $v | ($v | tonumber? // $v);
 	def med: sort | if length == 0 then null elif length % 2 == 1 then .[(length - 1) / 2]
 		else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -601,7 +611,7 @@ jq -R -n \
 		machine: { cores: $cores, kernel: $kernel, cpu: $cpu, mem_mib: $mem_mib, nofile_hard: $nofile, date: $date,
 			git_rev: $rev, ambitd: $ambit, stunnel: $stunnel, openssl: $openssl, iperf3: $iperf3 },
 		settings: { iperf3_seconds: $dur, rr_count: $rr, crr_count: $crr, crr_parallel: [1, $crrpar],
-			policies: $npol, request_span_rounds: $spanrounds,
+			policies: $npol, request_span_rounds: $spanrounds, request_span_warmup: $spanwarm,
 			idle_connections: ($idle | split(" ") | map(select(. != "") | tonumber)),
 			lab: "2 nodes, routed CNI, client n1-p1 -> server n2-p1", run_seconds: $seconds },
 		direct: ($d // {status: "skipped"}), stunnel: ($s // {status: "skipped"}), ambit: ($a // {status: "skipped"}),
@@ -653,9 +663,9 @@ table() {
 			["HTTP/1.1 GET, p50 (us)", ["http_latency_us", "p50"], 1],
 			["HTTP/1.1 GET, p99 (us)", ["http_latency_us", "p99"], 1],
 			["HTTP/1.1 GETs/s, 1 connection", ["http_latency_us", "req_per_s"], 0],
-			["HTTP/1.1 GET, p50 (us), request spans on, fresh agents (median of rounds)", ["http_request_spans_on", "p50"], 1],
-			["HTTP/1.1 GET, p99 (us), request spans on, fresh agents", ["http_request_spans_on", "p99"], 1],
-			["HTTP/1.1 GETs/s, request spans on, fresh agents", ["http_request_spans_on", "req_per_s"], 0],
+			["HTTP/1.1 GET, p50 (us), request spans on, restarted agents (median of rounds)", ["http_request_spans_on", "p50"], 1],
+			["HTTP/1.1 GET, p99 (us), request spans on, restarted agents", ["http_request_spans_on", "p99"], 1],
+			["HTTP/1.1 GETs/s, request spans on, restarted agents", ["http_request_spans_on", "req_per_s"], 0],
 			["HTTP/1.1 GET, p50 (us), request spans off", ["http_request_spans_off", "p50"], 1],
 			["HTTP/1.1 GET, p99 (us), request spans off", ["http_request_spans_off", "p99"], 1],
 			["HTTP/1.1 GETs/s, request spans off", ["http_request_spans_off", "req_per_s"], 0],
@@ -735,7 +745,7 @@ targets() {
 		(if (.ambit.stop.node1.seconds // 0) > 5 or (.ambit.stop.node2.seconds // 0) > 5 then
 			"- After the run, the agents took \(.ambit.stop.node1.seconds) s and \(.ambit.stop.node2.seconds) s to stop on SIGTERM (exit status \(.ambit.stop.node1.exit) and \(.ambit.stop.node2.exit); 137 means killed after 10 s)." else empty end),
 		"- 1-minute load average at the start and end of each path (other work on the machine shows here; the bench itself adds about 2-3): direct \(.direct.loadavg_1m.start // "-")-\(.direct.loadavg_1m.end // "-"), stunnel \(.stunnel.loadavg_1m.start // "-")-\(.stunnel.loadavg_1m.end // "-"), ambit \(.ambit.loadavg_1m.start // "-")-\(.ambit.loadavg_1m.end // "-"), ambit_pod \(.ambit_pod.loadavg_1m.start // "-")-\(.ambit_pod.loadavg_1m.end // "-").",
-		(if .ambit.http_request_spans_on then "- HTTP with request spans on and off: \(.settings.request_span_rounds) rounds each, alternating which goes first, the agents restarted before each; p50 per round (us), on: \([.ambit.http_request_spans_on | to_entries[] | select(.key | startswith("round_")) | .value.p50 | tostring] | join(", ")); off: \([.ambit.http_request_spans_off | to_entries[] | select(.key | startswith("round_")) | .value.p50 | tostring] | join(", ")). The plain HTTP rows (ambit column) come from the agents that ran everything before, request spans on." else empty end),
+		(if .ambit.http_request_spans_on then "- HTTP with request spans on and off: \(.settings.request_span_rounds) rounds each, alternating which goes first, the agents restarted and warmed up (\(.settings.request_span_warmup) untimed requests) before each; p50 per round (us), on: \([.ambit.http_request_spans_on | to_entries[] | select(.key | startswith("round_")) | .value.p50 | tostring] | join(", ")); off: \([.ambit.http_request_spans_off | to_entries[] | select(.key | startswith("round_")) | .value.p50 | tostring] | join(", ")). The plain HTTP rows (ambit column) come from the agents that ran everything before, request spans on." else empty end),
 		"- RSS is VmRSS of the two proxies (node 1 + node 2) with the idle connections open and proven by one echoed byte each; per connection = (RSS at the largest count - RSS at 0) / count.",
 		"- CPU s/GiB: utime+stime (/proc/PID/stat) over both iperf3 runs, divided by the GiB received. Softirq work is charged to whatever runs when it fires, so the split between proxies and client+server is approximate; their sum is not.",
 		"- 2 cores are shared by the client, the server, both proxies and the kernel work of four veth hops; figures are for comparing paths in one run, not absolute capacity."
