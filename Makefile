@@ -312,10 +312,10 @@ bench: all
 
 # In-process CPU cost of request spans (bench/spanbench.c, bench/README.md): not a test.
 SPANBENCH := $(BUILD)/bench/spanbench
-$(SPANBENCH): bench/spanbench.c $(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
+$(SPANBENCH): bench/spanbench.c tests/reqspan_rig.h $(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
 	$(call msg,CCLD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(AGENT_LIBS) $(PKG_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(AGENT_LIBS) $(PKG_LIBS)
 
 .PHONY: bench-spans
 bench-spans: $(SPANBENCH)

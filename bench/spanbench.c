@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "http/h1track.h"
 #include "otlp/tracer.h"
+#include "reqspan_rig.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -29,20 +30,6 @@ static const char req[] = "GET /rr HTTP/1.1\r\nHost: tcpkit\r\n\r\n";
 static const char resp[] = "HTTP/1.1 200 OK\r\ncontent-length: 64\r\n\r\n"
 			   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
-/* The lab's two pods (deploy/lab/lab.sh), with labels for the Telemetry selectors. */
-static const char model_json[] =
-	"{\"nodes\":[{\"name\":\"node-1\",\"address\":\"172.18.0.2\"},"
-	"{\"name\":\"node-2\",\"address\":\"172.18.0.3\"}],"
-	"\"workloads\":["
-	"{\"name\":\"client-1\",\"namespace\":\"default\",\"service_account\":\"client\","
-	"\"node\":\"node-1\",\"addresses\":[\"10.244.1.5\"],\"canonical_service\":\"client\","
-	"\"labels\":{\"app\":\"client\"},\"enrolled\":true},"
-	"{\"name\":\"server-1\",\"namespace\":\"default\",\"service_account\":\"server\","
-	"\"node\":\"node-2\",\"addresses\":[\"10.244.2.9\"],\"canonical_service\":\"server\","
-	"\"labels\":{\"app\":\"server\"},\"enrolled\":true}],"
-	"\"services\":[{\"name\":\"server\",\"namespace\":\"default\",\"addresses\":[\"10.96.0.10\"],"
-	"\"selector\":{\"app\":\"server\"},\"ports\":[{\"port\":9080}]}]}";
-
 enum mode { M_RELAY, M_SPANS, M_TRACKER };
 static const char *const mode_names[] = { "request spans off", "request spans on",
 					   "tracker only (two h1track, no spans)" };
@@ -54,48 +41,10 @@ static uint64_t thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void peer(struct conn_peer *p, const char *w, const char *sa, const char *app)
-{
-	char id[128];
-	snprintf(id, sizeof(id), "spiffe://cluster.local/ns/default/sa/%s", sa);
-	*p = (struct conn_peer){ .workload = strdup(w), .namespace = strdup("default"),
-				 .service_account = strdup(sa), .canonical_service = strdup(app),
-				 .principal = strdup(id) };
-}
-
-static struct conn *open_conn(struct loop *l, enum conn_kind kind, const char *parent_tp)
-{
-	struct conn_opts co = { 0 };
-	struct conn *c = conn_new(l, &co);
-	struct conn_info *ci;
-
-	if (!c)
-		return NULL;
-	ci = conn_info(c);
-	ci->kind = kind;
-	sockaddr_parse("10.244.1.5", 40000, &ci->src);
-	sockaddr_parse("10.244.2.9", 9080, &ci->orig_dst);
-	ci->target = ci->orig_dst;
-	if (kind == CONN_OUTBOUND)
-		sockaddr_parse("172.18.0.3", 15008, &ci->via);
-	peer(&ci->source, "client-1", "client", "client");
-	peer(&ci->destination, "server-1", "server", "server");
-	ci->service = strdup("server.default.svc.cluster.local");
-	ci->mtls = true;
-	if (parent_tp)
-		snprintf(ci->parent_traceparent, sizeof(ci->parent_traceparent), "%s", parent_tp);
-	conn_opened(c);
-	return c;
-}
-
-/* One exchange through c as the agent relays it: the request read from the client side and
- * written on, then the answer the other way. */
+/* One exchange through c as the agent relays it (written on at once). */
 static void relay(struct conn *c)
 {
-	conn_in_write(c, CONN_DOWN, req, sizeof(req) - 1);
-	conn_out_consume(c, CONN_UP, sizeof(req) - 1);
-	conn_in_write(c, CONN_UP, resp, sizeof(resp) - 1);
-	conn_out_consume(c, CONN_DOWN, sizeof(resp) - 1);
+	rig_relay(c, req, sizeof(req) - 1, resp, sizeof(resp) - 1, true);
 }
 
 static void nop_req(void *arg, const struct h1t_request *r) { (void)arg; (void)r; }
@@ -109,16 +58,14 @@ static int run(enum mode m, unsigned long n, unsigned rounds, const char *endpoi
 	struct otlp_config cfg;
 	struct otlp_tracer *tracer = NULL;
 	struct loop *l = loop_new();
-	struct model *model = model_parse(model_json, sizeof(model_json) - 1, err, sizeof(err));
 	struct conn *out = NULL, *in = NULL;
 	struct h1track t[2];
 	double *per = calloc(rounds, sizeof(*per));
 
-	if (!l || !model || !per) {
-		fprintf(stderr, "spanbench: setup: %s\n", model ? strerror(errno) : err);
+	if (!l || !per || rig_publish_model(err, sizeof(err))) {
+		fprintf(stderr, "spanbench: setup: %s\n", l && per ? err : strerror(errno));
 		return 1;
 	}
-	model_publish(model);
 	if (m == M_TRACKER) {
 		h1t_init(&t[0], &nop_cbs, NULL);
 		h1t_init(&t[1], &nop_cbs, NULL);
@@ -138,8 +85,8 @@ static int run(enum mode m, unsigned long n, unsigned rounds, const char *endpoi
 			fprintf(stderr, "spanbench: telemetry_init failed\n");
 			return 1;
 		}
-		out = open_conn(l, CONN_OUTBOUND, NULL);
-		in = out ? open_conn(l, CONN_INBOUND_HBONE, conn_info(out)->traceparent) : NULL;
+		out = rig_open_conn(l, CONN_OUTBOUND, NULL);
+		in = out ? rig_open_conn(l, CONN_INBOUND_HBONE, conn_info(out)->traceparent) : NULL;
 		if (!in) {
 			fprintf(stderr, "spanbench: out of memory\n");
 			return 1;

@@ -13,19 +13,10 @@
 #include "common/util.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
+#include "reqspan_rig.h"
 
 static const char req[] = "GET /rr?q=1 HTTP/1.1\r\nHost: server:9080\r\n\r\n";
 static const char resp[] = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-
-static const char model_json[] =
-	"{\"nodes\":[{\"name\":\"node-1\",\"address\":\"172.18.0.2\"}],"
-	"\"workloads\":["
-	"{\"name\":\"client-1\",\"namespace\":\"default\",\"service_account\":\"client\","
-	"\"node\":\"node-1\",\"addresses\":[\"10.244.1.5\"],\"labels\":{\"app\":\"client\"},"
-	"\"enrolled\":true},"
-	"{\"name\":\"server-1\",\"namespace\":\"default\",\"service_account\":\"server\","
-	"\"node\":\"node-1\",\"addresses\":[\"10.244.2.9\"],\"labels\":{\"app\":\"server\"},"
-	"\"enrolled\":true}],\"services\":[]}";
 
 static struct otlp_tracer *tracer;
 static struct loop *lp;
@@ -38,7 +29,10 @@ static void setup(void)
 	if (tracer)
 		return;
 	log_set_level(LOG_LVL_ERROR);
-	model_publish(model_parse(model_json, sizeof(model_json) - 1, err, sizeof(err)));
+	if (rig_publish_model(err, sizeof(err))) {
+		fprintf(stderr, "model: %s\n", err);
+		exit(1);
+	}
 	otlp_config_init(&cfg);
 	cfg.export = false;
 	cfg.ring_size = 512;
@@ -54,36 +48,13 @@ static void setup(void)
 
 static struct conn *open_conn(enum conn_kind kind, const char *parent_tp)
 {
-	struct conn_opts co = { 0 };
-	struct conn *c = conn_new(lp, &co);
-	struct conn_info *ci;
-
-	if (!c)
-		return NULL;
-	ci = conn_info(c);
-	ci->kind = kind;
-	sockaddr_parse("10.244.1.5", 40000, &ci->src);
-	sockaddr_parse("10.244.2.9", 9080, &ci->orig_dst);
-	ci->target = ci->orig_dst;
-	ci->source.workload = strdup("client-1");
-	ci->source.namespace = strdup("default");
-	ci->destination.workload = strdup("server-1");
-	ci->destination.namespace = strdup("default");
-	if (parent_tp)
-		snprintf(ci->parent_traceparent, sizeof(ci->parent_traceparent), "%s", parent_tp);
-	conn_opened(c);
-	return c;
+	return rig_open_conn(lp, kind, parent_tp);
 }
 
 /* One exchange relayed through c; the written-on side is consumed only when `consume`. */
 static void relay(struct conn *c, bool consume)
 {
-	conn_in_write(c, CONN_DOWN, req, sizeof(req) - 1);
-	if (consume)
-		conn_out_consume(c, CONN_UP, sizeof(req) - 1);
-	conn_in_write(c, CONN_UP, resp, sizeof(resp) - 1);
-	if (consume)
-		conn_out_consume(c, CONN_DOWN, sizeof(resp) - 1);
+	rig_relay(c, req, sizeof(req) - 1, resp, sizeof(resp) - 1, consume);
 }
 
 struct found {
