@@ -248,8 +248,10 @@ static struct rq_event *evq_add(struct reqspan *r)
 	if (evq.n == EV_MAX)
 		evq_run();
 	if (!evq.scheduled) {
-		if (loop_defer(conn_loop(r->c), evq_task, NULL))
+		if (loop_defer(conn_loop(r->c), evq_task, NULL)) {
+			evq_run();	/* (empty when nothing is scheduled) keeps the order */
 			return NULL;
+		}
 		evq.scheduled = true;
 	}
 	e = &evq.ev[(evq.head + evq.n++) % EV_MAX];
