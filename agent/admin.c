@@ -206,14 +206,8 @@ static void get_policies_check(struct agent *a, const struct httpd_request *req,
 
 static void get_config(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)
 {
-	json_t *j = config_to_json(&a->cfg);
 	(void)req;
-	json_t *st = runtime_discovery_status(&a->disc);
-	if (j && st)
-		json_object_set_new(j, "discovery_status", st);
-	else
-		json_decref(st);
-	reply_json(resp, 200, j);
+	reply_json(resp, 200, runtime_config_dump(config_to_json(&a->cfg), &a->disc));
 }
 
 static void logging(struct agent *a, const struct httpd_request *req, struct httpd_response *resp)

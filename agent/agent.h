@@ -20,14 +20,13 @@ struct agent {
 	struct httpd *admin, *metrics, *ready;
 	struct loop_io redirect_io;
 	struct loop_io signal_io;
-	struct loop_timer drain_timer;
+	struct runtime_drain drain;	/* after SIGTERM: open connections closed at its deadline */
 	struct runtime_identity id;	/* mesh CA, certificate store, renewal */
 	struct otlp_tracer *tracer;
 	uint64_t start_unix_ms;
 	bool model_applied;	/* the first model has been turned into capture state */
 	bool serving;		/* took over: listening, listeners in the sockmap (main.c) */
 	bool draining;
-	uint64_t drain_deadline_ms;	/* open connections are closed here */
 	uint64_t exit_deadline_ms;	/* SIGTERM + drain_timeout_ms: spans flushed by then */
 	int npods_captured;
 };

@@ -50,6 +50,8 @@ int config_init(struct config *c, enum config_role role)
 	c->hbone_ping_interval_ms = 10000;
 	c->hbone_window = 4 * 1024 * 1024;
 	c->hbone_max_inbound = 4096;
+	c->hbone_model_wait_ms = 5000;
+	c->hbone_model_wait_max = 1024;
 	c->hbone_limits = (struct hbone_limits)HBONE_DEFAULT_LIMITS;
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
@@ -337,11 +339,16 @@ static json_t *rate_json(const struct hbone_rate *r)
 	return json_pack("{s:I,s:I}", "burst", (json_int_t)r->burst, "per_s", (json_int_t)r->per_s);
 }
 
-/* Adds hbone.limits to the config_to_json object. */
+/* Adds hbone.limits (and the model wait) to the config_to_json object. */
 static json_t *hbone_limits_json(json_t *root, const struct config *c)
 {
 	const struct hbone_limits *l = &c->hbone_limits;
 	json_t *h = json_object_get(root, "hbone");
+	if (h) {
+		json_object_set_new(h, "model_wait_ms", json_integer(c->hbone_model_wait_ms));
+		json_object_set_new(h, "model_wait_max_streams",
+				    json_integer(c->hbone_model_wait_max));
+	}
 	if (h)
 		json_object_set_new(h, "limits", json_pack("{s:o,s:o,s:o,s:o,s:I,s:I}",
 			"resets", rate_json(&l->resets), "settings", rate_json(&l->settings),
@@ -355,7 +362,7 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "max_streams_per_connection", "idle_timeout_ms",
 		"ping_interval_ms", "window_size", "cert_lifetime_s", "max_inbound_connections",
-		"limits", "dial", NULL };
+		"limits", "dial", "model_wait_ms", "model_wait_max_streams", NULL };
 	static const char *const dials[] = { "node", "pod", NULL };
 	int err;
 	if ((err = jx_keys(j, o, keys)) ||
@@ -365,6 +372,8 @@ static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 	    (err = jx_uint(j, o, "window_size", 65535, (1u << 31) - 1, &c->hbone_window)) ||
 	    (err = jx_uint(j, o, "cert_lifetime_s", 60, 366 * 24 * 3600, &c->cert_lifetime_s)) ||
 	    (err = jx_uint(j, o, "max_inbound_connections", 1, 1000000, &c->hbone_max_inbound)) ||
+	    (err = jx_uint(j, o, "model_wait_ms", 0, 60000, &c->hbone_model_wait_ms)) ||
+	    (err = jx_uint(j, o, "model_wait_max_streams", 1, 1000000, &c->hbone_model_wait_max)) ||
 	    (err = load_section(j, o, "limits", load_hbone_limits, c)) ||
 	    (err = jx_enum(j, o, "dial", dials, &c->hbone_dial)))
 		return err;

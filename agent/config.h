@@ -79,6 +79,9 @@ struct config {
 	uint32_t hbone_ping_interval_ms;
 	uint32_t hbone_window;		/* HTTP/2 stream window, bytes */
 	uint32_t hbone_max_inbound;	/* concurrent inbound 15008 connections (4096) */
+	uint32_t hbone_model_wait_ms;	/* inbound CONNECT to a workload the model does not
+					 * know as local and enrolled yet: held this long (5000) */
+	uint32_t hbone_model_wait_max;	/* ... at most this many at a time (1024) */
 	struct hbone_limits hbone_limits;	/* HTTP/2 abuse limits on 15008 (hbone.limits) */
 	char *hbone_dial;		/* "node" (node IP:15008, SNI; default) or "pod" (the
 					 * destination pod's IP:15008, no SNI: ztunnel's form) */

@@ -29,12 +29,6 @@ struct discovery_file {
 	uint64_t last_load_unix_ms;
 };
 
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
-}
-
 /* Reads, parses and publishes. 0 or -errno with err set. */
 static int load(struct discovery_file *d, char *err, size_t errlen)
 {
@@ -79,7 +73,7 @@ static void check(struct discovery_file *d)
 		}
 		return;
 	}
-	if (same_file(&st, &d->last))
+	if (stat_same_file(&st, &d->last))
 		return;
 	rc = load(d, err, sizeof(err));
 	pthread_mutex_lock(&d->lock);
@@ -101,14 +95,7 @@ static void *watch(void *arg)
 	struct discovery_file *d = arg;
 	pthread_mutex_lock(&d->lock);
 	while (!d->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += d->poll_ms / 1000;
-		ts.tv_nsec += (long)(d->poll_ms % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, d->poll_ms);
 		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
 		if (d->stop)
 			break;

@@ -117,6 +117,10 @@ struct hbone_owner {
 	uint32_t nsessions;
 	uint64_t conns_total, streams_total, refused_total;
 	uint64_t cut_off[HBONE_ABUSE_N], streams_refused_total, reset_before_dial_total;
+	/* server: streams the agent holds unanswered (on_connect returned -EINPROGRESS), in
+	 * the order they were held; hbone_server_retry_held dispatches them again */
+	struct hbone_stream *held_head, *held_tail;
+	uint32_t nheld;
 };
 
 struct cert_wait;
@@ -164,6 +168,7 @@ enum stream_flags {
 	STF_QUEUED = 1u << 13,		/* server: request complete, in sess->rq_* until the
 					 * reads of this wake-up are done */
 	STF_UNANSWERED = 1u << 14,	/* server: counted in sess->unanswered */
+	STF_HELD = 1u << 15,		/* server: held by the agent, in owner->held_* */
 };
 
 struct ovf_chunk {
@@ -180,6 +185,8 @@ struct hbone_stream {
 	unsigned flags;
 	uint64_t opened_ms;
 	struct hbone_stream *rq_next;		/* server: dispatch queue */
+	struct hbone_stream *held_prev, *held_next;	/* server: owner's held list */
+	uint64_t held_since_ms;			/* server: first held (0: never) */
 	struct ovf_chunk *ovf_head, *ovf_tail;	/* received, not yet taken by the conn */
 	size_t ovf_bytes;			/* bounded by the stream window */
 	size_t in_conn;		/* written into the conn's buffer, window not yet returned */
@@ -213,6 +220,7 @@ static void server_unqueue(struct hbone_sess *s, struct hbone_stream *st);
 static bool client_resend(struct hbone_sess *s, struct hbone_stream *st);
 static bool server_more_waiting(struct hbone_sess *s);
 static void server_linger(struct hbone_sess *s);
+static void server_request(struct hbone_sess *s, struct hbone_stream *st);
 static void server_linger_read(struct hbone_sess *s);
 static const struct conn_end_ops hbone_end_ops;
 
@@ -730,6 +738,48 @@ int hbone_stream_respond(struct conn_end *end, int status, const char *reason)
 	return rv;
 }
 
+/* ------------------------------------------------ server: held streams ---- */
+/* A CONNECT the agent cannot serve yet (its target is not in the agent's model yet) waits
+ * unanswered on the owner's list until hbone_server_retry_held dispatches it again. A held
+ * stream the peer resets, or whose connection goes, leaves the list at once: the agent never
+ * holds a pointer to it. */
+
+static void held_link(struct hbone_owner *o, struct hbone_stream *st)
+{
+	if (!st->held_since_ms)
+		st->held_since_ms = loop_now_ms(st->s->loop) ? loop_now_ms(st->s->loop) : 1;
+	st->flags |= STF_HELD;
+	st->held_next = NULL;
+	st->held_prev = o->held_tail;
+	if (o->held_tail)
+		o->held_tail->held_next = st;
+	else
+		o->held_head = st;
+	o->held_tail = st;
+	o->nheld++;
+}
+
+static void held_unlink(struct hbone_stream *st)
+{
+	struct hbone_owner *o = st->s->owner;
+
+	if (!(st->flags & STF_HELD))
+		return;
+	st->flags &= ~STF_HELD;
+	if (o) {
+		if (st->held_prev)
+			st->held_prev->held_next = st->held_next;
+		else
+			o->held_head = st->held_next;
+		if (st->held_next)
+			st->held_next->held_prev = st->held_prev;
+		else
+			o->held_tail = st->held_prev;
+		o->nheld--;
+	}
+	st->held_prev = st->held_next = NULL;
+}
+
 /* The request HEADERS of an inbound stream are complete: check it is a CONNECT we serve,
  * then let the agent decide. */
 static void server_request(struct hbone_sess *s, struct hbone_stream *st)
@@ -768,7 +818,12 @@ static void server_request(struct hbone_sess *s, struct hbone_stream *st)
 	req.traceparent = st->traceparent;
 	req.baggage = st->baggage;
 	req.forwarded = st->forwarded;
+	req.held_ms = st->held_since_ms ? loop_now_ms(s->loop) - st->held_since_ms : 0;
 	rc = srv->cbs.on_connect ? srv->cbs.on_connect(srv->cbs.arg, &req) : -ENOSYS;
+	if (rc == -EINPROGRESS && !(st->flags & STF_ANSWERED) && !st->base.conn) {
+		held_link(&srv->o, st);	/* answered later: hbone_server_retry_held */
+		return;
+	}
 	if (!(st->flags & STF_ANSWERED) && (rc < 0 || !st->base.conn)) {
 		char why[96];
 		snprintf(why, sizeof(why), "not served: %s", strerror(rc < 0 ? -rc : ENOSYS));
@@ -1302,6 +1357,11 @@ static int on_stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error_co
 	nghttp2_session_set_stream_user_data(ng, id, NULL);
 	st->flags |= STF_CLOSED;
 	stream_answered(st);
+	if (st->flags & STF_HELD) {	/* the peer gave up waiting: nothing was dialled */
+		held_unlink(st);
+		if (s->owner)
+			s->owner->reset_before_dial_total++;
+	}
 	if (!st->base.conn)
 		st->flags |= STF_RELEASED;	/* reset before its request completed */
 	if (stream_has_conn(st)) {
@@ -1479,6 +1539,7 @@ static void sess_close(struct hbone_sess *s, int err, const char *reason)
 		if (st->flags & STF_CLOSED)
 			continue;
 		st->flags |= STF_CLOSED;
+		held_unlink(st);
 		if (!st->base.conn)
 			st->flags |= STF_RELEASED;
 		stream_abort(st, err ? err : -ECONNRESET, NULL, why);
@@ -1639,7 +1700,7 @@ static void sess_update(struct hbone_sess *s)
 	case HBONE_ST_HANDSHAKE: {
 		unsigned w = tls_conn_want(s->tls);
 		ev = (w & TLS_WANT_WRITE ? EPOLLOUT : 0) | (w & TLS_WANT_READ ? EPOLLIN : 0);
-		if (!ev)
+		if (!ev && !(w & TLS_WANT_RETRY))	/* held: hbone_server_retry_held */
 			ev = EPOLLIN;
 		break;
 	}
@@ -2619,6 +2680,8 @@ static const char *sess_blocked(const struct hbone_sess *s)
 {
 	if (s->st == HBONE_ST_CONNECTING)
 		return "tcp_connect";
+	if (s->st == HBONE_ST_HANDSHAKE && (tls_conn_want(s->tls) & TLS_WANT_RETRY))
+		return "tls_held_for_model";
 	if (s->st == HBONE_ST_HANDSHAKE)
 		return tls_conn_want(s->tls) & TLS_WANT_WRITE ? "tls_want_write" : "tls_want_read";
 	if (s->flags & SF_WR_WANT_READ)
@@ -2709,4 +2772,55 @@ uint32_t hbone_server_stream_count(const struct hbone_server *srv)
 	for (const struct hbone_sess *s = srv->o.sessions; s; s = s->next)
 		n += s->nstreams;
 	return n;
+}
+
+/* A server session whose handshake the certificate wait holds (TLS_WANT_RETRY). */
+static bool sess_hs_held(const struct hbone_sess *s)
+{
+	return s->st == HBONE_ST_HANDSHAKE && s->tls && (tls_conn_want(s->tls) & TLS_WANT_RETRY);
+}
+
+uint32_t hbone_server_held(const struct hbone_server *srv)
+{
+	uint32_t n;
+
+	if (!srv)
+		return 0;
+	n = srv->o.nheld;
+	for (const struct hbone_sess *s = srv->o.sessions; s; s = s->next)
+		n += sess_hs_held(s);
+	return n;
+}
+
+void hbone_server_retry_held(struct hbone_server *srv)
+{
+	struct hbone_stream *st, *next;
+
+	if (!srv)
+		return;
+	/* Held handshakes first: their streams come after them. */
+	for (struct hbone_sess *s = srv->o.sessions, *n; s; s = n) {
+		n = s->next;	/* pumping closes s at most: the rest of the list stays */
+		if (!sess_hs_held(s))
+			continue;
+		sess_ref(s);
+		sess_pump(s, 0);
+		sess_unref(s);
+	}
+	/* Take the whole list: a stream held again goes back on it, and is not seen twice. */
+	st = srv->o.held_head;
+	srv->o.held_head = srv->o.held_tail = NULL;
+	srv->o.nheld = 0;
+	for (; st; st = next) {
+		struct hbone_sess *s = st->s;
+
+		next = st->held_next;
+		st->flags &= ~STF_HELD;
+		st->held_prev = st->held_next = NULL;
+		if (s->flags & SF_ABUSE)
+			continue;	/* cut off: never dispatched; freed with its session */
+		sess_ref(s);
+		server_request(s, st);
+		sess_unref(s);
+	}
 }

@@ -159,6 +159,8 @@ struct hbone_inbound {
 	const char *traceparent;		/* header values, NULL when absent */
 	const char *baggage;
 	const char *forwarded;
+	uint64_t held_ms;			/* how long on_connect has held it so far
+						 * (0: its first dispatch) */
 };
 
 struct hbone_server_cbs {
@@ -166,7 +168,10 @@ struct hbone_server_cbs {
 	 * The agent either attaches req->end to a new conn at CONN_DOWN and connects upstream
 	 * (returning 0; the 200 goes out by itself once conn_established(c) is called, and a
 	 * conn_abort before that answers 503 with the reason's errno text), or answers now with
-	 * hbone_stream_respond() (returning 0). A negative return answers 503 for it. */
+	 * hbone_stream_respond() (returning 0), or holds it unanswered (returning -EINPROGRESS
+	 * with nothing attached: the server keeps it, and hbone_server_retry_held calls
+	 * on_connect again for it, held_ms telling for how long; a peer reset or a closed
+	 * connection drops it meanwhile). Another negative return answers 503. */
 	int (*on_connect)(void *arg, const struct hbone_inbound *req);
 	/* Pod-addressed connections (hbone_server_listen_pod): the certificate to present for
 	 * the dialled address (the original destination, a pod's IP:15008), chosen before the
@@ -267,5 +272,12 @@ void hbone_pool_stats(struct hbone_pool *p, struct hbone_stats *out);
 void hbone_server_stats(struct hbone_server *s, struct hbone_stats *out);
 /* Open inbound streams (drain progress). */
 uint32_t hbone_server_stream_count(const struct hbone_server *s);
+/* Inbound CONNECTs held by on_connect (-EINPROGRESS), not answered yet, plus inbound
+ * handshakes held at the ClientHello by the server ctx's cert_wait (tls/ctx.h). */
+uint32_t hbone_server_held(const struct hbone_server *s);
+/* Resumes every held handshake (cert_wait is asked again), then dispatches every held CONNECT
+ * to on_connect again, in the order they were held (each may be held again). Loop thread,
+ * never from inside on_connect or cert_wait. Accepts NULL. */
+void hbone_server_retry_held(struct hbone_server *s);
 
 #endif

@@ -235,10 +235,7 @@ static int labels_copy(const json_t *obj, struct label **out, int *n)
 			break;
 		if (!json_is_string(v) || strlen(k) > 253 || json_string_length(v) > 1024)
 			continue;
-		(*out)[*n].key = strdup(k);
-		(*out)[*n].value = strdup(json_string_value(v));
-		(*n)++;
-		if (!(*out)[*n - 1].key || !(*out)[*n - 1].value)
+		if (labels_add(*out, n, k, json_string_value(v)))
 			return -ENOMEM;
 	}
 	return 0;
@@ -759,15 +756,8 @@ static void kd_mark_dirty(struct kube_discovery *kd)
 /* Sleeps ms unless stopped; false when stopping. */
 static bool kd_sleep(struct kube_discovery *kd, uint64_t ms)
 {
-	struct timespec ts;
+	struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, ms);
 	bool stop;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&kd->lock);
 	while (!kd->stop && pthread_cond_timedwait(&kd->cond, &kd->lock, &ts) != ETIMEDOUT)
 		;

@@ -12,6 +12,7 @@
 #include "agent/redirect.h"
 #include "agent/telemetry.h"
 #include "agent/workloads.h"
+#include "common/cli.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -20,15 +21,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-#define EXIT_USAGE 2
 
 static const char usage_text[] =
 	"Usage: ambitd --config FILE [--check]\n"
@@ -203,6 +201,10 @@ static int apply_model(struct agent *a)
 		else
 			a->npods_captured = (int)n;
 	}
+	/* Inbound HBONE follows the model once capture has been applied (held CONNECTs too),
+	 * even when some pod failed: each pod is served only once its own capture is in place
+	 * (mesh_opts.captured), as a tunnel to it before would lose the pod's replies. */
+	mesh_model_applied(a->mesh, m);
 	/* Ready only once a published model (not the empty one of start-up) is in place: with
 	 * Kubernetes discovery that is after the first full list, so a node never reports ready
 	 * while its enrolled pods are not captured yet. */
@@ -233,6 +235,13 @@ static void on_model(struct model *m, void *arg)
 	runtime_post_model(a->loop, apply_model_task, a);
 }
 
+/* mesh_opts.captured: has the local pod at addr its capture in place? */
+static bool pod_captured(void *arg, const struct sockaddr_storage *addr)
+{
+	struct agent *a = arg;
+	return !a->redirect || redirect_pod_captured(a->redirect, addr);
+}
+
 static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct agent *a = io->arg;
@@ -245,19 +254,14 @@ static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t even
 	err = redirect_process_events(a->redirect);
 	if (err)
 		pr_warn_rl("capture: processing link events: %s", strerror(-err));
+	mesh_retry_held(a->mesh);	/* a pod's capture may be in place now */
 }
 
-static void drain_check(struct loop *l, struct loop_timer *t)
+/* Drained: no connection left. */
+static bool drained(void *arg)
 {
-	struct agent *a = t->arg;
-	if (conn_count() == 0 || now_mono_ms() >= a->drain_deadline_ms) {
-		if (conn_count())
-			pr_warn("drain deadline reached with %zu connections open; closing them",
-				conn_count());
-		loop_stop(l);
-		return;
-	}
-	loop_timer_arm(l, t, 100);
+	(void)arg;
+	return conn_count() == 0;
 }
 
 static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
@@ -281,8 +285,7 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		uint32_t flush = MIN(otlp_tracer_flush_budget_ms(a->tracer),
 				     a->cfg.drain_timeout_ms / 2);
 		a->exit_deadline_ms = now_mono_ms() + a->cfg.drain_timeout_ms;
-		a->drain_deadline_ms = a->exit_deadline_ms - flush;
-		drain_check(l, &a->drain_timer);
+		runtime_drain_start(&a->drain, l, a->exit_deadline_ms - flush);
 	}
 }
 
@@ -325,29 +328,17 @@ static int run(struct agent *a)
 	struct telemetry_opts to = { .cluster_id = cluster && *cluster ? cluster : "Kubernetes",
 				     .node_name = a->cfg.node_name,
 				     .root_ns = a->cfg.root_namespace };
-	sigset_t mask;
-	int sfd, err = -EIO;
+	int err = -EIO;
 
 	a->start_unix_ms = now_real_ns() / 1000000;
-	loop_timer_init(&a->drain_timer, drain_check, a);
+	runtime_drain_init(&a->drain, drained, a);
 	a->loop = loop_new();
 	if (!a->loop) {
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		return -errno;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd == -1) {
-		err = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((err = runtime_signals_start(a->loop, &a->signal_io, on_signal, a)))
 		goto out;
-	}
-	loop_io_init(&a->signal_io, sfd, on_signal, a);
-	loop_io_set(a->loop, &a->signal_io, EPOLLIN);
 
 	err = runtime_identity_start(&a->id, a->loop, &a->cfg, CONFIG_ROLE_AGENT, "ambitd");
 	if (!err)
@@ -386,6 +377,10 @@ static int run(struct agent *a)
 		.connect_timeout_ms = a->cfg.connect_timeout_ms,
 		.dial_pod = strcmp(a->cfg.hbone_dial, "pod") == 0,
 		.pod_listeners = a->cfg.redirect_enabled,
+		.wait_ms = a->cfg.hbone_model_wait_ms,
+		.wait_max = a->cfg.hbone_model_wait_max,
+		.captured = a->cfg.redirect_enabled ? pod_captured : NULL,
+		.captured_arg = a,
 	};
 	sockaddr_parse(a->cfg.node_ip, 15008, &mo.hbone_addr);
 	a->mesh = mesh_new(&mo);
@@ -452,7 +447,7 @@ out:
 	mesh_free(a->mesh);
 	proxy_free(a->proxy);
 	policy_fini();
-	loop_timer_cancel(a->loop, &a->drain_timer);
+	runtime_drain_stop(&a->drain, a->loop);
 	if (a->draining) {
 		uint64_t now = now_mono_ms();
 		telemetry_fini(a->exit_deadline_ms > now ? (uint32_t)(a->exit_deadline_ms - now) : 0);
@@ -464,10 +459,7 @@ out:
 		otlp_tracer_free(a->tracer);
 	}
 	runtime_identity_stop(&a->id);
-	if (sfd >= 0) {
-		loop_io_del(a->loop, &a->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(a->loop, &a->signal_io);
 	loop_free(a->loop);
 	metrics_reset();
 	return err;
@@ -475,64 +467,36 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, 'k' },
-		{ "cleanup", no_argument, NULL, 'x' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config_path = NULL, *level = NULL;
-	bool check = false, cleanup = false;
+	struct cli_opts o;
 	char err[768];
-	int opt, rc;
+	int rc;
 
 	log_set_component("ambitd");
-	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c': config_path = optarg; break;
-		case 'k': check = true; break;
-		case 'x': cleanup = true; break;
-		case 'l': level = optarg; break;
-		case 'h': fputs(usage_text, stdout); return 0;
-		case 'V': printf("ambitd %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
-		default: fputs(usage_text, stderr); return EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "ambitd: unexpected argument '%s' (see --help)\n", argv[optind]);
-		return EXIT_USAGE;
-	}
-	if (!config_path && !cleanup) {
-		fprintf(stderr, "ambitd: --config FILE is required (see --help)\n");
-		return EXIT_USAGE;
-	}
+	if ((rc = cli_parse(argc, argv, "ambitd", usage_text, CLI_CLEANUP, &o)) >= 0)
+		return rc;
 	if (config_init(&agent.cfg, CONFIG_ROLE_AGENT)) {
 		fprintf(stderr, "ambitd: out of memory\n");
 		return 1;
 	}
-	if (config_path &&
-	    (config_load(&agent.cfg, CONFIG_ROLE_AGENT, config_path, err, sizeof(err)) ||
-	     (!cleanup && config_validate(&agent.cfg, CONFIG_ROLE_AGENT, err, sizeof(err))))) {
+	if (o.config_path &&
+	    (config_load(&agent.cfg, CONFIG_ROLE_AGENT, o.config_path, err, sizeof(err)) ||
+	     (!o.cleanup && config_validate(&agent.cfg, CONFIG_ROLE_AGENT, err, sizeof(err))))) {
 		fprintf(stderr, "ambitd: %s\n", err);
 		config_fini(&agent.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
-	if (level && log_level_parse(level, &agent.cfg.log_level)) {
-		fprintf(stderr, "ambitd: --log-level: '%s' is not one of error, warn, info, debug, trace\n", level);
+	if ((rc = cli_log_level("ambitd", o.log_level, &agent.cfg.log_level))) {
 		config_fini(&agent.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(agent.cfg.log_level);
 	log_set_format(agent.cfg.log_format);
-	if (check) {
-		printf("%s: valid\n", config_path);
+	if (o.check) {
+		printf("%s: valid\n", o.config_path);
 		config_fini(&agent.cfg);
 		return 0;
 	}
-	if (cleanup) {
+	if (o.cleanup) {
 		struct redirect_opts ro;
 		redirect_opts_default(&ro);
 		ro.pin_dir = agent.cfg.redirect_pin_dir;
@@ -558,5 +522,5 @@ int main(int argc, char **argv)
 	rc = run(&agent);
 	httpc_global_fini();
 	config_fini(&agent.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }

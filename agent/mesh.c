@@ -47,6 +47,21 @@ static const char *const refusal_names[MR_MAX] = {
 
 #define MESH_METRIC_NAME_MAX 96
 
+/* How a held CONNECT ended (ambit_hbone_held_total's `outcome`; a peer that gives up first is
+ * counted by ambit_hbone_reset_before_dial_total). */
+enum mesh_held_outcome {
+	MH_SERVED,		/* the model caught up: served */
+	MH_REFUSED,		/* the model caught up, and the target is not ours: refused */
+	MH_TIMEOUT,		/* hbone.model_wait_ms passed: refused */
+	MH_FULL,		/* not held: hbone.model_wait_max_streams were held already */
+	MH_MAX,
+};
+
+static const char *const held_names[MH_MAX] = {
+	[MH_SERVED] = "served", [MH_REFUSED] = "refused", [MH_TIMEOUT] = "timeout",
+	[MH_FULL] = "full",
+};
+
 struct mesh {
 	struct mesh_opts opts;
 	char *node_name;
@@ -60,6 +75,11 @@ struct mesh {
 						 * when opts.defer_listen) */
 	uint64_t refused[2][MR_MAX];		/* [pod_addressed][reason] */
 	char refused_metric[2][MR_MAX][MESH_METRIC_NAME_MAX];
+	/* CONNECTs held for the model (opts.wait_ms): */
+	struct model *applied;			/* the agent's applied model; NULL: current */
+	struct loop_timer wait_timer;		/* the earliest hold deadline */
+	uint64_t held[MH_MAX];
+	char held_metric[MH_MAX][MESH_METRIC_NAME_MAX];
 };
 
 int mesh_workload_id(const char *td, const struct model_workload *w, struct spiffe_id *id)
@@ -225,10 +245,91 @@ const struct model_workload *mesh_vouched_source(const struct model *model, cons
 	return vouched_at(model, td, req, src);
 }
 
+/* Could w (NULL: not in the model) become a local enrolled workload with a later model? Yes
+ * when unknown (a pod the model does not have yet), or known on this node (or on no node yet)
+ * and not enrolled (its enrollment not seen yet). A workload of another node is not ours. */
+static bool may_become_local(const struct model_workload *w, const char *node)
+{
+	return !w || !w->node || (strcmp(w->node, node) == 0 && !w->enrolled);
+}
+
+static bool local_enrolled(const struct model_workload *w, const char *node)
+{
+	return w && w->enrolled && w->node && strcmp(w->node, node) == 0;
+}
+
+enum mesh_wait mesh_wait_decide(const struct model_workload *dst, const char *node,
+				bool captured, uint64_t held_ms, uint32_t wait_ms, uint32_t nheld,
+				uint32_t wait_max)
+{
+	bool local = local_enrolled(dst, node);
+
+	if (local && captured)
+		return MESH_WAIT_SERVE;
+	if ((!local && !may_become_local(dst, node)) || held_ms >= wait_ms || nheld >= wait_max)
+		return MESH_WAIT_REFUSE;
+	return MESH_WAIT_HOLD;
+}
+
+/* The model inbound HBONE answers from: the applied one (a pod enrolled there has its capture
+ * in place, so its replies to a vouched source address come back to us), else the published
+ * one (no agent behind us applies models). A new reference. */
+static struct model *mesh_model(const struct mesh *m)
+{
+	return m->applied ? model_ref(m->applied) : model_current();
+}
+
+/* Arms the wait timer to fire within left ms at the latest. 0 or -ENOMEM. */
+static int wait_arm(struct mesh *m, uint64_t left)
+{
+	uint64_t due = loop_now_ms(m->opts.loop) + left;
+
+	if (loop_timer_armed(&m->wait_timer) && m->wait_timer.when_ms <= due)
+		return 0;
+	return loop_timer_arm(m->opts.loop, &m->wait_timer, left);
+}
+
+/* Holds an inbound CONNECT for the model (why: what it waits for, for the log): the wait
+ * timer fires at its deadline at the latest (hbone_server_retry_held then refuses it).
+ * -EINPROGRESS, or -ENOMEM (no timer: refused). */
+static int wait_hold(struct mesh *m, const struct hbone_inbound *req, const char *why)
+{
+	char peer[ADDR_STR_LEN];
+
+	if (wait_arm(m, m->opts.wait_ms - req->held_ms))
+		return -ENOMEM;
+	if (!req->held_ms)
+		pr_info_rl("hbone: CONNECT %.128s from %s: %s; holding it up to %u ms for the "
+			   "model (%u held)", req->authority,
+			   sockaddr_str(&req->peer_addr, peer, sizeof(peer)), why, m->opts.wait_ms,
+			   hbone_server_held(m->server) + 1);
+	return -EINPROGRESS;
+}
+
+static void wait_timer_fired(struct loop *l, struct loop_timer *t)
+{
+	struct mesh *m = t->arg;
+	(void)l;
+	hbone_server_retry_held(m->server);
+}
+
+void mesh_retry_held(struct mesh *m)
+{
+	if (hbone_server_held(m->server))
+		hbone_server_retry_held(m->server);
+}
+
+void mesh_model_applied(struct mesh *m, struct model *model)
+{
+	model_unref(m->applied);
+	m->applied = model_ref(model);
+	mesh_retry_held(m);
+}
+
 static int on_inbound(void *arg, const struct hbone_inbound *req)
 {
 	struct mesh *m = arg;
-	struct model *model = model_current();
+	struct model *model = mesh_model(m);
 	const struct model_workload *dst = model_workload_by_ip(model, &req->target);
 	const struct model_workload *srcw;
 	struct sockaddr_storage src;
@@ -244,10 +345,37 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 		refuse_connect(m, req, 400, MR_AUTHORITY, "authority is not the dialed pod");
 		goto out;
 	}
-	if (!dst || !dst->node || strcmp(dst->node, m->node_name) != 0 || !dst->enrolled) {
-		refuse_connect(m, req, 400, MR_NOT_ENROLLED,
-			       "authority is not a local enrolled workload");
+	bool local = local_enrolled(dst, m->node_name);
+	bool captured = !local || !m->opts.captured ||
+			m->opts.captured(m->opts.captured_arg, &req->target);
+	enum mesh_wait verdict = mesh_wait_decide(dst, m->node_name, captured, req->held_ms,
+						  m->opts.wait_ms, hbone_server_held(m->server),
+						  m->opts.wait_max);
+	if (verdict == MESH_WAIT_HOLD &&
+	    (err = wait_hold(m, req, local ? "its capture is not in place yet"
+					   : "not a local enrolled workload in this node's model "
+					     "yet")) == -EINPROGRESS)
+		goto out;	/* hbone_server_retry_held brings it back */
+	err = 0;
+	if (verdict != MESH_WAIT_SERVE) {
+		bool may = local || may_become_local(dst, m->node_name);
+		if (req->held_ms)
+			m->held[may ? MH_TIMEOUT : MH_REFUSED]++;
+		else if (m->opts.wait_ms && may)
+			m->held[MH_FULL]++;
+		snprintf(why, sizeof(why), "authority is not a local enrolled workload%s",
+			 local ? " with its capture in place" : "");
+		if (req->held_ms)
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+				 " (after %llu ms waiting for the model)",
+				 (unsigned long long)req->held_ms);
+		refuse_connect(m, req, 400, MR_NOT_ENROLLED, why);
 		goto out;
+	}
+	if (req->held_ms) {
+		m->held[MH_SERVED]++;
+		pr_info_rl("hbone: CONNECT %.128s served after %llu ms waiting for the model",
+			   req->authority, (unsigned long long)req->held_ms);
 	}
 	if (wl_identity(m, dst, &dst_id) ||
 	    (req->local_id && !spiffe_id_equal(req->local_id, &dst_id))) {
@@ -326,12 +454,12 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 
 	if (!id)
 		return NULL;
-	model = model_current();
+	model = mesh_model(m);
 	for (int i = 0; i < model->nworkloads; i++) {
 		const struct model_workload *w = &model->workloads[i];
 		struct spiffe_id wid;
-		if (!w->enrolled || !w->node || strcmp(w->node, m->node_name) != 0 ||
-		    wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
+		if (!local_enrolled(w, m->node_name) || wl_identity(m, w, &wid) ||
+		    !spiffe_id_equal(&wid, id))
 			continue;
 		cert = certstore_get(m->opts.certs, id);
 		if (!cert) {
@@ -346,6 +474,76 @@ static struct tls_cert *select_cert(void *arg, const struct spiffe_id *id)
 	return cert;
 }
 
+/* Where identity id stands in model: served (a local enrolled workload has it), or may be
+ * served with a later model (no workload has it yet, or one of this node has it and is not
+ * enrolled yet, as may_become_local says of an address), or neither (only other nodes'). */
+enum id_state { ID_SERVED, ID_MAY_COME, ID_NOT_OURS };
+
+static enum id_state identity_state(const struct mesh *m, const struct model *model,
+				    const struct spiffe_id *id)
+{
+	bool any = false, may = false;
+
+	for (int i = 0; i < model->nworkloads; i++) {
+		const struct model_workload *w = &model->workloads[i];
+		struct spiffe_id wid;
+		if (wl_identity(m, w, &wid) || !spiffe_id_equal(&wid, id))
+			continue;
+		if (local_enrolled(w, m->node_name))
+			return ID_SERVED;
+		any = true;
+		may = may || may_become_local(w, m->node_name);
+	}
+	return !any || may ? ID_MAY_COME : ID_NOT_OURS;
+}
+
+/* tls cert_wait, node-addressed HBONE: the handshake of a client whose SNI names an identity
+ * this node cannot serve yet (no local enrolled workload has it in the applied model, or its
+ * certificate is still being fetched) waits for the model and the certificate, bounded as
+ * CONNECTs are (opts.wait_ms, opts.wait_max). */
+static bool cert_wait(void *arg, const struct spiffe_id *id, uint64_t waited_ms)
+{
+	struct mesh *m = arg;
+	struct model *model = mesh_model(m);
+	enum id_state st = identity_state(m, model, id);
+	struct tls_cert *cert = NULL;
+	char ids[SPIFFE_ID_STR_MAX];
+
+	model_unref(model);
+	if (st == ID_NOT_OURS || !m->opts.wait_ms)
+		return false;
+	if (st == ID_SERVED) {
+		cert = certstore_get(m->opts.certs, id);
+		if (!cert && errno != EAGAIN)
+			return false;	/* cannot be had: select_cert refuses, with the reason */
+	}
+	if (cert) {
+		tls_cert_unref(cert);
+		if (waited_ms) {
+			m->held[MH_SERVED]++;
+			pr_info_rl("hbone: handshake for %s goes on after %llu ms waiting for the "
+				   "model and the certificate", spiffe_id_str(id, ids),
+				   (unsigned long long)waited_ms);
+		}
+		return false;
+	}
+	if (waited_ms >= m->opts.wait_ms) {
+		m->held[MH_TIMEOUT]++;
+		return false;
+	}
+	if (!waited_ms && hbone_server_held(m->server) >= m->opts.wait_max) {
+		m->held[MH_FULL]++;
+		return false;
+	}
+	if (wait_arm(m, m->opts.wait_ms - waited_ms))
+		return false;
+	if (!waited_ms)
+		pr_info_rl("hbone: inbound handshake for %s: not served by this node yet; holding "
+			   "it up to %u ms for the model and the certificate (%u held)",
+			   spiffe_id_str(id, ids), m->opts.wait_ms, hbone_server_held(m->server) + 1);
+	return true;
+}
+
 /* The local enrolled workload at addr (any port), or NULL. */
 static const struct model_workload *local_enrolled_at(const struct mesh *m,
 						      const struct model *model,
@@ -353,9 +551,7 @@ static const struct model_workload *local_enrolled_at(const struct mesh *m,
 {
 	const struct model_workload *w = model_workload_by_ip(model, addr);
 
-	if (!w || !w->enrolled || !w->node || strcmp(w->node, m->node_name) != 0)
-		return NULL;
-	return w;
+	return local_enrolled(w, m->node_name) ? w : NULL;
 }
 
 /* Pod-addressed HBONE: the certificate of the pod whose IP:15008 was dialled (the original
@@ -365,7 +561,7 @@ static struct tls_cert *pod_cert(void *arg, const struct sockaddr_storage *diale
 				 const struct sockaddr_storage *peer)
 {
 	struct mesh *m = arg;
-	struct model *model = model_current();
+	struct model *model = mesh_model(m);
 	const struct model_workload *w = local_enrolled_at(m, model, dialed);
 	struct tls_cert *cert = NULL;
 	struct spiffe_id id;
@@ -404,9 +600,25 @@ static double refused_value(void *arg)
 	return (double)*(const uint64_t *)arg;
 }
 
+static double held_now(void *arg)
+{
+	return (double)hbone_server_held(((struct mesh *)arg)->server);
+}
+
 static int register_refusal_metrics(struct mesh *m)
 {
-	int err = 0;
+	int err = metrics_register("ambit_hbone_held_streams", "Inbound HBONE CONNECTs and TLS "
+				   "handshakes held now, waiting for the model, a certificate or a "
+				   "pod's capture (hbone.model_wait_ms)", "gauge", held_now, m);
+
+	for (int o = 0; o < MH_MAX && !err; o++) {
+		char *name = m->held_metric[o];
+		snprintf(name, MESH_METRIC_NAME_MAX, "ambit_hbone_held_total{outcome=\"%s\"}",
+			 held_names[o]);
+		err = metrics_register(name, "Inbound HBONE CONNECTs and TLS handshakes that "
+				       "waited for the model (hbone.model_wait_ms), by how the wait "
+				       "ended", "counter", refused_value, &m->held[o]);
+	}
 
 	for (int f = 0; f < 2 && !err; f++) {
 		for (int r = 0; r < MR_MAX && !err; r++) {
@@ -479,6 +691,7 @@ void mesh_certs_changed(void *arg)
 {
 	struct mesh *m = arg;
 	hbone_pool_certs_changed(m->pool);
+	mesh_retry_held(m);	/* handshakes waiting for a certificate */
 }
 
 /* Shared with the waypoint: both contexts of a side take the new roots, or neither is left
@@ -518,6 +731,7 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 		goto fail;
 	m->pod_fd[0] = m->pod_fd[1] = -1;
 	m->opts = *opts;
+	loop_timer_init(&m->wait_timer, wait_timer_fired, m);
 	m->node_name = strdup(opts->node_name);
 	m->trust_domain = strdup(opts->trust_domain);
 	if (!m->node_name || !m->trust_domain)
@@ -525,6 +739,7 @@ struct mesh *mesh_new(const struct mesh_opts *opts)
 	struct tls_ctx_opts co = { .roots = opts->ca, .trust_domain = opts->trust_domain };
 	m->client_ctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
 	co.select_cert = select_cert;
+	co.cert_wait = cert_wait;
 	co.select_arg = m;
 	m->server_ctx = m->client_ctx ? tls_ctx_new(TLS_ROLE_SERVER, &co) : NULL;
 	if (!m->server_ctx) {
@@ -575,7 +790,10 @@ void mesh_free(struct mesh *m)
 		return;
 	if (m->opts.proxy)
 		proxy_set_mesh(m->opts.proxy, &(struct proxy_mesh){ 0 });
-	hbone_server_free(m->server);
+	if (m->opts.loop)
+		loop_timer_cancel(m->opts.loop, &m->wait_timer);
+	hbone_server_free(m->server);	/* drops the held CONNECTs */
+	model_unref(m->applied);
 	for (int i = 0; i < 2; i++)	/* bound, never handed to the server */
 		if (m->pod_fd[i] >= 0 && !m->pod_added[i])
 			close(m->pod_fd[i]);
@@ -699,8 +917,10 @@ json_t *mesh_hbone_json(struct mesh *m)
 	hbone_pool_stats(m->pool, &cs);
 	hbone_server_stats(m->server, &ss);
 	json_t *srv = hbone_stats_json(&ss);
-	if (srv)
+	if (srv) {
+		json_object_set_new(srv, "held", json_integer(hbone_server_held(m->server)));
 		json_object_set_new(srv, "limits", mesh_hbone_limits_json(&ss));
+	}
 	return json_pack("{s:o,s:o,s:o}", "connections", arr, "client", hbone_stats_json(&cs),
 			 "server", srv);
 }

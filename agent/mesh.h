@@ -38,7 +38,30 @@ struct mesh_opts {
 	/* Serve pod-addressed HBONE (ztunnel's form) on transparent listeners 127.0.0.1:15008
 	 * and [::1]:15008, for the eBPF capture to feed (mesh_pod_listener_fd). */
 	bool pod_listeners;
+	/* An inbound CONNECT whose target is not a local enrolled workload in the applied model
+	 * (mesh_model_applied) but may become one (unknown, or this node's and not enrolled) is
+	 * held this long for the model to catch up, as ztunnel waits for a workload it does not
+	 * know yet; 0 refuses at once. At most wait_max are held at a time. */
+	uint32_t wait_ms, wait_max;
+	/* Is the local pod at addr captured now (its tc programs attached)? A local enrolled pod
+	 * whose capture is not in place yet waits too (mesh_retry_held when it is). NULL: no
+	 * capture here, every pod counts as captured. */
+	bool (*captured)(void *arg, const struct sockaddr_storage *addr);
+	void *captured_arg;
 };
+
+/* What an inbound CONNECT gets, from its target's workload in the applied model. */
+enum mesh_wait {
+	MESH_WAIT_SERVE,	/* a local enrolled workload: serve it */
+	MESH_WAIT_HOLD,		/* not one yet, may become one: hold it for the model */
+	MESH_WAIT_REFUSE,	/* not one (another node's), or the wait is over or full */
+};
+/* The decision for target workload dst (NULL: unknown) on node `node`, captured or not yet
+ * (opts.captured), held for held_ms so far, with nheld other CONNECTs held now, under wait_ms
+ * and wait_max (struct mesh_opts). */
+enum mesh_wait mesh_wait_decide(const struct model_workload *dst, const char *node,
+				bool captured, uint64_t held_ms, uint32_t wait_ms, uint32_t nheld,
+				uint32_t wait_max);
 
 /* ---- policy helpers, shared with the waypoint ---- */
 /* spiffe://td/ns/NS/sa/SA of w. 0 or -EINVAL (a name that is not a valid SPIFFE part). */
@@ -94,6 +117,13 @@ struct tls_ctx;
 void mesh_set_ctx_roots(struct tls_ctx *client, struct tls_ctx *server, struct tls_ca *roots);
 /* Open inbound streams (drain progress). */
 unsigned mesh_inbound_streams(const struct mesh *m);
+/* The agent applied model (its capture in place for the model's local enrolled pods):
+ * inbound CONNECTs are checked against it from now on, and the held ones are tried again.
+ * Takes a new reference. Loop thread. */
+void mesh_model_applied(struct mesh *m, struct model *model);
+/* Something held CONNECTs wait for may have come (a pod's capture got attached): they are
+ * tried again. Loop thread. */
+void mesh_retry_held(struct mesh *m);
 /* Pooled and accepted HBONE connections (admin API /hbone). New reference. */
 json_t *mesh_hbone_json(struct mesh *m);
 

@@ -319,16 +319,25 @@ out:
 	return err;
 }
 
+/* The snapshot's link ifindex into *out (a reference: rtnl_link_put). 0, -ENODEV or the
+ * snapshot's error. */
+static int link_get(struct netlink *nl, int ifindex, struct rtnl_link **out)
+{
+	int err = ensure_snapshot(nl);
+
+	if (err)
+		return err;
+	*out = rtnl_link_get(nl->links, ifindex);
+	return *out ? 0 : -ENODEV;
+}
+
 int netlink_link_name(struct netlink *nl, int ifindex, char *name)
 {
 	struct rtnl_link *l;
-	int err;
+	int err = link_get(nl, ifindex, &l);
 
-	if ((err = ensure_snapshot(nl)))
+	if (err)
 		return err;
-	l = rtnl_link_get(nl->links, ifindex);
-	if (!l)
-		return -ENODEV;
 	snprintf(name, IF_NAMESIZE, "%s", rtnl_link_get_name(l) ? rtnl_link_get_name(l) : "?");
 	rtnl_link_put(l);
 	return 0;
@@ -337,13 +346,10 @@ int netlink_link_name(struct netlink *nl, int ifindex, char *name)
 int netlink_link_mac(struct netlink *nl, int ifindex, uint8_t mac[6])
 {
 	struct rtnl_link *l;
-	int err;
+	int err = link_get(nl, ifindex, &l);
 
-	if ((err = ensure_snapshot(nl)))
+	if (err)
 		return err;
-	l = rtnl_link_get(nl->links, ifindex);
-	if (!l)
-		return -ENODEV;
 	copy_mac(mac, rtnl_link_get_addr(l));
 	rtnl_link_put(l);
 	return 0;

@@ -8,32 +8,24 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "istio/authz.h"
+#include "istio/authzset.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static struct {
 	struct loop *loop;
-	char *root_ns;
 	char *trust_domain;
-	/* Compiles are serialized (each passes the newest set as prev, so a refused object keeps
-	 * its last good version); `latest` is the newest compiled set, for the loop to take. */
-	pthread_mutex_t compile_lock;
-	pthread_mutex_t lock;			/* guards latest, latest_gen */
-	struct authz_set *latest;
-	uint64_t latest_gen;
-	bool active;				/* between init and fini (the subscription stays) */
+	struct authz_latest sets;		/* the newest compiled set, for the loop to take */
 	/* Loop thread only: the set in force. */
 	struct authz_set *cur;
 	struct metrics_counter_vec *denied;
 	uint64_t rechecks, recheck_closed;
 } P = {
-	.compile_lock = PTHREAD_MUTEX_INITIALIZER,
-	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.sets = AUTHZ_LATEST_INIT,
 };
 
 static const char *const denied_labels[] = { "policy", "reason", "dry_run" };
@@ -42,38 +34,17 @@ static const char *const denied_labels[] = { "policy", "reason", "dry_run" };
  * newer model's set got there first. Any thread. */
 static void compile_model(const struct model *m)
 {
-	struct authz_set *prev, *set, *old = NULL;
 	struct authz_set_stats st;
+	int err = authz_latest_compile(&P.sets, m->resources, m->generation, &st);
 
-	pthread_mutex_lock(&P.compile_lock);
-	pthread_mutex_lock(&P.lock);
-	if (!P.active) {
-		pthread_mutex_unlock(&P.lock);
-		pthread_mutex_unlock(&P.compile_lock);
-		return;
-	}
-	prev = P.latest ? authz_set_ref(P.latest) : NULL;
-	bool stale = P.latest && m->generation < P.latest_gen;
-	pthread_mutex_unlock(&P.lock);
-	set = stale ? NULL : authz_compile(m->resources, P.root_ns, prev);
-	authz_set_unref(prev);
-	if (!stale && !set)
+	if (err == -ENOMEM)
 		pr_warn("policies: out of memory compiling model %" PRIu64 "; the previous policies "
 			"stay in force", m->generation);
-	if (set) {
-		authz_set_stats(set, &st);
+	else if (!err)
 		pr_debug("policies: model %" PRIu64 ": %d AuthorizationPolicy, %d PeerAuthentication "
 			 "(%d refused, %d converted, %d unsupported, %d dry-run)", m->generation,
 			 st.authorization_policies, st.peer_authentications, st.refused,
 			 st.converted, st.unsupported, st.dry_run);
-		pthread_mutex_lock(&P.lock);
-		old = P.latest;
-		P.latest = set;
-		P.latest_gen = m->generation;
-		pthread_mutex_unlock(&P.lock);
-	}
-	authz_set_unref(old);
-	pthread_mutex_unlock(&P.compile_lock);
 }
 
 static void fill_facts(struct authz_workload *w, struct authz_conn *ac,
@@ -212,9 +183,7 @@ static void apply_task(struct loop *l, void *arg)
 	struct model *m;
 	(void)l, (void)arg;
 
-	pthread_mutex_lock(&P.lock);
-	set = P.latest ? authz_set_ref(P.latest) : NULL;
-	pthread_mutex_unlock(&P.lock);
+	set = authz_latest_get(&P.sets);
 	if (set) {
 		authz_set_unref(P.cur);
 		P.cur = set;
@@ -226,13 +195,9 @@ static void apply_task(struct loop *l, void *arg)
 
 static void on_model(struct model *m, void *arg)
 {
-	bool active;
 	(void)arg;
 	compile_model(m);
-	pthread_mutex_lock(&P.lock);
-	active = P.active;
-	pthread_mutex_unlock(&P.lock);
-	if (active && loop_post(P.loop, apply_task, NULL))
+	if (authz_latest_active(&P.sets) && loop_post(P.loop, apply_task, NULL))
 		pr_warn("policies: cannot queue the new set (out of memory); it applies with the "
 			"next model");
 }
@@ -256,9 +221,8 @@ int policy_init(const struct policy_opts *opts)
 	int err;
 
 	P.loop = opts->loop;
-	P.root_ns = strdup(opts->root_namespace ? opts->root_namespace : "istio-system");
 	P.trust_domain = strdup(opts->trust_domain ? opts->trust_domain : "cluster.local");
-	if (!P.root_ns || !P.trust_domain)
+	if (!P.trust_domain)
 		return -ENOMEM;
 	P.denied = metrics_counter_vec_new("ambit_authorization_denied_total",
 		"Inbound connections denied by L4 authorization, per deciding policy (NS/NAME, \"-\" "
@@ -281,9 +245,9 @@ int policy_init(const struct policy_opts *opts)
 	}
 	/* Subscribe first: a model published meanwhile is compiled by the listener, and the
 	 * generation check keeps the newest. */
-	pthread_mutex_lock(&P.lock);
-	P.active = true;
-	pthread_mutex_unlock(&P.lock);
+	err = authz_latest_start(&P.sets, opts->root_namespace);
+	if (err)
+		return err;
 	err = model_subscribe(on_model, NULL);
 	if (err) {
 		pr_err("policies: cannot subscribe to the model: %s", strerror(-err));
@@ -292,9 +256,9 @@ int policy_init(const struct policy_opts *opts)
 	m = model_current();
 	compile_model(m);
 	model_unref(m);
-	pthread_mutex_lock(&P.lock);
-	P.cur = P.latest ? authz_set_ref(P.latest) : authz_set_new_empty();
-	pthread_mutex_unlock(&P.lock);
+	P.cur = authz_latest_get(&P.sets);
+	if (!P.cur)
+		P.cur = authz_set_new_empty();
 	if (!P.cur) {
 		pr_err("policies: out of memory");
 		return -ENOMEM;
@@ -305,19 +269,12 @@ int policy_init(const struct policy_opts *opts)
 void policy_fini(void)
 {
 	/* After the loop stopped. A model published from now on is ignored (the subscription
-	 * cannot be removed); one being compiled right now finishes first (compile_lock). */
-	pthread_mutex_lock(&P.compile_lock);
-	pthread_mutex_lock(&P.lock);
-	P.active = false;
-	authz_set_unref(P.latest);
-	P.latest = NULL;
-	pthread_mutex_unlock(&P.lock);
-	pthread_mutex_unlock(&P.compile_lock);
+	 * cannot be removed); one being compiled right now finishes first. */
+	authz_latest_stop(&P.sets);
 	authz_set_unref(P.cur);
 	P.cur = NULL;
-	free(P.root_ns);
 	free(P.trust_domain);
-	P.root_ns = P.trust_domain = NULL;
+	P.trust_domain = NULL;
 	P.denied = NULL;	/* freed by metrics_reset */
 }
 

@@ -583,6 +583,21 @@ static int rd_pod_of_redirect_pod(const struct redirect_pod *in, struct rd_pod *
 	return q->ip || q->has6 ? 0 : -EAFNOSUPPORT;
 }
 
+bool redirect_pod_captured(const struct redirect *r, const struct sockaddr_storage *addr)
+{
+	for (size_t i = 0; r && i < r->npods; i++) {
+		const struct rd_pod *p = &r->pods[i];
+		bool match = addr->ss_family == AF_INET
+			? p->ip && p->ip == ((const struct sockaddr_in *)addr)->sin_addr.s_addr
+			: addr->ss_family == AF_INET6 && p->has6 &&
+			  memcmp(p->ip6, &((const struct sockaddr_in6 *)addr)->sin6_addr,
+				 sizeof(p->ip6)) == 0;
+		if (match)
+			return p->ifindex != 0;
+	}
+	return false;
+}
+
 /* A dual-stack pod's IPv6 address came, went or changed: follow it (in the BPF entry too
  * when the pod is attached). 0 or -errno of the map update. */
 static int pod_set_ip6(struct redirect *r, struct rd_pod *p, const struct rd_pod *q)

@@ -16,6 +16,7 @@
 #define AMBIT_AGENT_REDIRECT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -69,6 +70,9 @@ void redirect_free(struct redirect *r);
  * detaches from pods no longer enrolled. Pods whose interface is not there yet are retried
  * on link events. 0 or -errno. */
 int redirect_set_pods(struct redirect *r, const struct redirect_pod *pods, size_t n);
+/* Is the pod with address addr (IPv4 or IPv6, port ignored) captured now: in the set and
+ * attached to its interface (false while it waits for its interface, and for unknown pods)? */
+bool redirect_pod_captured(const struct redirect *r, const struct sockaddr_storage *addr);
 /* The fd for the event loop (an epoll fd over the netlink event socket and a retry timer that
  * runs while some pod is pending); call redirect_process_events when it is readable. */
 int redirect_event_fd(struct redirect *r);

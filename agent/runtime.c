@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Start-up shared by the node agent and the waypoint: tracer, identity, discovery. */
 #include "agent/runtime.h"
+#include "agent/conn.h"
 #include "agent/discovery.h"
 #include "agent/httpd.h"
 #include "agent/kube.h"
@@ -14,9 +15,12 @@
 #include "tls/certstore.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 int runtime_tracer_new(const struct config *c, const char *prog, struct otlp_tracer **out)
 {
@@ -74,12 +78,6 @@ static bool chains_to_first(void *arg, const struct tls_cert *c)
 	return tls_ca_issued_by_first(arg, c);
 }
 
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
-}
-
 /* Every RUNTIME_BUNDLE_CHECK_MS: a changed ca.cert is loaded and handed to the TLS contexts
  * for new handshakes (open connections stay), and leaves from a root that is no longer the
  * bundle's first are renewed now. */
@@ -91,7 +89,7 @@ static void on_bundle(struct loop *l, struct loop_timer *t)
 	char err[512];
 
 	loop_timer_arm(l, t, RUNTIME_BUNDLE_CHECK_MS);
-	if (stat(id->bundle_path, &st) == -1 || same_file(&st, &id->bundle_st))
+	if (stat(id->bundle_path, &st) == -1 || stat_same_file(&st, &id->bundle_st))
 		return;
 	id->bundle_st = st;
 	if (!(roots = tls_ca_load(id->bundle_path, NULL, err, sizeof(err)))) {
@@ -343,6 +341,73 @@ int runtime_identity_metrics(struct runtime_identity *id)
 	return err;
 }
 
+int runtime_signals_start(struct loop *l, struct loop_io *io, loop_io_fn fn, void *arg)
+{
+	sigset_t mask;
+	int fd, err;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd == -1) {
+		err = -errno;
+		pr_err("signalfd: %s", strerror(errno));
+		return err;
+	}
+	loop_io_init(io, fd, fn, arg);
+	err = loop_io_set(l, io, EPOLLIN);
+	if (err) {
+		pr_err("signalfd: cannot watch it: %s", strerror(-err));
+		close(fd);
+		return err;
+	}
+	return 0;
+}
+
+void runtime_signals_stop(struct loop *l, struct loop_io *io)
+{
+	if (!io->registered)
+		return;
+	loop_io_del(l, io);
+	close(io->fd);
+}
+
+static void drain_check(struct loop *l, struct loop_timer *t)
+{
+	struct runtime_drain *d = t->arg;
+
+	if (d->idle(d->arg) || now_mono_ms() >= d->deadline_ms) {
+		if (conn_count())
+			pr_warn("drain deadline reached with %zu connections open; closing them",
+				conn_count());
+		loop_stop(l);
+		return;
+	}
+	loop_timer_arm(l, t, 100);
+}
+
+void runtime_drain_init(struct runtime_drain *d, bool (*idle)(void *arg), void *arg)
+{
+	loop_timer_init(&d->timer, drain_check, d);
+	d->deadline_ms = 0;
+	d->idle = idle;
+	d->arg = arg;
+}
+
+void runtime_drain_start(struct runtime_drain *d, struct loop *l, uint64_t deadline_ms)
+{
+	d->deadline_ms = deadline_ms;
+	drain_check(l, &d->timer);
+}
+
+void runtime_drain_stop(struct runtime_drain *d, struct loop *l)
+{
+	loop_timer_cancel(l, &d->timer);
+}
+
 int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,
 			    model_listener_fn fn, void *arg)
 {
@@ -389,7 +454,8 @@ void runtime_discovery_stop(struct runtime_discovery *d)
 	d->kube = NULL;
 }
 
-json_t *runtime_discovery_status(struct runtime_discovery *d)
+/* Its status, or NULL (no source). New reference. */
+static json_t *runtime_discovery_status(struct runtime_discovery *d)
 {
 	if (d->file)
 		return discovery_file_status(d->file);
@@ -399,4 +465,15 @@ json_t *runtime_discovery_status(struct runtime_discovery *d)
 		return kube_stats_to_json(&st);
 	}
 	return NULL;
+}
+
+json_t *runtime_config_dump(json_t *cfg, struct runtime_discovery *d)
+{
+	json_t *st = runtime_discovery_status(d);
+
+	if (cfg && st)
+		json_object_set_new(cfg, "discovery_status", st);
+	else
+		json_decref(st);
+	return cfg;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Start-up pieces shared by ambitd and ambit-waypoint: the tracer from the tracing config and
- * OTEL_* environment, the mesh CA with its certificate store and renewal timer, and the
- * discovery source (file or Kubernetes). Errors are reported once, here, naming the config. */
+/* Start-up pieces shared by ambitd and ambit-waypoint (ambit-ca takes some): the tracer from
+ * the tracing config and OTEL_* environment, the mesh CA with its certificate store and
+ * renewal timer, the signals, and the discovery source (file or Kubernetes). Errors are reported once, here, naming the config. */
 #ifndef AMBIT_AGENT_RUNTIME_H
 #define AMBIT_AGENT_RUNTIME_H
 
@@ -80,6 +80,27 @@ void runtime_identity_reply_ready(struct runtime_identity *id, struct httpd_resp
 /* Registers ambit_ca_* and ambit_certificates_* metrics (loop thread scrape). 0 or -ENOSPC. */
 int runtime_identity_metrics(struct runtime_identity *id);
 
+/* SIGTERM and SIGINT as events of loop l: blocks them (and ignores SIGPIPE) and reads them
+ * from a signalfd that io registers, calling fn (which reads the signalfd_siginfo records from
+ * io->fd) with arg. 0 or -errno (logged). */
+int runtime_signals_start(struct loop *l, struct loop_io *io, loop_io_fn fn, void *arg);
+/* Unregisters and closes what runtime_signals_start set up; nothing when it did not. */
+void runtime_signals_stop(struct loop *l, struct loop_io *io);
+
+/* The drain after SIGTERM: the loop goes on until idle(arg) says nothing is left to serve
+ * or the deadline passes (the connections still open are then closed, with a warning),
+ * checked every 100 ms, and then stops. */
+struct runtime_drain {
+	struct loop_timer timer;
+	uint64_t deadline_ms;		/* now_mono_ms() clock */
+	bool (*idle)(void *arg);
+	void *arg;
+};
+void runtime_drain_init(struct runtime_drain *d, bool (*idle)(void *arg), void *arg);
+/* Starts checking on l (the first check is now). */
+void runtime_drain_start(struct runtime_drain *d, struct loop *l, uint64_t deadline_ms);
+void runtime_drain_stop(struct runtime_drain *d, struct loop *l);
+
 /* Subscribes fn to model updates, then starts the configured source. 0 or -errno (logged). */
 struct runtime_discovery {
 	struct discovery_file *file;
@@ -91,7 +112,8 @@ void runtime_discovery_stop(struct runtime_discovery *d);
 /* From a model listener (discovery thread): runs fn(arg) on l's thread, or warns that the
  * update applies with the next one (out of memory). */
 void runtime_post_model(struct loop *l, loop_task_fn fn, void *arg);
-/* Its status for /config_dump. New reference, or NULL. */
-json_t *runtime_discovery_status(struct runtime_discovery *d);
+/* /config_dump: cfg (a configuration's JSON, the reference taken over; may be NULL) with
+ * d's status added as "discovery_status". Returns cfg. */
+json_t *runtime_config_dump(json_t *cfg, struct runtime_discovery *d);
 
 #endif

@@ -217,10 +217,7 @@ static int parse_labels(struct jx *j, const json_t *obj, const char *key,
 			return jx_fail(j, key, "value of '%s' must be a string", k);
 		if (strlen(k) > MODEL_MAX_STR || json_string_length(v) > MODEL_MAX_LABEL_VALUE)
 			return jx_fail(j, key, "'%s' is too long", k);
-		(*out)[*n].key = strdup(k);
-		(*out)[*n].value = strdup(json_string_value(v));
-		(*n)++;
-		if (!(*out)[*n - 1].key || !(*out)[*n - 1].value)
+		if (labels_add(*out, n, k, json_string_value(v)))
 			return -ENOMEM;
 	}
 	return 0;

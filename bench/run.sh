@@ -4,7 +4,9 @@
 # on node 1 to a server pod on node 2, side by side in one run: direct (no agent), stunnel
 # (client-mode stunnel on node 1, server-mode on node 2, mutual TLS 1.3, P-256 certificates from
 # the lab CA), ambit (both ambitd, HBONE to the node, hbone.dial "node") and ambit_pod (the same
-# with hbone.dial "pod": HBONE to the pod's IP:15008, ztunnel's form). Prints a table and writes
+# with hbone.dial "pod": HBONE to the pod's IP:15008, ztunnel's form); and HTTP/2 and HTTP/1.1
+# request rates and latencies (h2load) direct and through ambit-waypoint (path waypoint: both
+# agents and the waypoint, a service behind it). Prints a table and writes
 # bench/results/<date>.json and .md. Reports figures, never judges them: the exit status is
 # non-zero only when a path does not work at all. See bench/README.md.
 set -euo pipefail
@@ -19,7 +21,7 @@ export TCPKIT=${TCPKIT:-$AMBIT_BUILD/tests/tools/tcpkit}
 
 LAB=${BENCH_LAB:-bench}
 OUT=${BENCH_OUT:-$TOP/bench/results}
-PATHS=${BENCH_PATHS:-direct stunnel ambit ambit_pod}
+PATHS=${BENCH_PATHS:-direct stunnel ambit ambit_pod waypoint}
 DUR=${BENCH_DURATION:-5}          # seconds per iperf3 run
 RR_COUNT=${BENCH_RR_COUNT:-10000} # round trips per latency run
 CRR_COUNT=${BENCH_CRR_COUNT:-3000} # connections per connection-rate run
@@ -31,9 +33,15 @@ SPAN_ROUNDS=${BENCH_SPAN_ROUNDS:-4} # HTTP rounds with request spans on and off 
 SPAN_WARMUP=${BENCH_SPAN_WARMUP:-5000} # untimed HTTP requests after each restart of those rounds
 PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
 PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
+HTTP_REQS=${BENCH_HTTP_REQUESTS:-20000} # requests per h2load run (HTTP/2 and HTTP/1.1 rows)
+HTTP_CONNS=${BENCH_HTTP_CONNS:-4}      # HTTP/2: connections, each with HTTP_STREAMS streams in flight;
+HTTP_STREAMS=${BENCH_HTTP_STREAMS:-8}  # HTTP/1.1: CONNS x STREAMS connections, one request each
+HTTP_BODY=${BENCH_HTTP_BODY:-64}       # bytes of each answer (GET /bytes/N)
 DATE=$(date +%F)
 
 IPERF_PORT=5201 ECHO_PORT=9000 HTTP_PORT=9080 # servers in the server pod
+H2_PORT=8081 H1_PORT=8082                  # tests/node/h2_server.js in the server pod (HTTP load)
+WP_SVC_VIP=10.96.0.40                      # service h2b behind the waypoint: port 80 h2c, 81 http
 ST_CLI_IPERF=35201 ST_CLI_ECHO=39000       # stunnel client-mode listeners on node 1
 ST_SRV_IPERF=45201 ST_SRV_ECHO=49000       # stunnel server-mode listeners on node 2
 
@@ -84,6 +92,12 @@ PY=$(command -v python3)
 # (raising the hard limit needs CAP_SYS_RESOURCE, which containers often lack).
 ulimit -Sn "$(ulimit -Hn)"
 
+HTTP_SKIP="" # non-empty: why the HTTP/2 and HTTP/1.1 load rows cannot run
+for t in h2load node; do
+	command -v "$t" >/dev/null || HTTP_SKIP="'$t' not found (nghttp2-client, nodejs: mk/packages.txt)"
+done
+case " $PATHS " in *" waypoint "*) WANT_WAYPOINT=1 ;; *) WANT_WAYPOINT="" ;; esac
+[ -n "$WANT_WAYPOINT" ] || HTTP_SKIP=${HTTP_SKIP:-"the waypoint path is not in BENCH_PATHS"}
 AMBIT_SKIP="" # non-empty: why the ambit path cannot run
 AMBITD_SHA=""
 if [ ! -x "$AMBIT_BUILD/ambitd" ]; then
@@ -94,7 +108,7 @@ else
 	# The agents (and the lab's CA, which signs their certificates) run copies taken now: a
 	# rebuild during the run cannot change what is measured, and perf still finds the symbols.
 	mkdir -p "$WORK/build"
-	cp "$AMBIT_BUILD/ambitd" "$AMBIT_BUILD/ambit-ca" "$WORK/build/" ||
+	cp "$AMBIT_BUILD/ambitd" "$AMBIT_BUILD/ambit-ca" "$AMBIT_BUILD/ambit-waypoint" "$WORK/build/" ||
 		die "copying the binaries from $AMBIT_BUILD (make)"
 	AMBIT_BUILD=$WORK/build
 	AMBITD_SHA=$(sha256sum "$AMBIT_BUILD/ambitd" | cut -c1-16)
@@ -104,9 +118,21 @@ fi
 
 say "lab $LAB: 2 nodes x 2 pods, routed CNI, client n1-p1 and server n2-p1 enrolled"
 LAB_IS_UP=1
-"$LAB_SH" up "$LAB" --nodes 2 --pods 2 --cni routed --enroll n1-p1,n2-p1 >"$WORK/lab-up.log" 2>&1 ||
-	{ cat "$WORK/lab-up.log" >&2; die "lab up failed"; }
+"$LAB_SH" up "$LAB" --nodes 2 --pods 2 --cni routed --enroll n1-p1,n2-p1 ${WANT_WAYPOINT:+--waypoint} \
+	>"$WORK/lab-up.log" 2>&1 || { cat "$WORK/lab-up.log" >&2; die "lab up failed"; }
 lab_env "$LAB"
+if [ -n "$WANT_WAYPOINT" ]; then
+	# The waypoint serves one service of its own, h2b (the server pod only): app-1 does not name
+	# it, so the other paths' pod-to-pod traffic stays as it is without a waypoint.
+	jq --arg v "$WP_SVC_VIP" --argjson h2 "$H2_PORT" --argjson h1 "$H1_PORT" '
+		.services |= map(if .name == "app-1" then .waypoint = null else . end) |
+		.services += [{name: "h2b", namespace: "default", addresses: [$v],
+			selector: {app: "app-1", "lab.ambit.io/node": "n2"},
+			ports: [{port: 80, target_port: $h2, name: "h2", app_protocol: "kubernetes.io/h2c"},
+				{port: 81, target_port: $h1, name: "http"}],
+			waypoint: {name: "waypoint", namespace: "default"}}]' \
+		"$LAB_WORKLOADS" >"$WORK/workloads.json" && cp "$WORK/workloads.json" "$LAB_WORKLOADS"
+fi
 # The lab's nodes use 10000-65000 for ephemeral ports, which holds the agent's ports: a stunnel
 # connection from node 2 can leave 15008 in TIME_WAIT and keep ambitd from listening. Reserve them.
 for k in 1 2; do
@@ -123,6 +149,12 @@ wait_port "$LAB" "$SRV" "$IPERF_PORT" || die "iperf3 server did not start"
 wait_port "$LAB" "$SRV" "$ECHO_PORT" || die "tcpkit echo server did not start"
 pod_spawn "$LAB" "$SRV" "$WORK/http-server.log" "$TCPKIT" serve --port "$HTTP_PORT" --mode http --msg-size 64
 wait_port "$LAB" "$SRV" "$HTTP_PORT" || die "tcpkit http server did not start"
+if [ -z "$HTTP_SKIP" ]; then
+	pod_spawn "$LAB" "$SRV" "$WORK/h2-server.log" node "$TOP/tests/node/h2_server.js" \
+		--port "$H2_PORT" --http1-port "$H1_PORT" --name "$LAB-$SRV"
+	wait_port "$LAB" "$SRV" "$H2_PORT" && wait_port "$LAB" "$SRV" "$H1_PORT" ||
+		die "tests/node/h2_server.js did not start"
+fi
 
 # ---------------- stunnel: certificates and configs ----------------
 
@@ -192,6 +224,7 @@ start_path() {
 	case $path in
 	direct)
 		T_IPERF=$SRV_IP:$IPERF_PORT T_ECHO=$SRV_IP:$ECHO_PORT T_HTTP=$SRV_IP:$HTTP_PORT
+		T_H2=$SRV_IP:$H2_PORT T_H1=$SRV_IP:$H1_PORT
 		PROXY_PIDS=()
 		;;
 	stunnel)
@@ -229,6 +262,15 @@ start_path() {
 		else
 			put "$path" tls "$(tls_facts "$SRV_IP:15008" h2)"
 		fi
+		;;
+	waypoint)
+		[ -z "$AMBIT_SKIP" ] || { say "$AMBIT_SKIP"; return 1; }
+		[ -z "$HTTP_SKIP" ] || { say "$HTTP_SKIP"; return 1; }
+		lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
+		lab_start_waypoint "$LAB" "$WORK/waypoint.log" "$LAB_WAYPOINT_CONFIG" || return 1
+		echo "$WP_PID" >"$WORK/waypoint.pid"
+		PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")" "$WP_PID")
+		T_H2=$WP_SVC_VIP:80 T_H1=$WP_SVC_VIP:81
 		;;
 	esac
 }
@@ -438,6 +480,56 @@ measure_policies() {
 	echo '[]' | "$LAB_SH" resources "$LAB" -
 }
 
+# HTTP/2 (h2c prior knowledge) and HTTP/1.1 request rate and latency with h2load: GET /bytes/N
+# from tests/node/h2_server.js, the same number of requests in flight for both (HTTP/2: CONNS
+# connections x STREAMS streams; HTTP/1.1: CONNS x STREAMS connections), after an uncounted
+# warm-up run of a tenth as many. p50/p99 from h2load's per-request log (microseconds until the
+# end of each response).
+http_load() { # PATH PROTO(h2|h1) TARGET
+	local path=$1 proto=$2 target=$3 f=$WORK/$1-$2-h2load.txt l=$WORK/$1-$2-h2load.log
+	local opts=(-c "$HTTP_CONNS" -m "$HTTP_STREAMS")
+	[ "$proto" = h2 ] || opts=(--h1 -c "$((HTTP_CONNS * HTTP_STREAMS))" -m 1)
+	say "$path: $proto GETs with h2load, $HTTP_REQS requests, $((HTTP_CONNS * HTTP_STREAMS)) in flight"
+	# A tenth of the run first, not counted: the server's JIT and the proxies' pools warm up.
+	pod_exec "$LAB" "$CLI" timeout 120 h2load -n "$((HTTP_REQS / 10 + 1))" "${opts[@]}" \
+		"http://$target/bytes/$HTTP_BODY" >/dev/null 2>&1 || true
+	pod_exec "$LAB" "$CLI" timeout 300 h2load -n "$HTTP_REQS" "${opts[@]}" --log-file="$l" \
+		"http://$target/bytes/$HTTP_BODY" >"$f" 2>&1 || { tail -n 5 "$f" >&2; return 1; }
+	local ok rps
+	ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$f")
+	rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$f")
+	[ "${ok:-0}" -eq "$HTTP_REQS" ] || { say "$path: $proto: ${ok:-0} of $HTTP_REQS requests succeeded"; grep -E '^(requests|status codes):' "$f" >&2; return 1; }
+	put "$path" "http_load.$proto.req_per_s" "$rps"
+	# the log's third column: microseconds until the end of the response
+	awk -F'\t' '$2 == 200 { print $3 }' "$l" | sort -n | awk '{ v[NR] = $1 } END {
+		if (NR == 0) exit 1
+		i50 = int(NR * 0.50 + 0.5); i99 = int(NR * 0.99 + 0.5)
+		if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1
+		print v[i50], v[i99] }' >"$WORK/$path-$proto-pct.txt" || return 1
+	put "$path" "http_load.$proto.p50_us" "$(cut -d' ' -f1 "$WORK/$path-$proto-pct.txt")"
+	put "$path" "http_load.$proto.p99_us" "$(cut -d' ' -f2 "$WORK/$path-$proto-pct.txt")"
+}
+
+measure_http_load() { # PATH
+	[ -z "$HTTP_SKIP" ] || return 0
+	http_load "$1" h2 "$T_H2" && http_load "$1" h1 "$T_H1" || return 1
+	[ "$1" = waypoint ] || return 0
+	# How many of them the waypoint handled as requests (istio_requests_total for h2b): a
+	# waypoint that passes a protocol as TCP counts none.
+	put waypoint http_load.requests_seen_by_waypoint "$(pod_exec "$LAB" "$LAB_WAYPOINT_POD" \
+		curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" | awk '/^istio_requests_total\{/ &&
+		index($0, "destination_service=\"h2b.") { s += $NF } END { print s + 0 }')"
+}
+
+# The waypoint path works: an HTTP/2 GET of the service answers, and node 1's agent sent the
+# client's connection to the waypoint.
+smoke_waypoint() {
+	local out
+	out=$(pod_exec "$LAB" "$CLI" curl -sS -m 10 --http2-prior-knowledge "http://$T_H2/whoami") &&
+	[ "$out" = "$LAB-$SRV" ] && grep -q "\"dst.hbone_addr\":\"$LAB_WAYPOINT_IP:15008\"" "$LAB_DIR/agent1.log" ||
+		{ say "waypoint: GET http://$T_H2/whoami through the waypoint: '${out:-}'"; return 1; }
+}
+
 # ---------------- profile (ambit, when a target is missed) ----------------
 
 # Figures of a path measured so far: FIG lines as a JSON object.
@@ -510,6 +602,14 @@ profile_ambit() {
 measure_path() {
 	local path=$1
 	start_path "$path"
+	if [ "$path" = waypoint ]; then
+		smoke_waypoint
+		measure_http_load waypoint
+		kill -TERM "$WP_PID" 2>/dev/null || true
+		local i
+		for i in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+		return 0
+	fi
 	smoke "$path"
 	if [ ${#PROXY_PIDS[@]} -eq 2 ]; then measure_idle "$path"; fi
 	measure_bulk "$path"
@@ -518,6 +618,7 @@ measure_path() {
 	crr "$path" 1
 	crr "$path" "$CRR_PAR"
 	http_rr "$path" http_latency_us
+	[ "$path" != direct ] || measure_http_load direct
 	if [ "$path" = ambit ]; then
 		local want=""
 		case $PROFILE in
@@ -545,7 +646,7 @@ measure_path() {
 
 FAILED=()
 for path in $PATHS; do
-	case $path in direct | stunnel | ambit | ambit_pod) ;; *) die "BENCH_PATHS: unknown path '$path'" ;; esac
+	case $path in direct | stunnel | ambit | ambit_pod | waypoint) ;; *) die "BENCH_PATHS: unknown path '$path'" ;; esac
 	say "---- $path ----"
 	put "$path" loadavg_1m.start "$(cut -d' ' -f1 /proc/loadavg)"
 	set +e
@@ -557,8 +658,10 @@ for path in $PATHS; do
 		put "$path" status ok
 	else
 		status=failed reason="did not work (exit $rc); logs in $WORK"
-		if is_ambit "$path" && [ -n "$AMBIT_SKIP" ]; then
+		if { is_ambit "$path" || [ "$path" = waypoint ]; } && [ -n "$AMBIT_SKIP" ]; then
 			status=unmeasured reason=$AMBIT_SKIP
+		elif [ "$path" = waypoint ] && [ -n "$HTTP_SKIP" ]; then
+			status=unmeasured reason=$HTTP_SKIP
 		fi
 		put "$path" status "$status"
 		put "$path" reason "$reason"
@@ -566,6 +669,10 @@ for path in $PATHS; do
 		say "$path: $reason"
 	fi
 	# Whatever the path left behind in the nodes (a failed start) stops before the next one.
+	if [ -f "$WORK/waypoint.pid" ]; then
+		kill -KILL "$(cat "$WORK/waypoint.pid")" 2>/dev/null || true
+		rm -f "$WORK/waypoint.pid"
+	fi
 	lab_stop_agent "$LAB" 1
 	lab_stop_agent "$LAB" 2
 done
@@ -587,7 +694,9 @@ jq -R -n \
 	--arg openssl "$(openssl version)" --arg iperf3 "$(iperf3 --version | head -n1)" \
 	--argjson seconds "$((SECONDS - T_START))" --argjson dur "$DUR" --argjson rr "$RR_COUNT" \
 	--argjson crr "$CRR_COUNT" --argjson crrpar "$CRR_PAR" --arg idle "$IDLE" --arg paths "$PATHS" \
-	--argjson npol "$POLICIES" --argjson spanrounds "$SPAN_ROUNDS" --argjson spanwarm "$SPAN_WARMUP" '
+	--argjson npol "$POLICIES" --argjson hreq "$HTTP_REQS" --argjson hconns "$HTTP_CONNS" \
+	--argjson hstreams "$HTTP_STREAMS" --argjson hbody "$HTTP_BODY" --arg hskip "$HTTP_SKIP" \
+	--argjson spanrounds "$SPAN_ROUNDS" --argjson spanwarm "$SPAN_WARMUP" '
 	def num: . as $v | ($v | tonumber? // $v);
 	def med: sort | if length == 0 then null elif length % 2 == 1 then .[(length - 1) / 2]
 		else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -606,16 +715,19 @@ jq -R -n \
 		if .[$p].rss_kib.idle_0 != null and (.[$p].idle_max // 0) > 0 then
 			.[$p].rss_per_idle_conn_kib = ((.[$p].rss_kib["idle_\(.[$p].idle_max)"].total - .[$p].rss_kib.idle_0.total) / .[$p].idle_max)
 		else . end)
-	| . as $all | .direct as $d | .stunnel as $s | .ambit as $a | .ambit_pod as $ap
+	| . as $all | .direct as $d | .stunnel as $s | .ambit as $a | .ambit_pod as $ap | .waypoint as $w
 	| {
 		machine: { cores: $cores, kernel: $kernel, cpu: $cpu, mem_mib: $mem_mib, nofile_hard: $nofile, date: $date,
 			git_rev: $rev, ambitd: $ambit, stunnel: $stunnel, openssl: $openssl, iperf3: $iperf3 },
 		settings: { iperf3_seconds: $dur, rr_count: $rr, crr_count: $crr, crr_parallel: [1, $crrpar],
 			policies: $npol, request_span_rounds: $spanrounds, request_span_warmup: $spanwarm,
+			http_load: { requests: $hreq, in_flight: ($hconns * $hstreams), h2_connections: $hconns,
+				h2_streams_per_connection: $hstreams, h1_connections: ($hconns * $hstreams),
+				body_bytes: $hbody, skipped: (if $hskip == "" then null else $hskip end) },
 			idle_connections: ($idle | split(" ") | map(select(. != "") | tonumber)),
 			lab: "2 nodes, routed CNI, client n1-p1 -> server n2-p1", run_seconds: $seconds },
 		direct: ($d // {status: "skipped"}), stunnel: ($s // {status: "skipped"}), ambit: ($a // {status: "skipped"}),
-		ambit_pod: ($ap // {status: "skipped"}),
+		ambit_pod: ($ap // {status: "skipped"}), waypoint: ($w // {status: "skipped"}),
 		ratios: {
 			throughput_vs_stunnel: r($a.throughput_gbit_s.streams_1; $s.throughput_gbit_s.streams_1),
 			throughput_vs_direct: r($a.throughput_gbit_s.streams_1; $d.throughput_gbit_s.streams_1),
@@ -643,7 +755,15 @@ jq -R -n \
 			pod_dial_rss_per_idle_conn_vs_node_dial: r($ap.rss_per_idle_conn_kib; $a.rss_per_idle_conn_kib),
 			http_p50_latency_request_spans_on_vs_off: r($a.http_request_spans_on.p50; $a.http_request_spans_off.p50),
 			http_p99_latency_request_spans_on_vs_off: r($a.http_request_spans_on.p99; $a.http_request_spans_off.p99),
-			http_req_per_s_request_spans_on_vs_off: r($a.http_request_spans_on.req_per_s; $a.http_request_spans_off.req_per_s)
+			http_req_per_s_request_spans_on_vs_off: r($a.http_request_spans_on.req_per_s; $a.http_request_spans_off.req_per_s),
+			h2_req_per_s_waypoint_vs_direct: r($w.http_load.h2.req_per_s; $d.http_load.h2.req_per_s),
+			h2_p50_latency_waypoint_vs_direct: r($w.http_load.h2.p50_us; $d.http_load.h2.p50_us),
+			h2_p99_latency_waypoint_vs_direct: r($w.http_load.h2.p99_us; $d.http_load.h2.p99_us),
+			h1_req_per_s_waypoint_vs_direct: r($w.http_load.h1.req_per_s; $d.http_load.h1.req_per_s),
+			h1_p50_latency_waypoint_vs_direct: r($w.http_load.h1.p50_us; $d.http_load.h1.p50_us),
+			h1_p99_latency_waypoint_vs_direct: r($w.http_load.h1.p99_us; $d.http_load.h1.p99_us),
+			waypoint_h2_vs_h1_req_per_s: r($w.http_load.h2.req_per_s; $w.http_load.h1.req_per_s),
+			direct_h2_vs_h1_req_per_s: r($d.http_load.h2.req_per_s; $d.http_load.h1.req_per_s)
 		}
 	}' <"$FIG" >"$json.tmp"
 mv "$json.tmp" "$json"
@@ -690,6 +810,22 @@ table() {
 	' "$json"
 }
 
+# HTTP/2 and HTTP/1.1 through the waypoint against direct (markdown).
+http_table() {
+	jq -r '
+		def f(n): if . == null then "-" elif (type == "number") then (. * pow(10; n) | round / pow(10; n) | tostring) else tostring end;
+		def r(x; y): if x == null or y == null or y == 0 then null else x / y end;
+		. as $j
+		| "| figure | direct | waypoint | waypoint/direct |", "| --- | ---: | ---: | ---: |",
+		  ([["HTTP/2 GETs/s", ["h2", "req_per_s"], 0], ["HTTP/2 GET, p50 (us)", ["h2", "p50_us"], 0],
+		    ["HTTP/2 GET, p99 (us)", ["h2", "p99_us"], 0], ["HTTP/1.1 GETs/s", ["h1", "req_per_s"], 0],
+		    ["HTTP/1.1 GET, p50 (us)", ["h1", "p50_us"], 0], ["HTTP/1.1 GET, p99 (us)", ["h1", "p99_us"], 0]][]
+			| . as [$l, $p, $n]
+			| ($j.direct.http_load // {} | getpath($p)) as $d | ($j.waypoint.http_load // {} | getpath($p)) as $w
+			| "| \($l) | \($d | f($n)) | \($w | f($n)) | \(r($w; $d) | f(2)) |")
+	' "$json"
+}
+
 targets() {
 	jq -r '
 		def f(n): if . == null then "-" else (. * pow(10; n) | round / pow(10; n) | tostring) end;
@@ -731,6 +867,16 @@ targets() {
 	echo
 	table
 	echo
+	echo "## HTTP/2 and HTTP/1.1 through the waypoint (issue 16)"
+	echo
+	jq -r '.settings.http_load | if .skipped then "Not measured: \(.skipped)." else
+		"h2load GETs of /bytes/\(.body_bytes) (tests/node/h2_server.js in the server pod, the same server for both protocols), \(.requests) requests per run, \(.in_flight) in flight: HTTP/2 (h2c prior knowledge) on \(.h2_connections) connections x \(.h2_streams_per_connection) streams, HTTP/1.1 on \(.h1_connections) keep-alive connections. direct: client pod to the server pod, no agent. waypoint: both agents and ambit-waypoint, the client calling service h2b (port 80 appProtocol kubernetes.io/h2c, port 81 http) whose waypoint it is: HBONE to the waypoint, which forwards to the server pod. p50/p99 from h2load'"'"'s per-request log." end' "$json"
+	jq -r '(.waypoint.http_load.requests_seen_by_waypoint // null) as $n | .settings.http_load as $h
+		| if $n == null then empty else
+		"The waypoint counted \($n) requests to h2b in istio_requests_total (two runs of \($h.requests) plus their warm-ups: \(2 * ($h.requests + ($h.requests / 10 | floor) + 1)) and its smoke GET; far fewer means it passed the connections as TCP)." end' "$json"
+	echo
+	http_table
+	echo
 	echo "## Targets (issues 8, 13 and 17)"
 	echo
 	targets
@@ -738,7 +884,7 @@ targets() {
 	echo "## Notes"
 	echo
 	jq -r '
-		(["direct", "stunnel", "ambit", "ambit_pod"][] as $n | .[$n] // {status: "skipped"} |
+		(["direct", "stunnel", "ambit", "ambit_pod", "waypoint"][] as $n | .[$n] // {status: "skipped"} |
 			(if .status != "ok" then "- \($n): \(.reason // .status)." else empty end),
 			(if .idle_error then "- \($n): idle connections stopped at \(.idle_max // 0): \(.idle_error)." else empty end)),
 		(if .stunnel.tls then "- TLS as negotiated (openssl s_client against the node 2 side): stunnel \(.stunnel.tls); ambit HBONE \(.ambit.tls // "-"); ambit_pod HBONE \(.ambit_pod.tls // "-")." else empty end),
@@ -762,6 +908,8 @@ targets() {
 
 echo
 table
+echo
+http_table
 echo
 targets
 echo

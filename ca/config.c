@@ -34,6 +34,8 @@ int ca_config_init(struct ca_config *c)
 	c->default_validity_s = 24 * 3600;
 	c->rate_burst = 200;
 	c->rate_per_second = 20;
+	c->serving_lifetime_s = 365u * 24 * 3600;
+	c->serving_renew_fraction = 0.5;
 	if (!c->path || !c->listen || !c->trust_domain || !c->ca_cert || !c->ca_key ||
 	    !c->audience || !c->admin_address || !c->root_configmap || !c->node_accounts[0] ||
 	    !c->server_names[0]) {
@@ -146,6 +148,19 @@ static int load_rate(struct jx *j, void *arg, const json_t *o)
 	return 0;
 }
 
+static int load_serving(struct jx *j, void *arg, const json_t *o)
+{
+	struct ca_config *c = arg;
+	static const char *const keys[] = { "lifetime_s", "renew_fraction", NULL };
+	int err;
+
+	if ((err = jx_keys(j, o, keys)) ||
+	    (err = jx_uint(j, o, "lifetime_s", 10, 10u * 366 * 24 * 3600, &c->serving_lifetime_s)) ||
+	    (err = jx_double(j, o, "renew_fraction", 0.1, 0.9, &c->serving_renew_fraction)))
+		return err;
+	return 0;
+}
+
 static int load_discovery(struct jx *j, void *arg, const json_t *o)
 {
 	return config_load_discovery(j, arg, o);
@@ -181,7 +196,7 @@ int ca_config_load(struct ca_config *c, const char *path, char *err, size_t errl
 {
 	static const char *const keys[] = { "listen", "trust_domain", "ca", "server_names",
 		"discovery", "tokens", "log", "admin_address", "max_validity_s",
-		"default_validity_s", "rate_limit", "root_cert_configmap", NULL };
+		"default_validity_s", "rate_limit", "root_cert_configmap", "serving", NULL };
 	json_error_t jerr;
 	json_t *root;
 	struct jx j;
@@ -215,6 +230,7 @@ int ca_config_load(struct ca_config *c, const char *path, char *err, size_t errl
 	    (rc = jx_section(&j, root, "ca", load_ca, c)) ||
 	    (rc = jx_section(&j, root, "tokens", load_tokens, c)) ||
 	    (rc = jx_section(&j, root, "rate_limit", load_rate, c)) ||
+	    (rc = jx_section(&j, root, "serving", load_serving, c)) ||
 	    (rc = jx_section(&j, root, "discovery", load_discovery, &c->agent)) ||
 	    (rc = jx_section(&j, root, "log", load_log, &c->agent)))
 		goto out;
@@ -251,7 +267,7 @@ json_t *ca_config_to_json(const struct ca_config *c)
 	const struct config *a = &c->agent;
 
 	return json_pack("{s:s, s:s, s:{s:s, s:s}, s:o, s:{s:o, s:s, s:o, s:s}, s:s, s:i, s:i, "
-			 "s:{s:i, s:i}, s:s, s:{s:s, s:s?}, s:{s:s, s:s}}",
+			 "s:{s:i, s:i}, s:s, s:{s:I, s:f}, s:{s:s, s:s?}, s:{s:s, s:s}}",
 			 "listen", c->listen, "trust_domain", c->trust_domain,
 			 "ca", "cert", c->ca_cert, "key", c->ca_key,
 			 "server_names", list_json(c->server_names, c->nserver_names),
@@ -264,6 +280,8 @@ json_t *ca_config_to_json(const struct ca_config *c)
 			 "default_validity_s", (int)c->default_validity_s,
 			 "rate_limit", "burst", (int)c->rate_burst, "per_second", (int)c->rate_per_second,
 			 "root_cert_configmap", c->root_configmap,
+			 "serving", "lifetime_s", (json_int_t)c->serving_lifetime_s,
+			 "renew_fraction", c->serving_renew_fraction,
 			 "discovery", "source", a->discovery_source == DISCOVERY_FILE ? "file" : "kubernetes",
 			 "file", a->discovery_source == DISCOVERY_FILE ? a->discovery_file : NULL,
 			 "log", "level", log_level_str(a->log_level),

@@ -33,6 +33,8 @@ struct ca_config {
 	uint32_t rate_burst;		/* rate_limit.burst per caller: 200 */
 	uint32_t rate_per_second;	/* rate_limit.per_second: 20 */
 	char *root_configmap;		/* root_cert_configmap: ambit-root-cert ("" = off) */
+	uint32_t serving_lifetime_s;	/* serving.lifetime_s: 1 year (capped at the CA's) */
+	double serving_renew_fraction;	/* serving.renew_fraction: renewed at 0.5 of it */
 	/* discovery.* and log.* as ambitd reads them (agent/config.h), and the Kubernetes API
 	 * settings TokenReview uses too. */
 	struct config agent;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/httpd.h"
@@ -20,6 +21,7 @@
 #include "agent/workloads.h"
 #include "ca/auth.h"
 #include "ca/config.h"
+#include "ca/reload.h"
 #include "ca/rootcm.h"
 #include "ca/service.h"
 #include "common/cli.h"
@@ -31,9 +33,10 @@
 #include "tls/ctx.h"
 #include "tls/jwt.h"
 
-#define EXIT_USAGE 2
 #define PROG "ambit-ca"
-#define SERVING_LIFETIME_S (365u * 24 * 3600)	/* capped at the CA's own expiry */
+#define SERVING_RETRY_MS 30000	/* a failed serving renewal is tried again after this */
+#define SERVING_MAX_WAIT_MS 3600000	/* the renewal time is checked at least hourly (the
+					 * loop's timers are monotonic; certificates are not) */
 
 static const char usage_text[] =
 	"Usage: " PROG " --config FILE [--check]\n"
@@ -58,7 +61,11 @@ static const char usage_text[] =
 struct cad {
 	struct ca_config cfg;
 	struct loop *loop;
-	struct tls_ca *ca;
+	struct tls_ca *ca;		/* the current signing CA (a reference) */
+	struct ca_reload reload;	/* ca.cert/ca.key watched for a new pair */
+	struct loop_timer reload_timer;
+	struct loop_timer serving_timer;	/* the serving certificate's renewal */
+	uint64_t serving_renewals, serving_errors;
 	struct tls_jwt_keys *keys;
 	struct ca_tokenreview tr;
 	char *api_url;
@@ -81,6 +88,98 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		pr_info("signal %u: stopping", si.ssi_signo);
 		loop_stop(l);
 	}
+}
+
+static int64_t serving_not_after(struct cad *d)
+{
+	int64_t issued_at = 0, not_after = 0;
+
+	tls_ctx_https_server_validity(d->tls, &issued_at, &not_after);
+	return not_after;
+}
+
+/* Arms the serving certificate's renewal: at serving.renew_fraction of its lifetime. */
+static void serving_arm(struct cad *d)
+{
+	int64_t issued_at = 0, not_after = 0, due, now = (int64_t)time(NULL);
+	uint64_t ms;
+
+	tls_ctx_https_server_validity(d->tls, &issued_at, &not_after);
+	due = ca_reload_serving_due(issued_at, not_after, d->cfg.serving_renew_fraction);
+	ms = due > now ? (uint64_t)(due - now) * 1000 : 1000;
+	loop_timer_arm(d->loop, &d->serving_timer, MIN(ms, (uint64_t)SERVING_MAX_WAIT_MS));
+}
+
+/* Issues the serving certificate again from the current signing key, for new handshakes.
+ * 0 or -errno (logged, counted; the current certificate stays). */
+static int serving_renew(struct cad *d, const char *why)
+{
+	char err[256], until[32];
+	int rc = tls_ctx_https_server_renew(d->tls, d->ca, d->cfg.serving_lifetime_s, err,
+					    sizeof(err));
+
+	fmt_utc(serving_not_after(d), until, sizeof(until));
+	if (rc) {
+		d->serving_errors++;
+		pr_err("serving certificate: cannot renew it (%s); the current one, valid until "
+		       "%s, stays: %s", why, until, err);
+		return rc;
+	}
+	d->serving_renewals++;
+	pr_info("serving certificate renewed (%s) for new connections, valid until %s", why,
+		until);
+	return 0;
+}
+
+static void on_serving(struct loop *l, struct loop_timer *t)
+{
+	struct cad *d = t->arg;
+	int64_t issued_at = 0, not_after = 0, now = (int64_t)time(NULL);
+
+	tls_ctx_https_server_validity(d->tls, &issued_at, &not_after);
+	if (now < ca_reload_serving_due(issued_at, not_after, d->cfg.serving_renew_fraction)) {
+		serving_arm(d);
+		return;
+	}
+	if (serving_renew(d, "due"))
+		loop_timer_arm(l, t, SERVING_RETRY_MS);
+	else
+		serving_arm(d);
+}
+
+/* Every CA_RELOAD_CHECK_MS: a changed ca.cert/ca.key pair that passes the checks signs the
+ * next calls (those under way finish with the old one), makes a new serving certificate and
+ * becomes the root ConfigMap; a pair that does not stays unused, the current one signs on. */
+static void on_reload(struct loop *l, struct loop_timer *t)
+{
+	struct cad *d = t->arg;
+	struct tls_ca *ca;
+	char err[512], until[32];
+	int rc;
+
+	loop_timer_arm(l, t, CA_RELOAD_CHECK_MS);
+	rc = ca_reload_poll(&d->reload, (int64_t)time(NULL), &ca, err, sizeof(err));
+	if (rc < 0) {
+		fmt_utc(tls_ca_not_after(d->ca), until, sizeof(until));
+		pr_err("ca: the changed ca.cert %s / ca.key %s are refused, the current pair "
+		       "(valid until %s) signs on: %s", d->cfg.ca_cert, d->cfg.ca_key, until, err);
+		return;
+	}
+	if (rc == 0)
+		return;
+	ca_service_set_ca(d->svc, ca);
+	tls_ca_free(d->ca);
+	d->ca = ca;
+	if (ca_rootcm_set_ca(d->rootcm, ca))
+		pr_warn("root ConfigMap %s: out of memory, it keeps the old roots until the next "
+			"change", d->cfg.root_configmap);
+	fmt_utc(tls_ca_not_after(ca), until, sizeof(until));
+	pr_info("ca: %s and %s reloaded without a restart: new calls are signed with them "
+		"(valid until %s)", d->cfg.ca_cert, d->cfg.ca_key, until);
+	if (serving_renew(d, "new signing key"))
+		loop_timer_arm(l, &d->serving_timer, SERVING_RETRY_MS);
+	else
+		serving_arm(d);
 }
 
 static void reply_json(struct httpd_response *resp, int status, json_t *j)
@@ -110,10 +209,40 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 				  "# HELP ambit_ca_server_root_configmap_errors_total Failed root "
 				  "ConfigMap syncs.\n"
 				  "# TYPE ambit_ca_server_root_configmap_errors_total counter\n"
-				  "ambit_ca_server_root_configmap_errors_total %llu\n",
+				  "ambit_ca_server_root_configmap_errors_total %llu\n"
+				  "# HELP ambit_ca_server_ca_reloads_total New ca.cert/ca.key pairs "
+				  "taken without a restart.\n"
+				  "# TYPE ambit_ca_server_ca_reloads_total counter\n"
+				  "ambit_ca_server_ca_reloads_total %llu\n"
+				  "# HELP ambit_ca_server_ca_reload_errors_total Changed ca.cert/ca.key "
+				  "pairs refused (the current pair stays).\n"
+				  "# TYPE ambit_ca_server_ca_reload_errors_total counter\n"
+				  "ambit_ca_server_ca_reload_errors_total %llu\n"
+				  "# HELP ambit_ca_server_ca_cert_expiry_timestamp_seconds When the "
+				  "signing certificate expires.\n"
+				  "# TYPE ambit_ca_server_ca_cert_expiry_timestamp_seconds gauge\n"
+				  "ambit_ca_server_ca_cert_expiry_timestamp_seconds %lld\n"
+				  "# HELP ambit_ca_server_serving_cert_renewals_total Serving "
+				  "certificates issued after the first.\n"
+				  "# TYPE ambit_ca_server_serving_cert_renewals_total counter\n"
+				  "ambit_ca_server_serving_cert_renewals_total %llu\n"
+				  "# HELP ambit_ca_server_serving_cert_renewal_errors_total Failed "
+				  "serving certificate renewals.\n"
+				  "# TYPE ambit_ca_server_serving_cert_renewal_errors_total counter\n"
+				  "ambit_ca_server_serving_cert_renewal_errors_total %llu\n"
+				  "# HELP ambit_ca_server_serving_cert_expiry_timestamp_seconds When "
+				  "the serving certificate expires.\n"
+				  "# TYPE ambit_ca_server_serving_cert_expiry_timestamp_seconds gauge\n"
+				  "ambit_ca_server_serving_cert_expiry_timestamp_seconds %lld\n",
 				  m, grpc_server_conns(d->grpc), mod->nworkloads,
 				  (unsigned long long)ca_rootcm_writes(d->rootcm),
-				  (unsigned long long)ca_rootcm_errors(d->rootcm)) >= 0) {
+				  (unsigned long long)ca_rootcm_errors(d->rootcm),
+				  (unsigned long long)d->reload.reloads,
+				  (unsigned long long)d->reload.errors,
+				  (long long)tls_ca_not_after(d->ca),
+				  (unsigned long long)d->serving_renewals,
+				  (unsigned long long)d->serving_errors, (long long)serving_not_after(d))
+		    >= 0) {
 			resp->status = 200;
 			resp->content_type = "text/plain; version=0.0.4";
 			resp->body = all;
@@ -131,12 +260,7 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 			httpd_replyf(resp, 200, "text/plain", "ready\n");
 		model_unref(m);
 	} else if (strcmp(req->path, "/config_dump") == 0) {
-		json_t *o = ca_config_to_json(&d->cfg), *st = runtime_discovery_status(&d->discovery);
-		if (o && st)
-			json_object_set_new(o, "discovery_status", st);
-		else
-			json_decref(st);
-		reply_json(resp, 200, o);
+		reply_json(resp, 200, runtime_config_dump(ca_config_to_json(&d->cfg), &d->discovery));
 	} else if (strcmp(req->path, "/") == 0) {
 		httpd_replyf(resp, 200, "text/plain", "%s %s\n/metrics /stats/prometheus "
 			     "/healthz/ready /config_dump\n", PROG, AMBIT_VERSION);
@@ -151,6 +275,7 @@ static int load_credentials(struct cad *d)
 {
 	char err[512];
 	const struct config *a = &d->cfg.agent;
+	int rc;
 
 	if (!(d->ca = tls_ca_load(d->cfg.ca_cert, d->cfg.ca_key, err, sizeof(err)))) {
 		pr_err("%s: ca: %s", d->cfg.path, err);
@@ -175,8 +300,12 @@ static int load_credentials(struct cad *d)
 		d->tr.token_file = a->kube_token_file;
 		d->tr.timeout_ms = 5000;
 	}
+	if ((rc = ca_reload_validate(d->ca, (int64_t)time(NULL), err, sizeof(err)))) {
+		pr_err("%s: ca: %s: %s", d->cfg.path, d->cfg.ca_cert, err);
+		return -EINVAL;
+	}
 	if (!(d->tls = tls_ctx_new_https_server(d->ca, (const char *const *)d->cfg.server_names,
-						d->cfg.nserver_names, SERVING_LIFETIME_S, err,
+						d->cfg.nserver_names, d->cfg.serving_lifetime_s, err,
 						sizeof(err)))) {
 		pr_err("%s: server_names: %s", d->cfg.path, err);
 		return -EINVAL;
@@ -188,10 +317,14 @@ static int run(struct cad *d)
 {
 	const struct config *a = &d->cfg.agent;
 	struct sockaddr_storage ss;
-	sigset_t mask;
 	char err[256];
-	int sfd = -1, rc;
+	int rc;
 
+	loop_timer_init(&d->reload_timer, on_reload, d);
+	loop_timer_init(&d->serving_timer, on_serving, d);
+	/* stamped before the load: a change in between is seen by the first poll, and files
+	 * that cannot be stat'ed fail the load with their reason */
+	(void)ca_reload_init(&d->reload, d->cfg.ca_cert, d->cfg.ca_key);
 	if ((rc = load_credentials(d)))
 		goto out;
 	rc = -EIO;
@@ -199,18 +332,8 @@ static int run(struct cad *d)
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		goto out;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if ((sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) == -1) {
-		rc = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((rc = runtime_signals_start(d->loop, &d->signal_io, on_signal, d)))
 		goto out;
-	}
-	loop_io_init(&d->signal_io, sfd, on_signal, d);
-	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg.agent, NULL, NULL)))
 		goto out;
 	if (!(d->svc = ca_service_new(&d->cfg, d->ca, d->keys, d->keys ? NULL : &d->tr))) {
@@ -243,21 +366,25 @@ static int run(struct cad *d)
 			pr_warn("root ConfigMap %s: %s", d->cfg.root_configmap, strerror(errno));
 		free(api);
 	}
+	if ((rc = loop_timer_arm(d->loop, &d->reload_timer, CA_RELOAD_CHECK_MS)))
+		goto out;
+	serving_arm(d);
 	pr_info("%s %s: trust domain %s, gRPC/TLS on %s (port %u), callers by %s, admin on %s",
 		PROG, AMBIT_VERSION, d->cfg.trust_domain, d->cfg.listen, grpc_server_port(d->grpc),
 		d->keys ? "JWT (tokens.issuer_keys)" : "TokenReview", d->cfg.admin_address);
 	rc = loop_run(d->loop);
 	pr_info("stopped");
 out:
+	if (d->loop) {
+		loop_timer_cancel(d->loop, &d->reload_timer);
+		loop_timer_cancel(d->loop, &d->serving_timer);
+	}
 	ca_rootcm_stop(d->rootcm);
 	grpc_server_stop(d->grpc);
 	httpd_free(d->admin);
 	runtime_discovery_stop(&d->discovery);
 	ca_service_free(d->svc);
-	if (sfd >= 0) {
-		loop_io_del(d->loop, &d->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(d->loop, &d->signal_io);
 	loop_free(d->loop);
 	tls_ctx_free(d->tls);
 	tls_jwt_keys_free(d->keys);
@@ -273,7 +400,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	log_set_component(PROG);
-	if ((rc = cli_parse(argc, argv, PROG, usage_text, &o)) >= 0)
+	if ((rc = cli_parse(argc, argv, PROG, usage_text, 0, &o)) >= 0)
 		return rc;
 	if (ca_config_init(&cad.cfg)) {
 		fprintf(stderr, PROG ": out of memory\n");
@@ -282,13 +409,11 @@ int main(int argc, char **argv)
 	if (ca_config_load(&cad.cfg, o.config_path, err, sizeof(err))) {
 		fprintf(stderr, PROG ": %s\n", err);
 		ca_config_fini(&cad.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
-	if (o.log_level && log_level_parse(o.log_level, &cad.cfg.agent.log_level)) {
-		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
-			o.log_level);
+	if ((rc = cli_log_level(PROG, o.log_level, &cad.cfg.agent.log_level))) {
 		ca_config_fini(&cad.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(cad.cfg.agent.log_level);
 	log_set_format(cad.cfg.agent.log_format);
@@ -310,5 +435,5 @@ int main(int argc, char **argv)
 	}
 	httpc_global_fini();
 	ca_config_fini(&cad.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }

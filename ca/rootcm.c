@@ -21,12 +21,14 @@
 #define SA_NAMESPACE "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 struct ca_rootcm {
-	char *api, *ca_file, *token_file, *ns, *name, *pem;
+	char *api, *ca_file, *token_file, *ns, *name;
+	char *pem;		/* the roots to publish: under lock (ca_rootcm_set_ca) */
 	uint32_t interval_ms;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop;
+	bool changed;		/* pem replaced: sync now rather than at the next interval */
 	atomic_uint_fast64_t writes, errors;
 };
 
@@ -62,12 +64,12 @@ static int call(struct ca_rootcm *r, const char *method, const char *url, const 
 	return err;
 }
 
-static char *cm_body(struct ca_rootcm *r, const char *rv)
+static char *cm_body(struct ca_rootcm *r, const char *pem, const char *rv)
 {
 	json_t *o = json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}}, s:{s:s}}", "apiVersion", "v1",
 			      "kind", "ConfigMap", "metadata", "name", r->name, "namespace", r->ns,
 			      "labels", "app.kubernetes.io/managed-by", "ambit-ca",
-			      "data", CA_ROOTCM_KEY, r->pem);
+			      "data", CA_ROOTCM_KEY, pem);
 	char *s = NULL;
 
 	if (o && rv)
@@ -82,12 +84,20 @@ static char *cm_body(struct ca_rootcm *r, const char *rv)
 static int sync_once(struct ca_rootcm *r)
 {
 	char url[1024];
-	struct httpc_response resp;
+	struct httpc_response resp = { 0 };
 	json_t *cm = NULL;
 	char *body = NULL;
 	const char *rv = NULL;
+	char *pem;
 	int err;
 
+	pthread_mutex_lock(&r->lock);
+	pem = strdup(r->pem);
+	pthread_mutex_unlock(&r->lock);
+	if (!pem) {
+		err = -ENOMEM;
+		goto out;
+	}
 	snprintf(url, sizeof(url), "%s/api/v1/namespaces/%s/configmaps/%s", r->api, r->ns, r->name);
 	if ((err = call(r, "GET", url, NULL, &resp)))
 		goto out;
@@ -95,7 +105,7 @@ static int sync_once(struct ca_rootcm *r)
 		cm = json_loadb(resp.body, resp.body_len, 0, NULL);
 		const char *have = json_string_value(json_object_get(json_object_get(cm, "data"),
 								     CA_ROOTCM_KEY));
-		if (have && strcmp(have, r->pem) == 0)
+		if (have && strcmp(have, pem) == 0)
 			goto out;	/* current */
 		rv = json_string_value(json_object_get(json_object_get(cm, "metadata"),
 						       "resourceVersion"));
@@ -104,7 +114,7 @@ static int sync_once(struct ca_rootcm *r)
 		err = -EIO;
 		goto out;
 	}
-	if (!(body = cm_body(r, rv))) {
+	if (!(body = cm_body(r, pem, rv))) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -128,6 +138,7 @@ out:
 		atomic_fetch_add(&r->errors, 1);
 	json_decref(cm);
 	free(body);
+	free(pem);
 	httpc_response_fini(&resp);
 	return err;
 }
@@ -139,6 +150,7 @@ static void *rootcm_main(void *arg)
 
 	pthread_mutex_lock(&r->lock);
 	while (!r->stop) {
+		r->changed = false;
 		pthread_mutex_unlock(&r->lock);
 		sync_once(r);
 		pthread_mutex_lock(&r->lock);
@@ -149,7 +161,8 @@ static void *rootcm_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		while (!r->stop && pthread_cond_timedwait(&r->cond, &r->lock, &ts) != ETIMEDOUT)
+		while (!r->stop && !r->changed &&
+		       pthread_cond_timedwait(&r->cond, &r->lock, &ts) != ETIMEDOUT)
 			;
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -227,6 +240,24 @@ void ca_rootcm_stop(struct ca_rootcm *r)
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);
 	rootcm_free(r);
+}
+
+int ca_rootcm_set_ca(struct ca_rootcm *r, const struct tls_ca *ca)
+{
+	char *pem, *old;
+
+	if (!r)
+		return 0;
+	if (!(pem = tls_ca_roots_pem(ca)))
+		return -ENOMEM;
+	pthread_mutex_lock(&r->lock);
+	old = r->pem;
+	r->pem = pem;
+	r->changed = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	free(old);
+	return 0;
 }
 
 uint64_t ca_rootcm_writes(const struct ca_rootcm *r)

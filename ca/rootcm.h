@@ -24,6 +24,10 @@ struct ca_rootcm_opts {
 
 /* Copies opts; reads the roots of ca now. NULL + errno. */
 struct ca_rootcm *ca_rootcm_start(const struct ca_rootcm_opts *o, const struct tls_ca *ca);
+/* Publishes the roots of ca from now on (a reloaded ca.cert): the ConfigMap is synced at
+ * once, not at the next interval. Any thread; r may be NULL (nothing to keep). 0 or
+ * -ENOMEM (the old roots stay). */
+int ca_rootcm_set_ca(struct ca_rootcm *r, const struct tls_ca *ca);
 /* Accepts NULL; joins the thread. */
 void ca_rootcm_stop(struct ca_rootcm *r);
 /* Counters for metrics: writes done (create or update) and failed attempts. */

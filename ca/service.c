@@ -4,6 +4,7 @@
 #include "ca/service.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,8 @@
 
 struct ca_service {
 	const struct ca_config *cfg;
-	struct tls_ca *ca;
+	pthread_mutex_t ca_lock;
+	struct tls_ca *ca;		/* a reference; replaced by ca_service_set_ca */
 	const struct tls_jwt_keys *keys;
 	const struct ca_tokenreview *tr;
 	struct ca_ratelimit *rl;
@@ -47,14 +49,16 @@ struct ca_service *ca_service_new(const struct ca_config *cfg, struct tls_ca *ca
 	if (!s)
 		return NULL;
 	s->cfg = cfg;
-	s->ca = ca;
+	pthread_mutex_init(&s->ca_lock, NULL);
+	s->ca = tls_ca_ref(ca);
 	s->keys = keys;
 	s->tr = tr;
 	s->policy.trust_domain = cfg->trust_domain;
 	s->policy.node_accounts = (const char *const *)cfg->node_accounts;
 	s->policy.nnode_accounts = cfg->nnode_accounts;
 	if (!(s->rl = ca_ratelimit_new(cfg->rate_burst, cfg->rate_per_second))) {
-		free(s);
+		ca_service_free(s);
+		errno = ENOMEM;
 		return NULL;
 	}
 	return s;
@@ -65,7 +69,32 @@ void ca_service_free(struct ca_service *s)
 	if (!s)
 		return;
 	ca_ratelimit_free(s->rl);
+	tls_ca_free(s->ca);
+	pthread_mutex_destroy(&s->ca_lock);
 	free(s);
+}
+
+void ca_service_set_ca(struct ca_service *s, struct tls_ca *ca)
+{
+	struct tls_ca *old;
+
+	tls_ca_ref(ca);
+	pthread_mutex_lock(&s->ca_lock);
+	old = s->ca;
+	s->ca = ca;
+	pthread_mutex_unlock(&s->ca_lock);
+	tls_ca_free(old);	/* calls that took it keep their own reference */
+}
+
+/* The CA a call signs with, taken when it starts: a reference the call drops. */
+static struct tls_ca *current_ca(struct ca_service *s)
+{
+	struct tls_ca *ca;
+
+	pthread_mutex_lock(&s->ca_lock);
+	ca = tls_ca_ref(s->ca);
+	pthread_mutex_unlock(&s->ca_lock);
+	return ca;
 }
 
 uint64_t ca_service_count(struct ca_service *s, enum ca_result r)
@@ -130,6 +159,7 @@ void ca_service_handle(void *arg, const struct grpc_server_call *call,
 		       struct grpc_server_reply *reply)
 {
 	struct ca_service *s = arg;
+	struct tls_ca *ca = NULL;
 	struct call_log cl = { .call = call };
 	struct ca_request req = { 0 };
 	struct tls_csr_req *csr = NULL;
@@ -163,6 +193,7 @@ void ca_service_handle(void *arg, const struct grpc_server_call *call,
 		       "rate limit: too many requests from this caller");
 		return;
 	}
+	ca = current_ca(s);	/* a key switched meanwhile is for the next call */
 	if (ca_msg_request_decode(call->msg, call->len, &req, why, sizeof(why))) {
 		decide(s, &cl, reply, CA_RES_INVALID, GRPC_STATUS_INVALID_ARGUMENT, why);
 		goto out;
@@ -193,7 +224,7 @@ void ca_service_handle(void *arg, const struct grpc_server_call *call,
 	cl.validity_s = req.validity_s > 0 ? MIN(req.validity_s, (int64_t)s->cfg->max_validity_s)
 					   : (int64_t)s->cfg->default_validity_s;
 	struct tls_issue_opts o = { .lifetime_s = (uint32_t)cl.validity_s };
-	if ((err = tls_ca_sign_csr(s->ca, csr, &grant, &o, &chain, &chain_len)) ||
+	if ((err = tls_ca_sign_csr(ca, csr, &grant, &o, &chain, &chain_len)) ||
 	    (err = ca_msg_response_encode(chain, chain_len, &reply->response,
 					  &reply->response_len))) {
 		snprintf(why, sizeof(why), "signing: %s", strerror(-err));
@@ -202,6 +233,7 @@ void ca_service_handle(void *arg, const struct grpc_server_call *call,
 	}
 	decide(s, &cl, reply, CA_RES_ISSUED, GRPC_STATUS_OK, NULL);
 out:
+	tls_ca_free(ca);
 	free(chain);
 	model_unref(m);
 	tls_csr_req_free(csr);

@@ -31,11 +31,14 @@ enum ca_result {
 };
 const char *ca_result_str(enum ca_result r);
 
-/* cfg, ca, keys (NULL: TokenReview with tr) and tr are borrowed and must outlive the
- * service. NULL + errno. */
+/* cfg, keys (NULL: TokenReview with tr) and tr are borrowed and must outlive the service;
+ * the service takes its own reference to ca. NULL + errno. */
 struct ca_service *ca_service_new(const struct ca_config *cfg, struct tls_ca *ca,
 				  const struct tls_jwt_keys *keys, const struct ca_tokenreview *tr);
 void ca_service_free(struct ca_service *s);
+/* Signs with ca (a reference is taken) from the next call on; calls already past
+ * authentication finish with the CA they took. Any thread. */
+void ca_service_set_ca(struct ca_service *s, struct tls_ca *ca);
 /* The grpc_server_handler_fn (arg = the service). */
 void ca_service_handle(void *arg, const struct grpc_server_call *call,
 		       struct grpc_server_reply *reply);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Kubernetes labels and equality selectors (common/labels.h). */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,20 @@ void labels_free(struct label *l, int n)
 		free(l[i].value);
 	}
 	free(l);
+}
+
+int labels_add(struct label *l, int *n, const char *key, const char *value)
+{
+	char *k = strdup(key), *v = strdup(value);
+
+	if (!k || !v) {
+		free(k);
+		free(v);
+		return -ENOMEM;
+	}
+	l[*n] = (struct label){ .key = k, .value = v };
+	(*n)++;
+	return 0;
 }
 
 const char *labels_get(const struct label *l, int n, const char *key)

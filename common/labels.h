@@ -14,6 +14,9 @@ struct label {
 
 /* Frees n labels and the array. Accepts NULL. */
 void labels_free(struct label *l, int n);
+/* Appends copies of key and value as l[*n] (room for it is the caller's) and counts it in *n.
+ * 0, or -ENOMEM with nothing added. */
+int labels_add(struct label *l, int *n, const char *key, const char *value);
 /* The value of key among l[0..n), or NULL. Borrowed. */
 const char *labels_get(const struct label *l, int n, const char *key);
 /* Every pair of sel[0..nsel) is in lab[0..nlab) (Kubernetes `matchLabels`). An empty

@@ -72,5 +72,7 @@ bool log_ratelimit_ok(struct log_ratelimit *rl);
 
 #define pr_warn_rl(...) do { static struct log_ratelimit _rl = LOG_RATELIMIT_INIT(5000, 10); \
 	if (log_enabled(LOG_LVL_WARN) && log_ratelimit_ok(&_rl)) log_msg(LOG_LVL_WARN, __VA_ARGS__); } while (0)
+#define pr_info_rl(...) do { static struct log_ratelimit _rl = LOG_RATELIMIT_INIT(5000, 10); \
+	if (log_enabled(LOG_LVL_INFO) && log_ratelimit_ok(&_rl)) log_msg(LOG_LVL_INFO, __VA_ARGS__); } while (0)
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -19,6 +20,9 @@ uint64_t now_mono_ms(void);
 uint64_t now_mono_ns(void);
 /* Wall clock in ns since the Unix epoch (span timestamps). */
 uint64_t now_real_ns(void);
+
+/* "2024-11-26T09:31:00Z" from Unix seconds ("-" when not positive); buf of 21 or more. */
+void fmt_utc(long long unix_s, char *buf, size_t len);
 
 /* Length of "[ffff:...]:65535" plus NUL. */
 #define ADDR_STR_LEN 64
@@ -51,11 +55,21 @@ bool str_parts_eq(const char *key, const char *const *parts, int n, char sep);
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);
 
+/* Whether two stat(2) results describe the same content of a file: device, inode, size and
+ * mtime. For change polling: stat follows symlinks, so a Kubernetes volume's ..data swap shows
+ * as another inode. */
+struct stat;
+bool stat_same_file(const struct stat *a, const struct stat *b);
+
 /* Reads a whole file, at most max bytes (NUL-terminated, *len without it). NULL + errno. */
 char *read_file_bounded(const char *path, size_t max, size_t *len);
 
 /* A delay in [d/2, d] drawn with xorshift64* from *rng (seed it non-zero): spreads the retries
  * of many agents that lost the same peer together. Jitter only, no strength. */
 uint64_t jitter_half(uint64_t *rng, uint64_t d);
+
+/* The absolute time ms from now on clock clk, for pthread_cond_timedwait (whose clock the
+ * condvar names: CLOCK_REALTIME unless set) and pthread_timedjoin_np (CLOCK_REALTIME). */
+struct timespec timespec_after_ms(clockid_t clk, uint64_t ms);
 
 #endif

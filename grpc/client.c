@@ -17,13 +17,10 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "common/version.h"
 #include "grpc/io.h"
 #include "tls/conn.h"
 #include "tls/ctx.h"
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
 
 #define FIXED_HEADERS 8		/* :method :scheme :path :authority content-type te ua timeout */
 

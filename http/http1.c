@@ -199,9 +199,9 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-/* tchar (RFC 9110 §5.6.2). The system http_parser is built non-strict and lets a space into
- * a field name ("Transfer-Encoding : chunked"), which would go upstream as it came. */
-static bool is_tchar(unsigned char c)
+/* The system http_parser is built non-strict and lets a space into a field name
+ * ("Transfer-Encoding : chunked"), which would go upstream as it came: names are checked here. */
+bool h1_is_tchar(unsigned char c)
 {
 	return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
 }
@@ -223,7 +223,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 		h->h[h->nh++] = (struct h1_header){ .name = (uint32_t)h->arena_len };
 		h->in_value = false;
 	}
-	while (ok < len && is_tchar((unsigned char)at[ok]))
+	while (ok < len && h1_is_tchar((unsigned char)at[ok]))
 		ok++;
 	if (arena_add(h, at, ok))
 		return -1;
@@ -471,20 +471,55 @@ int h1_format_head(const struct h1 *h, struct h1_buf *out, const char *const *dr
 	return err;
 }
 
+/* RFC 9110 §15 reason phrases (a client must not depend on them, RFC 9112 §4; an unknown code
+ * gets "Error" from 400 up, else an empty phrase). Statuses translated from HTTP/2 come here. */
 const char *h1_reason(int status)
 {
 	switch (status) {
+	case 100: return "Continue";
+	case 103: return "Early Hints";
 	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 203: return "Non-Authoritative Information";
+	case 204: return "No Content";
+	case 205: return "Reset Content";
+	case 206: return "Partial Content";
+	case 300: return "Multiple Choices";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
+	case 304: return "Not Modified";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
 	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
 	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
+	case 417: return "Expectation Failed";
+	case 421: return "Misdirected Request";
+	case 422: return "Unprocessable Content";
+	case 426: return "Upgrade Required";
+	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
-	default: return "Error";
+	case 505: return "HTTP Version Not Supported";
+	default: return status >= 400 ? "Error" : "";
 	}
 }
 

@@ -122,5 +122,7 @@ int h1_format_head(const struct h1 *h, struct h1_buf *out, const char *const *dr
  * content-length, connection: close when close. 0 or -ENOMEM. */
 int h1_local_response(struct h1_buf *out, int status, const char *body, bool close);
 const char *h1_reason(int status);
+/* A tchar (RFC 9110 §5.6.2): a byte of a token such as a method or a field name. */
+bool h1_is_tchar(unsigned char c);
 
 #endif

@@ -229,14 +229,9 @@ static int string_map(struct jx *j, const json_t *obj, const char *key, int max,
 			jx_leave(j, saved);
 			return err;
 		}
-		(*out)[n].key = strdup(k);
-		(*out)[n].value = strdup(json_string_value(v));
-		if (!(*out)[n].key || !(*out)[n].value) {
-			free((*out)[n].key);
-			free((*out)[n].value);
+		if (labels_add(*out, &n, k, json_string_value(v)))
 			return -ENOMEM;
-		}
-		*nout = ++n;
+		*nout = n;
 	}
 	return 0;
 }

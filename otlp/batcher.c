@@ -55,20 +55,6 @@ static void set_qlen(struct batcher *b)
 	__atomic_store_n(&b->st.queue_len, b->len, __ATOMIC_RELAXED);
 }
 
-/* Absolute CLOCK_MONOTONIC time for a condvar wait ms from now. */
-static struct timespec abs_after_ms(uint64_t ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
-
 /* Full delay in [d/2, d]: spreads the retries of many agents after a collector restart. */
 static uint32_t jitter(struct batcher *b, uint32_t d)
 {
@@ -93,7 +79,7 @@ static void pop_n(struct batcher *b, uint32_t n, enum span_export_state st)
 /* Waits until ms passed or stop was newly asked (under lock). True when it should go on. */
 static void wait_ms_locked(struct batcher *b, uint64_t ms)
 {
-	struct timespec ts = abs_after_ms(ms);
+	struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, ms);
 	bool was_stop = b->stop;
 	while (b->stop == was_stop) {
 		if (pthread_cond_timedwait(&b->wake, &b->lock, &ts) == ETIMEDOUT)
@@ -179,7 +165,8 @@ static void *batcher_main(void *arg)
 			uint64_t now = now_mono_ms();
 			if (b->len > 0 && now >= next)
 				break;
-			struct timespec ts = abs_after_ms(now < next ? next - now : b->o.schedule_delay_ms);
+			struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC,
+							       now < next ? next - now : b->o.schedule_delay_ms);
 			pthread_cond_timedwait(&b->wake, &b->lock, &ts);
 			if (b->len == 0 && now_mono_ms() >= next)
 				next = now_mono_ms() + b->o.schedule_delay_ms;
@@ -303,7 +290,7 @@ int batcher_submit(struct batcher *b, struct span *s)
 
 int batcher_flush(struct batcher *b, uint32_t timeout_ms)
 {
-	struct timespec ts = abs_after_ms(timeout_ms);
+	struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, timeout_ms);
 	int rc = 0;
 
 	pthread_mutex_lock(&b->lock);
@@ -356,15 +343,8 @@ void batcher_free_stats(struct batcher *b, uint32_t deadline_ms, struct batcher_
 	pthread_mutex_unlock(&b->lock);
 	/* The thread honours the deadline between attempts; an attempt in flight is told to
 	 * stop through cancel once the deadline passes. */
-	struct timespec ts;
-	uint64_t wait_ms = (uint64_t)deadline_ms + 250;	/* an attempt in flight gets 250 ms more */
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(wait_ms / 1000);
-	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	/* an attempt in flight gets 250 ms more */
+	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, (uint64_t)deadline_ms + 250);
 	if (pthread_timedjoin_np(b->thread, NULL, &ts) != 0) {
 		__atomic_store_n(&b->cancel, true, __ATOMIC_RELAXED);
 		pthread_join(b->thread, NULL);

@@ -8,14 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/version.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 #include "otlp/resource.h"
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
 
 typedef Opentelemetry__Proto__Common__V1__KeyValue pb_kv;
 typedef Opentelemetry__Proto__Common__V1__AnyValue pb_any;

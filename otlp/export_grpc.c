@@ -10,14 +10,11 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "grpc/client.h"
 #include "otlp/config.h"
 #include "otlp/encode.h"
 #include "otlp/exporter.h"
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
 
 #define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

@@ -9,12 +9,9 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "common/version.h"
 #include "otlp/config.h"
 #include "otlp/tracecontext.h"
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
 
 struct otlp_resource *otlp_resource_new(void)
 {

@@ -182,12 +182,7 @@ int otlp_sinks_wait_retired(uint32_t max_ms)
 			rc = -ETIMEDOUT;
 			break;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = timespec_after_ms(CLOCK_REALTIME, 20);
 		pthread_cond_timedwait(&reg_cond, &reg_lock, &ts);
 	}
 	pthread_mutex_unlock(&reg_lock);

@@ -86,6 +86,27 @@ static inline int test_main(const char *suite)
 	return failed ? 1 : 0;
 }
 
+/* A scratch directory for the whole test program, made on first use, /tmp/ambit-<tag>-XXXXXX,
+ * removed with its contents at exit. Aborts when it cannot be made. */
+static char test_tmp[96];
+static inline void test_tmpdir_rm(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmp);
+	if (system(cmd))
+		fprintf(stderr, "cannot remove %s\n", test_tmp);
+}
+static inline const char *test_tmpdir(const char *tag)
+{
+	if (!test_tmp[0]) {
+		snprintf(test_tmp, sizeof(test_tmp), "/tmp/ambit-%s-XXXXXX", tag);
+		if (!mkdtemp(test_tmp))
+			abort();
+		atexit(test_tmpdir_rm);
+	}
+	return test_tmp;
+}
+
 #define TEST_MAIN(suite) \
 	int main(void) { return test_main(suite); }
 

@@ -29,8 +29,9 @@ struct tls_ca {
 				 * unless self-signed (the root is never sent) */
 	STACK_OF(X509) *anchors;/* every certificate of ca.crt */
 	bool partial_chain;	/* no self-signed root in ca.crt: trust the intermediate */
-	int64_t not_after;
+	int64_t not_before, not_after;
 	pthread_mutex_t lock;	/* signing with one EVP_PKEY from several threads */
+	atomic_uint refs;	/* tls_ca_ref / tls_ca_free */
 };
 
 static bool self_signed(X509 *x)
@@ -45,6 +46,7 @@ static struct tls_ca *ca_alloc(void)
 	if (!ca)
 		return NULL;
 	pthread_mutex_init(&ca->lock, NULL);
+	atomic_init(&ca->refs, 1);
 	ca->chain = sk_X509_new_null();
 	ca->anchors = sk_X509_new_null();
 	if (!ca->chain || !ca->anchors) {
@@ -55,9 +57,16 @@ static struct tls_ca *ca_alloc(void)
 	return ca;
 }
 
+struct tls_ca *tls_ca_ref(struct tls_ca *ca)
+{
+	if (ca)
+		atomic_fetch_add(&ca->refs, 1);
+	return ca;
+}
+
 void tls_ca_free(struct tls_ca *ca)
 {
-	if (!ca)
+	if (!ca || atomic_fetch_sub(&ca->refs, 1) != 1)
 		return;
 	X509_free(ca->cert);
 	EVP_PKEY_free(ca->key);
@@ -98,6 +107,8 @@ static int ca_finish(struct tls_ca *ca, STACK_OF(X509) *rest)
 			return err;
 	}
 	ca->partial_chain = !have_root;
+	if (tls_asn1_time_to_unix(X509_get0_notBefore(ca->cert), &ca->not_before))
+		return -EINVAL;
 	return tls_asn1_time_to_unix(X509_get0_notAfter(ca->cert), &ca->not_after);
 }
 
@@ -348,6 +359,9 @@ out:
 	return out;
 }
 bool tls_ca_partial_chain(const struct tls_ca *ca) { return ca->partial_chain; }
+int64_t tls_ca_not_before(const struct tls_ca *ca) { return ca->not_before; }
+int64_t tls_ca_not_after(const struct tls_ca *ca) { return ca->not_after; }
+bool tls_ca_has_key(const struct tls_ca *ca) { return ca->key != NULL; }
 
 bool tls_ca_issued_by_first(const struct tls_ca *ca, const struct tls_cert *c)
 {

@@ -29,8 +29,15 @@ struct tls_ca *tls_ca_new_self_signed(const char *trust_domain, uint32_t lifetim
  * -EEXIST) as PEM. For `ambitd ca-init`. 0 or -errno; err names the file. */
 int tls_ca_write(const struct tls_ca *ca, const char *cert_path, const char *key_path,
 		 char *err, size_t errlen);
-/* Accepts NULL. Wipes the key. */
+/* CAs are shared by reference (a CA swapped while calls still sign with the old one): ref
+ * takes one more and returns ca (NULL accepted); free drops one, and the last frees and wipes
+ * the key. Thread-safe. Accepts NULL. */
+struct tls_ca *tls_ca_ref(struct tls_ca *ca);
 void tls_ca_free(struct tls_ca *ca);
+/* The signing certificate's validity (Unix seconds), and whether a key was loaded. */
+int64_t tls_ca_not_before(const struct tls_ca *ca);
+int64_t tls_ca_not_after(const struct tls_ca *ca);
+bool tls_ca_has_key(const struct tls_ca *ca);
 /* Whether c's chain ends at a certificate issued by ca's first one (in a trust bundle the
  * first root, which a CA that switched its signing key writes first): a leaf for which this is
  * false comes from a root that is on its way out. A name/key-identifier match, no signature

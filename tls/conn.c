@@ -174,6 +174,35 @@ static bool alpn_has_h2(const unsigned char *p, size_t len)
 	return false;
 }
 
+/* The host_name of a ClientHello's server_name extension into out, or false. */
+static bool hello_sni(SSL *ssl, char *out, size_t outlen)
+{
+	const unsigned char *p;
+	size_t len;
+
+	return SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) == 1 &&
+	       spiffe_sni_ext_host_name(p, len, out, outlen) > 0;
+}
+
+/* Should the handshake of c wait (ctx->cert_wait) for the certificate its SNI asks for? */
+static bool hello_maybe_wait(struct tls_conn *c)
+{
+	char name[256];
+	struct spiffe_id id;
+	uint64_t now;
+
+	if (!c || !c->ctx->cert_wait || c->fixed_cert ||
+	    !hello_sni(c->ssl, name, sizeof(name)) || spiffe_sni_decode(name, c->ctx->td, &id))
+		return false;
+	now = now_mono_ms();
+	if (!c->ctx->cert_wait(c->ctx->select_arg, &id,
+			       c->held_since_ms ? now - c->held_since_ms : 0))
+		return false;
+	if (!c->held_since_ms)
+		c->held_since_ms = now ? now : 1;
+	return true;
+}
+
 /* Refuses, at the ClientHello, clients that cannot do TLS 1.3 or h2, so the reason is
  * precise and the alert is the right one (RFC 8446 §4.2.1, RFC 7301 §3.2). */
 int tls_client_hello_cb(SSL *ssl, int *alert, void *arg)
@@ -203,7 +232,7 @@ int tls_client_hello_cb(SSL *ssl, int *alert, void *arg)
 		*alert = SSL_AD_NO_APPLICATION_PROTOCOL;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
-	return SSL_CLIENT_HELLO_SUCCESS;
+	return hello_maybe_wait(c) ? SSL_CLIENT_HELLO_RETRY : SSL_CLIENT_HELLO_SUCCESS;
 }
 
 int tls_alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -252,8 +281,9 @@ int tls_servername_cb(SSL *ssl, int *alert, void *arg)
 				: tls_cert_ref(ctx->default_cert);
 	if (!cert) {
 		if (have_id)
-			tls_conn_set_reason(c, true, "no local certificate for %s (SNI)",
-					    spiffe_id_str(&id, ids));
+			tls_conn_set_reason(c, true, "no local certificate for %s (SNI)%s",
+					    spiffe_id_str(&id, ids), c->held_since_ms ?
+					    ", after waiting for it" : "");
 		else
 			tls_conn_set_reason(c, true, "no default certificate (SNI %s)",
 					    name ? name : "absent");
@@ -613,6 +643,9 @@ static int map_error(struct tls_conn *c, int ret, int saved_errno, bool handshak
 		return -EAGAIN;
 	case SSL_ERROR_WANT_WRITE:
 		c->want = TLS_WANT_WRITE;
+		return -EAGAIN;
+	case SSL_ERROR_WANT_CLIENT_HELLO_CB:	/* held by hello_maybe_wait */
+		c->want = TLS_WANT_RETRY;
 		return -EAGAIN;
 	case SSL_ERROR_ZERO_RETURN:
 		if (!handshake)

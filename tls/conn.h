@@ -20,6 +20,9 @@ struct tls_conn;
  * messages), so always use these flags, not the call's direction. */
 #define TLS_WANT_READ  0x1u
 #define TLS_WANT_WRITE 0x2u
+/* Server handshake held at the ClientHello (tls_ctx_opts.cert_wait): it waits for news, not
+ * for the socket; call tls_conn_handshake again when there is some. */
+#define TLS_WANT_RETRY 0x4u
 
 #define TLS_EXPECT_MAX 4	/* accepted server identities: destination, its waypoint, ... */
 #define TLS_REASON_MAX 256

@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tls/tls_int.h"
 
@@ -17,11 +19,40 @@ int tls_global_init(void)
 	return OPENSSL_init_ssl(flags, NULL) == 1 ? 0 : -EIO;
 }
 
+/* The certificate of an https server ctx (tls_ctx_new_https_server): replaced whole under
+ * lock by a renewal while handshakes run on other threads, each of which takes references to
+ * the current one in the certificate callback (serving_cert_cb), so a connection keeps the
+ * certificate it started with. */
+struct tls_serving {
+	pthread_mutex_t lock;
+	X509 *cert;
+	EVP_PKEY *key;
+	STACK_OF(X509) *chain;		/* the CA's, after the leaf */
+	int64_t issued_at, not_after;
+	char **names;			/* the subjectAltName, kept for renewals */
+	size_t n;
+};
+
+static void serving_free(struct tls_serving *sv)
+{
+	if (!sv)
+		return;
+	X509_free(sv->cert);
+	EVP_PKEY_free(sv->key);
+	sk_X509_pop_free(sv->chain, X509_free);
+	for (size_t i = 0; i < sv->n; i++)
+		free(sv->names[i]);
+	free(sv->names);
+	pthread_mutex_destroy(&sv->lock);
+	free(sv);
+}
+
 void tls_ctx_free(struct tls_ctx *ctx)
 {
 	if (!ctx)
 		return;
 	SSL_CTX_free(ctx->ssl);
+	serving_free(ctx->serving);
 	tls_cert_unref(ctx->default_cert);
 	free(ctx);
 }
@@ -118,6 +149,7 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_opts *o)
 	ctx->mesh = true;
 	strcpy(ctx->td, td);
 	ctx->select_cert = o->select_cert;
+	ctx->cert_wait = o->cert_wait;
 	ctx->select_arg = o->select_arg;
 	ctx->default_cert = tls_cert_ref(o->default_cert);
 	ctx->ssl = SSL_CTX_new(role == TLS_ROLE_SERVER ? TLS_server_method() : TLS_client_method());
@@ -208,47 +240,122 @@ fail:
 	return NULL;
 }
 
-struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
-					 uint32_t lifetime_s, char *err, size_t errlen)
+/* Runs on the handshaking thread before the server picks its certificate: the current
+ * serving certificate, key and chain go into this connection (SSL_use_cert_and_key takes its
+ * own references). 1 or 0 (the handshake fails). */
+static int serving_cert_cb(SSL *ssl, void *arg)
 {
-	struct tls_issue_opts o = { .lifetime_s = lifetime_s };
-	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
-	STACK_OF(X509) *chain;
+	struct tls_serving *sv = arg;
+	int ok;
+
+	pthread_mutex_lock(&sv->lock);
+	ok = SSL_use_cert_and_key(ssl, sv->cert, sv->key, sv->chain, 1) == 1;
+	pthread_mutex_unlock(&sv->lock);
+	return ok;
+}
+
+int tls_ctx_https_server_renew(struct tls_ctx *ctx, struct tls_ca *ca, uint32_t lifetime_s,
+			       char *err, size_t errlen)
+{
+	struct tls_serving *sv = ctx ? ctx->serving : NULL;
+	struct tls_issue_opts o = { .lifetime_s = lifetime_s, .now = (int64_t)time(NULL) };
+	STACK_OF(X509) *chain = NULL;
 	EVP_PKEY *key = NULL;
 	X509 *x = NULL;
+	int64_t not_after;
 	int e = EIO;
 
-	if (!ctx)
-		return NULL;
-	ctx->role = TLS_ROLE_SERVER;
+	if (!sv || !ca)
+		return tls_errf(err, errlen, EINVAL, "not an https server context");
 	if (!(key = EVP_EC_gen("P-256"))) {
 		tls_errf(err, errlen, e, "serving key: %s", tls_ossl_err());
 		goto fail;
 	}
-	if (!(x = tls_ca_sign_server(ca, names, n, key, &o))) {
+	if (!(x = tls_ca_sign_server(ca, (const char *const *)sv->names, sv->n, key, &o))) {
 		e = errno;
 		tls_errf(err, errlen, e, "serving certificate: %s", e == EINVAL
 			 ? "a server name is neither a DNS name nor an IP address" : strerror(e));
 		goto fail;
 	}
-	chain = tls_ca_chain(ca);
-	if (!(ctx->ssl = SSL_CTX_new(TLS_server_method())) || ctx_common(ctx->ssl, TLS1_2_VERSION) ||
-	    SSL_CTX_use_certificate(ctx->ssl, x) != 1 || SSL_CTX_use_PrivateKey(ctx->ssl, key) != 1 ||
-	    SSL_CTX_set1_chain(ctx->ssl, chain) != 1) {
-		tls_errf(err, errlen, e, "TLS context: %s", tls_ossl_err());
+	if (tls_asn1_time_to_unix(X509_get0_notAfter(x), &not_after) || not_after <= o.now) {
+		e = EKEYEXPIRED;
+		tls_errf(err, errlen, e, "serving certificate: the CA has expired");
 		goto fail;
 	}
-	/* gRPC over TLS is h2 only (PROTOCOL-HTTP2.md); no client certificate is asked: callers
-	 * prove who they are with a bearer token. */
-	SSL_CTX_set_alpn_select_cb(ctx->ssl, tls_alpn_select_cb, ctx);
-	X509_free(x);
-	EVP_PKEY_free(key);
+	if (!(chain = X509_chain_up_ref(tls_ca_chain(ca)))) {
+		e = ENOMEM;
+		tls_errf(err, errlen, e, "serving certificate: out of memory");
+		goto fail;
+	}
+	pthread_mutex_lock(&sv->lock);
+	X509 *old_x = sv->cert;
+	EVP_PKEY *old_key = sv->key;
+	STACK_OF(X509) *old_chain = sv->chain;
+	sv->cert = x;
+	sv->key = key;
+	sv->chain = chain;
+	sv->issued_at = o.now;
+	sv->not_after = not_after;
+	pthread_mutex_unlock(&sv->lock);
+	X509_free(old_x);
+	EVP_PKEY_free(old_key);
+	sk_X509_pop_free(old_chain, X509_free);
 	ERR_clear_error();
-	return ctx;
+	return 0;
 fail:
 	ERR_clear_error();
 	X509_free(x);
 	EVP_PKEY_free(key);
+	return -e;
+}
+
+int tls_ctx_https_server_validity(struct tls_ctx *ctx, int64_t *issued_at, int64_t *not_after)
+{
+	struct tls_serving *sv = ctx ? ctx->serving : NULL;
+
+	if (!sv)
+		return -EINVAL;
+	pthread_mutex_lock(&sv->lock);
+	*issued_at = sv->issued_at;
+	*not_after = sv->not_after;
+	pthread_mutex_unlock(&sv->lock);
+	return 0;
+}
+
+struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
+					 uint32_t lifetime_s, char *err, size_t errlen)
+{
+	struct tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct tls_serving *sv;
+	int e = ENOMEM;
+
+	if (!ctx || !(ctx->serving = sv = calloc(1, sizeof(*sv))))
+		goto nomem;
+	pthread_mutex_init(&sv->lock, NULL);
+	ctx->role = TLS_ROLE_SERVER;
+	if (!(sv->names = calloc(n ? n : 1, sizeof(*sv->names))))
+		goto nomem;
+	for (; sv->n < n; sv->n++)
+		if (!(sv->names[sv->n] = strdup(names[sv->n])))
+			goto nomem;
+	if ((e = -tls_ctx_https_server_renew(ctx, ca, lifetime_s, err, errlen)))
+		goto fail;
+	e = EIO;
+	if (!(ctx->ssl = SSL_CTX_new(TLS_server_method())) || ctx_common(ctx->ssl, TLS1_2_VERSION)) {
+		tls_errf(err, errlen, e, "TLS context: %s", tls_ossl_err());
+		goto fail;
+	}
+	/* The certificate is chosen per handshake, so a renewal reaches new connections. */
+	SSL_CTX_set_cert_cb(ctx->ssl, serving_cert_cb, sv);
+	/* gRPC over TLS is h2 only (PROTOCOL-HTTP2.md); no client certificate is asked: callers
+	 * prove who they are with a bearer token. */
+	SSL_CTX_set_alpn_select_cb(ctx->ssl, tls_alpn_select_cb, ctx);
+	ERR_clear_error();
+	return ctx;
+nomem:
+	tls_errf(err, errlen, e, "out of memory");
+fail:
+	ERR_clear_error();
 	tls_ctx_free(ctx);
 	errno = e;
 	return NULL;

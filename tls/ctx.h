@@ -23,12 +23,19 @@ enum tls_role {
  * sent no SNI or one that is not an identity of our trust domain (use a default, or refuse).
  * Returns a new reference (the connection keeps it), or NULL to refuse the handshake. */
 typedef struct tls_cert *(*tls_cert_select_fn)(void *arg, const struct spiffe_id *id);
+/* Server, at the ClientHello, before select_cert, for a client whose SNI names identity id:
+ * true holds the handshake (the certificate of id cannot be served yet, and may be soon):
+ * tls_conn_handshake returns -EAGAIN with TLS_WANT_RETRY, and asks again each time it is
+ * called; waited_ms is how long this connection has been held so far (0 the first time).
+ * false goes on to select_cert. Same thread and arg as select_cert. */
+typedef bool (*tls_cert_wait_fn)(void *arg, const struct spiffe_id *id, uint64_t waited_ms);
 
 struct tls_ctx_opts {
 	struct tls_ca *roots;		/* mesh trust anchors; the ctx takes its own references */
 	const char *trust_domain;	/* peers must be in it (server); NULL = cluster.local.
 					 * Copied. Also used to decode SNI. */
 	tls_cert_select_fn select_cert;	/* server: picks our cert by SNI (may be NULL) */
+	tls_cert_wait_fn cert_wait;	/* server: may hold a handshake first (may be NULL) */
 	void *select_arg;
 	struct tls_cert *default_cert;	/* server, when select_cert is NULL: always this one
 					 * (a reference is taken) */
@@ -60,6 +67,16 @@ struct tls_ctx *tls_ctx_new_https_client(const char *ca_file, const char *client
  * NULL + errno, err (may be NULL) says what. */
 struct tls_ctx *tls_ctx_new_https_server(struct tls_ca *ca, const char *const *names, size_t n,
 					 uint32_t lifetime_s, char *err, size_t errlen);
+/* Issues the serving certificate of such a ctx again: a fresh key, the same names, from ca
+ * (the current signing key) for lifetime_s (capped at ca's expiry), and sends it with ca's
+ * chain in handshakes that start after the call; connections already open keep theirs. Any
+ * thread. 0; -EINVAL (not an https server ctx); -EKEYEXPIRED (ca has expired); -errno
+ * (ctx unchanged); err says what. */
+int tls_ctx_https_server_renew(struct tls_ctx *ctx, struct tls_ca *ca, uint32_t lifetime_s,
+			       char *err, size_t errlen);
+/* When the current serving certificate was issued and when it expires (Unix seconds).
+ * 0 or -EINVAL (not an https server ctx). */
+int tls_ctx_https_server_validity(struct tls_ctx *ctx, int64_t *issued_at, int64_t *not_after);
 
 /* Replaces the trust anchors of a mesh ctx with those of roots (a trust bundle: every root of
  * it is accepted), for handshakes that verify after the call: the old anchors are gone for

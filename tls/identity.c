@@ -291,3 +291,19 @@ int spiffe_sni_decode(const char *sni, const char *td, struct spiffe_id *out)
 	*dot = '\0';
 	return spiffe_id_set(out, td, dot + 1, name, NULL) ? -EINVAL : 0;
 }
+
+int spiffe_sni_ext_host_name(const unsigned char *ext, size_t len, char *out, size_t outlen)
+{
+	size_t n;
+
+	if (len < 5 || (size_t)((ext[0] << 8) | ext[1]) + 2 != len || ext[2] != 0)
+		return -EINVAL;
+	n = (size_t)((ext[3] << 8) | ext[4]);
+	if (n == 0 || n + 5 > len || memchr(ext + 5, '\0', n))
+		return -EINVAL;
+	if (n >= outlen)
+		return -ENOSPC;
+	memcpy(out, ext + 5, n);
+	out[n] = '\0';
+	return (int)n;
+}

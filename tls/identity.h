@@ -57,5 +57,10 @@ int spiffe_sni_encode(const struct spiffe_id *id, char *buf, size_t len);
 /* Decodes a name made by spiffe_sni_encode for trust domain td (case-insensitive, as DNS is).
  * 0, or -EINVAL when the name is not an encoded identity of td. */
 int spiffe_sni_decode(const char *sni, const char *td, struct spiffe_id *out);
+/* The host_name of a ClientHello's server_name extension body (RFC 6066 §3: a 2-byte list
+ * length, then name type 0, a 2-byte length and the name) into out, NUL-terminated. The name
+ * length, or -EINVAL (malformed, another name type, empty, or a NUL in the name), -ENOSPC
+ * (it does not fit in outlen). */
+int spiffe_sni_ext_host_name(const unsigned char *ext, size_t len, char *out, size_t outlen);
 
 #endif

@@ -65,8 +65,10 @@ struct tls_ctx {
 	bool mesh;			/* SPIFFE checks; false for an https client */
 	char td[SPIFFE_TD_MAX + 1];	/* our trust domain */
 	tls_cert_select_fn select_cert;
+	tls_cert_wait_fn cert_wait;
 	void *select_arg;
 	struct tls_cert *default_cert;	/* a reference */
+	struct tls_serving *serving;	/* an https server's certificate (ctx.c); else NULL */
 };
 
 struct tls_conn {
@@ -78,6 +80,7 @@ struct tls_conn {
 	bool policy_fail;		/* the reason is a refusal (-EACCES), not a protocol error */
 	bool has_peer;
 	bool fixed_cert;		/* server: local was given at creation, SNI is not asked */
+	uint64_t held_since_ms;		/* server: first held by cert_wait (CLOCK_MONOTONIC), 0 */
 	struct tls_cert *local;		/* a reference: our cert on this conn */
 	struct spiffe_id peer;		/* valid when has_peer */
 	struct spiffe_id *sni_id;	/* server: what the client asked for; NULL if none */

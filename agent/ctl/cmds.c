@@ -3,6 +3,7 @@
  * connections (with --watch), bpf, config, policies, log and version. spans lives in spans.c. */
 #include "agent/ctl/ctl.h"
 #include "common/util.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -12,27 +13,14 @@
 #include <strings.h>
 #include <time.h>
 
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
-#ifndef AMBIT_GIT_REV
-#define AMBIT_GIT_REV "unknown"
-#endif
-
 /* Renders one agent's answer as tables. Returns 0 or an exit status (already reported). */
 typedef int (*render_fn)(struct ctl *c, const struct ctl_admin *a, const json_t *ans);
 
 /* Parses the options of a command that has none of its own. */
 static int no_options(struct ctl *c, int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r == 0)
-			return ctl_usage_err(argv[0], "%s: unexpected argument '%s'", argv[0], argv[i]);
-	}
-	return ctl_ready(c);
+	int rc = ctl_parse_opts(c, argc, argv, 1, argv[0], NULL, 0);
+	return rc ? rc : ctl_ready(c);
 }
 
 static void agent_heading(const struct ctl *c, int idx)
@@ -89,17 +77,6 @@ static int run_simple(struct ctl *c, const char *path, const char *array, render
 			rc = r;
 	}
 	return rc;
-}
-
-static int print_tbl(struct tbl *t, const struct ctl *c)
-{
-	if (!t) {
-		ctl_err("out of memory");
-		return CTL_EXIT_AGENT;
-	}
-	tbl_print(t, ctl_width(c));
-	tbl_free(t);
-	return 0;
 }
 
 /* Orders an array's objects by up to two string members. */
@@ -184,13 +161,10 @@ static int render_workloads(struct ctl *c, const struct ctl_admin *a, const json
 				      jstr(v[i], "node"),
 				      waypoint_str(json_object_get(v[i], "waypoint"), ns, wp, sizeof(wp)),
 				      jstr(v[i], "protocol") };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_workloads(struct ctl *c, int argc, char **argv)
@@ -219,13 +193,10 @@ static int render_services(struct ctl *c, const struct ctl_admin *a, const json_
 		const char *row[] = { ns, jstr(v[i], "name"),
 				      join_strs(json_object_get(v[i], "addresses"), addrs, sizeof(addrs)),
 				      waypoint_str(json_object_get(v[i], "waypoint"), ns, wp, sizeof(wp)), eps };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_services(struct ctl *c, int argc, char **argv)
@@ -253,13 +224,10 @@ static int render_certificates(struct ctl *c, const struct ctl_admin *a, const j
 		const char *serial = jstr(v[i], "serial");
 		const char *row[] = { jstr(v[i], "identity"), serial && *serial ? serial : "-", na,
 				      jstr(v[i], "state") };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	int rc = print_tbl(t, c);
+	int rc = ctl_print_tbl(t, c);
 	/* Under the table, not in it (full width): why certificates are missing or not renewed. */
 	const json_t *ca = json_object_get(ans, "ca");
 	const char *err = jstr(ca, "last_error");
@@ -306,12 +274,9 @@ static int render_connections(struct ctl *c, const json_t *conns, const json_t *
 		fmt_age_ms(jint(x, "age_ms", -1), age, sizeof(age));
 		const char *row[] = { dir, jstr(x, "src"), jstr(x, "dst"), jstr(x, "target"),
 				      jstr(peer, "identity"), sent, recv, age };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	if ((rc = print_tbl(t, c)) != 0 || !hbone)
+	if ((rc = ctl_print_tbl(t, c)) != 0 || !hbone)
 		return rc;
 	printf("\nHBONE TUNNELS\n");
 	t = tbl_new(hcols, ARRAY_SIZE(hcols));
@@ -321,12 +286,9 @@ static int render_connections(struct ctl *c, const json_t *conns, const json_t *
 		fmt_age_ms(jint(x, "age_ms", -1), age, sizeof(age));
 		const char *row[] = { jstr(x, "role"), jstr(x, "peer"), jstr(x, "peer_identity"), streams,
 				      age, jstr(x, "state") };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 /* One snapshot from every agent. */
@@ -495,19 +457,13 @@ static int render_bpf(struct ctl *c, const struct ctl_admin *a, const json_t *an
 		char idx[24];
 		snprintf(idx, sizeof(idx), "%lld", jint(x, "ifindex", 0));
 		const char *row[] = { jstr(x, "ifname"), idx, jstr(x, "pod_uid"), jstr(x, "ip"), progs };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	json_array_foreach(json_object_get(ans, "pending"), i, x) {
 		const char *row[] = { "-", "-", jstr(x, "pod_uid"), jstr(x, "ip"), "(no interface yet)" };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	if ((rc = print_tbl(t, c)) != 0)
+	if ((rc = ctl_print_tbl(t, c)) != 0)
 		return rc;
 	const json_t *counters = json_object_get(ans, "counters");
 	if (!json_is_object(counters) || !json_object_size(counters))
@@ -519,12 +475,9 @@ static int render_bpf(struct ctl *c, const struct ctl_admin *a, const json_t *an
 		char v[24];
 		snprintf(v, sizeof(v), "%lld", json_is_integer(x) ? (long long)json_integer_value(x) : 0);
 		const char *row[] = { key, v };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_bpf(struct ctl *c, int argc, char **argv)
@@ -584,7 +537,7 @@ static int render_config(struct ctl *c, const struct ctl_admin *a, const json_t 
 		tbl_free(t);
 		t = NULL;
 	}
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_config(struct ctl *c, int argc, char **argv)
@@ -641,13 +594,10 @@ static int render_policies(struct ctl *c, const struct ctl_admin *a, const json_
 				      : kind && !strcmp(kind, "PeerAuthentication") ? "peerauthn" : kind,
 				      act, jstr(v[i], "scope"), jstr(v[i], "state"), wl,
 				      notes[0] ? notes : NULL };
-		if (tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
 	free(v);
-	return print_tbl(t, c);
+	return ctl_print_tbl(t, c);
 }
 
 /* Appends s to out percent-encoded (RFC 3986 unreserved, '/' and ':' kept). */
@@ -671,20 +621,9 @@ static int policies_check(struct ctl *c, int argc, char **argv)
 	char ef[1600], et[1600], path[3300];
 	int rc;
 
-	for (int i = 2; i < argc; i++) {
-		int r = ctl_common_opt(c, "policies", argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r > 0)
-			continue;
-		if ((r = ctl_opt_value(argv, argc, &i, "--from", 0, &from)) != 0 ||
-		    (r = ctl_opt_value(argv, argc, &i, "--to", 0, &to)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		return ctl_usage_err("policies", "policies check: unexpected argument '%s'", argv[i]);
-	}
+	const struct ctl_valopt opts[] = { { "--from", 0, &from }, { "--to", 0, &to } };
+	if ((rc = ctl_parse_opts(c, argc, argv, 2, "policies check", opts, ARRAY_SIZE(opts))))
+		return rc;
 	if (!from || !to)
 		return ctl_usage_err("policies", "policies check: --from ADDR|NS/NAME and --to "
 				     "NS/NAME:PORT are required");
@@ -911,15 +850,11 @@ static int render_telemetry(struct ctl *c, const struct ctl_admin *a, const json
 					      json_is_true(json_object_get(m, "disabled")) ? "off" : "on",
 					      tags_str(json_object_get(m, "custom_tags"), tags, sizeof(tags)),
 					      from_str(json_object_get(m, "from"), from, sizeof(from)) };
-			if (tbl_add(t, row)) {
-				tbl_free(t);
-				t = NULL;
-				break;
-			}
+			tbl_add_or_drop(&t, row);
 		}
 	}
 	free(v);
-	rc = print_tbl(t, c);
+	rc = ctl_print_tbl(t, c);
 	if (json_array_size(json_object_get(ans, "providers")) ||
 	    json_array_size(json_object_get(ans, "diagnostics")))
 		putchar('\n');
@@ -939,19 +874,10 @@ int cmd_telemetry(struct ctl *c, int argc, char **argv)
 	const char *wl = NULL;
 	char path[600];
 
-	for (int i = 1; i < argc; i++) {
-		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r > 0)
-			continue;
-		if ((r = ctl_opt_value(argv, argc, &i, "--workload", 'w', &wl)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		return ctl_usage_err(argv[0], "telemetry: unexpected argument '%s'", argv[i]);
-	}
+	const struct ctl_valopt opts[] = { { "--workload", 'w', &wl } };
+	int rc = ctl_parse_opts(c, argc, argv, 1, "telemetry", opts, ARRAY_SIZE(opts));
+	if (rc)
+		return rc;
 	if (wl) {
 		const char *slash = strchr(wl, '/');
 		if (!slash || slash == wl || !slash[1] || strchr(slash + 1, '/') ||
@@ -959,6 +885,6 @@ int cmd_telemetry(struct ctl *c, int argc, char **argv)
 			return ctl_usage_err(argv[0], "--workload '%s' is not NAMESPACE/NAME", wl);
 	}
 	snprintf(path, sizeof(path), "/telemetry%s%s", wl ? "?workload=" : "", wl ? wl : "");
-	int rc = ctl_ready(c);
+	rc = ctl_ready(c);
 	return rc ? rc : run_simple(c, path, "workloads", render_telemetry);
 }

@@ -75,6 +75,18 @@ int ctl_opt_value(char **argv, int argc, int *i, const char *lng, char shrt, con
 /* Handles the options every command accepts after its name: -o/--output, --admin, --width.
  * Returns 1 when argv[*i] was one of them, 0 if not, or -CTL_EXIT_USAGE on a bad value. */
 int ctl_common_opt(struct ctl *c, const char *cmd, int argc, char **argv, int *i);
+/* An option of a command's own that takes a value. */
+struct ctl_valopt {
+	const char *lng;	/* "--trace" */
+	char shrt;		/* 't', or 0 when it has no short form */
+	const char **val;	/* set when given (the last one wins) */
+};
+/* Parses a command's arguments from argv[first] on: the common options and the command's
+ * value options opts[0..nopts). Anything else is "WHAT: unexpected argument '...'" (what: the
+ * command as the user wrote it, e.g. "policies check"). 0, or the exit status after printing
+ * why. */
+int ctl_parse_opts(struct ctl *c, int argc, char **argv, int first, const char *what,
+		   const struct ctl_valopt *opts, size_t nopts);
 /* After a command parsed its options: parses the --admin values (the default when none).
  * 0, or CTL_EXIT_AGENT / CTL_EXIT_USAGE after printing why. */
 int ctl_ready(struct ctl *c);
@@ -121,11 +133,17 @@ struct tbl *tbl_new(const struct tbl_col *cols, int ncols);
 void tbl_free(struct tbl *t);
 /* Appends a row of ncols cells (copied; NULL prints as "-"). 0 or -ENOMEM. */
 int tbl_add(struct tbl *t, const char *const *cells);
+/* tbl_add, and when that fails frees the table and sets *t to NULL (ctl_print_tbl then says
+ * out of memory); nothing when *t is NULL already. Renderers add rows without checking. */
+void tbl_add_or_drop(struct tbl **t, const char *const *cells);
 int tbl_rows(const struct tbl *t);
 /* Prints the table to stdout, header first, fitted into width columns (0 = no limit): the gap
  * narrows from two spaces to one, titles split at '-' onto two lines, then the columns with the
  * highest give (the widest among equals) shrink to their min; a cut cell ends with an ellipsis. */
 void tbl_print(const struct tbl *t, int width);
+/* Prints t fitted to ctl_width(c) and frees it. 0, or CTL_EXIT_AGENT after "out of memory"
+ * when t is NULL (tbl_new or tbl_add_or_drop failed). */
+int ctl_print_tbl(struct tbl *t, const struct ctl *c);
 /* Display width of a UTF-8 string (code points; every character counts as one column). */
 int str_width(const char *s);
 /* Copies s into buf fitted to at most w columns, with the ellipsis where it was cut. */
@@ -141,8 +159,6 @@ int ctl_print_json(const json_t *j);
 void fmt_bytes(long long n, char *buf, size_t len);
 /* "850ms", "12s", "5m3s", "2h10m", "3d4h". */
 void fmt_age_ms(long long ms, char *buf, size_t len);
-/* "2024-11-26T09:31:00Z" from Unix seconds. */
-void fmt_utc(long long unix_s, char *buf, size_t len);
 /* The string value of obj[key], or NULL when absent or not a string. */
 const char *jstr(const json_t *obj, const char *key);
 /* The integer value of obj[key] (reals truncated), or dflt. */

@@ -3,6 +3,7 @@
  * cmd_x() each, as wireguard-tools' wg.c), man-page style help, exit statuses 0/1/2. */
 #include "agent/ctl/ctl.h"
 #include "common/httpc.h"
+#include "common/version.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,13 +12,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
-
-#ifndef AMBIT_VERSION
-#define AMBIT_VERSION "0.0.0"
-#endif
-#ifndef AMBIT_GIT_REV
-#define AMBIT_GIT_REV "unknown"
-#endif
 
 static const char common_options[] =
 	"--admin HOST:PORT\n"
@@ -148,13 +142,19 @@ const struct ctl_cmd ctl_cmds[] = {
 };
 const size_t ctl_ncmds = sizeof(ctl_cmds) / sizeof(ctl_cmds[0]);
 
+/* "ambitctl: <message>" on stderr, after what stdout holds, without the line's end. */
+static void __attribute__((format(printf, 1, 0))) vmsg(const char *fmt, va_list ap)
+{
+	fflush(stdout);
+	fputs("ambitctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+}
+
 void ctl_err(const char *fmt, ...)
 {
 	va_list ap;
-	fflush(stdout);
-	fputs("ambitctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 }
@@ -162,10 +162,8 @@ void ctl_err(const char *fmt, ...)
 int ctl_usage_err(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
-	fflush(stdout);
-	fputs("ambitctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
 	if (cmd)
 		fprintf(stderr, " (see 'ambitctl help %s')\n", cmd);
@@ -319,6 +317,27 @@ int ctl_common_opt(struct ctl *c, const char *cmd, int argc, char **argv, int *i
 			return -ctl_usage_err(cmd, "--width '%s' is not a number of columns", v);
 		c->width = (int)w;
 		return 1;
+	}
+	return 0;
+}
+
+int ctl_parse_opts(struct ctl *c, int argc, char **argv, int first, const char *what,
+		   const struct ctl_valopt *opts, size_t nopts)
+{
+	for (int i = first; i < argc; i++) {
+		size_t k;
+		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
+		if (r < 0)
+			return -r;
+		if (r > 0)
+			continue;
+		for (k = 0; k < nopts; k++)
+			if ((r = ctl_opt_value(argv, argc, &i, opts[k].lng, opts[k].shrt, opts[k].val)))
+				break;
+		if (r < 0)
+			return CTL_EXIT_USAGE;
+		if (k == nopts)
+			return ctl_usage_err(argv[0], "%s: unexpected argument '%s'", what, argv[i]);
 	}
 	return 0;
 }

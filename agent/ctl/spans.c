@@ -377,18 +377,9 @@ static int show_list(struct ctl *c, struct merged *m)
 			snprintf(start, sizeof(start), "-");
 		snprintf(dur, sizeof(dur), "%.1fms", (double)(r.end - r.start) / 1e6);
 		const char *row[] = { jstr(s, "trace_id"), r.span_id, r.name, r.node, start, dur, r.status };
-		if (t && tbl_add(t, row)) {
-			tbl_free(t);
-			t = NULL;
-		}
+		tbl_add_or_drop(&t, row);
 	}
-	if (!t) {
-		ctl_err("out of memory");
-		return CTL_EXIT_AGENT;
-	}
-	tbl_print(t, ctl_width(c));
-	tbl_free(t);
-	return 0;
+	return ctl_print_tbl(t, c);
 }
 
 int cmd_spans(struct ctl *c, int argc, char **argv)
@@ -399,24 +390,9 @@ int cmd_spans(struct ctl *c, int argc, char **argv)
 	struct merged m;
 	int rc;
 
-	for (int i = 1; i < argc; i++) {
-		int r = ctl_common_opt(c, argv[0], argc, argv, &i);
-		if (r < 0)
-			return -r;
-		if (r > 0)
-			continue;
-		if ((r = ctl_opt_value(argv, argc, &i, "--trace", 't', &trace)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		if ((r = ctl_opt_value(argv, argc, &i, "--limit", 'n', &lim)) != 0) {
-			if (r < 0)
-				return CTL_EXIT_USAGE;
-			continue;
-		}
-		return ctl_usage_err(argv[0], "spans: unexpected argument '%s'", argv[i]);
-	}
+	const struct ctl_valopt opts[] = { { "--trace", 't', &trace }, { "--limit", 'n', &lim } };
+	if ((rc = ctl_parse_opts(c, argc, argv, 1, "spans", opts, ARRAY_SIZE(opts))))
+		return rc;
 	if (trace) {
 		size_t n = strlen(trace);
 		if (n != 32 || strspn(trace, "0123456789abcdefABCDEF") != n)

@@ -57,6 +57,14 @@ void tbl_free(struct tbl *t)
 	free(t);
 }
 
+void tbl_add_or_drop(struct tbl **t, const char *const *cells)
+{
+	if (*t && tbl_add(*t, cells)) {
+		tbl_free(*t);
+		*t = NULL;
+	}
+}
+
 int tbl_rows(const struct tbl *t)
 {
 	return t->nrows;
@@ -236,6 +244,17 @@ void tbl_print(const struct tbl *t, int width)
 		print_row(t, t->cells + r * t->ncols, w, gap);
 }
 
+int ctl_print_tbl(struct tbl *t, const struct ctl *c)
+{
+	if (!t) {
+		ctl_err("out of memory");
+		return CTL_EXIT_AGENT;
+	}
+	tbl_print(t, ctl_width(c));
+	tbl_free(t);
+	return 0;
+}
+
 int ctl_print_json(const json_t *j)
 {
 	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY);
@@ -277,14 +296,6 @@ void fmt_age_ms(long long ms, char *buf, size_t len)
 		snprintf(buf, len, "%lldh%lldm", s / 3600, s % 3600 / 60);
 	else
 		snprintf(buf, len, "%lldd%lldh", s / 86400, s % 86400 / 3600);
-}
-
-void fmt_utc(long long unix_s, char *buf, size_t len)
-{
-	time_t t = (time_t)unix_s;
-	struct tm tm;
-	if (unix_s <= 0 || !gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
-		snprintf(buf, len, "-");
 }
 
 const char *jstr(const json_t *obj, const char *key)

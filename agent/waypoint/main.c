@@ -11,6 +11,7 @@
 #include "agent/telemetry.h"
 #include "agent/waypoint/waypoint.h"
 #include "agent/workloads.h"
+#include "common/cli.h"
 #include "common/httpc.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -18,7 +19,6 @@
 #include "tls/ctx.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +26,6 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define EXIT_USAGE 2
 #define PROG "ambit-waypoint"
 
 static const char usage_text[] =
@@ -61,27 +60,19 @@ struct wpd {
 	struct runtime_identity id;
 	struct httpd *admin, *metrics, *ready;
 	struct loop_io signal_io;
-	struct loop_timer drain_timer;
+	struct runtime_drain drain;
 	struct otlp_tracer *tracer;
 	struct sockaddr_storage pod_ip;
 	bool draining;
-	uint64_t drain_deadline_ms;
 };
 
 static struct wpd wpd;
 
-static void drain_check(struct loop *l, struct loop_timer *t)
+/* Drained: no session and no connection left. */
+static bool drained(void *arg)
 {
-	struct wpd *d = t->arg;
-	if ((waypoint_sessions(d->wp) == 0 && conn_count() == 0) ||
-	    now_mono_ms() >= d->drain_deadline_ms) {
-		if (conn_count())
-			pr_warn("drain deadline reached with %zu connections open; closing them",
-				conn_count());
-		loop_stop(l);
-		return;
-	}
-	loop_timer_arm(l, t, 100);
+	struct wpd *d = arg;
+	return waypoint_sessions(d->wp) == 0 && conn_count() == 0;
 }
 
 static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
@@ -98,8 +89,7 @@ static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)
 		pr_info("signal %u: draining (up to %u ms)", si.ssi_signo, d->cfg.drain_timeout_ms);
 		d->draining = true;
 		waypoint_drain(d->wp);
-		d->drain_deadline_ms = now_mono_ms() + d->cfg.drain_timeout_ms;
-		drain_check(l, &d->drain_timer);
+		runtime_drain_start(&d->drain, l, now_mono_ms() + d->cfg.drain_timeout_ms);
 	}
 }
 
@@ -120,12 +110,7 @@ static void handle_admin(void *arg, const struct httpd_request *req, struct http
 		json_object_set_new(o, "connections", json_integer((json_int_t)conn_count()));
 		reply_json(resp, 200, o);
 	} else if (strcmp(req->path, "/config_dump") == 0) {
-		json_t *o = config_to_json(&d->cfg), *st = runtime_discovery_status(&d->discovery);
-		if (o && st)
-			json_object_set_new(o, "discovery_status", st);
-		else
-			json_decref(st);
-		reply_json(resp, 200, o);
+		reply_json(resp, 200, runtime_config_dump(config_to_json(&d->cfg), &d->discovery));
 	} else if (strcmp(req->path, "/policies") == 0) {
 		reply_json(resp, 200, waypoint_policies_json(d->wp));
 	} else if (strcmp(req->path, "/hbone") == 0) {
@@ -236,28 +221,16 @@ static int run(struct wpd *d)
 	struct telemetry_opts to = { .cluster_id = "Kubernetes", .node_name = d->cfg.node_name,
 				     .root_ns = d->cfg.root_namespace };
 	struct sockaddr_storage any, ss;
-	sigset_t mask;
-	int sfd = -1, rc = -EIO;
+	int rc = -EIO;
 
-	loop_timer_init(&d->drain_timer, drain_check, d);
+	runtime_drain_init(&d->drain, drained, d);
 	d->loop = loop_new();
 	if (!d->loop) {
 		pr_err("cannot create the event loop: %s", strerror(errno));
 		return -errno;
 	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd == -1) {
-		rc = -errno;
-		pr_err("signalfd: %s", strerror(errno));
+	if ((rc = runtime_signals_start(d->loop, &d->signal_io, on_signal, d)))
 		goto out;
-	}
-	loop_io_init(&d->signal_io, sfd, on_signal, d);
-	loop_io_set(d->loop, &d->signal_io, EPOLLIN);
 
 	if ((rc = runtime_identity_start(&d->id, d->loop, &d->cfg, CONFIG_ROLE_WAYPOINT, PROG)) ||
 	    (rc = runtime_tracer_new(&d->cfg, PROG, &d->tracer)))
@@ -347,7 +320,7 @@ out:
 	httpd_free(d->admin);
 	httpd_free(d->metrics);
 	httpd_free(d->ready);
-	loop_timer_cancel(d->loop, &d->drain_timer);
+	runtime_drain_stop(&d->drain, d->loop);
 	if (d->loop) {
 		loop_stop(d->loop);
 		d->id.on_certs = NULL;
@@ -357,10 +330,7 @@ out:
 	telemetry_fini(otlp_tracer_flush_budget_ms(d->tracer));
 	otlp_tracer_free(d->tracer);
 	runtime_identity_stop(&d->id);
-	if (sfd >= 0) {
-		loop_io_del(d->loop, &d->signal_io);
-		close(sfd);
-	}
+	runtime_signals_stop(d->loop, &d->signal_io);
 	loop_free(d->loop);
 	metrics_reset();
 	return rc;
@@ -368,67 +338,41 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, 'k' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config_path = NULL, *level = NULL, *pod_ip;
-	bool check = false;
+	const char *pod_ip;
+	struct cli_opts o;
 	char err[768];
-	int opt, rc;
+	int rc;
 
 	log_set_component(PROG);
-	while ((opt = getopt_long(argc, argv, "c:l:hV", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'c': config_path = optarg; break;
-		case 'k': check = true; break;
-		case 'l': level = optarg; break;
-		case 'h': fputs(usage_text, stdout); return 0;
-		case 'V': printf(PROG " %s (%s)\n", AMBIT_VERSION, AMBIT_GIT_REV); return 0;
-		default: fputs(usage_text, stderr); return EXIT_USAGE;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n", argv[optind]);
-		return EXIT_USAGE;
-	}
-	if (!config_path) {
-		fprintf(stderr, PROG ": --config FILE is required (see --help)\n");
-		return EXIT_USAGE;
-	}
+	if ((rc = cli_parse(argc, argv, PROG, usage_text, 0, &o)) >= 0)
+		return rc;
 	if (config_init(&wpd.cfg, CONFIG_ROLE_WAYPOINT)) {
 		fprintf(stderr, PROG ": out of memory\n");
 		return 1;
 	}
-	if (config_load(&wpd.cfg, CONFIG_ROLE_WAYPOINT, config_path, err, sizeof(err)) ||
+	if (config_load(&wpd.cfg, CONFIG_ROLE_WAYPOINT, o.config_path, err, sizeof(err)) ||
 	    config_validate(&wpd.cfg, CONFIG_ROLE_WAYPOINT, err, sizeof(err))) {
 		fprintf(stderr, PROG ": %s\n", err);
 		config_fini(&wpd.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	/* The pod IP names the waypoint's own workload: POD_IP (downward API), else node_ip. */
 	pod_ip = getenv("POD_IP");
 	if (pod_ip && *pod_ip && ip_parse(pod_ip, &wpd.pod_ip)) {
 		fprintf(stderr, PROG ": POD_IP: '%s' is not an IP address\n", pod_ip);
 		config_fini(&wpd.cfg);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (!wpd.pod_ip.ss_family && wpd.cfg.node_ip)
 		ip_parse(wpd.cfg.node_ip, &wpd.pod_ip);	/* validated by config_validate */
-	if (level && log_level_parse(level, &wpd.cfg.log_level)) {
-		fprintf(stderr, PROG ": --log-level: '%s' is not one of error, warn, info, debug, trace\n",
-			level);
+	if ((rc = cli_log_level(PROG, o.log_level, &wpd.cfg.log_level))) {
 		config_fini(&wpd.cfg);
-		return EXIT_USAGE;
+		return rc;
 	}
 	log_set_level(wpd.cfg.log_level);
 	log_set_format(wpd.cfg.log_format);
-	if (check) {
-		printf("%s: valid\n", config_path);
+	if (o.check) {
+		printf("%s: valid\n", o.config_path);
 		config_fini(&wpd.cfg);
 		return 0;
 	}
@@ -445,5 +389,5 @@ int main(int argc, char **argv)
 	rc = run(&wpd);
 	httpc_global_fini();
 	config_fini(&wpd.cfg);
-	return rc == -EINVAL ? EXIT_USAGE : rc ? 1 : 0;
+	return rc == -EINVAL ? CLI_EXIT_USAGE : rc ? 1 : 0;
 }

@@ -7,16 +7,18 @@
  * own bounded staging, so backpressure is the conns' own. Every conn callback only schedules
  * the session's pump, which runs in the loop's before-sleep step, never inside a callback. */
 #include "agent/waypoint/waypoint.h"
+#include "agent/waypoint/internal.h"
 #include "agent/conn.h"
 #include "agent/hbone.h"
 #include "agent/mesh.h"
 #include "agent/proxy.h"
 #include "agent/tracing.h"
-#include "http/http1.h"
 #include "agent/workloads.h"
+#include "http/h2map.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "istio/authz.h"
+#include "istio/authzset.h"
 #include "otlp/resource.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
@@ -36,30 +38,18 @@
 #include <unistd.h>
 
 #define WP_FEED_MAX	(16 * 1024)	/* bytes parsed per step */
-#define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
 #define WP_IDLE_MAX	256		/* pooled keep-alive upstream connections */
-#define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
 #define WP_CLOSE_WAIT_MS 10000		/* after our EOF, how long the client may take to close */
 #define WP_STEPS_MAX	64		/* pump iterations before yielding to other work */
 #define WP_SERIES_MAX	10000		/* istio_requests_total series */
 #define WP_DENIED_MAX	256		/* ambit_authorization_denied_total series */
-/* Envoy's RBAC filter's local reply to a denied HTTP request. */
-#define WP_RBAC_BODY	"RBAC: access denied"
 
 /* ------------------------------------------------------------ objects ---- */
-
-enum sess_st {
-	SS_SNIFF,	/* waiting for the first bytes: HTTP/1.x or not */
-	SS_HEAD,	/* reading a request head (idle between requests) */
-	SS_BODY,	/* the head went upstream; the request body follows */
-	SS_RESPONSE,	/* the request is complete; waiting for the end of its response */
-	SS_TUNNEL,	/* raw bytes both ways: not HTTP, or after an upgrade or CONNECT */
-	SS_CLOSING,	/* our EOF is queued; discarding until the client closes */
-};
 
 static const char *const sess_st_names[] = {
 	[SS_SNIFF] = "sniff", [SS_HEAD] = "head", [SS_BODY] = "body",
 	[SS_RESPONSE] = "response", [SS_TUNNEL] = "tunnel", [SS_CLOSING] = "closing",
+	[SS_H2] = "h2",
 };
 
 static const char *sess_st_to_str(enum sess_st st)
@@ -67,99 +57,7 @@ static const char *sess_st_to_str(enum sess_st st)
 	return (unsigned)st < ARRAY_SIZE(sess_st_names) ? sess_st_names[st] : "?";
 }
 
-struct endpoint_stat {
-	char *uid;
-	uint32_t active;		/* requests in flight (least_request) */
-	uint64_t total;
-	struct endpoint_stat *next;
-};
-
-struct series {
-	char *labels;			/* rendered {a="b",...} */
-	uint64_t v;
-	struct series *next;
-};
-
-struct wp_up;
-
-/* One inbound CONNECT stream (one client connection). */
-struct wp_sess {
-	struct waypoint *w;
-	struct conn_end end;		/* at CONN_UP of down */
-	struct conn *down;		/* NULL once released */
-	int down_err;
-	int refs;
-	bool scheduled, pumping, again;
-	enum sess_st st;
-	struct h1 req;
-	struct h1_buf to_up, to_down;	/* staging */
-	struct wp_up *up;		/* the request's (or tunnel's) upstream */
-	bool client_eof;		/* the client finished sending (consumed) */
-	bool eof_to_client;		/* our EOF is queued/sent */
-	bool close_after;		/* close the client connection after this response */
-	struct loop_timer timer;	/* sniff timeout, then close wait */
-	/* what the CONNECT asked for */
-	struct sockaddr_storage authority;	/* VIP:port or workloadIP:port */
-	char *svc_ns, *svc_name;	/* NULL in workload mode */
-	char *service;			/* FQDN for spans and metrics */
-	struct conn_peer source;	/* the client workload, for metrics */
-	char *peer_identity;		/* the tunnel's verified peer ("spiffe://..."), for L7 policy */
-	struct sockaddr_storage src_ip;	/* the client: the vouched source, else the tunnel's peer */
-	uint16_t dst_port;		/* the target port (L7 policy's destination.port) */
-	enum protocol proto;		/* the service port's declared protocol (UNKNOWN: detect) */
-	bool denied;			/* the request in flight was refused by policy: its body
-					 * is read and dropped, then the next request follows */
-	/* the request in flight */
-	struct span *span;
-	int status;
-	bool resp_started;		/* bytes of its response went to the client */
-	bool req_head, req_connect;
-	char *ep_uid;			/* chosen endpoint (least_request accounting) */
-	struct wp_sess *prev, *next;
-};
-
-/* One connection to an endpoint: an HBONE stream to its node agent (or a TCP socket). */
-struct wp_up {
-	struct waypoint *w;
-	struct conn_end end;		/* at CONN_DOWN of conn */
-	struct conn *conn;		/* NULL once released */
-	int err;
-	int refs;
-	struct wp_sess *sess;		/* the owner; NULL while idle or closing */
-	struct h1 resp;
-	char key[ADDR_STR_LEN + SPIFFE_ID_STR_MAX];	/* endpoint addr + identity */
-	bool idle, closing, scheduled;
-	uint64_t idle_since_ms;
-	struct wp_up *prev, *next;	/* idle list */
-};
-
-struct waypoint {
-	struct waypoint_opts o;
-	char *name, *namespace, *trust_domain, *node_name;
-	struct tls_ctx *client_ctx, *server_ctx;
-	struct hbone_pool *pool;
-	struct hbone_server *server;
-	struct sockaddr_storage local_ips[32];
-	int nlocal;
-	struct otlp_resource *resource;
-	char resource_key[256];
-	struct wp_sess *sessions;
-	unsigned nsessions;
-	struct wp_up *idle;
-	unsigned nidle;
-	struct loop_timer sweep;
-	uint32_t rr;
-	bool draining;
-	struct endpoint_stat *eps[64];
-	struct series *series[256];
-	unsigned nseries;
-	struct series *denied[64];	/* ambit_authorization_denied_total */
-	unsigned ndenied;
-	uint64_t requests, local_replies, tunnels, upstreams_opened, upstreams_reused;
-};
-
 static const struct conn_end_ops sess_ops, up_ops;
-static void sess_schedule(struct wp_sess *s);
 static void up_schedule(struct wp_up *u);
 
 /* ---------------------------------------------------------- identity ---- */
@@ -268,9 +166,13 @@ static void series_free(struct series **tab, size_t n)
 	}
 }
 
+/* Istio's labels; request_protocol is "grpc" for gRPC calls (whatever the HTTP version), and
+ * grpc_response_status is only there for them, as Istio populates it. */
 static void count_request(struct waypoint *w, const struct wp_sess *s, const char *dst_wl,
-			  const char *dst_ns, const char *dst_principal, int code, const char *flag)
+			  const char *dst_ns, const char *dst_principal, const struct wp_outcome *o)
 {
+	int code = o->code;
+	const char *flag = o->flag;
 	char *labels = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&labels, &len);
@@ -282,7 +184,7 @@ static void count_request(struct waypoint *w, const struct wp_sess *s, const cha
 	snprintf(codebuf, sizeof(codebuf), "%d", code);
 	const char *vals[] = { "waypoint", s->source.workload, s->source.namespace,
 		s->source.principal, s->source.canonical_service, dst_wl, dst_ns, dst_principal,
-		s->service, "http", codebuf, flag ? flag : "-", "mutual_tls" };
+		s->service, o->grpc ? "grpc" : "http", codebuf, flag ? flag : "-", "mutual_tls" };
 
 	if (!f)
 		return;
@@ -292,6 +194,8 @@ static void count_request(struct waypoint *w, const struct wp_sess *s, const cha
 		esc(f, vals[i]);
 		fputc('"', f);
 	}
+	if (o->grpc && o->grpc_status >= 0)
+		fprintf(f, ",grpc_response_status=\"%d\"", o->grpc_status);
 	fputc('}', f);
 	if (fclose(f)) {
 		free(labels);
@@ -347,72 +251,45 @@ void waypoint_metrics_write(struct waypoint *w, FILE *f)
 		   "ambit_waypoint_upstreams_opened_total %" PRIu64 "\n"
 		   "# HELP ambit_waypoint_upstreams_reused_total Requests sent on a pooled upstream connection.\n"
 		   "# TYPE ambit_waypoint_upstreams_reused_total counter\n"
-		   "ambit_waypoint_upstreams_reused_total %" PRIu64 "\n",
-		w->nsessions, w->nidle, w->upstreams_opened, w->upstreams_reused);
+		   "ambit_waypoint_upstreams_reused_total %" PRIu64 "\n"
+		   "# HELP ambit_waypoint_h2_sessions Client connections speaking HTTP/2.\n"
+		   "# TYPE ambit_waypoint_h2_sessions gauge\nambit_waypoint_h2_sessions %u\n"
+		   "# HELP ambit_waypoint_h2_upstreams HTTP/2 connections to endpoints.\n"
+		   "# TYPE ambit_waypoint_h2_upstreams gauge\nambit_waypoint_h2_upstreams %u\n"
+		   "# HELP ambit_waypoint_h2_upstreams_opened_total HTTP/2 connections to endpoints opened.\n"
+		   "# TYPE ambit_waypoint_h2_upstreams_opened_total counter\n"
+		   "ambit_waypoint_h2_upstreams_opened_total %" PRIu64 "\n",
+		w->nsessions, w->nidle, w->upstreams_opened, w->upstreams_reused, w->nh2sessions,
+		w->nh2ups, w->h2ups_opened);
 }
 
 /* ---------------------------------------------------------- authorization ---- */
 
-/* The AuthorizationPolicy set of the newest model, compiled on the publishing thread (one per
- * process: model_subscribe has no way back, so the listener outlives a waypoint and finds it
- * inactive). Compiles are serialized, each with the newest set as prev, so a refused object
- * keeps its last good version. The data path takes a reference per request. */
-static struct {
-	pthread_mutex_t compile_lock;
-	pthread_mutex_t lock;		/* guards latest, gen, active */
-	struct authz_set *latest;
-	uint64_t gen;
-	char *root_ns;			/* changed only under both locks */
-	bool active, subscribed;
-} wpz = {
-	.compile_lock = PTHREAD_MUTEX_INITIALIZER,
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-};
+/* The AuthorizationPolicy set of the newest model, compiled on the publishing thread
+ * (istio/authzset; one per process: model_subscribe has no way back, so the listener outlives
+ * a waypoint and finds it stopped). The data path takes a reference per request. */
+static struct authz_latest wpz = AUTHZ_LATEST_INIT;
+static bool wpz_subscribed;
 
 static void authz_compile_model(struct model *m, void *arg)
 {
-	struct authz_set *prev = NULL, *set = NULL, *old = NULL;
 	(void)arg;
-
-	pthread_mutex_lock(&wpz.compile_lock);
-	pthread_mutex_lock(&wpz.lock);
-	bool go = wpz.active && !(wpz.latest && m->generation < wpz.gen);
-	if (go && wpz.latest)
-		prev = authz_set_ref(wpz.latest);
-	pthread_mutex_unlock(&wpz.lock);
-	if (go && !(set = authz_compile(m->resources, wpz.root_ns, prev)))
+	if (authz_latest_compile(&wpz, m->resources, m->generation, NULL) == -ENOMEM)
 		pr_warn("waypoint: out of memory compiling the policies of model %" PRIu64
 			"; the previous ones stay in force", m->generation);
-	authz_set_unref(prev);
-	if (set) {
-		pthread_mutex_lock(&wpz.lock);
-		old = wpz.latest;
-		wpz.latest = set;
-		wpz.gen = m->generation;
-		pthread_mutex_unlock(&wpz.lock);
-	}
-	authz_set_unref(old);
-	pthread_mutex_unlock(&wpz.compile_lock);
 }
 
 static int authz_start(const char *root_ns)
 {
 	struct model *m;
-	char *ns = strdup(root_ns ? root_ns : "istio-system");
-	if (!ns)
-		return -ENOMEM;
-	pthread_mutex_lock(&wpz.compile_lock);
-	pthread_mutex_lock(&wpz.lock);
-	free(wpz.root_ns);
-	wpz.root_ns = ns;
-	wpz.active = true;
-	pthread_mutex_unlock(&wpz.lock);
-	pthread_mutex_unlock(&wpz.compile_lock);
-	if (!wpz.subscribed) {
-		int err = model_subscribe(authz_compile_model, NULL);
+	int err = authz_latest_start(&wpz, root_ns);
+	if (err)
+		return err;
+	if (!wpz_subscribed) {
+		err = model_subscribe(authz_compile_model, NULL);
 		if (err)
 			return err;
-		wpz.subscribed = true;
+		wpz_subscribed = true;
 	}
 	m = model_current();
 	authz_compile_model(m, NULL);
@@ -422,29 +299,13 @@ static int authz_start(const char *root_ns)
 
 static void authz_stop(void)
 {
-	struct authz_set *old;
-	pthread_mutex_lock(&wpz.compile_lock);
-	pthread_mutex_lock(&wpz.lock);
-	wpz.active = false;
-	old = wpz.latest;
-	wpz.latest = NULL;
-	wpz.gen = 0;
-	free(wpz.root_ns);
-	wpz.root_ns = NULL;
-	pthread_mutex_unlock(&wpz.lock);
-	pthread_mutex_unlock(&wpz.compile_lock);
-	authz_set_unref(old);
+	authz_latest_stop(&wpz);
 }
 
 /* The set in force (a new reference), or NULL when none was compiled. */
-static struct authz_set *authz_current(void)
+struct authz_set *wp_authz_current(void)
 {
-	struct authz_set *s = NULL;
-	pthread_mutex_lock(&wpz.lock);
-	if (wpz.latest)
-		s = authz_set_ref(wpz.latest);
-	pthread_mutex_unlock(&wpz.lock);
-	return s;
+	return authz_latest_get(&wpz);
 }
 
 /* request.headers[NAME] for the engine: the values of NAME joined with ",". The string lives
@@ -490,8 +351,8 @@ static const char *req_header(void *arg, const char *name)
  * dropped, DENY rules lose them). Only the policies attached to this waypoint or the Service
  * apply. Records the deciding policy in the request span and counts denials; true when
  * denied, with the operator's sentence ("denied by NS/NAME", ...) in msg. */
-static bool policy_denies(struct wp_sess *s, const struct authz_set *set,
-			  const struct authz_request *rq, char *msg, size_t msglen)
+bool wp_policy_denies(struct wp_sess *s, const struct authz_set *set, const struct authz_request *rq,
+		      struct span *span, char *msg, size_t msglen)
 {
 	struct waypoint *w = s->w;
 	struct authz_l7_target t = { .waypoint_namespace = w->namespace, .waypoint_name = w->name,
@@ -511,17 +372,17 @@ static bool policy_denies(struct wp_sess *s, const struct authz_set *set,
 		d.reason = r.dry_run_reason;
 		d.policy = r.dry_run_policy;
 		authz_result_str(&d, dmsg, sizeof(dmsg));
-		if (s->span && asprintf(&attr, "%s: %s", authz_verdict_str(d.verdict), dmsg) >= 0) {
-			span_set_str(s->span, "authorization.dry_run", attr);
+		if (span && asprintf(&attr, "%s: %s", authz_verdict_str(d.verdict), dmsg) >= 0) {
+			span_set_str(span, "authorization.dry_run", attr);
 			free(attr);
 		}
 		if (d.verdict == AUTHZ_DENY)
 			count_denial(w, &d.policy, d.reason, true);
 	}
-	if (s->span && r.policy.name) {
+	if (span && r.policy.name) {
 		snprintf(pol, sizeof(pol), "%s/%s", r.policy.namespace ? r.policy.namespace : "",
 			 r.policy.name);
-		span_set_str(s->span, "authorization.policy", pol);
+		span_set_str(span, "authorization.policy", pol);
 	}
 	if (r.verdict != AUTHZ_DENY)
 		return false;
@@ -535,7 +396,7 @@ static bool policy_denies(struct wp_sess *s, const struct authz_set *set,
 static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *url, size_t ulen,
 			   const char *host, size_t hlen, char *msg, size_t msglen)
 {
-	struct authz_set *set = authz_current();
+	struct authz_set *set = wp_authz_current();
 	struct req_headers rh = { .h = h };
 	char *path = NULL, *hs = NULL;
 	bool denied = false;
@@ -550,7 +411,7 @@ static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *ur
 	} else {
 		struct authz_request rq = { .method = h1_method(h), .path = path, .host = hs,
 					    .header = req_header, .header_arg = &rh };
-		denied = policy_denies(s, set, &rq, msg, msglen);
+		denied = wp_policy_denies(s, set, &rq, s->span, msg, msglen);
 		if (denied)
 			pr_debug("waypoint: %s %s for %s from %s: %s", h1_method(h), path,
 				 s->service ? s->service : "?",
@@ -595,7 +456,7 @@ static bool is_grpc_request(const struct h1 *h)
 
 /* ---------------------------------------------------------- balancing ---- */
 
-static struct endpoint_stat *ep_stat(struct waypoint *w, const char *uid, bool create)
+struct endpoint_stat *wp_ep_stat(struct waypoint *w, const char *uid, bool create)
 {
 	size_t h = 5381;
 	for (const char *c = uid; *c; c++)
@@ -617,9 +478,10 @@ static struct endpoint_stat *ep_stat(struct waypoint *w, const char *uid, bool c
 }
 
 /* Picks where the session's next request (or tunnel) goes, from the current model: an
- * endpoint of the service (round robin, or the fewest requests in flight with round robin
- * among equals), or the workload the CONNECT named. NULL when there is none. */
-static const struct model_workload *pick(struct waypoint *w, struct wp_sess *s,
+ * endpoint of the service (round robin, or least request: of two at random the one with fewer
+ * requests in flight; with two endpoints or fewer, the fewest with round robin among equals),
+ * or the workload the CONNECT named. NULL when there is none. */
+const struct model_workload *wp_pick(struct waypoint *w, struct wp_sess *s,
 					 const struct model *m, struct sockaddr_storage *target)
 {
 	int family = s->authority.ss_family;
@@ -638,7 +500,25 @@ static const struct model_workload *pick(struct waypoint *w, struct wp_sess *s,
 	uint32_t start = w->rr++;
 	const struct model_workload *best = NULL;
 	uint32_t best_active = UINT32_MAX;
-	for (int i = 0; i < svc->nendpoints; i++) {
+	if (w->o.lb == WAYPOINT_LB_LEAST_REQUEST && svc->nendpoints > 2) {
+		/* Envoy's least request with equal weights (Istio's default): the power of two
+		 * choices, two endpoints at random and the one with fewer requests in flight */
+		const struct model_workload *c[2] = { NULL, NULL };
+		for (int tries = 0; tries < 8 && !c[1]; tries++) {
+			const struct model_workload *wl =
+				&m->workloads[svc->endpoints[(uint32_t)random() % (uint32_t)svc->nendpoints]];
+			if (!model_workload_addr(wl, family) || wl == c[0])
+				continue;
+			c[c[0] ? 1 : 0] = wl;
+		}
+		if (c[1]) {
+			struct endpoint_stat *a = wp_ep_stat(w, c[0]->uid, false);
+			struct endpoint_stat *b = wp_ep_stat(w, c[1]->uid, false);
+			best = (b ? b->active : 0) < (a ? a->active : 0) ? c[1] : c[0];
+		}
+	}
+	bool chosen = best != NULL;
+	for (int i = 0; !chosen && i < svc->nendpoints; i++) {
 		const struct model_workload *wl =
 			&m->workloads[svc->endpoints[(start + (uint32_t)i) % (uint32_t)svc->nendpoints]];
 		if (!model_workload_addr(wl, family))
@@ -647,7 +527,7 @@ static const struct model_workload *pick(struct waypoint *w, struct wp_sess *s,
 			best = wl;
 			break;
 		}
-		struct endpoint_stat *e = ep_stat(w, wl->uid, false);
+		struct endpoint_stat *e = wp_ep_stat(w, wl->uid, false);
 		uint32_t a = e ? e->active : 0;
 		if (a < best_active) {
 			best = wl;
@@ -699,8 +579,10 @@ static const struct h1_cbs resp_cbs = { .on_head = sess_on_resp_head };
 static void up_kick_write(struct conn_end *e)
 {
 	struct wp_up *u = container_of(e, struct wp_up, end);
-	if (u->sess)
-		sess_schedule(u->sess);
+	if (u->h2)
+		wp_h2_up_kick(u->h2);
+	else if (u->sess)
+		wp_sess_schedule(u->sess);
 	else
 		up_schedule(u);
 }
@@ -708,8 +590,10 @@ static void up_kick_write(struct conn_end *e)
 static void up_kick_read(struct conn_end *e)
 {
 	struct wp_up *u = container_of(e, struct wp_up, end);
-	if (u->sess)
-		sess_schedule(u->sess);
+	if (u->h2)
+		wp_h2_up_kick(u->h2);
+	else if (u->sess)
+		wp_sess_schedule(u->sess);
 }
 
 static void up_release(struct conn_end *e, int err)
@@ -717,8 +601,10 @@ static void up_release(struct conn_end *e, int err)
 	struct wp_up *u = container_of(e, struct wp_up, end);
 	u->conn = NULL;
 	u->err = err;
-	if (u->sess) {
-		sess_schedule(u->sess);
+	if (u->h2) {
+		wp_h2_up_kick(u->h2);
+	} else if (u->sess) {
+		wp_sess_schedule(u->sess);
 	} else if (u->idle) {
 		idle_unlink(u);
 		up_unref(u);	/* the idle list's reference */
@@ -783,7 +669,7 @@ static void up_schedule(struct wp_up *u)
 
 /* Hands an upstream back: to the idle pool when its HTTP/1.1 connection may carry another
  * request, else closed (gracefully when ok, reset when not). Drops the caller's reference. */
-static void up_put(struct wp_up *u, bool reusable, bool ok)
+void wp_up_put(struct wp_up *u, bool reusable, bool ok)
 {
 	struct waypoint *w = u->w;
 
@@ -825,8 +711,9 @@ static void sweep_fire(struct loop *l, struct loop_timer *t)
 		if (now - u->idle_since_ms < WP_IDLE_MS && !w->draining)
 			continue;
 		idle_unlink(u);
-		up_put(u, false, true);
+		wp_up_put(u, false, true);
 	}
+	wp_h2_sweep(w, now, w->draining);
 	loop_timer_arm(l, t, 5000);
 }
 
@@ -854,28 +741,40 @@ static int connect_plain(struct waypoint *w, struct conn *c, const struct sockad
 	return 0;
 }
 
+int wp_up_key(struct waypoint *w, const struct model_workload *dst,
+	      const struct sockaddr_storage *target, char *key, size_t len)
+{
+	struct spiffe_id id;
+	char addr[ADDR_STR_LEN], pid[SPIFFE_ID_STR_MAX];
+	if (mesh_workload_id(w->trust_domain, dst, &id))
+		return -ENOENT;
+	snprintf(key, len, "%s|%s|%d", sockaddr_str(target, addr, sizeof(addr)),
+		 spiffe_id_str(&id, pid), dst->enrolled);
+	return 0;
+}
+
 /* An upstream to dst at target for session s: a pooled idle one, or a new conn. On failure
  * returns NULL with *why set; the caller answers the client. New reference. */
-static struct wp_up *up_get(struct wp_sess *s, const struct model *m,
+struct wp_up *wp_up_get(struct wp_sess *s, const struct model *m,
 			    const struct model_workload *dst, const struct sockaddr_storage *target,
 			    const char *traceparent, bool pooled_ok, const char **why)
 {
 	struct waypoint *w = s->w;
 	struct spiffe_id self_id, dst_id;
 	const struct model_workload *self;
-	char key[sizeof(((struct wp_up *)0)->key)], addr[ADDR_STR_LEN], pid[SPIFFE_ID_STR_MAX];
+	char key[sizeof(((struct wp_up *)0)->key)], addr[ADDR_STR_LEN];
 	int err;
 
 	if (waypoint_self(w, m, &self, &self_id)) {
 		*why = "the waypoint's own workload is not in the model";
 		return NULL;
 	}
-	if (mesh_workload_id(w->trust_domain, dst, &dst_id)) {
+	if (mesh_workload_id(w->trust_domain, dst, &dst_id) ||
+	    wp_up_key(w, dst, target, key, sizeof(key))) {
 		*why = "the endpoint has no valid identity";
 		return NULL;
 	}
-	snprintf(key, sizeof(key), "%s|%s|%d", sockaddr_str(target, addr, sizeof(addr)),
-		 spiffe_id_str(&dst_id, pid), dst->enrolled);
+	sockaddr_str(target, addr, sizeof(addr));
 	if (pooled_ok) {
 		for (struct wp_up *u = w->idle; u; u = u->next) {
 			if (strcmp(u->key, key) != 0 || !u->conn)
@@ -990,6 +889,7 @@ static void sess_unref(struct wp_sess *s)
 		s->next->prev = s->prev;
 	w->nsessions--;
 	loop_timer_cancel(w->o.loop, &s->timer);
+	wp_h2_sess_fini(s);
 	h1_fini(&s->req);
 	h1_buf_fini(&s->to_up);
 	h1_buf_fini(&s->to_down);
@@ -1004,7 +904,7 @@ static void sess_unref(struct wp_sess *s)
 
 static void sess_task(struct loop *l, void *arg);
 
-static void sess_schedule(struct wp_sess *s)
+void wp_sess_schedule(struct wp_sess *s)
 {
 	if (s->pumping) {
 		s->again = true;
@@ -1023,7 +923,7 @@ static void sess_schedule(struct wp_sess *s)
 
 static void sess_kick(struct conn_end *e)
 {
-	sess_schedule(container_of(e, struct wp_sess, end));
+	wp_sess_schedule(container_of(e, struct wp_sess, end));
 }
 
 static void sess_release(struct conn_end *e, int err)
@@ -1031,7 +931,7 @@ static void sess_release(struct conn_end *e, int err)
 	struct wp_sess *s = container_of(e, struct wp_sess, end);
 	s->down = NULL;
 	s->down_err = err;
-	sess_schedule(s);
+	wp_sess_schedule(s);
 	sess_unref(s);	/* the conn's reference; the scheduled task keeps it alive */
 }
 
@@ -1042,28 +942,23 @@ static const struct conn_end_ops sess_ops = {
 	.release = sess_release,
 };
 
-/* Ends the request in flight: span, metrics, least-request accounting. */
-static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
+void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, const struct wp_outcome *o)
 {
 	struct waypoint *w = s->w;
-	struct span *sp = s->span;
-	const char *dst_wl = NULL, *dst_ns = NULL, *dst_pr = NULL;
+	struct span *sp = *spp;
+	const char *dst_wl = o->dst ? o->dst->workload : NULL, *dst_ns = o->dst ? o->dst->namespace : NULL;
+	const char *dst_pr = o->dst ? o->dst->principal : NULL, *error = o->error;
+	int code = o->code;
 
-	if (s->up && s->up->conn) {
-		const struct conn_info *ci = conn_info(s->up->conn);
-		dst_wl = ci->destination.workload;
-		dst_ns = ci->destination.namespace;
-		dst_pr = ci->destination.principal;
-	}
-	if (s->ep_uid) {
-		struct endpoint_stat *e = ep_stat(w, s->ep_uid, false);
+	if (*ep_uid) {
+		struct endpoint_stat *e = wp_ep_stat(w, *ep_uid, false);
 		if (e && e->active)
 			e->active--;
-		free(s->ep_uid);
-		s->ep_uid = NULL;
+		free(*ep_uid);
+		*ep_uid = NULL;
 	}
-	count_request(w, s, dst_wl, dst_ns, dst_pr, code, flag);
-	s->span = NULL;
+	count_request(w, s, dst_wl, dst_ns, dst_pr, o);
+	*spp = NULL;
 	if (!sp)
 		return;
 	if (sp->recording) {
@@ -1071,23 +966,37 @@ static void request_end(struct wp_sess *s, int code, const char *flag, const cha
 			span_set_int(sp, "http.response.status_code", code);
 			span_set_int(sp, "http.status_code", code);
 		}
+		if (o->grpc && o->grpc_status >= 0)
+			span_set_int(sp, "rpc.grpc.status_code", o->grpc_status);
 		/* destination.workload/namespace were set when the endpoint was picked, so a
 		 * request whose upstream never connected still names it. */
 		if (dst_pr)
 			span_set_str(sp, "destination.principal", dst_pr);
-		if (flag)
-			span_set_str(sp, "response_flags", flag);
+		if (o->flag)
+			span_set_str(sp, "response_flags", o->flag);
+		char msg[SPAN_MAX_STATUS_LEN];
 		if (error || code >= 500) {
-			char msg[SPAN_MAX_STATUS_LEN];
 			if (code)
 				snprintf(msg, sizeof(msg), "HTTP %d%s%s", code, error ? ": " : "",
 					 error ? error : "");
 			else
 				snprintf(msg, sizeof(msg), "%s", error);
 			span_set_status(sp, SPAN_STATUS_ERROR, msg);
+		} else if (o->grpc && h2map_grpc_is_server_error(o->grpc_status)) {
+			/* OpenTelemetry's gRPC conventions: these codes are the server's failures */
+			snprintf(msg, sizeof(msg), "gRPC status %d", o->grpc_status);
+			span_set_status(sp, SPAN_STATUS_ERROR, msg);
 		}
 	}
 	span_end(sp);
+}
+
+/* Ends the HTTP/1.x request in flight: span, metrics, least-request accounting. */
+static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
+{
+	struct wp_outcome o = { .code = code, .flag = flag, .error = error, .grpc_status = -1,
+				.dst = s->up && s->up->conn ? &conn_info(s->up->conn)->destination : NULL };
+	wp_request_finish(s, &s->span, &s->ep_uid, &o);
 }
 
 /* Answers the client ourselves (routing failure, bad request, upstream failure before any
@@ -1110,6 +1019,95 @@ static const char *tag_header(void *arg, const char *name, size_t *len)
 	return h1_header(arg, name, len);
 }
 
+struct span *wp_request_span(struct wp_sess *s, const struct wp_req_head *rh, char tpbuf[64])
+{
+	struct waypoint *w = s->w;
+	struct model *m;
+	const struct model_workload *self = NULL;
+	struct span_context parent;
+	struct spiffe_id self_id;
+	struct span *sp;
+	char name[SPAN_MAX_NAME_LEN], ip[ADDR_STR_LEN], addr[ADDR_STR_LEN];
+	bool has_parent;
+	bool connect = strcmp(rh->method, "CONNECT") == 0;
+
+	tpbuf[0] = '\0';
+	if (!w->o.tracer)
+		return NULL;
+	/* The request's own context wins; else the inbound connection span is the parent. */
+	has_parent = (rh->traceparent && tracecontext_parse(rh->traceparent, rh->tplen, &parent) == 0) ||
+		     (s->down && conn_info(s->down)->traceparent[0] &&
+		      tracecontext_parse(conn_info(s->down)->traceparent,
+					 strlen(conn_info(s->down)->traceparent), &parent) == 0);
+	m = model_current();
+	waypoint_self(w, m, &self, &self_id);
+	if (connect)
+		snprintf(name, sizeof(name), "CONNECT");
+	else
+		snprintf(name, sizeof(name), "%s %.*s", rh->method, (int)MIN(rh->plen, 100), rh->path);
+	/* Istio's settings for this waypoint (targetRefs naming its Gateway) */
+	struct telemetry_subject subj = { .namespace = w->namespace ? w->namespace : "",
+					  .name = w->name, .waypoint = true };
+	struct tracing_pick *pk = malloc(sizeof(*pk));
+	if (pk)
+		tracing_pick(pk, &subj, false, rh->hdr, rh->hdr_arg);
+	sp = span_start_opts(w->o.tracer, self_resource(w, self), name, SPAN_KIND_SERVER,
+			     has_parent ? &parent : NULL, pk && pk->use ? &pk->opts : NULL);
+	if (pk)
+		tracing_pick_done(pk);
+	free(pk);
+	model_unref(m);
+	if (!sp)
+		return NULL;
+	char *path = strndup(rh->path, rh->plen);
+	span_set_str(sp, "http.request.method", rh->method);
+	if (path)
+		span_set_str(sp, "url.path", path);
+	free(path);
+	if (rh->host) {
+		char *hs = strndup(rh->host, rh->hlen);
+		if (hs)
+			span_set_str(sp, "server.address", hs);
+		free(hs);
+	} else {
+		span_set_str(sp, "server.address", sockaddr_str(&s->authority, addr, sizeof(addr)));
+	}
+	span_set_str(sp, "network.protocol.name", "http");
+	span_set_str(sp, "network.protocol.version", rh->version);
+	if (s->service)
+		span_set_str(sp, "destination.service", s->service);
+	if (s->source.workload)
+		span_set_str(sp, "source.workload", s->source.workload);
+	if (s->source.namespace)
+		span_set_str(sp, "source.namespace", s->source.namespace);
+	if (s->source.principal)
+		span_set_str(sp, "source.principal", s->source.principal);
+	if (s->down)
+		span_set_str(sp, "client.address",
+			     sockaddr_ip_str(&conn_info(s->down)->src, ip, sizeof(ip)));
+	span_set_str(sp, "waypoint", w->name);
+	tracecontext_format(&sp->ctx, tpbuf, 64);
+	return sp;
+}
+
+void wp_span_grpc(struct span *sp, const char *path, size_t plen)
+{
+	const char *svc, *meth;
+	size_t sl, ml;
+	if (!sp)
+		return;
+	span_set_str(sp, "rpc.system", "grpc");
+	if (h2map_grpc_method(path, plen, &svc, &sl, &meth, &ml) == 0) {
+		char *a = strndup(svc, sl), *b = strndup(meth, ml);
+		if (a && b) {
+			span_set_str(sp, "rpc.service", a);
+			span_set_str(sp, "rpc.method", b);
+		}
+		free(a);
+		free(b);
+	}
+}
+
 /* A request head is complete: route it, open or reuse an upstream, write the head. */
 static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 {
@@ -1117,16 +1115,14 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	struct waypoint *w = s->w;
 	struct model *m = model_current();
 	struct sockaddr_storage target;
-	const struct model_workload *self = NULL, *dst;
-	struct span_context parent;
-	size_t ulen, tlen, hlen;
+	const struct model_workload *dst;
+	size_t ulen = 0, tlen = 0, hlen = 0;
 	const char *url = h1_url(h, &ulen), *tp = h1_header(h, "traceparent", &tlen);
 	const char *host = h1_header(h, "host", &hlen);
-	char name[SPAN_MAX_NAME_LEN], tpbuf[64] = "", ip[ADDR_STR_LEN], addr[ADDR_STR_LEN];
+	char tpbuf[64] = "", ip[ADDR_STR_LEN];
 	char amsg[300];
 	const char *why = NULL;
-	bool has_parent, denied = false;
-	struct spiffe_id self_id;
+	bool denied = false;
 	size_t plen = 0;
 	int rc = 0;
 
@@ -1137,60 +1133,11 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	s->resp_started = false;
 	s->req_head = strcmp(h1_method(h), "HEAD") == 0;
 	s->req_connect = strcmp(h1_method(h), "CONNECT") == 0;
-	/* The request's own context wins; else the inbound connection span is the parent. */
-	has_parent = (tp && tracecontext_parse(tp, tlen, &parent) == 0) ||
-		     (s->down && conn_info(s->down)->traceparent[0] &&
-		      tracecontext_parse(conn_info(s->down)->traceparent,
-					 strlen(conn_info(s->down)->traceparent), &parent) == 0);
-	waypoint_self(w, m, &self, &self_id);
-	if (w->o.tracer) {
-		if (s->req_connect)
-			snprintf(name, sizeof(name), "CONNECT");
-		else
-			snprintf(name, sizeof(name), "%s %.*s", h1_method(h), (int)MIN(plen, 100), url);
-		/* Istio's settings for this waypoint (targetRefs naming its Gateway) */
-		struct telemetry_subject subj = { .namespace = w->namespace ? w->namespace : "",
-						  .name = w->name, .waypoint = true };
-		struct tracing_pick *pk = malloc(sizeof(*pk));
-		if (pk)
-			tracing_pick(pk, &subj, false, tag_header, h);
-		s->span = span_start_opts(w->o.tracer, self_resource(w, self), name, SPAN_KIND_SERVER,
-					  has_parent ? &parent : NULL, pk && pk->use ? &pk->opts : NULL);
-		if (pk)
-			tracing_pick_done(pk);
-		free(pk);
-	}
-	if (s->span) {
-		struct span *sp = s->span;
-		char *path = strndup(url, plen);
-		span_set_str(sp, "http.request.method", h1_method(h));
-		if (path)
-			span_set_str(sp, "url.path", path);
-		free(path);
-		if (host) {
-			char *hs = strndup(host, hlen);
-			if (hs)
-				span_set_str(sp, "server.address", hs);
-			free(hs);
-		} else {
-			span_set_str(sp, "server.address", sockaddr_str(&s->authority, addr, sizeof(addr)));
-		}
-		span_set_str(sp, "network.protocol.name", "http");
-		span_set_str(sp, "network.protocol.version", h->p.http_minor ? "1.1" : "1.0");
-		if (s->service)
-			span_set_str(sp, "destination.service", s->service);
-		if (s->source.workload)
-			span_set_str(sp, "source.workload", s->source.workload);
-		if (s->source.namespace)
-			span_set_str(sp, "source.namespace", s->source.namespace);
-		if (s->source.principal)
-			span_set_str(sp, "source.principal", s->source.principal);
-		if (s->down)
-			span_set_str(sp, "client.address",
-				     sockaddr_ip_str(&conn_info(s->down)->src, ip, sizeof(ip)));
-		span_set_str(sp, "waypoint", w->name);
-		tracecontext_format(&sp->ctx, tpbuf, sizeof(tpbuf));
-	}
+	struct wp_req_head rh = { .method = h1_method(h), .path = url, .plen = plen, .host = host,
+				  .hlen = hlen, .traceparent = tp, .tplen = tlen,
+				  .version = h->p.http_minor ? "1.1" : "1.0", .hdr = tag_header,
+				  .hdr_arg = h };
+	s->span = wp_request_span(s, &rh, tpbuf);
 	if ((denied = request_denied(s, h, url, ulen, host, hlen, amsg, sizeof(amsg)))) {
 		/* The body is read and dropped and the connection goes on, unless it cannot: the
 		 * client waits for 100-continue, asked for an upgrade, or does not keep alive. */
@@ -1199,23 +1146,11 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 			     h1_header(h, "expect", &elen) != NULL;
 		bool grpc = is_grpc_request(h);
 		deny_reply(s, close, grpc);
-		if (grpc && s->span) {
-			/* "/package.Service/Method" */
-			const char *sl = plen > 1 ? memchr(url + 1, '/', plen - 1) : NULL;
-			span_set_str(s->span, "rpc.system", "grpc");
-			span_set_int(s->span, "rpc.grpc.status_code", 7);
-			if (sl) {
-				char *svc = strndup(url + 1, (size_t)(sl - url - 1));
-				char *meth = strndup(sl + 1, plen - (size_t)(sl - url) - 1);
-				if (svc && meth) {
-					span_set_str(s->span, "rpc.service", svc);
-					span_set_str(s->span, "rpc.method", meth);
-				}
-				free(svc);
-				free(meth);
-			}
-		}
-		request_end(s, grpc ? 200 : 403, CONN_FLAG_DENIED, amsg);
+		if (grpc)
+			wp_span_grpc(s->span, url, plen);
+		struct wp_outcome o = { .code = grpc ? 200 : 403, .flag = CONN_FLAG_DENIED,
+					.error = amsg, .grpc = grpc, .grpc_status = grpc ? 7 : -1 };
+		wp_request_finish(s, &s->span, &s->ep_uid, &o);
 		if (close) {
 			s->close_after = true;
 			s->st = SS_CLOSING;
@@ -1225,7 +1160,7 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		}
 		goto out;
 	}
-	dst = pick(w, s, m, &target);
+	dst = wp_pick(w, s, m, &target);
 	if (!dst) {
 		why = "no healthy upstream";
 		rc = -1;
@@ -1237,12 +1172,19 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		span_set_str(s->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
 		span_set_int(s->span, "destination.port", sockaddr_port(&target));
 	}
-	s->up = up_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, true, &why);
+	if (protocol_is_h2(s->proto) && !s->req_connect && !h->upgrade) {
+		/* an http2/grpc port: the request goes as HTTP/2, its body decoded into DATA */
+		rc = wp_h2_h1c_request(s, h, m, dst, &target, tpbuf, &why);
+		if (!rc)
+			h->chunked_out = false;
+		goto out;
+	}
+	s->up = wp_up_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, true, &why);
 	if (!s->up) {
 		rc = -1;
 		goto out;
 	}
-	struct endpoint_stat *e = ep_stat(w, dst->uid, true);
+	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
 	if (e) {
 		e->active++;
 		e->total++;
@@ -1274,6 +1216,9 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 	struct wp_up *u = arg;
 	struct wp_sess *s = u->sess;
 	int status = h1_status(h);
+
+	if (u->h2s)
+		return wp_h2_h1_resp_head(u->h2s, h);
 	static const char *const drop[] = { "connection", NULL };
 	const char *extra[1] = { NULL };
 
@@ -1305,7 +1250,7 @@ static void response_done(struct wp_sess *s)
 
 	request_end(s, s->status, NULL, NULL);
 	s->up = NULL;
-	up_put(u, keep && req_done, req_done);
+	wp_up_put(u, keep && req_done, req_done);
 	if (!req_done || !keep) {
 		s->close_after = true;
 		s->st = SS_CLOSING;
@@ -1329,7 +1274,7 @@ static void start_tunnel(struct wp_sess *s)
 {
 	struct model *m = model_current();
 	struct sockaddr_storage target;
-	const struct model_workload *dst = pick(s->w, s, m, &target);
+	const struct model_workload *dst = wp_pick(s->w, s, m, &target);
 	const char *why = "no healthy upstream";
 	char tp[64] = "";
 
@@ -1340,9 +1285,9 @@ static void start_tunnel(struct wp_sess *s)
 		strcpy(tp, conn_info(s->down)->traceparent);
 	/* A stream that is not HTTP/1.x is checked once, as TCP: an L7 policy cannot be
 	 * sidestepped by speaking another protocol. */
-	struct authz_set *set = authz_current();
+	struct authz_set *set = wp_authz_current();
 	char amsg[300];
-	bool denied = policy_denies(s, set, NULL, amsg, sizeof(amsg));
+	bool denied = wp_policy_denies(s, set, NULL, s->span, amsg, sizeof(amsg));
 	authz_set_unref(set);
 	if (denied) {
 		model_unref(m);
@@ -1353,7 +1298,7 @@ static void start_tunnel(struct wp_sess *s)
 		return;
 	}
 	if (dst)
-		s->up = up_get(s, m, dst, &target, tp[0] ? tp : NULL, false, &why);
+		s->up = wp_up_get(s, m, dst, &target, tp[0] ? tp : NULL, false, &why);
 	model_unref(m);
 	if (!s->up && s->down) {
 		pr_warn_rl("waypoint: TCP stream for %s: %s", s->service ? s->service : "?", why);
@@ -1416,7 +1361,7 @@ static void sniff_fire(struct loop *l, struct loop_timer *t)
 		/* A protocol where the server speaks first: pass it as TCP. */
 		sess_ref(s);
 		start_tunnel(s);
-		sess_schedule(s);
+		wp_sess_schedule(s);
 		sess_unref(s);
 	}
 }
@@ -1520,7 +1465,7 @@ static bool up_step(struct wp_sess *s)
 			if (s->down)
 				conn_abort(s->down, CONN_UP, -EPROTO, CONN_FLAG_UPSTREAM_RESET, why);
 		}
-		up_put(u, false, false);
+		wp_up_put(u, false, false);
 		return true;
 	}
 	default:
@@ -1550,6 +1495,18 @@ static bool down_step(struct wp_sess *s)
 		}
 		n = conn_out_peek(s->down, CONN_UP, &p);
 		if (n) {
+			/* h2c with prior knowledge (RFC 9113 §3.3): every stream its own request */
+			enum protocol_sniff k2 = protocol_sniff_h2(p, n);
+			if (k2 == PROTOCOL_SNIFF_MORE && !conn_out_eof(s->down, CONN_UP) &&
+			    conn_out_pending(s->down, CONN_UP) == n)
+				return false;
+			if (k2 == PROTOCOL_SNIFF_H2) {
+				loop_timer_cancel(s->w->o.loop, &s->timer);
+				if (wp_h2_start(s))
+					conn_abort(s->down, CONN_UP, -ENOMEM, CONN_FLAG_OVERFLOW,
+						   "out of memory");
+				return true;
+			}
 			enum h1_sniff k = h1_sniff(p, n);
 			if (k == H1_SNIFF_MORE && conn_out_pending(s->down, CONN_UP) < 16 &&
 			    !conn_out_eof(s->down, CONN_UP))
@@ -1598,8 +1555,9 @@ static bool down_step(struct wp_sess *s)
 				if (s->up) {
 					struct wp_up *u = s->up;
 					s->up = NULL;
-					up_put(u, false, false);
+					wp_up_put(u, false, false);
 				}
+				wp_h2_h1c_end(s, NULL, s->req.error ? s->req.error : "bad request");
 				local_reply(s, code, s->req.error ? s->req.error : "bad request", NULL);
 			}
 			return true;
@@ -1614,7 +1572,7 @@ static bool down_step(struct wp_sess *s)
 			return true;
 		}
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
-			if (s->up)
+			if (s->up || s->h2x)
 				s->st = SS_RESPONSE;
 			return true;
 		}
@@ -1624,13 +1582,18 @@ static bool down_step(struct wp_sess *s)
 			if (s->st == SS_HEAD && h1_idle(&s->req)) {
 				s->st = SS_CLOSING;	/* a clean close between requests */
 				s->close_after = true;
+			} else if (s->h2x) {
+				wp_h2_h1c_end(s, CONN_FLAG_DOWNSTREAM_RESET, "client closed inside a request");
+				if (s->down)
+					conn_abort(s->down, CONN_UP, -ECONNRESET,
+						   CONN_FLAG_DOWNSTREAM_RESET, "client closed inside a request");
 			} else if (s->up) {
 				/* Cut inside a request: the upstream gets a reset. */
 				struct wp_up *u = s->up;
 				s->up = NULL;
 				request_end(s, 0, CONN_FLAG_DOWNSTREAM_RESET,
 					    "client closed inside a request");
-				up_put(u, false, false);
+				wp_up_put(u, false, false);
 				if (s->down)
 					conn_abort(s->down, CONN_UP, -ECONNRESET,
 						   CONN_FLAG_DOWNSTREAM_RESET, "client closed inside a request");
@@ -1663,6 +1626,8 @@ static bool down_step(struct wp_sess *s)
 			s->eof_to_client = eof_passed;
 		}
 		return progress;
+	case SS_H2:
+		return wp_h2_step(s);
 	case SS_CLOSING:
 		while (s->down && (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
 			conn_out_consume(s->down, CONN_UP, n);
@@ -1682,13 +1647,14 @@ static bool down_step(struct wp_sess *s)
 static void sess_teardown(struct wp_sess *s)
 {
 	loop_timer_cancel(s->w->o.loop, &s->timer);
+	wp_h2_sess_fini(s);
 	if (s->span)
 		request_end(s, s->status, CONN_FLAG_DOWNSTREAM_RESET,
 			    s->down_err ? "client connection reset" : "client closed");
 	if (s->up) {
 		struct wp_up *u = s->up;
 		s->up = NULL;
-		up_put(u, false, s->st == SS_TUNNEL && !s->down_err);
+		wp_up_put(u, false, s->st == SS_TUNNEL && !s->down_err);
 	}
 }
 
@@ -1703,6 +1669,8 @@ static void sess_step(struct wp_sess *s)
 		progress |= flush(&s->to_down, s->down, CONN_UP);
 		if (s->up && s->st != SS_TUNNEL)
 			progress |= up_step(s);
+		else if (s->h2x)
+			progress |= wp_h2_h1c_step(s);
 		else if (s->up && !s->up->conn)
 			progress |= (up_gone(s), true);
 		if (!s->down)
@@ -1713,7 +1681,7 @@ static void sess_step(struct wp_sess *s)
 		progress |= down_step(s);
 		if (!s->down)
 			continue;
-		if (s->close_after && !s->up && !s->eof_to_client && s->st == SS_CLOSING &&
+		if (s->close_after && !s->up && !s->h2x && !s->eof_to_client && s->st == SS_CLOSING &&
 		    !h1_buf_pending(&s->to_down)) {
 			s->eof_to_client = true;
 			conn_in_eof(s->down, CONN_UP);
@@ -1726,7 +1694,7 @@ static void sess_step(struct wp_sess *s)
 		if (!progress)
 			return;
 	}
-	sess_schedule(s);	/* more to do: after other connections had their turn */
+	wp_sess_schedule(s);	/* more to do: after other connections had their turn */
 }
 
 static void sess_task(struct loop *l, void *arg)
@@ -1858,7 +1826,7 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	 * finds its own upstream. */
 	conn_established(c);
 	if (!protocol_is_http(s->proto))
-		sess_schedule(s);	/* straight to TCP */
+		wp_sess_schedule(s);	/* straight to TCP */
 	else if (w->o.sniff_timeout_ms)
 		loop_timer_arm(w->o.loop, &s->timer, w->o.sniff_timeout_ms);
 out:
@@ -1997,8 +1965,9 @@ void waypoint_free(struct waypoint *w)
 	while (w->idle) {
 		struct wp_up *u = w->idle;
 		idle_unlink(u);
-		up_put(u, false, false);
+		wp_up_put(u, false, false);
 	}
+	wp_h2_sweep(w, 0, true);
 	/* Resets every stream; sessions and upstreams free as their conns release them. */
 	hbone_server_free(w->server);
 	hbone_pool_free(w->pool);
@@ -2045,13 +2014,15 @@ void waypoint_drain(struct waypoint *w)
 	hbone_server_drain(w->server);
 	/* Idle keep-alive clients are closed now; busy ones after their current answer. */
 	for (struct wp_sess *s = w->sessions; s; s = s->next) {
+		if (s->st == SS_H2)
+			wp_h2_drain(s);
 		if ((s->st == SS_HEAD && h1_idle(&s->req)) || s->st == SS_SNIFF) {
 			if (s->st == SS_SNIFF && s->down && conn_out_pending(s->down, CONN_UP))
 				continue;
 			s->st = SS_CLOSING;
 			s->close_after = true;
 			loop_timer_cancel(w->o.loop, &s->timer);
-			sess_schedule(s);
+			wp_sess_schedule(s);
 		}
 	}
 	sweep_fire(w->o.loop, &w->sweep);
@@ -2072,10 +2043,10 @@ json_t *waypoint_status_json(struct waypoint *w)
 	json_t *sessions = json_array(), *eps = json_array();
 
 	for (struct wp_sess *s = w->sessions; s; s = s->next)
-		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:s,s:b}",
+		json_array_append_new(sessions, json_pack("{s:s,s:s?,s:s,s:s,s:b,s:o*}",
 			"authority", sockaddr_str(&s->authority, a, sizeof(a)), "service", s->service,
 			"protocol", protocol_str(s->proto), "state", sess_st_to_str(s->st),
-			"upstream", s->up != NULL));
+			"upstream", s->up != NULL, "h2", wp_h2_sess_json(s)));
 	for (size_t b = 0; b < ARRAY_SIZE(w->eps); b++)
 		for (struct endpoint_stat *e = w->eps[b]; e; e = e->next)
 			json_array_append_new(eps, json_pack("{s:s,s:i,s:I}", "workload", e->uid,
@@ -2089,6 +2060,8 @@ json_t *waypoint_status_json(struct waypoint *w)
 		"upstreams_idle", (int)w->nidle, "upstreams_opened", (json_int_t)w->upstreams_opened,
 		"upstreams_reused", (json_int_t)w->upstreams_reused,
 		"sessions", sessions, "endpoints", eps);
+	if (o)
+		json_object_set_new(o, "h2_upstreams", wp_h2_pool_json(w));
 	model_unref(m);
 	return o;
 }
@@ -2130,7 +2103,7 @@ static bool policy_applies_here(struct waypoint *w, const struct model *m,
 
 json_t *waypoint_policies_json(struct waypoint *w)
 {
-	struct authz_set *set = authz_current();
+	struct authz_set *set = wp_authz_current();
 	struct model *m = model_current();
 	const struct model_service *me = model_service_by_name(m, w->namespace, w->name);
 	struct authz_set_stats st = { 0 };

@@ -204,6 +204,35 @@ lab_node_deps() {
 	"$LAB_TOP/tests/node/install.sh" || { fail "tests/node/install.sh"; return 1; }
 }
 
+# lab_ca_peers: what the ambit-ca tests on 127.0.0.1 use: CA_BIN (the binary), NODE (the
+# grpc-js Istio client's directory, installed when missing), MINT (the token minter) and PY (a
+# python3 with h2 and cryptography). Non-zero, with a failed check, when one is missing.
+lab_ca_peers() {
+	local p
+	CA_BIN=$AMBIT_BUILD/ambit-ca
+	NODE=$LAB_TOP/tests/node
+	MINT=$LAB_TOP/tests/tools/mint_token.py
+	# python3-h2 and python3-cryptography: the system python has them when another one is first
+	PY=python3
+	for p in /usr/bin/python3 python3; do "$p" -c 'import h2, cryptography' 2>/dev/null && { PY=$p; break; }; done
+	[ -x "$CA_BIN" ] || { fail "ambit-ca built ($CA_BIN)"; return 1; }
+	lab_node_deps
+}
+
+# lab_secret_volume DIR KEY CERT...: a new version of a Kubernetes Secret volume at DIR as the
+# kubelet writes one: the files in DIR/..vN/ (ca.key = KEY, ca.crt = the CERTs concatenated),
+# DIR/..data -> ..vN swapped by rename, DIR/ca.crt and DIR/ca.key -> ..data/... (made once).
+lab_secret_volume() {
+	local dir=$1 key=$2 v=1
+	shift 2
+	mkdir -p "$dir" || return 1
+	while [ -e "$dir/..v$v" ]; do v=$((v + 1)); done
+	mkdir "$dir/..v$v" && cat "$@" >"$dir/..v$v/ca.crt" && install -m 600 "$key" "$dir/..v$v/ca.key" &&
+		ln -sfn "..v$v" "$dir/..data_tmp" && mv -T "$dir/..data_tmp" "$dir/..data" || return 1
+	[ -L "$dir/ca.crt" ] || ln -s ..data/ca.crt "$dir/ca.crt" || return 1
+	[ -L "$dir/ca.key" ] || ln -s ..data/ca.key "$dir/ca.key"
+}
+
 # lab_start_ca NAME: runs $AMBIT_BUILD/ambit-ca --config ca.json in the underlay namespace (log
 # ca.log, pid ca.pid) when the lab has one (lab.sh up --ca ambit-ca, the default) and it is not
 # running yet, and waits for its readiness (127.0.0.1:15014 in the underlay). 0 when the lab has

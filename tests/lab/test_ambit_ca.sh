@@ -14,15 +14,7 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-CA_BIN=$AMBIT_BUILD/ambit-ca
-NODE=$LAB_TOP/tests/node
-MINT=$LAB_TOP/tests/tools/mint_token.py
-# python3-h2 and python3-cryptography: the system python has them when another one is first
-PY=python3
-for p in /usr/bin/python3 python3; do "$p" -c 'import h2, cryptography' 2>/dev/null && { PY=$p; break; }; done
-[ -x "$CA_BIN" ] || { fail "ambit-ca built ($CA_BIN)"; lab_result; exit 1; }
-[ -d "$NODE/node_modules/@grpc/proto-loader" ] || "$NODE/install.sh" ||
-	{ fail "grpc-js installed"; lab_result; exit 1; }
+lab_ca_peers || { lab_result; exit 1; }
 t=$(mktemp -d /tmp/ambit-ca-e2e.XXXXXX)
 PIDS=()
 cleanup() {

@@ -4,11 +4,13 @@
 # long-lived stream and new connections running throughout (zero failures allowed):
 # 1. the new root joins the agents' trust bundle (ca.crt swapped by rename, as the kubelet swaps
 #    a mounted ConfigMap): both agents reload it without a restart;
-# 2. ambit-ca switches its signing key (new root first in its ca.cert, the new key; restarted)
-#    and the bundle lists the new root first: the agents renew their leaves from it at once;
+# 2. ambit-ca switches its signing key (new root first in its ca.cert, the new key: a new
+#    version of its Secret volume, taken without a restart) and the bundle lists the new root
+#    first: the agents renew their leaves from it at once;
 # 3. the old root leaves the bundle: a peer with an old-root leaf is refused, the stream that
 #    was opened with old-root leaves before step 1 is still running, new connections succeed.
 # A waypoint follows the same steps (reloads, renews its own leaf, refuses the old root).
+# ambit-ca is one process from start to end: it follows its Secret volume at each step.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -46,11 +48,11 @@ dir=$LAB_ROOT/$lab
 p21=$(lab_pod_ip 2 1)
 n2=$(lab_node_ip 2)
 SNI1=app-1.default.cluster.local.spiffe
-# ambit-ca signs with its own copies of the CA files; the agents' ca.crt is their trust bundle
+# ambit-ca signs with its own copies of the CA files, a Secret volume (signer/ca.crt, ca.key);
+# the agents' ca.crt is their trust bundle
 cp "$dir/ca.crt" "$dir/old.crt"
-cp "$dir/ca.crt" "$dir/signer.crt"
-install -m 600 "$dir/ca.key" "$dir/signer.key"
-jq --arg c "$dir/signer.crt" --arg k "$dir/signer.key" '.ca.cert = $c | .ca.key = $k' \
+lab_secret_volume "$dir/signer" "$dir/ca.key" "$dir/old.crt"
+jq --arg c "$dir/signer/ca.crt" --arg k "$dir/signer/ca.key" '.ca.cert = $c | .ca.key = $k' \
 	"$dir/ca.json" >"$dir/ca.json.new" && mv "$dir/ca.json.new" "$dir/ca.json"
 lab_other_ca "$dir/new"
 lab_leaf "$logs" oldleaf "$(spiffe app-3)" "$dir/old.crt" "$dir/ca.key"
@@ -70,6 +72,8 @@ if ! lab_start_agent "$lab" 1 || ! lab_start_agent "$lab" 2; then
 	fail "ambit-ca and the agents start"; lab_result; exit 1
 fi
 ok "ambit-ca starts, the agents become ready with its certificates (old root)"
+ca_pid=$(cat "$dir/ca.pid")
+ca_reloaded() { [ "$(grep -c 'reloaded without a restart' "$dir/ca.log")" -ge "$1" ]; }	# N
 if ! lab_start_waypoint "$lab" "$logs/waypoint.log" "$LAB_WAYPOINT_CONFIG"; then	# sets WP_PID
 	fail "the waypoint becomes ready with its certificate"; lab_result; exit 1
 fi
@@ -89,7 +93,8 @@ sleep 2
 
 # ------------------------------------------------------------------ 1. add the new root
 swap "$dir/ca.crt" "$dir/old.crt" "$dir/new/ca.crt"
-swap "$dir/signer.crt" "$dir/old.crt" "$dir/new/ca.crt"
+lab_secret_volume "$dir/signer" "$dir/ca.key" "$dir/old.crt" "$dir/new/ca.crt"
+check "1: ambit-ca takes its new ca.cert without a restart" until_ok 100 ca_reloaded 1
 for k in 1 2 wp; do
 	check "1: $(who "$k") reloads the bundle (old + new root) without a restart" \
 		until_ok 100 reloaded "$k" 1
@@ -104,11 +109,8 @@ sleep 2
 before1=$(serials 1)
 before2=$(serials 2)
 beforewp=$(serials wp)
-swap "$dir/signer.crt" "$dir/new/ca.crt" "$dir/old.crt"
-install -m 600 "$dir/new/ca.key" "$dir/signer.key.new" && mv -f "$dir/signer.key.new" "$dir/signer.key"
-lab_stop_ca "$lab"
-check "2: ambit-ca stops cleanly (status $LAB_STOP_EXIT)" test "$LAB_STOP_EXIT" = 0
-check "2: ambit-ca starts again signing with the new key" lab_start_ca "$lab"
+lab_secret_volume "$dir/signer" "$dir/new/ca.key" "$dir/new/ca.crt" "$dir/old.crt"
+check "2: ambit-ca signs with the new key without a restart" until_ok 100 ca_reloaded 2
 swap "$dir/ca.crt" "$dir/new/ca.crt" "$dir/old.crt"
 check "2: agent 1 renews its leaves from the new root at once" until_ok 150 renewed 1 "$before1"
 check "2: agent 2 renews its leaves from the new root at once" until_ok 150 renewed 2 "$before2"
@@ -118,7 +120,8 @@ sleep 2
 
 # ------------------------------------------------------------------ 3. remove the old root
 swap "$dir/ca.crt" "$dir/new/ca.crt"
-swap "$dir/signer.crt" "$dir/new/ca.crt"
+lab_secret_volume "$dir/signer" "$dir/new/ca.key" "$dir/new/ca.crt"
+check "3: ambit-ca takes ca.cert without the old root, without a restart" until_ok 100 ca_reloaded 3
 for k in 1 2 wp; do
 	check "3: $(who "$k") reloads the bundle (new root only)" until_ok 100 reloaded "$k" 3
 done
@@ -153,6 +156,8 @@ for k in 1 2; do
 	check "node $k refused no mesh peer" \
 		sh -c "! grep 'not signed by mesh CA' '$dir/agent$k.log' | grep -v '$(lab_pod_ip 1 3)'"
 done
+check "ambit-ca ran throughout as one process (pid $ca_pid), no pair refused" \
+	sh -c "[ \"\$(cat '$dir/ca.pid')\" = $ca_pid ] && kill -0 $ca_pid && ! grep -q 'are refused' '$dir/ca.log'"
 check "the waypoint is still ready" pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 -o /dev/null \
 	"http://$LAB_WAYPOINT_IP:15021/healthz/ready"
 kill -TERM "$wp" 2>/dev/null || true
@@ -165,5 +170,7 @@ else
 	fail "the agents exit cleanly, no sanitizer report"
 fi
 lab_stop_ca "$lab"
+check "ambit-ca exits cleanly (status $LAB_STOP_EXIT), no sanitizer report" \
+	sh -c "[ '$LAB_STOP_EXIT' = 0 ] && ! grep -q Sanitizer '$dir/ca.log'"
 rm -rf "$logs"
 lab_result

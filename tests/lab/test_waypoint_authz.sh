@@ -10,7 +10,8 @@
 # "RBAC: access denied" (text/plain) and the connection goes on (pipelined requests, a denied
 # one with a body in the middle); the request span (403, DENY, ERROR naming the policy) and
 # istio_requests_total / ambit_authorization_denied_total; admin /policies; a policy removed
-# from the file stops applying.
+# from the file stops applying. HTTP/2 clients (prior knowledge) are checked per request too: an
+# allowed GET over h2 (HTTP/1.1 upstream), a 403, a gRPC call answered trailers-only (grpc-status 7).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -159,13 +160,30 @@ tcp_denied() { # app-2's ALLOW rules all have HTTP fields: its TCP stream is ref
 	echo "$out"
 }
 check "declared TCP port: app-2's stream refused (its ALLOW rules have HTTP fields)" tcp_denied
-h2c_closed() { # h2c is not parsed yet: it passes as TCP and meets the same check
-	local out
-	pod_exec "$lab" n1-p2 curl -sS -m 10 -o /dev/null -w '%{http_code}\n' "http://$V/whoami" | grep -qx 200 || return 1
-	out=$(pod_exec "$lab" n1-p2 curl -sS -m 10 --http2-prior-knowledge "http://$V/whoami" 2>&1) && return 1
+h2c() { # POD METHOD PATH CODE [CURL ARGS]: over HTTP/2 (prior knowledge), one request per stream
+	local pod=$1 method=$2 path=$3 code=$4 out
+	shift 4
+	out=$(pod_exec "$lab" "$pod" curl -sS -m 10 --http2-prior-knowledge -X "$method" \
+		-w '\n%{http_version} %{http_code}' "$@" "http://$V$path") || return 1
 	echo "$out"
+	[ "$(echo "$out" | tail -n1)" = "2 $code" ]
 }
-check "an L7 policy is not sidestepped with HTTP/2 prior knowledge (TCP check: refused)" h2c_closed
+check "HTTP/2 (prior knowledge): app-2 GET /whoami allowed per request (200 over h2, HTTP/1.1 upstream)" \
+	h2c n1-p2 GET /whoami 200
+h2c_denied() {
+	local out
+	out=$(h2c n1-p3 GET /whoami 403) && echo "$out" && [ "$(echo "$out" | head -n1)" = 'RBAC: access denied' ]
+}
+check "HTTP/2: app-3 GET /whoami denied per request: 403 RBAC: access denied" h2c_denied
+h2c_grpc_denied() { # a gRPC call over HTTP/2: trailers-only answer, grpc-status 7
+	local out
+	out=$(pod_exec "$lab" n1-p3 curl -sS -m 10 -i --http2-prior-knowledge -X POST \
+		-H 'content-type: application/grpc' -H 'te: trailers' --data-binary hello \
+		"http://$V/pkg.Greeter/SayHello" | tr -d '\r') && echo "$out" &&
+	echo "$out" | head -n1 | grep -q '^HTTP/2 200' &&
+	echo "$out" | grep -qx 'grpc-status: 7' && echo "$out" | grep -qx 'grpc-message: RBAC: access denied'
+}
+check "HTTP/2: a denied gRPC call gets 200 with grpc-status: 7 (trailers-only)" h2c_grpc_denied
 
 metric() { # REGEX: a line of the waypoint's metrics matches
 	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" |

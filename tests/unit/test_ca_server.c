@@ -42,21 +42,11 @@ __attribute__((constructor)) static void ignore_sigpipe(void)
 
 /* ---- helpers: keys, PEM files, tokens ---- */
 
-static char tmpdir[64];
+static const char *tmpdir;
 
 __attribute__((constructor)) static void make_tmpdir(void)
 {
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ambit-ca-test-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		abort();
-}
-
-__attribute__((destructor)) static void rm_tmpdir(void)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-	if (system(cmd))
-		fprintf(stderr, "cannot remove %s\n", tmpdir);
+	tmpdir = test_tmpdir("ca-test");
 }
 
 /* Writes k's public key as PEM to a new file; returns its path (static buffer per call slot). */
@@ -621,14 +611,39 @@ TEST(create_certificate_end_to_end)
 		CHECK_EQ_INT(r.status, GRPC_STATUS_UNIMPLEMENTED);
 		grpc_result_fini(&r);
 	}
-	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_ISSUED), 1);
+	/* a key switch (ambit-ca reloaded ca.cert/ca.key): the next call is signed with the
+	 * new key, its chain ends at the new root */
+	{
+		struct tls_ca *next = tls_ca_new_self_signed(TD, 30 * 86400);
+		REQUIRE(next);
+		ca_service_set_ca(f.svc, next);
+		CHECK_EQ_INT(create(&f, tok1, csr_api, "spiffe://cluster.local/ns/default/sa/api",
+				    &r), 0);
+		CHECK_EQ_INT(r.status, GRPC_STATUS_OK);
+		char *pem = NULL;
+		size_t plen, n;
+		if (r.status == GRPC_STATUS_OK &&
+		    !ca_msg_response_decode(r.response, r.response_len, &pem, &plen, &n)) {
+			struct tls_cert *c = tls_csr_accept(csr_api, pem, plen, next, 0, err,
+							    sizeof(err));
+			CHECK(c);
+			tls_cert_unref(c);
+			c = tls_csr_accept(csr_api, pem, plen, f.ca, 0, err, sizeof(err));
+			CHECK(!c);	/* not from the old root */
+			tls_cert_unref(c);
+		}
+		free(pem);
+		grpc_result_fini(&r);
+		tls_ca_free(next);	/* the service holds its own reference */
+	}
+	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_ISSUED), 2);
 	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_DENIED), 1);
 	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_UNAUTHENTICATED), 3);
 	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_INVALID), 2);
 	CHECK_EQ_INT(ca_service_count(f.svc, CA_RES_UNIMPLEMENTED), 1);
 	size_t mlen;
 	char *metrics = ca_service_metrics(f.svc, &mlen);
-	CHECK(metrics && strstr(metrics, "ambit_ca_server_requests_total{decision=\"issued\"} 1\n"));
+	CHECK(metrics && strstr(metrics, "ambit_ca_server_requests_total{decision=\"issued\"} 2\n"));
 	CHECK(metrics && strstr(metrics, "ambit_ca_server_requests_total{decision=\"denied\"} 1\n"));
 	free(metrics);
 	free(tok1);

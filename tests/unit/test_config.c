@@ -267,6 +267,38 @@ TEST(hbone_limits)
 	       "{\"pings\":{\"per_s\":1,\"every\":2}}}}", "hbone.limits.pings.every: unknown key");
 }
 
+/* hbone.model_wait_ms and model_wait_max_streams (the wait for the model): defaults, read,
+ * shown by config_to_json, 0 allowed for the wait (no hold), bounds named. */
+TEST(hbone_model_wait)
+{
+	struct config c;
+	char err[256];
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\"}");
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(c.hbone_model_wait_ms, 5000);
+	CHECK_EQ_INT(c.hbone_model_wait_max, 1024);
+	config_fini(&c);
+	unlink(path);
+	write_cfg("{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":{\"model_wait_ms\":0,"
+		  "\"model_wait_max_streams\":16}}");
+	config_init(&c, CONFIG_ROLE_AGENT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_AGENT, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(c.hbone_model_wait_ms, 0);
+	CHECK_EQ_INT(c.hbone_model_wait_max, 16);
+	json_t *j = config_to_json(&c);
+	json_t *h = json_object_get(j, "hbone");
+	CHECK_EQ_INT((int)json_integer_value(json_object_get(h, "model_wait_ms")), 0);
+	CHECK_EQ_INT((int)json_integer_value(json_object_get(h, "model_wait_max_streams")), 16);
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":"
+	       "{\"model_wait_ms\":60001}}", "hbone.model_wait_ms");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"hbone\":"
+	       "{\"model_wait_max_streams\":0}}", "hbone.model_wait_max_streams");
+}
+
 TEST(env_overrides_node)
 {
 	struct config c;

@@ -162,6 +162,11 @@ struct rig {
 	struct closed_rec out_closed, in_closed;
 	int inbound_seen;
 	int inbound_to_up;	/* on_connect calls for up_addr */
+	/* holding (the agent waiting for its model): on_connect returns -EINPROGRESS while hold
+	 * is set, the server ctx's cert_wait holds handshakes while hs_hold is; what they saw */
+	int hold, hs_hold;
+	uint64_t last_held_ms, last_hs_waited_ms;
+	int hs_asked;
 	char in_traceparent[128], in_peer[SPIFFE_ID_STR_MAX], in_local[SPIFFE_ID_STR_MAX];
 };
 
@@ -218,6 +223,9 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	r->inbound_seen++;
 	if (sockaddr_port(&req->target) == sockaddr_port(&r->up_addr))
 		r->inbound_to_up++;
+	r->last_held_ms = req->held_ms;
+	if (__atomic_load_n(&r->hold, __ATOMIC_ACQUIRE))
+		return -EINPROGRESS;
 	r->in_pod = req->pod_addressed;
 	snprintf(r->in_traceparent, sizeof(r->in_traceparent), "%s",
 		 req->traceparent ? req->traceparent : "");
@@ -318,6 +326,15 @@ static struct tls_cert *pod_cert(void *arg, const struct sockaddr_storage *diale
 	return certstore_get(r->cs, &pod);
 }
 
+/* The agent's cert_wait stand-in: holds every named identity while R->hs_hold is set. */
+static bool rig_cert_wait(void *arg, const struct spiffe_id *id, uint64_t waited_ms)
+{
+	(void)arg, (void)id;
+	R->hs_asked++;
+	R->last_hs_waited_ms = waited_ms;
+	return __atomic_load_n(&R->hs_hold, __ATOMIC_ACQUIRE) != 0;
+}
+
 static void on_refused(void *arg, bool pod, int err, const char *reason)
 {
 	struct rig *r = arg;
@@ -341,7 +358,7 @@ static void rig_start(struct rig *r, const struct hbone_opts *copts, const struc
 	r->cs = certstore_new(r->ca, &cso);
 	r->cs2 = certstore_new(r->ca2, &cso);
 	struct tls_ctx_opts so = { .roots = r->ca, .trust_domain = TD, .select_cert = select_cert,
-				   .select_arg = r->cs };
+				   .cert_wait = rig_cert_wait, .select_arg = r->cs };
 	struct tls_ctx_opts co = { .roots = r->ca, .trust_domain = TD };
 	r->sctx = tls_ctx_new(TLS_ROLE_SERVER, &so);
 	r->cctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
@@ -1903,6 +1920,140 @@ TEST(abuse_streams_beyond_max_pending_are_refused)
 	close(fill[0]);
 	close(fill[1]);
 	close(hl);
+	rig_stop(&r);
+}
+
+/* ---------------------------------------------- held CONNECTs and handshakes ---- */
+
+static void hold_count_on_loop(void *arg)
+{
+	*(uint32_t *)arg = hbone_server_held(R->srv);
+}
+
+static bool wait_held(uint32_t want)
+{
+	uint32_t n = 0;
+	for (int i = 0; i < 500; i++) {
+		on_loop(hold_count_on_loop, &n);
+		if (n == want)
+			return true;
+		usleep(10000);
+	}
+	fprintf(stderr, "  timed out waiting for %u held (have %u)\n", want, n);
+	return false;
+}
+
+static void retry_on_loop(void *arg)
+{
+	(void)arg;
+	hbone_server_retry_held(R->srv);
+}
+
+/* Starts r with *flag (r->hold or r->hs_hold) set, and one client connection that sent a byte
+ * and is held on the server. Returns the client's socket. */
+static int start_held(struct rig *r, int *flag)
+{
+	rig_start(r, NULL, NULL);
+	__atomic_store_n(flag, 1, __ATOMIC_RELEASE);
+	int cl = dial(&r->out_addr);
+	CHECK_EQ_INT(write(cl, "x", 1), 1);
+	CHECK(wait_held(1));
+	return cl;
+}
+
+TEST(held_connect_is_answered_when_dispatched_again)
+{
+	struct rig r;
+	char buf[8];
+	int cl = start_held(&r, &r.hold);
+	CHECK_EQ_INT(r.inbound_seen, 1);
+	CHECK_EQ_INT((int)r.last_held_ms, 0);	/* its first dispatch */
+	/* nothing comes back while it is held */
+	CHECK_EQ_INT(read_full(cl, buf, 1, 200), -ETIMEDOUT);
+	on_loop(retry_on_loop, NULL);	/* still held: held again, and it knows for how long */
+	CHECK(wait_held(1));
+	CHECK_EQ_INT(r.inbound_seen, 2);
+	CHECK(r.last_held_ms >= 150);
+	__atomic_store_n(&r.hold, 0, __ATOMIC_RELEASE);
+	on_loop(retry_on_loop, NULL);
+	CHECK(wait_held(0));
+	CHECK_EQ_INT(r.inbound_seen, 3);
+	CHECK_EQ_INT(read_full(cl, buf, 1, 5000), 1);	/* the early byte went through */
+	CHECK(buf[0] == 'x');
+	shutdown(cl, SHUT_WR);
+	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), 0);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT(r.out_closed.err, 0);
+	rig_stop(&r);
+}
+
+TEST(held_connect_reset_by_its_peer_is_dropped_then_session_close_frees)
+{
+	struct rig r;
+	struct linger lg = { 1, 0 };
+	int cl = start_held(&r, &r.hold);
+	/* the client gives up: its stream is reset, and the server forgets the held one */
+	setsockopt(cl, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(cl);
+	CHECK(wait_held(0));
+	CHECK_EQ_INT((int)server_stats().reset_before_dial_total, 1);
+	on_loop(retry_on_loop, NULL);
+	CHECK_EQ_INT(r.inbound_seen, 1);	/* never dispatched again */
+	/* held when the whole thing goes away: freed with its session (ASan checks) */
+	cl = dial(&r.out_addr);
+	CHECK_EQ_INT(write(cl, "y", 1), 1);
+	CHECK(wait_held(1));
+	rig_stop(&r);
+	close(cl);
+}
+
+TEST(held_handshake_resumes_when_retried)
+{
+	struct rig r;
+	char buf[8];
+	int cl = start_held(&r, &r.hs_hold);
+	CHECK_EQ_INT(r.inbound_seen, 0);	/* no CONNECT before the handshake */
+	CHECK_EQ_INT(r.hs_asked, 1);
+	CHECK_EQ_INT((int)r.last_hs_waited_ms, 0);
+	usleep(100000);
+	on_loop(retry_on_loop, NULL);	/* asked again, held again */
+	CHECK(wait_held(1));
+	CHECK_EQ_INT(r.hs_asked, 2);
+	CHECK(r.last_hs_waited_ms >= 80);
+	__atomic_store_n(&r.hs_hold, 0, __ATOMIC_RELEASE);
+	on_loop(retry_on_loop, NULL);
+	CHECK(wait_held(0));
+	CHECK_EQ_INT(read_full(cl, buf, 1, 5000), 1);
+	CHECK(buf[0] == 'x');
+	CHECK_EQ_INT(r.inbound_seen, 1);
+	close(cl);
+	CHECK(wait_count(&r.out_closed.count, 1));
+	rig_stop(&r);
+}
+
+static void pool_gone_on_loop(void *arg)
+{
+	(void)arg;
+	hbone_pool_free(R->pool);	/* closes its connections now */
+	R->pool = NULL;
+}
+
+TEST(held_handshake_of_a_peer_gone_ends_at_the_retry)
+{
+	struct rig r;
+	int cl = start_held(&r, &r.hs_hold);
+	on_loop(pool_gone_on_loop, NULL);	/* the client side goes away */
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_INT((int)server_stats().conns, 1);	/* held: not polled, not known yet */
+	__atomic_store_n(&r.hs_hold, 0, __ATOMIC_RELEASE);
+	on_loop(retry_on_loop, NULL);	/* resumed: the handshake meets the closed socket */
+	CHECK(wait_held(0));
+	for (int i = 0; i < 200 && server_stats().conns; i++)
+		usleep(10000);
+	CHECK_EQ_INT((int)server_stats().conns, 0);
+	CHECK_EQ_INT(r.inbound_seen, 0);
+	close(cl);
 	rig_stop(&r);
 }
 

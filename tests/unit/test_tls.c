@@ -176,6 +176,29 @@ TEST(spiffe_sni_roundtrip)
 	CHECK_EQ_INT(spiffe_sni_encode(&longid, sni, sizeof(sni)), -ENAMETOOLONG);
 }
 
+/* The server_name extension of a ClientHello (RFC 6066 §3), as a handshake held for the model
+ * reads it: exactly one well-formed host_name, or a refusal. */
+TEST(sni_extension_host_name)
+{
+	static const unsigned char ok[] = { 0, 8, 0, 0, 5, 'a', '.', 'b', '.', 'c' };
+	static const unsigned char other_type[] = { 0, 8, 1, 0, 5, 'a', '.', 'b', '.', 'c' };
+	static const unsigned char list_len_off[] = { 0, 9, 0, 0, 5, 'a', '.', 'b', '.', 'c' };
+	static const unsigned char name_past_end[] = { 0, 8, 0, 0, 6, 'a', '.', 'b', '.', 'c' };
+	static const unsigned char empty[] = { 0, 3, 0, 0, 0 };
+	static const unsigned char nul[] = { 0, 8, 0, 0, 5, 'a', 0, 'b', '.', 'c' };
+	char out[16];
+
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(ok, sizeof(ok), out, sizeof(out)), 5);
+	CHECK_EQ_STR(out, "a.b.c");
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(ok, sizeof(ok), out, 5), -ENOSPC);
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(ok, 4, out, sizeof(out)), -EINVAL);
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(other_type, sizeof(other_type), out, sizeof(out)), -EINVAL);
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(list_len_off, sizeof(list_len_off), out, sizeof(out)), -EINVAL);
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(name_past_end, sizeof(name_past_end), out, sizeof(out)), -EINVAL);
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(empty, sizeof(empty), out, sizeof(out)), -EINVAL);
+	CHECK_EQ_INT(spiffe_sni_ext_host_name(nul, sizeof(nul), out, sizeof(out)), -EINVAL);
+}
+
 /* ---- issued certificates ---- */
 
 TEST(issued_cert_fields)

@@ -88,16 +88,9 @@ static void fake_update(void *arg)
 /* Waits (up to ms) until *field >= want; returns whether it got there. */
 static bool wait_for(struct fake_ca *f, int *field, int want, int ms)
 {
-	struct timespec ts;
+	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, (uint64_t)ms);
 	bool ok;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&f->lock);
 	while (*field < want && pthread_cond_timedwait(&f->changed, &f->lock, &ts) == 0)
 		;

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the waypoint's data path shares between its files: waypoint.c (sessions, HTTP/1.x,
+ * upstream dialing, balancing, policy, spans and metrics) and h2.c (HTTP/2 per stream). Not a
+ * public API: only agent/waypoint/ includes it. */
+#ifndef AMBIT_AGENT_WAYPOINT_INTERNAL_H
+#define AMBIT_AGENT_WAYPOINT_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/conn.h"
+#include "agent/protocol.h"
+#include "agent/tracing.h"
+#include "agent/waypoint/waypoint.h"
+#include "common/util.h"
+#include "http/http1.h"
+#include "tls/identity.h"
+
+struct model;
+struct model_workload;
+struct authz_set;
+struct authz_request;
+struct span;
+struct hbone_pool;
+struct hbone_server;
+struct tls_ctx;
+struct otlp_resource;
+struct wp_h2d;
+struct wp_h2u;
+struct wp_h2s;
+
+#define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
+#define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
+/* Envoy's RBAC filter's local reply to a denied HTTP request. */
+#define WP_RBAC_BODY	"RBAC: access denied"
+
+enum sess_st {
+	SS_SNIFF,	/* waiting for the first bytes: HTTP/1.x or not */
+	SS_HEAD,	/* reading a request head (idle between requests) */
+	SS_BODY,	/* the head went upstream; the request body follows */
+	SS_RESPONSE,	/* the request is complete; waiting for the end of its response */
+	SS_TUNNEL,	/* raw bytes both ways: not HTTP, or after an upgrade or CONNECT */
+	SS_CLOSING,	/* our EOF is queued; discarding until the client closes */
+	SS_H2,		/* an HTTP/2 client: agent/waypoint/h2.c serves its streams */
+};
+
+struct endpoint_stat {
+	char *uid;
+	uint32_t active;		/* requests in flight (least_request) */
+	uint64_t total;
+	struct endpoint_stat *next;
+};
+
+struct series {
+	char *labels;			/* rendered {a="b",...} */
+	uint64_t v;
+	struct series *next;
+};
+
+struct wp_up;
+
+/* One inbound CONNECT stream (one client connection). */
+struct wp_sess {
+	struct waypoint *w;
+	struct conn_end end;		/* at CONN_UP of down */
+	struct conn *down;		/* NULL once released */
+	int down_err;
+	int refs;
+	bool scheduled, pumping, again;
+	enum sess_st st;
+	struct h1 req;
+	struct h1_buf to_up, to_down;	/* staging */
+	struct wp_up *up;		/* the request's (or tunnel's) upstream */
+	bool client_eof;		/* the client finished sending (consumed) */
+	bool eof_to_client;		/* our EOF is queued/sent */
+	bool close_after;		/* close the client connection after this response */
+	struct loop_timer timer;	/* sniff timeout, then close wait */
+	/* what the CONNECT asked for */
+	struct sockaddr_storage authority;	/* VIP:port or workloadIP:port */
+	char *svc_ns, *svc_name;	/* NULL in workload mode */
+	char *service;			/* FQDN for spans and metrics */
+	struct conn_peer source;	/* the client workload, for metrics */
+	char *peer_identity;		/* the tunnel's verified peer ("spiffe://..."), for L7 policy */
+	struct sockaddr_storage src_ip;	/* the client: the vouched source, else the tunnel's peer */
+	uint16_t dst_port;		/* the target port (L7 policy's destination.port) */
+	enum protocol proto;		/* the service port's declared protocol (UNKNOWN: detect) */
+	bool denied;			/* the request in flight was refused by policy: its body
+					 * is read and dropped, then the next request follows */
+	/* the request in flight */
+	struct span *span;
+	int status;
+	bool resp_started;		/* bytes of its response went to the client */
+	bool req_head, req_connect;
+	char *ep_uid;			/* chosen endpoint (least_request accounting) */
+	struct wp_h2d *h2;		/* SS_H2: the HTTP/2 server session (h2.c) */
+	struct wp_h2s *h2x;		/* the request in flight goes as HTTP/2 (an http2/grpc port) */
+	struct wp_sess *prev, *next;
+};
+
+/* One connection to an endpoint: an HBONE stream to its node agent (or a TCP socket). */
+struct wp_up {
+	struct waypoint *w;
+	struct conn_end end;		/* at CONN_DOWN of conn */
+	struct conn *conn;		/* NULL once released */
+	int err;
+	int refs;
+	struct wp_sess *sess;		/* the owner; NULL while idle or closing */
+	struct wp_h2u *h2;		/* or the HTTP/2 client session that owns it (h2.c) */
+	struct wp_h2s *h2s;		/* or the HTTP/2 client stream it serves over HTTP/1.1 */
+	struct h1 resp;
+	char key[ADDR_STR_LEN + SPIFFE_ID_STR_MAX];	/* endpoint addr + identity */
+	bool idle, closing, scheduled;
+	uint64_t idle_since_ms;
+	struct wp_up *prev, *next;	/* idle list */
+};
+
+struct waypoint {
+	struct waypoint_opts o;
+	char *name, *namespace, *trust_domain, *node_name;
+	struct tls_ctx *client_ctx, *server_ctx;
+	struct hbone_pool *pool;
+	struct hbone_server *server;
+	struct sockaddr_storage local_ips[32];
+	int nlocal;
+	struct otlp_resource *resource;
+	char resource_key[256];
+	struct wp_sess *sessions;
+	unsigned nsessions;
+	struct wp_up *idle;
+	unsigned nidle;
+	struct wp_h2u *h2ups;		/* HTTP/2 upstream connections (h2.c) */
+	unsigned nh2ups, nh2sessions;
+	struct wp_h2s *h2q;		/* requests waiting for room on an endpoint's connections */
+	unsigned nh2q;
+	uint64_t h2_streams, h2ups_opened;
+	struct loop_timer sweep;
+	uint32_t rr;
+	bool draining;
+	struct endpoint_stat *eps[64];
+	struct series *series[256];
+	unsigned nseries;
+	struct series *denied[64];	/* ambit_authorization_denied_total */
+	unsigned ndenied;
+	uint64_t requests, local_replies, tunnels, upstreams_opened, upstreams_reused;
+};
+
+/* ---- waypoint.c, for h2.c ---- */
+void wp_sess_schedule(struct wp_sess *s);
+/* An endpoint for the session's next request from m (balancing per waypoint_opts.lb); its
+ * address in *target. NULL when none. */
+const struct model_workload *wp_pick(struct waypoint *w, struct wp_sess *s, const struct model *m,
+				     struct sockaddr_storage *target);
+/* A connection to dst at target (HBONE, or plain TCP outside the mesh), owned by s (a pooled
+ * HTTP/1.1 one when pooled_ok). NULL with *why set. New reference. */
+struct wp_up *wp_up_get(struct wp_sess *s, const struct model *m, const struct model_workload *dst,
+			const struct sockaddr_storage *target, const char *traceparent, bool pooled_ok,
+			const char **why);
+/* Hands an upstream back (closed gracefully when ok, reset when not); drops the reference. */
+void wp_up_put(struct wp_up *u, bool reusable, bool ok);
+/* The pool key of dst at target ("addr|identity|enrolled"); -ENOENT without an identity. */
+int wp_up_key(struct waypoint *w, const struct model_workload *dst,
+	      const struct sockaddr_storage *target, char *key, size_t len);
+struct authz_set *wp_authz_current(void);
+/* L7 authorization of one request of s (rq NULL: as TCP); true when denied (msg says why). */
+bool wp_policy_denies(struct wp_sess *s, const struct authz_set *set, const struct authz_request *rq,
+		      struct span *span, char *msg, size_t msglen);
+struct endpoint_stat *wp_ep_stat(struct waypoint *w, const char *uid, bool create);
+
+/* The request span of one request of s (NULL when not traced): name "METHOD path", the HTTP
+ * attributes, the source facts. hdr/arg look request headers up (custom tags); tp is the
+ * request's traceparent (NULL: the connection's); the span's own context is written to
+ * tpbuf ("" when none). */
+struct wp_req_head {
+	const char *method, *path, *host, *traceparent;
+	size_t plen, hlen, tplen;	/* path up to '?' or '#' */
+	const char *version;		/* "1.1", "2" */
+	tracing_header_fn hdr;
+	void *hdr_arg;
+};
+struct span *wp_request_span(struct wp_sess *s, const struct wp_req_head *rh, char tpbuf[64]);
+/* rpc.* attributes of a gRPC request span from its path ("/pkg.Service/Method"). */
+void wp_span_grpc(struct span *sp, const char *path, size_t plen);
+
+/* How a request ended, for its span and istio_requests_total. */
+struct wp_outcome {
+	int code;			/* HTTP status (0: none) */
+	const char *flag;		/* CONN_FLAG_* or NULL */
+	const char *error;		/* NULL when fine */
+	bool grpc;			/* request_protocol "grpc" */
+	int grpc_status;		/* -1: none */
+	const struct conn_peer *dst;	/* the endpoint, or NULL */
+};
+/* Ends the span (*spp, set NULL), the least-request accounting (*ep_uid, freed) and counts it. */
+void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, const struct wp_outcome *o);
+
+/* ---- h2.c, for waypoint.c ---- */
+/* The client's first bytes are the HTTP/2 preface: serve its streams (s->st becomes SS_H2).
+ * 0 or -ENOMEM. */
+int wp_h2_start(struct wp_sess *s);
+/* Moves bytes and streams of an SS_H2 session; true on progress. */
+bool wp_h2_step(struct wp_sess *s);
+/* The session is going away (client gone or freed): its streams are reset upstream. */
+void wp_h2_sess_fini(struct wp_sess *s);
+/* Drain: GOAWAY to the client; it finishes its streams, then the session closes. */
+void wp_h2_drain(struct wp_sess *s);
+/* The upstream conn of an HTTP/2 connection has news (kick) or is gone (released). */
+void wp_h2_up_kick(struct wp_h2u *h);
+/* An HTTP/1.1 response head for an HTTP/2 client's stream (h1_cbs.on_head of its upstream). */
+int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h);
+/* An HTTP/1.x request of s to an http2/grpc port (RFC 9113 §8.3): its head h translated, on
+ * a pooled HTTP/2 connection to dst; s->h2x is set and s->span moves to it. 0, or -1 with
+ * *why (the caller answers 503). */
+int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model *m,
+		      const struct model_workload *dst, const struct sockaddr_storage *target,
+		      const char *tpbuf, const char **why);
+/* Moves s->h2x: request body out, the response back as HTTP/1.1; true on progress. */
+bool wp_h2_h1c_step(struct wp_sess *s);
+/* Lets go of s->h2x (its upstream stream is reset if still open). */
+void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why);
+/* The periodic sweep: idle HTTP/2 upstream connections close. */
+void wp_h2_sweep(struct waypoint *w, uint64_t now, bool all);
+/* Admin API: a session's HTTP/2 facts, the upstream pool. New references. */
+json_t *wp_h2_sess_json(const struct wp_sess *s);
+json_t *wp_h2_pool_json(struct waypoint *w);
+
+#endif
