@@ -310,6 +310,17 @@ bench: all
 	$(Q)$(MAKE) --no-print-directory $(TOOL_BIN)
 	$(Q)./bench/run.sh
 
+# In-process CPU cost of request spans (bench/spanbench.c, bench/README.md): not a test.
+SPANBENCH := $(BUILD)/bench/spanbench
+$(SPANBENCH): bench/spanbench.c tests/reqspan_rig.h $(AGENT_LIBS) | $(DEPS_STAMP) $(GENERATED)
+	$(call msg,CCLD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(AGENT_LIBS) $(PKG_LIBS)
+
+.PHONY: bench-spans
+bench-spans: $(SPANBENCH)
+	$(Q)$(SPANBENCH)
+
 # Not in CI: SOAK_MINUTES (default 30) of mixed traffic with pod and config churn (bench/README.md).
 soak: all
 	$(Q)$(MAKE) --no-print-directory $(TOOL_BIN)

@@ -100,15 +100,17 @@ static void set_server(struct span *s, const char *host, size_t len)
 		span_set_int(s, "server.port", port);
 }
 
-static void on_request(void *arg, const struct h1t_request *q)
+#define METHOD_MAX 24	/* with its NUL; longer methods are cut */
+_Static_assert(METHOD_MAX + 101 <= SPAN_MAX_NAME_LEN, "a request span's name fits");
+
+static void do_request(struct reqspan *r, const struct h1t_request *q)
 {
-	struct reqspan *r = arg;
 	const struct conn_info *ci = conn_info(r->c);
 	struct span_context own, parent;
 	bool has_own = q->traceparent &&
 		       tracecontext_parse(q->traceparent, q->traceparent_len, &own) == 0;
 	uint8_t client_id[SPAN_ID_LEN];
-	char name[SPAN_MAX_NAME_LEN], path[H1T_PATH_MAX + 1], method[24];
+	char name[SPAN_MAX_NAME_LEN], path[H1T_PATH_MAX + 1], method[METHOD_MAX];
 	struct span *s;
 
 	/* CLIENT: parent = the request's own span, else the outbound conn span. SERVER: parent
@@ -127,19 +129,29 @@ static void on_request(void *arg, const struct h1t_request *q)
 		memcpy(parent.span_id, client_id, SPAN_ID_LEN);
 	parent.remote = has_own || !r->outbound;
 
-	snprintf(method, sizeof(method), "%s", q->method);
-	snprintf(path, sizeof(path), "%.*s", (int)q->path_len, q->path);
-	if (strcmp(method, "CONNECT") == 0)
-		snprintf(name, sizeof(name), "CONNECT");
-	else
-		snprintf(name, sizeof(name), "%s %.100s", method, path);
+	/* method, path and the name "METHOD /path" (the path cut at 100 bytes), copied rather
+	 * than formatted: this runs for every request */
+	size_t ml = strnlen(q->method, sizeof(method) - 1);
+	size_t pl = strnlen(q->path, MIN(q->path_len, sizeof(path) - 1));
+	memcpy(method, q->method, ml);
+	method[ml] = '\0';
+	memcpy(path, q->path, pl);
+	path[pl] = '\0';
+	if (strcmp(method, "CONNECT") == 0) {
+		memcpy(name, "CONNECT", sizeof("CONNECT"));
+	} else {
+		size_t k = MIN(pl, (size_t)100);
+		memcpy(name, method, ml);
+		name[ml] = ' ';
+		memcpy(name + ml + 1, path, k);
+		name[ml + 1 + k] = '\0';
+	}
 	/* the workload's own tracing settings (provider, sampling, tags), as its conn span */
 	s = telemetry_span_start(ci, name, r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
-				 span_context_valid(&parent) ? &parent : NULL);
+				 span_context_valid(&parent) ? &parent : NULL,
+				 r->outbound && r->has_conn_ctx ? client_id : NULL);
 	if (!s)
 		return;	/* out of memory: this request goes untraced */
-	if (r->outbound && r->has_conn_ctx)
-		memcpy(s->ctx.span_id, client_id, SPAN_ID_LEN);
 	s->start_ns = q->start_ns;
 	if (s->recording) {
 		span_set_str(s, "http.request.method", method);
@@ -154,9 +166,8 @@ static void on_request(void *arg, const struct h1t_request *q)
 	r->spans[q->ordinal % H1T_PIPELINE] = s;
 }
 
-static void on_response(void *arg, const struct h1t_response *a)
+static void do_response(struct reqspan *r, const struct h1t_response *a)
 {
-	struct reqspan *r = arg;
 	struct span *s = r->spans[a->ordinal % H1T_PIPELINE];
 
 	r->spans[a->ordinal % H1T_PIPELINE] = NULL;
@@ -178,6 +189,125 @@ static void on_response(void *arg, const struct h1t_response *a)
 		}
 	}
 	span_end(s);
+}
+
+/* The spans of a loop turn's requests are made in its before-sleep step, after the relay's
+ * flush hooks have written the bytes on (agent/loop.c runs those before deferred tasks): their
+ * CPU is then not on the request's way to the server nor on the response's way back. The
+ * tracker's events of the turn wait here in order, copied (their strings live only during the
+ * callback); a full queue is worked off at once, and a conn that closes first has the queue
+ * worked off before it goes. One queue per loop thread. */
+#define EV_MAX 32	/* 16 requests a turn; more are made at once (16 KiB per thread) */
+#define EV_WHY_MAX 96
+
+struct rq_event {
+	struct reqspan *r;
+	bool is_request;
+	struct h1t_request q;		/* strings point into the copies below when worked off */
+	struct h1t_response a;
+	char method[METHOD_MAX];
+	char path[H1T_PATH_MAX];
+	char host[H1T_HOST_MAX];
+	char tp[H1T_TP_MAX];
+	char why[EV_WHY_MAX];
+};
+
+static __thread struct {
+	struct rq_event ev[EV_MAX];
+	unsigned head, n;
+	bool scheduled;			/* a before-sleep task will work the queue off */
+} evq;
+
+static void evq_run(void)
+{
+	while (evq.n) {
+		struct rq_event *e = &evq.ev[evq.head];
+		evq.head = (evq.head + 1) % EV_MAX;
+		evq.n--;
+		if (e->is_request)
+			do_request(e->r, &e->q);
+		else
+			do_response(e->r, &e->a);
+	}
+}
+
+static void evq_task(struct loop *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	evq.scheduled = false;
+	evq_run();
+}
+
+/* A free slot at the queue's tail for r, with the before-sleep task scheduled. NULL: the
+ * caller makes the span now (no memory for the task). */
+static struct rq_event *evq_add(struct reqspan *r)
+{
+	struct rq_event *e;
+
+	if (evq.n == EV_MAX)
+		evq_run();
+	if (!evq.scheduled) {
+		if (loop_defer(conn_loop(r->c), evq_task, NULL)) {
+			evq_run();	/* (empty when nothing is scheduled) keeps the order */
+			return NULL;
+		}
+		evq.scheduled = true;
+	}
+	e = &evq.ev[(evq.head + evq.n++) % EV_MAX];
+	e->r = r;
+	return e;
+}
+
+static size_t copy_cut(char *dst, size_t cap, const char *src, size_t len)
+{
+	len = MIN(len, cap);
+	memcpy(dst, src, len);
+	return len;
+}
+
+static void on_request(void *arg, const struct h1t_request *q)
+{
+	struct reqspan *r = arg;
+	struct rq_event *e = evq_add(r);
+
+	if (!e) {
+		do_request(r, q);
+		return;
+	}
+	e->is_request = true;
+	e->q = *q;
+	e->q.method = e->method;
+	e->method[copy_cut(e->method, sizeof(e->method) - 1, q->method,
+			   strnlen(q->method, sizeof(e->method) - 1))] = '\0';
+	e->q.path_len = copy_cut(e->path, sizeof(e->path), q->path, q->path_len);
+	e->q.path = e->path;
+	if (q->host) {
+		e->q.host_len = copy_cut(e->host, sizeof(e->host), q->host, q->host_len);
+		e->q.host = e->host;
+	}
+	if (q->traceparent) {
+		e->q.traceparent_len = copy_cut(e->tp, sizeof(e->tp), q->traceparent,
+						q->traceparent_len);
+		e->q.traceparent = e->tp;
+	}
+}
+
+static void on_response(void *arg, const struct h1t_response *a)
+{
+	struct reqspan *r = arg;
+	struct rq_event *e = evq_add(r);
+
+	if (!e) {
+		do_response(r, a);
+		return;
+	}
+	e->is_request = false;
+	e->a = *a;
+	if (a->why) {
+		snprintf(e->why, sizeof(e->why), "%s", a->why);
+		e->a.why = e->why;
+	}
 }
 
 static void on_stop(void *arg, const char *why, bool error)
@@ -232,6 +362,7 @@ void reqspan_free(struct reqspan *r, const char *why)
 	if (!r)
 		return;
 	h1t_close(&r->t, why, now_real_ns());
+	evq_run();	/* r's events (and others', in order) before r goes */
 	/* Requests whose head was never complete were never started; all others ended. */
 	for (size_t i = 0; i < H1T_PIPELINE; i++)
 		span_end(r->spans[i]);

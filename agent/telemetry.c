@@ -49,25 +49,34 @@ static void res_cache_flush(void)
 	res_count = 0;
 }
 
+/* The cache key of a workload is "service|namespace|workload"; looked up part by part, so that
+ * a hit (every span but a workload's first) builds no string. */
+static size_t res_key_hash(const char *const part[3])
+{
+	size_t h = 5381;
+	for (int i = 0; i < 3; i++) {
+		if (i)
+			h = h * 33 + '|';
+		for (const char *c = part[i]; *c; c++)
+			h = h * 33 + (unsigned char)*c;
+	}
+	return h % ARRAY_SIZE(res_cache);
+}
+
 /* A borrowed resource for the workload the agent acts for (NULL: none). */
 struct otlp_resource *telemetry_resource_for(const struct conn_peer *p)
 {
-	char *key;
-	size_t h = 5381;
+	const char *const part[3] = { p->canonical_service ? p->canonical_service : "",
+				      p->namespace ? p->namespace : "", p->workload ? p->workload : "" };
+	size_t h = res_key_hash(part);
 	struct res_entry *e;
+	char *key;
 
-	if (asprintf(&key, "%s|%s|%s", p->canonical_service ? p->canonical_service : "",
-		     p->namespace ? p->namespace : "", p->workload ? p->workload : "") < 0)
-		return NULL;
-	for (const char *c = key; *c; c++)
-		h = h * 33 + (unsigned char)*c;
-	h %= ARRAY_SIZE(res_cache);
-	for (e = res_cache[h]; e; e = e->next) {
-		if (strcmp(e->key, key) == 0) {
-			free(key);
+	for (e = res_cache[h]; e; e = e->next)
+		if (str_parts_eq(e->key, part, 3, '|'))
 			return e->res;
-		}
-	}
+	if (asprintf(&key, "%s|%s|%s", part[0], part[1], part[2]) < 0)
+		return NULL;
 	if (res_count >= RES_CACHE_MAX)
 		res_cache_flush();
 	e = calloc(1, sizeof(*e));
@@ -104,7 +113,7 @@ static struct span *conn_span(const struct conn *c)
  * else the config's: provider, sampling, custom tags, reporting); its labels come from the model
  * for Telemetry selectors. Connection and request spans both start here. */
 struct span *telemetry_span_start(const struct conn_info *ci, const char *name, enum span_kind kind,
-				  const struct span_context *parent)
+				  const struct span_context *parent, const uint8_t *span_id)
 {
 	bool outbound = ci->kind == CONN_OUTBOUND;
 	const struct conn_peer *self = outbound ? &ci->source : &ci->destination;
@@ -117,12 +126,19 @@ struct span *telemetry_span_start(const struct conn_info *ci, const char *name, 
 		.nlabels = w ? w->nlabels : 0,
 	};
 	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
+	const struct otlp_config *cfg = otlp_tracer_config(topts.tracer);
+	/* the tracer's own settings, spelled out to carry the span ID */
+	struct span_opts own = { .tags = cfg->tags, .ntags = cfg->ntags, .span_id = span_id };
+	const struct span_opts *o = span_id ? &own : NULL;
 	struct span *s;
 
 	if (pk)
 		tracing_pick(pk, &subj, outbound, NULL, NULL);
-	s = span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent,
-			    pk && pk->use ? &pk->opts : NULL);
+	if (pk && pk->use) {
+		pk->opts.span_id = span_id;
+		o = &pk->opts;
+	}
+	s = span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent, o);
 	if (pk)
 		tracing_pick_done(pk);
 	free(pk);
@@ -147,7 +163,8 @@ static void span_open(struct conn *c)
 			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
 					     &parent) == 0;
 	s = telemetry_span_start(ci, outbound ? "outbound" : "inbound",
-				 outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL);
+				 outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL,
+				 NULL);
 	if (!s) {
 		free(t);
 		return;	/* out of memory: the conn goes on untraced */
@@ -174,19 +191,20 @@ static void on_eof(struct conn *c, enum conn_side from)
 		reqspan_eof(t->req, from);
 }
 
-static void set_peer(struct span *s, const char *side, const struct conn_peer *p)
+/* The peer attributes of a side: "source.workload" ... (keys spelled out: no formatting on
+ * the per-request path). */
+static void set_peer(struct span *s, bool source, const struct conn_peer *p)
 {
-	char k[64];
-	const struct { const char *name; const char *v; } f[] = {
-		{ "workload", p->workload }, { "namespace", p->namespace },
-		{ "principal", p->principal }, { "canonical_service", p->canonical_service },
+	static const char *const keys[2][4] = {
+		{ "destination.workload", "destination.namespace", "destination.principal",
+		  "destination.canonical_service" },
+		{ "source.workload", "source.namespace", "source.principal",
+		  "source.canonical_service" },
 	};
-	for (size_t i = 0; i < ARRAY_SIZE(f); i++) {
-		if (!f[i].v)
-			continue;
-		snprintf(k, sizeof(k), "%s.%s", side, f[i].name);
-		span_set_str(s, k, f[i].v);
-	}
+	const char *const v[4] = { p->workload, p->namespace, p->principal, p->canonical_service };
+	for (size_t i = 0; i < ARRAY_SIZE(v); i++)
+		if (v[i])
+			span_set_str(s, keys[source][i], v[i]);
 }
 
 static void set_addr(struct span *s, const char *addr_key, const char *port_key,
@@ -225,8 +243,8 @@ static void set_authz(struct span *s, const struct conn_info *ci, const char *fl
  * response (read from the upstream side and sent back downstream). */
 void telemetry_set_peers(struct span *s, const struct conn_info *ci)
 {
-	set_peer(s, "source", &ci->source);
-	set_peer(s, "destination", &ci->destination);
+	set_peer(s, true, &ci->source);
+	set_peer(s, false, &ci->destination);
 	if (ci->service)
 		span_set_str(s, "destination.service", ci->service);
 }

@@ -29,6 +29,8 @@ CRR_PAR=${BENCH_CRR_PARALLEL:-16} # concurrency of the second connection-rate ru
 IDLE=${BENCH_IDLE:-1000 10000}    # idle connection counts for the memory figures
 IDLE_TIMEOUT=${BENCH_IDLE_TIMEOUT:-90}
 POLICIES=${BENCH_POLICIES:-1000}  # AuthorizationPolicies in force for the policy row (0: no row)
+SPAN_ROUNDS=${BENCH_SPAN_ROUNDS:-4} # HTTP rounds with request spans on and off (alternating)
+SPAN_WARMUP=${BENCH_SPAN_WARMUP:-5000} # untimed HTTP requests after each restart of those rounds
 PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
 PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
 HTTP_REQS=${BENCH_HTTP_REQUESTS:-20000} # requests per h2load run (HTTP/2 and HTTP/1.1 rows)
@@ -392,19 +394,40 @@ http_rr() { # PATH KEY
 	put "$path" "$key.req_per_s" "$(fdiv 1000000 "$(kv avg_us "$f")")"
 }
 
-# ambit: the same with tracing.request_spans false (the agents restart without it, then the
-# files are put back for the next path).
-http_rr_spans_off() {
-	local k
-	for k in 1 2; do
-		lab_stop_agent "$LAB" "$k"
-		cp "$LAB_DIR/node$k.json" "$WORK/node$k.spans-on.json"
-		jq '.tracing.request_spans = false' "$WORK/node$k.spans-on.json" >"$LAB_DIR/node$k.json"
+# ambit: the same with tracing.request_spans true and false, each time with freshly started
+# agents (no queue of earlier spans) warmed up by SPAN_WARMUP untimed requests (the first
+# few thousand request spans fill the recent-spans ring and the export queue: their memory is
+# taken then), in SPAN_ROUNDS rounds alternating which goes first (on off, off on, ...): the
+# on/off ratios use the median of the rounds. The config files are put back for the next path.
+http_warmup() {
+	[ "$SPAN_WARMUP" -gt 0 ] || return 0
+	pod_exec "$LAB" "$CLI" "$TCPKIT" client --to "$T_HTTP" --mode http --msg-size 64 \
+		--count "$SPAN_WARMUP" --timeout 120 >"$WORK/http-warmup.txt" 2>&1 ||
+		{ cat "$WORK/http-warmup.txt" >&2; return 1; }
+}
+
+http_rr_spans_on_off() {
+	local k i on order
+	for k in 1 2; do cp "$LAB_DIR/node$k.json" "$WORK/node$k.orig.json"; done
+	for i in $(seq "$SPAN_ROUNDS"); do
+		order="true false"
+		[ $((i % 2)) -eq 1 ] || order="false true"
+		for on in $order; do
+			for k in 1 2; do
+				lab_stop_agent "$LAB" "$k"
+				jq --argjson on "$on" '.tracing.request_spans = $on' "$WORK/node$k.orig.json" >"$LAB_DIR/node$k.json"
+			done
+			lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
+			http_warmup || return 1
+			if [ "$on" = true ]; then
+				http_rr ambit "http_request_spans_on.round_$i"
+			else
+				http_rr ambit "http_request_spans_off.round_$i"
+			fi
+		done
 	done
-	lab_start_agent "$LAB" 1 && lab_start_agent "$LAB" 2 || return 1
-	for k in 1 2; do cp "$WORK/node$k.spans-on.json" "$LAB_DIR/node$k.json"; done
+	for k in 1 2; do cp "$WORK/node$k.orig.json" "$LAB_DIR/node$k.json"; done
 	PROXY_PIDS=("$(cat "$LAB_DIR/agent1.pid")" "$(cat "$LAB_DIR/agent2.pid")")
-	http_rr ambit http_request_spans_off
 }
 
 crr() { # PATH PARALLEL [COUNT [KEY]]: connect, one 1-byte request/response, close
@@ -604,7 +627,7 @@ measure_path() {
 		esac
 		[ -z "$want" ] || profile_ambit "$want"
 		measure_policies
-		http_rr_spans_off
+		http_rr_spans_on_off
 	fi
 	# The proxies stop here, so that the next path runs alone.
 	if is_ambit "$path"; then
@@ -672,14 +695,22 @@ jq -R -n \
 	--argjson seconds "$((SECONDS - T_START))" --argjson dur "$DUR" --argjson rr "$RR_COUNT" \
 	--argjson crr "$CRR_COUNT" --argjson crrpar "$CRR_PAR" --arg idle "$IDLE" --arg paths "$PATHS" \
 	--argjson npol "$POLICIES" --argjson hreq "$HTTP_REQS" --argjson hconns "$HTTP_CONNS" \
-	--argjson hstreams "$HTTP_STREAMS" --argjson hbody "$HTTP_BODY" --arg hskip "$HTTP_SKIP" '
+	--argjson hstreams "$HTTP_STREAMS" --argjson hbody "$HTTP_BODY" --arg hskip "$HTTP_SKIP" \
+	--argjson spanrounds "$SPAN_ROUNDS" --argjson spanwarm "$SPAN_WARMUP" '
 	def num: . as $v | ($v | tonumber? // $v);
+	def med: sort | if length == 0 then null elif length % 2 == 1 then .[(length - 1) / 2]
+		else (.[length / 2 - 1] + .[length / 2]) / 2 end;
 	def rss_total: if . == null then null else
 		with_entries(if (.value | type) == "object" then .value.total = (.value.node1 + .value.node2) else . end) end;
 	def r(x; y): if x == null or y == null or y == 0 then null else x / y end;
 	([inputs | split("\t")] | reduce .[] as [$p, $k, $v] ({}; setpath([$p] + ($k | split(".")); $v | num))) as $f
 	| ($paths | split(" ") | map(select(. != ""))) as $plist
 	| reduce $plist[] as $p ($f; .[$p] = ((.[$p] // {status: "skipped"}) | .rss_kib |= rss_total))
+	| reduce ("http_request_spans_on", "http_request_spans_off") as $k (.;
+		if .ambit[$k] == null then . else
+			.ambit[$k] |= (. as $r | reduce ("p50", "p99", "avg", "req_per_s") as $m ($r;
+				.[$m] = ([$r | to_entries[] | select(.key | startswith("round_")) | .value[$m]
+					  | select(type == "number")] | med))) end)
 	| reduce ("stunnel", "ambit", "ambit_pod") as $p (.;
 		if .[$p].rss_kib.idle_0 != null and (.[$p].idle_max // 0) > 0 then
 			.[$p].rss_per_idle_conn_kib = ((.[$p].rss_kib["idle_\(.[$p].idle_max)"].total - .[$p].rss_kib.idle_0.total) / .[$p].idle_max)
@@ -689,7 +720,7 @@ jq -R -n \
 		machine: { cores: $cores, kernel: $kernel, cpu: $cpu, mem_mib: $mem_mib, nofile_hard: $nofile, date: $date,
 			git_rev: $rev, ambitd: $ambit, stunnel: $stunnel, openssl: $openssl, iperf3: $iperf3 },
 		settings: { iperf3_seconds: $dur, rr_count: $rr, crr_count: $crr, crr_parallel: [1, $crrpar],
-			policies: $npol,
+			policies: $npol, request_span_rounds: $spanrounds, request_span_warmup: $spanwarm,
 			http_load: { requests: $hreq, in_flight: ($hconns * $hstreams), h2_connections: $hconns,
 				h2_streams_per_connection: $hstreams, h1_connections: ($hconns * $hstreams),
 				body_bytes: $hbody, skipped: (if $hskip == "" then null else $hskip end) },
@@ -722,9 +753,9 @@ jq -R -n \
 			pod_dial_throughput_vs_node_dial: r($ap.throughput_gbit_s.streams_1; $a.throughput_gbit_s.streams_1),
 			pod_dial_p50_latency_vs_node_dial: r($ap.latency_us.msg_1.p50; $a.latency_us.msg_1.p50),
 			pod_dial_rss_per_idle_conn_vs_node_dial: r($ap.rss_per_idle_conn_kib; $a.rss_per_idle_conn_kib),
-			http_p50_latency_request_spans_on_vs_off: r($a.http_latency_us.p50; $a.http_request_spans_off.p50),
-			http_p99_latency_request_spans_on_vs_off: r($a.http_latency_us.p99; $a.http_request_spans_off.p99),
-			http_req_per_s_request_spans_on_vs_off: r($a.http_latency_us.req_per_s; $a.http_request_spans_off.req_per_s),
+			http_p50_latency_request_spans_on_vs_off: r($a.http_request_spans_on.p50; $a.http_request_spans_off.p50),
+			http_p99_latency_request_spans_on_vs_off: r($a.http_request_spans_on.p99; $a.http_request_spans_off.p99),
+			http_req_per_s_request_spans_on_vs_off: r($a.http_request_spans_on.req_per_s; $a.http_request_spans_off.req_per_s),
 			h2_req_per_s_waypoint_vs_direct: r($w.http_load.h2.req_per_s; $d.http_load.h2.req_per_s),
 			h2_p50_latency_waypoint_vs_direct: r($w.http_load.h2.p50_us; $d.http_load.h2.p50_us),
 			h2_p99_latency_waypoint_vs_direct: r($w.http_load.h2.p99_us; $d.http_load.h2.p99_us),
@@ -752,6 +783,9 @@ table() {
 			["HTTP/1.1 GET, p50 (us)", ["http_latency_us", "p50"], 1],
 			["HTTP/1.1 GET, p99 (us)", ["http_latency_us", "p99"], 1],
 			["HTTP/1.1 GETs/s, 1 connection", ["http_latency_us", "req_per_s"], 0],
+			["HTTP/1.1 GET, p50 (us), request spans on, restarted agents (median of rounds)", ["http_request_spans_on", "p50"], 1],
+			["HTTP/1.1 GET, p99 (us), request spans on, restarted agents", ["http_request_spans_on", "p99"], 1],
+			["HTTP/1.1 GETs/s, request spans on, restarted agents", ["http_request_spans_on", "req_per_s"], 0],
 			["HTTP/1.1 GET, p50 (us), request spans off", ["http_request_spans_off", "p50"], 1],
 			["HTTP/1.1 GET, p99 (us), request spans off", ["http_request_spans_off", "p99"], 1],
 			["HTTP/1.1 GETs/s, request spans off", ["http_request_spans_off", "req_per_s"], 0],
@@ -804,6 +838,10 @@ targets() {
 		  "| p50 latency <= stunnel (1 KiB) | \($r.p50_latency_1k_vs_stunnel | f(3))x | \(v($r.p50_latency_1k_vs_stunnel; $r.p50_latency_1k_vs_stunnel <= 1)) |",
 		  "| new connections/s >= 3x stunnel (1 at a time) | \($r.conn_rate_vs_stunnel | f(3))x | \(v($r.conn_rate_vs_stunnel; $r.conn_rate_vs_stunnel >= 3)) |",
 		  "| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | \(v($m; $m <= 8)) |",
+		  (if $r.http_p50_latency_request_spans_on_vs_off != null then
+			"| HTTP p50 with request spans within 5% of without (issue 17) | \($r.http_p50_latency_request_spans_on_vs_off | f(3))x | \(v($r.http_p50_latency_request_spans_on_vs_off; $r.http_p50_latency_request_spans_on_vs_off <= 1.05)) |",
+			"| HTTP GETs/s with request spans within 10% of without (issue 17) | \($r.http_req_per_s_request_spans_on_vs_off | f(3))x | \(v($r.http_req_per_s_request_spans_on_vs_off; $r.http_req_per_s_request_spans_on_vs_off >= 0.9)) |"
+		  else empty end),
 		  (if .settings.policies > 0 then "| new connections/s with \(.settings.policies) policies within 10% of none (issue 13) | \($r.conn_rate_policies_vs_none | f(3))x | \(v($r.conn_rate_policies_vs_none; $r.conn_rate_policies_vs_none >= 0.9)) |" else empty end)
 	' "$json"
 }
@@ -839,7 +877,7 @@ targets() {
 	echo
 	http_table
 	echo
-	echo "## Targets (issue 8)"
+	echo "## Targets (issues 8, 13 and 17)"
 	echo
 	targets
 	echo
@@ -853,6 +891,7 @@ targets() {
 		(if (.ambit.stop.node1.seconds // 0) > 5 or (.ambit.stop.node2.seconds // 0) > 5 then
 			"- After the run, the agents took \(.ambit.stop.node1.seconds) s and \(.ambit.stop.node2.seconds) s to stop on SIGTERM (exit status \(.ambit.stop.node1.exit) and \(.ambit.stop.node2.exit); 137 means killed after 10 s)." else empty end),
 		"- 1-minute load average at the start and end of each path (other work on the machine shows here; the bench itself adds about 2-3): direct \(.direct.loadavg_1m.start // "-")-\(.direct.loadavg_1m.end // "-"), stunnel \(.stunnel.loadavg_1m.start // "-")-\(.stunnel.loadavg_1m.end // "-"), ambit \(.ambit.loadavg_1m.start // "-")-\(.ambit.loadavg_1m.end // "-"), ambit_pod \(.ambit_pod.loadavg_1m.start // "-")-\(.ambit_pod.loadavg_1m.end // "-").",
+		(if .ambit.http_request_spans_on then "- HTTP with request spans on and off: \(.settings.request_span_rounds) rounds each, alternating which goes first, the agents restarted and warmed up (\(.settings.request_span_warmup) untimed requests) before each; p50 per round (us), on: \([.ambit.http_request_spans_on | to_entries[] | select(.key | startswith("round_")) | .value.p50 | tostring] | join(", ")); off: \([.ambit.http_request_spans_off | to_entries[] | select(.key | startswith("round_")) | .value.p50 | tostring] | join(", ")). The plain HTTP rows (ambit column) come from the agents that ran everything before, request spans on." else empty end),
 		"- RSS is VmRSS of the two proxies (node 1 + node 2) with the idle connections open and proven by one echoed byte each; per connection = (RSS at the largest count - RSS at 0) / count.",
 		"- CPU s/GiB: utime+stime (/proc/PID/stat) over both iperf3 runs, divided by the GiB received. Softirq work is charged to whatever runs when it fires, so the split between proxies and client+server is approximate; their sum is not.",
 		"- 2 cores are shared by the client, the server, both proxies and the kernel work of four veth hops; figures are for comparing paths in one run, not absolute capacity."

@@ -193,6 +193,19 @@ static int hexval(char c)
 	return -1;
 }
 
+bool str_parts_eq(const char *key, const char *const *parts, int n, char sep)
+{
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(parts[i]);
+		if (i && *key++ != sep)
+			return false;
+		if (strncmp(key, parts[i], l) != 0)
+			return false;
+		key += l;
+	}
+	return *key == '\0';
+}
+
 int hex_decode(const char *in, uint8_t *out, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {

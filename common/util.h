@@ -48,6 +48,10 @@ int hex_decode(const char *in, uint8_t *out, size_t len);
  * than outlen. */
 ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, bool url);
 
+/* Is key the n parts joined by sep ("a<sep>b<sep>c")? Compares without building the join
+ * (cache keys looked up on hot paths). */
+bool str_parts_eq(const char *key, const char *const *parts, int n, char sep);
+
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);
 

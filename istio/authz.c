@@ -20,6 +20,7 @@
 
 #include "common/jsonx.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "istio/object.h"
 
 /* ---- compiled form ---- */
@@ -202,19 +203,6 @@ static uint64_t parts_hash(const char *const *parts, int n)
 	return h;
 }
 
-static bool parts_eq(const char *key, const char *const *parts, int n)
-{
-	for (int i = 0; i < n; i++) {
-		size_t l = strlen(parts[i]);
-		if (i && *key++ != '\x1f')
-			return false;
-		if (strncmp(key, parts[i], l) != 0)
-			return false;
-		key += l;
-	}
-	return *key == '\0';
-}
-
 static int plist_add(struct plist *l, void *p)
 {
 	if (l->n == l->cap) {
@@ -236,7 +224,7 @@ static struct bucket *pmap_find(const struct pmap *m, const char *const *parts, 
 		return NULL;
 	h = parts_hash(parts, n);
 	for (struct bucket *b = m->slots[h & m->mask]; b; b = b->next)
-		if (b->h == h && parts_eq(b->key, parts, n))
+		if (b->h == h && str_parts_eq(b->key, parts, n, '\x1f'))
 			return b;
 	return NULL;
 }

@@ -50,21 +50,29 @@ enum otlp_attr_type {
 };
 
 struct otlp_attr {
-	char *key;			/* owned */
+	char *key;			/* in the set's strings */
 	enum otlp_attr_type type;
+	uint32_t key_hash;		/* of key: replacing compares hashes first */
 	union {
-		char *s;		/* owned */
+		char *s;		/* in the set's strings */
 		int64_t i;
 		bool b;
 		double d;
 	} v;
 };
 
-/* A bounded attribute set (spans and resources). */
+struct otlp_strs;
+
+/* A bounded attribute set (spans and resources). Keys and string values are copied into
+ * chunks the set owns and frees together (a few allocations per span, not two per
+ * attribute). */
 struct otlp_attrs {
 	struct otlp_attr *v;
 	uint16_t n, cap;
 	uint32_t dropped;		/* over SPAN_MAX_ATTRS: OTLP dropped_attributes_count */
+	uint64_t hashes;		/* bit (key_hash % 64) of every key: a new key is found
+					 * new without a scan, most of the time */
+	struct otlp_strs *strs;		/* newest chunk first */
 };
 
 /* Where a finished span is in the export pipeline (admin API, `ambitctl spans`). */
@@ -126,7 +134,8 @@ void span_set_status(struct span *s, enum span_status status, const char *msg);
 /* One link (the spec allows many; one is all a connection span needs). */
 void span_set_link(struct span *s, const struct span_context *link);
 
-/* Fills buf with random bytes from getrandom(2), never all zero (IDs). 0 or -errno. */
+/* Fills buf with random bytes, never all zero (IDs): getrandom(2)'s, read ahead per thread
+ * (2 KiB at a time; a fork's child reads afresh). Any thread. 0 or -errno. */
 int span_random_id(uint8_t *buf, size_t len);
 /* Lower-case hex of the IDs into out[33] / out[17] (access logs, admin API). */
 void span_trace_id_hex(const struct span_context *c, char out[2 * SPAN_TRACE_ID_LEN + 1]);

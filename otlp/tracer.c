@@ -119,14 +119,21 @@ struct span *span_start(struct otlp_tracer *t, struct otlp_resource *resource, c
 	return span_start_opts(t, resource, name, kind, parent, NULL);
 }
 
+static bool all_zero_id(const uint8_t id[SPAN_ID_LEN])
+{
+	uint8_t acc = 0;
+	for (int i = 0; i < SPAN_ID_LEN; i++)
+		acc |= id[i];
+	return !acc;
+}
+
 struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resource,
 			     const char *name, enum span_kind kind,
 			     const struct span_context *parent, const struct span_opts *o)
 {
 	const struct sampler *smp = o && o->sampler ? o->sampler : &t->sampler;
 	struct span *s;
-	uint8_t ids[SPAN_TRACE_ID_LEN + SPAN_ID_LEN];
-	int rc;
+	int rc = 0;
 
 	if (!t || !name) {
 		errno = EINVAL;
@@ -137,28 +144,30 @@ struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resour
 		return NULL;
 	if (parent && !span_context_valid(parent))
 		parent = NULL;	/* an invalid parent makes a root span (W3C: restart the trace) */
-	/* getrandom never blocks once the pool is initialised; each ID is never all-zero */
-	rc = span_random_id(ids, SPAN_TRACE_ID_LEN);
-	if (!rc)
-		rc = span_random_id(ids + SPAN_TRACE_ID_LEN, SPAN_ID_LEN);
-	if (rc) {
-		free(s);
-		errno = -rc;
-		return NULL;
-	}
+	/* Random IDs only where needed (a child keeps its parent's trace, a given span ID is
+	 * used as is); getrandom never blocks once the pool is initialised; never all-zero. */
 	if (parent) {
 		memcpy(s->ctx.trace_id, parent->trace_id, SPAN_TRACE_ID_LEN);
 		memcpy(s->parent_span_id, parent->span_id, SPAN_ID_LEN);
 		s->has_parent = true;
 		s->parent_remote = parent->remote;
 	} else {
-		memcpy(s->ctx.trace_id, ids, SPAN_TRACE_ID_LEN);
+		rc = span_random_id(s->ctx.trace_id, SPAN_TRACE_ID_LEN);
 	}
-	memcpy(s->ctx.span_id, ids + SPAN_TRACE_ID_LEN, SPAN_ID_LEN);
+	if (!rc && o && o->span_id && !all_zero_id(o->span_id))
+		memcpy(s->ctx.span_id, o->span_id, SPAN_ID_LEN);
+	else if (!rc)
+		rc = span_random_id(s->ctx.span_id, SPAN_ID_LEN);
+	if (rc) {
+		free(s);
+		errno = -rc;
+		return NULL;
+	}
 	s->recording = t->cfg.enabled && sampler_should_sample(smp, parent, s->ctx.trace_id);
 	s->ctx.flags = s->recording ? SPAN_FLAG_SAMPLED : 0;
 	s->kind = kind;
-	snprintf(s->name, sizeof(s->name), "%s", name);
+	size_t nl = strnlen(name, sizeof(s->name) - 1);
+	memcpy(s->name, name, nl);	/* calloc'd: NUL-terminated */
 	s->start_ns = now_real_ns();
 	s->refs = 1;
 	s->tracer = t;

@@ -45,6 +45,9 @@ struct span_opts {
 	size_t ntags;
 	struct otlp_sink *sink;			/* export here (span_start takes a reference) */
 	bool no_export;				/* with sink NULL: keep in the ring, export nowhere */
+	const uint8_t *span_id;			/* SPAN_ID_LEN bytes, the span's ID (one derived
+						 * where both sides must know it); NULL or all
+						 * zero: random */
 };
 /* span_start with o (NULL: the tracer's settings, as span_start). */
 struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resource,

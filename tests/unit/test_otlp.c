@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -330,6 +331,46 @@ TEST(span_attribute_bounds)
 	span_unref(NULL);
 }
 
+/* Keys and values live in the set's own chunks: replacing a value (shorter, longer, another
+ * type, its own text), big values next to small ones, and every value intact after many. */
+TEST(span_attribute_strings)
+{
+	struct span *s = span_new(NULL, "x", SPAN_KIND_INTERNAL);
+	char key[32], val[64], big[SPAN_MAX_VALUE_LEN + 1];
+	REQUIRE(s);
+	CHECK(span_set_str(s, "a", "long value") == 0);
+	const struct otlp_attr *a = span_get_attr(s, "a");
+	CHECK(span_set_str(s, "a", "short") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "short");
+	CHECK(span_get_attr(s, "a") == a);	/* the same slot */
+	CHECK(span_set_str(s, "a", "a value longer than the first one") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "a value longer than the first one");
+	CHECK(span_set_str(s, "a", span_get_attr(s, "a")->v.s + 2) == 0);	/* its own text */
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "value longer than the first one");
+	CHECK(span_set_int(s, "a", 7) == 0 && span_get_attr(s, "a")->v.i == 7);
+	CHECK(span_set_str(s, "a", "back") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "back");
+	memset(big, 'b', SPAN_MAX_VALUE_LEN);
+	big[SPAN_MAX_VALUE_LEN] = '\0';
+	for (int i = 0; i < SPAN_MAX_ATTRS - 1; i++) {
+		snprintf(key, sizeof(key), "key.%d", i);
+		snprintf(val, sizeof(val), "value %d", i);
+		REQUIRE(span_set_str(s, key, i % 10 == 5 ? big : val) == 0);
+	}
+	CHECK_EQ_INT(s->attrs.n, SPAN_MAX_ATTRS);
+	for (int i = 0; i < SPAN_MAX_ATTRS - 1; i++) {
+		snprintf(key, sizeof(key), "key.%d", i);
+		snprintf(val, sizeof(val), "value %d", i);
+		a = span_get_attr(s, key);
+		REQUIRE(a && a->type == OTLP_ATTR_STRING);
+		CHECK_EQ_STR(a->v.s, i % 10 == 5 ? big : val);
+		CHECK_EQ_STR(a->key, key);
+	}
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "back");
+	CHECK_EQ_INT(s->attrs.dropped, 0);
+	span_unref(s);
+}
+
 TEST(span_status_rules)
 {
 	struct span *s = span_new(NULL, "x", SPAN_KIND_CLIENT);
@@ -358,6 +399,82 @@ TEST(random_ids)
 		REQUIRE(span_random_id(one, 1) == 0);
 		CHECK(one[0] != 0);
 	}
+	/* IDs are read ahead per thread: past the read-ahead (2 KiB) they keep coming, all
+	 * different, and a second thread draws its own */
+	static uint8_t many[600][16];
+	for (int i = 0; i < 600; i++)
+		REQUIRE(span_random_id(many[i], 16) == 0);
+	for (int i = 0; i < 600; i++)
+		for (int j = i + 1; j < 600; j++)
+			CHECK(memcmp(many[i], many[j], 16) != 0);
+}
+
+static void *draw_id(void *arg)
+{
+	span_random_id(arg, 16);
+	return NULL;
+}
+
+/* A forked child must not hand out the IDs its parent read ahead (nor two threads the same). */
+TEST(random_ids_differ_across_fork_and_threads)
+{
+	uint8_t mine[16], theirs[16] = { 0 }, other[16] = { 0 };
+	int fd[2];
+	pthread_t th;
+
+	REQUIRE(span_random_id(mine, 16) == 0);	/* the read-ahead holds more now */
+	REQUIRE(pipe(fd) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		uint8_t id[16];
+		_exit(span_random_id(id, 16) == 0 && write(fd[1], id, 16) == 16 ? 0 : 1);
+	}
+	close(fd[1]);
+	CHECK(read(fd[0], theirs, 16) == 16);
+	close(fd[0]);
+	waitpid(pid, NULL, 0);
+	REQUIRE(span_random_id(mine, 16) == 0);	/* what the child would have had */
+	CHECK(memcmp(mine, theirs, 16) != 0);
+	REQUIRE(pthread_create(&th, NULL, draw_id, other) == 0);
+	pthread_join(th, NULL);
+	REQUIRE(span_random_id(mine, 16) == 0);
+	CHECK(memcmp(mine, other, 16) != 0);
+}
+
+static void clear_env(void);
+
+/* A given span ID (span_opts.span_id) is the span's; all zero or none: random. A child keeps
+ * its parent's trace ID. */
+TEST(span_opts_span_id)
+{
+	struct otlp_config c;
+	char err[256];
+	uint8_t want[SPAN_ID_LEN] = { 1, 2, 3, 4, 5, 6, 7, 8 }, zero[SPAN_ID_LEN] = { 0 };
+	struct span_context parent = { .flags = SPAN_FLAG_SAMPLED };
+
+	clear_env();
+	otlp_config_init(&c);
+	c.export = false;
+	REQUIRE(otlp_config_add_tag(&c, "from_config", "yes", err, sizeof(err)) == 0);
+	struct otlp_tracer *t = otlp_tracer_new(&c, err, sizeof(err));
+	otlp_config_fini(&c);
+	REQUIRE(t);
+	memset(parent.trace_id, 7, SPAN_TRACE_ID_LEN);
+	memset(parent.span_id, 9, SPAN_ID_LEN);
+	struct span_opts o = { .span_id = want };
+	struct span *s = span_start_opts(t, NULL, "x", SPAN_KIND_CLIENT, &parent, &o);
+	REQUIRE(s);
+	CHECK(memcmp(s->ctx.span_id, want, SPAN_ID_LEN) == 0);
+	CHECK(memcmp(s->ctx.trace_id, parent.trace_id, SPAN_TRACE_ID_LEN) == 0);
+	CHECK(memcmp(s->parent_span_id, parent.span_id, SPAN_ID_LEN) == 0);
+	span_end(s);
+	o.span_id = zero;
+	s = span_start_opts(t, NULL, "x", SPAN_KIND_CLIENT, NULL, &o);
+	REQUIRE(s);
+	CHECK(span_context_valid(&s->ctx) && memcmp(s->ctx.span_id, want, SPAN_ID_LEN) != 0);
+	span_end(s);
+	otlp_tracer_free(t);
 }
 
 /* ---- configuration ---- */
