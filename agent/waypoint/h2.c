@@ -30,6 +30,12 @@
 #define H2_QUEUE_MAX		1024		/* requests waiting for room on those, in all */
 #define H2_CONN_WINDOW		(16u << 20)	/* connection receive window, both sides */
 #define H2_IDLE_MS		60000		/* a client session with no stream this long */
+/* Istio's default HTTP retry policy (VirtualService HTTPRetry unset): 2 retries on
+ * connect-failure and refused-stream, another endpoint than the last (Envoy's previous_hosts
+ * predicate, at most 5 picks). */
+#define H2_RETRIES		2
+#define H2_RETRY_PICKS		5
+#define H2_RETRY_BODY_MAX	WP_STAGE_MAX	/* request body kept for a retry, per stream */
 #define H2_RESETS_PER_S		100		/* client resets of unanswered streams per second
 						 * past which the session is cut (rapid reset) */
 
@@ -88,6 +94,14 @@ struct wp_h2s {
 	struct wp_h2s *qprev, *qnext;
 	int status, grpc_status;
 	uint64_t resp_bytes;		/* response body bytes received from the endpoint */
+	struct h1_buf req_sent;		/* the body that went upstream, kept for a retry until
+					 * an answer comes (H2_RETRY_BODY_MAX at most) */
+	bool body_sent;			/* body bytes went upstream and are not kept: no retry */
+	size_t resent;			/* the front of req_body the client was credited for
+					 * already (a retry's copy of req_sent) */
+	bool retry_due;			/* refused before any answer: wp_h2_step retries it */
+	uint8_t retries;		/* retries so far (H2_RETRIES at most) */
+	const char *retry_flag;		/* why the last attempt failed (x->error says more) */
 	struct span *span;
 	char *ep_uid;
 	const char *flag;
@@ -184,6 +198,24 @@ static void wake_down(struct wp_h2s *x)
 	}
 }
 
+/* n bytes leave the front of the request body (upstream, or dropped): the client is credited
+ * for those it was not credited for before a retry. */
+static void req_body_take(struct wp_h2s *x, size_t n)
+{
+	size_t again = MIN(n, x->resent);
+	x->resent -= again;
+	h1_buf_consume(&x->req_body, n);
+	credit_down(x, n - again);
+}
+
+/* An answer came: the body kept for a retry goes. */
+static void h2s_drop_sent(struct wp_h2s *x)
+{
+	h1_buf_fini(&x->req_sent);
+	memset(&x->req_sent, 0, sizeof(x->req_sent));
+	x->body_sent = true;
+}
+
 static void h2s_finish(struct wp_h2s *x, const char *flag, const char *error)
 {
 	if (x->finished)
@@ -216,6 +248,7 @@ static void h2s_maybe_free(struct wp_h2s *x)
 	h2map_hdrs_fini(&x->resp_tr);
 	h2map_hdrs_fini(&x->up_hdrs);
 	h1_buf_fini(&x->req_body);
+	h1_buf_fini(&x->req_sent);
 	h1_buf_fini(&x->resp_body);
 	h1_buf_fini(&x->h1out);
 	conn_peer_fini(&x->dst1);
@@ -249,8 +282,7 @@ static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
 		nghttp2_submit_rst_stream(hu->ng, NGHTTP2_FLAG_NONE, x->up_sid, NGHTTP2_CANCEL);
 		hu_schedule(hu);
 	}
-	credit_down(x, h1_buf_pending(&x->req_body));
-	h1_buf_consume(&x->req_body, h1_buf_pending(&x->req_body));
+	req_body_take(x, h1_buf_pending(&x->req_body));
 	d_unlink(x);
 	x->s = NULL;
 	h2s_maybe_free(x);
@@ -304,8 +336,7 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 	x->resp_submitted = true;
 	h2map_hdrs_fini(&h);
 	h2s_finish(x, flag, why);
-	credit_down(x, h1_buf_pending(&x->req_body));
-	h1_buf_consume(&x->req_body, h1_buf_pending(&x->req_body));
+	req_body_take(x, h1_buf_pending(&x->req_body));
 	wp_sess_schedule(x->s);
 }
 
@@ -352,6 +383,17 @@ static bool resp_complete_by_length(const struct wp_h2s *x)
 	return end == cl + len && n == x->resp_bytes;
 }
 
+/* Istio's default retry policy: the endpoint refused the stream (REFUSED_STREAM, or past the
+ * last stream ID of its GOAWAY) or could not be reached, nothing of the answer came and nothing
+ * of the body left (it is all still in req_body), a retry is left. HTTP/2 clients only. */
+static bool h2s_retriable(const struct wp_h2s *x, uint32_t error_code, const char *flag)
+{
+	return !x->h1c && x->s && x->s->h2 && !x->s->h2->dying && x->down_open && !x->finished &&
+	       !x->resp_submitted && !x->resp_final && !x->body_sent && x->retries < H2_RETRIES &&
+	       (error_code == NGHTTP2_REFUSED_STREAM ||
+		(flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0));
+}
+
 /* The upstream side is done with x. */
 static void h2s_up_gone(struct wp_h2s *x, uint32_t error_code, const char *flag, const char *why)
 {
@@ -361,6 +403,14 @@ static void h2s_up_gone(struct wp_h2s *x, uint32_t error_code, const char *flag,
 		char msg[160];
 		snprintf(msg, sizeof(msg), "%s%s%s", why,
 			 error_code ? ": " : "", error_code ? nghttp2_http2_strerror(error_code) : "");
+		if (h2s_retriable(x, error_code, flag)) {
+			/* not from inside the endpoint's nghttp2 callbacks: the session's step */
+			snprintf(x->error, sizeof(x->error), "%s", msg);
+			x->retry_flag = flag;
+			x->retry_due = true;
+			wp_sess_schedule(x->s);
+			return;
+		}
 		h2s_up_failed(x, error_code, flag, msg);
 	}
 	h2s_maybe_free(x);
@@ -390,6 +440,18 @@ static ssize_t resp_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t 
 	return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
 }
 
+/* n request body bytes went upstream: kept for a retry while within H2_RETRY_BODY_MAX and
+ * before any answer, else the request is no longer retriable. */
+static void h2s_keep_sent(struct wp_h2s *x, const uint8_t *p, size_t n)
+{
+	if (x->body_sent)
+		return;
+	if (x->h1c || x->resp_final || x->retries >= H2_RETRIES ||
+	    h1_buf_pending(&x->req_sent) + n > H2_RETRY_BODY_MAX || h1_buf_append(&x->req_sent, p, n)) {
+		h2s_drop_sent(x);
+	}
+}
+
 /* The request body towards the endpoint, then the client's trailers. */
 static ssize_t req_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
 			uint32_t *flags, nghttp2_data_source *src, void *ud)
@@ -399,8 +461,8 @@ static ssize_t req_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t l
 	(void)ud;
 	if (n) {
 		memcpy(buf, h1_buf_head(&x->req_body), n);
-		h1_buf_consume(&x->req_body, n);
-		credit_down(x, n);
+		req_body_take(x, n);
+		h2s_keep_sent(x, buf, n);
 	}
 	if (!h1_buf_pending(&x->req_body) && x->req_eof) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -632,6 +694,7 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 			if (st && len == 3 && st[0] == '1')
 				return 0;	/* interim (1xx): not forwarded; the final one follows */
 			x->resp_final = true;
+			h2s_drop_sent(x);
 			x->resp_eof = end;
 			x->status = 0;
 			for (size_t i = 0; st && i < len && i < 3; i++)
@@ -1000,6 +1063,109 @@ static bool is_grpc(const struct h2map_hdrs *h)
 static void h1_request(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
 		       const struct sockaddr_storage *target, const char *tpbuf);
 
+/* The request span's destination.* attributes: the endpoint chosen (last, after a retry). */
+static void h2s_span_dst(struct wp_h2s *x, const struct model_workload *dst,
+			 const struct sockaddr_storage *target)
+{
+	char ip[ADDR_STR_LEN];
+	if (!x->span)
+		return;
+	span_set_str(x->span, "destination.workload", dst->name);
+	span_set_str(x->span, "destination.namespace", dst->namespace);
+	span_set_str(x->span, "destination.address", sockaddr_ip_str(target, ip, sizeof(ip)));
+	span_set_int(x->span, "destination.port", sockaddr_port(target));
+}
+
+/* x's request (up_hdrs) goes to dst at target as HTTP/2: a stream on a pooled connection with
+ * room, on a new one, or it waits for room; else the client gets 503. tp: the traceparent of a
+ * new connection's CONNECT. */
+static void h2s_route(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
+		      const struct sockaddr_storage *target, const char *tp)
+{
+	struct wp_sess *s = x->s;
+	struct waypoint *w = s->w;
+	const char *why = NULL, *flag = NULL;
+	char key[sizeof(((struct wp_h2u *)0)->key)];
+	bool full;
+
+	h2s_span_dst(x, dst, target);
+	struct wp_h2u *hu = hu_get(s, m, dst, target, tp, &why, &flag, key, &full);
+	bool queued = !hu && full && enqueue(x, key);
+	if (!hu && !queued) {
+		h2s_local(x, 503, 14, "upstream connect error", flag, why);
+		return;
+	}
+	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
+	if (e) {
+		e->active++;
+		e->total++;
+		x->ep_uid = strdup(dst->uid);
+	}
+	int rv = hu ? h2s_submit(x, hu) : 0;
+	if (rv)
+		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+}
+
+/* Another attempt of x (h2s_retriable): another endpoint than the last when there is one. */
+static void h2s_retry(struct wp_h2s *x)
+{
+	struct wp_sess *s = x->s;
+	struct waypoint *w = s->w;
+	struct model *m = model_current();
+	const struct model_workload *dst = NULL;
+	struct sockaddr_storage target;
+	char tp[64] = "";
+	size_t tlen = 0;
+
+	x->retry_due = false;
+	x->retries++;
+	w->h2_retries++;
+	if (x->hu) {
+		hu_unref(x->hu);
+		x->hu = NULL;
+	}
+	for (int i = 0; i < H2_RETRY_PICKS; i++) {
+		dst = wp_pick(w, s, m, &target);
+		if (!dst || !x->ep_uid || strcmp(dst->uid, x->ep_uid) != 0)
+			break;
+	}
+	if (x->ep_uid) {	/* the failed attempt's least-request accounting */
+		struct endpoint_stat *e = wp_ep_stat(w, x->ep_uid, false);
+		if (e && e->active)
+			e->active--;
+		free(x->ep_uid);
+		x->ep_uid = NULL;
+	}
+	if (h1_buf_pending(&x->req_sent)) {	/* the body from its start again */
+		struct h1_buf b = { 0 };
+		if (h1_buf_append(&b, h1_buf_head(&x->req_sent), h1_buf_pending(&x->req_sent)) ||
+		    h1_buf_append(&b, h1_buf_head(&x->req_body), h1_buf_pending(&x->req_body))) {
+			h1_buf_fini(&b);
+			h2s_up_failed(x, 0, CONN_FLAG_OVERFLOW, "out of memory");
+			goto out;
+		}
+		x->resent = h1_buf_pending(&x->req_sent);
+		h1_buf_fini(&x->req_body);
+		h1_buf_fini(&x->req_sent);
+		memset(&x->req_sent, 0, sizeof(x->req_sent));
+		x->req_body = b;
+	}
+	if (x->span)
+		span_set_int(x->span, "retry.count", x->retries);
+	pr_debug("waypoint: h2 stream %d for %s: retry %u after: %s", x->down_sid,
+		 s->service ? s->service : "?", x->retries, x->error);
+	if (!dst) {
+		h2s_up_failed(x, 0, x->retry_flag, x->error);
+		goto out;
+	}
+	const char *v = h2map_hdrs_get(&x->up_hdrs, "traceparent", &tlen);
+	if (v && tlen < sizeof(tp))
+		memcpy(tp, v, tlen), tp[tlen] = '\0';
+	h2s_route(x, m, dst, &target, tp[0] ? tp : NULL);
+out:
+	model_unref(m);
+}
+
 /* A client stream's request head is complete: span, policy, route, upstream stream. */
 static void h2s_request(struct wp_h2s *x)
 {
@@ -1011,8 +1177,7 @@ static void h2s_request(struct wp_h2s *x)
 	const char *path = h2map_hdrs_get(&x->req, ":path", &plen);
 	const char *auth = h2map_hdrs_get(&x->req, ":authority", &alen);
 	const char *tp = h2map_hdrs_get(&x->req, "traceparent", &tlen);
-	char tpbuf[64] = "", amsg[300], ip[ADDR_STR_LEN];
-	const char *why = NULL, *flag = NULL;
+	char tpbuf[64] = "", amsg[300];
 	struct sockaddr_storage target;
 	size_t pl = 0;
 
@@ -1072,14 +1237,9 @@ static void h2s_request(struct wp_h2s *x)
 		h2s_local(x, 503, 14, "no healthy upstream", CONN_FLAG_NO_ROUTE, "no healthy upstream");
 		goto out;
 	}
-	if (x->span) {
-		span_set_str(x->span, "destination.workload", dst->name);
-		span_set_str(x->span, "destination.namespace", dst->namespace);
-		span_set_str(x->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
-		span_set_int(x->span, "destination.port", sockaddr_port(&target));
-	}
 	if (s->proto == PROTOCOL_HTTP) {
 		/* a port declared HTTP/1.x: the request goes as HTTP/1.1 (as Envoy does) */
+		h2s_span_dst(x, dst, &target);
 		h1_request(x, m, dst, &target, tpbuf);
 		goto out;
 	}
@@ -1088,23 +1248,7 @@ static void h2s_request(struct wp_h2s *x)
 		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;
 	}
-	char key[sizeof(((struct wp_h2u *)0)->key)];
-	bool full;
-	struct wp_h2u *hu = hu_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, &why, &flag, key, &full);
-	bool queued = !hu && full && enqueue(x, key);
-	if (!hu && !queued) {
-		h2s_local(x, 503, 14, "upstream connect error", flag, why);
-		goto out;
-	}
-	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
-	if (e) {
-		e->active++;
-		e->total++;
-		x->ep_uid = strdup(dst->uid);
-	}
-	int rv = hu ? h2s_submit(x, hu) : 0;
-	if (rv)
-		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+	h2s_route(x, m, dst, &target, tpbuf[0] ? tpbuf : NULL);
 out:
 	model_unref(m);
 }
@@ -1637,6 +1781,10 @@ bool wp_h2_step(struct wp_sess *s)
 		next = x->dnext;
 		if (x->u1)
 			progress |= h1_pump(x);
+		if (x->retry_due) {
+			h2s_retry(x);
+			progress = true;
+		}
 	}
 	while (s->down && h1_buf_pending(&s->to_down) < WP_STAGE_MAX &&
 	       (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
@@ -1756,7 +1904,8 @@ json_t *wp_h2_pool_json(struct waypoint *w)
 			"requests", (json_int_t)hu->requests, "goaway", hu->goaway,
 			"connected", hu->got_bytes));
 	}
-	return json_pack("{s:i,s:I,s:i,s:I,s:i,s:o}", "connections", (int)w->nh2ups,
+	return json_pack("{s:i,s:I,s:i,s:I,s:i,s:I,s:o}", "connections", (int)w->nh2ups,
 			 "opened", (json_int_t)w->h2ups_opened, "client_sessions", (int)w->nh2sessions,
-			 "streams", (json_int_t)w->h2_streams, "queued", (int)w->nh2q, "pool", arr);
+			 "streams", (json_int_t)w->h2_streams, "queued", (int)w->nh2q,
+			 "retries", (json_int_t)w->h2_retries, "pool", arr);
 }

@@ -208,11 +208,5 @@ metrics() {
 }
 check "metrics: the h2 gauges; the refused gRPC call counted with UF and grpc_response_status 14" metrics
 
-kill -TERM "$WP_PID" 2>/dev/null || true
-for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
-wp_exit=0
-wait "$WP_PID" || wp_exit=$?
-check "waypoint exits 0 on SIGTERM (exit $wp_exit)" test "$wp_exit" -eq 0
-check "waypoint: no sanitizer report, nothing at error level" \
-	sh -c "! grep -Eq 'Sanitizer|runtime error|\"level\":\"error\"' '$logs/waypoint.log'"
+lab_check_waypoint_exit "$logs/waypoint.log"
 lab_result
