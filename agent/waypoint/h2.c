@@ -89,6 +89,9 @@ struct wp_h2s {
 	struct h1_buf req_body, resp_body;
 	/* waiting for room on the endpoint's connections (w->h2q) */
 	bool queued;
+	bool requeue_due;		/* a connection of its endpoint closed: wp_h2_step routes
+					 * it again (a new connection now fits) */
+	struct sockaddr_storage qtarget;	/* the endpoint's address */
 	char qkey[sizeof(((struct wp_up *)0)->key)];
 	struct loop_timer qtimer;
 	struct wp_h2s *qprev, *qnext;
@@ -507,6 +510,21 @@ void wp_h2_up_kick(struct wp_h2u *hu)
 	hu_schedule(hu);
 }
 
+/* One of key's connections closed: the oldest HTTP/2 client request waiting for room on them
+ * goes on a new one (h2s_requeue, from its session's step); that connection then takes the
+ * others waiting (hu_dequeue). */
+static void h2q_wake(struct waypoint *w, const char *key)
+{
+	for (struct wp_h2s *x = w->h2q; x; x = x->qnext) {
+		if (x->h1c || !x->s || strcmp(x->qkey, key) != 0)
+			continue;
+		unqueue(x);
+		x->requeue_due = true;
+		wp_sess_schedule(x->s);
+		return;
+	}
+}
+
 /* Ends the connection: its streams fail (why), the session goes, the conn is closed
  * (gracefully when ok) and the pool lets go of it. */
 static void hu_close(struct wp_h2u *hu, bool ok, const char *flag, const char *why)
@@ -536,6 +554,8 @@ static void hu_close(struct wp_h2u *hu, bool ok, const char *flag, const char *w
 		hu->next->prev = hu->prev;
 	hu->prev = hu->next = NULL;
 	w->nh2ups--;
+	if (!w->draining)
+		h2q_wake(w, hu->key);
 	hu->refs--;	/* the pool's (never the last: ours) */
 	hu_unref(hu);	/* ours */
 }
@@ -962,13 +982,14 @@ static void queue_expired(struct loop *l, struct loop_timer *t)
 
 /* All of the endpoint's connections are full: x waits for room (in order, at most
  * proxy.connect_timeout_ms; H2_QUEUE_MAX in all). False when the queue is full. */
-static bool enqueue(struct wp_h2s *x, const char *key)
+static bool enqueue(struct wp_h2s *x, const char *key, const struct sockaddr_storage *target)
 {
 	struct waypoint *w = x->s->w;
 	struct wp_h2s **tail = &w->h2q, *prev = NULL;
 	if (w->nh2q >= H2_QUEUE_MAX)
 		return false;
 	snprintf(x->qkey, sizeof(x->qkey), "%s", key);
+	x->qtarget = *target;
 	while (*tail) {
 		prev = *tail;
 		tail = &(*tail)->qnext;
@@ -1090,7 +1111,7 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 
 	h2s_span_dst(x, dst, target);
 	struct wp_h2u *hu = hu_get(s, m, dst, target, tp, &why, &flag, key, &full);
-	bool queued = !hu && full && enqueue(x, key);
+	bool queued = !hu && full && enqueue(x, key, target);
 	if (!hu && !queued) {
 		h2s_local(x, 503, 14, "upstream connect error", flag, why);
 		return;
@@ -1106,6 +1127,29 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
 }
 
+/* The end of an attempt for least-request accounting (the next one counts anew). */
+static void h2s_ep_release(struct wp_h2s *x)
+{
+	struct endpoint_stat *e = x->ep_uid && x->s ? wp_ep_stat(x->s->w, x->ep_uid, false) : NULL;
+	if (e && e->active)
+		e->active--;
+	free(x->ep_uid);
+	x->ep_uid = NULL;
+}
+
+/* The traceparent of x's upstream request into tp (a new connection's CONNECT carries it);
+ * NULL when it has none. */
+static const char *h2s_up_traceparent(const struct wp_h2s *x, char tp[64])
+{
+	size_t len = 0;
+	const char *v = h2map_hdrs_get(&x->up_hdrs, "traceparent", &len);
+	if (!v || len >= 64)
+		return NULL;
+	memcpy(tp, v, len);
+	tp[len] = '\0';
+	return tp;
+}
+
 /* Another attempt of x (h2s_retriable): another endpoint than the last when there is one. */
 static void h2s_retry(struct wp_h2s *x)
 {
@@ -1114,8 +1158,7 @@ static void h2s_retry(struct wp_h2s *x)
 	struct model *m = model_current();
 	const struct model_workload *dst = NULL;
 	struct sockaddr_storage target;
-	char tp[64] = "";
-	size_t tlen = 0;
+	char tp[64];
 
 	x->retry_due = false;
 	x->retries++;
@@ -1129,13 +1172,7 @@ static void h2s_retry(struct wp_h2s *x)
 		if (!dst || !x->ep_uid || strcmp(dst->uid, x->ep_uid) != 0)
 			break;
 	}
-	if (x->ep_uid) {	/* the failed attempt's least-request accounting */
-		struct endpoint_stat *e = wp_ep_stat(w, x->ep_uid, false);
-		if (e && e->active)
-			e->active--;
-		free(x->ep_uid);
-		x->ep_uid = NULL;
-	}
+	h2s_ep_release(x);
 	if (h1_buf_pending(&x->req_sent)) {	/* the body from its start again */
 		struct h1_buf b = { 0 };
 		if (h1_buf_append(&b, h1_buf_head(&x->req_sent), h1_buf_pending(&x->req_sent)) ||
@@ -1158,11 +1195,25 @@ static void h2s_retry(struct wp_h2s *x)
 		h2s_up_failed(x, 0, x->retry_flag, x->error);
 		goto out;
 	}
-	const char *v = h2map_hdrs_get(&x->up_hdrs, "traceparent", &tlen);
-	if (v && tlen < sizeof(tp))
-		memcpy(tp, v, tlen), tp[tlen] = '\0';
-	h2s_route(x, m, dst, &target, tp[0] ? tp : NULL);
+	h2s_route(x, m, dst, &target, h2s_up_traceparent(x, tp));
 out:
+	model_unref(m);
+}
+
+/* x waited for room on its endpoint's connections and one of them closed: it goes to the
+ * same endpoint again, on a new connection. */
+static void h2s_requeue(struct wp_h2s *x)
+{
+	struct model *m = model_current();
+	const struct model_workload *dst = x->ep_uid ? model_workload_by_uid(m, x->ep_uid) : NULL;
+	char tp[64];
+
+	x->requeue_due = false;
+	h2s_ep_release(x);
+	if (!dst)
+		h2s_up_failed(x, 0, CONN_FLAG_NO_ROUTE, "the endpoint left the model");
+	else
+		h2s_route(x, m, dst, &x->qtarget, h2s_up_traceparent(x, tp));
 	model_unref(m);
 }
 
@@ -1465,7 +1516,7 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 	char key[sizeof(((struct wp_h2u *)0)->key)];
 	bool full;
 	struct wp_h2u *hu = hu_get(s, m, dst, target, tpbuf[0] ? tpbuf : NULL, why, &flag, key, &full);
-	if (!hu && !(full && enqueue(x, key)))
+	if (!hu && !(full && enqueue(x, key, target)))
 		goto fail;
 	int rv = hu ? h2s_submit(x, hu) : 0;
 	if (rv) {
@@ -1783,6 +1834,9 @@ bool wp_h2_step(struct wp_sess *s)
 			progress |= h1_pump(x);
 		if (x->retry_due) {
 			h2s_retry(x);
+			progress = true;
+		} else if (x->requeue_due) {
+			h2s_requeue(x);
 			progress = true;
 		}
 	}
