@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
+/* defaults of waypoint_opts' h2_* (config "http2") */
 #define H2_DOWN_STREAMS		100		/* SETTINGS_MAX_CONCURRENT_STREAMS to clients */
 #define H2_UP_STREAMS		100		/* streams per upstream connection (below the
 						 * peer's own limit), when hbone.max_streams is 0 */
@@ -847,7 +848,7 @@ static bool hu_room(struct wp_h2u *hu, uint32_t bound)
 }
 
 /* A connection to dst with room for one more stream: a pooled one, else a new one within
- * H2_CONNS_PER_EP. NULL with *why and *flag set. Borrowed (the pool's). */
+ * http2.max_connections_per_endpoint. NULL with *why and *flag set. Borrowed (the pool's). */
 static struct wp_h2u *hu_get(struct wp_sess *s, const struct model *m, const struct model_workload *dst,
 			     const struct sockaddr_storage *target, const char *traceparent,
 			     const char **why, const char **flag, char key[], bool *full)
@@ -870,7 +871,7 @@ static struct wp_h2u *hu_get(struct wp_sess *s, const struct model *m, const str
 		if (hu_room(hu, bound))
 			return hu;
 	}
-	if (conns >= H2_CONNS_PER_EP) {
+	if (conns >= (w->o.h2_conns_per_endpoint ? w->o.h2_conns_per_endpoint : H2_CONNS_PER_EP)) {
 		*why = "the endpoint's HTTP/2 connections are full";
 		*flag = CONN_FLAG_OVERFLOW;
 		*full = true;
@@ -981,12 +982,12 @@ static void queue_expired(struct loop *l, struct loop_timer *t)
 }
 
 /* All of the endpoint's connections are full: x waits for room (in order, at most
- * proxy.connect_timeout_ms; H2_QUEUE_MAX in all). False when the queue is full. */
+ * proxy.connect_timeout_ms; http2.max_pending_requests in all). False when the queue is full. */
 static bool enqueue(struct wp_h2s *x, const char *key, const struct sockaddr_storage *target)
 {
 	struct waypoint *w = x->s->w;
 	struct wp_h2s **tail = &w->h2q, *prev = NULL;
-	if (w->nh2q >= H2_QUEUE_MAX)
+	if (w->nh2q >= (w->o.h2_pending ? w->o.h2_pending : H2_QUEUE_MAX))
 		return false;
 	snprintf(x->qkey, sizeof(x->qkey), "%s", key);
 	x->qtarget = *target;
@@ -1765,7 +1766,8 @@ int wp_h2_start(struct wp_sess *s)
 	nghttp2_option *opt = NULL;
 	uint32_t win = MAX(w->o.buffer_size, 16384u);
 	nghttp2_settings_entry iv[] = {
-		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_DOWN_STREAMS },
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+		  w->o.h2_client_streams ? w->o.h2_client_streams : H2_DOWN_STREAMS },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, win },
 	};
 	int err = -ENOMEM;

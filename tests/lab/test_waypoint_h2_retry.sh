@@ -6,7 +6,9 @@
 # and goes again to n1-p1. Every GET, and every POST whose body fits the retry buffer (64 KiB,
 # echoed byte for byte), and 1 MB uploads (what leaves before the refusal is within the
 # endpoint's initial window) are answered 200 by n1-p1; the admin's h2_upstreams.retries
-# counts the retries; exit 0 on SIGTERM with no sanitizer report. Client: curl over HTTP/2 with prior knowledge.
+# counts the retries; exit 0 on SIGTERM with no sanitizer report. Also the waypoint's `http2`
+# keys (/config_dump, SETTINGS_MAX_CONCURRENT_STREAMS to a client). Clients: curl over HTTP/2
+# with prior knowledge, python3-h2.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -14,6 +16,8 @@ set -euo pipefail
 WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 [ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint h2 retry ($WAYPOINT_BIN not built)"; exit 1; }
 command -v node >/dev/null || { echo "not ok - waypoint h2 retry (node not found)"; exit 1; }
+lab_h2peer
+"$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint h2 retry (python3-h2 not found)"; exit 1; }
 logs=$(mktemp -d /tmp/ambit-wh2m.XXXXXX)
 lab=wh2m-$$
 NODE=$(command -v node)
@@ -33,7 +37,8 @@ wait_port "$lab" n1-p1 8082
 if ! lab_start_agent "$lab" 1 || ! lab_start_agent "$lab" 2; then
 	fail "agents start"; lab_result; exit 1
 fi
-jq '.tracing.sampling = 0' "$LAB_WAYPOINT_CONFIG" >"$logs/waypoint.json"
+jq '.tracing.sampling = 0 | .http2 = {max_connections_per_endpoint: 2, max_concurrent_streams: 7,
+	max_pending_requests: 50}' "$LAB_WAYPOINT_CONFIG" >"$logs/waypoint.json"
 if lab_start_waypoint "$lab" "$logs/waypoint.log" "$logs/waypoint.json"; then
 	ok "waypoint starts and becomes ready"
 else
@@ -41,6 +46,32 @@ else
 fi
 
 cl() { pod_exec "$lab" n1-p2 "$@"; }
+
+config_dump() {
+	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://127.0.0.1:15000/config_dump" |
+		jq -ce '.http2 | select(. == {max_connections_per_endpoint: 2, max_concurrent_streams: 7,
+			max_pending_requests: 50})'
+}
+check "config: the http2 keys, shown by /config_dump" config_dump
+client_settings() { # python3-h2: the waypoint's SETTINGS_MAX_CONCURRENT_STREAMS is http2's 7
+	cl "$H2PY" - "$VIP" <<'PY'
+import socket, sys
+import h2.config, h2.connection, h2.events, h2.settings
+s = socket.create_connection((sys.argv[1], 80), timeout=10)
+c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+c.initiate_connection()
+s.sendall(c.data_to_send())
+for _ in range(5):
+    for e in c.receive_data(s.recv(65536)):
+        if isinstance(e, h2.events.RemoteSettingsChanged):
+            v = e.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
+            print("max_concurrent_streams", v.new_value if v else None)
+            sys.exit(0 if v and v.new_value == 7 else 1)
+print("no SETTINGS")
+sys.exit(1)
+PY
+}
+check "config: http2.max_concurrent_streams is the client's SETTINGS_MAX_CONCURRENT_STREAMS" client_settings
 
 gets() { # 12 GETs, one HTTP/2 connection each: every one answered by n1-p1
 	local i out=""
