@@ -463,6 +463,8 @@ static ssize_t req_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t l
 	struct wp_h2s *x = src->ptr;
 	size_t n = MIN(len, h1_buf_pending(&x->req_body));
 	(void)ud;
+	if (!x->up_open || !x->hu || x->hu->ng != ng || x->up_sid != sid)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* an attempt given up (retried) */
 	if (n) {
 		memcpy(buf, h1_buf_head(&x->req_body), n);
 		req_body_take(x, n);
@@ -694,6 +696,40 @@ static void forward_response(struct wp_h2s *x)
 	wp_sess_schedule(x->s);
 }
 
+/* Istio's default retry policy on an answer's head: retriable-status-codes (503), and for
+ * gRPC `unavailable` and `cancelled` (grpc-status 14 or 1 in a trailers-only answer), while
+ * the request is retriable (h2s_retriable's terms). */
+static bool h2s_answer_retriable(const struct wp_h2s *x, int status, bool end)
+{
+	if (!h2s_retriable(x, NGHTTP2_REFUSED_STREAM, NULL))
+		return false;
+	if (status == 503)
+		return true;
+	int gs = x->grpc && end ? grpc_status_of(&x->resp) : -1;
+	return gs == 14 || gs == 1;
+}
+
+/* The answer on x's upstream stream sid goes unseen: the stream is cancelled and x goes again
+ * (wp_h2_step). */
+static void h2s_retry_answer(struct wp_h2s *x, nghttp2_session *ng, int32_t sid, int status, bool end)
+{
+	int gs = x->grpc && end ? grpc_status_of(&x->resp) : -1;
+	if (gs >= 0)
+		snprintf(x->error, sizeof(x->error), "upstream answered grpc-status %d", gs);
+	else
+		snprintf(x->error, sizeof(x->error), "upstream answered %d", status);
+	x->retry_flag = NULL;
+	h2map_hdrs_fini(&x->resp);
+	h2map_hdrs_init(&x->resp);
+	nghttp2_session_set_stream_user_data(ng, sid, NULL);
+	if (!end || !nghttp2_session_get_stream_local_close(ng, sid))
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+	x->up_open = false;
+	u_unlink(x);
+	x->retry_due = true;
+	wp_sess_schedule(x->s);
+}
+
 static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
 	struct wp_h2u *hu = ud;
@@ -714,12 +750,17 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 			const char *st = h2map_hdrs_get(&x->resp, ":status", &len);
 			if (st && len == 3 && st[0] == '1')
 				return 0;	/* interim (1xx): not forwarded; the final one follows */
+			int code = 0;
+			for (size_t i = 0; st && i < len && i < 3; i++)
+				code = code * 10 + (st[i] - '0');
+			if (h2s_answer_retriable(x, code, end)) {
+				h2s_retry_answer(x, ng, f->hd.stream_id, code, end);
+				return 0;
+			}
 			x->resp_final = true;
 			h2s_drop_sent(x);
 			x->resp_eof = end;
-			x->status = 0;
-			for (size_t i = 0; st && i < len && i < 3; i++)
-				x->status = x->status * 10 + (st[i] - '0');
+			x->status = code;
 			if (x->grpc)
 				x->grpc_status = grpc_status_of(&x->resp);	/* trailers-only */
 			if (x->s && x->down_open && x->h1c)

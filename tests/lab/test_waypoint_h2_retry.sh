@@ -6,7 +6,8 @@
 # and goes again to n1-p1. Every GET, and every POST whose body fits the retry buffer (64 KiB,
 # echoed byte for byte), and 1 MB uploads (what leaves before the refusal is within the
 # endpoint's initial window) are answered 200 by n1-p1; the admin's h2_upstreams.retries
-# counts the retries; exit 0 on SIGTERM with no sanitizer report. Also the waypoint's `http2`
+# counts the retries; service h2-503's n2-p1 answers 503 to everything: retried on n1-p1 too;
+# exit 0 on SIGTERM with no sanitizer report. Also the waypoint's `http2`
 # keys (/config_dump, SETTINGS_MAX_CONCURRENT_STREAMS to a client). Clients: curl over HTTP/2
 # with prior knowledge, python3-h2.
 set -euo pipefail
@@ -21,19 +22,29 @@ lab_h2peer
 logs=$(mktemp -d /tmp/ambit-wh2m.XXXXXX)
 lab=wh2m-$$
 NODE=$(command -v node)
-VIP=10.96.0.33
+VIP=10.96.0.33 VIP503=10.96.0.34
 
 if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1,p2 --waypoint >"$logs/up.log" 2>&1; then
 	fail "lab up --waypoint"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
 fi
-jq --arg v "$VIP" '.services += [
+jq --arg v "$VIP" --arg f "$VIP503" '.services += [
 	{name: "h2-retry", namespace: "default", addresses: [$v], selector: {app: "app-1"},
 	 ports: [{port: 80, target_port: 8082, name: "http2-web"}],
+	 waypoint: {name: "waypoint", namespace: "default"}},
+	{name: "h2-503", namespace: "default", addresses: [$f], selector: {app: "app-1"},
+	 ports: [{port: 80, target_port: 8083, name: "http2-web"}],
 	 waypoint: {name: "waypoint", namespace: "default"}}]' \
 	"$LAB_WORKLOADS" >"$logs/workloads.json" && cp "$logs/workloads.json" "$LAB_WORKLOADS"
 pod_spawn "$lab" n1-p1 "$logs/h2s.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js" --port 8082 \
 	--name "$lab-n1-p1"
 wait_port "$lab" n1-p1 8082
+# h2-503 (port 8083): n1-p1 answers; n2-p1 answers 503 to everything (retriable-status-codes)
+pod_spawn "$lab" n1-p1 "$logs/h2s-ok.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js" --port 8083 \
+	--name "$lab-n1-p1"
+pod_spawn "$lab" n2-p1 "$logs/h2s-503.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js" --port 8083 \
+	--name "$lab-n2-p1" --fail 503
+wait_port "$lab" n1-p1 8083
+wait_port "$lab" n2-p1 8083
 if ! lab_start_agent "$lab" 1 || ! lab_start_agent "$lab" 2; then
 	fail "agents start"; lab_result; exit 1
 fi
@@ -118,6 +129,24 @@ big() { # 1 MB bodies: before the refusal at most the endpoint's initial window 
 	echo "uploaded $ok of 4"; [ "$ok" -eq 4 ]
 }
 check "1 MB uploads, half first sent to the refusing endpoint: all received whole by n1-p1" big
+
+answers_503() { # 10 GETs and 4 POSTs of 40 KB: n2-p1's 503s are retried on n1-p1
+	local i out="" before after
+	before=$(admin_retries)
+	for i in $(seq 10); do
+		out+=$(cl curl -sS -m 10 --http2-prior-knowledge -w ' %{http_code}' "http://$VIP503/whoami")$'\n' || true
+	done
+	for i in $(seq 4); do
+		out+=$(cl curl -sS -m 10 --http2-prior-knowledge --data-binary "@$logs/small.bin" \
+			-o "$logs/small.out" -w '%{http_code}' "http://$VIP503/echo")
+		cmp -s "$logs/small.bin" "$logs/small.out" && out+=" same"$'\n'
+	done
+	after=$(admin_retries)
+	echo "$out"; echo "retries $before -> $after"
+	[ "$(echo "$out" | grep -cx "$lab-n1-p1 200")" -eq 10 ] &&
+	[ "$(echo "$out" | grep -cx "200 same")" -eq 4 ] && [ "$after" -gt "$before" ]
+}
+check "an endpoint answering 503: GETs and POSTs retried on the other one (retriable-status-codes)" answers_503
 
 lab_check_waypoint_exit "$logs/waypoint.log"
 lab_result

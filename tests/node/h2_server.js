@@ -3,6 +3,7 @@
 // HTTP/1.1 client is refused, so a test sees whether something translated for it) for the
 // waypoint's HTTP/2 lab tests and benchmarks.
 //   node h2_server.js --port 8081 [--host 0.0.0.0] [--name NAME] [--log FILE] [--http1-port P]
+// --fail N: every request is answered N (body "fail N from NAME"), whatever its path.
 // Prints "ready" once listening. --http1-port: also HTTP/1.1 on port P, serving /whoami and
 // /bytes/N alike (the benchmark's HTTP/1.1 rows: the same server and payload). Paths:
 //   /whoami          text: --name
@@ -73,7 +74,12 @@ server.on('stream', (stream, headers) => {
 				aborted: stream.aborted }) + '\n');
 	});
 	let m;
-	if (p === '/whoami') {
+	if (args.fail) {	/* --fail 503: every request (its body read) */
+		readBody(stream, () => {
+			stream.respond({ ':status': Number(args.fail), 'content-type': 'text/plain' });
+			stream.end(`fail ${args.fail} from ${args.name}`);
+		});
+	} else if (p === '/whoami') {
 		stream.respond({ ':status': 200, 'content-type': 'text/plain' });
 		stream.end(args.name);
 	} else if ((m = p.match(/^\/status\/(\d{3})$/))) {
