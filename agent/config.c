@@ -56,6 +56,9 @@ int config_init(struct config *c, enum config_role role)
 	c->cert_lifetime_s = 24 * 3600;
 	c->admin_address = strdup("127.0.0.1:15000");
 	c->waypoint_lb = strdup("round_robin");
+	c->wp_h2_conns_per_endpoint = 4;
+	c->wp_h2_client_streams = 100;
+	c->wp_h2_pending = 1024;
 	c->hbone_dial = strdup("node");
 	if (!c->path || !c->trust_domain || !c->root_namespace || !c->ca_cert || !c->ca_key ||
 	    !c->ca_token_file || !c->discovery_file ||
@@ -358,6 +361,20 @@ static json_t *hbone_limits_json(json_t *root, const struct config *c)
 	return root;
 }
 
+/* The waypoint's "http2" object: its HTTP/2 limits. */
+static int load_wp_http2(struct jx *j, struct config *c, const json_t *o)
+{
+	static const char *const keys[] = { "max_connections_per_endpoint", "max_concurrent_streams",
+		"max_pending_requests", NULL };
+	int err;
+	if ((err = jx_keys(j, o, keys)) ||
+	    (err = jx_uint(j, o, "max_connections_per_endpoint", 1, 1024, &c->wp_h2_conns_per_endpoint)) ||
+	    (err = jx_uint(j, o, "max_concurrent_streams", 1, 10000, &c->wp_h2_client_streams)) ||
+	    (err = jx_uint(j, o, "max_pending_requests", 1, 1000000, &c->wp_h2_pending)))
+		return err;
+	return 0;
+}
+
 static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "max_streams_per_connection", "idle_timeout_ms",
@@ -386,7 +403,7 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 		"root_namespace", "ca", "discovery", "tracing", "log", "redirect", "proxy", "hbone", "admin_address", NULL };
 	static const char *const wp_keys[] = { "name", "namespace", "node_name", "node_ip",
 		"trust_domain", "root_namespace", "ca", "discovery", "tracing", "log", "proxy",
-		"hbone", "admin_address", "load_balancing", NULL };
+		"hbone", "admin_address", "load_balancing", "http2", NULL };
 	static const char *const lbs[] = { "round_robin", "least_request", NULL };
 	json_error_t jerr;
 	json_t *root;
@@ -429,6 +446,8 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 			rc = jx_str(&j, root, "namespace", false, 253, &c->waypoint_namespace);
 		if (!rc)
 			rc = jx_enum(&j, root, "load_balancing", lbs, &c->waypoint_lb);
+		if (!rc)
+			rc = load_section(&j, root, "http2", load_wp_http2, c);
 	}
 	if (!rc)
 		rc = load_section(&j, root, "ca", load_ca, c);
@@ -549,7 +568,8 @@ json_t *config_to_json(const struct config *c)
 		" s:{s:s, s:s, s:{s:s?, s:s, s:s}},"
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i, s:b},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:s, s:i, s:i},"
-		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s}",
+		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s,"
+		" s:{s:i, s:i, s:i}}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "root_namespace", c->root_namespace,
 		"admin_address", c->admin_address,
@@ -580,6 +600,9 @@ json_t *config_to_json(const struct config *c)
 		"window_size", (json_int_t)c->hbone_window, "cert_lifetime_s", (json_int_t)c->cert_lifetime_s,
 		"max_inbound_connections", (json_int_t)c->hbone_max_inbound, "dial", c->hbone_dial,
 		"name", c->waypoint_name, "namespace", c->waypoint_namespace,
-		"load_balancing", c->waypoint_lb), c);
+		"load_balancing", c->waypoint_lb,
+		"http2", "max_connections_per_endpoint", (json_int_t)c->wp_h2_conns_per_endpoint,
+		"max_concurrent_streams", (json_int_t)c->wp_h2_client_streams,
+		"max_pending_requests", (json_int_t)c->wp_h2_pending), c);
 }
 

@@ -91,6 +91,10 @@ struct config {
 	char *waypoint_name;		/* waypoint role */
 	char *waypoint_namespace;
 	char *waypoint_lb;		/* "round_robin" or "least_request" */
+	/* waypoint "http2": its HTTP/2 limits */
+	uint32_t wp_h2_conns_per_endpoint;	/* max_connections_per_endpoint (4) */
+	uint32_t wp_h2_client_streams;		/* max_concurrent_streams, per client (100) */
+	uint32_t wp_h2_pending;			/* max_pending_requests, in all (1024) */
 };
 
 /* Defaults for role. 0 or -ENOMEM. */

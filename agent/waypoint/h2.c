@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
+/* defaults of waypoint_opts' h2_* (config "http2") */
 #define H2_DOWN_STREAMS		100		/* SETTINGS_MAX_CONCURRENT_STREAMS to clients */
 #define H2_UP_STREAMS		100		/* streams per upstream connection (below the
 						 * peer's own limit), when hbone.max_streams is 0 */
@@ -30,6 +31,12 @@
 #define H2_QUEUE_MAX		1024		/* requests waiting for room on those, in all */
 #define H2_CONN_WINDOW		(16u << 20)	/* connection receive window, both sides */
 #define H2_IDLE_MS		60000		/* a client session with no stream this long */
+/* Istio's default HTTP retry policy (VirtualService HTTPRetry unset): 2 retries on
+ * connect-failure and refused-stream, another endpoint than the last (Envoy's previous_hosts
+ * predicate, at most 5 picks). */
+#define H2_RETRIES		2
+#define H2_RETRY_PICKS		5
+#define H2_RETRY_BODY_MAX	WP_STAGE_MAX	/* request body kept for a retry, per stream */
 #define H2_RESETS_PER_S		100		/* client resets of unanswered streams per second
 						 * past which the session is cut (rapid reset) */
 
@@ -83,11 +90,22 @@ struct wp_h2s {
 	struct h1_buf req_body, resp_body;
 	/* waiting for room on the endpoint's connections (w->h2q) */
 	bool queued;
+	bool requeue_due;		/* a connection of its endpoint closed: wp_h2_step routes
+					 * it again (a new connection now fits) */
+	struct sockaddr_storage qtarget;	/* the endpoint's address */
 	char qkey[sizeof(((struct wp_up *)0)->key)];
 	struct loop_timer qtimer;
 	struct wp_h2s *qprev, *qnext;
 	int status, grpc_status;
 	uint64_t resp_bytes;		/* response body bytes received from the endpoint */
+	struct h1_buf req_sent;		/* the body that went upstream, kept for a retry until
+					 * an answer comes (H2_RETRY_BODY_MAX at most) */
+	bool body_sent;			/* body bytes went upstream and are not kept: no retry */
+	size_t resent;			/* the front of req_body the client was credited for
+					 * already (a retry's copy of req_sent) */
+	bool retry_due;			/* refused before any answer: wp_h2_step retries it */
+	uint8_t retries;		/* retries so far (H2_RETRIES at most) */
+	const char *retry_flag;		/* why the last attempt failed (x->error says more) */
 	struct span *span;
 	char *ep_uid;
 	const char *flag;
@@ -184,6 +202,24 @@ static void wake_down(struct wp_h2s *x)
 	}
 }
 
+/* n bytes leave the front of the request body (upstream, or dropped): the client is credited
+ * for those it was not credited for before a retry. */
+static void req_body_take(struct wp_h2s *x, size_t n)
+{
+	size_t again = MIN(n, x->resent);
+	x->resent -= again;
+	h1_buf_consume(&x->req_body, n);
+	credit_down(x, n - again);
+}
+
+/* An answer came: the body kept for a retry goes. */
+static void h2s_drop_sent(struct wp_h2s *x)
+{
+	h1_buf_fini(&x->req_sent);
+	memset(&x->req_sent, 0, sizeof(x->req_sent));
+	x->body_sent = true;
+}
+
 static void h2s_finish(struct wp_h2s *x, const char *flag, const char *error)
 {
 	if (x->finished)
@@ -216,6 +252,7 @@ static void h2s_maybe_free(struct wp_h2s *x)
 	h2map_hdrs_fini(&x->resp_tr);
 	h2map_hdrs_fini(&x->up_hdrs);
 	h1_buf_fini(&x->req_body);
+	h1_buf_fini(&x->req_sent);
 	h1_buf_fini(&x->resp_body);
 	h1_buf_fini(&x->h1out);
 	conn_peer_fini(&x->dst1);
@@ -249,8 +286,7 @@ static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
 		nghttp2_submit_rst_stream(hu->ng, NGHTTP2_FLAG_NONE, x->up_sid, NGHTTP2_CANCEL);
 		hu_schedule(hu);
 	}
-	credit_down(x, h1_buf_pending(&x->req_body));
-	h1_buf_consume(&x->req_body, h1_buf_pending(&x->req_body));
+	req_body_take(x, h1_buf_pending(&x->req_body));
 	d_unlink(x);
 	x->s = NULL;
 	h2s_maybe_free(x);
@@ -304,8 +340,7 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 	x->resp_submitted = true;
 	h2map_hdrs_fini(&h);
 	h2s_finish(x, flag, why);
-	credit_down(x, h1_buf_pending(&x->req_body));
-	h1_buf_consume(&x->req_body, h1_buf_pending(&x->req_body));
+	req_body_take(x, h1_buf_pending(&x->req_body));
 	wp_sess_schedule(x->s);
 }
 
@@ -352,6 +387,17 @@ static bool resp_complete_by_length(const struct wp_h2s *x)
 	return end == cl + len && n == x->resp_bytes;
 }
 
+/* Istio's default retry policy: the endpoint refused the stream (REFUSED_STREAM, or past the
+ * last stream ID of its GOAWAY) or could not be reached, nothing of the answer came and nothing
+ * of the body left (it is all still in req_body), a retry is left. HTTP/2 clients only. */
+static bool h2s_retriable(const struct wp_h2s *x, uint32_t error_code, const char *flag)
+{
+	return !x->h1c && x->s && x->s->h2 && !x->s->h2->dying && x->down_open && !x->finished &&
+	       !x->resp_submitted && !x->resp_final && !x->body_sent && x->retries < H2_RETRIES &&
+	       (error_code == NGHTTP2_REFUSED_STREAM ||
+		(flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0));
+}
+
 /* The upstream side is done with x. */
 static void h2s_up_gone(struct wp_h2s *x, uint32_t error_code, const char *flag, const char *why)
 {
@@ -361,6 +407,14 @@ static void h2s_up_gone(struct wp_h2s *x, uint32_t error_code, const char *flag,
 		char msg[160];
 		snprintf(msg, sizeof(msg), "%s%s%s", why,
 			 error_code ? ": " : "", error_code ? nghttp2_http2_strerror(error_code) : "");
+		if (h2s_retriable(x, error_code, flag)) {
+			/* not from inside the endpoint's nghttp2 callbacks: the session's step */
+			snprintf(x->error, sizeof(x->error), "%s", msg);
+			x->retry_flag = flag;
+			x->retry_due = true;
+			wp_sess_schedule(x->s);
+			return;
+		}
 		h2s_up_failed(x, error_code, flag, msg);
 	}
 	h2s_maybe_free(x);
@@ -390,6 +444,18 @@ static ssize_t resp_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t 
 	return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
 }
 
+/* n request body bytes went upstream: kept for a retry while within H2_RETRY_BODY_MAX and
+ * before any answer, else the request is no longer retriable. */
+static void h2s_keep_sent(struct wp_h2s *x, const uint8_t *p, size_t n)
+{
+	if (x->body_sent)
+		return;
+	if (x->h1c || x->resp_final || x->retries >= H2_RETRIES ||
+	    h1_buf_pending(&x->req_sent) + n > H2_RETRY_BODY_MAX || h1_buf_append(&x->req_sent, p, n)) {
+		h2s_drop_sent(x);
+	}
+}
+
 /* The request body towards the endpoint, then the client's trailers. */
 static ssize_t req_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
 			uint32_t *flags, nghttp2_data_source *src, void *ud)
@@ -397,10 +463,12 @@ static ssize_t req_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t l
 	struct wp_h2s *x = src->ptr;
 	size_t n = MIN(len, h1_buf_pending(&x->req_body));
 	(void)ud;
+	if (!x->up_open || !x->hu || x->hu->ng != ng || x->up_sid != sid)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;	/* an attempt given up (retried) */
 	if (n) {
 		memcpy(buf, h1_buf_head(&x->req_body), n);
-		h1_buf_consume(&x->req_body, n);
-		credit_down(x, n);
+		req_body_take(x, n);
+		h2s_keep_sent(x, buf, n);
 	}
 	if (!h1_buf_pending(&x->req_body) && x->req_eof) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -445,6 +513,21 @@ void wp_h2_up_kick(struct wp_h2u *hu)
 	hu_schedule(hu);
 }
 
+/* One of key's connections closed: the oldest HTTP/2 client request waiting for room on them
+ * goes on a new one (h2s_requeue, from its session's step); that connection then takes the
+ * others waiting (hu_dequeue). */
+static void h2q_wake(struct waypoint *w, const char *key)
+{
+	for (struct wp_h2s *x = w->h2q; x; x = x->qnext) {
+		if (x->h1c || !x->s || strcmp(x->qkey, key) != 0)
+			continue;
+		unqueue(x);
+		x->requeue_due = true;
+		wp_sess_schedule(x->s);
+		return;
+	}
+}
+
 /* Ends the connection: its streams fail (why), the session goes, the conn is closed
  * (gracefully when ok) and the pool lets go of it. */
 static void hu_close(struct wp_h2u *hu, bool ok, const char *flag, const char *why)
@@ -474,6 +557,8 @@ static void hu_close(struct wp_h2u *hu, bool ok, const char *flag, const char *w
 		hu->next->prev = hu->prev;
 	hu->prev = hu->next = NULL;
 	w->nh2ups--;
+	if (!w->draining)
+		h2q_wake(w, hu->key);
 	hu->refs--;	/* the pool's (never the last: ours) */
 	hu_unref(hu);	/* ours */
 }
@@ -611,6 +696,40 @@ static void forward_response(struct wp_h2s *x)
 	wp_sess_schedule(x->s);
 }
 
+/* Istio's default retry policy on an answer's head: retriable-status-codes (503), and for
+ * gRPC `unavailable` and `cancelled` (grpc-status 14 or 1 in a trailers-only answer), while
+ * the request is retriable (h2s_retriable's terms). */
+static bool h2s_answer_retriable(const struct wp_h2s *x, int status, bool end)
+{
+	if (!h2s_retriable(x, NGHTTP2_REFUSED_STREAM, NULL))
+		return false;
+	if (status == 503)
+		return true;
+	int gs = x->grpc && end ? grpc_status_of(&x->resp) : -1;
+	return gs == 14 || gs == 1;
+}
+
+/* The answer on x's upstream stream sid goes unseen: the stream is cancelled and x goes again
+ * (wp_h2_step). */
+static void h2s_retry_answer(struct wp_h2s *x, nghttp2_session *ng, int32_t sid, int status, bool end)
+{
+	int gs = x->grpc && end ? grpc_status_of(&x->resp) : -1;
+	if (gs >= 0)
+		snprintf(x->error, sizeof(x->error), "upstream answered grpc-status %d", gs);
+	else
+		snprintf(x->error, sizeof(x->error), "upstream answered %d", status);
+	x->retry_flag = NULL;
+	h2map_hdrs_fini(&x->resp);
+	h2map_hdrs_init(&x->resp);
+	nghttp2_session_set_stream_user_data(ng, sid, NULL);
+	if (!end || !nghttp2_session_get_stream_local_close(ng, sid))
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+	x->up_open = false;
+	u_unlink(x);
+	x->retry_due = true;
+	wp_sess_schedule(x->s);
+}
+
 static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
 	struct wp_h2u *hu = ud;
@@ -631,11 +750,17 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 			const char *st = h2map_hdrs_get(&x->resp, ":status", &len);
 			if (st && len == 3 && st[0] == '1')
 				return 0;	/* interim (1xx): not forwarded; the final one follows */
-			x->resp_final = true;
-			x->resp_eof = end;
-			x->status = 0;
+			int code = 0;
 			for (size_t i = 0; st && i < len && i < 3; i++)
-				x->status = x->status * 10 + (st[i] - '0');
+				code = code * 10 + (st[i] - '0');
+			if (h2s_answer_retriable(x, code, end)) {
+				h2s_retry_answer(x, ng, f->hd.stream_id, code, end);
+				return 0;
+			}
+			x->resp_final = true;
+			h2s_drop_sent(x);
+			x->resp_eof = end;
+			x->status = code;
 			if (x->grpc)
 				x->grpc_status = grpc_status_of(&x->resp);	/* trailers-only */
 			if (x->s && x->down_open && x->h1c)
@@ -764,7 +889,7 @@ static bool hu_room(struct wp_h2u *hu, uint32_t bound)
 }
 
 /* A connection to dst with room for one more stream: a pooled one, else a new one within
- * H2_CONNS_PER_EP. NULL with *why and *flag set. Borrowed (the pool's). */
+ * http2.max_connections_per_endpoint. NULL with *why and *flag set. Borrowed (the pool's). */
 static struct wp_h2u *hu_get(struct wp_sess *s, const struct model *m, const struct model_workload *dst,
 			     const struct sockaddr_storage *target, const char *traceparent,
 			     const char **why, const char **flag, char key[], bool *full)
@@ -787,7 +912,7 @@ static struct wp_h2u *hu_get(struct wp_sess *s, const struct model *m, const str
 		if (hu_room(hu, bound))
 			return hu;
 	}
-	if (conns >= H2_CONNS_PER_EP) {
+	if (conns >= (w->o.h2_conns_per_endpoint ? w->o.h2_conns_per_endpoint : H2_CONNS_PER_EP)) {
 		*why = "the endpoint's HTTP/2 connections are full";
 		*flag = CONN_FLAG_OVERFLOW;
 		*full = true;
@@ -898,14 +1023,15 @@ static void queue_expired(struct loop *l, struct loop_timer *t)
 }
 
 /* All of the endpoint's connections are full: x waits for room (in order, at most
- * proxy.connect_timeout_ms; H2_QUEUE_MAX in all). False when the queue is full. */
-static bool enqueue(struct wp_h2s *x, const char *key)
+ * proxy.connect_timeout_ms; http2.max_pending_requests in all). False when the queue is full. */
+static bool enqueue(struct wp_h2s *x, const char *key, const struct sockaddr_storage *target)
 {
 	struct waypoint *w = x->s->w;
 	struct wp_h2s **tail = &w->h2q, *prev = NULL;
-	if (w->nh2q >= H2_QUEUE_MAX)
+	if (w->nh2q >= (w->o.h2_pending ? w->o.h2_pending : H2_QUEUE_MAX))
 		return false;
 	snprintf(x->qkey, sizeof(x->qkey), "%s", key);
+	x->qtarget = *target;
 	while (*tail) {
 		prev = *tail;
 		tail = &(*tail)->qnext;
@@ -1000,6 +1126,139 @@ static bool is_grpc(const struct h2map_hdrs *h)
 static void h1_request(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
 		       const struct sockaddr_storage *target, const char *tpbuf);
 
+/* The request span's destination.* attributes: the endpoint chosen (last, after a retry). */
+static void h2s_span_dst(struct wp_h2s *x, const struct model_workload *dst,
+			 const struct sockaddr_storage *target)
+{
+	char ip[ADDR_STR_LEN];
+	if (!x->span)
+		return;
+	span_set_str(x->span, "destination.workload", dst->name);
+	span_set_str(x->span, "destination.namespace", dst->namespace);
+	span_set_str(x->span, "destination.address", sockaddr_ip_str(target, ip, sizeof(ip)));
+	span_set_int(x->span, "destination.port", sockaddr_port(target));
+}
+
+/* x's request (up_hdrs) goes to dst at target as HTTP/2: a stream on a pooled connection with
+ * room, on a new one, or it waits for room; else the client gets 503. tp: the traceparent of a
+ * new connection's CONNECT. */
+static void h2s_route(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
+		      const struct sockaddr_storage *target, const char *tp)
+{
+	struct wp_sess *s = x->s;
+	struct waypoint *w = s->w;
+	const char *why = NULL, *flag = NULL;
+	char key[sizeof(((struct wp_h2u *)0)->key)];
+	bool full;
+
+	h2s_span_dst(x, dst, target);
+	struct wp_h2u *hu = hu_get(s, m, dst, target, tp, &why, &flag, key, &full);
+	bool queued = !hu && full && enqueue(x, key, target);
+	if (!hu && !queued) {
+		h2s_local(x, 503, 14, "upstream connect error", flag, why);
+		return;
+	}
+	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
+	if (e) {
+		e->active++;
+		e->total++;
+		x->ep_uid = strdup(dst->uid);
+	}
+	int rv = hu ? h2s_submit(x, hu) : 0;
+	if (rv)
+		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+}
+
+/* The end of an attempt for least-request accounting (the next one counts anew). */
+static void h2s_ep_release(struct wp_h2s *x)
+{
+	struct endpoint_stat *e = x->ep_uid && x->s ? wp_ep_stat(x->s->w, x->ep_uid, false) : NULL;
+	if (e && e->active)
+		e->active--;
+	free(x->ep_uid);
+	x->ep_uid = NULL;
+}
+
+/* The traceparent of x's upstream request into tp (a new connection's CONNECT carries it);
+ * NULL when it has none. */
+static const char *h2s_up_traceparent(const struct wp_h2s *x, char tp[64])
+{
+	size_t len = 0;
+	const char *v = h2map_hdrs_get(&x->up_hdrs, "traceparent", &len);
+	if (!v || len >= 64)
+		return NULL;
+	memcpy(tp, v, len);
+	tp[len] = '\0';
+	return tp;
+}
+
+/* Another attempt of x (h2s_retriable): another endpoint than the last when there is one. */
+static void h2s_retry(struct wp_h2s *x)
+{
+	struct wp_sess *s = x->s;
+	struct waypoint *w = s->w;
+	struct model *m = model_current();
+	const struct model_workload *dst = NULL;
+	struct sockaddr_storage target;
+	char tp[64];
+
+	x->retry_due = false;
+	x->retries++;
+	w->h2_retries++;
+	if (x->hu) {
+		hu_unref(x->hu);
+		x->hu = NULL;
+	}
+	for (int i = 0; i < H2_RETRY_PICKS; i++) {
+		dst = wp_pick(w, s, m, &target);
+		if (!dst || !x->ep_uid || strcmp(dst->uid, x->ep_uid) != 0)
+			break;
+	}
+	h2s_ep_release(x);
+	if (h1_buf_pending(&x->req_sent)) {	/* the body from its start again */
+		struct h1_buf b = { 0 };
+		if (h1_buf_append(&b, h1_buf_head(&x->req_sent), h1_buf_pending(&x->req_sent)) ||
+		    h1_buf_append(&b, h1_buf_head(&x->req_body), h1_buf_pending(&x->req_body))) {
+			h1_buf_fini(&b);
+			h2s_up_failed(x, 0, CONN_FLAG_OVERFLOW, "out of memory");
+			goto out;
+		}
+		x->resent = h1_buf_pending(&x->req_sent);
+		h1_buf_fini(&x->req_body);
+		h1_buf_fini(&x->req_sent);
+		memset(&x->req_sent, 0, sizeof(x->req_sent));
+		x->req_body = b;
+	}
+	if (x->span)
+		span_set_int(x->span, "retry.count", x->retries);
+	pr_debug("waypoint: h2 stream %d for %s: retry %u after: %s", x->down_sid,
+		 s->service ? s->service : "?", x->retries, x->error);
+	if (!dst) {
+		h2s_up_failed(x, 0, x->retry_flag, x->error);
+		goto out;
+	}
+	h2s_route(x, m, dst, &target, h2s_up_traceparent(x, tp));
+out:
+	model_unref(m);
+}
+
+/* x waited for room on its endpoint's connections and one of them closed: it goes to the
+ * same endpoint again, on a new connection. */
+static void h2s_requeue(struct wp_h2s *x)
+{
+	struct model *m = model_current();
+	const struct model_workload *dst = x->ep_uid ? model_workload_by_uid(m, x->ep_uid) : NULL;
+	char tp[64];
+
+	x->requeue_due = false;
+	h2s_ep_release(x);
+	if (!dst)
+		h2s_up_failed(x, 0, CONN_FLAG_NO_ROUTE, "the endpoint left the model");
+	else
+		h2s_route(x, m, dst, &x->qtarget, h2s_up_traceparent(x, tp));
+	model_unref(m);
+}
+
 /* A client stream's request head is complete: span, policy, route, upstream stream. */
 static void h2s_request(struct wp_h2s *x)
 {
@@ -1011,8 +1270,7 @@ static void h2s_request(struct wp_h2s *x)
 	const char *path = h2map_hdrs_get(&x->req, ":path", &plen);
 	const char *auth = h2map_hdrs_get(&x->req, ":authority", &alen);
 	const char *tp = h2map_hdrs_get(&x->req, "traceparent", &tlen);
-	char tpbuf[64] = "", amsg[300], ip[ADDR_STR_LEN];
-	const char *why = NULL, *flag = NULL;
+	char tpbuf[64] = "", amsg[300];
 	struct sockaddr_storage target;
 	size_t pl = 0;
 
@@ -1072,14 +1330,9 @@ static void h2s_request(struct wp_h2s *x)
 		h2s_local(x, 503, 14, "no healthy upstream", CONN_FLAG_NO_ROUTE, "no healthy upstream");
 		goto out;
 	}
-	if (x->span) {
-		span_set_str(x->span, "destination.workload", dst->name);
-		span_set_str(x->span, "destination.namespace", dst->namespace);
-		span_set_str(x->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
-		span_set_int(x->span, "destination.port", sockaddr_port(&target));
-	}
 	if (s->proto == PROTOCOL_HTTP) {
 		/* a port declared HTTP/1.x: the request goes as HTTP/1.1 (as Envoy does) */
+		h2s_span_dst(x, dst, &target);
 		h1_request(x, m, dst, &target, tpbuf);
 		goto out;
 	}
@@ -1088,23 +1341,7 @@ static void h2s_request(struct wp_h2s *x)
 		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;
 	}
-	char key[sizeof(((struct wp_h2u *)0)->key)];
-	bool full;
-	struct wp_h2u *hu = hu_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, &why, &flag, key, &full);
-	bool queued = !hu && full && enqueue(x, key);
-	if (!hu && !queued) {
-		h2s_local(x, 503, 14, "upstream connect error", flag, why);
-		goto out;
-	}
-	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
-	if (e) {
-		e->active++;
-		e->total++;
-		x->ep_uid = strdup(dst->uid);
-	}
-	int rv = hu ? h2s_submit(x, hu) : 0;
-	if (rv)
-		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+	h2s_route(x, m, dst, &target, tpbuf[0] ? tpbuf : NULL);
 out:
 	model_unref(m);
 }
@@ -1321,7 +1558,7 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 	char key[sizeof(((struct wp_h2u *)0)->key)];
 	bool full;
 	struct wp_h2u *hu = hu_get(s, m, dst, target, tpbuf[0] ? tpbuf : NULL, why, &flag, key, &full);
-	if (!hu && !(full && enqueue(x, key)))
+	if (!hu && !(full && enqueue(x, key, target)))
 		goto fail;
 	int rv = hu ? h2s_submit(x, hu) : 0;
 	if (rv) {
@@ -1570,7 +1807,8 @@ int wp_h2_start(struct wp_sess *s)
 	nghttp2_option *opt = NULL;
 	uint32_t win = MAX(w->o.buffer_size, 16384u);
 	nghttp2_settings_entry iv[] = {
-		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_DOWN_STREAMS },
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+		  w->o.h2_client_streams ? w->o.h2_client_streams : H2_DOWN_STREAMS },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, win },
 	};
 	int err = -ENOMEM;
@@ -1637,6 +1875,13 @@ bool wp_h2_step(struct wp_sess *s)
 		next = x->dnext;
 		if (x->u1)
 			progress |= h1_pump(x);
+		if (x->retry_due) {
+			h2s_retry(x);
+			progress = true;
+		} else if (x->requeue_due) {
+			h2s_requeue(x);
+			progress = true;
+		}
 	}
 	while (s->down && h1_buf_pending(&s->to_down) < WP_STAGE_MAX &&
 	       (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
@@ -1756,7 +2001,8 @@ json_t *wp_h2_pool_json(struct waypoint *w)
 			"requests", (json_int_t)hu->requests, "goaway", hu->goaway,
 			"connected", hu->got_bytes));
 	}
-	return json_pack("{s:i,s:I,s:i,s:I,s:i,s:o}", "connections", (int)w->nh2ups,
+	return json_pack("{s:i,s:I,s:i,s:I,s:i,s:I,s:o}", "connections", (int)w->nh2ups,
 			 "opened", (json_int_t)w->h2ups_opened, "client_sessions", (int)w->nh2sessions,
-			 "streams", (json_int_t)w->h2_streams, "queued", (int)w->nh2q, "pool", arr);
+			 "streams", (json_int_t)w->h2_streams, "queued", (int)w->nh2q,
+			 "retries", (json_int_t)w->h2_retries, "pool", arr);
 }

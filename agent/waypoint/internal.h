@@ -133,7 +133,7 @@ struct waypoint {
 	unsigned nh2ups, nh2sessions;
 	struct wp_h2s *h2q;		/* requests waiting for room on an endpoint's connections */
 	unsigned nh2q;
-	uint64_t h2_streams, h2ups_opened;
+	uint64_t h2_streams, h2ups_opened, h2_retries;
 	struct loop_timer sweep;
 	uint32_t rr;
 	bool draining;

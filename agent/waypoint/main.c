@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* ambit-waypoint: the L7 waypoint proxy of one waypoint Service. Loads the configuration (the
- * agent's keys plus name, namespace, load_balancing), starts discovery, the tracer and the
+ * agent's keys plus name, namespace, load_balancing, http2), starts discovery, the tracer and the
  * certificate store like ambitd, serves HBONE on the pod IP:15008, metrics on 15020, readiness
  * on 15021 and the admin API on 127.0.0.1:15000, and drains on SIGTERM. */
 #include "agent/config.h"
@@ -40,7 +40,8 @@ static const char usage_text[] =
 	"\n"
 	"Options:\n"
 	"  -c, --config FILE   JSON configuration (see docs/waypoint.md): the agent's keys plus\n"
-	"                      name, namespace and load_balancing (round_robin, least_request)\n"
+	"                      name, namespace, load_balancing (round_robin, least_request)\n"
+	"                      and http2 (limits of the HTTP/2 path)\n"
 	"      --check         validate the configuration and exit (0 valid, 2 invalid)\n"
 	"  -l, --log-level LVL override log.level (error, warn, info, debug, trace)\n"
 	"  -h, --help          this text\n"
@@ -268,6 +269,9 @@ static int run(struct wpd *d)
 		.max_inbound = d->cfg.hbone_max_inbound,
 		.limits = &d->cfg.hbone_limits,
 		.dial_pod = strcmp(d->cfg.hbone_dial, "pod") == 0,
+		.h2_conns_per_endpoint = d->cfg.wp_h2_conns_per_endpoint,
+		.h2_client_streams = d->cfg.wp_h2_client_streams,
+		.h2_pending = d->cfg.wp_h2_pending,
 	};
 	wo.hbone_addr = any;
 	((struct sockaddr_in *)&wo.hbone_addr)->sin_port = htons(15008);

@@ -48,6 +48,10 @@ struct waypoint_opts {
 	uint32_t max_inbound;		/* concurrent inbound HBONE connections */
 	const struct hbone_limits *limits;	/* abuse limits on 15008 (copied); NULL: defaults */
 	uint32_t sniff_timeout_ms;		/* no byte from the client this long: TCP (1000) */
+	/* HTTP/2 limits (config "http2"; 0: the default in brackets) */
+	uint32_t h2_conns_per_endpoint;		/* upstream connections per endpoint (4) */
+	uint32_t h2_client_streams;		/* SETTINGS_MAX_CONCURRENT_STREAMS to clients (100) */
+	uint32_t h2_pending;			/* requests waiting for room, in all (1024) */
 	bool dial_pod;				/* hbone.dial "pod": endpoints at their pod IP:15008,
 						 * no SNI (mesh_hbone_dial) */
 };

@@ -412,6 +412,18 @@ lab_start_waypoint() {
 	return 1
 }
 
+# lab_check_waypoint_exit LOG: SIGTERM to the waypoint (WP_PID), then two checks: it exits 0
+# within 10 s, and LOG has no sanitizer report and nothing at error level.
+lab_check_waypoint_exit() {
+	local log=$1 rc=0
+	kill -TERM "$WP_PID" 2>/dev/null || true
+	for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+	wait "$WP_PID" || rc=$?
+	check "waypoint exits 0 on SIGTERM (exit $rc)" test "$rc" -eq 0
+	check "waypoint: no sanitizer report, nothing at error level" \
+		sh -c "! grep -Eq 'Sanitizer|runtime error|\"level\":\"error\"' '$log'"
+}
+
 # capture_state NAME K POD: what capture leaves in node K's namespace, one line per item:
 # tc filters and clsact qdiscs on any interface, rules and routes of table 133, pins, the static
 # FDB entry of POD (nK-pM) on a bridge, tcp_early_demux.

@@ -6,7 +6,8 @@
 # echoed byte for byte; an endpoint that refuses (nothing listens on the port declared `grpc`)
 # gives 503 to an HTTP/2 request and UNAVAILABLE (grpc-status 14, trailers-only) to a gRPC
 # call; an HTTP/2 client resetting unanswered streams past hbone.limits.resets gets GOAWAY
-# ENHANCE_YOUR_CALM; an HTTP/2 client idle past hbone.idle_timeout_ms gets GOAWAY NO_ERROR; the
+# ENHANCE_YOUR_CALM; a request waiting for room moves to a new connection when the endpoint's
+# connections close after GOAWAY; an HTTP/2 client idle past hbone.idle_timeout_ms gets GOAWAY NO_ERROR; the
 # waypoint's h2 gauges; exit 0 on SIGTERM with no sanitizer report. Clients: curl and python3-h2.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -125,6 +126,24 @@ if mode == "queue":  # 4 connections of 1 stream: 4 answered at once, 2 wait, th
     pump(lambda: all(st.get(x, [0, b"", False])[2] for x in sids), 10)
     print("result queue", sorted(set((st[x][0], st[x][1], st[x][2]) for x in sids if x in st)), len(st))
     sys.exit(0)
+if mode == "move":  # 4 streams fill the connections, a 5th waits; GOAWAY on those (so none
+    # takes it), then the 4 are answered and they close: the 5th goes on a new one (not 503
+    # after its 1.5 s)
+    sids = []
+    for _ in range(4):
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, hdrs[:3] + [(":path", "/goaway?after=800&notice=400")], end_stream=True)
+        sids.append(sid)
+    s.sendall(c.data_to_send())
+    pump(lambda: False, 0.2)
+    t0 = time.monotonic()
+    five = c.get_next_available_stream_id()
+    c.send_headers(five, hdrs[:3] + [(":path", "/whoami")], end_stream=True)
+    s.sendall(c.data_to_send())
+    pump(lambda: all(st.get(x, [0, b"", False])[2] for x in sids + [five]), 6)
+    print("result move", st.get(five, [0])[0], "after %.1f s" % (time.monotonic() - t0),
+          sorted(set(st.get(x, [0])[0] for x in sids)))
+    sys.exit(0)
 if mode == "expire":  # 4 held streams fill the connections: a 5th request waits, then 503 (UO)
     sids = post(4)
     pump(lambda: all(x in st for x in sids), 3)
@@ -197,6 +216,11 @@ expire() {
 	out=$(h2py expire) && echo "$out" && echo "$out" | grep -Eqx 'result expire 503 after (1\.[5-9]|2\.[0-9]) s \[200\]'
 }
 check "queue: a request waiting past proxy.connect_timeout_ms (1.5 s) gets 503; the others finish" expire
+move() {
+	local out
+	out=$(h2py move) && echo "$out" && echo "$out" | grep -Eqx 'result move 200 after (0\.[6-9]|1\.[0-3]) s \[200\]'
+}
+check "queue: a waiting request moves to a new connection when the endpoint's connections close (GOAWAY)" move
 check "the waypoint serves on after those (GET over h2)" h2_to_h1
 
 metrics() {
@@ -208,11 +232,5 @@ metrics() {
 }
 check "metrics: the h2 gauges; the refused gRPC call counted with UF and grpc_response_status 14" metrics
 
-kill -TERM "$WP_PID" 2>/dev/null || true
-for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
-wp_exit=0
-wait "$WP_PID" || wp_exit=$?
-check "waypoint exits 0 on SIGTERM (exit $wp_exit)" test "$wp_exit" -eq 0
-check "waypoint: no sanitizer report, nothing at error level" \
-	sh -c "! grep -Eq 'Sanitizer|runtime error|\"level\":\"error\"' '$logs/waypoint.log'"
+lab_check_waypoint_exit "$logs/waypoint.log"
 lab_result

@@ -3,6 +3,7 @@
 // HTTP/1.1 client is refused, so a test sees whether something translated for it) for the
 // waypoint's HTTP/2 lab tests and benchmarks.
 //   node h2_server.js --port 8081 [--host 0.0.0.0] [--name NAME] [--log FILE] [--http1-port P]
+// --fail N: every request is answered N (body "fail N from NAME"), whatever its path.
 // Prints "ready" once listening. --http1-port: also HTTP/1.1 on port P, serving /whoami and
 // /bytes/N alike (the benchmark's HTTP/1.1 rows: the same server and payload). Paths:
 //   /whoami          text: --name
@@ -12,7 +13,8 @@
 //   /bytes/N[?cl=0]  N bytes of a fixed pattern (byte i is i % 251); cl=0: no content-length
 //   /trailers        body "with trailers", then trailers x-trailer: yes and x-server: NAME
 //   /slow            a chunk every 100 ms for 60 s (to be reset by the client)
-//   /goaway          answers, then sends GOAWAY and closes the session gracefully
+//   /goaway[?after=MS[&notice=MS2]] answers (MS ms later), then sends GOAWAY and closes the
+//                    session gracefully; notice: GOAWAY already after MS2 ms, before the answer
 //   anything else    JSON {method, path, headers, len, sha256, server}
 // --log: one JSON line per finished stream {path, id, rst (the RST_STREAM code or 0), aborted}
 // where id is the request's x-req-id header.
@@ -72,7 +74,12 @@ server.on('stream', (stream, headers) => {
 				aborted: stream.aborted }) + '\n');
 	});
 	let m;
-	if (p === '/whoami') {
+	if (args.fail) {	/* --fail 503: every request (its body read) */
+		readBody(stream, () => {
+			stream.respond({ ':status': Number(args.fail), 'content-type': 'text/plain' });
+			stream.end(`fail ${args.fail} from ${args.name}`);
+		});
+	} else if (p === '/whoami') {
 		stream.respond({ ':status': 200, 'content-type': 'text/plain' });
 		stream.end(args.name);
 	} else if ((m = p.match(/^\/status\/(\d{3})$/))) {
@@ -106,8 +113,20 @@ server.on('stream', (stream, headers) => {
 		}, 100);
 		stream.on('close', () => clearInterval(t));
 	} else if (p === '/goaway') {
-		stream.respond({ ':status': 200, 'content-type': 'text/plain' });
-		stream.end('goaway follows', () => stream.session.close());
+		const answer = () => {
+			if (stream.destroyed)
+				return;
+			stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+			stream.end('goaway follows', () => stream.session.close());
+		};
+		const after = Number(url.searchParams.get('after') || 0);
+		const notice = Number(url.searchParams.get('notice') || 0);
+		if (notice > 0)	/* GOAWAY first (this stream is the last), the answer later */
+			setTimeout(() => stream.destroyed || stream.session.goaway(0, stream.id), notice);
+		if (after > 0)
+			setTimeout(answer, after);
+		else
+			answer();
 	} else {
 		readBody(stream, (len, sha256) => {
 			const body = JSON.stringify({ method, path: headers[':path'], headers, len, sha256,

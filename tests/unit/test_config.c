@@ -151,6 +151,43 @@ TEST(hbone_dial_pod)
 	unlink(path);
 }
 
+/* The waypoint's "http2" limits: defaults, a file's values shown by /config_dump, bounds, and
+ * the key is the waypoint's only. */
+TEST(waypoint_http2)
+{
+	struct config c;
+	char err[256];
+	config_init(&c, CONFIG_ROLE_WAYPOINT);
+	CHECK_EQ_INT(c.wp_h2_conns_per_endpoint, 4);
+	CHECK_EQ_INT(c.wp_h2_client_streams, 100);
+	CHECK_EQ_INT(c.wp_h2_pending, 1024);
+	config_fini(&c);
+	write_cfg("{\"name\":\"wp\",\"namespace\":\"default\",\"http2\":{\"max_connections_per_endpoint\":2,"
+		  "\"max_concurrent_streams\":50,\"max_pending_requests\":10}}");
+	config_init(&c, CONFIG_ROLE_WAYPOINT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_WAYPOINT, path, err, sizeof(err)), 0);
+	CHECK_EQ_INT(c.wp_h2_conns_per_endpoint, 2);
+	CHECK_EQ_INT(c.wp_h2_client_streams, 50);
+	CHECK_EQ_INT(c.wp_h2_pending, 10);
+	json_t *j = config_to_json(&c), *h = json_object_get(j, "http2");
+	CHECK_EQ_INT(json_integer_value(json_object_get(h, "max_connections_per_endpoint")), 2);
+	CHECK_EQ_INT(json_integer_value(json_object_get(h, "max_concurrent_streams")), 50);
+	CHECK_EQ_INT(json_integer_value(json_object_get(h, "max_pending_requests")), 10);
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\",\"namespace\":\"d\",\"http2\":{\"max_connections_per_endpoint\":0}}",
+	       "http2.max_connections_per_endpoint: must be");
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\",\"namespace\":\"d\",\"http2\":{\"max_concurrent_streams\":10001}}",
+	       "http2.max_concurrent_streams: must be");
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\",\"namespace\":\"d\",\"http2\":{\"max_pending_requests\":-1}}",
+	       "http2.max_pending_requests");
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\",\"namespace\":\"d\",\"http2\":{\"max_streams\":1}}",
+	       "http2.max_streams: unknown key");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"http2\":{}}",
+	       "http2: unknown key");
+}
+
 /* redirect.sysctl_dir: "auto" (the default) leaves the choice to the capture module (NULL);
  * a path is kept, and shown by the admin API's config. */
 TEST(redirect_sysctl_dir)
