@@ -866,14 +866,14 @@ static bool all_at_bookmark(void)
 			all;
 		}));
 	}
-	/* and no build pending (a relist of an earlier test may still mark the stores dirty) */
+	/* and no build pending or in progress (a relist of an earlier test may still mark the
+	 * stores dirty; a build that took the flag has not published yet) */
 	ok = ok && WAIT_STATS(WAIT_MS, ({
 		pthread_mutex_lock(&KD->lock);
-		bool idle = !KD->dirty;
+		bool idle = !KD->dirty && !KD->building;
 		pthread_mutex_unlock(&KD->lock);
 		idle;
 	}));
-	usleep(200 * 1000);	/* a build that took the dirty flag publishes within this */
 	struct kube_stats st;
 	kube_discovery_stats(KD, &st);
 	for (int i = 0; !ok && i < KUBE_RES_COUNT; i++)
