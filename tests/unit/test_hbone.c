@@ -1793,6 +1793,11 @@ static struct hbone_stats server_stats(void)
 	return st.srv;
 }
 
+/* What the peer waits for the server to cut an attack off: generous, it ends once cut (a loaded
+ * machine may take seconds to get there). How much the peer managed to write before is no
+ * verdict: on a slow server the whole flood fits in the socket buffers. */
+static char *const cut_wait[] = { "--verdict-s", "60", NULL };
+
 TEST(abuse_rapid_reset_is_cut_off_and_never_dials)
 {
 	struct rig r;
@@ -1801,14 +1806,13 @@ TEST(abuse_rapid_reset_is_cut_off_and_never_dials)
 	rig_start(&r, NULL, NULL);
 	/* The upstream is a listener nobody accepts on: any dial shows in its queue. */
 	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
-	run_attack(&r, "rapid_reset", auth, 20000, 3, true, NULL, &res);
+	run_attack(&r, "rapid_reset", auth, 20000, 3, true, cut_wait, &res);
 	CHECK_EQ_INT(res.n, 3);
 	for (int i = 0; i < res.n; i++) {
 		printf("#   conn %d: sent %d streams, GOAWAY %d last %d, %s\n", i, res.sent[i],
 		       res.goaway[i], res.last[i], res.ended[i]);
 		CHECK_EQ_INT(res.goaway[i], 11);	/* ENHANCE_YOUR_CALM */
 		CHECK(res.last[i] >= 0 && res.last[i] < 2 * 1000);	/* < 1000 streams */
-		CHECK(res.sent[i] < 20000);
 		CHECK(strcmp(res.ended[i], "open") != 0);
 	}
 	CHECK_EQ_INT(accept_all(r.up_lfd), 0);
@@ -1846,7 +1850,7 @@ static void flood_case(const char *kind, enum hbone_abuse why, bool expect_goawa
 	struct rig r;
 	struct attack_res res;
 	rig_start(&r, NULL, NULL);
-	run_attack(&r, kind, r.authority, 20000, 2, true, NULL, &res);
+	run_attack(&r, kind, r.authority, 20000, 2, true, cut_wait, &res);
 	CHECK_EQ_INT(res.n, 2);
 	for (int i = 0; i < res.n; i++) {
 		printf("#   %s conn %d: sent %d, GOAWAY %d, %s\n", kind, i, res.sent[i],
@@ -1854,7 +1858,6 @@ static void flood_case(const char *kind, enum hbone_abuse why, bool expect_goawa
 		if (expect_goaway)
 			CHECK_EQ_INT(res.goaway[i], 11);
 		CHECK(strcmp(res.ended[i], "open") != 0);
-		CHECK(res.sent[i] < 20000);
 	}
 	CHECK(res.legit_ok);
 	printf("#   a normal connection meanwhile: %d ms\n", res.legit_ms);
@@ -1892,7 +1895,7 @@ TEST(abuse_streams_beyond_max_pending_are_refused)
 	char auth[64];
 	struct sockaddr_storage hole;
 	struct hbone_opts so = { .limits.max_pending_streams = 20 };
-	char *extra[] = { "--want-refused", "30", NULL };
+	char *extra[] = { "--want-refused", "30", "--verdict-s", "60", NULL };
 	rig_start(&r, NULL, &so);
 	/* A listener whose accept queue is full: connects to it hang (SYNs are dropped). */
 	int hl = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
