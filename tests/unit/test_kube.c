@@ -961,6 +961,8 @@ TEST(token_rotation)
 	CHECK(WAIT_STATS(WAIT_MS, st.auth_reloads > before.auth_reloads));
 }
 
+#define FREE_MAX_MS 10000
+
 TEST(free_is_prompt)
 {
 	REQUIRE(KD);
@@ -969,7 +971,9 @@ TEST(free_is_prompt)
 	KD = NULL;
 	uint64_t took = now_mono_ms() - t0;
 	fprintf(stderr, "  free took %llu ms\n", (unsigned long long)took);
-	CHECK(took < 2500);
+	/* cancelled, not waited out: the watches would take 20-40 s (watch_timeout_s); a bound
+	 * well under that passes a loaded machine (about 1 s with a fifth of a core) */
+	CHECK(took < FREE_MAX_MS);
 	/* an API that never answers: nothing is published, free is still prompt */
 	fake_kill();
 	struct model *m0 = model_current();
@@ -984,7 +988,7 @@ TEST(free_is_prompt)
 	t0 = now_mono_ms();
 	kube_discovery_free(KD);
 	KD = NULL;
-	CHECK(now_mono_ms() - t0 < 2500);
+	CHECK(now_mono_ms() - t0 < FREE_MAX_MS);
 	/* no URL at all */
 	unsetenv("KUBERNETES_SERVICE_HOST");
 	struct kube_opts o = { 0 };
