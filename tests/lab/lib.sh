@@ -17,6 +17,7 @@ export AMBIT_BUILD TCPKIT
 LAB_PASSED=0
 LAB_FAILED=0
 _LAB_UP=()        # labs this script brought up, torn down on exit
+_LAB_TMP=()       # lab_tmpdir's directories: removed on exit when nothing failed
 _LAB_TRAP_SET=""
 
 ok() { echo "ok - $*"; LAB_PASSED=$((LAB_PASSED + 1)); }
@@ -57,23 +58,43 @@ lab_result() {
 }
 
 _lab_on_exit() {
-	local rc=$? name
+	local rc=$? name d
 	for name in "${_LAB_UP[@]}"; do
 		[ -n "$name" ] || continue
 		LAB_QUIET=1 "$LAB_SH" down "$name" >/dev/null 2>&1 || echo "# lab down $name failed" >&2
 	done
+	for d in "${_LAB_TMP[@]}"; do
+		if [ "$rc" -eq 0 ] && [ "$LAB_FAILED" -eq 0 ]; then
+			rm -rf "$d"
+		else
+			echo "# kept for debugging: $d" >&2
+		fi
+	done
 	exit "$rc"
+}
+
+_lab_trap() {
+	[ -n "$_LAB_TRAP_SET" ] && return 0
+	trap _lab_on_exit EXIT
+	trap 'exit 130' INT TERM
+	_LAB_TRAP_SET=1
+}
+
+# lab_tmpdir VAR NAME: makes /tmp/ambit-NAME.XXXXXX (logs, configs) and sets VAR to it; removed
+# on exit when the script succeeded and nothing failed, kept (and named) otherwise.
+lab_tmpdir() {
+	local d
+	d=$(mktemp -d "/tmp/ambit-$2.XXXXXX") || return 1
+	_lab_trap
+	_LAB_TMP+=("$d")
+	printf -v "$1" '%s' "$d"
 }
 
 # lab_up NAME ARGS...: lab.sh up NAME ARGS (see lab.sh help); loads lab.env into LAB_* variables
 # and registers the teardown on EXIT. Returns non-zero (with lab.sh's error) on failure.
 lab_up() {
 	local name=$1
-	if [ -z "$_LAB_TRAP_SET" ]; then
-		trap _lab_on_exit EXIT
-		trap 'exit 130' INT TERM
-		_LAB_TRAP_SET=1
-	fi
+	_lab_trap
 	_LAB_UP+=("$name")
 	"$LAB_SH" up "$@" || return $?
 	lab_env "$name"

@@ -19,7 +19,7 @@ set -euo pipefail
 command -v node >/dev/null || { echo "not ok - authz (node not found)"; exit 1; }
 command -v python3 >/dev/null || { echo "not ok - authz (python3 not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-authz.XXXXXX)
+lab_tmpdir logs authz
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

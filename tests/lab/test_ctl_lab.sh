@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ctl lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-ctl-lab.XXXXXX)
+lab_tmpdir logs ctl-lab
 lab=ctl
 CTL=$AMBIT_BUILD/ambitctl
 

@@ -22,7 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - hbone lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-hbone.XXXXXX)
+lab_tmpdir logs hbone
 lab=hbone-$$	# unique: other runs of this test may be up at the same time
 lab_h2peer
 DRAIN_MS=6000	# proxy.drain_timeout_ms of node 2's agent (connections get half: spans the rest)

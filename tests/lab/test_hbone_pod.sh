@@ -22,7 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - hbone pod lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-hbpod.XXXXXX)
+lab_tmpdir logs hbpod
 lab=hbpod-$$	# unique: other runs of this test may be up at the same time
 lab_h2peer
 TD=cluster.local

@@ -17,7 +17,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - istio telemetry (needs root)"; exit 1; }
 command -v node >/dev/null || { echo "not ok - istio telemetry (node not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-tm.XXXXXX)
+lab_tmpdir logs tm
 lab=tm-$$
 SINK=$LAB_TOP/tests/node/otlp_sink.js
 CTL=$AMBIT_BUILD/ambitctl

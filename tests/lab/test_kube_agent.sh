@@ -10,7 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - kube agent (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-kube-agent.XXXXXX)
+lab_tmpdir logs kube-agent
 lab=kube$$
 PY=/usr/bin/python3
 

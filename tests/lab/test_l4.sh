@@ -11,7 +11,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - l4 (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-l4.XXXXXX)
+lab_tmpdir logs l4
 # sanitizer builds: as tests/run.sh sets them, for a direct run too (a leak makes exit status 23)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}
