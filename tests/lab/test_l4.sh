@@ -49,9 +49,9 @@ admin() { # NAME K PATH: the agent's admin API answer
 	pod_exec "$1" "n$2" curl -fsS -m 5 "http://127.0.0.1:15000$3"
 }
 
-idle() { # NAME K: waits (10 s at most) until node K's agent has no connection open
-	local i
-	for i in $(seq 100); do
+idle() { # NAME K: waits (LAB_WAIT_S at most) until node K's agent has no connection open
+	local end=$((SECONDS + LAB_WAIT_S))
+	while [ "$SECONDS" -le "$end" ]; do
 		[ "$(admin "$1" "$2" /stats | jq .connections)" = 0 ] && return 0
 		sleep 0.1
 	done
@@ -70,11 +70,11 @@ peers_seen() { # NAME POD PORT: how many connections that server accepted
 	grep -c '^peer ' "$logs/$1-$2-$3.log" 2>/dev/null || true
 }
 
-# ended NAME POD PORT N: waits (10 s at most) until the reset server there has logged the end of
-# more than N connections, then prints how the last one ended.
+# ended NAME POD PORT N: waits (LAB_WAIT_S at most) until the reset server there has logged the
+# end of more than N connections, then prints how the last one ended.
 ended() {
-	local f="$logs/$1-$2-$3.log" i
-	for i in $(seq 100); do
+	local f="$logs/$1-$2-$3.log" end=$((SECONDS + LAB_WAIT_S))
+	while [ "$SECONDS" -le "$end" ]; do
 		if [ "$(grep -c '^end ' "$f" || true)" -gt "$4" ]; then
 			grep '^end ' "$f" | tail -n 1 | sed 's/.* how=//'
 			return 0
