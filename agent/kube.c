@@ -144,6 +144,7 @@ struct kube_discovery {
 	pthread_mutex_t lock;	/* stores, stats, dirty */
 	pthread_cond_t cond;	/* CLOCK_MONOTONIC: dirty, stop */
 	bool dirty;
+	bool building;		/* the builder took dirty; false again once it published */
 	struct kube_stats st;	/* global part; res[] lives in struct kres */
 	struct kres res[KUBE_RES_COUNT];
 	pthread_t builder;
@@ -1571,6 +1572,7 @@ static void *builder_thread(void *arg)
 		pthread_mutex_lock(&kd->lock);
 		t0 = now_mono_ms();
 		kd->dirty = false;
+		kd->building = true;
 		root = build_json(kd);
 		pthread_mutex_unlock(&kd->lock);
 		m = root ? model_from_json(root, err, sizeof(err)) : NULL;
@@ -1586,6 +1588,8 @@ static void *builder_thread(void *arg)
 		} else {
 			kd->st.model_errors++;
 		}
+		if (!m)
+			kd->building = false;
 		pthread_mutex_unlock(&kd->lock);
 		if (!m) {
 			pr_warn_rl("kube: model not built, keeping the last one: %s", err);
@@ -1597,6 +1601,9 @@ static void *builder_thread(void *arg)
 			kd->o.on_model(m, kd->o.arg);
 		else
 			model_publish(m);
+		pthread_mutex_lock(&kd->lock);
+		kd->building = false;
+		pthread_mutex_unlock(&kd->lock);
 	}
 	return NULL;
 }

@@ -11,17 +11,32 @@ LAB_SH=$LAB_TOP/deploy/lab/lab.sh
 LAB_ROOT=${AMBIT_LAB_ROOT:-/run/ambit-lab}
 TCPKIT=${TCPKIT:-$AMBIT_BUILD/tests/tools/tcpkit}
 [ -x "$TCPKIT" ] || TCPKIT=$LAB_TOP/build/tests/tools/tcpkit # tools build fine outside san
-AGENT_READY_TIMEOUT=${AGENT_READY_TIMEOUT:-30}
+AGENT_READY_TIMEOUT=${AGENT_READY_TIMEOUT:-60}
 export AMBIT_BUILD TCPKIT
 
 LAB_PASSED=0
 LAB_FAILED=0
 _LAB_UP=()        # labs this script brought up, torn down on exit
+_LAB_TMP=()       # lab_tmpdir's directories: removed on exit when nothing failed
 _LAB_TRAP_SET=""
 
 ok() { echo "ok - $*"; LAB_PASSED=$((LAB_PASSED + 1)); }
 fail() { echo "not ok - $*"; LAB_FAILED=$((LAB_FAILED + 1)); }
 note() { echo "# $*"; }
+
+# How long lib.sh waits for a process to start, stop or answer: generous, since CI runs on a
+# loaded machine; a wait ends as soon as its condition holds.
+LAB_WAIT_S=${LAB_WAIT_S:-60}
+
+# lab_until CMD...: runs CMD every 0.1 s until it succeeds, at most LAB_WAIT_S seconds; CMD's
+# last status. For a state that comes in its own time (a connection listed, a span recorded).
+lab_until() {
+	local end=$((SECONDS + LAB_WAIT_S))
+	until "$@"; do
+		[ "$SECONDS" -le "$end" ] || return 1
+		sleep 0.1
+	done
+}
 
 # check NAME CMD...: runs CMD, prints ok/not ok; on failure shows its output (indented).
 # Returns 0 either way (a failed check must not stop a `set -e` script); CHECK_RC has CMD's status.
@@ -57,23 +72,43 @@ lab_result() {
 }
 
 _lab_on_exit() {
-	local rc=$? name
+	local rc=$? name d
 	for name in "${_LAB_UP[@]}"; do
 		[ -n "$name" ] || continue
 		LAB_QUIET=1 "$LAB_SH" down "$name" >/dev/null 2>&1 || echo "# lab down $name failed" >&2
 	done
+	for d in "${_LAB_TMP[@]}"; do
+		if [ "$rc" -eq 0 ] && [ "$LAB_FAILED" -eq 0 ]; then
+			rm -rf "$d"
+		else
+			echo "# kept for debugging: $d" >&2
+		fi
+	done
 	exit "$rc"
+}
+
+_lab_trap() {
+	[ -n "$_LAB_TRAP_SET" ] && return 0
+	trap _lab_on_exit EXIT
+	trap 'exit 130' INT TERM
+	_LAB_TRAP_SET=1
+}
+
+# lab_tmpdir VAR NAME: makes /tmp/ambit-NAME.XXXXXX (logs, configs) and sets VAR to it; removed
+# on exit when the script succeeded and nothing failed, kept (and named) otherwise.
+lab_tmpdir() {
+	local d
+	d=$(mktemp -d "/tmp/ambit-$2.XXXXXX") || return 1
+	_lab_trap
+	_LAB_TMP+=("$d")
+	printf -v "$1" '%s' "$d"
 }
 
 # lab_up NAME ARGS...: lab.sh up NAME ARGS (see lab.sh help); loads lab.env into LAB_* variables
 # and registers the teardown on EXIT. Returns non-zero (with lab.sh's error) on failure.
 lab_up() {
 	local name=$1
-	if [ -z "$_LAB_TRAP_SET" ]; then
-		trap _lab_on_exit EXIT
-		trap 'exit 130' INT TERM
-		_LAB_TRAP_SET=1
-	fi
+	_lab_trap
 	_LAB_UP+=("$name")
 	"$LAB_SH" up "$@" || return $?
 	lab_env "$name"
@@ -245,7 +280,7 @@ lab_start_ca() {
 		http://127.0.0.1:15014/healthz/ready --config "$dir/ca.json"
 }
 
-# lab_stop_ca NAME [SIGNAL]: stops the lab's ambit-ca (SIGTERM by default, SIGKILL after 10 s).
+# lab_stop_ca NAME [SIGNAL]: stops the lab's ambit-ca (SIGTERM by default, SIGKILL after LAB_WAIT_S).
 lab_stop_ca() {
 	_lab_stop "$LAB_ROOT/$1/ca.pid" ambit-ca "${2:-TERM}"
 }
@@ -266,22 +301,22 @@ lab_start_agent() {
 		"$dir/agent$k.pid" "http://$ip:15021/healthz/ready" --config "$dir/node$k.json" "$@"
 }
 
-# _lab_stop PIDFILE WHAT SIGNAL: stops the process (SIGKILL after 10 s); LAB_STOP_EXIT is its
+# _lab_stop PIDFILE WHAT SIGNAL: stops the process (SIGKILL after LAB_WAIT_S); LAB_STOP_EXIT is its
 # exit status when this shell started it.
 _lab_stop() {
-	local f=$1 what=$2 sig=$3 pid i
+	local f=$1 what=$2 sig=$3 pid end=$((SECONDS + LAB_WAIT_S))
 	LAB_STOP_EXIT=""
 	[ -f "$f" ] || return 0
 	pid=$(cat "$f")
 	rm -f "$f"
 	kill -0 "$pid" 2>/dev/null || return 0
 	kill "-$sig" "$pid" 2>/dev/null || true
-	for i in $(seq 100); do
+	while [ "$SECONDS" -le "$end" ]; do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
 	if kill -0 "$pid" 2>/dev/null; then
-		echo "# $what ignored SIG$sig for 10s: killing it" >&2
+		echo "# $what ignored SIG$sig for ${LAB_WAIT_S}s: killing it" >&2
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
 	local rc=0
@@ -320,14 +355,14 @@ lab_stop_agents() {
 # tests/node/install.sh to have run.
 LAB_SINK_PID=""
 lab_sink_start() {
-	local name=$1 out=$2 ready=$3/sink.ready i
+	local name=$1 out=$2 ready=$3/sink.ready end=$((SECONDS + LAB_WAIT_S))
 	rm -f "$ready"
 	pod_spawn "$name" ul "$3/sink.log" node "$LAB_TOP/tests/node/otlp_sink.js" \
 		--host "$LAB_UL_IP" --grpc-port 4317 --http-port 4318 --out "$out" --ready "$ready" ||
 		return 1
 	LAB_SINK_PID=$SPAWNED_PID
 	: >>"$out"
-	for i in $(seq 100); do
+	while [ "$SECONDS" -le "$end" ]; do
 		[ -s "$ready" ] && return 0
 		kill -0 "$LAB_SINK_PID" 2>/dev/null || break
 		sleep 0.1
@@ -340,14 +375,15 @@ lab_sink_start() {
 # lab_sink_stop NAME: stops the sink and waits until nothing listens on its ports (the agents
 # must see the collector gone).
 lab_sink_stop() {
-	local i
+	local end=$((SECONDS + LAB_WAIT_S))
 	[ -n "$LAB_SINK_PID" ] || return 0
 	kill -TERM "$LAB_SINK_PID" 2>/dev/null || true
-	for i in $(seq 50); do kill -0 "$LAB_SINK_PID" 2>/dev/null || break; sleep 0.1; done
+	while [ "$SECONDS" -le "$end" ]; do kill -0 "$LAB_SINK_PID" 2>/dev/null || break; sleep 0.1; done
 	kill -KILL "$LAB_SINK_PID" 2>/dev/null || true
 	wait "$LAB_SINK_PID" 2>/dev/null || true
 	LAB_SINK_PID=""
-	for i in $(seq 50); do
+	end=$((SECONDS + LAB_WAIT_S))
+	while [ "$SECONDS" -le "$end" ]; do
 		[ -z "$(pod_exec "$1" ul ss -Hltn 'sport = :4317 or sport = :4318')" ] && return 0
 		sleep 0.1
 	done
@@ -396,13 +432,13 @@ lab_leaf() {
 }
 
 # lab_start_waypoint NAME LOG CONFIG: runs $AMBIT_BUILD/ambit-waypoint --config CONFIG in the lab's
-# waypoint pod (lab.sh up --waypoint), output to LOG, pid in WP_PID; waits up to 10 s for its
+# waypoint pod (lab.sh up --waypoint), output to LOG, pid in WP_PID; waits up to LAB_WAIT_S for its
 # readiness. Returns non-zero (with the log's tail) when it exits or never becomes ready.
 lab_start_waypoint() {
-	local name=$1 log=$2 i
+	local name=$1 log=$2 end=$((SECONDS + LAB_WAIT_S))
 	pod_spawn "$name" "$LAB_WAYPOINT_POD" "$log" "$AMBIT_BUILD/ambit-waypoint" --config "$3"
 	WP_PID=$SPAWNED_PID
-	for i in $(seq 100); do
+	while [ "$SECONDS" -le "$end" ]; do
 		pod_exec "$name" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
 			"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && return 0
 		kill -0 "$WP_PID" 2>/dev/null || break
@@ -448,7 +484,7 @@ capture_state() {
 	return 0
 }
 
-# lab_stop_agent NAME K [SIGNAL]: stops node K's agent (SIGTERM by default, SIGKILL after 10 s);
+# lab_stop_agent NAME K [SIGNAL]: stops node K's agent (SIGTERM by default, SIGKILL after LAB_WAIT_S);
 # sets AGENT_EXIT to its exit status when this shell started it.
 lab_stop_agent() {
 	_lab_stop "$LAB_ROOT/$1/agent$2.pid" "agent on node $2" "${3:-TERM}"

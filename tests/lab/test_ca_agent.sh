@@ -18,7 +18,7 @@ set -euo pipefail
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ca agent lab (needs root)"; exit 1; }
 lab_node_deps || { lab_result; exit 1; }
-logs=$(mktemp -d /tmp/ambit-ca-agent.XXXXXX)
+lab_tmpdir logs ca-agent
 lab=caag-$$	# unique: other runs of this test may be up at the same time
 TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/default/sa/$1"; }

@@ -13,7 +13,7 @@ set -euo pipefail
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ca lab (needs root)"; exit 1; }
 lab_node_deps || { lab_result; exit 1; }
-logs=$(mktemp -d /tmp/ambit-ca-lab.XXXXXX)
+lab_tmpdir logs ca-lab
 lab=calab-$$	# unique: other runs of this test may be up at the same time
 spiffe() { echo "spiffe://cluster.local/ns/default/sa/$1"; }
 admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; }

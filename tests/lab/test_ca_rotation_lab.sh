@@ -17,7 +17,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ca rotation lab (needs root)"; exit 1; }
 lab_node_deps || { lab_result; exit 1; }
 lab_h2peer
-logs=$(mktemp -d /tmp/ambit-rot-lab.XXXXXX)
+lab_tmpdir logs rot-lab
 lab=rot-$$
 spiffe() { echo "spiffe://cluster.local/ns/default/sa/$1"; }
 admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; }
@@ -172,5 +172,4 @@ fi
 lab_stop_ca "$lab"
 check "ambit-ca exits cleanly (status $LAB_STOP_EXIT), no sanitizer report" \
 	sh -c "[ '$LAB_STOP_EXIT' = 0 ] && ! grep -q Sanitizer '$dir/ca.log'"
-rm -rf "$logs"
 lab_result

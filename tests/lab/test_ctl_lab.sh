@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ctl lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-ctl-lab.XXXXXX)
+lab_tmpdir logs ctl-lab
 lab=ctl
 CTL=$AMBIT_BUILD/ambitctl
 
@@ -27,7 +27,6 @@ fi
 pod_spawn "$lab" n1-p1 "$logs/long.log" sh -c "(echo hello; sleep 120) | socat - TCP:$p21:9000"
 long=$SPAWNED_PID
 pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9000" --mode echo --conns 1 >/dev/null
-sleep 1
 
 for cmd in workloads services certificates connections bpf spans config log; do
 	check "ambitctl $cmd (table)" ctl "$cmd"
@@ -36,7 +35,7 @@ done
 
 check "workloads lists the enrolled pods as HBONE" \
 	sh -c "nsenter --net=/run/netns/$lab-n1 $CTL workloads | grep -E '$lab-n2-p1 +10.244.2.11 +$lab-n2 .* HBONE'"
-check "connections shows the live long connection" \
+check "connections shows the live long connection" lab_until \
 	sh -c "nsenter --net=/run/netns/$lab-n1 $CTL connections -o json | jq -e '.connections | map(select(.dst == \"$p21:9000\" and .direction == \"outbound\")) | length >= 1' >/dev/null"
 check "... and the HBONE tunnel carrying it" \
 	sh -c "nsenter --net=/run/netns/$lab-n1 $CTL connections | grep -A3 'HBONE TUNNELS' | grep -q '$(lab_node_ip 2):15008'"
@@ -54,7 +53,10 @@ ctl log info >/dev/null 2>&1 || true
 pod_spawn "$lab" n1 "$logs/forward.log" socat TCP-LISTEN:15100,bind=127.0.0.1,reuseaddr,fork \
 	"EXEC:nsenter --net=/run/netns/$lab-n2 socat - TCP\\:127.0.0.1\\:15000"
 wait_port "$lab" n1 15100
-trace=$(ctl spans -o json | jq -r '[.spans[] | select(.name == "outbound" and .end_unix_nano > 0)][0].trace_id')
+finished_trace() { # the trace ID of a finished outbound span on node 1
+	ctl spans -o json | jq -er '[.spans[] | select(.name == "outbound" and .end_unix_nano > 0)][0].trace_id // empty'
+}
+trace=$(lab_until finished_trace) || true
 check "spans has a finished outbound span" test -n "$trace" -a "$trace" != null
 ctl --admin 127.0.0.1:15000,127.0.0.1:15100 spans --trace "$trace" >"$logs/waterfall.txt" 2>&1 || true
 check "waterfall of a two-node trace: both spans, on both nodes" \

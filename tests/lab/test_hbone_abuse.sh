@@ -14,7 +14,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - hbone abuse lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-abuse.XXXXXX)
+lab_tmpdir logs abuse
 lab=h2abuse-$$
 H2PY=python3	# h2peer.py needs python3-h2: the system python has it when another one is first in PATH
 for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done

@@ -22,10 +22,12 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - hbone lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-hbone.XXXXXX)
+lab_tmpdir logs hbone
 lab=hbone-$$	# unique: other runs of this test may be up at the same time
 lab_h2peer
-DRAIN_MS=6000	# proxy.drain_timeout_ms of node 2's agent (connections get half: spans the rest)
+# proxy.drain_timeout_ms of node 2's agent (connections get half: spans the rest). Generous: the
+# paced stream must end within the connections' half even on a loaded machine.
+DRAIN_MS=20000
 TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/default/sa/$1"; }
 
@@ -70,10 +72,10 @@ fi
 for _ in $(seq 2000); do echo "AMBIT-CLEARTEXT-MARKER the quick brown fox"; done >"$logs/sent.txt"
 pod_spawn "$lab" ul "$logs/tcpdump.log" tcpdump -i "$LAB_UL_BRIDGE" -U -s 0 -w "$logs/underlay.pcap" tcp
 tcpdump_pid=$SPAWNED_PID
-for _ in $(seq 50); do grep -q listening "$logs/tcpdump.log" && break; sleep 0.1; done
+lab_until grep -q listening "$logs/tcpdump.log" || true
 sleep 0.5
 check "payload crosses nodes" pod_exec "$lab" n1-p1 socat -u "OPEN:$logs/sent.txt" "TCP:$p21:8081"
-for _ in $(seq 50); do cmp -s "$logs/sent.txt" "$logs/received.txt" && break; sleep 0.1; done
+lab_until cmp -s "$logs/sent.txt" "$logs/received.txt" || true
 check "... and arrives intact" cmp "$logs/sent.txt" "$logs/received.txt"
 sleep 1
 kill "$tcpdump_pid" 2>/dev/null || true
@@ -208,7 +210,7 @@ check "refusals are per stream: the same connection still serves app-1 after the
 	probe "$p22:8080=401" "$p23:8080=400" "$p21:8080=200" "10.244.2.99:1=400" "$p21:8080=200"
 
 # ----------------------------------------------------------------- 5. SIGTERM drains node 2
-# A paced echo stream that ends on its own 1.5 s after SIGTERM (within the deadline) and an
+# A paced echo stream that ends on its own about 1.5 s after SIGTERM (within the deadline) and an
 # endless download that outlasts it, both from n1-p1 through both agents.
 agent2=$(cat "$LAB_ROOT/$lab/agent2.pid")
 pod_spawn "$lab" n1-p1 "$logs/drain-long.log" "$TCPKIT" client --to "$p21:9003" --mode source \
@@ -228,17 +230,16 @@ refused_tcp() { # POD IP PORT: a TCP connect from POD is refused (nothing listen
 	! out=$(pod_exec "$lab" "$1" timeout 10 bash -c "exec 3<>/dev/tcp/$2/$3" 2>&1) &&
 		grep -q 'Connection refused' <<<"$out"
 }
+rx_beyond() { rxn=$(rx) && [ "$rxn" -gt "$1" ]; } # BYTES: more delivered since (in rxn)
 rx0=$(rx)
-sleep 0.5
-rx1=$(rx)
-check "drain: the download flows before SIGTERM ($rx0 -> $rx1 bytes delivered)" test "$rx1" -gt "$rx0"
+lab_until rx_beyond "$rx0" || true
+check "drain: the download flows before SIGTERM ($rx0 -> $rxn bytes delivered)" test "$rxn" -gt "$rx0"
 kill -TERM "$agent2"
 term_ns=$(date +%s%N)
 rx2=$(rx)
-sleep 0.5
-rx3=$(rx)
-check "drain: the live download still carries data after SIGTERM ($rx2 -> $rx3 bytes delivered)" \
-	test "$rx3" -gt "$rx2"
+lab_until rx_beyond "$rx2" || true
+check "drain: the live download still carries data after SIGTERM ($rx2 -> $rxn bytes delivered)" \
+	test "$rxn" -gt "$rx2"
 check "drain: node 2's agent is still running while streams are live" kill -0 "$agent2"
 check "drain: node 2's listener on 15008 is closed (connection refused)" refused_tcp n1-p3 "$n2" 15008
 check "drain: a new connection through the mesh to node 2 fails" \
@@ -261,9 +262,10 @@ check "drain: node 2's agent exits with status 0 (status $rc)" test "$rc" -eq 0
 check "drain: ... at its drain deadline, the download still open ('drain deadline reached with 1 connections open' in its log)" \
 	grep -q 'drain deadline reached with 1 connections open' "$LAB_ROOT/$lab/agent2.log"
 # The deadline bounds the whole exit, the span flush to a collector that is down included
-# (before, the flush came after it: 5 s more). The margin is for a loaded machine.
+# (before, the flush came after it: 5 s more). The margin is for a loaded machine and stays
+# under those 5 s.
 check "drain: ... and exits by the deadline, span flush included ($exit_ms ms after SIGTERM; deadline $DRAIN_MS ms)" \
-	test "$exit_ms" -le $((DRAIN_MS + 1500))
+	test "$exit_ms" -le $((DRAIN_MS + 4000))
 for _ in $(seq 300); do kill -0 "$drain_long" 2>/dev/null || break; sleep 0.1; done
 kill "$drain_long" 2>/dev/null || true
 rc=0

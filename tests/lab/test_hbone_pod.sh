@@ -22,7 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - hbone pod lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-hbpod.XXXXXX)
+lab_tmpdir logs hbpod
 lab=hbpod-$$	# unique: other runs of this test may be up at the same time
 lab_h2peer
 TD=cluster.local
@@ -100,9 +100,8 @@ check "... a server in that place with another identity (app-2) is refused: the 
 	sh -c "! nsenter --net=/run/netns/$lab-n1-p1 '$TCPKIT' client --to '$p21:9000' --mode echo --conns 1 --timeout 10"
 kill "$zt" 2>/dev/null || true
 wait "$zt" 2>/dev/null || true
-sleep 0.5
 check "... node 1 logs why (the peer identity is app-2, app-1 expected)" \
-	grep -qF "peer identity $(spiffe app-2), expected $(spiffe app-1)" "$LAB_ROOT/$lab/agent1.log"
+	lab_until grep -qF "peer identity $(spiffe app-2), expected $(spiffe app-1)" "$LAB_ROOT/$lab/agent1.log"
 
 # ------------------------------------------- 2. node 2's agent serves pod-addressed HBONE
 pod_spawn "$lab" n2-p1 "$logs/http.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name n2-p1
@@ -157,8 +156,8 @@ check "... node 2 shows it as a pod-addressed server connection presenting app-1
 	admin_jq 2 /hbone "[.connections[] | select(.role == \"server\" and .form == \"pod\" and .local_identity == \"$(spiffe app-1)\")] | length >= 1"
 check "... node 2 captured them as pod-addressed HBONE (bpf captured_hbone_pod >= 4)" \
 	admin_jq 2 /bpf '.counters.captured_hbone_pod >= 4'
-sleep 0.5
-opened=$(lab_metric "$lab" 2 istio_tcp_connections_opened_total reporter=destination)
+opened_ge() { opened=$(lab_metric "$lab" 2 istio_tcp_connections_opened_total reporter=destination) && [ "${opened:-0}" -ge "$1" ]; }
+lab_until opened_ge 4 || true
 check "... and reported them: istio_tcp_connections_opened_total{reporter=destination} on node 2 ($opened >= 4)" \
 	test "$opened" -ge 4
 
@@ -180,17 +179,18 @@ check "a pod that is not enrolled ($p23): its 15008 is not captured, its own sta
 	refused_tcp n1-p3 "$p23" 15008
 check "... and the agent's pod-addressed listener refuses an original destination that is not a local enrolled workload" \
 	h2 n2 refused "127.0.0.1:15008" --cert "$logs/app3.crt" --key "$logs/app3.key"
-sleep 0.5
 log2=$LAB_ROOT/$lab/agent2.log
-logged() { grep -F "$1" "$log2" | grep -qF "$2"; }
+logged() { lab_until _logged "$@"; }	# written in the agent's own time
+_logged() { grep -F "$1" "$log2" | grep -qF "$2"; }
 check "node 2's log: no client certificate (from $p13)" logged "inbound connection from $p13:" "no client certificate"
 check "node 2's log: the certificate from another CA (from $p13)" logged "inbound connection from $p13:" "not signed by mesh CA"
 check "node 2's log: CONNECT to another pod, refused 400 with the reason, naming the peer's identity" \
 	logged "CONNECT $p22:8080 from $p13:" "($(spiffe app-3), pod-addressed) refused with 400: authority is not the dialed pod"
 check "node 2's log: the original destination that is not a local enrolled workload" \
 	logged "pod-addressed connection from 127.0.0.1:" "to 127.0.0.1:15008 refused: not a local enrolled workload"
+refusals_are() { v=$(pod_refusals "$1") && [ "${v:-0}" -eq "$2" ]; }
 for r in no_client_certificate:1 untrusted_certificate:1 authority_not_dialed_pod:2 not_local_enrolled_workload:1; do
-	v=$(pod_refusals "${r%%:*}")
+	lab_until refusals_are "${r%%:*}" "${r#*:}" || true
 	check "ambit_hbone_refused_total{form=\"pod\",reason=\"${r%%:*}\"} = ${r#*:} (is ${v:-absent})" test "${v:-0}" -eq "${r#*:}"
 done
 check "... node 2's agent is still running after them" kill -0 "$(cat "$LAB_ROOT/$lab/agent2.pid")"

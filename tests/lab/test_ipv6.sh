@@ -11,7 +11,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ipv6 (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-ipv6.XXXXXX)
+lab_tmpdir logs ipv6
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -187,5 +187,4 @@ scenario() { # CNI
 for cni in routed bridge; do
 	scenario "$cni"
 done
-rm -rf "$logs"
 lab_result

@@ -17,7 +17,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - istio telemetry (needs root)"; exit 1; }
 command -v node >/dev/null || { echo "not ok - istio telemetry (node not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-tm.XXXXXX)
+lab_tmpdir logs tm
 lab=tm-$$
 SINK=$LAB_TOP/tests/node/otlp_sink.js
 CTL=$AMBIT_BUILD/ambitctl
@@ -28,22 +28,19 @@ for v in $(env | sed -n 's/^\(OTEL_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
 # receiver POD OUT: an OTLP receiver (gRPC 4317, HTTP 4318) on POD's address, spans to OUT.
 receiver() {
-	local pod=$1 out=$2 ready=$logs/$1.ready i ip
+	local pod=$1 out=$2 ready=$logs/$1.ready ip
 	ip=$(lab_pod_ip "${pod:1:1}" "${pod:4:1}")
 	pod_spawn "$lab" "$pod" "$logs/$pod-sink.log" node "$SINK" --host "$ip" --grpc-port 4317 \
 		--http-port 4318 --out "$out" --ready "$ready" || return 1
 	: >>"$out"
-	for i in $(seq 100); do
-		[ -s "$ready" ] && return 0
-		sleep 0.1
-	done
+	lab_until test -s "$ready" && return 0
 	sed 's/^/#   /' "$logs/$pod-sink.log" >&2
 	return 1
 }
 
 count() { jq -c "select($2)" "$1" 2>/dev/null | wc -l; } # FILE JQ_FILTER
 wait_count() { # FILE JQ_FILTER N [TIMEOUT_S]
-	local end=$((SECONDS + ${4:-20}))
+	local end=$((SECONDS + ${4:-$LAB_WAIT_S}))
 	while [ "$SECONDS" -le "$end" ]; do
 		[ "$(count "$1" "$2")" -ge "$3" ] && return 0
 		sleep 0.2
@@ -60,10 +57,11 @@ ctl() { pod_exec "$lab" "${CTL_NODE:-n1}" "$CTL" "$@"; }
 # JQ (each agent reloads the workloads file on its own: a change is in force once both have it).
 TELEMETRY_NODES="n1 n2"
 telemetry_is() {
-	local i k good
+	local end k good
 	for k in $TELEMETRY_NODES; do
 		good=""
-		for i in $(seq 50); do
+		end=$((SECONDS + LAB_WAIT_S))
+		while [ "$SECONDS" -le "$end" ]; do
 			if CTL_NODE=$k ctl telemetry --workload "$1" -o json 2>/dev/null | jq -e "$2" >/dev/null; then
 				good=1
 				break
@@ -212,12 +210,9 @@ check "nothing was dropped or given up" nothing_lost
 model ".resources += [{apiVersion: \"telemetry.istio.io/v1\", kind: \"Telemetry\",
   metadata: {name: \"bad\", namespace: \"default\", creationTimestamp: \"2025-03-01T00:00:00Z\"},
   spec: {tracing: [{providers: [{name: \"nope\"}]}]}}]"
+warned() { ctl telemetry 2>&1 | grep -qF "warning: $1"; }
 warns() { # TEXT: until `ambitctl telemetry` prints a warning line containing TEXT
-	local i
-	for i in $(seq 50); do
-		ctl telemetry 2>&1 | grep -qF "warning: $1" && return 0
-		sleep 0.2
-	done
+	lab_until warned "$1" && return 0
 	ctl telemetry 2>&1 | tail -5
 	return 1
 }

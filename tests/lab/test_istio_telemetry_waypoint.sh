@@ -11,7 +11,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - istio telemetry waypoint (needs root)"; exit 1; }
 command -v node >/dev/null || { echo "not ok - istio telemetry waypoint (node not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-tmw.XXXXXX)
+lab_tmpdir logs tmw
 lab=tmw-$$
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}

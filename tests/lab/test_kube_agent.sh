@@ -10,7 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - kube agent (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-kube-agent.XXXXXX)
+lab_tmpdir logs kube-agent
 lab=kube$$
 PY=/usr/bin/python3
 
@@ -77,8 +77,7 @@ sleep 1.5
 if ready; then fail "not ready while the API server is unreachable"; else ok "not ready while the API server is unreachable"; fi
 api_start
 
-for _ in $(seq 100); do ready && break; sleep 0.1; done
-check "ready once the API server has been listed" ready
+check "ready once the API server has been listed" lab_until ready
 check "the model is the API's from the first ready moment: both pods, enrolled by the namespace label" \
 	sh -c "nsenter --net=/run/netns/$lab-n1 $AMBIT_BUILD/ambitctl workloads -o json |
 		jq -e '[.workloads[] | select(.enrolled)] | length == 2' >/dev/null"
@@ -89,21 +88,18 @@ check "the API URL came from KUBERNETES_SERVICE_HOST/_PORT, over HTTPS" \
 check "the API server's certificate was verified against ca.crt and the token sent (no 401, no failed handshake)" \
 	test "$(api_stat unauthorized) $(api_stat tls_failures)" = "0 0"
 captured() { nsenter --net="/run/netns/$lab-n1" curl -fsS http://127.0.0.1:15000/bpf | jq '.interfaces | length'; }
-for _ in $(seq 50); do [ "$(captured)" = 1 ] && break; sleep 0.1; done
-check "the enrolled local pod is captured" test "$(captured)" = 1
+captured_is() { [ "$(captured)" = "$1" ]; }
+check "the enrolled local pod is captured" lab_until captured_is 1
 check "its traffic reaches node 2 over HBONE" pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9000" \
 	--mode echo --conns 5 --timeout 20
 # The close line is written when the agent sees both sides finish, just after the client exits.
-for _ in $(seq 50); do
-	[ "$(grep -c '"connection complete"' "$LAB_ROOT/$lab/agent1.log")" -ge 5 ] && break
-	sleep 0.1
-done
+completes() { [ "$(grep -c '"connection complete"' "$LAB_ROOT/$lab/agent1.log")" -ge "$1" ]; }
+lab_until completes 5 || true
 check "... as mutual TLS" sh -c "grep '\"connection complete\"' '$LAB_ROOT/$lab/agent1.log' | tail -n1 |
 	grep -q '\"dst.hbone_addr\":\"$n2:15008\".*mutual_tls'"
 
 api apply '{"resource": "namespaces", "object": {"metadata": {"name": "default", "labels": {}}}}'
-for _ in $(seq 100); do [ "$(captured)" = 0 ] && break; sleep 0.1; done
-check "un-labelling the namespace releases the pod's capture" test "$(captured)" = 0
+check "un-labelling the namespace releases the pod's capture" lab_until captured_is 0
 check "... and its traffic flows directly" pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p21:9000" \
 	--mode echo --conns 1 --timeout 20
 lab_stop_agent "$lab" 1

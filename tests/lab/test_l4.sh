@@ -11,7 +11,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - l4 (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-l4.XXXXXX)
+lab_tmpdir logs l4
 # sanitizer builds: as tests/run.sh sets them, for a direct run too (a leak makes exit status 23)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}
@@ -21,9 +21,10 @@ RESET_AT=65536              # the reset servers echo this much, then reset on th
 HALFCLOSE_REPLY=65536       # what the half-close servers answer
 
 # client NAME FROM TO ARGS...: tcpkit client in pod FROM; output in $out, shown on failure.
+# Its bound is generous: 1 GiB through two ASan agents took more than 60 s with a fifth of a core.
 client() {
 	local name=$1 from=$2 to=$3; shift 3
-	out=$(pod_exec "$name" "$from" "$TCPKIT" client --to "$to" --timeout 60 "$@" 2>&1) ||
+	out=$(pod_exec "$name" "$from" "$TCPKIT" client --to "$to" --timeout 300 "$@" 2>&1) ||
 		{ printf '%s\n' "$out"; return 1; }
 }
 
@@ -49,9 +50,9 @@ admin() { # NAME K PATH: the agent's admin API answer
 	pod_exec "$1" "n$2" curl -fsS -m 5 "http://127.0.0.1:15000$3"
 }
 
-idle() { # NAME K: waits (10 s at most) until node K's agent has no connection open
-	local i
-	for i in $(seq 100); do
+idle() { # NAME K: waits (LAB_WAIT_S at most) until node K's agent has no connection open
+	local end=$((SECONDS + LAB_WAIT_S))
+	while [ "$SECONDS" -le "$end" ]; do
 		[ "$(admin "$1" "$2" /stats | jq .connections)" = 0 ] && return 0
 		sleep 0.1
 	done
@@ -70,11 +71,11 @@ peers_seen() { # NAME POD PORT: how many connections that server accepted
 	grep -c '^peer ' "$logs/$1-$2-$3.log" 2>/dev/null || true
 }
 
-# ended NAME POD PORT N: waits (10 s at most) until the reset server there has logged the end of
-# more than N connections, then prints how the last one ended.
+# ended NAME POD PORT N: waits (LAB_WAIT_S at most) until the reset server there has logged the
+# end of more than N connections, then prints how the last one ended.
 ended() {
-	local f="$logs/$1-$2-$3.log" i
-	for i in $(seq 100); do
+	local f="$logs/$1-$2-$3.log" end=$((SECONDS + LAB_WAIT_S))
+	while [ "$SECONDS" -le "$end" ]; do
 		if [ "$(grep -c '^end ' "$f" || true)" -gt "$4" ]; then
 			grep '^end ' "$f" | tail -n 1 | sed 's/.* how=//'
 			return 0

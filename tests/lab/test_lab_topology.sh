@@ -8,7 +8,7 @@ set -euo pipefail
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - lab topology (needs root)"; exit 1; }
 [ -x "$TCPKIT" ] || { echo "not ok - lab topology ($TCPKIT not built: make build/tests/tools/tcpkit)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-lab-topology.XXXXXX)
+lab_tmpdir logs lab-topology
 
 # client NAME FROM TO_IP:PORT ARGS...: tcpkit client from pod FROM; output in $out.
 client() {
@@ -153,5 +153,4 @@ fi
 lab_down "$name" >/dev/null 2>&1 || true
 check "nothing left after the last down" nothing_left "$name"
 
-rm -rf "$logs"
 lab_result

@@ -14,7 +14,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - rq_spans (needs root)"; exit 1; }
 command -v node >/dev/null || { echo "not ok - rq_spans (node not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-rq.XXXXXX)
+lab_tmpdir logs rq
 lab=rq-$$
 RQ=$LAB_TOP/tests/tools/rq_http.py
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}

@@ -16,7 +16,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - spans (needs root)"; exit 1; }
 command -v node >/dev/null || { echo "not ok - spans (node not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-spans.XXXXXX)
+lab_tmpdir logs spans
 lab=spans-$$	# unique: other runs may have labs up at the same time
 DOWN_S=${SPANS_DOWN_S:-30}	# how long the collector stays down in case 5
 # sanitizer builds (CI): as tests/run.sh sets them, for a direct run too

@@ -14,7 +14,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - upgrade lab (needs root)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-upgrade.XXXXXX)
+lab_tmpdir logs upgrade
 lab=upgrade-$$
 TRAFFIC=$LAB_TOP/tests/tools/upgrade_traffic.py
 NEW=$AMBIT_BUILD/ambitd

@@ -23,7 +23,7 @@ WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 command -v node >/dev/null || { echo "not ok - waypoint (node not found)"; exit 1; }
 command -v nc >/dev/null || { echo "not ok - waypoint (nc not found: netcat-openbsd)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-waypoint.XXXXXX)
+lab_tmpdir logs waypoint
 lab=wp-$$	# unique: other runs of this test (make lab-test) may be up at the same time
 NODE=$(command -v node)
 

@@ -21,7 +21,7 @@ WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 command -v node >/dev/null || { echo "not ok - waypoint authz (node not found)"; exit 1; }
 command -v nc >/dev/null || { echo "not ok - waypoint authz (nc not found: netcat-openbsd)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-wpz.XXXXXX)
+lab_tmpdir logs wpz
 lab=wpz-$$
 NODE=$(command -v node)
 

@@ -26,7 +26,7 @@ command -v node >/dev/null || { echo "not ok - waypoint h2 (node not found)"; ex
 lab_h2peer
 "$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint h2 (python3-h2 not found)"; exit 1; }
 "$LAB_TOP/tests/node/install.sh"
-logs=$(mktemp -d /tmp/ambit-wh2.XXXXXX)
+lab_tmpdir logs wh2
 lab=wh2-$$
 NODE=$(command -v node)
 GRPC_VIP=10.96.0.30 H2_VIP=10.96.0.31

@@ -18,7 +18,7 @@ WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 command -v node >/dev/null || { echo "not ok - waypoint h2 more (node not found)"; exit 1; }
 lab_h2peer
 "$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint h2 more (python3-h2 not found)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-wh2a.XXXXXX)
+lab_tmpdir logs wh2a
 lab=wh2a-$$
 NODE=$(command -v node)
 

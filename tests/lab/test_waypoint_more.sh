@@ -19,7 +19,7 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint more (needs root)"; exit 1; }
 WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 [ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint more ($WAYPOINT_BIN not built)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-wpm.XXXXXX)
+lab_tmpdir logs wpm
 lab=wpm-$$	# unique: other runs of this test may be up at the same time
 H2PY=python3	# h2peer.py needs python3-h2: the system python has it when another one is first in PATH
 for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done

@@ -17,14 +17,17 @@
 #   h2peer.py refused HOST:PORT [--no-cert] [--tls12] [--plain preface|junk] [--want TEXT]
 #     the server must refuse the connection: no HTTP/2 frame comes back and it ends (with a TLS
 #     alert, an error or EOF); --want: the TLS error (alert) must contain TEXT
-#   h2peer.py attack HOST:PORT --kind KIND --authority A --count N [--connections C] (+ TLS)
+#   h2peer.py attack HOST:PORT --kind KIND --authority A --count N [--connections C]
+#     [--verdict-s S] (+ TLS)
 #     HTTP/2 abuse from a peer with a valid certificate, on C connections in turn, written frame
 #     by frame (h2 would refuse to misbehave); KIND: rapid_reset (CONNECT then RST_STREAM, N
 #     times), settings / ping (N frames), empty_data (N empty DATA frames on an open CONNECT
 #     stream to A), continuation (HEADERS then N empty CONTINUATIONs), pending (N CONNECTs to A,
 #     which should never answer). Prints one line per connection:
 #       RESULT conn=I sent=N goaway=CODE last=ID refused=R ended=HOW
-#     (goaway -1: none came; last: its last stream ID; refused: RST_STREAM REFUSED_STREAM seen)
+#     (goaway -1: none came; last: its last stream ID; refused: RST_STREAM REFUSED_STREAM seen);
+#     after the flood it waits up to S seconds (default 5, pending 2) for the connection to end
+#     (pending: for --want-refused refusals)
 import argparse
 import hashlib
 import os
@@ -416,8 +419,9 @@ def attack_once(a, i):
             sent += 1
         if not p.send(bytes(out)):
             break
-    # The verdict: GOAWAY and the end, or (pending) the refusals; at most 5 s.
-    deadline = time.monotonic() + (2 if a.kind == "pending" else 5)
+    # The verdict: GOAWAY and the end, or (pending) the refusals; at most --verdict-s (an
+    # attack the server must cut off passes a generous bound: it ends as soon as it is cut).
+    deadline = time.monotonic() + (a.verdict_s or (2 if a.kind == "pending" else 5))
     while p.poll(0.2) and time.monotonic() < deadline:
         if a.kind == "pending" and p.refused >= a.want_refused:
             break
@@ -549,6 +553,7 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=1)
     ap.add_argument("--want-refused", type=int, default=1)
+    ap.add_argument("--verdict-s", type=float, default=0)
     ap.add_argument("--no-sni", action="store_true")
     ap.add_argument("--goaway-first", action="store_true")
     a = ap.parse_args()

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -389,8 +390,37 @@ static void count_update(void *arg)
 	__atomic_add_fetch(&updates, 1, __ATOMIC_SEQ_CST);
 }
 
+/* A backend that notes when each fetch starts, then asks the real one. */
+#define REC_MAX 64
+struct rec_backend {
+	const struct certstore_backend *real;
+	pthread_mutex_t lock;
+	int n;
+	uint64_t at[REC_MAX];	/* monotonic ms */
+};
+
+static struct tls_cert *rec_issue(void *arg, const struct spiffe_id *id, uint32_t lifetime_s,
+				  int64_t now, char *why, size_t whylen)
+{
+	struct rec_backend *rb = arg;
+	pthread_mutex_lock(&rb->lock);
+	if (rb->n < REC_MAX)
+		rb->at[rb->n++] = now_mono_ms();
+	pthread_mutex_unlock(&rb->lock);
+	return rb->real->issue(rb->real->arg, id, lifetime_s, now, why, whylen);
+}
+
+static int rec_count(struct rec_backend *rb)
+{
+	pthread_mutex_lock(&rb->lock);
+	int n = rb->n;
+	pthread_mutex_unlock(&rb->lock);
+	return n;
+}
+
 TEST(unreachable_ca_backs_off_then_serves)
 {
+	enum { MIN_MS = 100, MAX_MS = 400, ATTEMPTS = 8 };
 	char why[512];
 	struct ca_client *c = client_or_skip();
 	if (!c)
@@ -398,32 +428,53 @@ TEST(unreachable_ca_backs_off_then_serves)
 	uint16_t port = server_port;
 	server_stop();	/* the CA goes away */
 
-	struct certstore_opts o = { .backend = ca_client_backend(c), .async = true,
-				    .retry_min_ms = 100, .retry_max_ms = 400,
+	struct rec_backend rb = { .real = ca_client_backend(c), .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct certstore_backend be = { .issue = rec_issue, .arg = &rb, .name = rb.real->name };
+	struct certstore_opts o = { .backend = &be, .async = true,
+				    .retry_min_ms = MIN_MS, .retry_max_ms = MAX_MS,
 				    .on_update = count_update };
 	struct certstore *cs = certstore_new(NULL, &o);
 	REQUIRE(cs);
 	struct spiffe_id id = sid("shop", "cart");
 	CHECK_EQ_INT(certstore_set_wanted(cs, &id, 1), 0);
-	usleep(1500 * 1000);
+	/* a generous bound: about 2 s on an idle machine, the check is the shape, not the speed */
+	uint64_t end = now_mono_ms() + 60000;
+	while (rec_count(&rb) < ATTEMPTS && now_mono_ms() < end)
+		usleep(20 * 1000);
+	REQUIRE(rec_count(&rb) >= ATTEMPTS);
 	struct certstore_stats st;
 	certstore_stats(cs, &st);
-	/* 1.5 s with retries after 50-100, 100-200, 200-400, 200-400 ms: 4 to 9 attempts, not
-	 * a busy loop */
-	CHECK(st.failures >= 4 && st.failures <= 9);
+	CHECK(st.failures >= ATTEMPTS - 1);
 	CHECK_EQ_INT(st.without_cert, 1);
 	CHECK(strstr(st.last_error, "unreachable") != NULL);
 	CHECK(certstore_get(cs, &id) == NULL);
 	certstore_reason(cs, &id, why, sizeof(why));
 	CHECK(strstr(why, "unreachable") != NULL);
 
-	/* Back on the same port: the next retry gets the certificate. */
+	/* The shape, from when the attempts started. Retry i waits 50-100 % of MIN_MS doubling
+	 * up to MAX_MS: each gap is at least half its step (a slow machine only makes gaps
+	 * longer, never shorter), so the gaps grow and there is no busy loop. The cap: without
+	 * it the last two gaps would be at least 1600 and 3200 ms; with it they are at most
+	 * 400 ms plus scheduling delay, so the smaller of them stays under 1600 ms. */
+	pthread_mutex_lock(&rb.lock);
+	uint64_t gap[ATTEMPTS - 1];
+	for (int i = 0; i < ATTEMPTS - 1; i++) {
+		uint64_t step = MIN_MS << i, capped = step < MAX_MS ? step : MAX_MS;
+		gap[i] = rb.at[i + 1] - rb.at[i];
+		printf("#   retry %d after %llu ms (step %llu ms)\n", i + 1,
+		       (unsigned long long)gap[i], (unsigned long long)capped);
+		CHECK(gap[i] >= capped / 2);
+	}
+	pthread_mutex_unlock(&rb.lock);
+	uint64_t last = MIN(gap[ATTEMPTS - 2], gap[ATTEMPTS - 3]);
+	CHECK(last < ((uint64_t)MIN_MS << (ATTEMPTS - 3)) / 2);
+
+	/* Back on the same port: a later retry gets the certificate. */
 	REQUIRE(server_start(port));
 	struct tls_cert *cert = NULL;
-	for (int i = 0; i < 100 && !cert; i++) {
+	end = now_mono_ms() + 60000;
+	while (!(cert = certstore_get(cs, &id)) && now_mono_ms() < end)
 		usleep(50 * 1000);
-		cert = certstore_get(cs, &id);
-	}
 	CHECK(cert != NULL);
 	tls_cert_unref(cert);
 	certstore_stats(cs, &st);

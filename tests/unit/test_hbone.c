@@ -416,7 +416,7 @@ static void rig_stop(struct rig *r)
 
 static bool wait_count(int *cnt, int want)
 {
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < 3000; i++) {	/* 30 s: generous, it returns once there */
 		if (__atomic_load_n(cnt, __ATOMIC_ACQUIRE) >= want)
 			return true;
 		usleep(10000);
@@ -845,7 +845,8 @@ TEST(dead_peer_detected_by_ping)
 {
 	struct rig r;
 	struct relay rl = { 0 };
-	struct hbone_opts o = { .ping_interval_ms = 100, .ping_timeout_ms = 300 };
+	/* a timeout well above what a loaded machine stalls, so only the freeze trips it */
+	struct hbone_opts o = { .ping_interval_ms = 100, .ping_timeout_ms = 1000 };
 	char buf[8];
 	rig_start(&r, &o, NULL);
 	rl.lfd = listen_any(&rl.addr);
@@ -855,10 +856,10 @@ TEST(dead_peer_detected_by_ping)
 	int cl = dial(&r.out_addr);
 	CHECK_EQ_INT(write(cl, "abc", 3), 3);
 	CHECK_EQ_INT(read_full(cl, buf, 3, 5000), 3);
-	usleep(400 * 1000);	/* pings flow and are answered */
+	usleep(2500 * 1000);	/* pings flow and are answered: alive past two timeouts */
 	CHECK_EQ_INT(r.out_closed.count, 0);
 	rl.freeze = 1;
-	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), -ECONNRESET);
+	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 30000), -ECONNRESET);
 	CHECK(wait_count(&r.out_closed.count, 1));
 	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_RESET);
 	CHECK(strstr(r.out_closed.reason, "peer not answering pings") != NULL);
@@ -912,8 +913,13 @@ TEST(server_drain_lets_streams_finish_and_idle_pool_closes)
 	CHECK_EQ_INT(read_full(cl, buf, sizeof(buf), 5000), 0);
 	CHECK(wait_count(&r.out_closed.count, 2));
 	CHECK_EQ_INT(r.out_closed.err, 0);
-	usleep(800 * 1000);	/* drained server connection and idle pool connection close */
-	on_loop(stats_on_loop, &s);
+	/* the drained server connection and the idle pool connection close (30 s bound) */
+	for (int i = 0; i < 3000; i++) {
+		on_loop(stats_on_loop, &s);
+		if (!s.srv.conns && !s.pool.conns)
+			break;
+		usleep(10000);
+	}
 	CHECK_EQ_INT(s.srv.conns, 0);
 	CHECK_EQ_INT(s.pool.conns, 0);
 	close(cl);
@@ -1289,7 +1295,7 @@ TEST(pod_addressed_wrong_identity_and_refusal_hook)
 	expect_refused(&r, CONN_FLAG_UPSTREAM_CONNECT_FAILURE,
 		       "expected spiffe://cluster.local/ns/server/sa/echo");
 	CHECK_EQ_INT(r.inbound_seen, 0);
-	for (int i = 0; i < 500 && !__atomic_load_n(&r.refusals, __ATOMIC_ACQUIRE); i++)
+	for (int i = 0; i < 3000 && !__atomic_load_n(&r.refusals, __ATOMIC_ACQUIRE); i++)
 		usleep(10000);
 	CHECK_EQ_INT(r.refusals, 1);
 	rig_stop(&r);
@@ -1793,6 +1799,11 @@ static struct hbone_stats server_stats(void)
 	return st.srv;
 }
 
+/* What the peer waits for the server to cut an attack off: generous, it ends once cut (a loaded
+ * machine may take seconds to get there). How much the peer managed to write before is no
+ * verdict: on a slow server the whole flood fits in the socket buffers. */
+static char *const cut_wait[] = { "--verdict-s", "60", NULL };
+
 TEST(abuse_rapid_reset_is_cut_off_and_never_dials)
 {
 	struct rig r;
@@ -1801,14 +1812,13 @@ TEST(abuse_rapid_reset_is_cut_off_and_never_dials)
 	rig_start(&r, NULL, NULL);
 	/* The upstream is a listener nobody accepts on: any dial shows in its queue. */
 	snprintf(auth, sizeof(auth), "127.0.0.1:%u", sockaddr_port(&r.up_addr));
-	run_attack(&r, "rapid_reset", auth, 20000, 3, true, NULL, &res);
+	run_attack(&r, "rapid_reset", auth, 20000, 3, true, cut_wait, &res);
 	CHECK_EQ_INT(res.n, 3);
 	for (int i = 0; i < res.n; i++) {
 		printf("#   conn %d: sent %d streams, GOAWAY %d last %d, %s\n", i, res.sent[i],
 		       res.goaway[i], res.last[i], res.ended[i]);
 		CHECK_EQ_INT(res.goaway[i], 11);	/* ENHANCE_YOUR_CALM */
 		CHECK(res.last[i] >= 0 && res.last[i] < 2 * 1000);	/* < 1000 streams */
-		CHECK(res.sent[i] < 20000);
 		CHECK(strcmp(res.ended[i], "open") != 0);
 	}
 	CHECK_EQ_INT(accept_all(r.up_lfd), 0);
@@ -1846,7 +1856,7 @@ static void flood_case(const char *kind, enum hbone_abuse why, bool expect_goawa
 	struct rig r;
 	struct attack_res res;
 	rig_start(&r, NULL, NULL);
-	run_attack(&r, kind, r.authority, 20000, 2, true, NULL, &res);
+	run_attack(&r, kind, r.authority, 20000, 2, true, cut_wait, &res);
 	CHECK_EQ_INT(res.n, 2);
 	for (int i = 0; i < res.n; i++) {
 		printf("#   %s conn %d: sent %d, GOAWAY %d, %s\n", kind, i, res.sent[i],
@@ -1854,7 +1864,6 @@ static void flood_case(const char *kind, enum hbone_abuse why, bool expect_goawa
 		if (expect_goaway)
 			CHECK_EQ_INT(res.goaway[i], 11);
 		CHECK(strcmp(res.ended[i], "open") != 0);
-		CHECK(res.sent[i] < 20000);
 	}
 	CHECK(res.legit_ok);
 	printf("#   a normal connection meanwhile: %d ms\n", res.legit_ms);
@@ -1892,7 +1901,7 @@ TEST(abuse_streams_beyond_max_pending_are_refused)
 	char auth[64];
 	struct sockaddr_storage hole;
 	struct hbone_opts so = { .limits.max_pending_streams = 20 };
-	char *extra[] = { "--want-refused", "30", NULL };
+	char *extra[] = { "--want-refused", "30", "--verdict-s", "60", NULL };
 	rig_start(&r, NULL, &so);
 	/* A listener whose accept queue is full: connects to it hang (SYNs are dropped). */
 	int hl = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1933,7 +1942,7 @@ static void hold_count_on_loop(void *arg)
 static bool wait_held(uint32_t want)
 {
 	uint32_t n = 0;
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < 3000; i++) {
 		on_loop(hold_count_on_loop, &n);
 		if (n == want)
 			return true;
@@ -2049,7 +2058,7 @@ TEST(held_handshake_of_a_peer_gone_ends_at_the_retry)
 	__atomic_store_n(&r.hs_hold, 0, __ATOMIC_RELEASE);
 	on_loop(retry_on_loop, NULL);	/* resumed: the handshake meets the closed socket */
 	CHECK(wait_held(0));
-	for (int i = 0; i < 200 && server_stats().conns; i++)
+	for (int i = 0; i < 3000 && server_stats().conns; i++)
 		usleep(10000);
 	CHECK_EQ_INT((int)server_stats().conns, 0);
 	CHECK_EQ_INT(r.inbound_seen, 0);

@@ -853,7 +853,7 @@ static bool all_at_bookmark(void)
 	bool ok = false;
 	/* A bookmark reaches only the watches open at that moment: one between two watches (a
 	 * quiet one re-watching after a back-off) misses it, so send another until all have one. */
-	for (int tries = 0; !ok && tries < 4; tries++) {
+	for (int tries = 0; !ok && tries < 12; tries++) {	/* up to 24 s on a loaded machine */
 		json_t *r = NULL;
 		if (ctl("bookmark", &r, "{}") != 200 || !r)
 			return false;
@@ -866,14 +866,14 @@ static bool all_at_bookmark(void)
 			all;
 		}));
 	}
-	/* and no build pending (a relist of an earlier test may still mark the stores dirty) */
+	/* and no build pending or in progress (a relist of an earlier test may still mark the
+	 * stores dirty; a build that took the flag has not published yet) */
 	ok = ok && WAIT_STATS(WAIT_MS, ({
 		pthread_mutex_lock(&KD->lock);
-		bool idle = !KD->dirty;
+		bool idle = !KD->dirty && !KD->building;
 		pthread_mutex_unlock(&KD->lock);
 		idle;
 	}));
-	usleep(200 * 1000);	/* a build that took the dirty flag publishes within this */
 	struct kube_stats st;
 	kube_discovery_stats(KD, &st);
 	for (int i = 0; !ok && i < KUBE_RES_COUNT; i++)
@@ -961,6 +961,8 @@ TEST(token_rotation)
 	CHECK(WAIT_STATS(WAIT_MS, st.auth_reloads > before.auth_reloads));
 }
 
+#define FREE_MAX_MS 10000
+
 TEST(free_is_prompt)
 {
 	REQUIRE(KD);
@@ -969,7 +971,9 @@ TEST(free_is_prompt)
 	KD = NULL;
 	uint64_t took = now_mono_ms() - t0;
 	fprintf(stderr, "  free took %llu ms\n", (unsigned long long)took);
-	CHECK(took < 2500);
+	/* cancelled, not waited out: the watches would take 20-40 s (watch_timeout_s); a bound
+	 * well under that passes a loaded machine (about 1 s with a fifth of a core) */
+	CHECK(took < FREE_MAX_MS);
 	/* an API that never answers: nothing is published, free is still prompt */
 	fake_kill();
 	struct model *m0 = model_current();
@@ -977,14 +981,14 @@ TEST(free_is_prompt)
 	model_unref(m0);
 	KD = start_kd(F.url);
 	REQUIRE(KD);
-	CHECK(WAIT_STATS(3000, st.res[KUBE_RES_PODS].errors >= 2 && !st.synced));
+	CHECK(WAIT_STATS(WAIT_MS, st.res[KUBE_RES_PODS].errors >= 2 && !st.synced));
 	m0 = model_current();
 	CHECK_EQ_INT(m0->generation, gen0);
 	model_unref(m0);
 	t0 = now_mono_ms();
 	kube_discovery_free(KD);
 	KD = NULL;
-	CHECK(now_mono_ms() - t0 < 2500);
+	CHECK(now_mono_ms() - t0 < FREE_MAX_MS);
 	/* no URL at all */
 	unsetenv("KUBERNETES_SERVICE_HOST");
 	struct kube_opts o = { 0 };

@@ -1083,8 +1083,11 @@ TEST(batcher_shutdown)
 	struct batcher *b = batcher_new(&o, &f.ex);
 	REQUIRE(b);
 	submit_n(b, 250, &refused);	/* two full batches go at once, 50 wait for the delay */
-	usleep(100 * 1000);
-	batcher_stats(b, &st);
+	uint64_t end = now_mono_ms() + 30000;	/* generous: it returns once they went */
+	do {
+		usleep(10 * 1000);
+		batcher_stats(b, &st);
+	} while (st.exported < 200 && now_mono_ms() < end);
 	CHECK_EQ_INT(st.exported, 200);
 	CHECK_EQ_INT(st.queue_len, 50);
 	batcher_free(b, 2000);	/* shutdown flushes the rest */
@@ -1103,7 +1106,9 @@ TEST(batcher_shutdown)
 	uint64_t t0 = now_mono_ms();
 	batcher_free(b, 300);
 	uint64_t took = now_mono_ms() - t0;
-	CHECK(took < 1500);
+	/* the 300 ms deadline kept, not the 5 min of retries: a bound far from both, so that a
+	 * loaded machine passes (speed is make bench's) */
+	CHECK(took < 30000);
 	CHECK_EQ_INT(f.spans, 0);
 	/* an export stuck past the deadline is cancelled (the fake ignores cancel, so the
 	 * join waits for it: a slow fake is what shows the deadline) */

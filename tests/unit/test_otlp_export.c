@@ -354,9 +354,13 @@ static void down_then_back(enum otlp_protocol proto)
 		span_set_int(s, "seq", i);
 		span_end(s);
 	}
-	usleep(1500 * 1000);	/* several failed attempts while down */
+	/* several failed attempts while down (a generous bound: it returns once they came) */
 	struct batcher_stats bs;
-	otlp_tracer_stats(t, &bs);
+	uint64_t end = now_mono_ms() + 30000;
+	do {
+		usleep(50 * 1000);
+		otlp_tracer_stats(t, &bs);
+	} while (bs.export_errors < 2 && now_mono_ms() < end);
 	CHECK_EQ_INT(bs.exported, 0);
 	CHECK_EQ_INT(bs.dropped, 120);
 	CHECK_EQ_INT(bs.queue_len, bound);
