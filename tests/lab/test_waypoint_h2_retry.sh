@@ -19,7 +19,7 @@ WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
 command -v node >/dev/null || { echo "not ok - waypoint h2 retry (node not found)"; exit 1; }
 lab_h2peer
 "$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint h2 retry (python3-h2 not found)"; exit 1; }
-logs=$(mktemp -d /tmp/ambit-wh2m.XXXXXX)
+lab_tmpdir logs wh2m
 lab=wh2m-$$
 NODE=$(command -v node)
 VIP=10.96.0.33 VIP503=10.96.0.34
