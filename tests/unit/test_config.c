@@ -7,8 +7,19 @@
 
 static char path[64];
 
+static void unlink_cfg(void)
+{
+	if (path[0])
+		unlink(path);	/* tests that return early leave their file otherwise */
+}
+
 static void write_cfg(const char *text)
 {
+	static bool registered;
+
+	if (!registered)
+		registered = atexit(unlink_cfg) == 0;
+	unlink_cfg();
 	strcpy(path, "/tmp/ambit-test-config-XXXXXX");
 	int fd = mkstemp(path);
 	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
