@@ -400,6 +400,21 @@ lab_h2peer() {
 	for p in /usr/bin/python3 python3; do "$p" -c 'import h2' 2>/dev/null && { H2PY=$p; break; }; done
 }
 
+# lab_need_waypoint_h2 WHAT: what the waypoint's HTTP/2 lab tests need (root, ambit-waypoint,
+# node, python3-h2 through lab_h2peer); prints "not ok - WHAT (why)" and exits 1 when one is missing.
+lab_need_waypoint_h2() {
+	local why=
+	if [ "$(id -u)" -ne 0 ]; then why="needs root"
+	elif WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint; [ ! -x "$WAYPOINT_BIN" ]; then why="$WAYPOINT_BIN not built"
+	elif ! command -v node >/dev/null; then why="node not found"
+	else
+		lab_h2peer
+		"$H2PY" -c 'import h2' 2>/dev/null || why="python3-h2 not found"
+	fi
+	[ -z "$why" ] || { echo "not ok - $1 ($why)"; exit 1; }
+	NODE=$(command -v node)
+}
+
 # lab_other_ca DIR: a CA that the mesh does not trust, DIR/ca.crt and DIR/ca.key (P-256, 1 day).
 lab_other_ca() {
 	mkdir -p "$1" &&

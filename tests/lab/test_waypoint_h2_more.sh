@@ -12,15 +12,9 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-[ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint h2 more (needs root)"; exit 1; }
-WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
-[ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint h2 more ($WAYPOINT_BIN not built)"; exit 1; }
-command -v node >/dev/null || { echo "not ok - waypoint h2 more (node not found)"; exit 1; }
-lab_h2peer
-"$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint h2 more (python3-h2 not found)"; exit 1; }
+lab_need_waypoint_h2 "waypoint h2 more"
 lab_tmpdir logs wh2a
 lab=wh2a-$$
-NODE=$(command -v node)
 
 if ! lab_up "$lab" --nodes 1 --pods 3 --cni routed --enroll p1,p2,p3 --waypoint >"$logs/up.log" 2>&1; then
 	fail "lab up --waypoint"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1

@@ -13,15 +13,9 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-[ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint h2 retry (needs root)"; exit 1; }
-WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
-[ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint h2 retry ($WAYPOINT_BIN not built)"; exit 1; }
-command -v node >/dev/null || { echo "not ok - waypoint h2 retry (node not found)"; exit 1; }
-lab_h2peer
-"$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint h2 retry (python3-h2 not found)"; exit 1; }
+lab_need_waypoint_h2 "waypoint h2 retry"
 lab_tmpdir logs wh2m
 lab=wh2m-$$
-NODE=$(command -v node)
 VIP=10.96.0.33 VIP503=10.96.0.34
 
 if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1,p2 --waypoint >"$logs/up.log" 2>&1; then
