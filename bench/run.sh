@@ -837,7 +837,13 @@ targets() {
 		  "| p50 latency <= stunnel (1 B) | \($r.p50_latency_vs_stunnel | f(3))x | \(v($r.p50_latency_vs_stunnel; $r.p50_latency_vs_stunnel <= 1)) |",
 		  "| p50 latency <= stunnel (1 KiB) | \($r.p50_latency_1k_vs_stunnel | f(3))x | \(v($r.p50_latency_1k_vs_stunnel; $r.p50_latency_1k_vs_stunnel <= 1)) |",
 		  "| new connections/s >= 3x stunnel (1 at a time) | \($r.conn_rate_vs_stunnel | f(3))x | \(v($r.conn_rate_vs_stunnel; $r.conn_rate_vs_stunnel >= 3)) |",
-		  "| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | \(v($m; $m <= 8)) |",
+		  # under 1,000 idle connections the fixed growth of the processes (malloc arenas, the
+		  # epoll and conn tables) dominates the per-connection figure: not judged then
+		  (if (.ambit.idle_max // 0) < 1000 and $m != null then
+			"| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | not judged (\(.ambit.idle_max) idle connections; the target is for 1,000 or more) |"
+		  else
+			"| <= 8 KiB RSS per idle connection (both agents) | \($m | f(2)) KiB | \(v($m; $m <= 8)) |"
+		  end),
 		  (if $r.http_p50_latency_request_spans_on_vs_off != null then
 			"| HTTP p50 with request spans within 5% of without (issue 17) | \($r.http_p50_latency_request_spans_on_vs_off | f(3))x | \(v($r.http_p50_latency_request_spans_on_vs_off; $r.http_p50_latency_request_spans_on_vs_off <= 1.05)) |",
 			"| HTTP GETs/s with request spans within 10% of without (issue 17) | \($r.http_req_per_s_request_spans_on_vs_off | f(3))x | \(v($r.http_req_per_s_request_spans_on_vs_off; $r.http_req_per_s_request_spans_on_vs_off >= 0.9)) |"
