@@ -1364,6 +1364,21 @@ static size_t move_body(struct h1_buf *from, struct h1_buf *to, bool chunked, in
 	return m;
 }
 
+/* The trailer section of a complete HTTP/1.x message h as HTTP/2 trailers into tr, when
+ * http1.enable_trailers says so (else they are dropped, as Istio's Envoy drops them). One that
+ * HTTP/2 cannot carry is dropped too (logged). */
+static void h1_trailers_take(const struct waypoint *w, const struct h1 *h, struct h2map_hdrs *tr)
+{
+	if (!w || !w->o.h1_trailers || !h1_trailer_count(h) || tr->n)
+		return;
+	int err = h2map_trailers_from_h1(h, tr);
+	if (err) {
+		pr_debug("waypoint: HTTP/1.x trailers dropped: %s", strerror(-err));
+		h2map_hdrs_fini(tr);
+		h2map_hdrs_init(tr);
+	}
+}
+
 /* Lets go of the stream's HTTP/1.1 upstream: back to the pool when its exchange completed and
  * the connection may carry another, else closed (reset when cut short). */
 static void h1_release(struct wp_h2s *x, bool reusable)
@@ -1505,6 +1520,7 @@ static bool h1_pump(struct wp_h2s *x)
 		wake_down(x);
 	switch (u->resp.st) {
 	case H1_ST_DONE:
+		h1_trailers_take(x->s ? x->s->w : NULL, &u->resp, &x->resp_tr);
 		x->resp_eof = true;
 		h1_release(x, true);
 		wake_down(x);
@@ -1621,6 +1637,7 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 	}
 	if (!x->req_eof && !h1_buf_pending(&s->to_up) &&
 	    (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED)) {
+		h1_trailers_take(s->w, &s->req, &x->req_tr);	/* req_read sends them */
 		x->req_eof = true;
 		moved = progress = true;
 	}
