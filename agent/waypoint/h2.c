@@ -37,6 +37,8 @@
 #define H2_RETRIES		2
 #define H2_RETRY_PICKS		5
 #define H2_RETRY_BODY_MAX	WP_STAGE_MAX	/* request body kept for a retry, per stream */
+#define H2_INTERIM_MAX		8		/* 1xx answers forwarded per request; more are
+						 * dropped (a bound on what an endpoint queues) */
 #define H2_RESETS_PER_S		100		/* client resets of unanswered streams per second
 						 * past which the session is cut (rapid reset) */
 
@@ -83,6 +85,7 @@ struct wp_h2s {
 	bool down_open, up_open;
 	bool head_done, req_eof, resp_final, resp_eof, resp_submitted, local, grpc, finished;
 	bool head_req;
+	uint8_t interim;		/* 1xx answers forwarded to the client (H2_INTERIM_MAX) */
 	bool h1c;			/* the client speaks HTTP/1.x (s->h2x), not HTTP/2 */
 	bool te_trailers, resp_head_sent, resp_chunked, failed;	/* h1c */
 	struct h2map_hdrs req, req_tr, resp, resp_tr;
@@ -696,6 +699,55 @@ static void forward_response(struct wp_h2s *x)
 	wp_sess_schedule(x->s);
 }
 
+/* The 1xx answers a proxy passes on, as Envoy with proxy_100_continue (Istio's default,
+ * ENABLE_100_CONTINUE_HEADERS): 100 Continue, 102 Processing, 103 Early Hints, 104 (Envoy's
+ * HeaderUtility::isSpecial1xx); others are dropped. */
+static bool interim_forwarded(int code)
+{
+	return code == 100 || code == 102 || code == 103 || code == 104;
+}
+
+/* An interim (1xx) answer of x's endpoint, as HTTP/2 fields h2 (an HTTP/2 endpoint) or an
+ * HTTP/1.x head h1: on to the client before the final answer (RFC 9110 §15.2: a proxy
+ * forwards them), as a HEADERS frame without END_STREAM to an HTTP/2 client, as an HTTP/1.1
+ * interim head to an HTTP/1.1 client (never to HTTP/1.0, which does not know them). Once one
+ * went, the request is not retried (the client saw an answer begin). */
+static void h2s_interim(struct wp_h2s *x, int code, const struct h2map_hdrs *h2, const struct h1 *h1)
+{
+	struct wp_sess *s = x->s;
+	struct h2map_hdrs tmp;
+	int err = 0;
+
+	if (!s || !x->down_open || x->finished || !interim_forwarded(code) || x->interim >= H2_INTERIM_MAX)
+		return;
+	h2map_hdrs_init(&tmp);
+	if (h1) {
+		err = h2map_response_from_h1(h1, &tmp);
+		h2 = &tmp;
+	}
+	if (!err && x->h1c) {
+		bool chunked;
+		if (x->resp_head_sent || s->req.p.http_major != 1 || s->req.p.http_minor < 1)
+			goto out;
+		err = h2map_response_to_h1(h2, false, false, &s->to_down, &chunked);
+	} else if (!err && s->h2 && !x->resp_submitted) {
+		err = nghttp2_submit_headers(s->h2->ng, NGHTTP2_FLAG_NONE, x->down_sid, NULL, h2->nv,
+					     h2->n, NULL);
+	} else {
+		goto out;
+	}
+	if (err) {
+		pr_debug("waypoint: a %d answer not forwarded: %s", code,
+			 err <= -500 ? nghttp2_strerror(err) : strerror(-err));
+		goto out;
+	}
+	x->interim++;
+	h2s_drop_sent(x);	/* no retry after this */
+	wp_sess_schedule(s);
+out:
+	h2map_hdrs_fini(&tmp);
+}
+
 /* Istio's default retry policy on an answer's head: retriable-status-codes (503), and for
  * gRPC `unavailable` and `cancelled` (grpc-status 14 or 1 in a trailers-only answer), while
  * the request is retriable (h2s_retriable's terms). */
@@ -748,11 +800,13 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 		if (!x->resp_final) {
 			size_t len;
 			const char *st = h2map_hdrs_get(&x->resp, ":status", &len);
-			if (st && len == 3 && st[0] == '1')
-				return 0;	/* interim (1xx): not forwarded; the final one follows */
 			int code = 0;
 			for (size_t i = 0; st && i < len && i < 3; i++)
 				code = code * 10 + (st[i] - '0');
+			if (st && len == 3 && st[0] == '1') {
+				h2s_interim(x, code, &x->resp, NULL);	/* the final one follows */
+				return 0;
+			}
 			if (h2s_answer_retriable(x, code, end)) {
 				h2s_retry_answer(x, ng, f->hd.stream_id, code, end);
 				return 0;
@@ -1434,8 +1488,10 @@ static void h1_request(struct wp_h2s *x, const struct model *m, const struct mod
 int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h)
 {
 	h->chunked_out = false;		/* the body as it decodes: it goes into DATA frames */
-	if (h1_status(h) < 200)
-		return 0;		/* interim: dropped (h1_pump skips it) */
+	if (h1_status(h) < 200) {
+		h2s_interim(x, h1_status(h), NULL, h);	/* h1_pump skips to the final one */
+		return 0;
+	}
 	h2map_hdrs_fini(&x->resp);
 	h2map_hdrs_init(&x->resp);
 	if (h2map_response_from_h1(h, &x->resp))
