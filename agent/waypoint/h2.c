@@ -8,6 +8,7 @@
  * side's data provider has taken the bytes, so nothing is read faster than it is written.
  * nghttp2 callbacks only record, submit and schedule; bytes move in the sessions' pumps. */
 #include "agent/waypoint/internal.h"
+#include "agent/waypoint/h2rules.h"
 #include "agent/hbone.h"
 #include "agent/mesh.h"
 #include "agent/proxy.h"
@@ -28,17 +29,9 @@
 #define H2_UP_STREAMS		100		/* streams per upstream connection (below the
 						 * peer's own limit), when hbone.max_streams is 0 */
 #define H2_CONNS_PER_EP		4		/* upstream connections per endpoint */
-#define H2_QUEUE_MAX		1024		/* requests waiting for room on those, in all */
 #define H2_CONN_WINDOW		(16u << 20)	/* connection receive window, both sides */
 #define H2_IDLE_MS		60000		/* a client session with no stream this long */
-/* Istio's default HTTP retry policy (VirtualService HTTPRetry unset): 2 retries on
- * connect-failure and refused-stream, another endpoint than the last (Envoy's previous_hosts
- * predicate, at most 5 picks). */
-#define H2_RETRIES		2
-#define H2_RETRY_PICKS		5
 #define H2_RETRY_BODY_MAX	WP_STAGE_MAX	/* request body kept for a retry, per stream */
-#define H2_INTERIM_MAX		8		/* 1xx answers forwarded per request; more are
-						 * dropped (a bound on what an endpoint queues) */
 #define H2_RESETS_PER_S		100		/* client resets of unanswered streams per second
 						 * past which the session is cut (rapid reset) */
 
@@ -85,7 +78,7 @@ struct wp_h2s {
 	bool down_open, up_open;
 	bool head_done, req_eof, resp_final, resp_eof, resp_submitted, local, grpc, finished;
 	bool head_req;
-	uint8_t interim;		/* 1xx answers forwarded to the client (H2_INTERIM_MAX) */
+	uint8_t interim;		/* 1xx answers forwarded to the client (WP_H2_INTERIM_MAX) */
 	bool h1c;			/* the client speaks HTTP/1.x (s->h2x), not HTTP/2 */
 	bool te_trailers, resp_head_sent, resp_chunked, failed;	/* h1c */
 	struct h2map_hdrs req, req_tr, resp, resp_tr;
@@ -107,7 +100,7 @@ struct wp_h2s {
 	size_t resent;			/* the front of req_body the client was credited for
 					 * already (a retry's copy of req_sent) */
 	bool retry_due;			/* refused before any answer: wp_h2_step retries it */
-	uint8_t retries;		/* retries so far (H2_RETRIES at most) */
+	uint8_t retries;		/* retries so far (WP_H2_RETRIES at most) */
 	const char *retry_flag;		/* why the last attempt failed (x->error says more) */
 	struct span *span;
 	char *ep_uid;
@@ -369,11 +362,9 @@ static void h2s_up_failed(struct wp_h2s *x, uint32_t error_code, const char *fla
 		h2s_local(x, 503, 14, why, flag, why);
 		return;
 	}
-	uint32_t code = error_code == NGHTTP2_CANCEL || error_code == NGHTTP2_REFUSED_STREAM ?
-			NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR;
 	if (!x->status)
 		x->status = 502;
-	nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, x->down_sid, code);
+	nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, x->down_sid, wp_h2_client_reset_code(error_code));
 	wp_sess_schedule(x->s);
 }
 
@@ -390,15 +381,25 @@ static bool resp_complete_by_length(const struct wp_h2s *x)
 	return end == cl + len && n == x->resp_bytes;
 }
 
-/* Istio's default retry policy: the endpoint refused the stream (REFUSED_STREAM, or past the
- * last stream ID of its GOAWAY) or could not be reached, nothing of the answer came and nothing
- * of the body left (it is all still in req_body), a retry is left. HTTP/2 clients only. */
+/* What x's attempt has seen, for Istio's default retry policy (h2rules.c). HTTP/2 clients
+ * only. */
+static struct wp_h2_attempt h2s_attempt(const struct wp_h2s *x)
+{
+	return (struct wp_h2_attempt){
+		.client_waits = !x->h1c && x->s && x->s->h2 && !x->s->h2->dying && x->down_open &&
+				!x->finished,
+		.answered = x->resp_submitted || x->resp_final,
+		.body_gone = x->body_sent,	/* all the body that left is still in req_sent */
+		.retries = x->retries,
+	};
+}
+
+/* The endpoint refused the stream or could not be reached: x goes again. */
 static bool h2s_retriable(const struct wp_h2s *x, uint32_t error_code, const char *flag)
 {
-	return !x->h1c && x->s && x->s->h2 && !x->s->h2->dying && x->down_open && !x->finished &&
-	       !x->resp_submitted && !x->resp_final && !x->body_sent && x->retries < H2_RETRIES &&
-	       (error_code == NGHTTP2_REFUSED_STREAM ||
-		(flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0));
+	struct wp_h2_attempt a = h2s_attempt(x);
+	return wp_h2_retry_on_failure(&a, error_code,
+				      flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0);
 }
 
 /* The upstream side is done with x. */
@@ -453,7 +454,7 @@ static void h2s_keep_sent(struct wp_h2s *x, const uint8_t *p, size_t n)
 {
 	if (x->body_sent)
 		return;
-	if (x->h1c || x->resp_final || x->retries >= H2_RETRIES ||
+	if (x->h1c || x->resp_final || x->retries >= WP_H2_RETRIES ||
 	    h1_buf_pending(&x->req_sent) + n > H2_RETRY_BODY_MAX || h1_buf_append(&x->req_sent, p, n)) {
 		h2s_drop_sent(x);
 	}
@@ -699,15 +700,8 @@ static void forward_response(struct wp_h2s *x)
 	wp_sess_schedule(x->s);
 }
 
-/* The 1xx answers a proxy passes on, as Envoy with proxy_100_continue (Istio's default,
- * ENABLE_100_CONTINUE_HEADERS): 100 Continue, 102 Processing, 103 Early Hints, 104 (Envoy's
- * HeaderUtility::isSpecial1xx); others are dropped. */
-static bool interim_forwarded(int code)
-{
-	return code == 100 || code == 102 || code == 103 || code == 104;
-}
-
-/* An interim (1xx) answer of x's endpoint, as HTTP/2 fields h2 (an HTTP/2 endpoint) or an
+/* An interim (1xx) answer of x's endpoint (those wp_h2_interim_forwarded passes: as Envoy with
+ * proxy_100_continue, Istio's default ENABLE_100_CONTINUE_HEADERS), as HTTP/2 fields h2 (an HTTP/2 endpoint) or an
  * HTTP/1.x head h1: on to the client before the final answer (RFC 9110 §15.2: a proxy
  * forwards them), as a HEADERS frame without END_STREAM to an HTTP/2 client, as an HTTP/1.1
  * interim head to an HTTP/1.1 client (never to HTTP/1.0, which does not know them). Once one
@@ -718,7 +712,7 @@ static void h2s_interim(struct wp_h2s *x, int code, const struct h2map_hdrs *h2,
 	struct h2map_hdrs tmp;
 	int err = 0;
 
-	if (!s || !x->down_open || x->finished || !interim_forwarded(code) || x->interim >= H2_INTERIM_MAX)
+	if (!s || !x->down_open || x->finished || !wp_h2_interim_forwarded(code, x->interim))
 		return;
 	h2map_hdrs_init(&tmp);
 	if (h1) {
@@ -753,12 +747,8 @@ out:
  * the request is retriable (h2s_retriable's terms). */
 static bool h2s_answer_retriable(const struct wp_h2s *x, int status, bool end)
 {
-	if (!h2s_retriable(x, NGHTTP2_REFUSED_STREAM, NULL))
-		return false;
-	if (status == 503)
-		return true;
-	int gs = x->grpc && end ? grpc_status_of(&x->resp) : -1;
-	return gs == 14 || gs == 1;
+	struct wp_h2_attempt a = h2s_attempt(x);
+	return wp_h2_retry_on_answer(&a, status, x->grpc && end ? grpc_status_of(&x->resp) : -1);
 }
 
 /* The answer on x's upstream stream sid goes unseen: the stream is cancelled and x goes again
@@ -939,7 +929,7 @@ static bool hu_usable(const struct wp_h2u *hu)
 static bool hu_room(struct wp_h2u *hu, uint32_t bound)
 {
 	uint32_t peer = nghttp2_session_get_remote_settings(hu->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-	return hu->nstreams < MIN(bound, peer);
+	return wp_h2_stream_room(hu->nstreams, bound, peer);
 }
 
 /* A connection to dst with room for one more stream: a pooled one, else a new one within
@@ -1082,7 +1072,7 @@ static bool enqueue(struct wp_h2s *x, const char *key, const struct sockaddr_sto
 {
 	struct waypoint *w = x->s->w;
 	struct wp_h2s **tail = &w->h2q, *prev = NULL;
-	if (w->nh2q >= (w->o.h2_pending ? w->o.h2_pending : H2_QUEUE_MAX))
+	if (!wp_h2_queue_room(w->nh2q, w->o.h2_pending))
 		return false;
 	snprintf(x->qkey, sizeof(x->qkey), "%s", key);
 	x->qtarget = *target;
@@ -1263,7 +1253,7 @@ static void h2s_retry(struct wp_h2s *x)
 		hu_unref(x->hu);
 		x->hu = NULL;
 	}
-	for (int i = 0; i < H2_RETRY_PICKS; i++) {
+	for (int i = 0; i < WP_H2_RETRY_PICKS; i++) {
 		dst = wp_pick(w, s, m, &target);
 		if (!dst || !x->ep_uid || strcmp(dst->uid, x->ep_uid) != 0)
 			break;
