@@ -381,13 +381,13 @@ static bool resp_complete_by_length(const struct wp_h2s *x)
 	return end == cl + len && n == x->resp_bytes;
 }
 
-/* What x's attempt has seen, for Istio's default retry policy (h2rules.c). HTTP/2 clients
- * only. */
+/* What x's attempt has seen, for Istio's default retry policy (h2rules.c): an HTTP/2 client's
+ * stream, or an HTTP/1.x client's request to an http2/grpc port (s->h2x). */
 static struct wp_h2_attempt h2s_attempt(const struct wp_h2s *x)
 {
+	bool alive = x->s && (x->h1c ? x->s->h2x == x : x->s->h2 && !x->s->h2->dying);
 	return (struct wp_h2_attempt){
-		.client_waits = !x->h1c && x->s && x->s->h2 && !x->s->h2->dying && x->down_open &&
-				!x->finished,
+		.client_waits = alive && x->down_open && !x->finished,
 		.answered = x->resp_submitted || x->resp_final,
 		.body_gone = x->body_sent,	/* all the body that left is still in req_sent */
 		.retries = x->retries,
@@ -454,7 +454,7 @@ static void h2s_keep_sent(struct wp_h2s *x, const uint8_t *p, size_t n)
 {
 	if (x->body_sent)
 		return;
-	if (x->h1c || x->resp_final || x->retries >= WP_H2_RETRIES ||
+	if (x->resp_final || x->retries >= WP_H2_RETRIES ||
 	    h1_buf_pending(&x->req_sent) + n > H2_RETRY_BODY_MAX || h1_buf_append(&x->req_sent, p, n)) {
 		h2s_drop_sent(x);
 	}
@@ -1183,7 +1183,17 @@ static void h2s_span_dst(struct wp_h2s *x, const struct model_workload *dst,
 	span_set_int(x->span, "destination.port", sockaddr_port(target));
 }
 
-/* x's request (up_hdrs) goes to dst at target as HTTP/2: a stream on a pooled connection with
+/* x could not be routed: 503 (gRPC: UNAVAILABLE) to an HTTP/2 client at once, to an HTTP/1.x
+ * client from wp_h2_h1c_step. */
+static void h2s_route_failed(struct wp_h2s *x, const char *flag, const char *why)
+{
+	if (x->h1c)
+		h2s_up_failed(x, 0, flag, why);
+	else
+		h2s_local(x, 503, 14, "upstream connect error", flag, why);
+}
+
+/* x's request (up_hdrs, or an HTTP/1.x client's translated head) goes to dst at target as HTTP/2: a stream on a pooled connection with
  * room, on a new one, or it waits for room; else the client gets 503. tp: the traceparent of a
  * new connection's CONNECT. */
 static void h2s_route(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
@@ -1199,7 +1209,7 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 	struct wp_h2u *hu = hu_get(s, m, dst, target, tp, &why, &flag, key, &full);
 	bool queued = !hu && full && enqueue(x, key, target);
 	if (!hu && !queued) {
-		h2s_local(x, 503, 14, "upstream connect error", flag, why);
+		h2s_route_failed(x, flag, why);
 		return;
 	}
 	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
@@ -1210,7 +1220,7 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 	}
 	int rv = hu ? h2s_submit(x, hu) : 0;
 	if (rv)
-		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+		h2s_route_failed(x, CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
 }
 
 /* The end of an attempt for least-request accounting (the next one counts anew). */
@@ -1228,7 +1238,7 @@ static void h2s_ep_release(struct wp_h2s *x)
 static const char *h2s_up_traceparent(const struct wp_h2s *x, char tp[64])
 {
 	size_t len = 0;
-	const char *v = h2map_hdrs_get(&x->up_hdrs, "traceparent", &len);
+	const char *v = h2map_hdrs_get(x->h1c ? &x->req : &x->up_hdrs, "traceparent", &len);
 	if (!v || len >= 64)
 		return NULL;
 	memcpy(tp, v, len);
@@ -1672,8 +1682,14 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 	bool progress = false, moved = false;
 	int err = 0;
 
+	if (x->retry_due) {	/* refused or failed before any answer: again (h2s_retriable) */
+		h2s_retry(x);
+		progress = true;
+		if (s->h2x != x)
+			return true;
+	}
 	/* the request body (decoded by the parser) into the stream's bounded buffer */
-	bool keep = x->up_open || x->queued;
+	bool keep = x->up_open || x->queued || x->retry_due;
 	while (h1_buf_pending(&s->to_up) && (!keep || h1_buf_pending(&x->req_body) < WP_STAGE_MAX)) {
 		size_t m = MIN(h1_buf_pending(&s->to_up), (size_t)(WP_STAGE_MAX));
 		if (keep && h1_buf_append(&x->req_body, h1_buf_head(&s->to_up), m))
