@@ -800,6 +800,7 @@ struct wp_up *wp_up_get(struct wp_sess *s, const struct model *m,
 	u->conn = c;
 	strcpy(u->key, key);
 	h1_init(&u->resp, HTTP_RESPONSE, &resp_cbs, u);
+	u->resp.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	conn_attach(c, CONN_DOWN, &u->end);
 	struct conn_info *ci = conn_info(c);
 	ci->kind = CONN_OUTBOUND;
@@ -1260,6 +1261,7 @@ static void response_done(struct wp_sess *s)
 		/* An upgrade the server declined: the connection goes on as HTTP/1.1. */
 		h1_fini(&s->req);
 		h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
+		s->req.keep_trailers = s->w->o.h1_trailers;
 	} else {
 		h1_next(&s->req);
 	}
@@ -1773,6 +1775,7 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	s->authority = req->target;
 	s->st = SS_SNIFF;
 	h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
+	s->req.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	loop_timer_init(&s->timer, sniff_fire, s);
 	s->next = w->sessions;
 	if (w->sessions)
