@@ -199,7 +199,7 @@ out=$(pod_exec "$lab" n1-p2 python3 "$RQ" client --to "$P21:8080" --out "$logs/c
 check "rq: ... now traced on node 1: 4 CLIENT spans of the quiet pod, each with its SERVER child" \
 	wait_spans "$spans" "$REQ and .kind == 3 and .resource[\"k8s.pod.name\"] == \"$W12\"" 4
 check "rq: ... each SERVER span of the new connection the child of its CLIENT span" jq_check "$spans" --arg w "$W12" \
-	'[.[] | select(.kind == 3 and .resource["k8s.pod.name"] == $w)] as $c |
+	'[.[] | select(.kind == 3 and .resource["k8s.pod.name"] == $w and .attributes["http.request.method"] == "GET")] as $c |
 	 [.[] | select(.kind == 2 and .attributes["source.workload"] == $w and .attributes["http.request.method"] == "GET")] as $s |
 	 $c | length == 4 and all(.[]; .span_id as $id | [$s[] | select(.parent_span_id == $id)] | length == 1)'
 in_shell "rq: agents exit cleanly (Telemetry)" stop_clean
