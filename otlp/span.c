@@ -69,20 +69,37 @@ static char *strs_copy(struct otlp_attrs *a, const char *s, size_t len)
 	return d;
 }
 
-/* FNV-1a of key and its length into *len; 0 or -EINVAL (NULL, empty, over-long). */
+/* A hash of key and its length into *len; 0 or -EINVAL (NULL, empty, over-long). Eight bytes
+ * a step (a multiply-xorshift per word, the tail zero-padded, the length mixed in): a span's
+ * twenty-odd keys are hashed on every request, and a byte-wise hash's chain of multiplies
+ * was a fifth of a request span's CPU. */
 static int attr_key_hash(const char *key, uint32_t *hash, size_t *len)
 {
-	uint32_t h = 2166136261u;
-	size_t n = 0;
+	uint64_t h = 0x9e3779b97f4a7c15ull, w;
+	size_t n, i;
 
 	if (!key || !*key)
 		return -EINVAL;
-	for (; key[n]; n++) {
-		if (n == SPAN_MAX_KEY_LEN)
-			return -EINVAL;
-		h = (h ^ (uint8_t)key[n]) * 16777619u;
+	n = strnlen(key, SPAN_MAX_KEY_LEN + 1);
+	if (n > SPAN_MAX_KEY_LEN)
+		return -EINVAL;
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, key + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
 	}
-	*hash = h;
+	/* the tail: the key's last 8 bytes again (overlapping) or, shorter keys, bytes; a
+	 * variable-length memcpy here cost more than the whole rest (rep movs, a stalled load) */
+	if (n >= 8) {
+		memcpy(&w, key + n - 8, 8);
+	} else {
+		w = 0;
+		for (size_t j = 0; j < n; j++)
+			w |= (uint64_t)(uint8_t)key[j] << (8 * j);
+	}
+	h = (h ^ w ^ ((uint64_t)n << 56)) * 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 29;
+	*hash = (uint32_t)h ^ (uint32_t)(h >> 32);
 	*len = n;
 	return 0;
 }
