@@ -94,6 +94,7 @@ uint64_t conn_start_ms(const struct conn *c) { return c->start_ms; }
 void *conn_user(const struct conn *c) { return c->user; }
 void conn_set_user(struct conn *c, void *p) { c->user = p; }
 void conn_set_observed(struct conn *c, bool on) { c->observed = on; }
+bool conn_observed(const struct conn *c) { return c->observed; }
 size_t conn_count(void) { return registry_count; }
 
 void conn_foreach(conn_visit_fn fn, void *arg)

@@ -183,6 +183,7 @@ void *conn_user(const struct conn *c);
 void conn_set_user(struct conn *c, void *p);
 /* Turns the data/eof hooks on or off for c (off by default). */
 void conn_set_observed(struct conn *c, bool on);
+bool conn_observed(const struct conn *c);
 /* Call once the proxy has filled conn_info: runs the opened hook. */
 void conn_opened(struct conn *c);
 

@@ -19,6 +19,7 @@
 struct reqspan {
 	struct h1track t;
 	struct conn *c;
+	const struct tracing_conf *tc;	/* the conn's settings (borrowed: the conn holds them) */
 	bool outbound;			/* CLIENT spans; else SERVER spans */
 	bool has_conn_ctx;		/* conn_ctx is known (both nodes see the same) */
 	struct span_context conn_ctx;	/* the outbound conn span: trace and span ID */
@@ -32,12 +33,10 @@ uint64_t reqspan_stopped_count(void)
 	return stopped;
 }
 
-bool reqspan_wanted(const struct conn_info *ci, bool on)
+bool reqspan_wanted(const struct conn_info *ci, bool on, bool reporting)
 {
-	if (!on || ci->via_waypoint)
+	if (!on || !reporting || ci->via_waypoint)
 		return false;
-	/* Hook point: per-workload (Telemetry API) settings for ci->source (outbound) or
-	 * ci->destination (inbound) decide here. */
 	return (ci->kind == CONN_OUTBOUND && ci->source.workload) || ci->kind == CONN_INBOUND_HBONE;
 }
 
@@ -127,7 +126,7 @@ static void do_request(struct reqspan *r, const struct h1t_request *q)
 		memset(&parent, 0, sizeof(parent));
 	if (!r->outbound && r->has_conn_ctx)
 		memcpy(parent.span_id, client_id, SPAN_ID_LEN);
-	parent.remote = has_own || !r->outbound;
+	parent.remote = has_own || (!r->outbound && r->has_conn_ctx);	/* else our conn span */
 
 	/* method, path and the name "METHOD /path" (the path cut at 100 bytes), copied rather
 	 * than formatted: this runs for every request */
@@ -147,7 +146,7 @@ static void do_request(struct reqspan *r, const struct h1t_request *q)
 		name[ml + 1 + k] = '\0';
 	}
 	/* the workload's own tracing settings (provider, sampling, tags), as its conn span */
-	s = telemetry_span_start(ci, name, r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
+	s = telemetry_span_start(ci, r->tc, name, r->outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
 				 span_context_valid(&parent) ? &parent : NULL,
 				 r->outbound && r->has_conn_ctx ? client_id : NULL);
 	if (!s)
@@ -329,7 +328,7 @@ static const struct h1t_cbs cbs = {
 	.on_request = on_request, .on_response = on_response, .on_stop = on_stop,
 };
 
-struct reqspan *reqspan_new(struct conn *c)
+struct reqspan *reqspan_new(struct conn *c, const struct tracing_conf *tc, bool client_reported)
 {
 	const struct conn_info *ci = conn_info(c);
 	struct reqspan *r = calloc(1, sizeof(*r));
@@ -338,10 +337,13 @@ struct reqspan *reqspan_new(struct conn *c)
 	if (!r)
 		return NULL;
 	r->c = c;
+	r->tc = tc;
 	r->outbound = ci->kind == CONN_OUTBOUND;
-	/* The outbound conn span: ours on the source node, the CONNECT's on the destination. */
+	/* The outbound conn span: ours on the source node, the CONNECT's on the destination. The
+	 * destination derives the CLIENT span IDs from it only when the source reports them. */
 	tp = r->outbound ? ci->traceparent : ci->parent_traceparent;
-	r->has_conn_ctx = tp[0] && tracecontext_parse(tp, strlen(tp), &r->conn_ctx) == 0;
+	r->has_conn_ctx = (r->outbound || client_reported) && tp[0] &&
+			  tracecontext_parse(tp, strlen(tp), &r->conn_ctx) == 0;
 	h1t_init(&r->t, &cbs, r);
 	return r;
 }

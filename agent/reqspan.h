@@ -17,10 +17,16 @@ struct reqspan;
 
 /* Does c get request spans? Outbound conns from a pod and inbound HBONE conns, neither to
  * nor from a waypoint (the waypoint traces those requests itself). `on` is the agent's
- * switch (tracing.request_spans); per-workload settings belong here too. */
-bool reqspan_wanted(const struct conn_info *ci, bool on);
-/* Tracking state for c (info filled, conn span started). NULL + errno (ENOMEM). */
-struct reqspan *reqspan_new(struct conn *c);
+ * switch (tracing.request_spans), `reporting` whether the spans of the workload the agent
+ * acts for are reported (its Telemetry resolution: agent/tracing.h tracing_conf). */
+bool reqspan_wanted(const struct conn_info *ci, bool on, bool reporting);
+struct tracing_conf;
+/* Tracking state for c (info filled, conn span started), its spans made with tc (borrowed:
+ * must outlive r; NULL: the tracer's own settings). client_reported (inbound): the source
+ * workload's CLIENT request spans are reported, so the SERVER spans name them as parents;
+ * else their parent is the request's traceparent or the inbound conn span. NULL + errno
+ * (ENOMEM). */
+struct reqspan *reqspan_new(struct conn *c, const struct tracing_conf *tc, bool client_reported);
 /* Bytes read from `from` (CONN_DOWN: the client's requests). False once nothing more is
  * worth feeding (not HTTP, upgraded, stopped): the caller may stop observing. */
 bool reqspan_feed(struct reqspan *r, enum conn_side from, const uint8_t *p, size_t n);

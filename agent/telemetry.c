@@ -96,9 +96,11 @@ struct otlp_resource *telemetry_resource_for(const struct conn_peer *p)
 	return e->res;
 }
 
-/* What a conn's telemetry keeps (conn_user): its span and its request tracking. */
+/* What a conn's telemetry keeps (conn_user): its span, the tracing settings it resolved at
+ * its start (shared, agent/tracing.h: a reference, not a copy) and its request tracking. */
 struct conn_tel {
 	struct span *span;
+	struct tracing_conf *conf;
 	struct reqspan *req;
 };
 
@@ -108,42 +110,50 @@ static struct span *conn_span(const struct conn *c)
 	return t ? t->span : NULL;
 }
 
-/* A span for the workload the agent acts for on ci's side (the source outbound, the
- * destination inbound), with that workload's tracing settings (Istio's Telemetry and MeshConfig,
- * else the config's: provider, sampling, custom tags, reporting); its labels come from the model
- * for Telemetry selectors. Connection and request spans both start here. */
-struct span *telemetry_span_start(const struct conn_info *ci, const char *name, enum span_kind kind,
-				  const struct span_context *parent, const uint8_t *span_id)
+/* The settings of the spans of the workload the agent acts for on ci's side (the source
+ * outbound, the destination inbound): Istio's Telemetry and MeshConfig, else the config's
+ * (provider, sampling, custom tags, reporting). NULL + errno on ENOMEM. */
+static struct tracing_conf *conf_of(const struct conn_info *ci)
 {
 	bool outbound = ci->kind == CONN_OUTBOUND;
 	const struct conn_peer *self = outbound ? &ci->source : &ci->destination;
-	struct model *m = model_current();
-	const struct model_workload *w = model_workload_by_ip(m, outbound ? &ci->src : &ci->target);
-	struct telemetry_subject subj = {
-		.namespace = self->namespace ? self->namespace : "",
-		.name = self->workload,
-		.labels = w ? w->labels : NULL,
-		.nlabels = w ? w->nlabels : 0,
-	};
-	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the loop's stack */
+	return tracing_conf_get(self->namespace, self->workload, outbound ? &ci->src : &ci->target,
+				outbound);
+}
+
+/* A span for the workload the agent acts for on ci's side with the settings tc resolved for
+ * it (tracing_conf_get: resolved once per connection, not per span). Connection and request
+ * spans both start here. */
+struct span *telemetry_span_start(const struct conn_info *ci, const struct tracing_conf *tc,
+				  const char *name, enum span_kind kind,
+				  const struct span_context *parent, const uint8_t *span_id)
+{
+	const struct conn_peer *self = ci->kind == CONN_OUTBOUND ? &ci->source : &ci->destination;
 	const struct otlp_config *cfg = otlp_tracer_config(topts.tracer);
 	/* the tracer's own settings, spelled out to carry the span ID */
-	struct span_opts own = { .tags = cfg->tags, .ntags = cfg->ntags, .span_id = span_id };
-	const struct span_opts *o = span_id ? &own : NULL;
-	struct span *s;
+	struct span_opts o = { .tags = cfg->tags, .ntags = cfg->ntags };
 
-	if (pk)
-		tracing_pick(pk, &subj, outbound, NULL, NULL);
-	if (pk && pk->use) {
-		pk->opts.span_id = span_id;
-		o = &pk->opts;
-	}
-	s = span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent, o);
-	if (pk)
-		tracing_pick_done(pk);
-	free(pk);
-	model_unref(m);
-	return s;
+	if (tc && tc->use)
+		o = tc->opts;
+	o.span_id = span_id;
+	return span_start_opts(topts.tracer, telemetry_resource_for(self), name, kind, parent,
+			       span_id || (tc && tc->use) ? &o : NULL);
+}
+
+/* Does the source workload of an inbound conn have its CLIENT request spans reported (its
+ * own Telemetry resolution, as its node's agent makes it)? When not, a SERVER span cannot
+ * name the CLIENT span as its parent: nobody reports that span. */
+static bool source_reports(const struct conn_info *ci)
+{
+	struct tracing_conf *tc;
+	bool r;
+
+	if (!ci->source.workload)
+		return true;	/* not in the mesh's model: assume an ambit peer tracing */
+	tc = tracing_conf_get(ci->source.namespace, ci->source.workload, &ci->src, true);
+	r = !tc || tc->reporting;
+	tracing_conf_unref(tc);
+	return r;
 }
 
 static void span_open(struct conn *c)
@@ -159,13 +169,15 @@ static void span_open(struct conn *c)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return;	/* out of memory: the conn goes on untraced */
+	t->conf = conf_of(ci);	/* NULL (ENOMEM): the tracer's own settings */
 	bool has_parent = ci->parent_traceparent[0] &&
 			  tracecontext_parse(ci->parent_traceparent, strlen(ci->parent_traceparent),
 					     &parent) == 0;
-	s = telemetry_span_start(ci, outbound ? "outbound" : "inbound",
+	s = telemetry_span_start(ci, t->conf, outbound ? "outbound" : "inbound",
 				 outbound ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER, has_parent ? &parent : NULL,
 				 NULL);
 	if (!s) {
+		tracing_conf_unref(t->conf);
 		free(t);
 		return;	/* out of memory: the conn goes on untraced */
 	}
@@ -173,7 +185,8 @@ static void span_open(struct conn *c)
 	conn_set_user(c, t);
 	if (tracecontext_format(&s->ctx, ci->traceparent, sizeof(ci->traceparent)) < 0)
 		ci->traceparent[0] = '\0';
-	if (reqspan_wanted(ci, topts.request_spans) && (t->req = reqspan_new(c)))
+	if (reqspan_wanted(ci, topts.request_spans, t->conf && t->conf->reporting) &&
+	    (t->req = reqspan_new(c, t->conf, outbound || source_reports(ci))))
 		conn_set_observed(c, true);
 }
 
@@ -261,6 +274,7 @@ static void span_close(struct conn *c, int err, const char *flag, const char *re
 	conn_set_observed(c, false);
 	reqspan_free(t->req, err ? "connection reset before the response"
 				 : "connection closed before the response");
+	tracing_conf_unref(t->conf);
 	s = t->span;
 	free(t);
 	if (s->recording) {

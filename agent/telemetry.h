@@ -34,10 +34,12 @@ const char *telemetry_direction(enum conn_kind kind);
 struct otlp_resource *telemetry_resource_for(const struct conn_peer *p);
 struct span;
 void telemetry_set_peers(struct span *s, const struct conn_info *ci);
-/* A span (new, the caller ends it) for the workload the agent acts for on ci's side, with that
- * workload's tracing settings (agent/tracing.h); span_id (SPAN_ID_LEN bytes) is its ID, NULL:
- * random. NULL on ENOMEM or when there is no tracer. */
-struct span *telemetry_span_start(const struct conn_info *ci, const char *name, enum span_kind kind,
+/* A span (new, the caller ends it) for the workload the agent acts for on ci's side, with the
+ * settings tc (agent/tracing.h) resolved for it at the conn's start (NULL: the tracer's own);
+ * span_id (SPAN_ID_LEN bytes) is its ID, NULL: random. NULL on ENOMEM or without a tracer. */
+struct tracing_conf;
+struct span *telemetry_span_start(const struct conn_info *ci, const struct tracing_conf *tc,
+				  const char *name, enum span_kind kind,
 				  const struct span_context *parent, const uint8_t *span_id);
 /* Recent finished spans (admin API /spans), newest last; trace_id hex filter or NULL, at
  * most limit. New reference. */

@@ -40,6 +40,7 @@ static struct {
 	struct otlp_tracer *tracer;
 	char *root_ns;
 	struct tracing_state *cur;	/* under lock */
+	uint64_t gen;			/* atomic: tracing_generation() */
 } T = { .build_lock = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void state_unref(struct tracing_state *st)
@@ -307,6 +308,8 @@ static void on_model(struct model *m, void *arg)
 	(void)arg;
 	pthread_mutex_lock(&T.build_lock);
 	rebuild(m);
+	/* after the rebuild: what is resolved from now on sees both the model and the settings */
+	__atomic_add_fetch(&T.gen, 1, __ATOMIC_ACQ_REL);
 	pthread_mutex_unlock(&T.build_lock);
 }
 
@@ -329,6 +332,8 @@ int tracing_init(const struct tracing_opts *o)
 	return 0;
 }
 
+static void conf_cache_drop(void);
+
 void tracing_fini(uint32_t drain_ms)
 {
 	struct tracing_state *st;
@@ -339,6 +344,8 @@ void tracing_fini(uint32_t drain_ms)
 	st = T.cur;
 	T.cur = NULL;
 	pthread_mutex_unlock(&T.lock);
+	__atomic_add_fetch(&T.gen, 1, __ATOMIC_ACQ_REL);
+	conf_cache_drop();	/* its confs hold the state: they go with it */
 	free(T.root_ns);
 	T.root_ns = NULL;
 	pthread_mutex_unlock(&T.build_lock);
@@ -359,22 +366,26 @@ static const char *keep(struct tracing_pick *p, size_t *used, const char *s, siz
 	return d;
 }
 
-void tracing_pick(struct tracing_pick *p, const struct telemetry_subject *w, bool client,
-		  tracing_header_fn hdr, void *arg)
+/* tracing_pick, and whether its spans are reported (*reporting). */
+static void pick_fill(struct tracing_pick *p, const struct telemetry_subject *w, bool client,
+		      tracing_header_fn hdr, void *arg, bool *reporting)
 {
 	struct telemetry_effective e;
 	const struct telemetry_mode *md;
 	size_t used = 0;
+	bool enabled = T.tracer && otlp_tracer_config(T.tracer)->enabled;
 
 	memset(&p->opts, 0, sizeof(p->opts));
 	p->use = false;
 	p->st = state_get();
+	*reporting = enabled;	/* no settings: the tracer's own */
 	if (!p->st)
 		return;
 	telemetry_resolve(p->st->set, w, &e);
 	if (!e.configured) {
 		/* the agent's own settings; MeshConfig enableTracing false only stops export */
 		p->use = e.mesh_disabled;
+		*reporting = enabled && !e.mesh_disabled;
 		p->opts.no_export = true;
 		p->opts.tags = otlp_tracer_config(T.tracer)->tags;
 		p->opts.ntags = otlp_tracer_config(T.tracer)->ntags;
@@ -382,6 +393,9 @@ void tracing_pick(struct tracing_pick *p, const struct telemetry_subject *w, boo
 	}
 	md = client ? &e.client : &e.server;
 	p->use = true;
+	/* Istio: disableSpanReporting (or no provider) configures no tracer on the proxy at
+	 * all; the trace context still passes through (the connection span keeps its IDs). */
+	*reporting = enabled && !md->disabled;
 	if (sampler_init(&p->sampler, SAMPLER_PARENT_TRACEIDRATIO, md->sampling / 100.0) == 0)
 		p->opts.sampler = &p->sampler;
 	for (int i = 0; !md->disabled && i < p->st->nsinks; i++)
@@ -413,10 +427,182 @@ void tracing_pick(struct tracing_pick *p, const struct telemetry_subject *w, boo
 	}
 }
 
+void tracing_pick(struct tracing_pick *p, const struct telemetry_subject *w, bool client,
+		  tracing_header_fn hdr, void *arg)
+{
+	bool reporting;
+	pick_fill(p, w, client, hdr, arg, &reporting);
+}
+
 void tracing_pick_done(struct tracing_pick *p)
 {
 	state_unref(p->st);
 	p->st = NULL;
+}
+
+/* ------------------------------------------------- shared resolutions ---- */
+
+uint64_t tracing_generation(void)
+{
+	return __atomic_load_n(&T.gen, __ATOMIC_ACQUIRE);
+}
+
+struct tracing_conf *tracing_conf_ref(struct tracing_conf *c)
+{
+	if (c)
+		__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+void tracing_conf_unref(struct tracing_conf *c)
+{
+	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	state_unref(c->st);
+	free(c->key);
+	free(c);
+}
+
+/* A conf from a pick (whose state reference it takes over): the tags and their values in
+ * one allocation sized to them, not the pick's 5 KiB. NULL on ENOMEM (p is then done). */
+static struct tracing_conf *conf_of_pick(struct tracing_pick *p, bool reporting, uint64_t gen)
+{
+	size_t nt = p->opts.ntags, vlen = 0;
+	struct tracing_conf *c;
+	char *v;
+
+	for (size_t i = 0; i < nt; i++)
+		vlen += strlen(p->opts.tags[i].value) + 1;
+	c = calloc(1, sizeof(*c) + nt * sizeof(c->tags[0]) + vlen);
+	if (!c) {
+		tracing_pick_done(p);
+		return NULL;
+	}
+	c->refs = 1;
+	c->gen = gen;
+	c->use = p->use;
+	c->reporting = reporting;
+	c->st = p->st;		/* tag names live in its set (or in the tracer's config) */
+	p->st = NULL;
+	c->opts = p->opts;
+	c->opts.span_id = NULL;
+	if (p->opts.sampler == &p->sampler) {
+		c->sampler = p->sampler;
+		c->opts.sampler = &c->sampler;
+	}
+	v = (char *)&c->tags[nt];
+	for (size_t i = 0; i < nt; i++) {
+		size_t n = strlen(p->opts.tags[i].value) + 1;
+		c->tags[i].name = p->opts.tags[i].name;
+		c->tags[i].value = memcpy(v, p->opts.tags[i].value, n);
+		v += n;
+	}
+	c->opts.tags = nt ? c->tags : NULL;
+	return c;
+}
+
+/* Resolves a conf for ns/name (labels from the model's workload at ip); uncached. */
+static struct tracing_conf *conf_resolve(const char *ns, const char *name,
+					 const struct sockaddr_storage *ip, bool client, uint64_t gen)
+{
+	struct model *m = model_current();
+	const struct model_workload *w = ip ? model_workload_by_ip(m, ip) : NULL;
+	struct telemetry_subject subj = {
+		.namespace = ns ? ns : "",
+		.name = name,
+		.labels = w ? w->labels : NULL,
+		.nlabels = w ? w->nlabels : 0,
+	};
+	struct tracing_pick *pk = malloc(sizeof(*pk));	/* ~5 KiB: off the stack, only here */
+	struct tracing_conf *c = NULL;
+	bool reporting;
+
+	if (pk) {
+		pick_fill(pk, &subj, client, NULL, NULL, &reporting);
+		c = conf_of_pick(pk, reporting, gen);
+	}
+	free(pk);
+	model_unref(m);
+	if (!c)
+		errno = ENOMEM;
+	return c;
+}
+
+/* The cache: (namespace, workload, direction) -> conf, all of one generation; emptied whole
+ * when the generation moves or it passes its bound (connections keep their references). */
+#define CONF_CACHE_MAX 4096
+static struct {
+	pthread_mutex_t lock;
+	uint64_t gen;
+	size_t n;
+	struct tracing_conf *b[256];
+} C = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void conf_cache_flush(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(C.b); i++) {
+		while (C.b[i]) {
+			struct tracing_conf *c = C.b[i];
+			C.b[i] = c->next;
+			tracing_conf_unref(c);
+		}
+	}
+	C.n = 0;
+}
+
+static void conf_cache_drop(void)
+{
+	pthread_mutex_lock(&C.lock);
+	conf_cache_flush();
+	pthread_mutex_unlock(&C.lock);
+}
+
+struct tracing_conf *tracing_conf_get(const char *ns, const char *name,
+				      const struct sockaddr_storage *ip, bool client)
+{
+	const char *const part[3] = { ns ? ns : "", name ? name : "", client ? "c" : "s" };
+	uint64_t gen = tracing_generation();	/* read before resolving: a later change makes
+						 * what is resolved now stale, never the reverse */
+	struct tracing_conf *c;
+	size_t h = 5381;
+
+	if (!name)	/* no workload name: no key that tells its labels apart */
+		return conf_resolve(ns, name, ip, client, gen);
+	for (int i = 0; i < 3; i++)
+		for (const char *p = part[i]; *p; p++)
+			h = h * 33 + (unsigned char)*p;
+	h %= ARRAY_SIZE(C.b);
+	pthread_mutex_lock(&C.lock);
+	if (C.gen != gen) {
+		conf_cache_flush();
+		C.gen = gen;
+	}
+	for (c = C.b[h]; c; c = c->next)
+		if (str_parts_eq(c->key, part, 3, '|'))
+			break;
+	if (c) {
+		tracing_conf_ref(c);
+		pthread_mutex_unlock(&C.lock);
+		return c;
+	}
+	pthread_mutex_unlock(&C.lock);
+	/* resolved unlocked (it takes the model's and the settings' locks) */
+	c = conf_resolve(ns, name, ip, client, gen);
+	if (!c || asprintf(&c->key, "%s|%s|%s", part[0], part[1], part[2]) < 0) {
+		if (c)
+			c->key = NULL;
+		return c;	/* uncached */
+	}
+	pthread_mutex_lock(&C.lock);
+	if (C.gen == gen) {	/* else stale already: the caller uses it once */
+		if (C.n >= CONF_CACHE_MAX)
+			conf_cache_flush();
+		c->next = C.b[h];
+		C.b[h] = tracing_conf_ref(c);
+		C.n++;
+	}
+	pthread_mutex_unlock(&C.lock);
+	return c;
 }
 
 /* ----------------------------------------------------------------- admin ---- */

@@ -51,6 +51,39 @@ void tracing_pick(struct tracing_pick *p, const struct telemetry_subject *w, boo
 		  tracing_header_fn hdr, void *arg);
 void tracing_pick_done(struct tracing_pick *p);
 
+/* The settings of one side's spans of a workload (its connection spans and request spans:
+ * no request-header tags), resolved once and shared by every connection that starts while
+ * they hold. Immutable once made; refcounted. */
+struct tracing_conf {
+	int refs;			/* atomic */
+	bool use;			/* pass (a copy of) opts to span_start_opts; false: the
+					 * tracer's own settings */
+	bool reporting;			/* these spans are reported: Istio's disableSpanReporting,
+					 * no provider, enableTracing false or a disabled tracer
+					 * say they are not (request tracking is then not worth it) */
+	struct span_opts opts;		/* span_id is NULL: a copy sets it per span */
+	/* private */
+	uint64_t gen;			/* tracing_generation() when resolved */
+	struct tracing_state *st;	/* a reference: opts' sink and tag names live in it */
+	struct sampler sampler;
+	char *key;			/* "namespace|workload|c" in the cache; NULL: not cached */
+	struct tracing_conf *next;
+	struct otlp_header tags[];	/* opts.ntags, their values after them */
+};
+
+/* Changes whenever a model is published or the Istio objects' settings are rebuilt: what
+ * was resolved before may be stale. Any thread. */
+uint64_t tracing_generation(void);
+/* The shared settings of the spans of workload ns/name (the model's workload at ip gives its
+ * labels for Telemetry selectors), outbound (client) or inbound: from a cache per (workload,
+ * direction) emptied when tracing_generation() moves, resolved on a miss. A new reference,
+ * or NULL + errno (ENOMEM). Any thread. */
+struct tracing_conf *tracing_conf_get(const char *ns, const char *name,
+				      const struct sockaddr_storage *ip, bool client);
+struct tracing_conf *tracing_conf_ref(struct tracing_conf *c);
+/* NULL ok. */
+void tracing_conf_unref(struct tracing_conf *c);
+
 /* The admin API's /telemetry: providers (with export counters), diagnostics, and the
  * effective settings of m's workloads on node (every node when NULL), or only of ns/name
  * when ns is set. New reference or NULL. */

@@ -107,12 +107,16 @@ struct span {
 	bool no_export;			/* recorded (ring) but never exported */
 	int refs;			/* atomic: caller until span_end, batcher queue, ring */
 	int export_state;		/* atomic enum span_export_state */
+	struct span *pool_next;		/* private: the pool of freed spans (otlp/span.c) */
 };
 
 /* A recording span with fresh random IDs and no parent, for tests and tools; spans of the
  * agent come from span_start() (otlp/tracer.h). Takes a reference on resource (may be NULL).
  * NULL + errno (ENOMEM, EINVAL on a NULL name). */
 struct span *span_new(struct otlp_resource *resource, const char *name, enum span_kind kind);
+/* A zeroed span, refs 0, for the tracer to fill: from the pool of freed ones (their attribute
+ * array and first string chunk kept) or new. NULL + errno (ENOMEM). Any thread. */
+struct span *span_alloc(void);
 struct span *span_ref(struct span *s);
 /* Drops a reference; the last one frees the span and releases its resource. NULL ok. */
 void span_unref(struct span *s);

@@ -139,7 +139,7 @@ struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resour
 		errno = EINVAL;
 		return NULL;
 	}
-	s = calloc(1, sizeof(*s));
+	s = span_alloc();
 	if (!s)
 		return NULL;
 	if (parent && !span_context_valid(parent))
@@ -159,7 +159,8 @@ struct span *span_start_opts(struct otlp_tracer *t, struct otlp_resource *resour
 	else if (!rc)
 		rc = span_random_id(s->ctx.span_id, SPAN_ID_LEN);
 	if (rc) {
-		free(s);
+		s->refs = 1;
+		span_unref(s);	/* back to the pool */
 		errno = -rc;
 		return NULL;
 	}

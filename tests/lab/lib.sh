@@ -163,6 +163,35 @@ lab_metric() {
 			END { printf "%.0f\n", s }'
 }
 
+# lab_model JQ: rewrites the lab's workloads file through JQ (the agents reload it within 1 s).
+lab_model() {
+	jq "$1" "$LAB_WORKLOADS" >"$LAB_WORKLOADS.tmp" && mv "$LAB_WORKLOADS.tmp" "$LAB_WORKLOADS"
+}
+
+# lab_telemetry_is NAME NS/WORKLOAD JQ NODE...: until every NODE's (nK) agent answers
+# `ambitctl telemetry --workload NS/WORKLOAD -o json` with something JQ finds true (each agent
+# reloads the workloads file on its own: a change is in force once all have it); the last
+# answer is shown when one never does.
+lab_telemetry_is() {
+	local name=$1 wl=$2 filter=$3 k end good
+	shift 3
+	for k; do
+		good=""
+		end=$((SECONDS + LAB_WAIT_S))
+		while [ "$SECONDS" -le "$end" ]; do
+			if pod_exec "$name" "$k" "$AMBIT_BUILD/ambitctl" telemetry --workload "$wl" -o json 2>/dev/null |
+				jq -e "$filter" >/dev/null; then
+				good=1
+				break
+			fi
+			sleep 0.2
+		done
+		[ -n "$good" ] && continue
+		pod_exec "$name" "$k" "$AMBIT_BUILD/ambitctl" telemetry --workload "$wl" -o json | sed 's/^/#   /' >&2 || true
+		return 1
+	done
+}
+
 # pod_spawn NAME POD LOG CMD...: starts CMD in the background in POD, output to LOG; records the
 # pid in the lab's pids file (killed by lab down) and sets SPAWNED_PID.
 pod_spawn() {

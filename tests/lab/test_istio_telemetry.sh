@@ -53,30 +53,13 @@ client() { # FROM TO PORT: one connection, 100 bytes each way
 		--bytes 100 --reply 100
 }
 ctl() { pod_exec "$lab" "${CTL_NODE:-n1}" "$CTL" "$@"; }
-# telemetry_is NS/NAME JQ: until both agents' `ambitctl telemetry --workload` answer satisfies
-# JQ (each agent reloads the workloads file on its own: a change is in force once both have it).
+# telemetry_is NS/NAME JQ: until both agents' telemetry answer for NS/NAME satisfies JQ.
 TELEMETRY_NODES="n1 n2"
 telemetry_is() {
-	local end k good
-	for k in $TELEMETRY_NODES; do
-		good=""
-		end=$((SECONDS + LAB_WAIT_S))
-		while [ "$SECONDS" -le "$end" ]; do
-			if CTL_NODE=$k ctl telemetry --workload "$1" -o json 2>/dev/null | jq -e "$2" >/dev/null; then
-				good=1
-				break
-			fi
-			sleep 0.2
-		done
-		[ -n "$good" ] && continue
-		CTL_NODE=$k ctl telemetry --workload "$1" -o json | sed 's/^/#   /' >&2 || true
-		return 1
-	done
+	# shellcheck disable=SC2086 # the node list splits
+	lab_telemetry_is "$lab" "$1" "$2" $TELEMETRY_NODES
 }
-# model JQ: rewrites the lab's workloads file through JQ (the agents reload it within 1 s).
-model() {
-	jq "$1" "$LAB_WORKLOADS" >"$LAB_WORKLOADS.tmp" && mv "$LAB_WORKLOADS.tmp" "$LAB_WORKLOADS"
-}
+model() { lab_model "$1"; }
 agents_stop() {
 	local k bad=0
 	for k in 1 2; do

@@ -8,6 +8,11 @@
 # own trace (parent = its traceparent) or else under the connection's outbound span; 500 as
 # ERROR; the slow answer's duration; attributes; then, with tracing.request_spans false, no
 # request spans and the very same bytes on both sides (tests/tools/rq_http.py records them).
+# Last, per workload through Istio's Telemetry API: a Telemetry turning span reporting off in
+# the namespace of a second client pod (n1-p2, namespace "quiet"): no tracking and no span of
+# its own (request or connection) from its node, the server's SERVER spans still, parented
+# without the unreported CLIENT span, the other client traced as before; with the object gone,
+# new connections of the quiet pod are traced again.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -61,7 +66,7 @@ stop_clean() {
 	return "$bad"
 }
 
-if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1 >"$logs/up.log" 2>&1; then
+if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --enroll p1,p2 >"$logs/up.log" 2>&1; then
 	fail "rq: lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20
 	lab_result; exit 1
 fi
@@ -147,4 +152,55 @@ check "rq: the client received the same bytes with request spans on and off" cmp
 check "rq: the server received the same bytes with request spans on and off" cmp "$logs/rec/conn-0.in" "$logs/rec/conn-1.in"
 check "rq: what the server sent is what the client received" cmp "$logs/rec/conn-0.out" "$logs/client-on"
 in_shell "rq: agents exit cleanly (request spans off)" stop_clean
-lab_result
+
+# ---------------- off for one namespace through a Telemetry object ----------------
+W12=$(lab_var N1_P2_NAME)
+for k in 1 2; do
+	jq 'del(.tracing.request_spans)' "$LAB_ROOT/$lab/node$k.json" >"$logs/node$k.json" &&
+		cp "$logs/node$k.json" "$LAB_ROOT/$lab/node$k.json"
+done
+lab_model '.workloads |= map(if (.name | endswith("-n1-p2")) then .namespace = "quiet" | .uid = "quiet/" + .name else . end)
+  | .mesh_config = {defaultConfig: {tracing: {sampling: 100}}, defaultProviders: {tracing: ["sink"]},
+    extensionProviders: [{name: "sink", opentelemetry: {service: "'"$LAB_UL_IP"'", port: 4318,
+      http: {path: "/v1/traces"}}}]}
+  | .resources = [{apiVersion: "telemetry.istio.io/v1", kind: "Telemetry",
+    metadata: {name: "off", namespace: "quiet", creationTimestamp: "2025-01-01T00:00:00Z"},
+    spec: {tracing: [{disableSpanReporting: true}]}}]'
+in_shell "rq: agents start with a Telemetry quiet/off (disableSpanReporting)" agents 1 2
+check "rq: ... both agents resolve quiet's tracing as disabled" lab_telemetry_is "$lab" "quiet/$W12" \
+	'.workloads[0] | .outbound.disabled and .inbound.disabled and .outbound.from.disabled == "Telemetry quiet/off"' n1 n2
+check "rq: ... and default's as reporting to the mesh's provider (the sink)" lab_telemetry_is "$lab" "default/$W11" \
+	'.workloads[0] | .source == "istio" and .outbound.provider == "sink" and (.outbound.disabled | not)' n1 n2
+TP2=00-5bf92f3577b34da6a3ce929d0e0e4737-10f067aa0ba902b8-01
+for who in quiet:n1-p2 default:n1-p1; do
+	out=$(pod_exec "$lab" "${who#*:}" python3 "$RQ" client --to "$P21:8080" --out "$logs/client-${who%%:*}" \
+		--traceparent "$TP2" 2>&1) && ok "rq: four requests from ${who%%:*} (${who#*:})" ||
+		{ fail "rq: four requests from ${who%%:*} (${who#*:})"; printf '%s\n' "$out" | sed 's/^/#   /'; }
+done
+check "rq: node 2 traces the quiet pod's 4 requests (SERVER spans)" \
+	wait_spans "$spans" "$REQ and .kind == 2 and .attributes[\"source.workload\"] == \"$W12\"" 4
+check "rq: ... and the default client's CLIENT spans in that trace" \
+	wait_spans "$spans" "$REQ and .kind == 3 and .trace_id == \"${TP2:3:32}\" and .attributes[\"source.workload\"] == \"$W11\"" 2
+sleep 1	# a span of the quiet pod would come with the same batches
+check "rq: ... no span of the quiet pod's own from node 1: no CLIENT request span, no outbound span" jq_check "$spans" \
+	--arg w "$W12" '[.[] | select(.resource["k8s.pod.name"] == $w)] | length == 0'
+check "rq: ... node 2 traced the quiet pod's 4 requests: SERVER spans under the request's traceparent, else the inbound span" \
+	jq_check "$spans" --arg w "$W12" --arg p "${TP2:36:16}" \
+	'([.[] | select(.name == "inbound" and .attributes["source.workload"] == $w)] | .[0].span_id) as $in |
+	 [.[] | select(.kind == 2 and .attributes["http.request.method"] == "GET" and .attributes["source.workload"] == $w)] |
+	 length == 4 and $in != null and
+	 all(.[]; if (.attributes["http.request.ordinal"] % 2) == 1 then .parent_span_id == $p else .parent_span_id == $in end)'
+lab_model '.resources = []'
+check "rq: the Telemetry object removed: both agents resolve quiet's tracing as reporting" \
+	lab_telemetry_is "$lab" "quiet/$W12" '.workloads[0] | .outbound.provider == "sink" and (.outbound.disabled | not)' n1 n2
+out=$(pod_exec "$lab" n1-p2 python3 "$RQ" client --to "$P21:8080" --out "$logs/client-quiet2" 2>&1) &&
+	ok "rq: four requests from quiet (n1-p2) on a new connection" ||
+	{ fail "rq: four requests from quiet (n1-p2) on a new connection"; printf '%s\n' "$out" | sed 's/^/#   /'; }
+check "rq: ... now traced on node 1: 4 CLIENT spans of the quiet pod, each with its SERVER child" \
+	wait_spans "$spans" "$REQ and .kind == 3 and .resource[\"k8s.pod.name\"] == \"$W12\"" 4
+check "rq: ... each SERVER span of the new connection the child of its CLIENT span" jq_check "$spans" --arg w "$W12" \
+	'[.[] | select(.kind == 3 and .resource["k8s.pod.name"] == $w and .attributes["http.request.method"] == "GET")] as $c |
+	 [.[] | select(.kind == 2 and .attributes["source.workload"] == $w and .attributes["http.request.method"] == "GET")] as $s |
+	 $c | length == 4 and all(.[]; .span_id as $id | [$s[] | select(.parent_span_id == $id)] | length == 1)'
+in_shell "rq: agents exit cleanly (Telemetry)" stop_clean
+

@@ -371,6 +371,46 @@ TEST(span_attribute_strings)
 	span_unref(s);
 }
 
+/* A freed span comes back from the pool empty: no attribute, status, name or resource of the
+ * one before; its kept array and chunk take new attributes (many, big) as a new one does. */
+TEST(span_pool_reuse_starts_empty)
+{
+	struct otlp_resource *r = otlp_resource_new();
+	char key[32], big[SPAN_MAX_VALUE_LEN + 1];
+	struct span *s, *t;
+
+	REQUIRE(r);
+	memset(big, 'b', SPAN_MAX_VALUE_LEN);
+	big[SPAN_MAX_VALUE_LEN] = '\0';
+	for (int round = 0; round < 3; round++) {
+		s = span_new(r, "first", SPAN_KIND_SERVER);
+		REQUIRE(s);
+		for (int i = 0; i < SPAN_MAX_ATTRS; i++) {
+			snprintf(key, sizeof(key), "k%d.%d", round, i);
+			CHECK(span_set_str(s, key, i % 7 == 3 ? big : key) == 0);
+		}
+		span_set_status(s, SPAN_STATUS_ERROR, "boom");
+		span_unref(s);
+		t = span_alloc();	/* the one just freed, from the pool */
+		REQUIRE(t);
+		CHECK(t->attrs.n == 0 && t->attrs.hashes == 0 && t->attrs.dropped == 0);
+		CHECK(t->status == SPAN_STATUS_UNSET && !t->status_msg && !t->resource && !t->sink);
+		CHECK(t->name[0] == '\0' && t->refs == 0 && !t->recording && !t->end_ns);
+		t->refs = 1;
+		t->recording = true;
+		CHECK(span_get_attr(t, "k0.0") == NULL);
+		for (int i = 0; i < SPAN_MAX_ATTRS; i++) {
+			snprintf(key, sizeof(key), "n%d", i);
+			CHECK(span_set_str(t, key, i % 5 == 1 ? big : key) == 0);
+		}
+		CHECK_EQ_INT(t->attrs.n, SPAN_MAX_ATTRS);
+		CHECK_EQ_STR(span_get_attr(t, "n1")->v.s, big);
+		CHECK_EQ_STR(span_get_attr(t, "n2")->v.s, "n2");
+		span_unref(t);
+	}
+	otlp_resource_unref(r);
+}
+
 TEST(span_status_rules)
 {
 	struct span *s = span_new(NULL, "x", SPAN_KIND_CLIENT);

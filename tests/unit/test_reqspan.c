@@ -193,6 +193,83 @@ TEST(a_busy_turn_and_a_close_lose_no_span)
 	CHECK_EQ_INT(found_now()->n, before + 42);
 }
 
+/* The rig's model with MeshConfig and resources (JSON text) added. */
+static void publish_with(const char *mesh, const char *resources)
+{
+	char err[256], *text = NULL;
+	struct model *m;
+
+	REQUIRE(asprintf(&text, "%.*s,\"mesh_config\":%s,\"resources\":%s}",
+			 (int)sizeof(rig_model_json) - 2, rig_model_json, mesh, resources) > 0);
+	m = model_parse(text, strlen(text), err, sizeof(err));
+	free(text);
+	if (!m)
+		fprintf(stderr, "model: %s\n", err);
+	REQUIRE(m);
+	model_publish(m);
+}
+
+static int count_kind(struct found *f, int from, enum span_kind k)
+{
+	int n = 0;
+	for (int i = from; i < f->n; i++)
+		n += f->kind[i] == k;
+	return n;
+}
+
+/* Istio's Telemetry: the client workload's span reporting off. Its outbound conns get no
+ * tracker (no CLIENT spans); the server's inbound conns still get SERVER spans, under the
+ * inbound conn span (nobody reports the CLIENT span they would name); without the object new
+ * conns are traced again. */
+TEST(span_reporting_disabled_for_a_workload_means_no_tracker)
+{
+	setup();
+	publish_with("{\"defaultConfig\":{\"tracing\":{\"sampling\":100}},\"defaultProviders\":{\"tracing\":[\"otel\"]},\"extensionProviders\":["
+		     "{\"name\":\"otel\",\"opentelemetry\":{\"service\":\"127.0.0.1\",\"port\":9}}]}",
+		     "[{\"apiVersion\":\"telemetry.istio.io/v1\",\"kind\":\"Telemetry\","
+		     "\"metadata\":{\"name\":\"quiet\",\"namespace\":\"default\"},"
+		     "\"spec\":{\"selector\":{\"matchLabels\":{\"app\":\"client\"}},"
+		     "\"tracing\":[{\"disableSpanReporting\":true}]}}]");
+	int before = found_now()->n;
+	struct conn *out = open_conn(CONN_OUTBOUND, NULL);
+	REQUIRE(out);
+	CHECK(!conn_observed(out));	/* no tracker: no parser CPU */
+	struct conn *in = open_conn(CONN_INBOUND_HBONE, conn_info(out)->traceparent);
+	REQUIRE(in);
+	CHECK(conn_observed(in));
+	relay(out, true);
+	relay(in, true);
+	REQUIRE(loop_defer(lp, stop_task, NULL) == 0);
+	CHECK(loop_run(lp) == 0);
+	struct found *f = found_now();
+	CHECK_EQ_INT(count_kind(f, before, SPAN_KIND_CLIENT), 0);
+	REQUIRE(count_kind(f, before, SPAN_KIND_SERVER) == 1);
+	struct span_context out_ctx, in_ctx;
+	REQUIRE(tracecontext_parse(conn_info(out)->traceparent, strlen(conn_info(out)->traceparent),
+				   &out_ctx) == 0);
+	REQUIRE(tracecontext_parse(conn_info(in)->traceparent, strlen(conn_info(in)->traceparent),
+				   &in_ctx) == 0);
+	CHECK(memcmp(f->ctx[f->n - 1].trace_id, out_ctx.trace_id, SPAN_TRACE_ID_LEN) == 0);
+	CHECK(memcmp(f->parent[f->n - 1], in_ctx.span_id, SPAN_ID_LEN) == 0);
+	close_conn(out);
+	close_conn(in);
+
+	/* the object goes: conns opened from now on are traced; */
+	char err[256];
+	REQUIRE(rig_publish_model(err, sizeof(err)) == 0);
+	before = found_now()->n;
+	out = open_conn(CONN_OUTBOUND, NULL);
+	REQUIRE(out);
+	CHECK(conn_observed(out));
+	relay(out, true);
+	REQUIRE(loop_defer(lp, stop_task, NULL) == 0);
+	CHECK(loop_run(lp) == 0);
+	CHECK_EQ_INT(count_kind(found_now(), before, SPAN_KIND_CLIENT), 1);
+	close_conn(out);
+	REQUIRE(loop_defer(lp, stop_task, NULL) == 0);
+	loop_run(lp);
+}
+
 int main(void)
 {
 	int rc = test_main("reqspan");
