@@ -644,7 +644,8 @@ struct httproute_set *httproute_set_compile(const json_t *resources, uint64_t ge
 		s->nroutes++;
 	}
 	/* oldest first: the per-Service bound keeps the oldest, as conflicts resolve */
-	qsort(s->routes, (size_t)s->nroutes, sizeof(*s->routes), route_age_cmp);
+	if (s->nroutes)
+		qsort(s->routes, (size_t)s->nroutes, sizeof(*s->routes), route_age_cmp);
 	for (int k = 0; k < s->nroutes; k++) {
 		struct httproute *hr = s->routes[k];
 		s->stats.routes++;
