@@ -517,6 +517,8 @@ static int route_age_cmp(const void *a, const void *b)
 {
 	const struct httproute *x = *(const struct httproute *const *)a;
 	const struct httproute *y = *(const struct httproute *const *)b;
+	if (!x->obj.namespace || !x->obj.name || !y->obj.namespace || !y->obj.name)	/* refused */
+		return (!x->obj.namespace || !x->obj.name) - (!y->obj.namespace || !y->obj.name);
 	return istio_object_age_cmp(&x->obj, &y->obj);
 }
 

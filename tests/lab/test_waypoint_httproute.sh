@@ -8,8 +8,8 @@
 # to app-3 with a RequestHeaderModifier (the same path and one header more: it takes precedence), /missing to a Service that does not exist; and a second route with a
 # RegularExpression match, which is refused. Checked over HTTP/1.1 and HTTP/2 (prior knowledge):
 # both backends answer in roughly the proportion, the header match always goes to v2 with the
-# header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); metrics name the
-# chosen backend as destination_service; admin /waypoint lists the routes (the refused one with
+# header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); the request span
+# and the metrics name the chosen backend as destination_service; admin /waypoint lists the routes (the refused one with
 # its reason); the route removed from the file: app-1's own endpoint answers again.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -134,6 +134,23 @@ check "metrics: 404 with response_flags NR for app-1" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="404",response_flags="NR"'
 check "metrics: 500 with response_flags NC" \
 	metric '^istio_requests_total\{reporter="waypoint",.*response_code="500",response_flags="NC"'
+
+route_span() { # the request span of a routed request names the route and the chosen backend
+	local tid=5a1e0f00c0ffee00000000000000beef out
+	pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -H "traceparent: 00-$tid-00f067aa0ba902b7-01" \
+		-H 'x-canary: 1' "http://$V/whoami" || return 1
+	for _ in $(seq 20); do
+		out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 \
+			"http://127.0.0.1:15000/spans?trace_id=$tid") || return 1
+		jq -e '[.spans[] | select(.kind == "SERVER" and .attributes["route.name"] ==
+			"default/app1-split" and .attributes["destination.service"] ==
+			"app-3.default.svc.cluster.local" and .attributes["http.status_code"] == 200)] |
+			length == 1' <<<"$out" >/dev/null && return 0
+		sleep 0.25
+	done
+	jq -c '.spans[] | {name, kind, attributes}' <<<"$out"; return 1
+}
+check "span: route.name and the backend as destination.service" route_span
 
 admin_routes() {
 	local out
