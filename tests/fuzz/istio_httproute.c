@@ -44,18 +44,9 @@ static void requests(const struct httproute_set *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+	json_t *j = fuzz_resources(data, size);
 	if (!j)
 		return 0;
-	if (json_is_object(j)) {
-		json_t *arr = json_array();
-		json_array_append_new(arr, j);
-		j = arr;
-	}
-	if (!json_is_array(j)) {
-		json_decref(j);
-		return 0;
-	}
 	struct httproute_set *s1 = httproute_set_compile(j, 1), *s2 = httproute_set_compile(j, 1);
 	FUZZ_CHECK(s1 && s2);
 	for (int i = 0; i < s1->nroutes; i++) {
