@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the waypoint's data path shares between its files: waypoint.c (sessions, HTTP/1.x,
- * upstream dialing, balancing, policy, spans and metrics) and h2.c (HTTP/2 per stream). Not a
+ * upstream dialing, balancing, policy, spans and metrics), h2.c (HTTP/2 per stream) and
+ * routes.c (HTTPRoutes per request). Not a
  * public API: only agent/waypoint/ includes it. */
 #ifndef AMBIT_AGENT_WAYPOINT_INTERNAL_H
 #define AMBIT_AGENT_WAYPOINT_INTERNAL_H
