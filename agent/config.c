@@ -375,6 +375,17 @@ static int load_wp_http2(struct jx *j, struct config *c, const json_t *o)
 	return 0;
 }
 
+/* The waypoint's "http1" object: Envoy's Http1ProtocolOptions it implements. */
+static int load_wp_http1(struct jx *j, struct config *c, const json_t *o)
+{
+	static const char *const keys[] = { "enable_trailers", NULL };
+	int err;
+	if ((err = jx_keys(j, o, keys)) ||
+	    (err = jx_bool(j, o, "enable_trailers", &c->wp_h1_trailers)))
+		return err;
+	return 0;
+}
+
 static int load_hbone(struct jx *j, struct config *c, const json_t *o)
 {
 	static const char *const keys[] = { "max_streams_per_connection", "idle_timeout_ms",
@@ -403,7 +414,7 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 		"root_namespace", "ca", "discovery", "tracing", "log", "redirect", "proxy", "hbone", "admin_address", NULL };
 	static const char *const wp_keys[] = { "name", "namespace", "node_name", "node_ip",
 		"trust_domain", "root_namespace", "ca", "discovery", "tracing", "log", "proxy",
-		"hbone", "admin_address", "load_balancing", "http2", NULL };
+		"hbone", "admin_address", "load_balancing", "http2", "http1", NULL };
 	static const char *const lbs[] = { "round_robin", "least_request", NULL };
 	json_error_t jerr;
 	json_t *root;
@@ -448,6 +459,8 @@ int config_load(struct config *c, enum config_role role, const char *path, char 
 			rc = jx_enum(&j, root, "load_balancing", lbs, &c->waypoint_lb);
 		if (!rc)
 			rc = load_section(&j, root, "http2", load_wp_http2, c);
+		if (!rc)
+			rc = load_section(&j, root, "http1", load_wp_http1, c);
 	}
 	if (!rc)
 		rc = load_section(&j, root, "ca", load_ca, c);
@@ -569,7 +582,7 @@ json_t *config_to_json(const struct config *c)
 		" s:{s:b, s:f, s:o, s:{s:s?, s:s, s:o, s:i}, s:i, s:i, s:i, s:b},"
 		" s:{s:s, s:s}, s:{s:b, s:s, s:s, s:i, s:i},"
 		" s:{s:i, s:i, s:i, s:i}, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s}, s:s?, s:s?, s:s,"
-		" s:{s:i, s:i, s:i}}",
+		" s:{s:i, s:i, s:i}, s:{s:b}}",
 		"config_file", c->path, "node_name", c->node_name, "node_ip", c->node_ip,
 		"trust_domain", c->trust_domain, "root_namespace", c->root_namespace,
 		"admin_address", c->admin_address,
@@ -603,6 +616,7 @@ json_t *config_to_json(const struct config *c)
 		"load_balancing", c->waypoint_lb,
 		"http2", "max_connections_per_endpoint", (json_int_t)c->wp_h2_conns_per_endpoint,
 		"max_concurrent_streams", (json_int_t)c->wp_h2_client_streams,
-		"max_pending_requests", (json_int_t)c->wp_h2_pending), c);
+		"max_pending_requests", (json_int_t)c->wp_h2_pending,
+		"http1", "enable_trailers", c->wp_h1_trailers), c);
 }
 

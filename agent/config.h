@@ -95,6 +95,7 @@ struct config {
 	uint32_t wp_h2_conns_per_endpoint;	/* max_connections_per_endpoint (4) */
 	uint32_t wp_h2_client_streams;		/* max_concurrent_streams, per client (100) */
 	uint32_t wp_h2_pending;			/* max_pending_requests, in all (1024) */
+	bool wp_h1_trailers;			/* http1.enable_trailers (false, as Istio) */
 };
 
 /* Defaults for role. 0 or -ENOMEM. */

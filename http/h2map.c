@@ -192,11 +192,14 @@ struct field {
 struct fields {
 	const struct h1 *h1;
 	const struct h2map_hdrs *h2;
+	bool trailers;			/* h1: its trailer section, not its head */
 };
 
 static size_t fields_n(const struct fields *src)
 {
-	return src->h1 ? (size_t)src->h1->nh : src->h2->n;
+	if (src->h1)
+		return (size_t)(src->trailers ? src->h1->ntr : src->h1->nh);
+	return src->h2->n;
 }
 
 /* Field i; an HTTP/1 value comes trimmed. */
@@ -206,9 +209,10 @@ static struct field fields_get(const struct fields *src, size_t i)
 
 	if (src->h1) {
 		const struct h1 *h = src->h1;
+		const struct h1_header *x = src->trailers ? &h->tr[i] : &h->h[i];
 		f = (struct field){
-			.n = h->arena + h->h[i].name, .nlen = h->h[i].name_len,
-			.v = h->h[i].value_len ? h->arena + h->h[i].value : "", .vlen = h->h[i].value_len,
+			.n = h->arena + x->name, .nlen = x->name_len,
+			.v = x->value_len ? h->arena + x->value : "", .vlen = x->value_len,
 		};
 		f.v = trim(f.v, &f.vlen);
 	} else {
@@ -608,9 +612,6 @@ int h2map_response_to_h1(const struct h2map_hdrs *in, bool head_request, bool en
 
 int h2map_trailers_to_h1(const struct h2map_hdrs *in, struct h1_buf *out)
 {
-	/* framing, routing and connection fields cannot be trailers (RFC 9110 §6.5.1) */
-	static const char *const never[] = { "content-length", "host", "trailer", "content-type",
-					     "content-encoding", "content-range" };
 	size_t pending = h1_buf_pending(out);
 	int err;
 
@@ -620,15 +621,30 @@ int h2map_trailers_to_h1(const struct h2map_hdrs *in, struct h1_buf *out)
 	err = h1_buf_append(out, "0\r\n", 3);
 	for (size_t i = 0; !err && in && i < in->n; i++) {
 		struct field f = h2_field(in, i);
-		bool skip = field_keep(&f, named_by_connection(&(struct fields){ .h2 = in }, &f), false) != KEEP_AS_IS;
-		for (size_t k = 0; !skip && k < sizeof(never) / sizeof(never[0]); k++)
-			skip = name_eq((const uint8_t *)f.n, f.nlen, never[k]);
+		/* framing, routing and connection fields cannot be trailers (RFC 9110 §6.5.1) */
+		bool skip = field_keep(&f, named_by_connection(&(struct fields){ .h2 = in }, &f), false) != KEEP_AS_IS ||
+			    h1_trailer_forbidden(f.n, f.nlen);
 		if (!skip)
 			err = h1_buf_printf(out, "%.*s: %.*s\r\n", (int)f.nlen, f.n, (int)f.vlen, f.v);
 	}
 	if (!err)
 		err = h1_buf_append(out, "\r\n", 2);
 	return err ? undo(out, pending, err) : 0;
+}
+
+int h2map_trailers_from_h1(const struct h1 *h, struct h2map_hdrs *out)
+{
+	struct fields src = { .h1 = h, .trailers = true };
+
+	for (size_t i = 0; i < fields_n(&src); i++) {
+		struct field f = fields_get(&src, i);
+		if (field_keep(&f, false, false) != KEEP_AS_IS || h1_trailer_forbidden(f.n, f.nlen))
+			continue;
+		int err = h2map_hdrs_add(out, f.n, f.nlen, f.v, f.vlen);
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------------- gRPC ---- */

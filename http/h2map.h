@@ -78,6 +78,11 @@ int h2map_response_to_h1(const struct h2map_hdrs *in, bool head_request, bool en
  * a pseudo-header in trailers, -ENOMEM. On error out is left as it was. */
 int h2map_trailers_to_h1(const struct h2map_hdrs *in, struct h1_buf *out);
 
+/* The trailer section of a chunked HTTP/1.x body (h at H1_ST_DONE) -> HTTP/2 trailer fields
+ * appended to out: lowercased and trimmed, without the fields h1_trailer_forbidden names.
+ * 0, -EPROTO (a value HTTP/2 cannot carry), -E2BIG, -ENOMEM. */
+int h2map_trailers_from_h1(const struct h1 *h, struct h2map_hdrs *out);
+
 /* gRPC: "/pkg.Service/Method" -> service ("pkg.Service") and method ("Method"), pointers into
  * path. -EINVAL when path is not of that shape (both parts non-empty, no other '/', no query). */
 int h2map_grpc_method(const char *path, size_t len, const char **svc, size_t *svc_len,

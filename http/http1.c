@@ -2,7 +2,8 @@
 /* HTTP/1.x framing on top of http_parser (nodejs http-parser 2.9): the parser is paused at
  * every message end so that pipelined bytes stay with the caller until it is ready, heads are
  * kept in a bounded arena and rebuilt on the way out, bodies are re-framed as they are decoded
- * (RFC 9112 §7.1: chunked in, chunked out; trailers are dropped, §7.1.2 allows it). */
+ * (RFC 9112 §7.1: chunked in, chunked out); the trailer section is read into the head's arena
+ * and re-sent only when the caller asks (keep_trailers), else dropped (§7.1.2 allows both). */
 #include "http/http1.h"
 
 #include <errno.h>
@@ -181,6 +182,8 @@ static int on_message_begin(http_parser *p)
 	h->arena_len = 0;
 	h->url = h->url_len = 0;
 	h->nh = 0;
+	h->ntr = 0;
+	h->tr_full = false;
 	h->in_value = false;
 	h->chunked_out = false;
 	h->body_bytes = 0;
@@ -206,28 +209,27 @@ bool h1_is_tchar(unsigned char c)
 	return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+/* A field name (or a piece of one) of the head or, after the body, of the trailer section:
+ * into fields[*n] (at most max). Problems are reported in byte order, so the same stream gets
+ * the same answer however it is split: a new field past the limit, then the bytes before a bad
+ * one (which may not fit), then the bad byte. */
+static int field_name(struct h1 *h, struct h1_header *fields, int *n, int max, const char *at,
+		      size_t len)
 {
-	struct h1 *h = of(p);
 	size_t ok = 0;
-	if (h->st != H1_ST_HEAD)
-		return 0;	/* trailers: dropped */
-	/* Problems are reported in byte order, so the same stream gets the same answer however
-	 * it is split: a new field past the limit, then the bytes before a bad one (which may
-	 * not fit), then the bad byte. */
-	if (h->in_value || h->nh == 0) {
-		if (h->nh == H1_MAX_HEADERS) {
+	if (h->in_value || *n == 0) {
+		if (*n == max) {
 			fail(h, 431, "too many header fields");
 			return -1;
 		}
-		h->h[h->nh++] = (struct h1_header){ .name = (uint32_t)h->arena_len };
+		fields[(*n)++] = (struct h1_header){ .name = (uint32_t)h->arena_len };
 		h->in_value = false;
 	}
 	while (ok < len && h1_is_tchar((unsigned char)at[ok]))
 		ok++;
 	if (arena_add(h, at, ok))
 		return -1;
-	h->h[h->nh - 1].name_len += (uint32_t)ok;
+	fields[*n - 1].name_len += (uint32_t)ok;
 	if (ok < len) {
 		fail(h, 400, "invalid character in a header field name");
 		return -1;
@@ -235,12 +237,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+static int field_value(struct h1 *h, struct h1_header *x, const char *at, size_t len)
 {
-	struct h1 *h = of(p);
-	if (h->st != H1_ST_HEAD || !h->nh)
-		return 0;
-	struct h1_header *x = &h->h[h->nh - 1];
 	if (!h->in_value) {
 		x->value = (uint32_t)h->arena_len;
 		h->in_value = true;
@@ -251,12 +249,57 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Whether len more bytes of the trailer section are kept: only when the caller wants them, and
+ * within H1_MAX_TRAILERS fields and the arena's bound; past those the rest of the section is
+ * dropped (the field in progress too), never an error (they were all dropped before). */
+static bool trailer_fits(struct h1 *h, bool new_field, size_t len)
+{
+	if (!h->keep_trailers || h->tr_full)
+		return false;
+	if ((new_field && h->ntr == H1_MAX_TRAILERS) || h->arena_len + len > H1_MAX_HEAD) {
+		if (!new_field)
+			h->ntr--;	/* the field in progress */
+		h->tr_full = true;
+		return false;
+	}
+	return true;
+}
+
+/* http_parser 2.9 reports the trailer section of a chunked body through the same callbacks as
+ * the head, after the last chunk and before on_message_complete (tests/unit/test_http1.c). */
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct h1 *h = of(p);
+	if (h->st == H1_ST_BODY) {
+		if (!trailer_fits(h, h->in_value || !h->ntr, len))
+			return 0;
+		return field_name(h, h->tr, &h->ntr, H1_MAX_TRAILERS, at, len);
+	}
+	if (h->st != H1_ST_HEAD)
+		return 0;
+	return field_name(h, h->h, &h->nh, H1_MAX_HEADERS, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct h1 *h = of(p);
+	if (h->st == H1_ST_BODY) {
+		if (!h->ntr || !trailer_fits(h, false, len))
+			return 0;
+		return field_value(h, &h->tr[h->ntr - 1], at, len);
+	}
+	if (h->st != H1_ST_HEAD || !h->nh)
+		return 0;
+	return field_value(h, &h->h[h->nh - 1], at, len);
+}
+
 static int on_headers_complete(http_parser *p)
 {
 	struct h1 *h = of(p);
 	int rc;
 
 	h->st = H1_ST_BODY;
+	h->in_value = false;	/* a trailer section starts with a name */
 	h->keep_alive = http_should_keep_alive(p);
 	h->upgrade = p->upgrade || (h->type == HTTP_REQUEST && p->method == HTTP_CONNECT);
 	h->chunked_out = (p->flags & F_CHUNKED) != 0;
@@ -291,11 +334,25 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* The end of a re-chunked body: the last chunk, the trailers when kept, the blank line. */
+static int write_last_chunk(const struct h1 *h, struct h1_buf *out)
+{
+	int err = h1_buf_append(out, "0\r\n", 3);
+	for (int i = 0; !err && h->keep_trailers && i < h->ntr; i++) {
+		const char *n, *v;
+		size_t nl, vl;
+		h1_trailer(h, i, &n, &nl, &v, &vl);
+		if (!h1_trailer_forbidden(n, nl))
+			err = h1_buf_printf(out, "%.*s: %.*s\r\n", (int)nl, n, (int)vl, v);
+	}
+	return err ? err : h1_buf_append(out, "\r\n", 2);
+}
+
 static int on_message_complete(http_parser *p)
 {
 	struct h1 *h = of(p);
 
-	if (h->chunked_out && h1_buf_append(h->out, "0\r\n\r\n", 5)) {
+	if (h->chunked_out && write_last_chunk(h, h->out)) {
 		fail(h, 500, "out of memory");
 		return -1;
 	}
@@ -346,6 +403,8 @@ void h1_next(struct h1 *h)
 	h->arena_len = 0;
 	h->url = h->url_len = 0;
 	h->nh = 0;
+	h->ntr = 0;
+	h->tr_full = false;
 	/* http_parser counts trailer bytes in nread and may not clear it at the message end,
 	 * depending on where the input was split; h1_idle reads it (a clean close after a
 	 * chunked message with trailers was taken for a cut message). */
@@ -439,6 +498,36 @@ const char *h1_header(const struct h1 *h, const char *name, size_t *len)
 		}
 	}
 	return NULL;
+}
+
+int h1_trailer_count(const struct h1 *h)
+{
+	return h->ntr;
+}
+
+void h1_trailer(const struct h1 *h, int i, const char **name, size_t *nlen, const char **value,
+		size_t *vlen)
+{
+	const struct h1_header *x = &h->tr[i];
+	*name = h->arena + x->name;
+	*nlen = x->name_len;
+	*value = x->value_len ? h->arena + x->value : "";
+	*vlen = x->value_len;
+}
+
+bool h1_trailer_forbidden(const char *name, size_t len)
+{
+	static const char *const never[] = {
+		/* framing and routing, content metadata (RFC 9110 §6.5.1) */
+		"content-length", "transfer-encoding", "host", "trailer", "content-type",
+		"content-encoding", "content-range", "te",
+		/* connection-specific (RFC 9110 §7.6.1, RFC 9113 §8.2.2) */
+		"connection", "keep-alive", "proxy-connection", "upgrade",
+	};
+	for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+		if (strlen(never[i]) == len && strncasecmp(name, never[i], len) == 0)
+			return true;
+	return false;
 }
 
 int h1_format_head(const struct h1 *h, struct h1_buf *out, const char *const *drop,

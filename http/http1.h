@@ -14,6 +14,7 @@
 
 #define H1_MAX_HEADERS	128
 #define H1_MAX_HEAD	(64 * 1024)	/* request line + headers; past it: 431 */
+#define H1_MAX_TRAILERS	32		/* trailer fields of a chunked body kept; more are dropped */
 
 /* A growable byte buffer (the staging areas between the parser and the conns). */
 struct h1_buf {
@@ -81,7 +82,16 @@ struct h1 {
 	uint32_t url, url_len;
 	struct h1_header h[H1_MAX_HEADERS];
 	int nh;
+	/* the trailer section of a chunked body (RFC 9112 §7.1.2) when keep_trailers, in the
+	 * arena after the head; complete at H1_ST_DONE, until h1_next. Past H1_MAX_TRAILERS
+	 * fields or H1_MAX_HEAD bytes with the head, the rest is dropped (tr_full). */
+	struct h1_header tr[H1_MAX_TRAILERS];
+	int ntr;
+	bool tr_full;
 	bool in_value;
+	bool keep_trailers;		/* set by the caller: the trailer section is kept and the
+					 * re-chunked output carries it (h1_trailer_forbidden
+					 * fields left out); else dropped (RFC 9112 §7.1.2) */
 	bool chunked_out;		/* the body is being re-chunked */
 	bool keep_alive;		/* http_should_keep_alive at head and at end */
 	bool upgrade;			/* the message asked for an upgrade (or is CONNECT) */
@@ -112,6 +122,15 @@ int h1_status(const struct h1 *h);				/* responses */
 const char *h1_url(const struct h1 *h, size_t *len);
 /* The value of the first header named name (case-insensitive), or NULL. */
 const char *h1_header(const struct h1 *h, const char *name, size_t *len);
+/* The trailer fields of the current message: how many, and field i (not NUL-terminated,
+ * the value trimmed as received by http_parser). */
+int h1_trailer_count(const struct h1 *h);
+void h1_trailer(const struct h1 *h, int i, const char **name, size_t *nlen, const char **value,
+		size_t *vlen);
+/* A field that must not be forwarded in a trailer section (RFC 9110 §6.5.1: framing, routing,
+ * content and connection-specific fields). name is case-insensitive, len bytes. */
+bool h1_trailer_forbidden(const char *name, size_t len);
+
 /* Writes the head as received (request line or status line, then the headers), except the
  * headers named in drop[] (NULL-terminated, case-insensitive), then the extra lines (each
  * "name: value", may be NULL), then the blank line. 0 or -ENOMEM. */

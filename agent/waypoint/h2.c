@@ -8,6 +8,7 @@
  * side's data provider has taken the bytes, so nothing is read faster than it is written.
  * nghttp2 callbacks only record, submit and schedule; bytes move in the sessions' pumps. */
 #include "agent/waypoint/internal.h"
+#include "agent/waypoint/h2rules.h"
 #include "agent/hbone.h"
 #include "agent/mesh.h"
 #include "agent/proxy.h"
@@ -29,14 +30,8 @@
 #define H2_UP_STREAMS		100		/* streams per upstream connection (below the
 						 * peer's own limit), when hbone.max_streams is 0 */
 #define H2_CONNS_PER_EP		4		/* upstream connections per endpoint */
-#define H2_QUEUE_MAX		1024		/* requests waiting for room on those, in all */
 #define H2_CONN_WINDOW		(16u << 20)	/* connection receive window, both sides */
 #define H2_IDLE_MS		60000		/* a client session with no stream this long */
-/* Istio's default HTTP retry policy (VirtualService HTTPRetry unset): 2 retries on
- * connect-failure and refused-stream, another endpoint than the last (Envoy's previous_hosts
- * predicate, at most 5 picks). */
-#define H2_RETRIES		2
-#define H2_RETRY_PICKS		5
 #define H2_RETRY_BODY_MAX	WP_STAGE_MAX	/* request body kept for a retry, per stream */
 #define H2_RESETS_PER_S		100		/* client resets of unanswered streams per second
 						 * past which the session is cut (rapid reset) */
@@ -84,6 +79,7 @@ struct wp_h2s {
 	bool down_open, up_open;
 	bool head_done, req_eof, resp_final, resp_eof, resp_submitted, local, grpc, finished;
 	bool head_req;
+	uint8_t interim;		/* 1xx answers forwarded to the client (WP_H2_INTERIM_MAX) */
 	bool h1c;			/* the client speaks HTTP/1.x (s->h2x), not HTTP/2 */
 	bool te_trailers, resp_head_sent, resp_chunked, failed;	/* h1c */
 	struct h2map_hdrs req, req_tr, resp, resp_tr;
@@ -105,7 +101,7 @@ struct wp_h2s {
 	size_t resent;			/* the front of req_body the client was credited for
 					 * already (a retry's copy of req_sent) */
 	bool retry_due;			/* refused before any answer: wp_h2_step retries it */
-	uint8_t retries;		/* retries so far (H2_RETRIES at most) */
+	uint8_t retries;		/* retries so far (WP_H2_RETRIES at most) */
 	const char *retry_flag;		/* why the last attempt failed (x->error says more) */
 	struct span *span;
 	char *ep_uid;
@@ -370,11 +366,9 @@ static void h2s_up_failed(struct wp_h2s *x, uint32_t error_code, const char *fla
 		h2s_local(x, 503, 14, why, flag, why);
 		return;
 	}
-	uint32_t code = error_code == NGHTTP2_CANCEL || error_code == NGHTTP2_REFUSED_STREAM ?
-			NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR;
 	if (!x->status)
 		x->status = 502;
-	nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, x->down_sid, code);
+	nghttp2_submit_rst_stream(d->ng, NGHTTP2_FLAG_NONE, x->down_sid, wp_h2_client_reset_code(error_code));
 	wp_sess_schedule(x->s);
 }
 
@@ -391,15 +385,25 @@ static bool resp_complete_by_length(const struct wp_h2s *x)
 	return end == cl + len && n == x->resp_bytes;
 }
 
-/* Istio's default retry policy: the endpoint refused the stream (REFUSED_STREAM, or past the
- * last stream ID of its GOAWAY) or could not be reached, nothing of the answer came and nothing
- * of the body left (it is all still in req_body), a retry is left. HTTP/2 clients only. */
+/* What x's attempt has seen, for Istio's default retry policy (h2rules.c): an HTTP/2 client's
+ * stream, or an HTTP/1.x client's request to an http2/grpc port (s->h2x). */
+static struct wp_h2_attempt h2s_attempt(const struct wp_h2s *x)
+{
+	bool alive = x->s && (x->h1c ? x->s->h2x == x : x->s->h2 && !x->s->h2->dying);
+	return (struct wp_h2_attempt){
+		.client_waits = alive && x->down_open && !x->finished,
+		.answered = x->resp_submitted || x->resp_final,
+		.body_gone = x->body_sent,	/* all the body that left is still in req_sent */
+		.retries = x->retries,
+	};
+}
+
+/* The endpoint refused the stream or could not be reached: x goes again. */
 static bool h2s_retriable(const struct wp_h2s *x, uint32_t error_code, const char *flag)
 {
-	return !x->h1c && x->s && x->s->h2 && !x->s->h2->dying && x->down_open && !x->finished &&
-	       !x->resp_submitted && !x->resp_final && !x->body_sent && x->retries < H2_RETRIES &&
-	       (error_code == NGHTTP2_REFUSED_STREAM ||
-		(flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0));
+	struct wp_h2_attempt a = h2s_attempt(x);
+	return wp_h2_retry_on_failure(&a, error_code,
+				      flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0);
 }
 
 /* The upstream side is done with x. */
@@ -454,7 +458,7 @@ static void h2s_keep_sent(struct wp_h2s *x, const uint8_t *p, size_t n)
 {
 	if (x->body_sent)
 		return;
-	if (x->h1c || x->resp_final || x->retries >= H2_RETRIES ||
+	if (x->resp_final || x->retries >= WP_H2_RETRIES ||
 	    h1_buf_pending(&x->req_sent) + n > H2_RETRY_BODY_MAX || h1_buf_append(&x->req_sent, p, n)) {
 		h2s_drop_sent(x);
 	}
@@ -700,17 +704,55 @@ static void forward_response(struct wp_h2s *x)
 	wp_sess_schedule(x->s);
 }
 
+/* An interim (1xx) answer of x's endpoint (those wp_h2_interim_forwarded passes: as Envoy with
+ * proxy_100_continue, Istio's default ENABLE_100_CONTINUE_HEADERS), as HTTP/2 fields h2 (an HTTP/2 endpoint) or an
+ * HTTP/1.x head h1: on to the client before the final answer (RFC 9110 §15.2: a proxy
+ * forwards them), as a HEADERS frame without END_STREAM to an HTTP/2 client, as an HTTP/1.1
+ * interim head to an HTTP/1.1 client (never to HTTP/1.0, which does not know them). Once one
+ * went, the request is not retried (the client saw an answer begin). */
+static void h2s_interim(struct wp_h2s *x, int code, const struct h2map_hdrs *h2, const struct h1 *h1)
+{
+	struct wp_sess *s = x->s;
+	struct h2map_hdrs tmp;
+	int err = 0;
+
+	if (!s || !x->down_open || x->finished || !wp_h2_interim_forwarded(code, x->interim))
+		return;
+	h2map_hdrs_init(&tmp);
+	if (h1) {
+		err = h2map_response_from_h1(h1, &tmp);
+		h2 = &tmp;
+	}
+	if (!err && x->h1c) {
+		bool chunked;
+		if (x->resp_head_sent || s->req.p.http_major != 1 || s->req.p.http_minor < 1)
+			goto out;
+		err = h2map_response_to_h1(h2, false, false, &s->to_down, &chunked);
+	} else if (!err && s->h2 && !x->resp_submitted) {
+		err = nghttp2_submit_headers(s->h2->ng, NGHTTP2_FLAG_NONE, x->down_sid, NULL, h2->nv,
+					     h2->n, NULL);
+	} else {
+		goto out;
+	}
+	if (err) {
+		pr_debug("waypoint: a %d answer not forwarded: %s", code,
+			 err <= -500 ? nghttp2_strerror(err) : strerror(-err));
+		goto out;
+	}
+	x->interim++;
+	h2s_drop_sent(x);	/* no retry after this */
+	wp_sess_schedule(s);
+out:
+	h2map_hdrs_fini(&tmp);
+}
+
 /* Istio's default retry policy on an answer's head: retriable-status-codes (503), and for
  * gRPC `unavailable` and `cancelled` (grpc-status 14 or 1 in a trailers-only answer), while
  * the request is retriable (h2s_retriable's terms). */
 static bool h2s_answer_retriable(const struct wp_h2s *x, int status, bool end)
 {
-	if (!h2s_retriable(x, NGHTTP2_REFUSED_STREAM, NULL))
-		return false;
-	if (status == 503)
-		return true;
-	int gs = x->grpc && end ? grpc_status_of(&x->resp) : -1;
-	return gs == 14 || gs == 1;
+	struct wp_h2_attempt a = h2s_attempt(x);
+	return wp_h2_retry_on_answer(&a, status, x->grpc && end ? grpc_status_of(&x->resp) : -1);
 }
 
 /* The answer on x's upstream stream sid goes unseen: the stream is cancelled and x goes again
@@ -752,11 +794,13 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 		if (!x->resp_final) {
 			size_t len;
 			const char *st = h2map_hdrs_get(&x->resp, ":status", &len);
-			if (st && len == 3 && st[0] == '1')
-				return 0;	/* interim (1xx): not forwarded; the final one follows */
 			int code = 0;
 			for (size_t i = 0; st && i < len && i < 3; i++)
 				code = code * 10 + (st[i] - '0');
+			if (st && len == 3 && st[0] == '1') {
+				h2s_interim(x, code, &x->resp, NULL);	/* the final one follows */
+				return 0;
+			}
 			if (h2s_answer_retriable(x, code, end)) {
 				h2s_retry_answer(x, ng, f->hd.stream_id, code, end);
 				return 0;
@@ -889,7 +933,7 @@ static bool hu_usable(const struct wp_h2u *hu)
 static bool hu_room(struct wp_h2u *hu, uint32_t bound)
 {
 	uint32_t peer = nghttp2_session_get_remote_settings(hu->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-	return hu->nstreams < MIN(bound, peer);
+	return wp_h2_stream_room(hu->nstreams, bound, peer);
 }
 
 /* A connection to dst with room for one more stream: a pooled one, else a new one within
@@ -1037,7 +1081,7 @@ static bool enqueue(struct wp_h2s *x, const char *key, const struct sockaddr_sto
 {
 	struct waypoint *w = x->s->w;
 	struct wp_h2s **tail = &w->h2q, *prev = NULL;
-	if (w->nh2q >= (w->o.h2_pending ? w->o.h2_pending : H2_QUEUE_MAX))
+	if (!wp_h2_queue_room(w->nh2q, w->o.h2_pending))
 		return false;
 	snprintf(x->qkey, sizeof(x->qkey), "%s", key);
 	x->qtarget = *target;
@@ -1148,7 +1192,17 @@ static void h2s_span_dst(struct wp_h2s *x, const struct model_workload *dst,
 	span_set_int(x->span, "destination.port", sockaddr_port(target));
 }
 
-/* x's request (up_hdrs) goes to dst at target as HTTP/2: a stream on a pooled connection with
+/* x could not be routed: 503 (gRPC: UNAVAILABLE) to an HTTP/2 client at once, to an HTTP/1.x
+ * client from wp_h2_h1c_step. */
+static void h2s_route_failed(struct wp_h2s *x, const char *flag, const char *why)
+{
+	if (x->h1c)
+		h2s_up_failed(x, 0, flag, why);
+	else
+		h2s_local(x, 503, 14, "upstream connect error", flag, why);
+}
+
+/* x's request (up_hdrs, or an HTTP/1.x client's translated head) goes to dst at target as HTTP/2: a stream on a pooled connection with
  * room, on a new one, or it waits for room; else the client gets 503. tp: the traceparent of a
  * new connection's CONNECT. */
 static void h2s_route(struct wp_h2s *x, const struct model *m, const struct model_workload *dst,
@@ -1164,7 +1218,7 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 	struct wp_h2u *hu = hu_get(s, m, dst, target, tp, &why, &flag, key, &full);
 	bool queued = !hu && full && enqueue(x, key, target);
 	if (!hu && !queued) {
-		h2s_local(x, 503, 14, "upstream connect error", flag, why);
+		h2s_route_failed(x, flag, why);
 		return;
 	}
 	struct endpoint_stat *e = wp_ep_stat(w, dst->uid, true);
@@ -1175,7 +1229,7 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 	}
 	int rv = hu ? h2s_submit(x, hu) : 0;
 	if (rv)
-		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+		h2s_route_failed(x, CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
 }
 
 /* The end of an attempt for least-request accounting (the next one counts anew). */
@@ -1193,7 +1247,7 @@ static void h2s_ep_release(struct wp_h2s *x)
 static const char *h2s_up_traceparent(const struct wp_h2s *x, char tp[64])
 {
 	size_t len = 0;
-	const char *v = h2map_hdrs_get(&x->up_hdrs, "traceparent", &len);
+	const char *v = h2map_hdrs_get(x->h1c ? &x->req : &x->up_hdrs, "traceparent", &len);
 	if (!v || len >= 64)
 		return NULL;
 	memcpy(tp, v, len);
@@ -1218,7 +1272,7 @@ static void h2s_retry(struct wp_h2s *x)
 		hu_unref(x->hu);
 		x->hu = NULL;
 	}
-	for (int i = 0; i < H2_RETRY_PICKS; i++) {
+	for (int i = 0; i < WP_H2_RETRY_PICKS; i++) {
 		dst = wp_pick_route(w, s, m, &x->rt, &target);
 		if (!dst || !x->ep_uid || strcmp(dst->uid, x->ep_uid) != 0)
 			break;
@@ -1391,6 +1445,21 @@ static size_t move_body(struct h1_buf *from, struct h1_buf *to, bool chunked, in
 	return m;
 }
 
+/* The trailer section of a complete HTTP/1.x message h as HTTP/2 trailers into tr, when
+ * http1.enable_trailers says so (else they are dropped, as Istio's Envoy drops them). One that
+ * HTTP/2 cannot carry is dropped too (logged). */
+static void h1_trailers_take(const struct waypoint *w, const struct h1 *h, struct h2map_hdrs *tr)
+{
+	if (!w || !w->o.h1_trailers || !h1_trailer_count(h) || tr->n)
+		return;
+	int err = h2map_trailers_from_h1(h, tr);
+	if (err) {
+		pr_debug("waypoint: HTTP/1.x trailers dropped: %s", strerror(-err));
+		h2map_hdrs_fini(tr);
+		h2map_hdrs_init(tr);
+	}
+}
+
 /* Lets go of the stream's HTTP/1.1 upstream: back to the pool when its exchange completed and
  * the connection may carry another, else closed (reset when cut short). */
 static void h1_release(struct wp_h2s *x, bool reusable)
@@ -1446,8 +1515,10 @@ static void h1_request(struct wp_h2s *x, const struct model *m, const struct mod
 int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h)
 {
 	h->chunked_out = false;		/* the body as it decodes: it goes into DATA frames */
-	if (h1_status(h) < 200)
-		return 0;		/* interim: dropped (h1_pump skips it) */
+	if (h1_status(h) < 200) {
+		h2s_interim(x, h1_status(h), NULL, h);	/* h1_pump skips to the final one */
+		return 0;
+	}
 	h2map_hdrs_fini(&x->resp);
 	h2map_hdrs_init(&x->resp);
 	if (h2map_response_from_h1(h, &x->resp))
@@ -1532,6 +1603,7 @@ static bool h1_pump(struct wp_h2s *x)
 		wake_down(x);
 	switch (u->resp.st) {
 	case H1_ST_DONE:
+		h1_trailers_take(x->s ? x->s->w : NULL, &u->resp, &x->resp_tr);
 		x->resp_eof = true;
 		h1_release(x, true);
 		wake_down(x);
@@ -1570,9 +1642,9 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 		return -1;
 	h2map_hdrs_init(&tmp);
 	err = h2map_request_from_h1(h, "http", &tmp);
-	err = err ? err : copy_fields(&tmp, tpbuf, s->rt_rule, &x->req);
-	if (!err && s->rt_service && !(x->rt.service = strdup(s->rt_service)))
-		err = -ENOMEM;
+	err = err ? err : copy_fields(&tmp, tpbuf, s->rt_cur ? s->rt_cur->rule : NULL, &x->req);
+	if (!err && s->rt_cur)	/* its retries pick from the route's backend too */
+		err = wp_route_copy(&x->rt, s->rt_cur);
 	h2map_hdrs_fini(&tmp);
 	if (err) {
 		if (err == -EPROTO)
@@ -1639,8 +1711,14 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 	bool progress = false, moved = false;
 	int err = 0;
 
+	if (x->retry_due) {	/* refused or failed before any answer: again (h2s_retriable) */
+		h2s_retry(x);
+		progress = true;
+		if (s->h2x != x)
+			return true;
+	}
 	/* the request body (decoded by the parser) into the stream's bounded buffer */
-	bool keep = x->up_open || x->queued;
+	bool keep = x->up_open || x->queued || x->retry_due;
 	while (h1_buf_pending(&s->to_up) && (!keep || h1_buf_pending(&x->req_body) < WP_STAGE_MAX)) {
 		size_t m = MIN(h1_buf_pending(&s->to_up), (size_t)(WP_STAGE_MAX));
 		if (keep && h1_buf_append(&x->req_body, h1_buf_head(&s->to_up), m))
@@ -1650,6 +1728,7 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 	}
 	if (!x->req_eof && !h1_buf_pending(&s->to_up) &&
 	    (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED)) {
+		h1_trailers_take(s->w, &s->req, &x->req_tr);	/* req_read sends them */
 		x->req_eof = true;
 		moved = progress = true;
 	}

@@ -102,7 +102,8 @@ struct wp_sess {
 	struct wp_h2s *h2x;		/* the request in flight goes as HTTP/2 (an http2/grpc port) */
 	char *rt_service;		/* the request in flight's HTTPRoute backend (FQDN), for
 					 * spans and metrics; NULL: service */
-	const struct hr_rule *rt_rule;	/* while its head is being sent: the rule's header edits */
+	const struct wp_route *rt_cur;	/* while its head is being sent: its route (header edits,
+					 * the backend an HTTP/2 retry picks from) */
 	struct wp_sess *prev, *next;
 };
 
@@ -225,6 +226,9 @@ void wp_routes_stop(void);
 int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_request *rq,
 		     struct wp_route *rt, const char **why, const char **flag);
 void wp_route_fini(struct wp_route *rt);
+/* A copy of src's backend (ns, name, port, service, route name) into dst, zeroed first; not
+ * its set nor rule. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
+int wp_route_copy(struct wp_route *dst, const struct wp_route *src);
 /* The span attributes of a routed request (route.name, destination.service). */
 void wp_route_span(const struct wp_route *rt, struct span *sp);
 /* HTTP/1.x request head edits: the rule's RequestHeaderModifier (rule NULL: none) and the

@@ -272,6 +272,7 @@ static int run(struct wpd *d)
 		.h2_conns_per_endpoint = d->cfg.wp_h2_conns_per_endpoint,
 		.h2_client_streams = d->cfg.wp_h2_client_streams,
 		.h2_pending = d->cfg.wp_h2_pending,
+		.h1_trailers = d->cfg.wp_h1_trailers,
 	};
 	wo.hbone_addr = any;
 	((struct sockaddr_in *)&wo.hbone_addr)->sin_port = htons(15008);

@@ -194,6 +194,18 @@ void wp_route_fini(struct wp_route *rt)
 	memset(rt, 0, sizeof(*rt));
 }
 
+int wp_route_copy(struct wp_route *dst, const struct wp_route *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->port = src->port;
+	if ((src->route && !(dst->route = strdup(src->route))) ||
+	    (src->ns && !(dst->ns = strdup(src->ns))) ||
+	    (src->name && !(dst->name = strdup(src->name))) ||
+	    (src->service && !(dst->service = strdup(src->service))))
+		return -ENOMEM;
+	return 0;
+}
+
 void wp_route_span(const struct wp_route *rt, struct span *sp)
 {
 	if (!sp)

@@ -824,6 +824,7 @@ struct wp_up *wp_up_get(struct wp_sess *s, const struct model *m,
 	u->conn = c;
 	strcpy(u->key, key);
 	h1_init(&u->resp, HTTP_RESPONSE, &resp_cbs, u);
+	u->resp.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	conn_attach(c, CONN_DOWN, &u->end);
 	struct conn_info *ci = conn_info(c);
 	ci->kind = CONN_OUTBOUND;
@@ -1225,9 +1226,9 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	}
 	if (protocol_is_h2(s->proto) && !s->req_connect && !h->upgrade) {
 		/* an http2/grpc port: the request goes as HTTP/2, its body decoded into DATA */
-		s->rt_rule = rt.rule;
+		s->rt_cur = &rt;
 		rc = wp_h2_h1c_request(s, h, m, dst, &target, tpbuf, &why);
-		s->rt_rule = NULL;
+		s->rt_cur = NULL;
 		if (!rc)
 			h->chunked_out = false;
 		goto out;
@@ -1310,6 +1311,7 @@ static void response_done(struct wp_sess *s)
 		/* An upgrade the server declined: the connection goes on as HTTP/1.1. */
 		h1_fini(&s->req);
 		h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
+		s->req.keep_trailers = s->w->o.h1_trailers;
 	} else {
 		h1_next(&s->req);
 	}
@@ -1823,6 +1825,7 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	s->authority = req->target;
 	s->st = SS_SNIFF;
 	h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
+	s->req.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	loop_timer_init(&s->timer, sniff_fire, s);
 	s->next = w->sessions;
 	if (w->sessions)

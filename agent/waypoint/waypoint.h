@@ -53,6 +53,8 @@ struct waypoint_opts {
 	uint32_t h2_conns_per_endpoint;		/* upstream connections per endpoint (4) */
 	uint32_t h2_client_streams;		/* SETTINGS_MAX_CONCURRENT_STREAMS to clients (100) */
 	uint32_t h2_pending;			/* requests waiting for room, in all (1024) */
+	bool h1_trailers;			/* http1.enable_trailers: HTTP/1.x trailer sections
+						 * are forwarded (else dropped, as Istio's Envoy) */
 	bool dial_pod;				/* hbone.dial "pod": endpoints at their pod IP:15008,
 						 * no SNI (mesh_hbone_dial) */
 };

@@ -3,7 +3,9 @@
  * h2map_request_to_h1, h2map_response_to_h1 and h2map_trailers_to_h1; whatever is accepted must
  * parse back as exactly one HTTP/1.1 head with the same method or status (no field can split
  * the head: no smuggling), and a refusal leaves the output as it was. An HTTP/1 message goes
- * h1 -> h2 -> h1 and must keep its method or status.
+ * h1 -> h2 -> h1 and must keep its method or status; its trailer section, if any, goes to
+ * HTTP/2 trailers (no pseudo-header, none of h1_trailer_forbidden's) and back to a chunked end
+ * that parses.
  * Input: mode byte (bits 0-1: 0 request list, 1 response list, 2 trailers, 3 an HTTP/1 message;
  * bit 2: end_stream, or for an HTTP/1 message a response; bit 3: HEAD), then for lists fields
  * as "name\0value\0" pairs, for a message the bytes. */
@@ -184,6 +186,36 @@ static int msg_on_head(struct h1 *h, struct h1_buf *out, void *arg)
 
 static const struct h1_cbs msg_cbs = { .on_head = msg_on_head };
 
+/* A complete message's trailer section -> HTTP/2 trailers -> a chunked end after a head. */
+static void fuzz_trailers(const struct h1 *h)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+	struct h2map_hdrs l;
+	struct h1_buf all = { 0 };
+	struct reparse r = { 0 };
+	struct h1 back;
+	int rc;
+
+	h2map_hdrs_init(&l);
+	rc = h2map_trailers_from_h1(h, &l);
+	FUZZ_CHECK(rc == 0 || rc == -EPROTO || rc == -E2BIG);
+	if (rc == 0) {
+		FUZZ_CHECK(l.n <= (size_t)h1_trailer_count(h));
+		for (size_t i = 0; i < l.n; i++)
+			FUZZ_CHECK(l.nv[i].namelen && l.nv[i].name[0] != ':' &&
+				   !h1_trailer_forbidden((const char *)l.nv[i].name, l.nv[i].namelen));
+		h1_buf_append(&all, head, sizeof(head) - 1);
+		FUZZ_CHECK(h2map_trailers_to_h1(&l, &all) == 0);
+		if (!te_prefix_quirk(&l)) {
+			reparse(&back, HTTP_RESPONSE, &r, h1_buf_head(&all), h1_buf_pending(&all), false);
+			FUZZ_CHECK(back.st == H1_ST_DONE && back.body_bytes == 0);
+			h1_fini(&back);
+		}
+	}
+	h1_buf_fini(&all);
+	h2map_hdrs_fini(&l);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	int kind;
@@ -202,7 +234,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct h1 h;
 		struct h1_buf sink = { 0 };
 		h1_init(&h, flag ? HTTP_RESPONSE : HTTP_REQUEST, &msg_cbs, NULL);
+		h.keep_trailers = true;
 		h1_feed(&h, data, size, &sink);
+		if (h.st == H1_ST_DONE)
+			fuzz_trailers(&h);
 		h1_fini(&h);
 		h1_buf_fini(&sink);
 	}

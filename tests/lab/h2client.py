@@ -19,6 +19,9 @@
 #   rst       GET /slow, RST_STREAM(CANCEL) after two chunks: the next request on the same
 #             connection is answered; with --server-log, the server saw the stream reset too
 #   trailers  GET /trailers: the body, then trailers x-trailer: yes
+#   early_hints  GET /early-hints: a 103 with its link field first, then the 200 "after hints"
+#   continue  POST /echo with "expect: 100-continue" and no body yet: a 100 comes (within 5 s),
+#             then the body goes and comes back byte for byte
 #   goaway    GET /goaway (the server answers, then sends GOAWAY): the answer is complete, and
 #             three more requests succeed (on a new connection when a GOAWAY ended this one)
 #   await_goaway  waits up to --await seconds for the peer's GOAWAY (a proxy draining): it comes,
@@ -103,7 +106,8 @@ class Client:
         if body is not None:
             self.p.queue(sid, body, end=True)
         self.streams[sid] = {"status": None, "headers": {}, "body": bytearray(), "sha": hashlib.sha256(),
-                             "len": 0, "trailers": {}, "ended": False, "reset": None, "keep": True}
+                             "len": 0, "trailers": {}, "ended": False, "reset": None, "keep": True,
+                             "interim": []}
         self.p.flush()
         return sid
 
@@ -117,6 +121,8 @@ class Client:
             if isinstance(ev, h2.events.ResponseReceived) and st:
                 h = {k.decode(): v.decode() for k, v in ev.headers}
                 st["status"], st["headers"] = int(h[":status"]), h
+            elif isinstance(ev, h2.events.InformationalResponseReceived) and st:
+                st["interim"].append({k.decode(): v.decode() for k, v in ev.headers})
             elif isinstance(ev, h2.events.TrailersReceived) and st:
                 st["trailers"] = {k.decode(): v.decode() for k, v in ev.headers}
             elif isinstance(ev, h2.events.DataReceived):
@@ -285,6 +291,39 @@ def sc_trailers(c, a):
           st["trailers"].get("x-trailer") == "yes", f"status {st['status']} trailers {st['trailers']}")
 
 
+def sc_early_hints(c, a):
+    st = c.fetch("GET", "/early-hints")
+    hints = [i for i in st["interim"] if i.get(":status") == "103"]
+    check("early_hints_forwarded", st["status"] == 200 and bytes(st["body"]).strip() == b"after hints" and
+          len(hints) == 1 and hints[0].get("link") == "</a.css>; rel=preload",
+          f"status {st['status']} interim {st['interim']}")
+
+
+def sc_continue(c, a):
+    body = os.urandom(20000)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", a.authority),
+                              (":path", "/echo"), ("content-length", str(len(body))),
+                              ("expect", "100-continue")], end_stream=False)
+    st = c.streams[sid] = {"status": None, "headers": {}, "body": bytearray(), "sha": hashlib.sha256(),
+                           "len": 0, "trailers": {}, "ended": False, "reset": None, "keep": True,
+                           "interim": []}
+    c.p.flush()
+    end = time.monotonic() + 5
+    while not st["interim"] and st["status"] is None and time.monotonic() < end:
+        if not c.pump_once(timeout=max(0.1, end - time.monotonic())):
+            break
+    # the 100 came before any body byte went (the final head may be there too: node's /echo
+    # answers at once)
+    got100 = [i.get(":status") for i in st["interim"]] == ["100"]
+    check("continue_100_before_body", got100, f"interim {st['interim']} status {st['status']}")
+    c.p.queue(sid, body, end=True)
+    c.p.flush()
+    c.wait(sid)
+    check("continue_body_echoed", st["status"] == 200 and bytes(st["body"]) == body,
+          f"status {st['status']} {len(st['body'])} bytes")
+
+
 def sc_goaway(c, a):
     st = c.fetch("GET", "/goaway")
     check("goaway_answer_complete", st["status"] == 200 and st["ended"] and
@@ -334,7 +373,8 @@ def sc_deny(c, a):
 
 SCENARIOS = {"get": sc_get, "upload": sc_upload, "download": sc_download, "echo": sc_echo,
              "flow": sc_flow, "rst": sc_rst, "trailers": sc_trailers, "goaway": sc_goaway,
-             "deny": sc_deny, "await_goaway": sc_await_goaway}
+             "deny": sc_deny, "await_goaway": sc_await_goaway, "early_hints": sc_early_hints,
+             "continue": sc_continue}
 
 
 def main():

@@ -415,6 +415,18 @@ lab_need_waypoint_h2() {
 	NODE=$(command -v node)
 }
 
+# lab_app_servers NAME LOGDIR: app-1's endpoint on n1-p1 serves HTTP/1.1 on 8080
+# (tests/tools/http_echo.py) and HTTP/2 on 7070 (tests/node/h2_server.js, $NODE from
+# lab_need_waypoint_h2), both named NAME-n1-p1, logs in LOGDIR; returns once both listen.
+lab_app_servers() {
+	pod_spawn "$1" n1-p1 "$2/http.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 \
+		--name "$1-n1-p1"
+	pod_spawn "$1" n1-p1 "$2/h2s.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js" --port 7070 \
+		--name "$1-n1-p1"
+	wait_port "$1" n1-p1 8080
+	wait_port "$1" n1-p1 7070
+}
+
 # lab_other_ca DIR: a CA that the mesh does not trust, DIR/ca.crt and DIR/ca.key (P-256, 1 day).
 lab_other_ca() {
 	mkdir -p "$1" &&

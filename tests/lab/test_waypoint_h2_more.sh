@@ -25,12 +25,7 @@ V=$LAB_SVC_APP_1_VIP
 jq '(.services[] | select(.name == "app-1") | .ports) += [{port: 7070, target_port: 7070},
 	{port: 7071, target_port: 7071, name: "grpc"}]' "$LAB_WORKLOADS" >"$logs/w.json" &&
 	cp "$logs/w.json" "$LAB_WORKLOADS"
-pod_spawn "$lab" n1-p1 "$logs/http.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 \
-	--name "$lab-n1-p1"
-pod_spawn "$lab" n1-p1 "$logs/h2s.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js" --port 7070 \
-	--name "$lab-n1-p1"
-wait_port "$lab" n1-p1 8080
-wait_port "$lab" n1-p1 7070
+lab_app_servers "$lab" "$logs"
 lab_start_agent "$lab" 1 || { fail "agent starts"; lab_result; exit 1; }
 jq '.hbone.idle_timeout_ms = 2000 | .hbone.limits.resets = {burst: 20, per_s: 1} | .tracing.sampling = 0 |
 	.hbone.max_streams_per_connection = 1 | .proxy.connect_timeout_ms = 1500' \

@@ -7,9 +7,10 @@
 # echoed byte for byte), and 1 MB uploads (what leaves before the refusal is within the
 # endpoint's initial window) are answered 200 by n1-p1; the admin's h2_upstreams.retries
 # counts the retries; service h2-503's n2-p1 answers 503 to everything: retried on n1-p1 too;
+# the same for HTTP/1.1 clients of those ports (translated to HTTP/2, retried alike);
 # exit 0 on SIGTERM with no sanitizer report. Also the waypoint's `http2`
 # keys (/config_dump, SETTINGS_MAX_CONCURRENT_STREAMS to a client). Clients: curl over HTTP/2
-# with prior knowledge, python3-h2.
+# with prior knowledge and over HTTP/1.1, python3-h2.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -78,15 +79,21 @@ PY
 }
 check "config: http2.max_concurrent_streams is the client's SETTINGS_MAX_CONCURRENT_STREAMS" client_settings
 
-gets() { # 12 GETs, one HTTP/2 connection each: every one answered by n1-p1
+# The checks below take curl's version option ($1: --http2-prior-knowledge, or --http1.1 for an
+# HTTP/1.1 client the waypoint translates to HTTP/2) and what %{http_version} then says ($2).
+# Bodies go without "Expect: 100-continue": the endpoint's 100 would go on to the client, and
+# after it a request is not retried (as Envoy).
+H2="--http2-prior-knowledge 2" H1="--http1.1 1.1"
+gets() { # 12 GETs, one connection each: every one answered by n1-p1
 	local i out=""
 	for i in $(seq 12); do
-		out+=$(cl curl -sS -m 10 --http2-prior-knowledge -w ' %{http_version} %{http_code}' \
+		out+=$(cl curl -sS -m 10 "$1" -w ' %{http_version} %{http_code}' \
 			"http://$VIP/whoami")$'\n' || true
 	done
-	echo "$out"; [ "$(echo "$out" | grep -cx "$lab-n1-p1 2 200")" -eq 12 ]
+	echo "$out"; [ "$(echo "$out" | grep -cx "$lab-n1-p1 $2 200")" -eq 12 ]
 }
-check "12 GETs, half sent first to an endpoint that refuses: all 200 from n1-p1" gets
+# shellcheck disable=SC2086
+check "12 GETs, half sent first to an endpoint that refuses: all 200 from n1-p1" gets $H2
 
 admin_retries() {
 	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://127.0.0.1:15000/waypoint" |
@@ -102,13 +109,14 @@ posts() { # 6 POSTs of 40 KB (within the retry buffer) echoed byte for byte
 	local i ok=0
 	head -c 40000 /dev/urandom >"$logs/small.bin"
 	for i in $(seq 6); do
-		cl curl -sS -m 30 --http2-prior-knowledge --data-binary "@$logs/small.bin" \
+		cl curl -sS -m 30 "$1" -H Expect: --data-binary "@$logs/small.bin" \
 			-o "$logs/small.out" -w '%{http_code}\n' "http://$VIP/echo" | grep -qx 200 &&
 			cmp -s "$logs/small.bin" "$logs/small.out" && ok=$((ok + 1))
 	done
 	echo "echoed $ok of 6"; [ "$ok" -eq 6 ]
 }
-check "POSTs of 40 KB, half first sent to the refusing endpoint: all echoed byte for byte" posts
+# shellcheck disable=SC2086
+check "POSTs of 40 KB, half first sent to the refusing endpoint: all echoed byte for byte" posts $H2
 
 big() { # 1 MB bodies: before the refusal at most the endpoint's initial window (65535) left,
 	# which the retry buffer holds: all answered by n1-p1 with the whole body
@@ -116,22 +124,23 @@ big() { # 1 MB bodies: before the refusal at most the endpoint's initial window 
 	head -c 1000000 /dev/urandom >"$logs/big.bin"
 	sum=$(sha256sum "$logs/big.bin" | cut -d' ' -f1)
 	for i in $(seq 4); do
-		cl curl -sS -m 30 --http2-prior-knowledge --data-binary "@$logs/big.bin" "http://$VIP/upload" |
+		cl curl -sS -m 30 "$1" -H Expect: --data-binary "@$logs/big.bin" "http://$VIP/upload" |
 			jq -e --arg s "$sum" --arg n "$lab-n1-p1" '.len == 1000000 and .sha256 == $s and .server == $n' \
 			>/dev/null && ok=$((ok + 1))
 	done
 	echo "uploaded $ok of 4"; [ "$ok" -eq 4 ]
 }
-check "1 MB uploads, half first sent to the refusing endpoint: all received whole by n1-p1" big
+# shellcheck disable=SC2086
+check "1 MB uploads, half first sent to the refusing endpoint: all received whole by n1-p1" big $H2
 
 answers_503() { # 10 GETs and 4 POSTs of 40 KB: n2-p1's 503s are retried on n1-p1
 	local i out="" before after
 	before=$(admin_retries)
 	for i in $(seq 10); do
-		out+=$(cl curl -sS -m 10 --http2-prior-knowledge -w ' %{http_code}' "http://$VIP503/whoami")$'\n' || true
+		out+=$(cl curl -sS -m 10 "$1" -w ' %{http_code}' "http://$VIP503/whoami")$'\n' || true
 	done
 	for i in $(seq 4); do
-		out+=$(cl curl -sS -m 10 --http2-prior-knowledge --data-binary "@$logs/small.bin" \
+		out+=$(cl curl -sS -m 10 "$1" -H Expect: --data-binary "@$logs/small.bin" \
 			-o "$logs/small.out" -w '%{http_code}' "http://$VIP503/echo")
 		cmp -s "$logs/small.bin" "$logs/small.out" && out+=" same"$'\n'
 	done
@@ -140,7 +149,24 @@ answers_503() { # 10 GETs and 4 POSTs of 40 KB: n2-p1's 503s are retried on n1-p
 	[ "$(echo "$out" | grep -cx "$lab-n1-p1 200")" -eq 10 ] &&
 	[ "$(echo "$out" | grep -cx "200 same")" -eq 4 ] && [ "$after" -gt "$before" ]
 }
-check "an endpoint answering 503: GETs and POSTs retried on the other one (retriable-status-codes)" answers_503
+# shellcheck disable=SC2086
+check "an endpoint answering 503: GETs and POSTs retried on the other one (retriable-status-codes)" answers_503 $H2
+
+# HTTP/1.1 clients of the same ports: translated to HTTP/2 and retried by the same policy
+h1_retries_before=$(admin_retries)
+# shellcheck disable=SC2086
+check "HTTP/1.1 client: 12 GETs, half first sent to the refusing endpoint: all 200 from n1-p1" gets $H1
+# shellcheck disable=SC2086
+check "HTTP/1.1 client: POSTs of 40 KB echoed byte for byte" posts $H1
+# shellcheck disable=SC2086
+check "HTTP/1.1 client: 1 MB uploads all received whole by n1-p1" big $H1
+# shellcheck disable=SC2086
+check "HTTP/1.1 client: an endpoint answering 503: retried on the other one" answers_503 $H1
+h1_retried() {
+	local n
+	n=$(admin_retries) && echo "retries $h1_retries_before -> $n" && [ "$n" -gt "$h1_retries_before" ]
+}
+check "admin: h2_upstreams.retries counts the HTTP/1.1 clients' retries" h1_retried
 
 lab_check_waypoint_exit "$logs/waypoint.log"
 lab_result

@@ -12,10 +12,13 @@
 //   /upload          JSON {len, sha256} of the request body
 //   /bytes/N[?cl=0]  N bytes of a fixed pattern (byte i is i % 251); cl=0: no content-length
 //   /trailers        body "with trailers", then trailers x-trailer: yes and x-server: NAME
+//   /early-hints     103 (link: </a.css>; rel=preload), then 200 "after hints"
+//   /req-trailers    JSON {len, trailers} of the request body and its trailers
 //   /slow            a chunk every 100 ms for 60 s (to be reset by the client)
 //   /goaway[?after=MS[&notice=MS2]] answers (MS ms later), then sends GOAWAY and closes the
 //                    session gracefully; notice: GOAWAY already after MS2 ms, before the answer
 //   anything else    JSON {method, path, headers, len, sha256, server}
+// A request with "expect: 100-continue" gets a 100 first (RFC 9110 §10.1.1).
 // --log: one JSON line per finished stream {path, id, rst (the RST_STREAM code or 0), aborted}
 // where id is the request's x-req-id header.
 'use strict';
@@ -68,6 +71,8 @@ server.on('stream', (stream, headers) => {
 	const method = headers[':method'], url = new URL(headers[':path'], 'http://x');
 	const p = url.pathname, id = headers['x-req-id'] || '';
 	stream.on('error', () => {});
+	if (headers.expect === '100-continue')
+		stream.additionalHeaders({ ':status': 100 });
 	stream.on('close', () => {
 		if (args.log)
 			fs.appendFileSync(args.log, JSON.stringify({ path: p, id, rst: stream.rstCode || 0,
@@ -99,6 +104,21 @@ server.on('stream', (stream, headers) => {
 		stream.respond({ ':status': 200, 'content-type': 'text/plain' }, { waitForTrailers: true });
 		stream.on('wantTrailers', () => stream.sendTrailers({ 'x-trailer': 'yes', 'x-server': args.name }));
 		stream.end('with trailers');
+	} else if (p === '/early-hints') {
+		stream.additionalHeaders({ ':status': 103, link: '</a.css>; rel=preload' });
+		setTimeout(() => {
+			if (stream.destroyed)
+				return;
+			stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+			stream.end('after hints');
+		}, 50);
+	} else if (p === '/req-trailers') {
+		let trailers = {};
+		stream.on('trailers', (t) => { trailers = t; });
+		readBody(stream, (len) => {
+			stream.respond({ ':status': 200, 'content-type': 'application/json' });
+			stream.end(JSON.stringify({ len, trailers }));
+		});
 	} else if (p === '/slow') {
 		stream.respond({ ':status': 200, 'content-type': 'text/plain' });
 		let n = 0;

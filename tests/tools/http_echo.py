@@ -6,6 +6,11 @@
 #   POST /echo           -> 200, the request body sent back chunked (Transfer-Encoding: chunked)
 #   GET  /headers        -> 200, the request headers as JSON (traceparent checks)
 #   GET  /delay/<ms>     -> 200 after <ms> milliseconds, body "<name> after <ms> ms\n"
+#   GET  /trailers       -> 200, chunked body "with trailers", trailers x-trailer: yes and
+#                           x-server: <name>
+#   GET  /early-hints    -> 103 (link: </a.css>; rel=preload), then 200 "after hints"
+# A request's own chunked trailers come back in "x-request-trailers" (JSON) on /echo's answer;
+# "Expect: 100-continue" gets "100 Continue" (http.server does it).
 # Every answer carries "x-served-by: <name>"; --delay MS holds every answer MS milliseconds
 # more (a slow endpoint). usage: http_echo.py --port N --name NAME [--delay MS]
 import argparse
@@ -30,8 +35,12 @@ class Handler(BaseHTTPRequestHandler):
                 line = self.rfile.readline(1024).strip()
                 size = int(line.split(b";")[0], 16)
                 if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
+                    while True:
+                        t = self.rfile.readline(1024)
+                        if t in (b"\r\n", b"\n", b""):
+                            break
+                        k, _, v = t.decode("latin-1").partition(":")
+                        self.req_trailers[k.strip().lower()] = v.strip()
                     return bytes(out)
                 out += self.rfile.read(size)
                 self.rfile.readline(8)
@@ -58,6 +67,19 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/status/"):
             code = int(self.path.split("/")[2].split("?")[0])
             self.send_plain(code, ("status %d from %s\n" % (code, name)).encode())
+        elif self.path.startswith("/trailers"):
+            self.send_response(200)
+            self.send_header("x-served-by", name)
+            self.send_header("content-type", "text/plain")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("trailer", "x-trailer, x-server")
+            self.end_headers()
+            self.wfile.write(b"d\r\nwith trailers\r\n0\r\nx-trailer: yes\r\nx-server: %s\r\n\r\n" % name.encode())
+        elif self.path.startswith("/early-hints"):
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n")
+            self.wfile.flush()
+            time.sleep(0.05)
+            self.send_plain(200, b"after hints\n")
         elif self.path.startswith("/headers"):
             self.send_plain(200, (json.dumps({k.lower(): v for k, v in self.headers.items()}) + "\n").encode())
         else:
@@ -66,11 +88,14 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
+        self.req_trailers = {}
         body = self.read_body()
         if self.server.delay_ms:
             time.sleep(self.server.delay_ms / 1000.0)
         self.send_response(200)
         self.send_header("x-served-by", self.server.name)
+        if self.req_trailers:
+            self.send_header("x-request-trailers", json.dumps(self.req_trailers, sort_keys=True))
         self.send_header("content-type", "application/octet-stream")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()

@@ -199,6 +199,32 @@ TEST(waypoint_http2)
 	       "http2: unknown key");
 }
 
+/* The waypoint's "http1.enable_trailers": off by default (Istio's Envoy drops HTTP/1 trailers),
+ * on from the file, shown by /config_dump, a boolean only, the waypoint's key only. */
+TEST(waypoint_http1_trailers)
+{
+	struct config c;
+	char err[256];
+	config_init(&c, CONFIG_ROLE_WAYPOINT);
+	CHECK(!c.wp_h1_trailers);
+	config_fini(&c);
+	write_cfg("{\"name\":\"wp\",\"namespace\":\"default\",\"http1\":{\"enable_trailers\":true}}");
+	config_init(&c, CONFIG_ROLE_WAYPOINT);
+	CHECK_EQ_INT(config_load(&c, CONFIG_ROLE_WAYPOINT, path, err, sizeof(err)), 0);
+	CHECK(c.wp_h1_trailers);
+	json_t *j = config_to_json(&c);
+	CHECK(json_is_true(json_object_get(json_object_get(j, "http1"), "enable_trailers")));
+	json_decref(j);
+	config_fini(&c);
+	unlink(path);
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\",\"namespace\":\"d\",\"http1\":{\"enable_trailers\":1}}",
+	       "http1.enable_trailers");
+	expect(CONFIG_ROLE_WAYPOINT, "{\"name\":\"wp\",\"namespace\":\"d\",\"http1\":{\"trailers\":true}}",
+	       "http1.trailers: unknown key");
+	expect(CONFIG_ROLE_AGENT, "{\"node_name\":\"n\",\"node_ip\":\"1.2.3.4\",\"http1\":{}}",
+	       "http1: unknown key");
+}
+
 /* redirect.sysctl_dir: "auto" (the default) leaves the choice to the capture module (NULL);
  * a path is kept, and shown by the admin API's config. */
 TEST(redirect_sysctl_dir)

@@ -570,6 +570,43 @@ TEST(trailers_to_h1)
 	h1_buf_fini(&out);
 }
 
+/* A chunked HTTP/1.1 body's trailer section (read: keep_trailers) -> HTTP/2 trailers:
+ * lowercased, trimmed, framing and connection fields left out; and back to chunked trailers. */
+static bool parse_kept(struct h1 *h, const char *msg)
+{
+	struct h1_buf out = { 0 };
+	h1_init(h, HTTP_RESPONSE, NULL, NULL);
+	h->keep_trailers = true;
+	h1_feed(h, (const uint8_t *)msg, strlen(msg), &out);
+	h1_buf_fini(&out);
+	return h->st == H1_ST_DONE;
+}
+
+TEST(trailers_from_h1)
+{
+	struct h1 h;
+	struct h2map_hdrs l;
+	struct h1_buf out = { 0 };
+
+	h2map_hdrs_init(&l);
+	CHECK(parse_kept(&h, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+			 "2\r\nhi\r\n0\r\nGrpc-Status: 0 \r\nX-Sum:  abc\r\nContent-Length: 2\r\n"
+			 "Connection: close\r\nTrailer: x\r\n\r\n"));
+	CHECK_EQ_INT(h2map_trailers_from_h1(&h, &l), 0);
+	CHECK_EQ_STR(dump(&l), "grpc-status: 0\nx-sum: abc\n");
+	CHECK_EQ_INT(h2map_trailers_to_h1(&l, &out), 0);
+	CHECK(buf_is(&out, "0\r\ngrpc-status: 0\r\nx-sum: abc\r\n\r\n"));
+	h2map_hdrs_fini(&l);
+	h1_fini(&h);
+	/* none: an empty list */
+	CHECK(parse_kept(&h, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
+	CHECK_EQ_INT(h2map_trailers_from_h1(&h, &l), 0);
+	CHECK_EQ_INT(l.n, 0);
+	h2map_hdrs_fini(&l);
+	h1_fini(&h);
+	h1_buf_fini(&out);
+}
+
 /* ---------------------------------------------------------------- round trips ---- */
 
 /* h1 -> h2 -> h1 -> parsed again: the same method, target, host, end-to-end fields and body. */
