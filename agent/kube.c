@@ -715,6 +715,8 @@ static const struct res_desc res_descs[KUBE_RES_COUNT] = {
 		"/apis/security.istio.io/v1beta1/peerauthentications", NULL, true },
 	[KUBE_RES_TELEMETRIES] = { "telemetries", "/apis/telemetry.istio.io/v1/telemetries", true,
 		istio_parse, json_fini, "/apis/telemetry.istio.io/v1alpha1/telemetries", NULL, true },
+	[KUBE_RES_HTTPROUTES] = { "httproutes", "/apis/gateway.networking.k8s.io/v1/httproutes", true,
+		istio_parse, json_fini, "/apis/gateway.networking.k8s.io/v1beta1/httproutes", NULL, true },
 	[KUBE_RES_MESH_CONFIG] = { "meshconfig", "/api/v1/namespaces/%s/configmaps", true,
 		meshcfg_parse, json_fini, NULL, "fieldSelector=metadata.name%3Distio", true },
 };
@@ -1522,7 +1524,7 @@ static json_t *build_json(struct kube_discovery *kd)
 		}
 	}
 	json_t *jr = json_array(), *mc = NULL;
-	for (int i = KUBE_RES_AUTHZ_POLICIES; !fail && i <= KUBE_RES_TELEMETRIES; i++) {
+	for (int i = KUBE_RES_AUTHZ_POLICIES; !fail && i <= KUBE_RES_HTTPROUTES; i++) {
 		kmap_foreach(&kd->res[i].store, o) {
 			if (!jr || json_array_append(jr, o->u.json))
 				fail = true;

@@ -27,6 +27,7 @@ enum kube_res {
 	KUBE_RES_AUTHZ_POLICIES,	/* security.istio.io v1, else v1beta1 */
 	KUBE_RES_PEER_AUTHNS,		/* security.istio.io v1, else v1beta1 */
 	KUBE_RES_TELEMETRIES,		/* telemetry.istio.io v1, else v1alpha1 */
+	KUBE_RES_HTTPROUTES,		/* gateway.networking.k8s.io v1, else v1beta1 (the waypoint's) */
 	KUBE_RES_MESH_CONFIG,		/* the `istio` ConfigMap of the root namespace */
 	KUBE_RES_COUNT,
 };

@@ -69,7 +69,8 @@ int jx_keys(struct jx *j, const json_t *obj, const char *const *allowed)
 	return 0;
 }
 
-int jx_str(struct jx *j, const json_t *obj, const char *key, bool required, size_t maxlen, char **out)
+static int str_get(struct jx *j, const json_t *obj, const char *key, bool required, size_t maxlen,
+		   bool empty_ok, char **out)
 {
 	json_t *v = json_object_get(obj, key);
 	char *s;
@@ -82,7 +83,7 @@ int jx_str(struct jx *j, const json_t *obj, const char *key, bool required, size
 		return jx_fail(j, key, "longer than %zu characters", maxlen);
 	if (strlen(json_string_value(v)) != json_string_length(v))
 		return jx_fail(j, key, "contains a NUL character");
-	if (json_string_length(v) == 0)
+	if (json_string_length(v) == 0 && !empty_ok)
 		return jx_fail(j, key, "must not be empty");
 	s = strdup(json_string_value(v));
 	if (!s)
@@ -90,6 +91,17 @@ int jx_str(struct jx *j, const json_t *obj, const char *key, bool required, size
 	free(*out);
 	*out = s;
 	return 0;
+}
+
+int jx_str(struct jx *j, const json_t *obj, const char *key, bool required, size_t maxlen, char **out)
+{
+	return str_get(j, obj, key, required, maxlen, false, out);
+}
+
+int jx_str_any(struct jx *j, const json_t *obj, const char *key, bool required, size_t maxlen,
+	       char **out)
+{
+	return str_get(j, obj, key, required, maxlen, true, out);
 }
 
 int jx_uint(struct jx *j, const json_t *obj, const char *key, uint32_t min, uint32_t max, uint32_t *out)

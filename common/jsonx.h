@@ -29,6 +29,9 @@ int jx_keys(struct jx *j, const json_t *obj, const char *const *allowed);
 /* Absent or null: *out is left as it was (a default); an error when required. Present: must
  * be a non-empty string of at most maxlen; replaces *out with a copy (the old one is freed). */
 int jx_str(struct jx *j, const json_t *obj, const char *key, bool required, size_t maxlen, char **out);
+/* jx_str that accepts "" (header and query values). */
+int jx_str_any(struct jx *j, const json_t *obj, const char *key, bool required, size_t maxlen,
+	       char **out);
 int jx_uint(struct jx *j, const json_t *obj, const char *key, uint32_t min, uint32_t max, uint32_t *out);
 int jx_double(struct jx *j, const json_t *obj, const char *key, double min, double max, double *out);
 int jx_bool(struct jx *j, const json_t *obj, const char *key, bool *out);

@@ -3,6 +3,7 @@
 #include "common/util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -342,4 +343,14 @@ uint64_t jitter_half(uint64_t *rng, uint64_t d)
 	if (d < 2)
 		return d;
 	return d / 2 + (x * 2685821657736338717ull) % (d / 2 + 1);
+}
+
+bool str_is_token(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	return true;
 }

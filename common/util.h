@@ -52,6 +52,8 @@ ssize_t base64_decode(const char *in, size_t len, uint8_t *out, size_t outlen, b
  * (cache keys looked up on hot paths). */
 bool str_parts_eq(const char *key, const char *const *parts, int n, char sep);
 
+/* A non-empty RFC 9110 §5.6.2 token (a header field name, a method). */
+bool str_is_token(const char *s);
 int fd_set_nonblock(int fd);
 int fd_set_cloexec(int fd);
 

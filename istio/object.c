@@ -21,6 +21,7 @@ static const struct {
 	{ "AuthorizationPolicy", "security.istio.io", { "v1", "v1beta1" }, ISTIO_KIND_AUTHORIZATION_POLICY },
 	{ "PeerAuthentication", "security.istio.io", { "v1", "v1beta1" }, ISTIO_KIND_PEER_AUTHENTICATION },
 	{ "Telemetry", "telemetry.istio.io", { "v1", "v1alpha1" }, ISTIO_KIND_TELEMETRY },
+	{ "HTTPRoute", "gateway.networking.k8s.io", { "v1", "v1beta1" }, ISTIO_KIND_HTTP_ROUTE },
 };
 
 const char *istio_kind_str(enum istio_kind k)

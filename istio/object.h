@@ -24,6 +24,7 @@ enum istio_kind {
 	ISTIO_KIND_AUTHORIZATION_POLICY,	/* security.istio.io v1, v1beta1 */
 	ISTIO_KIND_PEER_AUTHENTICATION,		/* security.istio.io v1, v1beta1 */
 	ISTIO_KIND_TELEMETRY,			/* telemetry.istio.io v1, v1alpha1 */
+	ISTIO_KIND_HTTP_ROUTE,			/* gateway.networking.k8s.io v1, v1beta1 (GAMMA) */
 };
 
 enum istio_diag_kind {

@@ -261,19 +261,9 @@ int otlp_config_add_tag(struct otlp_config *c, const char *key, const char *valu
 	return rc;
 }
 
-static bool header_name_ok(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
-			return false;
-	return true;
-}
-
 int otlp_config_add_header(struct otlp_config *c, const char *name, const char *value, char *err, size_t errlen)
 {
-	if (!name || !header_name_ok(name) || !value || strpbrk(value, "\r\n")) {
+	if (!name || !str_is_token(name) || !value || strpbrk(value, "\r\n")) {
 		snprintf(err, errlen, "header '%.64s': not a valid name, or a value with CR/LF", name ? name : "");
 		return -EINVAL;
 	}

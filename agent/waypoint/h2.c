@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "http/h2map.h"
 #include "istio/authz.h"
+#include "istio/httproute.h"
 #include "otlp/tracer.h"
 
 #include <errno.h>
@@ -106,6 +107,7 @@ struct wp_h2s {
 	char *ep_uid;
 	const char *flag;
 	char error[160];
+	struct wp_route rt;		/* its HTTPRoute backend (retries pick from it) */
 	struct wp_h2s *dprev, *dnext, *uprev, *unext;
 };
 
@@ -231,7 +233,8 @@ static void h2s_finish(struct wp_h2s *x, const char *flag, const char *error)
 	struct wp_outcome o = { .code = x->status, .flag = flag ? flag : x->flag,
 				.error = error ? error : (x->error[0] ? x->error : NULL),
 				.grpc = x->grpc, .grpc_status = x->grpc ? x->grpc_status : -1,
-				.dst = x->hu ? &x->hu->dst : x->dst1.workload ? &x->dst1 : NULL };
+				.dst = x->hu ? &x->hu->dst : x->dst1.workload ? &x->dst1 : NULL,
+				.service = x->rt.service };
 	wp_request_finish(x->s, &x->span, &x->ep_uid, &o);
 }
 
@@ -252,6 +255,7 @@ static void h2s_maybe_free(struct wp_h2s *x)
 	h1_buf_fini(&x->resp_body);
 	h1_buf_fini(&x->h1out);
 	conn_peer_fini(&x->dst1);
+	wp_route_fini(&x->rt);
 	if (x->hu)
 		hu_unref(x->hu);
 	free(x);
@@ -995,16 +999,21 @@ static struct wp_h2s *h2s_new(struct wp_sess *s)
 }
 
 /* Appends the fields of in to out, the traceparent replaced by tpbuf when there is one. */
-static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, struct h2map_hdrs *out)
+static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const struct hr_rule *mods,
+		       struct h2map_hdrs *out)
 {
 	int err = 0;
 	for (size_t i = 0; i < in->n && !err; i++) {
 		const nghttp2_nv *f = &in->nv[i];
 		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
 			continue;
+		if (wp_route_drops(mods, (const char *)f->name, f->namelen))
+			continue;	/* the route's RequestHeaderModifier sets or removes it */
 		err = h2map_hdrs_add(out, (const char *)f->name, f->namelen,
 				     (const char *)f->value, f->valuelen);
 	}
+	if (!err)
+		err = wp_route_add_fields(mods, out);
 	if (!err && tpbuf[0])
 		err = h2map_hdrs_add(out, "traceparent", 11, tpbuf, strlen(tpbuf));
 	return err;
@@ -1264,7 +1273,7 @@ static void h2s_retry(struct wp_h2s *x)
 		x->hu = NULL;
 	}
 	for (int i = 0; i < WP_H2_RETRY_PICKS; i++) {
-		dst = wp_pick(w, s, m, &target);
+		dst = wp_pick_route(w, s, m, &x->rt, &target);
 		if (!dst || !x->ep_uid || strcmp(dst->uid, x->ep_uid) != 0)
 			break;
 	}
@@ -1379,7 +1388,25 @@ static void h2s_request(struct wp_h2s *x)
 	}
 
 	m = model_current();
-	const struct model_workload *dst = wp_pick(w, s, m, &target);
+	/* HTTPRoutes after authorization (Envoy: the RBAC filter runs before the router) */
+	struct h2_req_headers rqh = { .h = &x->req };
+	size_t qend = pl;
+	while (qend < plen && path[qend] != '#')
+		qend++;
+	struct hr_request hq = { .method = method, .path = path, .plen = pl,
+				 .query = pl < qend ? path + pl + 1 : NULL,
+				 .qlen = pl < qend ? qend - pl - 1 : 0,
+				 .header = h2_req_header, .header_arg = &rqh };
+	const char *why = NULL, *flag = NULL;
+	int code = wp_route_request(s, m, &hq, &x->rt, &why, &flag);
+	free(rqh.buf);
+	wp_route_span(&x->rt, x->span);
+	if (code) {
+		/* gRPC's mapping of HTTP statuses: 404 UNIMPLEMENTED, 500 INTERNAL, 503 UNAVAILABLE */
+		h2s_local(x, code, code == 404 ? 12 : code == 500 ? 13 : 14, why, flag, why);
+		goto out;
+	}
+	const struct model_workload *dst = wp_pick_route(w, s, m, &x->rt, &target);
 	if (!dst) {
 		h2s_local(x, 503, 14, "no healthy upstream", CONN_FLAG_NO_ROUTE, "no healthy upstream");
 		goto out;
@@ -1391,7 +1418,7 @@ static void h2s_request(struct wp_h2s *x)
 		goto out;
 	}
 	/* The request goes as received, with the request span's context (W3C §3). */
-	if (copy_fields(&x->req, tpbuf, &x->up_hdrs)) {
+	if (copy_fields(&x->req, tpbuf, x->rt.rule, &x->up_hdrs)) {
 		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;
 	}
@@ -1455,7 +1482,7 @@ static void h1_request(struct wp_h2s *x, const struct model *m, const struct mod
 	int err = 0;
 
 	h2map_hdrs_init(&out);
-	err = copy_fields(&x->req, tpbuf, &out);
+	err = copy_fields(&x->req, tpbuf, x->rt.rule, &out);
 	/* RFC 9113 §8.3 -> RFC 9112: Host from :authority, chunked when the length is unknown */
 	if (!err)
 		err = h2map_request_to_h1(&out, x->req_eof && !x->req_tr.n, &x->h1out, &x->req_chunked);
@@ -1615,7 +1642,9 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 		return -1;
 	h2map_hdrs_init(&tmp);
 	err = h2map_request_from_h1(h, "http", &tmp);
-	err = err ? err : copy_fields(&tmp, tpbuf, &x->req);
+	err = err ? err : copy_fields(&tmp, tpbuf, s->rt_cur ? s->rt_cur->rule : NULL, &x->req);
+	if (!err && s->rt_cur)	/* its retries pick from the route's backend too */
+		err = wp_route_copy(&x->rt, s->rt_cur);
 	h2map_hdrs_fini(&tmp);
 	if (err) {
 		if (err == -EPROTO)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the waypoint's data path shares between its files: waypoint.c (sessions, HTTP/1.x,
- * upstream dialing, balancing, policy, spans and metrics) and h2.c (HTTP/2 per stream). Not a
+ * upstream dialing, balancing, policy, spans and metrics), h2.c (HTTP/2 per stream) and
+ * routes.c (HTTPRoutes per request). Not a
  * public API: only agent/waypoint/ includes it. */
 #ifndef AMBIT_AGENT_WAYPOINT_INTERNAL_H
 #define AMBIT_AGENT_WAYPOINT_INTERNAL_H
@@ -29,6 +30,10 @@ struct otlp_resource;
 struct wp_h2d;
 struct wp_h2u;
 struct wp_h2s;
+struct hr_rule;
+struct hr_request;
+struct httproute_set;
+struct h2map_hdrs;
 
 #define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
 #define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
@@ -95,6 +100,10 @@ struct wp_sess {
 	char *ep_uid;			/* chosen endpoint (least_request accounting) */
 	struct wp_h2d *h2;		/* SS_H2: the HTTP/2 server session (h2.c) */
 	struct wp_h2s *h2x;		/* the request in flight goes as HTTP/2 (an http2/grpc port) */
+	char *rt_service;		/* the request in flight's HTTPRoute backend (FQDN), for
+					 * spans and metrics; NULL: service */
+	const struct wp_route *rt_cur;	/* while its head is being sent: its route (header edits,
+					 * the backend an HTTP/2 retry picks from) */
 	struct wp_sess *prev, *next;
 };
 
@@ -190,9 +199,61 @@ struct wp_outcome {
 	bool grpc;			/* request_protocol "grpc" */
 	int grpc_status;		/* -1: none */
 	const struct conn_peer *dst;	/* the endpoint, or NULL */
+	const char *service;		/* destination_service when an HTTPRoute chose it (NULL:
+					 * the session's) */
 };
 /* Ends the span (*spp, set NULL), the least-request accounting (*ep_uid, freed) and counts it. */
 void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, const struct wp_outcome *o);
+
+/* ---- routes.c: HTTPRoutes (istio/httproute) per request ---- */
+#define WP_FLAG_NO_CLUSTER "NC"		/* Envoy: the route's backend is not there */
+/* The routing decision of one request: the backend Service an HTTPRoute rule chose. */
+struct wp_route {
+	struct httproute_set *set;	/* a reference while rule is in use (wp_route_fini) */
+	const struct hr_rule *rule;	/* the matched rule (header edits), or NULL */
+	char *route;			/* "ns/name" of its HTTPRoute, or NULL */
+	char *ns, *name;		/* the backend Service; NULL: the session's own */
+	uint16_t port;			/* its service port */
+	char *service;			/* its FQDN (spans, metrics) */
+};
+/* Follows the HTTPRoutes compiled from the published models (0 or -ENOMEM) / stops. */
+int wp_routes_start(void);
+void wp_routes_stop(void);
+/* Routes one request of s (after authorization, before balancing): 0 with rt filled (rt->ns
+ * NULL: no route attached to the service port, balance over it as before), or the status of
+ * a local answer (404 no rule matched, 500 no usable backend, 503 out of memory) with *why
+ * and *flag. rt is zeroed first; wp_route_fini it in every case. */
+int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_request *rq,
+		     struct wp_route *rt, const char **why, const char **flag);
+void wp_route_fini(struct wp_route *rt);
+/* A copy of src's backend (ns, name, port, service, route name) into dst, zeroed first; not
+ * its set nor rule. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
+int wp_route_copy(struct wp_route *dst, const struct wp_route *src);
+/* The span attributes of a routed request (route.name, destination.service). */
+void wp_route_span(const struct wp_route *rt, struct span *sp);
+/* HTTP/1.x request head edits: the rule's RequestHeaderModifier (rule NULL: none) and the
+ * request span's traceparent (tpbuf "" : kept as sent). drop[] is NULL-terminated, extra[]
+ * has nextra "name: value" lines. 0 or -ENOMEM; wp_h1_edits_fini in every case. */
+struct wp_h1_edits {
+	const char *drop[40];
+	const char *extra[40];
+	int nextra;
+	char *mem[40];
+	int nmem;
+};
+int wp_h1_edits(const struct hr_rule *rule, const char *tpbuf, struct wp_h1_edits *e);
+void wp_h1_edits_fini(struct wp_h1_edits *e);
+/* HTTP/2 field edits: whether the rule's modifier drops (sets or removes) field name, and its
+ * set and add fields appended to out. rule NULL: nothing. */
+bool wp_route_drops(const struct hr_rule *rule, const char *name, size_t nlen);
+int wp_route_add_fields(const struct hr_rule *rule, struct h2map_hdrs *out);
+/* wp_pick over the route's backend Service (rt NULL or without one: wp_pick). */
+const struct model_workload *wp_pick_route(struct waypoint *w, struct wp_sess *s,
+					   const struct model *m, const struct wp_route *rt,
+					   struct sockaddr_storage *target);
+/* Admin API /waypoint "routes": the set in force, restricted to the services of this
+ * waypoint (and refused routes). New reference. */
+json_t *wp_routes_json(struct waypoint *w);
 
 /* ---- h2.c, for waypoint.c ---- */
 /* The client's first bytes are the HTTP/2 preface: serve its streams (s->st becomes SS_H2).

@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "istio/authz.h"
 #include "istio/authzset.h"
+#include "istio/httproute.h"
 #include "otlp/resource.h"
 #include "otlp/tracecontext.h"
 #include "otlp/tracer.h"
@@ -184,7 +185,8 @@ static void count_request(struct waypoint *w, const struct wp_sess *s, const cha
 	snprintf(codebuf, sizeof(codebuf), "%d", code);
 	const char *vals[] = { "waypoint", s->source.workload, s->source.namespace,
 		s->source.principal, s->source.canonical_service, dst_wl, dst_ns, dst_principal,
-		s->service, o->grpc ? "grpc" : "http", codebuf, flag ? flag : "-", "mutual_tls" };
+		o->service ? o->service : s->service, o->grpc ? "grpc" : "http", codebuf,
+		flag ? flag : "-", "mutual_tls" };
 
 	if (!f)
 		return;
@@ -481,19 +483,41 @@ struct endpoint_stat *wp_ep_stat(struct waypoint *w, const char *uid, bool creat
  * endpoint of the service (round robin, or least request: of two at random the one with fewer
  * requests in flight; with two endpoints or fewer, the fewest with round robin among equals),
  * or the workload the CONNECT named. NULL when there is none. */
+static const struct model_workload *pick_endpoint(struct waypoint *w, int family,
+						  const struct model *m,
+						  const struct model_service *svc, uint16_t port,
+						  struct sockaddr_storage *target);
+
 const struct model_workload *wp_pick(struct waypoint *w, struct wp_sess *s,
 					 const struct model *m, struct sockaddr_storage *target)
 {
-	int family = s->authority.ss_family;
-	uint16_t port = sockaddr_port(&s->authority);
-
 	if (!s->svc_name) {
 		const struct model_workload *wl = model_workload_by_ip(m, &s->authority);
 		if (wl)
 			*target = s->authority;
 		return wl;
 	}
-	const struct model_service *svc = model_service_by_name(m, s->svc_ns, s->svc_name);
+	return pick_endpoint(w, s->authority.ss_family, m,
+			     model_service_by_name(m, s->svc_ns, s->svc_name),
+			     sockaddr_port(&s->authority), target);
+}
+
+const struct model_workload *wp_pick_route(struct waypoint *w, struct wp_sess *s,
+					   const struct model *m, const struct wp_route *rt,
+					   struct sockaddr_storage *target)
+{
+	if (!rt || !rt->ns)
+		return wp_pick(w, s, m, target);
+	return pick_endpoint(w, s->authority.ss_family, m, model_service_by_name(m, rt->ns, rt->name),
+			     rt->port, target);
+}
+
+/* An endpoint of svc (NULL: none) for its service port port, by the waypoint's balancing. */
+static const struct model_workload *pick_endpoint(struct waypoint *w, int family,
+						  const struct model *m,
+						  const struct model_service *svc, uint16_t port,
+						  struct sockaddr_storage *target)
+{
 	uint16_t tport = svc ? model_service_target_port(svc, port) : 0;
 	if (!tport || !svc->nendpoints)
 		return NULL;
@@ -897,6 +921,7 @@ static void sess_unref(struct wp_sess *s)
 	free(s->svc_ns);
 	free(s->svc_name);
 	free(s->service);
+	free(s->rt_service);
 	free(s->ep_uid);
 	free(s->peer_identity);
 	conn_peer_fini(&s->source);
@@ -996,7 +1021,8 @@ void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, cons
 static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
 {
 	struct wp_outcome o = { .code = code, .flag = flag, .error = error, .grpc_status = -1,
-				.dst = s->up && s->up->conn ? &conn_info(s->up->conn)->destination : NULL };
+				.dst = s->up && s->up->conn ? &conn_info(s->up->conn)->destination : NULL,
+				.service = s->rt_service };
 	wp_request_finish(s, &s->span, &s->ep_uid, &o);
 }
 
@@ -1122,14 +1148,20 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	const char *host = h1_header(h, "host", &hlen);
 	char tpbuf[64] = "", ip[ADDR_STR_LEN];
 	char amsg[300];
-	const char *why = NULL;
+	const char *why = NULL, *flag = CONN_FLAG_NO_ROUTE;
+	struct wp_route rt = { 0 };
+	struct wp_h1_edits ed = { 0 };
 	bool denied = false;
-	size_t plen = 0;
-	int rc = 0;
+	size_t plen = 0, qend;
+	int rc = 0, code = 503;
 
 	while (plen < ulen && url[plen] != '?' && url[plen] != '#')
 		plen++;	/* the URL is not NUL-terminated */
+	for (qend = plen; qend < ulen && url[qend] != '#'; qend++)
+		;
 	w->requests++;
+	free(s->rt_service);
+	s->rt_service = NULL;
 	s->status = 0;
 	s->resp_started = false;
 	s->req_head = strcmp(h1_method(h), "HEAD") == 0;
@@ -1161,7 +1193,26 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		}
 		goto out;
 	}
-	dst = wp_pick(w, s, m, &target);
+	/* HTTPRoutes after authorization (Envoy: the RBAC filter runs before the router) */
+	struct req_headers rqh = { .h = h };
+	struct hr_request hq = { .method = h1_method(h), .path = url, .plen = plen,
+				 .query = plen < qend ? url + plen + 1 : NULL,
+				 .qlen = plen < qend ? qend - plen - 1 : 0,
+				 .header = req_header, .header_arg = &rqh };
+	code = wp_route_request(s, m, &hq, &rt, &why, &flag);
+	free(rqh.buf);
+	wp_route_span(&rt, s->span);
+	if (code) {
+		rc = -1;
+		goto out;
+	}
+	code = 503;
+	if (rt.service && !(s->rt_service = strdup(rt.service))) {
+		why = "out of memory";
+		rc = -1;
+		goto out;
+	}
+	dst = wp_pick_route(w, s, m, &rt, &target);
 	if (!dst) {
 		why = "no healthy upstream";
 		rc = -1;
@@ -1175,7 +1226,9 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	}
 	if (protocol_is_h2(s->proto) && !s->req_connect && !h->upgrade) {
 		/* an http2/grpc port: the request goes as HTTP/2, its body decoded into DATA */
+		s->rt_cur = &rt;
 		rc = wp_h2_h1c_request(s, h, m, dst, &target, tpbuf, &why);
+		s->rt_cur = NULL;
 		if (!rc)
 			h->chunked_out = false;
 		goto out;
@@ -1191,21 +1244,18 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		e->total++;
 		s->ep_uid = strdup(dst->uid);
 	}
-	/* The request carries the request span's context to the application (W3C §3). */
-	char tph[80];
-	const char *extra[1] = { NULL };
-	static const char *const drop[] = { "traceparent", NULL };
-	if (tpbuf[0]) {
-		snprintf(tph, sizeof(tph), "traceparent: %s", tpbuf);
-		extra[0] = tph;
-	}
-	if (h1_format_head(h, out, tpbuf[0] ? drop : NULL, extra, 1)) {
+	/* The request carries the request span's context to the application (W3C §3), and
+	 * the route's header edits. */
+	if (wp_h1_edits(rt.rule, tpbuf, &ed) ||
+	    h1_format_head(h, out, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
 	}
 out:
 	if (rc && !denied)
-		local_reply(s, 503, why, CONN_FLAG_NO_ROUTE);
+		local_reply(s, code, why, flag);
+	wp_h1_edits_fini(&ed);
+	wp_route_fini(&rt);
 	model_unref(m);
 	return rc;
 }
@@ -1912,6 +1962,10 @@ struct waypoint *waypoint_new(const struct waypoint_opts *opts)
 		pr_err("waypoint: cannot start the policy engine");
 		goto fail;
 	}
+	if (wp_routes_start()) {
+		pr_err("waypoint: cannot follow the HTTPRoutes");
+		goto fail;
+	}
 
 	struct tls_ctx_opts co = { .roots = opts->ca, .trust_domain = w->trust_domain };
 	w->client_ctx = tls_ctx_new(TLS_ROLE_CLIENT, &co);
@@ -1992,6 +2046,7 @@ void waypoint_free(struct waypoint *w)
 	series_free(w->series, ARRAY_SIZE(w->series));
 	series_free(w->denied, ARRAY_SIZE(w->denied));
 	authz_stop();
+	wp_routes_stop();
 	free(w->name);
 	free(w->namespace);
 	free(w->trust_domain);
@@ -2063,8 +2118,10 @@ json_t *waypoint_status_json(struct waypoint *w)
 		"upstreams_idle", (int)w->nidle, "upstreams_opened", (json_int_t)w->upstreams_opened,
 		"upstreams_reused", (json_int_t)w->upstreams_reused,
 		"sessions", sessions, "endpoints", eps);
-	if (o)
+	if (o) {
 		json_object_set_new(o, "h2_upstreams", wp_h2_pool_json(w));
+		json_object_set_new(o, "routes", wp_routes_json(w));
+	}
 	model_unref(m);
 	return o;
 }

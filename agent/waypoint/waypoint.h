@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The waypoint's L7 proxy: terminates HBONE on the pod's IP:15008 for the services (and
  * workloads) that name this waypoint, reads HTTP/1.x on each CONNECT stream (anything else
- * passes as TCP), balances every request over the service's endpoints and carries it over
+ * passes as TCP), routes every request by the HTTPRoutes attached to its service (routes.c),
+ * balances it over the chosen service's endpoints and carries it over
  * HBONE to the endpoint's node agent under the waypoint's own identity, with one span per
  * request, after the L7 AuthorizationPolicies attached to it (istio/authz). Used by
  * agent/waypoint/main.c (ambit-waypoint). */

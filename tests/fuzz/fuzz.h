@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "common/log.h"
 
 #define FUZZ_CHECK(cond)                                                             \
@@ -40,6 +42,24 @@ static inline char *fuzz_str(const uint8_t *data, size_t size)
 	memcpy(s, data, size);
 	s[size] = '\0';
 	return s;
+}
+
+/* The input as a `resources` JSON array: a lone object is wrapped; NULL when it is neither. */
+static inline json_t *fuzz_resources(const uint8_t *data, size_t size)
+{
+	json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+	if (json_is_object(j)) {
+		json_t *arr = json_array();
+		if (!arr)
+			abort();
+		json_array_append_new(arr, j);
+		j = arr;
+	}
+	if (!json_is_array(j)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 #endif

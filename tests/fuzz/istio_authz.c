@@ -49,22 +49,13 @@ static void verdicts(const struct authz_set *s, int out[12])
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+	json_t *j = fuzz_resources(data, size);
 	struct label l[] = { { "app", "api" } };
 	struct authz_workload ws[] = { { "foo", "a", l, 1 }, { "istio-system", "b", NULL, 0 } };
 	int v1[12], v2[12];
 
 	if (!j)
 		return 0;
-	if (json_is_object(j)) {
-		json_t *arr = json_array();
-		json_array_append_new(arr, j);
-		j = arr;
-	}
-	if (!json_is_array(j)) {
-		json_decref(j);
-		return 0;
-	}
 	struct authz_set *s1 = authz_compile(j, NULL, NULL);
 	FUZZ_CHECK(s1);
 	struct authz_set *s2 = authz_compile(j, NULL, s1);

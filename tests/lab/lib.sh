@@ -504,6 +504,12 @@ lab_start_waypoint() {
 	return 1
 }
 
+# lab_waypoint_metric NAME REGEX: a line of the waypoint's metrics (:15020) matches REGEX.
+lab_waypoint_metric() {
+	pod_exec "$1" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" |
+		grep -E "$2"
+}
+
 # lab_check_waypoint_exit LOG: SIGTERM to the waypoint (WP_PID), then two checks: it exits 0
 # within 10 s, and LOG has no sanitizer report and nothing at error level.
 lab_check_waypoint_exit() {

@@ -88,6 +88,7 @@ const rules = {
         '': ['pods', 'services', 'namespaces', 'nodes', 'endpointslices', 'configmaps'],
         'security.istio.io': ['authorizationpolicies', 'peerauthentications'],
         'telemetry.istio.io': ['telemetries'],
+        'gateway.networking.k8s.io': ['httproutes'],
       }[group] || [];
       for (const res of r.resources || []) {
         if (!allowed.includes(res))

@@ -4,8 +4,8 @@
 
 Serves GET /api/v1/{pods,services,namespaces,nodes}, /api/v1/namespaces/NS/configmaps (with
 ?fieldSelector=metadata.name=NAME) and Istio's custom resources
-/apis/{security.istio.io,telemetry.istio.io}/VERSION/{authorizationpolicies,peerauthentications,
-telemetries} (only the versions whose "CRD" is installed: all of them unless
+/apis/{security.istio.io,telemetry.istio.io,gateway.networking.k8s.io}/VERSION/
+{authorizationpolicies,peerauthentications,telemetries,httproutes} (only the versions whose "CRD" is installed: all of them unless
 --no-istio-crds; a version not served is 404, as for a missing CRD) as the real API server
 shapes them:
 lists (PodList, ... with metadata.resourceVersion, limit/continue paging) and, with
@@ -74,12 +74,14 @@ KINDS = {
     "authorizationpolicies": ("AuthorizationPolicy", True),
     "peerauthentications": ("PeerAuthentication", True),
     "telemetries": ("Telemetry", True),
+    "httproutes": ("HTTPRoute", True),
 }
 # Custom resources: group and served versions, newest first.
 CRDS = {
     "authorizationpolicies": ("security.istio.io", ["v1", "v1beta1"]),
     "peerauthentications": ("security.istio.io", ["v1", "v1beta1"]),
     "telemetries": ("telemetry.istio.io", ["v1", "v1alpha1"]),
+    "httproutes": ("gateway.networking.k8s.io", ["v1", "v1beta1"]),
 }
 
 

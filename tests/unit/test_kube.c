@@ -728,6 +728,33 @@ TEST(istio_objects_and_mesh_config)
 	CHECK(WAIT_UNTIL(WAIT_MS, json_array_size(m->resources) == 0));
 }
 
+/* Gateway API HTTPRoutes (the waypoint's routes) come in as resources like Istio's kinds: v1,
+ * else v1beta1; no CRD is no routes. */
+TEST(httproutes)
+{
+	REQUIRE(KD);
+	CHECK(WAIT_STATS(WAIT_MS, st.res[KUBE_RES_HTTPROUTES].synced &&
+			 strcmp(st.res[KUBE_RES_HTTPROUTES].path,
+				"/apis/gateway.networking.k8s.io/v1/httproutes") == 0));
+	CHECK(ctl("apply", NULL, "{'resource':'httproutes','object':{'metadata':{'name':'echo',"
+		  "'namespace':'default'},'spec':{'parentRefs':[{'group':'','kind':'Service','name':'echo'}],"
+		  "'rules':[{'backendRefs':[{'name':'echo-v1','port':80}]}]}}}") == 200);
+	CHECK(WAIT_UNTIL(WAIT_MS, resources_named(m, "HTTPRoute", "default", "echo",
+						  "gateway.networking.k8s.io/v1") == 1));
+	/* only the older version served: read in it */
+	CHECK(ctl("crd", NULL, "{'resource':'httproutes','versions':['v1beta1']}") == 200);
+	CHECK(WAIT_UNTIL(WAIT_MS, resources_named(m, "HTTPRoute", "default", "echo",
+						  "gateway.networking.k8s.io/v1beta1") == 1));
+	/* no CRD: no routes, and discovery goes on */
+	CHECK(ctl("crd", NULL, "{'resource':'httproutes','versions':[]}") == 200);
+	CHECK(WAIT_UNTIL(WAIT_MS, !resources_named(m, "HTTPRoute", "default", "echo", NULL)));
+	CHECK(WAIT_STATS(WAIT_MS, st.res[KUBE_RES_HTTPROUTES].absent && st.synced));
+	CHECK(ctl("crd", NULL, "{'resource':'httproutes','versions':['v1','v1beta1']}") == 200);
+	CHECK(del("httproutes", "default", "echo") == 200);
+	CHECK(WAIT_STATS(WAIT_MS, !st.res[KUBE_RES_HTTPROUTES].absent));
+	CHECK(WAIT_UNTIL(WAIT_MS, json_array_size(m->resources) == 0));
+}
+
 TEST(bookmark_advances_rv)
 {
 	REQUIRE(KD);

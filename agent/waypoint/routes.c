@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: Apache-2.0
+/* The waypoint's HTTPRoutes (GAMMA): the set compiled from each published model
+ * (istio/httproute), and the per-request decision shared by the HTTP/1.x and HTTP/2 paths:
+ * which rule, which backend Service by weight, which request header edits. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "agent/proxy.h"
+#include "agent/waypoint/internal.h"
+#include "agent/workloads.h"
+#include "common/log.h"
+#include "http/h2map.h"
+#include "istio/httproute.h"
+#include "otlp/span.h"
+
+/* The set of the newest model, compiled on the publishing thread (one per process, as the
+ * policies: model_subscribe has no way back, so the listener outlives a waypoint). */
+static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct httproute_set *rt_set;
+static bool rt_active, rt_subscribed;
+
+/* Whether old refused hr the same way (same object generation and reason): logged once. */
+static bool refused_before(const struct httproute_set *old, const struct httproute *hr)
+{
+	for (int i = 0; old && i < old->nroutes; i++) {
+		const struct httproute *o = old->routes[i];
+		if (o->accepted || !o->obj.name || !o->obj.namespace || !hr->obj.name ||
+		    !hr->obj.namespace || strcmp(o->obj.name, hr->obj.name) != 0 ||
+		    strcmp(o->obj.namespace, hr->obj.namespace) != 0)
+			continue;
+		return o->obj.generation == hr->obj.generation && o->obj.ndiags && hr->obj.ndiags &&
+		       strcmp(o->obj.diags[o->obj.ndiags - 1].message,
+			      hr->obj.diags[hr->obj.ndiags - 1].message) == 0;
+	}
+	return false;
+}
+
+static void log_refusals(const struct httproute_set *n, const struct httproute_set *old)
+{
+	for (int i = 0; i < n->nroutes; i++) {
+		const struct httproute *hr = n->routes[i];
+		for (int k = 0; k < hr->obj.ndiags; k++) {
+			const struct istio_diag *d = &hr->obj.diags[k];
+			if (d->kind != ISTIO_DIAG_REFUSED || refused_before(old, hr))
+				continue;
+			pr_warn("waypoint: HTTPRoute %s/%s not applied: %s%s%s",
+				hr->obj.namespace ? hr->obj.namespace : "?", hr->obj.name ? hr->obj.name : "?",
+				d->path, *d->path ? ": " : "", d->message);
+		}
+	}
+}
+
+static void routes_compile_model(struct model *m, void *arg)
+{
+	struct httproute_set *n, *old = NULL;
+	bool taken = false;
+	(void)arg;
+	n = httproute_set_compile(m->resources, m->generation);
+	if (!n) {
+		pr_warn("waypoint: out of memory compiling the HTTPRoutes of model %" PRIu64
+			"; the previous ones stay in force", m->generation);
+		return;
+	}
+	pthread_mutex_lock(&rt_lock);
+	if (rt_active && (!rt_set || rt_set->generation <= n->generation)) {
+		old = rt_set;
+		rt_set = n;
+		httproute_set_ref(n);	/* rt_set's; ours is dropped below */
+		taken = true;
+	}
+	pthread_mutex_unlock(&rt_lock);
+	if (taken)
+		log_refusals(n, old);
+	httproute_set_unref(n);
+	httproute_set_unref(old);
+}
+
+int wp_routes_start(void)
+{
+	struct model *m;
+	pthread_mutex_lock(&rt_lock);
+	rt_active = true;
+	pthread_mutex_unlock(&rt_lock);
+	if (!rt_subscribed) {
+		int err = model_subscribe(routes_compile_model, NULL);
+		if (err)
+			return err;
+		rt_subscribed = true;
+	}
+	m = model_current();
+	routes_compile_model(m, NULL);
+	model_unref(m);
+	return 0;
+}
+
+void wp_routes_stop(void)
+{
+	struct httproute_set *old;
+	pthread_mutex_lock(&rt_lock);
+	rt_active = false;
+	old = rt_set;
+	rt_set = NULL;
+	pthread_mutex_unlock(&rt_lock);
+	httproute_set_unref(old);
+}
+
+static struct httproute_set *routes_current(void)
+{
+	struct httproute_set *s;
+	pthread_mutex_lock(&rt_lock);
+	s = rt_set;
+	httproute_set_ref(s);
+	pthread_mutex_unlock(&rt_lock);
+	return s;
+}
+
+/* ---------------------------------------------------------- per request ---- */
+
+int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_request *rq,
+		     struct wp_route *rt, const char **why, const char **flag)
+{
+	const struct httproute *route = NULL;
+	const struct hr_rule *rule = NULL;
+	const struct hr_backend *be;
+	const struct model_service *svc;
+
+	memset(rt, 0, sizeof(*rt));
+	if (!s->svc_name)	/* a workload addressed by IP: no Service, no routes */
+		return 0;
+	rt->set = routes_current();
+	if (!rt->set)
+		return 0;
+	switch (httproute_match(rt->set, s->svc_ns, s->svc_name, sockaddr_port(&s->authority), rq,
+				&route, &rule)) {
+	case HR_NO_ROUTES:
+		return 0;
+	case HR_NOT_FOUND:	/* Envoy: 404, NR */
+		*why = "route not found";
+		*flag = CONN_FLAG_NO_ROUTE;
+		return 404;
+	case HR_MATCHED:
+		break;
+	}
+	rt->rule = rule;
+	if (asprintf(&rt->route, "%s/%s", route->obj.namespace, route->obj.name) < 0) {
+		rt->route = NULL;
+		goto nomem;
+	}
+	/* the Gateway API: a backend that cannot be used answers its share of requests 500 */
+	be = httproute_pick(rule, (uint32_t)random());
+	if (!be) {
+		*why = rule->nbackends ? "every backendRef of the route's rule has weight 0" :
+					 "the route's rule has no backendRefs";
+		*flag = WP_FLAG_NO_CLUSTER;
+		return 500;
+	}
+	if (be->invalid) {
+		*why = be->invalid;
+		*flag = WP_FLAG_NO_CLUSTER;
+		return 500;
+	}
+	svc = model_service_by_name(m, be->namespace, be->name);
+	if (!svc || !model_service_target_port(svc, be->port)) {
+		*why = svc ? "the route's backend Service has no such port" :
+			     "the route's backend Service is not found";
+		*flag = WP_FLAG_NO_CLUSTER;
+		return 500;
+	}
+	rt->ns = strdup(be->namespace);
+	rt->name = strdup(be->name);
+	rt->service = proxy_service_fqdn(svc);
+	rt->port = be->port;
+	if (!rt->ns || !rt->name || !rt->service)
+		goto nomem;
+	return 0;
+nomem:
+	*why = "out of memory";
+	*flag = CONN_FLAG_OVERFLOW;
+	return 503;
+}
+
+void wp_route_fini(struct wp_route *rt)
+{
+	httproute_set_unref(rt->set);
+	free(rt->route);
+	free(rt->ns);
+	free(rt->name);
+	free(rt->service);
+	memset(rt, 0, sizeof(*rt));
+}
+
+int wp_route_copy(struct wp_route *dst, const struct wp_route *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->port = src->port;
+	if ((src->route && !(dst->route = strdup(src->route))) ||
+	    (src->ns && !(dst->ns = strdup(src->ns))) ||
+	    (src->name && !(dst->name = strdup(src->name))) ||
+	    (src->service && !(dst->service = strdup(src->service))))
+		return -ENOMEM;
+	return 0;
+}
+
+void wp_route_span(const struct wp_route *rt, struct span *sp)
+{
+	if (!sp)
+		return;
+	if (rt->route)
+		span_set_str(sp, "route.name", rt->route);
+	if (rt->service)
+		span_set_str(sp, "destination.service", rt->service);
+}
+
+int wp_h1_edits(const struct hr_rule *rule, const char *tpbuf, struct wp_h1_edits *e)
+{
+	int nd = 0;
+	memset(e, 0, sizeof(*e));
+	if (tpbuf && tpbuf[0]) {
+		e->drop[nd++] = "traceparent";
+		if (asprintf(&e->mem[e->nmem], "traceparent: %s", tpbuf) < 0)
+			return -ENOMEM;
+		e->extra[e->nextra++] = e->mem[e->nmem++];
+	}
+	for (int i = 0; rule && i < rule->nhremove; i++)
+		e->drop[nd++] = rule->hremove[i];
+	for (int pass = 0; rule && pass < 2; pass++) {
+		const struct hr_kv *kv = pass ? rule->hadd : rule->hset;
+		int n = pass ? rule->nhadd : rule->nhset;
+		for (int i = 0; i < n; i++) {
+			if (!pass)
+				e->drop[nd++] = kv[i].name;
+			if (asprintf(&e->mem[e->nmem], "%s: %s", kv[i].name, kv[i].value) < 0)
+				return -ENOMEM;
+			e->extra[e->nextra++] = e->mem[e->nmem++];
+		}
+	}
+	e->drop[nd] = NULL;
+	return 0;
+}
+
+void wp_h1_edits_fini(struct wp_h1_edits *e)
+{
+	for (int i = 0; i < e->nmem; i++)
+		free(e->mem[i]);
+	memset(e, 0, sizeof(*e));
+}
+
+bool wp_route_drops(const struct hr_rule *rule, const char *name, size_t nlen)
+{
+	for (int i = 0; rule && i < rule->nhremove; i++)
+		if (strlen(rule->hremove[i]) == nlen && strncasecmp(rule->hremove[i], name, nlen) == 0)
+			return true;
+	for (int i = 0; rule && i < rule->nhset; i++)
+		if (strlen(rule->hset[i].name) == nlen && strncasecmp(rule->hset[i].name, name, nlen) == 0)
+			return true;
+	return false;
+}
+
+int wp_route_add_fields(const struct hr_rule *rule, struct h2map_hdrs *out)
+{
+	int err = 0;
+	for (int pass = 0; rule && pass < 2 && !err; pass++) {
+		const struct hr_kv *kv = pass ? rule->hadd : rule->hset;
+		int n = pass ? rule->nhadd : rule->nhset;
+		for (int i = 0; i < n && !err; i++)
+			err = h2map_hdrs_add(out, kv[i].name, strlen(kv[i].name), kv[i].value,
+					     strlen(kv[i].value));
+	}
+	return err;
+}
+
+/* ---------------------------------------------------------- admin ---- */
+
+struct keep_arg {
+	struct waypoint *w;
+	const struct model *m;
+	const struct model_service *me;
+};
+
+/* A Service this waypoint serves. */
+static bool keep_service(void *arg, const char *ns, const char *name)
+{
+	struct keep_arg *k = arg;
+	const struct model_service *svc = model_service_by_name(k->m, ns, name);
+	return svc && k->me && model_waypoint_for(k->m, svc, NULL) == k->me;
+}
+
+json_t *wp_routes_json(struct waypoint *w)
+{
+	struct httproute_set *set = routes_current();
+	struct model *m = model_current();
+	struct keep_arg k = { .w = w, .m = m,
+			      .me = model_service_by_name(m, w->namespace, w->name) };
+	json_t *j = httproute_set_json(set, keep_service, &k);
+	model_unref(m);
+	httproute_set_unref(set);
+	return j;
+}

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Gateway API HTTPRoutes attached to Services (GAMMA: parentRefs of kind Service, core group),
+ * compiled from a model's resources into an immutable, refcounted set, and the per-request
+ * decision the waypoint takes with it: which rule of which route (the spec's match precedence),
+ * which backend Service by weight, which request header edits. */
+#ifndef AMBIT_ISTIO_HTTPROUTE_H
+#define AMBIT_ISTIO_HTTPROUTE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "istio/object.h"
+
+/* Bounds, the Gateway API CRD's own where it has one (v1: 32 parentRefs, 16 rules, 64 matches,
+ * 16 backendRefs, 16 header or query matches, 16 filters) */
+#define HTTPROUTE_MAX_PARENTS	32
+#define HTTPROUTE_MAX_RULES	16
+#define HTTPROUTE_MAX_MATCHES	64
+#define HTTPROUTE_MAX_BACKENDS	16
+#define HTTPROUTE_MAX_FIELDS	16	/* header / query param matches, header modifier entries */
+#define HTTPROUTE_MAX_PATH	1024
+#define HTTPROUTE_MAX_VALUE	4096	/* a header or query value */
+#define HTTPROUTE_MAX_PER_SERVICE 64	/* routes attached to one Service; the youngest past it are refused */
+#define HTTPROUTE_MAX_OBJECTS	4096	/* HTTPRoute objects per set; the rest are refused */
+
+enum hr_path_type {
+	HR_PATH_PREFIX,		/* PathPrefix: element by element, a trailing '/' ignored */
+	HR_PATH_EXACT,		/* Exact */
+};
+
+struct hr_kv {
+	char *name;		/* header names lower-cased (they match case-insensitively) */
+	char *value;
+};
+
+struct hr_match {
+	enum hr_path_type path_type;
+	char *path;		/* a PathPrefix without its trailing '/' ("" for "/") */
+	char *method;		/* NULL: any */
+	struct hr_kv *headers;	/* Exact */
+	int nheaders;
+	struct hr_kv *query;	/* Exact */
+	int nquery;
+};
+
+struct hr_backend {
+	char *name, *namespace;	/* a Service of the core group */
+	uint16_t port;		/* its service port */
+	uint32_t weight;
+	const char *invalid;	/* static reason when the reference cannot be followed (its share
+				 * of the requests gets 500), else NULL */
+};
+
+struct hr_rule {
+	struct hr_match *matches;	/* none written: one PathPrefix "/" */
+	int nmatches;
+	struct hr_backend *backends;
+	int nbackends;
+	uint64_t total_weight;		/* over all backends, invalid ones included */
+	struct hr_kv *hset, *hadd;	/* RequestHeaderModifier */
+	int nhset, nhadd;
+	char **hremove;
+	int nhremove;
+};
+
+/* A Service this route attaches to (its parentRef). */
+struct hr_parent {
+	char *name;		/* in the route's namespace (consumer routes are not supported) */
+	uint16_t port;		/* 0: every port of the Service */
+};
+
+struct httproute {
+	struct istio_object obj;	/* diagnostics live here */
+	bool accepted;			/* compiled: applies to its parents */
+	struct hr_parent *parents;
+	int nparents;
+	struct hr_rule *rules;
+	int nrules;
+};
+
+/* One match of one rule of one route, attached to one Service (and maybe a port), in the
+ * order requests try them. */
+struct hr_entry {
+	const struct httproute *route;
+	const struct hr_rule *rule;
+	const struct hr_match *match;
+	uint16_t port;			/* the parentRef's (0: any) */
+	int rule_idx;
+};
+
+struct hr_service {
+	char *namespace, *name;
+	struct hr_entry *entries;	/* precedence order */
+	int nentries;
+	const struct httproute **routes;	/* attached, oldest first */
+	uint16_t *route_ports;		/* per routes[] entry: its parentRef's port (0: any) */
+	int nroutes;
+};
+
+struct httproute_stats {
+	int routes, accepted, refused, services;
+};
+
+struct httproute_set {
+	int refs;
+	uint64_t generation;		/* the model generation it was compiled from */
+	struct httproute **routes;
+	int nroutes;
+	struct hr_service *services;
+	int nservices;
+	struct httproute_stats stats;
+};
+
+/* Compiles the HTTPRoute objects of resources (the model's JSON array, borrowed; other kinds
+ * are skipped): each is accepted or refused with its diagnostics (a refused one applies to
+ * nothing). NULL + errno ENOMEM. The result has one reference. */
+struct httproute_set *httproute_set_compile(const json_t *resources, uint64_t generation);
+void httproute_set_ref(struct httproute_set *s);
+void httproute_set_unref(struct httproute_set *s);
+
+/* What a request looks like to the matcher. header returns the values of a header (name lower
+ * case) joined with ',', or NULL; the string lives until the next call. */
+struct hr_request {
+	const char *method;
+	const char *path;	/* up to '?' */
+	size_t plen;
+	const char *query;	/* after '?', up to '#'; NULL: none */
+	size_t qlen;
+	const char *(*header)(void *arg, const char *name);
+	void *header_arg;
+};
+
+enum hr_verdict {
+	HR_NO_ROUTES,		/* no route attached to this Service port: balance as before */
+	HR_NOT_FOUND,		/* routes attached, none matched: 404 (Envoy NR) */
+	HR_MATCHED,		/* *rule (of *route) decides */
+};
+
+/* The rule a request to Service ns/name port takes. */
+enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, const char *name,
+				uint16_t port, const struct hr_request *rq,
+				const struct httproute **route, const struct hr_rule **rule);
+/* Whether at least one route is attached to ns/name (any port). */
+bool httproute_attached(const struct httproute_set *s, const char *ns, const char *name);
+/* The backend of rule for a random number rnd, by weight; NULL when the rule has no backend
+ * or every weight is 0 (the caller answers 500). May return an invalid backend (500 too). */
+const struct hr_backend *httproute_pick(const struct hr_rule *rule, uint32_t rnd);
+/* Whether path (plen bytes, no query) matches m's path (exported for the tests). */
+bool httproute_path_matches(const struct hr_match *m, const char *path, size_t plen);
+/* "1h", "30s", "500ms", "1m30s" (GEP-2257) to milliseconds. 0 or -EINVAL. */
+int httproute_parse_duration(const char *s, uint64_t *ms);
+
+/* Admin API: {"generation", "stats", "routes": [envelope + accepted, parents, rules]}; routes
+ * restricted to those attached to one of the Services in keep(arg, ns, name) when keep is
+ * set, plus every refused one. New reference; NULL on ENOMEM. */
+json_t *httproute_set_json(const struct httproute_set *s,
+			   bool (*keep)(void *arg, const char *ns, const char *name), void *arg);
+
+#endif

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Gateway API HTTPRoutes (GAMMA) at the waypoint, end to end: one node with an agent (real
+# capture), the waypoint pod running ambit-waypoint for service app-1, HTTP/1.1 servers
+# (tests/tools/http_echo.py) on the endpoints of app-1 ("front"), app-2 ("v1") and app-3 ("v2"),
+# client app-4. The workloads file's `resources` carry an HTTPRoute attached to Service app-1:
+# /whoami and /headers split 50/50 over app-2 and app-3, the same paths with `x-canary: 1` always
+# to app-3 with a RequestHeaderModifier (the same path and one header more: it takes precedence), /missing to a Service that does not exist; and a second route with a
+# RegularExpression match, which is refused. Checked over HTTP/1.1 and HTTP/2 (prior knowledge):
+# both backends answer in roughly the proportion, the header match always goes to v2 with the
+# header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); the request span
+# and the metrics name the chosen backend as destination_service; admin /waypoint lists the routes (the refused one with
+# its reason); the route removed from the file: app-1's own endpoint answers again.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint httproute (needs root)"; exit 1; }
+WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
+[ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint httproute ($WAYPOINT_BIN not built)"; exit 1; }
+lab_h2peer	# H2PY: a python3 with python3-h2
+"$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint httproute (python3-h2 not found)"; exit 1; }
+lab_tmpdir logs hrt
+lab=hrt-$$
+
+if ! lab_up "$lab" --nodes 1 --pods 4 --cni routed --enroll p1,p2,p3,p4 --waypoint >"$logs/up.log" 2>&1; then
+	fail "lab up --waypoint"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
+fi
+V=$LAB_SVC_APP_1_VIP
+
+routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: none
+	[ "${ROUTES:-1}" = 1 ] || { echo '[]'; return; }
+	jq -n '[
+	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
+	 metadata: {name: "app1-split", namespace: "default", creationTimestamp: "2026-01-01T00:00:00Z"},
+	 spec: {parentRefs: [{group: "", kind: "Service", name: "app-1", port: 80}], rules: [
+		{matches: [{path: {type: "PathPrefix", value: "/whoami"}, headers: [{name: "x-canary", value: "1"}]},
+			   {path: {type: "Exact", value: "/headers"}, headers: [{name: "x-canary", value: "1"}]}],
+		 filters: [{type: "RequestHeaderModifier", requestHeaderModifier: {
+			set: [{name: "x-routed", value: "canary"}], remove: ["x-drop-me"]}}],
+		 backendRefs: [{name: "app-3", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/whoami"}},
+			   {path: {type: "Exact", value: "/headers"}}],
+		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
+		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
+		 backendRefs: [{name: "app-9", port: 80}]}]}},
+	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
+	 metadata: {name: "app1-regex", namespace: "default", creationTimestamp: "2026-01-02T00:00:00Z"},
+	 spec: {parentRefs: [{kind: "Service", name: "app-1"}], rules: [
+		{matches: [{path: {type: "RegularExpression", value: "/.*"}}],
+		 backendRefs: [{name: "app-2", port: 80}]}]}}]'
+}
+set_routes() { # rewrites the workloads file (the discovery polls it) atomically
+	jq --argjson r "$(routes)" '.resources = $r' "$LAB_WORKLOADS" >"$logs/wl.json" &&
+	mv "$logs/wl.json" "$LAB_WORKLOADS"
+}
+set_routes
+
+pod_spawn "$lab" n1-p1 "$logs/front.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name front
+pod_spawn "$lab" n1-p2 "$logs/v1.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name v1
+pod_spawn "$lab" n1-p3 "$logs/v2.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name v2
+for p in 1 2 3; do wait_port "$lab" "n1-p$p" 8080; done
+if ! lab_start_agent "$lab" 1; then fail "agent starts"; lab_result; exit 1; fi
+if lab_start_waypoint "$lab" "$logs/waypoint.log" "$LAB_WAYPOINT_CONFIG"; then
+	ok "waypoint starts and becomes ready"
+else
+	fail "waypoint starts and becomes ready"; lab_result; exit 1
+fi
+
+# bodies PROTO N PATH [-H 'name: value' ...]: the first line of each of N answers to GET PATH
+# from app-4, all on one connection: HTTP/1.1 keep-alive (curl), or HTTP/2 streams, up to 10 in
+# flight at once (tests/tools/h2_requests.py, python3-h2)
+bodies() {
+	local proto=$1 n=$2 path=$3 urls=(); shift 3
+	if [ "$proto" = h2 ]; then
+		pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$V:80" --path "$path" \
+			-n "$n" "$@" | sed 's/^[0-9]* //'
+		return
+	fi
+	for _ in $(seq "$n"); do urls+=("http://$V$path"); done
+	pod_exec "$lab" n1-p4 curl -sS -m 30 "$@" "${urls[@]}"
+}
+split() { # PROTO: 200 GETs /whoami, each backend answers 25%-75%, app-1's own endpoint never
+	local out v1 v2 front
+	out=$(bodies "$1" 200 /whoami 2>&1) || true
+	v1=$(grep -cx v1 <<<"$out" || true); v2=$(grep -cx v2 <<<"$out" || true)
+	front=$(grep -cx front <<<"$out" || true)
+	echo "v1=$v1 v2=$v2 front=$front"
+	[ "$v1" -ge 50 ] && [ "$v1" -le 150 ] && [ "$v2" -ge 50 ] && [ "$v2" -le 150 ] &&
+		[ $((v1 + v2)) -eq 200 ] && [ "$front" -eq 0 ]
+}
+canary() { # PROTO: 20 requests with x-canary: 1, all v2
+	local out
+	out=$(bodies "$1" 20 /whoami -H 'x-canary: 1' 2>&1) || true
+	echo "$out" | sort | uniq -c
+	[ "$(grep -cx v2 <<<"$out" || true)" -eq 20 ]
+}
+status_of() { # PROTO PATH: the answer's status code
+	if [ "$1" = h2 ]; then
+		pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$V:80" --path "$2" |
+			cut -d' ' -f1
+	else
+		pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$V$2"
+	fi
+}
+expect_status() { # NAME PROTO PATH WANT
+	local got
+	got=$(status_of "$2" "$3" 2>&1) || true
+	if [ "$got" = "$4" ]; then ok "$1"; else fail "$1"; echo "#   got: $got"; fi
+}
+headers_canary() { # PROTO: the canary rule's RequestHeaderModifier: x-routed set, x-drop-me removed
+	local out
+	out=$(bodies "$1" 1 /headers -H 'x-canary: 1' -H 'x-routed: client' -H 'x-drop-me: 1') || true
+	echo "$out" | head -c 600; echo
+	jq -e '(with_entries(.key |= ascii_downcase)) as $h |
+		$h["x-routed"] == "canary" and ($h | has("x-drop-me") | not)' <<<"$out" >/dev/null
+}
+
+for proto in http1 h2; do
+	check "$proto: 50/50 weights: 200 GETs /whoami, v1 and v2 each 25%-75%, never app-1's own" split "$proto"
+	check "$proto: x-canary: 1 always goes to v2" canary "$proto"
+	check "$proto: the canary rule's RequestHeaderModifier sets x-routed and removes x-drop-me" \
+		headers_canary "$proto"
+	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
+	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
+	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
+done
+
+metric() { lab_waypoint_metric "$lab" "$1"; }
+check "metrics: the chosen backend is destination_service (app-2)" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-2\.default\.svc\.cluster\.local",.*response_code="200"'
+check "metrics: ... and app-3" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-3\.default\.svc\.cluster\.local",.*response_code="200"'
+check "metrics: 404 with response_flags NR for app-1" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="404",response_flags="NR"'
+check "metrics: 500 with response_flags NC" \
+	metric '^istio_requests_total\{reporter="waypoint",.*response_code="500",response_flags="NC"'
+
+route_span() { # the request span of a routed request names the route and the chosen backend
+	local tid=5a1e0f00c0ffee00000000000000beef out
+	pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -H "traceparent: 00-$tid-00f067aa0ba902b7-01" \
+		-H 'x-canary: 1' "http://$V/whoami" || return 1
+	for _ in $(seq 20); do
+		out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 \
+			"http://127.0.0.1:15000/spans?trace_id=$tid") || return 1
+		jq -e '[.spans[] | select(.kind == "SERVER" and .attributes["route.name"] ==
+			"default/app1-split" and .attributes["destination.service"] ==
+			"app-3.default.svc.cluster.local" and .attributes["http.status_code"] == 200)] |
+			length == 1' <<<"$out" >/dev/null && return 0
+		sleep 0.25
+	done
+	jq -c '.spans[] | {name, kind, attributes}' <<<"$out"; return 1
+}
+check "span: route.name and the backend as destination.service" route_span
+
+admin_routes() {
+	local out
+	out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/waypoint) || return 1
+	jq -c '.routes.stats' <<<"$out"
+	jq -e '.routes.stats == {routes: 2, accepted: 1, refused: 1, services: 1} and
+		([.routes.routes[] | select(.name == "app1-split" and .accepted)] | length) == 1 and
+		([.routes.routes[] | select(.name == "app1-regex" and (.accepted | not)) | .diagnostics[] |
+		  select(.kind == "refused" and (.message | test("RegularExpression")))] | length) == 1' \
+		<<<"$out" >/dev/null
+}
+check "admin /waypoint: routes listed, the RegularExpression one refused with its reason" admin_routes
+check "the refused route is logged" grep -q 'HTTPRoute default/app1-regex not applied' "$logs/waypoint.log"
+
+ROUTES=0 set_routes
+removed() { # PROTO: within 10 s, app-1's own endpoint answers every request again
+	local out
+	for _ in $(seq 40); do
+		out=$(bodies "$1" 10 /whoami 2>&1) || true
+		[ "$(grep -cx front <<<"$out" || true)" -eq 10 ] && return 0
+		sleep 0.25
+	done
+	echo "$out"; return 1
+}
+check "routes removed from the file: plain balancing over app-1 again (HTTP/1.1)" removed http1
+check "... and over HTTP/2" removed h2
+expect_status "... and /other reaches app-1's endpoint (its own 404 now, not the route's)" h2 /status/202 202
+check "waypoint: nothing logged at error level" sh -c "! grep -q '\"level\":\"error\"' '$logs/waypoint.log'"
+if [ -n "${WP_PID:-}" ]; then
+	lab_check_waypoint_exit "$logs/waypoint.log"
+fi
+lab_stop_agent "$lab" 1
+lab_down "$lab" >/dev/null 2>&1 || true
+lab_result

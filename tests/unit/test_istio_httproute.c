@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Unit tests of HTTPRoute compilation and matching (istio/httproute.c): Service parents,
+ * the Gateway API match precedence, weighted picks, refusals with a clear diagnostic. */
+#include <errno.h>
+
+#include "harness.h"
+#include "istio/httproute.h"
+
+/* A set from a JSON array of objects. */
+static struct httproute_set *compile(const char *text)
+{
+	json_error_t je;
+	json_t *j = json_loads(text, 0, &je);
+	struct httproute_set *s;
+	if (!j) {
+		fprintf(stderr, "  bad test JSON: %s\n", je.text);
+		return NULL;
+	}
+	s = httproute_set_compile(j, 7);
+	json_decref(j);
+	return s;
+}
+
+#define ROUTE(name, ts, spec) \
+	"{\"apiVersion\":\"gateway.networking.k8s.io/v1\",\"kind\":\"HTTPRoute\"," \
+	"\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\"," \
+	"\"creationTimestamp\":\"" ts "\"},\"spec\":" spec "}"
+
+struct hdrs {
+	const char *const *kv;	/* name, value, ..., NULL */
+};
+
+static const char *hdr(void *arg, const char *name)
+{
+	const struct hdrs *h = arg;
+	for (int i = 0; h->kv && h->kv[i]; i += 2)
+		if (strcmp(h->kv[i], name) == 0)
+			return h->kv[i + 1];
+	return NULL;
+}
+
+/* Which route and rule "METHOD URL" with headers takes on echo:80: "r1#0", "404", "none". */
+static const char *route_of(const struct httproute_set *s, const char *method, const char *url,
+			    const char *const *headers, uint16_t port)
+{
+	static char buf[64];
+	struct hdrs h = { headers };
+	const char *q = strchr(url, '?');
+	struct hr_request rq = { .method = method, .path = url, .plen = q ? (size_t)(q - url) : strlen(url),
+				 .query = q ? q + 1 : NULL, .qlen = q ? strlen(q + 1) : 0,
+				 .header = hdr, .header_arg = &h };
+	const struct httproute *r = NULL;
+	const struct hr_rule *rule = NULL;
+	switch (httproute_match(s, "default", "echo", port, &rq, &r, &rule)) {
+	case HR_NO_ROUTES: return "none";
+	case HR_NOT_FOUND: return "404";
+	case HR_MATCHED: break;
+	}
+	snprintf(buf, sizeof(buf), "%s#%d", r->obj.name, (int)(rule - r->rules));
+	return buf;
+}
+
+static const char *const canary[] = { "x-canary", "1", NULL };
+static const char *const two[] = { "x-canary", "1", "x-b", "b", NULL };
+
+TEST(precedence_table)
+{
+	struct httproute_set *s = compile("[" ROUTE("r1", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"echo\",\"port\":80}],"
+		"\"rules\":["
+		"{\"matches\":[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/\"}}],"
+		" \"backendRefs\":[{\"name\":\"v1\",\"port\":80}]},"
+		"{\"matches\":[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/api/\"}}],"
+		" \"backendRefs\":[{\"name\":\"v1\",\"port\":80}]},"
+		"{\"matches\":[{\"path\":{\"type\":\"Exact\",\"value\":\"/api\"}}],"
+		" \"backendRefs\":[{\"name\":\"v1\",\"port\":80}]},"
+		"{\"matches\":[{\"headers\":[{\"name\":\"X-Canary\",\"value\":\"1\"}]}],"
+		" \"backendRefs\":[{\"name\":\"v2\",\"port\":80}]},"
+		"{\"matches\":[{\"headers\":[{\"name\":\"x-canary\",\"value\":\"1\"},{\"name\":\"x-b\",\"value\":\"b\"}]}],"
+		" \"backendRefs\":[{\"name\":\"v2\",\"port\":80}]},"
+		"{\"matches\":[{\"method\":\"POST\"}],\"backendRefs\":[{\"name\":\"v2\",\"port\":80}]},"
+		"{\"matches\":[{\"queryParams\":[{\"name\":\"v\",\"value\":\"2\"}]}],"
+		" \"backendRefs\":[{\"name\":\"v2\",\"port\":80}]}"
+		"]}") "," ROUTE("r0", "2023-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],"
+		"\"rules\":[{\"matches\":[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/old\"}},"
+		"{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/api\"}}],"
+		"\"backendRefs\":[{\"name\":\"v1\",\"port\":80}]}]}") "]");
+	static const struct {
+		const char *method, *url;
+		const char *const *headers;
+		uint16_t port;
+		const char *want;
+	} cases[] = {
+		{ "GET", "/api", NULL, 80, "r1#2" },		/* exact beats any prefix */
+		{ "GET", "/api/x", NULL, 80, "r0#0" },		/* same prefix length: the older route */
+		{ "GET", "/api?v=2", NULL, 80, "r1#2" },
+		{ "GET", "/apix", NULL, 80, "r1#0" },		/* element-wise */
+		{ "GET", "/old", NULL, 81, "r0#0" },		/* r0 attaches to every port */
+		{ "GET", "/x", NULL, 81, "404" },		/* r1 only on 80; r0 has no "/" rule */
+		{ "GET", "/x", canary, 80, "r1#3" },		/* header beats nothing */
+		{ "GET", "/x", two, 80, "r1#4" },		/* more headers win */
+		{ "POST", "/x", canary, 80, "r1#5" },		/* method beats headers */
+		{ "GET", "/x?a=1&v=2", NULL, 80, "r1#6" },
+		{ "GET", "/x?v=22", NULL, 80, "r1#0" },		/* exact value */
+		{ "GET", "/x", NULL, 80, "r1#0" },
+		{ "GET", "/oldie", NULL, 80, "r1#0" },
+		{ "GET", "/old/1", NULL, 80, "r0#0" },
+	};
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->stats.accepted, 2);
+	CHECK_EQ_INT(s->stats.refused, 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *got = route_of(s, cases[i].method, cases[i].url, cases[i].headers, cases[i].port);
+		if (strcmp(got, cases[i].want) != 0)
+			fprintf(stderr, "  case %zu: %s %s port %u: got %s, want %s\n", i, cases[i].method,
+				cases[i].url, cases[i].port, got, cases[i].want);
+		CHECK_EQ_STR(got, cases[i].want);
+	}
+	struct hdrs h = { NULL };
+	struct hr_request rq = { .method = "GET", .path = "/", .plen = 1, .header = hdr, .header_arg = &h };
+	const struct httproute *r;
+	const struct hr_rule *rule;
+	CHECK_EQ_INT(httproute_match(s, "default", "other", 80, &rq, &r, &rule), HR_NO_ROUTES);
+	CHECK_EQ_INT(httproute_match(s, "other", "echo", 80, &rq, &r, &rule), HR_NO_ROUTES);
+	CHECK(httproute_attached(s, "default", "echo"));
+	CHECK(!httproute_attached(s, "default", "v1"));
+	httproute_set_unref(s);
+}
+
+TEST(path_prefix_elements)
+{
+	struct hr_match m = { .path_type = HR_PATH_PREFIX, .path = "/abc" };
+	CHECK(httproute_path_matches(&m, "/abc", 4));
+	CHECK(httproute_path_matches(&m, "/abc/", 5));
+	CHECK(httproute_path_matches(&m, "/abc/def", 8));
+	CHECK(!httproute_path_matches(&m, "/abcd", 5));
+	CHECK(!httproute_path_matches(&m, "/ab", 3));
+	struct hr_match root = { .path_type = HR_PATH_PREFIX, .path = "" };
+	CHECK(httproute_path_matches(&root, "/", 1));
+	CHECK(httproute_path_matches(&root, "/anything", 9));
+	struct hr_match ex = { .path_type = HR_PATH_EXACT, .path = "/abc" };
+	CHECK(httproute_path_matches(&ex, "/abc", 4));
+	CHECK(!httproute_path_matches(&ex, "/abc/", 5));
+}
+
+TEST(weights)
+{
+	struct httproute_set *s = compile("[" ROUTE("w", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":["
+		"{\"backendRefs\":[{\"name\":\"v1\",\"port\":80,\"weight\":90},{\"name\":\"v2\",\"port\":8080,\"weight\":10},"
+		"{\"name\":\"v3\",\"port\":80,\"weight\":0}]},"
+		"{\"matches\":[{\"path\":{\"value\":\"/zero\"}}],\"backendRefs\":[{\"name\":\"v1\",\"port\":80,\"weight\":0}]},"
+		"{\"matches\":[{\"path\":{\"value\":\"/none\"}}]},"
+		"{\"matches\":[{\"path\":{\"value\":\"/bad\"}}],\"backendRefs\":[{\"name\":\"v1\",\"port\":80,\"namespace\":\"x\"},"
+		"{\"name\":\"v1\",\"port\":80,\"kind\":\"ServiceImport\",\"group\":\"multicluster.x-k8s.io\"},{\"name\":\"v1\"}]}"
+		"]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	const struct hr_rule *r = &s->routes[0]->rules[0];
+	int n1 = 0, n2 = 0;
+	CHECK_EQ_INT(r->total_weight, 100);
+	for (uint32_t i = 0; i < 1000; i++) {
+		const struct hr_backend *b = httproute_pick(r, i * 2654435761u);
+		CHECK(b != NULL);
+		n1 += b && strcmp(b->name, "v1") == 0;
+		n2 += b && strcmp(b->name, "v2") == 0;
+	}
+	CHECK(n1 > 850 && n1 < 950);
+	CHECK_EQ_INT(n1 + n2, 1000);
+	CHECK_EQ_INT(r->backends[1].port, 8080);
+	CHECK_EQ_STR(r->backends[0].namespace, "default");
+	CHECK(httproute_pick(&s->routes[0]->rules[1], 5) == NULL);	/* all weight 0: 500 */
+	CHECK(httproute_pick(&s->routes[0]->rules[2], 5) == NULL);	/* no backends: 500 */
+	const struct hr_rule *bad = &s->routes[0]->rules[3];
+	for (int i = 0; i < 3; i++)
+		CHECK(bad->backends[i].invalid != NULL);
+	httproute_set_unref(s);
+}
+
+/* Each refused object: not accepted, one refusal diagnostic with this path and text. */
+TEST(refusals)
+{
+	static const struct {
+		const char *spec, *path, *msg;
+	} cases[] = {
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"type\":\"RegularExpression\",\"value\":\"/a.*\"}}]}]}",
+		  "spec.rules[0].matches[0].path.type", "RegularExpression" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"headers\":"
+		  "[{\"type\":\"RegularExpression\",\"name\":\"a\",\"value\":\"b\"}]}]}]}",
+		  "spec.rules[0].matches[0].headers[0].type", "only Exact" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":301}}]}]}",
+		  "spec.rules[0].filters[0].type", "RequestRedirect" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestMirror\"}]}]}", "spec.rules[0].filters[0].type", "not supported" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"1s\"}}]}",
+		  "spec.rules[0].timeouts", "not supported" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"value\":\"a/b\"}}]}]}", "spec.rules[0].matches[0].path.value", "absolute path" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"value\":\"/a/../b\"}}]}]}", "spec.rules[0].matches[0].path.value", "absolute path" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"method\":\"FETCH\"}]}]}",
+		  "spec.rules[0].matches[0].method", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"backendRefs\":"
+		  "[{\"name\":\"v1\",\"port\":80,\"weight\":-1}]}]}", "spec.rules[0].backendRefs[0].weight", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"backendRefs\":"
+		  "[{\"name\":\"v1\",\"port\":80,\"filters\":[{\"type\":\"RequestHeaderModifier\"}]}]}]}",
+		  "spec.rules[0].backendRefs[0].filters[0].type", "on a backendRef" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[]}", "spec.rules", "no rules" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"headers\":"
+		  "[{\"name\":\"bad name\",\"value\":\"b\"}]}]}]}", "spec.rules[0].matches[0].headers[0].name",
+		  "not a header name" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"bogus\":1}]}",
+		  "spec.rules[0].bogus", "unknown" },
+		{ "{\"parentRefs\":\"echo\",\"rules\":[{}]}", "spec.parentRefs", "array" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text;
+		CHECK(asprintf(&text, "[" ROUTE("bad", "2024-01-01T00:00:00Z", "%s") "]", cases[i].spec) > 0);
+		struct httproute_set *s = compile(text);
+		free(text);
+		CHECK(s != NULL);
+		if (!s)
+			continue;
+		CHECK_EQ_INT(s->nroutes, 1);
+		CHECK_EQ_INT(s->stats.refused, 1);
+		CHECK(!s->routes[0]->accepted);
+		CHECK(!httproute_attached(s, "default", "echo"));
+		const struct istio_diag *d = NULL;
+		for (int k = 0; k < s->routes[0]->obj.ndiags; k++)
+			if (s->routes[0]->obj.diags[k].kind == ISTIO_DIAG_REFUSED)
+				d = &s->routes[0]->obj.diags[k];
+		CHECK(d != NULL);
+		if (d && (strstr(d->path, cases[i].path) != d->path || !strstr(d->message, cases[i].msg)))
+			fprintf(stderr, "  case %zu: path '%s' message '%s'\n", i, d->path, d->message);
+		CHECK(d && strstr(d->path, cases[i].path) == d->path && strstr(d->message, cases[i].msg));
+		httproute_set_unref(s);
+	}
+}
+
+TEST(parents_and_filters)
+{
+	struct httproute_set *s = compile("[" ROUTE("p", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"group\":\"gateway.networking.k8s.io\",\"kind\":\"Gateway\",\"name\":\"gw\"},"
+		"{\"kind\":\"Service\",\"name\":\"far\",\"namespace\":\"other\"},"
+		"{\"group\":\"core\",\"kind\":\"Service\",\"name\":\"echo\",\"namespace\":\"default\"}],"
+		"\"hostnames\":[\"echo.example\"],"
+		"\"rules\":[{\"filters\":[{\"type\":\"RequestHeaderModifier\",\"requestHeaderModifier\":"
+		"{\"set\":[{\"name\":\"X-Set\",\"value\":\"s\"}],\"add\":[{\"name\":\"x-add\",\"value\":\"\"}],"
+		"\"remove\":[\"X-Gone\"]}}],\"backendRefs\":[{\"name\":\"v1\",\"port\":80}]}]}")
+		"," "{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
+		"\"metadata\":{\"name\":\"a\",\"namespace\":\"default\"},\"spec\":{}}"
+		"," "{\"apiVersion\":\"gateway.networking.k8s.io/v1beta1\",\"kind\":\"HTTPRoute\","
+		"\"metadata\":{\"name\":\"nons\"},\"spec\":{}}" "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->nroutes, 2);	/* the policy is not a route */
+	CHECK_EQ_INT(s->stats.accepted, 1);
+	CHECK_EQ_INT(s->stats.refused, 1);	/* no namespace */
+	const struct httproute *r = s->routes[0]->accepted ? s->routes[0] : s->routes[1];
+	CHECK_EQ_INT(r->nparents, 1);
+	CHECK_EQ_STR(r->parents[0].name, "echo");
+	CHECK_EQ_INT(r->obj.ndiags, 3);	/* the Gateway, the consumer route, hostnames */
+	CHECK(httproute_attached(s, "default", "echo"));
+	CHECK(!httproute_attached(s, "other", "far"));
+	CHECK_EQ_STR(r->rules[0].hset[0].name, "x-set");
+	CHECK_EQ_STR(r->rules[0].hadd[0].value, "");
+	CHECK_EQ_STR(r->rules[0].hremove[0], "x-gone");
+	json_t *j = httproute_set_json(s, NULL, NULL);
+	CHECK(j != NULL);
+	CHECK_EQ_INT(json_array_size(json_object_get(j, "routes")), 2);
+	char *dump = json_dumps(j, 0);
+	CHECK(dump && strstr(dump, "\"x-set\"") && strstr(dump, "\"accepted\": false"));
+	free(dump);
+	json_decref(j);
+	httproute_set_unref(s);
+}
+
+TEST(per_service_bound)
+{
+	json_t *arr = json_array();
+	for (int i = 0; i < HTTPROUTE_MAX_PER_SERVICE + 3; i++) {
+		char buf[512];
+		snprintf(buf, sizeof(buf), ROUTE("r%03d", "2024-01-01T00:00:%02dZ",
+			 "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{}]}"),
+			 i, i % 60);
+		json_array_append_new(arr, json_loads(buf, 0, NULL));
+	}
+	struct httproute_set *s = httproute_set_compile(arr, 1);
+	json_decref(arr);
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->nservices, 1);
+	CHECK_EQ_INT(s->services[0].nroutes, HTTPROUTE_MAX_PER_SERVICE);
+	int refused = 0;
+	for (int i = 0; i < s->nroutes; i++)
+		for (int k = 0; k < s->routes[i]->obj.ndiags; k++)
+			refused += s->routes[i]->obj.diags[k].kind == ISTIO_DIAG_REFUSED;
+	CHECK_EQ_INT(refused, 3);
+	httproute_set_unref(s);
+}
+
+TEST(durations)
+{
+	uint64_t ms = 0;
+	CHECK_EQ_INT(httproute_parse_duration("1h", &ms), 0);
+	CHECK_EQ_INT(ms, 3600000);
+	CHECK_EQ_INT(httproute_parse_duration("1m30s", &ms), 0);
+	CHECK_EQ_INT(ms, 90000);
+	CHECK_EQ_INT(httproute_parse_duration("250ms", &ms), 0);
+	CHECK_EQ_INT(ms, 250);
+	CHECK_EQ_INT(httproute_parse_duration("", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1.5s", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("123456s", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1s1s1s1s1s", &ms), -EINVAL);
+}
+
+TEST(garbage_is_refused_not_crashed)
+{
+	static const char *const bad[] = {
+		"[{\"apiVersion\":\"gateway.networking.k8s.io/v1\",\"kind\":\"HTTPRoute\"}]",
+		"[{\"apiVersion\":\"gateway.networking.k8s.io/v9\",\"kind\":\"HTTPRoute\",\"metadata\":"
+		"{\"name\":\"a\",\"namespace\":\"b\"}}]",
+		"[" ROUTE("x", "2024-01-01T00:00:00Z", "{\"rules\":[{\"matches\":[1]}]}") "]",
+		"[" ROUTE("x", "2024-01-01T00:00:00Z", "{\"rules\":[{\"backendRefs\":[{\"name\":\"a\",\"port\":70000}]}]}") "]",
+		"[" ROUTE("x", "2024-01-01T00:00:00Z", "{\"rules\":[{\"matches\":[{\"queryParams\":[{\"name\":\"a\"}]}]}]}") "]",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct httproute_set *s = compile(bad[i]);
+		CHECK(s != NULL);
+		if (s) {
+			CHECK_EQ_INT(s->stats.refused, 1);
+			CHECK_EQ_INT(s->nservices, 0);
+		}
+		httproute_set_unref(s);
+	}
+}
+
+TEST_MAIN("istio_httproute")
