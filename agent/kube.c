@@ -1698,6 +1698,11 @@ struct kube_discovery *kube_discovery_new(const struct kube_opts *opts)
 		goto fail;
 	kd->builder_started = true;
 	for (int i = 0; i < KUBE_RES_COUNT; i++) {
+		if (kd->o.skip & (1u << i)) {
+			kd->res[i].st.synced = true;	/* never watched: empty */
+			continue;
+		}
+		kd->res[i].st.watched = true;
 		err = -pthread_create(&kd->res[i].thread, NULL, res_thread, &kd->res[i]);
 		if (err)
 			goto fail;
@@ -1756,6 +1761,8 @@ json_t *kube_stats_to_json(const struct kube_stats *st)
 	json_t *res = json_object(), *root;
 	for (int i = 0; res && i < KUBE_RES_COUNT; i++) {
 		const struct kube_res_stats *r = &st->res[i];
+		if (!r->watched)
+			continue;	/* skipped (kube_opts.skip) */
 		json_object_set_new(res, kube_res_str((enum kube_res)i),
 			json_pack("{s:b,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s*}", "synced",
 				  r->synced, "absent", r->absent, "path", r->path,

@@ -54,12 +54,16 @@ struct kube_opts {
 				 * asked for again after this; default 30000 */
 	const char *root_ns;	/* Istio's root namespace (the `istio` ConfigMap); NULL:
 				 * istio-system */
+	/* Kinds not watched (bits 1u << enum kube_res): empty and synced from the start, e.g.
+	 * HTTPRoutes on a node agent, which only the waypoint uses. */
+	uint32_t skip;
 	/* NULL: model_publish(). */
 	kube_model_fn on_model;
 	void *arg;
 };
 
 struct kube_res_stats {
+	bool watched;			/* false: skipped (kube_opts.skip) */
 	bool synced;			/* listed at least once (or found absent) */
 	bool absent;			/* an Istio kind: its CRD is not installed (or 403) */
 	char path[160];			/* the API path in use (the served version) */

@@ -422,7 +422,7 @@ static int run(struct agent *a)
 	err = policy_init(&pol);
 	if (err)
 		goto out;
-	err = runtime_discovery_start(&a->disc, &a->cfg, on_model, a);
+	err = runtime_discovery_start(&a->disc, &a->cfg, false, on_model, a);
 	if (err)
 		goto out;
 	/* The first model may have been published before we subscribed. */

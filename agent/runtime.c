@@ -408,7 +408,7 @@ void runtime_drain_stop(struct runtime_drain *d, struct loop *l)
 	loop_timer_cancel(l, &d->timer);
 }
 
-int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,
+int runtime_discovery_start(struct runtime_discovery *d, const struct config *c, bool l7,
 			    model_listener_fn fn, void *arg)
 {
 	char err[512];
@@ -430,6 +430,7 @@ int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,
 		.token_file = c->kube_token_file,
 		.ca_file = c->kube_ca_file,
 		.root_ns = c->root_namespace,
+		.skip = l7 ? 0 : 1u << KUBE_RES_HTTPROUTES,
 	};
 	d->kube = kube_discovery_new(&ko);
 	if (!d->kube) {

@@ -106,7 +106,8 @@ struct runtime_discovery {
 	struct discovery_file *file;
 	struct kube_discovery *kube;
 };
-int runtime_discovery_start(struct runtime_discovery *d, const struct config *c,
+/* l7: the waypoint's (also watches Gateway API HTTPRoutes, which a node agent does not use). */
+int runtime_discovery_start(struct runtime_discovery *d, const struct config *c, bool l7,
 			    model_listener_fn fn, void *arg);
 void runtime_discovery_stop(struct runtime_discovery *d);
 /* From a model listener (discovery thread): runs fn(arg) on l's thread, or warns that the

@@ -334,7 +334,7 @@ static int run(struct cad *d)
 	}
 	if ((rc = runtime_signals_start(d->loop, &d->signal_io, on_signal, d)))
 		goto out;
-	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg.agent, NULL, NULL)))
+	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg.agent, false, NULL, NULL)))
 		goto out;
 	if (!(d->svc = ca_service_new(&d->cfg, d->ca, d->keys, d->keys ? NULL : &d->tr))) {
 		rc = -errno;

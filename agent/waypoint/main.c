@@ -240,7 +240,7 @@ static int run(struct wpd *d)
 	telemetry_init(&to);
 
 	/* Discovery first: the waypoint's identity comes from the model. */
-	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg, on_model, d)))
+	if ((rc = runtime_discovery_start(&d->discovery, &d->cfg, true, on_model, d)))
 		goto out;
 
 	if (d->pod_ip.ss_family)

@@ -755,6 +755,69 @@ TEST(httproutes)
 	CHECK(WAIT_UNTIL(WAIT_MS, json_array_size(m->resources) == 0));
 }
 
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void keep_model(struct model *nm, void *arg)
+{
+	struct model **slot = arg, *old;
+	pthread_mutex_lock(&kept_lock);
+	old = *slot;
+	*slot = nm;
+	pthread_mutex_unlock(&kept_lock);
+	model_unref(old);
+}
+
+/* A node agent does not watch HTTPRoutes (kube_opts.skip): the kind is empty and synced from
+ * the start, its models have no routes while a watching discovery sees them, and the admin
+ * JSON leaves the kind out. */
+TEST(skipped_kind)
+{
+	REQUIRE(KD);
+	struct model *mine = NULL;
+	struct kube_opts o = {
+		.api_url = KD->api, .token_file = F.token, .ca_file = "/nonexistent/ca.crt",
+		.debounce_ms = 30, .backoff_min_ms = 50, .backoff_max_ms = 400,
+		.root_ns = "istio-system", .skip = 1u << KUBE_RES_HTTPROUTES,
+		.on_model = keep_model, .arg = &mine,
+	};
+	struct kube_discovery *k2 = kube_discovery_new(&o);
+	REQUIRE(k2);
+	CHECK(ctl("apply", NULL, "{'resource':'httproutes','object':{'metadata':{'name':'skip',"
+		  "'namespace':'default'},'spec':{'parentRefs':[{'group':'','kind':'Service','name':'echo'}],"
+		  "'rules':[{'backendRefs':[{'name':'echo-v1','port':80}]}]}}}") == 200);
+	CHECK(ctl("apply", NULL, "{'resource':'telemetries','object':{'metadata':{'name':'skip',"
+		  "'namespace':'default'},'spec':{}}}") == 200);
+	/* the watching discovery has both; the skipping one the Telemetry only */
+	CHECK(WAIT_UNTIL(WAIT_MS, resources_named(m, "HTTPRoute", "default", "skip", NULL) == 1));
+	struct model *got = NULL;
+	uint64_t end = now_mono_ms() + WAIT_MS;
+	do {
+		model_unref(got);
+		pthread_mutex_lock(&kept_lock);
+		got = mine ? model_ref(mine) : NULL;
+		pthread_mutex_unlock(&kept_lock);
+		if (got && resources_named(got, "Telemetry", "default", "skip", NULL) == 1)
+			break;
+		usleep(10000);
+	} while (now_mono_ms() < end);
+	CHECK(got && resources_named(got, "Telemetry", "default", "skip", NULL) == 1 &&
+	      resources_named(got, "HTTPRoute", "default", "skip", NULL) == 0);
+	model_unref(got);
+	struct kube_stats st;
+	kube_discovery_stats(k2, &st);
+	CHECK(st.synced && st.res[KUBE_RES_HTTPROUTES].synced && !st.res[KUBE_RES_HTTPROUTES].watched &&
+	      st.res[KUBE_RES_HTTPROUTES].lists == 0 && st.res[KUBE_RES_PODS].watched);
+	json_t *j = kube_stats_to_json(&st);
+	CHECK(j && !json_object_get(json_object_get(j, "resources"), "httproutes") &&
+	      json_object_get(json_object_get(j, "resources"), "telemetries"));
+	json_decref(j);
+	kube_discovery_free(k2);	/* joins its builder: nothing sets mine after this */
+	model_unref(mine);
+	CHECK(del("httproutes", "default", "skip") == 200);
+	CHECK(del("telemetries", "default", "skip") == 200);
+	CHECK(WAIT_UNTIL(WAIT_MS, json_array_size(m->resources) == 0));
+}
+
 TEST(bookmark_advances_rv)
 {
 	REQUIRE(KD);
