@@ -15,7 +15,8 @@
 #   there yet); a CONNECT waits until the capture is in place (a tunnel before it would lose the
 #   pod's replies to the client's address), then is served;
 # - a CONNECT to a pod that node 2 never learns about is refused once hbone.model_wait_ms has
-#   passed (counted as a timeout), and nothing is left held.
+#   passed (counted as a timeout), and nothing is left held;
+# - node 2 drains while it holds such a CONNECT: it answers it (503) before it exits.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -63,6 +64,8 @@ fi
 ok "agents start and become ready"
 
 held() { lab_metric "$lab" 2 ambit_hbone_held_total "outcome=$1"; } # OUTCOME on node 2
+held_now() { [ "$(lab_metric "$lab" 2 ambit_hbone_held_streams)" = "$1" ]; } # N held on node 2
+admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; } # K PATH
 opened_in() { lab_metric "$lab" 2 istio_tcp_connections_opened_total reporter=destination; }
 
 # churn_during LABEL IP FIRST SECOND: a new connection every 20 ms from n1-p1 to IP:9000 while
@@ -142,7 +145,36 @@ check "... after the wait (${ms} ms, hbone.model_wait_ms $WAIT_MS)" \
 check "... counted as a timeout on node 2" test "$(held timeout)" -gt "$t0"
 check "... and nothing is left held" test "$(lab_metric "$lab" 2 ambit_hbone_held_streams)" = 0
 
-lab_stop_agents "$lab" 1 2 && ok "agents exit cleanly (no sanitizer report)" ||
+# Drain with a CONNECT held: node 2 answers it before it exits (503, as ztunnel answers a CONNECT
+# it cannot serve), rather than resetting it as it exits. n2-p5 (still unknown to node 2) runs
+# as app-1 in node 1's model now, an identity node 2 serves: its handshake goes on, and the
+# CONNECT is what waits.
+jq --arg uid "default/$lab-n2-p5" '(.workloads[] | select(.uid == $uid) | .service_account) = "app-1"' \
+	"$dir/wl1.json" >"$dir/wl1.json.tmp" && mv "$dir/wl1.json.tmp" "$dir/wl1.json"
+runs_as_app1_on_1() {
+	admin 1 /workloads | jq -e --arg u "default/$lab-n2-p5" \
+		'.workloads[] | select(.uid == $u) | .service_account == "app-1"' >/dev/null
+}
+check "drain: node 1 has n2-p5 running as app-1" lab_until runs_as_app1_on_1
+# (the client notes when it ended: the agent's own exit takes longer, its spans flushed first)
+pod_spawn "$lab" n1-p1 "$logs/drain.log" bash -c "'$TCPKIT' client --to '$p25:9000' --mode echo \
+	--bytes 64 --timeout 15; echo \"exit=\$? end=\$(date +%s%N)\""
+drainc=$SPAWNED_PID
+check "drain: node 2 holds a CONNECT for a pod it does not know yet" lab_until held_now 1
+start=$(date +%s%N)
+lab_stop_agents "$lab" 2 && ok "drain: agent 2 exits cleanly (no sanitizer report)" ||
+	fail "drain: agent 2 exits cleanly (no sanitizer report)"
+wait "$drainc" || true
+check "drain: the held connection is refused" grep -q '^exit=1 ' "$logs/drain.log"
+end=$(sed -n 's/^exit=.* end=//p' "$logs/drain.log")
+ms=$(((${end:-0} - start) / 1000000))
+check "drain: ... at once (${ms} ms after SIGTERM, not after hbone.model_wait_ms)" \
+	test "$ms" -ge 0 -a "$ms" -lt 2000
+check "drain: ... with a 503 answered before the exit, not a reset" \
+	grep -q "refused with 503: shutting down: not waiting for the model any longer" \
+	"$dir/agent2.log"
+
+lab_stop_agents "$lab" 1 && ok "agents exit cleanly (no sanitizer report)" ||
 	fail "agents exit cleanly (no sanitizer report)"
 for f in "$dir"/agent*.log; do cp "$f" "$logs/" 2>/dev/null || true; done
 lab_down "$lab" >/dev/null 2>&1 || true
