@@ -66,6 +66,10 @@ ok "agents start and become ready"
 held() { lab_metric "$lab" 2 ambit_hbone_held_total "outcome=$1"; } # OUTCOME on node 2
 held_now() { [ "$(lab_metric "$lab" 2 ambit_hbone_held_streams)" = "$1" ]; } # N held on node 2
 admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; } # K PATH
+enrolled_on() { # K UID: node K's agent has the workload enrolled in its model
+	admin "$1" /workloads | jq -e --arg u "$2" '.workloads[] | select(.uid == $u) | .enrolled' \
+		>/dev/null
+}
 opened_in() { lab_metric "$lab" 2 istio_tcp_connections_opened_total reporter=destination; }
 
 # churn_during LABEL IP FIRST SECOND: a new connection every 20 ms from n1-p1 to IP:9000 while
@@ -75,9 +79,9 @@ churn_during() {
 	pod_spawn "$lab" n1-p1 "$out" python3 "$TRAFFIC" churn --to "$ip:9000" --interval-ms 20 \
 		--duration 9
 	local pid=$SPAWNED_PID
-	sleep 1.5
+	sleep 1.5 # the scenario: connections to the pod before it joins the mesh
 	enroll_in "$dir/wl$first.json" "$uid"
-	sleep "$LAG"
+	sleep "$LAG" # the scenario: one node knows, the other not yet (the race under test)
 	enroll_in "$dir/wl$second.json" "$uid"
 	wait "$pid" || true
 	check "$label: no connection fails while the pod joins the mesh ($(tail -n 1 "$out"))" \
@@ -114,12 +118,19 @@ check "capture late: node 2 has a route to the pod ($route)" test -n "$route"
 ip -n "$lab-n2" route del "$p26/32"
 enroll_in "$dir/wl2.json" "default/$lab-n2-p6"
 enroll_in "$dir/wl1.json" "default/$lab-n2-p6"
-sleep 2.5
+pending_on_2() { # node 2 knows the pod is enrolled and waits for its interface
+	admin 2 /bpf | jq -e --arg u "default/$lab-n2-p6" '.pending[] | select(.pod_uid == $u)' \
+		>/dev/null
+}
+late_known() { enrolled_on 1 "default/$lab-n2-p6" && pending_on_2; }
+check "capture late: node 1 has the pod enrolled, node 2 waits for its interface" \
+	lab_until late_known
 h0=$(held served)
 start=$(date +%s%N)
 pod_spawn "$lab" n1-p1 "$logs/late.log" "$TCPKIT" client --to "$p26:9000" --mode echo --bytes 64 --timeout 15
 late=$SPAWNED_PID
-sleep 1.5
+check "capture late: node 2 holds the CONNECT" lab_until held_now 1
+sleep 1.5 # the scenario: the capture stays missing a while longer, the CONNECT held meanwhile
 # shellcheck disable=SC2086 # the route's words, as ip printed them
 ip -n "$lab-n2" route add $route
 if wait "$late"; then ok "capture late: the connection succeeds once the pod is captured"
@@ -130,7 +141,8 @@ check "capture late: ... it was held meanwhile (${ms} ms, served after a wait: $
 
 # Node 2 never learns that n2-p5 is enrolled: refused once the wait is over.
 enroll_in "$dir/wl1.json" "default/$lab-n2-p5"
-sleep 2
+check "never enrolled on its node: node 1 has it enrolled (so it tunnels to node 2)" \
+	lab_until enrolled_on 1 "default/$lab-n2-p5"
 t0=$(held timeout)
 start=$(date +%s%N)
 if pod_exec "$lab" n1-p1 "$TCPKIT" client --to "$p25:9000" --mode echo --bytes 64 --timeout 15 \
