@@ -16,7 +16,8 @@
 #   pod's replies to the client's address), then is served;
 # - a CONNECT to a pod that node 2 never learns about is refused once hbone.model_wait_ms has
 #   passed (counted as a timeout), and nothing is left held;
-# - node 2 drains while it holds such a CONNECT: it answers it (503) before it exits.
+# - node 2 drains while it holds such a CONNECT and a handshake: it answers the CONNECT (503)
+#   and refuses the handshake before it exits, rather than resetting them as it exits.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -30,7 +31,7 @@ TRAFFIC=$LAB_TOP/tests/tools/upgrade_traffic.py
 LAG=2.5      # seconds between the two agents' model updates (they poll their file every second)
 WAIT_MS=5000 # hbone.model_wait_ms: the default
 
-if ! lab_up "$lab" --nodes 2 --pods 6 --cni routed --enroll n1-p1,n2-p1 >"$logs/up.log" 2>&1; then
+if ! lab_up "$lab" --nodes 2 --pods 7 --cni routed --enroll n1-p1,n2-p1 >"$logs/up.log" 2>&1; then
 	fail "lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
 fi
 dir=$LAB_ROOT/$lab
@@ -53,7 +54,7 @@ enroll_in() { # FILE UID...: those workloads enrolled in FILE (atomic rename, as
 for m in 2 3 4 5 6; do enroll_in "$dir/workloads.json" "default/$lab-n2-p$m"; done
 
 p22=$(lab_pod_ip 2 2); p23=$(lab_pod_ip 2 3); p24=$(lab_pod_ip 2 4); p25=$(lab_pod_ip 2 5)
-p26=$(lab_pod_ip 2 6)
+p26=$(lab_pod_ip 2 6); p27=$(lab_pod_ip 2 7)
 for m in 2 3 4 5 6; do
 	pod_spawn "$lab" "n2-p$m" "$logs/echo-p$m.log" "$TCPKIT" serve --port 9000 --mode echo
 	wait_port "$lab" "n2-p$m" 9000
@@ -157,33 +158,48 @@ check "... after the wait (${ms} ms, hbone.model_wait_ms $WAIT_MS)" \
 check "... counted as a timeout on node 2" test "$(held timeout)" -gt "$t0"
 check "... and nothing is left held" test "$(lab_metric "$lab" 2 ambit_hbone_held_streams)" = 0
 
-# Drain with a CONNECT held: node 2 answers it before it exits (503, as ztunnel answers a CONNECT
-# it cannot serve), rather than resetting it as it exits. n2-p5 (still unknown to node 2) runs
-# as app-1 in node 1's model now, an identity node 2 serves: its handshake goes on, and the
-# CONNECT is what waits.
+# Drain with a CONNECT and a handshake held: node 2 answers the CONNECT (503, as ztunnel answers
+# a CONNECT it cannot serve) and refuses the handshake before it exits, rather than resetting
+# them as it exits. n2-p5 (still unknown to node 2) runs as app-1 in node 1's model now, an
+# identity node 2 serves: its handshake goes on, and the CONNECT is what waits. n2-p7, enrolled
+# in node 1's model only, runs as app-7, an identity new on node 2: its handshake waits.
 jq --arg uid "default/$lab-n2-p5" '(.workloads[] | select(.uid == $uid) | .service_account) = "app-1"' \
 	"$dir/wl1.json" >"$dir/wl1.json.tmp" && mv "$dir/wl1.json.tmp" "$dir/wl1.json"
 runs_as_app1_on_1() {
 	admin 1 /workloads | jq -e --arg u "default/$lab-n2-p5" \
 		'.workloads[] | select(.uid == $u) | .service_account == "app-1"' >/dev/null
 }
+enroll_in "$dir/wl1.json" "default/$lab-n2-p7"
 check "drain: node 1 has n2-p5 running as app-1" lab_until runs_as_app1_on_1
-# (the client notes when it ended: the agent's own exit takes longer, its spans flushed first)
-pod_spawn "$lab" n1-p1 "$logs/drain.log" bash -c "'$TCPKIT' client --to '$p25:9000' --mode echo \
-	--bytes 64 --timeout 15; echo \"exit=\$? end=\$(date +%s%N)\""
+check "drain: node 1 has n2-p7 enrolled" lab_until enrolled_on 1 "default/$lab-n2-p7"
+# drain_client NAME IP: a client from n1-p1 that notes when it ended (the agent's own exit
+# takes longer: its spans are flushed first)
+drain_client() {
+	pod_spawn "$lab" n1-p1 "$logs/drain-$1.log" bash -c "'$TCPKIT' client --to '$2:9000' \
+		--mode echo --bytes 64 --timeout 15; echo \"exit=\$? end=\$(date +%s%N)\""
+}
+drain_client connect "$p25"
 drainc=$SPAWNED_PID
 check "drain: node 2 holds a CONNECT for a pod it does not know yet" lab_until held_now 1
+drain_client handshake "$p27"
+drainh=$SPAWNED_PID
+check "drain: ... and a handshake for an identity it does not serve yet" lab_until held_now 2
 start=$(date +%s%N)
 lab_stop_agents "$lab" 2 && ok "drain: agent 2 exits cleanly (no sanitizer report)" ||
 	fail "drain: agent 2 exits cleanly (no sanitizer report)"
-wait "$drainc" || true
-check "drain: the held connection is refused" grep -q '^exit=1 ' "$logs/drain.log"
-end=$(sed -n 's/^exit=.* end=//p' "$logs/drain.log")
-ms=$(((${end:-0} - start) / 1000000))
-check "drain: ... at once (${ms} ms after SIGTERM, not after hbone.model_wait_ms)" \
-	test "$ms" -ge 0 -a "$ms" -lt 2000
-check "drain: ... with a 503 answered before the exit, not a reset" \
+wait "$drainc" "$drainh" || true
+for c in connect handshake; do
+	check "drain: the held $c's connection is refused" grep -q '^exit=1 ' "$logs/drain-$c.log"
+	end=$(sed -n 's/^exit=.* end=//p' "$logs/drain-$c.log")
+	ms=$(((${end:-0} - start) / 1000000))
+	check "drain: ... the $c's at once (${ms} ms after SIGTERM, not after hbone.model_wait_ms)" \
+		test "$ms" -ge 0 -a "$ms" -lt 2000
+done
+check "drain: the CONNECT got a 503 before the exit, not a reset" \
 	grep -q "refused with 503: shutting down: not waiting for the model any longer" \
+	"$dir/agent2.log"
+check "drain: the handshake was refused before the exit, not reset" \
+	grep -q "no local certificate for spiffe://cluster.local/ns/default/sa/app-7 (SNI), after waiting" \
 	"$dir/agent2.log"
 
 lab_stop_agents "$lab" 1 && ok "agents exit cleanly (no sanitizer report)" ||
