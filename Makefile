@@ -286,6 +286,9 @@ $(addprefix $(BUILD)/,$(FUZZ_NAMES)): $(BUILD)/%: tests/fuzz/%.c tests/fuzz/fuzz
 	$(call msg,FUZZLD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -fsanitize=fuzzer -Itests -o $@ $< \
 		$(filter %.o,$^) $(AGENT_LIBS) $(PKG_LIBS)
+# ca_wire and ca_jwt fuzz ambit-ca's reading of the bearer token: ca/auth.c is in the binary's
+# objects, not in libca.
+$(BUILD)/ca_wire $(BUILD)/ca_jwt: $(BUILD)/ca/auth.o
 .PHONY: fuzz-bins
 fuzz-bins: $(addprefix $(BUILD)/,$(FUZZ_NAMES))
 	@:

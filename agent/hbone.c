@@ -821,8 +821,14 @@ static void server_request(struct hbone_sess *s, struct hbone_stream *st)
 	req.held_ms = st->held_since_ms ? loop_now_ms(s->loop) - st->held_since_ms : 0;
 	rc = srv->cbs.on_connect ? srv->cbs.on_connect(srv->cbs.arg, &req) : -ENOSYS;
 	if (rc == -EINPROGRESS && !(st->flags & STF_ANSWERED) && !st->base.conn) {
-		held_link(&srv->o, st);	/* answered later: hbone_server_retry_held */
-		return;
+		if (!srv->o.draining) {
+			held_link(&srv->o, st);	/* answered later: hbone_server_retry_held */
+			return;
+		}
+		/* Nothing will answer it later: the agent exits once drained. The peer may try
+		 * again elsewhere (ztunnel too answers 503 a CONNECT it cannot serve). */
+		stream_submit_response(st, 503, "shutting down");
+		goto done;
 	}
 	if (!(st->flags & STF_ANSWERED) && (rc < 0 || !st->base.conn)) {
 		char why[96];
@@ -2672,6 +2678,10 @@ void hbone_server_drain(struct hbone_server *srv)
 			drain_fire(s->loop, &s->drain_timer);
 		sess_mark(s);
 	}
+	/* Held CONNECTs and handshakes get their answer now, not a reset when the agent exits:
+	 * dispatched again, a CONNECT is served if it can be, else refused with 503 (see
+	 * server_request); a handshake goes on or is refused as the agent's callbacks say. */
+	hbone_server_retry_held(srv);
 }
 
 /* --------------------------------------------------------- introspection ---- */

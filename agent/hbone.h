@@ -204,8 +204,10 @@ int hbone_server_listen(struct hbone_server *s);
 /* The bound address (port filled when bind_addr had port 0). */
 int hbone_server_addr(const struct hbone_server *s, struct sockaddr_storage *out);
 /* Graceful drain: closes the listener, sends GOAWAY (last processed stream id) on every
- * connection; open streams finish, then connections close. The agent frees the server at
- * its deadline (hbone_server_stream_count() tells when nothing is left). */
+ * connection; open streams finish, then connections close. Held CONNECTs and handshakes are
+ * dispatched again at once (hbone_server_retry_held): a CONNECT that on_connect would hold
+ * again is answered 503 instead, now and for the rest of the drain. The agent frees the
+ * server at its deadline (hbone_server_stream_count() tells when nothing is left). */
 void hbone_server_drain(struct hbone_server *s);
 
 /* Answers an inbound stream that is not attached to a conn (or whose conn is still

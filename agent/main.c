@@ -257,11 +257,13 @@ static void on_redirect_events(struct loop *l, struct loop_io *io, uint32_t even
 	mesh_retry_held(a->mesh);	/* a pod's capture may be in place now */
 }
 
-/* Drained: no connection left. */
+/* Drained: no connection left, and no inbound HBONE stream either (one answered at the drain,
+ * a held CONNECT's 503, still has its response to send). */
 static bool drained(void *arg)
 {
-	(void)arg;
-	return conn_count() == 0;
+	struct agent *a = arg;
+
+	return conn_count() == 0 && (!a->mesh || mesh_inbound_streams(a->mesh) == 0);
 }
 
 static void on_signal(struct loop *l, struct loop_io *io, uint32_t events)

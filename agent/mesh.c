@@ -32,6 +32,7 @@ enum mesh_refusal {
 	MR_NO_LOCAL_CERT,	/* the dialled pod's certificate cannot be had right now */
 	MR_AUTHORITY,		/* pod-addressed: :authority is not the dialled pod */
 	MR_IDENTITY,		/* node-addressed: SNI asked for another identity */
+	MR_DRAINING,		/* a CONNECT that would wait for the model: the agent is exiting */
 	MR_MAX,
 };
 
@@ -43,6 +44,7 @@ static const char *const refusal_names[MR_MAX] = {
 	[MR_NO_LOCAL_CERT] = "no_local_certificate",
 	[MR_AUTHORITY] = "authority_not_dialed_pod",
 	[MR_IDENTITY] = "identity_mismatch",
+	[MR_DRAINING] = "draining",
 };
 
 #define MESH_METRIC_NAME_MAX 96
@@ -54,12 +56,13 @@ enum mesh_held_outcome {
 	MH_REFUSED,		/* the model caught up, and the target is not ours: refused */
 	MH_TIMEOUT,		/* hbone.model_wait_ms passed: refused */
 	MH_FULL,		/* not held: hbone.model_wait_max_streams were held already */
+	MH_DRAINED,		/* the agent began to drain: refused (503), not left to the reset */
 	MH_MAX,
 };
 
 static const char *const held_names[MH_MAX] = {
 	[MH_SERVED] = "served", [MH_REFUSED] = "refused", [MH_TIMEOUT] = "timeout",
-	[MH_FULL] = "full",
+	[MH_FULL] = "full", [MH_DRAINED] = "drained",
 };
 
 struct mesh {
@@ -80,6 +83,7 @@ struct mesh {
 	struct loop_timer wait_timer;		/* the earliest hold deadline */
 	uint64_t held[MH_MAX];
 	char held_metric[MH_MAX][MESH_METRIC_NAME_MAX];
+	bool draining;				/* mesh_drain: nothing is held any more */
 };
 
 int mesh_workload_id(const char *td, const struct model_workload *w, struct spiffe_id *id)
@@ -351,6 +355,14 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	enum mesh_wait verdict = mesh_wait_decide(dst, m->node_name, captured, req->held_ms,
 						  m->opts.wait_ms, hbone_server_held(m->server),
 						  m->opts.wait_max);
+	if (verdict == MESH_WAIT_HOLD && m->draining) {
+		if (req->held_ms)
+			m->held[MH_DRAINED]++;
+		snprintf(why, sizeof(why), "shutting down: not waiting for the model%s",
+			 req->held_ms ? " any longer" : "");
+		refuse_connect(m, req, 503, MR_DRAINING, why);
+		goto out;
+	}
 	if (verdict == MESH_WAIT_HOLD &&
 	    (err = wait_hold(m, req, local ? "its capture is not in place yet"
 					   : "not a local enrolled workload in this node's model "
@@ -525,6 +537,11 @@ static bool cert_wait(void *arg, const struct spiffe_id *id, uint64_t waited_ms)
 				   "model and the certificate", spiffe_id_str(id, ids),
 				   (unsigned long long)waited_ms);
 		}
+		return false;
+	}
+	if (m->draining) {	/* nothing is held any more: refused now, not reset at the exit */
+		if (waited_ms)
+			m->held[MH_DRAINED]++;
 		return false;
 	}
 	if (waited_ms >= m->opts.wait_ms) {
@@ -813,6 +830,7 @@ int mesh_start_listening(struct mesh *m)
 
 void mesh_drain(struct mesh *m)
 {
+	m->draining = true;	/* before the server's drain answers what it held */
 	hbone_server_drain(m->server);
 	hbone_pool_drain(m->pool);
 }

@@ -122,13 +122,12 @@ int sockaddr_parse(const char *s, uint16_t default_port, struct sockaddr_storage
 		if (colon)
 			port_s = colon + 1;
 	}
-	if (port_s) {
-		char *end;
-		if (!*port_s)
+	if (port_s) {	/* 1 to 5 digits: strtoul alone takes a sign, blanks, and wraps */
+		size_t n = strspn(port_s, "0123456789");
+		if (n < 1 || n > 5 || port_s[n])
 			return -EINVAL;
-		errno = 0;
-		port = strtoul(port_s, &end, 10);
-		if (errno || *end || port > 65535)
+		port = strtoul(port_s, NULL, 10);
+		if (port > 65535)
 			return -EINVAL;
 	}
 	struct sockaddr_in *sin = (struct sockaddr_in *)out;

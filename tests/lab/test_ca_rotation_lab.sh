@@ -22,11 +22,6 @@ lab=rot-$$
 spiffe() { echo "spiffe://cluster.local/ns/default/sa/$1"; }
 admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; }
 swap() { cat "${@:2}" >"$1.new" && mv -f "$1.new" "$1"; }	# FILE PARTS...: replaced by rename
-until_ok() { # TRIES CMD...: CMD every 0.1 s until it succeeds
-	local n=$1; shift
-	for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-	"$@"
-}
 who() { if [ "$1" = wp ]; then echo "the waypoint"; else echo "agent $1"; fi; }
 reloaded() { # K|wp N: node K's agent (the waypoint) logged N bundle reloads or more
 	local log=$dir/agent$1.log
@@ -85,48 +80,61 @@ check "before the rotation a leaf from the new root is refused" refused_with new
 pod_spawn "$lab" n1-p1 "$logs/paced.log" python3 "$LAB_TOP/tests/tools/paced_echo.py" "$p21" 9000 \
 	100000 0.1
 paced=$SPAWNED_PID
+# (the 0.2 s pause paces the new connections: part of the scenario, not a wait)
 pod_spawn "$lab" n1-p2 "$logs/conns.log" bash -c "while [ ! -e '$logs/stop' ]; do
 	if '$TCPKIT' client --to '$p21:9000' --mode echo --bytes 64K --timeout 10 >/dev/null 2>&1
 	then echo ok; else echo FAIL \$(date +%T.%N); fi; sleep 0.2; done"
 conns=$SPAWNED_PID
-sleep 2
+# Each step holds its state until the traffic has gone through it: 5 more new connections and
+# 25 more rounds of the stream (2.5 s at its pace; the 4 windows make the 100 rounds and 20
+# connections checked at the end) since the step began.
+count() { grep -c "$1" "$2" || true; }	# PATTERN FILE
+traffic_mark() { C0=$(count '^ok' "$logs/conns.log"); R0=$(count '^round' "$logs/paced.log"); }
+traffic_went_through() {
+	[ "$(count '^ok' "$logs/conns.log")" -ge $((C0 + 5)) ] &&
+		[ "$(count '^round' "$logs/paced.log")" -ge $((R0 + 25)) ]
+}
+traffic_mark
+check "the stream and new connections run before the rotation" lab_until traffic_went_through
 
 # ------------------------------------------------------------------ 1. add the new root
+traffic_mark
 swap "$dir/ca.crt" "$dir/old.crt" "$dir/new/ca.crt"
 lab_secret_volume "$dir/signer" "$dir/ca.key" "$dir/old.crt" "$dir/new/ca.crt"
-check "1: ambit-ca takes its new ca.cert without a restart" until_ok 100 ca_reloaded 1
+check "1: ambit-ca takes its new ca.cert without a restart" lab_until ca_reloaded 1
 for k in 1 2 wp; do
 	check "1: $(who "$k") reloads the bundle (old + new root) without a restart" \
-		until_ok 100 reloaded "$k" 1
+		lab_until reloaded "$k" 1
 done
-sleep 1
 check "1: a leaf from the new root is accepted now (not refused as unknown CA)" \
-	accepted_with newleaf
+	lab_until accepted_with newleaf
 check "1: a leaf from the old root is still accepted" accepted_with oldleaf
-sleep 2
+check "1: the traffic goes through the step" lab_until traffic_went_through
 
 # ------------------------------------------------------------------ 2. switch the signing key
+traffic_mark
 before1=$(serials 1)
 before2=$(serials 2)
 beforewp=$(serials wp)
 lab_secret_volume "$dir/signer" "$dir/new/ca.key" "$dir/new/ca.crt" "$dir/old.crt"
-check "2: ambit-ca signs with the new key without a restart" until_ok 100 ca_reloaded 2
+check "2: ambit-ca signs with the new key without a restart" lab_until ca_reloaded 2
 swap "$dir/ca.crt" "$dir/new/ca.crt" "$dir/old.crt"
-check "2: agent 1 renews its leaves from the new root at once" until_ok 150 renewed 1 "$before1"
-check "2: agent 2 renews its leaves from the new root at once" until_ok 150 renewed 2 "$before2"
-check "2: the waypoint renews its leaf at once" until_ok 150 renewed wp "$beforewp"
+at_once() { LAB_WAIT_S=15 lab_until "$@"; }	# CMD...: within 15 s, not lib.sh's generous wait
+check "2: agent 1 renews its leaves from the new root at once" at_once renewed 1 "$before1"
+check "2: agent 2 renews its leaves from the new root at once" at_once renewed 2 "$before2"
+check "2: the waypoint renews its leaf at once" at_once renewed wp "$beforewp"
 note "leaves of node 1: ${before1} -> $(serials 1)"
-sleep 2
+check "2: the traffic goes through the step" lab_until traffic_went_through
 
 # ------------------------------------------------------------------ 3. remove the old root
+traffic_mark
 swap "$dir/ca.crt" "$dir/new/ca.crt"
 lab_secret_volume "$dir/signer" "$dir/new/ca.key" "$dir/new/ca.crt"
-check "3: ambit-ca takes ca.cert without the old root, without a restart" until_ok 100 ca_reloaded 3
+check "3: ambit-ca takes ca.cert without the old root, without a restart" lab_until ca_reloaded 3
 for k in 1 2 wp; do
-	check "3: $(who "$k") reloads the bundle (new root only)" until_ok 100 reloaded "$k" 3
+	check "3: $(who "$k") reloads the bundle (new root only)" lab_until reloaded "$k" 3
 done
-sleep 1
-check "3: a leaf from the old root is refused as from an unknown CA" refused_with oldleaf
+check "3: a leaf from the old root is refused as from an unknown CA" lab_until refused_with oldleaf
 served_by_new_root() { # node 2 serves app-1's leaf; it must verify against the new root alone
 	pod_exec "$lab" n1-p3 timeout 10 openssl s_client -connect "$n2:15008" -servername "$SNI1" \
 		-alpn h2 -cert "$logs/newleaf.crt" -key "$logs/newleaf.key" -CAfile "$dir/new/ca.crt" \
@@ -135,18 +143,18 @@ served_by_new_root() { # node 2 serves app-1's leaf; it must verify against the 
 check "3: node 2's leaf for app-1 chains to the new root alone" served_by_new_root
 check "3: the waypoint refuses a leaf from the old root too" \
 	refused_with oldleaf "$LAB_WAYPOINT_IP" waypoint.default.cluster.local.spiffe
-sleep 3
+check "3: the traffic goes through the step" lab_until traffic_went_through
 
 # ------------------------------------------------------------------ the traffic's account
 touch "$logs/stop"
 wait "$conns" 2>/dev/null || true
 check "the stream opened before step 1 is still running" kill -0 "$paced"
 kill "$paced" 2>/dev/null || true
-rounds=$(grep -c '^round' "$logs/paced.log" || true)
+rounds=$(count '^round' "$logs/paced.log")
 check "... and answered every round ($rounds, no error)" \
 	sh -c "test '$rounds' -ge 100 && ! grep -qv '^round' '$logs/paced.log'"
-n_ok=$(grep -c '^ok' "$logs/conns.log" || true)
-n_fail=$(grep -c '^FAIL' "$logs/conns.log" || true)
+n_ok=$(count '^ok' "$logs/conns.log")
+n_fail=$(count '^FAIL' "$logs/conns.log")
 check "new connections throughout: $n_ok succeeded, $n_fail failed" \
 	test "$n_fail" = 0 -a "$n_ok" -ge 20
 [ "$n_fail" = 0 ] || grep FAIL "$logs/conns.log" | head -5 | sed 's/^/#   /'

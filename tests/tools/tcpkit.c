@@ -34,12 +34,43 @@
 #define IO_BUF (256u * 1024u)   /* one read or write */
 #define ECHO_BUF (64u * 1024u)  /* per-connection echo buffer on the server */
 
+/* ---------- memory: the running mode's buffers are held here rather than only in locals, so
+ * that every way out frees them, die() included (LSan checks the exit of a timeout or a failed
+ * check as well as a clean one). ---------- */
+
+struct sconn;
+static struct {
+	void *blk[4];         /* the mode's buffers, by slot */
+	struct sconn *conns;  /* serve: the open connections, each with its echo buffer */
+	size_t nconns;
+} g_held;
+static uint8_t *pat_scratch; /* IO_BUF + 16 bytes, for checks */
+static void held_free_conns(void);
+
+/* Records p as the mode's buffer in slot (replacing the slot's old one, as after a realloc). */
+static void *held(unsigned slot, void *p)
+{
+	g_held.blk[slot] = p;
+	return p;
+}
+
+static void held_free(void)
+{
+	held_free_conns();
+	for (unsigned i = 0; i < sizeof(g_held.blk) / sizeof(g_held.blk[0]); i++) {
+		free(g_held.blk[i]);
+		g_held.blk[i] = NULL;
+	}
+}
+
 /* ---------- failure reporting ---------- */
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void die(int code, const char *fmt, ...)
 {
 	va_list ap;
+	held_free();
+	free(pat_scratch);
 	fflush(stdout);
 	fputs("tcpkit: ", stderr);
 	va_start(ap, fmt);
@@ -55,6 +86,15 @@ static void *xcalloc(size_t n, size_t sz)
 	if (!p)
 		die(1, "out of memory (%zu x %zu bytes)", n, sz);
 	return p;
+}
+
+/* realloc in one of the held slots: on failure the old block stays held and is freed by die(). */
+static void *xrealloc_held(unsigned slot, size_t n, size_t sz)
+{
+	void *p = n > SIZE_MAX / sz ? NULL : realloc(g_held.blk[slot], n * sz);
+	if (!p)
+		die(1, "out of memory (%zu x %zu bytes)", n, sz);
+	return held(slot, p);
 }
 
 static double now_s(void)
@@ -78,8 +118,6 @@ static uint64_t now_ns(void)
 #define PAT_SHIFT 17
 #define PAT_WORDS (1u << PAT_SHIFT)
 static uint64_t pat_table[PAT_WORDS];
-static uint8_t *pat_scratch; /* IO_BUF + 16 bytes, for checks */
-
 static void pat_init(void)
 {
 	uint64_t x = 0x2545f4914f6cdd1dull;
@@ -626,10 +664,10 @@ static void job_close(struct job *j)
 static void run_jobs(const struct opts *o, const struct job_spec *sp, struct run_stats *rs)
 {
 	unsigned par = o->parallel;
-	struct job *jobs = xcalloc(par, sizeof(*jobs));
-	struct pollfd *pfd = xcalloc(par, sizeof(*pfd));
-	unsigned *idx = xcalloc(par, sizeof(*idx));
-	uint8_t *buf = xcalloc(1, IO_BUF);
+	struct job *jobs = held(0, xcalloc(par, sizeof(*jobs)));
+	struct pollfd *pfd = held(1, xcalloc(par, sizeof(*pfd)));
+	unsigned *idx = held(2, xcalloc(par, sizeof(*idx)));
+	uint8_t *buf = held(3, xcalloc(1, IO_BUF));
 	uint64_t started = 0, active = 0;
 	double t0 = now_s(), deadline = t0 + o->timeout;
 
@@ -701,10 +739,7 @@ static void run_jobs(const struct opts *o, const struct job_spec *sp, struct run
 		}
 	}
 	rs->seconds = now_s() - t0;
-	free(jobs);
-	free(pfd);
-	free(idx);
-	free(buf);
+	held_free();
 }
 
 static void print_rate(const struct run_stats *rs, uint64_t bytes)
@@ -774,8 +809,9 @@ static int client_rr(const struct opts *o)
 	bool http = o->mode == M_HTTP;
 	size_t m = o->msg_size, qlen = http ? sizeof(http_req) - 1 : m;
 	uint64_t warm = o->count / 10 < 100 ? o->count / 10 : 100;
-	uint64_t *lat = xcalloc(o->count, sizeof(*lat));
-	uint8_t *req = xcalloc(1, qlen), *resp = xcalloc(1, m + 128), *want = xcalloc(1, m + 128);
+	uint64_t *lat = held(0, xcalloc(o->count, sizeof(*lat)));
+	uint8_t *req = held(1, xcalloc(1, qlen)), *resp = held(2, xcalloc(1, m + 128));
+	uint8_t *want = held(3, xcalloc(1, m + 128));
 	size_t rlen = m;
 	uint64_t bad = 0, sum = 0;
 	int fd = connect_blocking(o);
@@ -817,10 +853,7 @@ static int client_rr(const struct opts *o)
 	       (double)lat[0] / 1000.0, (double)sum / (double)o->count / 1000.0);
 #undef PCT
 	printf("result=ok\n");
-	free(lat);
-	free(req);
-	free(resp);
-	free(want);
+	held_free();
 	return 0;
 }
 
@@ -828,7 +861,7 @@ static int client_rr(const struct opts *o)
  * (so that no buffer fills), then the reset, by the server (reset) or by this side (abort). */
 static int client_reset(const struct opts *o)
 {
-	uint8_t *req = xcalloc(1, ECHO_BUF / 4), *resp = xcalloc(1, ECHO_BUF / 4);
+	uint8_t *req = held(0, xcalloc(1, ECHO_BUF / 4)), *resp = held(1, xcalloc(1, ECHO_BUF / 4));
 	uint64_t off = 0, bad = 0;
 	int fd = connect_blocking(o);
 	const char *how;
@@ -868,8 +901,7 @@ static int client_reset(const struct opts *o)
 	}
 	printf("mode=%s\nto=%s\nbytes_out=%" PRIu64 "\nbytes_in=%" PRIu64 "\nend=%s\nresult=ok\n",
 	       mode_names[o->mode], to_str(), off + (o->mode == M_RESET), off, how);
-	free(req);
-	free(resp);
+	held_free();
 	return 0;
 }
 
@@ -963,6 +995,17 @@ struct sconn {
 	char peer[80];
 	uint8_t hmatch;     /* http: bytes of "\r\n\r\n" matched at the end of what was read */
 };
+
+static void held_free_conns(void)
+{
+	for (size_t i = 0; i < g_held.nconns; i++) {
+		if (g_held.conns[i].fd >= 0)
+			close(g_held.conns[i].fd);
+		free(g_held.conns[i].buf);
+	}
+	g_held.conns = NULL;
+	g_held.nconns = 0;
+}
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig)
@@ -1144,9 +1187,9 @@ static int serve(const struct opts *o)
 {
 	int lfd = listen_on(o);
 	size_t cap = 64, n = 0;
-	struct sconn *cs = xcalloc(cap, sizeof(*cs));
-	struct pollfd *pfd = xcalloc(cap + 1, sizeof(*pfd));
-	uint8_t *buf = xcalloc(1, IO_BUF);
+	struct sconn *cs = held(0, xcalloc(cap, sizeof(*cs)));
+	struct pollfd *pfd = held(1, xcalloc(cap + 1, sizeof(*pfd)));
+	uint8_t *buf = held(2, xcalloc(1, IO_BUF));
 	uint64_t finished = 0, failed = 0;
 	double deadline = now_s() + o->timeout;
 	bool timed = false;
@@ -1196,11 +1239,13 @@ static int serve(const struct opts *o)
 				else
 					close(c->fd);
 				free(c->buf);
+				c->buf = NULL; /* until compaction, the slot is still among g_held.conns */
+				c->fd = -1;
 				continue;
 			}
 			cs[w++] = *c;
 		}
-		n = w;
+		n = g_held.nconns = w;
 		if (pfd[0].revents & POLLIN) {
 			for (;;) {
 				struct sockaddr_storage ss;
@@ -1217,14 +1262,14 @@ static int serve(const struct opts *o)
 				}
 				if (n == cap) {
 					cap *= 2;
-					cs = realloc(cs, cap * sizeof(*cs));
-					pfd = realloc(pfd, (cap + 1) * sizeof(*pfd));
-					if (!cs || !pfd)
-						die(1, "out of memory");
+					cs = g_held.conns = xrealloc_held(0, cap, sizeof(*cs));
+					pfd = xrealloc_held(1, cap + 1, sizeof(*pfd));
 				}
 				struct sconn *c = &cs[n++];
 				memset(c, 0, sizeof(*c));
 				c->fd = fd;
+				g_held.conns = cs;
+				g_held.nconns = n;
 				addr_str((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
 				if (mode_echoes(o->mode)) {
 					set_nodelay(fd);
@@ -1249,15 +1294,9 @@ static int serve(const struct opts *o)
 		}
 		fflush(stdout);
 	}
-	for (size_t i = 0; i < n; i++) {
-		close(cs[i].fd);
-		free(cs[i].buf);
-	}
+	held_free();
 	close(lfd);
 	printf("served=%" PRIu64 "\nfailed=%" PRIu64 "\n", finished, failed);
-	free(cs);
-	free(pfd);
-	free(buf);
 	if (failed)
 		die(1, "%" PRIu64 " of %" PRIu64 " connections carried wrong data", failed, finished);
 	return 0;
@@ -1285,5 +1324,7 @@ int main(int argc, char **argv)
 	parse_opts(argc, argv, !strcmp(argv[1], "serve"), &o);
 	g_opts = &o;
 	pat_init();
-	return o.server ? serve(&o) : client(&o);
+	int rc = o.server ? serve(&o) : client(&o);
+	free(pat_scratch);
+	return rc;
 }

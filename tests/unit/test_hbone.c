@@ -2017,6 +2017,37 @@ TEST(held_connect_reset_by_its_peer_is_dropped_then_session_close_frees)
 	close(cl);
 }
 
+static void stream_count_on_loop(void *arg)
+{
+	*(uint32_t *)arg = hbone_server_stream_count(R->srv);
+}
+
+TEST(held_connect_is_answered_503_when_the_server_drains)
+{
+	struct rig r;
+	uint32_t n = 1;
+	int cl = start_held(&r, &r.hold);	/* on_connect would go on holding it */
+	on_loop(drain_srv_on_loop, r.srv);
+	/* dispatched again at once and, as it would be held again, refused: its client sees
+	 * the 503 (the source side's flag and reason), not a reset of the connection */
+	CHECK(wait_count(&r.out_closed.count, 1));
+	CHECK_EQ_STR(r.out_closed.flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
+	if (!strstr(r.out_closed.reason, "status 503: shutting down"))
+		fprintf(stderr, "  reason \"%s\"\n", r.out_closed.reason);
+	CHECK(strstr(r.out_closed.reason, "status 503: shutting down") != NULL);
+	CHECK_EQ_INT(r.inbound_seen, 2);
+	CHECK(wait_held(0));
+	/* the answered stream is gone: what the agent's drain waits for */
+	for (int i = 0; i < 500 && n; i++) {
+		on_loop(stream_count_on_loop, &n);
+		if (n)
+			usleep(10000);
+	}
+	CHECK_EQ_INT((int)n, 0);
+	close(cl);
+	rig_stop(&r);
+}
+
 TEST(held_handshake_resumes_when_retried)
 {
 	struct rig r;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* common/util: the absolute deadlines condvar waits and timed joins use (timespec_after_ms). */
+/* common/util: the absolute deadlines condvar waits and timed joins use (timespec_after_ms),
+ * and the IP:port parser that reads config addresses and HBONE's :authority (sockaddr_parse). */
 #include "common/util.h"
 #include "harness.h"
 
@@ -55,6 +56,35 @@ TEST(timespec_after_ms_times_a_condvar_wait)
 	pthread_mutex_unlock(&lock);
 	pthread_cond_destroy(&cond);
 	pthread_condattr_destroy(&ca);
+}
+
+/* The port is 1 to 5 digits and nothing else: strtoul alone took a sign, leading blanks and
+ * wrapped negatives (fuzz/hbone_connect: corpus/hbone_connect/regress-port-sign). */
+TEST(sockaddr_parse_port_is_digits_only)
+{
+	static const char *const good[] = { "10.0.0.1:80", "10.0.0.1:0", "10.0.0.1:65535",
+		"[fd00::1]:8080", "[::1]:00080", "10.0.0.1", "fd00::1", "[fd00::1]" };
+	static const char *const bad[] = { "10.0.0.1:+80", "10.0.0.1: 80", "10.0.0.1:-0",
+		"[fd00::1]:+800", "10.0.0.1:-18446744073709551535", "10.0.0.1:65536",
+		"10.0.0.1:080080", "10.0.0.1:", "[fd00::1]:", "10.0.0.1:80 ", "10.0.0.1:0x50",
+		"[fd00::1]x", "", "10.0.0.256:80" };
+	struct sockaddr_storage ss;
+	char buf[ADDR_STR_LEN];
+
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		if (sockaddr_parse(good[i], 7, &ss))
+			fprintf(stderr, "  refused: '%s'\n", good[i]);
+		CHECK_EQ_INT(sockaddr_parse(good[i], 7, &ss), 0);
+	}
+	CHECK_EQ_INT(sockaddr_parse("[::1]:00080", 7, &ss), 0);
+	CHECK_EQ_STR(sockaddr_str(&ss, buf, sizeof(buf)), "[::1]:80");
+	CHECK_EQ_INT(sockaddr_parse("10.0.0.1", 7, &ss), 0);
+	CHECK_EQ_INT(sockaddr_port(&ss), 7);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (sockaddr_parse(bad[i], 7, &ss) != -EINVAL)
+			fprintf(stderr, "  accepted: '%s'\n", bad[i]);
+		CHECK_EQ_INT(sockaddr_parse(bad[i], 7, &ss), -EINVAL);
+	}
 }
 
 int main(void)
