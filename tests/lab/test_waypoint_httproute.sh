@@ -11,6 +11,11 @@
 # header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); the request span
 # and the metrics name the chosen backend as destination_service; admin /waypoint lists the routes (the refused one with
 # its reason); the route removed from the file: app-1's own endpoint answers again.
+# Route timeouts (timeouts.request 500ms on /delay and /slow-body): a slow answer gets 504
+# `upstream request timeout` (UT) after about the timeout, an answer already begun is cut (the
+# HTTP/1.1 connection closed, the HTTP/2 stream reset), a fast one on the same rule is 200;
+# metrics count 504 UT. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
+# without a use after free.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -42,7 +47,11 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 			   {path: {type: "Exact", value: "/headers"}}],
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
-		 backendRefs: [{name: "app-9", port: 80}]}]}},
+		 backendRefs: [{name: "app-9", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
+			   {path: {type: "PathPrefix", value: "/slow-body"}}],
+		 timeouts: {request: "500ms"},
+		 backendRefs: [{name: "app-2", port: 80}]}]}},
 	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
 	 metadata: {name: "app1-regex", namespace: "default", creationTimestamp: "2026-01-02T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "app-1"}], rules: [
@@ -115,6 +124,40 @@ headers_canary() { # PROTO: the canary rule's RequestHeaderModifier: x-routed se
 		$h["x-routed"] == "canary" and ($h | has("x-drop-me") | not)' <<<"$out" >/dev/null
 }
 
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+timed_out() { # PROTO: GET /delay/3000 answers 504 in 400..2500 ms
+	local t0 out el
+	t0=$(now_ms)
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$V:80" --path /delay/3000 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w ' %{http_code}' "http://$V/delay/3000" 2>&1) || true
+	fi
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q 504 <<<"$out" && grep -q 'upstream request timeout' <<<"$out" &&
+		[ "$el" -ge 400 ] && [ "$el" -le 2500 ]
+}
+fast_ok() { # PROTO: GET /delay/50 on the same rule: 200 from v1
+	local out
+	out=$(bodies "$1" 1 /delay/50 2>&1) || true
+	echo "$out"
+	[ "$out" = "v1 after 50 ms" ]
+}
+cut_short() { # PROTO: GET /slow-body/3000: "first" arrives, then the cut, within 2.5 s
+	local t0 out el rc=0
+	t0=$(now_ms)
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$V:80" --path /slow-body/3000 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 "http://$V/slow-body/3000" 2>&1) || rc=$?
+	fi
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (rc $rc, ${el} ms)"
+	grep -q first <<<"$out" && ! grep -q second <<<"$out" && [ "$el" -le 2500 ] || return 1
+	if [ "$1" = h2 ]; then grep -q '^200 first' <<<"$out" && grep -q 'reset' <<<"$out"; else [ "$rc" -ne 0 ]; fi
+}
+
 for proto in http1 h2; do
 	check "$proto: 50/50 weights: 200 GETs /whoami, v1 and v2 each 25%-75%, never app-1's own" split "$proto"
 	check "$proto: x-canary: 1 always goes to v2" canary "$proto"
@@ -123,6 +166,11 @@ for proto in http1 h2; do
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
+	check "$proto: timeouts.request 500ms: a 3 s answer gets 504 upstream request timeout after about 0.5 s" \
+		timed_out "$proto"
+	check "$proto: ... a fast answer on the same rule is 200" fast_ok "$proto"
+	check "$proto: ... an answer already begun is cut at the timeout (client connection/stream reset)" \
+		cut_short "$proto"
 done
 
 metric() { lab_waypoint_metric "$lab" "$1"; }
@@ -134,6 +182,10 @@ check "metrics: 404 with response_flags NR for app-1" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="404",response_flags="NR"'
 check "metrics: 500 with response_flags NC" \
 	metric '^istio_requests_total\{reporter="waypoint",.*response_code="500",response_flags="NC"'
+check "metrics: 504 with response_flags UT (route timeout)" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-2\.default\.svc\.cluster\.local",.*response_code="504",response_flags="UT"'
+check "metrics: a begun answer cut by the timeout: 200 with response_flags UT" \
+	metric '^istio_requests_total\{reporter="waypoint",.*response_code="200",response_flags="UT"'
 
 route_span() { # the request span of a routed request names the route and the chosen backend
 	local tid=5a1e0f00c0ffee00000000000000beef out
