@@ -998,7 +998,8 @@ static void h2s_timeout_fire(struct loop *l, struct loop_timer *t)
 	struct wp_sess *s = x->s;
 	struct wp_h2u *hu = x->hu;
 	(void)l;
-	if (!s || !s->h2 || !x->down_open || x->finished || x->h1c)
+	/* the endpoint's answer complete (only the client is slow to take it): not a timeout */
+	if (!s || !s->h2 || !x->down_open || x->finished || x->h1c || x->resp_eof)
 		return;
 	pr_debug("waypoint: h2 stream %d for %s: %s after %" PRIu64 " ms", x->down_sid,
 		 s->service ? s->service : "?", WP_TIMEOUT_WHY, x->rt.timeout_ms);
@@ -1760,7 +1761,7 @@ void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why)
 void wp_h2_h1c_timeout(struct wp_sess *s)
 {
 	struct wp_h2s *x = s->h2x;
-	if (!x)
+	if (!x || x->resp_eof)	/* the answer is complete upstream: the client is just slow */
 		return;
 	if (!x->resp_head_sent) {
 		s->w->local_replies++;
