@@ -278,6 +278,47 @@ out:
 	return err;
 }
 
+/* One GEP-2257 duration of timeouts (absent: 0). */
+static int timeout_ms(struct jx *j, const json_t *t, const char *key, uint64_t *ms)
+{
+	char *str = NULL;
+	int err = jx_str(j, t, key, false, 32, &str);
+	*ms = 0;
+	if (!err && str && httproute_parse_duration(str, ms))
+		err = jx_fail(j, key, "'%s' is not a Gateway API duration (1 to 4 of [0-9]{1,5} "
+			      "followed by h, m, s or ms, e.g. \"500ms\", \"1m30s\")", str);
+	free(str);
+	return err;
+}
+
+/* timeouts (GEP-1742) as Istio applies them without a retry policy: backendRequest, when set
+ * and not 0, is the route's timeout, else request; "0s" is none. */
+static int parse_timeouts(struct jx *j, const json_t *v, struct hr_rule *r)
+{
+	static const char *const keys[] = { "request", "backendRequest", NULL };
+	const json_t *t = json_object_get(v, "timeouts");
+	uint64_t req = 0, be = 0;
+	int err;
+
+	if (!t || json_is_null(t))
+		return 0;
+	size_t saved = jx_enter(j, "timeouts");
+	if (!json_is_object(t))
+		err = jx_fail(j, NULL, "must be an object");
+	else
+		err = jx_keys(j, t, keys);
+	if (!err)
+		err = timeout_ms(j, t, "request", &req);
+	if (!err)
+		err = timeout_ms(j, t, "backendRequest", &be);
+	/* the CRD's rule: backendRequest no longer than a request timeout that is not 0 */
+	if (!err && req && be > req)
+		err = jx_fail(j, "backendRequest", "must not be longer than request");
+	jx_leave(j, saved);
+	r->timeout_ms = be ? be : req;
+	return err;
+}
+
 static int parse_rule(struct jx *j, const json_t *v, const char *route_ns, struct hr_rule *r)
 {
 	static const char *const keys[] = { "name", "matches", "filters", "backendRefs", "timeouts",
@@ -289,9 +330,8 @@ static int parse_rule(struct jx *j, const json_t *v, const char *route_ns, struc
 	if (!json_is_object(v))
 		return jx_fail(j, NULL, "must be an object");
 	err = jx_keys(j, v, keys);
-	if (!err && json_object_get(v, "timeouts"))
-		err = jx_fail(j, "timeouts", "not supported by ambit-waypoint (not enforced: the "
-			      "route is refused rather than run without it)");
+	if (!err)
+		err = parse_timeouts(j, v, r);
 	if (!err && json_object_get(v, "retry"))
 		err = jx_fail(j, "retry", "not supported (Istio's default retry policy applies)");
 	if (!err && json_object_get(v, "sessionPersistence"))
@@ -871,6 +911,8 @@ static json_t *rule_json(const struct hr_rule *r)
 					   json_pack("{s:o, s:o, s:o?}", "set", kv_json(r->hset, r->nhset),
 						     "add", kv_json(r->hadd, r->nhadd), "remove", rm));
 	}
+	if (!bad && r->timeout_ms)
+		bad |= json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
 	bad = bad || json_object_set(j, "matches", ms) || json_object_set(j, "backends", bs);
 	json_decref(ms);
 	json_decref(bs);

@@ -63,6 +63,7 @@ struct hr_rule {
 	int nhset, nhadd;
 	char **hremove;
 	int nhremove;
+	uint64_t timeout_ms;		/* timeouts (backendRequest, else request); 0: none */
 };
 
 /* A Service this route attaches to (its parentRef). */

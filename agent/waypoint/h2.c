@@ -108,6 +108,9 @@ struct wp_h2s {
 	const char *flag;
 	char error[160];
 	struct wp_route rt;		/* its HTTPRoute backend (retries pick from it) */
+	struct waypoint *w;
+	struct loop_timer rtimer;	/* its route timeout (an HTTP/2 client's stream; an
+					 * HTTP/1.x client's request uses the session's) */
 	struct wp_h2s *dprev, *dnext, *uprev, *unext;
 };
 
@@ -223,6 +226,7 @@ static void h2s_finish(struct wp_h2s *x, const char *flag, const char *error)
 	if (x->finished)
 		return;
 	x->finished = true;
+	loop_timer_cancel(x->w->o.loop, &x->rtimer);
 	if (!x->s) {
 		span_end(x->span);
 		x->span = NULL;
@@ -242,6 +246,7 @@ static void h2s_maybe_free(struct wp_h2s *x)
 {
 	if (x->down_open || x->up_open || x->s)
 		return;
+	loop_timer_cancel(x->w->o.loop, &x->rtimer);
 	credit_up(x, h1_buf_pending(&x->resp_body));
 	if (!x->finished)
 		h2s_finish(x, CONN_FLAG_DOWNSTREAM_RESET, "client closed");
@@ -983,14 +988,60 @@ void wp_h2_sweep(struct waypoint *w, uint64_t now, bool all)
 	}
 }
 
+/* The route timeout of an HTTP/2 client's stream expired (Envoy: 504, UT): its upstream
+ * stream is cancelled (RST_STREAM CANCEL; an HTTP/1.1 upstream connection reset) and let go,
+ * so a late answer finds nothing; the client gets 504 (gRPC: UNAVAILABLE, as Envoy maps it)
+ * or, when the answer began, a reset stream. */
+static void h2s_timeout_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_h2s *x = t->arg;
+	struct wp_sess *s = x->s;
+	struct wp_h2u *hu = x->hu;
+	(void)l;
+	/* the endpoint's answer complete (only the client is slow to take it): not a timeout */
+	if (!s || !s->h2 || !x->down_open || x->finished || x->h1c || x->resp_eof)
+		return;
+	pr_debug("waypoint: h2 stream %d for %s: %s after %" PRIu64 " ms", x->down_sid,
+		 s->service ? s->service : "?", WP_TIMEOUT_WHY, x->rt.timeout_ms);
+	unqueue(x);
+	x->retry_due = false;
+	if (x->u1)
+		h1_release(x, false);
+	if (x->up_open && hu && hu->ng) {
+		nghttp2_session_set_stream_user_data(hu->ng, x->up_sid, NULL);
+		nghttp2_submit_rst_stream(hu->ng, NGHTTP2_FLAG_NONE, x->up_sid, NGHTTP2_CANCEL);
+		x->up_open = false;
+		u_unlink(x);
+		hu_schedule(hu);
+	}
+	x->flag = WP_FLAG_TIMEOUT;
+	snprintf(x->error, sizeof(x->error), "%s", WP_TIMEOUT_WHY);
+	if (!x->resp_submitted) {
+		h2s_local(x, 504, 14, WP_TIMEOUT_WHY, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
+		return;
+	}
+	h2s_finish(x, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
+	nghttp2_submit_rst_stream(s->h2->ng, NGHTTP2_FLAG_NONE, x->down_sid, NGHTTP2_CANCEL);
+	wp_sess_schedule(s);
+}
+
+/* x's request is complete: its route timeout starts (an HTTP/2 client's stream). */
+static void h2s_deadline(struct wp_h2s *x)
+{
+	if (!x->h1c && x->req_eof && x->head_done && !x->finished && x->down_open)
+		wp_route_deadline(x->w, &x->rtimer, x->rt.timeout_ms);
+}
+
 static struct wp_h2s *h2s_new(struct wp_sess *s)
 {
 	struct wp_h2s *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;
 	x->s = s;
+	x->w = s->w;
 	x->down_open = true;
 	x->grpc_status = -1;
+	loop_timer_init(&x->rtimer, h2s_timeout_fire, x);
 	h2map_hdrs_init(&x->req);
 	h2map_hdrs_init(&x->req_tr);
 	h2map_hdrs_init(&x->resp);
@@ -1424,6 +1475,7 @@ static void h2s_request(struct wp_h2s *x)
 	}
 	h2s_route(x, m, dst, &target, tpbuf[0] ? tpbuf : NULL);
 out:
+	h2s_deadline(x);
 	model_unref(m);
 }
 
@@ -1689,6 +1741,7 @@ fail:
 void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why)
 {
 	struct wp_h2s *x = s->h2x;
+	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
 	if (!x)
 		return;
 	s->h2x = NULL;
@@ -1703,6 +1756,25 @@ void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why)
 	h1_buf_consume(&x->req_body, h1_buf_pending(&x->req_body));
 	x->s = NULL;
 	h2s_maybe_free(x);
+}
+
+void wp_h2_h1c_timeout(struct wp_sess *s)
+{
+	struct wp_h2s *x = s->h2x;
+	if (!x || x->resp_eof)	/* the answer is complete upstream: the client is just slow */
+		return;
+	if (!x->resp_head_sent) {
+		s->w->local_replies++;
+		x->status = 504;
+		h1_local_response(&s->to_down, 504, WP_TIMEOUT_WHY, true);
+		wp_h2_h1c_end(s, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
+		s->close_after = true;
+		s->st = SS_CLOSING;
+		return;
+	}
+	wp_h2_h1c_end(s, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
+	if (s->down)
+		conn_abort(s->down, CONN_UP, -ETIMEDOUT, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
 }
 
 bool wp_h2_h1c_step(struct wp_sess *s)
@@ -1850,12 +1922,14 @@ static int down_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void 
 		} else {
 			x->req_eof = true;	/* trailers */
 			wake_up(x);
+			h2s_deadline(x);
 		}
 		break;
 	case NGHTTP2_DATA:
 		if (end) {
 			x->req_eof = true;
 			wake_up(x);
+			h2s_deadline(x);
 		}
 		break;
 	case NGHTTP2_RST_STREAM:

@@ -81,6 +81,8 @@ struct wp_sess {
 	bool eof_to_client;		/* our EOF is queued/sent */
 	bool close_after;		/* close the client connection after this response */
 	struct loop_timer timer;	/* sniff timeout, then close wait */
+	struct loop_timer rt_timer;	/* the request in flight's HTTPRoute timeout */
+	uint64_t rt_timeout_ms;		/* its length (0: none) */
 	/* what the CONNECT asked for */
 	struct sockaddr_storage authority;	/* VIP:port or workloadIP:port */
 	char *svc_ns, *svc_name;	/* NULL in workload mode */
@@ -207,6 +209,8 @@ void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, cons
 
 /* ---- routes.c: HTTPRoutes (istio/httproute) per request ---- */
 #define WP_FLAG_NO_CLUSTER "NC"		/* Envoy: the route's backend is not there */
+#define WP_FLAG_TIMEOUT "UT"		/* Envoy: the route's timeout expired */
+#define WP_TIMEOUT_WHY "upstream request timeout"	/* Envoy's 504 body and details */
 /* The routing decision of one request: the backend Service an HTTPRoute rule chose. */
 struct wp_route {
 	struct httproute_set *set;	/* a reference while rule is in use (wp_route_fini) */
@@ -215,6 +219,7 @@ struct wp_route {
 	char *ns, *name;		/* the backend Service; NULL: the session's own */
 	uint16_t port;			/* its service port */
 	char *service;			/* its FQDN (spans, metrics) */
+	uint64_t timeout_ms;		/* the rule's timeouts (0: none) */
 };
 /* Follows the HTTPRoutes compiled from the published models (0 or -ENOMEM) / stops. */
 int wp_routes_start(void);
@@ -226,6 +231,10 @@ void wp_routes_stop(void);
 int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_request *rq,
 		     struct wp_route *rt, const char **why, const char **flag);
 void wp_route_fini(struct wp_route *rt);
+/* The route timeout of one request (Envoy's route timeout: from the end of the downstream
+ * request until the response is complete, retries included) starts: t is armed for ms
+ * (0: no timeout, nothing armed; already armed: left as it is). */
+void wp_route_deadline(struct waypoint *w, struct loop_timer *t, uint64_t ms);
 /* A copy of src's backend (ns, name, port, service, route name) into dst, zeroed first; not
  * its set nor rule. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
 int wp_route_copy(struct wp_route *dst, const struct wp_route *src);
@@ -279,6 +288,9 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 bool wp_h2_h1c_step(struct wp_sess *s);
 /* Lets go of s->h2x (its upstream stream is reset if still open). */
 void wp_h2_h1c_end(struct wp_sess *s, const char *flag, const char *why);
+/* s->h2x's route timeout expired: 504 to the client (or its connection cut when the answer
+ * began), the upstream stream cancelled. */
+void wp_h2_h1c_timeout(struct wp_sess *s);
 /* The periodic sweep: idle HTTP/2 upstream connections close. */
 void wp_h2_sweep(struct waypoint *w, uint64_t now, bool all);
 /* Admin API: a session's HTTP/2 facts, the upstream pool. New references. */

@@ -147,6 +147,7 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 		break;
 	}
 	rt->rule = rule;
+	rt->timeout_ms = rule->timeout_ms;
 	if (asprintf(&rt->route, "%s/%s", route->obj.namespace, route->obj.name) < 0) {
 		rt->route = NULL;
 		goto nomem;
@@ -198,12 +199,19 @@ int wp_route_copy(struct wp_route *dst, const struct wp_route *src)
 {
 	memset(dst, 0, sizeof(*dst));
 	dst->port = src->port;
+	dst->timeout_ms = src->timeout_ms;
 	if ((src->route && !(dst->route = strdup(src->route))) ||
 	    (src->ns && !(dst->ns = strdup(src->ns))) ||
 	    (src->name && !(dst->name = strdup(src->name))) ||
 	    (src->service && !(dst->service = strdup(src->service))))
 		return -ENOMEM;
 	return 0;
+}
+
+void wp_route_deadline(struct waypoint *w, struct loop_timer *t, uint64_t ms)
+{
+	if (ms && !loop_timer_armed(t) && loop_timer_arm(w->o.loop, t, ms))
+		pr_warn_rl("waypoint: out of memory arming a route timeout (not enforced)");
 }
 
 void wp_route_span(const struct wp_route *rt, struct span *sp)

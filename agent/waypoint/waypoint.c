@@ -914,6 +914,7 @@ static void sess_unref(struct wp_sess *s)
 		s->next->prev = s->prev;
 	w->nsessions--;
 	loop_timer_cancel(w->o.loop, &s->timer);
+	loop_timer_cancel(w->o.loop, &s->rt_timer);
 	wp_h2_sess_fini(s);
 	h1_fini(&s->req);
 	h1_buf_fini(&s->to_up);
@@ -1020,6 +1021,7 @@ void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, cons
 /* Ends the HTTP/1.x request in flight: span, metrics, least-request accounting. */
 static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
 {
+	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
 	struct wp_outcome o = { .code = code, .flag = flag, .error = error, .grpc_status = -1,
 				.dst = s->up && s->up->conn ? &conn_info(s->up->conn)->destination : NULL,
 				.service = s->rt_service };
@@ -1162,6 +1164,8 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	w->requests++;
 	free(s->rt_service);
 	s->rt_service = NULL;
+	loop_timer_cancel(w->o.loop, &s->rt_timer);
+	s->rt_timeout_ms = 0;
 	s->status = 0;
 	s->resp_started = false;
 	s->req_head = strcmp(h1_method(h), "HEAD") == 0;
@@ -1207,6 +1211,7 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		goto out;
 	}
 	code = 503;
+	s->rt_timeout_ms = rt.timeout_ms;
 	if (rt.service && !(s->rt_service = strdup(rt.service))) {
 		why = "out of memory";
 		rc = -1;
@@ -1418,6 +1423,35 @@ static void sniff_fire(struct loop *l, struct loop_timer *t)
 	}
 }
 
+/* The route timeout of the request in flight expired (Envoy: 504, UT). No answer yet: 504;
+ * else the client connection is cut. The upstream connection is reset, never reused, so its
+ * late answer goes nowhere. */
+static void rt_timeout_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_sess *s = t->arg;
+	struct wp_up *u = s->up;
+	(void)l;
+	if (s->st != SS_RESPONSE || !s->down || (!u && !s->h2x))
+		return;
+	sess_ref(s);
+	pr_debug("waypoint: %s: %s after %" PRIu64 " ms", s->service ? s->service : "?",
+		 WP_TIMEOUT_WHY, s->rt_timeout_ms);
+	if (s->h2x) {
+		wp_h2_h1c_timeout(s);
+	} else if (!s->resp_started) {
+		local_reply(s, 504, WP_TIMEOUT_WHY, WP_FLAG_TIMEOUT);	/* reads s->up's facts */
+	} else {
+		request_end(s, s->status, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
+		conn_abort(s->down, CONN_UP, -ETIMEDOUT, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
+	}
+	if (u && s->up == u) {
+		s->up = NULL;
+		wp_up_put(u, false, false);
+	}
+	wp_sess_schedule(s);
+	sess_unref(s);
+}
+
 /* The upstream went away (reset, refused, closed). */
 static void up_gone(struct wp_sess *s)
 {
@@ -1624,8 +1658,11 @@ static bool down_step(struct wp_sess *s)
 			return true;
 		}
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
-			if (s->up || s->h2x)
+			if (s->up || s->h2x) {
 				s->st = SS_RESPONSE;
+				/* the route's timeout runs from the end of the request (Envoy's) */
+				wp_route_deadline(s->w, &s->rt_timer, s->rt_timeout_ms);
+			}
 			return true;
 		}
 		if (conn_out_eof(s->down, CONN_UP)) {
@@ -1699,6 +1736,7 @@ static bool down_step(struct wp_sess *s)
 static void sess_teardown(struct wp_sess *s)
 {
 	loop_timer_cancel(s->w->o.loop, &s->timer);
+	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
 	wp_h2_sess_fini(s);
 	if (s->span)
 		request_end(s, s->status, CONN_FLAG_DOWNSTREAM_RESET,
@@ -1827,6 +1865,7 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	h1_init(&s->req, HTTP_REQUEST, &req_cbs, s);
 	s->req.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	loop_timer_init(&s->timer, sniff_fire, s);
+	loop_timer_init(&s->rt_timer, rt_timeout_fire, s);
 	s->next = w->sessions;
 	if (w->sessions)
 		w->sessions->prev = s;

@@ -11,14 +11,15 @@
 # header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); the request span
 # and the metrics name the chosen backend as destination_service; admin /waypoint lists the routes (the refused one with
 # its reason); the route removed from the file: app-1's own endpoint answers again.
+# Route timeouts (timeouts.request 500ms on /delay and /slow-body): a slow answer gets 504
+# `upstream request timeout` (UT) after about the timeout, an answer already begun is cut (the
+# HTTP/1.1 connection closed, the HTTP/2 stream reset), a fast one on the same rule is 200;
+# metrics count 504 UT. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
+# without a use after free.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-[ "$(id -u)" -eq 0 ] || { echo "not ok - waypoint httproute (needs root)"; exit 1; }
-WAYPOINT_BIN=$AMBIT_BUILD/ambit-waypoint
-[ -x "$WAYPOINT_BIN" ] || { echo "not ok - waypoint httproute ($WAYPOINT_BIN not built)"; exit 1; }
-lab_h2peer	# H2PY: a python3 with python3-h2
-"$H2PY" -c 'import h2' 2>/dev/null || { echo "not ok - waypoint httproute (python3-h2 not found)"; exit 1; }
+lab_need_waypoint_h2 "waypoint httproute"	# root, the binary, node, H2PY (python3-h2)
 lab_tmpdir logs hrt
 lab=hrt-$$
 
@@ -26,6 +27,12 @@ if ! lab_up "$lab" --nodes 1 --pods 4 --cni routed --enroll p1,p2,p3,p4 --waypoi
 	fail "lab up --waypoint"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1
 fi
 V=$LAB_SVC_APP_1_VIP
+H2V=10.96.0.32	# h2-slow: an h2c Service behind the waypoint on app-3's pod (tests/node/h2_server.js)
+jq --arg h "$H2V" '.services += [
+	{name: "h2-slow", namespace: "default", addresses: [$h], selector: {app: "app-3"},
+	 ports: [{port: 80, target_port: 8081, name: "web", app_protocol: "kubernetes.io/h2c"}],
+	 waypoint: {name: "waypoint", namespace: "default"}}]' \
+	"$LAB_WORKLOADS" >"$logs/workloads.json" && cp "$logs/workloads.json" "$LAB_WORKLOADS"
 
 routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: none
 	[ "${ROUTES:-1}" = 1 ] || { echo '[]'; return; }
@@ -42,12 +49,21 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 			   {path: {type: "Exact", value: "/headers"}}],
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
-		 backendRefs: [{name: "app-9", port: 80}]}]}},
+		 backendRefs: [{name: "app-9", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
+			   {path: {type: "PathPrefix", value: "/slow-body"}}],
+		 timeouts: {request: "500ms"},
+		 backendRefs: [{name: "app-2", port: 80}]}]}},
 	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
 	 metadata: {name: "app1-regex", namespace: "default", creationTimestamp: "2026-01-02T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "app-1"}], rules: [
 		{matches: [{path: {type: "RegularExpression", value: "/.*"}}],
-		 backendRefs: [{name: "app-2", port: 80}]}]}}]'
+		 backendRefs: [{name: "app-2", port: 80}]}]}},
+	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
+	 metadata: {name: "h2-slow-timeout", namespace: "default", creationTimestamp: "2026-01-03T00:00:00Z"},
+	 spec: {parentRefs: [{kind: "Service", name: "h2-slow", port: 80}], rules: [
+		{timeouts: {request: "1s", backendRequest: "500ms"},
+		 backendRefs: [{name: "h2-slow", port: 80}]}]}}]'
 }
 set_routes() { # rewrites the workloads file (the discovery polls it) atomically
 	jq --argjson r "$(routes)" '.resources = $r' "$LAB_WORKLOADS" >"$logs/wl.json" &&
@@ -58,7 +74,10 @@ set_routes
 pod_spawn "$lab" n1-p1 "$logs/front.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name front
 pod_spawn "$lab" n1-p2 "$logs/v1.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name v1
 pod_spawn "$lab" n1-p3 "$logs/v2.log" python3 "$LAB_TOP/tests/tools/http_echo.py" --port 8080 --name v2
+pod_spawn "$lab" n1-p3 "$logs/h2s.log" "$NODE" "$LAB_TOP/tests/node/h2_server.js" --port 8081 \
+	--name h2slow --log "$logs/h2s.jsonl"
 for p in 1 2 3; do wait_port "$lab" "n1-p$p" 8080; done
+wait_port "$lab" n1-p3 8081
 if ! lab_start_agent "$lab" 1; then fail "agent starts"; lab_result; exit 1; fi
 if lab_start_waypoint "$lab" "$logs/waypoint.log" "$LAB_WAYPOINT_CONFIG"; then
 	ok "waypoint starts and becomes ready"
@@ -115,6 +134,40 @@ headers_canary() { # PROTO: the canary rule's RequestHeaderModifier: x-routed se
 		$h["x-routed"] == "canary" and ($h | has("x-drop-me") | not)' <<<"$out" >/dev/null
 }
 
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+timed_out() { # PROTO: GET /delay/3000 answers 504 in 400..2500 ms
+	local t0 out el
+	t0=$(now_ms)
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$V:80" --path /delay/3000 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w ' %{http_code}' "http://$V/delay/3000" 2>&1) || true
+	fi
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q 504 <<<"$out" && grep -q 'upstream request timeout' <<<"$out" &&
+		[ "$el" -ge 400 ] && [ "$el" -le 2500 ]
+}
+fast_ok() { # PROTO: GET /delay/50 on the same rule: 200 from v1
+	local out
+	out=$(bodies "$1" 1 /delay/50 2>&1) || true
+	echo "$out"
+	[ "$out" = "v1 after 50 ms" ]
+}
+cut_short() { # PROTO: GET /slow-body/3000: "first" arrives, then the cut, within 2.5 s
+	local t0 out el rc=0
+	t0=$(now_ms)
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$V:80" --path /slow-body/3000 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 "http://$V/slow-body/3000" 2>&1) || rc=$?
+	fi
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (rc $rc, ${el} ms)"
+	grep -q first <<<"$out" && ! grep -q second <<<"$out" && [ "$el" -le 2500 ] || return 1
+	if [ "$1" = h2 ]; then grep -q '^200 first' <<<"$out" && grep -q 'reset' <<<"$out"; else [ "$rc" -ne 0 ]; fi
+}
+
 for proto in http1 h2; do
 	check "$proto: 50/50 weights: 200 GETs /whoami, v1 and v2 each 25%-75%, never app-1's own" split "$proto"
 	check "$proto: x-canary: 1 always goes to v2" canary "$proto"
@@ -123,7 +176,59 @@ for proto in http1 h2; do
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
+	check "$proto: timeouts.request 500ms: a 3 s answer gets 504 upstream request timeout after about 0.5 s" \
+		timed_out "$proto"
+	check "$proto: ... a fast answer on the same rule is 200" fast_ok "$proto"
+	check "$proto: ... an answer already begun is cut at the timeout (client connection/stream reset)" \
+		cut_short "$proto"
 done
+
+# An HTTP/2 endpoint (h2-slow, backendRequest 500ms): the timed-out upstream stream is
+# cancelled (the server sees RST_STREAM CANCEL), for an HTTP/2 client and for an HTTP/1.1 one
+# (translated to HTTP/2).
+up_cancelled() { # PATH: h2_server.js logged the stream of PATH closed by RST_STREAM CANCEL (8)
+	for _ in $(seq 20); do
+		jq -e --arg p "$1" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	cat "$logs/h2s.jsonl" 2>/dev/null; return 1
+}
+h2up_timeout() { # PROTO N: GET /delay/30N on h2-slow: 504 in 400..2500 ms, the upstream stream cancelled
+	local t0 out el path=/delay/30$2
+	t0=$(now_ms)
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$H2V:80" --path "$path" 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w ' %{http_code}' "http://$H2V$path" 2>&1) || true
+	fi
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q 504 <<<"$out" && grep -q 'upstream request timeout' <<<"$out" &&
+		[ "$el" -ge 400 ] && [ "$el" -le 2500 ] && up_cancelled "$path"
+}
+h2up_cut() { # GET /slow (a chunk every 100 ms) over HTTP/2: ticks, then the stream reset, upstream cancelled
+	local out
+	out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$H2V:80" --path /slow 2>&1) || true
+	echo "$out"
+	grep -q '^200 tick 1' <<<"$out" && grep -q reset <<<"$out" && up_cancelled /slow
+}
+h2up_fast() { # PROTO: GET /delay/50 on h2-slow: 200
+	local out
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$H2V:80" --path /delay/50 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w ' %{http_code}' "http://$H2V/delay/50" 2>&1) || true
+	fi
+	echo "$out"
+	grep -q 'h2slow after 50 ms' <<<"$out" && grep -q 200 <<<"$out"
+}
+check "h2c endpoint, HTTP/2 client: backendRequest 500ms: 504 after about 0.5 s, the upstream stream cancelled" \
+	h2up_timeout h2 01
+check "h2c endpoint, HTTP/1.1 client: 504 after about 0.5 s, the upstream stream cancelled" \
+	h2up_timeout http1 02
+check "h2c endpoint, HTTP/2 client: an answer begun is cut at the timeout, the upstream stream cancelled" h2up_cut
+check "h2c endpoint: a fast answer on the same rule is 200 (HTTP/2)" h2up_fast h2
+check "h2c endpoint: ... and HTTP/1.1" h2up_fast http1
 
 metric() { lab_waypoint_metric "$lab" "$1"; }
 check "metrics: the chosen backend is destination_service (app-2)" \
@@ -134,29 +239,38 @@ check "metrics: 404 with response_flags NR for app-1" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="404",response_flags="NR"'
 check "metrics: 500 with response_flags NC" \
 	metric '^istio_requests_total\{reporter="waypoint",.*response_code="500",response_flags="NC"'
+check "metrics: 504 with response_flags UT (route timeout)" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-2\.default\.svc\.cluster\.local",.*response_code="504",response_flags="UT"'
+check "metrics: a begun answer cut by the timeout: 200 with response_flags UT" \
+	metric '^istio_requests_total\{reporter="waypoint",.*response_code="200",response_flags="UT"'
 
-route_span() { # the request span of a routed request names the route and the chosen backend
-	local tid=5a1e0f00c0ffee00000000000000beef out
+route_span() { # TRACE_ID PATH JQ-FILTER: the request span of a routed request to PATH matches
+	local tid=$1 out
 	pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -H "traceparent: 00-$tid-00f067aa0ba902b7-01" \
-		-H 'x-canary: 1' "http://$V/whoami" || return 1
+		-H 'x-canary: 1' "http://$V$2" || return 1
 	for _ in $(seq 20); do
 		out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 \
 			"http://127.0.0.1:15000/spans?trace_id=$tid") || return 1
-		jq -e '[.spans[] | select(.kind == "SERVER" and .attributes["route.name"] ==
-			"default/app1-split" and .attributes["destination.service"] ==
-			"app-3.default.svc.cluster.local" and .attributes["http.status_code"] == 200)] |
-			length == 1' <<<"$out" >/dev/null && return 0
+		jq -e "[.spans[] | select(.kind == \"SERVER\" and $3)] | length == 1" <<<"$out" >/dev/null &&
+			return 0
 		sleep 0.25
 	done
-	jq -c '.spans[] | {name, kind, attributes}' <<<"$out"; return 1
+	jq -c '.spans[] | {name, kind, status, attributes}' <<<"$out"; return 1
 }
-check "span: route.name and the backend as destination.service" route_span
+check "span: route.name and the backend as destination.service" route_span \
+	5a1e0f00c0ffee00000000000000beef /whoami '.attributes["route.name"] == "default/app1-split" and
+	.attributes["destination.service"] == "app-3.default.svc.cluster.local" and
+	.attributes["http.status_code"] == 200'
+check "span: a route timeout is 504, response_flags UT, status ERROR" route_span \
+	5a1e0f00c0ffee00000000000000b504 /delay/3000 '.attributes["http.status_code"] == 504 and
+	.attributes.response_flags == "UT" and .status.code == "ERROR" and
+	(.status.message | test("upstream request timeout"))'
 
 admin_routes() {
 	local out
 	out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/waypoint) || return 1
 	jq -c '.routes.stats' <<<"$out"
-	jq -e '.routes.stats == {routes: 2, accepted: 1, refused: 1, services: 1} and
+	jq -e '.routes.stats == {routes: 3, accepted: 2, refused: 1, services: 2} and
 		([.routes.routes[] | select(.name == "app1-split" and .accepted)] | length) == 1 and
 		([.routes.routes[] | select(.name == "app1-regex" and (.accepted | not)) | .diagnostics[] |
 		  select(.kind == "refused" and (.message | test("RegularExpression")))] | length) == 1' \

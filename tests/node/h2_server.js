@@ -15,6 +15,7 @@
 //   /early-hints     103 (link: </a.css>; rel=preload), then 200 "after hints"
 //   /req-trailers    JSON {len, trailers} of the request body and its trailers
 //   /slow            a chunk every 100 ms for 60 s (to be reset by the client)
+//   /delay/MS        200 "NAME after MS ms", MS ms later (a slow endpoint)
 //   /goaway[?after=MS[&notice=MS2]] answers (MS ms later), then sends GOAWAY and closes the
 //                    session gracefully; notice: GOAWAY already after MS2 ms, before the answer
 //   anything else    JSON {method, path, headers, len, sha256, server}
@@ -132,6 +133,15 @@ server.on('stream', (stream, headers) => {
 			stream.write(`tick ${n}\n`);
 		}, 100);
 		stream.on('close', () => clearInterval(t));
+	} else if ((m = p.match(/^\/delay\/(\d+)$/))) {
+		const ms = Number(m[1]);
+		const t = setTimeout(() => {
+			if (stream.destroyed)
+				return;
+			stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+			stream.end(`${args.name} after ${ms} ms`);
+		}, ms);
+		stream.on('close', () => clearTimeout(t));
 	} else if (p === '/goaway') {
 		const answer = () => {
 			if (stream.destroyed)

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # h2_requests.py: N requests on one HTTP/2 connection (cleartext, prior knowledge; python3-h2),
 # up to --concurrent streams in flight at once. Prints one line per request, in order:
-# "STATUS BODY" (the body's first line).
+# "STATUS BODY" (the body's first line); a stream the server reset also gets a line
+# "stream ID reset: CODE" on stderr.
 #   h2_requests.py HOST:PORT --path /whoami [-n 200] [--concurrent 10] [-H 'name: value' ...]
 import argparse
 import socket
@@ -56,8 +57,11 @@ def main():
             elif isinstance(ev, h2.events.DataReceived):
                 results[ev.stream_id]["body"] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            elif isinstance(ev, h2.events.StreamEnded):
                 inflight.discard(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                inflight.discard(ev.stream_id)
+                print("stream %d reset: %d" % (ev.stream_id, ev.error_code), file=sys.stderr)
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 inflight.clear()
                 sent = a.n

@@ -6,6 +6,7 @@
 #   POST /echo           -> 200, the request body sent back chunked (Transfer-Encoding: chunked)
 #   GET  /headers        -> 200, the request headers as JSON (traceparent checks)
 #   GET  /delay/<ms>     -> 200 after <ms> milliseconds, body "<name> after <ms> ms\n"
+#   GET  /slow-body/<ms> -> 200 (content-length 13), "first\n" at once, "second\n" <ms> later
 #   GET  /trailers       -> 200, chunked body "with trailers", trailers x-trailer: yes and
 #                           x-server: <name>
 #   GET  /early-hints    -> 103 (link: </a.css>; rel=preload), then 200 "after hints"
@@ -64,6 +65,20 @@ class Handler(BaseHTTPRequestHandler):
             ms = int(self.path.split("/")[2].split("?")[0])
             time.sleep(ms / 1000.0)
             self.send_plain(200, ("%s after %d ms\n" % (name, ms)).encode())
+        elif self.path.startswith("/slow-body/"):
+            ms = int(self.path.split("/")[2].split("?")[0])
+            self.send_response(200)
+            self.send_header("x-served-by", name)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", "13")
+            self.end_headers()
+            try:
+                self.wfile.write(b"first\n")
+                self.wfile.flush()
+                time.sleep(ms / 1000.0)
+                self.wfile.write(b"second\n")
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
         elif self.path.startswith("/status/"):
             code = int(self.path.split("/")[2].split("?")[0])
             self.send_plain(code, ("status %d from %s\n" % (code, name)).encode())

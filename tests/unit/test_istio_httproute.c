@@ -198,8 +198,19 @@ TEST(refusals)
 		  "spec.rules[0].filters[0].type", "RequestRedirect" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
 		  "[{\"type\":\"RequestMirror\"}]}]}", "spec.rules[0].filters[0].type", "not supported" },
-		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"1s\"}}]}",
-		  "spec.rules[0].timeouts", "not supported" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"1.5s\"}}]}",
+		  "spec.rules[0].timeouts.request", "not a Gateway API duration" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"-1s\"}}]}",
+		  "spec.rules[0].timeouts.request", "not a Gateway API duration" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":10}}]}",
+		  "spec.rules[0].timeouts.request", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":"
+		  "{\"request\":\"1s\",\"backendRequest\":\"2s\"}}]}",
+		  "spec.rules[0].timeouts.backendRequest", "not be longer than request" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"idle\":\"1s\"}}]}",
+		  "spec.rules[0].timeouts.idle", "unknown" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":\"1s\"}]}",
+		  "spec.rules[0].timeouts", "object" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
 		  "{\"value\":\"a/b\"}}]}]}", "spec.rules[0].matches[0].path.value", "absolute path" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
@@ -320,6 +331,53 @@ TEST(durations)
 	CHECK_EQ_INT(httproute_parse_duration("1.5s", &ms), -EINVAL);
 	CHECK_EQ_INT(httproute_parse_duration("123456s", &ms), -EINVAL);
 	CHECK_EQ_INT(httproute_parse_duration("1s1s1s1s1s", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("0s", &ms), 0);
+	CHECK_EQ_INT(ms, 0);
+	CHECK_EQ_INT(httproute_parse_duration("99999h", &ms), 0);
+	CHECK_EQ_INT(ms, 99999ull * 3600000);
+	CHECK_EQ_INT(httproute_parse_duration("1h2m3s4ms", &ms), 0);
+	CHECK_EQ_INT(ms, 3723004);
+	CHECK_EQ_INT(httproute_parse_duration("10", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("s", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1d", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1us", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("-1s", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration(" 1s", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1s ", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1S", &ms), -EINVAL);
+	CHECK_EQ_INT(httproute_parse_duration("1mss", &ms), -EINVAL);
+}
+
+/* timeouts as Istio maps them without a retry policy: backendRequest (not 0) wins, "0s" is
+ * none. */
+TEST(rule_timeouts)
+{
+	struct httproute_set *s = compile("[" ROUTE("t", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":["
+		"{\"matches\":[{\"path\":{\"value\":\"/a\"}}],\"timeouts\":{\"request\":\"500ms\"}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/b\"}}],\"timeouts\":{\"request\":\"0s\"}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/c\"}}],\"timeouts\":{\"request\":\"10s\",\"backendRequest\":\"2s\"}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/d\"}}],\"timeouts\":{\"request\":\"0s\",\"backendRequest\":\"1m\"}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/e\"}}]}"
+		"]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK(s->routes[0]->accepted);
+	CHECK_EQ_INT(s->routes[0]->nrules, 5);
+	if (s->routes[0]->nrules == 5) {
+		CHECK_EQ_INT(s->routes[0]->rules[0].timeout_ms, 500);
+		CHECK_EQ_INT(s->routes[0]->rules[1].timeout_ms, 0);
+		CHECK_EQ_INT(s->routes[0]->rules[2].timeout_ms, 2000);
+		CHECK_EQ_INT(s->routes[0]->rules[3].timeout_ms, 60000);
+		CHECK_EQ_INT(s->routes[0]->rules[4].timeout_ms, 0);
+	}
+	json_t *j = httproute_set_json(s, NULL, NULL);
+	json_t *r0 = json_array_get(json_object_get(json_array_get(json_object_get(j, "routes"), 0),
+						    "rules"), 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(r0, "timeout_ms")), 500);
+	json_decref(j);
+	httproute_set_unref(s);
 }
 
 TEST(garbage_is_refused_not_crashed)
