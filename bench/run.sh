@@ -34,6 +34,7 @@ SPAN_WARMUP=${BENCH_SPAN_WARMUP:-5000} # untimed HTTP requests before the first 
 SPAN_PIN=${BENCH_SPAN_PIN:-1}     # 1: pin those runs' processes to CPUs (taskset), 0: do not
 PROFILE=${BENCH_PROFILE:-auto}    # auto: profile the agents when a target is missed; 1; 0
 PROFILE_ALL=${BENCH_PROFILE_ALL:-0} # 1: profile the whole machine, not only the agents
+SPAN_PERF=${BENCH_SPAN_PERF:-0}   # 1: count each span run's syscalls, switches, CPU per request per agent; 2: and profile it
 HTTP_REQS=${BENCH_HTTP_REQUESTS:-20000} # requests per h2load run (HTTP/2 and HTTP/1.1 rows)
 HTTP_CONNS=${BENCH_HTTP_CONNS:-4}      # HTTP/2: connections, each with HTTP_STREAMS streams in flight;
 HTTP_STREAMS=${BENCH_HTTP_STREAMS:-8}  # HTTP/1.1: CONNS x STREAMS connections, one request each
@@ -467,6 +468,55 @@ spans_pin() {
 	fi
 }
 
+# span_perf start|stop KEY: with SPAN_PERF=1, perf stat of each agent (all its threads) over
+# one span run: syscalls, context switches, migrations, CPU time (task-clock, µs) and page
+# faults per request, put as KEY.perf.nodeK.*; with 2 also a profile of both agents (perf
+# record, cpu-clock: this VM has no hardware counters), its kernel and contended-spinlock
+# shares put as KEY.perf.*_pct, the profile kept as span-perf-KEY.data with BENCH_KEEP=1
+# (issue 17: where the lab cost of request spans goes; the profile slows the run down).
+SPAN_PERF_PIDS=()
+span_perf() {
+	local k ev f
+	[ "$SPAN_PERF" = 1 ] || [ "$SPAN_PERF" = 2 ] || return 0
+	if [ "$1" = start ]; then
+		SPAN_PERF_PIDS=()
+		for k in 1 2; do
+			perf stat -x, -o "$WORK/span-perf-$k.csv" -p "${PROXY_PIDS[$((k - 1))]}" \
+				-e raw_syscalls:sys_enter,context-switches,cpu-migrations,task-clock,page-faults \
+				-e syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_write,syscalls:sys_enter_read \
+				2>/dev/null &
+			SPAN_PERF_PIDS+=($!)
+		done
+		if [ "$SPAN_PERF" = 2 ]; then
+			perf record -q -e cpu-clock -F 2999 -g -o "$WORK/span-perf-$2.data" \
+				-p "${PROXY_PIDS[0]},${PROXY_PIDS[1]}" >/dev/null 2>&1 &
+			SPAN_PERF_PIDS+=($!)
+		fi
+		sleep 0.3 # perf attached
+		return 0
+	fi
+	for k in 1 2; do
+		kill -INT "${SPAN_PERF_PIDS[$((k - 1))]}" 2>/dev/null || true
+		wait "${SPAN_PERF_PIDS[$((k - 1))]}" 2>/dev/null || true
+		f=$WORK/span-perf-$k.csv
+		for ev in raw_syscalls:sys_enter context-switches cpu-migrations task-clock page-faults \
+			syscalls:sys_enter_epoll_wait syscalls:sys_enter_futex syscalls:sys_enter_write syscalls:sys_enter_read; do
+			put ambit "$2.perf.node$k.${ev##*:}_per_req" "$(awk -F, -v e="$ev" -v n="$RR_COUNT" \
+				'$3 == e { printf "%.3f", (e == "task-clock" ? $1 * 1000 : $1) / n; exit }' "$f")"
+		done
+	done
+	if [ "$SPAN_PERF" = 2 ]; then
+		kill -INT "${SPAN_PERF_PIDS[2]}" 2>/dev/null || true
+		wait "${SPAN_PERF_PIDS[2]}" 2>/dev/null || true
+		# both agents' samples: in the kernel, and spinning for a contended spinlock
+		perf report -i "$WORK/span-perf-$2.data" --no-children --sort sym -q -g none 2>/dev/null |
+			awk -v key="$2.perf" '$2 == "[k]" { k += $1 } $3 ~ /queued_spin_lock_slowpath$/ { s += $1 }
+				END { printf "%s.kernel_pct\t%.1f\n%s.spinlock_slowpath_pct\t%.1f\n", key, k, key, s }' |
+			while IFS=$'\t' read -r k v; do put ambit "$k" "$v"; done
+	fi
+	SPAN_PERF_PIDS=()
+}
+
 http_rr_spans_on_off() {
 	local i on order wl s0 s1 made
 	wl=$(jq -r --arg n "$(lab_var N1_P1_NAME)" '.workloads[] | select(.name == $n) | "\(.namespace)/\(.name)"' "$LAB_WORKLOADS")
@@ -478,7 +528,9 @@ http_rr_spans_on_off() {
 		for on in $order; do
 			spans_switch "$wl" "$on" || return 1
 			s0=$(($(spans_ended 1) + $(spans_ended 2)))
+			span_perf start "http_request_spans_$on.round_$i"
 			http_rr ambit "http_request_spans_$on.round_$i" || return 1
+			span_perf stop "http_request_spans_$on.round_$i"
 			s1=$(($(spans_ended 1) + $(spans_ended 2)))
 			made=$((s1 - s0))
 			put ambit "http_request_spans_$on.round_$i.spans_made" "$made"

@@ -6,7 +6,10 @@
  * exchange (tcpkit's GET and 64-byte answer) through the conn buffers and the telemetry hooks:
  * tracker, span start, attributes, end, batcher and ring. Export goes to a port where nothing
  * listens, as in `make bench`. Each mode runs in a child of its own (telemetry is process-wide);
- * the figure is the median of rounds of the main thread's CPU time per request. */
+ * the figure is the median of rounds of the main thread's CPU time per request. With -c KiB,
+ * every mode writes through that much memory between two requests (as the kernel's network
+ * path, TLS and the other processes do in the lab): the on - off difference is then the spans'
+ * cost run cold, the lab's case (issue 17, bench/README.md "Where the lab cost goes"). */
 #include "agent/conn.h"
 #include "agent/loop.h"
 #include "agent/telemetry.h"
@@ -41,6 +44,17 @@ static uint64_t thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* -c: the bytes written through between two requests (0: none, the hot loop) */
+static size_t cold_bytes;
+static volatile uint8_t *cold_buf;
+
+/* Evicts what the last request left in the caches: one write per 64-byte line. */
+static void go_cold(void)
+{
+	for (size_t i = 0; i < cold_bytes; i += 64)
+		cold_buf[i]++;
+}
+
 /* One exchange through c as the agent relays it (written on at once). */
 static void relay(struct conn *c)
 {
@@ -62,6 +76,10 @@ static int run(enum mode m, unsigned long n, unsigned rounds, const char *endpoi
 	struct h1track t[2];
 	double *per = calloc(rounds, sizeof(*per));
 
+	if (cold_bytes && !(cold_buf = calloc(1, cold_bytes))) {
+		fprintf(stderr, "spanbench: no memory for -c\n");
+		return 1;
+	}
 	if (!l || !per || rig_publish_model(err, sizeof(err))) {
 		fprintf(stderr, "spanbench: setup: %s\n", l && per ? err : strerror(errno));
 		return 1;
@@ -93,8 +111,13 @@ static int run(enum mode m, unsigned long n, unsigned rounds, const char *endpoi
 		}
 	}
 	for (unsigned r = 0; r < rounds; r++) {
-		uint64_t t0 = thread_cpu_ns();
+		uint64_t t0 = thread_cpu_ns(), sweep = 0;
 		for (unsigned long i = 0; i < n; i++) {
+			if (cold_bytes) {	/* not counted: only what the request then costs */
+				uint64_t c0 = thread_cpu_ns();
+				go_cold();
+				sweep += thread_cpu_ns() - c0;
+			}
 			if (m == M_TRACKER) {
 				uint64_t now = now_real_ns();
 				for (int k = 0; k < 2; k++) {
@@ -106,7 +129,7 @@ static int run(enum mode m, unsigned long n, unsigned rounds, const char *endpoi
 				relay(in);
 			}
 		}
-		per[r] = (double)(thread_cpu_ns() - t0) / (double)n;
+		per[r] = (double)(thread_cpu_ns() - t0 - sweep) / (double)n;
 	}
 	for (unsigned i = 1; i < rounds; i++)	/* insertion sort: a handful of rounds */
 		for (unsigned j = i; j > 0 && per[j - 1] > per[j]; j--) {
@@ -165,14 +188,16 @@ int main(int argc, char **argv)
 	double r[3][3];
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:r:e:h")) != -1) {
+	while ((opt = getopt(argc, argv, "n:r:e:c:h")) != -1) {
 		switch (opt) {
 		case 'n': n = strtoul(optarg, NULL, 10); break;
 		case 'r': rounds = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'e': endpoint = optarg; break;
+		case 'c': cold_bytes = (size_t)strtoul(optarg, NULL, 10) * 1024; break;
 		default:
 			fprintf(stderr, "usage: %s [-n requests per round (100000)] [-r rounds (7)] "
-					"[-e OTLP gRPC endpoint (http://127.0.0.1:9: none)]\n", argv[0]);
+					"[-e OTLP gRPC endpoint (http://127.0.0.1:9: none)] "
+					"[-c KiB written through between requests (0)]\n", argv[0]);
 			return opt == 'h' ? 0 : 2;
 		}
 	}
@@ -188,7 +213,10 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("CPU ns per request (main thread; median of %u rounds of %lu requests, [min max]),\n"
-	       "one request relayed by both agents (outbound conn + inbound conn):\n", rounds, n);
+	       "one request relayed by both agents (outbound conn + inbound conn)", rounds, n);
+	if (cold_bytes)
+		printf(", %zu KiB written through before each (in every mode, not counted)", cold_bytes / 1024);
+	printf(":\n");
 	for (int m = 0; m < 3; m++)
 		printf("  %-38s %8.0f  [%.0f %.0f]\n", mode_names[m], r[m][0], r[m][1], r[m][2]);
 	printf("  %-38s %8.0f\n", "request-span pair (on - off)", r[M_SPANS][0] - r[M_RELAY][0]);
