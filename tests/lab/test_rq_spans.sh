@@ -204,3 +204,4 @@ check "rq: ... each SERVER span of the new connection the child of its CLIENT sp
 	 $c | length == 4 and all(.[]; .span_id as $id | [$s[] | select(.parent_span_id == $id)] | length == 1)'
 in_shell "rq: agents exit cleanly (Telemetry)" stop_clean
 
+lab_result
