@@ -32,6 +32,12 @@ run_one() { # name, command...
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1
 		echo "not ok - $name (exit $rc)" >>"$log"
+	elif [ "$rc" -eq 0 ] && [ "$f" -eq 0 ] && [ "${name%%/*}" != fuzz ] &&
+		! grep -q '^# skip' "$log" && ! grep -Eq '[0-9]+ passed, [0-9]+ failed' "$log"; then
+		# unit, BPF and lab tests end with their own summary line: one that did not
+		# print it stopped before its end (e.g. a helper exited the script early)
+		f=1
+		echo "not ok - $name (no summary line: it ended before its last check)" >>"$log"
 	fi
 	passed=$((passed + p))
 	failed=$((failed + f))

@@ -12,8 +12,9 @@ node_dir=$top/tests/node
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
+passes=0
 
-ok() { echo "ok - $1"; }
+ok() { echo "ok - $1"; passes=$((passes + 1)); }
 notok() { echo "not ok - $1${2:+: $2}"; fails=$((fails + 1)); }
 
 if ! command -v kubectl >/dev/null; then
@@ -205,4 +206,5 @@ for pair in ambitd:ambitd.json ambit-waypoint:waypoint.json; do
 	done
 done
 
+echo "# manifests: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]
