@@ -170,10 +170,53 @@ static int parse_match(struct jx *j, const json_t *v, struct hr_match *m)
 	return err;
 }
 
+/* The set/add/remove of a header modifier (mod, at j's position) into *h. */
+static int parse_hmod(struct jx *j, const json_t *mod, struct hr_hmod *h)
+{
+	static const char *const mkeys[] = { "set", "add", "remove", NULL };
+	json_t *rm = NULL, *n;
+	size_t k, bytes = 0;
+	int err = jx_keys(j, mod, mkeys);
+
+	if (!err)
+		err = kv_list(j, mod, "set", true, false, &h->set, &h->nset);
+	if (!err)
+		err = kv_list(j, mod, "add", true, false, &h->add, &h->nadd);
+	if (!err)
+		err = jx_array(j, mod, "remove", HTTPROUTE_MAX_FIELDS, &rm);
+	if (!err && rm && json_array_size(rm) &&
+	    !(h->remove = calloc(json_array_size(rm), sizeof(char *))))
+		err = -ENOMEM;
+	json_array_foreach(rm, k, n) {
+		if (err)
+			break;
+		if (!json_is_string(n) || !str_is_token(json_string_value(n))) {
+			err = jx_fail(j, "remove", "entry %zu is not a header name", k);
+			break;
+		}
+		if (!(h->remove[k] = strdup(json_string_value(n))))
+			err = -ENOMEM;
+		else
+			lower(h->remove[k]);
+		h->nremove = (int)k + 1;
+	}
+	/* a route adding huge heads is refused here rather than failing every request */
+	for (int i = 0; !err && i < h->nset + h->nadd; i++) {
+		const struct hr_kv *kv = i < h->nset ? &h->set[i] : &h->add[i - h->nset];
+		bytes += strlen(kv->name) + strlen(kv->value) + 4;
+	}
+	if (!err && bytes > HTTPROUTE_MAX_HMOD_BYTES)
+		err = jx_fail(j, NULL, "sets and adds %zu bytes of header lines (at most %d)", bytes,
+			      HTTPROUTE_MAX_HMOD_BYTES);
+	return err;
+}
+
 static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, bool backend)
 {
-	static const char *const keys[] = { "type", "requestHeaderModifier", NULL };
-	static const char *const mkeys[] = { "set", "add", "remove", NULL };
+	static const char *const types[] = { "RequestHeaderModifier", "ResponseHeaderModifier", NULL };
+	static const char *const keys[] = { "type", "requestHeaderModifier",
+					    "responseHeaderModifier", NULL };
+	static const char *const fkeys[] = { "requestHeaderModifier", "responseHeaderModifier" };
 	json_t *arr = NULL, *v, *mod = NULL;
 	size_t i;
 	int err = jx_array(j, obj, "filters", HTTPROUTE_MAX_FIELDS, &arr);
@@ -181,51 +224,31 @@ static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, boo
 	json_array_foreach(arr, i, v) {
 		size_t saved = jx_enter(j, "filters[%zu]", i);
 		char *type = NULL;
+		int t = 0;
 		if (err)
 			break;
 		if (!json_is_object(v))
 			err = jx_fail(j, NULL, "must be an object");
 		if (!err)
 			err = jx_str(j, v, "type", true, 64, &type);
-		if (!err && (backend || strcmp(type, "RequestHeaderModifier") != 0))
+		while (!err && types[t] && strcmp(types[t], type) != 0)
+			t++;
+		if (!err && (backend || !types[t]))
 			err = jx_fail(j, "type", "'%s' is not supported%s (ambit-waypoint supports only "
-				      "RequestHeaderModifier, on rules)", type, backend ? " on a backendRef" : "");
+				      "RequestHeaderModifier and ResponseHeaderModifier, on rules)", type,
+				      backend ? " on a backendRef" : "");
+		struct hr_hmod *h = err ? NULL : t ? &r->resp : &r->req;
 		if (!err)
 			err = jx_keys(j, v, keys);
 		if (!err)
-			err = jx_object(j, v, "requestHeaderModifier", &mod);
+			err = jx_object(j, v, fkeys[t], &mod);
 		if (!err && !mod)
-			err = jx_fail(j, "requestHeaderModifier", "missing");
-		if (!err && (r->nhset || r->nhadd || r->nhremove))
-			err = jx_fail(j, NULL, "RequestHeaderModifier is listed twice");
+			err = jx_fail(j, fkeys[t], "missing");
+		if (!err && (h->nset || h->nadd || h->nremove))
+			err = jx_fail(j, NULL, "%s is listed twice", types[t]);
 		if (!err) {
-			jx_enter(j, "requestHeaderModifier");
-			err = jx_keys(j, mod, mkeys);
-			if (!err)
-				err = kv_list(j, mod, "set", true, false, &r->hset, &r->nhset);
-			if (!err)
-				err = kv_list(j, mod, "add", true, false, &r->hadd, &r->nhadd);
-			json_t *rm = NULL;
-			if (!err)
-				err = jx_array(j, mod, "remove", HTTPROUTE_MAX_FIELDS, &rm);
-			if (!err && rm && json_array_size(rm) &&
-			    !(r->hremove = calloc(json_array_size(rm), sizeof(char *))))
-				err = -ENOMEM;
-			size_t k;
-			json_t *n;
-			json_array_foreach(rm, k, n) {
-				if (err)
-					break;
-				if (!json_is_string(n) || !str_is_token(json_string_value(n))) {
-					err = jx_fail(j, "remove", "entry %zu is not a header name", k);
-					break;
-				}
-				if (!(r->hremove[k] = strdup(json_string_value(n))))
-					err = -ENOMEM;
-				else
-					lower(r->hremove[k]);
-				r->nhremove = (int)k + 1;
-			}
+			jx_enter(j, "%s", fkeys[t]);
+			err = parse_hmod(j, mod, h);
 		}
 		free(type);
 		jx_leave(j, saved);
@@ -453,9 +476,12 @@ static void rule_fini(struct hr_rule *r)
 		free(r->backends[i].namespace);
 	}
 	free(r->backends);
-	kv_free(r->hset, r->nhset);
-	kv_free(r->hadd, r->nhadd);
-	strs_free(r->hremove, r->nhremove);
+	for (int pass = 0; pass < 2; pass++) {
+		struct hr_hmod *h = pass ? &r->resp : &r->req;
+		kv_free(h->set, h->nset);
+		kv_free(h->add, h->nadd);
+		strs_free(h->remove, h->nremove);
+	}
 }
 
 static void route_free(struct httproute *hr)
@@ -884,6 +910,22 @@ static json_t *kv_json(const struct hr_kv *kv, int n)
 	return a;
 }
 
+/* A header modifier as key of j when it does something. Nonzero on ENOMEM. */
+static int hmod_json(json_t *j, const char *key, const struct hr_hmod *h)
+{
+	json_t *rm;
+	if (!h->nset && !h->nadd && !h->nremove)
+		return 0;
+	rm = json_array();
+	for (int i = 0; rm && i < h->nremove; i++)
+		if (json_array_append_new(rm, json_string(h->remove[i]))) {
+			json_decref(rm);
+			return -1;
+		}
+	return json_object_set_new(j, key, json_pack("{s:o, s:o, s:o?}", "set", kv_json(h->set, h->nset),
+						     "add", kv_json(h->add, h->nadd), "remove", rm));
+}
+
 static json_t *rule_json(const struct hr_rule *r)
 {
 	json_t *j = json_object(), *ms = json_array(), *bs = json_array();
@@ -902,15 +944,8 @@ static json_t *rule_json(const struct hr_rule *r)
 			"namespace", b->namespace, "port", b->port, "weight", (json_int_t)b->weight,
 			"invalid", b->invalid));
 	}
-	if (!bad && (r->nhset || r->nhadd || r->nhremove)) {
-		json_t *rm = json_array();
-		for (int i = 0; rm && i < r->nhremove; i++)
-			if (json_array_append_new(rm, json_string(r->hremove[i])))
-				bad = 1;
-		bad |= json_object_set_new(j, "request_header_modifier",
-					   json_pack("{s:o, s:o, s:o?}", "set", kv_json(r->hset, r->nhset),
-						     "add", kv_json(r->hadd, r->nhadd), "remove", rm));
-	}
+	bad = bad || hmod_json(j, "request_header_modifier", &r->req) ||
+	      hmod_json(j, "response_header_modifier", &r->resp);
 	if (!bad && r->timeout_ms)
 		bad |= json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
 	bad = bad || json_object_set(j, "matches", ms) || json_object_set(j, "backends", bs);

@@ -22,6 +22,7 @@
 #define HTTPROUTE_MAX_FIELDS	16	/* header / query param matches, header modifier entries */
 #define HTTPROUTE_MAX_PATH	1024
 #define HTTPROUTE_MAX_VALUE	4096	/* a header or query value */
+#define HTTPROUTE_MAX_HMOD_BYTES 8192	/* the "name: value" lines a header modifier sets and adds */
 #define HTTPROUTE_MAX_PER_SERVICE 64	/* routes attached to one Service; the youngest past it are refused */
 #define HTTPROUTE_MAX_OBJECTS	4096	/* HTTPRoute objects per set; the rest are refused */
 
@@ -53,16 +54,22 @@ struct hr_backend {
 				 * of the requests gets 500), else NULL */
 };
 
+/* A Request- or ResponseHeaderModifier: headers set (replaced), added, removed. */
+struct hr_hmod {
+	struct hr_kv *set, *add;
+	int nset, nadd;
+	char **remove;
+	int nremove;
+};
+
 struct hr_rule {
 	struct hr_match *matches;	/* none written: one PathPrefix "/" */
 	int nmatches;
 	struct hr_backend *backends;
 	int nbackends;
 	uint64_t total_weight;		/* over all backends, invalid ones included */
-	struct hr_kv *hset, *hadd;	/* RequestHeaderModifier */
-	int nhset, nhadd;
-	char **hremove;
-	int nhremove;
+	struct hr_hmod req;		/* RequestHeaderModifier */
+	struct hr_hmod resp;		/* ResponseHeaderModifier (answers of the backend) */
 	uint64_t timeout_ms;		/* timeouts (backendRequest, else request); 0: none */
 };
 

@@ -200,6 +200,9 @@ int wp_route_copy(struct wp_route *dst, const struct wp_route *src)
 	memset(dst, 0, sizeof(*dst));
 	dst->port = src->port;
 	dst->timeout_ms = src->timeout_ms;
+	dst->set = src->set;	/* the rule's response header edits apply to the answer */
+	httproute_set_ref(dst->set);
+	dst->rule = src->rule;
 	if ((src->route && !(dst->route = strdup(src->route))) ||
 	    (src->ns && !(dst->ns = strdup(src->ns))) ||
 	    (src->name && !(dst->name = strdup(src->name))) ||
@@ -224,21 +227,22 @@ void wp_route_span(const struct wp_route *rt, struct span *sp)
 		span_set_str(sp, "destination.service", rt->service);
 }
 
-int wp_h1_edits(const struct hr_rule *rule, const char *tpbuf, struct wp_h1_edits *e)
+int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
+		struct wp_h1_edits *e)
 {
 	int nd = 0;
 	memset(e, 0, sizeof(*e));
-	if (tpbuf && tpbuf[0]) {
-		e->drop[nd++] = "traceparent";
-		if (asprintf(&e->mem[e->nmem], "traceparent: %s", tpbuf) < 0)
+	if (name) {
+		e->drop[nd++] = name;
+		if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
 			return -ENOMEM;
 		e->extra[e->nextra++] = e->mem[e->nmem++];
 	}
-	for (int i = 0; rule && i < rule->nhremove; i++)
-		e->drop[nd++] = rule->hremove[i];
-	for (int pass = 0; rule && pass < 2; pass++) {
-		const struct hr_kv *kv = pass ? rule->hadd : rule->hset;
-		int n = pass ? rule->nhadd : rule->nhset;
+	for (int i = 0; mod && i < mod->nremove; i++)
+		e->drop[nd++] = mod->remove[i];
+	for (int pass = 0; mod && pass < 2; pass++) {
+		const struct hr_kv *kv = pass ? mod->add : mod->set;
+		int n = pass ? mod->nadd : mod->nset;
 		for (int i = 0; i < n; i++) {
 			if (!pass)
 				e->drop[nd++] = kv[i].name;
@@ -258,28 +262,33 @@ void wp_h1_edits_fini(struct wp_h1_edits *e)
 	memset(e, 0, sizeof(*e));
 }
 
-bool wp_route_drops(const struct hr_rule *rule, const char *name, size_t nlen)
+bool wp_route_drops(const struct hr_hmod *mod, const char *name, size_t nlen)
 {
-	for (int i = 0; rule && i < rule->nhremove; i++)
-		if (strlen(rule->hremove[i]) == nlen && strncasecmp(rule->hremove[i], name, nlen) == 0)
+	for (int i = 0; mod && i < mod->nremove; i++)
+		if (strlen(mod->remove[i]) == nlen && strncasecmp(mod->remove[i], name, nlen) == 0)
 			return true;
-	for (int i = 0; rule && i < rule->nhset; i++)
-		if (strlen(rule->hset[i].name) == nlen && strncasecmp(rule->hset[i].name, name, nlen) == 0)
+	for (int i = 0; mod && i < mod->nset; i++)
+		if (strlen(mod->set[i].name) == nlen && strncasecmp(mod->set[i].name, name, nlen) == 0)
 			return true;
 	return false;
 }
 
-int wp_route_add_fields(const struct hr_rule *rule, struct h2map_hdrs *out)
+int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out)
 {
 	int err = 0;
-	for (int pass = 0; rule && pass < 2 && !err; pass++) {
-		const struct hr_kv *kv = pass ? rule->hadd : rule->hset;
-		int n = pass ? rule->nhadd : rule->nhset;
+	for (int pass = 0; mod && pass < 2 && !err; pass++) {
+		const struct hr_kv *kv = pass ? mod->add : mod->set;
+		int n = pass ? mod->nadd : mod->nset;
 		for (int i = 0; i < n && !err; i++)
 			err = h2map_hdrs_add(out, kv[i].name, strlen(kv[i].name), kv[i].value,
 					     strlen(kv[i].value));
 	}
 	return err;
+}
+
+const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule)
+{
+	return rule && (rule->resp.nset || rule->resp.nadd || rule->resp.nremove) ? &rule->resp : NULL;
 }
 
 /* ---------------------------------------------------------- admin ---- */

@@ -5,7 +5,8 @@
 # (tests/tools/http_echo.py) on the endpoints of app-1 ("front"), app-2 ("v1") and app-3 ("v2"),
 # client app-4. The workloads file's `resources` carry an HTTPRoute attached to Service app-1:
 # /whoami and /headers split 50/50 over app-2 and app-3, the same paths with `x-canary: 1` always
-# to app-3 with a RequestHeaderModifier (the same path and one header more: it takes precedence), /missing to a Service that does not exist; and a second route with a
+# to app-3 with a RequestHeaderModifier and a ResponseHeaderModifier (the same path and one header
+# more: it takes precedence), /missing to a Service that does not exist; and a second route with a
 # RegularExpression match, which is refused. Checked over HTTP/1.1 and HTTP/2 (prior knowledge):
 # both backends answer in roughly the proportion, the header match always goes to v2 with the
 # header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); the request span
@@ -14,7 +15,8 @@
 # Route timeouts (timeouts.request 500ms on /delay and /slow-body): a slow answer gets 504
 # `upstream request timeout` (UT) after about the timeout, an answer already begun is cut (the
 # HTTP/1.1 connection closed, the HTTP/2 stream reset), a fast one on the same rule is 200;
-# metrics count 504 UT. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
+# metrics count 504 UT. ResponseHeaderModifier (set/add/remove) on the answers of HTTP/1.1 and
+# HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -43,7 +45,10 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		{matches: [{path: {type: "PathPrefix", value: "/whoami"}, headers: [{name: "x-canary", value: "1"}]},
 			   {path: {type: "Exact", value: "/headers"}, headers: [{name: "x-canary", value: "1"}]}],
 		 filters: [{type: "RequestHeaderModifier", requestHeaderModifier: {
-			set: [{name: "x-routed", value: "canary"}], remove: ["x-drop-me"]}}],
+			set: [{name: "x-routed", value: "canary"}], remove: ["x-drop-me"]}},
+			  {type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-route", value: "canary"}], add: [{name: "x-served-by", value: "route"}],
+			remove: ["content-type"]}}],
 		 backendRefs: [{name: "app-3", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/whoami"}},
 			   {path: {type: "Exact", value: "/headers"}}],
@@ -63,6 +68,8 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 	 metadata: {name: "h2-slow-timeout", namespace: "default", creationTimestamp: "2026-01-03T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "h2-slow", port: 80}], rules: [
 		{timeouts: {request: "1s", backendRequest: "500ms"},
+		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-h2-route", value: "yes"}]}}],
 		 backendRefs: [{name: "h2-slow", port: 80}]}]}}]'
 }
 set_routes() { # rewrites the workloads file (the discovery polls it) atomically
@@ -133,6 +140,34 @@ headers_canary() { # PROTO: the canary rule's RequestHeaderModifier: x-routed se
 	jq -e '(with_entries(.key |= ascii_downcase)) as $h |
 		$h["x-routed"] == "canary" and ($h | has("x-drop-me") | not)' <<<"$out" >/dev/null
 }
+resp_headers() { # PROTO HOST PATH [-H ...]: the answer's header lines, names lower-cased
+	local proto=$1 host=$2 path=$3; shift 3
+	if [ "$proto" = h2 ]; then
+		pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$host:80" --path "$path" \
+			--show-headers "$@" | grep -v '^[0-9][0-9][0-9] '
+	else
+		pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -D - "$@" "http://$host$path" | tr -d '\r'
+	fi | sed 's/^\([^:]*\):/\L\1:/'
+}
+resp_canary() { # PROTO: the canary rule's ResponseHeaderModifier on an HTTP/1.1 endpoint's answer
+	local out
+	out=$(resp_headers "$1" "$V" /whoami -H 'x-canary: 1') || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -qx 'x-route: canary' <<<"$out" && grep -qx 'x-served-by: v2' <<<"$out" &&
+		grep -qx 'x-served-by: route' <<<"$out" && ! grep -q '^content-type:' <<<"$out"
+}
+resp_plain() { # PROTO: a rule without one leaves the answer as it is
+	local out
+	out=$(resp_headers "$1" "$V" /whoami) || true
+	grep -q '^content-type:' <<<"$out" && ! grep -q '^x-route:' <<<"$out" &&
+		[ "$(grep -c '^x-served-by:' <<<"$out")" -eq 1 ]
+}
+resp_h2up() { # PROTO: the h2-slow rule's ResponseHeaderModifier on an HTTP/2 endpoint's answer
+	local out
+	out=$(resp_headers "$1" "$H2V" /whoami) || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -qx 'x-h2-route: yes' <<<"$out" && grep -q '^content-type:' <<<"$out"
+}
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 timed_out() { # PROTO: GET /delay/3000 answers 504 in 400..2500 ms
@@ -173,6 +208,10 @@ for proto in http1 h2; do
 	check "$proto: x-canary: 1 always goes to v2" canary "$proto"
 	check "$proto: the canary rule's RequestHeaderModifier sets x-routed and removes x-drop-me" \
 		headers_canary "$proto"
+	check "$proto: the canary rule's ResponseHeaderModifier sets x-route, adds x-served-by, removes content-type" \
+		resp_canary "$proto"
+	check "$proto: ... a rule without one leaves the answer's headers alone" resp_plain "$proto"
+	check "$proto: ResponseHeaderModifier on an HTTP/2 (h2c) endpoint's answer" resp_h2up "$proto"
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404

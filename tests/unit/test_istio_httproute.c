@@ -222,6 +222,19 @@ TEST(refusals)
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"backendRefs\":"
 		  "[{\"name\":\"v1\",\"port\":80,\"filters\":[{\"type\":\"RequestHeaderModifier\"}]}]}]}",
 		  "spec.rules[0].backendRefs[0].filters[0].type", "on a backendRef" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"backendRefs\":"
+		  "[{\"name\":\"v1\",\"port\":80,\"filters\":[{\"type\":\"ResponseHeaderModifier\"}]}]}]}",
+		  "spec.rules[0].backendRefs[0].filters[0].type", "on a backendRef" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\"}]}]}",
+		  "spec.rules[0].filters[0].responseHeaderModifier", "missing" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"add\":[{\"name\":\"a\",\"value\":\"1\"}]}},"
+		  "{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"remove\":[\"b\"]}}]}]}",
+		  "spec.rules[0].filters[1]", "listed twice" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"set\":[{\"name\":\"a b\",\"value\":\"1\"}]}}]}]}",
+		  "spec.rules[0].filters[0].responseHeaderModifier.set[0].name", "not a header name" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[]}", "spec.rules", "no rules" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"headers\":"
 		  "[{\"name\":\"bad name\",\"value\":\"b\"}]}]}]}", "spec.rules[0].matches[0].headers[0].name",
@@ -263,7 +276,9 @@ TEST(parents_and_filters)
 		"\"hostnames\":[\"echo.example\"],"
 		"\"rules\":[{\"filters\":[{\"type\":\"RequestHeaderModifier\",\"requestHeaderModifier\":"
 		"{\"set\":[{\"name\":\"X-Set\",\"value\":\"s\"}],\"add\":[{\"name\":\"x-add\",\"value\":\"\"}],"
-		"\"remove\":[\"X-Gone\"]}}],\"backendRefs\":[{\"name\":\"v1\",\"port\":80}]}]}")
+		"\"remove\":[\"X-Gone\"]}},{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":"
+		"{\"set\":[{\"name\":\"X-Resp\",\"value\":\"r\"}],\"remove\":[\"Server\"]}}],"
+		"\"backendRefs\":[{\"name\":\"v1\",\"port\":80}]}]}")
 		"," "{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
 		"\"metadata\":{\"name\":\"a\",\"namespace\":\"default\"},\"spec\":{}}"
 		"," "{\"apiVersion\":\"gateway.networking.k8s.io/v1beta1\",\"kind\":\"HTTPRoute\","
@@ -280,17 +295,49 @@ TEST(parents_and_filters)
 	CHECK_EQ_INT(r->obj.ndiags, 3);	/* the Gateway, the consumer route, hostnames */
 	CHECK(httproute_attached(s, "default", "echo"));
 	CHECK(!httproute_attached(s, "other", "far"));
-	CHECK_EQ_STR(r->rules[0].hset[0].name, "x-set");
-	CHECK_EQ_STR(r->rules[0].hadd[0].value, "");
-	CHECK_EQ_STR(r->rules[0].hremove[0], "x-gone");
+	CHECK_EQ_STR(r->rules[0].req.set[0].name, "x-set");
+	CHECK_EQ_STR(r->rules[0].req.add[0].value, "");
+	CHECK_EQ_STR(r->rules[0].req.remove[0], "x-gone");
+	CHECK_EQ_INT(r->rules[0].req.nset + r->rules[0].req.nadd + r->rules[0].req.nremove, 3);
+	CHECK_EQ_INT(r->rules[0].resp.nset, 1);
+	CHECK_EQ_INT(r->rules[0].resp.nadd, 0);
+	CHECK_EQ_STR(r->rules[0].resp.set[0].name, "x-resp");
+	CHECK_EQ_STR(r->rules[0].resp.remove[0], "server");
 	json_t *j = httproute_set_json(s, NULL, NULL);
 	CHECK(j != NULL);
 	CHECK_EQ_INT(json_array_size(json_object_get(j, "routes")), 2);
 	char *dump = json_dumps(j, 0);
 	CHECK(dump && strstr(dump, "\"x-set\"") && strstr(dump, "\"accepted\": false"));
+	CHECK(dump && strstr(dump, "\"response_header_modifier\"") && strstr(dump, "\"x-resp\""));
 	free(dump);
 	json_decref(j);
 	httproute_set_unref(s);
+}
+
+/* A modifier whose set and add lines pass HTTPROUTE_MAX_HMOD_BYTES is refused whole. */
+TEST(header_modifier_bytes)
+{
+	char big[4001], *text;
+	memset(big, 'v', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (int n = 2; n <= 3; n++) {
+		CHECK(asprintf(&text, "[" ROUTE("big", "2024-01-01T00:00:00Z",
+			"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+			"[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"set\":"
+			"[{\"name\":\"a\",\"value\":\"%s\"},{\"name\":\"b\",\"value\":\"%s\"}],"
+			"\"add\":[{\"name\":\"c\",\"value\":\"%s\"}]}}]}]}") "]",
+			big, big, n == 3 ? big : "") > 0);
+		struct httproute_set *s = compile(text);
+		free(text);
+		CHECK(s != NULL);
+		if (!s)
+			continue;
+		CHECK_EQ_INT(s->stats.accepted, n == 2 ? 1 : 0);	/* 8015 bytes fit, 12015 do not */
+		CHECK(n == 2 || (s->routes[0]->obj.ndiags &&
+				 strstr(s->routes[0]->obj.diags[s->routes[0]->obj.ndiags - 1].message,
+					"bytes of header lines")));
+		httproute_set_unref(s);
+	}
 }
 
 TEST(per_service_bound)
