@@ -211,12 +211,95 @@ static int parse_hmod(struct jx *j, const json_t *mod, struct hr_hmod *h)
 	return err;
 }
 
+/* A precise hostname (RFC 1123, lower case, as the CRD's PreciseHostname). */
+static bool hostname_ok(const char *h)
+{
+	size_t n = strlen(h), label = 0;
+	if (!n || n > 253)
+		return false;
+	for (const char *p = h; *p; p++) {
+		if (*p == '.') {
+			if (!label || p[-1] == '-')
+				return false;
+			label = 0;
+		} else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || (*p == '-' && label)) {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label && h[n - 1] != '-';
+}
+
+static int parse_redirect(struct jx *j, const json_t *rr, struct hr_redirect *rd)
+{
+	static const char *const keys[] = { "scheme", "hostname", "path", "port", "statusCode", NULL };
+	static const char *const pkeys[] = { "type", "replaceFullPath", "replacePrefixMatch", NULL };
+	static const char *const schemes[] = { "http", "https", NULL };
+	static const char *const ptypes[] = { "ReplaceFullPath", "ReplacePrefixMatch", NULL };
+	json_t *path = NULL;
+	char *ptype = NULL;
+	uint32_t port = 0, status = 302;
+	int err = jx_keys(j, rr, keys);
+
+	rd->on = true;
+	if (!err)
+		err = jx_enum(j, rr, "scheme", schemes, &rd->scheme);
+	if (!err)
+		err = jx_str(j, rr, "hostname", false, 253, &rd->hostname);
+	if (!err && rd->hostname && !hostname_ok(rd->hostname))
+		err = jx_fail(j, "hostname", "'%s' is not a precise hostname", rd->hostname);
+	if (!err)
+		err = jx_uint(j, rr, "port", 1, 65535, &port);
+	if (!err)
+		err = jx_uint(j, rr, "statusCode", 301, 308, &status);
+	if (!err && status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
+		err = jx_fail(j, "statusCode", "%u is not a redirect status (301, 302, 303, 307, 308)",
+			      status);
+	rd->port = (uint16_t)port;
+	rd->status = (int)status;
+	if (!err)
+		err = jx_object(j, rr, "path", &path);
+	if (err || !path)
+		return err;
+	size_t saved = jx_enter(j, "path");
+	err = jx_keys(j, path, pkeys);
+	if (!err)
+		err = jx_enum(j, path, "type", ptypes, &ptype);
+	if (!err && !ptype)
+		err = jx_fail(j, "type", "missing");
+	const char *key = err ? NULL : strcmp(ptype, "ReplaceFullPath") == 0 ? "replaceFullPath" :
+								       "replacePrefixMatch";
+	if (!err)
+		err = jx_str(j, path, key, false, HTTPROUTE_MAX_PATH, &rd->path);
+	if (!err && !rd->path)
+		err = jx_fail(j, key, "missing (type %s)", ptype);
+	if (!err && json_object_get(path, strcmp(key, "replaceFullPath") ? "replaceFullPath" :
+									   "replacePrefixMatch"))
+		err = jx_fail(j, NULL, "only the field of its type may be set");
+	if (!err && (*rd->path || key[7] == 'F') && !path_ok(rd->path))
+		err = jx_fail(j, key, "'%s' is not an absolute path without '//', '/./', '/../', "
+			      "'%%2f', '%%5c', '?', '#'", rd->path);
+	if (!err) {
+		rd->path_mod = key[7] == 'F' ? HR_PATH_FULL : HR_PATH_REPLACE_PREFIX;
+		size_t n = strlen(rd->path);
+		while (rd->path_mod == HR_PATH_REPLACE_PREFIX && n > 0 && rd->path[n - 1] == '/')
+			rd->path[--n] = '\0';
+	}
+	free(ptype);
+	jx_leave(j, saved);
+	return err;
+}
+
 static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, bool backend)
 {
-	static const char *const types[] = { "RequestHeaderModifier", "ResponseHeaderModifier", NULL };
+	static const char *const types[] = { "RequestHeaderModifier", "ResponseHeaderModifier",
+					     "RequestRedirect", NULL };
 	static const char *const keys[] = { "type", "requestHeaderModifier",
-					    "responseHeaderModifier", NULL };
-	static const char *const fkeys[] = { "requestHeaderModifier", "responseHeaderModifier" };
+					    "responseHeaderModifier", "requestRedirect", NULL };
+	static const char *const fkeys[] = { "requestHeaderModifier", "responseHeaderModifier",
+					     "requestRedirect" };
 	json_t *arr = NULL, *v, *mod = NULL;
 	size_t i;
 	int err = jx_array(j, obj, "filters", HTTPROUTE_MAX_FIELDS, &arr);
@@ -235,20 +318,20 @@ static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, boo
 			t++;
 		if (!err && (backend || !types[t]))
 			err = jx_fail(j, "type", "'%s' is not supported%s (ambit-waypoint supports only "
-				      "RequestHeaderModifier and ResponseHeaderModifier, on rules)", type,
+				      "RequestHeaderModifier, ResponseHeaderModifier and RequestRedirect, on rules)", type,
 				      backend ? " on a backendRef" : "");
-		struct hr_hmod *h = err ? NULL : t ? &r->resp : &r->req;
+		struct hr_hmod *h = err || t == 2 ? NULL : t ? &r->resp : &r->req;
 		if (!err)
 			err = jx_keys(j, v, keys);
 		if (!err)
 			err = jx_object(j, v, fkeys[t], &mod);
 		if (!err && !mod)
 			err = jx_fail(j, fkeys[t], "missing");
-		if (!err && (h->nset || h->nadd || h->nremove))
+		if (!err && (h ? h->nset || h->nadd || h->nremove : r->redirect.on))
 			err = jx_fail(j, NULL, "%s is listed twice", types[t]);
 		if (!err) {
 			jx_enter(j, "%s", fkeys[t]);
-			err = parse_hmod(j, mod, h);
+			err = h ? parse_hmod(j, mod, h) : parse_redirect(j, mod, &r->redirect);
 		}
 		free(type);
 		jx_leave(j, saved);
@@ -380,6 +463,10 @@ static int parse_rule(struct jx *j, const json_t *v, const char *route_ns, struc
 			return err;
 	}
 	err = parse_filters(j, v, r, false);
+	for (int k = 0; !err && r->redirect.path_mod == HR_PATH_REPLACE_PREFIX && k < r->nmatches; k++)
+		if (r->matches[k].path_type != HR_PATH_PREFIX)	/* the spec's rule */
+			err = jx_fail(j, "filters", "ReplacePrefixMatch needs every match of the rule "
+				      "to be a PathPrefix (matches[%d] is not)", k);
 	if (!err)
 		err = jx_array(j, v, "backendRefs", HTTPROUTE_MAX_BACKENDS, &arr);
 	if (err)
@@ -482,6 +569,9 @@ static void rule_fini(struct hr_rule *r)
 		kv_free(h->add, h->nadd);
 		strs_free(h->remove, h->nremove);
 	}
+	free(r->redirect.scheme);
+	free(r->redirect.hostname);
+	free(r->redirect.path);
 }
 
 static void route_free(struct httproute *hr)
@@ -812,6 +902,15 @@ enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, c
 				uint16_t port, const struct hr_request *rq,
 				const struct httproute **route, const struct hr_rule **rule)
 {
+	const struct hr_match *m;
+	return httproute_match_ex(s, ns, name, port, rq, route, rule, &m);
+}
+
+enum hr_verdict httproute_match_ex(const struct httproute_set *s, const char *ns, const char *name,
+				   uint16_t port, const struct hr_request *rq,
+				   const struct httproute **route, const struct hr_rule **rule,
+				   const struct hr_match **match)
+{
 	const struct hr_service *svc = NULL;
 	bool attached = false;
 
@@ -831,6 +930,7 @@ enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, c
 		if (match_request(e->match, rq)) {
 			*route = e->route;
 			*rule = e->rule;
+			*match = e->match;
 			return HR_MATCHED;
 		}
 	}
@@ -843,6 +943,69 @@ bool httproute_attached(const struct httproute_set *s, const char *ns, const cha
 		if (strcmp(s->services[i].name, name) == 0 && strcmp(s->services[i].namespace, ns) == 0)
 			return s->services[i].nroutes > 0;
 	return false;
+}
+
+char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_match *m,
+				  const char *host, size_t hlen, const char *fallback, uint16_t port,
+				  const char *path, size_t plen, const char *query, size_t qlen)
+{
+	const char *scheme = rd->scheme ? rd->scheme : "http";
+	bool https = strcmp(scheme, "https") == 0;
+	size_t keep = hlen;
+	char pbuf[8] = "", *loc = NULL;
+	const char *pre = "", *rest = "";
+	size_t prelen = 0, restlen = 0;
+
+	/* the Host without its port ("[v6]:port" keeps its brackets) */
+	for (size_t i = hlen; i > 0; i--) {
+		if (host[i - 1] == ':') {
+			keep = i - 1;
+			break;
+		}
+		if (host[i - 1] < '0' || host[i - 1] > '9')
+			break;
+	}
+	if (rd->hostname) {
+		host = rd->hostname;
+		keep = strlen(host);
+	} else if (!keep) {
+		host = fallback;
+		keep = strlen(host);
+	}
+	port = rd->port ? rd->port : rd->scheme ? (https ? 443 : 80) : port;
+	if (port != (https ? 443 : 80))
+		snprintf(pbuf, sizeof(pbuf), ":%u", port);
+	switch (rd->path_mod) {
+	case HR_PATH_KEEP:
+		pre = path;
+		prelen = plen;
+		break;
+	case HR_PATH_FULL:
+		pre = rd->path;
+		prelen = strlen(pre);
+		break;
+	case HR_PATH_REPLACE_PREFIX: {
+		/* the matched prefix (no trailing '/') gives way to the replacement (no trailing '/'
+		 * either): "/foo/bar" by "/foo" -> "/xyz" is "/xyz/bar", "/foo" is "/xyz", and an
+		 * empty result is "/" */
+		size_t mlen = m && m->path_type == HR_PATH_PREFIX ? strlen(m->path) : 0;
+		if (mlen > plen)
+			mlen = plen;
+		pre = rd->path;
+		prelen = strlen(pre);
+		rest = path + mlen;
+		restlen = plen - mlen;
+		if (!prelen && !restlen) {
+			pre = "/";
+			prelen = 1;
+		}
+		break;
+	}
+	}
+	if (asprintf(&loc, "%s://%.*s%s%.*s%.*s%s%.*s", scheme, (int)keep, host, pbuf, (int)prelen, pre,
+		     (int)restlen, rest, query ? "?" : "", query ? (int)qlen : 0, query ? query : "") < 0)
+		return NULL;
+	return loc;
 }
 
 const struct hr_backend *httproute_pick(const struct hr_rule *rule, uint32_t rnd)
@@ -946,6 +1109,14 @@ static json_t *rule_json(const struct hr_rule *r)
 	}
 	bad = bad || hmod_json(j, "request_header_modifier", &r->req) ||
 	      hmod_json(j, "response_header_modifier", &r->resp);
+	if (!bad && r->redirect.on) {
+		const struct hr_redirect *rd = &r->redirect;
+		bad |= json_object_set_new(j, "request_redirect", json_pack("{s:i, s:s?, s:s?, s:i, s:s?, s:s?}",
+			"status_code", rd->status, "scheme", rd->scheme, "hostname", rd->hostname,
+			"port", rd->port, "path_type", rd->path_mod == HR_PATH_FULL ? "ReplaceFullPath" :
+			rd->path_mod == HR_PATH_REPLACE_PREFIX ? "ReplacePrefixMatch" : NULL,
+			"path", rd->path));
+	}
 	if (!bad && r->timeout_ms)
 		bad |= json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
 	bad = bad || json_object_set(j, "matches", ms) || json_object_set(j, "backends", bs);

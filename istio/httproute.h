@@ -62,6 +62,17 @@ struct hr_hmod {
 	int nremove;
 };
 
+/* A RequestRedirect: the rule answers 3xx with a Location itself, no backend. */
+struct hr_redirect {
+	bool on;
+	int status;		/* 301, 302 (the default), 303, 307, 308 */
+	char *scheme;		/* "http" / "https"; NULL: the request's ("http") */
+	char *hostname;		/* NULL: the request's Host (without its port) */
+	uint16_t port;		/* 0: the scheme's when scheme is set, else the Service port */
+	enum { HR_PATH_KEEP, HR_PATH_FULL, HR_PATH_REPLACE_PREFIX } path_mod;
+	char *path;		/* ReplaceFullPath, or ReplacePrefixMatch without trailing '/' */
+};
+
 struct hr_rule {
 	struct hr_match *matches;	/* none written: one PathPrefix "/" */
 	int nmatches;
@@ -71,6 +82,7 @@ struct hr_rule {
 	struct hr_hmod req;		/* RequestHeaderModifier */
 	struct hr_hmod resp;		/* ResponseHeaderModifier (answers of the backend) */
 	uint64_t timeout_ms;		/* timeouts (backendRequest, else request); 0: none */
+	struct hr_redirect redirect;	/* RequestRedirect (backendRefs then unused) */
 };
 
 /* A Service this route attaches to (its parentRef). */
@@ -150,6 +162,19 @@ enum hr_verdict {
 enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, const char *name,
 				uint16_t port, const struct hr_request *rq,
 				const struct httproute **route, const struct hr_rule **rule);
+/* The same, with the match of the rule that took it (ReplacePrefixMatch replaces its prefix). */
+enum hr_verdict httproute_match_ex(const struct httproute_set *s, const char *ns, const char *name,
+				   uint16_t port, const struct hr_request *rq,
+				   const struct httproute **route, const struct hr_rule **rule,
+				   const struct hr_match **match);
+/* The Location of redirect rd for a request to path (plen bytes, no query) with query (qlen
+ * bytes; NULL: none) that took match m, its Host host (hlen bytes, a port in it dropped; empty:
+ * fallback) to a Service port port. The Gateway API's rules: the scheme's port when rd sets a
+ * scheme and no port, the Service port otherwise, left out when it is the scheme's default; the
+ * query kept. New string, NULL on ENOMEM. */
+char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_match *m,
+				  const char *host, size_t hlen, const char *fallback, uint16_t port,
+				  const char *path, size_t plen, const char *query, size_t qlen);
 /* Whether at least one route is attached to ns/name (any port). */
 bool httproute_attached(const struct httproute_set *s, const char *ns, const char *name);
 /* The backend of rule for a random number rnd, by weight; NULL when the rule has no backend

@@ -314,7 +314,15 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 	x->local = true;
 	x->s->w->local_replies++;
 	h2map_hdrs_init(&h);
-	if (x->grpc) {
+	if (x->rt.location) {	/* a route's RequestRedirect: no body, gRPC or not */
+		snprintf(cbuf, sizeof(cbuf), "%d", code);
+		x->status = code;
+		err = h2map_hdrs_add(&h, ":status", 7, cbuf, strlen(cbuf)) ||
+		      h2map_hdrs_add(&h, "location", 8, x->rt.location, strlen(x->rt.location)) ||
+		      h2map_hdrs_add(&h, "content-length", 14, "0", 1);
+		h1_buf_consume(&x->resp_body, h1_buf_pending(&x->resp_body));
+		x->resp_eof = true;
+	} else if (x->grpc) {
 		snprintf(cbuf, sizeof(cbuf), "%d", grpc_status);
 		x->status = 200;
 		x->grpc_status = grpc_status;

@@ -223,6 +223,8 @@ struct wp_route {
 	uint16_t port;			/* its service port */
 	char *service;			/* its FQDN (spans, metrics) */
 	uint64_t timeout_ms;		/* the rule's timeouts (0: none) */
+	char *location;			/* a RequestRedirect rule's Location (the answer is its
+					 * status), else NULL */
 };
 /* Follows the HTTPRoutes compiled from the published models (0 or -ENOMEM) / stops. */
 int wp_routes_start(void);
@@ -230,7 +232,7 @@ void wp_routes_stop(void);
 /* Routes one request of s (after authorization, before balancing): 0 with rt filled (rt->ns
  * NULL: no route attached to the service port, balance over it as before), or the status of
  * a local answer (404 no rule matched, 500 no usable backend, 503 out of memory) with *why
- * and *flag. rt is zeroed first; wp_route_fini it in every case. */
+ * and *flag, or a RequestRedirect's 3xx with rt->location set (*why and *flag NULL). rt is zeroed first; wp_route_fini it in every case. */
 int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_request *rq,
 		     struct wp_route *rt, const char **why, const char **flag);
 void wp_route_fini(struct wp_route *rt);

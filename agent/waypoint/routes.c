@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* The waypoint's HTTPRoutes (GAMMA): the set compiled from each published model
  * (istio/httproute), and the per-request decision shared by the HTTP/1.x and HTTP/2 paths:
- * which rule, which backend Service by weight, which request header edits. */
+ * which rule, which backend Service by weight, which header edits, which redirect. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -126,6 +126,7 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 {
 	const struct httproute *route = NULL;
 	const struct hr_rule *rule = NULL;
+	const struct hr_match *match = NULL;
 	const struct hr_backend *be;
 	const struct model_service *svc;
 
@@ -135,8 +136,8 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 	rt->set = routes_current();
 	if (!rt->set)
 		return 0;
-	switch (httproute_match(rt->set, s->svc_ns, s->svc_name, sockaddr_port(&s->authority), rq,
-				&route, &rule)) {
+	switch (httproute_match_ex(rt->set, s->svc_ns, s->svc_name, sockaddr_port(&s->authority), rq,
+				   &route, &rule, &match)) {
 	case HR_NO_ROUTES:
 		return 0;
 	case HR_NOT_FOUND:	/* Envoy: 404, NR */
@@ -151,6 +152,21 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 	if (asprintf(&rt->route, "%s/%s", route->obj.namespace, route->obj.name) < 0) {
 		rt->route = NULL;
 		goto nomem;
+	}
+	if (rule->redirect.on) {	/* answered here, no backend (Envoy: the route's redirect) */
+		const char *host = rq->header(rq->header_arg, ":authority");
+		if (!host)
+			host = rq->header(rq->header_arg, "host");
+		rt->location = httproute_redirect_location(&rule->redirect, match, host ? host : "",
+							   host ? strlen(host) : 0,
+							   s->service ? s->service : s->svc_name,
+							   sockaddr_port(&s->authority), rq->path, rq->plen,
+							   rq->query, rq->qlen);
+		if (!rt->location)
+			goto nomem;
+		*why = NULL;
+		*flag = NULL;
+		return rule->redirect.status;
 	}
 	/* the Gateway API: a backend that cannot be used answers its share of requests 500 */
 	be = httproute_pick(rule, (uint32_t)random());
@@ -192,6 +208,7 @@ void wp_route_fini(struct wp_route *rt)
 	free(rt->ns);
 	free(rt->name);
 	free(rt->service);
+	free(rt->location);
 	memset(rt, 0, sizeof(*rt));
 }
 

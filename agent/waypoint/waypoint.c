@@ -1031,14 +1031,24 @@ static void request_end(struct wp_sess *s, int code, const char *flag, const cha
 
 /* Answers the client ourselves (routing failure, bad request, upstream failure before any
  * byte of the response) and closes after it. */
-static void local_reply(struct wp_sess *s, int code, const char *why, const char *flag)
+static void local_reply_at(struct wp_sess *s, int code, const char *why, const char *flag,
+			   const char *location)
 {
 	s->w->local_replies++;
-	if (!s->resp_started)
+	if (!s->resp_started && location)	/* a route's RequestRedirect: no body */
+		h1_buf_printf(&s->to_down, "HTTP/1.1 %d %s\r\nlocation: %s\r\ncontent-length: 0\r\n"
+			      "server: ambit-waypoint\r\nconnection: close\r\n\r\n", code,
+			      h1_reason(code), location);
+	else if (!s->resp_started)
 		h1_local_response(&s->to_down, code, why, true);
 	request_end(s, code, flag, why);
 	s->close_after = true;
 	s->st = SS_CLOSING;
+}
+
+static void local_reply(struct wp_sess *s, int code, const char *why, const char *flag)
+{
+	local_reply_at(s, code, why, flag, NULL);
 }
 
 static void start_tunnel(struct wp_sess *s);
@@ -1266,7 +1276,7 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	}
 out:
 	if (rc && !denied)
-		local_reply(s, code, why, flag);
+		local_reply_at(s, code, why, flag, rt.location);
 	wp_h1_edits_fini(&ed);
 	wp_route_fini(&rt);
 	model_unref(m);

@@ -16,7 +16,8 @@
 # `upstream request timeout` (UT) after about the timeout, an answer already begun is cut (the
 # HTTP/1.1 connection closed, the HTTP/2 stream reset), a fast one on the same rule is 200;
 # metrics count 504 UT. ResponseHeaderModifier (set/add/remove) on the answers of HTTP/1.1 and
-# HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
+# HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). RequestRedirect: a 301
+# with ReplacePrefixMatch (the query kept) and a 302 to https and another host, no backend asked. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -55,6 +56,12 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
 		 backendRefs: [{name: "app-9", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/old"}}],
+		 filters: [{type: "RequestRedirect", requestRedirect: {statusCode: 301,
+			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}}]},
+		{matches: [{path: {type: "Exact", value: "/secure"}}],
+		 filters: [{type: "RequestRedirect", requestRedirect: {scheme: "https", hostname: "secure.example"}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
 			   {path: {type: "PathPrefix", value: "/slow-body"}}],
 		 timeouts: {request: "500ms"},
@@ -168,6 +175,13 @@ resp_h2up() { # PROTO: the h2-slow rule's ResponseHeaderModifier on an HTTP/2 en
 	echo "$out" | tr '\n' '|'; echo
 	grep -qx 'x-h2-route: yes' <<<"$out" && grep -q '^content-type:' <<<"$out"
 }
+redirected() { # PROTO PATH STATUS LOCATION: the waypoint answers STATUS with that location
+	local out
+	out=$(resp_headers "$1" "$V" "$2") || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" && grep -qxF "location: $4" <<<"$out" &&
+		grep -qx 'content-length: 0' <<<"$out"
+}
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 timed_out() { # PROTO: GET /delay/3000 answers 504 in 400..2500 ms
@@ -212,6 +226,10 @@ for proto in http1 h2; do
 		resp_canary "$proto"
 	check "$proto: ... a rule without one leaves the answer's headers alone" resp_plain "$proto"
 	check "$proto: ResponseHeaderModifier on an HTTP/2 (h2c) endpoint's answer" resp_h2up "$proto"
+	check "$proto: RequestRedirect 301 ReplacePrefixMatch /old -> /new, the query kept" \
+		redirected "$proto" '/old/x?q=1' 301 "http://$V/new/x?q=1"
+	check "$proto: RequestRedirect scheme https + hostname: 302 to https://secure.example/secure" \
+		redirected "$proto" /secure 302 "https://secure.example/secure"
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
@@ -276,6 +294,8 @@ check "metrics: ... and app-3" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-3\.default\.svc\.cluster\.local",.*response_code="200"'
 check "metrics: 404 with response_flags NR for app-1" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="404",response_flags="NR"'
+check "metrics: a redirect is counted (301, app-1, no response flag)" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="301",response_flags="-"'
 check "metrics: 500 with response_flags NC" \
 	metric '^istio_requests_total\{reporter="waypoint",.*response_code="500",response_flags="NC"'
 check "metrics: 504 with response_flags UT (route timeout)" \

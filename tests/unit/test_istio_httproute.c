@@ -194,8 +194,41 @@ TEST(refusals)
 		  "[{\"type\":\"RegularExpression\",\"name\":\"a\",\"value\":\"b\"}]}]}]}",
 		  "spec.rules[0].matches[0].headers[0].type", "only Exact" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
-		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":301}}]}]}",
-		  "spec.rules[0].filters[0].type", "RequestRedirect" },
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":200}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.statusCode", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":304}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.statusCode", "not a redirect status" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"scheme\":\"ftp\"}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.scheme", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"hostname\":\"Bad_Host\"}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.hostname", "precise hostname" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"port\":0}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.port", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"ReplaceFullPath\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path.replaceFullPath", "missing" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"ReplaceFullPath\",\"replaceFullPath\":\"a/b\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path.replaceFullPath", "absolute path" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"ReplaceFullPath\",\"replaceFullPath\":\"/a\",\"replacePrefixMatch\":\"/b\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path", "only the field" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"RegexReplace\",\"replaceFullPath\":\"/a\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path.type", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"type\":\"Exact\",\"value\":\"/a\"}}],\"filters\":[{\"type\":\"RequestRedirect\",\"requestRedirect\":"
+		  "{\"path\":{\"type\":\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/b\"}}}]}]}",
+		  "spec.rules[0].filters", "PathPrefix" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{}},{\"type\":\"RequestRedirect\",\"requestRedirect\":{}}]}]}",
+		  "spec.rules[0].filters[1]", "listed twice" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"URLRewrite\",\"urlRewrite\":{}}]}]}", "spec.rules[0].filters[0].type", "URLRewrite" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
 		  "[{\"type\":\"RequestMirror\"}]}]}", "spec.rules[0].filters[0].type", "not supported" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"1.5s\"}}]}",
@@ -338,6 +371,88 @@ TEST(header_modifier_bytes)
 					"bytes of header lines")));
 		httproute_set_unref(s);
 	}
+}
+
+/* RequestRedirect: compiled fields, and the Location as the Gateway API builds it. */
+TEST(redirect_location)
+{
+	struct hr_redirect rd = { .on = true, .status = 302 };
+	struct hr_match pre = { .path_type = HR_PATH_PREFIX, .path = (char *)"/foo" };
+	struct hr_match root = { .path_type = HR_PATH_PREFIX, .path = (char *)"" };
+	static const struct {
+		const char *scheme, *hostname, *path, *req, *query, *host, *want;
+		int mod;
+		uint16_t port, svc_port;
+		bool root;
+	} cases[] = {
+		/* nothing set: the request's host, path, query; the Service port (80: left out) */
+		{ NULL, NULL, NULL, "/foo/bar", "a=1", "echo.default:80", "http://echo.default/foo/bar?a=1",
+		  HR_PATH_KEEP, 0, 80, false },
+		{ NULL, NULL, NULL, "/foo", NULL, "echo", "http://echo:8080/foo", HR_PATH_KEEP, 0, 8080, false },
+		/* a scheme: its port unless one is set */
+		{ "https", NULL, NULL, "/foo", NULL, "echo:8080", "https://echo/foo", HR_PATH_KEEP, 0, 8080, false },
+		{ "https", "example.org", NULL, "/x", "q", "echo", "https://example.org:8443/x?q",
+		  HR_PATH_KEEP, 8443, 80, false },
+		{ NULL, NULL, NULL, "/x", NULL, "[fd00::1]:80", "http://[fd00::1]:81/x", HR_PATH_KEEP, 81, 80, false },
+		{ NULL, NULL, NULL, "/x", NULL, "", "http://echo.default.svc.cluster.local/x", HR_PATH_KEEP, 0, 80, false },
+		{ NULL, NULL, "/new", "/foo/bar", "k=v", "h", "http://h/new?k=v", HR_PATH_FULL, 0, 80, false },
+		/* ReplacePrefixMatch, the spec's table */
+		{ NULL, NULL, "/xyz", "/foo/bar", NULL, "h", "http://h/xyz/bar", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "/xyz", "/foo", NULL, "h", "http://h/xyz", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "/xyz", "/foo/", NULL, "h", "http://h/xyz/", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "", "/foo/bar", NULL, "h", "http://h/bar", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "", "/foo", NULL, "h", "http://h/", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "", "/foo/", NULL, "h", "http://h/", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "/xyz", "/a/b", "z", "h", "http://h/xyz/a/b?z", HR_PATH_REPLACE_PREFIX, 0, 80, true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		rd.scheme = (char *)cases[i].scheme;
+		rd.hostname = (char *)cases[i].hostname;
+		rd.path = (char *)cases[i].path;
+		rd.path_mod = cases[i].mod;
+		rd.port = cases[i].port;
+		const char *q = cases[i].query;
+		char *loc = httproute_redirect_location(&rd, cases[i].root ? &root : &pre, cases[i].host,
+							strlen(cases[i].host),
+							"echo.default.svc.cluster.local", cases[i].svc_port,
+							cases[i].req, strlen(cases[i].req), q, q ? strlen(q) : 0);
+		if (!loc || strcmp(loc, cases[i].want) != 0)
+			fprintf(stderr, "  case %zu: got '%s' want '%s'\n", i, loc ? loc : "(null)", cases[i].want);
+		CHECK(loc && strcmp(loc, cases[i].want) == 0);
+		free(loc);
+	}
+
+	struct httproute_set *s = compile("[" ROUTE("r", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":"
+		"[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/old/\"}}],\"filters\":[{\"type\":"
+		"\"RequestRedirect\",\"requestRedirect\":{\"scheme\":\"https\",\"hostname\":\"new.example\","
+		"\"port\":8443,\"statusCode\":301,\"path\":{\"type\":\"ReplacePrefixMatch\","
+		"\"replacePrefixMatch\":\"/new/\"}}}]},{\"filters\":[{\"type\":\"RequestRedirect\","
+		"\"requestRedirect\":{}}]}]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->stats.accepted, 1);
+	const struct hr_rule *r0 = &s->routes[0]->rules[0], *r1 = &s->routes[0]->rules[1];
+	CHECK(r0->redirect.on && r1->redirect.on);
+	CHECK_EQ_INT(r0->redirect.status, 301);
+	CHECK_EQ_INT(r1->redirect.status, 302);	/* the spec's default */
+	CHECK_EQ_INT(r0->redirect.port, 8443);
+	CHECK_EQ_STR(r0->redirect.scheme, "https");
+	CHECK_EQ_STR(r0->redirect.hostname, "new.example");
+	CHECK_EQ_STR(r0->redirect.path, "/new");
+	CHECK_EQ_INT(r0->redirect.path_mod, HR_PATH_REPLACE_PREFIX);
+	CHECK(r1->redirect.path_mod == HR_PATH_KEEP && !r1->redirect.scheme);
+	char *loc = httproute_redirect_location(&r0->redirect, &r0->matches[0], "echo", 4, "x", 80,
+						"/old/a", 6, NULL, 0);
+	CHECK(loc && strcmp(loc, "https://new.example:8443/new/a") == 0);
+	free(loc);
+	json_t *j = httproute_set_json(s, NULL, NULL);
+	char *dump = j ? json_dumps(j, 0) : NULL;
+	CHECK(dump && strstr(dump, "\"request_redirect\"") && strstr(dump, "\"ReplacePrefixMatch\""));
+	free(dump);
+	json_decref(j);
+	httproute_set_unref(s);
 }
 
 TEST(per_service_bound)
