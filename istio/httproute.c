@@ -232,14 +232,65 @@ static bool hostname_ok(const char *h)
 	return label && h[n - 1] != '-';
 }
 
-static int parse_redirect(struct jx *j, const json_t *rr, struct hr_redirect *rd)
+/* An HTTPPathModifier at obj's "path" (absent: HR_PATH_KEEP). */
+static int parse_pathmod(struct jx *j, const json_t *obj, struct hr_pathmod *pm)
 {
-	static const char *const keys[] = { "scheme", "hostname", "path", "port", "statusCode", NULL };
 	static const char *const pkeys[] = { "type", "replaceFullPath", "replacePrefixMatch", NULL };
-	static const char *const schemes[] = { "http", "https", NULL };
 	static const char *const ptypes[] = { "ReplaceFullPath", "ReplacePrefixMatch", NULL };
 	json_t *path = NULL;
 	char *ptype = NULL;
+	int err = jx_object(j, obj, "path", &path);
+
+	if (err || !path)
+		return err;
+	size_t saved = jx_enter(j, "path");
+	err = jx_keys(j, path, pkeys);
+	if (!err)
+		err = jx_enum(j, path, "type", ptypes, &ptype);
+	if (!err && !ptype)
+		err = jx_fail(j, "type", "missing");
+	const char *key = err ? NULL : strcmp(ptype, "ReplaceFullPath") == 0 ? "replaceFullPath" :
+								       "replacePrefixMatch";
+	if (!err)
+		err = jx_str(j, path, key, false, HTTPROUTE_MAX_PATH, &pm->value);
+	if (!err && !pm->value)
+		err = jx_fail(j, key, "missing (type %s)", ptype);
+	if (!err && json_object_get(path, strcmp(key, "replaceFullPath") ? "replaceFullPath" :
+									   "replacePrefixMatch"))
+		err = jx_fail(j, NULL, "only the field of its type may be set");
+	if (!err && (*pm->value || key[7] == 'F') && !path_ok(pm->value))
+		err = jx_fail(j, key, "'%s' is not an absolute path without '//', '/./', '/../', "
+			      "'%%2f', '%%5c', '?', '#'", pm->value);
+	if (!err) {
+		pm->mod = key[7] == 'F' ? HR_PATH_FULL : HR_PATH_REPLACE_PREFIX;
+		size_t n = strlen(pm->value);
+		while (pm->mod == HR_PATH_REPLACE_PREFIX && n > 0 && pm->value[n - 1] == '/')
+			pm->value[--n] = '\0';
+	}
+	free(ptype);
+	jx_leave(j, saved);
+	return err;
+}
+
+static int parse_rewrite(struct jx *j, const json_t *rw, struct hr_rewrite *r)
+{
+	static const char *const keys[] = { "hostname", "path", NULL };
+	int err = jx_keys(j, rw, keys);
+
+	r->on = true;
+	if (!err)
+		err = jx_str(j, rw, "hostname", false, 253, &r->hostname);
+	if (!err && r->hostname && !hostname_ok(r->hostname))
+		err = jx_fail(j, "hostname", "'%s' is not a precise hostname", r->hostname);
+	if (!err)
+		err = parse_pathmod(j, rw, &r->path);
+	return err;
+}
+
+static int parse_redirect(struct jx *j, const json_t *rr, struct hr_redirect *rd)
+{
+	static const char *const keys[] = { "scheme", "hostname", "path", "port", "statusCode", NULL };
+	static const char *const schemes[] = { "http", "https", NULL };
 	uint32_t port = 0, status = 302;
 	int err = jx_keys(j, rr, keys);
 
@@ -260,46 +311,18 @@ static int parse_redirect(struct jx *j, const json_t *rr, struct hr_redirect *rd
 	rd->port = (uint16_t)port;
 	rd->status = (int)status;
 	if (!err)
-		err = jx_object(j, rr, "path", &path);
-	if (err || !path)
-		return err;
-	size_t saved = jx_enter(j, "path");
-	err = jx_keys(j, path, pkeys);
-	if (!err)
-		err = jx_enum(j, path, "type", ptypes, &ptype);
-	if (!err && !ptype)
-		err = jx_fail(j, "type", "missing");
-	const char *key = err ? NULL : strcmp(ptype, "ReplaceFullPath") == 0 ? "replaceFullPath" :
-								       "replacePrefixMatch";
-	if (!err)
-		err = jx_str(j, path, key, false, HTTPROUTE_MAX_PATH, &rd->path);
-	if (!err && !rd->path)
-		err = jx_fail(j, key, "missing (type %s)", ptype);
-	if (!err && json_object_get(path, strcmp(key, "replaceFullPath") ? "replaceFullPath" :
-									   "replacePrefixMatch"))
-		err = jx_fail(j, NULL, "only the field of its type may be set");
-	if (!err && (*rd->path || key[7] == 'F') && !path_ok(rd->path))
-		err = jx_fail(j, key, "'%s' is not an absolute path without '//', '/./', '/../', "
-			      "'%%2f', '%%5c', '?', '#'", rd->path);
-	if (!err) {
-		rd->path_mod = key[7] == 'F' ? HR_PATH_FULL : HR_PATH_REPLACE_PREFIX;
-		size_t n = strlen(rd->path);
-		while (rd->path_mod == HR_PATH_REPLACE_PREFIX && n > 0 && rd->path[n - 1] == '/')
-			rd->path[--n] = '\0';
-	}
-	free(ptype);
-	jx_leave(j, saved);
+		err = parse_pathmod(j, rr, &rd->path);
 	return err;
 }
 
 static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, bool backend)
 {
 	static const char *const types[] = { "RequestHeaderModifier", "ResponseHeaderModifier",
-					     "RequestRedirect", NULL };
-	static const char *const keys[] = { "type", "requestHeaderModifier",
-					    "responseHeaderModifier", "requestRedirect", NULL };
+					     "RequestRedirect", "URLRewrite", NULL };
+	static const char *const keys[] = { "type", "requestHeaderModifier", "responseHeaderModifier",
+					    "requestRedirect", "urlRewrite", NULL };
 	static const char *const fkeys[] = { "requestHeaderModifier", "responseHeaderModifier",
-					     "requestRedirect" };
+					     "requestRedirect", "urlRewrite" };
 	json_t *arr = NULL, *v, *mod = NULL;
 	size_t i;
 	int err = jx_array(j, obj, "filters", HTTPROUTE_MAX_FIELDS, &arr);
@@ -318,20 +341,25 @@ static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, boo
 			t++;
 		if (!err && (backend || !types[t]))
 			err = jx_fail(j, "type", "'%s' is not supported%s (ambit-waypoint supports only "
-				      "RequestHeaderModifier, ResponseHeaderModifier and RequestRedirect, on rules)", type,
+				      "RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect and URLRewrite, on "
+				      "rules)", type,
 				      backend ? " on a backendRef" : "");
-		struct hr_hmod *h = err || t == 2 ? NULL : t ? &r->resp : &r->req;
+		struct hr_hmod *h = err || t >= 2 ? NULL : t ? &r->resp : &r->req;
 		if (!err)
 			err = jx_keys(j, v, keys);
 		if (!err)
 			err = jx_object(j, v, fkeys[t], &mod);
 		if (!err && !mod)
 			err = jx_fail(j, fkeys[t], "missing");
-		if (!err && (h ? h->nset || h->nadd || h->nremove : r->redirect.on))
+		if (!err && (h ? h->nset || h->nadd || h->nremove :
+				 t == 2 ? r->redirect.on : r->rewrite.on))
 			err = jx_fail(j, NULL, "%s is listed twice", types[t]);
+		if (!err && (t == 2 ? r->rewrite.on : t == 3 && r->redirect.on))	/* the spec's rule */
+			err = jx_fail(j, NULL, "RequestRedirect and URLRewrite cannot both be used");
 		if (!err) {
 			jx_enter(j, "%s", fkeys[t]);
-			err = h ? parse_hmod(j, mod, h) : parse_redirect(j, mod, &r->redirect);
+			err = h ? parse_hmod(j, mod, h) : t == 2 ? parse_redirect(j, mod, &r->redirect) :
+								     parse_rewrite(j, mod, &r->rewrite);
 		}
 		free(type);
 		jx_leave(j, saved);
@@ -463,7 +491,9 @@ static int parse_rule(struct jx *j, const json_t *v, const char *route_ns, struc
 			return err;
 	}
 	err = parse_filters(j, v, r, false);
-	for (int k = 0; !err && r->redirect.path_mod == HR_PATH_REPLACE_PREFIX && k < r->nmatches; k++)
+	bool prefix = r->redirect.path.mod == HR_PATH_REPLACE_PREFIX ||
+		      r->rewrite.path.mod == HR_PATH_REPLACE_PREFIX;
+	for (int k = 0; !err && prefix && k < r->nmatches; k++)
 		if (r->matches[k].path_type != HR_PATH_PREFIX)	/* the spec's rule */
 			err = jx_fail(j, "filters", "ReplacePrefixMatch needs every match of the rule "
 				      "to be a PathPrefix (matches[%d] is not)", k);
@@ -571,7 +601,9 @@ static void rule_fini(struct hr_rule *r)
 	}
 	free(r->redirect.scheme);
 	free(r->redirect.hostname);
-	free(r->redirect.path);
+	free(r->redirect.path.value);
+	free(r->rewrite.hostname);
+	free(r->rewrite.path.value);
 }
 
 static void route_free(struct httproute *hr)
@@ -945,6 +977,37 @@ bool httproute_attached(const struct httproute_set *s, const char *ns, const cha
 	return false;
 }
 
+char *httproute_rewrite_path(const struct hr_pathmod *pm, const struct hr_match *m,
+			     const char *path, size_t plen)
+{
+	const char *pre = path, *rest = "";
+	size_t prelen = plen, restlen = 0;
+	char *out = NULL;
+
+	if (pm->mod == HR_PATH_FULL) {
+		pre = pm->value;
+		prelen = strlen(pre);
+	} else if (pm->mod == HR_PATH_REPLACE_PREFIX) {
+		/* the matched prefix (no trailing '/') gives way to the replacement (no trailing '/'
+		 * either): "/foo/bar" by "/foo" -> "/xyz" is "/xyz/bar", "/foo" is "/xyz", and an
+		 * empty result is "/" */
+		size_t mlen = m && m->path_type == HR_PATH_PREFIX ? strlen(m->path) : 0;
+		if (mlen > plen)
+			mlen = plen;
+		pre = pm->value;
+		prelen = strlen(pre);
+		rest = path + mlen;
+		restlen = plen - mlen;
+		if (!prelen && !restlen) {
+			pre = "/";
+			prelen = 1;
+		}
+	}
+	if (asprintf(&out, "%.*s%.*s", (int)prelen, pre, (int)restlen, rest) < 0)
+		return NULL;
+	return out;
+}
+
 char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_match *m,
 				  const char *host, size_t hlen, const char *fallback, uint16_t port,
 				  const char *path, size_t plen, const char *query, size_t qlen)
@@ -953,8 +1016,6 @@ char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_
 	bool https = strcmp(scheme, "https") == 0;
 	size_t keep = hlen;
 	char pbuf[8] = "", *loc = NULL;
-	const char *pre = "", *rest = "";
-	size_t prelen = 0, restlen = 0;
 
 	/* the Host without its port ("[v6]:port" keeps its brackets) */
 	for (size_t i = hlen; i > 0; i--) {
@@ -975,36 +1036,13 @@ char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_
 	port = rd->port ? rd->port : rd->scheme ? (https ? 443 : 80) : port;
 	if (port != (https ? 443 : 80))
 		snprintf(pbuf, sizeof(pbuf), ":%u", port);
-	switch (rd->path_mod) {
-	case HR_PATH_KEEP:
-		pre = path;
-		prelen = plen;
-		break;
-	case HR_PATH_FULL:
-		pre = rd->path;
-		prelen = strlen(pre);
-		break;
-	case HR_PATH_REPLACE_PREFIX: {
-		/* the matched prefix (no trailing '/') gives way to the replacement (no trailing '/'
-		 * either): "/foo/bar" by "/foo" -> "/xyz" is "/xyz/bar", "/foo" is "/xyz", and an
-		 * empty result is "/" */
-		size_t mlen = m && m->path_type == HR_PATH_PREFIX ? strlen(m->path) : 0;
-		if (mlen > plen)
-			mlen = plen;
-		pre = rd->path;
-		prelen = strlen(pre);
-		rest = path + mlen;
-		restlen = plen - mlen;
-		if (!prelen && !restlen) {
-			pre = "/";
-			prelen = 1;
-		}
-		break;
-	}
-	}
-	if (asprintf(&loc, "%s://%.*s%s%.*s%.*s%s%.*s", scheme, (int)keep, host, pbuf, (int)prelen, pre,
-		     (int)restlen, rest, query ? "?" : "", query ? (int)qlen : 0, query ? query : "") < 0)
+	char *npath = httproute_rewrite_path(&rd->path, m, path, plen);
+	if (!npath)
 		return NULL;
+	if (asprintf(&loc, "%s://%.*s%s%s%s%.*s", scheme, (int)keep, host, pbuf, npath, query ? "?" : "",
+		     query ? (int)qlen : 0, query ? query : "") < 0)
+		loc = NULL;
+	free(npath);
 	return loc;
 }
 
@@ -1073,6 +1111,12 @@ static json_t *kv_json(const struct hr_kv *kv, int n)
 	return a;
 }
 
+static const char *pathmod_type(const struct hr_pathmod *pm)
+{
+	return pm->mod == HR_PATH_FULL ? "ReplaceFullPath" :
+	       pm->mod == HR_PATH_REPLACE_PREFIX ? "ReplacePrefixMatch" : NULL;
+}
+
 /* A header modifier as key of j when it does something. Nonzero on ENOMEM. */
 static int hmod_json(json_t *j, const char *key, const struct hr_hmod *h)
 {
@@ -1113,10 +1157,12 @@ static json_t *rule_json(const struct hr_rule *r)
 		const struct hr_redirect *rd = &r->redirect;
 		bad |= json_object_set_new(j, "request_redirect", json_pack("{s:i, s:s?, s:s?, s:i, s:s?, s:s?}",
 			"status_code", rd->status, "scheme", rd->scheme, "hostname", rd->hostname,
-			"port", rd->port, "path_type", rd->path_mod == HR_PATH_FULL ? "ReplaceFullPath" :
-			rd->path_mod == HR_PATH_REPLACE_PREFIX ? "ReplacePrefixMatch" : NULL,
-			"path", rd->path));
+			"port", rd->port, "path_type", pathmod_type(&rd->path), "path", rd->path.value));
 	}
+	if (!bad && r->rewrite.on)
+		bad |= json_object_set_new(j, "url_rewrite", json_pack("{s:s?, s:s?, s:s?}",
+			"hostname", r->rewrite.hostname, "path_type", pathmod_type(&r->rewrite.path),
+			"path", r->rewrite.path.value));
 	if (!bad && r->timeout_ms)
 		bad |= json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
 	bad = bad || json_object_set(j, "matches", ms) || json_object_set(j, "backends", bs);

@@ -62,6 +62,12 @@ struct hr_hmod {
 	int nremove;
 };
 
+/* The path of a RequestRedirect or URLRewrite (HTTPPathModifier). */
+struct hr_pathmod {
+	enum { HR_PATH_KEEP, HR_PATH_FULL, HR_PATH_REPLACE_PREFIX } mod;
+	char *value;		/* ReplaceFullPath, or ReplacePrefixMatch without trailing '/' */
+};
+
 /* A RequestRedirect: the rule answers 3xx with a Location itself, no backend. */
 struct hr_redirect {
 	bool on;
@@ -69,8 +75,14 @@ struct hr_redirect {
 	char *scheme;		/* "http" / "https"; NULL: the request's ("http") */
 	char *hostname;		/* NULL: the request's Host (without its port) */
 	uint16_t port;		/* 0: the scheme's when scheme is set, else the Service port */
-	enum { HR_PATH_KEEP, HR_PATH_FULL, HR_PATH_REPLACE_PREFIX } path_mod;
-	char *path;		/* ReplaceFullPath, or ReplacePrefixMatch without trailing '/' */
+	struct hr_pathmod path;
+};
+
+/* A URLRewrite: the request goes upstream with another path and/or Host. */
+struct hr_rewrite {
+	bool on;
+	char *hostname;		/* NULL: kept */
+	struct hr_pathmod path;
 };
 
 struct hr_rule {
@@ -83,6 +95,7 @@ struct hr_rule {
 	struct hr_hmod resp;		/* ResponseHeaderModifier (answers of the backend) */
 	uint64_t timeout_ms;		/* timeouts (backendRequest, else request); 0: none */
 	struct hr_redirect redirect;	/* RequestRedirect (backendRefs then unused) */
+	struct hr_rewrite rewrite;	/* URLRewrite */
 };
 
 /* A Service this route attaches to (its parentRef). */
@@ -172,6 +185,10 @@ enum hr_verdict httproute_match_ex(const struct httproute_set *s, const char *ns
  * fallback) to a Service port port. The Gateway API's rules: the scheme's port when rd sets a
  * scheme and no port, the Service port otherwise, left out when it is the scheme's default; the
  * query kept. New string, NULL on ENOMEM. */
+/* The path (plen bytes, no query) of a request that took match m, as pm rewrites it (the
+ * Gateway API's HTTPPathModifier). New string, NULL on ENOMEM. */
+char *httproute_rewrite_path(const struct hr_pathmod *pm, const struct hr_match *m,
+			     const char *path, size_t plen);
 char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_match *m,
 				  const char *host, size_t hlen, const char *fallback, uint16_t port,
 				  const char *path, size_t plen, const char *query, size_t qlen);

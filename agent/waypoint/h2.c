@@ -1060,15 +1060,24 @@ static struct wp_h2s *h2s_new(struct wp_sess *s)
 }
 
 /* Appends the fields of in to out, the traceparent replaced by tpbuf when there is one, a
- * header modifier's edits made (mods NULL: none). */
+ * header modifier's edits made (mods NULL: none), a route's URL rewrite made (rt NULL or
+ * without one: none; :path and :authority / host replaced in place). */
 static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const struct hr_hmod *mods,
-		       struct h2map_hdrs *out)
+		       const struct wp_route *rt, struct h2map_hdrs *out)
 {
+	const char *target = rt ? rt->rw_target : NULL, *host = rt ? rt->rw_host : NULL;
 	int err = 0;
 	for (size_t i = 0; i < in->n && !err; i++) {
 		const nghttp2_nv *f = &in->nv[i];
 		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
 			continue;
+		const char *sub = target && f->namelen == 5 && memcmp(f->name, ":path", 5) == 0 ? target :
+				  host && ((f->namelen == 10 && memcmp(f->name, ":authority", 10) == 0) ||
+					   (f->namelen == 4 && memcmp(f->name, "host", 4) == 0)) ? host : NULL;
+		if (sub) {
+			err = h2map_hdrs_add(out, (const char *)f->name, f->namelen, sub, strlen(sub));
+			continue;
+		}
 		if (wp_route_drops(mods, (const char *)f->name, f->namelen))
 			continue;	/* the route's header modifier sets or removes it */
 		err = h2map_hdrs_add(out, (const char *)f->name, f->namelen,
@@ -1093,7 +1102,7 @@ static void resp_edit(struct wp_h2s *x)
 	if (!mod)
 		return;
 	h2map_hdrs_init(&tmp);
-	err = copy_fields(&x->resp, "", mod, &tmp);
+	err = copy_fields(&x->resp, "", mod, NULL, &tmp);
 	if (err) {
 		pr_warn_rl("waypoint: route %s: the ResponseHeaderModifier cannot be applied (%s); "
 			   "the answer goes unedited", x->rt.route ? x->rt.route : "?", strerror(-err));
@@ -1503,7 +1512,7 @@ static void h2s_request(struct wp_h2s *x)
 		goto out;
 	}
 	/* The request goes as received, with the request span's context (W3C §3). */
-	if (copy_fields(&x->req, tpbuf, x->rt.rule ? &x->rt.rule->req : NULL, &x->up_hdrs)) {
+	if (copy_fields(&x->req, tpbuf, x->rt.rule ? &x->rt.rule->req : NULL, &x->rt, &x->up_hdrs)) {
 		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;
 	}
@@ -1568,7 +1577,7 @@ static void h1_request(struct wp_h2s *x, const struct model *m, const struct mod
 	int err = 0;
 
 	h2map_hdrs_init(&out);
-	err = copy_fields(&x->req, tpbuf, x->rt.rule ? &x->rt.rule->req : NULL, &out);
+	err = copy_fields(&x->req, tpbuf, x->rt.rule ? &x->rt.rule->req : NULL, &x->rt, &out);
 	/* RFC 9113 §8.3 -> RFC 9112: Host from :authority, chunked when the length is unknown */
 	if (!err)
 		err = h2map_request_to_h1(&out, x->req_eof && !x->req_tr.n, &x->h1out, &x->req_chunked);
@@ -1730,7 +1739,7 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 	h2map_hdrs_init(&tmp);
 	err = h2map_request_from_h1(h, "http", &tmp);
 	err = err ? err : copy_fields(&tmp, tpbuf, s->rt_cur && s->rt_cur->rule ? &s->rt_cur->rule->req : NULL,
-				    &x->req);
+				    s->rt_cur, &x->req);
 	if (!err && s->rt_cur)	/* its retries pick from the route's backend too */
 		err = wp_route_copy(&x->rt, s->rt_cur);
 	h2map_hdrs_fini(&tmp);

@@ -225,6 +225,9 @@ struct wp_route {
 	uint64_t timeout_ms;		/* the rule's timeouts (0: none) */
 	char *location;			/* a RequestRedirect rule's Location (the answer is its
 					 * status), else NULL */
+	char *rw_target;		/* URLRewrite: the request target upstream (path and
+					 * query), else NULL */
+	char *rw_host;			/* URLRewrite: the Host / :authority upstream, else NULL */
 };
 /* Follows the HTTPRoutes compiled from the published models (0 or -ENOMEM) / stops. */
 int wp_routes_start(void);
@@ -240,8 +243,8 @@ void wp_route_fini(struct wp_route *rt);
  * request until the response is complete, retries included) starts: t is armed for ms
  * (0: no timeout, nothing armed; already armed: left as it is). */
 void wp_route_deadline(struct waypoint *w, struct loop_timer *t, uint64_t ms);
-/* A copy of src (backend ns, name, port, service, route name; a reference to its set and
- * its rule) into dst, zeroed first. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
+/* A copy of src (backend ns, name, port, service, route name, rewrite; a reference to its
+ * set and its rule) into dst, zeroed first. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
 int wp_route_copy(struct wp_route *dst, const struct wp_route *src);
 /* The span attributes of a routed request (route.name, destination.service). */
 void wp_route_span(const struct wp_route *rt, struct span *sp);
@@ -258,6 +261,8 @@ struct wp_h1_edits {
 };
 int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 		struct wp_h1_edits *e);
+/* One more header of e replaced: name dropped, "name: value" added. 0 or -ENOMEM. */
+int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value);
 void wp_h1_edits_fini(struct wp_h1_edits *e);
 /* HTTP/2 field edits: whether a header modifier drops (sets or removes) field name, and its
  * set and add fields appended to out. mod NULL: nothing. */

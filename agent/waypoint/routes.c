@@ -194,6 +194,16 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 	rt->port = be->port;
 	if (!rt->ns || !rt->name || !rt->service)
 		goto nomem;
+	if (rule->rewrite.on) {	/* the span keeps the original url.path (Envoy's %REQ(:PATH)%) */
+		char *p = httproute_rewrite_path(&rule->rewrite.path, match, rq->path, rq->plen);
+		if (!p || asprintf(&rt->rw_target, "%s%s%.*s", p, rq->query ? "?" : "",
+				   rq->query ? (int)rq->qlen : 0, rq->query ? rq->query : "") < 0)
+			rt->rw_target = NULL;
+		free(p);
+		if (!rt->rw_target ||
+		    (rule->rewrite.hostname && !(rt->rw_host = strdup(rule->rewrite.hostname))))
+			goto nomem;
+	}
 	return 0;
 nomem:
 	*why = "out of memory";
@@ -209,6 +219,8 @@ void wp_route_fini(struct wp_route *rt)
 	free(rt->name);
 	free(rt->service);
 	free(rt->location);
+	free(rt->rw_target);
+	free(rt->rw_host);
 	memset(rt, 0, sizeof(*rt));
 }
 
@@ -223,7 +235,9 @@ int wp_route_copy(struct wp_route *dst, const struct wp_route *src)
 	if ((src->route && !(dst->route = strdup(src->route))) ||
 	    (src->ns && !(dst->ns = strdup(src->ns))) ||
 	    (src->name && !(dst->name = strdup(src->name))) ||
-	    (src->service && !(dst->service = strdup(src->service))))
+	    (src->service && !(dst->service = strdup(src->service))) ||
+	    (src->rw_target && !(dst->rw_target = strdup(src->rw_target))) ||
+	    (src->rw_host && !(dst->rw_host = strdup(src->rw_host))))
 		return -ENOMEM;
 	return 0;
 }
@@ -249,12 +263,9 @@ int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 {
 	int nd = 0;
 	memset(e, 0, sizeof(*e));
-	if (name) {
-		e->drop[nd++] = name;
-		if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
-			return -ENOMEM;
-		e->extra[e->nextra++] = e->mem[e->nmem++];
-	}
+	if (name && wp_h1_edits_replace(e, name, value))
+		return -ENOMEM;
+	nd = name ? 1 : 0;
 	for (int i = 0; mod && i < mod->nremove; i++)
 		e->drop[nd++] = mod->remove[i];
 	for (int pass = 0; mod && pass < 2; pass++) {
@@ -269,6 +280,22 @@ int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 		}
 	}
 	e->drop[nd] = NULL;
+	return 0;
+}
+
+int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value)
+{
+	int nd = 0;
+	while (e->drop[nd])
+		nd++;
+	if (nd + 2 > (int)(sizeof(e->drop) / sizeof(e->drop[0])) ||
+	    e->nmem >= (int)(sizeof(e->mem) / sizeof(e->mem[0])))
+		return -ENOMEM;
+	if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
+		return -ENOMEM;
+	e->drop[nd] = name;
+	e->drop[nd + 1] = NULL;
+	e->extra[e->nextra++] = e->mem[e->nmem++];
 	return 0;
 }
 

@@ -1264,13 +1264,14 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		s->ep_uid = strdup(dst->uid);
 	}
 	/* The request carries the request span's context to the application (W3C §3), and
-	 * the route's header edits. */
+	 * the route's header edits and URL rewrite. */
 	if ((s->rt_resp = wp_route_resp_mod(rt.rule))) {	/* for sess_on_resp_head */
 		s->rt_set = rt.set;
 		httproute_set_ref(s->rt_set);
 	}
 	if (wp_h1_edits(rt.rule ? &rt.rule->req : NULL, tpbuf[0] ? "traceparent" : NULL, tpbuf, &ed) ||
-	    h1_format_head(h, out, ed.drop, ed.extra, (size_t)ed.nextra)) {
+	    (rt.rw_host && wp_h1_edits_replace(&ed, "host", rt.rw_host)) ||
+	    h1_format_head_url(h, out, rt.rw_target, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
 	}

@@ -41,6 +41,12 @@ static void requests(const struct httproute_set *s)
 					FUZZ_CHECK(!loc || strncmp(loc, "http", 4) == 0);
 					free(loc);
 				}
+				if (rule->rewrite.on) {	/* a rewritten path is absolute */
+					char *p = httproute_rewrite_path(&rule->rewrite.path, hm, rq.path,
+									 rq.plen);
+					FUZZ_CHECK(!p || p[0] == '/' || (!rq.plen && !*p));
+					free(p);
+				}
 				for (uint32_t k = 0; k < 4; k++) {
 					const struct hr_backend *b = httproute_pick(rule, k * 2654435761u);
 					FUZZ_CHECK(!b || (b >= rule->backends &&

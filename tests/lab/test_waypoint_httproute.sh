@@ -17,7 +17,9 @@
 # HTTP/1.1 connection closed, the HTTP/2 stream reset), a fast one on the same rule is 200;
 # metrics count 504 UT. ResponseHeaderModifier (set/add/remove) on the answers of HTTP/1.1 and
 # HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). RequestRedirect: a 301
-# with ReplacePrefixMatch (the query kept) and a 302 to https and another host, no backend asked. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
+# with ReplacePrefixMatch (the query kept) and a 302 to https and another host, no backend asked.
+# URLRewrite: a prefix replaced and the Host rewritten (HTTP/1.1 endpoint), a full path (h2c
+# endpoint); the span keeps the client's url.path. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -56,6 +58,10 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
 		 backendRefs: [{name: "app-9", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/legacy"}}],
+		 filters: [{type: "URLRewrite", urlRewrite: {hostname: "rewritten.example",
+			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/"}}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/old"}}],
 		 filters: [{type: "RequestRedirect", requestRedirect: {statusCode: 301,
 			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}}]},
@@ -74,6 +80,9 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
 	 metadata: {name: "h2-slow-timeout", namespace: "default", creationTimestamp: "2026-01-03T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "h2-slow", port: 80}], rules: [
+		{matches: [{path: {type: "PathPrefix", value: "/v2api"}}],
+		 filters: [{type: "URLRewrite", urlRewrite: {path: {type: "ReplaceFullPath", replaceFullPath: "/whoami"}}}],
+		 backendRefs: [{name: "h2-slow", port: 80}]},
 		{timeouts: {request: "1s", backendRequest: "500ms"},
 		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
 			set: [{name: "x-h2-route", value: "yes"}]}}],
@@ -182,6 +191,22 @@ redirected() { # PROTO PATH STATUS LOCATION: the waypoint answers STATUS with th
 	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" && grep -qxF "location: $4" <<<"$out" &&
 		grep -qx 'content-length: 0' <<<"$out"
 }
+rewritten_host() { # PROTO: URLRewrite hostname: the endpoint sees Host rewritten.example
+	local out
+	out=$(bodies "$1" 1 /legacy/headers) || true
+	echo "$out" | head -c 400; echo
+	jq -e '(with_entries(.key |= ascii_downcase)) as $h | $h.host == "rewritten.example"' <<<"$out" >/dev/null
+}
+rewritten_h2up() { # PROTO: URLRewrite ReplaceFullPath /whoami towards the h2c endpoint
+	local out
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$H2V:80" --path /v2api/x 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w ' %{http_code}' "http://$H2V/v2api/x" 2>&1) || true
+	fi
+	echo "$out"
+	grep -Eq '^(200 h2slow|h2slow 200)$' <<<"$out"
+}
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 timed_out() { # PROTO: GET /delay/3000 answers 504 in 400..2500 ms
@@ -226,6 +251,10 @@ for proto in http1 h2; do
 		resp_canary "$proto"
 	check "$proto: ... a rule without one leaves the answer's headers alone" resp_plain "$proto"
 	check "$proto: ResponseHeaderModifier on an HTTP/2 (h2c) endpoint's answer" resp_h2up "$proto"
+	expect_status "$proto: URLRewrite ReplacePrefixMatch /legacy -> /: /legacy/status/202 is v1's /status/202" \
+		"$proto" /legacy/status/202 202
+	check "$proto: URLRewrite hostname: the endpoint sees host rewritten.example" rewritten_host "$proto"
+	check "$proto: URLRewrite ReplaceFullPath towards an HTTP/2 (h2c) endpoint" rewritten_h2up "$proto"
 	check "$proto: RequestRedirect 301 ReplacePrefixMatch /old -> /new, the query kept" \
 		redirected "$proto" '/old/x?q=1' 301 "http://$V/new/x?q=1"
 	check "$proto: RequestRedirect scheme https + hostname: 302 to https://secure.example/secure" \
@@ -320,6 +349,9 @@ check "span: route.name and the backend as destination.service" route_span \
 	5a1e0f00c0ffee00000000000000beef /whoami '.attributes["route.name"] == "default/app1-split" and
 	.attributes["destination.service"] == "app-3.default.svc.cluster.local" and
 	.attributes["http.status_code"] == 200'
+check "span: a rewritten request keeps the client's url.path" route_span \
+	5a1e0f00c0ffee0000000000000000aa /legacy/status/203 '.attributes["url.path"] == "/legacy/status/203" and
+	.attributes["http.status_code"] == 203'
 check "span: a route timeout is 504, response_flags UT, status ERROR" route_span \
 	5a1e0f00c0ffee00000000000000b504 /delay/3000 '.attributes["http.status_code"] == 504 and
 	.attributes.response_flags == "UT" and .status.code == "ERROR" and

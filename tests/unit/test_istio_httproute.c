@@ -228,7 +228,15 @@ TEST(refusals)
 		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{}},{\"type\":\"RequestRedirect\",\"requestRedirect\":{}}]}]}",
 		  "spec.rules[0].filters[1]", "listed twice" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
-		  "[{\"type\":\"URLRewrite\",\"urlRewrite\":{}}]}]}", "spec.rules[0].filters[0].type", "URLRewrite" },
+		  "[{\"type\":\"URLRewrite\",\"urlRewrite\":{}},{\"type\":\"RequestRedirect\",\"requestRedirect\":{}}]}]}",
+		  "spec.rules[0].filters[1]", "cannot both be used" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"URLRewrite\",\"urlRewrite\":{\"hostname\":\"a..b\"}}]}]}",
+		  "spec.rules[0].filters[0].urlRewrite.hostname", "precise hostname" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"type\":\"Exact\",\"value\":\"/a\"}}],\"filters\":[{\"type\":\"URLRewrite\",\"urlRewrite\":"
+		  "{\"path\":{\"type\":\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/b\"}}}]}]}",
+		  "spec.rules[0].filters", "PathPrefix" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
 		  "[{\"type\":\"RequestMirror\"}]}]}", "spec.rules[0].filters[0].type", "not supported" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"1.5s\"}}]}",
@@ -373,6 +381,17 @@ TEST(header_modifier_bytes)
 	}
 }
 
+/* Whether the admin JSON of s holds both strings. */
+static bool admin_has(const struct httproute_set *s, const char *a, const char *b)
+{
+	json_t *j = httproute_set_json(s, NULL, NULL);
+	char *dump = j ? json_dumps(j, 0) : NULL;
+	bool ok = dump && strstr(dump, a) && strstr(dump, b);
+	free(dump);
+	json_decref(j);
+	return ok;
+}
+
 /* RequestRedirect: compiled fields, and the Location as the Gateway API builds it. */
 TEST(redirect_location)
 {
@@ -408,8 +427,8 @@ TEST(redirect_location)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		rd.scheme = (char *)cases[i].scheme;
 		rd.hostname = (char *)cases[i].hostname;
-		rd.path = (char *)cases[i].path;
-		rd.path_mod = cases[i].mod;
+		rd.path.value = (char *)cases[i].path;
+		rd.path.mod = cases[i].mod;
 		rd.port = cases[i].port;
 		const char *q = cases[i].query;
 		char *loc = httproute_redirect_location(&rd, cases[i].root ? &root : &pre, cases[i].host,
@@ -440,18 +459,57 @@ TEST(redirect_location)
 	CHECK_EQ_INT(r0->redirect.port, 8443);
 	CHECK_EQ_STR(r0->redirect.scheme, "https");
 	CHECK_EQ_STR(r0->redirect.hostname, "new.example");
-	CHECK_EQ_STR(r0->redirect.path, "/new");
-	CHECK_EQ_INT(r0->redirect.path_mod, HR_PATH_REPLACE_PREFIX);
-	CHECK(r1->redirect.path_mod == HR_PATH_KEEP && !r1->redirect.scheme);
+	CHECK_EQ_STR(r0->redirect.path.value, "/new");
+	CHECK_EQ_INT(r0->redirect.path.mod, HR_PATH_REPLACE_PREFIX);
+	CHECK(r1->redirect.path.mod == HR_PATH_KEEP && !r1->redirect.scheme);
 	char *loc = httproute_redirect_location(&r0->redirect, &r0->matches[0], "echo", 4, "x", 80,
 						"/old/a", 6, NULL, 0);
 	CHECK(loc && strcmp(loc, "https://new.example:8443/new/a") == 0);
 	free(loc);
-	json_t *j = httproute_set_json(s, NULL, NULL);
-	char *dump = j ? json_dumps(j, 0) : NULL;
-	CHECK(dump && strstr(dump, "\"request_redirect\"") && strstr(dump, "\"ReplacePrefixMatch\""));
-	free(dump);
-	json_decref(j);
+	CHECK(admin_has(s, "\"request_redirect\"", "\"ReplacePrefixMatch\""));
+	httproute_set_unref(s);
+}
+
+/* URLRewrite: compiled, and the rewritten path (the same HTTPPathModifier as redirects). */
+TEST(url_rewrite)
+{
+	struct httproute_set *s = compile("[" ROUTE("w", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":"
+		"[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/legacy\"}}],\"filters\":[{\"type\":"
+		"\"URLRewrite\",\"urlRewrite\":{\"hostname\":\"new.example\",\"path\":{\"type\":"
+		"\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/\"}}}],\"backendRefs\":[{\"name\":\"v1\","
+		"\"port\":80}]},{\"filters\":[{\"type\":\"URLRewrite\",\"urlRewrite\":{\"path\":{\"type\":"
+		"\"ReplaceFullPath\",\"replaceFullPath\":\"/all\"}}}],\"backendRefs\":[{\"name\":\"v1\","
+		"\"port\":80}]}]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->stats.accepted, 1);
+	const struct hr_rule *r0 = &s->routes[0]->rules[0], *r1 = &s->routes[0]->rules[1];
+	CHECK(r0->rewrite.on && r1->rewrite.on && !r0->redirect.on);
+	CHECK_EQ_STR(r0->rewrite.hostname, "new.example");
+	CHECK(!r1->rewrite.hostname);
+	static const struct {
+		int rule;
+		const char *path, *want;
+	} cases[] = {
+		{ 0, "/legacy/status/202", "/status/202" }, { 0, "/legacy", "/" }, { 0, "/legacy/", "/" },
+		{ 1, "/x/y", "/all" }, { 1, "/", "/all" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct hr_rule *r = cases[i].rule ? r1 : r0;
+		char *p = httproute_rewrite_path(&r->rewrite.path, &r->matches[0], cases[i].path,
+						 strlen(cases[i].path));
+		if (!p || strcmp(p, cases[i].want) != 0)
+			fprintf(stderr, "  case %zu: got '%s' want '%s'\n", i, p ? p : "(null)", cases[i].want);
+		CHECK(p && strcmp(p, cases[i].want) == 0);
+		free(p);
+	}
+	struct hr_pathmod keep = { .mod = HR_PATH_KEEP };
+	char *p = httproute_rewrite_path(&keep, NULL, "/same/x", 7);
+	CHECK(p && strcmp(p, "/same/x") == 0);
+	free(p);
+	CHECK(admin_has(s, "\"url_rewrite\"", "\"new.example\""));
 	httproute_set_unref(s);
 }
 
