@@ -200,6 +200,18 @@ static int parse_hmod(struct jx *j, const json_t *mod, struct hr_hmod *h)
 			lower(h->remove[k]);
 		h->nremove = (int)k + 1;
 	}
+	/* the message framing and the connection are the proxy's, not the route's */
+	static const char *const framing[] = { "content-length", "transfer-encoding", "connection",
+					       "keep-alive", "upgrade", "te", "proxy-connection",
+					       "trailer", NULL };
+	for (int i = 0; !err && i < h->nset + h->nadd + h->nremove; i++) {
+		const char *n = i < h->nset ? h->set[i].name : i < h->nset + h->nadd ?
+			h->add[i - h->nset].name : h->remove[i - h->nset - h->nadd];
+		for (int k = 0; !err && framing[k]; k++)
+			if (strcmp(n, framing[k]) == 0)
+				err = jx_fail(j, NULL, "'%s' is a hop-by-hop or framing header: not "
+					      "editable by a route", n);
+	}
 	/* a route adding huge heads is refused here rather than failing every request */
 	for (int i = 0; !err && i < h->nset + h->nadd; i++) {
 		const struct hr_kv *kv = i < h->nset ? &h->set[i] : &h->add[i - h->nset];

@@ -267,6 +267,12 @@ TEST(refusals)
 		  "[{\"name\":\"v1\",\"port\":80,\"filters\":[{\"type\":\"ResponseHeaderModifier\"}]}]}]}",
 		  "spec.rules[0].backendRefs[0].filters[0].type", "on a backendRef" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"set\":[{\"name\":\"Content-Length\",\"value\":\"1\"}]}}]}]}",
+		  "spec.rules[0].filters[0].responseHeaderModifier", "framing header" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestHeaderModifier\",\"requestHeaderModifier\":{\"remove\":[\"Transfer-Encoding\"]}}]}]}",
+		  "spec.rules[0].filters[0].requestHeaderModifier", "framing header" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
 		  "[{\"type\":\"ResponseHeaderModifier\"}]}]}",
 		  "spec.rules[0].filters[0].responseHeaderModifier", "missing" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
