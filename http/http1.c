@@ -533,9 +533,18 @@ bool h1_trailer_forbidden(const char *name, size_t len)
 int h1_format_head(const struct h1 *h, struct h1_buf *out, const char *const *drop,
 		   const char *const *extra, size_t nextra)
 {
+	return h1_format_head_url(h, out, NULL, drop, extra, nextra);
+}
+
+int h1_format_head_url(const struct h1 *h, struct h1_buf *out, const char *url,
+		       const char *const *drop, const char *const *extra, size_t nextra)
+{
 	int err;
 
-	if (h->type == HTTP_REQUEST)
+	if (h->type == HTTP_REQUEST && url)
+		err = h1_buf_printf(out, "%s %s HTTP/%u.%u\r\n", h1_method(h), url, h->p.http_major,
+				    h->p.http_minor);
+	else if (h->type == HTTP_REQUEST)
 		err = h1_buf_printf(out, "%s %.*s HTTP/%u.%u\r\n", h1_method(h), (int)h->url_len,
 				    h->url_len ? h->arena + h->url : "/", h->p.http_major,
 				    h->p.http_minor);

@@ -136,6 +136,9 @@ bool h1_trailer_forbidden(const char *name, size_t len);
  * "name: value", may be NULL), then the blank line. 0 or -ENOMEM. */
 int h1_format_head(const struct h1 *h, struct h1_buf *out, const char *const *drop,
 		   const char *const *extra, size_t nextra);
+/* The same, a request's target replaced by url (NULL: h's). */
+int h1_format_head_url(const struct h1 *h, struct h1_buf *out, const char *url,
+		       const char *const *drop, const char *const *extra, size_t nextra);
 
 /* A complete local answer (errors the waypoint makes itself): status line, a text body with
  * content-length, connection: close when close. 0 or -ENOMEM. */

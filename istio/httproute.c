@@ -170,10 +170,171 @@ static int parse_match(struct jx *j, const json_t *v, struct hr_match *m)
 	return err;
 }
 
+/* The set/add/remove of a header modifier (mod, at j's position) into *h. */
+static int parse_hmod(struct jx *j, const json_t *mod, struct hr_hmod *h)
+{
+	static const char *const mkeys[] = { "set", "add", "remove", NULL };
+	json_t *rm = NULL, *n;
+	size_t k, bytes = 0;
+	int err = jx_keys(j, mod, mkeys);
+
+	if (!err)
+		err = kv_list(j, mod, "set", true, false, &h->set, &h->nset);
+	if (!err)
+		err = kv_list(j, mod, "add", true, false, &h->add, &h->nadd);
+	if (!err)
+		err = jx_array(j, mod, "remove", HTTPROUTE_MAX_FIELDS, &rm);
+	if (!err && rm && json_array_size(rm) &&
+	    !(h->remove = calloc(json_array_size(rm), sizeof(char *))))
+		err = -ENOMEM;
+	json_array_foreach(rm, k, n) {
+		if (err)
+			break;
+		if (!json_is_string(n) || !str_is_token(json_string_value(n))) {
+			err = jx_fail(j, "remove", "entry %zu is not a header name", k);
+			break;
+		}
+		if (!(h->remove[k] = strdup(json_string_value(n))))
+			err = -ENOMEM;
+		else
+			lower(h->remove[k]);
+		h->nremove = (int)k + 1;
+	}
+	/* the message framing and the connection are the proxy's, not the route's */
+	static const char *const framing[] = { "content-length", "transfer-encoding", "connection",
+					       "keep-alive", "upgrade", "te", "proxy-connection",
+					       "trailer", NULL };
+	for (int i = 0; !err && i < h->nset + h->nadd + h->nremove; i++) {
+		const char *n = i < h->nset ? h->set[i].name : i < h->nset + h->nadd ?
+			h->add[i - h->nset].name : h->remove[i - h->nset - h->nadd];
+		for (int k = 0; !err && framing[k]; k++)
+			if (strcmp(n, framing[k]) == 0)
+				err = jx_fail(j, NULL, "'%s' is a hop-by-hop or framing header: not "
+					      "editable by a route", n);
+	}
+	/* a route adding huge heads is refused here rather than failing every request */
+	for (int i = 0; !err && i < h->nset + h->nadd; i++) {
+		const struct hr_kv *kv = i < h->nset ? &h->set[i] : &h->add[i - h->nset];
+		bytes += strlen(kv->name) + strlen(kv->value) + 4;
+	}
+	if (!err && bytes > HTTPROUTE_MAX_HMOD_BYTES)
+		err = jx_fail(j, NULL, "sets and adds %zu bytes of header lines (at most %d)", bytes,
+			      HTTPROUTE_MAX_HMOD_BYTES);
+	return err;
+}
+
+/* A precise hostname (RFC 1123, lower case, as the CRD's PreciseHostname). */
+static bool hostname_ok(const char *h)
+{
+	size_t n = strlen(h), label = 0;
+	if (!n || n > 253)
+		return false;
+	for (const char *p = h; *p; p++) {
+		if (*p == '.') {
+			if (!label || p[-1] == '-')
+				return false;
+			label = 0;
+		} else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || (*p == '-' && label)) {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label && h[n - 1] != '-';
+}
+
+/* An HTTPPathModifier at obj's "path" (absent: HR_PATH_KEEP). */
+static int parse_pathmod(struct jx *j, const json_t *obj, struct hr_pathmod *pm)
+{
+	static const char *const pkeys[] = { "type", "replaceFullPath", "replacePrefixMatch", NULL };
+	static const char *const ptypes[] = { "ReplaceFullPath", "ReplacePrefixMatch", NULL };
+	json_t *path = NULL;
+	char *ptype = NULL;
+	int err = jx_object(j, obj, "path", &path);
+
+	if (err || !path)
+		return err;
+	size_t saved = jx_enter(j, "path");
+	err = jx_keys(j, path, pkeys);
+	if (!err)
+		err = jx_enum(j, path, "type", ptypes, &ptype);
+	if (!err && !ptype)
+		err = jx_fail(j, "type", "missing");
+	const char *key = err ? NULL : strcmp(ptype, "ReplaceFullPath") == 0 ? "replaceFullPath" :
+								       "replacePrefixMatch";
+	if (!err)
+		err = jx_str(j, path, key, false, HTTPROUTE_MAX_PATH, &pm->value);
+	if (!err && !pm->value)
+		err = jx_fail(j, key, "missing (type %s)", ptype);
+	if (!err && json_object_get(path, strcmp(key, "replaceFullPath") ? "replaceFullPath" :
+									   "replacePrefixMatch"))
+		err = jx_fail(j, NULL, "only the field of its type may be set");
+	if (!err && (*pm->value || key[7] == 'F') && !path_ok(pm->value))
+		err = jx_fail(j, key, "'%s' is not an absolute path without '//', '/./', '/../', "
+			      "'%%2f', '%%5c', '?', '#'", pm->value);
+	if (!err) {
+		pm->mod = key[7] == 'F' ? HR_PATH_FULL : HR_PATH_REPLACE_PREFIX;
+		size_t n = strlen(pm->value);
+		while (pm->mod == HR_PATH_REPLACE_PREFIX && n > 0 && pm->value[n - 1] == '/')
+			pm->value[--n] = '\0';
+	}
+	free(ptype);
+	jx_leave(j, saved);
+	return err;
+}
+
+static int parse_rewrite(struct jx *j, const json_t *rw, struct hr_rewrite *r)
+{
+	static const char *const keys[] = { "hostname", "path", NULL };
+	int err = jx_keys(j, rw, keys);
+
+	r->on = true;
+	if (!err)
+		err = jx_str(j, rw, "hostname", false, 253, &r->hostname);
+	if (!err && r->hostname && !hostname_ok(r->hostname))
+		err = jx_fail(j, "hostname", "'%s' is not a precise hostname", r->hostname);
+	if (!err)
+		err = parse_pathmod(j, rw, &r->path);
+	return err;
+}
+
+static int parse_redirect(struct jx *j, const json_t *rr, struct hr_redirect *rd)
+{
+	static const char *const keys[] = { "scheme", "hostname", "path", "port", "statusCode", NULL };
+	static const char *const schemes[] = { "http", "https", NULL };
+	uint32_t port = 0, status = 302;
+	int err = jx_keys(j, rr, keys);
+
+	rd->on = true;
+	if (!err)
+		err = jx_enum(j, rr, "scheme", schemes, &rd->scheme);
+	if (!err)
+		err = jx_str(j, rr, "hostname", false, 253, &rd->hostname);
+	if (!err && rd->hostname && !hostname_ok(rd->hostname))
+		err = jx_fail(j, "hostname", "'%s' is not a precise hostname", rd->hostname);
+	if (!err)
+		err = jx_uint(j, rr, "port", 1, 65535, &port);
+	if (!err)
+		err = jx_uint(j, rr, "statusCode", 301, 308, &status);
+	if (!err && status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
+		err = jx_fail(j, "statusCode", "%u is not a redirect status (301, 302, 303, 307, 308)",
+			      status);
+	rd->port = (uint16_t)port;
+	rd->status = (int)status;
+	if (!err)
+		err = parse_pathmod(j, rr, &rd->path);
+	return err;
+}
+
 static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, bool backend)
 {
-	static const char *const keys[] = { "type", "requestHeaderModifier", NULL };
-	static const char *const mkeys[] = { "set", "add", "remove", NULL };
+	static const char *const types[] = { "RequestHeaderModifier", "ResponseHeaderModifier",
+					     "RequestRedirect", "URLRewrite", NULL };
+	static const char *const keys[] = { "type", "requestHeaderModifier", "responseHeaderModifier",
+					    "requestRedirect", "urlRewrite", NULL };
+	static const char *const fkeys[] = { "requestHeaderModifier", "responseHeaderModifier",
+					     "requestRedirect", "urlRewrite" };
 	json_t *arr = NULL, *v, *mod = NULL;
 	size_t i;
 	int err = jx_array(j, obj, "filters", HTTPROUTE_MAX_FIELDS, &arr);
@@ -181,51 +342,36 @@ static int parse_filters(struct jx *j, const json_t *obj, struct hr_rule *r, boo
 	json_array_foreach(arr, i, v) {
 		size_t saved = jx_enter(j, "filters[%zu]", i);
 		char *type = NULL;
+		int t = 0;
 		if (err)
 			break;
 		if (!json_is_object(v))
 			err = jx_fail(j, NULL, "must be an object");
 		if (!err)
 			err = jx_str(j, v, "type", true, 64, &type);
-		if (!err && (backend || strcmp(type, "RequestHeaderModifier") != 0))
+		while (!err && types[t] && strcmp(types[t], type) != 0)
+			t++;
+		if (!err && (backend || !types[t]))
 			err = jx_fail(j, "type", "'%s' is not supported%s (ambit-waypoint supports only "
-				      "RequestHeaderModifier, on rules)", type, backend ? " on a backendRef" : "");
+				      "RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect and URLRewrite, on "
+				      "rules)", type,
+				      backend ? " on a backendRef" : "");
+		struct hr_hmod *h = err || t >= 2 ? NULL : t ? &r->resp : &r->req;
 		if (!err)
 			err = jx_keys(j, v, keys);
 		if (!err)
-			err = jx_object(j, v, "requestHeaderModifier", &mod);
+			err = jx_object(j, v, fkeys[t], &mod);
 		if (!err && !mod)
-			err = jx_fail(j, "requestHeaderModifier", "missing");
-		if (!err && (r->nhset || r->nhadd || r->nhremove))
-			err = jx_fail(j, NULL, "RequestHeaderModifier is listed twice");
+			err = jx_fail(j, fkeys[t], "missing");
+		if (!err && (h ? h->nset || h->nadd || h->nremove :
+				 t == 2 ? r->redirect.on : r->rewrite.on))
+			err = jx_fail(j, NULL, "%s is listed twice", types[t]);
+		if (!err && (t == 2 ? r->rewrite.on : t == 3 && r->redirect.on))	/* the spec's rule */
+			err = jx_fail(j, NULL, "RequestRedirect and URLRewrite cannot both be used");
 		if (!err) {
-			jx_enter(j, "requestHeaderModifier");
-			err = jx_keys(j, mod, mkeys);
-			if (!err)
-				err = kv_list(j, mod, "set", true, false, &r->hset, &r->nhset);
-			if (!err)
-				err = kv_list(j, mod, "add", true, false, &r->hadd, &r->nhadd);
-			json_t *rm = NULL;
-			if (!err)
-				err = jx_array(j, mod, "remove", HTTPROUTE_MAX_FIELDS, &rm);
-			if (!err && rm && json_array_size(rm) &&
-			    !(r->hremove = calloc(json_array_size(rm), sizeof(char *))))
-				err = -ENOMEM;
-			size_t k;
-			json_t *n;
-			json_array_foreach(rm, k, n) {
-				if (err)
-					break;
-				if (!json_is_string(n) || !str_is_token(json_string_value(n))) {
-					err = jx_fail(j, "remove", "entry %zu is not a header name", k);
-					break;
-				}
-				if (!(r->hremove[k] = strdup(json_string_value(n))))
-					err = -ENOMEM;
-				else
-					lower(r->hremove[k]);
-				r->nhremove = (int)k + 1;
-			}
+			jx_enter(j, "%s", fkeys[t]);
+			err = h ? parse_hmod(j, mod, h) : t == 2 ? parse_redirect(j, mod, &r->redirect) :
+								     parse_rewrite(j, mod, &r->rewrite);
 		}
 		free(type);
 		jx_leave(j, saved);
@@ -357,6 +503,12 @@ static int parse_rule(struct jx *j, const json_t *v, const char *route_ns, struc
 			return err;
 	}
 	err = parse_filters(j, v, r, false);
+	bool prefix = r->redirect.path.mod == HR_PATH_REPLACE_PREFIX ||
+		      r->rewrite.path.mod == HR_PATH_REPLACE_PREFIX;
+	for (int k = 0; !err && prefix && k < r->nmatches; k++)
+		if (r->matches[k].path_type != HR_PATH_PREFIX)	/* the spec's rule */
+			err = jx_fail(j, "filters", "ReplacePrefixMatch needs every match of the rule "
+				      "to be a PathPrefix (matches[%d] is not)", k);
 	if (!err)
 		err = jx_array(j, v, "backendRefs", HTTPROUTE_MAX_BACKENDS, &arr);
 	if (err)
@@ -453,9 +605,17 @@ static void rule_fini(struct hr_rule *r)
 		free(r->backends[i].namespace);
 	}
 	free(r->backends);
-	kv_free(r->hset, r->nhset);
-	kv_free(r->hadd, r->nhadd);
-	strs_free(r->hremove, r->nhremove);
+	for (int pass = 0; pass < 2; pass++) {
+		struct hr_hmod *h = pass ? &r->resp : &r->req;
+		kv_free(h->set, h->nset);
+		kv_free(h->add, h->nadd);
+		strs_free(h->remove, h->nremove);
+	}
+	free(r->redirect.scheme);
+	free(r->redirect.hostname);
+	free(r->redirect.path.value);
+	free(r->rewrite.hostname);
+	free(r->rewrite.path.value);
 }
 
 static void route_free(struct httproute *hr)
@@ -786,6 +946,15 @@ enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, c
 				uint16_t port, const struct hr_request *rq,
 				const struct httproute **route, const struct hr_rule **rule)
 {
+	const struct hr_match *m;
+	return httproute_match_ex(s, ns, name, port, rq, route, rule, &m);
+}
+
+enum hr_verdict httproute_match_ex(const struct httproute_set *s, const char *ns, const char *name,
+				   uint16_t port, const struct hr_request *rq,
+				   const struct httproute **route, const struct hr_rule **rule,
+				   const struct hr_match **match)
+{
 	const struct hr_service *svc = NULL;
 	bool attached = false;
 
@@ -805,6 +974,7 @@ enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, c
 		if (match_request(e->match, rq)) {
 			*route = e->route;
 			*rule = e->rule;
+			*match = e->match;
 			return HR_MATCHED;
 		}
 	}
@@ -817,6 +987,75 @@ bool httproute_attached(const struct httproute_set *s, const char *ns, const cha
 		if (strcmp(s->services[i].name, name) == 0 && strcmp(s->services[i].namespace, ns) == 0)
 			return s->services[i].nroutes > 0;
 	return false;
+}
+
+char *httproute_rewrite_path(const struct hr_pathmod *pm, const struct hr_match *m,
+			     const char *path, size_t plen)
+{
+	const char *pre = path, *rest = "";
+	size_t prelen = plen, restlen = 0;
+	char *out = NULL;
+
+	if (pm->mod == HR_PATH_FULL) {
+		pre = pm->value;
+		prelen = strlen(pre);
+	} else if (pm->mod == HR_PATH_REPLACE_PREFIX) {
+		/* the matched prefix (no trailing '/') gives way to the replacement (no trailing '/'
+		 * either): "/foo/bar" by "/foo" -> "/xyz" is "/xyz/bar", "/foo" is "/xyz", and an
+		 * empty result is "/" */
+		size_t mlen = m && m->path_type == HR_PATH_PREFIX ? strlen(m->path) : 0;
+		if (mlen > plen)
+			mlen = plen;
+		pre = pm->value;
+		prelen = strlen(pre);
+		rest = path + mlen;
+		restlen = plen - mlen;
+		if (!prelen && !restlen) {
+			pre = "/";
+			prelen = 1;
+		}
+	}
+	if (asprintf(&out, "%.*s%.*s", (int)prelen, pre, (int)restlen, rest) < 0)
+		return NULL;
+	return out;
+}
+
+char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_match *m,
+				  const char *host, size_t hlen, const char *fallback, uint16_t port,
+				  const char *path, size_t plen, const char *query, size_t qlen)
+{
+	const char *scheme = rd->scheme ? rd->scheme : "http";
+	bool https = strcmp(scheme, "https") == 0;
+	size_t keep = hlen;
+	char pbuf[8] = "", *loc = NULL;
+
+	/* the Host without its port ("[v6]:port" keeps its brackets) */
+	for (size_t i = hlen; i > 0; i--) {
+		if (host[i - 1] == ':') {
+			keep = i - 1;
+			break;
+		}
+		if (host[i - 1] < '0' || host[i - 1] > '9')
+			break;
+	}
+	if (rd->hostname) {
+		host = rd->hostname;
+		keep = strlen(host);
+	} else if (!keep) {
+		host = fallback;
+		keep = strlen(host);
+	}
+	port = rd->port ? rd->port : rd->scheme ? (https ? 443 : 80) : port;
+	if (port != (https ? 443 : 80))
+		snprintf(pbuf, sizeof(pbuf), ":%u", port);
+	char *npath = httproute_rewrite_path(&rd->path, m, path, plen);
+	if (!npath)
+		return NULL;
+	if (asprintf(&loc, "%s://%.*s%s%s%s%.*s", scheme, (int)keep, host, pbuf, npath, query ? "?" : "",
+		     query ? (int)qlen : 0, query ? query : "") < 0)
+		loc = NULL;
+	free(npath);
+	return loc;
 }
 
 const struct hr_backend *httproute_pick(const struct hr_rule *rule, uint32_t rnd)
@@ -884,6 +1123,28 @@ static json_t *kv_json(const struct hr_kv *kv, int n)
 	return a;
 }
 
+static const char *pathmod_type(const struct hr_pathmod *pm)
+{
+	return pm->mod == HR_PATH_FULL ? "ReplaceFullPath" :
+	       pm->mod == HR_PATH_REPLACE_PREFIX ? "ReplacePrefixMatch" : NULL;
+}
+
+/* A header modifier as key of j when it does something. Nonzero on ENOMEM. */
+static int hmod_json(json_t *j, const char *key, const struct hr_hmod *h)
+{
+	json_t *rm;
+	if (!h->nset && !h->nadd && !h->nremove)
+		return 0;
+	rm = json_array();
+	for (int i = 0; rm && i < h->nremove; i++)
+		if (json_array_append_new(rm, json_string(h->remove[i]))) {
+			json_decref(rm);
+			return -1;
+		}
+	return json_object_set_new(j, key, json_pack("{s:o, s:o, s:o?}", "set", kv_json(h->set, h->nset),
+						     "add", kv_json(h->add, h->nadd), "remove", rm));
+}
+
 static json_t *rule_json(const struct hr_rule *r)
 {
 	json_t *j = json_object(), *ms = json_array(), *bs = json_array();
@@ -902,15 +1163,18 @@ static json_t *rule_json(const struct hr_rule *r)
 			"namespace", b->namespace, "port", b->port, "weight", (json_int_t)b->weight,
 			"invalid", b->invalid));
 	}
-	if (!bad && (r->nhset || r->nhadd || r->nhremove)) {
-		json_t *rm = json_array();
-		for (int i = 0; rm && i < r->nhremove; i++)
-			if (json_array_append_new(rm, json_string(r->hremove[i])))
-				bad = 1;
-		bad |= json_object_set_new(j, "request_header_modifier",
-					   json_pack("{s:o, s:o, s:o?}", "set", kv_json(r->hset, r->nhset),
-						     "add", kv_json(r->hadd, r->nhadd), "remove", rm));
+	bad = bad || hmod_json(j, "request_header_modifier", &r->req) ||
+	      hmod_json(j, "response_header_modifier", &r->resp);
+	if (!bad && r->redirect.on) {
+		const struct hr_redirect *rd = &r->redirect;
+		bad |= json_object_set_new(j, "request_redirect", json_pack("{s:i, s:s?, s:s?, s:i, s:s?, s:s?}",
+			"status_code", rd->status, "scheme", rd->scheme, "hostname", rd->hostname,
+			"port", rd->port, "path_type", pathmod_type(&rd->path), "path", rd->path.value));
 	}
+	if (!bad && r->rewrite.on)
+		bad |= json_object_set_new(j, "url_rewrite", json_pack("{s:s?, s:s?, s:s?}",
+			"hostname", r->rewrite.hostname, "path_type", pathmod_type(&r->rewrite.path),
+			"path", r->rewrite.path.value));
 	if (!bad && r->timeout_ms)
 		bad |= json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
 	bad = bad || json_object_set(j, "matches", ms) || json_object_set(j, "backends", bs);

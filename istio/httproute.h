@@ -22,6 +22,7 @@
 #define HTTPROUTE_MAX_FIELDS	16	/* header / query param matches, header modifier entries */
 #define HTTPROUTE_MAX_PATH	1024
 #define HTTPROUTE_MAX_VALUE	4096	/* a header or query value */
+#define HTTPROUTE_MAX_HMOD_BYTES 8192	/* the "name: value" lines a header modifier sets and adds */
 #define HTTPROUTE_MAX_PER_SERVICE 64	/* routes attached to one Service; the youngest past it are refused */
 #define HTTPROUTE_MAX_OBJECTS	4096	/* HTTPRoute objects per set; the rest are refused */
 
@@ -53,17 +54,48 @@ struct hr_backend {
 				 * of the requests gets 500), else NULL */
 };
 
+/* A Request- or ResponseHeaderModifier: headers set (replaced), added, removed. */
+struct hr_hmod {
+	struct hr_kv *set, *add;
+	int nset, nadd;
+	char **remove;
+	int nremove;
+};
+
+/* The path of a RequestRedirect or URLRewrite (HTTPPathModifier). */
+struct hr_pathmod {
+	enum { HR_PATH_KEEP, HR_PATH_FULL, HR_PATH_REPLACE_PREFIX } mod;
+	char *value;		/* ReplaceFullPath, or ReplacePrefixMatch without trailing '/' */
+};
+
+/* A RequestRedirect: the rule answers 3xx with a Location itself, no backend. */
+struct hr_redirect {
+	bool on;
+	int status;		/* 301, 302 (the default), 303, 307, 308 */
+	char *scheme;		/* "http" / "https"; NULL: the request's ("http") */
+	char *hostname;		/* NULL: the request's Host (without its port) */
+	uint16_t port;		/* 0: the scheme's when scheme is set, else the Service port */
+	struct hr_pathmod path;
+};
+
+/* A URLRewrite: the request goes upstream with another path and/or Host. */
+struct hr_rewrite {
+	bool on;
+	char *hostname;		/* NULL: kept */
+	struct hr_pathmod path;
+};
+
 struct hr_rule {
 	struct hr_match *matches;	/* none written: one PathPrefix "/" */
 	int nmatches;
 	struct hr_backend *backends;
 	int nbackends;
 	uint64_t total_weight;		/* over all backends, invalid ones included */
-	struct hr_kv *hset, *hadd;	/* RequestHeaderModifier */
-	int nhset, nhadd;
-	char **hremove;
-	int nhremove;
+	struct hr_hmod req;		/* RequestHeaderModifier */
+	struct hr_hmod resp;		/* ResponseHeaderModifier (answers of the backend) */
 	uint64_t timeout_ms;		/* timeouts (backendRequest, else request); 0: none */
+	struct hr_redirect redirect;	/* RequestRedirect (backendRefs then unused) */
+	struct hr_rewrite rewrite;	/* URLRewrite */
 };
 
 /* A Service this route attaches to (its parentRef). */
@@ -143,6 +175,23 @@ enum hr_verdict {
 enum hr_verdict httproute_match(const struct httproute_set *s, const char *ns, const char *name,
 				uint16_t port, const struct hr_request *rq,
 				const struct httproute **route, const struct hr_rule **rule);
+/* The same, with the match of the rule that took it (ReplacePrefixMatch replaces its prefix). */
+enum hr_verdict httproute_match_ex(const struct httproute_set *s, const char *ns, const char *name,
+				   uint16_t port, const struct hr_request *rq,
+				   const struct httproute **route, const struct hr_rule **rule,
+				   const struct hr_match **match);
+/* The Location of redirect rd for a request to path (plen bytes, no query) with query (qlen
+ * bytes; NULL: none) that took match m, its Host host (hlen bytes, a port in it dropped; empty:
+ * fallback) to a Service port port. The Gateway API's rules: the scheme's port when rd sets a
+ * scheme and no port, the Service port otherwise, left out when it is the scheme's default; the
+ * query kept. New string, NULL on ENOMEM. */
+/* The path (plen bytes, no query) of a request that took match m, as pm rewrites it (the
+ * Gateway API's HTTPPathModifier). New string, NULL on ENOMEM. */
+char *httproute_rewrite_path(const struct hr_pathmod *pm, const struct hr_match *m,
+			     const char *path, size_t plen);
+char *httproute_redirect_location(const struct hr_redirect *rd, const struct hr_match *m,
+				  const char *host, size_t hlen, const char *fallback, uint16_t port,
+				  const char *path, size_t plen, const char *query, size_t qlen);
 /* Whether at least one route is attached to ns/name (any port). */
 bool httproute_attached(const struct httproute_set *s, const char *ns, const char *name);
 /* The backend of rule for a random number rnd, by weight; NULL when the rule has no backend

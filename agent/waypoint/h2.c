@@ -116,6 +116,7 @@ struct wp_h2s {
 
 static void hu_schedule(struct wp_h2u *hu);
 static void hu_unref(struct wp_h2u *hu);
+static void resp_edit(struct wp_h2s *x);
 
 /* ---------------------------------------------------------- streams ---- */
 
@@ -313,7 +314,15 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 	x->local = true;
 	x->s->w->local_replies++;
 	h2map_hdrs_init(&h);
-	if (x->grpc) {
+	if (x->rt.location) {	/* a route's RequestRedirect: no body, gRPC or not */
+		snprintf(cbuf, sizeof(cbuf), "%d", code);
+		x->status = code;
+		err = h2map_hdrs_add(&h, ":status", 7, cbuf, strlen(cbuf)) ||
+		      h2map_hdrs_add(&h, "location", 8, x->rt.location, strlen(x->rt.location)) ||
+		      h2map_hdrs_add(&h, "content-length", 14, "0", 1);
+		h1_buf_consume(&x->resp_body, h1_buf_pending(&x->resp_body));
+		x->resp_eof = true;
+	} else if (x->grpc) {
 		snprintf(cbuf, sizeof(cbuf), "%d", grpc_status);
 		x->status = 200;
 		x->grpc_status = grpc_status;
@@ -811,6 +820,7 @@ static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *u
 				return 0;
 			}
 			x->resp_final = true;
+			resp_edit(x);
 			h2s_drop_sent(x);
 			x->resp_eof = end;
 			x->status = code;
@@ -1049,17 +1059,27 @@ static struct wp_h2s *h2s_new(struct wp_sess *s)
 	return x;
 }
 
-/* Appends the fields of in to out, the traceparent replaced by tpbuf when there is one. */
-static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const struct hr_rule *mods,
-		       struct h2map_hdrs *out)
+/* Appends the fields of in to out, the traceparent replaced by tpbuf when there is one, a
+ * header modifier's edits made (mods NULL: none), a route's URL rewrite made (rt NULL or
+ * without one: none; :path and :authority / host replaced in place). */
+static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const struct hr_hmod *mods,
+		       const struct wp_route *rt, struct h2map_hdrs *out)
 {
+	const char *target = rt ? rt->rw_target : NULL, *host = rt ? rt->rw_host : NULL;
 	int err = 0;
 	for (size_t i = 0; i < in->n && !err; i++) {
 		const nghttp2_nv *f = &in->nv[i];
 		if (tpbuf[0] && f->namelen == 11 && memcmp(f->name, "traceparent", 11) == 0)
 			continue;
+		const char *sub = target && f->namelen == 5 && memcmp(f->name, ":path", 5) == 0 ? target :
+				  host && ((f->namelen == 10 && memcmp(f->name, ":authority", 10) == 0) ||
+					   (f->namelen == 4 && memcmp(f->name, "host", 4) == 0)) ? host : NULL;
+		if (sub) {
+			err = h2map_hdrs_add(out, (const char *)f->name, f->namelen, sub, strlen(sub));
+			continue;
+		}
 		if (wp_route_drops(mods, (const char *)f->name, f->namelen))
-			continue;	/* the route's RequestHeaderModifier sets or removes it */
+			continue;	/* the route's header modifier sets or removes it */
 		err = h2map_hdrs_add(out, (const char *)f->name, f->namelen,
 				     (const char *)f->value, f->valuelen);
 	}
@@ -1068,6 +1088,29 @@ static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const str
 	if (!err && tpbuf[0])
 		err = h2map_hdrs_add(out, "traceparent", 11, tpbuf, strlen(tpbuf));
 	return err;
+}
+
+/* x's final answer gets its route's ResponseHeaderModifier (Envoy's response_headers_to_add),
+ * whatever protocol it came in and goes out in. When the edited head would not fit the
+ * bounds (or memory runs out) the answer goes unedited, with a warning. */
+static void resp_edit(struct wp_h2s *x)
+{
+	const struct hr_hmod *mod = wp_route_resp_mod(x->rt.rule);
+	struct h2map_hdrs tmp;
+	int err;
+
+	if (!mod)
+		return;
+	h2map_hdrs_init(&tmp);
+	err = copy_fields(&x->resp, "", mod, NULL, &tmp);
+	if (err) {
+		pr_warn_rl("waypoint: route %s: the ResponseHeaderModifier cannot be applied (%s); "
+			   "the answer goes unedited", x->rt.route ? x->rt.route : "?", strerror(-err));
+		h2map_hdrs_fini(&tmp);
+		return;
+	}
+	h2map_hdrs_fini(&x->resp);
+	x->resp = tmp;
 }
 
 static void hu_attach(struct wp_h2s *x, struct wp_h2u *hu, int32_t sid)
@@ -1469,7 +1512,7 @@ static void h2s_request(struct wp_h2s *x)
 		goto out;
 	}
 	/* The request goes as received, with the request span's context (W3C §3). */
-	if (copy_fields(&x->req, tpbuf, x->rt.rule, &x->up_hdrs)) {
+	if (copy_fields(&x->req, tpbuf, x->rt.rule ? &x->rt.rule->req : NULL, &x->rt, &x->up_hdrs)) {
 		h2s_local(x, 503, 14, "upstream connect error", CONN_FLAG_OVERFLOW, "out of memory");
 		goto out;
 	}
@@ -1534,7 +1577,7 @@ static void h1_request(struct wp_h2s *x, const struct model *m, const struct mod
 	int err = 0;
 
 	h2map_hdrs_init(&out);
-	err = copy_fields(&x->req, tpbuf, x->rt.rule, &out);
+	err = copy_fields(&x->req, tpbuf, x->rt.rule ? &x->rt.rule->req : NULL, &x->rt, &out);
 	/* RFC 9113 §8.3 -> RFC 9112: Host from :authority, chunked when the length is unknown */
 	if (!err)
 		err = h2map_request_to_h1(&out, x->req_eof && !x->req_tr.n, &x->h1out, &x->req_chunked);
@@ -1576,6 +1619,7 @@ int wp_h2_h1_resp_head(struct wp_h2s *x, struct h1 *h)
 	if (h2map_response_from_h1(h, &x->resp))
 		return -1;
 	x->resp_final = true;
+	resp_edit(x);
 	if (x->s && x->down_open && x->s->h2)
 		forward_response(x);
 	return x->head_req ? H1_HEAD_NO_BODY : 0;
@@ -1694,7 +1738,8 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 		return -1;
 	h2map_hdrs_init(&tmp);
 	err = h2map_request_from_h1(h, "http", &tmp);
-	err = err ? err : copy_fields(&tmp, tpbuf, s->rt_cur ? s->rt_cur->rule : NULL, &x->req);
+	err = err ? err : copy_fields(&tmp, tpbuf, s->rt_cur && s->rt_cur->rule ? &s->rt_cur->rule->req : NULL,
+				    s->rt_cur, &x->req);
 	if (!err && s->rt_cur)	/* its retries pick from the route's backend too */
 		err = wp_route_copy(&x->rt, s->rt_cur);
 	h2map_hdrs_fini(&tmp);

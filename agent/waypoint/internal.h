@@ -104,6 +104,9 @@ struct wp_sess {
 	struct wp_h2s *h2x;		/* the request in flight goes as HTTP/2 (an http2/grpc port) */
 	char *rt_service;		/* the request in flight's HTTPRoute backend (FQDN), for
 					 * spans and metrics; NULL: service */
+	struct httproute_set *rt_set;	/* a reference holding rt_resp */
+	const struct hr_hmod *rt_resp;	/* the request in flight's ResponseHeaderModifier (HTTP/1.x
+					 * answers), or NULL */
 	const struct wp_route *rt_cur;	/* while its head is being sent: its route (header edits,
 					 * the backend an HTTP/2 retry picks from) */
 	struct wp_sess *prev, *next;
@@ -220,6 +223,11 @@ struct wp_route {
 	uint16_t port;			/* its service port */
 	char *service;			/* its FQDN (spans, metrics) */
 	uint64_t timeout_ms;		/* the rule's timeouts (0: none) */
+	char *location;			/* a RequestRedirect rule's Location (the answer is its
+					 * status), else NULL */
+	char *rw_target;		/* URLRewrite: the request target upstream (path and
+					 * query), else NULL */
+	char *rw_host;			/* URLRewrite: the Host / :authority upstream, else NULL */
 };
 /* Follows the HTTPRoutes compiled from the published models (0 or -ENOMEM) / stops. */
 int wp_routes_start(void);
@@ -227,7 +235,7 @@ void wp_routes_stop(void);
 /* Routes one request of s (after authorization, before balancing): 0 with rt filled (rt->ns
  * NULL: no route attached to the service port, balance over it as before), or the status of
  * a local answer (404 no rule matched, 500 no usable backend, 503 out of memory) with *why
- * and *flag. rt is zeroed first; wp_route_fini it in every case. */
+ * and *flag, or a RequestRedirect's 3xx with rt->location set (*why and *flag NULL). rt is zeroed first; wp_route_fini it in every case. */
 int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_request *rq,
 		     struct wp_route *rt, const char **why, const char **flag);
 void wp_route_fini(struct wp_route *rt);
@@ -235,14 +243,15 @@ void wp_route_fini(struct wp_route *rt);
  * request until the response is complete, retries included) starts: t is armed for ms
  * (0: no timeout, nothing armed; already armed: left as it is). */
 void wp_route_deadline(struct waypoint *w, struct loop_timer *t, uint64_t ms);
-/* A copy of src's backend (ns, name, port, service, route name) into dst, zeroed first; not
- * its set nor rule. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
+/* A copy of src (backend ns, name, port, service, route name, rewrite; a reference to its
+ * set and its rule) into dst, zeroed first. 0 or -ENOMEM (dst then holds what was copied: wp_route_fini it). */
 int wp_route_copy(struct wp_route *dst, const struct wp_route *src);
 /* The span attributes of a routed request (route.name, destination.service). */
 void wp_route_span(const struct wp_route *rt, struct span *sp);
-/* HTTP/1.x request head edits: the rule's RequestHeaderModifier (rule NULL: none) and the
- * request span's traceparent (tpbuf "" : kept as sent). drop[] is NULL-terminated, extra[]
- * has nextra "name: value" lines. 0 or -ENOMEM; wp_h1_edits_fini in every case. */
+/* HTTP/1.x head edits: a header modifier's (mod NULL: none) and one header replaced (name
+ * NULL: none; the request span's traceparent, the answer's "connection: close"). drop[] is
+ * NULL-terminated, extra[] has nextra "name: value" lines. 0 or -ENOMEM; wp_h1_edits_fini in
+ * every case. */
 struct wp_h1_edits {
 	const char *drop[40];
 	const char *extra[40];
@@ -250,12 +259,17 @@ struct wp_h1_edits {
 	char *mem[40];
 	int nmem;
 };
-int wp_h1_edits(const struct hr_rule *rule, const char *tpbuf, struct wp_h1_edits *e);
+int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
+		struct wp_h1_edits *e);
+/* One more header of e replaced: name dropped, "name: value" added. 0 or -ENOMEM. */
+int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value);
 void wp_h1_edits_fini(struct wp_h1_edits *e);
-/* HTTP/2 field edits: whether the rule's modifier drops (sets or removes) field name, and its
- * set and add fields appended to out. rule NULL: nothing. */
-bool wp_route_drops(const struct hr_rule *rule, const char *name, size_t nlen);
-int wp_route_add_fields(const struct hr_rule *rule, struct h2map_hdrs *out);
+/* HTTP/2 field edits: whether a header modifier drops (sets or removes) field name, and its
+ * set and add fields appended to out. mod NULL: nothing. */
+bool wp_route_drops(const struct hr_hmod *mod, const char *name, size_t nlen);
+int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out);
+/* The rule's ResponseHeaderModifier, NULL when it has none (or rule is NULL). */
+const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule);
 /* wp_pick over the route's backend Service (rt NULL or without one: wp_pick). */
 const struct model_workload *wp_pick_route(struct waypoint *w, struct wp_sess *s,
 					   const struct model *m, const struct wp_route *rt,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* The waypoint's HTTPRoutes (GAMMA): the set compiled from each published model
  * (istio/httproute), and the per-request decision shared by the HTTP/1.x and HTTP/2 paths:
- * which rule, which backend Service by weight, which request header edits. */
+ * which rule, which backend Service by weight, which header edits, which redirect. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -126,6 +126,7 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 {
 	const struct httproute *route = NULL;
 	const struct hr_rule *rule = NULL;
+	const struct hr_match *match = NULL;
 	const struct hr_backend *be;
 	const struct model_service *svc;
 
@@ -135,8 +136,8 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 	rt->set = routes_current();
 	if (!rt->set)
 		return 0;
-	switch (httproute_match(rt->set, s->svc_ns, s->svc_name, sockaddr_port(&s->authority), rq,
-				&route, &rule)) {
+	switch (httproute_match_ex(rt->set, s->svc_ns, s->svc_name, sockaddr_port(&s->authority), rq,
+				   &route, &rule, &match)) {
 	case HR_NO_ROUTES:
 		return 0;
 	case HR_NOT_FOUND:	/* Envoy: 404, NR */
@@ -151,6 +152,21 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 	if (asprintf(&rt->route, "%s/%s", route->obj.namespace, route->obj.name) < 0) {
 		rt->route = NULL;
 		goto nomem;
+	}
+	if (rule->redirect.on) {	/* answered here, no backend (Envoy: the route's redirect) */
+		const char *host = rq->header(rq->header_arg, ":authority");
+		if (!host)
+			host = rq->header(rq->header_arg, "host");
+		rt->location = httproute_redirect_location(&rule->redirect, match, host ? host : "",
+							   host ? strlen(host) : 0,
+							   s->service ? s->service : s->svc_name,
+							   sockaddr_port(&s->authority), rq->path, rq->plen,
+							   rq->query, rq->qlen);
+		if (!rt->location)
+			goto nomem;
+		*why = NULL;
+		*flag = NULL;
+		return rule->redirect.status;
 	}
 	/* the Gateway API: a backend that cannot be used answers its share of requests 500 */
 	be = httproute_pick(rule, (uint32_t)random());
@@ -178,6 +194,16 @@ int wp_route_request(struct wp_sess *s, const struct model *m, const struct hr_r
 	rt->port = be->port;
 	if (!rt->ns || !rt->name || !rt->service)
 		goto nomem;
+	if (rule->rewrite.on) {	/* the span keeps the original url.path (Envoy's %REQ(:PATH)%) */
+		char *p = httproute_rewrite_path(&rule->rewrite.path, match, rq->path, rq->plen);
+		if (!p || asprintf(&rt->rw_target, "%s%s%.*s", p, rq->query ? "?" : "",
+				   rq->query ? (int)rq->qlen : 0, rq->query ? rq->query : "") < 0)
+			rt->rw_target = NULL;
+		free(p);
+		if (!rt->rw_target ||
+		    (rule->rewrite.hostname && !(rt->rw_host = strdup(rule->rewrite.hostname))))
+			goto nomem;
+	}
 	return 0;
 nomem:
 	*why = "out of memory";
@@ -192,6 +218,9 @@ void wp_route_fini(struct wp_route *rt)
 	free(rt->ns);
 	free(rt->name);
 	free(rt->service);
+	free(rt->location);
+	free(rt->rw_target);
+	free(rt->rw_host);
 	memset(rt, 0, sizeof(*rt));
 }
 
@@ -200,10 +229,15 @@ int wp_route_copy(struct wp_route *dst, const struct wp_route *src)
 	memset(dst, 0, sizeof(*dst));
 	dst->port = src->port;
 	dst->timeout_ms = src->timeout_ms;
+	dst->set = src->set;	/* the rule's response header edits apply to the answer */
+	httproute_set_ref(dst->set);
+	dst->rule = src->rule;
 	if ((src->route && !(dst->route = strdup(src->route))) ||
 	    (src->ns && !(dst->ns = strdup(src->ns))) ||
 	    (src->name && !(dst->name = strdup(src->name))) ||
-	    (src->service && !(dst->service = strdup(src->service))))
+	    (src->service && !(dst->service = strdup(src->service))) ||
+	    (src->rw_target && !(dst->rw_target = strdup(src->rw_target))) ||
+	    (src->rw_host && !(dst->rw_host = strdup(src->rw_host))))
 		return -ENOMEM;
 	return 0;
 }
@@ -224,21 +258,19 @@ void wp_route_span(const struct wp_route *rt, struct span *sp)
 		span_set_str(sp, "destination.service", rt->service);
 }
 
-int wp_h1_edits(const struct hr_rule *rule, const char *tpbuf, struct wp_h1_edits *e)
+int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
+		struct wp_h1_edits *e)
 {
 	int nd = 0;
 	memset(e, 0, sizeof(*e));
-	if (tpbuf && tpbuf[0]) {
-		e->drop[nd++] = "traceparent";
-		if (asprintf(&e->mem[e->nmem], "traceparent: %s", tpbuf) < 0)
-			return -ENOMEM;
-		e->extra[e->nextra++] = e->mem[e->nmem++];
-	}
-	for (int i = 0; rule && i < rule->nhremove; i++)
-		e->drop[nd++] = rule->hremove[i];
-	for (int pass = 0; rule && pass < 2; pass++) {
-		const struct hr_kv *kv = pass ? rule->hadd : rule->hset;
-		int n = pass ? rule->nhadd : rule->nhset;
+	if (name && wp_h1_edits_replace(e, name, value))
+		return -ENOMEM;
+	nd = name ? 1 : 0;
+	for (int i = 0; mod && i < mod->nremove; i++)
+		e->drop[nd++] = mod->remove[i];
+	for (int pass = 0; mod && pass < 2; pass++) {
+		const struct hr_kv *kv = pass ? mod->add : mod->set;
+		int n = pass ? mod->nadd : mod->nset;
 		for (int i = 0; i < n; i++) {
 			if (!pass)
 				e->drop[nd++] = kv[i].name;
@@ -251,6 +283,22 @@ int wp_h1_edits(const struct hr_rule *rule, const char *tpbuf, struct wp_h1_edit
 	return 0;
 }
 
+int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value)
+{
+	int nd = 0;
+	while (e->drop[nd])
+		nd++;
+	if (nd + 2 > (int)(sizeof(e->drop) / sizeof(e->drop[0])) ||
+	    e->nmem >= (int)(sizeof(e->mem) / sizeof(e->mem[0])))
+		return -ENOMEM;
+	if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
+		return -ENOMEM;
+	e->drop[nd] = name;
+	e->drop[nd + 1] = NULL;
+	e->extra[e->nextra++] = e->mem[e->nmem++];
+	return 0;
+}
+
 void wp_h1_edits_fini(struct wp_h1_edits *e)
 {
 	for (int i = 0; i < e->nmem; i++)
@@ -258,28 +306,33 @@ void wp_h1_edits_fini(struct wp_h1_edits *e)
 	memset(e, 0, sizeof(*e));
 }
 
-bool wp_route_drops(const struct hr_rule *rule, const char *name, size_t nlen)
+bool wp_route_drops(const struct hr_hmod *mod, const char *name, size_t nlen)
 {
-	for (int i = 0; rule && i < rule->nhremove; i++)
-		if (strlen(rule->hremove[i]) == nlen && strncasecmp(rule->hremove[i], name, nlen) == 0)
+	for (int i = 0; mod && i < mod->nremove; i++)
+		if (strlen(mod->remove[i]) == nlen && strncasecmp(mod->remove[i], name, nlen) == 0)
 			return true;
-	for (int i = 0; rule && i < rule->nhset; i++)
-		if (strlen(rule->hset[i].name) == nlen && strncasecmp(rule->hset[i].name, name, nlen) == 0)
+	for (int i = 0; mod && i < mod->nset; i++)
+		if (strlen(mod->set[i].name) == nlen && strncasecmp(mod->set[i].name, name, nlen) == 0)
 			return true;
 	return false;
 }
 
-int wp_route_add_fields(const struct hr_rule *rule, struct h2map_hdrs *out)
+int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out)
 {
 	int err = 0;
-	for (int pass = 0; rule && pass < 2 && !err; pass++) {
-		const struct hr_kv *kv = pass ? rule->hadd : rule->hset;
-		int n = pass ? rule->nhadd : rule->nhset;
+	for (int pass = 0; mod && pass < 2 && !err; pass++) {
+		const struct hr_kv *kv = pass ? mod->add : mod->set;
+		int n = pass ? mod->nadd : mod->nset;
 		for (int i = 0; i < n && !err; i++)
 			err = h2map_hdrs_add(out, kv[i].name, strlen(kv[i].name), kv[i].value,
 					     strlen(kv[i].value));
 	}
 	return err;
+}
+
+const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule)
+{
+	return rule && (rule->resp.nset || rule->resp.nadd || rule->resp.nremove) ? &rule->resp : NULL;
 }
 
 /* ---------------------------------------------------------- admin ---- */

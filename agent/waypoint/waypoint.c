@@ -923,6 +923,7 @@ static void sess_unref(struct wp_sess *s)
 	free(s->svc_name);
 	free(s->service);
 	free(s->rt_service);
+	httproute_set_unref(s->rt_set);
 	free(s->ep_uid);
 	free(s->peer_identity);
 	conn_peer_fini(&s->source);
@@ -1030,14 +1031,24 @@ static void request_end(struct wp_sess *s, int code, const char *flag, const cha
 
 /* Answers the client ourselves (routing failure, bad request, upstream failure before any
  * byte of the response) and closes after it. */
-static void local_reply(struct wp_sess *s, int code, const char *why, const char *flag)
+static void local_reply_at(struct wp_sess *s, int code, const char *why, const char *flag,
+			   const char *location)
 {
 	s->w->local_replies++;
-	if (!s->resp_started)
+	if (!s->resp_started && location)	/* a route's RequestRedirect: no body */
+		h1_buf_printf(&s->to_down, "HTTP/1.1 %d %s\r\nlocation: %s\r\ncontent-length: 0\r\n"
+			      "server: ambit-waypoint\r\nconnection: close\r\n\r\n", code,
+			      h1_reason(code), location);
+	else if (!s->resp_started)
 		h1_local_response(&s->to_down, code, why, true);
 	request_end(s, code, flag, why);
 	s->close_after = true;
 	s->st = SS_CLOSING;
+}
+
+static void local_reply(struct wp_sess *s, int code, const char *why, const char *flag)
+{
+	local_reply_at(s, code, why, flag, NULL);
 }
 
 static void start_tunnel(struct wp_sess *s);
@@ -1164,6 +1175,9 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	w->requests++;
 	free(s->rt_service);
 	s->rt_service = NULL;
+	httproute_set_unref(s->rt_set);
+	s->rt_set = NULL;
+	s->rt_resp = NULL;
 	loop_timer_cancel(w->o.loop, &s->rt_timer);
 	s->rt_timeout_ms = 0;
 	s->status = 0;
@@ -1250,15 +1264,20 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		s->ep_uid = strdup(dst->uid);
 	}
 	/* The request carries the request span's context to the application (W3C §3), and
-	 * the route's header edits. */
-	if (wp_h1_edits(rt.rule, tpbuf, &ed) ||
-	    h1_format_head(h, out, ed.drop, ed.extra, (size_t)ed.nextra)) {
+	 * the route's header edits and URL rewrite. */
+	if ((s->rt_resp = wp_route_resp_mod(rt.rule))) {	/* for sess_on_resp_head */
+		s->rt_set = rt.set;
+		httproute_set_ref(s->rt_set);
+	}
+	if (wp_h1_edits(rt.rule ? &rt.rule->req : NULL, tpbuf[0] ? "traceparent" : NULL, tpbuf, &ed) ||
+	    (rt.rw_host && wp_h1_edits_replace(&ed, "host", rt.rw_host)) ||
+	    h1_format_head_url(h, out, rt.rw_target, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
 	}
 out:
 	if (rc && !denied)
-		local_reply(s, code, why, flag);
+		local_reply_at(s, code, why, flag, rt.location);
 	wp_h1_edits_fini(&ed);
 	wp_route_fini(&rt);
 	model_unref(m);
@@ -1275,19 +1294,21 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 
 	if (u->h2s)
 		return wp_h2_h1_resp_head(u->h2s, h);
-	static const char *const drop[] = { "connection", NULL };
-	const char *extra[1] = { NULL };
+	struct wp_h1_edits ed;
+	int err;
 
 	if (!s)
 		return -1;
 	if (status >= 200 || status == 101)
 		s->status = status;
 	s->resp_started = true;
-	/* Closing the client connection after this answer: say so (RFC 9112 §9.6). */
+	/* Closing the client connection after this answer: say so (RFC 9112 §9.6). The route's
+	 * ResponseHeaderModifier edits final answers (Envoy: response_headers_to_add). */
 	bool closing = status >= 200 && (s->close_after || s->w->draining) && !s->req_connect;
-	if (closing)
-		extra[0] = "connection: close";
-	if (h1_format_head(h, out, closing ? drop : NULL, extra, 1))
+	err = wp_h1_edits(status >= 200 ? s->rt_resp : NULL, closing ? "connection" : NULL, "close", &ed);
+	err = err ? err : h1_format_head(h, out, ed.drop, ed.extra, (size_t)ed.nextra);
+	wp_h1_edits_fini(&ed);
+	if (err)
 		return -1;
 	if (s->req_head)
 		return H1_HEAD_NO_BODY;

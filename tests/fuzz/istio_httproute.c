@@ -27,11 +27,26 @@ static void requests(const struct httproute_set *s)
 							 .qlen = 5, .header = hdr };
 				const struct httproute *r = NULL;
 				const struct hr_rule *rule = NULL;
-				enum hr_verdict v = httproute_match(s, svc->namespace, svc->name,
-								    (uint16_t)(80 + m), &rq, &r, &rule);
+				const struct hr_match *hm = NULL;
+				enum hr_verdict v = httproute_match_ex(s, svc->namespace, svc->name,
+								       (uint16_t)(80 + m), &rq, &r, &rule, &hm);
 				if (v != HR_MATCHED)
 					continue;
 				FUZZ_CHECK(r && r->accepted && rule >= r->rules && rule < r->rules + r->nrules);
+				FUZZ_CHECK(hm >= rule->matches && hm < rule->matches + rule->nmatches);
+				if (rule->redirect.on) {	/* the Location is an absolute URL */
+					char *loc = httproute_redirect_location(&rule->redirect, hm, "h:8080", 6,
+										"f", 80, rq.path, rq.plen,
+										rq.query, rq.qlen);
+					FUZZ_CHECK(!loc || strncmp(loc, "http", 4) == 0);
+					free(loc);
+				}
+				if (rule->rewrite.on) {	/* a rewritten path is absolute */
+					char *p = httproute_rewrite_path(&rule->rewrite.path, hm, rq.path,
+									 rq.plen);
+					FUZZ_CHECK(!p || p[0] == '/' || (!rq.plen && !*p));
+					free(p);
+				}
 				for (uint32_t k = 0; k < 4; k++) {
 					const struct hr_backend *b = httproute_pick(rule, k * 2654435761u);
 					FUZZ_CHECK(!b || (b >= rule->backends &&

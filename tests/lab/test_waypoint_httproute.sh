@@ -5,7 +5,8 @@
 # (tests/tools/http_echo.py) on the endpoints of app-1 ("front"), app-2 ("v1") and app-3 ("v2"),
 # client app-4. The workloads file's `resources` carry an HTTPRoute attached to Service app-1:
 # /whoami and /headers split 50/50 over app-2 and app-3, the same paths with `x-canary: 1` always
-# to app-3 with a RequestHeaderModifier (the same path and one header more: it takes precedence), /missing to a Service that does not exist; and a second route with a
+# to app-3 with a RequestHeaderModifier and a ResponseHeaderModifier (the same path and one header
+# more: it takes precedence), /missing to a Service that does not exist; and a second route with a
 # RegularExpression match, which is refused. Checked over HTTP/1.1 and HTTP/2 (prior knowledge):
 # both backends answer in roughly the proportion, the header match always goes to v2 with the
 # header set, a path no rule matches is 404 (NR), a missing backend 500 (NC); the request span
@@ -14,7 +15,11 @@
 # Route timeouts (timeouts.request 500ms on /delay and /slow-body): a slow answer gets 504
 # `upstream request timeout` (UT) after about the timeout, an answer already begun is cut (the
 # HTTP/1.1 connection closed, the HTTP/2 stream reset), a fast one on the same rule is 200;
-# metrics count 504 UT. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
+# metrics count 504 UT. ResponseHeaderModifier (set/add/remove) on the answers of HTTP/1.1 and
+# HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). RequestRedirect: a 301
+# with ReplacePrefixMatch (the query kept) and a 302 to https and another host, no backend asked.
+# URLRewrite: a prefix replaced and the Host rewritten (HTTP/1.1 endpoint), a full path (h2c
+# endpoint); the span keeps the client's url.path. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -43,13 +48,26 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		{matches: [{path: {type: "PathPrefix", value: "/whoami"}, headers: [{name: "x-canary", value: "1"}]},
 			   {path: {type: "Exact", value: "/headers"}, headers: [{name: "x-canary", value: "1"}]}],
 		 filters: [{type: "RequestHeaderModifier", requestHeaderModifier: {
-			set: [{name: "x-routed", value: "canary"}], remove: ["x-drop-me"]}}],
+			set: [{name: "x-routed", value: "canary"}], remove: ["x-drop-me"]}},
+			  {type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-route", value: "canary"}], add: [{name: "x-served-by", value: "route"}],
+			remove: ["content-type"]}}],
 		 backendRefs: [{name: "app-3", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/whoami"}},
 			   {path: {type: "Exact", value: "/headers"}}],
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
 		 backendRefs: [{name: "app-9", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/legacy"}}],
+		 filters: [{type: "URLRewrite", urlRewrite: {hostname: "rewritten.example",
+			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/"}}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/old"}}],
+		 filters: [{type: "RequestRedirect", requestRedirect: {statusCode: 301,
+			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}}]},
+		{matches: [{path: {type: "Exact", value: "/secure"}}],
+		 filters: [{type: "RequestRedirect", requestRedirect: {scheme: "https", hostname: "secure.example"}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
 			   {path: {type: "PathPrefix", value: "/slow-body"}}],
 		 timeouts: {request: "500ms"},
@@ -62,7 +80,12 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
 	 metadata: {name: "h2-slow-timeout", namespace: "default", creationTimestamp: "2026-01-03T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "h2-slow", port: 80}], rules: [
+		{matches: [{path: {type: "PathPrefix", value: "/v2api"}}],
+		 filters: [{type: "URLRewrite", urlRewrite: {path: {type: "ReplaceFullPath", replaceFullPath: "/whoami"}}}],
+		 backendRefs: [{name: "h2-slow", port: 80}]},
 		{timeouts: {request: "1s", backendRequest: "500ms"},
+		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-h2-route", value: "yes"}]}}],
 		 backendRefs: [{name: "h2-slow", port: 80}]}]}}]'
 }
 set_routes() { # rewrites the workloads file (the discovery polls it) atomically
@@ -133,6 +156,57 @@ headers_canary() { # PROTO: the canary rule's RequestHeaderModifier: x-routed se
 	jq -e '(with_entries(.key |= ascii_downcase)) as $h |
 		$h["x-routed"] == "canary" and ($h | has("x-drop-me") | not)' <<<"$out" >/dev/null
 }
+resp_headers() { # PROTO HOST PATH [-H ...]: the answer's header lines, names lower-cased
+	local proto=$1 host=$2 path=$3; shift 3
+	if [ "$proto" = h2 ]; then
+		pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$host:80" --path "$path" \
+			--show-headers "$@" | grep -v '^[0-9][0-9][0-9] '
+	else
+		pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -D - "$@" "http://$host$path" | tr -d '\r'
+	fi | sed 's/^\([^:]*\):/\L\1:/'
+}
+resp_canary() { # PROTO: the canary rule's ResponseHeaderModifier on an HTTP/1.1 endpoint's answer
+	local out
+	out=$(resp_headers "$1" "$V" /whoami -H 'x-canary: 1') || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -qx 'x-route: canary' <<<"$out" && grep -qx 'x-served-by: v2' <<<"$out" &&
+		grep -qx 'x-served-by: route' <<<"$out" && ! grep -q '^content-type:' <<<"$out"
+}
+resp_plain() { # PROTO: a rule without one leaves the answer as it is
+	local out
+	out=$(resp_headers "$1" "$V" /whoami) || true
+	grep -q '^content-type:' <<<"$out" && ! grep -q '^x-route:' <<<"$out" &&
+		[ "$(grep -c '^x-served-by:' <<<"$out")" -eq 1 ]
+}
+resp_h2up() { # PROTO: the h2-slow rule's ResponseHeaderModifier on an HTTP/2 endpoint's answer
+	local out
+	out=$(resp_headers "$1" "$H2V" /whoami) || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -qx 'x-h2-route: yes' <<<"$out" && grep -q '^content-type:' <<<"$out"
+}
+redirected() { # PROTO PATH STATUS LOCATION: the waypoint answers STATUS with that location
+	local out
+	out=$(resp_headers "$1" "$V" "$2") || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" && grep -qxF "location: $4" <<<"$out" &&
+		grep -qx 'content-length: 0' <<<"$out"
+}
+rewritten_host() { # PROTO: URLRewrite hostname: the endpoint sees Host rewritten.example
+	local out
+	out=$(bodies "$1" 1 /legacy/headers) || true
+	echo "$out" | head -c 400; echo
+	jq -e '(with_entries(.key |= ascii_downcase)) as $h | $h.host == "rewritten.example"' <<<"$out" >/dev/null
+}
+rewritten_h2up() { # PROTO: URLRewrite ReplaceFullPath /whoami towards the h2c endpoint
+	local out
+	if [ "$1" = h2 ]; then
+		out=$(pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$H2V:80" --path /v2api/x 2>&1) || true
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w ' %{http_code}' "http://$H2V/v2api/x" 2>&1) || true
+	fi
+	echo "$out"
+	grep -Eq '^(200 h2slow|h2slow 200)$' <<<"$out"
+}
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 timed_out() { # PROTO: GET /delay/3000 answers 504 in 400..2500 ms
@@ -173,6 +247,18 @@ for proto in http1 h2; do
 	check "$proto: x-canary: 1 always goes to v2" canary "$proto"
 	check "$proto: the canary rule's RequestHeaderModifier sets x-routed and removes x-drop-me" \
 		headers_canary "$proto"
+	check "$proto: the canary rule's ResponseHeaderModifier sets x-route, adds x-served-by, removes content-type" \
+		resp_canary "$proto"
+	check "$proto: ... a rule without one leaves the answer's headers alone" resp_plain "$proto"
+	check "$proto: ResponseHeaderModifier on an HTTP/2 (h2c) endpoint's answer" resp_h2up "$proto"
+	expect_status "$proto: URLRewrite ReplacePrefixMatch /legacy -> /: /legacy/status/202 is v1's /status/202" \
+		"$proto" /legacy/status/202 202
+	check "$proto: URLRewrite hostname: the endpoint sees host rewritten.example" rewritten_host "$proto"
+	check "$proto: URLRewrite ReplaceFullPath towards an HTTP/2 (h2c) endpoint" rewritten_h2up "$proto"
+	check "$proto: RequestRedirect 301 ReplacePrefixMatch /old -> /new, the query kept" \
+		redirected "$proto" '/old/x?q=1' 301 "http://$V/new/x?q=1"
+	check "$proto: RequestRedirect scheme https + hostname: 302 to https://secure.example/secure" \
+		redirected "$proto" /secure 302 "https://secure.example/secure"
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
@@ -237,6 +323,8 @@ check "metrics: ... and app-3" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-3\.default\.svc\.cluster\.local",.*response_code="200"'
 check "metrics: 404 with response_flags NR for app-1" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="404",response_flags="NR"'
+check "metrics: a redirect is counted (301, app-1, no response flag)" \
+	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-1\.default\.svc\.cluster\.local",.*response_code="301",response_flags="-"'
 check "metrics: 500 with response_flags NC" \
 	metric '^istio_requests_total\{reporter="waypoint",.*response_code="500",response_flags="NC"'
 check "metrics: 504 with response_flags UT (route timeout)" \
@@ -261,6 +349,9 @@ check "span: route.name and the backend as destination.service" route_span \
 	5a1e0f00c0ffee00000000000000beef /whoami '.attributes["route.name"] == "default/app1-split" and
 	.attributes["destination.service"] == "app-3.default.svc.cluster.local" and
 	.attributes["http.status_code"] == 200'
+check "span: a rewritten request keeps the client's url.path" route_span \
+	5a1e0f00c0ffee0000000000000000aa /legacy/status/203 '.attributes["url.path"] == "/legacy/status/203" and
+	.attributes["http.status_code"] == 203'
 check "span: a route timeout is 504, response_flags UT, status ERROR" route_span \
 	5a1e0f00c0ffee00000000000000b504 /delay/3000 '.attributes["http.status_code"] == 504 and
 	.attributes.response_flags == "UT" and .status.code == "ERROR" and

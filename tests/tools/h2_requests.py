@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # h2_requests.py: N requests on one HTTP/2 connection (cleartext, prior knowledge; python3-h2),
 # up to --concurrent streams in flight at once. Prints one line per request, in order:
-# "STATUS BODY" (the body's first line); a stream the server reset also gets a line
-# "stream ID reset: CODE" on stderr.
+# "STATUS BODY" (the body's first line), after its response fields as "name: value" lines with
+# --show-headers; a stream the server reset also gets a line "stream ID reset: CODE" on stderr.
 #   h2_requests.py HOST:PORT --path /whoami [-n 200] [--concurrent 10] [-H 'name: value' ...]
+#                  [--show-headers]
 import argparse
 import socket
 import sys
@@ -22,6 +23,7 @@ def main():
     ap.add_argument("--concurrent", type=int, default=10)
     ap.add_argument("-H", dest="headers", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=20)
+    ap.add_argument("--show-headers", action="store_true")
     a = ap.parse_args()
     host, port = a.target.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=a.timeout)
@@ -39,7 +41,7 @@ def main():
         sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, [(":method", "GET"), (":path", a.path), (":scheme", "http"),
                                 (":authority", a.target)] + extra, end_stream=True)
-        results[sid] = {"status": 0, "body": b""}
+        results[sid] = {"status": 0, "body": b"", "fields": []}
         order.append(sid)
         inflight.add(sid)
         sent += 1
@@ -54,6 +56,7 @@ def main():
         for ev in conn.receive_data(data):
             if isinstance(ev, h2.events.ResponseReceived):
                 results[ev.stream_id]["status"] = int(dict(ev.headers)[b":status"])
+                results[ev.stream_id]["fields"] = ev.headers
             elif isinstance(ev, h2.events.DataReceived):
                 results[ev.stream_id]["body"] += ev.data
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
@@ -69,6 +72,8 @@ def main():
     for sid in order:
         r = results[sid]
         body = r["body"].decode("utf-8", "replace")
+        for name, value in r["fields"] if a.show_headers else []:
+            print("%s: %s" % (name.decode("latin-1"), value.decode("latin-1")))
         print("%d %s" % (r["status"], body.splitlines()[0] if body else ""))
     sys.stdout.flush()
 

@@ -194,8 +194,49 @@ TEST(refusals)
 		  "[{\"type\":\"RegularExpression\",\"name\":\"a\",\"value\":\"b\"}]}]}]}",
 		  "spec.rules[0].matches[0].headers[0].type", "only Exact" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
-		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":301}}]}]}",
-		  "spec.rules[0].filters[0].type", "RequestRedirect" },
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":200}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.statusCode", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"statusCode\":304}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.statusCode", "not a redirect status" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"scheme\":\"ftp\"}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.scheme", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"hostname\":\"Bad_Host\"}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.hostname", "precise hostname" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"port\":0}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.port", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"ReplaceFullPath\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path.replaceFullPath", "missing" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"ReplaceFullPath\",\"replaceFullPath\":\"a/b\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path.replaceFullPath", "absolute path" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"ReplaceFullPath\",\"replaceFullPath\":\"/a\",\"replacePrefixMatch\":\"/b\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path", "only the field" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{\"path\":{\"type\":\"RegexReplace\",\"replaceFullPath\":\"/a\"}}}]}]}",
+		  "spec.rules[0].filters[0].requestRedirect.path.type", "" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"type\":\"Exact\",\"value\":\"/a\"}}],\"filters\":[{\"type\":\"RequestRedirect\",\"requestRedirect\":"
+		  "{\"path\":{\"type\":\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/b\"}}}]}]}",
+		  "spec.rules[0].filters", "PathPrefix" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestRedirect\",\"requestRedirect\":{}},{\"type\":\"RequestRedirect\",\"requestRedirect\":{}}]}]}",
+		  "spec.rules[0].filters[1]", "listed twice" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"URLRewrite\",\"urlRewrite\":{}},{\"type\":\"RequestRedirect\",\"requestRedirect\":{}}]}]}",
+		  "spec.rules[0].filters[1]", "cannot both be used" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"URLRewrite\",\"urlRewrite\":{\"hostname\":\"a..b\"}}]}]}",
+		  "spec.rules[0].filters[0].urlRewrite.hostname", "precise hostname" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"path\":"
+		  "{\"type\":\"Exact\",\"value\":\"/a\"}}],\"filters\":[{\"type\":\"URLRewrite\",\"urlRewrite\":"
+		  "{\"path\":{\"type\":\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/b\"}}}]}]}",
+		  "spec.rules[0].filters", "PathPrefix" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
 		  "[{\"type\":\"RequestMirror\"}]}]}", "spec.rules[0].filters[0].type", "not supported" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"timeouts\":{\"request\":\"1.5s\"}}]}",
@@ -222,6 +263,25 @@ TEST(refusals)
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"backendRefs\":"
 		  "[{\"name\":\"v1\",\"port\":80,\"filters\":[{\"type\":\"RequestHeaderModifier\"}]}]}]}",
 		  "spec.rules[0].backendRefs[0].filters[0].type", "on a backendRef" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"backendRefs\":"
+		  "[{\"name\":\"v1\",\"port\":80,\"filters\":[{\"type\":\"ResponseHeaderModifier\"}]}]}]}",
+		  "spec.rules[0].backendRefs[0].filters[0].type", "on a backendRef" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"set\":[{\"name\":\"Content-Length\",\"value\":\"1\"}]}}]}]}",
+		  "spec.rules[0].filters[0].responseHeaderModifier", "framing header" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"RequestHeaderModifier\",\"requestHeaderModifier\":{\"remove\":[\"Transfer-Encoding\"]}}]}]}",
+		  "spec.rules[0].filters[0].requestHeaderModifier", "framing header" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\"}]}]}",
+		  "spec.rules[0].filters[0].responseHeaderModifier", "missing" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"add\":[{\"name\":\"a\",\"value\":\"1\"}]}},"
+		  "{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"remove\":[\"b\"]}}]}]}",
+		  "spec.rules[0].filters[1]", "listed twice" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+		  "[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"set\":[{\"name\":\"a b\",\"value\":\"1\"}]}}]}]}",
+		  "spec.rules[0].filters[0].responseHeaderModifier.set[0].name", "not a header name" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[]}", "spec.rules", "no rules" },
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":[{\"headers\":"
 		  "[{\"name\":\"bad name\",\"value\":\"b\"}]}]}]}", "spec.rules[0].matches[0].headers[0].name",
@@ -263,7 +323,9 @@ TEST(parents_and_filters)
 		"\"hostnames\":[\"echo.example\"],"
 		"\"rules\":[{\"filters\":[{\"type\":\"RequestHeaderModifier\",\"requestHeaderModifier\":"
 		"{\"set\":[{\"name\":\"X-Set\",\"value\":\"s\"}],\"add\":[{\"name\":\"x-add\",\"value\":\"\"}],"
-		"\"remove\":[\"X-Gone\"]}}],\"backendRefs\":[{\"name\":\"v1\",\"port\":80}]}]}")
+		"\"remove\":[\"X-Gone\"]}},{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":"
+		"{\"set\":[{\"name\":\"X-Resp\",\"value\":\"r\"}],\"remove\":[\"Server\"]}}],"
+		"\"backendRefs\":[{\"name\":\"v1\",\"port\":80}]}]}")
 		"," "{\"apiVersion\":\"security.istio.io/v1\",\"kind\":\"AuthorizationPolicy\","
 		"\"metadata\":{\"name\":\"a\",\"namespace\":\"default\"},\"spec\":{}}"
 		"," "{\"apiVersion\":\"gateway.networking.k8s.io/v1beta1\",\"kind\":\"HTTPRoute\","
@@ -280,16 +342,180 @@ TEST(parents_and_filters)
 	CHECK_EQ_INT(r->obj.ndiags, 3);	/* the Gateway, the consumer route, hostnames */
 	CHECK(httproute_attached(s, "default", "echo"));
 	CHECK(!httproute_attached(s, "other", "far"));
-	CHECK_EQ_STR(r->rules[0].hset[0].name, "x-set");
-	CHECK_EQ_STR(r->rules[0].hadd[0].value, "");
-	CHECK_EQ_STR(r->rules[0].hremove[0], "x-gone");
+	CHECK_EQ_STR(r->rules[0].req.set[0].name, "x-set");
+	CHECK_EQ_STR(r->rules[0].req.add[0].value, "");
+	CHECK_EQ_STR(r->rules[0].req.remove[0], "x-gone");
+	CHECK_EQ_INT(r->rules[0].req.nset + r->rules[0].req.nadd + r->rules[0].req.nremove, 3);
+	CHECK_EQ_INT(r->rules[0].resp.nset, 1);
+	CHECK_EQ_INT(r->rules[0].resp.nadd, 0);
+	CHECK_EQ_STR(r->rules[0].resp.set[0].name, "x-resp");
+	CHECK_EQ_STR(r->rules[0].resp.remove[0], "server");
 	json_t *j = httproute_set_json(s, NULL, NULL);
 	CHECK(j != NULL);
 	CHECK_EQ_INT(json_array_size(json_object_get(j, "routes")), 2);
 	char *dump = json_dumps(j, 0);
 	CHECK(dump && strstr(dump, "\"x-set\"") && strstr(dump, "\"accepted\": false"));
+	CHECK(dump && strstr(dump, "\"response_header_modifier\"") && strstr(dump, "\"x-resp\""));
 	free(dump);
 	json_decref(j);
+	httproute_set_unref(s);
+}
+
+/* A modifier whose set and add lines pass HTTPROUTE_MAX_HMOD_BYTES is refused whole. */
+TEST(header_modifier_bytes)
+{
+	char big[4001], *text;
+	memset(big, 'v', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (int n = 2; n <= 3; n++) {
+		CHECK(asprintf(&text, "[" ROUTE("big", "2024-01-01T00:00:00Z",
+			"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"filters\":"
+			"[{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":{\"set\":"
+			"[{\"name\":\"a\",\"value\":\"%s\"},{\"name\":\"b\",\"value\":\"%s\"}],"
+			"\"add\":[{\"name\":\"c\",\"value\":\"%s\"}]}}]}]}") "]",
+			big, big, n == 3 ? big : "") > 0);
+		struct httproute_set *s = compile(text);
+		free(text);
+		CHECK(s != NULL);
+		if (!s)
+			continue;
+		CHECK_EQ_INT(s->stats.accepted, n == 2 ? 1 : 0);	/* 8015 bytes fit, 12015 do not */
+		CHECK(n == 2 || (s->routes[0]->obj.ndiags &&
+				 strstr(s->routes[0]->obj.diags[s->routes[0]->obj.ndiags - 1].message,
+					"bytes of header lines")));
+		httproute_set_unref(s);
+	}
+}
+
+/* Whether the admin JSON of s holds both strings. */
+static bool admin_has(const struct httproute_set *s, const char *a, const char *b)
+{
+	json_t *j = httproute_set_json(s, NULL, NULL);
+	char *dump = j ? json_dumps(j, 0) : NULL;
+	bool ok = dump && strstr(dump, a) && strstr(dump, b);
+	free(dump);
+	json_decref(j);
+	return ok;
+}
+
+/* RequestRedirect: compiled fields, and the Location as the Gateway API builds it. */
+TEST(redirect_location)
+{
+	struct hr_redirect rd = { .on = true, .status = 302 };
+	struct hr_match pre = { .path_type = HR_PATH_PREFIX, .path = (char *)"/foo" };
+	struct hr_match root = { .path_type = HR_PATH_PREFIX, .path = (char *)"" };
+	static const struct {
+		const char *scheme, *hostname, *path, *req, *query, *host, *want;
+		int mod;
+		uint16_t port, svc_port;
+		bool root;
+	} cases[] = {
+		/* nothing set: the request's host, path, query; the Service port (80: left out) */
+		{ NULL, NULL, NULL, "/foo/bar", "a=1", "echo.default:80", "http://echo.default/foo/bar?a=1",
+		  HR_PATH_KEEP, 0, 80, false },
+		{ NULL, NULL, NULL, "/foo", NULL, "echo", "http://echo:8080/foo", HR_PATH_KEEP, 0, 8080, false },
+		/* a scheme: its port unless one is set */
+		{ "https", NULL, NULL, "/foo", NULL, "echo:8080", "https://echo/foo", HR_PATH_KEEP, 0, 8080, false },
+		{ "https", "example.org", NULL, "/x", "q", "echo", "https://example.org:8443/x?q",
+		  HR_PATH_KEEP, 8443, 80, false },
+		{ NULL, NULL, NULL, "/x", NULL, "[fd00::1]:80", "http://[fd00::1]:81/x", HR_PATH_KEEP, 81, 80, false },
+		{ NULL, NULL, NULL, "/x", NULL, "", "http://echo.default.svc.cluster.local/x", HR_PATH_KEEP, 0, 80, false },
+		{ NULL, NULL, "/new", "/foo/bar", "k=v", "h", "http://h/new?k=v", HR_PATH_FULL, 0, 80, false },
+		/* ReplacePrefixMatch, the spec's table */
+		{ NULL, NULL, "/xyz", "/foo/bar", NULL, "h", "http://h/xyz/bar", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "/xyz", "/foo", NULL, "h", "http://h/xyz", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "/xyz", "/foo/", NULL, "h", "http://h/xyz/", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "", "/foo/bar", NULL, "h", "http://h/bar", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "", "/foo", NULL, "h", "http://h/", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "", "/foo/", NULL, "h", "http://h/", HR_PATH_REPLACE_PREFIX, 0, 80, false },
+		{ NULL, NULL, "/xyz", "/a/b", "z", "h", "http://h/xyz/a/b?z", HR_PATH_REPLACE_PREFIX, 0, 80, true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		rd.scheme = (char *)cases[i].scheme;
+		rd.hostname = (char *)cases[i].hostname;
+		rd.path.value = (char *)cases[i].path;
+		rd.path.mod = cases[i].mod;
+		rd.port = cases[i].port;
+		const char *q = cases[i].query;
+		char *loc = httproute_redirect_location(&rd, cases[i].root ? &root : &pre, cases[i].host,
+							strlen(cases[i].host),
+							"echo.default.svc.cluster.local", cases[i].svc_port,
+							cases[i].req, strlen(cases[i].req), q, q ? strlen(q) : 0);
+		if (!loc || strcmp(loc, cases[i].want) != 0)
+			fprintf(stderr, "  case %zu: got '%s' want '%s'\n", i, loc ? loc : "(null)", cases[i].want);
+		CHECK(loc && strcmp(loc, cases[i].want) == 0);
+		free(loc);
+	}
+
+	struct httproute_set *s = compile("[" ROUTE("r", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":"
+		"[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/old/\"}}],\"filters\":[{\"type\":"
+		"\"RequestRedirect\",\"requestRedirect\":{\"scheme\":\"https\",\"hostname\":\"new.example\","
+		"\"port\":8443,\"statusCode\":301,\"path\":{\"type\":\"ReplacePrefixMatch\","
+		"\"replacePrefixMatch\":\"/new/\"}}}]},{\"filters\":[{\"type\":\"RequestRedirect\","
+		"\"requestRedirect\":{}}]}]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->stats.accepted, 1);
+	const struct hr_rule *r0 = &s->routes[0]->rules[0], *r1 = &s->routes[0]->rules[1];
+	CHECK(r0->redirect.on && r1->redirect.on);
+	CHECK_EQ_INT(r0->redirect.status, 301);
+	CHECK_EQ_INT(r1->redirect.status, 302);	/* the spec's default */
+	CHECK_EQ_INT(r0->redirect.port, 8443);
+	CHECK_EQ_STR(r0->redirect.scheme, "https");
+	CHECK_EQ_STR(r0->redirect.hostname, "new.example");
+	CHECK_EQ_STR(r0->redirect.path.value, "/new");
+	CHECK_EQ_INT(r0->redirect.path.mod, HR_PATH_REPLACE_PREFIX);
+	CHECK(r1->redirect.path.mod == HR_PATH_KEEP && !r1->redirect.scheme);
+	char *loc = httproute_redirect_location(&r0->redirect, &r0->matches[0], "echo", 4, "x", 80,
+						"/old/a", 6, NULL, 0);
+	CHECK(loc && strcmp(loc, "https://new.example:8443/new/a") == 0);
+	free(loc);
+	CHECK(admin_has(s, "\"request_redirect\"", "\"ReplacePrefixMatch\""));
+	httproute_set_unref(s);
+}
+
+/* URLRewrite: compiled, and the rewritten path (the same HTTPPathModifier as redirects). */
+TEST(url_rewrite)
+{
+	struct httproute_set *s = compile("[" ROUTE("w", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"matches\":"
+		"[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/legacy\"}}],\"filters\":[{\"type\":"
+		"\"URLRewrite\",\"urlRewrite\":{\"hostname\":\"new.example\",\"path\":{\"type\":"
+		"\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/\"}}}],\"backendRefs\":[{\"name\":\"v1\","
+		"\"port\":80}]},{\"filters\":[{\"type\":\"URLRewrite\",\"urlRewrite\":{\"path\":{\"type\":"
+		"\"ReplaceFullPath\",\"replaceFullPath\":\"/all\"}}}],\"backendRefs\":[{\"name\":\"v1\","
+		"\"port\":80}]}]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK_EQ_INT(s->stats.accepted, 1);
+	const struct hr_rule *r0 = &s->routes[0]->rules[0], *r1 = &s->routes[0]->rules[1];
+	CHECK(r0->rewrite.on && r1->rewrite.on && !r0->redirect.on);
+	CHECK_EQ_STR(r0->rewrite.hostname, "new.example");
+	CHECK(!r1->rewrite.hostname);
+	static const struct {
+		int rule;
+		const char *path, *want;
+	} cases[] = {
+		{ 0, "/legacy/status/202", "/status/202" }, { 0, "/legacy", "/" }, { 0, "/legacy/", "/" },
+		{ 1, "/x/y", "/all" }, { 1, "/", "/all" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct hr_rule *r = cases[i].rule ? r1 : r0;
+		char *p = httproute_rewrite_path(&r->rewrite.path, &r->matches[0], cases[i].path,
+						 strlen(cases[i].path));
+		if (!p || strcmp(p, cases[i].want) != 0)
+			fprintf(stderr, "  case %zu: got '%s' want '%s'\n", i, p ? p : "(null)", cases[i].want);
+		CHECK(p && strcmp(p, cases[i].want) == 0);
+		free(p);
+	}
+	struct hr_pathmod keep = { .mod = HR_PATH_KEEP };
+	char *p = httproute_rewrite_path(&keep, NULL, "/same/x", 7);
+	CHECK(p && strcmp(p, "/same/x") == 0);
+	free(p);
+	CHECK(admin_has(s, "\"url_rewrite\"", "\"new.example\""));
 	httproute_set_unref(s);
 }
 
