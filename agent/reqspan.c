@@ -27,6 +27,12 @@ struct reqspan {
 };
 
 static uint64_t stopped;
+static uint64_t live;	/* trackers allocated (loop thread) */
+
+uint64_t reqspan_live_count(void)
+{
+	return live;
+}
 
 uint64_t reqspan_stopped_count(void)
 {
@@ -345,6 +351,7 @@ struct reqspan *reqspan_new(struct conn *c, const struct tracing_conf *tc, bool 
 	r->has_conn_ctx = (r->outbound || client_reported) && tp[0] &&
 			  tracecontext_parse(tp, strlen(tp), &r->conn_ctx) == 0;
 	h1t_init(&r->t, &cbs, r);
+	live++;
 	return r;
 }
 
@@ -359,6 +366,11 @@ void reqspan_eof(struct reqspan *r, enum conn_side from)
 	h1t_eof(&r->t, from == CONN_DOWN ? H1T_REQ : H1T_RESP, now_real_ns());
 }
 
+bool reqspan_settled(const struct reqspan *r)
+{
+	return !h1t_active(&r->t) && r->t.resp_seq == r->t.req_seq;
+}
+
 void reqspan_free(struct reqspan *r, const char *why)
 {
 	if (!r)
@@ -368,5 +380,6 @@ void reqspan_free(struct reqspan *r, const char *why)
 	/* Requests whose head was never complete were never started; all others ended. */
 	for (size_t i = 0; i < H1T_PIPELINE; i++)
 		span_end(r->spans[i]);
+	live--;
 	free(r);
 }

@@ -33,6 +33,11 @@ bool reqspan_feed(struct reqspan *r, enum conn_side from, const uint8_t *p, size
 void reqspan_eof(struct reqspan *r, enum conn_side from);
 /* The conn closed: requests without a response end as errors; frees r. NULL ok. */
 void reqspan_free(struct reqspan *r, const char *why);
+/* Tracking ended (not HTTP, upgraded or stopped) with no request awaiting its answer: r can
+ * be freed now rather than with its connection (an idle non-HTTP connection keeps no tracker). */
+bool reqspan_settled(const struct reqspan *r);
+/* Trackers alive now (loop thread). */
+uint64_t reqspan_live_count(void);
 
 /* The CLIENT span ID of request `ordinal` on the connection whose outbound span is conn
  * (the CONNECT traceparent): never zero, the same on both nodes. */

@@ -193,8 +193,13 @@ static void span_open(struct conn *c)
 static void on_data(struct conn *c, enum conn_side from, const uint8_t *p, size_t n)
 {
 	struct conn_tel *t = conn_user(c);
-	if (t && t->req && !reqspan_feed(t->req, from, p, n))
+	if (t && t->req && !reqspan_feed(t->req, from, p, n)) {
 		conn_set_observed(c, false);	/* not HTTP, upgraded or stopped */
+		if (reqspan_settled(t->req)) {	/* nothing awaits an answer: free it now */
+			reqspan_free(t->req, "request tracking ended");
+			t->req = NULL;
+		}
+	}
 }
 
 static void on_eof(struct conn *c, enum conn_side from)

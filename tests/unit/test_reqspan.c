@@ -270,6 +270,37 @@ TEST(span_reporting_disabled_for_a_workload_means_no_tracker)
 	loop_run(lp);
 }
 
+/* A connection that turns out not to be HTTP keeps no tracker: it is freed at its first
+ * bytes, not with the connection (idle connections stay small). */
+TEST(not_http_frees_the_tracker_at_once)
+{
+	static const char junk[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+	setup();
+	uint64_t before = reqspan_live_count();
+	struct conn *out = open_conn(CONN_OUTBOUND, NULL);
+	REQUIRE(out);
+	CHECK(conn_observed(out));
+	CHECK(reqspan_live_count() == before + 1);
+	rig_relay(out, junk, sizeof(junk) - 1, junk, sizeof(junk) - 1, true);
+	REQUIRE(loop_defer(lp, stop_task, NULL) == 0);
+	CHECK(loop_run(lp) == 0);
+	CHECK(!conn_observed(out));
+	CHECK(reqspan_live_count() == before);	/* before the conn closes */
+	close_conn(out);
+	CHECK(reqspan_live_count() == before);
+	/* an HTTP connection keeps its tracker while it lasts */
+	out = open_conn(CONN_OUTBOUND, NULL);
+	REQUIRE(out);
+	relay(out, true);
+	REQUIRE(loop_defer(lp, stop_task, NULL) == 0);
+	CHECK(loop_run(lp) == 0);
+	CHECK(conn_observed(out) && reqspan_live_count() == before + 1);
+	close_conn(out);
+	CHECK(reqspan_live_count() == before);
+	REQUIRE(loop_defer(lp, stop_task, NULL) == 0);
+	loop_run(lp);
+}
+
 int main(void)
 {
 	int rc = test_main("reqspan");
