@@ -182,6 +182,8 @@ static void span_open(struct conn *c)
 		return;	/* out of memory: the conn goes on untraced */
 	}
 	t->span = s;
+	span_compact(s);	/* open as long as the conn: its start attributes (custom tags)
+				 * keep their size, not a request span's room; the rest come at close */
 	conn_set_user(c, t);
 	if (tracecontext_format(&s->ctx, ci->traceparent, sizeof(ci->traceparent)) < 0)
 		ci->traceparent[0] = '\0';

@@ -229,6 +229,57 @@ void otlp_attrs_fini(struct otlp_attrs *a)
 	memset(a, 0, sizeof(*a));
 }
 
+size_t otlp_attrs_bytes(const struct otlp_attrs *a)
+{
+	size_t n = (size_t)a->cap * sizeof(*a->v);
+	for (const struct otlp_strs *c = a->strs; c; c = c->next)
+		n += sizeof(*c) + c->cap;
+	return n;
+}
+
+void span_compact(struct span *s)
+{
+	if (s)
+		otlp_attrs_compact(&s->attrs);
+}
+
+void otlp_attrs_compact(struct otlp_attrs *a)
+{
+	struct otlp_strs *c = a->strs, *n;
+
+	if (a->cap > a->n) {
+		struct otlp_attr *v = a->n ? realloc(a->v, a->n * sizeof(*v)) : NULL;
+		if (!a->n) {
+			free(a->v);
+			a->v = NULL;
+			a->cap = 0;
+		} else if (v) {
+			a->v = v;
+			a->cap = a->n;
+		}
+	}
+	if (!c || c->next || c->used == c->cap)
+		return;	/* one chunk with room to give back, or nothing to do */
+	if (!c->used) {
+		free(c);
+		a->strs = NULL;
+		return;
+	}
+	n = malloc(sizeof(*n) + c->used);
+	if (!n)
+		return;
+	memcpy(n->data, c->data, c->used);
+	n->used = n->cap = c->used;
+	n->next = NULL;
+	for (uint16_t i = 0; i < a->n; i++) {	/* every key and string value is in c */
+		a->v[i].key = n->data + (a->v[i].key - c->data);
+		if (a->v[i].type == OTLP_ATTR_STRING)
+			a->v[i].v.s = n->data + (a->v[i].v.s - c->data);
+	}
+	free(c);
+	a->strs = n;
+}
+
 /* ---- IDs ---- */
 
 /* IDs are the kernel's CSPRNG output (getrandom, ChaCha20), read ahead into a per-thread buffer:
@@ -365,9 +416,10 @@ static void span_release(struct span *s)
 		free(s);
 		return;
 	}
-	/* keep the array and the newest chunk if it is an ordinary one; free the others */
+	/* keep the array and the newest chunk if they are ordinary ones (not a big string's
+	 * chunk, nor what otlp_attrs_compact sized down); free the others */
 	struct otlp_strs *c = a->strs;
-	if (c && c->cap > STRS_CHUNK) {
+	if ((c && c->cap != STRS_CHUNK) || (a->v && a->cap < ATTRS_FIRST_CAP)) {
 		otlp_attrs_fini(a);
 		c = NULL;
 	} else if (c) {

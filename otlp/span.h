@@ -129,6 +129,9 @@ int span_set_str(struct span *s, const char *key, const char *value);
 int span_set_int(struct span *s, const char *key, int64_t value);
 int span_set_bool(struct span *s, const char *key, bool value);
 int span_set_double(struct span *s, const char *key, double value);
+/* A span that stays open long (a connection's): its attributes' memory sized to what it
+ * holds now (otlp_attrs_compact). The owner's thread, as the setters. */
+void span_compact(struct span *s);
 /* The attribute with key, or NULL. Valid until the attribute is replaced or the span freed. */
 const struct otlp_attr *span_get_attr(const struct span *s, const char *key);
 
@@ -159,5 +162,10 @@ int otlp_attrs_set_bool(struct otlp_attrs *a, const char *key, bool value);
 int otlp_attrs_set_double(struct otlp_attrs *a, const char *key, double value);
 const struct otlp_attr *otlp_attrs_get(const struct otlp_attrs *a, const char *key);
 void otlp_attrs_fini(struct otlp_attrs *a);
+/* Sizes a's array and strings to what they hold (a set that stays long, e.g. an open
+ * connection's span: not the room a request span's twenty attributes take). Nothing on ENOMEM. */
+void otlp_attrs_compact(struct otlp_attrs *a);
+/* The heap bytes a holds (its array's slots and its string chunks' room). */
+size_t otlp_attrs_bytes(const struct otlp_attrs *a);
 
 #endif

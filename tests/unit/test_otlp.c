@@ -411,6 +411,52 @@ TEST(span_pool_reuse_starts_empty)
 	otlp_resource_unref(r);
 }
 
+/* A long-open span sized down to what it holds: its attributes read the same, more can be
+ * set after, and it goes back to the pool (or not) without harm. */
+TEST(span_compact_keeps_attributes)
+{
+	struct span *s = span_new(NULL, "conn", SPAN_KIND_CLIENT);
+	char key[32];
+
+	REQUIRE(s);
+	CHECK(span_set_str(s, "cluster_name", "east") == 0);
+	CHECK(span_set_int(s, "port", 8080) == 0);
+	CHECK(span_set_str(s, "environment", "prod") == 0);
+	CHECK(span_set_str(s, "environment", "staging") == 0);	/* replaced: old bytes stay */
+	REQUIRE(s->attrs.cap >= 32 && otlp_attrs_bytes(&s->attrs) > 1024);
+	span_compact(s);
+	CHECK_EQ_INT(s->attrs.cap, 3);
+	/* three slots and the strings' bytes (with the replaced value's): well under 200 */
+	CHECK(otlp_attrs_bytes(&s->attrs) < 3 * sizeof(struct otlp_attr) + 100);
+	CHECK_EQ_STR(span_get_attr(s, "cluster_name")->v.s, "east");
+	CHECK_EQ_STR(span_get_attr(s, "environment")->v.s, "staging");
+	CHECK(span_get_attr(s, "port")->v.i == 8080);
+	for (int i = 0; i < 40; i++) {	/* the close's attributes: the array and strings grow */
+		snprintf(key, sizeof(key), "late.%d", i);
+		CHECK(span_set_str(s, key, key) == 0);
+	}
+	CHECK_EQ_INT(s->attrs.n, 43);
+	CHECK_EQ_STR(span_get_attr(s, "late.39")->v.s, "late.39");
+	CHECK_EQ_STR(span_get_attr(s, "cluster_name")->v.s, "east");
+	span_unref(s);
+	/* empty: nothing kept */
+	s = span_new(NULL, "empty", SPAN_KIND_SERVER);
+	REQUIRE(s);
+	span_compact(s);
+	CHECK(s->attrs.cap == 0 && !s->attrs.v && otlp_attrs_bytes(&s->attrs) == 0);
+	CHECK(span_set_str(s, "a", "b") == 0);
+	CHECK_EQ_STR(span_get_attr(s, "a")->v.s, "b");
+	span_compact(s);
+	span_unref(s);	/* a sized-down span is pooled without its small array and chunk */
+	s = span_alloc();
+	REQUIRE(s);
+	/* none of the sized-down memory came back with it */
+	CHECK(!s->attrs.v || s->attrs.cap >= 32);
+	CHECK(otlp_attrs_bytes(&s->attrs) == 0 || otlp_attrs_bytes(&s->attrs) >= 1024);
+	s->refs = 1;
+	span_unref(s);
+}
+
 TEST(span_status_rules)
 {
 	struct span *s = span_new(NULL, "x", SPAN_KIND_CLIENT);
