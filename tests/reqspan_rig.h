@@ -2,7 +2,8 @@
 /* Conns as the agents hold them for request spans, without sockets: a client pod on node 1
  * and a server pod on node 2 in a published model, an outbound conn (CLIENT spans) or an
  * inbound HBONE one (SERVER spans), and an HTTP exchange relayed through a conn's buffers and
- * hooks. Shared by tests/unit/test_reqspan.c and bench/spanbench.c. */
+ * hooks. Shared by tests/unit/test_reqspan.c, test_tracing_conf.c (its model publishing) and
+ * bench/spanbench.c. */
 #ifndef AMBIT_TESTS_REQSPAN_RIG_H
 #define AMBIT_TESTS_REQSPAN_RIG_H
 
@@ -33,6 +34,29 @@ static const char rig_model_json[] =
 static inline int rig_publish_model(char *err, size_t errlen)
 {
 	struct model *m = model_parse(rig_model_json, sizeof(rig_model_json) - 1, err, errlen);
+	if (!m)
+		return -EINVAL;
+	model_publish(m);
+	return 0;
+}
+
+/* Publishes the model of base (a JSON object) with "mesh_config" and "resources" added when
+ * given; 0 or -EINVAL (err says why). */
+static inline int rig_publish_with(const char *base, const char *mesh, const char *resources,
+				   char *err, size_t errlen)
+{
+	size_t n = strlen(base);
+	char *text = NULL;
+	struct model *m;
+
+	if (n < 2 || base[n - 1] != '}' ||
+	    asprintf(&text, "%.*s%s%s%s%s}", (int)(n - 1), base, mesh ? ",\"mesh_config\":" : "",
+		     mesh ? mesh : "", resources ? ",\"resources\":" : "", resources ? resources : "") < 0) {
+		snprintf(err, errlen, "cannot build the model text");
+		return -EINVAL;
+	}
+	m = model_parse(text, strlen(text), err, errlen);
+	free(text);
 	if (!m)
 		return -EINVAL;
 	model_publish(m);

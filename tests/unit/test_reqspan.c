@@ -196,17 +196,11 @@ TEST(a_busy_turn_and_a_close_lose_no_span)
 /* The rig's model with MeshConfig and resources (JSON text) added. */
 static void publish_with(const char *mesh, const char *resources)
 {
-	char err[256], *text = NULL;
-	struct model *m;
-
-	REQUIRE(asprintf(&text, "%.*s,\"mesh_config\":%s,\"resources\":%s}",
-			 (int)sizeof(rig_model_json) - 2, rig_model_json, mesh, resources) > 0);
-	m = model_parse(text, strlen(text), err, sizeof(err));
-	free(text);
-	if (!m)
+	char err[256];
+	int rc = rig_publish_with(rig_model_json, mesh, resources, err, sizeof(err));
+	if (rc)
 		fprintf(stderr, "model: %s\n", err);
-	REQUIRE(m);
-	model_publish(m);
+	REQUIRE(rc == 0);
 }
 
 static int count_kind(struct found *f, int from, enum span_kind k)

@@ -5,6 +5,7 @@
  * valid, and `reporting` follows Istio: disableSpanReporting, no provider and enableTracing
  * false turn it off, per direction (match.mode), sampling 0 does not. */
 #include "harness.h"
+#include "reqspan_rig.h"
 #include "agent/tracing.h"
 #include "agent/workloads.h"
 #include "common/log.h"
@@ -17,28 +18,24 @@ static struct sockaddr_storage client_ip, server_ip;
 
 /* The two pods of tests/reqspan_rig.h with the given MeshConfig and resources (JSON text,
  * NULL: none). */
+/* The server in a namespace of its own (shop), for namespace-wide Telemetry objects. */
+static const char model_json[] =
+	"{\"nodes\":[{\"name\":\"node-1\",\"address\":\"172.18.0.2\"}],"
+	"\"workloads\":["
+	"{\"name\":\"client-1\",\"namespace\":\"default\",\"service_account\":\"client\","
+	"\"node\":\"node-1\",\"addresses\":[\"10.244.1.5\"],\"labels\":{\"app\":\"client\"},"
+	"\"enrolled\":true},"
+	"{\"name\":\"server-1\",\"namespace\":\"shop\",\"service_account\":\"server\","
+	"\"node\":\"node-1\",\"addresses\":[\"10.244.2.9\"],\"labels\":{\"app\":\"server\"},"
+	"\"enrolled\":true}]}";
+
 static void publish(const char *mesh, const char *resources)
 {
-	char err[256], *text = NULL;
-	struct model *m;
-
-	REQUIRE(asprintf(&text,
-		"{\"nodes\":[{\"name\":\"node-1\",\"address\":\"172.18.0.2\"}],"
-		"\"workloads\":["
-		"{\"name\":\"client-1\",\"namespace\":\"default\",\"service_account\":\"client\","
-		"\"node\":\"node-1\",\"addresses\":[\"10.244.1.5\"],\"labels\":{\"app\":\"client\"},"
-		"\"enrolled\":true},"
-		"{\"name\":\"server-1\",\"namespace\":\"shop\",\"service_account\":\"server\","
-		"\"node\":\"node-1\",\"addresses\":[\"10.244.2.9\"],\"labels\":{\"app\":\"server\"},"
-		"\"enrolled\":true}]%s%s%s%s}",
-		mesh ? ",\"mesh_config\":" : "", mesh ? mesh : "",
-		resources ? ",\"resources\":" : "", resources ? resources : "") > 0);
-	m = model_parse(text, strlen(text), err, sizeof(err));
-	if (!m)
+	char err[256];
+	int rc = rig_publish_with(model_json, mesh, resources, err, sizeof(err));
+	if (rc)
 		fprintf(stderr, "model: %s\n", err);
-	REQUIRE(m);
-	free(text);
-	model_publish(m);
+	REQUIRE(rc == 0);
 }
 
 #define MESH_OTEL "{\"defaultProviders\":{\"tracing\":[\"otel\"]},\"extensionProviders\":[" \
