@@ -161,8 +161,8 @@ if [ -s "$tmp/base.yaml" ]; then
 	if node "$node_dir/validate_manifests.js" --label broken "$tmp/broken.yaml" >"$tmp/broken.out"; then
 		notok manifests.validator_rejects_broken "a privileged DaemonSet and a create verb passed"
 	else
-		# the DaemonSet, and the ClusterRoles of the agents and of ambit-ca
-		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 3
+		# the DaemonSet, and the ClusterRoles of the agents, of the waypoint's routes and of ambit-ca
+		check manifests.validator_rejects_broken "$(grep -c '^not ok' "$tmp/broken.out")" 4
 	fi
 	# A DaemonSet that mounts the CA key Secret again is refused.
 	NODE_PATH=$node_dir/node_modules node -e '
