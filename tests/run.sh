@@ -93,6 +93,14 @@ if [ "$layer" = fuzz ] || [ "$layer" = all ]; then
 		[ -x "$AMBIT_FUZZ_BUILD/$n" ] && run_one "fuzz/$n" fuzz_smoke "$n" "$AMBIT_FUZZ_BUILD/$n"
 	done
 fi
+# A digest of each failure just above the summary (CI may keep only the end of the output):
+# its first "not ok" lines and the diagnostics after the first one.
+for name in "${failures[@]}"; do
+	log="$logs/$(echo "$name" | tr '/ ' '__').log"
+	echo "== $name"
+	grep -m 3 '^not ok' "$log" | cut -c1-200
+	awk '/^not ok/ { n = 1; next } n && /^#/ && n <= 6 { print; n++ } n && !/^#/ { exit }' "$log" | cut -c1-200
+done
 [ ${#failures[@]} -gt 0 ] && echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
