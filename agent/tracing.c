@@ -573,9 +573,12 @@ struct tracing_conf *tracing_conf_get(const char *ns, const char *name,
 			h = h * 33 + (unsigned char)*p;
 	h %= ARRAY_SIZE(C.b);
 	pthread_mutex_lock(&C.lock);
-	if (C.gen != gen) {
+	if (C.gen < gen) {
 		conf_cache_flush();
 		C.gen = gen;
+	} else if (C.gen > gen) {	/* a newer generation was cached meanwhile: never go back */
+		pthread_mutex_unlock(&C.lock);
+		return conf_resolve(ns, name, ip, client, gen);
 	}
 	for (c = C.b[h]; c; c = c->next)
 		if (str_parts_eq(c->key, part, 3, '|'))

@@ -198,6 +198,9 @@ out=$(pod_exec "$lab" n1-p2 python3 "$RQ" client --to "$P21:8080" --out "$logs/c
 	{ fail "rq: four requests from quiet (n1-p2) on a new connection"; printf '%s\n' "$out" | sed 's/^/#   /'; }
 check "rq: ... now traced on node 1: 4 CLIENT spans of the quiet pod, each with its SERVER child" \
 	wait_spans "$spans" "$REQ and .kind == 3 and .resource[\"k8s.pod.name\"] == \"$W12\"" 4
+# node 2's SERVER spans come in their own batches: 4 from before plus these 4
+check "rq: ... and node 2's SERVER spans of them" \
+	wait_spans "$spans" "$REQ and .kind == 2 and .attributes[\"source.workload\"] == \"$W12\"" 8
 check "rq: ... each SERVER span of the new connection the child of its CLIENT span" jq_check "$spans" --arg w "$W12" \
 	'[.[] | select(.kind == 3 and .resource["k8s.pod.name"] == $w and .attributes["http.request.method"] == "GET")] as $c |
 	 [.[] | select(.kind == 2 and .attributes["source.workload"] == $w and .attributes["http.request.method"] == "GET")] as $s |
