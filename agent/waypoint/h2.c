@@ -300,9 +300,13 @@ static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
 
 static ssize_t resp_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
 			 uint32_t *flags, nghttp2_data_source *src, void *ud);
+static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const struct hr_hmod *mods,
+		       const struct wp_route *rt, struct h2map_hdrs *out);
 
 /* Answers the client's stream ourselves: code with a text body, or gRPC's trailers-only answer
- * with grpc_status when the request is a gRPC call. The request ends here. */
+ * with grpc_status when the request is a gRPC call, or the redirect of x->rt; with the matched
+ * rule's ResponseHeaderModifier (Envoy applies a route's response headers to its local replies
+ * too). The request ends here. */
 static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *msg,
 		      const char *flag, const char *why)
 {
@@ -344,6 +348,14 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 		x->resp_eof = true;
 	}
 	err = err || h2map_hdrs_add(&h, "server", 6, "ambit-waypoint", 14);
+	const struct hr_hmod *mod = wp_route_resp_mod(x->rt.rule);
+	if (!err && mod) {	/* the matched rule's ResponseHeaderModifier, as on its answers */
+		struct h2map_hdrs tmp;
+		h2map_hdrs_init(&tmp);
+		err = copy_fields(&h, "", mod, NULL, &tmp);
+		h2map_hdrs_fini(&h);
+		h = tmp;
+	}
 	if (!err) {
 		nghttp2_data_provider dp = { .source.ptr = x, .read_callback = resp_read };
 		bool body = h1_buf_pending(&x->resp_body) > 0;
@@ -1454,6 +1466,21 @@ static void h2s_request(struct wp_h2s *x)
 	if (x->grpc)
 		wp_span_grpc(x->span, path, pl);
 
+	/* The HTTPRoute rule first, acted on after authorization (as for HTTP/1.x requests:
+	 * Envoy picks the route before the RBAC filter, which runs before the router) */
+	m = model_current();
+	struct h2_req_headers rqh = { .h = &x->req };
+	size_t qend = pl;
+	while (qend < plen && path[qend] != '#')
+		qend++;
+	struct hr_request hq = { .method = method, .path = path, .plen = pl,
+				 .query = pl < qend ? path + pl + 1 : NULL,
+				 .qlen = pl < qend ? qend - pl - 1 : 0,
+				 .header = h2_req_header, .header_arg = &rqh };
+	const char *why = NULL, *flag = NULL;
+	int code = wp_route_request(s, m, &hq, &x->rt, &why, &flag);
+	free(rqh.buf);
+
 	/* L7 authorization, as for HTTP/1.x requests */
 	struct authz_set *set = wp_authz_current();
 	if (set) {
@@ -1476,24 +1503,12 @@ static void h2s_request(struct wp_h2s *x)
 			pr_debug("waypoint: h2 %s %.*s for %s from %s: %s", method, (int)MIN(pl, 100), path,
 				 s->service ? s->service : "?", s->peer_identity ? s->peer_identity : "?",
 				 amsg);
+			free(x->rt.location);	/* a 403, not the rule's redirect */
+			x->rt.location = NULL;
 			h2s_local(x, 403, 7, WP_RBAC_BODY, CONN_FLAG_DENIED, amsg);
-			return;
+			goto out;
 		}
 	}
-
-	m = model_current();
-	/* HTTPRoutes after authorization (Envoy: the RBAC filter runs before the router) */
-	struct h2_req_headers rqh = { .h = &x->req };
-	size_t qend = pl;
-	while (qend < plen && path[qend] != '#')
-		qend++;
-	struct hr_request hq = { .method = method, .path = path, .plen = pl,
-				 .query = pl < qend ? path + pl + 1 : NULL,
-				 .qlen = pl < qend ? qend - pl - 1 : 0,
-				 .header = h2_req_header, .header_arg = &rqh };
-	const char *why = NULL, *flag = NULL;
-	int code = wp_route_request(s, m, &hq, &x->rt, &why, &flag);
-	free(rqh.buf);
 	wp_route_span(&x->rt, x->span);
 	if (code) {
 		/* gRPC's mapping of HTTP statuses: 404 UNIMPLEMENTED, 500 INTERNAL, 503 UNAVAILABLE */
@@ -1811,7 +1826,7 @@ void wp_h2_h1c_timeout(struct wp_sess *s)
 	if (!x->resp_head_sent) {
 		s->w->local_replies++;
 		x->status = 504;
-		h1_local_response(&s->to_down, 504, WP_TIMEOUT_WHY, true);
+		wp_h1_local_answer(s, 504, WP_TIMEOUT_WHY, NULL, true);
 		wp_h2_h1c_end(s, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
 		s->close_after = true;
 		s->st = SS_CLOSING;
@@ -1855,7 +1870,7 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 		if (!x->resp_head_sent) {
 			s->w->local_replies++;
 			x->status = 503;
-			h1_local_response(&s->to_down, 503, x->error, true);
+			wp_h1_local_answer(s, 503, x->error, NULL, true);
 			wp_h2_h1c_end(s, NULL, NULL);
 			s->close_after = true;
 			s->st = SS_CLOSING;

@@ -92,8 +92,9 @@ struct wp_sess {
 	struct sockaddr_storage src_ip;	/* the client: the vouched source, else the tunnel's peer */
 	uint16_t dst_port;		/* the target port (L7 policy's destination.port) */
 	enum protocol proto;		/* the service port's declared protocol (UNKNOWN: detect) */
-	bool denied;			/* the request in flight was refused by policy: its body
-					 * is read and dropped, then the next request follows */
+	bool answered;			/* the request in flight was answered locally (refused by
+					 * policy, redirected): its body is read and dropped, then
+					 * the next request follows */
 	/* the request in flight */
 	struct span *span;
 	int status;
@@ -105,8 +106,8 @@ struct wp_sess {
 	char *rt_service;		/* the request in flight's HTTPRoute backend (FQDN), for
 					 * spans and metrics; NULL: service */
 	struct httproute_set *rt_set;	/* a reference holding rt_resp */
-	const struct hr_hmod *rt_resp;	/* the request in flight's ResponseHeaderModifier (HTTP/1.x
-					 * answers), or NULL */
+	const struct hr_hmod *rt_resp;	/* the request in flight's ResponseHeaderModifier (its
+					 * HTTP/1.x answers, local ones included), or NULL */
 	const struct wp_route *rt_cur;	/* while its head is being sent: its route (header edits,
 					 * the backend an HTTP/2 retry picks from) */
 	struct wp_sess *prev, *next;
@@ -181,6 +182,12 @@ bool wp_policy_denies(struct wp_sess *s, const struct authz_set *set, const stru
 		      struct span *span, char *msg, size_t msglen);
 struct endpoint_stat *wp_ep_stat(struct waypoint *w, const char *uid, bool create);
 
+/* A local answer of the waypoint to s's HTTP/1.x request in flight, queued to the client: code
+ * with body as text/plain (no body to HEAD), or a redirect to location (no body); with the
+ * matched rule's ResponseHeaderModifier (s->rt_resp) and "connection: close" when close.
+ * 0 or -ENOMEM. */
+int wp_h1_local_answer(struct wp_sess *s, int code, const char *body, const char *location,
+		       bool close);
 /* The request span of one request of s (NULL when not traced): name "METHOD path", the HTTP
  * attributes, the source facts. hdr/arg look request headers up (custom tags); tp is the
  * request's traceparent (NULL: the connection's); the span's own context is written to
@@ -268,6 +275,11 @@ void wp_h1_edits_fini(struct wp_h1_edits *e);
  * set and add fields appended to out. mod NULL: nothing. */
 bool wp_route_drops(const struct hr_hmod *mod, const char *name, size_t nlen);
 int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out);
+/* The head of a local answer (the waypoint's own: redirect, 403, 5xx): the status line, lines[]
+ * ("name: value", n of them) except those mod sets or removes, mod's set and add fields (mod
+ * NULL: none), the blank line. 0 or -ENOMEM. */
+int wp_h1_local_head(struct h1_buf *out, int code, const char *const *lines, size_t n,
+		     const struct hr_hmod *mod);
 /* The rule's ResponseHeaderModifier, NULL when it has none (or rule is NULL). */
 const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule);
 /* wp_pick over the route's backend Service (rt NULL or without one: wp_pick). */

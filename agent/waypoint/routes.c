@@ -330,6 +330,25 @@ int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out)
 	return err;
 }
 
+int wp_h1_local_head(struct h1_buf *out, int code, const char *const *lines, size_t n,
+		     const struct hr_hmod *mod)
+{
+	int err = h1_buf_printf(out, "HTTP/1.1 %d %s\r\n", code, h1_reason(code));
+	for (size_t i = 0; i < n && !err; i++) {
+		const char *colon = strchr(lines[i], ':');
+		if (colon && wp_route_drops(mod, lines[i], (size_t)(colon - lines[i])))
+			continue;	/* the route's modifier sets or removes it */
+		err = h1_buf_printf(out, "%s\r\n", lines[i]);
+	}
+	for (int pass = 0; mod && pass < 2 && !err; pass++) {
+		const struct hr_kv *kv = pass ? mod->add : mod->set;
+		int nkv = pass ? mod->nadd : mod->nset;
+		for (int i = 0; i < nkv && !err; i++)
+			err = h1_buf_printf(out, "%s: %s\r\n", kv[i].name, kv[i].value);
+	}
+	return err ? err : h1_buf_append(out, "\r\n", 2);
+}
+
 const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule)
 {
 	return rule && (rule->resp.nset || rule->resp.nadd || rule->resp.nremove) ? &rule->resp : NULL;

@@ -427,21 +427,26 @@ static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *ur
 }
 
 /* Envoy's RBAC answer to a denied HTTP request: 403, "RBAC: access denied" as text/plain
- * (no body to HEAD); the connection goes on unless close. */
+ * (no body to HEAD), or a gRPC call's trailers-only PERMISSION_DENIED (7); with the matched
+ * route's ResponseHeaderModifier (Envoy applies the route's response headers to every local
+ * reply once a route is chosen). The connection goes on unless close. */
 static void deny_reply(struct wp_sess *s, bool close, bool grpc)
 {
-	size_t n = strlen(WP_RBAC_BODY);
+	char cl[40];
 	int err;
 	s->w->local_replies++;
-	if (grpc)	/* a trailers-only gRPC answer: PERMISSION_DENIED (7) */
-		err = h1_buf_printf(&s->to_down, "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
-				    "grpc-status: 7\r\ngrpc-message: %s\r\ncontent-length: 0\r\n"
-				    "server: ambit-waypoint\r\n%s\r\n", WP_RBAC_BODY,
-				    close ? "connection: close\r\n" : "");
+	snprintf(cl, sizeof(cl), "content-length: %zu", grpc ? 0 : strlen(WP_RBAC_BODY));
+	const char *glines[] = { "content-type: application/grpc", "grpc-status: 7",
+				 "grpc-message: " WP_RBAC_BODY, cl, "server: ambit-waypoint",
+				 "connection: close" };
+	const char *lines[] = { "content-type: text/plain", cl, "server: ambit-waypoint",
+				"connection: close" };
+	if (grpc)
+		err = wp_h1_local_head(&s->to_down, 200, glines, ARRAY_SIZE(glines) - !close, s->rt_resp);
 	else
-		err = h1_buf_printf(&s->to_down, "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n"
-				    "content-length: %zu\r\nserver: ambit-waypoint\r\n%s\r\n%s", n,
-				    close ? "connection: close\r\n" : "", s->req_head ? "" : WP_RBAC_BODY);
+		err = wp_h1_local_head(&s->to_down, 403, lines, ARRAY_SIZE(lines) - !close, s->rt_resp);
+	if (!err && !grpc && !s->req_head)
+		err = h1_buf_append(&s->to_down, WP_RBAC_BODY, strlen(WP_RBAC_BODY));
 	if (err)
 		pr_warn_rl("waypoint: cannot queue a denial (out of memory)");
 }
@@ -1029,18 +1034,42 @@ static void request_end(struct wp_sess *s, int code, const char *flag, const cha
 	wp_request_finish(s, &s->span, &s->ep_uid, &o);
 }
 
+int wp_h1_local_answer(struct wp_sess *s, int code, const char *body, const char *location,
+		       bool close)
+{
+	char cl[40], *loc = NULL;
+	const char *lines[5];
+	size_t n = 0, blen = body ? strlen(body) + 1 : 0;	/* the text and a newline */
+	int err;
+
+	if (location) {	/* a route's RequestRedirect: no body */
+		if (asprintf(&loc, "location: %s", location) < 0)
+			return -ENOMEM;
+		lines[n++] = loc;
+		blen = 0;
+	} else {
+		lines[n++] = "content-type: text/plain";
+	}
+	snprintf(cl, sizeof(cl), "content-length: %zu", blen);
+	lines[n++] = cl;
+	lines[n++] = "server: ambit-waypoint";
+	if (close)
+		lines[n++] = "connection: close";
+	err = wp_h1_local_head(&s->to_down, code, lines, n, s->rt_resp);
+	if (!err && blen && !s->req_head)
+		err = h1_buf_printf(&s->to_down, "%s\n", body);
+	free(loc);
+	return err;
+}
+
 /* Answers the client ourselves (routing failure, bad request, upstream failure before any
  * byte of the response) and closes after it. */
 static void local_reply_at(struct wp_sess *s, int code, const char *why, const char *flag,
 			   const char *location)
 {
 	s->w->local_replies++;
-	if (!s->resp_started && location)	/* a route's RequestRedirect: no body */
-		h1_buf_printf(&s->to_down, "HTTP/1.1 %d %s\r\nlocation: %s\r\ncontent-length: 0\r\n"
-			      "server: ambit-waypoint\r\nconnection: close\r\n\r\n", code,
-			      h1_reason(code), location);
-	else if (!s->resp_started)
-		h1_local_response(&s->to_down, code, why, true);
+	if (!s->resp_started && wp_h1_local_answer(s, code, why, location, true))
+		pr_warn_rl("waypoint: cannot queue a local answer (out of memory)");
 	request_end(s, code, flag, why);
 	s->close_after = true;
 	s->st = SS_CLOSING;
@@ -1189,12 +1218,29 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 				  .version = h->p.http_minor ? "1.1" : "1.0", .hdr = tag_header,
 				  .hdr_arg = h };
 	s->span = wp_request_span(s, &rh, tpbuf);
+	/* The HTTPRoute rule is chosen first (Envoy picks the route before its filters run, so
+	 * the rule's ResponseHeaderModifier is on every local answer, the RBAC filter's 403
+	 * included) and acted on after authorization (the RBAC filter runs before the router: a
+	 * denied request gets 403 whatever the route would answer). */
+	struct req_headers rqh = { .h = h };
+	struct hr_request hq = { .method = h1_method(h), .path = url, .plen = plen,
+				 .query = plen < qend ? url + plen + 1 : NULL,
+				 .qlen = plen < qend ? qend - plen - 1 : 0,
+				 .header = req_header, .header_arg = &rqh };
+	int rcode = wp_route_request(s, m, &hq, &rt, &why, &flag);
+	free(rqh.buf);
+	if ((s->rt_resp = wp_route_resp_mod(rt.rule))) {	/* local answers, sess_on_resp_head */
+		s->rt_set = rt.set;
+		httproute_set_ref(s->rt_set);
+	}
+	/* A request answered here without a body of ours to wait for (a denial, a redirect)
+	 * leaves the connection open: its body is read and dropped, then the next request
+	 * follows; unless the client waits for 100-continue, asked for an upgrade, or does not
+	 * keep alive (Envoy keeps an HTTP/1.1 connection after a local reply likewise). */
+	size_t elen;
+	bool close = !h->keep_alive || h->upgrade || w->draining ||
+		     h1_header(h, "expect", &elen) != NULL;
 	if ((denied = request_denied(s, h, url, ulen, host, hlen, amsg, sizeof(amsg)))) {
-		/* The body is read and dropped and the connection goes on, unless it cannot: the
-		 * client waits for 100-continue, asked for an upgrade, or does not keep alive. */
-		size_t elen;
-		bool close = !h->keep_alive || h->upgrade || w->draining ||
-			     h1_header(h, "expect", &elen) != NULL;
 		bool grpc = is_grpc_request(h);
 		deny_reply(s, close, grpc);
 		if (grpc)
@@ -1202,24 +1248,21 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		struct wp_outcome o = { .code = grpc ? 200 : 403, .flag = CONN_FLAG_DENIED,
 					.error = amsg, .grpc = grpc, .grpc_status = grpc ? 7 : -1 };
 		wp_request_finish(s, &s->span, &s->ep_uid, &o);
-		if (close) {
-			s->close_after = true;
-			s->st = SS_CLOSING;
-			rc = -1;
-		} else {
-			s->denied = true;
-		}
-		goto out;
+		goto answered;
 	}
-	/* HTTPRoutes after authorization (Envoy: the RBAC filter runs before the router) */
-	struct req_headers rqh = { .h = h };
-	struct hr_request hq = { .method = h1_method(h), .path = url, .plen = plen,
-				 .query = plen < qend ? url + plen + 1 : NULL,
-				 .qlen = plen < qend ? qend - plen - 1 : 0,
-				 .header = req_header, .header_arg = &rqh };
-	code = wp_route_request(s, m, &hq, &rt, &why, &flag);
-	free(rqh.buf);
 	wp_route_span(&rt, s->span);
+	code = rcode;
+	if (code && rt.location) {	/* a RequestRedirect */
+		s->w->local_replies++;
+		if (wp_h1_local_answer(s, code, NULL, rt.location, close)) {
+			why = "out of memory";
+			code = 503;
+			rc = -1;
+			goto out;
+		}
+		request_end(s, code, NULL, NULL);
+		goto answered;
+	}
 	if (code) {
 		rc = -1;
 		goto out;
@@ -1265,19 +1308,24 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	}
 	/* The request carries the request span's context to the application (W3C §3), and
 	 * the route's header edits and URL rewrite. */
-	if ((s->rt_resp = wp_route_resp_mod(rt.rule))) {	/* for sess_on_resp_head */
-		s->rt_set = rt.set;
-		httproute_set_ref(s->rt_set);
-	}
 	if (wp_h1_edits(rt.rule ? &rt.rule->req : NULL, tpbuf[0] ? "traceparent" : NULL, tpbuf, &ed) ||
 	    (rt.rw_host && wp_h1_edits_replace(&ed, "host", rt.rw_host)) ||
 	    h1_format_head_url(h, out, rt.rw_target, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
 	}
+	goto out;
+answered:
+	if (close) {
+		s->close_after = true;
+		s->st = SS_CLOSING;
+		rc = -1;
+	} else {
+		s->answered = true;
+	}
 out:
-	if (rc && !denied)
-		local_reply_at(s, code, why, flag, rt.location);
+	if (rc && !denied && s->st != SS_CLOSING)
+		local_reply_at(s, code, why, flag, NULL);
 	wp_h1_edits_fini(&ed);
 	wp_route_fini(&rt);
 	model_unref(m);
@@ -1317,6 +1365,19 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 	return 0;
 }
 
+/* The request in flight is over; the next one has no answer yet (a local reply to it, for a
+ * malformed head, is due, without the last one's route edits). */
+static void sess_next_request(struct wp_sess *s)
+{
+	httproute_set_unref(s->rt_set);
+	s->rt_set = NULL;
+	s->rt_resp = NULL;
+	s->resp_started = false;
+	s->req_head = false;
+	s->status = 0;
+	s->st = SS_HEAD;
+}
+
 /* The response is complete: account it, hand the upstream back, and go on with the next
  * request (pipelined bytes may already wait) or close. */
 static void response_done(struct wp_sess *s)
@@ -1341,10 +1402,7 @@ static void response_done(struct wp_sess *s)
 	} else {
 		h1_next(&s->req);
 	}
-	/* The next request has no answer yet: a local reply to it (a malformed head) is due. */
-	s->resp_started = false;
-	s->status = 0;
-	s->st = SS_HEAD;
+	sess_next_request(s);
 }
 
 /* Not HTTP (or an upgrade): pick an endpoint and splice raw bytes. */
@@ -1644,7 +1702,7 @@ static bool down_step(struct wp_sess *s)
 			size_t k = h1_feed(&s->req, p, MIN(n, WP_FEED_MAX), &s->to_up);
 			if (s->down && k)
 				conn_out_consume(s->down, CONN_UP, k);
-			if (s->denied)	/* the body of a denied request goes nowhere */
+			if (s->answered)	/* the body of a request answered here goes nowhere */
 				h1_buf_consume(&s->to_up, h1_buf_pending(&s->to_up));
 			progress |= k > 0;
 			if (s->st == SS_CLOSING)
@@ -1669,13 +1727,11 @@ static bool down_step(struct wp_sess *s)
 			}
 			return true;
 		}
-		if (s->req.st == H1_ST_DONE && s->denied) {
-			/* answered already (403): on with the next request */
-			s->denied = false;
+		if (s->req.st == H1_ST_DONE && s->answered) {
+			/* answered already (403, a redirect): on with the next request */
+			s->answered = false;
 			h1_next(&s->req);
-			s->resp_started = false;
-			s->status = 0;
-			s->st = SS_HEAD;
+			sess_next_request(s);
 			return true;
 		}
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {

@@ -18,6 +18,10 @@
 # metrics count 504 UT. ResponseHeaderModifier (set/add/remove) on the answers of HTTP/1.1 and
 # HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). RequestRedirect: a 301
 # with ReplacePrefixMatch (the query kept) and a 302 to https and another host, no backend asked.
+# The ResponseHeaderModifier of a matched rule on the waypoint's own answers too (the redirect,
+# a missing backend's 500, the route timeout's 504, the RBAC 403 of a DENY policy on
+# /old/denied), not on the 404 of a request no rule matched; a redirect keeps the HTTP/1.1
+# connection (a second request on it) unless the client closes.
 # URLRewrite: a prefix replaced and the Host rewritten (HTTP/1.1 endpoint), a full path (h2c
 # endpoint); the span keeps the client's url.path. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
@@ -57,6 +61,8 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 			   {path: {type: "Exact", value: "/headers"}}],
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
+		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-local", value: "missing"}]}}],
 		 backendRefs: [{name: "app-9", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/legacy"}}],
 		 filters: [{type: "URLRewrite", urlRewrite: {hostname: "rewritten.example",
@@ -64,14 +70,22 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/old"}}],
 		 filters: [{type: "RequestRedirect", requestRedirect: {statusCode: 301,
-			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}}]},
+			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}},
+			  {type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-local", value: "redirect"}], add: [{name: "x-local-add", value: "1"}]}}]},
 		{matches: [{path: {type: "Exact", value: "/secure"}}],
 		 filters: [{type: "RequestRedirect", requestRedirect: {scheme: "https", hostname: "secure.example"}}],
 		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
 			   {path: {type: "PathPrefix", value: "/slow-body"}}],
 		 timeouts: {request: "500ms"},
+		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-local", value: "timeout"}]}}],
 		 backendRefs: [{name: "app-2", port: 80}]}]}},
+	{apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy",
+	 metadata: {name: "hrt-deny", namespace: "default", creationTimestamp: "2026-01-01T00:00:00Z"},
+	 spec: {targetRefs: [{kind: "Service", group: "", name: "app-1"}], action: "DENY",
+		rules: [{to: [{operation: {paths: ["/old/denied"]}}]}]}},
 	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
 	 metadata: {name: "app1-regex", namespace: "default", creationTimestamp: "2026-01-02T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "app-1"}], rules: [
@@ -191,6 +205,26 @@ redirected() { # PROTO PATH STATUS LOCATION: the waypoint answers STATUS with th
 	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" && grep -qxF "location: $4" <<<"$out" &&
 		grep -qx 'content-length: 0' <<<"$out"
 }
+local_hdr() { # PROTO PATH STATUS WANT: the waypoint's own STATUS answer has x-local: WANT ("": none)
+	local out
+	out=$(resp_headers "$1" "$V" "$2") || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" || return 1
+	if [ -n "$4" ]; then grep -qxF "x-local: $4" <<<"$out"; else ! grep -q '^x-local:' <<<"$out"; fi
+}
+redirect_keepalive() { # a redirect, then a request on the same HTTP/1.1 connection
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -o /dev/null \
+		-w '%{http_code} %{num_connects}\n' "http://$V/old/x" "http://$V/whoami") || true
+	echo "$out" | tr '\n' '|'; echo
+	[ "$out" = $'301 1\n200 0' ]
+}
+redirect_close() { # a client that says connection: close gets it back on the redirect
+	local out
+	out=$(resp_headers http1 "$V" /old/x -H 'connection: close') || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -q '^HTTP/1.1 301 ' <<<"$out" && grep -qx 'connection: close' <<<"$out"
+}
 rewritten_host() { # PROTO: URLRewrite hostname: the endpoint sees Host rewritten.example
 	local out
 	out=$(bodies "$1" 1 /legacy/headers) || true
@@ -259,15 +293,24 @@ for proto in http1 h2; do
 		redirected "$proto" '/old/x?q=1' 301 "http://$V/new/x?q=1"
 	check "$proto: RequestRedirect scheme https + hostname: 302 to https://secure.example/secure" \
 		redirected "$proto" /secure 302 "https://secure.example/secure"
+	check "$proto: the redirect rule's ResponseHeaderModifier is on its redirect" local_hdr "$proto" /old/x 301 redirect
+	check "$proto: ... on the 500 of a rule whose backend is missing" local_hdr "$proto" /missing/x 500 missing
+	check "$proto: ... on the RBAC 403 of a request that matched the rule (the denial wins over the redirect)" \
+		local_hdr "$proto" /old/denied 403 redirect
+	check "$proto: ... not on the 404 of a request no rule matched" local_hdr "$proto" /other 404 ""
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
 	check "$proto: timeouts.request 500ms: a 3 s answer gets 504 upstream request timeout after about 0.5 s" \
 		timed_out "$proto"
+	check "$proto: ... with the rule's ResponseHeaderModifier on the 504" local_hdr "$proto" /delay/3000 504 timeout
 	check "$proto: ... a fast answer on the same rule is 200" fast_ok "$proto"
 	check "$proto: ... an answer already begun is cut at the timeout (client connection/stream reset)" \
 		cut_short "$proto"
 done
+
+check "http1: a redirect keeps the connection: the next request goes on it (curl reuses it)" redirect_keepalive
+check "http1: ... unless the client said connection: close (the redirect says it too)" redirect_close
 
 # An HTTP/2 endpoint (h2-slow, backendRequest 500ms): the timed-out upstream stream is
 # cancelled (the server sees RST_STREAM CANCEL), for an HTTP/2 client and for an HTTP/1.1 one
