@@ -1295,6 +1295,10 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 			h->chunked_out = false;
 		goto out;
 	}
+	/* an HTTP/1.1 upstream gets one try (not retried): the rule's per-try timeout bounds it */
+	uint64_t per_try = rt.rule ? rt.rule->retry.per_try_ms : 0;
+	if (per_try && (!s->rt_timeout_ms || per_try < s->rt_timeout_ms))
+		s->rt_timeout_ms = per_try;
 	s->up = wp_up_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, true, &why);
 	if (!s->up) {
 		rc = -1;

@@ -97,6 +97,16 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		{matches: [{path: {type: "PathPrefix", value: "/v2api"}}],
 		 filters: [{type: "URLRewrite", urlRewrite: {path: {type: "ReplaceFullPath", replaceFullPath: "/whoami"}}}],
 		 backendRefs: [{name: "h2-slow", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/retry"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 backendRefs: [{name: "h2-slow", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/r0"}}],
+		 retry: {attempts: 0},
+		 backendRefs: [{name: "h2-slow", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/pt"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 timeouts: {request: "3s", backendRequest: "300ms"},
+		 backendRefs: [{name: "h2-slow", port: 80}]},
 		{timeouts: {request: "1s", backendRequest: "500ms"},
 		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
 			set: [{name: "x-h2-route", value: "yes"}]}}],
@@ -351,6 +361,64 @@ h2up_fast() { # PROTO: GET /delay/50 on h2-slow: 200
 	echo "$out"
 	grep -q 'h2slow after 50 ms' <<<"$out" && grep -q 200 <<<"$out"
 }
+# HTTPRoute retry on the h2c Service (tests/node/h2_server.js's /flaky/KEY/N/CODE: N answers
+# CODE, then 200), from HTTP/2 clients and HTTP/1.1 ones (translated): the rule's codes retried,
+# its attempts exhausted gives the last answer, a code not listed and attempts 0 are not
+# retried (not even by Istio's default policy), backendRequest is each try's timeout.
+h2get() { # PROTO HOST PATH: "STATUS BODY" (one line)
+	local out
+	if [ "$1" = h2 ]; then
+		pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$2:80" --path "$3" 2>&1
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w '\n%{http_code}' "http://$2$3" 2>&1) || true
+		echo "$(tail -n1 <<<"$out") $(head -n1 <<<"$out")"
+	fi
+}
+expect_answer() { # PROTO PATH WANT: the answer (STATUS BODY) is WANT
+	local out
+	out=$(h2get "$1" "$H2V" "$2") || true
+	echo "$out"
+	[ "$out" = "$3" ]
+}
+per_try() { # PROTO KEY: a 503 retried, the second try 2 s late: 504 after about 0.3 s + back-off
+	local t0 out el path=/pt/flaky/$2/1/503
+	t0=$(now_ms)
+	out=$(h2get "$1" "$H2V" "$path?delay=2000") || true
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q '^504 upstream request timeout' <<<"$out" && [ "$el" -ge 280 ] && [ "$el" -le 1800 ] || return 1
+	for _ in $(seq 20); do	# both tries reached the endpoint; the second was cancelled
+		[ "$(jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl" | wc -l)" -eq 2 ] &&
+			jq -e --arg p "$path" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null &&
+			return 0
+		sleep 0.1
+	done
+	jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
+}
+for proto in h2 http1; do
+	check "$proto: retry codes [503]: a 503 then 200 is retried (200 after 2 tries)" \
+		expect_answer "$proto" "/retry/flaky/a$proto/1/503" "200 ok after 2 tries from h2slow"
+	check "$proto: ... attempts 2 exhausted: the last answer (the third 503)" \
+		expect_answer "$proto" "/retry/flaky/b$proto/5/503" "503 503 try 3 from h2slow"
+	check "$proto: ... a 500 (not in codes) is not retried" \
+		expect_answer "$proto" "/retry/flaky/c$proto/1/500" "500 500 try 1 from h2slow"
+	check "$proto: attempts 0: not retried at all (not even Istio's default 503 retry)" \
+		expect_answer "$proto" "/r0/flaky/d$proto/1/503" "503 503 try 1 from h2slow"
+	check "$proto: a rule without retry keeps Istio's default (503 retried)" \
+		expect_answer "$proto" "/flaky/f$proto/2/503" "200 ok after 3 tries from h2slow"
+	check "$proto: backendRequest with retry is each try's timeout: 504 after the second try's 300 ms" \
+		per_try "$proto" "e$proto"
+done
+admin_retry() {
+	local out
+	out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/waypoint) || return 1
+	jq -c '.routes.routes[] | select(.name == "h2-slow-timeout") | [.rules[].retry]' <<<"$out"
+	jq -e '[.routes.routes[] | select(.name == "h2-slow-timeout") | .rules[] | select(.retry) | .retry] |
+		any(. == {attempts: 2, codes: [503], backoff_ms: 10, per_try_timeout_ms: 300}) and
+		any(. == {attempts: 0, codes: [], backoff_ms: 0, per_try_timeout_ms: 0})' <<<"$out" >/dev/null
+}
+check "admin /waypoint: a rule's retry (attempts, codes, backoff, per-try timeout)" admin_retry
+
 check "h2c endpoint, HTTP/2 client: backendRequest 500ms: 504 after about 0.5 s, the upstream stream cancelled" \
 	h2up_timeout h2 01
 check "h2c endpoint, HTTP/1.1 client: 504 after about 0.5 s, the upstream stream cancelled" \
