@@ -270,6 +270,8 @@ int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 		struct wp_h1_edits *e);
 /* One more header of e replaced: name dropped, "name: value" added. 0 or -ENOMEM. */
 int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value);
+/* One more header of e dropped (name borrowed). 0 or -ENOMEM (no room). */
+int wp_h1_edits_drop(struct wp_h1_edits *e, const char *name);
 void wp_h1_edits_fini(struct wp_h1_edits *e);
 /* HTTP/2 field edits: whether a header modifier drops (sets or removes) field name, and its
  * set and add fields appended to out. mod NULL: nothing. */

@@ -283,18 +283,25 @@ int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 	return 0;
 }
 
-int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value)
+int wp_h1_edits_drop(struct wp_h1_edits *e, const char *name)
 {
 	int nd = 0;
 	while (e->drop[nd])
 		nd++;
-	if (nd + 2 > (int)(sizeof(e->drop) / sizeof(e->drop[0])) ||
-	    e->nmem >= (int)(sizeof(e->mem) / sizeof(e->mem[0])))
-		return -ENOMEM;
-	if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
+	if (nd + 2 > (int)(sizeof(e->drop) / sizeof(e->drop[0])))
 		return -ENOMEM;
 	e->drop[nd] = name;
 	e->drop[nd + 1] = NULL;
+	return 0;
+}
+
+int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value)
+{
+	if (e->nmem >= (int)(sizeof(e->mem) / sizeof(e->mem[0])) ||
+	    e->nextra >= (int)(sizeof(e->extra) / sizeof(e->extra[0])) || wp_h1_edits_drop(e, name))
+		return -ENOMEM;
+	if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
+		return -ENOMEM;
 	e->extra[e->nextra++] = e->mem[e->nmem++];
 	return 0;
 }

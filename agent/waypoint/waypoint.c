@@ -1202,6 +1202,10 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	for (qend = plen; qend < ulen && url[qend] != '#'; qend++)
 		;
 	w->requests++;
+	/* "Upgrade: h2c" is not an upgrade here (Envoy ignores it): the request goes on as HTTP/1.1,
+	 * without its upgrade fields */
+	char *h2c_conn = NULL;
+	int h2c = h1_ignore_h2c_upgrade(h, &h2c_conn);
 	free(s->rt_service);
 	s->rt_service = NULL;
 	httproute_set_unref(s->rt_set);
@@ -1218,6 +1222,11 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 				  .version = h->p.http_minor ? "1.1" : "1.0", .hdr = tag_header,
 				  .hdr_arg = h };
 	s->span = wp_request_span(s, &rh, tpbuf);
+	if (h2c < 0) {
+		why = "out of memory";
+		rc = -1;
+		goto out;
+	}
 	/* The HTTPRoute rule is chosen first (Envoy picks the route before its filters run, so
 	 * the rule's ResponseHeaderModifier is on every local answer, the RBAC filter's 403
 	 * included) and acted on after authorization (the RBAC filter runs before the router: a
@@ -1314,6 +1323,9 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	 * the route's header edits and URL rewrite. */
 	if (wp_h1_edits(rt.rule ? &rt.rule->req : NULL, tpbuf[0] ? "traceparent" : NULL, tpbuf, &ed) ||
 	    (rt.rw_host && wp_h1_edits_replace(&ed, "host", rt.rw_host)) ||
+	    (h2c > 0 && (wp_h1_edits_drop(&ed, "upgrade") || wp_h1_edits_drop(&ed, "http2-settings") ||
+			 (h2c_conn ? wp_h1_edits_replace(&ed, "connection", h2c_conn) :
+				     wp_h1_edits_drop(&ed, "connection")))) ||
 	    h1_format_head_url(h, out, rt.rw_target, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
@@ -1333,6 +1345,7 @@ out:
 	wp_h1_edits_fini(&ed);
 	wp_route_fini(&rt);
 	model_unref(m);
+	free(h2c_conn);
 	return rc;
 }
 

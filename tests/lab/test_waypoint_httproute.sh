@@ -22,6 +22,8 @@
 # a missing backend's 500, the route timeout's 504, the RBAC 403 of a DENY policy on
 # /old/denied), not on the 404 of a request no rule matched; a redirect keeps the HTTP/1.1
 # connection (a second request on it) unless the client closes.
+# Upgrade: h2c from curl --http2 ignored (the request goes on as HTTP/1.1, its upgrade fields
+# dropped; on the h2c Service translated to HTTP/2).
 # URLRewrite: a prefix replaced and the Host rewritten (HTTP/1.1 endpoint), a full path (h2c
 # endpoint); the span keeps the client's url.path. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
@@ -426,6 +428,37 @@ check "h2c endpoint, HTTP/1.1 client: 504 after about 0.5 s, the upstream stream
 check "h2c endpoint, HTTP/2 client: an answer begun is cut at the timeout, the upstream stream cancelled" h2up_cut
 check "h2c endpoint: a fast answer on the same rule is 200 (HTTP/2)" h2up_fast h2
 check "h2c endpoint: ... and HTTP/1.1" h2up_fast http1
+
+# `Upgrade: h2c` (curl --http2 over cleartext) is not an upgrade at the waypoint (as Envoy): the
+# request goes on as HTTP/1.1 without its upgrade, http2-settings and connection tokens, the
+# answer is HTTP/1.1, the connection is kept; on an h2c Service it is translated to HTTP/2.
+h2c_stripped() {
+	local out body
+	out=$(pod_exec "$lab" n1-p4 curl --http2 -sS -m 10 -w '\nVERSION %{http_version} %{http_code}\n' \
+		"http://$V/headers") || true
+	echo "$out" | head -c 600; echo
+	grep -qx 'VERSION 1.1 200' <<<"$out" || return 1
+	body=$(grep -v '^VERSION ' <<<"$out")
+	jq -e '(with_entries(.key |= ascii_downcase)) as $h | ($h | has("upgrade") | not) and
+		($h | has("http2-settings") | not) and
+		(($h.connection // "") | ascii_downcase | test("upgrade|http2-settings") | not)' <<<"$body" >/dev/null
+}
+h2c_keepalive() {
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl --http2 -sS -m 10 -o /dev/null -o /dev/null \
+		-w '%{http_version} %{http_code} %{num_connects}\n' "http://$V/whoami" "http://$V/whoami") || true
+	echo "$out" | tr '\n' '|'; echo
+	[ "$out" = $'1.1 200 1\n1.1 200 0' ]
+}
+h2c_h2port() {
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl --http2 -sS -m 10 -w ' %{http_version} %{http_code}' "http://$H2V/whoami") || true
+	echo "$out"
+	[ "$out" = "h2slow 1.1 200" ]
+}
+check "Upgrade: h2c (curl --http2): not upgraded, the endpoint sees no upgrade, http2-settings nor their connection tokens" h2c_stripped
+check "... the connection goes on as HTTP/1.1 (a second request on it)" h2c_keepalive
+check "... to an h2c Service: translated to HTTP/2 as any HTTP/1.1 request, answered HTTP/1.1" h2c_h2port
 
 metric() { lab_waypoint_metric "$lab" "$1"; }
 check "metrics: the chosen backend is destination_service (app-2)" \
