@@ -14,6 +14,7 @@
 #include "agent/protocol.h"
 #include "agent/tracing.h"
 #include "agent/waypoint/waypoint.h"
+#include "agent/workloads.h"
 #include "common/util.h"
 #include "http/http1.h"
 #include "tls/identity.h"
@@ -177,6 +178,10 @@ void wp_up_put(struct wp_up *u, bool reusable, bool ok);
 int wp_up_key(struct waypoint *w, const struct model_workload *dst,
 	      const struct sockaddr_storage *target, char *key, size_t len);
 struct authz_set *wp_authz_current(void);
+/* A compiler of each published model (istio/latest) follows from now on: fn is subscribed the
+ * first time (*subscribed; a subscription cannot be undone, so it outlives a stop and finds
+ * its istio_latest stopped) and called with the current model. 0 or -errno. */
+int wp_follow_models(bool *subscribed, model_listener_fn fn);
 /* L7 authorization of one request of s (rq NULL: as TCP); true when denied (msg says why). */
 bool wp_policy_denies(struct wp_sess *s, const struct authz_set *set, const struct authz_request *rq,
 		      struct span *span, char *msg, size_t msglen);

@@ -281,22 +281,25 @@ static void authz_compile_model(struct model *m, void *arg)
 			"; the previous ones stay in force", m->generation);
 }
 
-static int authz_start(const char *root_ns)
+int wp_follow_models(bool *subscribed, model_listener_fn fn)
 {
 	struct model *m;
-	int err = authz_latest_start(&wpz, root_ns);
-	if (err)
-		return err;
-	if (!wpz_subscribed) {
-		err = model_subscribe(authz_compile_model, NULL);
+	if (!*subscribed) {
+		int err = model_subscribe(fn, NULL);
 		if (err)
 			return err;
-		wpz_subscribed = true;
+		*subscribed = true;
 	}
 	m = model_current();
-	authz_compile_model(m, NULL);
+	fn(m, NULL);
 	model_unref(m);
 	return 0;
+}
+
+static int authz_start(const char *root_ns)
+{
+	int err = authz_latest_start(&wpz, root_ns);
+	return err ? err : wp_follow_models(&wpz_subscribed, authz_compile_model);
 }
 
 static void authz_stop(void)
