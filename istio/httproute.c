@@ -720,9 +720,9 @@ static struct httproute *route_compile(const json_t *json)
 				char path[48];
 				snprintf(path, sizeof(path), "spec.rules[%zu].retry", i);
 				rc = istio_object_diag(&hr->obj, ISTIO_DIAG_UNSUPPORTED, path,
-						       "retries apply to requests carried to the endpoint "
-						       "as HTTP/2; one carried as HTTP/1.1 gets one try, "
-						       "bounded by backendRequest");
+						       "an HTTP/2 client's request carried to the endpoint "
+						       "as HTTP/1.1 (a port declared http) is not retried: "
+						       "it gets one try, bounded by backendRequest");
 			}
 		}
 		if (!rc && !hr->nrules)	/* the CRD's default: one rule sending everything nowhere */

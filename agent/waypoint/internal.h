@@ -13,6 +13,7 @@
 #include "agent/conn.h"
 #include "agent/protocol.h"
 #include "agent/tracing.h"
+#include "agent/waypoint/h2rules.h"
 #include "agent/waypoint/waypoint.h"
 #include "agent/workloads.h"
 #include "common/util.h"
@@ -35,6 +36,7 @@ struct hr_rule;
 struct hr_request;
 struct httproute_set;
 struct h2map_hdrs;
+struct wp_route;
 
 #define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
 #define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
@@ -111,6 +113,18 @@ struct wp_sess {
 					 * HTTP/1.x answers, local ones included), or NULL */
 	const struct wp_route *rt_cur;	/* while its head is being sent: its route (header edits,
 					 * the backend an HTTP/2 retry picks from) */
+	/* retries of the request in flight on an HTTP/1.1 upstream (the HTTP/2 path's policy) */
+	struct wp_retry_policy pol;	/* its retry policy (retries 0: none) */
+	struct wp_route *rt_try;	/* its route, the backend a retry picks from (or NULL) */
+	struct h1_buf sent;		/* its bytes as they go upstream (head, framed body), kept
+					 * for a retry while they fit WP_STAGE_MAX */
+	bool sent_over;			/* more did not fit: no retry */
+	bool retry_answer;		/* the answer's head asked for a retry (up_step does it) */
+	bool retry_wait;		/* waiting for retry_timer (the back-off) */
+	uint8_t retries;		/* retries so far */
+	char tp[64];			/* the request span's traceparent (a retry's CONNECT) */
+	struct loop_timer retry_timer;	/* the back-off before a retry */
+	struct loop_timer try_timer;	/* each try's timeout (pol.per_try_ms) */
 	struct wp_sess *prev, *next;
 };
 

@@ -904,6 +904,8 @@ fail:
 
 /* ---------------------------------------------------------- sessions ---- */
 
+static void retry_reset(struct wp_sess *s);
+
 static void sess_ref(struct wp_sess *s)
 {
 	s->refs++;
@@ -923,6 +925,7 @@ static void sess_unref(struct wp_sess *s)
 	w->nsessions--;
 	loop_timer_cancel(w->o.loop, &s->timer);
 	loop_timer_cancel(w->o.loop, &s->rt_timer);
+	retry_reset(s);
 	wp_h2_sess_fini(s);
 	h1_fini(&s->req);
 	h1_buf_fini(&s->to_up);
@@ -1027,10 +1030,29 @@ void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, cons
 	span_end(sp);
 }
 
+/* The retry state of the request in flight goes (its end, or the session's). */
+static void retry_reset(struct wp_sess *s)
+{
+	loop_timer_cancel(s->w->o.loop, &s->retry_timer);
+	loop_timer_cancel(s->w->o.loop, &s->try_timer);
+	s->retry_wait = s->retry_answer = s->sent_over = false;
+	s->retries = 0;
+	s->pol.retries = 0;
+	s->pol.per_try_ms = 0;
+	h1_buf_fini(&s->sent);
+	memset(&s->sent, 0, sizeof(s->sent));
+	if (s->rt_try) {
+		wp_route_fini(s->rt_try);
+		free(s->rt_try);
+		s->rt_try = NULL;
+	}
+}
+
 /* Ends the HTTP/1.x request in flight: span, metrics, least-request accounting. */
 static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
 {
 	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
+	retry_reset(s);
 	struct wp_outcome o = { .code = code, .flag = flag, .error = error, .grpc_status = -1,
 				.dst = s->up && s->up->conn ? &conn_info(s->up->conn)->destination : NULL,
 				.service = s->rt_service };
@@ -1307,10 +1329,6 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 			h->chunked_out = false;
 		goto out;
 	}
-	/* an HTTP/1.1 upstream gets one try (not retried): the rule's per-try timeout bounds it */
-	uint64_t per_try = rt.rule ? rt.rule->retry.per_try_ms : 0;
-	if (per_try && (!s->rt_timeout_ms || per_try < s->rt_timeout_ms))
-		s->rt_timeout_ms = per_try;
 	s->up = wp_up_get(s, m, dst, &target, tpbuf[0] ? tpbuf : NULL, true, &why);
 	if (!s->up) {
 		rc = -1;
@@ -1332,7 +1350,16 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	    h1_format_head_url(h, out, rt.rw_target, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
+		goto out;
 	}
+	/* Retries as on the HTTP/2 path (its policy: the default, or the rule's retry); not for
+	 * an upgrade or CONNECT, whose bytes after the answer are not HTTP. */
+	retry_reset(s);
+	wp_retry_policy_of(rt.rule, &s->pol);
+	snprintf(s->tp, sizeof(s->tp), "%s", tpbuf);
+	if (s->req_connect || h->upgrade || !(s->rt_try = calloc(1, sizeof(*s->rt_try))) ||
+	    wp_route_copy(s->rt_try, &rt))
+		s->pol.retries = 0;
 	goto out;
 answered:
 	if (close) {
@@ -1367,6 +1394,13 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 
 	if (!s)
 		return -1;
+	struct wp_h2_attempt a = { .client_waits = s->down != NULL, .answered = s->resp_started,
+				   .body_gone = s->sent_over, .retries = s->retries };
+	if (status >= 200 && status != 101 && wp_h2_retry_on_answer(&a, &s->pol, status, -1)) {
+		s->retry_answer = true;	/* this answer goes nowhere: up_step retries */
+		s->status = status;
+		return -1;
+	}
 	if (status >= 200 || status == 101)
 		s->status = status;
 	s->resp_started = true;
@@ -1530,7 +1564,7 @@ static void rt_timeout_fire(struct loop *l, struct loop_timer *t)
 	struct wp_sess *s = t->arg;
 	struct wp_up *u = s->up;
 	(void)l;
-	if (s->st != SS_RESPONSE || !s->down || (!u && !s->h2x))
+	if (s->st != SS_RESPONSE || !s->down || (!u && !s->h2x && !s->retry_wait))
 		return;
 	sess_ref(s);
 	pr_debug("waypoint: %s: %s after %" PRIu64 " ms", s->service ? s->service : "?",
@@ -1552,6 +1586,92 @@ static void rt_timeout_fire(struct loop *l, struct loop_timer *t)
 }
 
 /* The upstream went away (reset, refused, closed). */
+/* Another try of s's request (its upstream let go): another endpoint than the last when there
+ * is one, the kept bytes sent again. */
+static void retry_go(struct wp_sess *s)
+{
+	struct waypoint *w = s->w;
+	struct model *m;
+	const struct model_workload *dst = NULL;
+	struct sockaddr_storage target;
+	const char *why = "no healthy upstream";
+	char ip[ADDR_STR_LEN];
+
+	if (!s->down || s->up || (s->st != SS_BODY && s->st != SS_RESPONSE))
+		return;
+	m = model_current();
+	for (int i = 0; i < WP_H2_RETRY_PICKS; i++) {
+		dst = wp_pick_route(w, s, m, s->rt_try, &target);
+		if (!dst || !s->ep_uid || strcmp(dst->uid, s->ep_uid) != 0)
+			break;
+	}
+	struct endpoint_stat *e = s->ep_uid ? wp_ep_stat(w, s->ep_uid, false) : NULL;
+	if (e && e->active)
+		e->active--;
+	free(s->ep_uid);
+	s->ep_uid = NULL;
+	if (dst)
+		s->up = wp_up_get(s, m, dst, &target, s->tp[0] ? s->tp : NULL, true, &why);
+	if (s->up) {
+		h1_buf_consume(&s->to_up, h1_buf_pending(&s->to_up));
+		if (h1_buf_append(&s->to_up, h1_buf_head(&s->sent), h1_buf_pending(&s->sent))) {
+			struct wp_up *u = s->up;
+			s->up = NULL;
+			wp_up_put(u, false, false);
+			why = "out of memory";
+		}
+	}
+	if (!s->up) {
+		local_reply(s, 503, why, dst ? CONN_FLAG_UPSTREAM_CONNECT_FAILURE : CONN_FLAG_NO_ROUTE);
+		model_unref(m);
+		return;
+	}
+	if ((e = wp_ep_stat(w, dst->uid, true))) {
+		e->active++;
+		e->total++;
+		s->ep_uid = strdup(dst->uid);
+	}
+	if (s->span) {
+		span_set_str(s->span, "destination.workload", dst->name);
+		span_set_str(s->span, "destination.namespace", dst->namespace);
+		span_set_str(s->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
+		span_set_int(s->span, "destination.port", sockaddr_port(&target));
+		span_set_int(s->span, "retry.count", s->retries);
+	}
+	if (s->st == SS_RESPONSE)
+		wp_route_deadline(w, &s->try_timer, s->pol.per_try_ms);
+	model_unref(m);
+	wp_sess_schedule(s);
+}
+
+static void retry_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_sess *s = t->arg;
+	(void)l;
+	if (!s->retry_wait)
+		return;
+	s->retry_wait = false;
+	sess_ref(s);
+	retry_go(s);
+	wp_sess_schedule(s);
+	sess_unref(s);
+}
+
+/* s's try failed before any answer, or its answer asked for a retry: the next one goes after
+ * the policy's back-off (at once when it draws 0). */
+static void retry_start(struct wp_sess *s)
+{
+	uint64_t ms;
+	loop_timer_cancel(s->w->o.loop, &s->try_timer);
+	s->retries++;
+	ms = wp_retry_backoff_ms(&s->pol, s->retries, (uint32_t)random());
+	if (ms && loop_timer_arm(s->w->o.loop, &s->retry_timer, ms) == 0) {
+		s->retry_wait = true;
+		return;
+	}
+	retry_go(s);
+}
+
 static void up_gone(struct wp_sess *s)
 {
 	struct wp_up *u = s->up;
@@ -1569,7 +1689,12 @@ static void up_gone(struct wp_sess *s)
 		return;
 	}
 	s->up = NULL;
-	if (s->down && !s->resp_started) {
+	struct wp_h2_attempt a = { .client_waits = s->down != NULL, .answered = s->resp_started,
+				   .body_gone = s->sent_over, .retries = s->retries };
+	if (wp_h2_retry_on_failure(&a, &s->pol, 0, true)) {	/* nothing answered: connect-failure */
+		pr_debug("waypoint: %s: %s, retried", s->service ? s->service : "?", why);
+		retry_start(s);
+	} else if (s->down && !s->resp_started) {
 		s->up = u;	/* request_end reads its facts */
 		local_reply(s, 503, why, s->resp_started ? CONN_FLAG_UPSTREAM_RESET
 							 : CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
@@ -1638,6 +1763,13 @@ static bool up_step(struct wp_sess *s)
 		return true;
 	case H1_ST_ERROR: {
 		char why[128];
+		if (s->retry_answer) {
+			s->retry_answer = false;
+			s->up = NULL;
+			wp_up_put(u, false, false);	/* the rest of that answer is not read */
+			retry_start(s);
+			return true;
+		}
 		snprintf(why, sizeof(why), "bad response from the upstream: %s",
 			 u->resp.error ? u->resp.error : "?");
 		s->up = NULL;
@@ -1661,6 +1793,22 @@ static bool up_step(struct wp_sess *s)
 		break;
 	}
 	return progress;
+}
+
+/* What s's request put into to_up past its first `before` bytes is kept for a retry, while
+ * a retry is left, nothing of the answer went to the client and it all fits. */
+static void keep_sent(struct wp_sess *s, size_t before)
+{
+	size_t n = h1_buf_pending(&s->to_up);
+	if (n <= before || s->sent_over || s->pol.retries <= s->retries || s->resp_started ||
+	    (!s->up && !s->retry_wait))
+		return;
+	if (h1_buf_pending(&s->sent) + (n - before) > WP_STAGE_MAX ||
+	    h1_buf_append(&s->sent, h1_buf_head(&s->to_up) + before, n - before)) {
+		s->sent_over = true;	/* no retry: what left is not all kept */
+		h1_buf_fini(&s->sent);
+		memset(&s->sent, 0, sizeof(s->sent));
+	}
 }
 
 /* The client side: sniff, parse requests, or copy raw. */
@@ -1719,7 +1867,9 @@ static bool down_step(struct wp_sess *s)
 		while (s->down && s->req.st != H1_ST_ERROR && h1_buf_pending(&s->to_up) < WP_STAGE_MAX &&
 		       (s->req.st == H1_ST_HEAD || s->req.st == H1_ST_BODY) &&
 		       (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
+			size_t before = h1_buf_pending(&s->to_up);
 			size_t k = h1_feed(&s->req, p, MIN(n, WP_FEED_MAX), &s->to_up);
+			keep_sent(s, before);
 			if (s->down && k)
 				conn_out_consume(s->down, CONN_UP, k);
 			if (s->answered)	/* the body of a request answered here goes nowhere */
@@ -1757,8 +1907,11 @@ static bool down_step(struct wp_sess *s)
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
 			if (s->up || s->h2x) {
 				s->st = SS_RESPONSE;
-				/* the route's timeout runs from the end of the request (Envoy's) */
+				/* the route's timeout runs from the end of the request (Envoy's), and
+				 * the try's (an HTTP/1.1 upstream's; the HTTP/2 path times its own) */
 				wp_route_deadline(s->w, &s->rt_timer, s->rt_timeout_ms);
+				if (s->up)
+					wp_route_deadline(s->w, &s->try_timer, s->pol.per_try_ms);
 			}
 			return true;
 		}
@@ -1834,6 +1987,9 @@ static void sess_teardown(struct wp_sess *s)
 {
 	loop_timer_cancel(s->w->o.loop, &s->timer);
 	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
+	loop_timer_cancel(s->w->o.loop, &s->retry_timer);
+	loop_timer_cancel(s->w->o.loop, &s->try_timer);
+	s->retry_wait = false;
 	wp_h2_sess_fini(s);
 	if (s->span)
 		request_end(s, s->status, CONN_FLAG_DOWNSTREAM_RESET,
@@ -1963,6 +2119,8 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	s->req.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	loop_timer_init(&s->timer, sniff_fire, s);
 	loop_timer_init(&s->rt_timer, rt_timeout_fire, s);
+	loop_timer_init(&s->try_timer, rt_timeout_fire, s);
+	loop_timer_init(&s->retry_timer, retry_fire, s);
 	s->next = w->sessions;
 	if (w->sessions)
 		w->sessions->prev = s;

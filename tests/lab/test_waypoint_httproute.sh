@@ -78,6 +78,18 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		{matches: [{path: {type: "Exact", value: "/secure"}}],
 		 filters: [{type: "RequestRedirect", requestRedirect: {scheme: "https", hostname: "secure.example"}}],
 		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/retry"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/r0"}}],
+		 retry: {attempts: 0},
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/dflt"}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/pt"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 timeouts: {request: "3s", backendRequest: "300ms"},
+		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
 			   {path: {type: "PathPrefix", value: "/slow-body"}}],
 		 timeouts: {request: "500ms"},
@@ -397,6 +409,7 @@ per_try() { # PROTO KEY: a 503 retried, the second try 2 s late: 504 after about
 	done
 	jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
 }
+head -c 40000 /dev/urandom >"$logs/post.bin"
 for proto in h2 http1; do
 	check "$proto: retry codes [503]: a 503 then 200 is retried (200 after 2 tries)" \
 		expect_answer "$proto" "/retry/flaky/a$proto/1/503" "200 ok after 2 tries from h2slow"
@@ -420,6 +433,49 @@ admin_retry() {
 		any(. == {attempts: 0, codes: [], backoff_ms: 0, per_try_timeout_ms: 0})' <<<"$out" >/dev/null
 }
 check "admin /waypoint: a rule's retry (attempts, codes, backoff, per-try timeout)" admin_retry
+
+# The same on an HTTP/1.1 endpoint (app-1's routes to app-2, http_echo.py's /flaky), from an
+# HTTP/1.1 client (curl; the request goes upstream as HTTP/1.1, the body kept and sent again).
+h1answer() { # PATH [curl args]: "STATUS BODY"
+	local out path=$1; shift
+	out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w '\n%{http_code}' "$@" "http://$V$path" 2>&1) || true
+	echo "$(tail -n1 <<<"$out") $(head -n1 <<<"$out")"
+}
+h1expect() { # PATH WANT [curl args]
+	local out path=$1 want=$2; shift 2
+	out=$(h1answer "$path" "$@")
+	echo "$out"
+	[ "$out" = "$want" ]
+}
+h1per_try() { # 503, then a 2 s late 200: 504 after the second try's 300 ms
+	local t0 out el
+	t0=$(now_ms)
+	out=$(h1answer "/pt/flaky/h1e/1/503?delay=2000")
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q '^504 upstream request timeout' <<<"$out" && [ "$el" -ge 280 ] && [ "$el" -le 1800 ]
+}
+h1keep() { # after a retried request, the client connection goes on
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -o /dev/null \
+		-w '%{http_code} %{num_connects}\n' "http://$V/retry/flaky/h1k/1/503" "http://$V/whoami") || true
+	echo "$out" | tr '\n' '|'; echo
+	[ "$out" = $'200 1\n200 0' ]
+}
+check "HTTP/1.1 endpoint: retry codes [503]: a 503 then 200 is retried" \
+	h1expect /retry/flaky/h1a/1/503 "200 ok after 2 tries from v1 (0 bytes)"
+check "HTTP/1.1 endpoint: ... a POST's body sent again whole" \
+	h1expect /retry/flaky/h1p/2/503 "200 ok after 3 tries from v1 (40000 bytes)" --data-binary "@$logs/post.bin"
+check "HTTP/1.1 endpoint: ... attempts 2 exhausted: the third 503" \
+	h1expect /retry/flaky/h1b/5/503 "503 503 try 3 from v1"
+check "HTTP/1.1 endpoint: ... a 500 (not in codes) is not retried" \
+	h1expect /retry/flaky/h1c/1/500 "500 500 try 1 from v1"
+check "HTTP/1.1 endpoint: attempts 0: not retried at all" \
+	h1expect /r0/flaky/h1d/1/503 "503 503 try 1 from v1"
+check "HTTP/1.1 endpoint: a rule without retry: Istio's default (503 retried twice)" \
+	h1expect /dflt/flaky/h1f/2/503 "200 ok after 3 tries from v1 (0 bytes)"
+check "HTTP/1.1 endpoint: backendRequest with retry is each try's timeout (504)" h1per_try
+check "HTTP/1.1 endpoint: the client connection goes on after a retried request" h1keep
 
 check "h2c endpoint, HTTP/2 client: backendRequest 500ms: 504 after about 0.5 s, the upstream stream cancelled" \
 	h2up_timeout h2 01
