@@ -12,13 +12,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Ring buffer; data is NULL while empty so an idle conn costs no buffer memory. */
+/* Ring buffer; data is NULL while empty so an idle conn costs no buffer memory.
+ * [head, head + len) waits to be written on. The newest `unobs` committed bytes have not been
+ * shown to the data hook yet (observe_task); those already written on stay in the ring
+ * ([head - retained, head), retained = unobs - len when unobs > len) until they have. */
 struct cbuf {
 	uint8_t *data;
 	uint32_t cap;
 	uint32_t head;
 	uint32_t len;
+	uint32_t unobs;
 };
+
+/* Switches between the sides' bytes that wait for one observe_task; more are observed at once.
+ * A turn usually holds one run (a request, or a response) or two (a pipelined request and a
+ * response). */
+#define OBS_RUNS 4
 
 struct conn {
 	uint64_t id;
@@ -30,6 +39,16 @@ struct conn {
 	bool established;
 	bool closing;
 	bool observed;		/* the data/eof hooks see this conn's bytes */
+	bool obs_queued;	/* observe_task is deferred (late) for this conn */
+	bool free_queued;	/* conn_free came first: observe_task frees */
+	uint8_t nruns;
+	/* What the hooks have not seen yet, in the order it was read: bytes of one side (the
+	 * oldest of its unobserved ones), or its EOF. One more than fits between two tasks. */
+	struct obs_run {
+		uint32_t n;
+		uint8_t side;
+		bool eof;
+	} runs[OBS_RUNS + 1];
 	struct conn_end *end[2];
 	struct conn_info info;
 	uint64_t bytes[2];	/* read from side s */
@@ -123,6 +142,10 @@ static void conn_free(struct loop *l, void *arg)
 {
 	struct conn *c = arg;
 	(void)l;
+	if (c->obs_queued) {	/* a late task still holds c: it frees */
+		c->free_queued = true;
+		return;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -140,12 +163,16 @@ static void conn_free(struct loop *l, void *arg)
 	free(c);
 }
 
+static void observe_pending(struct conn *c);
+
 /* Ends the conn once: releases both ends, runs the closed hook, frees it before sleep. */
 static void conn_finish(struct conn *c, int err, const char *flag, const char *reason)
 {
 	if (c->closing)
 		return;
-	c->closing = true;
+	c->closing = true;	/* (before observing: no kick_read now) */
+	/* What was read before the end is seen before it (a response, then a reset). */
+	observe_pending(c);
 	c->st = CONN_ST_CLOSED;
 	loop_timer_cancel(c->loop, &c->connect_timer);
 	for (int s = 0; s < 2; s++) {
@@ -190,6 +217,101 @@ static void kick_read(struct conn *c, enum conn_side side)
 		e->ops->kick_read(e);
 }
 
+/* ---- observation: the data and eof hooks see the bytes after they were written on ----
+ *
+ * The hooks (the request tracker's parser) used to run inside the read, before the write to
+ * the other side, which is deferred to the before-sleep step (tcp_flush_task, hbone's
+ * sess_flush_task): every request and response waited for them. Now a commit notes its bytes
+ * as unobserved and observe_task runs late in the before-sleep step (loop_defer_late), after
+ * the turn's flush tasks. Bytes a flush wrote on stay in the ring until the task has shown
+ * them (struct cbuf), so the hooks still see every byte, in order, unchanged. */
+
+/* Room the bytes of a buffer take: waiting to be written on, or written but unobserved. */
+static uint32_t cbuf_used(const struct cbuf *b)
+{
+	return MAX(b->len, b->unobs);
+}
+
+/* Shows the hooks what they have not seen, in the order it was read (bytes of a side are its
+ * oldest unobserved ones: two calls when they wrap around the ring); then lets go of the
+ * bytes already written on: a buffer is freed when nothing waits in it, and a reader they
+ * held up resumes. */
+static void observe_pending(struct conn *c)
+{
+	uint32_t was[2] = { c->buf[0].unobs, c->buf[1].unobs };
+	uint8_t nruns = c->nruns;
+
+	c->nruns = 0;
+	for (uint8_t i = 0; i < nruns; i++) {
+		const struct obs_run *r = &c->runs[i];
+		struct cbuf *b = &c->buf[r->side];
+		enum conn_side side = (enum conn_side)r->side;
+		if (r->n && c->observed && hooks.data) {
+			uint32_t at = (uint32_t)(((uint64_t)b->head + b->len + b->cap - b->unobs) % b->cap);
+			uint32_t n = MIN(r->n, b->cap - at);
+			hooks.data(c, side, b->data + at, n);
+			if (n < r->n && c->observed)
+				hooks.data(c, side, b->data, r->n - n);
+		}
+		b->unobs -= r->n;
+		if (r->eof && c->observed && hooks.eof)
+			hooks.eof(c, side);
+	}
+	for (int s = 0; s < 2; s++) {
+		struct cbuf *b = &c->buf[s];
+		if (was[s] <= b->len)
+			continue;	/* nothing was retained */
+		bool held_up = MAX(b->len, was[s]) == b->cap;
+		if (!b->len) {
+			free(b->data);
+			b->data = NULL;
+			b->head = 0;
+		}
+		if (held_up)
+			kick_read(c, (enum conn_side)s);
+	}
+}
+
+static void observe_task(struct loop *l, void *arg)
+{
+	struct conn *c = arg;
+	c->obs_queued = false;
+	/* Closing: conn_finish observed everything, and conn_free may have run first. */
+	if (c->free_queued)
+		conn_free(l, c);
+	else if (!c->closing)
+		observe_pending(c);
+}
+
+/* n committed bytes (or the EOF) of `side`, not seen by the hooks yet. */
+static void observe_note(struct conn *c, enum conn_side side, uint32_t n, bool eof)
+{
+	struct obs_run *last = c->nruns ? &c->runs[c->nruns - 1] : NULL;
+
+	c->buf[side].unobs += n;
+	if (last && last->side == side) {
+		last->n += n;
+		last->eof |= eof;
+		return;
+	}
+	c->runs[c->nruns++] = (struct obs_run){ .n = n, .side = (uint8_t)side, .eof = eof };
+	if (c->nruns > OBS_RUNS)
+		observe_pending(c);	/* the sides alternate too often for one task: now */
+}
+
+/* After the kick_write: the hooks run in a late task, once the turn's flush tasks (the one
+ * the kick queued, and every other conn's) have written the bytes on. */
+static void observe_later(struct conn *c)
+{
+	if (c->obs_queued || c->closing || !c->nruns)
+		return;
+	if (loop_defer_late(c->loop, observe_task, c)) {
+		observe_pending(c);	/* no memory for the task: now, as before */
+		return;
+	}
+	c->obs_queued = true;
+}
+
 static void connect_timeout(struct loop *l, struct loop_timer *t)
 {
 	struct conn *c = t->arg;
@@ -225,13 +347,13 @@ size_t conn_in_room(const struct conn *c, enum conn_side side)
 	const struct cbuf *b = &c->buf[side];
 	if (c->closing || c->eof_in[side])
 		return 0;
-	return b->cap - b->len;
+	return b->cap - cbuf_used(b);
 }
 
 ssize_t conn_in_region(struct conn *c, enum conn_side side, uint8_t **p)
 {
 	struct cbuf *b = &c->buf[side];
-	uint32_t tail, n;
+	uint32_t tail, start, n;
 
 	if (conn_in_room(c, side) == 0)
 		return 0;
@@ -243,30 +365,25 @@ ssize_t conn_in_region(struct conn *c, enum conn_side side, uint8_t **p)
 		}
 		b->head = 0;
 	}
+	/* Free room runs from the tail to where the used bytes start: the retained ones
+	 * (written on, not observed yet) before head, if any. */
 	tail = (b->head + b->len) % b->cap;
-	n = tail >= b->head ? b->cap - tail : b->head - tail;
-	if (b->len == b->cap)
-		n = 0;
+	start = (uint32_t)(((uint64_t)tail + b->cap - cbuf_used(b)) % b->cap);
+	n = tail >= start ? b->cap - tail : start - tail;
 	*p = b->data + tail;
 	return n;
-}
-
-/* The n bytes just written at the buffer's tail, before they are committed. */
-static void observe(struct conn *c, enum conn_side side, size_t n)
-{
-	const struct cbuf *b = &c->buf[side];
-	if (c->observed && hooks.data)
-		hooks.data(c, side, b->data + (b->head + b->len) % b->cap, n);
 }
 
 void conn_in_commit(struct conn *c, enum conn_side side, size_t n)
 {
 	if (!n || c->closing)
 		return;
-	observe(c, side, n);
 	c->buf[side].len += (uint32_t)n;
 	c->bytes[side] += n;
+	if (c->observed && hooks.data)
+		observe_note(c, side, (uint32_t)n, false);
 	kick_write(c, (enum conn_side)!side);
+	observe_later(c);
 }
 
 size_t conn_in_write(struct conn *c, enum conn_side side, const void *data, size_t n)
@@ -279,13 +396,16 @@ size_t conn_in_write(struct conn *c, enum conn_side side, const void *data, size
 			break;
 		size_t k = MIN((size_t)room, n - done);
 		memcpy(p, (const uint8_t *)data + done, k);
-		observe(c, side, k);
 		done += k;
 		c->buf[side].len += (uint32_t)k;
 		c->bytes[side] += k;
+		if (c->observed && hooks.data)
+			observe_note(c, side, (uint32_t)k, false);
 	}
-	if (done)
+	if (done) {
 		kick_write(c, (enum conn_side)!side);
+		observe_later(c);
+	}
 	return done;
 }
 
@@ -294,11 +414,12 @@ void conn_in_eof(struct conn *c, enum conn_side side)
 	if (c->closing || c->eof_in[side])
 		return;
 	c->eof_in[side] = true;
-	if (c->observed && hooks.eof)
-		hooks.eof(c, side);
+	if (c->observed && hooks.eof)	/* seen after the bytes before it, in observe_task */
+		observe_note(c, side, 0, true);
 	if (c->established)
 		c->st = CONN_ST_HALF_CLOSED;
 	kick_write(c, (enum conn_side)!side);
+	observe_later(c);
 }
 
 /* ---- writing side ---- */
@@ -320,19 +441,20 @@ size_t conn_out_pending(const struct conn *c, enum conn_side side)
 void conn_out_consume(struct conn *c, enum conn_side side, size_t n)
 {
 	struct cbuf *b = &c->buf[!side];
-	bool was_full = b->len == b->cap;
+	bool was_full = cbuf_used(b) == b->cap;
 
 	if (!n)
 		return;
 	b->head = (b->head + (uint32_t)n) % b->cap;
 	b->len -= (uint32_t)n;
-	if (!b->len) {
+	if (!b->len && !b->unobs) {
 		/* Idle conns hold no buffer memory. */
 		free(b->data);
 		b->data = NULL;
 		b->head = 0;
 	}
-	if (was_full || !b->len)
+	/* Still full (the bytes wait to be observed): observe_side kicks once they were. */
+	if ((was_full || !b->len) && cbuf_used(b) < b->cap)
 		kick_read(c, (enum conn_side)!side);
 }
 

@@ -175,10 +175,13 @@ uint64_t conn_start_ms(const struct conn *c);
 struct conn_hooks {
 	void (*opened)(struct conn *c);		/* after the proxy filled info, before bytes */
 	void (*closed)(struct conn *c, int err, const char *flag, const char *reason);
-	/* Only for conns marked with conn_set_observed: bytes read from `from` as they enter
-	 * the buffer (read-only, borrowed for the call: never kept, changed or held back). */
+	/* Only for conns marked with conn_set_observed: bytes read from `from`, every one, in
+	 * order (read-only, borrowed for the call: never kept, changed or held back). Called
+	 * from a task deferred behind the write the read kicked, so usually after the bytes
+	 * were written on (in the same loop turn's before-sleep step); sooner when the conn
+	 * ends (before `closed`) or no task could be deferred. */
 	void (*data)(struct conn *c, enum conn_side from, const uint8_t *p, size_t n);
-	/* The same conns: `from` sent EOF. */
+	/* The same conns: `from` sent EOF (seen after its bytes, the same way). */
 	void (*eof)(struct conn *c, enum conn_side from);
 };
 void conn_set_hooks(const struct conn_hooks *h);

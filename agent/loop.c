@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* One epoll loop per worker thread. Timers are a binary min-heap keyed by deadline;
- * deferred tasks run in the before-sleep step; other threads reach the loop via loop_post. */
+ * deferred tasks run in the before-sleep step (late ones after the others: loop_defer_late);
+ * other threads reach the loop via loop_post. */
 #include "agent/loop.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -37,6 +38,7 @@ struct loop {
 	int nheap, capheap;
 
 	struct task *deferred, **deferred_tail;
+	struct task *late, **late_tail;		/* loop_defer_late */
 
 	pthread_mutex_t post_lock;
 	struct task *posted, **posted_tail;
@@ -66,6 +68,7 @@ struct loop *loop_new(void)
 	}
 	pthread_mutex_init(&l->post_lock, NULL);
 	l->deferred_tail = &l->deferred;
+	l->late_tail = &l->late;
 	l->posted_tail = &l->posted;
 	l->now_ms = now_mono_ms();
 	loop_io_init(&l->wake_io, l->wakefd, wake_read, NULL);
@@ -99,7 +102,7 @@ void loop_free(struct loop *l)
 	if (!l)
 		return;
 	/* Posted and deferred tasks still own resources: run them so they can release. */
-	run_tasks(l, l->deferred);
+	loop_run_deferred(l);
 	run_tasks(l, l->posted);
 	loop_io_del(l, &l->wake_io);
 	pthread_mutex_destroy(&l->post_lock);
@@ -233,8 +236,8 @@ int loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t ms)
 
 static int next_timeout(struct loop *l)
 {
-	if (l->deferred || !l->nheap)
-		return l->deferred ? 0 : -1;
+	if (l->deferred || l->late || !l->nheap)
+		return l->deferred || l->late ? 0 : -1;
 	uint64_t now = now_mono_ms();
 	if (l->heap[0]->when_ms <= now)
 		return 0;
@@ -253,7 +256,8 @@ static void run_timers(struct loop *l)
 
 /* ---- tasks ---- */
 
-int loop_defer(struct loop *l, loop_task_fn fn, void *arg)
+/* Appends a task to the list whose tail pointer is *tail. */
+static int task_append(struct task ***tail, loop_task_fn fn, void *arg)
 {
 	struct task *t = malloc(sizeof(*t));
 	if (!t)
@@ -261,9 +265,19 @@ int loop_defer(struct loop *l, loop_task_fn fn, void *arg)
 	t->fn = fn;
 	t->arg = arg;
 	t->next = NULL;
-	*l->deferred_tail = t;
-	l->deferred_tail = &t->next;
+	**tail = t;
+	*tail = &t->next;
 	return 0;
+}
+
+int loop_defer(struct loop *l, loop_task_fn fn, void *arg)
+{
+	return task_append(&l->deferred_tail, fn, arg);
+}
+
+int loop_defer_late(struct loop *l, loop_task_fn fn, void *arg)
+{
+	return task_append(&l->late_tail, fn, arg);
 }
 
 int loop_post(struct loop *l, loop_task_fn fn, void *arg)
@@ -321,13 +335,20 @@ static void wake_read(struct loop *l, struct loop_io *io, uint32_t events)
 	run_tasks(l, t);
 }
 
-static void run_deferred(struct loop *l)
+void loop_run_deferred(struct loop *l)
 {
-	/* Deferred tasks may defer more; run until the list is empty. */
-	while (l->deferred) {
-		struct task *t = l->deferred;
-		l->deferred = NULL;
-		l->deferred_tail = &l->deferred;
+	/* Deferred tasks may defer more; run until the list is empty. Then the late ones, whose
+	 * own deferred tasks run after them all; and again until both lists are empty. */
+	while (l->deferred || l->late) {
+		while (l->deferred) {
+			struct task *t = l->deferred;
+			l->deferred = NULL;
+			l->deferred_tail = &l->deferred;
+			run_tasks(l, t);
+		}
+		struct task *t = l->late;
+		l->late = NULL;
+		l->late_tail = &l->late;
 		run_tasks(l, t);
 	}
 }
@@ -339,7 +360,7 @@ int loop_run(struct loop *l)
 	while (!l->stop) {
 		for (int i = 0; i < l->nhooks; i++)
 			l->hooks[i].fn(l, l->hooks[i].arg);
-		run_deferred(l);
+		loop_run_deferred(l);
 		int n = epoll_wait(l->epfd, evs, LOOP_MAX_EVENTS, next_timeout(l));
 		if (n == -1) {
 			if (errno == EINTR)
@@ -356,6 +377,6 @@ int loop_run(struct loop *l)
 		}
 		run_timers(l);
 	}
-	run_deferred(l);
+	loop_run_deferred(l);
 	return 0;
 }

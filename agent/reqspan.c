@@ -196,12 +196,12 @@ static void do_response(struct reqspan *r, const struct h1t_response *a)
 	span_end(s);
 }
 
-/* The spans of a loop turn's requests are made in its before-sleep step, after the relay's
- * flush hooks have written the bytes on (agent/loop.c runs those before deferred tasks): their
- * CPU is then not on the request's way to the server nor on the response's way back. The
- * tracker's events of the turn wait here in order, copied (their strings live only during the
- * callback); a full queue is worked off at once, and a conn that closes first has the queue
- * worked off before it goes. One queue per loop thread. */
+/* The spans of a loop turn's requests are made at the end of its before-sleep step: the
+ * tracker already runs there, after the relay has written the bytes on (agent/conn.c shows
+ * them in a late task, behind the flush tasks), and the spans come after the tracking of every
+ * conn of the turn. The tracker's events of the turn wait here in order, copied (their strings
+ * live only during the callback); a full queue is worked off at once, and a conn that closes
+ * first has the queue worked off before it goes. One queue per loop thread. */
 #define EV_MAX 32	/* 16 requests a turn; more are made at once (16 KiB per thread) */
 #define EV_WHY_MAX 96
 

@@ -5,6 +5,7 @@
 #include "agent/conn.h"
 #include "agent/loop.h"
 #include "common/util.h"
+#include "tcp_pair.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,22 +14,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
-
-/* A connected pair of TCP sockets on loopback (real TCP: FIN and RST semantics). */
-static void tcp_pair(int *a, int *b)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sin);
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (bind(l, (struct sockaddr *)&sin, sizeof(sin)) || listen(l, 1) ||
-	    getsockname(l, (struct sockaddr *)&sin, &len))
-		abort();
-	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (connect(*a, (struct sockaddr *)&sin, sizeof(sin)))
-		abort();
-	*b = accept(l, NULL, NULL);
-	close(l);
-}
 
 struct rig {
 	struct loop *l;

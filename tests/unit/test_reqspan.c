@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Unit tests of agent/reqspan.c through the conn hooks: request spans are made in the loop
- * turn's before-sleep step after the relay's flush hooks (not while the bytes wait to be
- * written on), with the derived CLIENT ID on both sides; a turn with more events than the
- * queue holds, and a conn closing with events queued, lose none. */
+ * turn's before-sleep step (not while the bytes wait to be written on: the tracker itself runs
+ * after the flush, tests/unit/test_conn_observe.c), with the derived CLIENT ID on both sides;
+ * a turn with more events than the queue holds, and a conn closing with events queued, lose
+ * none. */
 #include "harness.h"
 #include "agent/conn.h"
 #include "agent/loop.h"
