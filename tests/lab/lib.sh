@@ -28,14 +28,24 @@ note() { echo "# $*"; }
 # loaded machine; a wait ends as soon as its condition holds.
 LAB_WAIT_S=${LAB_WAIT_S:-60}
 
-# lab_until CMD...: runs CMD every 0.1 s until it succeeds, at most LAB_WAIT_S seconds; CMD's
-# last status. For a state that comes in its own time (a connection listed, a span recorded).
+# lab_until CMD...: runs CMD every 0.1 s until it succeeds (returning at once), at most LAB_WAIT_S
+# seconds; 0, or 1 when it never did. Only the last run's output is shown (stdout and stderr kept
+# apart): on failure, why it still failed, e.g. in `check NAME lab_until CMD...`. CMD runs in
+# this shell (what it sets stays set). For a state that comes in its own time (a span exported,
+# a metric counted, a model reloaded, a connection listed or closed, a line logged).
 lab_until() {
-	local end=$((SECONDS + LAB_WAIT_S))
-	until "$@"; do
-		[ "$SECONDS" -le "$end" ] || return 1
+	local end=$((SECONDS + LAB_WAIT_S)) out err rc=0
+	out=$(mktemp) && err=$(mktemp) || return 1
+	until "$@" >"$out" 2>"$err"; do
+		rc=1
+		[ "$SECONDS" -le "$end" ] || break
 		sleep 0.1
+		rc=0
 	done
+	cat "$out"
+	cat "$err" >&2
+	rm -f "$out" "$err"
+	return "$rc"
 }
 
 # check NAME CMD...: runs CMD, prints ok/not ok; on failure shows its output (indented).
@@ -204,9 +214,10 @@ pod_spawn() {
 }
 
 # wait_port NAME POD PORT [TIMEOUT_S]: waits until something listens on TCP PORT in POD's
-# namespace (checked with ss, so no connection is made to the server).
+# namespace (checked with ss, so no connection is made to the server), at most TIMEOUT_S
+# seconds (LAB_WAIT_S by default: a server starts slowly on a loaded machine).
 wait_port() {
-	local name=$1 pod=$2 port=$3 t=${4:-10} ns end
+	local name=$1 pod=$2 port=$3 t=${4:-$LAB_WAIT_S} ns end
 	ns=$(_lab_ns "$name" "$pod") || return 1
 	end=$((SECONDS + t))
 	while [ "$SECONDS" -le "$end" ]; do
