@@ -75,6 +75,17 @@ jq_check() {
 	return 1
 }
 
+# lab_spans_ge FILE JQ_FILTER N: FILE (spans, one JSON object per line) holds at least N spans that
+# select(JQ_FILTER) keeps; otherwise says how many. Spans come in their own batches: wait with
+# `lab_until lab_spans_ge ...`.
+lab_spans_ge() {
+	local n
+	n=$(jq -c "select($2)" "$1" 2>/dev/null | wc -l)
+	[ "$n" -ge "$3" ] && return 0
+	echo "only $n spans match '$2' in $1 (want $3)"
+	return 1
+}
+
 # lab_result: the script's exit status (0 when nothing failed); call last.
 lab_result() {
 	note "$LAB_PASSED passed, $LAB_FAILED failed"
