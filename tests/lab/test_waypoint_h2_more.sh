@@ -219,7 +219,7 @@ metrics() {
 	grep -E '^istio_requests_total\{.*request_protocol="grpc",response_code="200",response_flags="UF".*grpc_response_status="14"' \
 		"$logs/metrics.txt"
 }
-check "metrics: the h2 gauges; the refused gRPC call counted with UF and grpc_response_status 14" metrics
+check "metrics: the h2 gauges; the refused gRPC call counted with UF and grpc_response_status 14" lab_until metrics
 
 lab_check_waypoint_exit "$logs/waypoint.log"
 lab_result
