@@ -34,18 +34,19 @@ LAB_WAIT_S=${LAB_WAIT_S:-60}
 # this shell (what it sets stays set). For a state that comes in its own time (a span exported,
 # a metric counted, a model reloaded, a connection listed or closed, a line logged).
 lab_until() {
-	local end=$((SECONDS + LAB_WAIT_S)) out err rc=0
-	out=$(mktemp) && err=$(mktemp) || return 1
-	until "$@" >"$out" 2>"$err"; do
-		rc=1
-		[ "$SECONDS" -le "$end" ] || break
+	# (names CMD will not use: it runs in this function's scope and may set globals of its own)
+	local _lu_end=$((SECONDS + LAB_WAIT_S)) _lu_out _lu_err _lu_rc=0
+	_lu_out=$(mktemp) && _lu_err=$(mktemp) || return 1
+	until "$@" >"$_lu_out" 2>"$_lu_err"; do
+		_lu_rc=1
+		[ "$SECONDS" -le "$_lu_end" ] || break
 		sleep 0.1
-		rc=0
+		_lu_rc=0
 	done
-	cat "$out"
-	cat "$err" >&2
-	rm -f "$out" "$err"
-	return "$rc"
+	cat "$_lu_out"
+	cat "$_lu_err" >&2
+	rm -f "$_lu_out" "$_lu_err"
+	return "$_lu_rc"
 }
 
 # check NAME CMD...: runs CMD, prints ok/not ok; on failure shows its output (indented).
