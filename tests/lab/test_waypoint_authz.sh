@@ -110,8 +110,8 @@ expect_close() { # a denied request whose client waits for 100-continue: 403 and
 	local out
 	out=$(pod_exec "$lab" n1-p3 curl -sS -m 30 -v -H 'Expect: 100-continue' --data-binary hello \
 		"http://$V/echo" 2>&1) || true
-	echo "$out" | grep -E '^< HTTP|^< connection|RBAC'
-	echo "$out" | grep -q '^< HTTP/1.1 403' && echo "$out" | grep -qi '^< connection: close'
+	grep -E '^< HTTP|^< connection|RBAC' <<<"$out"
+	grep -q '^< HTTP/1.1 403' <<<"$out" && grep -qi '^< connection: close' <<<"$out"
 }
 check "denied with Expect: 100-continue: 403 with connection: close" expect_close
 
@@ -119,10 +119,10 @@ grpc_denied() { # a gRPC call (by content-type) is answered as Envoy does: 200, 
 	local out
 	out=$(pod_exec "$lab" n1-p2 curl -sS -m 30 -i -X POST -H 'content-type: application/grpc' \
 		--data-binary hello "http://$V/pkg.Greeter/SayHello" | tr -d '\r') && echo "$out" &&
-	echo "$out" | head -n1 | grep -q '^HTTP/1.1 200' &&
-	echo "$out" | grep -qx 'grpc-status: 7' &&
-	echo "$out" | grep -qx 'grpc-message: RBAC: access denied' &&
-	echo "$out" | grep -qx 'content-type: application/grpc'
+	head -n1 <<<"$out" | grep -q '^HTTP/1.1 200' &&
+	grep -qx 'grpc-status: 7' <<<"$out" &&
+	grep -qx 'grpc-message: RBAC: access denied' <<<"$out" &&
+	grep -qx 'content-type: application/grpc' <<<"$out"
 }
 check "denied gRPC call (by content-type): 200 with grpc-status: 7 (PERMISSION_DENIED)" grpc_denied
 
@@ -134,9 +134,9 @@ same_conn() { # allowed, denied with a body, denied, allowed: four answers on on
 	req+='GET /status/201 HTTP/1.1\r\nHost: app-1\r\nConnection: close\r\n\r\n'
 	out=$(pod_exec "$lab" n1-p2 sh -c "printf '$req' | timeout 30 nc -q 20 $V 80" 2>&1) || true
 	# (the 403's body has no newline: the next status line follows it on the same line)
-	echo "$out" | grep -oE 'HTTP/1.1 [0-9]+'
-	[ "$(echo "$out" | grep -oE 'HTTP/1.1 [0-9]+' | awk '{print $2}' | paste -sd,)" = "200,403,403,201" ] &&
-	[ "$(echo "$out" | grep -o 'RBAC: access denied' | wc -l)" -eq 2 ]
+	grep -oE 'HTTP/1.1 [0-9]+' <<<"$out"
+	[ "$(grep -oE 'HTTP/1.1 [0-9]+' <<<"$out" | awk '{print $2}' | paste -sd,)" = "200,403,403,201" ] &&
+	[ "$(grep -o 'RBAC: access denied' <<<"$out" | wc -l)" -eq 2 ]
 }
 check "a denial keeps the connection: 200, 403 (body dropped), 403, 201 in order on one connection" same_conn
 
@@ -180,8 +180,8 @@ h2c_grpc_denied() { # a gRPC call over HTTP/2: trailers-only answer, grpc-status
 	out=$(pod_exec "$lab" n1-p3 curl -sS -m 30 -i --http2-prior-knowledge -X POST \
 		-H 'content-type: application/grpc' -H 'te: trailers' \
 		"http://$V/pkg.Greeter/SayHello" | tr -d '\r') && echo "$out" &&
-	echo "$out" | head -n1 | grep -q '^HTTP/2 200' &&
-	echo "$out" | grep -qx 'grpc-status: 7' && echo "$out" | grep -qx 'grpc-message: RBAC: access denied'
+	head -n1 <<<"$out" | grep -q '^HTTP/2 200' &&
+	grep -qx 'grpc-status: 7' <<<"$out" && grep -qx 'grpc-message: RBAC: access denied' <<<"$out"
 }
 check "HTTP/2: a denied gRPC call gets 200 with grpc-status: 7 (trailers-only)" h2c_grpc_denied
 
