@@ -111,7 +111,7 @@ deadline_cancel() { # DEADLINE_EXCEEDED at the client, and the server saw the ca
 	lab_until server_cancelled
 }
 server_cancelled() { # (the cancel reaches the server in its own time)
-	cat "$logs"/grpc-[12].jsonl 2>/dev/null | grep -q '"method":"Slow","cancelled":true' && return 0
+	grep -qh '"method":"Slow","cancelled":true' "$logs"/grpc-[12].jsonl 2>/dev/null && return 0
 	echo "no cancelled Slow call in the servers' logs"; return 1
 }
 check "grpc: a call past its deadline ends DEADLINE_EXCEEDED and its cancel reaches the server" deadline_cancel
@@ -121,7 +121,7 @@ curl_h2() {
 	local out
 	out=$(cl curl -sS -m 10 --http2-prior-knowledge -w '\n%{http_code} %{http_version}' "http://$H2_VIP/whoami") &&
 	echo "$out" && [ "$(echo "$out" | tail -n1)" = "200 2" ] &&
-	echo "$out" | head -n1 | grep -Eqx "$lab-n[12]-p1"
+	head -n1 <<<"$out" | grep -Eqx "$lab-n[12]-p1"
 }
 check "curl --http2-prior-knowledge GET: 200 over HTTP/2 from an endpoint" curl_h2
 curl_h2_post() {
@@ -144,7 +144,7 @@ h1_get() {
 	local out
 	out=$(cl curl -sS -m 10 --http1.1 -w '\n%{http_code} %{http_version}' "http://$H2_VIP/whoami") &&
 	echo "$out" && [ "$(echo "$out" | tail -n1)" = "200 1.1" ] &&
-	echo "$out" | head -n1 | grep -Eqx "$lab-n[12]-p1"
+	head -n1 <<<"$out" | grep -Eqx "$lab-n[12]-p1"
 }
 check "HTTP/1.1 client of the h2c port: GET answered (translated to HTTP/2)" h1_get
 h1_post() {
@@ -177,7 +177,7 @@ h2_denied() { # curl (one request: curl 7.88 cannot reuse an h2c prior-knowledge
 	out=$(cl curl -sS -m 30 --http2-prior-knowledge -w '\n%{http_code} %{http_version} %{content_type}' \
 		"http://$H2_VIP/forbidden" 2>&1) || true
 	echo "$out"
-	[ "$(echo "$out" | tail -n1)" = "403 2 text/plain" ] && echo "$out" | grep -qx 'RBAC: access denied'
+	[ "$(echo "$out" | tail -n1)" = "403 2 text/plain" ] && grep -qx 'RBAC: access denied' <<<"$out"
 }
 # (the waypoint reloads the file with the policy in its own time)
 check "authz over HTTP/2 (curl): denied path is 403 'RBAC: access denied' (text/plain)" lab_until h2_denied
