@@ -130,7 +130,7 @@ malformed() { # FILE WANT...: sends FILE to app-1; the status lines must be WANT
 	shift
 	printf '%s\n' "$out" | grep -E '^HTTP/1\.1 |^#|^connection:' | head -n 20
 	[ "$(printf '%s\n' "$out" | grep -E '^HTTP/1\.1 ' | awk '{print $2}' | paste -sd,)" = "$(echo "$@" | tr ' ' ,)" ] &&
-	printf '%s\n' "$out" | tr -d '\r' | grep -qix 'connection: close' &&
+	tr -d '\r' <<<"$out" | grep -qix 'connection: close' &&
 	[ "$(printf '%s\n' "$out" | tail -n1)" = "#closed" ]
 }
 printf 'GET /whoami HTTP/1.1\r\nHost: app-1\r\n\r\nGET /whoami HTTP/1.1\r\nHost: app-1\r\nBad Header: x\r\n\r\nGET /whoami HTTP/1.1\r\nHost: app-1\r\n\r\n' \
