@@ -9,7 +9,7 @@ set -euo pipefail
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ctl lab (needs root)"; exit 1; }
 lab_tmpdir logs ctl-lab
-lab=ctl
+lab=ctl-$$	# unique: other runs of this test may be up at the same time
 CTL=$AMBIT_BUILD/ambitctl
 
 ctl() { pod_exec "$lab" n1 "$CTL" "$@"; }
