@@ -304,7 +304,7 @@ http_via_waypoint() {
 	local out
 	out=$(pod_exec "$lab" n1-p2 curl -sS -m 10 -w '\n%{http_code}' "http://$LAB_SVC_APP_1_VIP/whoami") &&
 		[ "$(printf '%s\n' "$out" | tail -n 1)" = 200 ] &&
-		printf '%s\n' "$out" | head -n 1 | grep -Eq "^$lab-n[12]-p1\$"
+		head -n1 <<<"$out" | grep -Eq "^$lab-n[12]-p1\$"
 }
 check "waypoint: n1-p2 -> service app-1 (use-waypoint) answers 200 from an app-1 pod" http_via_waypoint
 check "... the agent sent it to the waypoint" sh -c \
