@@ -284,6 +284,26 @@ _lab_run_ready() {
 	done
 }
 
+# lab_raw_exchange NAME POD HOST PORT: sends stdin to HOST:PORT from POD in one go (no half-close)
+# and prints what comes back until the peer closes, 30 s at most: raw HTTP/1.1 pipelines, read
+# without a fixed wait (nc -q waits its whole time).
+lab_raw_exchange() {
+	pod_exec "$1" "$2" python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.sendall(sys.stdin.buffer.read())
+got = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+except socket.timeout:
+    pass
+sys.stdout.write(got.decode("latin1"))' "$3" "$4"
+}
+
 # lab_node_deps: the npm packages of tests/node (grpc-js, proto-loader, ...) are installed, or
 # installs them; non-zero (reported) when that fails.
 lab_node_deps() {
