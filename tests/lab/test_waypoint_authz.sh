@@ -132,7 +132,8 @@ same_conn() { # allowed, denied with a body, denied, allowed: four answers on on
 	req+='POST /echo HTTP/1.1\r\nHost: app-1\r\nContent-Length: 5\r\n\r\nhello'
 	req+='DELETE /whoami HTTP/1.1\r\nHost: app-1\r\n\r\n'
 	req+='GET /status/201 HTTP/1.1\r\nHost: app-1\r\nConnection: close\r\n\r\n'
-	out=$(pod_exec "$lab" n1-p2 sh -c "printf '$req' | timeout 30 nc -q 20 $V 80" 2>&1) || true
+	# (read until the waypoint closes after the last answer: Connection: close)
+	out=$(printf "$req" | lab_raw_exchange "$lab" n1-p2 "$V" 80 2>&1) || true
 	# (the 403's body has no newline: the next status line follows it on the same line)
 	grep -oE 'HTTP/1.1 [0-9]+' <<<"$out"
 	[ "$(grep -oE 'HTTP/1.1 [0-9]+' <<<"$out" | awk '{print $2}' | paste -sd,)" = "200,403,403,201" ] &&
