@@ -130,7 +130,7 @@ pipelined() { # 5 requests written at once (pipelining), 5 answers back in order
 	local req="" i out
 	for i in 1 2 3 4 5; do req+="GET /status/20$i HTTP/1.1\r\nHost: app-1\r\n\r\n"; done
 	req+="GET /whoami HTTP/1.1\r\nHost: app-1\r\nConnection: close\r\n\r\n"
-	out=$(cl sh -c "printf '$req' | timeout 10 nc -q 5 $V 80" 2>&1) || true
+	out=$(printf "$req" | lab_raw_exchange "$lab" n1-p2 "$V" 80 2>&1) || true	# (to the close)
 	[ "$(grep -Ec '^HTTP/1.1 20[1-5] ' <<<"$out")" -eq 5 ] &&
 	[ "$(grep -E '^HTTP/1.1 20[1-5] ' <<<"$out" | awk '{print $2}' | paste -sd,)" = "201,202,203,204,205" ]
 }
