@@ -94,6 +94,10 @@ struct conn_info {
 	 * span context that telemetry sets at open and HBONE propagates ("" when not traced). */
 	char parent_traceparent[64];
 	char traceparent[64];
+	/* Request spans (docs/request-spans.md): outbound, this agent reports CLIENT spans of the
+	 * conn's requests, and its CONNECT says so (tracestate "ambit=rq"); inbound, the CONNECT
+	 * said so, so SERVER spans may name the CLIENT spans (derived IDs) as parents. */
+	bool request_spans;
 	/* L4 authorization (docs/policy.md), owned, NULL when none: the policy that denied
 	 * ("NS/NAME"; the source side reads it from the 401's reason), and what dry-run
 	 * policies would have decided ("deny: denied by NS/NAME"; never enforced). */

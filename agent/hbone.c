@@ -195,7 +195,7 @@ struct hbone_stream {
 	struct req_copy *rq;			/* client: the request, until its HEADERS left */
 	/* server: request pseudo-headers and forwarded headers */
 	char *method, *authority, *scheme, *path, *protocol;
-	char *traceparent, *baggage, *forwarded;
+	char *traceparent, *tracestate, *baggage, *forwarded;
 };
 
 static const char *const sess_st_names[] = {
@@ -452,6 +452,7 @@ static void stream_free_task(struct loop *l, void *arg)
 	free(st->path);
 	free(st->protocol);
 	free(st->traceparent);
+	free(st->tracestate);
 	free(st->baggage);
 	free(st->forwarded);
 	free(st);
@@ -816,6 +817,7 @@ static void server_request(struct hbone_sess *s, struct hbone_stream *st)
 	req.local_addr = s->local_addr;
 	req.pod_addressed = s->pod_addressed;
 	req.traceparent = st->traceparent;
+	req.tracestate = st->tracestate;
 	req.baggage = st->baggage;
 	req.forwarded = st->forwarded;
 	req.held_ms = st->held_since_ms ? loop_now_ms(s->loop) - st->held_since_ms : 0;
@@ -1175,6 +1177,8 @@ static int on_header_cb(nghttp2_session *ng, const nghttp2_frame *frame, const u
 			return set_hdr(&st->protocol, value, valuelen);
 		if (IS("traceparent"))
 			return set_hdr(&st->traceparent, value, valuelen);
+		if (IS("tracestate"))
+			return set_hdr(&st->tracestate, value, valuelen);
 		if (IS("baggage"))
 			return set_hdr(&st->baggage, value, valuelen);
 		if (IS("forwarded"))

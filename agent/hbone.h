@@ -85,7 +85,7 @@ struct hbone_opts {
 /* ---------------------------------------------------------------- client ---- */
 
 struct hbone_header {
-	const char *name;	/* lower case: "traceparent", "baggage", "forwarded" */
+	const char *name;	/* lower case: "traceparent", "tracestate", "baggage", ... */
 	const char *value;
 };
 
@@ -157,6 +157,7 @@ struct hbone_inbound {
 	bool pod_addressed;			/* TLS came to a pod's own IP:15008 (captured),
 						 * local_id is that pod's identity */
 	const char *traceparent;		/* header values, NULL when absent */
+	const char *tracestate;
 	const char *baggage;
 	const char *forwarded;
 	uint64_t held_ms;			/* how long on_connect has held it so far

@@ -108,6 +108,16 @@ void mesh_forwarded_for(const struct sockaddr_storage *src, char *out, size_t le
 		snprintf(out, len, "for=%s", ip);
 }
 
+bool mesh_request_spans_said(const char *tracestate)
+{
+	const char *v;
+	size_t n;
+
+	return tracestate &&
+	       tracestate_get(tracestate, strlen(tracestate), MESH_TRACESTATE_KEY, &v, &n) == 0 &&
+	       n == 2 && memcmp(v, "rq", 2) == 0;
+}
+
 /* W3C baggage with the source workload's facts; "" when it cannot be built. */
 void mesh_baggage_of(const struct model_workload *w, char *out, size_t len)
 {
@@ -127,7 +137,7 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 	struct mesh *m = arg;
 	struct conn_info *ci = conn_info(c);
 	struct spiffe_id src_id, dst_id;
-	struct hbone_header hdrs[3];
+	struct hbone_header hdrs[4];
 	size_t nh = 0;
 	char authority[ADDR_STR_LEN], fwd[ADDR_STR_LEN + 16], bag[768];
 	struct hbone_request req = { 0 };
@@ -161,6 +171,8 @@ static int mesh_connect(void *arg, struct conn *c, const struct model *model,
 		hdrs[nh++] = (struct hbone_header){ "baggage", bag };
 	if (ci->traceparent[0])
 		hdrs[nh++] = (struct hbone_header){ "traceparent", ci->traceparent };
+	if (ci->traceparent[0] && ci->request_spans)
+		hdrs[nh++] = (struct hbone_header){ "tracestate", MESH_TRACESTATE_REQUEST_SPANS };
 	req.headers = hdrs;
 	req.nheaders = nh;
 	ci->via = req.dst;
@@ -437,6 +449,7 @@ static int on_inbound(void *arg, const struct hbone_inbound *req)
 	}
 	if (req->traceparent && strlen(req->traceparent) < sizeof(ci->parent_traceparent))
 		strcpy(ci->parent_traceparent, req->traceparent);
+	ci->request_spans = ci->parent_traceparent[0] && mesh_request_spans_said(req->tracestate);
 	/* L4 authorization: the verified peer identity, the vouched source address, the local
 	 * workload and the target port. A denial answers 401 with the reason (the source agent
 	 * resets its client); the conn closes with DENY. */

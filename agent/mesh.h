@@ -68,6 +68,12 @@ enum mesh_wait mesh_wait_decide(const struct model_workload *dst, const char *no
 int mesh_workload_id(const char *td, const struct model_workload *w, struct spiffe_id *id);
 /* The `forwarded` value for a client address (RFC 7239 for=). */
 void mesh_forwarded_for(const struct sockaddr_storage *src, char *out, size_t len);
+/* The CONNECT's `tracestate` of a source agent that reports CLIENT request spans for the
+ * conn (docs/request-spans.md): W3C tracestate member "ambit=rq". */
+#define MESH_TRACESTATE_KEY "ambit"
+#define MESH_TRACESTATE_REQUEST_SPANS MESH_TRACESTATE_KEY "=rq"
+/* Does a CONNECT's tracestate value (NULL when absent) say so? A malformed one says nothing. */
+bool mesh_request_spans_said(const char *tracestate);
 /* The `baggage` value with w's facts (W3C Baggage); "" when w is NULL or it does not fit. */
 void mesh_baggage_of(const struct model_workload *w, char *out, size_t len);
 /* The client workload named by req's `forwarded: for=IP`, trusted only when that workload's

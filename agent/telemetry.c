@@ -140,22 +140,6 @@ struct span *telemetry_span_start(const struct conn_info *ci, const struct traci
 			       span_id || (tc && tc->use) ? &o : NULL);
 }
 
-/* Does the source workload of an inbound conn have its CLIENT request spans reported (its
- * own Telemetry resolution, as its node's agent makes it)? When not, a SERVER span cannot
- * name the CLIENT span as its parent: nobody reports that span. */
-static bool source_reports(const struct conn_info *ci)
-{
-	struct tracing_conf *tc;
-	bool r;
-
-	if (!ci->source.workload)
-		return true;	/* not in the mesh's model: assume an ambit peer tracing */
-	tc = tracing_conf_get(ci->source.namespace, ci->source.workload, &ci->src, true);
-	r = !tc || tc->reporting;
-	tracing_conf_unref(tc);
-	return r;
-}
-
 static void span_open(struct conn *c)
 {
 	struct conn_info *ci = conn_info(c);
@@ -187,9 +171,14 @@ static void span_open(struct conn *c)
 	conn_set_user(c, t);
 	if (tracecontext_format(&s->ctx, ci->traceparent, sizeof(ci->traceparent)) < 0)
 		ci->traceparent[0] = '\0';
+	/* Inbound, SERVER spans name the CLIENT spans only when the source agent said on the
+	 * CONNECT that it reports them (its tracestate): its own settings (Telemetry, config)
+	 * and a peer that is not ambit (ztunnel) are then all told apart. */
 	if (reqspan_wanted(ci, topts.request_spans, t->conf && t->conf->reporting) &&
-	    (t->req = reqspan_new(c, t->conf, outbound || source_reports(ci))))
+	    (t->req = reqspan_new(c, t->conf, outbound || ci->request_spans)))
 		conn_set_observed(c, true);
+	if (outbound)
+		ci->request_spans = t->req != NULL;	/* the CONNECT tells the destination */
 }
 
 static void on_data(struct conn *c, enum conn_side from, const uint8_t *p, size_t n)

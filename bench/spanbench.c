@@ -104,7 +104,7 @@ static int run(enum mode m, unsigned long n, unsigned rounds, const char *endpoi
 			return 1;
 		}
 		out = rig_open_conn(l, CONN_OUTBOUND, NULL);
-		in = out ? rig_open_conn(l, CONN_INBOUND_HBONE, conn_info(out)->traceparent) : NULL;
+		in = out ? rig_open_conn(l, CONN_INBOUND_HBONE, out) : NULL;
 		if (!in) {
 			fprintf(stderr, "spanbench: out of memory\n");
 			return 1;

@@ -515,6 +515,59 @@ void h1_trailer(const struct h1 *h, int i, const char **name, size_t *nlen, cons
 	*vlen = x->value_len;
 }
 
+/* Whether the token list v (vlen bytes) names tok (case-insensitive). */
+static bool conn_token_is(const char *v, size_t vlen, const char *tok)
+{
+	return vlen == strlen(tok) && strncasecmp(v, tok, vlen) == 0;
+}
+
+int h1_ignore_h2c_upgrade(struct h1 *h, char **conn)
+{
+	size_t ulen, len = 0;
+	const char *up = h1_header(h, "upgrade", &ulen);
+	char *out = NULL;
+
+	*conn = NULL;
+	if (h->type != HTTP_REQUEST || !h->p.upgrade || !up || !conn_token_is(up, ulen, "h2c"))
+		return 0;
+	h->p.upgrade = 0;	/* http_parser reads it after on_headers_complete: no switch */
+	h->upgrade = false;
+	for (int i = 0; i < h->nh; i++) {	/* every connection line, its tokens but two */
+		const struct h1_header *f = &h->h[i];
+		const char *v = h->arena + f->value, *end = v + f->value_len;
+		if (!conn_token_is(h->arena + f->name, f->name_len, "connection"))
+			continue;
+		while (v < end) {
+			const char *c = memchr(v, ',', (size_t)(end - v));
+			const char *te = c ? c : end, *ts = v;
+			while (ts < te && (*ts == ' ' || *ts == '\t'))
+				ts++;
+			const char *tz = te;
+			while (tz > ts && (tz[-1] == ' ' || tz[-1] == '\t'))
+				tz--;
+			size_t tl = (size_t)(tz - ts);
+			if (tl && !conn_token_is(ts, tl, "upgrade") && !conn_token_is(ts, tl, "http2-settings")) {
+				char *n = realloc(out, len + tl + 3);
+				if (!n) {
+					free(out);
+					return -ENOMEM;
+				}
+				out = n;
+				if (len) {
+					memcpy(out + len, ", ", 2);
+					len += 2;
+				}
+				memcpy(out + len, ts, tl);
+				len += tl;
+				out[len] = '\0';
+			}
+			v = c ? c + 1 : end;
+		}
+	}
+	*conn = out;
+	return 1;
+}
+
 bool h1_trailer_forbidden(const char *name, size_t len)
 {
 	static const char *const never[] = {

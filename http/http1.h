@@ -127,6 +127,13 @@ const char *h1_header(const struct h1 *h, const char *name, size_t *len);
 int h1_trailer_count(const struct h1 *h);
 void h1_trailer(const struct h1 *h, int i, const char **name, size_t *nlen, const char **value,
 		size_t *vlen);
+/* From on_head of a request: an "Upgrade: h2c" request (RFC 7540 §3.2's h2c upgrade, gone
+ * from RFC 9113) is not taken as an upgrade, as Envoy ignores it (envoyproxy/envoy#7161): the
+ * parser goes on with the message as HTTP/1.1 (h->upgrade false) and the caller drops the
+ * upgrade and http2-settings fields and sends connection as *conn: the connection tokens but
+ * "upgrade" and "http2-settings" (new string; NULL: none left, drop it). 1 when it was one,
+ * 0 when not (nothing changed), -ENOMEM. */
+int h1_ignore_h2c_upgrade(struct h1 *h, char **conn);
 /* A field that must not be forwarded in a trailer section (RFC 9110 §6.5.1: framing, routing,
  * content and connection-specific fields). name is case-insensitive, len bytes. */
 bool h1_trailer_forbidden(const char *name, size_t len);

@@ -1,98 +1,80 @@
 // SPDX-License-Identifier: Apache-2.0
-/* The newest compiled policy set of a model stream (istio/authzset.h): the compile and swap
- * the node agent's policies and the waypoint both use. */
+/* The newest compiled policy set of a model stream (istio/authzset.h): the compile the node
+ * agent's policies and the waypoint both use, on istio/latest. */
 #include "istio/authzset.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* istio_latest's reference counting of struct authz_set (AUTHZ_LATEST_INIT) */
+void authz_latest_ref_(void *set)
+{
+	authz_set_ref(set);
+}
+
+void authz_latest_unref_(void *set)
+{
+	authz_set_unref(set);
+}
+
+struct root_ns_swap {
+	struct authz_latest *l;
+	char *ns;		/* the new root namespace (taken), or NULL */
+};
+
+/* Under both locks: the root namespace compiles read changes. */
+static void root_ns_set(void *arg)
+{
+	struct root_ns_swap *sw = arg;
+	free(sw->l->root_ns);
+	sw->l->root_ns = sw->ns;
+}
+
 int authz_latest_start(struct authz_latest *l, const char *root_ns)
 {
-	char *ns = strdup(root_ns ? root_ns : "istio-system");
-	if (!ns)
+	struct root_ns_swap sw = { .l = l, .ns = strdup(root_ns ? root_ns : "istio-system") };
+	if (!sw.ns)
 		return -ENOMEM;
-	pthread_mutex_lock(&l->compile_lock);
-	pthread_mutex_lock(&l->lock);
-	free(l->root_ns);
-	l->root_ns = ns;
-	l->active = true;
-	pthread_mutex_unlock(&l->lock);
-	pthread_mutex_unlock(&l->compile_lock);
+	istio_latest_start(&l->base, root_ns_set, &sw);
 	return 0;
 }
 
 void authz_latest_stop(struct authz_latest *l)
 {
-	struct authz_set *old;
+	struct root_ns_swap sw = { .l = l };
+	istio_latest_stop(&l->base, root_ns_set, &sw);
+}
 
-	pthread_mutex_lock(&l->compile_lock);
-	pthread_mutex_lock(&l->lock);
-	l->active = false;
-	old = l->set;
-	l->set = NULL;
-	l->gen = 0;
-	free(l->root_ns);
-	l->root_ns = NULL;
-	pthread_mutex_unlock(&l->lock);
-	pthread_mutex_unlock(&l->compile_lock);
-	authz_set_unref(old);
+struct authz_compile_arg {
+	struct authz_latest *l;
+	const json_t *resources;
+	struct authz_set_stats *stats;
+};
+
+static void *compile_set(void *prev, void *arg)
+{
+	struct authz_compile_arg *a = arg;
+	/* root_ns cannot change meanwhile: that takes compile_lock too. */
+	struct authz_set *set = authz_compile(a->resources, a->l->root_ns, prev);
+	if (set && a->stats)
+		authz_set_stats(set, a->stats);
+	return set;
 }
 
 int authz_latest_compile(struct authz_latest *l, const json_t *resources, uint64_t gen,
 			 struct authz_set_stats *stats)
 {
-	struct authz_set *prev = NULL, *set, *old;
-	int err = 0;
-
-	pthread_mutex_lock(&l->compile_lock);
-	pthread_mutex_lock(&l->lock);
-	if (!l->active)
-		err = -ECANCELED;
-	else if (l->set && gen < l->gen)
-		err = -ESTALE;
-	else if (l->set)
-		prev = authz_set_ref(l->set);
-	pthread_mutex_unlock(&l->lock);
-	if (err)
-		goto out;
-	/* root_ns cannot change meanwhile: that takes compile_lock too. */
-	set = authz_compile(resources, l->root_ns, prev);
-	authz_set_unref(prev);
-	if (!set) {
-		err = -ENOMEM;
-		goto out;
-	}
-	if (stats)
-		authz_set_stats(set, stats);
-	pthread_mutex_lock(&l->lock);
-	old = l->set;
-	l->set = set;
-	l->gen = gen;
-	pthread_mutex_unlock(&l->lock);
-	authz_set_unref(old);
-out:
-	pthread_mutex_unlock(&l->compile_lock);
-	return err;
+	struct authz_compile_arg a = { .l = l, .resources = resources, .stats = stats };
+	return istio_latest_compile(&l->base, gen, compile_set, &a, NULL);
 }
 
 struct authz_set *authz_latest_get(struct authz_latest *l)
 {
-	struct authz_set *s = NULL;
-
-	pthread_mutex_lock(&l->lock);
-	if (l->set)
-		s = authz_set_ref(l->set);
-	pthread_mutex_unlock(&l->lock);
-	return s;
+	return istio_latest_get(&l->base);
 }
 
 bool authz_latest_active(struct authz_latest *l)
 {
-	bool active;
-
-	pthread_mutex_lock(&l->lock);
-	active = l->active;
-	pthread_mutex_unlock(&l->lock);
-	return active;
+	return istio_latest_active(&l->base);
 }

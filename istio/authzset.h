@@ -1,29 +1,27 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The newest compiled policy set of a stream of models, shared by the node agent
  * (agent/policy.c) and the waypoint: each model's objects are compiled (istio/authz) with the
- * newest set as prev, so a refused object keeps its last good version; a model older than the
- * newest set is skipped; the result is swapped in under a lock, and readers take a reference. */
+ * newest set as prev, so a refused object keeps its last good version; the rest (a model
+ * older than the newest set skipped, the swap under a lock, readers' references) is
+ * istio/latest. */
 #ifndef AMBIT_ISTIO_AUTHZSET_H
 #define AMBIT_ISTIO_AUTHZSET_H
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "istio/authz.h"
+#include "istio/latest.h"
 
 struct authz_latest {
-	pthread_mutex_t compile_lock;	/* serializes compiles (each passes the newest as prev) */
-	pthread_mutex_t lock;		/* guards the fields below */
-	struct authz_set *set;		/* the newest compiled set, or NULL */
-	uint64_t gen;			/* the model generation it was compiled from */
-	char *root_ns;			/* changed only under both locks */
-	bool active;			/* between start and stop */
+	struct istio_latest base;	/* of struct authz_set */
+	char *root_ns;			/* changed only under both of base's locks */
 };
 
-#define AUTHZ_LATEST_INIT { .compile_lock = PTHREAD_MUTEX_INITIALIZER, \
-			    .lock = PTHREAD_MUTEX_INITIALIZER }
+void authz_latest_ref_(void *set);
+void authz_latest_unref_(void *set);
+#define AUTHZ_LATEST_INIT { .base = ISTIO_LATEST_INIT(authz_latest_ref_, authz_latest_unref_) }
 
 /* Makes l compile from now on, with Istio's root namespace root_ns (NULL = "istio-system",
  * copied). 0 or -ENOMEM. */

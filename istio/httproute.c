@@ -437,8 +437,9 @@ static int timeout_ms(struct jx *j, const json_t *t, const char *key, uint64_t *
 	return err;
 }
 
-/* timeouts (GEP-1742) as Istio applies them without a retry policy: backendRequest, when set
- * and not 0, is the route's timeout, else request; "0s" is none. */
+/* timeouts (GEP-1742) as Istio applies them: without retry, backendRequest when set and not 0
+ * is the route's timeout, else request; with retry, request is the route's timeout and
+ * backendRequest each try's (Envoy's per_try_timeout); "0s" is none. Parsed after retry. */
 static int parse_timeouts(struct jx *j, const json_t *v, struct hr_rule *r)
 {
 	static const char *const keys[] = { "request", "backendRequest", NULL };
@@ -461,7 +462,48 @@ static int parse_timeouts(struct jx *j, const json_t *v, struct hr_rule *r)
 	if (!err && req && be > req)
 		err = jx_fail(j, "backendRequest", "must not be longer than request");
 	jx_leave(j, saved);
-	r->timeout_ms = be ? be : req;
+	if (r->retry.on) {
+		r->timeout_ms = req;
+		r->retry.per_try_ms = be;
+	} else {
+		r->timeout_ms = be ? be : req;
+	}
+	return err;
+}
+
+/* retry (GEP-1731), Istio's mapping (see struct hr_retry): codes are the CRD's 400-599. */
+static int parse_retry(struct jx *j, const json_t *v, struct hr_retry *rt)
+{
+	static const char *const keys[] = { "codes", "attempts", "backoff", NULL };
+	const json_t *t = json_object_get(v, "retry");
+	json_t *codes = NULL, *c;
+	uint32_t attempts = 2;
+	size_t i;
+	int err;
+
+	if (!t || json_is_null(t))
+		return 0;
+	size_t saved = jx_enter(j, "retry");
+	if (!json_is_object(t))
+		err = jx_fail(j, NULL, "must be an object");
+	else
+		err = jx_keys(j, t, keys);
+	if (!err)
+		err = jx_uint(j, t, "attempts", 0, HTTPROUTE_MAX_RETRIES, &attempts);
+	if (!err)
+		err = jx_array(j, t, "codes", HTTPROUTE_MAX_RETRY_CODES, &codes);
+	json_array_foreach(err ? NULL : codes, i, c) {
+		if (!json_is_integer(c) || json_integer_value(c) < 400 || json_integer_value(c) > 599) {
+			err = jx_fail(j, NULL, "codes[%zu] must be an HTTP status from 400 to 599", i);
+			break;
+		}
+		rt->codes[rt->ncodes++] = (uint16_t)json_integer_value(c);
+	}
+	if (!err)
+		err = timeout_ms(j, t, "backoff", &rt->backoff_ms);
+	jx_leave(j, saved);
+	rt->on = true;
+	rt->attempts = (uint8_t)attempts;
 	return err;
 }
 
@@ -477,9 +519,9 @@ static int parse_rule(struct jx *j, const json_t *v, const char *route_ns, struc
 		return jx_fail(j, NULL, "must be an object");
 	err = jx_keys(j, v, keys);
 	if (!err)
+		err = parse_retry(j, v, &r->retry);
+	if (!err)
 		err = parse_timeouts(j, v, r);
-	if (!err && json_object_get(v, "retry"))
-		err = jx_fail(j, "retry", "not supported (Istio's default retry policy applies)");
 	if (!err && json_object_get(v, "sessionPersistence"))
 		err = jx_fail(j, "sessionPersistence", "not supported");
 	if (!err)
@@ -674,6 +716,14 @@ static struct httproute *route_compile(const json_t *json)
 			hr->nrules = (int)i + 1;
 			rc = parse_rule(&j, v, hr->obj.namespace, &hr->rules[i]);
 			jx_leave(&j, saved);
+			if (!rc && hr->rules[i].retry.on && hr->rules[i].retry.attempts) {
+				char path[48];
+				snprintf(path, sizeof(path), "spec.rules[%zu].retry", i);
+				rc = istio_object_diag(&hr->obj, ISTIO_DIAG_UNSUPPORTED, path,
+						       "an HTTP/2 client's request carried to the endpoint "
+						       "as HTTP/1.1 (a port declared http) is not retried: "
+						       "it gets one try, bounded by backendRequest");
+			}
 		}
 		if (!rc && !hr->nrules)	/* the CRD's default: one rule sending everything nowhere */
 			rc = jx_fail(&j, "rules", "no rules (ambit needs at least one)");
@@ -1177,6 +1227,15 @@ static json_t *rule_json(const struct hr_rule *r)
 			"path", r->rewrite.path.value));
 	if (!bad && r->timeout_ms)
 		bad |= json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
+	if (!bad && r->retry.on) {
+		json_t *codes = json_array();
+		for (int i = 0; codes && i < r->retry.ncodes; i++)
+			bad |= json_array_append_new(codes, json_integer(r->retry.codes[i]));
+		bad |= !codes || json_object_set_new(j, "retry", json_pack("{s:i, s:o, s:I, s:I}",
+			"attempts", r->retry.attempts, "codes", codes,
+			"backoff_ms", (json_int_t)r->retry.backoff_ms,
+			"per_try_timeout_ms", (json_int_t)r->retry.per_try_ms));
+	}
 	bad = bad || json_object_set(j, "matches", ms) || json_object_set(j, "backends", bs);
 	json_decref(ms);
 	json_decref(bs);

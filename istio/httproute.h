@@ -25,6 +25,9 @@
 #define HTTPROUTE_MAX_HMOD_BYTES 8192	/* the "name: value" lines a header modifier sets and adds */
 #define HTTPROUTE_MAX_PER_SERVICE 64	/* routes attached to one Service; the youngest past it are refused */
 #define HTTPROUTE_MAX_OBJECTS	4096	/* HTTPRoute objects per set; the rest are refused */
+#define HTTPROUTE_MAX_RETRIES	10	/* retry.attempts; more refuses the route (a bound on
+					 * what one request can cost the endpoints) */
+#define HTTPROUTE_MAX_RETRY_CODES 16	/* retry.codes */
 
 enum hr_path_type {
 	HR_PATH_PREFIX,		/* PathPrefix: element by element, a trailing '/' ignored */
@@ -85,6 +88,20 @@ struct hr_rewrite {
 	struct hr_pathmod path;
 };
 
+/* A rule's retry (GEP-1731 HTTPRouteRetry) as Istio's gateway conversion maps it: retry on
+ * connect-failure, refused-stream and gRPC unavailable / cancelled, and on the answers whose
+ * status is one of codes (retriable-status-codes); attempts retries after the first try
+ * (default 2; 0: none at all, not even Istio's default policy); backoff the base interval of
+ * Envoy's jittered exponential back-off; timeouts.backendRequest each try's timeout. */
+struct hr_retry {
+	bool on;			/* the rule has retry (else Istio's default policy) */
+	uint8_t attempts;
+	uint16_t codes[HTTPROUTE_MAX_RETRY_CODES];
+	int ncodes;
+	uint64_t backoff_ms;		/* 0: Envoy's default (25 ms) */
+	uint64_t per_try_ms;		/* 0: none */
+};
+
 struct hr_rule {
 	struct hr_match *matches;	/* none written: one PathPrefix "/" */
 	int nmatches;
@@ -93,7 +110,9 @@ struct hr_rule {
 	uint64_t total_weight;		/* over all backends, invalid ones included */
 	struct hr_hmod req;		/* RequestHeaderModifier */
 	struct hr_hmod resp;		/* ResponseHeaderModifier (answers of the backend) */
-	uint64_t timeout_ms;		/* timeouts (backendRequest, else request); 0: none */
+	uint64_t timeout_ms;		/* timeouts: request (backendRequest without retry, when
+					 * set); 0: none */
+	struct hr_retry retry;		/* retry (backendRequest is its per-try timeout) */
 	struct hr_redirect redirect;	/* RequestRedirect (backendRefs then unused) */
 	struct hr_rewrite rewrite;	/* URLRewrite */
 };

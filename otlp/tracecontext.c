@@ -71,6 +71,78 @@ int tracecontext_format(const struct span_context *c, char *buf, size_t buflen)
 	return snprintf(buf, buflen, "00-%s-%s-%02x", tid, sid, c->flags & 0x03);
 }
 
+/* ---- W3C tracestate ---- */
+
+static bool ts_key_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+	       c == '*' || c == '/';
+}
+
+/* key = simple-key / tenant-id "@" system-id (§3.3.1.3.1) */
+static bool ts_key_ok(const char *k, size_t n)
+{
+	const char *at = memchr(k, '@', n);
+	size_t t = at ? (size_t)(at - k) : n, sys = at ? n - t - 1 : 0;
+
+	if (!n || (at && (!t || t > 241 || !sys || sys > 14)) || (!at && n > 256))
+		return false;
+	if (!((k[0] >= 'a' && k[0] <= 'z') || (at && k[0] >= '0' && k[0] <= '9')))
+		return false;
+	if (at && !(at[1] >= 'a' && at[1] <= 'z'))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (k + i != at && !ts_key_char((unsigned char)k[i]))
+			return false;
+	return true;
+}
+
+static bool ts_value_ok(const char *v, size_t n)
+{
+	if (!n || n > 256 || v[n - 1] == ' ')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e || v[i] == ',' ||
+		    v[i] == '=')
+			return false;
+	return true;
+}
+
+int tracestate_get(const char *s, size_t len, const char *key, const char **val, size_t *vlen)
+{
+	size_t klen = strlen(key), members = 0, i = 0;
+	int rc = -ENOENT;
+
+	while (i <= len) {
+		size_t end = i, a, b;
+		const char *eq;
+
+		while (end < len && s[end] != ',')
+			end++;
+		a = i;
+		b = end;
+		while (a < b && (s[a] == ' ' || s[a] == '\t'))
+			a++;
+		while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+			b--;
+		if (a < b) {	/* empty members are allowed and not counted (§3.3.1.1) */
+			eq = memchr(s + a, '=', b - a);
+			if (!eq || ++members > TRACESTATE_MAX_MEMBERS ||
+			    !ts_key_ok(s + a, (size_t)(eq - (s + a))) ||
+			    !ts_value_ok(eq + 1, (size_t)(s + b - eq - 1)))
+				return -EINVAL;
+			if (rc == -ENOENT && (size_t)(eq - (s + a)) == klen &&
+			    memcmp(s + a, key, klen) == 0) {
+				*val = eq + 1;
+				*vlen = (size_t)(s + b - eq - 1);
+				rc = 0;	/* the first wins; the rest is still checked */
+			}
+		}
+		i = end + 1;
+	}
+	return rc;
+}
+
 /* ---- W3C Baggage ---- */
 
 static bool is_tchar(unsigned char c)

@@ -20,6 +20,17 @@ int tracecontext_parse(const char *s, size_t len, struct span_context *out);
  * buflen < 56, -EINVAL for an invalid context. */
 int tracecontext_format(const struct span_context *c, char *buf, size_t buflen);
 
+/* W3C Trace Context `tracestate` (§3.3): at most 32 list-members "key=value" separated by
+ * commas and optional blanks; keys are a lower-case letter then lower-case letters, digits,
+ * underscores, dashes, asterisks and slashes,
+ * up to 256, or "tenant@system"; values up to 256 printable characters but ',' and '=', not
+ * ending in a space. */
+#define TRACESTATE_MAX_MEMBERS 32
+/* Finds key's value in a tracestate header value: 0 with *val and *vlen (into s),
+ * -ENOENT when the header holds no such member, -EINVAL when it is malformed (§3.3.1.1:
+ * a receiver then discards it whole, so the caller treats it as absent). */
+int tracestate_get(const char *s, size_t len, const char *key, const char **val, size_t *vlen);
+
 /* W3C Baggage limits (§3.3.3 of the spec). */
 #define BAGGAGE_MAX_MEMBERS	64
 #define BAGGAGE_MAX_BYTES	8192

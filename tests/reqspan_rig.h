@@ -73,8 +73,10 @@ static inline void rig_peer(struct conn_peer *p, const char *w, const char *sa, 
 }
 
 /* An opened conn of kind (telemetry's hooks ran), client-1:40000 to server-1:9080; an
- * inbound one gets parent_tp as its CONNECT traceparent (NULL: none). NULL on ENOMEM. */
-static inline struct conn *rig_open_conn(struct loop *l, enum conn_kind kind, const char *parent_tp)
+ * inbound one gets what the CONNECT of the outbound conn from carries (its traceparent, and
+ * whether its tracestate says the source reports request spans; NULL: a CONNECT with
+ * neither). NULL on ENOMEM. */
+static inline struct conn *rig_open_conn(struct loop *l, enum conn_kind kind, struct conn *from)
 {
 	struct conn_opts co = { 0 };
 	struct conn *c = conn_new(l, &co);
@@ -93,8 +95,11 @@ static inline struct conn *rig_open_conn(struct loop *l, enum conn_kind kind, co
 	rig_peer(&ci->destination, "server-1", "server", "server");
 	ci->service = strdup("server.default.svc.cluster.local");
 	ci->mtls = true;
-	if (parent_tp)
-		snprintf(ci->parent_traceparent, sizeof(ci->parent_traceparent), "%s", parent_tp);
+	if (from) {
+		snprintf(ci->parent_traceparent, sizeof(ci->parent_traceparent), "%s",
+			 conn_info(from)->traceparent);
+		ci->request_spans = conn_info(from)->request_spans;
+	}
 	conn_opened(c);
 	return c;
 }

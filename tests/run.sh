@@ -100,6 +100,8 @@ for name in "${failures[@]}"; do
 	echo "== $name"
 	grep -m 3 '^not ok' "$log" | cut -c1-200
 	awk '/^not ok/ { n = 1; next } n && /^#/ && n <= 6 { print; n++ } n && !/^#/ { exit }' "$log" | cut -c1-200
+	# a test that stopped on its own (no "not ok" of its own): its last words
+	grep -q '^not ok' <(head -n -1 "$log") || head -n -1 "$log" | tail -n 5 | cut -c1-200
 done
 [ ${#failures[@]} -gt 0 ] && echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"

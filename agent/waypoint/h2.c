@@ -101,7 +101,11 @@ struct wp_h2s {
 	size_t resent;			/* the front of req_body the client was credited for
 					 * already (a retry's copy of req_sent) */
 	bool retry_due;			/* refused before any answer: wp_h2_step retries it */
-	uint8_t retries;		/* retries so far (WP_H2_RETRIES at most) */
+	bool backing_off;		/* waits for btimer before its retry is due */
+	uint8_t retries;		/* retries so far (pol.retries at most) */
+	struct wp_retry_policy pol;	/* Istio's default, or its HTTPRoute rule's retry */
+	struct loop_timer btimer;	/* the back-off before a retry */
+	struct loop_timer ptimer;	/* the try in flight's timeout (pol.per_try_ms) */
 	const char *retry_flag;		/* why the last attempt failed (x->error says more) */
 	struct span *span;
 	char *ep_uid;
@@ -228,6 +232,9 @@ static void h2s_finish(struct wp_h2s *x, const char *flag, const char *error)
 		return;
 	x->finished = true;
 	loop_timer_cancel(x->w->o.loop, &x->rtimer);
+	loop_timer_cancel(x->w->o.loop, &x->ptimer);
+	loop_timer_cancel(x->w->o.loop, &x->btimer);
+	x->backing_off = false;
 	if (!x->s) {
 		span_end(x->span);
 		x->span = NULL;
@@ -248,6 +255,8 @@ static void h2s_maybe_free(struct wp_h2s *x)
 	if (x->down_open || x->up_open || x->s)
 		return;
 	loop_timer_cancel(x->w->o.loop, &x->rtimer);
+	loop_timer_cancel(x->w->o.loop, &x->ptimer);
+	loop_timer_cancel(x->w->o.loop, &x->btimer);
 	credit_up(x, h1_buf_pending(&x->resp_body));
 	if (!x->finished)
 		h2s_finish(x, CONN_FLAG_DOWNSTREAM_RESET, "client closed");
@@ -300,9 +309,13 @@ static void h2s_down_gone(struct wp_h2s *x, uint32_t error_code)
 
 static ssize_t resp_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
 			 uint32_t *flags, nghttp2_data_source *src, void *ud);
+static int copy_fields(const struct h2map_hdrs *in, const char *tpbuf, const struct hr_hmod *mods,
+		       const struct wp_route *rt, struct h2map_hdrs *out);
 
 /* Answers the client's stream ourselves: code with a text body, or gRPC's trailers-only answer
- * with grpc_status when the request is a gRPC call. The request ends here. */
+ * with grpc_status when the request is a gRPC call, or the redirect of x->rt; with the matched
+ * rule's ResponseHeaderModifier (Envoy applies a route's response headers to its local replies
+ * too). The request ends here. */
 static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *msg,
 		      const char *flag, const char *why)
 {
@@ -344,6 +357,14 @@ static void h2s_local(struct wp_h2s *x, int code, int grpc_status, const char *m
 		x->resp_eof = true;
 	}
 	err = err || h2map_hdrs_add(&h, "server", 6, "ambit-waypoint", 14);
+	const struct hr_hmod *mod = wp_route_resp_mod(x->rt.rule);
+	if (!err && mod) {	/* the matched rule's ResponseHeaderModifier, as on its answers */
+		struct h2map_hdrs tmp;
+		h2map_hdrs_init(&tmp);
+		err = copy_fields(&h, "", mod, NULL, &tmp);
+		h2map_hdrs_fini(&h);
+		h = tmp;
+	}
 	if (!err) {
 		nghttp2_data_provider dp = { .source.ptr = x, .read_callback = resp_read };
 		bool body = h1_buf_pending(&x->resp_body) > 0;
@@ -416,8 +437,33 @@ static struct wp_h2_attempt h2s_attempt(const struct wp_h2s *x)
 static bool h2s_retriable(const struct wp_h2s *x, uint32_t error_code, const char *flag)
 {
 	struct wp_h2_attempt a = h2s_attempt(x);
-	return wp_h2_retry_on_failure(&a, error_code,
+	return wp_h2_retry_on_failure(&a, &x->pol, error_code,
 				      flag && strcmp(flag, CONN_FLAG_UPSTREAM_CONNECT_FAILURE) == 0);
+}
+
+static void h2s_backoff_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_h2s *x = t->arg;
+	(void)l;
+	x->backing_off = false;
+	if (!x->s || x->finished)
+		return;
+	x->retry_due = true;
+	wp_sess_schedule(x->s);
+}
+
+/* x goes again after its policy's back-off (Envoy's jittered exponential one): at once when
+ * it draws 0, else when btimer fires; the try's timeout stops meanwhile. */
+static void h2s_retry_later(struct wp_h2s *x)
+{
+	uint64_t ms = wp_retry_backoff_ms(&x->pol, x->retries + 1u, (uint32_t)random());
+	loop_timer_cancel(x->w->o.loop, &x->ptimer);
+	if (ms && loop_timer_arm(x->w->o.loop, &x->btimer, ms) == 0) {
+		x->backing_off = true;
+		return;
+	}
+	x->retry_due = true;
+	wp_sess_schedule(x->s);
 }
 
 /* The upstream side is done with x. */
@@ -433,8 +479,7 @@ static void h2s_up_gone(struct wp_h2s *x, uint32_t error_code, const char *flag,
 			/* not from inside the endpoint's nghttp2 callbacks: the session's step */
 			snprintf(x->error, sizeof(x->error), "%s", msg);
 			x->retry_flag = flag;
-			x->retry_due = true;
-			wp_sess_schedule(x->s);
+			h2s_retry_later(x);
 			return;
 		}
 		h2s_up_failed(x, error_code, flag, msg);
@@ -472,7 +517,7 @@ static void h2s_keep_sent(struct wp_h2s *x, const uint8_t *p, size_t n)
 {
 	if (x->body_sent)
 		return;
-	if (x->resp_final || x->retries >= WP_H2_RETRIES ||
+	if (x->resp_final || x->retries >= x->pol.retries ||
 	    h1_buf_pending(&x->req_sent) + n > H2_RETRY_BODY_MAX || h1_buf_append(&x->req_sent, p, n)) {
 		h2s_drop_sent(x);
 	}
@@ -766,7 +811,7 @@ out:
 static bool h2s_answer_retriable(const struct wp_h2s *x, int status, bool end)
 {
 	struct wp_h2_attempt a = h2s_attempt(x);
-	return wp_h2_retry_on_answer(&a, status, x->grpc && end ? grpc_status_of(&x->resp) : -1);
+	return wp_h2_retry_on_answer(&a, &x->pol, status, x->grpc && end ? grpc_status_of(&x->resp) : -1);
 }
 
 /* The answer on x's upstream stream sid goes unseen: the stream is cancelled and x goes again
@@ -786,8 +831,7 @@ static void h2s_retry_answer(struct wp_h2s *x, nghttp2_session *ng, int32_t sid,
 		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
 	x->up_open = false;
 	u_unlink(x);
-	x->retry_due = true;
-	wp_sess_schedule(x->s);
+	h2s_retry_later(x);
 }
 
 static int up_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -1015,6 +1059,8 @@ static void h2s_timeout_fire(struct loop *l, struct loop_timer *t)
 		 s->service ? s->service : "?", WP_TIMEOUT_WHY, x->rt.timeout_ms);
 	unqueue(x);
 	x->retry_due = false;
+	x->backing_off = false;
+	loop_timer_cancel(x->w->o.loop, &x->btimer);
 	if (x->u1)
 		h1_release(x, false);
 	if (x->up_open && hu && hu->ng) {
@@ -1035,11 +1081,38 @@ static void h2s_timeout_fire(struct loop *l, struct loop_timer *t)
 	wp_sess_schedule(s);
 }
 
-/* x's request is complete: its route timeout starts (an HTTP/2 client's stream). */
+/* The try in flight of x took longer than its rule's backendRequest (Envoy's per-try timeout,
+ * which Istio's retry triggers do not retry): as the route timeout, 504 (UT). */
+static void h2s_try_timeout_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_h2s *x = t->arg;
+	struct wp_sess *s = x->s;
+	if (!x->h1c) {
+		h2s_timeout_fire(l, t);
+	} else if (s && s->h2x == x && !x->finished && s->st == SS_RESPONSE) {
+		wp_h2_h1c_timeout(s);	/* may free x */
+		wp_sess_schedule(s);
+	}
+}
+
+/* A try of x is under way (its stream submitted or waiting for room) and the client's request
+ * is complete: its per-try timeout starts anew (Envoy's starts with each upstream request once
+ * the downstream one is complete). */
+static void h2s_try_deadline(struct wp_h2s *x)
+{
+	if (!x->pol.per_try_ms || !x->req_eof || x->finished || !(x->up_open || x->queued || x->u1))
+		return;
+	loop_timer_cancel(x->w->o.loop, &x->ptimer);
+	wp_route_deadline(x->w, &x->ptimer, x->pol.per_try_ms);
+}
+
+/* x's request is complete: its route timeout starts (an HTTP/2 client's stream), and the
+ * try's. */
 static void h2s_deadline(struct wp_h2s *x)
 {
 	if (!x->h1c && x->req_eof && x->head_done && !x->finished && x->down_open)
 		wp_route_deadline(x->w, &x->rtimer, x->rt.timeout_ms);
+	h2s_try_deadline(x);
 }
 
 static struct wp_h2s *h2s_new(struct wp_sess *s)
@@ -1052,6 +1125,9 @@ static struct wp_h2s *h2s_new(struct wp_sess *s)
 	x->down_open = true;
 	x->grpc_status = -1;
 	loop_timer_init(&x->rtimer, h2s_timeout_fire, x);
+	loop_timer_init(&x->ptimer, h2s_try_timeout_fire, x);
+	loop_timer_init(&x->btimer, h2s_backoff_fire, x);
+	wp_retry_policy_of(NULL, &x->pol);
 	h2map_hdrs_init(&x->req);
 	h2map_hdrs_init(&x->req_tr);
 	h2map_hdrs_init(&x->resp);
@@ -1324,6 +1400,8 @@ static void h2s_route(struct wp_h2s *x, const struct model *m, const struct mode
 	int rv = hu ? h2s_submit(x, hu) : 0;
 	if (rv)
 		h2s_route_failed(x, CONN_FLAG_OVERFLOW, nghttp2_strerror(rv));
+	else
+		h2s_try_deadline(x);
 }
 
 /* The end of an attempt for least-request accounting (the next one counts anew). */
@@ -1454,6 +1532,22 @@ static void h2s_request(struct wp_h2s *x)
 	if (x->grpc)
 		wp_span_grpc(x->span, path, pl);
 
+	/* The HTTPRoute rule first, acted on after authorization (as for HTTP/1.x requests:
+	 * Envoy picks the route before the RBAC filter, which runs before the router) */
+	m = model_current();
+	struct h2_req_headers rqh = { .h = &x->req };
+	size_t qend = pl;
+	while (qend < plen && path[qend] != '#')
+		qend++;
+	struct hr_request hq = { .method = method, .path = path, .plen = pl,
+				 .query = pl < qend ? path + pl + 1 : NULL,
+				 .qlen = pl < qend ? qend - pl - 1 : 0,
+				 .header = h2_req_header, .header_arg = &rqh };
+	const char *why = NULL, *flag = NULL;
+	int code = wp_route_request(s, m, &hq, &x->rt, &why, &flag);
+	free(rqh.buf);
+	wp_retry_policy_of(x->rt.rule, &x->pol);
+
 	/* L7 authorization, as for HTTP/1.x requests */
 	struct authz_set *set = wp_authz_current();
 	if (set) {
@@ -1476,24 +1570,12 @@ static void h2s_request(struct wp_h2s *x)
 			pr_debug("waypoint: h2 %s %.*s for %s from %s: %s", method, (int)MIN(pl, 100), path,
 				 s->service ? s->service : "?", s->peer_identity ? s->peer_identity : "?",
 				 amsg);
+			free(x->rt.location);	/* a 403, not the rule's redirect */
+			x->rt.location = NULL;
 			h2s_local(x, 403, 7, WP_RBAC_BODY, CONN_FLAG_DENIED, amsg);
-			return;
+			goto out;
 		}
 	}
-
-	m = model_current();
-	/* HTTPRoutes after authorization (Envoy: the RBAC filter runs before the router) */
-	struct h2_req_headers rqh = { .h = &x->req };
-	size_t qend = pl;
-	while (qend < plen && path[qend] != '#')
-		qend++;
-	struct hr_request hq = { .method = method, .path = path, .plen = pl,
-				 .query = pl < qend ? path + pl + 1 : NULL,
-				 .qlen = pl < qend ? qend - pl - 1 : 0,
-				 .header = h2_req_header, .header_arg = &rqh };
-	const char *why = NULL, *flag = NULL;
-	int code = wp_route_request(s, m, &hq, &x->rt, &why, &flag);
-	free(rqh.buf);
 	wp_route_span(&x->rt, x->span);
 	if (code) {
 		/* gRPC's mapping of HTTP statuses: 404 UNIMPLEMENTED, 500 INTERNAL, 503 UNAVAILABLE */
@@ -1742,6 +1824,7 @@ int wp_h2_h1c_request(struct wp_sess *s, const struct h1 *h, const struct model 
 				    s->rt_cur, &x->req);
 	if (!err && s->rt_cur)	/* its retries pick from the route's backend too */
 		err = wp_route_copy(&x->rt, s->rt_cur);
+	wp_retry_policy_of(x->rt.rule, &x->pol);
 	h2map_hdrs_fini(&tmp);
 	if (err) {
 		if (err == -EPROTO)
@@ -1811,7 +1894,7 @@ void wp_h2_h1c_timeout(struct wp_sess *s)
 	if (!x->resp_head_sent) {
 		s->w->local_replies++;
 		x->status = 504;
-		h1_local_response(&s->to_down, 504, WP_TIMEOUT_WHY, true);
+		wp_h1_local_answer(s, 504, WP_TIMEOUT_WHY, NULL, true);
 		wp_h2_h1c_end(s, WP_FLAG_TIMEOUT, WP_TIMEOUT_WHY);
 		s->close_after = true;
 		s->st = SS_CLOSING;
@@ -1835,7 +1918,7 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 			return true;
 	}
 	/* the request body (decoded by the parser) into the stream's bounded buffer */
-	bool keep = x->up_open || x->queued || x->retry_due;
+	bool keep = x->up_open || x->queued || x->retry_due || x->backing_off;
 	while (h1_buf_pending(&s->to_up) && (!keep || h1_buf_pending(&x->req_body) < WP_STAGE_MAX)) {
 		size_t m = MIN(h1_buf_pending(&s->to_up), (size_t)(WP_STAGE_MAX));
 		if (keep && h1_buf_append(&x->req_body, h1_buf_head(&s->to_up), m))
@@ -1847,6 +1930,7 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 	    (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED)) {
 		h1_trailers_take(s->w, &s->req, &x->req_tr);	/* req_read sends them */
 		x->req_eof = true;
+		h2s_try_deadline(x);
 		moved = progress = true;
 	}
 	if (moved)
@@ -1855,7 +1939,7 @@ bool wp_h2_h1c_step(struct wp_sess *s)
 		if (!x->resp_head_sent) {
 			s->w->local_replies++;
 			x->status = 503;
-			h1_local_response(&s->to_down, 503, x->error, true);
+			wp_h1_local_answer(s, 503, x->error, NULL, true);
 			wp_h2_h1c_end(s, NULL, NULL);
 			s->close_after = true;
 			s->st = SS_CLOSING;
@@ -1993,7 +2077,9 @@ static int down_on_data(nghttp2_session *ng, uint8_t flags, int32_t sid, const u
 	struct wp_h2s *x = nghttp2_session_get_stream_user_data(ng, sid);
 	(void)flags;
 	(void)ud;
-	if (!x || x->local || (!x->queued && (!x->up_open || (!x->u1 && (!x->hu || !x->hu->ng))))) {
+	/* kept while it waits for room or for its retry (its back-off): the next try sends it */
+	bool waits = x && (x->queued || x->retry_due || x->backing_off);
+	if (!x || x->local || (!waits && (!x->up_open || (!x->u1 && (!x->hu || !x->hu->ng))))) {
 		nghttp2_session_consume(ng, sid, len);	/* answered already, or no upstream */
 		return 0;
 	}

@@ -13,7 +13,9 @@
 #include "agent/conn.h"
 #include "agent/protocol.h"
 #include "agent/tracing.h"
+#include "agent/waypoint/h2rules.h"
 #include "agent/waypoint/waypoint.h"
+#include "agent/workloads.h"
 #include "common/util.h"
 #include "http/http1.h"
 #include "tls/identity.h"
@@ -34,6 +36,7 @@ struct hr_rule;
 struct hr_request;
 struct httproute_set;
 struct h2map_hdrs;
+struct wp_route;
 
 #define WP_STAGE_MAX	(64 * 1024)	/* staging past which a side stops reading */
 #define WP_IDLE_MS	30000		/* an unused upstream connection closes after this */
@@ -92,8 +95,9 @@ struct wp_sess {
 	struct sockaddr_storage src_ip;	/* the client: the vouched source, else the tunnel's peer */
 	uint16_t dst_port;		/* the target port (L7 policy's destination.port) */
 	enum protocol proto;		/* the service port's declared protocol (UNKNOWN: detect) */
-	bool denied;			/* the request in flight was refused by policy: its body
-					 * is read and dropped, then the next request follows */
+	bool answered;			/* the request in flight was answered locally (refused by
+					 * policy, redirected): its body is read and dropped, then
+					 * the next request follows */
 	/* the request in flight */
 	struct span *span;
 	int status;
@@ -105,10 +109,22 @@ struct wp_sess {
 	char *rt_service;		/* the request in flight's HTTPRoute backend (FQDN), for
 					 * spans and metrics; NULL: service */
 	struct httproute_set *rt_set;	/* a reference holding rt_resp */
-	const struct hr_hmod *rt_resp;	/* the request in flight's ResponseHeaderModifier (HTTP/1.x
-					 * answers), or NULL */
+	const struct hr_hmod *rt_resp;	/* the request in flight's ResponseHeaderModifier (its
+					 * HTTP/1.x answers, local ones included), or NULL */
 	const struct wp_route *rt_cur;	/* while its head is being sent: its route (header edits,
 					 * the backend an HTTP/2 retry picks from) */
+	/* retries of the request in flight on an HTTP/1.1 upstream (the HTTP/2 path's policy) */
+	struct wp_retry_policy pol;	/* its retry policy (retries 0: none) */
+	struct wp_route *rt_try;	/* its route, the backend a retry picks from (or NULL) */
+	struct h1_buf sent;		/* its bytes as they go upstream (head, framed body), kept
+					 * for a retry while they fit WP_STAGE_MAX */
+	bool sent_over;			/* more did not fit: no retry */
+	bool retry_answer;		/* the answer's head asked for a retry (up_step does it) */
+	bool retry_wait;		/* waiting for retry_timer (the back-off) */
+	uint8_t retries;		/* retries so far */
+	char tp[64];			/* the request span's traceparent (a retry's CONNECT) */
+	struct loop_timer retry_timer;	/* the back-off before a retry */
+	struct loop_timer try_timer;	/* each try's timeout (pol.per_try_ms) */
 	struct wp_sess *prev, *next;
 };
 
@@ -176,11 +192,21 @@ void wp_up_put(struct wp_up *u, bool reusable, bool ok);
 int wp_up_key(struct waypoint *w, const struct model_workload *dst,
 	      const struct sockaddr_storage *target, char *key, size_t len);
 struct authz_set *wp_authz_current(void);
+/* A compiler of each published model (istio/latest) follows from now on: fn is subscribed the
+ * first time (*subscribed; a subscription cannot be undone, so it outlives a stop and finds
+ * its istio_latest stopped) and called with the current model. 0 or -errno. */
+int wp_follow_models(bool *subscribed, model_listener_fn fn);
 /* L7 authorization of one request of s (rq NULL: as TCP); true when denied (msg says why). */
 bool wp_policy_denies(struct wp_sess *s, const struct authz_set *set, const struct authz_request *rq,
 		      struct span *span, char *msg, size_t msglen);
 struct endpoint_stat *wp_ep_stat(struct waypoint *w, const char *uid, bool create);
 
+/* A local answer of the waypoint to s's HTTP/1.x request in flight, queued to the client: code
+ * with body as text/plain (no body to HEAD), or a redirect to location (no body); with the
+ * matched rule's ResponseHeaderModifier (s->rt_resp) and "connection: close" when close.
+ * 0 or -ENOMEM. */
+int wp_h1_local_answer(struct wp_sess *s, int code, const char *body, const char *location,
+		       bool close);
 /* The request span of one request of s (NULL when not traced): name "METHOD path", the HTTP
  * attributes, the source facts. hdr/arg look request headers up (custom tags); tp is the
  * request's traceparent (NULL: the connection's); the span's own context is written to
@@ -263,11 +289,18 @@ int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 		struct wp_h1_edits *e);
 /* One more header of e replaced: name dropped, "name: value" added. 0 or -ENOMEM. */
 int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value);
+/* One more header of e dropped (name borrowed). 0 or -ENOMEM (no room). */
+int wp_h1_edits_drop(struct wp_h1_edits *e, const char *name);
 void wp_h1_edits_fini(struct wp_h1_edits *e);
 /* HTTP/2 field edits: whether a header modifier drops (sets or removes) field name, and its
  * set and add fields appended to out. mod NULL: nothing. */
 bool wp_route_drops(const struct hr_hmod *mod, const char *name, size_t nlen);
 int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out);
+/* The head of a local answer (the waypoint's own: redirect, 403, 5xx): the status line, lines[]
+ * ("name: value", n of them) except those mod sets or removes, mod's set and add fields (mod
+ * NULL: none), the blank line. 0 or -ENOMEM. */
+int wp_h1_local_head(struct h1_buf *out, int code, const char *const *lines, size_t n,
+		     const struct hr_hmod *mod);
 /* The rule's ResponseHeaderModifier, NULL when it has none (or rule is NULL). */
 const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule);
 /* wp_pick over the route's backend Service (rt NULL or without one: wp_pick). */

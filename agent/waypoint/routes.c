@@ -4,7 +4,6 @@
  * which rule, which backend Service by weight, which header edits, which redirect. */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +15,24 @@
 #include "common/log.h"
 #include "http/h2map.h"
 #include "istio/httproute.h"
+#include "istio/latest.h"
 #include "otlp/span.h"
 
-/* The set of the newest model, compiled on the publishing thread (one per process, as the
- * policies: model_subscribe has no way back, so the listener outlives a waypoint). */
-static pthread_mutex_t rt_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct httproute_set *rt_set;
-static bool rt_active, rt_subscribed;
+/* The set of the newest model, compiled on the publishing thread (istio/latest; one per
+ * process, as the policies: model_subscribe has no way back, so the listener outlives a
+ * waypoint and finds it stopped). */
+static void routes_ref(void *set)
+{
+	httproute_set_ref(set);
+}
+
+static void routes_unref(void *set)
+{
+	httproute_set_unref(set);
+}
+
+static struct istio_latest rt_latest = ISTIO_LATEST_INIT(routes_ref, routes_unref);
+static bool rt_subscribed;
 
 /* Whether old refused hr the same way (same object generation and reason): logged once. */
 static bool refused_before(const struct httproute_set *old, const struct httproute *hr)
@@ -55,68 +65,51 @@ static void log_refusals(const struct httproute_set *n, const struct httproute_s
 	}
 }
 
+struct routes_compile {
+	const json_t *resources;
+	uint64_t gen;
+	struct httproute_set *set;	/* the result, a reference of ours (its refusals logged) */
+};
+
+static void *compile_routes(void *prev, void *arg)
+{
+	struct routes_compile *c = arg;
+	(void)prev;	/* each set is compiled afresh */
+	c->set = httproute_set_compile(c->resources, c->gen);
+	if (c->set)
+		httproute_set_ref(c->set);
+	return c->set;
+}
+
 static void routes_compile_model(struct model *m, void *arg)
 {
-	struct httproute_set *n, *old = NULL;
-	bool taken = false;
+	struct routes_compile c = { .resources = m->resources, .gen = m->generation };
+	void *old = NULL;
 	(void)arg;
-	n = httproute_set_compile(m->resources, m->generation);
-	if (!n) {
+	int err = istio_latest_compile(&rt_latest, m->generation, compile_routes, &c, &old);
+	if (err == -ENOMEM)
 		pr_warn("waypoint: out of memory compiling the HTTPRoutes of model %" PRIu64
 			"; the previous ones stay in force", m->generation);
-		return;
-	}
-	pthread_mutex_lock(&rt_lock);
-	if (rt_active && (!rt_set || rt_set->generation <= n->generation)) {
-		old = rt_set;
-		rt_set = n;
-		httproute_set_ref(n);	/* rt_set's; ours is dropped below */
-		taken = true;
-	}
-	pthread_mutex_unlock(&rt_lock);
-	if (taken)
-		log_refusals(n, old);
-	httproute_set_unref(n);
+	else if (!err)
+		log_refusals(c.set, old);
+	httproute_set_unref(c.set);
 	httproute_set_unref(old);
 }
 
 int wp_routes_start(void)
 {
-	struct model *m;
-	pthread_mutex_lock(&rt_lock);
-	rt_active = true;
-	pthread_mutex_unlock(&rt_lock);
-	if (!rt_subscribed) {
-		int err = model_subscribe(routes_compile_model, NULL);
-		if (err)
-			return err;
-		rt_subscribed = true;
-	}
-	m = model_current();
-	routes_compile_model(m, NULL);
-	model_unref(m);
-	return 0;
+	istio_latest_start(&rt_latest, NULL, NULL);
+	return wp_follow_models(&rt_subscribed, routes_compile_model);
 }
 
 void wp_routes_stop(void)
 {
-	struct httproute_set *old;
-	pthread_mutex_lock(&rt_lock);
-	rt_active = false;
-	old = rt_set;
-	rt_set = NULL;
-	pthread_mutex_unlock(&rt_lock);
-	httproute_set_unref(old);
+	istio_latest_stop(&rt_latest, NULL, NULL);
 }
 
 static struct httproute_set *routes_current(void)
 {
-	struct httproute_set *s;
-	pthread_mutex_lock(&rt_lock);
-	s = rt_set;
-	httproute_set_ref(s);
-	pthread_mutex_unlock(&rt_lock);
-	return s;
+	return istio_latest_get(&rt_latest);
 }
 
 /* ---------------------------------------------------------- per request ---- */
@@ -283,18 +276,25 @@ int wp_h1_edits(const struct hr_hmod *mod, const char *name, const char *value,
 	return 0;
 }
 
-int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value)
+int wp_h1_edits_drop(struct wp_h1_edits *e, const char *name)
 {
 	int nd = 0;
 	while (e->drop[nd])
 		nd++;
-	if (nd + 2 > (int)(sizeof(e->drop) / sizeof(e->drop[0])) ||
-	    e->nmem >= (int)(sizeof(e->mem) / sizeof(e->mem[0])))
-		return -ENOMEM;
-	if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
+	if (nd + 2 > (int)(sizeof(e->drop) / sizeof(e->drop[0])))
 		return -ENOMEM;
 	e->drop[nd] = name;
 	e->drop[nd + 1] = NULL;
+	return 0;
+}
+
+int wp_h1_edits_replace(struct wp_h1_edits *e, const char *name, const char *value)
+{
+	if (e->nmem >= (int)(sizeof(e->mem) / sizeof(e->mem[0])) ||
+	    e->nextra >= (int)(sizeof(e->extra) / sizeof(e->extra[0])) || wp_h1_edits_drop(e, name))
+		return -ENOMEM;
+	if (asprintf(&e->mem[e->nmem], "%s: %s", name, value) < 0)
+		return -ENOMEM;
 	e->extra[e->nextra++] = e->mem[e->nmem++];
 	return 0;
 }
@@ -328,6 +328,25 @@ int wp_route_add_fields(const struct hr_hmod *mod, struct h2map_hdrs *out)
 					     strlen(kv[i].value));
 	}
 	return err;
+}
+
+int wp_h1_local_head(struct h1_buf *out, int code, const char *const *lines, size_t n,
+		     const struct hr_hmod *mod)
+{
+	int err = h1_buf_printf(out, "HTTP/1.1 %d %s\r\n", code, h1_reason(code));
+	for (size_t i = 0; i < n && !err; i++) {
+		const char *colon = strchr(lines[i], ':');
+		if (colon && wp_route_drops(mod, lines[i], (size_t)(colon - lines[i])))
+			continue;	/* the route's modifier sets or removes it */
+		err = h1_buf_printf(out, "%s\r\n", lines[i]);
+	}
+	for (int pass = 0; mod && pass < 2 && !err; pass++) {
+		const struct hr_kv *kv = pass ? mod->add : mod->set;
+		int nkv = pass ? mod->nadd : mod->nset;
+		for (int i = 0; i < nkv && !err; i++)
+			err = h1_buf_printf(out, "%s: %s\r\n", kv[i].name, kv[i].value);
+	}
+	return err ? err : h1_buf_append(out, "\r\n", 2);
 }
 
 const struct hr_hmod *wp_route_resp_mod(const struct hr_rule *rule)

@@ -281,22 +281,25 @@ static void authz_compile_model(struct model *m, void *arg)
 			"; the previous ones stay in force", m->generation);
 }
 
-static int authz_start(const char *root_ns)
+int wp_follow_models(bool *subscribed, model_listener_fn fn)
 {
 	struct model *m;
-	int err = authz_latest_start(&wpz, root_ns);
-	if (err)
-		return err;
-	if (!wpz_subscribed) {
-		err = model_subscribe(authz_compile_model, NULL);
+	if (!*subscribed) {
+		int err = model_subscribe(fn, NULL);
 		if (err)
 			return err;
-		wpz_subscribed = true;
+		*subscribed = true;
 	}
 	m = model_current();
-	authz_compile_model(m, NULL);
+	fn(m, NULL);
 	model_unref(m);
 	return 0;
+}
+
+static int authz_start(const char *root_ns)
+{
+	int err = authz_latest_start(&wpz, root_ns);
+	return err ? err : wp_follow_models(&wpz_subscribed, authz_compile_model);
 }
 
 static void authz_stop(void)
@@ -427,21 +430,26 @@ static bool request_denied(struct wp_sess *s, const struct h1 *h, const char *ur
 }
 
 /* Envoy's RBAC answer to a denied HTTP request: 403, "RBAC: access denied" as text/plain
- * (no body to HEAD); the connection goes on unless close. */
+ * (no body to HEAD), or a gRPC call's trailers-only PERMISSION_DENIED (7); with the matched
+ * route's ResponseHeaderModifier (Envoy applies the route's response headers to every local
+ * reply once a route is chosen). The connection goes on unless close. */
 static void deny_reply(struct wp_sess *s, bool close, bool grpc)
 {
-	size_t n = strlen(WP_RBAC_BODY);
+	char cl[40];
 	int err;
 	s->w->local_replies++;
-	if (grpc)	/* a trailers-only gRPC answer: PERMISSION_DENIED (7) */
-		err = h1_buf_printf(&s->to_down, "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
-				    "grpc-status: 7\r\ngrpc-message: %s\r\ncontent-length: 0\r\n"
-				    "server: ambit-waypoint\r\n%s\r\n", WP_RBAC_BODY,
-				    close ? "connection: close\r\n" : "");
+	snprintf(cl, sizeof(cl), "content-length: %zu", grpc ? 0 : strlen(WP_RBAC_BODY));
+	const char *glines[] = { "content-type: application/grpc", "grpc-status: 7",
+				 "grpc-message: " WP_RBAC_BODY, cl, "server: ambit-waypoint",
+				 "connection: close" };
+	const char *lines[] = { "content-type: text/plain", cl, "server: ambit-waypoint",
+				"connection: close" };
+	if (grpc)
+		err = wp_h1_local_head(&s->to_down, 200, glines, ARRAY_SIZE(glines) - !close, s->rt_resp);
 	else
-		err = h1_buf_printf(&s->to_down, "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\n"
-				    "content-length: %zu\r\nserver: ambit-waypoint\r\n%s\r\n%s", n,
-				    close ? "connection: close\r\n" : "", s->req_head ? "" : WP_RBAC_BODY);
+		err = wp_h1_local_head(&s->to_down, 403, lines, ARRAY_SIZE(lines) - !close, s->rt_resp);
+	if (!err && !grpc && !s->req_head)
+		err = h1_buf_append(&s->to_down, WP_RBAC_BODY, strlen(WP_RBAC_BODY));
 	if (err)
 		pr_warn_rl("waypoint: cannot queue a denial (out of memory)");
 }
@@ -896,6 +904,8 @@ fail:
 
 /* ---------------------------------------------------------- sessions ---- */
 
+static void retry_reset(struct wp_sess *s);
+
 static void sess_ref(struct wp_sess *s)
 {
 	s->refs++;
@@ -915,6 +925,7 @@ static void sess_unref(struct wp_sess *s)
 	w->nsessions--;
 	loop_timer_cancel(w->o.loop, &s->timer);
 	loop_timer_cancel(w->o.loop, &s->rt_timer);
+	retry_reset(s);
 	wp_h2_sess_fini(s);
 	h1_fini(&s->req);
 	h1_buf_fini(&s->to_up);
@@ -1019,14 +1030,61 @@ void wp_request_finish(struct wp_sess *s, struct span **spp, char **ep_uid, cons
 	span_end(sp);
 }
 
+/* The retry state of the request in flight goes (its end, or the session's). */
+static void retry_reset(struct wp_sess *s)
+{
+	loop_timer_cancel(s->w->o.loop, &s->retry_timer);
+	loop_timer_cancel(s->w->o.loop, &s->try_timer);
+	s->retry_wait = s->retry_answer = s->sent_over = false;
+	s->retries = 0;
+	s->pol.retries = 0;
+	s->pol.per_try_ms = 0;
+	h1_buf_fini(&s->sent);
+	memset(&s->sent, 0, sizeof(s->sent));
+	if (s->rt_try) {
+		wp_route_fini(s->rt_try);
+		free(s->rt_try);
+		s->rt_try = NULL;
+	}
+}
+
 /* Ends the HTTP/1.x request in flight: span, metrics, least-request accounting. */
 static void request_end(struct wp_sess *s, int code, const char *flag, const char *error)
 {
 	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
+	retry_reset(s);
 	struct wp_outcome o = { .code = code, .flag = flag, .error = error, .grpc_status = -1,
 				.dst = s->up && s->up->conn ? &conn_info(s->up->conn)->destination : NULL,
 				.service = s->rt_service };
 	wp_request_finish(s, &s->span, &s->ep_uid, &o);
+}
+
+int wp_h1_local_answer(struct wp_sess *s, int code, const char *body, const char *location,
+		       bool close)
+{
+	char cl[40], *loc = NULL;
+	const char *lines[5];
+	size_t n = 0, blen = body ? strlen(body) + 1 : 0;	/* the text and a newline */
+	int err;
+
+	if (location) {	/* a route's RequestRedirect: no body */
+		if (asprintf(&loc, "location: %s", location) < 0)
+			return -ENOMEM;
+		lines[n++] = loc;
+		blen = 0;
+	} else {
+		lines[n++] = "content-type: text/plain";
+	}
+	snprintf(cl, sizeof(cl), "content-length: %zu", blen);
+	lines[n++] = cl;
+	lines[n++] = "server: ambit-waypoint";
+	if (close)
+		lines[n++] = "connection: close";
+	err = wp_h1_local_head(&s->to_down, code, lines, n, s->rt_resp);
+	if (!err && blen && !s->req_head)
+		err = h1_buf_printf(&s->to_down, "%s\n", body);
+	free(loc);
+	return err;
 }
 
 /* Answers the client ourselves (routing failure, bad request, upstream failure before any
@@ -1035,12 +1093,8 @@ static void local_reply_at(struct wp_sess *s, int code, const char *why, const c
 			   const char *location)
 {
 	s->w->local_replies++;
-	if (!s->resp_started && location)	/* a route's RequestRedirect: no body */
-		h1_buf_printf(&s->to_down, "HTTP/1.1 %d %s\r\nlocation: %s\r\ncontent-length: 0\r\n"
-			      "server: ambit-waypoint\r\nconnection: close\r\n\r\n", code,
-			      h1_reason(code), location);
-	else if (!s->resp_started)
-		h1_local_response(&s->to_down, code, why, true);
+	if (!s->resp_started && wp_h1_local_answer(s, code, why, location, true))
+		pr_warn_rl("waypoint: cannot queue a local answer (out of memory)");
 	request_end(s, code, flag, why);
 	s->close_after = true;
 	s->st = SS_CLOSING;
@@ -1173,6 +1227,10 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	for (qend = plen; qend < ulen && url[qend] != '#'; qend++)
 		;
 	w->requests++;
+	/* "Upgrade: h2c" is not an upgrade here (Envoy ignores it): the request goes on as HTTP/1.1,
+	 * without its upgrade fields */
+	char *h2c_conn = NULL;
+	int h2c = h1_ignore_h2c_upgrade(h, &h2c_conn);
 	free(s->rt_service);
 	s->rt_service = NULL;
 	httproute_set_unref(s->rt_set);
@@ -1189,12 +1247,34 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 				  .version = h->p.http_minor ? "1.1" : "1.0", .hdr = tag_header,
 				  .hdr_arg = h };
 	s->span = wp_request_span(s, &rh, tpbuf);
+	if (h2c < 0) {
+		why = "out of memory";
+		rc = -1;
+		goto out;
+	}
+	/* The HTTPRoute rule is chosen first (Envoy picks the route before its filters run, so
+	 * the rule's ResponseHeaderModifier is on every local answer, the RBAC filter's 403
+	 * included) and acted on after authorization (the RBAC filter runs before the router: a
+	 * denied request gets 403 whatever the route would answer). */
+	struct req_headers rqh = { .h = h };
+	struct hr_request hq = { .method = h1_method(h), .path = url, .plen = plen,
+				 .query = plen < qend ? url + plen + 1 : NULL,
+				 .qlen = plen < qend ? qend - plen - 1 : 0,
+				 .header = req_header, .header_arg = &rqh };
+	int rcode = wp_route_request(s, m, &hq, &rt, &why, &flag);
+	free(rqh.buf);
+	if ((s->rt_resp = wp_route_resp_mod(rt.rule))) {	/* local answers, sess_on_resp_head */
+		s->rt_set = rt.set;
+		httproute_set_ref(s->rt_set);
+	}
+	/* A request answered here without a body of ours to wait for (a denial, a redirect)
+	 * leaves the connection open: its body is read and dropped, then the next request
+	 * follows; unless the client waits for 100-continue, asked for an upgrade, or does not
+	 * keep alive (Envoy keeps an HTTP/1.1 connection after a local reply likewise). */
+	size_t elen;
+	bool close = !h->keep_alive || h->upgrade || w->draining ||
+		     h1_header(h, "expect", &elen) != NULL;
 	if ((denied = request_denied(s, h, url, ulen, host, hlen, amsg, sizeof(amsg)))) {
-		/* The body is read and dropped and the connection goes on, unless it cannot: the
-		 * client waits for 100-continue, asked for an upgrade, or does not keep alive. */
-		size_t elen;
-		bool close = !h->keep_alive || h->upgrade || w->draining ||
-			     h1_header(h, "expect", &elen) != NULL;
 		bool grpc = is_grpc_request(h);
 		deny_reply(s, close, grpc);
 		if (grpc)
@@ -1202,24 +1282,21 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 		struct wp_outcome o = { .code = grpc ? 200 : 403, .flag = CONN_FLAG_DENIED,
 					.error = amsg, .grpc = grpc, .grpc_status = grpc ? 7 : -1 };
 		wp_request_finish(s, &s->span, &s->ep_uid, &o);
-		if (close) {
-			s->close_after = true;
-			s->st = SS_CLOSING;
-			rc = -1;
-		} else {
-			s->denied = true;
-		}
-		goto out;
+		goto answered;
 	}
-	/* HTTPRoutes after authorization (Envoy: the RBAC filter runs before the router) */
-	struct req_headers rqh = { .h = h };
-	struct hr_request hq = { .method = h1_method(h), .path = url, .plen = plen,
-				 .query = plen < qend ? url + plen + 1 : NULL,
-				 .qlen = plen < qend ? qend - plen - 1 : 0,
-				 .header = req_header, .header_arg = &rqh };
-	code = wp_route_request(s, m, &hq, &rt, &why, &flag);
-	free(rqh.buf);
 	wp_route_span(&rt, s->span);
+	code = rcode;
+	if (code && rt.location) {	/* a RequestRedirect */
+		s->w->local_replies++;
+		if (wp_h1_local_answer(s, code, NULL, rt.location, close)) {
+			why = "out of memory";
+			code = 503;
+			rc = -1;
+			goto out;
+		}
+		request_end(s, code, NULL, NULL);
+		goto answered;
+	}
 	if (code) {
 		rc = -1;
 		goto out;
@@ -1265,22 +1342,40 @@ static int sess_on_req_head(struct h1 *h, struct h1_buf *out, void *arg)
 	}
 	/* The request carries the request span's context to the application (W3C §3), and
 	 * the route's header edits and URL rewrite. */
-	if ((s->rt_resp = wp_route_resp_mod(rt.rule))) {	/* for sess_on_resp_head */
-		s->rt_set = rt.set;
-		httproute_set_ref(s->rt_set);
-	}
 	if (wp_h1_edits(rt.rule ? &rt.rule->req : NULL, tpbuf[0] ? "traceparent" : NULL, tpbuf, &ed) ||
 	    (rt.rw_host && wp_h1_edits_replace(&ed, "host", rt.rw_host)) ||
+	    (h2c > 0 && (wp_h1_edits_drop(&ed, "upgrade") || wp_h1_edits_drop(&ed, "http2-settings") ||
+			 (h2c_conn ? wp_h1_edits_replace(&ed, "connection", h2c_conn) :
+				     wp_h1_edits_drop(&ed, "connection")))) ||
 	    h1_format_head_url(h, out, rt.rw_target, ed.drop, ed.extra, (size_t)ed.nextra)) {
 		why = "out of memory";
 		rc = -1;
+		goto out;
+	}
+	/* Retries as on the HTTP/2 path (its policy: the default, or the rule's retry); not for
+	 * an upgrade or CONNECT, whose bytes after the answer are not HTTP. */
+	retry_reset(s);
+	wp_retry_policy_of(rt.rule, &s->pol);
+	snprintf(s->tp, sizeof(s->tp), "%s", tpbuf);
+	if (s->req_connect || h->upgrade || !(s->rt_try = calloc(1, sizeof(*s->rt_try))) ||
+	    wp_route_copy(s->rt_try, &rt))
+		s->pol.retries = 0;
+	goto out;
+answered:
+	if (close) {
+		s->close_after = true;
+		s->st = SS_CLOSING;
+		rc = -1;
+	} else {
+		s->answered = true;
 	}
 out:
-	if (rc && !denied)
-		local_reply_at(s, code, why, flag, rt.location);
+	if (rc && !denied && s->st != SS_CLOSING)
+		local_reply_at(s, code, why, flag, NULL);
 	wp_h1_edits_fini(&ed);
 	wp_route_fini(&rt);
 	model_unref(m);
+	free(h2c_conn);
 	return rc;
 }
 
@@ -1299,6 +1394,13 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 
 	if (!s)
 		return -1;
+	struct wp_h2_attempt a = { .client_waits = s->down != NULL, .answered = s->resp_started,
+				   .body_gone = s->sent_over, .retries = s->retries };
+	if (status >= 200 && status != 101 && wp_h2_retry_on_answer(&a, &s->pol, status, -1)) {
+		s->retry_answer = true;	/* this answer goes nowhere: up_step retries */
+		s->status = status;
+		return -1;
+	}
 	if (status >= 200 || status == 101)
 		s->status = status;
 	s->resp_started = true;
@@ -1315,6 +1417,19 @@ static int sess_on_resp_head(struct h1 *h, struct h1_buf *out, void *arg)
 	if (s->req_connect && status >= 200 && status < 300)
 		return H1_HEAD_TUNNEL;
 	return 0;
+}
+
+/* The request in flight is over; the next one has no answer yet (a local reply to it, for a
+ * malformed head, is due, without the last one's route edits). */
+static void sess_next_request(struct wp_sess *s)
+{
+	httproute_set_unref(s->rt_set);
+	s->rt_set = NULL;
+	s->rt_resp = NULL;
+	s->resp_started = false;
+	s->req_head = false;
+	s->status = 0;
+	s->st = SS_HEAD;
 }
 
 /* The response is complete: account it, hand the upstream back, and go on with the next
@@ -1341,10 +1456,7 @@ static void response_done(struct wp_sess *s)
 	} else {
 		h1_next(&s->req);
 	}
-	/* The next request has no answer yet: a local reply to it (a malformed head) is due. */
-	s->resp_started = false;
-	s->status = 0;
-	s->st = SS_HEAD;
+	sess_next_request(s);
 }
 
 /* Not HTTP (or an upgrade): pick an endpoint and splice raw bytes. */
@@ -1452,7 +1564,7 @@ static void rt_timeout_fire(struct loop *l, struct loop_timer *t)
 	struct wp_sess *s = t->arg;
 	struct wp_up *u = s->up;
 	(void)l;
-	if (s->st != SS_RESPONSE || !s->down || (!u && !s->h2x))
+	if (s->st != SS_RESPONSE || !s->down || (!u && !s->h2x && !s->retry_wait))
 		return;
 	sess_ref(s);
 	pr_debug("waypoint: %s: %s after %" PRIu64 " ms", s->service ? s->service : "?",
@@ -1474,6 +1586,92 @@ static void rt_timeout_fire(struct loop *l, struct loop_timer *t)
 }
 
 /* The upstream went away (reset, refused, closed). */
+/* Another try of s's request (its upstream let go): another endpoint than the last when there
+ * is one, the kept bytes sent again. */
+static void retry_go(struct wp_sess *s)
+{
+	struct waypoint *w = s->w;
+	struct model *m;
+	const struct model_workload *dst = NULL;
+	struct sockaddr_storage target;
+	const char *why = "no healthy upstream";
+	char ip[ADDR_STR_LEN];
+
+	if (!s->down || s->up || (s->st != SS_BODY && s->st != SS_RESPONSE))
+		return;
+	m = model_current();
+	for (int i = 0; i < WP_H2_RETRY_PICKS; i++) {
+		dst = wp_pick_route(w, s, m, s->rt_try, &target);
+		if (!dst || !s->ep_uid || strcmp(dst->uid, s->ep_uid) != 0)
+			break;
+	}
+	struct endpoint_stat *e = s->ep_uid ? wp_ep_stat(w, s->ep_uid, false) : NULL;
+	if (e && e->active)
+		e->active--;
+	free(s->ep_uid);
+	s->ep_uid = NULL;
+	if (dst)
+		s->up = wp_up_get(s, m, dst, &target, s->tp[0] ? s->tp : NULL, true, &why);
+	if (s->up) {
+		h1_buf_consume(&s->to_up, h1_buf_pending(&s->to_up));
+		if (h1_buf_append(&s->to_up, h1_buf_head(&s->sent), h1_buf_pending(&s->sent))) {
+			struct wp_up *u = s->up;
+			s->up = NULL;
+			wp_up_put(u, false, false);
+			why = "out of memory";
+		}
+	}
+	if (!s->up) {
+		local_reply(s, 503, why, dst ? CONN_FLAG_UPSTREAM_CONNECT_FAILURE : CONN_FLAG_NO_ROUTE);
+		model_unref(m);
+		return;
+	}
+	if ((e = wp_ep_stat(w, dst->uid, true))) {
+		e->active++;
+		e->total++;
+		s->ep_uid = strdup(dst->uid);
+	}
+	if (s->span) {
+		span_set_str(s->span, "destination.workload", dst->name);
+		span_set_str(s->span, "destination.namespace", dst->namespace);
+		span_set_str(s->span, "destination.address", sockaddr_ip_str(&target, ip, sizeof(ip)));
+		span_set_int(s->span, "destination.port", sockaddr_port(&target));
+		span_set_int(s->span, "retry.count", s->retries);
+	}
+	if (s->st == SS_RESPONSE)
+		wp_route_deadline(w, &s->try_timer, s->pol.per_try_ms);
+	model_unref(m);
+	wp_sess_schedule(s);
+}
+
+static void retry_fire(struct loop *l, struct loop_timer *t)
+{
+	struct wp_sess *s = t->arg;
+	(void)l;
+	if (!s->retry_wait)
+		return;
+	s->retry_wait = false;
+	sess_ref(s);
+	retry_go(s);
+	wp_sess_schedule(s);
+	sess_unref(s);
+}
+
+/* s's try failed before any answer, or its answer asked for a retry: the next one goes after
+ * the policy's back-off (at once when it draws 0). */
+static void retry_start(struct wp_sess *s)
+{
+	uint64_t ms;
+	loop_timer_cancel(s->w->o.loop, &s->try_timer);
+	s->retries++;
+	ms = wp_retry_backoff_ms(&s->pol, s->retries, (uint32_t)random());
+	if (ms && loop_timer_arm(s->w->o.loop, &s->retry_timer, ms) == 0) {
+		s->retry_wait = true;
+		return;
+	}
+	retry_go(s);
+}
+
 static void up_gone(struct wp_sess *s)
 {
 	struct wp_up *u = s->up;
@@ -1491,7 +1689,12 @@ static void up_gone(struct wp_sess *s)
 		return;
 	}
 	s->up = NULL;
-	if (s->down && !s->resp_started) {
+	struct wp_h2_attempt a = { .client_waits = s->down != NULL, .answered = s->resp_started,
+				   .body_gone = s->sent_over, .retries = s->retries };
+	if (wp_h2_retry_on_failure(&a, &s->pol, 0, true)) {	/* nothing answered: connect-failure */
+		pr_debug("waypoint: %s: %s, retried", s->service ? s->service : "?", why);
+		retry_start(s);
+	} else if (s->down && !s->resp_started) {
 		s->up = u;	/* request_end reads its facts */
 		local_reply(s, 503, why, s->resp_started ? CONN_FLAG_UPSTREAM_RESET
 							 : CONN_FLAG_UPSTREAM_CONNECT_FAILURE);
@@ -1560,6 +1763,13 @@ static bool up_step(struct wp_sess *s)
 		return true;
 	case H1_ST_ERROR: {
 		char why[128];
+		if (s->retry_answer) {
+			s->retry_answer = false;
+			s->up = NULL;
+			wp_up_put(u, false, false);	/* the rest of that answer is not read */
+			retry_start(s);
+			return true;
+		}
 		snprintf(why, sizeof(why), "bad response from the upstream: %s",
 			 u->resp.error ? u->resp.error : "?");
 		s->up = NULL;
@@ -1583,6 +1793,22 @@ static bool up_step(struct wp_sess *s)
 		break;
 	}
 	return progress;
+}
+
+/* What s's request put into to_up past its first `before` bytes is kept for a retry, while
+ * a retry is left, nothing of the answer went to the client and it all fits. */
+static void keep_sent(struct wp_sess *s, size_t before)
+{
+	size_t n = h1_buf_pending(&s->to_up);
+	if (n <= before || s->sent_over || s->pol.retries <= s->retries || s->resp_started ||
+	    (!s->up && !s->retry_wait))
+		return;
+	if (h1_buf_pending(&s->sent) + (n - before) > WP_STAGE_MAX ||
+	    h1_buf_append(&s->sent, h1_buf_head(&s->to_up) + before, n - before)) {
+		s->sent_over = true;	/* no retry: what left is not all kept */
+		h1_buf_fini(&s->sent);
+		memset(&s->sent, 0, sizeof(s->sent));
+	}
 }
 
 /* The client side: sniff, parse requests, or copy raw. */
@@ -1641,10 +1867,12 @@ static bool down_step(struct wp_sess *s)
 		while (s->down && s->req.st != H1_ST_ERROR && h1_buf_pending(&s->to_up) < WP_STAGE_MAX &&
 		       (s->req.st == H1_ST_HEAD || s->req.st == H1_ST_BODY) &&
 		       (n = conn_out_peek(s->down, CONN_UP, &p)) > 0) {
+			size_t before = h1_buf_pending(&s->to_up);
 			size_t k = h1_feed(&s->req, p, MIN(n, WP_FEED_MAX), &s->to_up);
+			keep_sent(s, before);
 			if (s->down && k)
 				conn_out_consume(s->down, CONN_UP, k);
-			if (s->denied)	/* the body of a denied request goes nowhere */
+			if (s->answered)	/* the body of a request answered here goes nowhere */
 				h1_buf_consume(&s->to_up, h1_buf_pending(&s->to_up));
 			progress |= k > 0;
 			if (s->st == SS_CLOSING)
@@ -1669,20 +1897,21 @@ static bool down_step(struct wp_sess *s)
 			}
 			return true;
 		}
-		if (s->req.st == H1_ST_DONE && s->denied) {
-			/* answered already (403): on with the next request */
-			s->denied = false;
+		if (s->req.st == H1_ST_DONE && s->answered) {
+			/* answered already (403, a redirect): on with the next request */
+			s->answered = false;
 			h1_next(&s->req);
-			s->resp_started = false;
-			s->status = 0;
-			s->st = SS_HEAD;
+			sess_next_request(s);
 			return true;
 		}
 		if (s->req.st == H1_ST_DONE || s->req.st == H1_ST_UPGRADED) {
 			if (s->up || s->h2x) {
 				s->st = SS_RESPONSE;
-				/* the route's timeout runs from the end of the request (Envoy's) */
+				/* the route's timeout runs from the end of the request (Envoy's), and
+				 * the try's (an HTTP/1.1 upstream's; the HTTP/2 path times its own) */
 				wp_route_deadline(s->w, &s->rt_timer, s->rt_timeout_ms);
+				if (s->up)
+					wp_route_deadline(s->w, &s->try_timer, s->pol.per_try_ms);
 			}
 			return true;
 		}
@@ -1758,6 +1987,9 @@ static void sess_teardown(struct wp_sess *s)
 {
 	loop_timer_cancel(s->w->o.loop, &s->timer);
 	loop_timer_cancel(s->w->o.loop, &s->rt_timer);
+	loop_timer_cancel(s->w->o.loop, &s->retry_timer);
+	loop_timer_cancel(s->w->o.loop, &s->try_timer);
+	s->retry_wait = false;
 	wp_h2_sess_fini(s);
 	if (s->span)
 		request_end(s, s->status, CONN_FLAG_DOWNSTREAM_RESET,
@@ -1887,6 +2119,8 @@ static int on_connect(void *arg, const struct hbone_inbound *req)
 	s->req.keep_trailers = w->o.h1_trailers;	/* http1.enable_trailers */
 	loop_timer_init(&s->timer, sniff_fire, s);
 	loop_timer_init(&s->rt_timer, rt_timeout_fire, s);
+	loop_timer_init(&s->try_timer, rt_timeout_fire, s);
+	loop_timer_init(&s->retry_timer, retry_fire, s);
 	s->next = w->sessions;
 	if (w->sessions)
 		w->sessions->prev = s;

@@ -7,6 +7,8 @@
 
 #include "http/http1.h"
 
+#include <errno.h>
+
 struct run {
 	int mode;		/* 0: forward; 1: H1_HEAD_NO_BODY; 2: H1_HEAD_TUNNEL; 3: refuse */
 	struct h1_buf heads;	/* every head as h1_format_head wrote it */
@@ -31,6 +33,14 @@ static int on_head(struct h1 *h, struct h1_buf *out, void *arg)
 	FUZZ_CHECK(h1_url(h, &len) && (len == 0 || h->arena));
 	if (h1_header(h, "host", &len))
 		FUZZ_CHECK(len <= H1_MAX_HEAD);
+	if (h->type == HTTP_REQUEST) {	/* as the waypoint: an h2c upgrade is not one */
+		char *conn = NULL;
+		int rc = h1_ignore_h2c_upgrade(h, &conn);
+		FUZZ_CHECK(rc == 0 || rc == 1 || rc == -ENOMEM);
+		FUZZ_CHECK(rc != 1 || !h->upgrade);
+		FUZZ_CHECK(!conn || (rc == 1 && strlen(conn) <= H1_MAX_HEAD));
+		free(conn);
+	}
 	FUZZ_CHECK(h1_format_head(h, out, drop, extra, 1) == 0);
 	FUZZ_CHECK(h1_format_head(h, &r->heads, drop, extra, 1) == 0);
 	if (h->chunked_out)

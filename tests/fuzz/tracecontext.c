@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Fuzzes the W3C traceparent parser (tracecontext_parse): what it accepts must format back to
- * a version-00 header that parses to the same context. */
+ * a version-00 header that parses to the same context. The same input as a tracestate: a
+ * value found lies inside it and is a valid tracestate value. */
 #include "fuzz.h"
 
 #include "otlp/tracecontext.h"
@@ -9,6 +10,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct span_context c, c2;
 	char buf[TRACEPARENT_LEN + 1];
+	const char *v = NULL;
+	size_t vlen = 0;
+
+	if (tracestate_get((const char *)data, size, "ambit", &v, &vlen) == 0) {
+		FUZZ_CHECK(v > (const char *)data && v + vlen <= (const char *)data + size);
+		FUZZ_CHECK(vlen >= 1 && vlen <= 256 && v[-1] == '=');
+		FUZZ_CHECK(!memchr(v, ',', vlen) && !memchr(v, '=', vlen) && v[vlen - 1] != ' ');
+	}
 
 	memset(&c, 0xa5, sizeof(c));
 	if (tracecontext_parse((const char *)data, size, &c) != 0)

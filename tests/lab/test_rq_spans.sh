@@ -144,6 +144,28 @@ check "rq: the server received the same bytes with request spans on and off" cmp
 check "rq: what the server sent is what the client received" cmp "$logs/rec/conn-0.out" "$logs/client-on"
 in_shell "rq: agents exit cleanly (request spans off)" stop_clean
 
+# ---------------- the source node reports no CLIENT span, the destination is on ----------------
+# Node 1 keeps tracing.request_spans false, so its CONNECT carries no tracestate "ambit=rq":
+# node 2's SERVER spans must not name CLIENT spans nobody reported.
+jq 'del(.tracing.request_spans)' "$LAB_ROOT/$lab/node2.json" >"$logs/node2.json" &&
+	cp "$logs/node2.json" "$LAB_ROOT/$lab/node2.json"
+in_shell "rq: agents start, request spans off on node 1 only" agents 1 2
+TP3=00-7c0a2b3c4d5e6f708192a3b4c5d6e7f8-1a2b3c4d5e6f7081-01
+out=$(pod_exec "$lab" n1-p1 python3 "$RQ" client --to "$P21:8080" --out "$logs/client-mixed" --traceparent "$TP3" 2>&1) &&
+	ok "rq: four requests from node 1 (off) to node 2 (on)" ||
+	{ fail "rq: four requests from node 1 (off) to node 2 (on)"; printf '%s\n' "$out" | sed 's/^/#   /'; }
+check "rq: ... node 2 reports their 4 SERVER spans" \
+	wait_spans "$spans" "$REQ and .kind == 2 and .attributes[\"source.workload\"] == \"$W11\"" 8
+check "rq: ... each under the request's traceparent, else the inbound span, never an unreported CLIENT span" \
+	jq_check "$spans" --arg w "$W11" --arg t "${TP3:3:32}" --arg p "${TP3:36:16}" \
+	'([.[] | select(.name == "inbound") | .span_id]) as $in |
+	 [.[] | select(.kind == 2 and .attributes["http.request.method"] == "GET" and .attributes["source.workload"] == $w)
+	  | select(.parent_span_id == $p or (.parent_span_id as $x | $in | index($x)))] |
+	 length == 4 and ([.[] | select(.trace_id == $t and .parent_span_id == $p)] | length) == 2'
+check "rq: ... and no CLIENT span from node 1" jq_check "$spans" --arg t "${TP3:3:32}" \
+	'[.[] | select(.kind == 3 and .trace_id == $t)] | length == 0'
+in_shell "rq: agents exit cleanly (request spans off on node 1)" stop_clean
+
 # ---------------- off for one namespace through a Telemetry object ----------------
 W12=$(lab_var N1_P2_NAME)
 for k in 1 2; do

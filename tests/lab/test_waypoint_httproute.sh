@@ -18,6 +18,12 @@
 # metrics count 504 UT. ResponseHeaderModifier (set/add/remove) on the answers of HTTP/1.1 and
 # HTTP/2 endpoints, to HTTP/1.1 and HTTP/2 clients (all four translations). RequestRedirect: a 301
 # with ReplacePrefixMatch (the query kept) and a 302 to https and another host, no backend asked.
+# The ResponseHeaderModifier of a matched rule on the waypoint's own answers too (the redirect,
+# a missing backend's 500, the route timeout's 504, the RBAC 403 of a DENY policy on
+# /old/denied), not on the 404 of a request no rule matched; a redirect keeps the HTTP/1.1
+# connection (a second request on it) unless the client closes.
+# Upgrade: h2c from curl --http2 ignored (the request goes on as HTTP/1.1, its upgrade fields
+# dropped; on the h2c Service translated to HTTP/2).
 # URLRewrite: a prefix replaced and the Host rewritten (HTTP/1.1 endpoint), a full path (h2c
 # endpoint); the span keeps the client's url.path. (Run it under AMBIT_BUILD=build/san: the late answers must be dropped
 # without a use after free.)
@@ -57,6 +63,8 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 			   {path: {type: "Exact", value: "/headers"}}],
 		 backendRefs: [{name: "app-2", port: 80, weight: 50}, {name: "app-3", port: 80, weight: 50}]},
 		{matches: [{path: {type: "PathPrefix", value: "/missing"}}],
+		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-local", value: "missing"}]}}],
 		 backendRefs: [{name: "app-9", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/legacy"}}],
 		 filters: [{type: "URLRewrite", urlRewrite: {hostname: "rewritten.example",
@@ -64,14 +72,34 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/old"}}],
 		 filters: [{type: "RequestRedirect", requestRedirect: {statusCode: 301,
-			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}}]},
+			path: {type: "ReplacePrefixMatch", replacePrefixMatch: "/new"}}},
+			  {type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-local", value: "redirect"}], add: [{name: "x-local-add", value: "1"}]}}]},
 		{matches: [{path: {type: "Exact", value: "/secure"}}],
 		 filters: [{type: "RequestRedirect", requestRedirect: {scheme: "https", hostname: "secure.example"}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/retry"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/r0"}}],
+		 retry: {attempts: 0},
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/dflt"}}],
+		 backendRefs: [{name: "app-2", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/pt"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 timeouts: {request: "3s", backendRequest: "300ms"},
 		 backendRefs: [{name: "app-2", port: 80}]},
 		{matches: [{path: {type: "PathPrefix", value: "/delay"}},
 			   {path: {type: "PathPrefix", value: "/slow-body"}}],
 		 timeouts: {request: "500ms"},
+		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
+			set: [{name: "x-local", value: "timeout"}]}}],
 		 backendRefs: [{name: "app-2", port: 80}]}]}},
+	{apiVersion: "security.istio.io/v1", kind: "AuthorizationPolicy",
+	 metadata: {name: "hrt-deny", namespace: "default", creationTimestamp: "2026-01-01T00:00:00Z"},
+	 spec: {targetRefs: [{kind: "Service", group: "", name: "app-1"}], action: "DENY",
+		rules: [{to: [{operation: {paths: ["/old/denied"]}}]}]}},
 	{apiVersion: "gateway.networking.k8s.io/v1", kind: "HTTPRoute",
 	 metadata: {name: "app1-regex", namespace: "default", creationTimestamp: "2026-01-02T00:00:00Z"},
 	 spec: {parentRefs: [{kind: "Service", name: "app-1"}], rules: [
@@ -82,6 +110,16 @@ routes() { # the HTTPRoutes (as `kubectl get -o json` prints them); ROUTES=0: no
 	 spec: {parentRefs: [{kind: "Service", name: "h2-slow", port: 80}], rules: [
 		{matches: [{path: {type: "PathPrefix", value: "/v2api"}}],
 		 filters: [{type: "URLRewrite", urlRewrite: {path: {type: "ReplaceFullPath", replaceFullPath: "/whoami"}}}],
+		 backendRefs: [{name: "h2-slow", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/retry"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 backendRefs: [{name: "h2-slow", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/r0"}}],
+		 retry: {attempts: 0},
+		 backendRefs: [{name: "h2-slow", port: 80}]},
+		{matches: [{path: {type: "PathPrefix", value: "/pt"}}],
+		 retry: {codes: [503], attempts: 2, backoff: "10ms"},
+		 timeouts: {request: "3s", backendRequest: "300ms"},
 		 backendRefs: [{name: "h2-slow", port: 80}]},
 		{timeouts: {request: "1s", backendRequest: "500ms"},
 		 filters: [{type: "ResponseHeaderModifier", responseHeaderModifier: {
@@ -191,6 +229,26 @@ redirected() { # PROTO PATH STATUS LOCATION: the waypoint answers STATUS with th
 	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" && grep -qxF "location: $4" <<<"$out" &&
 		grep -qx 'content-length: 0' <<<"$out"
 }
+local_hdr() { # PROTO PATH STATUS WANT: the waypoint's own STATUS answer has x-local: WANT ("": none)
+	local out
+	out=$(resp_headers "$1" "$V" "$2") || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -Eq "^(HTTP/1.1 $3 |:status: $3\$)" <<<"$out" || return 1
+	if [ -n "$4" ]; then grep -qxF "x-local: $4" <<<"$out"; else ! grep -q '^x-local:' <<<"$out"; fi
+}
+redirect_keepalive() { # a redirect, then a request on the same HTTP/1.1 connection
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -o /dev/null \
+		-w '%{http_code} %{num_connects}\n' "http://$V/old/x" "http://$V/whoami") || true
+	echo "$out" | tr '\n' '|'; echo
+	[ "$out" = $'301 1\n200 0' ]
+}
+redirect_close() { # a client that says connection: close gets it back on the redirect
+	local out
+	out=$(resp_headers http1 "$V" /old/x -H 'connection: close') || true
+	echo "$out" | tr '\n' '|'; echo
+	grep -q '^HTTP/1.1 301 ' <<<"$out" && grep -qx 'connection: close' <<<"$out"
+}
 rewritten_host() { # PROTO: URLRewrite hostname: the endpoint sees Host rewritten.example
 	local out
 	out=$(bodies "$1" 1 /legacy/headers) || true
@@ -259,15 +317,24 @@ for proto in http1 h2; do
 		redirected "$proto" '/old/x?q=1' 301 "http://$V/new/x?q=1"
 	check "$proto: RequestRedirect scheme https + hostname: 302 to https://secure.example/secure" \
 		redirected "$proto" /secure 302 "https://secure.example/secure"
+	check "$proto: the redirect rule's ResponseHeaderModifier is on its redirect" local_hdr "$proto" /old/x 301 redirect
+	check "$proto: ... on the 500 of a rule whose backend is missing" local_hdr "$proto" /missing/x 500 missing
+	check "$proto: ... on the RBAC 403 of a request that matched the rule (the denial wins over the redirect)" \
+		local_hdr "$proto" /old/denied 403 redirect
+	check "$proto: ... not on the 404 of a request no rule matched" local_hdr "$proto" /other 404 ""
 	expect_status "$proto: a path no rule matches is 404" "$proto" /other 404
 	expect_status "$proto: a rule whose backend Service does not exist is 500" "$proto" /missing/x 500
 	expect_status "$proto: /whoamix is not under PathPrefix /whoami (element-wise): 404" "$proto" /whoamix 404
 	check "$proto: timeouts.request 500ms: a 3 s answer gets 504 upstream request timeout after about 0.5 s" \
 		timed_out "$proto"
+	check "$proto: ... with the rule's ResponseHeaderModifier on the 504" local_hdr "$proto" /delay/3000 504 timeout
 	check "$proto: ... a fast answer on the same rule is 200" fast_ok "$proto"
 	check "$proto: ... an answer already begun is cut at the timeout (client connection/stream reset)" \
 		cut_short "$proto"
 done
+
+check "http1: a redirect keeps the connection: the next request goes on it (curl reuses it)" redirect_keepalive
+check "http1: ... unless the client said connection: close (the redirect says it too)" redirect_close
 
 # An HTTP/2 endpoint (h2-slow, backendRequest 500ms): the timed-out upstream stream is
 # cancelled (the server sees RST_STREAM CANCEL), for an HTTP/2 client and for an HTTP/1.1 one
@@ -308,6 +375,108 @@ h2up_fast() { # PROTO: GET /delay/50 on h2-slow: 200
 	echo "$out"
 	grep -q 'h2slow after 50 ms' <<<"$out" && grep -q 200 <<<"$out"
 }
+# HTTPRoute retry on the h2c Service (tests/node/h2_server.js's /flaky/KEY/N/CODE: N answers
+# CODE, then 200), from HTTP/2 clients and HTTP/1.1 ones (translated): the rule's codes retried,
+# its attempts exhausted gives the last answer, a code not listed and attempts 0 are not
+# retried (not even by Istio's default policy), backendRequest is each try's timeout.
+h2get() { # PROTO HOST PATH: "STATUS BODY" (one line)
+	local out
+	if [ "$1" = h2 ]; then
+		pod_exec "$lab" n1-p4 "$H2PY" "$LAB_TOP/tests/tools/h2_requests.py" "$2:80" --path "$3" 2>&1
+	else
+		out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w '\n%{http_code}' "http://$2$3" 2>&1) || true
+		echo "$(tail -n1 <<<"$out") $(head -n1 <<<"$out")"
+	fi
+}
+expect_answer() { # PROTO PATH WANT: the answer (STATUS BODY) is WANT
+	local out
+	out=$(h2get "$1" "$H2V" "$2") || true
+	echo "$out"
+	[ "$out" = "$3" ]
+}
+per_try() { # PROTO KEY: a 503 retried, the second try 2 s late: 504 after about 0.3 s + back-off
+	local t0 out el path=/pt/flaky/$2/1/503
+	t0=$(now_ms)
+	out=$(h2get "$1" "$H2V" "$path?delay=2000") || true
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q '^504 upstream request timeout' <<<"$out" && [ "$el" -ge 280 ] && [ "$el" -le 1800 ] || return 1
+	for _ in $(seq 20); do	# both tries reached the endpoint; the second was cancelled
+		[ "$(jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl" | wc -l)" -eq 2 ] &&
+			jq -e --arg p "$path" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null &&
+			return 0
+		sleep 0.1
+	done
+	jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
+}
+head -c 40000 /dev/urandom >"$logs/post.bin"
+for proto in h2 http1; do
+	check "$proto: retry codes [503]: a 503 then 200 is retried (200 after 2 tries)" \
+		expect_answer "$proto" "/retry/flaky/a$proto/1/503" "200 ok after 2 tries from h2slow"
+	check "$proto: ... attempts 2 exhausted: the last answer (the third 503)" \
+		expect_answer "$proto" "/retry/flaky/b$proto/5/503" "503 503 try 3 from h2slow"
+	check "$proto: ... a 500 (not in codes) is not retried" \
+		expect_answer "$proto" "/retry/flaky/c$proto/1/500" "500 500 try 1 from h2slow"
+	check "$proto: attempts 0: not retried at all (not even Istio's default 503 retry)" \
+		expect_answer "$proto" "/r0/flaky/d$proto/1/503" "503 503 try 1 from h2slow"
+	check "$proto: a rule without retry keeps Istio's default (503 retried)" \
+		expect_answer "$proto" "/flaky/f$proto/2/503" "200 ok after 3 tries from h2slow"
+	check "$proto: backendRequest with retry is each try's timeout: 504 after the second try's 300 ms" \
+		per_try "$proto" "e$proto"
+done
+admin_retry() {
+	local out
+	out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/waypoint) || return 1
+	jq -c '.routes.routes[] | select(.name == "h2-slow-timeout") | [.rules[].retry]' <<<"$out"
+	jq -e '[.routes.routes[] | select(.name == "h2-slow-timeout") | .rules[] | select(.retry) | .retry] |
+		any(. == {attempts: 2, codes: [503], backoff_ms: 10, per_try_timeout_ms: 300}) and
+		any(. == {attempts: 0, codes: [], backoff_ms: 0, per_try_timeout_ms: 0})' <<<"$out" >/dev/null
+}
+check "admin /waypoint: a rule's retry (attempts, codes, backoff, per-try timeout)" admin_retry
+
+# The same on an HTTP/1.1 endpoint (app-1's routes to app-2, http_echo.py's /flaky), from an
+# HTTP/1.1 client (curl; the request goes upstream as HTTP/1.1, the body kept and sent again).
+h1answer() { # PATH [curl args]: "STATUS BODY"
+	local out path=$1; shift
+	out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -w '\n%{http_code}' "$@" "http://$V$path" 2>&1) || true
+	echo "$(tail -n1 <<<"$out") $(head -n1 <<<"$out")"
+}
+h1expect() { # PATH WANT [curl args]
+	local out path=$1 want=$2; shift 2
+	out=$(h1answer "$path" "$@")
+	echo "$out"
+	[ "$out" = "$want" ]
+}
+h1per_try() { # 503, then a 2 s late 200: 504 after the second try's 300 ms
+	local t0 out el
+	t0=$(now_ms)
+	out=$(h1answer "/pt/flaky/h1e/1/503?delay=2000")
+	el=$(( $(now_ms) - t0 ))
+	echo "$out (${el} ms)"
+	grep -q '^504 upstream request timeout' <<<"$out" && [ "$el" -ge 280 ] && [ "$el" -le 1800 ]
+}
+h1keep() { # after a retried request, the client connection goes on
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -o /dev/null \
+		-w '%{http_code} %{num_connects}\n' "http://$V/retry/flaky/h1k/1/503" "http://$V/whoami") || true
+	echo "$out" | tr '\n' '|'; echo
+	[ "$out" = $'200 1\n200 0' ]
+}
+check "HTTP/1.1 endpoint: retry codes [503]: a 503 then 200 is retried" \
+	h1expect /retry/flaky/h1a/1/503 "200 ok after 2 tries from v1 (0 bytes)"
+check "HTTP/1.1 endpoint: ... a POST's body sent again whole" \
+	h1expect /retry/flaky/h1p/2/503 "200 ok after 3 tries from v1 (40000 bytes)" --data-binary "@$logs/post.bin"
+check "HTTP/1.1 endpoint: ... attempts 2 exhausted: the third 503" \
+	h1expect /retry/flaky/h1b/5/503 "503 503 try 3 from v1"
+check "HTTP/1.1 endpoint: ... a 500 (not in codes) is not retried" \
+	h1expect /retry/flaky/h1c/1/500 "500 500 try 1 from v1"
+check "HTTP/1.1 endpoint: attempts 0: not retried at all" \
+	h1expect /r0/flaky/h1d/1/503 "503 503 try 1 from v1"
+check "HTTP/1.1 endpoint: a rule without retry: Istio's default (503 retried twice)" \
+	h1expect /dflt/flaky/h1f/2/503 "200 ok after 3 tries from v1 (0 bytes)"
+check "HTTP/1.1 endpoint: backendRequest with retry is each try's timeout (504)" h1per_try
+check "HTTP/1.1 endpoint: the client connection goes on after a retried request" h1keep
+
 check "h2c endpoint, HTTP/2 client: backendRequest 500ms: 504 after about 0.5 s, the upstream stream cancelled" \
 	h2up_timeout h2 01
 check "h2c endpoint, HTTP/1.1 client: 504 after about 0.5 s, the upstream stream cancelled" \
@@ -315,6 +484,37 @@ check "h2c endpoint, HTTP/1.1 client: 504 after about 0.5 s, the upstream stream
 check "h2c endpoint, HTTP/2 client: an answer begun is cut at the timeout, the upstream stream cancelled" h2up_cut
 check "h2c endpoint: a fast answer on the same rule is 200 (HTTP/2)" h2up_fast h2
 check "h2c endpoint: ... and HTTP/1.1" h2up_fast http1
+
+# `Upgrade: h2c` (curl --http2 over cleartext) is not an upgrade at the waypoint (as Envoy): the
+# request goes on as HTTP/1.1 without its upgrade, http2-settings and connection tokens, the
+# answer is HTTP/1.1, the connection is kept; on an h2c Service it is translated to HTTP/2.
+h2c_stripped() {
+	local out body
+	out=$(pod_exec "$lab" n1-p4 curl --http2 -sS -m 10 -w '\nVERSION %{http_version} %{http_code}\n' \
+		"http://$V/headers") || true
+	echo "$out" | head -c 600; echo
+	grep -qx 'VERSION 1.1 200' <<<"$out" || return 1
+	body=$(grep -v '^VERSION ' <<<"$out")
+	jq -e '(with_entries(.key |= ascii_downcase)) as $h | ($h | has("upgrade") | not) and
+		($h | has("http2-settings") | not) and
+		(($h.connection // "") | ascii_downcase | test("upgrade|http2-settings") | not)' <<<"$body" >/dev/null
+}
+h2c_keepalive() {
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl --http2 -sS -m 10 -o /dev/null -o /dev/null \
+		-w '%{http_version} %{http_code} %{num_connects}\n' "http://$V/whoami" "http://$V/whoami") || true
+	echo "$out" | tr '\n' '|'; echo
+	[ "$out" = $'1.1 200 1\n1.1 200 0' ]
+}
+h2c_h2port() {
+	local out
+	out=$(pod_exec "$lab" n1-p4 curl --http2 -sS -m 10 -w ' %{http_version} %{http_code}' "http://$H2V/whoami") || true
+	echo "$out"
+	[ "$out" = "h2slow 1.1 200" ]
+}
+check "Upgrade: h2c (curl --http2): not upgraded, the endpoint sees no upgrade, http2-settings nor their connection tokens" h2c_stripped
+check "... the connection goes on as HTTP/1.1 (a second request on it)" h2c_keepalive
+check "... to an h2c Service: translated to HTTP/2 as any HTTP/1.1 request, answered HTTP/1.1" h2c_h2port
 
 metric() { lab_until lab_waypoint_metric "$lab" "$1"; } # (a stream is counted when it closes)
 check "metrics: the chosen backend is destination_service (app-2)" \

@@ -16,6 +16,9 @@
 //   /req-trailers    JSON {len, trailers} of the request body and its trailers
 //   /slow            a chunk every 100 ms for 60 s (to be reset by the client)
 //   /delay/MS        200 "NAME after MS ms", MS ms later (a slow endpoint)
+//   .../flaky/KEY/N/CODE[?delay=MS] (any prefix) the first N requests of KEY answer CODE (body
+//                    "CODE try T from NAME"), the next ones 200 "ok after T tries from NAME"
+//                    (MS ms later with delay): an endpoint that fails, then recovers
 //   /goaway[?after=MS[&notice=MS2]] answers (MS ms later), then sends GOAWAY and closes the
 //                    session gracefully; notice: GOAWAY already after MS2 ms, before the answer
 //   anything else    JSON {method, path, headers, len, sha256, server}
@@ -67,6 +70,7 @@ function sendBytes(stream, n, withLength) {
 	pump();
 }
 
+const flaky = new Map();	/* KEY of /flaky/KEY/N/CODE: the requests seen */
 const server = http2.createServer({ settings: { maxConcurrentStreams: 1000 } });
 server.on('stream', (stream, headers) => {
 	const method = headers[':method'], url = new URL(headers[':path'], 'http://x');
@@ -84,6 +88,23 @@ server.on('stream', (stream, headers) => {
 		readBody(stream, () => {
 			stream.respond({ ':status': Number(args.fail), 'content-type': 'text/plain' });
 			stream.end(`fail ${args.fail} from ${args.name}`);
+		});
+	} else if ((m = p.match(/\/flaky\/([^/]+)\/(\d+)\/(\d{3})$/))) {
+		const t = (flaky.get(m[1]) || 0) + 1, delay = Number(url.searchParams.get('delay') || 0);
+		flaky.set(m[1], t);
+		readBody(stream, () => {
+			if (t <= Number(m[2])) {
+				stream.respond({ ':status': Number(m[3]), 'content-type': 'text/plain' });
+				stream.end(`${m[3]} try ${t} from ${args.name}`);
+				return;
+			}
+			const timer = setTimeout(() => {
+				if (stream.destroyed)
+					return;
+				stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+				stream.end(`ok after ${t} tries from ${args.name}`);
+			}, delay);
+			stream.on('close', () => clearTimeout(timer));
 		});
 	} else if (p === '/whoami') {
 		stream.respond({ ':status': 200, 'content-type': 'text/plain' });

@@ -10,14 +10,19 @@
 #   GET  /trailers       -> 200, chunked body "with trailers", trailers x-trailer: yes and
 #                           x-server: <name>
 #   GET  /early-hints    -> 103 (link: </a.css>; rel=preload), then 200 "after hints"
+#   GET or POST .../flaky/<key>/<n>/<code>[?delay=<ms>] (any prefix): the first <n> requests of
+#                           <key> answer <code> "<code> try <t> from <name>", the next ones 200
+#                           "ok after <t> tries from <name> (<len> bytes)" (<ms> later)
 # A request's own chunked trailers come back in "x-request-trailers" (JSON) on /echo's answer;
 # "Expect: 100-continue" gets "100 Continue" (http.server does it).
 # Every answer carries "x-served-by: <name>"; --delay MS holds every answer MS milliseconds
 # more (a slow endpoint). usage: http_echo.py --port N --name NAME [--delay MS]
 import argparse
 import json
+import re
 import socketserver
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -48,6 +53,23 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length", "0") or 0)
         return self.rfile.read(n) if n else b""
 
+    def flaky(self, body_len):
+        """.../flaky/KEY/N/CODE: True when it answered."""
+        m = re.search(r"/flaky/([^/?]+)/(\d+)/(\d{3})(\?|$)", self.path)
+        if not m:
+            return False
+        with self.server.lock:
+            t = self.server.flaky.get(m.group(1), 0) + 1
+            self.server.flaky[m.group(1)] = t
+        if t <= int(m.group(2)):
+            self.send_plain(int(m.group(3)), ("%s try %d from %s\n" % (m.group(3), t, self.server.name)).encode())
+            return True
+        d = re.search(r"[?&]delay=(\d+)", self.path)
+        if d:
+            time.sleep(int(d.group(1)) / 1000.0)
+        self.send_plain(200, ("ok after %d tries from %s (%d bytes)\n" % (t, self.server.name, body_len)).encode())
+        return True
+
     def send_plain(self, code, body):
         self.send_response(code)
         self.send_header("x-served-by", self.server.name)
@@ -61,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
         name = self.server.name
         if self.server.delay_ms:
             time.sleep(self.server.delay_ms / 1000.0)
+        if self.flaky(0):
+            return
         if self.path.startswith("/delay/"):
             ms = int(self.path.split("/")[2].split("?")[0])
             time.sleep(ms / 1000.0)
@@ -107,6 +131,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_body()
         if self.server.delay_ms:
             time.sleep(self.server.delay_ms / 1000.0)
+        if self.flaky(len(body)):
+            return
         self.send_response(200)
         self.send_header("x-served-by", self.server.name)
         if self.req_trailers:
@@ -137,6 +163,8 @@ def main():
     srv = Server((a.host, a.port), Handler)
     srv.name = a.name
     srv.delay_ms = a.delay
+    srv.flaky = {}
+    srv.lock = threading.Lock()
     srv.serve_forever()
 
 

@@ -279,6 +279,80 @@ TEST(upgrade_request_with_body_any_split)
 	}
 }
 
+/* An on_head as the waypoint's: "Upgrade: h2c" ignored (h1_ignore_h2c_upgrade), its fields
+ * dropped and what is left of connection sent. */
+struct h2c_ctx {
+	int rc;
+	char *conn;
+};
+
+static int h2c_on_head(struct h1 *h, struct h1_buf *out, void *arg)
+{
+	struct h2c_ctx *c = arg;
+	static const char *const drop[] = { "upgrade", "http2-settings", "connection", NULL };
+	char line[128];
+	const char *extra[1] = { line };
+	free(c->conn);
+	c->rc = h1_ignore_h2c_upgrade(h, &c->conn);
+	snprintf(line, sizeof(line), "connection: %s", c->conn ? c->conn : "");
+	if (c->rc < 0 || h1_format_head(h, out, c->rc ? drop : NULL, extra, c->rc && c->conn ? 1 : 0))
+		return -1;
+	return 0;
+}
+
+static const struct h1_cbs h2c_cbs = { .on_head = h2c_on_head };
+
+/* Envoy ignores an h2c upgrade (envoyproxy/envoy#7161): the message is plain HTTP/1.1 (done,
+ * not upgraded; its body read, the next request parsed), without upgrade and http2-settings,
+ * connection keeping its other tokens; any other upgrade is left alone. */
+TEST(h2c_upgrade_ignored_any_split)
+{
+	static const char req[] = "POST /a HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings, x-hop\r\n"
+				  "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+				  "Content-Length: 5\r\n\r\nhello";
+	static const char next[] = "GET /b HTTP/1.1\r\nHost: h\r\nConnection: upgrade, http2-settings\r\n"
+				   "Upgrade: H2C\r\n\r\n";
+	char all[512];
+	size_t n = (size_t)snprintf(all, sizeof(all), "%s%s", req, next);
+
+	for (size_t step = 0; step <= 7; step++) {
+		struct h2c_ctx c = { 0 };
+		struct h1_buf out = { 0 };
+		struct h1 h;
+		h1_init(&h, HTTP_REQUEST, &h2c_cbs, &c);
+		CHECK_EQ_INT(feed_all(&h, all, n, step, &out), sizeof(req) - 1);
+		CHECK_EQ_INT(h.st, H1_ST_DONE);
+		CHECK(!h.upgrade);
+		CHECK(h.keep_alive);
+		CHECK_EQ_INT(c.rc, 1);
+		CHECK(c.conn && strcmp(c.conn, "x-hop") == 0);
+		CHECK_EQ_INT(h.body_bytes, 5);
+		CHECK(out_is(&out, "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nconnection: x-hop\r\n\r\nhello"));
+		h1_buf_consume(&out, h1_buf_pending(&out));
+		h1_next(&h);
+		CHECK_EQ_INT(feed_all(&h, next, sizeof(next) - 1, step, &out), sizeof(next) - 1);
+		CHECK_EQ_INT(h.st, H1_ST_DONE);
+		CHECK_EQ_INT(c.rc, 1);
+		CHECK(c.conn == NULL);	/* nothing left: connection dropped */
+		CHECK(out_is(&out, "GET /b HTTP/1.1\r\nHost: h\r\n\r\n"));
+		free(c.conn);
+		h1_buf_fini(&out);
+		h1_fini(&h);
+	}
+	/* websocket: not touched, the upgrade goes on */
+	static const char ws[] = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+	struct h2c_ctx c = { 0 };
+	struct h1_buf out = { 0 };
+	struct h1 h;
+	h1_init(&h, HTTP_REQUEST, &h2c_cbs, &c);
+	CHECK_EQ_INT(h1_feed(&h, (const uint8_t *)ws, sizeof(ws) - 1, &out), sizeof(ws) - 1);
+	CHECK_EQ_INT(c.rc, 0);
+	CHECK_EQ_INT(h.st, H1_ST_UPGRADED);
+	free(c.conn);
+	h1_buf_fini(&out);
+	h1_fini(&h);
+}
+
 TEST(responses)
 {
 	struct ctx c = { 0 };

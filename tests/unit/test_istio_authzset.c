@@ -131,7 +131,7 @@ TEST(racing_compiles_keep_the_newest)
 		total += (int)(intptr_t)fails;
 	}
 	CHECK_EQ_INT(total, 0);
-	CHECK_EQ_INT(race.gen, RACE_GENS);
+	CHECK_EQ_INT(race.base.gen, RACE_GENS);
 	authz_latest_stop(&race);
 	json_decref(race_res);
 }

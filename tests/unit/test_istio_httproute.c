@@ -289,6 +289,21 @@ TEST(refusals)
 		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"bogus\":1}]}",
 		  "spec.rules[0].bogus", "unknown" },
 		{ "{\"parentRefs\":\"echo\",\"rules\":[{}]}", "spec.parentRefs", "array" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":{\"attempts\":11}}]}",
+		  "spec.rules[0].retry.attempts", "from 0 to 10" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":{\"codes\":[503,200]}}]}",
+		  "spec.rules[0].retry", "codes[1] must be an HTTP status from 400 to 599" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":{\"codes\":[\"503\"]}}]}",
+		  "spec.rules[0].retry", "codes[0]" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":{\"backoff\":\"1.5s\"}}]}",
+		  "spec.rules[0].retry.backoff", "not a Gateway API duration" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":{\"budget\":1}}]}",
+		  "spec.rules[0].retry.budget", "unknown" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":3}]}",
+		  "spec.rules[0].retry", "object" },
+		{ "{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":[{\"retry\":{\"codes\":"
+		  "[500,501,502,503,504,505,506,507,508,509,510,511,512,513,514,515,516]}}]}",
+		  "spec.rules[0].retry.codes", "bound is 16" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *text;
@@ -602,6 +617,58 @@ TEST(rule_timeouts)
 	json_t *r0 = json_array_get(json_object_get(json_array_get(json_object_get(j, "routes"), 0),
 						    "rules"), 0);
 	CHECK_EQ_INT(json_integer_value(json_object_get(r0, "timeout_ms")), 500);
+	json_decref(j);
+	httproute_set_unref(s);
+}
+
+/* retry as Istio's gateway conversion maps it: attempts default 2 (0: none), the codes kept,
+ * backoff the base interval, and with retry backendRequest is each try's timeout while request
+ * stays the route's. */
+TEST(rule_retry)
+{
+	struct httproute_set *s = compile("[" ROUTE("r", "2024-01-01T00:00:00Z",
+		"{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"echo\"}],\"rules\":["
+		"{\"matches\":[{\"path\":{\"value\":\"/a\"}}],\"retry\":{\"codes\":[503,500],\"attempts\":3,"
+		"\"backoff\":\"100ms\"},\"timeouts\":{\"request\":\"10s\",\"backendRequest\":\"2s\"}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/b\"}}],\"retry\":{}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/c\"}}],\"retry\":{\"attempts\":0,\"codes\":[503]},"
+		"\"timeouts\":{\"backendRequest\":\"1s\"}},"
+		"{\"matches\":[{\"path\":{\"value\":\"/d\"}}],\"timeouts\":{\"backendRequest\":\"1s\"}}"
+		"]}") "]");
+	CHECK(s != NULL);
+	if (!s)
+		return;
+	CHECK(s->routes[0]->accepted);
+	CHECK_EQ_INT(s->routes[0]->nrules, 4);
+	if (s->routes[0]->nrules == 4) {
+		const struct hr_rule *r = s->routes[0]->rules;
+		CHECK(r[0].retry.on);
+		CHECK_EQ_INT(r[0].retry.attempts, 3);
+		CHECK_EQ_INT(r[0].retry.ncodes, 2);
+		CHECK_EQ_INT(r[0].retry.codes[0], 503);
+		CHECK_EQ_INT(r[0].retry.codes[1], 500);
+		CHECK_EQ_INT(r[0].retry.backoff_ms, 100);
+		CHECK_EQ_INT(r[0].retry.per_try_ms, 2000);
+		CHECK_EQ_INT(r[0].timeout_ms, 10000);
+		CHECK(r[1].retry.on);
+		CHECK_EQ_INT(r[1].retry.attempts, 2);	/* Istio's default when unset */
+		CHECK_EQ_INT(r[1].retry.ncodes, 0);
+		CHECK_EQ_INT(r[1].retry.backoff_ms, 0);
+		CHECK(r[2].retry.on);
+		CHECK_EQ_INT(r[2].retry.attempts, 0);
+		CHECK_EQ_INT(r[2].retry.per_try_ms, 1000);
+		CHECK_EQ_INT(r[2].timeout_ms, 0);
+		CHECK(!r[3].retry.on);			/* without retry: backendRequest is the route's */
+		CHECK_EQ_INT(r[3].timeout_ms, 1000);
+		CHECK_EQ_INT(r[3].retry.per_try_ms, 0);
+	}
+	json_t *j = httproute_set_json(s, NULL, NULL);
+	json_t *r0 = json_array_get(json_object_get(json_array_get(json_object_get(j, "routes"), 0),
+						    "rules"), 0);
+	json_t *rj = json_object_get(r0, "retry");
+	CHECK_EQ_INT(json_integer_value(json_object_get(rj, "attempts")), 3);
+	CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(rj, "codes"), 1)), 500);
+	CHECK_EQ_INT(json_integer_value(json_object_get(rj, "per_try_timeout_ms")), 2000);
 	json_decref(j);
 	httproute_set_unref(s);
 }

@@ -101,6 +101,61 @@ TEST(traceparent_format)
 	}
 }
 
+static int ts(const char *s, const char *key, char *out, size_t cap)
+{
+	const char *v = NULL;
+	size_t n = 0;
+	int rc = tracestate_get(s, strlen(s), key, &v, &n);
+	if (rc == 0)
+		snprintf(out, cap, "%.*s", (int)n, v);
+	return rc;
+}
+
+TEST(tracestate_get)
+{
+	char v[300];
+
+	CHECK_EQ_INT(ts("ambit=rq", "ambit", v, sizeof(v)), 0);
+	CHECK_EQ_STR(v, "rq");
+	CHECK_EQ_INT(ts(" congo=t61rcWkgMzE ,\t, rojo=00f067aa0ba902b7,ambit=rq:1 ", "ambit", v, sizeof(v)), 0);
+	CHECK_EQ_STR(v, "rq:1");
+	CHECK_EQ_INT(ts("fw529a3039@dt=x y,ambit=a,ambit=b", "ambit", v, sizeof(v)), 0);
+	CHECK_EQ_STR(v, "a");	/* the first of a duplicate */
+	CHECK_EQ_INT(ts("congo=t61rcWkgMzE", "ambit", v, sizeof(v)), -ENOENT);
+	CHECK_EQ_INT(ts("", "ambit", v, sizeof(v)), -ENOENT);
+	CHECK_EQ_INT(ts(" , ", "ambit", v, sizeof(v)), -ENOENT);
+	/* malformed anywhere: the whole header is discarded */
+	const char *bad[] = {
+		"ambit=rq,Congo=x",	/* upper case key */
+		"ambit=rq,congo",	/* no '=' */
+		"ambit=rq,congo=",	/* empty value */
+		"ambit=r,q",		/* ',' ends the member: "q" has no '=' */
+		"ambit=r=q",		/* '=' in the value */
+		"ambit=rq ,1a=x",	/* a simple key starts with a letter */
+		"ambit=rq,a@=x",	/* empty system id */
+		"ambit=rq,a@B=x",	/* system id starts lower case */
+		"ambit=r\x01q",
+		"ambit=rq,congo=x\x7f",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (ts(bad[i], "ambit", v, sizeof(v)) != -EINVAL)
+			fprintf(stderr, "# accepted: %s\n", bad[i]);
+		CHECK_EQ_INT(ts(bad[i], "ambit", v, sizeof(v)), -EINVAL);
+	}
+	char many[33 * 6 + 1] = "";
+	for (int i = 0; i < 33; i++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many), "k%02d=v,", i);
+	CHECK_EQ_INT(ts(many, "k00", v, sizeof(v)), -EINVAL);	/* 33 members */
+	many[32 * 6 - 1] = '\0';
+	CHECK_EQ_INT(ts(many, "k31", v, sizeof(v)), 0);		/* 32 are fine */
+	CHECK_EQ_STR(v, "v");
+	char long_val[300];
+	snprintf(long_val, sizeof(long_val), "ambit=%0257d", 0);
+	CHECK_EQ_INT(ts(long_val, "ambit", v, sizeof(v)), -EINVAL);
+	long_val[6 + 256] = '\0';
+	CHECK_EQ_INT(ts(long_val, "ambit", v, sizeof(v)), 0);
+}
+
 TEST(baggage_parse_ok)
 {
 	struct baggage b = { 0 };

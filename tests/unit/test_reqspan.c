@@ -46,9 +46,9 @@ static void setup(void)
 	}
 }
 
-static struct conn *open_conn(enum conn_kind kind, const char *parent_tp)
+static struct conn *open_conn(enum conn_kind kind, struct conn *from)
 {
-	return rig_open_conn(lp, kind, parent_tp);
+	return rig_open_conn(lp, kind, from);
 }
 
 /* One exchange relayed through c; the written-on side is consumed only when `consume`. */
@@ -124,7 +124,8 @@ TEST(spans_made_after_the_flush_with_derived_ids)
 	setup();
 	struct conn *out = open_conn(CONN_OUTBOUND, NULL);
 	REQUIRE(out);
-	struct conn *in = open_conn(CONN_INBOUND_HBONE, conn_info(out)->traceparent);
+	REQUIRE(conn_info(out)->request_spans);	/* its CONNECT says CLIENT spans come */
+	struct conn *in = open_conn(CONN_INBOUND_HBONE, out);
 	REQUIRE(in);
 	REQUIRE(tracecontext_parse(conn_info(out)->traceparent, strlen(conn_info(out)->traceparent),
 				   &conn_ctx) == 0);
@@ -228,7 +229,8 @@ TEST(span_reporting_disabled_for_a_workload_means_no_tracker)
 	struct conn *out = open_conn(CONN_OUTBOUND, NULL);
 	REQUIRE(out);
 	CHECK(!conn_observed(out));	/* no tracker: no parser CPU */
-	struct conn *in = open_conn(CONN_INBOUND_HBONE, conn_info(out)->traceparent);
+	CHECK(!conn_info(out)->request_spans);	/* its CONNECT says no CLIENT spans come */
+	struct conn *in = open_conn(CONN_INBOUND_HBONE, out);
 	REQUIRE(in);
 	CHECK(conn_observed(in));
 	relay(out, true);
