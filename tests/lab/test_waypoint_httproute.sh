@@ -401,13 +401,12 @@ per_try() { # PROTO KEY: a 503 retried, the second try 2 s late: 504 after about
 	el=$(( $(now_ms) - t0 ))
 	echo "$out (${el} ms)"
 	grep -q '^504 upstream request timeout' <<<"$out" && [ "$el" -ge 280 ] && [ "$el" -le 1800 ] || return 1
-	for _ in $(seq 20); do	# both tries reached the endpoint; the second was cancelled
-		[ "$(jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl" | wc -l)" -eq 2 ] &&
-			jq -e --arg p "$path" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null &&
-			return 0
-		sleep 0.1
-	done
-	jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
+	lab_until both_tries "$path"	# (the server logs the cancel in its own time)
+}
+both_tries() { # PATH: both tries reached the endpoint; the second was cancelled
+	[ "$(jq -c --arg p "$1" 'select(.path == $p)' "$logs/h2s.jsonl" | wc -l)" -eq 2 ] &&
+		jq -e --arg p "$1" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null && return 0
+	jq -c --arg p "$1" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
 }
 head -c 40000 /dev/urandom >"$logs/post.bin"
 for proto in h2 http1; do
