@@ -28,14 +28,25 @@ note() { echo "# $*"; }
 # loaded machine; a wait ends as soon as its condition holds.
 LAB_WAIT_S=${LAB_WAIT_S:-60}
 
-# lab_until CMD...: runs CMD every 0.1 s until it succeeds, at most LAB_WAIT_S seconds; CMD's
-# last status. For a state that comes in its own time (a connection listed, a span recorded).
+# lab_until CMD...: runs CMD every 0.1 s until it succeeds (returning at once), at most LAB_WAIT_S
+# seconds; 0, or 1 when it never did. Only the last run's output is shown (stdout and stderr kept
+# apart): on failure, why it still failed, e.g. in `check NAME lab_until CMD...`. CMD runs in
+# this shell (what it sets stays set). For a state that comes in its own time (a span exported,
+# a metric counted, a model reloaded, a connection listed or closed, a line logged).
 lab_until() {
-	local end=$((SECONDS + LAB_WAIT_S))
-	until "$@"; do
-		[ "$SECONDS" -le "$end" ] || return 1
+	# (names CMD will not use: it runs in this function's scope and may set globals of its own)
+	local _lu_end=$((SECONDS + LAB_WAIT_S)) _lu_out _lu_err _lu_rc=0
+	_lu_out=$(mktemp) && _lu_err=$(mktemp) || return 1
+	until "$@" >"$_lu_out" 2>"$_lu_err"; do
+		_lu_rc=1
+		[ "$SECONDS" -le "$_lu_end" ] || break
 		sleep 0.1
+		_lu_rc=0
 	done
+	cat "$_lu_out"
+	cat "$_lu_err" >&2
+	rm -f "$_lu_out" "$_lu_err"
+	return "$_lu_rc"
 }
 
 # check NAME CMD...: runs CMD, prints ok/not ok; on failure shows its output (indented).
@@ -62,6 +73,17 @@ jq_check() {
 	res=$(jq -s "${@:1:$(($# - 1))}" "$prog" "$f" 2>&1) || true
 	[ "$res" = true ] && return 0
 	echo "got: $res"
+	return 1
+}
+
+# lab_spans_ge FILE JQ_FILTER N: FILE (spans, one JSON object per line) holds at least N spans that
+# select(JQ_FILTER) keeps; otherwise says how many. Spans come in their own batches: wait with
+# `lab_until lab_spans_ge ...`.
+lab_spans_ge() {
+	local n
+	n=$(jq -c "select($2)" "$1" 2>/dev/null | wc -l)
+	[ "$n" -ge "$3" ] && return 0
+	echo "only $n spans match '$2' in $1 (want $3)"
 	return 1
 }
 
@@ -204,9 +226,10 @@ pod_spawn() {
 }
 
 # wait_port NAME POD PORT [TIMEOUT_S]: waits until something listens on TCP PORT in POD's
-# namespace (checked with ss, so no connection is made to the server).
+# namespace (checked with ss, so no connection is made to the server), at most TIMEOUT_S
+# seconds (LAB_WAIT_S by default: a server starts slowly on a loaded machine).
 wait_port() {
-	local name=$1 pod=$2 port=$3 t=${4:-10} ns end
+	local name=$1 pod=$2 port=$3 t=${4:-$LAB_WAIT_S} ns end
 	ns=$(_lab_ns "$name" "$pod") || return 1
 	end=$((SECONDS + t))
 	while [ "$SECONDS" -le "$end" ]; do
@@ -259,6 +282,26 @@ _lab_run_ready() {
 		fi
 		sleep 0.1
 	done
+}
+
+# lab_raw_exchange NAME POD HOST PORT: sends stdin to HOST:PORT from POD in one go (no half-close)
+# and prints what comes back until the peer closes, 30 s at most: raw HTTP/1.1 pipelines, read
+# without a fixed wait (nc -q waits its whole time).
+lab_raw_exchange() {
+	pod_exec "$1" "$2" python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+s.sendall(sys.stdin.buffer.read())
+got = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+except socket.timeout:
+    pass
+sys.stdout.write(got.decode("latin1"))' "$3" "$4"
 }
 
 # lab_node_deps: the npm packages of tests/node (grpc-js, proto-loader, ...) are installed, or

@@ -58,8 +58,7 @@ jq -n --arg l "127.0.0.1:$GRPC" --arg a "127.0.0.1:$ADMIN" --arg d "$t" '{
 CA1=$!
 PIDS+=($CA1)
 ready() { curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$1/healthz/ready" 2>/dev/null; }
-for _ in $(seq 100); do ready "$ADMIN" && break; sleep 0.1; done
-check "ambit-ca ready (JWT mode, file discovery)" ready "$ADMIN"
+check "ambit-ca ready (JWT mode, file discovery)" lab_until ready "$ADMIN"
 
 csr() { # NAME SPIFFE_ID: a P-256 key and a CSR whose URI SAN is the ID (openssl CLI)
 	# shellcheck disable=SC2086
@@ -156,7 +155,7 @@ API=$(port); GRPC2=$(port); ADMIN2=$(port)
 "$PY" "$LAB_TOP/tests/tools/fake_apiserver.py" --bind 127.0.0.1 --port "$API" --token ca-own-token \
 	>"$t/api.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$API/healthz" 2>/dev/null && break; sleep 0.1; done
+lab_until curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$API/healthz" 2>/dev/null || true
 apic() { curl -fsS -m 5 -X POST -H 'Content-Type: application/json' --data "$2" "http://127.0.0.1:$API/_control/$1" >/dev/null; }
 echo ca-own-token >"$t/own-token"
 for n in 1 2; do
@@ -175,8 +174,7 @@ jq --arg l "127.0.0.1:$GRPC2" --arg a "127.0.0.1:$ADMIN2" --arg api "http://127.
 POD_NAMESPACE=ambit-system "$CA_BIN" --config "$t/ca-tr.json" >"$t/ca-tr.log" 2>&1 &
 CA2=$!
 PIDS+=($CA2)
-for _ in $(seq 100); do ready "$ADMIN2" && break; sleep 0.1; done
-check "ambit-ca ready (TokenReview mode, Kubernetes view of pods)" ready "$ADMIN2"
+check "ambit-ca ready (TokenReview mode, Kubernetes view of pods)" lab_until ready "$ADMIN2"
 check "TokenReview: node-1 agent gets node-1's workload identity" \
 	expect 0 "" agent-1-token api spiffe://cluster.local/ns/default/sa/api "127.0.0.1:$GRPC2"
 check "TokenReview: node-2's pod refused (PERMISSION_DENIED)" \
@@ -187,18 +185,14 @@ check "TokenReview: a token for another audience is UNAUTHENTICATED" \
 	expect 16 "invalid for the target audiences" api-audience-token api spiffe://cluster.local/ns/default/sa/api "127.0.0.1:$GRPC2"
 reviews() { [ "$(curl -fsS -m 2 "http://127.0.0.1:$API/_control/stats" | jq .tokenreviews)" -ge 4 ]; }
 check "TokenReview: every call asked the API server (with ambit-ca's own token)" reviews
-rootcm() {
-	for _ in $(seq 50); do
-		curl -fsS -m 2 -H 'Authorization: Bearer ca-own-token' \
-			"http://127.0.0.1:$API/api/v1/namespaces/ambit-system/configmaps/ambit-root-cert" |
-			jq -r '.data["root-cert.pem"]' >"$t/root-cm.pem" 2>/dev/null &&
-			[ "$(openssl x509 -in "$t/root-cm.pem" -noout -fingerprint)" = \
-			  "$(openssl x509 -in "$t/ca.crt" -noout -fingerprint)" ] && return 0
-		sleep 0.1
-	done
-	return 1
+rootcm() { # (ambit-ca writes it in its own time)
+	curl -fsS -m 2 -H 'Authorization: Bearer ca-own-token' \
+		"http://127.0.0.1:$API/api/v1/namespaces/ambit-system/configmaps/ambit-root-cert" |
+		jq -r '.data["root-cert.pem"]' >"$t/root-cm.pem" 2>/dev/null &&
+		[ "$(openssl x509 -in "$t/root-cm.pem" -noout -fingerprint)" = \
+		  "$(openssl x509 -in "$t/ca.crt" -noout -fingerprint)" ]
 }
-check "ConfigMap ambit-system/ambit-root-cert holds the root (root-cert.pem)" rootcm
+check "ConfigMap ambit-system/ambit-root-cert holds the root (root-cert.pem)" lab_until rootcm
 # SIGTERM ends both with status 0 and no sanitizer report (leaks included)
 rc1=0; rc2=0
 kill -TERM "$CA1" "$CA2"

@@ -87,16 +87,10 @@ workloads_edit() {
 # metric K NAME [LABEL=VALUE]: sum of NAME's samples on node K.
 metric() { lab_metric "$lab" "$@"; }
 
-count() { jq -c "select($2)" "$1" 2>/dev/null | wc -l; } # FILE JQ_FILTER
-
-# wait_span FILE JQ_FILTER [TIMEOUT_S]: until a span in FILE matches.
+# wait_span FILE JQ_FILTER: until a span in FILE matches (LAB_WAIT_S at most).
 wait_span() {
-	local end=$((SECONDS + ${3:-$LAB_WAIT_S}))
-	while [ "$SECONDS" -le "$end" ]; do
-		[ "$(count "$1" "$2")" -ge 1 ] && return 0
-		sleep 0.2
-	done
-	echo "# no span matches '$2' in $1 after ${3:-$LAB_WAIT_S}s; the last ones:" >&2
+	lab_until lab_spans_ge "$1" "$2" 1 && return 0
+	echo "# the last ones:" >&2
 	tail -n 3 "$1" | cut -c1-600 | sed 's/^/#   /' >&2
 	return 1
 }

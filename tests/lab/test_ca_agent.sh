@@ -24,14 +24,9 @@ TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/default/sa/$1"; }
 admin() { pod_exec "$lab" "n$1" curl -fsS -m 5 "http://127.0.0.1:15000$2"; }
 ready() { pod_exec "$lab" "n$1" curl -sS -m 5 -w '\n%{http_code}\n' "http://$(lab_node_ip "$1"):15021/healthz/ready"; }
-# wait_ready K CODE: until node K's readiness answers CODE (10 s at most); its answer in $out.
-wait_ready() {
-	for _ in $(seq 100); do
-		out=$(ready "$1" || true)
-		[ "$(echo "$out" | tail -n 1)" = "$2" ] && return 0
-		sleep 0.1
-	done
-}
+# wait_ready K CODE: until node K's readiness answers CODE (LAB_WAIT_S at most); its answer in $out.
+wait_ready() { lab_until ready_is "$@" >/dev/null || true; }
+ready_is() { out=$(ready "$1" || true); [ "$(echo "$out" | tail -n 1)" = "$2" ]; }
 
 if ! lab_up "$lab" --nodes 2 --pods 2 --cni routed --ca local >"$logs/up.log" 2>&1; then
 	fail "lab up"; sed 's/^/#   /' "$logs/up.log" | tail -20; lab_result; exit 1

@@ -51,13 +51,8 @@ check "HBONE carries traffic between the nodes with them" \
 # ------------------------------------------------------------------------------ the waypoint
 pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/waypoint.log" "$AMBIT_BUILD/ambit-waypoint" \
 	--config "$LAB_WAYPOINT_CONFIG"
-wp_ready=1
-for _ in $(seq 150); do
-	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null \
-		"http://$LAB_WAYPOINT_IP:15021/healthz/ready" 2>/dev/null && { wp_ready=0; break; }
-	sleep 0.1
-done
-check "the waypoint becomes ready with a certificate from ambit-ca" test "$wp_ready" = 0
+check "the waypoint becomes ready with a certificate from ambit-ca" lab_until pod_exec "$lab" "$LAB_WAYPOINT_POD" \
+	curl -fsS -m 1 -o /dev/null "http://$LAB_WAYPOINT_IP:15021/healthz/ready"
 wp=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 http://127.0.0.1:15000/certificates |
 	jq -r '([.certificates[] | select(.serial != "") | .identity] | join(",")) + " " + .ca.mode')
 check "... for its own identity only ($wp)" test "$wp" = "$(spiffe waypoint) ca-client"
@@ -75,11 +70,10 @@ ask() { # TOKEN_FILE: the client's JSON line for only-two's identity
 		--token "$(cat "$1")" --impersonate "$(spiffe only-two)" --validity 3600 --out "$logs/only.chain"
 }
 # node 2's agent wants it too: wait until ambit-ca's view has the new pod (node 2 gets it)
-for _ in $(seq 100); do
-	admin 2 /certificates | jq -e --arg i "$(spiffe only-two)" \
-		'.certificates[] | select(.identity == $i and .serial != "")' >/dev/null 2>&1 && break
-	sleep 0.1
-done
+has_only_two() {
+	admin 2 /certificates | jq -e --arg i "$(spiffe only-two)" '.certificates[] | select(.identity == $i and .serial != "")'
+}
+lab_until has_only_two >/dev/null 2>&1 || true
 out1=$(ask "$dir/token-n1" 2>&1 || true)
 check "node 1's token cannot get node 2's pod identity: PERMISSION_DENIED ($out1)" \
 	test "$(echo "$out1" | jq -r .code 2>/dev/null)" = 7

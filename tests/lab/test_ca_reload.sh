@@ -53,7 +53,7 @@ API=$(port); GRPC=$(port); ADMIN=$(port)
 "$PY" "$LAB_TOP/tests/tools/fake_apiserver.py" --bind 127.0.0.1 --port "$API" --token ca-own-token \
 	>"$t/api.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$API/healthz" 2>/dev/null && break; sleep 0.1; done
+lab_until curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$API/healthz" 2>/dev/null || true
 echo ca-own-token >"$t/own-token"
 jq -n --arg l "127.0.0.1:$GRPC" --arg a "127.0.0.1:$ADMIN" --arg d "$t" --arg api "http://127.0.0.1:$API" '{
 	listen: $l, admin_address: $a, trust_domain: "cluster.local",
@@ -69,14 +69,9 @@ POD_NAMESPACE=ambit-system "$CA_BIN" --config "$t/ca.json" >"$t/ca.log" 2>&1 &
 CA=$!
 PIDS+=("$CA")
 ready() { curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$ADMIN/healthz/ready" 2>/dev/null; }
-for _ in $(seq 100); do ready && break; sleep 0.1; done
-check "ambit-ca ready (serving.lifetime_s 10, a Secret volume for ca.cert/ca.key)" ready
+check "ambit-ca ready (serving.lifetime_s 10, a Secret volume for ca.cert/ca.key)" lab_until ready
 
-until_ok() { # TRIES CMD...: CMD every 0.1 s until it succeeds
-	local n=$1; shift
-	for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-	"$@"
-}
+before_expiry() { LAB_WAIT_S=12 lab_until "$@"; } # CMD...: within the 10 s lifetime, and a little
 metric() { curl -fsS -m 2 "http://127.0.0.1:$ADMIN/metrics" | awk -v s="$1" '$1 == s { print $2 }'; }
 reloads() { [ "$(grep -c 'reloaded without a restart' "$t/ca.log")" -ge "$1" ]; }
 serving() { # CAFILE: the serving certificate (PEM) of a new handshake verified against CAFILE
@@ -110,7 +105,7 @@ cm_roots() { # the subjects of the root ConfigMap's certificates, in order, one 
 }
 cm_is() { [ "$(cm_roots)" = "$1" ]; }	# "root old root new " ...
 
-check "the root ConfigMap holds the old root" until_ok 50 cm_is "root old "
+check "the root ConfigMap holds the old root" lab_until cm_is "root old "
 check "a certificate is issued from the old root" issued_by "$t/old.crt"
 
 # ---- calls throughout: each a new connection, every one must succeed ----
@@ -123,7 +118,7 @@ PIDS+=($!)
 
 # ---- the serving certificate is renewed at half its life (5 s) ----
 s0=$(serial)
-check "the serving certificate is renewed before it expires (new serial)" until_ok 120 renewed_since "$s0"
+check "the serving certificate is renewed before it expires (new serial)" before_expiry renewed_since "$s0"
 check "... logged and counted" sh -c "grep -q 'serving certificate renewed (due)' '$t/ca.log' &&
 	[ \"\$(curl -fsS http://127.0.0.1:$ADMIN/metrics | awk '\$1 == \"ambit_ca_server_serving_cert_renewals_total\" { print \$2 }')\" -ge 1 ]"
 check "... its expiry is a metric, in the future" \
@@ -131,34 +126,35 @@ check "... its expiry is a metric, in the future" \
 
 # ---- 1. add the new root (ca.cert = old, new; the old key) ----
 secret old.key "$t/old.crt" "$t/new.crt"
-check "1: ambit-ca takes the new ca.cert without a restart" until_ok 100 reloads 1
-check "1: the root ConfigMap lists both roots, the old first" until_ok 50 cm_is "root old root new "
+check "1: ambit-ca takes the new ca.cert without a restart" lab_until reloads 1
+check "1: the root ConfigMap lists both roots, the old first" lab_until cm_is "root old root new "
 check "1: certificates still come from the old key" issued_by "$t/old.crt"
 
 # ---- 2. switch the signing key (ca.cert = new, old; the new key) ----
 secret new.key "$t/new.crt" "$t/old.crt"
-check "2: ambit-ca takes the new key without a restart" until_ok 100 reloads 2
+check "2: ambit-ca takes the new key without a restart" lab_until reloads 2
 check "2: certificates come from the new root alone" issued_by "$t/new.crt"
 check "2: the serving certificate comes from the new key (verifies with the new root alone)" \
-	until_ok 50 serving_from "$t/new.crt"
-check "2: the root ConfigMap lists the new root first" until_ok 50 cm_is "root new root old "
+	lab_until serving_from "$t/new.crt"
+check "2: the root ConfigMap lists the new root first" lab_until cm_is "root new root old "
 
 # ---- a bad pair: the old root's certificate with the new key ----
 secret new.key "$t/old.crt"
 bad() { grep -q "are refused, the current pair .* signs on: .*key does not match" "$t/ca.log"; }
-check "a mismatched pair is refused with a clear error" until_ok 100 bad
+check "a mismatched pair is refused with a clear error" lab_until bad
+metric_is() { local v; v=$(metric "$1"); echo "$1 = $v"; [ "$v" = "$2" ]; } # NAME VALUE
 check "... counted (ambit_ca_server_ca_reload_errors_total 1)" \
-	test "$(metric ambit_ca_server_ca_reload_errors_total)" = 1
+	lab_until metric_is ambit_ca_server_ca_reload_errors_total 1
 check "... and the current pair signs on" issued_by "$t/new.crt"
 check "... the ConfigMap keeps the current roots" cm_is "root new root old "
 
 # ---- 3. remove the old root ----
 secret new.key "$t/new.crt"
-check "3: ambit-ca takes ca.cert without the old root" until_ok 100 reloads 3
-check "3: the root ConfigMap holds the new root alone" until_ok 50 cm_is "root new "
+check "3: ambit-ca takes ca.cert without the old root" lab_until reloads 3
+check "3: the root ConfigMap holds the new root alone" lab_until cm_is "root new "
 check "3: certificates come from the new root" issued_by "$t/new.crt"
 check "ambit_ca_server_ca_reloads_total counts the three" \
-	test "$(metric ambit_ca_server_ca_reloads_total)" = 3
+	lab_until metric_is ambit_ca_server_ca_reloads_total 3
 check "one process throughout (never restarted)" kill -0 "$CA"
 sleep 1
 

@@ -17,6 +17,7 @@ tmp=$(mktemp -d)
 pids=()
 passed=0
 failed=0
+. "$(dirname "$0")/lib.sh"	# lab_until (its ok/fail are replaced below)
 
 cleanup() {
 	local p
@@ -284,7 +285,10 @@ expect "spans --trace: ASCII bars outside UTF-8 locales" $([ $rc -eq 0 ] && has 
 # ---- --watch ----
 COLUMNS=80 "$CTL" --admin "$A1" connections --watch --interval 0.3 >"$tmp/watch" 2>&1 &
 wpid=$!
-sleep 1.3
+redrawn() { # N: the watch has drawn N times (a loaded machine is slow: not a fixed sleep)
+	[ "$(grep -o $'\033\[2J' "$tmp/watch" | wc -l)" -ge "$1" ] && [ "$(grep -c '^outbound' "$tmp/watch")" -ge "$1" ]
+}
+lab_until redrawn 3 || true
 kill -INT "$wpid"
 wrc=0
 wait "$wpid" || wrc=$?
@@ -293,7 +297,7 @@ cp "$tmp/watch" "$tmp/out"; : >"$tmp/err"; rc=$wrc
 expect "connections --watch: redraws until SIGINT, exit 0" $([ "$wrc" -eq 0 ] && [ "$clears" -ge 3 ] && [ "$(grep -c '^outbound' "$tmp/watch")" -ge 3 ] && grep -q 'Every 0.3s' "$tmp/watch"; echo $?)
 COLUMNS=80 "$CTL" --admin "127.0.0.1:$free_port" connections --watch --interval 0.2 >"$tmp/watch" 2>&1 &
 wpid=$!
-sleep 0.8
+lab_until eval '[ "$(grep -c "connection refused" "$tmp/watch")" -ge 2 ]' || true
 kill -INT "$wpid"
 wrc=0
 wait "$wpid" || wrc=$?

@@ -9,7 +9,7 @@ set -euo pipefail
 
 [ "$(id -u)" -eq 0 ] || { echo "not ok - ctl lab (needs root)"; exit 1; }
 lab_tmpdir logs ctl-lab
-lab=ctl
+lab=ctl-$$	# unique: other runs of this test may be up at the same time
 CTL=$AMBIT_BUILD/ambitctl
 
 ctl() { pod_exec "$lab" n1 "$CTL" "$@"; }
@@ -58,9 +58,12 @@ finished_trace() { # the trace ID of a finished outbound span on node 1
 }
 trace=$(lab_until finished_trace) || true
 check "spans has a finished outbound span" test -n "$trace" -a "$trace" != null
-ctl --admin 127.0.0.1:15000,127.0.0.1:15100 spans --trace "$trace" >"$logs/waterfall.txt" 2>&1 || true
-check "waterfall of a two-node trace: both spans, on both nodes" \
-	sh -c "grep -q '2 spans on 2 nodes' '$logs/waterfall.txt' && grep -qE '^outbound +$lab-n1' '$logs/waterfall.txt' && grep -qE '^  inbound +$lab-n2' '$logs/waterfall.txt'"
+waterfall() { # (node 2 ends its inbound span when it sees the close: it may come after node 1's)
+	ctl --admin 127.0.0.1:15000,127.0.0.1:15100 spans --trace "$trace" >"$logs/waterfall.txt" 2>&1
+	grep -q '2 spans on 2 nodes' "$logs/waterfall.txt" && grep -qE "^outbound +$lab-n1" "$logs/waterfall.txt" &&
+		grep -qE "^  inbound +$lab-n2" "$logs/waterfall.txt"
+}
+check "waterfall of a two-node trace: both spans, on both nodes" lab_until waterfall
 sed 's/^/# /' "$logs/waterfall.txt"
 
 # Errors: one line on stderr, exit 1.

@@ -26,7 +26,7 @@ lab_tmpdir logs enroll
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-lab=enr
+lab=enr-$$	# unique: other runs of this test (other worktrees, make lab-test) may be up at the same time
 TRAFFIC=$LAB_TOP/tests/tools/upgrade_traffic.py
 LAG=2.5      # seconds between the two agents' model updates (they poll their file every second)
 WAIT_MS=5000 # hbone.model_wait_ms: the default

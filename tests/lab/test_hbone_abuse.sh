@@ -61,6 +61,7 @@ cut_off() {
 	[ "$(grep -c . <<<"$r")" -eq "$2" ] && [ "$(grep -c '^11:' <<<"$r")" -eq "$2" ] &&
 		awk -F: '$2 < 0 || $2 >= 2000 { bad = 1 } END { exit bad }' <<<"$r"
 }
+# (the counters, /hbone and the log line are written in node 2's own time: the checks wait)
 metric_is() { # METRIC VALUE: node 2's Prometheus sample
 	local v
 	v=$(lab_metric "$lab" 2 "$1")
@@ -86,12 +87,13 @@ check "... and the destination pod saw no connection for those streams" \
 check "... while 400 connections of a client pod through node 2 all succeeded" \
 	sh -c "test $rc -eq 0 && grep -q 'result=ok' '$logs/legit1.log'"
 check "... counted in Prometheus (ambit_hbone_rapid_reset_cutoffs_total 3)" \
-	metric_is ambit_hbone_rapid_reset_cutoffs_total 3
-h=$(admin 2 /hbone)
-check "... and in the admin API (/hbone server.limits)" \
-	jq -e '.server.limits.cut_off.rapid_reset == 3 and .server.limits.reset_before_dial_total >= 300' <<<"$h"
+	lab_until metric_is ambit_hbone_rapid_reset_cutoffs_total 3
+limits_ok() {
+	admin 2 /hbone | jq -e '.server.limits.cut_off.rapid_reset == 3 and .server.limits.reset_before_dial_total >= 300'
+}
+check "... and in the admin API (/hbone server.limits)" lab_until limits_ok
 check "... and logged with the peer's identity" \
-	grep -q "cut off: rapid_reset.*$(spiffe app-3)\|$(spiffe app-3).*cut off: rapid_reset" "$LAB_ROOT/$lab/agent2.log"
+	lab_until grep -q "cut off: rapid_reset.*$(spiffe app-3)\|$(spiffe app-3).*cut off: rapid_reset" "$LAB_ROOT/$lab/agent2.log"
 
 # ------------------------------------------------------------------------- 2. floods
 legit "$logs/legit2.log" 400
@@ -107,7 +109,7 @@ check "continuation flood: closed" grep -q 'RESULT .* ended=eof\|RESULT .* ended
 check "... a client pod's 400 connections through node 2 all succeeded meanwhile" \
 	sh -c "test $rc -eq 0 && grep -q 'result=ok' '$logs/legit2.log'"
 for m in settings_flood ping_flood empty_frames continuation_flood; do
-	check "... ambit_hbone_${m}_cutoffs_total is 1" metric_is "ambit_hbone_${m}_cutoffs_total" 1
+	check "... ambit_hbone_${m}_cutoffs_total is 1" lab_until metric_is "ambit_hbone_${m}_cutoffs_total" 1
 done
 
 # --------------------------------------------------------- 3. streams faster than served
@@ -120,7 +122,7 @@ if pod_exec "$lab" n2-p2 iptables -C INPUT -p tcp --dport 9200 -j DROP 2>/dev/nu
 	grep RESULT "$logs/pending.log" | sed 's/^/#   /' || true
 	check "streams past max_pending_streams (20) refused with REFUSED_STREAM, no GOAWAY" \
 		grep -q 'RESULT .*goaway=-1 .*refused=30 ' "$logs/pending.log"
-	check "... counted (ambit_hbone_streams_refused_total 30)" metric_is ambit_hbone_streams_refused_total 30
+	check "... counted (ambit_hbone_streams_refused_total 30)" lab_until metric_is ambit_hbone_streams_refused_total 30
 else
 	note "no iptables in this environment: the pending-streams case is covered by test_hbone"
 fi

@@ -329,9 +329,8 @@ if lab_start_agent "$lab" 2; then
 	else
 		ok "node agent with a certificate from another CA is refused"
 	fi
-	sleep 0.5
 	check "... and node 1's access log flags it (UF)" \
-		sh -c "grep '\"connection complete\"' '$LAB_ROOT/$lab/agent1.log' | tail -n 3 | grep -q '\"response_flags\":\"UF\"'"
+		lab_until sh -c "grep '\"connection complete\"' '$LAB_ROOT/$lab/agent1.log' | tail -n 3 | grep -q '\"response_flags\":\"UF\"'"
 else
 	fail "node 2 agent starts with another CA"
 fi

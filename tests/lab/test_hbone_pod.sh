@@ -71,7 +71,7 @@ pod_spawn "$lab" n2-p1 "$logs/zt-server.log" timeout 60 "$H2PY" "$H2PEER" server
 	--expect-peer "$(spiffe app-1)" --authority "$p21:9000" --streams 2 --no-sni \
 	--header "forwarded=^for=${p11//./\\.}$" --header "baggage=$(bag service.name app-1)"
 zt=$SPAWNED_PID
-for _ in $(seq 100); do grep -q '^PORT' "$logs/zt-server.log" && break; sleep 0.1; done
+lab_until grep -q '^PORT' "$logs/zt-server.log" || true
 if ! lab_start_agent "$lab" 1; then
 	fail "node 1's agent starts with hbone.dial pod"; lab_result; exit 1
 fi
@@ -95,7 +95,7 @@ pod_spawn "$lab" n2-p1 "$logs/zt-wrong.log" timeout 20 "$H2PY" "$H2PEER" server 
 	--listen "0.0.0.0:15008" --ca "$LAB_CA_CERT" --cert "$logs/app2.crt" --key "$logs/app2.key" \
 	--expect-peer "$(spiffe app-1)" --authority "$p21:9000" --streams 1 --no-sni
 zt=$SPAWNED_PID
-for _ in $(seq 100); do grep -q '^PORT' "$logs/zt-wrong.log" && break; sleep 0.1; done
+lab_until grep -q '^PORT' "$logs/zt-wrong.log" || true
 check "... a server in that place with another identity (app-2) is refused: the client's connection fails" \
 	sh -c "! nsenter --net=/run/netns/$lab-n1-p1 '$TCPKIT' client --to '$p21:9000' --mode echo --conns 1 --timeout 10"
 kill "$zt" 2>/dev/null || true
@@ -138,9 +138,7 @@ check "ambit to ambit in the pod form: n1-p1 (node 1 dials pods) reaches $p21:90
 check "... the destination sees the client pod's IP $p11 (forwarded, vouched by app-1's identity)" \
 	last_peer_is "$p11"
 spans_linked() { # node 2's inbound span of a connection to $p21:9002 is the child of node 1's outbound one
-	local out in i
-	for i in $(seq 30); do spans_linked_once >/dev/null && return 0; sleep 0.1; done
-	spans_linked_once
+	lab_until spans_linked_once
 }
 spans_linked_once() {
 	local out in
@@ -181,7 +179,7 @@ check "... and the agent's pod-addressed listener refuses an original destinatio
 	h2 n2 refused "127.0.0.1:15008" --cert "$logs/app3.crt" --key "$logs/app3.key"
 log2=$LAB_ROOT/$lab/agent2.log
 logged() { lab_until _logged "$@"; }	# written in the agent's own time
-_logged() { grep -F "$1" "$log2" | grep -qF "$2"; }
+_logged() { grep -F "$1" "$log2" | grep -F "$2" >/dev/null; }	# (grep -q would cut the first one short: pipefail)
 check "node 2's log: no client certificate (from $p13)" logged "inbound connection from $p13:" "no client certificate"
 check "node 2's log: the certificate from another CA (from $p13)" logged "inbound connection from $p13:" "not signed by mesh CA"
 check "node 2's log: CONNECT to another pod, refused 400 with the reason, naming the peer's identity" \

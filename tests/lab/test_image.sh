@@ -118,7 +118,7 @@ done
 p21v6=$(lab_var N2_P1_IP6)
 pod_spawn "$lab" n2-p1 "$work/echo6.log" "$TCPKIT" serve --bind "$p21v6" --port 9001 --mode echo
 wait_port "$lab" n2-p1 9001
-for _ in $(seq 100); do [ -f "$work/sink.ready" ] && [ -f "$work/wsink.ready" ] && break; sleep 0.1; done
+lab_until test -f "$work/sink.ready" -a -f "$work/wsink.ready" || true
 : >>"$work/spans.jsonl"
 : >>"$work/wspans.jsonl"
 
@@ -271,14 +271,8 @@ check "n1-p1 -> n2-p1 over IPv6 through both agents' containers (the IPv6 rule a
 	"nsenter --net=/run/netns/$lab-n1-p1 '$TCPKIT' client --to '[$p21v6]:9001' --mode echo --conns 2 \
 		--bytes 64K --timeout 30 && nsenter --net=/run/netns/$lab-n1 curl -fsS http://127.0.0.1:15000/bpf |
 		jq -e '.rule.ipv6 == true and .counters.captured_outbound_ipv6 > 0' >/dev/null"
-# spans FILE JQ: waits up to 10 s until JQ (over FILE's spans as one array) is true.
-spans() {
-	for _ in $(seq 100); do
-		jq -se "$2" "$1" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
+# spans FILE JQ: waits (LAB_WAIT_S) until JQ (over FILE's spans as one array) is true.
+spans() { lab_until jq -se "$2" "$1"; }
 check "... spans: node 1's CLIENT 'outbound', node 2's SERVER 'inbound' its child, over OTLP/gRPC" \
 	spans "$work/spans.jsonl" "[.[] | select(.name == \"outbound\" and .kind == 3 and
 		.resource[\"k8s.node.name\"] == \"$lab-n1\")] as \$o | [.[] | select(.name == \"inbound\" and
@@ -300,9 +294,8 @@ start_waypoint() {
 if start_waypoint; then ok "waypoint: its container runs as the Deployment says (uid 65532, no capabilities) and becomes ready"
 else fail "waypoint: its container runs as the Deployment says (uid 65532, no capabilities) and becomes ready"; fi
 wp_pid=$($ENGINE inspect -f '{{.State.Pid}}' "$lab-waypoint" 2>/dev/null || echo 0)
-issued_more() { # N: waits up to 10 s until ambit-ca has issued more than N certificates
-	for _ in $(seq 100); do [ "$(ca_issued)" -gt "$1" ] && return 0; sleep 0.1; done
-	return 1
+issued_more() { # N: waits (LAB_WAIT_S) until ambit-ca has issued more than N certificates
+	lab_until eval "[ \"\$(ca_issued)\" -gt $1 ]"
 }
 check "waypoint: its certificate from the lab's ambit-ca, asked with its own token" issued_more "$issued"
 check "waypoint: runs as uid 65532 with no capabilities" \
@@ -311,7 +304,7 @@ http_via_waypoint() {
 	local out
 	out=$(pod_exec "$lab" n1-p2 curl -sS -m 10 -w '\n%{http_code}' "http://$LAB_SVC_APP_1_VIP/whoami") &&
 		[ "$(printf '%s\n' "$out" | tail -n 1)" = 200 ] &&
-		printf '%s\n' "$out" | head -n 1 | grep -Eq "^$lab-n[12]-p1\$"
+		head -n1 <<<"$out" | grep -Eq "^$lab-n[12]-p1\$"
 }
 check "waypoint: n1-p2 -> service app-1 (use-waypoint) answers 200 from an app-1 pod" http_via_waypoint
 check "... the agent sent it to the waypoint" sh -c \
@@ -349,14 +342,13 @@ print("done", flush=True)
 PY
 pod_spawn "$lab" n1-p1 "$work/held.log" python3 "$work/held.py" "$p21" 9000 "$work/go"
 held=$SPAWNED_PID
-for _ in $(seq 100); do grep -q first "$work/held.log" && break; sleep 0.1; done
-check "drain: a connection through node 2 is open" grep -q first "$work/held.log"
+check "drain: a connection through node 2 is open" lab_until grep -q first "$work/held.log"
 $ENGINE kill --signal TERM "$lab-ambitd-2" >/dev/null
 sleep 1
 check "drain: node 2's container is still running after SIGTERM while it is open" \
 	test "$($ENGINE inspect -f '{{.State.Running}}' "$lab-ambitd-2")" = true
 check "drain: ... no longer listening on 15008 (new HBONE connections go elsewhere)" \
-	test -z "$(nsenter --net="/run/netns/$lab-n2" ss -Hltn 'sport = :15008')"
+	lab_until test -z "$(nsenter --net="/run/netns/$lab-n2" ss -Hltn 'sport = :15008')"
 touch "$work/go"
 rc=0
 wait "$held" || rc=$?

@@ -46,18 +46,15 @@ opened_total() { lab_metric "$1" "$2" istio_tcp_connections_opened_total "report
 
 counter() { agent_api "$1" "$2" /bpf | jq -r ".counters.$3"; } # NAME K COUNTER
 
-# span_with NAME K DIRECTION ADDR SECURITY: waits (10 s at most) for node K's agent to hold a
-# finished DIRECTION span whose server.address is ADDR and connection_security_policy
+# span_with NAME K DIRECTION ADDR SECURITY: waits (LAB_WAIT_S at most) for node K's agent to
+# hold a finished DIRECTION span whose server.address is ADDR and connection_security_policy
 # SECURITY.
-span_with() {
-	local q i
+span_with() { lab_until _span_with "$@"; }
+_span_with() {
+	local q
 	q='[.spans[] | select(.attributes.direction == $d and .attributes["server.address"] == $a
 		and .attributes.connection_security_policy == $s)] | length'
-	for i in $(seq 100); do
-		[ "$(agent_api "$1" "$2" /spans | jq --arg d "$3" --arg a "$4" --arg s "$5" "$q")" -gt 0 ] &&
-			return 0
-		sleep 0.1
-	done
+	[ "$(agent_api "$1" "$2" /spans | jq --arg d "$3" --arg a "$4" --arg s "$5" "$q")" -gt 0 ] && return 0
 	echo "no $3 span to $4 ($5) on node $2; spans:"
 	agent_api "$1" "$2" /spans | jq -c '.spans[-5:][] | .attributes' | head -c 3000
 	return 1

@@ -39,15 +39,7 @@ receiver() {
 }
 
 count() { jq -c "select($2)" "$1" 2>/dev/null | wc -l; } # FILE JQ_FILTER
-wait_count() { # FILE JQ_FILTER N [TIMEOUT_S]
-	local end=$((SECONDS + ${4:-$LAB_WAIT_S}))
-	while [ "$SECONDS" -le "$end" ]; do
-		[ "$(count "$1" "$2")" -ge "$3" ] && return 0
-		sleep 0.2
-	done
-	echo "# only $(count "$1" "$2") spans match '$2' in $1 (want $3)" >&2
-	return 1
-}
+wait_count() { lab_until lab_spans_ge "$@"; } # FILE JQ_FILTER N
 client() { # FROM TO PORT: one connection, 100 bytes each way
 	pod_exec "$lab" "$1" "$TCPKIT" client --to "$2:$3" --timeout 20 --mode halfclose \
 		--bytes 100 --reply 100
@@ -137,7 +129,7 @@ export_url_is() { # PROVIDER URL
 	ctl telemetry -o json | jq -e --arg p "$1" --arg u "$2" '.providers[] | select(.name == $p) | .export_url == $u'
 }
 check "ambitctl telemetry: the provider's Service resolved to the receiver pod" \
-	export_url_is otel "http://$P23:4317"
+	lab_until export_url_is otel "http://$P23:4317"
 check "a connection n1-p1 -> n2-p1 goes through" client n1-p1 "$P21" 7000
 SEL_OUT='.name == "outbound" and .attributes["server.port"] == 7000'
 SEL_IN='.name == "inbound" and .attributes["destination.port"] == 7000'
@@ -193,7 +185,7 @@ check "nothing was dropped or given up" nothing_lost
 model ".resources += [{apiVersion: \"telemetry.istio.io/v1\", kind: \"Telemetry\",
   metadata: {name: \"bad\", namespace: \"default\", creationTimestamp: \"2025-03-01T00:00:00Z\"},
   spec: {tracing: [{providers: [{name: \"nope\"}]}]}}]"
-warned() { ctl telemetry 2>&1 | grep -qF "warning: $1"; }
+warned() { ctl telemetry 2>&1 | grep -F "warning: $1" >/dev/null; }	# (not grep -q: ctl cut short fails the pipe)
 warns() { # TEXT: until `ambitctl telemetry` prints a warning line containing TEXT
 	lab_until warned "$1" && return 0
 	ctl telemetry 2>&1 | tail -5
@@ -271,14 +263,14 @@ check "kubernetes: ambitctl telemetry: provider otel from the ConfigMap, tags fr
 	telemetry_is "default/$W11" '.workloads[0] | .source == "istio" and .outbound.provider == "otel"
 		and .outbound.from.custom_tags == "Telemetry istio-system/mesh-default"'
 check "kubernetes: the provider's Service resolved through the API's endpoints" \
-	export_url_is otel "http://$P23:4317"
+	lab_until export_url_is otel "http://$P23:4317"
 discovery_is() { # JQ over node 1's /config_dump .discovery_status.resources; shown when false
 	local j
 	j=$(pod_exec "$lab" n1 curl -fsS http://127.0.0.1:15000/config_dump | jq '.discovery_status.resources')
 	jq -e "$1" <<<"$j" >/dev/null || { echo "$j"; return 1; }
 }
 check "kubernetes: the discovery status shows the Telemetry CRD served at v1alpha1, the policy CRDs at v1" \
-	discovery_is '.telemetries.path == "/apis/telemetry.istio.io/v1alpha1/telemetries" and
+	lab_until discovery_is '.telemetries.path == "/apis/telemetry.istio.io/v1alpha1/telemetries" and
 		.meshconfig.objects == 1 and .authorizationpolicies.absent == false'
 check "kubernetes: the model has the Telemetry and the MeshConfig" sh -c \
 	"nsenter --net=/run/netns/$lab-n1 curl -fsS http://127.0.0.1:15000/workloads >/dev/null"

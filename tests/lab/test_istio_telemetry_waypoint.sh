@@ -48,8 +48,7 @@ done
 
 pod_spawn "$lab" n2-p3 "$logs/sink.log" node "$LAB_TOP/tests/node/otlp_sink.js" --host "$P23" \
 	--grpc-port 4317 --out "$S" --ready "$logs/sink.ready"
-for _ in $(seq 100); do [ -s "$logs/sink.ready" ] && break; sleep 0.1; done
-check "the receiver behind monitoring/coll starts" test -s "$logs/sink.ready"
+check "the receiver behind monitoring/coll starts" lab_until test -s "$logs/sink.ready"
 : >>"$S"
 for k in 1 2; do
 	pod_spawn "$lab" "n$k-p1" "$logs/http-$k.log" python3 "$LAB_TOP/tests/tools/http_echo.py" \
@@ -67,18 +66,13 @@ unset OTEL_BSP_SCHEDULE_DELAY
 wp_ready() {
 	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 1 -o /dev/null "http://$LAB_WAYPOINT_IP:15021/healthz/ready"
 }
-for _ in $(seq 100); do wp_ready 2>/dev/null && break; sleep 0.1; done
-check "the waypoint starts with no tracing key" wp_ready
+check "the waypoint starts with no tracing key" lab_until wp_ready
 
 req() { # [HEADER]: one request from the client pod (app-2, enrolled) to app-1 through the waypoint
 	pod_exec "$lab" n1-p2 curl -fsS -m 10 -o /dev/null ${1:+-H "$1"} "http://$V/headers"
 }
 wait_span() { # JQ: until the receiver has a waypoint request span matching JQ
-	local i
-	for i in $(seq 100); do
-		[ "$(jq -c "select(.kind == 2 and (.name | startswith(\"GET \")) and ($1))" "$S" | wc -l)" -ge 1 ] && return 0
-		sleep 0.2
-	done
+	lab_until lab_spans_ge "$S" ".kind == 2 and (.name | startswith(\"GET \")) and ($1)" 1 && return 0
 	jq -c 'select(.kind == 2) | {name, attributes}' "$S" | tail -5
 	return 1
 }
@@ -92,7 +86,7 @@ check "the agents' connection spans carry no request-header tag" sh -c \
 
 kill -TERM "$WP_PID" 2>/dev/null || true
 rc=0
-for _ in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+lab_until eval '! kill -0 "$WP_PID" 2>/dev/null' || true
 wait "$WP_PID" 2>/dev/null || rc=$?
 check "the waypoint exits 0, no sanitizer report" sh -c \
 	"[ $rc -eq 0 ] && ! grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' $logs/waypoint.log"

@@ -191,7 +191,7 @@ cleanup_checks() {
 }
 
 scenario() { # CNI
-	local cni=$1 name=l4-$1 f
+	local cni=$1 name=l4-$1-$$ f	# (unique: other runs of this test may be up at the same time)
 	if ! lab_up "$name" --nodes 2 --pods 2 --cni "$cni" --enroll p1 >"$logs/up-$cni.log" 2>&1; then
 		fail "$cni: lab up"; sed 's/^/#   /' "$logs/up-$cni.log" | tail -20; return
 	fi

@@ -31,8 +31,8 @@ files_ok() { # the files of lab $1 have the contract's shape (steps chained: no 
 		and .tracing.custom_tags == {"cluster_name": "lab", "environment": "test"}
 		and .tracing.otlp.endpoint == "http://127.0.0.1:4317"
 		and .redirect.pin_dir == "/sys/fs/bpf/ambit-'"$1"'-n1"' "$d/node1.json" &&
-	openssl x509 -in "$d/ca.crt" -noout -text | grep -q 'ASN1 OID: prime256v1' &&
-	openssl x509 -in "$d/ca.crt" -noout -text | grep -q 'CA:TRUE' &&
+	openssl x509 -in "$d/ca.crt" -noout -text | grep 'ASN1 OID: prime256v1' >/dev/null &&
+	openssl x509 -in "$d/ca.crt" -noout -text | grep 'CA:TRUE' >/dev/null &&
 	openssl verify -CAfile "$d/ca.crt" "$d/ca.crt" >/dev/null &&
 	openssl pkey -in "$d/ca.key" -noout &&
 	[ "$(stat -c %a "$d/ca.key")" = 600 ]
@@ -55,7 +55,7 @@ nothing_left() { # lab $1 is gone: namespaces, links (host-side names), files, p
 }
 
 for cni in routed bridge; do
-	name=topo-$cni
+	name=topo-$cni-$$	# unique: other runs of this test may be up at the same time
 	SERVER_PIDS=()
 	if ! lab_up "$name" --nodes 2 --pods 2 --cni "$cni" --enroll p1 >"$logs/up-$cni.log" 2>&1; then
 		fail "$cni: lab up"; sed 's/^/#   /' "$logs/up-$cni.log"; continue
@@ -99,7 +99,7 @@ for cni in routed bridge; do
 		fail "$cni: pod to pod across nodes, other direction ($p21 -> $p12)"; echo "# $out"
 	fi
 	if client "$name" n1-p1 "$p21:8080" --mode verify --bytes 100M; then
-		ok "$cni: 100 MiB verified transfer across nodes ($(echo "$out" | grep -E '^gib_per_s='))"
+		ok "$cni: 100 MiB verified transfer across nodes ($(grep -E '^gib_per_s=' <<<"$out"))"
 	else
 		fail "$cni: 100 MiB verified transfer across nodes"; echo "# $out"
 	fi
@@ -127,7 +127,7 @@ done
 
 # Robustness: a failed up cleans itself; a kept half-made lab is removed by down; up over an
 # existing lab replaces it; down is idempotent.
-name=topo-fail
+name=topo-fail-$$
 _LAB_UP+=("$name")
 if AMBIT_LAB_FAULT=after-nodes "$LAB_SH" up "$name" --nodes 2 --pods 2 --cni routed >"$logs/fail.log" 2>&1; then
 	fail "failed up exits non-zero"

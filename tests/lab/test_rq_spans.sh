@@ -27,16 +27,8 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$LAB_TOP/tests/lsan.supp:print_
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 for v in $(env | sed -n 's/^\(OTEL_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
-# wait_spans FILE JQ_FILTER N: until FILE holds at least N spans matching (20 s).
-wait_spans() {
-	local end=$((SECONDS + 20)) n
-	while :; do
-		n=$(jq -c "select($2)" "$1" 2>/dev/null | wc -l)
-		[ "$n" -ge "$3" ] && return 0
-		[ "$SECONDS" -ge "$end" ] && { echo "only $n spans match $2 (want $3)"; return 1; }
-		sleep 0.2
-	done
-}
+# wait_spans FILE JQ_FILTER N: until FILE holds at least N spans matching (LAB_WAIT_S).
+wait_spans() { lab_until lab_spans_ge "$@"; }
 # agents K...: (re)start the agents of the nodes given, exporting to the sink.
 agents() {
 	local k
@@ -81,8 +73,7 @@ pod_spawn "$lab" ul "$logs/sink.log" node "$LAB_TOP/tests/node/otlp_sink.js" --h
 	--grpc-port 4317 --http-port 4318 --out "$spans" --ready "$logs/sink.ready"
 mkdir -p "$logs/rec"
 pod_spawn "$lab" n2-p1 "$logs/server.log" python3 "$RQ" serve --port 8080 --record "$logs/rec"
-check "rq: OTLP sink and HTTP server up" sh -c \
-	"for i in \$(seq 100); do [ -s '$logs/sink.ready' ] && exit 0; sleep 0.1; done; exit 1"
+check "rq: OTLP sink and HTTP server up" lab_until test -s "$logs/sink.ready"
 wait_port "$lab" n2-p1 8080
 
 # ---------------- request spans on (the default) ----------------
@@ -145,7 +136,7 @@ out=$(pod_exec "$lab" n1-p1 python3 "$RQ" client --to "$P21:8080" --out "$logs/c
 	ok "rq: the same four requests with request spans off" ||
 	{ fail "rq: the same four requests with request spans off"; printf '%s\n' "$out" | sed 's/^/#   /'; }
 check "rq: ... its connection spans arrive" wait_spans "$spans" '.name == "outbound" and .attributes["server.port"] == 8080' 2
-for i in $(seq 50); do [ -s "$logs/rec/conn-1.out" ] && break; sleep 0.1; done
+lab_until test -s "$logs/rec/conn-1.out" || true	# the server records a connection at its end
 sleep 1
 check "rq: ... and no request span more" jq_check "$spans" "[.[] | select($REQ)] | length == 8"
 check "rq: the client received the same bytes with request spans on and off" cmp "$logs/client-on" "$logs/client-off"
@@ -165,8 +156,9 @@ out=$(pod_exec "$lab" n1-p1 python3 "$RQ" client --to "$P21:8080" --out "$logs/c
 	{ fail "rq: four requests from node 1 (off) to node 2 (on)"; printf '%s\n' "$out" | sed 's/^/#   /'; }
 check "rq: ... node 2 reports their 4 SERVER spans" \
 	wait_spans "$spans" "$REQ and .kind == 2 and .attributes[\"source.workload\"] == \"$W11\"" 8
+# (the inbound span ends with the connection: it may come in a later batch than the requests')
 check "rq: ... each under the request's traceparent, else the inbound span, never an unreported CLIENT span" \
-	jq_check "$spans" --arg w "$W11" --arg t "${TP3:3:32}" --arg p "${TP3:36:16}" \
+	lab_until jq_check "$spans" --arg w "$W11" --arg t "${TP3:3:32}" --arg p "${TP3:36:16}" \
 	'([.[] | select(.name == "inbound") | .span_id]) as $in |
 	 [.[] | select(.kind == 2 and .attributes["http.request.method"] == "GET" and .attributes["source.workload"] == $w)
 	  | select(.parent_span_id == $p or (.parent_span_id as $x | $in | index($x)))] |
@@ -206,8 +198,9 @@ check "rq: ... and the default client's CLIENT spans in that trace" \
 sleep 1	# a span of the quiet pod would come with the same batches
 check "rq: ... no span of the quiet pod's own from node 1: no CLIENT request span, no outbound span" jq_check "$spans" \
 	--arg w "$W12" '[.[] | select(.resource["k8s.pod.name"] == $w)] | length == 0'
+# (the inbound span ends with the connection: it may come in a later batch than the requests')
 check "rq: ... node 2 traced the quiet pod's 4 requests: SERVER spans under the request's traceparent, else the inbound span" \
-	jq_check "$spans" --arg w "$W12" --arg p "${TP2:36:16}" \
+	lab_until jq_check "$spans" --arg w "$W12" --arg p "${TP2:36:16}" \
 	'([.[] | select(.name == "inbound" and .attributes["source.workload"] == $w)] | .[0].span_id) as $in |
 	 [.[] | select(.kind == 2 and .attributes["http.request.method"] == "GET" and .attributes["source.workload"] == $w)] |
 	 length == 4 and $in != null and

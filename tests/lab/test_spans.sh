@@ -66,46 +66,36 @@ metric() { lab_metric "$lab" "$1" "$2"; } # K NAME
 # count FILE JQ_FILTER: how many spans in FILE match (one JSON object per line).
 count() { jq -c "select($2)" "$1" 2>/dev/null | wc -l; }
 
-# wait_count FILE JQ_FILTER N [TIMEOUT_S]: until at least N spans match.
-wait_count() {
-	local f=$1 q=$2 n=$3 t=${4:-20} end
-	end=$((SECONDS + t))
-	while [ "$SECONDS" -le "$end" ]; do
-		[ "$(count "$f" "$q")" -ge "$n" ] && return 0
-		sleep 0.2
-	done
-	echo "# after ${t}s only $(count "$f" "$q") spans match '$q' (want $n) in $f" >&2
-	return 1
-}
+# wait_count FILE JQ_FILTER N: until at least N spans match (LAB_WAIT_S at most).
+wait_count() { lab_until lab_spans_ge "$@"; }
 
 # outbound_to IP PORT: a jq select() of the outbound spans to IP:PORT.
 outbound_to() {
 	echo "select(.name == \"outbound\" and .attributes[\"server.address\"] == \"$1\" and .attributes[\"server.port\"] == $2)"
 }
-# settle FILE SELECT...: waits (20 s at most each) until FILE has a span for each jq select();
-# the checks that follow judge what arrived.
+# settle FILE SELECT...: waits (LAB_WAIT_S at most each) until FILE has a span for each jq
+# select(); the checks that follow judge what arrived.
 settle() {
 	local f=$1 q
 	shift
-	for q; do wait_count "$f" "$q | true" 1 20 >/dev/null 2>&1 || true; done
+	for q; do wait_count "$f" "$q | true" 1 >/dev/null 2>&1 || true; done
 }
 
-# wait_metric K NAME VALUE [TIMEOUT_S]: until node K's NAME equals VALUE.
-wait_metric() {
-	local k=$1 m=$2 want=$3 t=${4:-20} end v
-	end=$((SECONDS + t))
-	while :; do
-		v=$(metric "$k" "$m")
-		[ "$v" = "$want" ] && return 0
-		[ "$SECONDS" -ge "$end" ] && break
-		sleep 0.2
-	done
-	echo "# node $k: $m is $v after ${t}s (want $want)" >&2
+# metric_is K NAME VALUE: node K's NAME equals VALUE (otherwise says what it is).
+metric_is() {
+	local v
+	v=$(metric "$1" "$2")
+	[ "$v" = "$3" ] && return 0
+	echo "# node $1: $2 is $v (want $3)"
 	return 1
 }
 
-# both_metric NAME VALUE [TIMEOUT_S]: until NAME equals VALUE on both nodes.
-both_metric() { wait_metric 1 "$1" "$2" "${3:-10}" && wait_metric 2 "$1" "$2" "${3:-10}"; }
+# both_metric NAME VALUE [TIMEOUT_S]: until NAME equals VALUE on both nodes (LAB_WAIT_S at most;
+# 0: a state that must already hold, read at once).
+both_metric() {
+	LAB_WAIT_S=${3:-$LAB_WAIT_S} lab_until metric_is 1 "$1" "$2" &&
+		LAB_WAIT_S=${3:-$LAB_WAIT_S} lab_until metric_is 2 "$1" "$2"
+}
 
 # client FROM TO ARGS...: tcpkit client in pod FROM; its output in $out.
 client() {
@@ -228,7 +218,7 @@ linked() {
 	local sel_out='.name == "outbound" and .attributes["server.port"] == 7000'
 	local sel_in='.name == "inbound" and .attributes["destination.port"] == 7000'
 	check "$proto: ... the sink gets its outbound and inbound spans" \
-		wait_count "$spans" "($sel_out) or ($sel_in)" 2 20
+		wait_count "$spans" "($sel_out) or ($sel_in)" 2
 	sleep 0.5	# anything extra (a duplicate) would come with the same batch
 	check "$proto: ... exactly one CLIENT span 'outbound' from node 1's agent" jq_check "$spans" \
 		"[.[] | select($sel_out)] | length == 1 and .[0].kind == 3 and .[0].resource[\"k8s.node.name\"] == \"$N1\""
@@ -364,6 +354,12 @@ log_line() {
 
 # opened K REPORTER: istio_tcp_connections_opened_total{reporter=REPORTER} on node K.
 opened() { lab_metric "$lab" "$1" istio_tcp_connections_opened_total "reporter=$2"; }
+opened_ge() { # K REPORTER N: at least N (counted in the agent's own time: wait with lab_until)
+	local v
+	v=$(opened "$1" "$2")
+	echo "node $1: $v connections opened (reporter=$2), want $3 or more"
+	[ "$v" -ge "$3" ]
+}
 
 # marker FILE: one connection from node 2's pod to node 1's (sampled at node 2: 100%), then waits
 # for its two spans. Batches leave in order, so every span of an earlier connection that was
@@ -371,8 +367,8 @@ opened() { lab_metric "$lab" "$1" istio_tcp_connections_opened_total "reporter=$
 marker() {
 	local f=$1 out
 	client n2-p1 "$P11:9000" --mode echo --bytes 100 || { echo "marker connection failed: $out"; return 1; }
-	wait_count "$f" ".resource[\"k8s.node.name\"] == \"$N2\" and .name == \"outbound\" and .attributes[\"server.address\"] == \"$P11\"" 1 20 &&
-		wait_count "$f" ".resource[\"k8s.node.name\"] == \"$N1\" and .name == \"inbound\" and .attributes[\"destination.port\"] == 9000" 1 20
+	wait_count "$f" ".resource[\"k8s.node.name\"] == \"$N2\" and .name == \"outbound\" and .attributes[\"server.address\"] == \"$P11\"" 1 &&
+		wait_count "$f" ".resource[\"k8s.node.name\"] == \"$N1\" and .name == \"inbound\" and .attributes[\"destination.port\"] == 9000" 1
 }
 
 # restore_configs: the lab's node configs as lab.sh wrote them.
@@ -400,7 +396,7 @@ sampling_zero() {
 	i2=$(opened 2 destination)
 	check_client "sampling 0 ($proto): $n connections across nodes" \
 		n1-p1 "$P21:9000" --mode crr --count "$n" --msg-size 16
-	check "sampling 0 ($proto): ... all reached node 2's agent (inbound)" test "$(opened 2 destination)" -ge "$((i2 + n))"
+	check "sampling 0 ($proto): ... all reached node 2's agent (inbound)" lab_until opened_ge 2 destination "$((i2 + n))"
 	check "sampling 0 ($proto): ... a sampled marker connection from node 2 arrives (node 1's inbound follows its sampled flag)" \
 		marker "$spans"
 	sleep 0.5
@@ -426,7 +422,7 @@ sampling_half() {
 	i2=$(opened 2 destination)
 	check_client "sampling 50: $n connections across nodes" \
 		n1-p1 "$P21:9000" --mode crr --count "$n" --msg-size 16
-	check "sampling 50: ... all reached node 2's agent" test "$(opened 2 destination)" -ge "$((i2 + n))"
+	check "sampling 50: ... all reached node 2's agent" lab_until opened_ge 2 destination "$((i2 + n))"
 	check "sampling 50: ... marker connection's spans arrive" marker "$spans"
 	sleep 0.5
 	local so si
@@ -460,7 +456,7 @@ collector_down() {
 	# a connection first, so that the exporters hold a connection to the collector that dies
 	client n1-p1 "$P21:9000" --mode echo --bytes 100 || true
 	check "collector down: export works before (both spans arrive)" \
-		wait_count "$spans" "($is_o) or ($is_i)" 2 20
+		wait_count "$spans" "($is_o) or ($is_i)" 2
 	check_here "collector down: sink killed" sink_stop
 	check_client "collector down: $m connections while it is down" \
 		n1-p1 "$P21:9000" --mode crr --count "$m" --msg-size 16
@@ -470,7 +466,7 @@ collector_down() {
 		both_metric ambit_spans_queued "$m"
 	check_here "collector down: the sink is back on the same ports" sink_start "$spans2"
 	check "collector down: ... all $((2 * m)) spans arrive" \
-		wait_count "$spans2" "($is_o) or ($is_i)" "$((2 * m))" 30
+		wait_count "$spans2" "($is_o) or ($is_i)" "$((2 * m))"
 	check "collector down: ... the queues drain" both_metric ambit_spans_queued 0
 	sleep 1
 	check "collector down: ... exactly once: $m outbound, $m inbound, each span ID once, each outbound with its inbound" \
@@ -509,8 +505,8 @@ overflow() {
 	check "overflow: ... and the queues still hold $q each" both_metric ambit_spans_queued "$q" 0
 	check_here "overflow: the collector is back" sink_start "$spans"
 	check "overflow: ... the $q queued spans of each node are exported" \
-		both_metric ambit_spans_exported_total "$q" 20
-	check "overflow: ... and the sink decoded them ($((2 * q)) spans)" wait_count "$spans" true "$((2 * q))" 10
+		both_metric ambit_spans_exported_total "$q"
+	check "overflow: ... and the sink decoded them ($((2 * q)) spans)" wait_count "$spans" true "$((2 * q))"
 	check_here "overflow: agents exit cleanly" agents_stop
 	sink_stop || true
 }

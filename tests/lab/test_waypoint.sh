@@ -71,8 +71,7 @@ pod_spawn "$lab" ul "$logs/sink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" 
 	--grpc-port 4317 --out "$logs/spans-agents.jsonl" --ready "$logs/sink.ready"
 pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/wsink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" \
 	--host 127.0.0.1 --grpc-port 4317 --out "$logs/spans-waypoint.jsonl" --ready "$logs/wsink.ready"
-for _ in $(seq 100); do [ -f "$logs/sink.ready" ] && [ -f "$logs/wsink.ready" ] && break; sleep 0.1; done
-check "the OTLP sinks (agents', waypoint's) start" test -f "$logs/sink.ready" -a -f "$logs/wsink.ready"
+check "the OTLP sinks (agents', waypoint's) start" lab_until test -f "$logs/sink.ready" -a -f "$logs/wsink.ready"
 : >>"$logs/spans-agents.jsonl"
 : >>"$logs/spans-waypoint.jsonl"
 export OTEL_BSP_SCHEDULE_DELAY=300
@@ -107,12 +106,12 @@ answer() { # CODE PATH: the answer to GET PATH is CODE with the server's body
 	local out
 	out=$(cl curl -sS -m 10 -w '\n%{http_code}' "http://$V$2") &&
 	[ "$(printf '%s\n' "$out" | tail -n1)" = "$1" ] &&
-	printf '%s\n' "$out" | head -n1 | grep -Eq "^(status $1 from |)$lab-n[12]-p1\$"
+	head -n1 <<<"$out" | grep -Eq "^(status $1 from |)$lab-n[12]-p1\$"
 }
 check "client -> service with a waypoint: 200 arrives intact" answer 200 /whoami
 check "client -> service with a waypoint: 500 arrives intact" answer 500 /status/500
 check "... the agent sent it to the waypoint" \
-	grep -q "\"dst.hbone_addr\":\"$LAB_WAYPOINT_IP:15008\"" "$LAB_DIR/agent1.log"
+	lab_until grep -q "\"dst.hbone_addr\":\"$LAB_WAYPOINT_IP:15008\"" "$LAB_DIR/agent1.log"
 
 keepalive() {
 	local urls="" i out
@@ -120,10 +119,10 @@ keepalive() {
 	# shellcheck disable=SC2086
 	out=$(cl curl -sS -m 30 -w '%{num_connects}\n' $urls) || return 1
 	echo "$out" | sort | uniq -c
-	[ "$(echo "$out" | grep -c "^$lab-n1-p1")" -ge 10 ] &&
-	[ "$(echo "$out" | grep -c "^$lab-n2-p1")" -ge 10 ] &&
-	[ "$(echo "$out" | grep -Ec "^$lab-n[12]-p1")" -eq 40 ] &&
-	[ "$(echo "$out" | grep -Ex '[0-9]+' | paste -sd+ | bc)" -eq 1 ]
+	[ "$(grep -c "^$lab-n1-p1" <<<"$out")" -ge 10 ] &&
+	[ "$(grep -c "^$lab-n2-p1" <<<"$out")" -ge 10 ] &&
+	[ "$(grep -Ec "^$lab-n[12]-p1" <<<"$out")" -eq 40 ] &&
+	[ "$(grep -Ex '[0-9]+' <<<"$out" | paste -sd+ | bc)" -eq 1 ]
 }
 check "keep-alive: 40 requests on one client connection, spread over both endpoints" keepalive
 
@@ -131,9 +130,9 @@ pipelined() { # 5 requests written at once (pipelining), 5 answers back in order
 	local req="" i out
 	for i in 1 2 3 4 5; do req+="GET /status/20$i HTTP/1.1\r\nHost: app-1\r\n\r\n"; done
 	req+="GET /whoami HTTP/1.1\r\nHost: app-1\r\nConnection: close\r\n\r\n"
-	out=$(cl sh -c "printf '$req' | timeout 10 nc -q 5 $V 80" 2>&1) || true
-	[ "$(echo "$out" | grep -Ec '^HTTP/1.1 20[1-5] ')" -eq 5 ] &&
-	[ "$(echo "$out" | grep -E '^HTTP/1.1 20[1-5] ' | awk '{print $2}' | paste -sd,)" = "201,202,203,204,205" ]
+	out=$(printf "$req" | lab_raw_exchange "$lab" n1-p2 "$V" 80 2>&1) || true	# (to the close)
+	[ "$(grep -Ec '^HTTP/1.1 20[1-5] ' <<<"$out")" -eq 5 ] &&
+	[ "$(grep -E '^HTTP/1.1 20[1-5] ' <<<"$out" | awk '{print $2}' | paste -sd,)" = "201,202,203,204,205" ]
 }
 check "pipelining: 5 requests in one write, answers in order" pipelined
 
@@ -156,7 +155,7 @@ metric() {
 	pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" |
 		grep "^istio_requests_total{reporter=\"waypoint\".*response_code=\"500\"" >/dev/null
 }
-check "metrics: istio_requests_total with response_code 500" metric
+check "metrics: istio_requests_total with response_code 500" lab_until metric
 
 # Spans: request spans with the status codes, in the trace of the client's outbound span.
 span_chain() { # ALL: the checks on the decoded spans (all three spans present)
@@ -240,15 +239,13 @@ check "upstream failure (nothing listens): 503 from the waypoint, request span E
 # ---------------- waypoint hand-off for workloads; bypass detection ----------------
 agent_metric() { lab_metric "$lab" "$1" "$2"; } # K NAME: the sum of NAME's samples on node K
 # agent_line K DST [SRC_IP]: the last 'connection complete' line of node K's agent for
-# destination DST (and source SRC_IP), once there is one (the agent logs it at close: 10 s at most)
-agent_line() {
-	local i line
-	for i in $(seq 50); do
-		line=$(grep -F '"connection complete"' "$LAB_DIR/agent$1.log" | grep -F "\"dst.addr\":\"$2\"" |
-			grep -F "\"src.addr\":\"${3:-}" | tail -n 1)
-		[ -n "$line" ] && { echo "$line"; return 0; }
-		sleep 0.2
-	done
+# destination DST (and source SRC_IP), once there is one (the agent logs it at close: LAB_WAIT_S)
+agent_line() { lab_until _agent_line "$@"; }
+_agent_line() {
+	local line
+	line=$(grep -F '"connection complete"' "$LAB_DIR/agent$1.log" | grep -F "\"dst.addr\":\"$2\"" |
+		grep -F "\"src.addr\":\"${3:-}" | tail -n 1)
+	[ -n "$line" ] && { echo "$line"; return 0; }
 	echo "no 'connection complete' line for $2 in node $1's log"
 	return 1
 }
@@ -277,9 +274,15 @@ bypass_span() {
 		.[0].attributes["waypoint.bypassed"] == null'
 }
 check "bypass: ... node 2's inbound span has waypoint.bypassed = true" bypass_span
+bypass_is() { # N: node 2's ambit_waypoint_bypass_total is N
+	local v
+	v=$(agent_metric 2 ambit_waypoint_bypass_total)
+	echo "node 2's ambit_waypoint_bypass_total: $v"
+	[ "$v" -eq "$1" ]
+}
 check "bypass: ... node 2's ambit_waypoint_bypass_total rose by exactly 1 (from $bypass0)" \
-	test "$(agent_metric 2 ambit_waypoint_bypass_total)" -eq $((bypass0 + 1))
-bypass_logged() { agent_line 2 "$P21:8080" | grep -q '"waypoint_bypassed":true'; }
+	lab_until bypass_is $((bypass0 + 1))
+bypass_logged() { agent_line 2 "$P21:8080" | grep '"waypoint_bypassed":true' >/dev/null; }
 check "bypass: ... node 2's access log line says waypoint_bypassed" bypass_logged
 
 wl_waypoint() { # app-2's pod on node 2 names the waypoint: by pod IP, the request goes through it
@@ -328,9 +331,8 @@ check "bypass: traffic through the waypoints is never flagged (spans; node 1's c
 # Identity: a waypoint that presents another identity is refused by the client's agent.
 stop_waypoint
 check "waypoint exits 0 on SIGTERM" test "${WP_EXIT:-1}" = 0
-sleep 0.5
 check "the endpoints' agents saw the requests come through the waypoint" \
-	sh -c "grep -h '\"direction\":\"inbound\"' '$LAB_DIR/agent1.log' '$LAB_DIR/agent2.log' | grep -q '\"waypoint\":true'"
+	lab_until sh -c "grep -h '\"direction\":\"inbound\"' '$LAB_DIR/agent1.log' '$LAB_DIR/agent2.log' | grep -q '\"waypoint\":true'"
 jq '(.workloads[] | select(.addresses == ["'"$LAB_WAYPOINT_IP"'"]) | .service_account) = "impostor"' \
 	"$LAB_WORKLOADS" >"$logs/impostor-workloads.json"
 # The lab's ambit-ca would not sign sa/impostor for the waypoint's token at all: the impostor
@@ -345,7 +347,7 @@ if start_waypoint "$logs/impostor.json"; then
 		grep -E '"dst.hbone_addr":"'"$LAB_WAYPOINT_IP"':15008"' "$LAB_DIR/agent1.log" | tail -n1 |
 			grep -Eiq 'identity|impostor|certificate|verify'
 	}
-	check "identity: a waypoint presenting sa/impostor is refused by the agent" refused
+	check "identity: a waypoint presenting sa/impostor is refused by the agent" lab_until refused
 	stop_waypoint
 else
 	fail "identity: impostor waypoint starts"

@@ -40,8 +40,7 @@ jq --arg g "$GRPC_VIP" --arg h "$H2_VIP" '.services += [
 
 pod_spawn "$lab" "$LAB_WAYPOINT_POD" "$logs/wsink.log" "$NODE" "$LAB_TOP/tests/node/otlp_sink.js" \
 	--host 127.0.0.1 --grpc-port 4317 --out "$logs/spans.jsonl" --ready "$logs/wsink.ready"
-for _ in $(seq 100); do [ -f "$logs/wsink.ready" ] && break; sleep 0.1; done
-check "the waypoint's OTLP sink starts" test -f "$logs/wsink.ready"
+check "the waypoint's OTLP sink starts" lab_until test -f "$logs/wsink.ready"
 : >>"$logs/spans.jsonl"
 export OTEL_BSP_SCHEDULE_DELAY=300
 for k in 1 2; do
@@ -109,11 +108,10 @@ check "grpc: an 8 MiB message both ways, byte for byte" \
 	"$logs/grpc.json"
 deadline_cancel() { # DEADLINE_EXCEEDED at the client, and the server saw the call cancelled
 	jq -e '.deadline.code == 4' "$logs/grpc.json" || return 1
-	local i
-	for i in $(seq 30); do
-		cat "$logs"/grpc-[12].jsonl 2>/dev/null | grep -q '"method":"Slow","cancelled":true' && return 0
-		sleep 0.1
-	done
+	lab_until server_cancelled
+}
+server_cancelled() { # (the cancel reaches the server in its own time)
+	grep -qh '"method":"Slow","cancelled":true' "$logs"/grpc-[12].jsonl 2>/dev/null && return 0
 	echo "no cancelled Slow call in the servers' logs"; return 1
 }
 check "grpc: a call past its deadline ends DEADLINE_EXCEEDED and its cancel reaches the server" deadline_cancel
@@ -123,7 +121,7 @@ curl_h2() {
 	local out
 	out=$(cl curl -sS -m 10 --http2-prior-knowledge -w '\n%{http_code} %{http_version}' "http://$H2_VIP/whoami") &&
 	echo "$out" && [ "$(echo "$out" | tail -n1)" = "200 2" ] &&
-	echo "$out" | head -n1 | grep -Eqx "$lab-n[12]-p1"
+	head -n1 <<<"$out" | grep -Eqx "$lab-n[12]-p1"
 }
 check "curl --http2-prior-knowledge GET: 200 over HTTP/2 from an endpoint" curl_h2
 curl_h2_post() {
@@ -146,7 +144,7 @@ h1_get() {
 	local out
 	out=$(cl curl -sS -m 10 --http1.1 -w '\n%{http_code} %{http_version}' "http://$H2_VIP/whoami") &&
 	echo "$out" && [ "$(echo "$out" | tail -n1)" = "200 1.1" ] &&
-	echo "$out" | head -n1 | grep -Eqx "$lab-n[12]-p1"
+	head -n1 <<<"$out" | grep -Eqx "$lab-n[12]-p1"
 }
 check "HTTP/1.1 client of the h2c port: GET answered (translated to HTTP/2)" h1_get
 h1_post() {
@@ -175,17 +173,14 @@ jq '.resources = [{apiVersion: "security.istio.io/v1", kind: "AuthorizationPolic
 		{to: [{operation: {paths: ["/forbidden"]}}]}]}}]' \
 	"$LAB_WORKLOADS" >"$logs/wl.json" && mv "$logs/wl.json" "$LAB_WORKLOADS"
 h2_denied() { # curl (one request: curl 7.88 cannot reuse an h2c prior-knowledge connection)
-	local i out
-	for i in $(seq 40); do
-		out=$(cl curl -sS -m 10 --http2-prior-knowledge -w '\n%{http_code} %{http_version} %{content_type}' \
-			"http://$H2_VIP/forbidden" 2>&1) || true
-		[[ $out == *"RBAC: access denied"* ]] && break
-		sleep 0.25
-	done
+	local out
+	out=$(cl curl -sS -m 30 --http2-prior-knowledge -w '\n%{http_code} %{http_version} %{content_type}' \
+		"http://$H2_VIP/forbidden" 2>&1) || true
 	echo "$out"
-	[ "$(echo "$out" | tail -n1)" = "403 2 text/plain" ] && echo "$out" | grep -qx 'RBAC: access denied'
+	[ "$(echo "$out" | tail -n1)" = "403 2 text/plain" ] && grep -qx 'RBAC: access denied' <<<"$out"
 }
-check "authz over HTTP/2 (curl): denied path is 403 'RBAC: access denied' (text/plain)" h2_denied
+# (the waypoint reloads the file with the policy in its own time)
+check "authz over HTTP/2 (curl): denied path is 403 'RBAC: access denied' (text/plain)" lab_until h2_denied
 relay "authz over HTTP/2 (python3-h2): " cl "$H2PY" "$LAB_TOP/tests/lab/h2client.py" "$H2_VIP:80" \
 	--authority h2-echo --scenario deny,get
 grpc_denied() { # one channel: allowed, denied (PERMISSION_DENIED), allowed
@@ -208,8 +203,8 @@ span_ok() {
 	jq -se 'any(.[]; .attributes["rpc.method"] == "Fail" and .attributes["rpc.grpc.status_code"] == 7
 		and .attributes.response_flags == "DENY")' "$logs/spans.jsonl"
 }
-spans() { for _ in $(seq 40); do span_ok >/dev/null 2>&1 && return 0; sleep 0.25; done; span_ok; }
-check "spans: gRPC calls are SERVER spans with rpc.system/service/method and rpc.grpc.status_code; INTERNAL is ERROR, NOT_FOUND is not; the denial is DENY" spans
+check "spans: gRPC calls are SERVER spans with rpc.system/service/method and rpc.grpc.status_code; INTERNAL is ERROR, NOT_FOUND is not; the denial is DENY" \
+	lab_until span_ok
 metric() { # REGEX...: a line of the waypoint's metrics matches every REGEX
 	local out re
 	out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://$LAB_WAYPOINT_IP:15020/metrics" |
@@ -218,22 +213,22 @@ metric() { # REGEX...: a line of the waypoint's metrics matches every REGEX
 	echo "$out" | head -n3
 }
 check "metrics: istio_requests_total with request_protocol=\"grpc\" and grpc_response_status=\"13\"" \
-	metric 'request_protocol="grpc"' 'grpc_response_status="13"' 'destination_service="grpc-echo\.'
+	lab_until metric 'request_protocol="grpc"' 'grpc_response_status="13"' 'destination_service="grpc-echo\.'
 check "metrics: ... and grpc_response_status=\"0\" for the OK calls" \
-	metric 'request_protocol="grpc"' 'grpc_response_status="0"'
+	lab_until metric 'request_protocol="grpc"' 'grpc_response_status="0"'
 check "metrics: HTTP/2 requests of h2-echo with request_protocol=\"http\"" \
-	metric 'request_protocol="http"' 'destination_service="h2-echo\.' 'response_code="200"'
+	lab_until metric 'request_protocol="http"' 'destination_service="h2-echo\.' 'response_code="200"'
 check "waypoint: nothing logged at error level" sh -c "! grep -q '\"level\":\"error\"' '$logs/waypoint.log'"
 
 # Drain: a client holding an HTTP/2 connection gets GOAWAY when the waypoint is told to stop.
 pod_spawn "$lab" n1-p2 "$logs/drain.out" "$H2PY" "$LAB_TOP/tests/lab/h2client.py" "$H2_VIP:80" \
 	--authority h2-echo --scenario get,await_goaway --await 15
 DRAIN_PID=$SPAWNED_PID
-for _ in $(seq 100); do grep -q 'waiting for GOAWAY' "$logs/drain.out" 2>/dev/null && break; sleep 0.1; done
+lab_until grep -q 'waiting for GOAWAY' "$logs/drain.out" || true
 WP_EXIT=none
 if [ -n "${WP_PID:-}" ]; then
 	kill -TERM "$WP_PID" 2>/dev/null || true
-	for _ in $(seq 150); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.1; done
+	lab_until eval '! kill -0 "$WP_PID" 2>/dev/null' || true
 	kill -KILL "$WP_PID" 2>/dev/null || true
 	WP_EXIT=0
 	wait "$WP_PID" 2>/dev/null || WP_EXIT=$?

@@ -90,7 +90,7 @@ gets() { # 12 GETs, one connection each: every one answered by n1-p1
 		out+=$(cl curl -sS -m 10 "$1" -w ' %{http_version} %{http_code}' \
 			"http://$VIP/whoami")$'\n' || true
 	done
-	echo "$out"; [ "$(echo "$out" | grep -cx "$lab-n1-p1 $2 200")" -eq 12 ]
+	echo "$out"; [ "$(grep -cx "$lab-n1-p1 $2 200" <<<"$out")" -eq 12 ]
 }
 # shellcheck disable=SC2086
 check "12 GETs, half sent first to an endpoint that refuses: all 200 from n1-p1" gets $H2
@@ -146,8 +146,8 @@ answers_503() { # 10 GETs and 4 POSTs of 40 KB: n2-p1's 503s are retried on n1-p
 	done
 	after=$(admin_retries)
 	echo "$out"; echo "retries $before -> $after"
-	[ "$(echo "$out" | grep -cx "$lab-n1-p1 200")" -eq 10 ] &&
-	[ "$(echo "$out" | grep -cx "200 same")" -eq 4 ] && [ "$after" -gt "$before" ]
+	[ "$(grep -cx "$lab-n1-p1 200" <<<"$out")" -eq 10 ] &&
+	[ "$(grep -cx "200 same" <<<"$out")" -eq 4 ] && [ "$after" -gt "$before" ]
 }
 # shellcheck disable=SC2086
 check "an endpoint answering 503: GETs and POSTs retried on the other one (retriable-status-codes)" answers_503 $H2

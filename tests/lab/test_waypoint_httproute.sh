@@ -340,10 +340,10 @@ check "http1: ... unless the client said connection: close (the redirect says it
 # cancelled (the server sees RST_STREAM CANCEL), for an HTTP/2 client and for an HTTP/1.1 one
 # (translated to HTTP/2).
 up_cancelled() { # PATH: h2_server.js logged the stream of PATH closed by RST_STREAM CANCEL (8)
-	for _ in $(seq 20); do
-		jq -e --arg p "$1" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
+	lab_until _up_cancelled "$1"	# (the cancel reaches the server in its own time)
+}
+_up_cancelled() {
+	jq -e --arg p "$1" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null 2>&1 && return 0
 	cat "$logs/h2s.jsonl" 2>/dev/null; return 1
 }
 h2up_timeout() { # PROTO N: GET /delay/30N on h2-slow: 504 in 400..2500 ms, the upstream stream cancelled
@@ -401,13 +401,12 @@ per_try() { # PROTO KEY: a 503 retried, the second try 2 s late: 504 after about
 	el=$(( $(now_ms) - t0 ))
 	echo "$out (${el} ms)"
 	grep -q '^504 upstream request timeout' <<<"$out" && [ "$el" -ge 280 ] && [ "$el" -le 1800 ] || return 1
-	for _ in $(seq 20); do	# both tries reached the endpoint; the second was cancelled
-		[ "$(jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl" | wc -l)" -eq 2 ] &&
-			jq -e --arg p "$path" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null &&
-			return 0
-		sleep 0.1
-	done
-	jq -c --arg p "$path" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
+	lab_until both_tries "$path"	# (the server logs the cancel in its own time)
+}
+both_tries() { # PATH: both tries reached the endpoint; the second was cancelled
+	[ "$(jq -c --arg p "$1" 'select(.path == $p)' "$logs/h2s.jsonl" | wc -l)" -eq 2 ] &&
+		jq -e --arg p "$1" 'select(.path == $p and .rst == 8)' "$logs/h2s.jsonl" >/dev/null && return 0
+	jq -c --arg p "$1" 'select(.path == $p)' "$logs/h2s.jsonl"; return 1
 }
 head -c 40000 /dev/urandom >"$logs/post.bin"
 for proto in h2 http1; do
@@ -516,7 +515,7 @@ check "Upgrade: h2c (curl --http2): not upgraded, the endpoint sees no upgrade, 
 check "... the connection goes on as HTTP/1.1 (a second request on it)" h2c_keepalive
 check "... to an h2c Service: translated to HTTP/2 as any HTTP/1.1 request, answered HTTP/1.1" h2c_h2port
 
-metric() { lab_waypoint_metric "$lab" "$1"; }
+metric() { lab_until lab_waypoint_metric "$lab" "$1"; } # (a stream is counted when it closes)
 check "metrics: the chosen backend is destination_service (app-2)" \
 	metric '^istio_requests_total\{reporter="waypoint",.*destination_service="app-2\.default\.svc\.cluster\.local",.*response_code="200"'
 check "metrics: ... and app-3" \
@@ -536,13 +535,13 @@ route_span() { # TRACE_ID PATH JQ-FILTER: the request span of a routed request t
 	local tid=$1 out
 	pod_exec "$lab" n1-p4 curl -sS -m 10 -o /dev/null -H "traceparent: 00-$tid-00f067aa0ba902b7-01" \
 		-H 'x-canary: 1' "http://$V$2" || return 1
-	for _ in $(seq 20); do
-		out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 \
-			"http://127.0.0.1:15000/spans?trace_id=$tid") || return 1
-		jq -e "[.spans[] | select(.kind == \"SERVER\" and $3)] | length == 1" <<<"$out" >/dev/null &&
-			return 0
-		sleep 0.25
-	done
+	lab_until trace_has "$tid" "$3"	# (the span ends in the waypoint's own time)
+}
+trace_has() { # TRACE_ID JQ-FILTER: the waypoint's /spans of that trace have one SERVER span matching
+	local out
+	out=$(pod_exec "$lab" "$LAB_WAYPOINT_POD" curl -fsS -m 5 "http://127.0.0.1:15000/spans?trace_id=$1") ||
+		return 1
+	jq -e "[.spans[] | select(.kind == \"SERVER\" and $2)] | length == 1" <<<"$out" >/dev/null && return 0
 	jq -c '.spans[] | {name, kind, status, attributes}' <<<"$out"; return 1
 }
 check "span: route.name and the backend as destination.service" route_span \
@@ -568,19 +567,17 @@ admin_routes() {
 		<<<"$out" >/dev/null
 }
 check "admin /waypoint: routes listed, the RegularExpression one refused with its reason" admin_routes
-check "the refused route is logged" grep -q 'HTTPRoute default/app1-regex not applied' "$logs/waypoint.log"
+check "the refused route is logged" lab_until grep -q 'HTTPRoute default/app1-regex not applied' "$logs/waypoint.log"
 
 ROUTES=0 set_routes
-removed() { # PROTO: within 10 s, app-1's own endpoint answers every request again
+removed() { # PROTO: app-1's own endpoint answers every request again
 	local out
-	for _ in $(seq 40); do
-		out=$(bodies "$1" 10 /whoami 2>&1) || true
-		[ "$(grep -cx front <<<"$out" || true)" -eq 10 ] && return 0
-		sleep 0.25
-	done
+	out=$(bodies "$1" 10 /whoami 2>&1) || true
+	[ "$(grep -cx front <<<"$out" || true)" -eq 10 ] && return 0
 	echo "$out"; return 1
 }
-check "routes removed from the file: plain balancing over app-1 again (HTTP/1.1)" removed http1
+# (the waypoint reloads the file in its own time)
+check "routes removed from the file: plain balancing over app-1 again (HTTP/1.1)" lab_until removed http1
 check "... and over HTTP/2" removed h2
 expect_status "... and /other reaches app-1's endpoint (its own 404 now, not the route's)" h2 /status/202 202
 check "waypoint: nothing logged at error level" sh -c "! grep -q '\"level\":\"error\"' '$logs/waypoint.log'"

@@ -130,7 +130,7 @@ malformed() { # FILE WANT...: sends FILE to app-1; the status lines must be WANT
 	shift
 	printf '%s\n' "$out" | grep -E '^HTTP/1\.1 |^#|^connection:' | head -n 20
 	[ "$(printf '%s\n' "$out" | grep -E '^HTTP/1\.1 ' | awk '{print $2}' | paste -sd,)" = "$(echo "$@" | tr ' ' ,)" ] &&
-	printf '%s\n' "$out" | tr -d '\r' | grep -qix 'connection: close' &&
+	tr -d '\r' <<<"$out" | grep -qix 'connection: close' &&
 	[ "$(printf '%s\n' "$out" | tail -n1)" = "#closed" ]
 }
 printf 'GET /whoami HTTP/1.1\r\nHost: app-1\r\n\r\nGET /whoami HTTP/1.1\r\nHost: app-1\r\nBad Header: x\r\n\r\nGET /whoami HTTP/1.1\r\nHost: app-1\r\n\r\n' \
@@ -222,22 +222,21 @@ if stop_waypoint && start_waypoint "$logs/rr.json"; then
 			jq -e '[.sessions[] | select(.state == "response" and .upstream)] | length == 1' >/dev/null &&
 			grep -q '^HTTP/1.1 200' "$logs/idle.out"
 	}
-	for _ in $(seq 50); do in_flight && break; sleep 0.1; done
-	check "drain: a slow request in flight and an idle keep-alive client before SIGTERM" in_flight
+	check "drain: a slow request in flight and an idle keep-alive client before SIGTERM" lab_until in_flight
 	t0=$(date +%s.%N)
 	kill -TERM "$WP_PID"
-	sleep 0.3
 	refused() { # a new TCP connection to 15008 is refused (curl exit 7)
 		local rc=0
 		wp curl -sS -m 3 -o /dev/null "http://$LAB_WAYPOINT_IP:15008/" 2>/dev/null || rc=$?
 		echo "curl exit $rc"
 		[ "$rc" -eq 7 ]
 	}
-	check "drain: new connections to 15008 are refused" refused
+	# (the waypoint closes its listeners when it handles the signal: in its own time)
+	check "drain: new connections to 15008 are refused" lab_until refused
 	not_ready() {
 		[ "$(wp curl -sS -m 2 -o /dev/null -w '%{http_code}' "http://$LAB_WAYPOINT_IP:15021/healthz/ready")" = 503 ]
 	}
-	check "drain: readiness answers 503" not_ready
+	check "drain: readiness answers 503" lab_until not_ready
 	new_request() { # through the client's agent: no answer from the draining waypoint
 		local code
 		code=$(cl curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$V/whoami" 2>/dev/null) || true
@@ -263,9 +262,9 @@ if stop_waypoint && start_waypoint "$logs/rr.json"; then
 		local t
 		cat "$logs/idle.out"
 		t=$(sed -n 's/^closed at //p' "$logs/idle.out")
-		[ -n "$t" ] && [ "$(echo "$t - $t0 < 1.5" | bc)" = 1 ]
+		[ -n "$t" ] && [ "$(echo "$t - $t0 < $DRAIN_MS / 2000" | bc)" = 1 ]
 	}
-	check "drain: the idle keep-alive client was closed at once (not at the deadline)" idle_closed
+	check "drain: the idle keep-alive client was closed at once (well before the ${DRAIN_MS} ms deadline)" idle_closed
 	if wait_waypoint_exit $((DRAIN_MS / 1000 + 5)); then
 		t_exit=$(date +%s.%N)
 		exit_ok() {
@@ -287,18 +286,18 @@ jq '.proxy.drain_timeout_ms = 1500' "$logs/rr.json" >"$logs/short.json"
 if [ -n "$drain_ok" ] && start_waypoint "$logs/short.json"; then
 	cl curl -sS -m 20 -o /dev/null "http://$V/delay/10000" 2>/dev/null &
 	cut_pid=$!
-	for _ in $(seq 50); do
+	responding() {
 		wp curl -fsS -m 2 http://127.0.0.1:15000/waypoint |
-			jq -e '[.sessions[] | select(.state == "response")] | length == 1' >/dev/null 2>&1 && break
-		sleep 0.1
-	done
+			jq -e '[.sessions[] | select(.state == "response")] | length == 1'
+	}
+	lab_until responding >/dev/null 2>&1 || true
 	t0=$(date +%s.%N)
 	kill -TERM "$WP_PID"
-	if wait_waypoint_exit 6; then
+	if wait_waypoint_exit 9; then
 		t_exit=$(date +%s.%N)
 		deadline_ok() {
 			echo "exit $WP_EXIT at +$(echo "$t_exit - $t0" | bc) s"
-			[ "$WP_EXIT" = 0 ] && [ "$(echo "$t_exit - $t0 >= 1.4 && $t_exit - $t0 < 3.5" | bc)" = 1 ] &&
+			[ "$WP_EXIT" = 0 ] && [ "$(echo "$t_exit - $t0 >= 1.4 && $t_exit - $t0 < 7" | bc)" = 1 ] &&
 			grep -q 'drain deadline reached' "$logs/waypoint.log"
 		}
 		check "drain: with a 1.5 s deadline and a 10 s request, the waypoint exits 0 at the deadline" deadline_ok
