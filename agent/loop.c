@@ -335,17 +335,23 @@ static void wake_read(struct loop *l, struct loop_io *io, uint32_t events)
 	run_tasks(l, t);
 }
 
+static void run_normal(struct loop *l)
+{
+	/* Deferred tasks may defer more; run until the list is empty. */
+	while (l->deferred) {
+		struct task *t = l->deferred;
+		l->deferred = NULL;
+		l->deferred_tail = &l->deferred;
+		run_tasks(l, t);
+	}
+}
+
 void loop_run_deferred(struct loop *l)
 {
-	/* Deferred tasks may defer more; run until the list is empty. Then the late ones, whose
-	 * own deferred tasks run after them all; and again until both lists are empty. */
+	/* The deferred tasks, then the late ones, whose own deferred tasks run after them all;
+	 * and again until both lists are empty. */
 	while (l->deferred || l->late) {
-		while (l->deferred) {
-			struct task *t = l->deferred;
-			l->deferred = NULL;
-			l->deferred_tail = &l->deferred;
-			run_tasks(l, t);
-		}
+		run_normal(l);
 		struct task *t = l->late;
 		l->late = NULL;
 		l->late_tail = &l->late;
@@ -353,29 +359,43 @@ void loop_run_deferred(struct loop *l)
 	}
 }
 
+/* Waits up to timeout ms for events and runs their callbacks, then the timers due. 0, or
+ * -errno (EINTR is 0: nothing ran). */
+static int poll_once(struct loop *l, struct epoll_event *evs, int timeout)
+{
+	int n = epoll_wait(l->epfd, evs, LOOP_MAX_EVENTS, timeout);
+	if (n == -1)
+		return errno == EINTR ? 0 : -errno;
+	l->now_ms = now_mono_ms();
+	for (int i = 0; i < n; i++) {
+		struct loop_io *io = evs[i].data.ptr;
+		/* An earlier callback of this batch may have unregistered it; its owner is freed
+		 * only in the before-sleep step, so the pointer is still valid. */
+		if (io->registered)
+			io->fn(l, io, evs[i].events);
+	}
+	run_timers(l);
+	return 0;
+}
+
 int loop_run(struct loop *l)
 {
 	struct epoll_event evs[LOOP_MAX_EVENTS];
+	int err;
 
 	while (!l->stop) {
 		for (int i = 0; i < l->nhooks; i++)
 			l->hooks[i].fn(l, l->hooks[i].arg);
+		run_normal(l);
+		/* Late work waits (request tracking): first whatever came in while the turn's
+		 * writes ran. A peer they woke on this CPU may have answered already (it preempts
+		 * the sender), and its bytes go on before the late work, not after. Once a turn,
+		 * so late work is never starved. */
+		if (l->late && (err = poll_once(l, evs, 0)) < 0)
+			return err;
 		loop_run_deferred(l);
-		int n = epoll_wait(l->epfd, evs, LOOP_MAX_EVENTS, next_timeout(l));
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		l->now_ms = now_mono_ms();
-		for (int i = 0; i < n; i++) {
-			struct loop_io *io = evs[i].data.ptr;
-			/* An earlier callback of this batch may have unregistered it; its owner
-			 * is freed only in the before-sleep step, so the pointer is still valid. */
-			if (io->registered)
-				io->fn(l, io, evs[i].events);
-		}
-		run_timers(l);
+		if ((err = poll_once(l, evs, next_timeout(l))) < 0)
+			return err;
 	}
 	loop_run_deferred(l);
 	return 0;

@@ -60,8 +60,10 @@ static inline bool loop_timer_armed(const struct loop_timer *t) { return t->heap
  * Used to close objects outside the callback that decided to close them. -ENOMEM on failure. */
 int loop_defer(struct loop *l, loop_task_fn fn, void *arg);
 /* Runs fn(arg) once in the before-sleep step of this iteration, after every task deferred
- * with loop_defer (and what those defer) has run: work that should come after the turn's
- * writes. Late tasks run in order; what they defer runs after the whole batch. -ENOMEM. */
+ * with loop_defer (and what those defer) has run, and after the events that came in
+ * meanwhile (one look, without waiting: a peer those writes woke on this CPU may have
+ * answered already) and the tasks they defer: work that should come after the turn's
+ * relaying. Late tasks run in order; what they defer runs after the whole batch. -ENOMEM. */
 int loop_defer_late(struct loop *l, loop_task_fn fn, void *arg);
 /* Runs the deferred and late tasks now, as the before-sleep step does (and those they defer): a loop
  * turn without the wait, for tests and benches that drive conns by hand. Loop thread only. */
