@@ -394,6 +394,8 @@ int loop_run(struct loop *l)
 		if (l->late && (err = poll_once(l, evs, 0)) < 0)
 			return err;
 		loop_run_deferred(l);
+		if (l->stop)	/* a task, or the look above (which read the wake-up), stopped it */
+			break;
 		if ((err = poll_once(l, evs, next_timeout(l))) < 0)
 			return err;
 	}

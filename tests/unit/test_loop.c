@@ -94,4 +94,28 @@ TEST(late_tasks_run_when_nothing_came_in)
 	loop_free(l);
 }
 
+static void stop_now(struct loop *l, void *arg)
+{
+	(void)arg;
+	note('S');
+	loop_stop(l);
+	if (loop_defer_late(l, late_task, NULL))
+		note('!');
+}
+
+/* A stop with late work pending: the look at epoll reads the stop's wake-up, and the loop must
+ * still end rather than wait for another. */
+TEST(a_stop_with_late_work_pending_ends_the_loop)
+{
+	struct loop *l = loop_new();
+
+	REQUIRE(l);
+	norder = 0;
+	order[0] = '\0';
+	REQUIRE(loop_defer(l, stop_now, NULL) == 0);
+	REQUIRE(loop_run(l) == 0);
+	CHECK_EQ_STR(order, "SL");
+	loop_free(l);
+}
+
 TEST_MAIN("loop")
